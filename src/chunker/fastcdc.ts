@@ -1,0 +1,130 @@
+/**
+ * Content-defined chunking (FastCDC with normalized chunking).
+ *
+ * A gear hash rolls over the data; a boundary falls where its top bits are all
+ * zero. Before the average size a stricter mask (two more bits) makes cuts
+ * rarer, after it a looser one makes them likelier, so sizes cluster around the
+ * average; min and max bound them. Boundaries depend only on the bytes near
+ * them, so an insertion moves at most a block or two and the rest realign.
+ * The gear table comes from a key, so boundaries reveal nothing to someone
+ * without it.
+ */
+import { createHmac } from 'node:crypto';
+import { usageError } from '../errors.js';
+
+export interface ChunkerParams {
+  min: number;
+  avg: number;
+  max: number;
+}
+
+export const DEFAULT_AVG = 64 * 1024;
+
+export function chunkerParams(avg: number): ChunkerParams {
+  if (!Number.isInteger(Math.log2(avg)) || avg < 1024 || avg > 16 * 1024 * 1024) {
+    throw usageError(`--chunk-avg must be a power of two between 1 KiB and 16 MiB (got ${avg})`);
+  }
+  return { min: avg / 4, avg, max: avg * 4 };
+}
+
+export function gearTable(seed: Uint8Array): Uint32Array {
+  const bytes = Buffer.alloc(1024);
+  for (let i = 0; i < 32; i++) {
+    createHmac('sha256', seed).update(`gear ${i}`).digest().copy(bytes, i * 32);
+  }
+  const table = new Uint32Array(256);
+  for (let i = 0; i < 256; i++) table[i] = bytes.readUInt32LE(i * 4);
+  return table;
+}
+
+function topBits(n: number): number {
+  return ((2 ** n - 1) * 2 ** (32 - n)) | 0;
+}
+
+/**
+ * Streaming chunker: push data as it is read, take the finished chunks, call
+ * finish() at the end for the last one. Chunks are fresh buffers (each owns its
+ * memory, so it can be transferred to a worker).
+ */
+export class Chunker {
+  private readonly maskS: number;
+  private readonly maskL: number;
+  private pending: Buffer = Buffer.alloc(0);
+  /** Where the scan of the current chunk stopped, and the hash there. */
+  private scanned = 0;
+  private hash = 0;
+
+  constructor(
+    private readonly params: ChunkerParams,
+    private readonly gear: Uint32Array,
+  ) {
+    const bits = Math.round(Math.log2(params.avg));
+    this.maskS = topBits(bits + 2);
+    this.maskL = topBits(bits - 2);
+  }
+
+  push(data: Uint8Array): Buffer[] {
+    this.pending = this.pending.length === 0 ? Buffer.from(data.buffer, data.byteOffset, data.byteLength) : Buffer.concat([this.pending, data]);
+    const out: Buffer[] = [];
+    let start = 0;
+    while (true) {
+      const cut = this.findCut(this.pending, start);
+      if (cut < 0) break;
+      out.push(copyOf(this.pending, start, cut));
+      start = cut;
+    }
+    // Keep only the unfinished chunk; copy so the caller's buffer is not retained.
+    this.pending = copyOf(this.pending, start, this.pending.length);
+    return out;
+  }
+
+  finish(): Buffer | undefined {
+    const last = this.pending.length > 0 ? this.pending : undefined;
+    this.pending = Buffer.alloc(0);
+    this.scanned = 0;
+    this.hash = 0;
+    return last;
+  }
+
+  /** The end of the chunk that starts at `start`, or -1 if more data is needed. */
+  private findCut(buf: Buffer, start: number): number {
+    const { min, avg, max } = this.params;
+    const available = buf.length - start;
+    if (this.scanned === 0) {
+      if (available < min) return -1;
+      this.scanned = min;
+      this.hash = 0;
+    }
+    const gear = this.gear;
+    let h = this.hash;
+    let i = start + this.scanned;
+    const normal = start + Math.min(avg, available);
+    const limit = start + Math.min(max, available);
+    const maskS = this.maskS;
+    for (; i < normal; i++) {
+      h = ((h << 1) + gear[buf[i]!]!) | 0;
+      if ((h & maskS) === 0) return this.cutAt(i + 1);
+    }
+    const maskL = this.maskL;
+    for (; i < limit; i++) {
+      h = ((h << 1) + gear[buf[i]!]!) | 0;
+      if ((h & maskL) === 0) return this.cutAt(i + 1);
+    }
+    if (limit - start === max) return this.cutAt(limit);
+    this.scanned = i - start;
+    this.hash = h;
+    return -1;
+  }
+
+  private cutAt(end: number): number {
+    this.scanned = 0;
+    this.hash = 0;
+    return end;
+  }
+}
+
+function copyOf(buf: Buffer, from: number, to: number): Buffer {
+  const out = Buffer.allocUnsafeSlow(to - from);
+  buf.copy(out, 0, from, to);
+  return out;
+}

@@ -1,0 +1,48 @@
+import type { Command } from 'commander';
+import { StrataError, usageError } from '../../errors.js';
+import { Repository } from '../../repo/repository.js';
+import { parseSize } from '../../util/size.js';
+import { globals, readPassword, repoPath } from '../context.js';
+import { line, printJson } from '../output.js';
+import { promptHidden } from '../prompt.js';
+
+export function register(program: Command): void {
+  program
+    .command('init')
+    .description('create a repository')
+    .option('--chunk-avg <size>', 'average block size, a power of two (default 64K)')
+    .option('--scrypt-n <N>', 'scrypt cost N (default: calibrated to about 0.5 s on this machine)')
+    .action(async (opts: { chunkAvg?: string; scryptN?: string }, cmd: Command) => {
+      const g = globals(cmd);
+      const where = repoPath(g);
+      const password = await newPassword(g);
+      let scrypt;
+      if (opts.scryptN !== undefined) {
+        const N = Number(opts.scryptN);
+        if (!Number.isInteger(N) || N < 2 || (N & (N - 1)) !== 0) throw usageError('--scrypt-n must be a power of two');
+        scrypt = { N, r: 8, p: 1 };
+      }
+      const repo = await Repository.init(where, password, {
+        chunkAvg: opts.chunkAvg ? parseSize(opts.chunkAvg) : undefined,
+        scrypt,
+      });
+      const out = { repository: repo.root, id: repo.config.id, chunker: repo.config.chunker };
+      repo.close();
+      if (g.json) printJson(out);
+      else if (!g.quiet) line(`created strata repository ${out.id.slice(0, 8)} at ${out.repository}`);
+    });
+}
+
+async function newPassword(g: ReturnType<typeof globals>): Promise<string> {
+  const fromEnv = process.env.STRATA_PASSWORD || g.passwordFile || process.env.STRATA_PASSWORD_FILE;
+  if (fromEnv || !process.stdin.isTTY) {
+    const pw = await readPassword(g);
+    if (pw.length === 0) throw usageError('the password is empty');
+    return pw;
+  }
+  const a = await promptHidden('new repository password: ');
+  const b = await promptHidden('repeat password: ');
+  if (a !== b) throw new StrataError('password_mismatch', 'the passwords do not match');
+  if (a.length === 0) throw usageError('the password is empty');
+  return a;
+}

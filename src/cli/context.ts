@@ -1,0 +1,55 @@
+/**
+ * What every command needs: global options, the repository location, and the
+ * credentials (key file, or a password from the environment, a file or a
+ * prompt on a terminal).
+ */
+import * as fs from 'node:fs';
+import type { Command } from 'commander';
+import { usageError, wrongKey } from '../errors.js';
+import { Repository, type Credentials } from '../repo/repository.js';
+import { promptHidden } from './prompt.js';
+
+export interface GlobalOptions {
+  repo?: string;
+  passwordFile?: string;
+  keyFile?: string;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+export function globals(cmd: Command): GlobalOptions {
+  return cmd.optsWithGlobals() as GlobalOptions;
+}
+
+export function repoPath(g: GlobalOptions): string {
+  const repo = g.repo ?? process.env.STRATA_REPO;
+  if (!repo) throw usageError('no repository given: use --repo DIR or set STRATA_REPO');
+  return repo;
+}
+
+/** Reads the password from STRATA_PASSWORD, a password file, or a terminal prompt. */
+export async function readPassword(g: GlobalOptions, prompt = 'repository password: '): Promise<string> {
+  if (process.env.STRATA_PASSWORD !== undefined && process.env.STRATA_PASSWORD !== '') return process.env.STRATA_PASSWORD;
+  const file = g.passwordFile ?? process.env.STRATA_PASSWORD_FILE;
+  if (file) {
+    try {
+      return fs.readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+    } catch (e) {
+      throw usageError(`cannot read password file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+  }
+  if (process.stdin.isTTY) return promptHidden(prompt);
+  throw wrongKey('no password given: set STRATA_PASSWORD or STRATA_PASSWORD_FILE, use --password-file or --key-file, or run on a terminal');
+}
+
+export function credentials(g: GlobalOptions): Credentials {
+  const keyFile = g.keyFile ?? process.env.STRATA_KEY_FILE;
+  if (keyFile) return { keyFile };
+  return { password: () => readPassword(g) };
+}
+
+export async function openRepo(cmd: Command, opts: { readonly?: boolean } = {}): Promise<Repository> {
+  const g = globals(cmd);
+  const where = repoPath(g);
+  return Repository.open(where, credentials(g), opts);
+}

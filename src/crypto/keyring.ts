@@ -1,0 +1,100 @@
+/**
+ * The keyring: every key strata uses, derived from one random master key.
+ *
+ * - seal/open: AES-256-GCM, a random 96-bit nonce per message, with
+ *   associated data binding a sealed object to where it belongs (a block to
+ *   its id), so objects cannot be swapped.
+ * - blockId: HMAC-SHA-256 of a block's plaintext under a key of its own, so
+ *   ids deduplicate without revealing anything about content.
+ * - pathId / lineageId: keyed ids for what the catalog must index (a file's
+ *   identity across snapshots, a backup's host and paths) without names.
+ * - chunkerSeed: makes chunk boundaries depend on the key (no fingerprinting).
+ */
+import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } from 'node:crypto';
+import { integrity } from '../errors.js';
+
+export const MASTER_KEY_BYTES = 32;
+const NONCE = 12;
+const TAG = 16;
+
+function derive(master: Uint8Array, label: string): Buffer {
+  return Buffer.from(hkdfSync('sha256', master, Buffer.alloc(0), `strata ${label}`, 32));
+}
+
+export class Keyring {
+  readonly encKey: Buffer;
+  readonly idKey: Buffer;
+  private readonly pathKey: Buffer;
+  private readonly lineageKey: Buffer;
+  readonly chunkerSeed: Buffer;
+
+  constructor(readonly master: Buffer) {
+    if (master.length !== MASTER_KEY_BYTES) throw new Error('master key must be 32 bytes');
+    this.encKey = derive(master, 'encryption');
+    this.idKey = derive(master, 'block id');
+    this.pathKey = derive(master, 'path id');
+    this.lineageKey = derive(master, 'lineage id');
+    this.chunkerSeed = derive(master, 'chunker');
+  }
+
+  static generate(): Keyring {
+    return new Keyring(randomBytes(MASTER_KEY_BYTES));
+  }
+
+  blockId(data: Uint8Array): Buffer {
+    return blockId(this.idKey, data);
+  }
+
+  pathId(absPath: string): Buffer {
+    return createHmac('sha256', this.pathKey).update(absPath, 'utf8').digest();
+  }
+
+  lineageId(host: string, paths: readonly string[]): Buffer {
+    return createHmac('sha256', this.lineageKey)
+      .update(JSON.stringify([host, [...paths].sort()]), 'utf8')
+      .digest();
+  }
+
+  seal(plain: Uint8Array, aad: Uint8Array): Buffer {
+    return seal(this.encKey, plain, aad);
+  }
+
+  open(sealed: Uint8Array, aad: Uint8Array, what: string): Buffer {
+    return open(this.encKey, sealed, aad, what);
+  }
+
+  sealJson(value: unknown, aad: string): Buffer {
+    return this.seal(Buffer.from(JSON.stringify(value), 'utf8'), Buffer.from(aad));
+  }
+
+  openJson<T>(sealed: Uint8Array, aad: string, what: string): T {
+    return JSON.parse(this.open(sealed, Buffer.from(aad), what).toString('utf8')) as T;
+  }
+}
+
+export function blockId(idKey: Uint8Array, data: Uint8Array): Buffer {
+  return createHmac('sha256', idKey).update(data).digest();
+}
+
+export function seal(key: Uint8Array, plain: Uint8Array, aad: Uint8Array): Buffer {
+  const nonce = randomBytes(NONCE);
+  const cipher = createCipheriv('aes-256-gcm', key, nonce);
+  cipher.setAAD(aad);
+  const body = cipher.update(plain);
+  const final = cipher.final();
+  return Buffer.concat([nonce, body, final, cipher.getAuthTag()]);
+}
+
+export function open(key: Uint8Array, sealed: Uint8Array, aad: Uint8Array, what: string): Buffer {
+  if (sealed.length < NONCE + TAG) throw integrity(`${what}: sealed object is too short (${sealed.length} bytes)`);
+  const nonce = sealed.subarray(0, NONCE);
+  const tag = sealed.subarray(sealed.length - TAG);
+  const decipher = createDecipheriv('aes-256-gcm', key, nonce);
+  decipher.setAAD(aad);
+  decipher.setAuthTag(tag);
+  try {
+    return Buffer.concat([decipher.update(sealed.subarray(NONCE, sealed.length - TAG)), decipher.final()]);
+  } catch {
+    throw integrity(`${what}: authentication failed (damaged or not ours)`);
+  }
+}

@@ -1,0 +1,464 @@
+/**
+ * Backup: walk the sources, store each file as a version (a baseline, or an
+ * incremental against the same path in the parent snapshot), store a sealed
+ * tree per directory, then commit the snapshot.
+ *
+ * The main thread reads, chunks and ids blocks; workers compress and seal the
+ * new ones; the packer groups them into packs. A file whose size, mtime, ctime
+ * and inode match the parent is not read: its version is one ref to the
+ * previous version. Nothing is visible to readers until the snapshot commits;
+ * blocks stored before an interruption are indexed and reused next time.
+ */
+import { randomBytes } from 'node:crypto';
+import { constants, type BigIntStats } from 'node:fs';
+import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Chunker } from '../chunker/fastcdc.js';
+import { interrupted, StrataError, usageError } from '../errors.js';
+import { encodeBlock } from '../repo/blockcodec.js';
+import type { Packer } from '../repo/packer.js';
+import type { Repository } from '../repo/repository.js';
+import { ExcludeMatcher } from '../util/glob.js';
+import { SealPool } from '../workers/pool.js';
+import { blocksOf } from './resolve.js';
+import { findSnapshot, metaAad, Snapshot, type SnapshotMeta, type SnapshotRecord } from './snapshot.js';
+import { diffBlocks, type BlockSpan, type TocEntry } from './toc.js';
+import { encodeTree, findEntry, type Tree, type TreeEntry } from './tree.js';
+import { storeVersion, type TargetVersion } from './versions.js';
+import { parseWhen } from '../util/when.js';
+
+export interface BackupOptions {
+  paths: string[];
+  tags?: string[];
+  /** Snapshot time in ms since the epoch (default: now). */
+  time?: number;
+  excludes?: string[];
+  /** Snapshot id (or prefix) to compare against instead of the automatic parent. */
+  parent?: string;
+  host?: string;
+  signal?: AbortSignal;
+  onProgress?: (p: BackupProgress) => void;
+  onWarning?: (message: string) => void;
+  /** Walk the sources once first to know the total (for an ETA). */
+  estimate?: boolean;
+}
+
+export interface BackupProgress {
+  files: number;
+  bytesRead: number;
+  bytesDone: number;
+  bytesTotal?: number;
+  filesTotal?: number;
+}
+
+export interface BackupResult {
+  snapshot: string;
+  parent: string | null;
+  time: string;
+  filesNew: number;
+  filesChanged: number;
+  filesUnchanged: number;
+  dirs: number;
+  bytesRead: number;
+  /** Bytes the repository grew by (packs written). */
+  bytesAdded: number;
+  /** Logical size of all files in the snapshot. */
+  bytesTotal: number;
+  blocksNew: number;
+  blocksReused: number;
+  dataEntries: number;
+  refEntries: number;
+  warnings: string[];
+  /** True when some source could not be read (exit code 3). */
+  incomplete: boolean;
+  durationMs: number;
+}
+
+interface PlanNode {
+  children: Map<string, PlanNode>;
+  /** A source path: everything below it is backed up. */
+  source: boolean;
+}
+
+const READ_SIZE = 1024 * 1024;
+const MAX_IN_FLIGHT = 32;
+
+export async function backup(repo: Repository, opts: BackupOptions): Promise<BackupResult> {
+  const run = new BackupRun(repo, opts);
+  return run.run();
+}
+
+class BackupRun {
+  private readonly started = performance.now();
+  private readonly host: string;
+  private readonly sources: string[];
+  private readonly excludes: ExcludeMatcher;
+  private readonly packer: Packer;
+  private pool?: SealPool;
+  private parent?: Snapshot;
+  private seq = 0;
+  private readonly id = randomBytes(32).toString('hex');
+  private readonly time: number;
+  private readonly inFlight = new Set<Promise<void>>();
+  private failure: unknown;
+  private readonly readBuffer = Buffer.allocUnsafe(READ_SIZE);
+  private readonly r: BackupResult;
+  private readonly progress: BackupProgress = { files: 0, bytesRead: 0, bytesDone: 0 };
+
+  constructor(
+    private readonly repo: Repository,
+    private readonly opts: BackupOptions,
+  ) {
+    if (opts.paths.length === 0) throw usageError('backup needs at least one PATH');
+    this.host = opts.host ?? os.hostname();
+    this.sources = normalizeSources(opts.paths);
+    this.excludes = new ExcludeMatcher(opts.excludes ?? []);
+    this.packer = repo.newPacker();
+    this.time = opts.time ?? Date.now();
+    this.r = {
+      snapshot: this.id,
+      parent: null,
+      time: new Date(this.time).toISOString(),
+      filesNew: 0,
+      filesChanged: 0,
+      filesUnchanged: 0,
+      dirs: 0,
+      bytesRead: 0,
+      bytesAdded: 0,
+      bytesTotal: 0,
+      blocksNew: 0,
+      blocksReused: 0,
+      dataEntries: 0,
+      refEntries: 0,
+      warnings: [],
+      incomplete: false,
+      durationMs: 0,
+    };
+  }
+
+  private warn(message: string, incomplete: boolean): void {
+    this.r.warnings.push(message);
+    if (incomplete) this.r.incomplete = true;
+    this.opts.onWarning?.(message);
+  }
+
+  async run(): Promise<BackupResult> {
+    const { repo, opts } = this;
+    const catalog = repo.catalog;
+    const present: string[] = [];
+    for (const p of this.sources) {
+      try {
+        await fs.lstat(p);
+        present.push(p);
+      } catch (e) {
+        this.warn(`cannot read source ${p}: ${describe(e)}`, true);
+      }
+    }
+    if (present.length === 0) throw new StrataError('no_sources', 'none of the source paths can be read; nothing backed up');
+
+    const lineage = repo.keyring.lineageId(this.host, this.sources);
+    if (opts.parent) this.parent = findSnapshot(repo, parseWhen(opts.parent));
+    else {
+      const row = catalog.parentCandidate(lineage, this.time);
+      if (row) this.parent = new Snapshot(repo, row);
+    }
+    this.r.parent = this.parent?.id ?? null;
+    if (opts.estimate) await this.estimate(present);
+
+    const meta: SnapshotMeta = { host: this.host, tags: opts.tags ?? [], paths: this.sources, ...(this.parent ? { parent: this.parent.id } : {}) };
+    this.seq = catalog.beginSnapshot(this.id, this.time, lineage, repo.keyring.sealJson(meta, metaAad(this.id)), this.parent?.row.seq ?? null);
+    this.pool = new SealPool(repo.keyring.encKey, repo.compressionLevel);
+    try {
+      const plan = buildPlan(present);
+      const rootStat = await fs.lstat('/', { bigint: true });
+      const root = await this.saveNode('/', '/', rootStat, this.parent?.root, plan);
+      await this.drain();
+      const stats = { files: this.r.filesNew + this.r.filesChanged + this.r.filesUnchanged, dirs: this.r.dirs, bytes: this.r.bytesTotal, bytesAdded: 0 };
+      const record: SnapshotRecord = { strata: 'snapshot', id: this.id, time: this.r.time, root: root!.tree!, ...meta, stats };
+      const recordId = await this.storeBlob('snapshot', Buffer.from(JSON.stringify(record), 'utf8'));
+      await this.packer.flush();
+      this.r.bytesAdded = this.packer.bytesWritten;
+      stats.bytesAdded = this.r.bytesAdded;
+      catalog.commitSnapshot(this.seq, Buffer.from(root!.tree!, 'hex'), recordId, repo.keyring.sealJson({ ...meta, stats }, metaAad(this.id)));
+    } catch (e) {
+      // Keep what was stored: the next backup reuses every indexed block.
+      await this.drain().catch(() => {});
+      await this.packer.flush().catch(() => {});
+      throw e;
+    } finally {
+      await this.pool.close();
+    }
+    this.r.durationMs = Math.round(performance.now() - this.started);
+    return this.r;
+  }
+
+  private async estimate(sources: string[]): Promise<void> {
+    let bytes = 0;
+    let files = 0;
+    const visit = async (p: string, name: string): Promise<void> => {
+      if (this.opts.signal?.aborted) return;
+      let st;
+      try {
+        st = await fs.lstat(p);
+      } catch {
+        return;
+      }
+      if (st.isFile()) {
+        bytes += st.size;
+        files++;
+      } else if (st.isDirectory()) {
+        let names: string[] = [];
+        try {
+          names = await fs.readdir(p);
+        } catch {
+          return;
+        }
+        for (const n of names) {
+          const child = path.join(p, n);
+          if (!this.excludes.excludes(child, n)) await visit(child, n);
+        }
+      }
+      void name;
+    };
+    for (const s of sources) await visit(s, path.basename(s));
+    this.progress.bytesTotal = bytes;
+    this.progress.filesTotal = files;
+  }
+
+  private checkAbort(): void {
+    if (this.opts.signal?.aborted) throw interrupted();
+    if (this.failure) throw this.failure;
+  }
+
+  private report(): void {
+    this.opts.onProgress?.(this.progress);
+  }
+
+  private async saveNode(abs: string, name: string, st: BigIntStats, prev: TreeEntry | undefined, plan: PlanNode | undefined): Promise<TreeEntry | undefined> {
+    this.checkAbort();
+    if (st.isDirectory()) return this.saveDir(abs, name, st, prev, plan);
+    if (st.isFile()) return this.saveFile(abs, name, st, prev);
+    if (st.isSymbolicLink()) {
+      try {
+        return { ...metadata(name, 'symlink', st), target: await fs.readlink(abs) };
+      } catch (e) {
+        this.warn(`cannot read symlink ${abs}: ${describe(e)}`, true);
+        return undefined;
+      }
+    }
+    const kind = st.isFIFO() ? 'a FIFO' : st.isSocket() ? 'a socket' : st.isBlockDevice() ? 'a block device' : st.isCharacterDevice() ? 'a character device' : 'not a regular file';
+    this.warn(`skipping ${abs}: ${kind}`, false);
+    return undefined;
+  }
+
+  private async saveDir(abs: string, name: string, st: BigIntStats, prev: TreeEntry | undefined, plan: PlanNode | undefined): Promise<TreeEntry> {
+    const prevTree = prev?.type === 'dir' && prev.tree && this.parent ? await this.parent.tree(prev.tree).catch(() => undefined) : undefined;
+    let names: string[];
+    const partial = plan !== undefined && !plan.source;
+    if (partial) names = [...plan.children.keys()];
+    else {
+      try {
+        names = await fs.readdir(abs);
+      } catch (e) {
+        this.warn(`cannot read directory ${abs}: ${describe(e)}`, true);
+        names = [];
+      }
+    }
+    names.sort(compareNames);
+    const entries: TreeEntry[] = [];
+    for (const child of names) {
+      const childAbs = abs === '/' ? `/${child}` : `${abs}/${child}`;
+      if (!partial && this.excludes.excludes(childAbs, child)) continue;
+      let cst: BigIntStats;
+      try {
+        cst = await fs.lstat(childAbs, { bigint: true });
+      } catch (e) {
+        this.warn(`cannot read ${childAbs}: ${describe(e)}`, true);
+        continue;
+      }
+      const entry = await this.saveNode(childAbs, child, cst, prevTree && findEntry(prevTree, child), partial ? plan.children.get(child) : undefined);
+      if (entry) entries.push(entry);
+    }
+    const tree: Tree = { entries };
+    const id = await this.storeBlob('tree', encodeTree(tree));
+    this.r.dirs++;
+    return { ...metadata(name, 'dir', st), tree: id.toString('hex') };
+  }
+
+  private async storeBlob(kind: 'tree' | 'snapshot', plain: Buffer): Promise<Buffer> {
+    const id = this.repo.keyring.blockId(plain);
+    if (!this.packer.has(id)) await this.packer.add(id, kind, encodeBlock(this.repo.keyring.encKey, id, plain, this.repo.compressionLevel), plain.length);
+    return id;
+  }
+
+  private async saveFile(abs: string, name: string, st: BigIntStats, prev: TreeEntry | undefined): Promise<TreeEntry | undefined> {
+    const { repo } = this;
+    const pathId = repo.keyring.pathId(abs);
+    const prevRow = this.parent ? repo.catalog.version(this.parent.row.seq, pathId) : undefined;
+    const target: TargetVersion | undefined = prevRow && this.parent ? { id: prevRow.id, snapshotId: this.parent.id } : undefined;
+    const entry = metadata(name, 'file', st);
+    let entries: TocEntry[];
+    if (
+      prev?.type === 'file' &&
+      prevRow &&
+      prev.size === entry.size &&
+      prevRow.size === entry.size &&
+      prev.mtimeNs === entry.mtimeNs &&
+      prev.ctimeNs === entry.ctimeNs &&
+      prev.ino === entry.ino
+    ) {
+      entries = entry.size > 0 ? [{ kind: 'ref', start: 0, end: entry.size - 1, targetStart: 0, targetEnd: entry.size - 1 }] : [];
+      this.r.filesUnchanged++;
+      this.progress.bytesDone += entry.size;
+    } else {
+      const spans = await this.readFile(abs);
+      if (!spans) return undefined;
+      entry.size = spans.length > 0 ? spans[spans.length - 1]!.end + 1 : 0;
+      const previous: BlockSpan[] = prevRow && prevRow.size > 0 ? blocksOf(repo.catalog, prevRow.id, prevRow.size) : [];
+      entries = diffBlocks(previous, spans);
+      if (prevRow) this.r.filesChanged++;
+      else this.r.filesNew++;
+    }
+    for (const e of entries) {
+      if (e.kind === 'data') this.r.dataEntries++;
+      else this.r.refEntries++;
+    }
+    this.r.bytesTotal += entry.size;
+    this.progress.files++;
+    this.report();
+    await storeVersion(repo.catalog, repo.keyring, this.packer, repo.compressionLevel, {
+      snapshotSeq: this.seq,
+      snapshotId: this.id,
+      pathId,
+      size: entry.size,
+      entries,
+      target: entries.some((e) => e.kind === 'ref') ? target : undefined,
+    });
+    return entry;
+  }
+
+  /** Reads and chunks a file, sending new blocks to be sealed; undefined if unreadable. */
+  private async readFile(abs: string): Promise<BlockSpan[] | undefined> {
+    let fh: fs.FileHandle;
+    try {
+      fh = await fs.open(abs, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    } catch (e) {
+      this.warn(`cannot read ${abs}: ${describe(e)}`, true);
+      return undefined;
+    }
+    const spans: BlockSpan[] = [];
+    let pos = 0;
+    try {
+      if (!(await fh.stat()).isFile()) {
+        this.warn(`skipping ${abs}: no longer a regular file`, false);
+        return undefined;
+      }
+      const chunker = new Chunker(this.repo.chunker, this.repo.gear);
+      const add = async (chunk: Buffer) => {
+        // The chunk's memory moves to a worker: take its length first.
+        const length = chunk.length;
+        spans.push({ id: await this.storeChunk(chunk), start: pos, end: pos + length - 1 });
+        pos += length;
+      };
+      while (true) {
+        this.checkAbort();
+        let bytesRead: number;
+        try {
+          ({ bytesRead } = await fh.read(this.readBuffer, 0, READ_SIZE, null));
+        } catch (e) {
+          this.warn(`cannot read ${abs}: ${describe(e)}`, true);
+          return undefined;
+        }
+        if (bytesRead === 0) break;
+        this.r.bytesRead += bytesRead;
+        this.progress.bytesRead += bytesRead;
+        this.progress.bytesDone += bytesRead;
+        for (const chunk of chunker.push(this.readBuffer.subarray(0, bytesRead))) await add(chunk);
+        this.report();
+      }
+      const last = chunker.finish();
+      if (last) await add(last);
+      return spans;
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** Ids a block and, if the repository lacks it, has it sealed and packed. */
+  private async storeChunk(chunk: Buffer): Promise<Buffer> {
+    const id = this.repo.keyring.blockId(chunk);
+    if (this.packer.has(id)) {
+      this.r.blocksReused++;
+      return id;
+    }
+    this.r.blocksNew++;
+    this.packer.markPending(id);
+    while (this.inFlight.size >= MAX_IN_FLIGHT) await Promise.race(this.inFlight);
+    this.checkAbort();
+    const size = chunk.length;
+    const task: Promise<void> = this.pool!.seal(id, chunk)
+      .then((sealed) => this.packer.add(id, 'data', sealed, size))
+      .catch((e: unknown) => {
+        this.failure ??= e;
+      })
+      .finally(() => this.inFlight.delete(task));
+    this.inFlight.add(task);
+    return id;
+  }
+
+  private async drain(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.race(this.inFlight);
+    if (this.failure) throw this.failure;
+  }
+}
+
+function metadata(name: string, type: TreeEntry['type'], st: BigIntStats): TreeEntry {
+  return {
+    name,
+    type,
+    mode: Number(st.mode),
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    mtimeNs: st.mtimeNs.toString(),
+    ctimeNs: st.ctimeNs.toString(),
+    ino: st.ino.toString(),
+    size: type === 'file' ? Number(st.size) : 0,
+  };
+}
+
+function compareNames(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** Absolute, normalised, without paths already inside another source. */
+function normalizeSources(paths: readonly string[]): string[] {
+  const abs = [...new Set(paths.map((p) => path.resolve(p)))].sort();
+  return abs.filter((p) => !abs.some((q) => q !== p && (q === '/' || p.startsWith(q + '/'))));
+}
+
+function buildPlan(sources: readonly string[]): PlanNode {
+  const root: PlanNode = { children: new Map(), source: false };
+  for (const s of sources) {
+    let node = root;
+    if (s === '/') {
+      root.source = true;
+      continue;
+    }
+    for (const part of s.split('/').filter(Boolean)) {
+      let next = node.children.get(part);
+      if (!next) node.children.set(part, (next = { children: new Map(), source: false }));
+      node = next;
+    }
+    node.source = true;
+  }
+  return root;
+}
+
+function describe(e: unknown): string {
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') return 'no such file or directory (vanished?)';
+  if (code === 'EACCES' || code === 'EPERM') return 'permission denied';
+  if (code === 'ELOOP') return 'is a symlink now';
+  return (e as Error).message;
+}

@@ -1,0 +1,151 @@
+/**
+ * Snapshots: what one backup run stored. Catalog rows carry the time (visible)
+ * and sealed metadata (host, tags, paths, totals); the full record is also
+ * sealed into a pack. A Snapshot navigates its trees by absolute path.
+ */
+import * as path from 'node:path';
+import { notFound, StrataError, usageError } from '../errors.js';
+import type { SnapshotRow } from '../repo/catalog.js';
+import type { Repository } from '../repo/repository.js';
+import type { When } from '../util/when.js';
+import { decodeTree, findEntry, type Tree, type TreeEntry } from './tree.js';
+
+export interface SnapshotMeta {
+  host: string;
+  tags: string[];
+  paths: string[];
+  parent?: string;
+  stats?: { files: number; dirs: number; bytes: number; bytesAdded: number };
+}
+
+export interface SnapshotRecord extends SnapshotMeta {
+  strata: 'snapshot';
+  id: string;
+  time: string;
+  root: string;
+}
+
+export const metaAad = (id: string) => `strata snapshot meta ${id}`;
+
+/** The root directory of every snapshot: "/" with the stored paths below. */
+const ROOT_ENTRY = (tree: string): TreeEntry => ({
+  name: '/',
+  type: 'dir',
+  mode: 0o40755,
+  uid: 0,
+  gid: 0,
+  mtimeNs: '0',
+  ctimeNs: '0',
+  ino: '0',
+  size: 0,
+  tree,
+});
+
+export class Snapshot {
+  readonly meta: SnapshotMeta;
+  private readonly trees = new Map<string, Tree>();
+
+  constructor(
+    readonly repo: Repository,
+    readonly row: SnapshotRow,
+  ) {
+    this.meta = repo.keyring.openJson<SnapshotMeta>(row.meta, metaAad(row.id), `snapshot ${row.id.slice(0, 8)}`);
+  }
+
+  get id(): string {
+    return this.row.id;
+  }
+
+  get time(): number {
+    return this.row.time;
+  }
+
+  get root(): TreeEntry {
+    if (!this.row.root) throw new StrataError('integrity', `snapshot ${this.id.slice(0, 8)} has no root tree`);
+    return ROOT_ENTRY(this.row.root.toString('hex'));
+  }
+
+  async tree(id: string): Promise<Tree> {
+    let t = this.trees.get(id);
+    if (!t) {
+      t = decodeTree(await this.repo.readBlob(Buffer.from(id, 'hex'), 'tree'), id);
+      if (this.trees.size > 256) this.trees.clear();
+      this.trees.set(id, t);
+    }
+    return t;
+  }
+
+  /** The entry at an absolute path, or undefined if the snapshot lacks it. */
+  async lookup(absPath: string): Promise<TreeEntry | undefined> {
+    let entry = this.root;
+    for (const name of splitPath(absPath)) {
+      if (entry.type !== 'dir' || !entry.tree) return undefined;
+      const next = findEntry(await this.tree(entry.tree), name);
+      if (!next) return undefined;
+      entry = next;
+    }
+    return entry;
+  }
+
+  /** True when some stored path is at or below `absPath`, or contains it. */
+  covers(absPath: string): boolean {
+    return this.meta.paths.some((p) => isWithin(absPath, p) || isWithin(p, absPath));
+  }
+
+  /** Depth-first walk below `absPath` (not included), children in name order. */
+  async *walk(absPath: string, entry: TreeEntry): AsyncGenerator<{ path: string; entry: TreeEntry }> {
+    if (entry.type !== 'dir' || !entry.tree) return;
+    const stack: { path: string; entry: TreeEntry }[] = [{ path: absPath, entry }];
+    while (stack.length > 0) {
+      const dir = stack.pop()!;
+      const tree = await this.tree(dir.entry.tree!);
+      const children = tree.entries.map((e) => ({ path: path.posix.join(dir.path, e.name), entry: e }));
+      const subdirs: typeof children = [];
+      for (const c of children) {
+        yield c;
+        if (c.entry.type === 'dir' && c.entry.tree) subdirs.push(c);
+      }
+      for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i]!);
+    }
+  }
+}
+
+export function splitPath(absPath: string): string[] {
+  return absPath.split('/').filter((s) => s.length > 0);
+}
+
+export function isWithin(child: string, parent: string): boolean {
+  if (parent === '/') return true;
+  return child === parent || child.startsWith(parent.endsWith('/') ? parent : parent + '/');
+}
+
+/** All committed snapshots, oldest first. */
+export function listSnapshots(repo: Repository): Snapshot[] {
+  return repo.catalog.snapshots().map((row) => new Snapshot(repo, row));
+}
+
+/**
+ * The snapshot WHEN names. With a path, "latest" and dates pick the newest
+ * snapshot (at or before the date) whose stored paths cover it.
+ */
+export function findSnapshot(repo: Repository, when: When, absPath?: string, host?: string): Snapshot {
+  if (when.kind === 'id') {
+    const rows = repo.catalog.snapshotsByPrefix(when.prefix);
+    if (rows.length === 0) throw notFound(`no snapshot with id ${when.prefix}`);
+    if (rows.length > 1) throw usageError(`snapshot id prefix ${when.prefix} is ambiguous (${rows.length} snapshots match; give more characters)`);
+    return new Snapshot(repo, rows[0]!);
+  }
+  const all = listSnapshots(repo);
+  if (all.length === 0) throw notFound('the repository has no snapshots yet');
+  const until = when.kind === 'time' ? when.time : Number.POSITIVE_INFINITY;
+  for (let i = all.length - 1; i >= 0; i--) {
+    const s = all[i]!;
+    if (s.time > until) continue;
+    if (host && s.meta.host !== host) continue;
+    if (absPath && !s.covers(absPath)) continue;
+    return s;
+  }
+  const what = absPath ? ` holding ${absPath}` : '';
+  if (when.kind === 'time') throw notFound(`no snapshot${what} at or before ${new Date(until).toISOString()}`);
+  throw notFound(`no snapshot${what}${host ? ` from host ${host}` : ''}`);
+}

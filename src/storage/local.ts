@@ -1,0 +1,125 @@
+/**
+ * A Storage in a local directory: config at the top, keys/ and packs/xx/ below.
+ * Writes go to a temporary name, are synced, then renamed into place.
+ */
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { StorageError, type Handle, type Kind, type Storage } from './storage.js';
+
+const NAME = /^[0-9a-zA-Z_.-]+$/;
+
+export class LocalStorage implements Storage {
+  readonly location: string;
+
+  constructor(readonly root: string) {
+    this.location = root;
+  }
+
+  private file(h: Handle): string {
+    if (!NAME.test(h.name) || h.name.startsWith('.')) throw new StorageError('io', `invalid object name ${JSON.stringify(h.name)}`);
+    switch (h.kind) {
+      case 'config':
+        return path.join(this.root, 'config');
+      case 'key':
+        return path.join(this.root, 'keys', h.name);
+      case 'pack':
+        return path.join(this.root, 'packs', h.name.slice(0, 2), h.name);
+    }
+  }
+
+  async put(h: Handle, data: Uint8Array): Promise<void> {
+    const target = this.file(h);
+    await fs.mkdir(path.dirname(target), { recursive: true });
+    const tmp = path.join(path.dirname(target), `.tmp-${randomBytes(8).toString('hex')}`);
+    const fh = await fs.open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } catch (e) {
+      await fh.close().catch(() => {});
+      await fs.rm(tmp, { force: true });
+      throw e;
+    }
+    await fh.close();
+    await fs.rename(tmp, target);
+  }
+
+  async get(h: Handle): Promise<Buffer> {
+    try {
+      return await fs.readFile(this.file(h));
+    } catch (e) {
+      throw this.translate(e, h);
+    }
+  }
+
+  async read(h: Handle, offset: number, length: number): Promise<Buffer> {
+    let fh: fs.FileHandle;
+    try {
+      fh = await fs.open(this.file(h), 'r');
+    } catch (e) {
+      throw this.translate(e, h);
+    }
+    try {
+      const buf = Buffer.allocUnsafe(length);
+      let got = 0;
+      while (got < length) {
+        const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+      if (got !== length) throw new StorageError('short_read', `${h.kind} ${h.name}: wanted ${length} bytes at ${offset}, got ${got}`);
+      return buf;
+    } finally {
+      await fh.close();
+    }
+  }
+
+  async size(h: Handle): Promise<number> {
+    try {
+      return (await fs.stat(this.file(h))).size;
+    } catch (e) {
+      throw this.translate(e, h);
+    }
+  }
+
+  async exists(h: Handle): Promise<boolean> {
+    try {
+      await fs.access(this.file(h));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async *list(kind: Kind): AsyncIterable<string> {
+    if (kind === 'config') {
+      if (await this.exists({ kind, name: 'config' })) yield 'config';
+      return;
+    }
+    const base = path.join(this.root, kind === 'key' ? 'keys' : 'packs');
+    const dirs = kind === 'key' ? [base] : (await readdirOrEmpty(base)).map((d) => path.join(base, d));
+    for (const dir of dirs) {
+      for (const name of await readdirOrEmpty(dir)) if (!name.startsWith('.')) yield name;
+    }
+  }
+
+  async delete(h: Handle): Promise<void> {
+    await fs.rm(this.file(h), { force: true });
+  }
+
+  private translate(e: unknown, h: Handle): Error {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return new StorageError('not_found', `${h.kind} ${h.name} not found`);
+    return e as Error;
+  }
+}
+
+async function readdirOrEmpty(dir: string): Promise<string[]> {
+  try {
+    return await fs.readdir(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw e;
+  }
+}

@@ -1,0 +1,37 @@
+/**
+ * Storage: moves bytes by handle and knows nothing else. A handle is a kind
+ * (pack, key, config, ...) and a name. Implementations (a local directory now;
+ * HTTP and S3-compatible stores later) must honour this contract:
+ *
+ * - `put` is atomic: a reader sees the whole object or none of it.
+ * - `read` returns exactly `length` bytes from `offset`, or throws a
+ *   StorageError with code "short_read" (never a shorter buffer).
+ * - `get` of a missing object throws a StorageError with code "not_found".
+ * - `list` yields the names of one kind, in no particular order.
+ */
+import { StrataError } from '../errors.js';
+
+export type Kind = 'config' | 'key' | 'pack';
+
+export interface Handle {
+  kind: Kind;
+  name: string;
+}
+
+export interface Storage {
+  /** A description for messages (a path or a URL). */
+  readonly location: string;
+  put(h: Handle, data: Uint8Array): Promise<void>;
+  get(h: Handle): Promise<Buffer>;
+  read(h: Handle, offset: number, length: number): Promise<Buffer>;
+  size(h: Handle): Promise<number>;
+  exists(h: Handle): Promise<boolean>;
+  list(kind: Kind): AsyncIterable<string>;
+  delete(h: Handle): Promise<void>;
+}
+
+export class StorageError extends StrataError {
+  constructor(code: 'not_found' | 'short_read' | 'io', message: string) {
+    super(code, message);
+  }
+}
