@@ -43,8 +43,8 @@ export const offsetOf = (e: RefEntry): number => e.start - e.targetStart;
  * the version's TOC. A block matches when the same block id sits in the
  * previous version; a run continues while the next block matches the next
  * previous block. Where a block occurs several times in the previous version
- * (zeros, repeated records), the occurrence nearest to where the current run's
- * offset predicts wins, which keeps runs long.
+ * (zeros, repeated records), the occurrence that starts the longest run wins,
+ * and among equals the one nearest to where the last run's offset predicts.
  */
 export function diffBlocks(previous: readonly BlockSpan[], current: readonly BlockSpan[]): TocEntry[] {
   const where = new Map<string, number[]>();
@@ -67,22 +67,22 @@ export function diffBlocks(previous: readonly BlockSpan[], current: readonly Blo
     run = undefined;
   };
 
-  for (const b of current) {
+  for (let i = 0; i < current.length; i++) {
+    const b = current[i]!;
     if (!b.id) throw new Error('current blocks always have ids');
     const next = run ? previous[run.last + 1] : undefined;
-    if (run && next?.id?.equals(b.id) && next.end - next.start === b.end - b.start) {
+    if (run && next?.id?.equals(b.id)) {
       run.end = b.end;
       run.last++;
       continue;
     }
+    flush();
     const candidates = where.get(b.id.toString('hex'));
-    const match = candidates && nearest(previous, candidates, b.start - delta);
+    const match = candidates && bestCandidate(previous, candidates, current, i, b.start - delta);
     if (match === undefined) {
-      flush();
       out.push({ kind: 'data', start: b.start, end: b.end, block: b.id });
       continue;
     }
-    flush();
     run = { start: b.start, end: b.end, first: match, last: match };
     delta = b.start - previous[match]!.start;
   }
@@ -90,8 +90,12 @@ export function diffBlocks(previous: readonly BlockSpan[], current: readonly Blo
   return out;
 }
 
-/** The candidate (indices in order of position) whose start is nearest `pos`. */
-function nearest(previous: readonly BlockSpan[], candidates: readonly number[], pos: number): number {
+const CANDIDATES = 16;
+const LOOKAHEAD = 256;
+
+/** Among the occurrences nearest `pos`, the one whose run with `current[i..]` is longest. */
+function bestCandidate(previous: readonly BlockSpan[], candidates: readonly number[], current: readonly BlockSpan[], i: number, pos: number): number {
+  if (candidates.length === 1) return candidates[0]!;
   let lo = 0;
   let hi = candidates.length - 1;
   while (lo < hi) {
@@ -99,10 +103,23 @@ function nearest(previous: readonly BlockSpan[], candidates: readonly number[], 
     if (previous[candidates[mid]!]!.start < pos) lo = mid + 1;
     else hi = mid;
   }
-  const after = candidates[lo]!;
-  const before = lo > 0 ? candidates[lo - 1]! : undefined;
-  if (before !== undefined && pos - previous[before]!.start <= previous[after]!.start - pos) return before;
-  return after;
+  let best = candidates[lo]!;
+  let bestLen = -1;
+  let bestDist = Number.POSITIVE_INFINITY;
+  const from = Math.max(0, lo - CANDIDATES / 2);
+  const to = Math.min(candidates.length, from + CANDIDATES);
+  for (let k = from; k < to; k++) {
+    const c = candidates[k]!;
+    let len = 1;
+    while (len < LOOKAHEAD && c + len < previous.length && i + len < current.length && previous[c + len]!.id?.equals(current[i + len]!.id!)) len++;
+    const dist = Math.abs(previous[c]!.start - pos);
+    if (len > bestLen || (len === bestLen && dist < bestDist)) {
+      best = c;
+      bestLen = len;
+      bestDist = dist;
+    }
+  }
+  return best;
 }
 
 /**

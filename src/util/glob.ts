@@ -11,12 +11,11 @@ function toRegExp(glob: string): string {
     const c = glob[i]!;
     if (c === '*') {
       if (glob[i + 1] === '*') {
-        re += '.*';
         i++;
         if (glob[i + 1] === '/') {
           i++;
-          re += '(?:/)?';
-        }
+          re += '(?:.*/)?';
+        } else re += '.*';
       } else re += '[^/]*';
     } else if (c === '?') re += '[^/]';
     else if (c === '[') {

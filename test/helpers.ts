@@ -1,0 +1,96 @@
+/** Test helpers: temp dirs, cheap repositories, a seeded PRNG, running the CLI. */
+import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll } from 'vitest';
+import { Repository } from '../src/repo/repository.js';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const BIN = path.join(ROOT, 'bin', 'strata.js');
+
+const made: string[] = [];
+afterAll(() => {
+  for (const d of made) fs.rmSync(d, { recursive: true, force: true });
+});
+
+export function tempDir(prefix = 'strata-test-'): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  made.push(d);
+  return d;
+}
+
+/** A repository with cheap key derivation (tests only). */
+export async function makeRepo(opts: { chunkAvg?: number; packSize?: number } = {}): Promise<Repository> {
+  const dir = path.join(tempDir(), 'repo');
+  return Repository.init(dir, 'test-password', { scrypt: { N: 1024, r: 8, p: 1 }, ...opts });
+}
+
+/** Deterministic pseudo-random bytes (xorshift32), so failures reproduce. */
+export class Rng {
+  private s: number;
+  constructor(seed: number) {
+    this.s = seed >>> 0 || 1;
+  }
+  next(): number {
+    let x = this.s;
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    this.s = x;
+    return x;
+  }
+  int(n: number): number {
+    return this.next() % n;
+  }
+  bytes(n: number): Buffer {
+    const b = Buffer.allocUnsafe(n);
+    for (let i = 0; i < n; i++) b[i] = this.next() & 0xff;
+    return b;
+  }
+  pick<T>(items: readonly T[]): T {
+    return items[this.int(items.length)]!;
+  }
+}
+
+export interface CliResult {
+  status: number;
+  stdout: string;
+  stderr: string;
+  raw: Buffer;
+}
+
+export function cliEnv(repo: string, extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, STRATA_REPO: repo, STRATA_PASSWORD: 'pw', NO_COLOR: '1', ...extra };
+  for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k];
+  return env;
+}
+
+/** Runs the built CLI synchronously. */
+export function strata(args: string[], env: NodeJS.ProcessEnv, opts: { cwd?: string; input?: string; uid?: number; gid?: number } = {}): CliResult {
+  const r: SpawnSyncReturns<Buffer> = spawnSync(process.execPath, [BIN, ...args], {
+    env,
+    cwd: opts.cwd,
+    input: opts.input ?? '',
+    maxBuffer: 256 * 1024 * 1024,
+    uid: opts.uid,
+    gid: opts.gid,
+  });
+  return { status: r.status ?? -1, stdout: r.stdout.toString('utf8'), stderr: r.stderr.toString('utf8'), raw: r.stdout };
+}
+
+export function strataAsync(args: string[], env: NodeJS.ProcessEnv) {
+  return spawn(process.execPath, [BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/** A CLI repository with cheap key derivation. */
+export function initCliRepo(extra: string[] = []): { repo: string; env: NodeJS.ProcessEnv } {
+  const repo = path.join(tempDir(), 'repo');
+  const env = cliEnv(repo);
+  const r = strata(['init', '--scrypt-n', '1024', ...extra], env);
+  if (r.status !== 0) throw new Error(`init failed: ${r.stderr}`);
+  return { repo, env };
+}
