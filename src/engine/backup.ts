@@ -147,10 +147,10 @@ class BackupRun {
     const { repo, opts } = this;
     const catalog = repo.catalog;
     const present: string[] = [];
-    for (const p of this.sources) {
+    for (const p of new Set(opts.paths.map((p) => path.resolve(p)))) {
       try {
         await fs.lstat(p);
-        present.push(p);
+        if (this.sources.includes(p)) present.push(p);
       } catch (e) {
         this.warn(`cannot read source ${p}: ${describe(e)}`, true);
       }

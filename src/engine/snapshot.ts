@@ -4,7 +4,7 @@
  * sealed into a pack. A Snapshot navigates its trees by absolute path.
  */
 import * as path from 'node:path';
-import { notFound, StrataError, usageError } from '../errors.js';
+import { notFound, StrataError } from '../errors.js';
 import type { SnapshotRow } from '../repo/catalog.js';
 import type { Repository } from '../repo/repository.js';
 import type { When } from '../util/when.js';
@@ -132,7 +132,7 @@ export function findSnapshot(repo: Repository, when: When, absPath?: string, hos
   if (when.kind === 'id') {
     const rows = repo.catalog.snapshotsByPrefix(when.prefix);
     if (rows.length === 0) throw notFound(`no snapshot with id ${when.prefix}`);
-    if (rows.length > 1) throw usageError(`snapshot id prefix ${when.prefix} is ambiguous (${rows.length} snapshots match; give more characters)`);
+    if (rows.length > 1) throw new StrataError('ambiguous', `snapshot id prefix ${when.prefix} is ambiguous (${rows.length} snapshots match; give more characters)`);
     return new Snapshot(repo, rows[0]!);
   }
   const all = listSnapshots(repo);

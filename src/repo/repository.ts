@@ -120,7 +120,7 @@ export class Repository {
   }
 
   /** Reads, authenticates and decodes one stored blob. */
-  async readBlob(id: Buffer, _kind: BlobKind = 'data'): Promise<Buffer> {
+  async readBlob(id: Buffer, kind: BlobKind = 'data'): Promise<Buffer> {
     const key = id.toString('hex');
     const hit = this.cache.get(key);
     if (hit) {
@@ -138,13 +138,13 @@ export class Repository {
       throw e;
     }
     const plain = decodeBlock(this.keyring.encKey, this.keyring.idKey, id, sealed, Math.max(this.chunker.max, 256 * 1024 * 1024));
-    this.blocksRead++;
+    if (kind === 'data') this.blocksRead++;
     this.cache.set(key, plain);
     if (this.cache.size > this.cacheLimit) this.cache.delete(this.cache.keys().next().value!);
     return plain;
   }
 
-  /** Blocks fetched from the store by this process (cache misses). */
+  /** Data blocks fetched from the store by this process (cache misses). */
   blocksRead = 0;
 
   close(): void {

@@ -38,7 +38,7 @@ export function register(program: Command): void {
           signal,
           estimate: wantsProgress(g),
           onProgress: (p) => progress.update(p.bytesDone, p.bytesTotal, `${p.files}${p.filesTotal ? `/${p.filesTotal}` : ''} files`),
-          onWarning: (m) => (g.json ? undefined : progress.warn(m)),
+          onWarning: (m) => progress.warn(m),
         });
         progress.stop();
         if (g.json) printJson(r);

@@ -1,0 +1,347 @@
+/**
+ * The command line end to end: a real repository directory, real files, the
+ * built bin/strata.js in a child process.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { cliEnv, initCliRepo, Rng, strata, tempDir } from './helpers.js';
+
+const noStack = (s: string) => expect(s).not.toMatch(/\n\s+at .+:\d+:\d+/);
+
+describe('a backup history through the CLI', () => {
+  let repo: string;
+  let env: NodeJS.ProcessEnv;
+  let src: string;
+  const ids: string[] = [];
+  const rng = new Rng(7);
+  const v1 = rng.bytes(300_000);
+  const v2 = Buffer.concat([v1.subarray(0, 1000), Buffer.from('INSERTED'), v1.subarray(1000)]);
+  const v3 = Buffer.concat([v2.subarray(0, 200_000), Buffer.from('TAIL')]);
+
+  beforeAll(() => {
+    ({ repo, env } = initCliRepo(['--chunk-avg', '4K']));
+    src = path.join(tempDir(), 'data');
+    fs.mkdirSync(path.join(src, 'sub'), { recursive: true });
+    fs.writeFileSync(path.join(src, 'big.bin'), v1);
+    fs.writeFileSync(path.join(src, 'sub', 'note.txt'), 'hello\n');
+    fs.chmodSync(path.join(src, 'sub', 'note.txt'), 0o640);
+    fs.symlinkSync('sub/note.txt', path.join(src, 'link'));
+    fs.utimesSync(path.join(src, 'sub', 'note.txt'), new Date('2025-05-05T05:05:05Z'), new Date('2025-05-05T05:05:05Z'));
+    for (const [i, data] of [v1, v2, v3].entries()) {
+      fs.writeFileSync(path.join(src, 'big.bin'), data);
+      const r = strata(['backup', src, '--time', `2026-0${i + 1}-15T12:00:00Z`, '--tag', `v${i + 1}`, '--quiet'], env);
+      expect(r.status, r.stderr).toBe(0);
+      ids.push(r.stdout.trim());
+    }
+  });
+
+  it('init made a config, a catalog and keys; a second init refuses', () => {
+    expect(fs.existsSync(path.join(repo, 'config'))).toBe(true);
+    expect(fs.existsSync(path.join(repo, 'catalog.db'))).toBe(true);
+    expect(fs.readdirSync(path.join(repo, 'keys'))).toHaveLength(1);
+    expect(fs.readdirSync(path.join(repo, 'packs')).length).toBeGreaterThan(0);
+    const again = strata(['init', '--scrypt-n', '1024'], env);
+    expect(again.status).toBe(1);
+    expect(again.stderr).toMatch(/already exists/);
+  });
+
+  it('backup prints the snapshot id; snapshots --json lists them oldest first', () => {
+    for (const id of ids) expect(id).toMatch(/^[0-9a-f]{64}$/);
+    const r = strata(['snapshots', '--json'], env);
+    expect(r.status).toBe(0);
+    const list = JSON.parse(r.stdout) as { id: string; time: string; host: string; tags: string[]; paths: string[]; size: number }[];
+    expect(list.map((s) => s.id)).toEqual(ids);
+    expect(list[0]).toMatchObject({ time: '2026-01-15T12:00:00.000Z', tags: ['v1'], paths: [src] });
+    expect(typeof list[0]!.host).toBe('string');
+    expect(list[2]!.size).toBe(v3.length + 6);
+    const human = strata(['snapshots'], env);
+    expect(human.stdout).toContain(ids[0]!.slice(0, 8));
+  });
+
+  it('backup --json reports what it did', () => {
+    fs.writeFileSync(path.join(src, 'new.txt'), 'new file');
+    const r = strata(['backup', src, '--json', '--time', '2026-04-01T00:00:00Z'], env);
+    expect(r.status, r.stderr).toBe(0);
+    const j = JSON.parse(r.stdout);
+    for (const k of ['snapshot', 'filesNew', 'filesChanged', 'filesUnchanged', 'bytesRead', 'bytesAdded', 'blocksNew', 'blocksReused', 'refEntries', 'durationMs']) {
+      expect(j).toHaveProperty(k);
+    }
+    expect(j).toMatchObject({ filesNew: 1, filesChanged: 0, filesUnchanged: 2, bytesRead: 8 });
+    ids.push(j.snapshot);
+  });
+
+  it('cat returns each version, and ranges in decimal and hex', () => {
+    const file = path.join(src, 'big.bin');
+    expect(strata(['cat', file, '--at', ids[0]!], env).raw.equals(v1)).toBe(true);
+    expect(strata(['cat', file, '--at', ids[1]!.slice(0, 8)], env).raw.equals(v2)).toBe(true);
+    expect(strata(['cat', file], env).raw.equals(v3)).toBe(true);
+    expect(strata(['cat', file, '--at', ids[1]!, '--range', '990-1017'], env).raw.equals(v2.subarray(990, 1018))).toBe(true);
+    expect(strata(['cat', file, '--at', ids[1]!, '--range', '0x3E6-0x3F9'], env).raw.equals(v2.subarray(0x3e6, 0x3fa))).toBe(true);
+    expect(strata(['cat', file, '--range', '199990-'], env).raw.equals(v3.subarray(199_990))).toBe(true);
+    expect(strata(['cat', file, '--range', '-10'], env).raw.equals(v3.subarray(-10))).toBe(true);
+    expect(strata(['cat', file, '--range', '199999-999999999'], env).raw.equals(v3.subarray(199_999))).toBe(true);
+  });
+
+  it('cat --json reports the range and how many blocks it read', () => {
+    const r = strata(['cat', path.join(src, 'big.bin'), '--range', '100000-104095', '--json'], env);
+    const j = JSON.parse(r.stdout);
+    expect(j).toMatchObject({ start: 100000, end: 104095, length: 4096 });
+    expect(Buffer.from(j.data, 'base64').equals(v3.subarray(100000, 104096))).toBe(true);
+    expect(j.blocksRead).toBeLessThanOrEqual(3);
+  });
+
+  it('--at takes a date: the newest snapshot at or before it', () => {
+    const file = path.join(src, 'big.bin');
+    expect(strata(['cat', file, '--at', '2026-02-20'], env).raw.equals(v2)).toBe(true);
+    expect(strata(['cat', file, '--at', '2026-01-15T12:00:00Z'], env).raw.equals(v1)).toBe(true);
+    expect(strata(['cat', file, '--at', '2026-03-15T11:59:59Z'], env).raw.equals(v2)).toBe(true);
+    const before = strata(['cat', file, '--at', '2025-12-31'], env);
+    expect(before.status).toBe(1);
+    expect(before.stderr).toMatch(/no snapshot .* at or before/);
+  });
+
+  it('toc shows data and ref entries with targets and offsets', () => {
+    const r = strata(['toc', path.join(src, 'big.bin'), '--at', ids[1]!, '--json'], env);
+    const toc = JSON.parse(r.stdout) as { start: number; end: number; kind: string; block?: string; target?: { snapshot: string; start: number; end: number }; offset?: number }[];
+    expect(toc[0]!.start).toBe(0);
+    expect(toc[toc.length - 1]!.end).toBe(v2.length - 1);
+    for (let i = 1; i < toc.length; i++) expect(toc[i]!.start).toBe(toc[i - 1]!.end + 1);
+    const refs = toc.filter((e) => e.kind === 'ref');
+    expect(refs.length).toBeGreaterThan(0);
+    expect(refs.every((e) => e.target!.snapshot === ids[0])).toBe(true);
+    expect(refs.some((e) => e.offset === 8)).toBe(true);
+    expect(toc.length).toBeLessThan(12);
+    const base = JSON.parse(strata(['toc', path.join(src, 'big.bin'), '--at', ids[0]!, '--json'], env).stdout) as { kind: string }[];
+    expect(base.every((e) => e.kind === 'data')).toBe(true);
+    const blocks = JSON.parse(strata(['toc', path.join(src, 'big.bin'), '--at', ids[1]!, '--json', '--blocks'], env).stdout) as unknown[];
+    expect(blocks.length).toBeGreaterThan(toc.length);
+    const human = strata(['toc', path.join(src, 'big.bin'), '--at', ids[1]!], env);
+    expect(human.stdout).toMatch(/ref\s+snapshot [0-9a-f]{8} 0x/);
+  });
+
+  it('ls lists a snapshot, a directory, and long form', () => {
+    const all = strata(['ls'], env).stdout.split('\n');
+    expect(all).toContain(path.join(src, 'sub', 'note.txt'));
+    const dir = strata(['ls', src, '-l'], env).stdout;
+    expect(dir).toMatch(/^l.* -> sub\/note.txt$/m);
+    const j = JSON.parse(strata(['ls', path.join(src, 'sub'), '--json'], env).stdout);
+    expect(j.entries).toEqual([expect.objectContaining({ name: 'note.txt', type: 'file', size: 6, mode: 0o640 })]);
+  });
+
+  it('restore --at recreates files, modes, times and symlinks under the target', () => {
+    const target = tempDir();
+    const r = strata(['restore', '--target', target, '--at', ids[1]!], env);
+    expect(r.status, r.stderr).toBe(0);
+    const root = path.join(target, src);
+    expect(fs.readFileSync(path.join(root, 'big.bin')).equals(v2)).toBe(true);
+    const st = fs.statSync(path.join(root, 'sub', 'note.txt'));
+    expect(st.mode & 0o777).toBe(0o640);
+    expect(st.mtime.toISOString()).toBe('2025-05-05T05:05:05.000Z');
+    expect(fs.readlinkSync(path.join(root, 'link'))).toBe('sub/note.txt');
+    expect(fs.existsSync(path.join(root, 'new.txt'))).toBe(false);
+  });
+
+  it('restore of one path restores only that path', () => {
+    const target = tempDir();
+    const r = strata(['restore', path.join(src, 'sub'), '--target', target, '--json'], env);
+    expect(JSON.parse(r.stdout)).toMatchObject({ files: 1 });
+    expect(fs.readFileSync(path.join(target, src, 'sub', 'note.txt'), 'utf8')).toBe('hello\n');
+    expect(fs.existsSync(path.join(target, src, 'big.bin'))).toBe(false);
+  });
+
+  it('key export gives a key file that skips the password', () => {
+    const keyFile = path.join(tempDir(), 'key.json');
+    expect(strata(['key', 'export', keyFile], env).status).toBe(0);
+    expect(fs.statSync(keyFile).mode & 0o777).toBe(0o600);
+    const noPw = cliEnv(repo, { STRATA_PASSWORD: undefined });
+    const r = strata(['cat', path.join(src, 'sub', 'note.txt'), '--key-file', keyFile], noPw);
+    expect(r.stdout).toBe('hello\n');
+    expect(strata(['snapshots', '--json'], { ...noPw, STRATA_KEY_FILE: keyFile }).status).toBe(0);
+    expect(strata(['key', 'export', keyFile], env).status).toBe(1);
+  });
+
+  it('a wrong password reads nothing', () => {
+    const bad = cliEnv(repo, { STRATA_PASSWORD: 'wrong' });
+    for (const args of [['snapshots'], ['ls'], ['cat', path.join(src, 'big.bin')], ['restore', '--target', tempDir()], ['toc', path.join(src, 'big.bin')], ['backup', src]]) {
+      const r = strata(args, bad);
+      expect(r.status, args.join(' ')).toBe(12);
+      expect(r.stdout).toBe('');
+      expect(r.stderr).toMatch(/wrong password/);
+      noStack(r.stderr);
+    }
+  });
+
+  it('bad input gets one clear line and the documented exit code', () => {
+    const cases: [string[], number, RegExp][] = [
+      [['cat', path.join(src, 'nope')], 1, /is not in snapshot/],
+      [['cat', src], 1, /is a directory/],
+      [['cat', path.join(src, 'big.bin'), '--at', 'ffffffff'], 1, /no snapshot with id/],
+      [['cat', path.join(src, 'big.bin'), '--at', 'yesterday'], 2, /malformed WHEN/],
+      [['cat', path.join(src, 'big.bin'), '--range', '5'], 2, /malformed range/],
+      [['cat', path.join(src, 'big.bin'), '--range', '10-2'], 2, /malformed range/],
+      [['cat', path.join(src, 'big.bin'), '--range', '999999999-'], 1, /range not satisfiable/],
+      [['ls', '/not/backed/up'], 1, /no snapshot holding/],
+      [['restore'], 2, /--target/],
+      [['bogus-command'], 2, /unknown command/],
+      [['backup', src, '--time', 'soon'], 2, /malformed --time/],
+    ];
+    for (const [args, code, message] of cases) {
+      const r = strata(args, env);
+      expect(r.status, args.join(' ') + ': ' + r.stderr).toBe(code);
+      expect(r.stderr).toMatch(message);
+      noStack(r.stderr);
+    }
+  });
+});
+
+describe('repositories that are missing, foreign or locked away', () => {
+  it('no repository: exit 10', () => {
+    const env = cliEnv(path.join(tempDir(), 'none'));
+    const r = strata(['snapshots'], env);
+    expect(r.status).toBe(10);
+    expect(r.stderr).toMatch(/no repository at/);
+  });
+
+  it('a directory that is not a repository: exit 10', () => {
+    const dir = tempDir();
+    fs.writeFileSync(path.join(dir, 'config'), 'not json');
+    expect(strata(['snapshots'], cliEnv(dir)).status).toBe(10);
+  });
+
+  it('no --repo at all: a usage error', () => {
+    const r = strata(['snapshots'], cliEnv('', { STRATA_REPO: undefined }));
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/--repo/);
+  });
+
+  it('no password and no terminal: exit 12 with advice', () => {
+    const { repo } = initCliRepo();
+    const r = strata(['snapshots'], cliEnv(repo, { STRATA_PASSWORD: undefined }));
+    expect(r.status).toBe(12);
+    expect(r.stderr).toMatch(/STRATA_PASSWORD/);
+  });
+
+  it('a password file works', () => {
+    const { repo } = initCliRepo();
+    const pwFile = path.join(tempDir(), 'pw');
+    fs.writeFileSync(pwFile, 'pw\n');
+    expect(strata(['snapshots', '--password-file', pwFile], cliEnv(repo, { STRATA_PASSWORD: undefined })).status).toBe(0);
+  });
+
+  it('a config from a newer format is refused clearly', () => {
+    const { repo, env } = initCliRepo();
+    const cfg = JSON.parse(fs.readFileSync(path.join(repo, 'config'), 'utf8'));
+    fs.writeFileSync(path.join(repo, 'config'), JSON.stringify({ ...cfg, version: 99 }));
+    const r = strata(['snapshots'], env);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/newer than this strata supports/);
+  });
+});
+
+describe('backup sources that misbehave', () => {
+  it('a missing source is named, the rest is saved, exit 3', () => {
+    const { env } = initCliRepo();
+    const src = tempDir();
+    fs.writeFileSync(path.join(src, 'a'), 'a');
+    const r = strata(['backup', src, path.join(src, 'missing')], env);
+    expect(r.status).toBe(3);
+    expect(r.stderr).toContain(path.join(src, 'missing'));
+    expect(strata(['cat', path.join(src, 'a')], env).stdout).toBe('a');
+  });
+
+  it('an unreadable file is named and skipped, exit 3', () => {
+    const { repo, env } = initCliRepo();
+    const src = tempDir();
+    fs.chmodSync(src, 0o755);
+    fs.writeFileSync(path.join(src, 'ok'), 'ok');
+    fs.writeFileSync(path.join(src, 'secret'), 'secret');
+    fs.chmodSync(path.join(src, 'secret'), 0o000);
+    // Root reads everything: run as nobody, who can use a world-writable repository.
+    const asRoot = process.getuid?.() === 0;
+    if (asRoot) {
+      fs.chmodSync(path.dirname(repo), 0o777);
+      for (const p of walk(repo)) fs.chmodSync(p, fs.statSync(p).isDirectory() ? 0o777 : 0o666);
+      fs.chmodSync(path.dirname(src), 0o755);
+    }
+    const r = strata(['backup', src, '--json'], { ...env, HOME: '/tmp' }, asRoot ? { uid: 65534, gid: 65534 } : {});
+    expect(r.status, r.stderr).toBe(3);
+    expect(r.stderr).toMatch(/secret: permission denied/);
+    const j = JSON.parse(r.stdout);
+    expect(j.incomplete).toBe(true);
+    expect(strata(['cat', path.join(src, 'ok')], env).stdout).toBe('ok');
+    expect(strata(['cat', path.join(src, 'secret')], env).status).toBe(1);
+  });
+
+  it('a FIFO is skipped with a warning', () => {
+    const { env } = initCliRepo();
+    const src = tempDir();
+    fs.writeFileSync(path.join(src, 'a'), 'a');
+    const fifo = path.join(src, 'pipe');
+    const mk = strata(['--version'], env);
+    expect(mk.status).toBe(0);
+    require_mkfifo(fifo);
+    const r = strata(['backup', src], env);
+    expect(r.status).toBe(0);
+    expect(r.stderr).toMatch(/skipping .*pipe: a FIFO/);
+    expect(strata(['ls', src], env).stdout).not.toContain('pipe');
+  });
+
+  it('an unchanged file is not read again: one ref to its previous version', () => {
+    const { env } = initCliRepo();
+    const src = tempDir();
+    fs.writeFileSync(path.join(src, 'a'), new Rng(3).bytes(100_000));
+    fs.writeFileSync(path.join(src, 'b'), 'b');
+    strata(['backup', src], env);
+    const j = JSON.parse(strata(['backup', src, '--json'], env).stdout);
+    expect(j).toMatchObject({ bytesRead: 0, filesUnchanged: 2, filesChanged: 0, refEntries: 2, dataEntries: 0, blocksNew: 0 });
+    const toc = JSON.parse(strata(['toc', path.join(src, 'a'), '--json'], env).stdout);
+    expect(toc).toEqual([{ start: 0, end: 99_999, kind: 'ref', target: expect.objectContaining({ start: 0, end: 99_999 }), offset: 0 }]);
+  });
+
+  it('a 4 KiB page rewritten in a large file adds well under 256 KiB', () => {
+    const { env } = initCliRepo();
+    const src = tempDir();
+    const file = path.join(src, 'disk.img');
+    const data = new Rng(11).bytes(16 * 1024 * 1024);
+    fs.writeFileSync(file, data);
+    strata(['backup', src], env);
+    const fd = fs.openSync(file, 'r+');
+    fs.writeSync(fd, new Rng(12).bytes(4096), 0, 4096, 9 * 1024 * 1024 + 123);
+    fs.closeSync(fd);
+    const j = JSON.parse(strata(['backup', src, '--json'], env).stdout);
+    expect(j.bytesAdded).toBeLessThan(256 * 1024);
+    expect(j.refEntries + j.dataEntries).toBeLessThanOrEqual(6);
+  });
+});
+
+describe('help', () => {
+  it('strata help COMMAND and --help work without a repository', () => {
+    const env = cliEnv('', { STRATA_REPO: undefined });
+    const r = strata(['help', 'cat'], env);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/--range/);
+    expect(r.stdout).toMatch(/Exit codes/);
+    expect(strata(['--help'], env).stdout).toMatch(/restore/);
+  });
+});
+
+function walk(dir: string): string[] {
+  const out = [dir];
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) out.push(...walk(p));
+    else out.push(p);
+  }
+  return out;
+}
+
+function require_mkfifo(p: string): void {
+  const r = require_spawn('mkfifo', [p]);
+  if (r !== 0) throw new Error('mkfifo failed');
+}
+
+import { spawnSync } from 'node:child_process';
+function require_spawn(cmd: string, args: string[]): number {
+  return spawnSync(cmd, args).status ?? 1;
+}
