@@ -47,7 +47,7 @@ async function storeFileVersion(repo: Repository, blocks: Buffer[], prev?: { ver
     target: prev?.version,
   });
   await packer.flush();
-  return { entries, version: { id, snapshotId } as TargetVersion, blocks, size };
+  return { entries, version: { id, snapshotId, depth: repo.catalog.versionById(id)!.depth } as TargetVersion, blocks, size };
 }
 
 async function readAll(repo: Repository, version: number, start: number, end: number): Promise<Buffer> {

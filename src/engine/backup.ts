@@ -296,7 +296,7 @@ class BackupRun {
     const { repo } = this;
     const pathId = repo.keyring.pathId(abs);
     const prevRow = this.parent ? repo.catalog.version(this.parent.row.seq, pathId) : undefined;
-    const target: TargetVersion | undefined = prevRow && this.parent ? { id: prevRow.id, snapshotId: this.parent.id } : undefined;
+    const target: TargetVersion | undefined = prevRow && this.parent ? { id: prevRow.id, snapshotId: this.parent.id, depth: prevRow.depth } : undefined;
     const entry = metadata(name, 'file', st);
     let entries: TocEntry[];
     if (

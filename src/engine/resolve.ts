@@ -33,12 +33,18 @@ interface Frame {
   depth: number;
 }
 
+/** Counts of the work a resolve did (how many TOC ranges it visited). */
+export interface ResolveStats {
+  frames: number;
+}
+
 /** The pieces of [start, end] (inclusive) of `version`, in order. */
-export function* resolveRange(catalog: Catalog, version: number, start: number, end: number): Generator<Piece> {
+export function* resolveRange(catalog: Catalog, version: number, start: number, end: number, stats?: ResolveStats): Generator<Piece> {
   if (end < start) return;
   const stack: Frame[] = [{ version, start, end, at: start, depth: 0 }];
   while (stack.length > 0) {
     const f = stack.pop()!;
+    if (stats) stats.frames++;
     if (f.depth > MAX_CHAIN_DEPTH) throw integrity(`reference chain deeper than ${MAX_CHAIN_DEPTH} (a cycle?) at version ${version}`);
     let cursor = f.start;
     let row: TocRow | undefined = catalog.tocAt(f.version, cursor);

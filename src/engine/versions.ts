@@ -12,28 +12,58 @@ import type { TocEntry } from './toc.js';
 export interface TargetVersion {
   id: number;
   snapshotId: string;
+  /** The target version's largest row depth (see VersionRow). */
+  depth: number;
 }
 
 /**
- * Catalog rows for a TOC whose refs point into `target`. A ref whose target
- * range lies inside a single ref of the target version gets that ref's root
- * as its own: the chain is kept (target) and a read takes one hop (root).
+ * How many hops a read may take before it reaches data. A ref whose range
+ * would exceed it is split where the target's rows begin, each piece taking
+ * its row's shortcut; so reads stay within MAX_DEPTH hops however long the
+ * history, and most versions keep one row per maximal run.
+ */
+export const MAX_DEPTH = 8;
+
+/**
+ * Catalog rows for a TOC whose refs point into `target`. `target` keeps the
+ * chain of the seed's FIG. 7; `root` is where a read goes: a ref whose target
+ * range lies inside a single ref of the target version takes that ref's root.
  */
 export function tocRows(catalog: Catalog, entries: readonly TocEntry[], target: TargetVersion | undefined): TocRow[] {
-  return entries.map((e) => {
+  const rows: TocRow[] = [];
+  for (const e of entries) {
     if (e.kind === 'data') {
-      return { start: e.start, end: e.end, block: e.block, target: null, target_start: null, root: null, root_start: null };
+      rows.push({ start: e.start, end: e.end, block: e.block, target: null, target_start: null, root: null, root_start: null, depth: 0 });
+      continue;
     }
     if (!target) throw new Error('a ref entry needs a target version');
-    let root = target.id;
-    let rootStart = e.targetStart;
-    const under = catalog.tocAt(target.id, e.targetStart);
-    if (under && under.block === null && under.end >= e.targetEnd) {
-      root = under.root ?? under.target!;
-      rootStart = (under.root_start ?? under.target_start!) + (e.targetStart - under.start);
+    const ref = (start: number, end: number, under: TocRow | undefined): TocRow => {
+      const ts = e.targetStart + (start - e.start);
+      if (under && under.block === null && under.start <= ts && under.end >= ts + (end - start)) {
+        const rootStart = (under.root_start ?? under.target_start!) + (ts - under.start);
+        return { start, end, block: null, target: target.id, target_start: ts, root: under.root ?? under.target, root_start: rootStart, depth: under.depth };
+      }
+      const depth = under && under.end >= ts + (end - start) ? under.depth + 1 : target.depth + 1;
+      return { start, end, block: null, target: target.id, target_start: ts, root: target.id, root_start: ts, depth };
+    };
+    const whole = ref(e.start, e.end, catalog.tocAt(target.id, e.targetStart));
+    if (whole.depth <= MAX_DEPTH) {
+      rows.push(whole);
+      continue;
     }
-    return { start: e.start, end: e.end, block: null, target: target.id, target_start: e.targetStart, root, root_start: rootStart };
-  });
+    const under = catalog.tocRange(target.id, e.targetStart, e.targetEnd);
+    const depth = 1 + under.reduce((d, u) => Math.max(d, u.depth), 0);
+    if (depth <= MAX_DEPTH) {
+      rows.push({ ...whole, depth });
+      continue;
+    }
+    for (const u of under) {
+      const ts = Math.max(u.start, e.targetStart);
+      const te = Math.min(u.end, e.targetEnd);
+      rows.push(ref(e.start + (ts - e.targetStart), e.start + (te - e.targetStart), u));
+    }
+  }
+  return rows;
 }
 
 export interface SealedToc {

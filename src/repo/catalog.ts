@@ -9,7 +9,8 @@
  * A data entry names a block; a ref entry names a target version and where
  * its range starts there (offset = start - target_start). `root`/`root_start`
  * is the same ref followed as far down its chain as it stays one range — a
- * shortcut so reads do not slow down as chains grow.
+ * shortcut so reads do not slow down as chains grow — and `depth` is how many
+ * hops a read of the row may take at most (0 for data).
  */
 import Database from 'better-sqlite3';
 import { locked } from '../errors.js';
@@ -32,6 +33,7 @@ export interface TocRow {
   target_start: number | null;
   root: number | null;
   root_start: number | null;
+  depth: number;
 }
 
 export interface SnapshotRow {
@@ -48,6 +50,8 @@ export interface VersionRow {
   id: number;
   snapshot: number;
   size: number;
+  /** The largest depth of its TOC rows. */
+  depth: number;
 }
 
 const SCHEMA_VERSION = 1;
@@ -68,12 +72,12 @@ CREATE TABLE IF NOT EXISTS snapshots(
 CREATE INDEX IF NOT EXISTS snapshots_time ON snapshots(committed, time);
 CREATE TABLE IF NOT EXISTS versions(
   id INTEGER PRIMARY KEY, snapshot INTEGER NOT NULL, path BLOB NOT NULL,
-  size INTEGER NOT NULL, toc BLOB, UNIQUE(snapshot, path)
+  size INTEGER NOT NULL, toc BLOB, depth INTEGER NOT NULL DEFAULT 0, UNIQUE(snapshot, path)
 );
 CREATE TABLE IF NOT EXISTS toc(
   version INTEGER NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL,
   block BLOB, target INTEGER, target_start INTEGER, root INTEGER, root_start INTEGER,
-  PRIMARY KEY(version, start)
+  depth INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(version, start)
 ) WITHOUT ROWID;
 `;
 
@@ -116,20 +120,20 @@ export class Catalog {
       parentCandidate: db.prepare(
         'SELECT seq, id, time, lineage, meta, root, parent FROM snapshots WHERE committed = 1 AND lineage = ? AND time <= ? ORDER BY time DESC, seq DESC LIMIT 1',
       ),
-      insertVersion: db.prepare('INSERT INTO versions(snapshot, path, size, toc) VALUES (?, ?, ?, ?)'),
-      version: db.prepare('SELECT id, snapshot, size FROM versions WHERE snapshot = ? AND path = ?'),
-      versionById: db.prepare('SELECT id, snapshot, size FROM versions WHERE id = ?'),
+      insertVersion: db.prepare('INSERT INTO versions(snapshot, path, size, toc, depth) VALUES (?, ?, ?, ?, ?)'),
+      version: db.prepare('SELECT id, snapshot, size, depth FROM versions WHERE snapshot = ? AND path = ?'),
+      versionById: db.prepare('SELECT id, snapshot, size, depth FROM versions WHERE id = ?'),
       insertToc: db.prepare(
-        'INSERT INTO toc(version, start, end, block, target, target_start, root, root_start) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+        'INSERT INTO toc(version, start, end, block, target, target_start, root, root_start, depth) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
       ),
       tocAt: db.prepare(
-        'SELECT start, end, block, target, target_start, root, root_start FROM toc WHERE version = ? AND start <= ? ORDER BY start DESC LIMIT 1',
+        'SELECT start, end, block, target, target_start, root, root_start, depth FROM toc WHERE version = ? AND start <= ? ORDER BY start DESC LIMIT 1',
       ),
       tocAfter: db.prepare(
-        'SELECT start, end, block, target, target_start, root, root_start FROM toc WHERE version = ? AND start > ? AND start <= ? ORDER BY start LIMIT ?',
+        'SELECT start, end, block, target, target_start, root, root_start, depth FROM toc WHERE version = ? AND start > ? AND start <= ? ORDER BY start LIMIT ?',
       ),
       tocAll: db.prepare(
-        'SELECT start, end, block, target, target_start, root, root_start FROM toc WHERE version = ? ORDER BY start',
+        'SELECT start, end, block, target, target_start, root, root_start, depth FROM toc WHERE version = ? ORDER BY start',
       ),
     };
   }
@@ -208,8 +212,9 @@ export class Catalog {
 
   insertVersion(snapshot: number, path: Buffer, size: number, toc: Buffer, entries: readonly TocRow[]): number {
     return this.transaction(() => {
-      const v = Number(this.st.insertVersion.run(snapshot, path, size, toc).lastInsertRowid);
-      for (const e of entries) this.st.insertToc.run(v, e.start, e.end, e.block, e.target, e.target_start, e.root, e.root_start);
+      const depth = entries.reduce((d, e) => Math.max(d, e.depth), 0);
+      const v = Number(this.st.insertVersion.run(snapshot, path, size, toc, depth).lastInsertRowid);
+      for (const e of entries) this.st.insertToc.run(v, e.start, e.end, e.block, e.target, e.target_start, e.root, e.root_start, e.depth);
       return v;
     });
   }
@@ -222,6 +227,13 @@ export class Catalog {
   /** Entries starting in (after, upTo], in order, at most `limit`. */
   tocAfter(version: number, after: number, upTo: number, limit: number): TocRow[] {
     return this.st.tocAfter.all(version, after, upTo, limit) as TocRow[];
+  }
+
+  /** Entries overlapping [start, end], in order. */
+  tocRange(version: number, start: number, end: number): TocRow[] {
+    const first = this.tocAt(version, start);
+    const rows = first && first.end >= start ? [first] : [];
+    return rows.concat(this.st.tocAfter.all(version, start, end, Number.MAX_SAFE_INTEGER) as TocRow[]);
   }
 
   toc(version: number): TocRow[] {

@@ -23,6 +23,8 @@ export class Packer {
   private pendingBytes = 0;
   private readonly pendingIds = new Set<string>();
   private flushing: Promise<void> = Promise.resolve();
+  /** Pack writes started and not yet finished, oldest first. */
+  private readonly writes: Promise<void>[] = [];
   /** Bytes written to the store by this packer (what the repository grew by). */
   bytesWritten = 0;
   packsWritten = 0;
@@ -47,12 +49,9 @@ export class Packer {
     this.pendingIds.add(id.toString('hex'));
     this.pending.push({ id, kind, sealed, size });
     this.pendingBytes += sealed.length;
-    if (this.pendingBytes >= this.targetSize) {
-      // One pack may be written while the next fills; wait for the one before.
-      const before = this.flushing;
-      this.startFlush();
-      await before;
-    }
+    if (this.pendingBytes >= this.targetSize) this.startFlush();
+    // One pack may be written while the next fills; beyond that, callers wait.
+    while (this.writes.length > 1) await this.writes[0];
   }
 
   /** Writes the open pack (if any) and waits for every write to finish. */
@@ -76,6 +75,8 @@ export class Packer {
       this.bytesWritten += pack.bytes.length;
       this.packsWritten++;
     })();
-    this.flushing.catch(() => {});
+    const write = this.flushing.finally(() => this.writes.splice(this.writes.indexOf(write), 1));
+    write.catch(() => {});
+    this.writes.push(write);
   }
 }

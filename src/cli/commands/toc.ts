@@ -25,7 +25,7 @@ export function register(program: Command): void {
         const abs = absolutePath(p);
         const snap = findSnapshot(repo, when, abs, opts.host);
         const file = await openFile(snap, abs);
-        const rows = repo.catalog.toc(file.version.id);
+        const rows = coalesce(repo.catalog.toc(file.version.id));
         const target = rows.find((r) => r.target !== null)?.target ?? null;
         const targetVersion = target !== null ? repo.catalog.versionById(target) : undefined;
         if (target !== null && !targetVersion) throw integrity(`TOC of ${abs} points at a missing version`);
@@ -53,6 +53,18 @@ export function register(program: Command): void {
         repo.close();
       }
     });
+}
+
+/** Joins rows the catalog split to bound read depth back into the TOC's maximal runs. */
+function coalesce(rows: TocRow[]): TocRow[] {
+  const out: TocRow[] = [];
+  for (const r of rows) {
+    const last = out[out.length - 1];
+    if (last && last.block === null && r.block === null && last.target === r.target && last.end + 1 === r.start && last.target_start! + (last.end - last.start + 1) === r.target_start) {
+      out[out.length - 1] = { ...last, end: r.end };
+    } else out.push(r);
+  }
+  return out;
 }
 
 function toEntry(r: TocRow): TocEntry {

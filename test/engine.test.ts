@@ -1,0 +1,135 @@
+/**
+ * Engine behaviour that the CLI tests do not reach: long chains stay flat,
+ * snapshot lookup, interruption, zero knowledge.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { backup } from '../src/engine/backup.js';
+import { openFile, readRange } from '../src/engine/read.js';
+import { resolveRange, type ResolveStats } from '../src/engine/resolve.js';
+import { findSnapshot, metaAad } from '../src/engine/snapshot.js';
+import { MAX_DEPTH } from '../src/engine/versions.js';
+import { StrataError } from '../src/errors.js';
+import { Repository } from '../src/repo/repository.js';
+import { makeRepo, Rng, tempDir } from './helpers.js';
+
+describe('reference chains', () => {
+  it('after 100 incrementals a range read visits as few TOC ranges as after 1', async () => {
+    const repo = await makeRepo({ chunkAvg: 4096 });
+    const dir = tempDir();
+    const file = path.join(dir, 'image');
+    const rng = new Rng(5);
+    const data = rng.bytes(1024 * 1024);
+    fs.writeFileSync(file, data);
+    const ids: string[] = [];
+    for (let i = 0; i <= 100; i++) {
+      // Each incremental rewrites a page near the end; the middle never changes.
+      if (i > 0) {
+        rng.bytes(4096).copy(data, 900_000 + (i % 20) * 4096);
+        fs.writeFileSync(file, data);
+      }
+      ids.push((await backup(repo, { paths: [dir], time: Date.UTC(2026, 0, 1, 0, i) })).snapshot);
+    }
+    const frames = async (id: string) => {
+      const f = await openFile(findSnapshot(repo, { kind: 'id', prefix: id }), file);
+      const stats: ResolveStats = { frames: 0 };
+      const pieces = [...resolveRange(repo.catalog, f.version.id, 500_000, 504_095, stats)];
+      expect(pieces.reduce((n, p) => n + p.length, 0)).toBe(4096);
+      expect(pieces.length).toBeLessThanOrEqual(2);
+      return stats.frames;
+    };
+    const after1 = await frames(ids[1]!);
+    const after10 = await frames(ids[10]!);
+    const after100 = await frames(ids[100]!);
+    expect(after1).toBeLessThanOrEqual(2);
+    expect(after10).toBeLessThanOrEqual(MAX_DEPTH + 1);
+    expect(after100).toBeLessThanOrEqual(MAX_DEPTH + 1);
+    // The TOC still grows with what changed, not with the file's 256 blocks.
+    const latest = await openFile(findSnapshot(repo, { kind: 'latest' }), file);
+    expect(repo.catalog.toc(latest.version.id).length).toBeLessThan(90);
+    // And the bytes are right at the newest version.
+    const f = await openFile(findSnapshot(repo, { kind: 'latest' }), file);
+    const parts: Buffer[] = [];
+    for await (const p of readRange(repo, f.version, 0, data.length - 1)) parts.push(Buffer.from(p));
+    expect(Buffer.concat(parts).equals(data)).toBe(true);
+    repo.close();
+  }, 120_000);
+});
+
+describe('snapshot lookup', () => {
+  it('an ambiguous id prefix is an error naming the count', async () => {
+    const repo = await makeRepo();
+    for (const id of ['ab12' + '0'.repeat(60), 'ab34' + '0'.repeat(60)]) {
+      const seq = repo.catalog.beginSnapshot(id, Date.now(), Buffer.alloc(32), repo.keyring.sealJson({ host: 'h', tags: [], paths: ['/x'] }, metaAad(id)), null);
+      repo.catalog.commitSnapshot(seq, Buffer.alloc(32), Buffer.alloc(32), repo.keyring.sealJson({ host: 'h', tags: [], paths: ['/x'] }, metaAad(id)));
+    }
+    expect(() => findSnapshot(repo, { kind: 'id', prefix: 'ab' })).toThrow(/ambiguous \(2 snapshots match/);
+    expect(findSnapshot(repo, { kind: 'id', prefix: 'ab3' }).id.startsWith('ab34')).toBe(true);
+    expect(() => findSnapshot(repo, { kind: 'id', prefix: 'cd' })).toThrow(/no snapshot with id/);
+    repo.close();
+  });
+});
+
+describe('interruption', () => {
+  it('an aborted backup commits nothing, and the next one reuses what was stored', async () => {
+    const repo = await makeRepo({ packSize: 1024 * 1024 });
+    const dir = tempDir();
+    fs.writeFileSync(path.join(dir, 'a'), new Rng(9).bytes(8 * 1024 * 1024));
+    const first = await backup(repo, { paths: [dir] });
+    fs.writeFileSync(path.join(dir, 'b'), new Rng(10).bytes(16 * 1024 * 1024));
+    const ac = new AbortController();
+    const err = await backup(repo, {
+      paths: [dir],
+      signal: ac.signal,
+      onProgress: (p) => {
+        if (p.bytesRead > 10 * 1024 * 1024) ac.abort();
+      },
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StrataError);
+    expect((err as StrataError).exitCode).toBe(130);
+    expect(repo.catalog.snapshots().map((s) => s.id)).toEqual([first.snapshot]);
+    const next = await backup(repo, { paths: [dir] });
+    expect(next.blocksReused).toBeGreaterThan(0);
+    expect(next.bytesAdded).toBeLessThan(16 * 1024 * 1024 - 1024 * 1024);
+    const f = await openFile(findSnapshot(repo, { kind: 'latest' }), path.join(dir, 'b'));
+    expect(f.version.size).toBe(16 * 1024 * 1024);
+    repo.close();
+  });
+});
+
+describe('zero knowledge', () => {
+  it('the repository holds no plaintext content, names or metadata', async () => {
+    const repo = await makeRepo();
+    const root = repo.root;
+    const dir = path.join(tempDir(), 'MARKERDIRNAME');
+    fs.mkdirSync(dir);
+    const content = 'MARKERCONTENT-'.repeat(1000);
+    fs.writeFileSync(path.join(dir, 'MARKERFILENAME.txt'), content);
+    fs.symlinkSync('MARKERLINKTARGET', path.join(dir, 'link'));
+    await backup(repo, { paths: [dir], tags: ['MARKERTAG'], host: 'MARKERHOST' });
+    repo.close();
+    const haystack = fs
+      .readdirSync(root, { recursive: true })
+      .map((p) => path.join(root, String(p)))
+      .filter((p) => fs.statSync(p).isFile());
+    expect(haystack.some((p) => p.endsWith('catalog.db'))).toBe(true);
+    for (const p of haystack) {
+      const bytes = fs.readFileSync(p);
+      for (const marker of ['MARKERCONTENT', 'MARKERDIRNAME', 'MARKERFILENAME', 'MARKERLINKTARGET', 'MARKERTAG', 'MARKERHOST']) {
+        expect(bytes.includes(marker), `${marker} in ${p}`).toBe(false);
+        expect(bytes.includes(Buffer.from(marker, 'utf16le')), `${marker} in ${p}`).toBe(false);
+      }
+    }
+  });
+
+  it('a key file for another repository is refused', async () => {
+    const a = await makeRepo();
+    const b = await makeRepo();
+    const keyFile = path.join(tempDir(), 'k');
+    fs.writeFileSync(keyFile, JSON.stringify(a.exportKey()));
+    await expect(Repository.open(b.root, { keyFile })).rejects.toThrow(/another repository/);
+    a.close();
+    b.close();
+  });
+});
