@@ -50,11 +50,11 @@ describe('a backup history through the CLI', () => {
     for (const id of ids) expect(id).toMatch(/^[0-9a-f]{64}$/);
     const r = strata(['snapshots', '--json'], env);
     expect(r.status).toBe(0);
-    const list = JSON.parse(r.stdout) as { id: string; time: string; host: string; tags: string[]; paths: string[]; size: number }[];
+    const list = JSON.parse(r.stdout) as { id: string; time: string; host: string; tags: string[]; paths: string[]; bytesTotal: number }[];
     expect(list.map((s) => s.id)).toEqual(ids);
     expect(list[0]).toMatchObject({ time: '2026-01-15T12:00:00.000Z', tags: ['v1'], paths: [src] });
     expect(typeof list[0]!.host).toBe('string');
-    expect(list[2]!.size).toBe(v3.length + 6);
+    expect(list[2]!.bytesTotal).toBe(v3.length + 6);
     const human = strata(['snapshots'], env);
     expect(human.stdout).toContain(ids[0]!.slice(0, 8));
   });
@@ -142,6 +142,16 @@ describe('a backup history through the CLI', () => {
     expect(fs.existsSync(path.join(root, 'new.txt'))).toBe(false);
   });
 
+  it('restore of several paths picks the newest snapshot holding all of them', () => {
+    const target = tempDir();
+    const r = strata(['restore', path.join(src, 'sub'), path.join(src, 'new.txt'), '--target', target, '--at', '2026-12-31', '--json'], env);
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ files: 2 });
+    const none = strata(['restore', path.join(src, 'sub'), path.join(src, 'new.txt'), '--target', target, '--at', ids[2]!.slice(0, 12)], env);
+    expect(none.status).toBe(1);
+    expect(none.stderr).toMatch(/new.txt is not in snapshot/);
+  });
+
   it('restore of one path restores only that path', () => {
     const target = tempDir();
     const r = strata(['restore', path.join(src, 'sub'), '--target', target, '--json'], env);
@@ -222,11 +232,22 @@ describe('repositories that are missing, foreign or locked away', () => {
     expect(r.stderr).toMatch(/STRATA_PASSWORD/);
   });
 
-  it('a password file works', () => {
+  it('a password file works, and --password-file beats STRATA_PASSWORD', () => {
     const { repo } = initCliRepo();
     const pwFile = path.join(tempDir(), 'pw');
     fs.writeFileSync(pwFile, 'pw\n');
     expect(strata(['snapshots', '--password-file', pwFile], cliEnv(repo, { STRATA_PASSWORD: undefined })).status).toBe(0);
+    expect(strata(['snapshots'], cliEnv(repo, { STRATA_PASSWORD: undefined, STRATA_PASSWORD_FILE: pwFile })).status).toBe(0);
+    expect(strata(['snapshots', '--password-file', pwFile], cliEnv(repo, { STRATA_PASSWORD: 'wrong' })).status).toBe(0);
+    const badFile = path.join(tempDir(), 'bad');
+    fs.writeFileSync(badFile, 'wrong');
+    expect(strata(['snapshots', '--password-file', badFile], cliEnv(repo, { STRATA_PASSWORD: 'pw' })).status).toBe(12);
+  });
+
+  it('usage errors under --json are one JSON document too', () => {
+    const r = strata(['cat', '--json'], cliEnv(path.join(tempDir(), 'none')));
+    expect(r.status).toBe(2);
+    expect(JSON.parse(r.stdout)).toMatchObject({ error: 'usage' });
   });
 
   it('a config from a newer format is refused clearly', () => {

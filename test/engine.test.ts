@@ -57,6 +57,22 @@ describe('reference chains', () => {
   }, 120_000);
 });
 
+describe('packing', () => {
+  it('many blocks through small packs, sealed in parallel, all land and read back', async () => {
+    const repo = await makeRepo({ chunkAvg: 4096, packSize: 64 * 1024 });
+    const dir = tempDir();
+    const data = new Rng(21).bytes(6 * 1024 * 1024);
+    fs.writeFileSync(path.join(dir, 'f'), data);
+    const r = await backup(repo, { paths: [dir] });
+    expect(r.blocksNew).toBeGreaterThan(500);
+    const f = await openFile(findSnapshot(repo, { kind: 'latest' }), path.join(dir, 'f'));
+    const parts: Buffer[] = [];
+    for await (const p of readRange(repo, f.version, 0, data.length - 1)) parts.push(Buffer.from(p));
+    expect(Buffer.concat(parts).equals(data)).toBe(true);
+    repo.close();
+  });
+});
+
 describe('snapshot lookup', () => {
   it('an ambiguous id prefix is an error naming the count', async () => {
     const repo = await makeRepo();

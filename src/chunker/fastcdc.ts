@@ -43,8 +43,8 @@ function topBits(n: number): number {
 
 /**
  * Streaming chunker: push data as it is read, take the finished chunks, call
- * finish() at the end for the last one. Chunks are fresh buffers (each owns its
- * memory, so it can be transferred to a worker).
+ * finish() at the end for the last one. Chunks are views into the pushed data
+ * (or an internal buffer): use them before the next push.
  */
 export class Chunker {
   private readonly maskS: number;
@@ -70,7 +70,7 @@ export class Chunker {
     while (true) {
       const cut = this.findCut(this.pending, start);
       if (cut < 0) break;
-      out.push(copyOf(this.pending, start, cut));
+      out.push(this.pending.subarray(start, cut));
       start = cut;
     }
     // Keep only the unfinished chunk; copy so the caller's buffer is not retained.
@@ -124,7 +124,7 @@ export class Chunker {
 }
 
 function copyOf(buf: Buffer, from: number, to: number): Buffer {
-  const out = Buffer.allocUnsafeSlow(to - from);
+  const out = Buffer.allocUnsafe(to - from);
   buf.copy(out, 0, from, to);
   return out;
 }

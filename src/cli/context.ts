@@ -29,8 +29,9 @@ export function repoPath(g: GlobalOptions): string {
 
 /** Reads the password from STRATA_PASSWORD, a password file, or a terminal prompt. */
 export async function readPassword(g: GlobalOptions, prompt = 'repository password: '): Promise<string> {
-  if (process.env.STRATA_PASSWORD !== undefined && process.env.STRATA_PASSWORD !== '') return process.env.STRATA_PASSWORD;
-  const file = g.passwordFile ?? process.env.STRATA_PASSWORD_FILE;
+  // An explicit option beats the environment; a password in the environment beats a file named there.
+  const file = g.passwordFile ?? (process.env.STRATA_PASSWORD ? undefined : process.env.STRATA_PASSWORD_FILE);
+  if (!g.passwordFile && process.env.STRATA_PASSWORD) return process.env.STRATA_PASSWORD;
   if (file) {
     try {
       return fs.readFileSync(file, 'utf8').replace(/\r?\n$/, '');

@@ -42,10 +42,10 @@ export function buildProgram(): Command {
     .addHelpText('after', EXIT_CODES)
     .exitOverride();
   for (const register of [init, backup, snapshots, ls, cat, restore, toc, key]) register(program);
-  for (const cmd of program.commands) {
+  const all = (c: Command): Command[] => [c, ...c.commands.flatMap(all)];
+  for (const cmd of all(program).slice(1)) {
     cmd.exitOverride();
-    cmd.addHelpText('after', EXIT_CODES);
-    for (const sub of cmd.commands) sub.exitOverride();
+    if (cmd.commands.length === 0) cmd.addHelpText('after', EXIT_CODES);
   }
   return program;
 }
@@ -63,6 +63,7 @@ export async function main(argv: string[]): Promise<void> {
     if (e instanceof CommanderError) {
       // Help and version are "errors" to commander; their exit code is 0.
       process.exitCode = e.exitCode === 0 ? 0 : ExitCode.usage;
+      if (json && e.exitCode !== 0) printJson({ error: 'usage', message: e.message.replace(/^error: /, '') });
       return;
     }
     if (e instanceof StrataError) {

@@ -1,5 +1,5 @@
 /** A password prompt on the terminal that does not echo. */
-import { wrongKey } from '../errors.js';
+import { interrupted } from '../errors.js';
 
 export function promptHidden(question: string): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -17,7 +17,7 @@ export function promptHidden(question: string): Promise<string> {
     const onData = (buf: Buffer) => {
       for (const ch of buf.toString('utf8')) {
         if (ch === '\r' || ch === '\n') return done();
-        if (ch === '\u0003') return done(wrongKey('no password given (prompt cancelled)'));
+        if (ch === '\u0003') return done(interrupted());
         if (ch === '\u0004') return done();
         if (ch === '\u007f' || ch === '\b') value = value.slice(0, -1);
         else value += ch;

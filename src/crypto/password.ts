@@ -24,7 +24,6 @@ export interface WrappedKey {
   salt: string;
   wrapped: string;
   created: string;
-  host: string;
 }
 
 const AAD = Buffer.from('strata master key');
@@ -46,7 +45,7 @@ export async function calibrateScrypt(targetMs = 500): Promise<ScryptParams> {
   return { N, r, p };
 }
 
-export async function wrapKey(master: Buffer, password: string, params: ScryptParams, host: string): Promise<WrappedKey> {
+export async function wrapKey(master: Buffer, password: string, params: ScryptParams): Promise<WrappedKey> {
   const salt = randomBytes(32);
   const kek = await deriveWrappingKey(password, salt, params);
   return {
@@ -56,7 +55,6 @@ export async function wrapKey(master: Buffer, password: string, params: ScryptPa
     salt: salt.toString('base64'),
     wrapped: seal(kek, master, AAD).toString('base64'),
     created: new Date().toISOString(),
-    host,
   };
 }
 

@@ -19,6 +19,7 @@ import { interrupted, StrataError, usageError } from '../errors.js';
 import { encodeBlock } from '../repo/blockcodec.js';
 import type { Packer } from '../repo/packer.js';
 import type { Repository } from '../repo/repository.js';
+import { GcPacer } from '../util/gc.js';
 import { ExcludeMatcher } from '../util/glob.js';
 import { SealPool } from '../workers/pool.js';
 import { blocksOf } from './resolve.js';
@@ -103,6 +104,7 @@ class BackupRun {
   private readonly inFlight = new Set<Promise<void>>();
   private failure: unknown;
   private readonly readBuffer = Buffer.allocUnsafe(READ_SIZE);
+  private readonly gc = new GcPacer(4 * 1024 * 1024);
   private readonly r: BackupResult;
   private readonly progress: BackupProgress = { files: 0, bytesRead: 0, bytesDone: 0 };
 
@@ -168,7 +170,7 @@ class BackupRun {
 
     const meta: SnapshotMeta = { host: this.host, tags: opts.tags ?? [], paths: this.sources, ...(this.parent ? { parent: this.parent.id } : {}) };
     this.seq = catalog.beginSnapshot(this.id, this.time, lineage, repo.keyring.sealJson(meta, metaAad(this.id)), this.parent?.row.seq ?? null);
-    this.pool = new SealPool(repo.keyring.encKey, repo.compressionLevel);
+    this.pool = new SealPool(repo.keyring.encKey, repo.compressionLevel, repo.chunker.max, MAX_IN_FLIGHT);
     try {
       const plan = buildPlan(present);
       const rootStat = await fs.lstat('/', { bigint: true });
@@ -356,10 +358,8 @@ class BackupRun {
       }
       const chunker = new Chunker(this.repo.chunker, this.repo.gear);
       const add = async (chunk: Buffer) => {
-        // The chunk's memory moves to a worker: take its length first.
-        const length = chunk.length;
-        spans.push({ id: await this.storeChunk(chunk), start: pos, end: pos + length - 1 });
-        pos += length;
+        spans.push({ id: await this.storeChunk(chunk), start: pos, end: pos + chunk.length - 1 });
+        pos += chunk.length;
       };
       while (true) {
         this.checkAbort();
@@ -372,6 +372,7 @@ class BackupRun {
         }
         if (bytesRead === 0) break;
         this.r.bytesRead += bytesRead;
+        this.gc.add(bytesRead);
         this.progress.bytesRead += bytesRead;
         this.progress.bytesDone += bytesRead;
         for (const chunk of chunker.push(this.readBuffer.subarray(0, bytesRead))) await add(chunk);
@@ -397,8 +398,7 @@ class BackupRun {
     while (this.inFlight.size >= MAX_IN_FLIGHT) await Promise.race(this.inFlight);
     this.checkAbort();
     const size = chunk.length;
-    const task: Promise<void> = this.pool!.seal(id, chunk)
-      .then((sealed) => this.packer.add(id, 'data', sealed, size))
+    const task: Promise<void> = this.pool!.seal(id, chunk, (sealed) => this.packer.add(id, 'data', sealed, size))
       .catch((e: unknown) => {
         this.failure ??= e;
       })

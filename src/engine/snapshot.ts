@@ -128,7 +128,8 @@ export function listSnapshots(repo: Repository): Snapshot[] {
  * The snapshot WHEN names. With a path, "latest" and dates pick the newest
  * snapshot (at or before the date) whose stored paths cover it.
  */
-export function findSnapshot(repo: Repository, when: When, absPath?: string, host?: string): Snapshot {
+export function findSnapshot(repo: Repository, when: When, absPath?: string | readonly string[], host?: string): Snapshot {
+  const paths = absPath === undefined ? [] : typeof absPath === 'string' ? [absPath] : absPath;
   if (when.kind === 'id') {
     const rows = repo.catalog.snapshotsByPrefix(when.prefix);
     if (rows.length === 0) throw notFound(`no snapshot with id ${when.prefix}`);
@@ -142,10 +143,10 @@ export function findSnapshot(repo: Repository, when: When, absPath?: string, hos
     const s = all[i]!;
     if (s.time > until) continue;
     if (host && s.meta.host !== host) continue;
-    if (absPath && !s.covers(absPath)) continue;
+    if (!paths.every((p) => s.covers(p))) continue;
     return s;
   }
-  const what = absPath ? ` holding ${absPath}` : '';
+  const what = paths.length > 0 ? ` holding ${paths.join(', ')}` : '';
   if (when.kind === 'time') throw notFound(`no snapshot${what} at or before ${new Date(until).toISOString()}`);
   throw notFound(`no snapshot${what}${host ? ` from host ${host}` : ''}`);
 }

@@ -29,26 +29,28 @@ interface IndexJson {
   blobs: [string, BlobKind, number, number, number][];
 }
 
-export function encodePack(keyring: Keyring, blobs: readonly { id: Buffer; kind: BlobKind; sealed: Buffer; size: number }[]): {
-  name: string;
-  bytes: Buffer;
-  entries: PackEntry[];
-} {
-  const parts: Buffer[] = [PACK_MAGIC];
-  const entries: PackEntry[] = [];
-  let offset = PACK_MAGIC.length;
-  for (const b of blobs) {
-    entries.push({ id: b.id, kind: b.kind, offset, length: b.sealed.length, size: b.size });
-    parts.push(b.sealed);
-    offset += b.sealed.length;
-  }
+/**
+ * A pack around `body` (sealed blobs back to back; `blobs` give their offsets
+ * within it). Returned as parts: copying the body again would double memory.
+ */
+export function encodePack(
+  keyring: Keyring,
+  body: Buffer,
+  blobs: readonly { id: Buffer; kind: BlobKind; offset: number; length: number; size: number }[],
+): { name: string; parts: Buffer[]; size: number; entries: PackEntry[] } {
+  const entries: PackEntry[] = blobs.map((b) => ({ ...b, offset: PACK_MAGIC.length + b.offset }));
   const index: IndexJson = { blobs: entries.map((e) => [e.id.toString('hex'), e.kind, e.offset, e.length, e.size]) };
   const sealedIndex = keyring.sealJson(index, INDEX_AAD);
   const len = Buffer.alloc(4);
   len.writeUInt32LE(sealedIndex.length);
-  parts.push(sealedIndex, len, PACK_END);
-  const bytes = Buffer.concat(parts);
-  return { name: createHash('sha256').update(bytes).digest('hex'), bytes, entries };
+  const parts = [PACK_MAGIC, body, sealedIndex, len, PACK_END];
+  const hash = createHash('sha256');
+  let size = 0;
+  for (const p of parts) {
+    hash.update(p);
+    size += p.length;
+  }
+  return { name: hash.digest('hex'), parts, size, entries };
 }
 
 /** Reads a pack's index from its tail (for catalog rebuild and check). */

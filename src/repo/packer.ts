@@ -3,6 +3,9 @@
  * store first, then indexed in the catalog in one transaction, so the catalog
  * never names a block that is not stored. Blobs waiting in the open pack are
  * known to `has`, so a block seen twice in one backup is stored once.
+ *
+ * Memory is fixed: blobs are copied into one of two pack buffers; one fills
+ * while the other is written.
  */
 import type { Keyring } from '../crypto/keyring.js';
 import type { Storage } from '../storage/storage.js';
@@ -10,21 +13,32 @@ import type { BlobKind, Catalog } from './catalog.js';
 import { encodePack } from './pack.js';
 
 export const DEFAULT_PACK_SIZE = 16 * 1024 * 1024;
+/** Room past the target size, so a pack rarely closes early for one more blob. */
+const SLACK = 1024 * 1024;
 
-interface Pending {
+interface Entry {
   id: Buffer;
   kind: BlobKind;
-  sealed: Buffer;
+  offset: number;
+  length: number;
   size: number;
 }
 
+interface PackBuffer {
+  bytes: Buffer;
+  used: number;
+  entries: Entry[];
+  /** The write of this buffer's last pack, while it runs. */
+  writing?: Promise<void>;
+}
+
 export class Packer {
-  private pending: Pending[] = [];
-  private pendingBytes = 0;
+  private readonly buffers: PackBuffer[] = [];
+  private active: PackBuffer;
   private readonly pendingIds = new Set<string>();
-  private flushing: Promise<void> = Promise.resolve();
-  /** Pack writes started and not yet finished, oldest first. */
-  private readonly writes: Promise<void>[] = [];
+  private readonly capacity: number;
+  private failure: unknown;
+  private queue: Promise<void> = Promise.resolve();
   /** Bytes written to the store by this packer (what the repository grew by). */
   bytesWritten = 0;
   packsWritten = 0;
@@ -34,7 +48,16 @@ export class Packer {
     private readonly keyring: Keyring,
     private readonly catalog: Catalog,
     private readonly targetSize = DEFAULT_PACK_SIZE,
-  ) {}
+  ) {
+    this.capacity = targetSize + SLACK;
+    this.active = this.newBuffer();
+  }
+
+  private newBuffer(): PackBuffer {
+    const b: PackBuffer = { bytes: Buffer.allocUnsafe(0), used: 0, entries: [] };
+    this.buffers.push(b);
+    return b;
+  }
 
   /** True when the block is stored or waiting to be. */
   has(id: Buffer): boolean {
@@ -45,38 +68,61 @@ export class Packer {
     this.pendingIds.add(id.toString('hex'));
   }
 
-  async add(id: Buffer, kind: BlobKind, sealed: Buffer, size: number): Promise<void> {
+  /** Adds a sealed blob (copied: `sealed` may be reused once this resolves). */
+  add(id: Buffer, kind: BlobKind, sealed: Uint8Array, size: number): Promise<void> {
+    // One add at a time: a buffer must not change while it is being closed.
+    const run = this.queue.then(() => this.addNow(id, kind, sealed, size));
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  private async addNow(id: Buffer, kind: BlobKind, sealed: Uint8Array, size: number): Promise<void> {
+    if (this.failure) throw this.failure;
     this.pendingIds.add(id.toString('hex'));
-    this.pending.push({ id, kind, sealed, size });
-    this.pendingBytes += sealed.length;
-    if (this.pendingBytes >= this.targetSize) this.startFlush();
-    // One pack may be written while the next fills; beyond that, callers wait.
-    while (this.writes.length > 1) await this.writes[0];
+    if (sealed.length > this.capacity) {
+      // Too big for a pack buffer (a huge tree): a pack of its own.
+      await this.rotate();
+      const own: PackBuffer = { bytes: Buffer.from(sealed), used: sealed.length, entries: [{ id, kind, offset: 0, length: sealed.length, size }] };
+      await this.write(own);
+      return;
+    }
+    if (this.active.used + sealed.length > this.capacity) await this.rotate();
+    const b = this.active;
+    if (b.bytes.length < this.capacity) b.bytes = Buffer.allocUnsafe(this.capacity);
+    b.bytes.set(sealed, b.used);
+    b.entries.push({ id, kind, offset: b.used, length: sealed.length, size });
+    b.used += sealed.length;
+    if (b.used >= this.targetSize) await this.rotate();
   }
 
   /** Writes the open pack (if any) and waits for every write to finish. */
   async flush(): Promise<void> {
-    this.startFlush();
-    await this.flushing;
+    await this.queue;
+    await this.rotate();
+    await Promise.all(this.buffers.map((b) => b.writing));
+    if (this.failure) throw this.failure;
   }
 
-  private startFlush(): void {
-    const blobs = this.pending;
-    this.pending = [];
-    this.pendingBytes = 0;
-    const previous = this.flushing;
-    this.flushing = (async () => {
-      await previous;
-      if (blobs.length === 0) return;
-      const pack = encodePack(this.keyring, blobs);
-      await this.storage.put({ kind: 'pack', name: pack.name }, pack.bytes);
-      this.catalog.addPack(pack.name, pack.bytes.length, pack.entries);
-      for (const b of blobs) this.pendingIds.delete(b.id.toString('hex'));
-      this.bytesWritten += pack.bytes.length;
-      this.packsWritten++;
-    })();
-    const write = this.flushing.finally(() => this.writes.splice(this.writes.indexOf(write), 1));
-    write.catch(() => {});
-    this.writes.push(write);
+  /** Starts writing the active buffer and switches to the other, once it is free. */
+  private async rotate(): Promise<void> {
+    const full = this.active;
+    if (full.used > 0) full.writing = this.write(full).catch((e: unknown) => void (this.failure ??= e));
+    const next = this.buffers.find((b) => b !== full) ?? this.newBuffer();
+    await next.writing;
+    if (this.failure) throw this.failure;
+    this.active = next;
+  }
+
+  private async write(b: PackBuffer): Promise<void> {
+    const entries = b.entries;
+    const pack = encodePack(this.keyring, b.bytes.subarray(0, b.used), entries);
+    await this.storage.put({ kind: 'pack', name: pack.name }, pack.parts);
+    this.catalog.addPack(pack.name, pack.size, pack.entries);
+    for (const e of entries) this.pendingIds.delete(e.id.toString('hex'));
+    this.bytesWritten += pack.size;
+    this.packsWritten++;
+    b.used = 0;
+    b.entries = [];
+    b.writing = undefined;
   }
 }

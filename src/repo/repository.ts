@@ -5,7 +5,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { chunkerParams, DEFAULT_AVG, gearTable, type ChunkerParams } from '../chunker/fastcdc.js';
 import { Keyring } from '../crypto/keyring.js';
@@ -90,7 +89,7 @@ export class Repository {
     };
     fs.mkdirSync(dir, { recursive: true });
     const storage = new LocalStorage(dir);
-    const wrapped = await wrapKey(keyring.master, password, opts.scrypt ?? (await calibrateScrypt()), os.hostname());
+    const wrapped = await wrapKey(keyring.master, password, opts.scrypt ?? (await calibrateScrypt()));
     await storage.put({ kind: 'key', name: randomBytes(8).toString('hex') }, Buffer.from(JSON.stringify(wrapped, null, 2)));
     const catalog = new Catalog(path.join(dir, 'catalog.db'));
     // The config goes last: a directory with a config is a complete repository.

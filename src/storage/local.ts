@@ -29,13 +29,15 @@ export class LocalStorage implements Storage {
     }
   }
 
-  async put(h: Handle, data: Uint8Array): Promise<void> {
+  async put(h: Handle, data: Uint8Array | readonly Uint8Array[]): Promise<void> {
     const target = this.file(h);
     await fs.mkdir(path.dirname(target), { recursive: true });
     const tmp = path.join(path.dirname(target), `.tmp-${randomBytes(8).toString('hex')}`);
     const fh = await fs.open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
     try {
-      await fh.writeFile(data);
+      const parts = Array.isArray(data) ? (data as readonly Uint8Array[]) : [data as Uint8Array];
+      // writev takes a limited number of buffers per call.
+      for (let i = 0; i < parts.length; i += 512) await fh.writev(parts.slice(i, i + 512) as NodeJS.ArrayBufferView[]);
       await fh.sync();
     } catch (e) {
       await fh.close().catch(() => {});

@@ -21,7 +21,8 @@ export interface Handle {
 export interface Storage {
   /** A description for messages (a path or a URL). */
   readonly location: string;
-  put(h: Handle, data: Uint8Array): Promise<void>;
+  /** Stores an object made of `data` (one buffer, or parts written in order). */
+  put(h: Handle, data: Uint8Array | readonly Uint8Array[]): Promise<void>;
   get(h: Handle): Promise<Buffer>;
   read(h: Handle, offset: number, length: number): Promise<Buffer>;
   size(h: Handle): Promise<number>;

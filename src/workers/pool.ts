@@ -1,13 +1,15 @@
 /**
- * A pool of sealing workers. Requests go to the least busy worker; results
- * come back as promises. One worker per core.
+ * A pool of sealing workers, one per core. Each request takes a slot of a
+ * shared buffer (so at most `slots` blocks are in flight and memory is fixed),
+ * goes to the least busy worker, and comes back as a promise of the sealed
+ * block.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import type { SealRequest, SealResponse } from './sealer.js';
+import { ID_BYTES, slotLayout, type SealRequest, type SealResponse, type SlotLayout } from './sealer.js';
 
 /** The compiled worker script (tests run the sources, workers need the build). */
 function workerScript(): string {
@@ -24,46 +26,82 @@ interface Slot {
   busy: number;
 }
 
-export class SealPool {
-  private readonly slots: Slot[] = [];
-  private readonly waiting = new Map<number, { resolve: (b: Buffer) => void; reject: (e: Error) => void }>();
-  private seq = 0;
+interface Waiting {
+  consume: (sealed: Uint8Array) => Promise<void>;
+  resolve: () => void;
+  reject: (e: unknown) => void;
+}
 
-  constructor(encKey: Uint8Array, level: number, size = Math.max(1, Math.min(os.availableParallelism(), 8))) {
+export class SealPool {
+  private readonly workers: Slot[] = [];
+  private readonly waiting = new Map<number, Waiting>();
+  private readonly free: number[] = [];
+  private readonly slotWaiters: (() => void)[] = [];
+  private readonly shared: SharedArrayBuffer;
+  private readonly layout: SlotLayout;
+  private seq = 0;
+  private failure?: Error;
+
+  constructor(encKey: Uint8Array, level: number, maxBlock: number, slots = 32, size = Math.max(1, Math.min(os.availableParallelism(), 8))) {
     const script = workerScript();
+    this.layout = slotLayout(maxBlock);
+    this.shared = new SharedArrayBuffer(this.layout.slotSize * slots);
+    for (let i = 0; i < slots; i++) this.free.push(i);
     for (let i = 0; i < size; i++) {
-      const worker = new Worker(script, { workerData: { encKey, level } });
-      const slot: Slot = { worker, busy: 0 };
-      worker.on('message', (res: SealResponse) => {
-        slot.busy--;
-        const w = this.waiting.get(res.seq);
-        this.waiting.delete(res.seq);
-        if (!w) return;
-        if (res.error || !res.sealed) w.reject(new Error(res.error ?? 'worker returned nothing'));
-        else w.resolve(Buffer.from(res.sealed.buffer, res.sealed.byteOffset, res.sealed.byteLength));
-      });
+      const worker = new Worker(script, { workerData: { encKey, level, shared: this.shared, layout: this.layout } });
+      const w: Slot = { worker, busy: 0 };
+      worker.on('message', (res: SealResponse) => this.settle(w, res));
       worker.on('error', (e) => {
-        for (const w of this.waiting.values()) w.reject(e);
+        this.failure = e;
+        for (const p of this.waiting.values()) p.reject(e);
         this.waiting.clear();
       });
-      this.slots.push(slot);
+      this.workers.push(w);
     }
   }
 
-  /** Compresses and seals `data` (whose buffer is handed over to the worker). */
-  seal(id: Buffer, data: Buffer): Promise<Buffer> {
-    const slot = this.slots.reduce((a, b) => (b.busy < a.busy ? b : a));
+  private settle(w: Slot, res: SealResponse): void {
+    w.busy--;
+    const p = this.waiting.get(res.seq);
+    this.waiting.delete(res.seq);
+    if (!p || res.length === undefined) {
+      this.release(res.slot);
+      p?.reject(new Error(res.error ?? 'worker returned nothing'));
+      return;
+    }
+    // The sealed block is read straight from the slot, which stays taken until it has been consumed.
+    const at = res.slot * this.layout.slotSize + ID_BYTES + this.layout.maxBlock;
+    p.consume(new Uint8Array(this.shared, at, res.length)).then(p.resolve, p.reject).finally(() => this.release(res.slot));
+  }
+
+  private release(slot: number): void {
+    this.free.push(slot);
+    this.slotWaiters.shift()?.();
+  }
+
+  /**
+   * Compresses and seals a block, then hands the sealed bytes to `consume`
+   * (valid only until its promise settles). Waits for a free slot when all
+   * are busy; `data` is copied before this returns its first await.
+   */
+  async seal(id: Uint8Array, data: Uint8Array, consume: (sealed: Uint8Array) => Promise<void>): Promise<void> {
+    if (data.length > this.layout.maxBlock) throw new Error(`block of ${data.length} bytes exceeds the maximum ${this.layout.maxBlock}`);
+    while (this.free.length === 0) await new Promise<void>((r) => this.slotWaiters.push(r));
+    if (this.failure) throw this.failure;
+    const slot = this.free.pop()!;
+    const base = slot * this.layout.slotSize;
+    new Uint8Array(this.shared, base, ID_BYTES).set(id);
+    new Uint8Array(this.shared, base + ID_BYTES, data.length).set(data);
+    const w = this.workers.reduce((a, b) => (b.busy < a.busy ? b : a));
     const seq = this.seq++;
-    slot.busy++;
+    w.busy++;
     return new Promise((resolve, reject) => {
-      this.waiting.set(seq, { resolve, reject });
-      const owns = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength;
-      const req: SealRequest = { seq, id: new Uint8Array(id), data };
-      slot.worker.postMessage(req, owns ? [data.buffer as ArrayBuffer] : []);
+      this.waiting.set(seq, { consume, resolve, reject });
+      w.worker.postMessage({ seq, slot, length: data.length } satisfies SealRequest);
     });
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+    await Promise.all(this.workers.map((w) => w.worker.terminate()));
   }
 }

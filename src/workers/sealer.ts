@@ -1,31 +1,58 @@
 /**
  * Worker thread: compresses and seals blocks, the CPU-heavy part of a backup,
  * so it runs on every core while the main thread reads and chunks.
+ *
+ * Blocks travel through slots of one SharedArrayBuffer instead of as
+ * transferred buffers: nothing is allocated per block across threads, so no
+ * thread accumulates dead block memory between collections.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { encodeBlock } from '../repo/blockcodec.js';
+import { GcPacer } from '../util/gc.js';
+
+export interface SlotLayout {
+  /** Bytes per slot: id (32), then input (maxBlock), then output (maxBlock + SEAL_OVERHEAD). */
+  slotSize: number;
+  maxBlock: number;
+}
+
+export const ID_BYTES = 32;
+/** Nonce, encoding flag and tag: a sealed block is at most this much larger than its plaintext. */
+export const SEAL_OVERHEAD = 64;
+
+export function slotLayout(maxBlock: number): SlotLayout {
+  return { maxBlock, slotSize: ID_BYTES + maxBlock + maxBlock + SEAL_OVERHEAD };
+}
 
 export interface SealRequest {
   seq: number;
-  id: Uint8Array;
-  data: Uint8Array;
+  slot: number;
+  length: number;
 }
 
 export interface SealResponse {
   seq: number;
-  sealed?: Uint8Array;
+  slot: number;
+  length?: number;
   error?: string;
 }
 
-const { encKey, level } = workerData as { encKey: Uint8Array; level: number };
-
-parentPort!.on('message', (req: SealRequest) => {
-  try {
-    const sealed = encodeBlock(encKey, req.id, req.data, level);
-    // Transfer only a buffer that owns its memory (small Buffers share a pool).
-    const owned = sealed.byteOffset === 0 && sealed.byteLength === sealed.buffer.byteLength ? sealed : new Uint8Array(sealed);
-    parentPort!.postMessage({ seq: req.seq, sealed: owned } satisfies SealResponse, [owned.buffer as ArrayBuffer]);
-  } catch (e) {
-    parentPort!.postMessage({ seq: req.seq, error: (e as Error).message } satisfies SealResponse);
-  }
-});
+if (parentPort) {
+  const { encKey, level, shared, layout } = workerData as { encKey: Uint8Array; level: number; shared: SharedArrayBuffer; layout: SlotLayout };
+  const pacer = new GcPacer(2 * 1024 * 1024);
+  const port = parentPort;
+  port.on('message', (req: SealRequest) => {
+    try {
+      const base = req.slot * layout.slotSize;
+      const id = new Uint8Array(shared, base, ID_BYTES);
+      const data = new Uint8Array(shared, base + ID_BYTES, req.length);
+      const sealed = encodeBlock(encKey, id, data, level);
+      if (sealed.length > layout.maxBlock + SEAL_OVERHEAD) throw new Error('sealed block larger than its slot');
+      new Uint8Array(shared, base + ID_BYTES + layout.maxBlock, sealed.length).set(sealed);
+      port.postMessage({ seq: req.seq, slot: req.slot, length: sealed.length } satisfies SealResponse);
+      pacer.add(req.length);
+    } catch (e) {
+      port.postMessage({ seq: req.seq, slot: req.slot, error: (e as Error).message } satisfies SealResponse);
+    }
+  });
+}

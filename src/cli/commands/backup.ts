@@ -5,7 +5,7 @@ import { formatBytes } from '../../util/size.js';
 import { parseIsoTime } from '../../util/when.js';
 import { globals, openRepo } from '../context.js';
 import { interruptSignal } from '../signals.js';
-import { chalk, line, printJson, Progress, shortId, wantsProgress, warn } from '../output.js';
+import { chalk, line, plural, printJson, Progress, shortId, wantsProgress, warn } from '../output.js';
 
 export function register(program: Command): void {
   program
@@ -44,14 +44,14 @@ export function register(program: Command): void {
         if (g.json) printJson(r);
         else if (g.quiet) line(r.snapshot);
         else {
-          line(`Files: ${r.filesNew} new, ${r.filesChanged} changed, ${r.filesUnchanged} unchanged; ${r.dirs} directories`);
+          line(`Files: ${r.filesNew} new, ${r.filesChanged} changed, ${r.filesUnchanged} unchanged; ${plural(r.dirs, 'directory', 'directories')}`);
           line(
-            `Data:  ${formatBytes(r.bytesRead)} read, ${formatBytes(r.bytesAdded)} added (${r.blocksNew} new blocks, ${r.blocksReused} reused; ${r.dataEntries} data + ${r.refEntries} ref entries)`,
+            `Data:  ${formatBytes(r.bytesRead)} read, ${formatBytes(r.bytesAdded)} added (${plural(r.blocksNew, 'new block')}, ${r.blocksReused} reused; ${plural(r.dataEntries, 'data entry', 'data entries')} + ${plural(r.refEntries, 'ref entry', 'ref entries')})`,
           );
           line(`snapshot ${chalk.bold(shortId(r.snapshot))} saved (${r.snapshot}) in ${(r.durationMs / 1000).toFixed(1)}s`);
         }
         if (r.incomplete) {
-          if (!g.json) warn(`${r.warnings.length} source(s) could not be read; the snapshot is incomplete`);
+          if (!g.json) warn(`${plural(r.warnings.filter((w) => !w.startsWith('skipping')).length, 'source')} could not be read; the snapshot is incomplete`);
           process.exitCode = ExitCode.incomplete;
         }
       } finally {

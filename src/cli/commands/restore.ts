@@ -5,7 +5,7 @@ import { findSnapshot } from '../../engine/snapshot.js';
 import { formatBytes } from '../../util/size.js';
 import { parseWhen } from '../../util/when.js';
 import { globals, openRepo } from '../context.js';
-import { line, printJson, Progress, shortId, wantsProgress } from '../output.js';
+import { line, plural, printJson, Progress, shortId, wantsProgress } from '../output.js';
 import { interruptSignal } from '../signals.js';
 
 export function register(program: Command): void {
@@ -23,7 +23,7 @@ export function register(program: Command): void {
       const progress = new Progress(wantsProgress(g), 'restoring');
       try {
         const abs = paths.map((p) => path.resolve(p));
-        const snap = findSnapshot(repo, when, abs.length === 1 ? abs[0] : undefined, opts.host);
+        const snap = findSnapshot(repo, when, abs, opts.host);
         const total = snap.meta.stats?.bytes;
         const r = await restore(repo, snap, {
           target: opts.target,
@@ -33,7 +33,7 @@ export function register(program: Command): void {
         });
         progress.stop();
         if (g.json) printJson(r);
-        else if (!g.quiet) line(`restored ${r.files} files, ${r.dirs} directories, ${r.symlinks} symlinks (${formatBytes(r.bytes)}) from snapshot ${shortId(r.snapshot)} to ${r.target}`);
+        else if (!g.quiet) line(`restored ${plural(r.files, 'file')}, ${plural(r.dirs, 'directory', 'directories')}, ${plural(r.symlinks, 'symlink')} (${formatBytes(r.bytes)}) from snapshot ${shortId(r.snapshot)} to ${r.target}`);
       } finally {
         progress.stop();
         repo.close();

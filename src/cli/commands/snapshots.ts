@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { listSnapshots } from '../../engine/snapshot.js';
 import { formatBytes } from '../../util/size.js';
 import { globals, openRepo } from '../context.js';
-import { formatTime, line, printJson, shortId, table } from '../output.js';
+import { formatTime, line, plural, printJson, shortId, table } from '../output.js';
 
 export function register(program: Command): void {
   program
@@ -19,22 +19,22 @@ export function register(program: Command): void {
         );
         const out = snaps.map((s) => ({
           id: s.id,
-          short_id: shortId(s.id),
+          shortId: shortId(s.id),
           time: new Date(s.time).toISOString(),
           host: s.meta.host,
           tags: s.meta.tags,
           paths: s.meta.paths,
           parent: s.meta.parent ?? null,
           files: s.meta.stats?.files ?? 0,
-          size: s.meta.stats?.bytes ?? 0,
-          added: s.meta.stats?.bytesAdded ?? 0,
+          bytesTotal: s.meta.stats?.bytes ?? 0,
+          bytesAdded: s.meta.stats?.bytesAdded ?? 0,
         }));
         if (g.json) return printJson(out);
         if (out.length === 0) return line('no snapshots');
         const rows = [['ID', 'Time', 'Host', 'Tags', 'Size', 'Added', 'Paths']];
-        for (const s of out) rows.push([s.short_id, formatTime(Date.parse(s.time)), s.host, s.tags.join(','), formatBytes(s.size), formatBytes(s.added), s.paths.join(' ')]);
+        for (const s of out) rows.push([s.shortId, formatTime(Date.parse(s.time)), s.host, s.tags.join(','), formatBytes(s.bytesTotal), formatBytes(s.bytesAdded), s.paths.join(' ')]);
         line(table(rows));
-        if (!g.quiet) line(`${out.length} snapshot${out.length === 1 ? '' : 's'}`);
+        if (!g.quiet) line(plural(out.length, 'snapshot'));
       } finally {
         repo.close();
       }
