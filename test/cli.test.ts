@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { cliEnv, initCliRepo, Rng, strata, tempDir } from './helpers.js';
+import { cliEnv, initCliRepo, Rng, strata, strataAsync, tempDir } from './helpers.js';
 
 const noStack = (s: string) => expect(s).not.toMatch(/\n\s+at .+:\d+:\d+/);
 
@@ -365,4 +365,38 @@ function require_mkfifo(p: string): void {
 import { spawnSync } from 'node:child_process';
 function require_spawn(cmd: string, args: string[]): number {
   return spawnSync(cmd, args).status ?? 1;
+}
+
+describe('Ctrl-C', () => {
+  it('SIGINT during backup exits 130, keeps earlier snapshots, and the next backup reuses what was stored', async () => {
+    const { repo, env } = initCliRepo();
+    const src = tempDir();
+    fs.writeFileSync(path.join(src, 'small'), 'small');
+    expect(strata(['backup', src, '-q'], env).status).toBe(0);
+    const rng = new Rng(99);
+    const fd = fs.openSync(path.join(src, 'large'), 'w');
+    for (let i = 0; i < 24; i++) fs.writeSync(fd, rng.bytes(8 * 1024 * 1024));
+    fs.closeSync(fd);
+    const child = strataAsync(['backup', src], env);
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    // Interrupt once the first pack of the new data is stored.
+    const packsBefore = countPacks(repo);
+    const deadline = Date.now() + 20_000;
+    while (countPacks(repo) <= packsBefore && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    expect(code).toBe(130);
+    expect(stderr).toMatch(/interrupted/);
+    expect(JSON.parse(strata(['snapshots', '--json'], env).stdout)).toHaveLength(1);
+    const next = JSON.parse(strata(['backup', src, '--json'], env).stdout);
+    expect(next.blocksReused).toBeGreaterThan(0);
+    expect(strata(['cat', path.join(src, 'small')], env).stdout).toBe('small');
+  }, 60_000);
+});
+
+function countPacks(repo: string): number {
+  const dir = path.join(repo, 'packs');
+  if (!fs.existsSync(dir)) return 0;
+  return fs.readdirSync(dir).reduce((n, d) => n + fs.readdirSync(path.join(dir, d)).filter((f) => !f.startsWith('.')).length, 0);
 }
