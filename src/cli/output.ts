@@ -57,6 +57,11 @@ export class Progress {
     this.spinner.text = text;
   }
 
+  /** Shows a status message on the spinner. */
+  text(message: string): void {
+    if (this.spinner) this.spinner.text = message;
+  }
+
   /** Prints a warning without tearing the spinner line. */
   warn(text: string): void {
     if (this.spinner) this.spinner.clear();

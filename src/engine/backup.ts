@@ -28,6 +28,7 @@ import { diffBlocks, type BlockSpan, type TocEntry } from './toc.js';
 import { encodeTree, findEntry, type Tree, type TreeEntry } from './tree.js';
 import { storeVersion, type TargetVersion } from './versions.js';
 import { parseWhen } from '../util/when.js';
+import { Lease } from '../repo/lease.js';
 
 export interface BackupOptions {
   paths: string[];
@@ -105,6 +106,8 @@ class BackupRun {
   private failure: unknown;
   private readonly readBuffer = Buffer.allocUnsafe(READ_SIZE);
   private readonly gc = new GcPacer(4 * 1024 * 1024);
+  /** Trees and the record this snapshot uses (hex ids). */
+  private readonly blobs = new Set<string>();
   private readonly r: BackupResult;
   private readonly progress: BackupProgress = { files: 0, bytesRead: 0, bytesDone: 0 };
 
@@ -160,16 +163,32 @@ class BackupRun {
     if (present.length === 0) throw new StrataError('no_sources', 'none of the source paths can be read; nothing backed up');
 
     const lineage = repo.keyring.lineageId(this.host, this.sources);
-    if (opts.parent) this.parent = findSnapshot(repo, parseWhen(opts.parent));
-    else {
-      const row = catalog.parentCandidate(lineage, this.time);
-      if (row) this.parent = new Snapshot(repo, row);
+    // The parent is chosen in the lease's transaction: a forget then sees it in use and keeps it.
+    const { lease } = await Lease.acquire(catalog, 'backup', {
+      within: () => {
+        if (opts.parent) this.parent = findSnapshot(repo, parseWhen(opts.parent));
+        else {
+          const row = catalog.parentCandidate(lineage, this.time);
+          if (row) this.parent = new Snapshot(repo, row);
+        }
+        return { parent: this.parent?.row.seq ?? null, value: undefined };
+      },
+    });
+    try {
+      return await this.runLeased(present, lineage, lease.id);
+    } finally {
+      lease.release();
     }
+  }
+
+  private async runLeased(present: string[], lineage: Buffer, leaseId: string): Promise<BackupResult> {
+    const { repo, opts } = this;
+    const catalog = repo.catalog;
     this.r.parent = this.parent?.id ?? null;
     if (opts.estimate) await this.estimate(present);
 
     const meta: SnapshotMeta = { host: this.host, tags: opts.tags ?? [], paths: this.sources, ...(this.parent ? { parent: this.parent.id } : {}) };
-    this.seq = catalog.beginSnapshot(this.id, this.time, lineage, repo.keyring.sealJson(meta, metaAad(this.id)), this.parent?.row.seq ?? null);
+    this.seq = catalog.beginSnapshot(this.id, this.time, lineage, repo.keyring.sealJson(meta, metaAad(this.id)), this.parent?.row.seq ?? null, leaseId);
     this.pool = new SealPool(repo.keyring.encKey, repo.compressionLevel, repo.chunker.max, MAX_IN_FLIGHT);
     try {
       const plan = buildPlan(present);
@@ -182,7 +201,8 @@ class BackupRun {
       await this.packer.flush();
       this.r.bytesAdded = this.packer.bytesWritten;
       stats.bytesAdded = this.r.bytesAdded;
-      catalog.commitSnapshot(this.seq, Buffer.from(root!.tree!, 'hex'), recordId, repo.keyring.sealJson({ ...meta, stats }, metaAad(this.id)));
+      const blobs = [...this.blobs].map((h) => Buffer.from(h, 'hex'));
+      catalog.commitSnapshot(this.seq, Buffer.from(root!.tree!, 'hex'), recordId, repo.keyring.sealJson({ ...meta, stats }, metaAad(this.id)), blobs);
     } catch (e) {
       // Keep what was stored: the next backup reuses every indexed block.
       await this.drain().catch(() => {});
@@ -290,6 +310,7 @@ class BackupRun {
 
   private async storeBlob(kind: 'tree' | 'snapshot', plain: Buffer): Promise<Buffer> {
     const id = this.repo.keyring.blockId(plain);
+    this.blobs.add(id.toString('hex'));
     if (!this.packer.has(id)) await this.packer.add(id, kind, encodeBlock(this.repo.keyring.encKey, id, plain, this.repo.compressionLevel), plain.length);
     return id;
   }

@@ -7,6 +7,7 @@ import type { Keyring } from '../crypto/keyring.js';
 import { encodeBlock } from '../repo/blockcodec.js';
 import type { Catalog, TocRow } from '../repo/catalog.js';
 import type { Packer } from '../repo/packer.js';
+import { StrataError } from '../errors.js';
 import type { TocEntry } from './toc.js';
 
 export interface TargetVersion {
@@ -70,6 +71,8 @@ export interface SealedToc {
   snapshot: string;
   path: string;
   size: number;
+  /** Rewritten by forget at this time (ms); the newest generation of a version wins on rebuild. */
+  generation?: number;
   /** [start, end, block] or [start, end, targetSnapshot, targetStart]. */
   entries: ([number, number, string] | [number, number, string, number])[];
 }
@@ -81,7 +84,6 @@ export async function storeVersion(
   level: number,
   v: { snapshotSeq: number; snapshotId: string; pathId: Buffer; size: number; entries: TocEntry[]; target?: TargetVersion },
 ): Promise<number> {
-  const rows = tocRows(catalog, v.entries, v.target);
   const sealed: SealedToc = {
     snapshot: v.snapshotId,
     path: v.pathId.toString('hex'),
@@ -93,5 +95,13 @@ export async function storeVersion(
   const plain = Buffer.from(JSON.stringify(sealed), 'utf8');
   const id = keyring.blockId(plain);
   if (!packer.has(id)) await packer.add(id, 'toc', encodeBlock(keyring.encKey, id, plain, level), plain.length);
-  return catalog.insertVersion(v.snapshotSeq, v.pathId, v.size, id, rows);
+  // A forget may rewrite the target's rows while we compute ours: then compute again.
+  for (let attempt = 0; ; attempt++) {
+    const rows = tocRows(catalog, v.entries, v.target);
+    try {
+      return catalog.insertVersion(v.snapshotSeq, v.pathId, v.size, id, rows);
+    } catch (e) {
+      if (!(e instanceof StrataError && e.code === 'stale_target') || attempt >= 3) throw e;
+    }
+  }
 }

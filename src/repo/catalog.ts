@@ -13,7 +13,7 @@
  * hops a read of the row may take at most (0 for data).
  */
 import Database from 'better-sqlite3';
-import { locked } from '../errors.js';
+import { locked, StrataError } from '../errors.js';
 
 export type BlobKind = 'data' | 'tree' | 'toc' | 'snapshot';
 export const BLOB_KINDS: readonly BlobKind[] = ['data', 'tree', 'toc', 'snapshot'];
@@ -54,7 +54,7 @@ export interface VersionRow {
   depth: number;
 }
 
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS info(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -81,6 +81,22 @@ CREATE TABLE IF NOT EXISTS toc(
 ) WITHOUT ROWID;
 `;
 
+/** Schema 2: maintenance (condemned blocks, leases, per-snapshot blobs, check progress). */
+const SCHEMA_2 = `
+ALTER TABLE blocks ADD COLUMN condemned INTEGER;
+ALTER TABLE packs ADD COLUMN checked INTEGER;
+ALTER TABLE snapshots ADD COLUMN lease TEXT;
+CREATE TABLE IF NOT EXISTS snapshot_blobs(snapshot INTEGER NOT NULL, block BLOB NOT NULL, PRIMARY KEY(snapshot, block)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leases(
+  id TEXT PRIMARY KEY, kind TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL,
+  started INTEGER NOT NULL, heartbeat INTEGER NOT NULL, parent INTEGER
+);
+CREATE INDEX IF NOT EXISTS toc_block ON toc(block) WHERE block IS NOT NULL;
+CREATE INDEX IF NOT EXISTS toc_target ON toc(target) WHERE target IS NOT NULL;
+CREATE INDEX IF NOT EXISTS toc_root ON toc(root) WHERE root IS NOT NULL;
+CREATE INDEX IF NOT EXISTS versions_toc ON versions(toc);
+`;
+
 export class Catalog {
   readonly db: Database.Database;
   private readonly st: ReturnType<Catalog['prepare']>;
@@ -89,27 +105,47 @@ export class Catalog {
     this.db = new Database(file, { readonly: opts.readonly ?? false, fileMustExist: opts.readonly ?? false });
     this.db.pragma(`busy_timeout = ${opts.busyTimeoutMs ?? 30_000}`);
     if (!opts.readonly) {
-      this.db.pragma('journal_mode = WAL');
+      this.guard(() => this.db.pragma('journal_mode = WAL'));
       this.db.pragma('synchronous = NORMAL');
-      this.guard(() => this.db.exec(SCHEMA));
-      this.guard(() =>
-        this.db.prepare("INSERT OR IGNORE INTO info(key, value) VALUES ('schema', ?)").run(String(SCHEMA_VERSION)),
-      );
+      this.migrate();
     }
     this.st = this.prepare();
+  }
+
+  /** Creates or upgrades the schema, in one transaction. */
+  private migrate(): void {
+    try {
+      const current = this.db.prepare("SELECT value FROM info WHERE key = 'schema'").pluck().get();
+      if (Number(current) === SCHEMA_VERSION) return;
+    } catch {
+      // No info table yet: a new catalog.
+    }
+    this.transaction(() => {
+      this.db.exec(SCHEMA);
+      const row = this.db.prepare("SELECT value FROM info WHERE key = 'schema'").pluck().get() as string | undefined;
+      const version = row === undefined ? 1 : Number(row);
+      if (version > SCHEMA_VERSION) throw new StrataError('format', `catalog schema ${version} is newer than this strata supports (${SCHEMA_VERSION}); upgrade strata`);
+      if (version < 2) this.db.exec(SCHEMA_2);
+      this.db.prepare("INSERT OR REPLACE INTO info(key, value) VALUES ('schema', ?)").run(String(SCHEMA_VERSION));
+    });
   }
 
   private prepare() {
     const db = this.db;
     return {
-      blockExists: db.prepare('SELECT 1 FROM blocks WHERE id = ?').pluck(),
+      blockState: db.prepare('SELECT condemned FROM blocks WHERE id = ?'),
+      rescueBlock: db.prepare('UPDATE blocks SET condemned = NULL WHERE id = ?'),
+      relocateBlock: db.prepare(
+        'INSERT INTO blocks(id, pack, offset, length, size, kind) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET pack = excluded.pack, offset = excluded.offset, length = excluded.length, condemned = NULL',
+      ),
+      insertSnapshotBlob: db.prepare('INSERT OR IGNORE INTO snapshot_blobs(snapshot, block) VALUES (?, ?)'),
       blockLocation: db.prepare(
         'SELECT p.name AS pack, b.offset, b.length, b.size FROM blocks b JOIN packs p ON p.id = b.pack WHERE b.id = ?',
       ),
       insertPack: db.prepare('INSERT INTO packs(name, size) VALUES (?, ?)'),
       insertBlock: db.prepare('INSERT OR IGNORE INTO blocks(id, pack, offset, length, size, kind) VALUES (?, ?, ?, ?, ?, ?)'),
       insertSnapshot: db.prepare(
-        'INSERT INTO snapshots(id, time, lineage, meta, parent, committed, pid) VALUES (?, ?, ?, ?, ?, 0, ?)',
+        'INSERT INTO snapshots(id, time, lineage, meta, parent, committed, pid, lease) VALUES (?, ?, ?, ?, ?, 0, ?, ?)',
       ),
       commitSnapshot: db.prepare('UPDATE snapshots SET committed = 1, root = ?, record = ?, meta = ? WHERE seq = ?'),
       snapshots: db.prepare('SELECT seq, id, time, lineage, meta, root, parent FROM snapshots WHERE committed = 1 ORDER BY time, seq'),
@@ -145,6 +181,8 @@ export class Catalog {
     } catch (e) {
       const code = (e as { code?: string }).code;
       if (code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED') throw locked('repository catalog is locked by another process');
+      if (code?.startsWith('SQLITE_READONLY')) throw new StrataError('read_only', 'the repository is read-only here (catalog.db cannot be written)');
+      if (code === 'SQLITE_CORRUPT' || code === 'SQLITE_NOTADB') throw new StrataError('catalog_damaged', 'catalog.db is damaged; run "strata rebuild-catalog" to rebuild it from the packs');
       throw e;
     }
   }
@@ -153,35 +191,67 @@ export class Catalog {
     return this.guard(() => this.db.transaction(fn).immediate());
   }
 
+  /**
+   * Closes the catalog. The last writer to leave turns WAL off, so a
+   * repository at rest can be read where its directory cannot be written.
+   */
   close(): void {
+    if (!this.db.readonly) {
+      try {
+        this.db.pragma('busy_timeout = 0');
+        this.db.pragma('journal_mode = DELETE');
+      } catch {
+        // Others still have it open: they will do it.
+      }
+    }
     this.db.close();
   }
 
   // --- blocks and packs
 
+  /**
+   * True when the block is stored. A block that prune has condemned is
+   * rescued here (its mark cleared), so prune will not delete a block that a
+   * running backup has just decided to reuse.
+   */
   hasBlock(id: Uint8Array): boolean {
-    return this.st.blockExists.get(id) !== undefined;
+    const row = this.st.blockState.get(id) as { condemned: number | null } | undefined;
+    if (!row) return false;
+    if (row.condemned === null) return true;
+    return this.guard(() => this.st.rescueBlock.run(id).changes > 0);
   }
 
   blockLocation(id: Uint8Array): BlockLocation | undefined {
     return this.st.blockLocation.get(id) as BlockLocation | undefined;
   }
 
-  addPack(name: string, size: number, blobs: readonly { id: Buffer; kind: BlobKind; offset: number; length: number; size: number }[]): void {
+  /**
+   * Indexes a stored pack. With `relocate`, blocks already indexed elsewhere
+   * move to this pack (prune's repacking); otherwise the first copy stays.
+   */
+  addPack(name: string, size: number, blobs: readonly { id: Buffer; kind: BlobKind; offset: number; length: number; size: number }[], relocate = false): void {
+    const insert = relocate ? this.st.relocateBlock : this.st.insertBlock;
     this.transaction(() => {
       const pack = Number(this.st.insertPack.run(name, size).lastInsertRowid);
-      for (const b of blobs) this.st.insertBlock.run(b.id, pack, b.offset, b.length, b.size, BLOB_KINDS.indexOf(b.kind));
+      for (const b of blobs) insert.run(b.id, pack, b.offset, b.length, b.size, BLOB_KINDS.indexOf(b.kind));
     });
   }
 
+
+
   // --- snapshots
 
-  beginSnapshot(id: string, time: number, lineage: Buffer, meta: Buffer, parent: number | null): number {
-    return this.guard(() => Number(this.st.insertSnapshot.run(id, time, lineage, meta, parent, process.pid).lastInsertRowid));
+  /** A pending snapshot, invisible to readers until committed; `lease` is its backup's. */
+  beginSnapshot(id: string, time: number, lineage: Buffer, meta: Buffer, parent: number | null, lease: string | null = null): number {
+    return this.guard(() => Number(this.st.insertSnapshot.run(id, time, lineage, meta, parent, process.pid, lease).lastInsertRowid));
   }
 
-  commitSnapshot(seq: number, root: Buffer, record: Buffer, meta: Buffer): void {
-    this.guard(() => this.st.commitSnapshot.run(root, record, meta, seq));
+  /** Makes a snapshot visible, with the blobs (trees, record) it uses. */
+  commitSnapshot(seq: number, root: Buffer, record: Buffer, meta: Buffer, blobs: readonly Buffer[] = []): void {
+    this.transaction(() => {
+      for (const id of blobs) this.st.insertSnapshotBlob.run(seq, id);
+      this.st.commitSnapshot.run(root, record, meta, seq);
+    });
   }
 
   snapshots(): SnapshotRow[] {
@@ -210,8 +280,20 @@ export class Catalog {
     return this.st.versionById.get(id) as VersionRow | undefined;
   }
 
+  /**
+   * Inserts a version and its TOC rows. Fails with code "stale_target" when a
+   * version its rows point at is gone (a forget ran meanwhile): recompute.
+   */
   insertVersion(snapshot: number, path: Buffer, size: number, toc: Buffer, entries: readonly TocRow[]): number {
     return this.transaction(() => {
+      const targets = new Set<number>();
+      for (const e of entries) {
+        if (e.target !== null) targets.add(e.target);
+        if (e.root !== null) targets.add(e.root);
+      }
+      for (const t of targets) {
+        if (!this.st.versionById.get(t)) throw new StrataError('stale_target', `version ${t} is gone`);
+      }
       const depth = entries.reduce((d, e) => Math.max(d, e.depth), 0);
       const v = Number(this.st.insertVersion.run(snapshot, path, size, toc, depth).lastInsertRowid);
       for (const e of entries) this.st.insertToc.run(v, e.start, e.end, e.block, e.target, e.target_start, e.root, e.root_start, e.depth);
@@ -234,6 +316,54 @@ export class Catalog {
     const first = this.tocAt(version, start);
     const rows = first && first.end >= start ? [first] : [];
     return rows.concat(this.st.tocAfter.all(version, start, end, Number.MAX_SAFE_INTEGER) as TocRow[]);
+  }
+
+  // --- maintenance (forget, prune, check); callers wrap these in transactions
+
+  /** Versions of the given snapshots, newest first (refs only point at older versions). */
+  versionsOf(snapshots: readonly number[]): VersionRow[] {
+    const q = this.db.prepare('SELECT id, snapshot, size, depth FROM versions WHERE snapshot = ?');
+    return snapshots.flatMap((s) => q.all(s) as VersionRow[]).sort((a, b) => b.id - a.id);
+  }
+
+  /** Rows of other versions whose ref targets `version` or whose shortcut lands in it. */
+  rowsPointingAt(version: number): (TocRow & { version: number })[] {
+    return this.db
+      .prepare(
+        'SELECT version, start, end, block, target, target_start, root, root_start, depth FROM toc WHERE (target = ? OR root = ?) AND version != ?',
+      )
+      .all(version, version, version) as (TocRow & { version: number })[];
+  }
+
+  replaceRows(version: number, remove: readonly number[], add: readonly TocRow[]): void {
+    const del = this.db.prepare('DELETE FROM toc WHERE version = ? AND start = ?');
+    for (const start of remove) del.run(version, start);
+    for (const e of add) this.st.insertToc.run(version, e.start, e.end, e.block, e.target, e.target_start, e.root, e.root_start, e.depth);
+  }
+
+  updateVersionDepth(version: number): void {
+    this.db.prepare('UPDATE versions SET depth = (SELECT COALESCE(MAX(depth), 0) FROM toc WHERE version = ?) WHERE id = ?').run(version, version);
+  }
+
+  setVersionToc(version: number, toc: Buffer): void {
+    this.guard(() => this.db.prepare('UPDATE versions SET toc = ? WHERE id = ?').run(toc, version));
+  }
+
+  deleteVersion(version: number): void {
+    this.db.prepare('DELETE FROM toc WHERE version = ?').run(version);
+    this.db.prepare('DELETE FROM versions WHERE id = ?').run(version);
+  }
+
+  /** Removes a snapshot row and what hangs off it (its versions must be gone or going). */
+  deleteSnapshot(seq: number): void {
+    for (const v of this.db.prepare('SELECT id FROM versions WHERE snapshot = ?').pluck().all(seq) as number[]) this.deleteVersion(v);
+    this.db.prepare('DELETE FROM snapshot_blobs WHERE snapshot = ?').run(seq);
+    this.db.prepare('DELETE FROM snapshots WHERE seq = ?').run(seq);
+  }
+
+  /** Pending snapshots (not committed), with the lease of the backup writing each. */
+  pendingSnapshots(): { seq: number; id: string; lease: string | null; pid: number | null }[] {
+    return this.db.prepare('SELECT seq, id, lease, pid FROM snapshots WHERE committed = 0').all() as { seq: number; id: string; lease: string | null; pid: number | null }[];
   }
 
   toc(version: number): TocRow[] {

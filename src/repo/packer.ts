@@ -48,6 +48,8 @@ export class Packer {
     private readonly keyring: Keyring,
     private readonly catalog: Catalog,
     private readonly targetSize = DEFAULT_PACK_SIZE,
+    /** Repacking: blocks already indexed move to the new packs. */
+    private readonly relocate = false,
   ) {
     this.capacity = targetSize + SLACK;
     this.active = this.newBuffer();
@@ -59,7 +61,7 @@ export class Packer {
     return b;
   }
 
-  /** True when the block is stored or waiting to be. */
+  /** True when the block is stored or waiting to be (rescuing it from prune if condemned). */
   has(id: Buffer): boolean {
     return this.pendingIds.has(id.toString('hex')) || this.catalog.hasBlock(id);
   }
@@ -117,7 +119,7 @@ export class Packer {
     const entries = b.entries;
     const pack = encodePack(this.keyring, b.bytes.subarray(0, b.used), entries);
     await this.storage.put({ kind: 'pack', name: pack.name }, pack.parts);
-    this.catalog.addPack(pack.name, pack.size, pack.entries);
+    this.catalog.addPack(pack.name, pack.size, pack.entries, this.relocate);
     for (const e of entries) this.pendingIds.delete(e.id.toString('hex'));
     this.bytesWritten += pack.size;
     this.packsWritten++;

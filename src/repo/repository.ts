@@ -97,13 +97,32 @@ export class Repository {
     return new Repository(dir, storage, config, keyring, catalog);
   }
 
-  static async open(root: string, creds: Credentials, opts: { readonly?: boolean } = {}): Promise<Repository> {
+  static async open(root: string, creds: Credentials, _opts: { readonly?: boolean } = {}): Promise<Repository> {
     const dir = path.resolve(root);
     const config = readConfig(dir);
     const storage = new LocalStorage(dir);
     const keyring = await unlock(storage, config, creds);
-    const catalog = openCatalog(dir, opts.readonly ?? false);
+    const catalog = openCatalog(dir);
     return new Repository(dir, storage, config, keyring, catalog);
+  }
+
+  /**
+   * Opens a repository on a new, empty catalog (for rebuilding it from the
+   * packs); the old catalog.db, if any, is renamed and its new name returned.
+   */
+  static async openForRebuild(root: string, creds: Credentials): Promise<{ repo: Repository; previous?: string }> {
+    const dir = path.resolve(root);
+    const config = readConfig(dir);
+    const storage = new LocalStorage(dir);
+    const keyring = await unlock(storage, config, creds);
+    const file = path.join(dir, 'catalog.db');
+    let previous: string | undefined;
+    if (fs.existsSync(file)) {
+      previous = `${file}.${new Date().toISOString().replace(/[:.]/g, '-')}.old`;
+      fs.renameSync(file, previous);
+      for (const ext of ['-wal', '-shm']) if (fs.existsSync(file + ext)) fs.renameSync(file + ext, previous + ext);
+    }
+    return { repo: new Repository(dir, storage, config, keyring, new Catalog(file)), previous };
   }
 
   newPacker(): Packer {
@@ -127,20 +146,34 @@ export class Repository {
       this.cache.set(key, hit);
       return hit;
     }
-    const loc = this.catalog.blockLocation(id);
-    if (!loc) throw integrity(`block ${key.slice(0, 16)} is not in the repository`, { block: key });
-    let sealed: Buffer;
-    try {
-      sealed = await this.storage.read({ kind: 'pack', name: loc.pack }, loc.offset, loc.length);
-    } catch (e) {
-      if (e instanceof StrataError) throw integrity(`block ${key.slice(0, 16)}: ${e.message}`, { block: key });
-      throw e;
-    }
+    const sealed = await this.readSealed(id);
     const plain = decodeBlock(this.keyring.encKey, this.keyring.idKey, id, sealed, Math.max(this.chunker.max, 256 * 1024 * 1024));
     if (kind === 'data') this.blocksRead++;
     this.cache.set(key, plain);
     if (this.cache.size > this.cacheLimit) this.cache.delete(this.cache.keys().next().value!);
     return plain;
+  }
+
+  /**
+   * A blob's sealed bytes. If its pack vanished under us (prune repacked it),
+   * the catalog is asked again: the blob has moved, or it is really missing.
+   */
+  async readSealed(id: Buffer): Promise<Buffer> {
+    const key = id.toString('hex');
+    let last: StrataError | undefined;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const loc = this.catalog.blockLocation(id);
+      if (!loc) throw integrity(`block ${key.slice(0, 16)} is not in the repository`, { block: key });
+      try {
+        return await this.storage.read({ kind: 'pack', name: loc.pack }, loc.offset, loc.length);
+      } catch (e) {
+        if (!(e instanceof StrataError)) throw e;
+        last = e;
+        const now = this.catalog.blockLocation(id);
+        if (!now || now.pack === loc.pack) break;
+      }
+    }
+    throw integrity(`block ${key.slice(0, 16)}: ${last!.message}`, { block: key });
   }
 
   /** Data blocks fetched from the store by this process (cache misses). */
@@ -210,15 +243,18 @@ function readExportedKey(file: string, repoId: string): Buffer {
   return master;
 }
 
-function openCatalog(dir: string, readonly: boolean): Catalog {
+/** Opens the catalog for writing (upgrading its schema if needed), or read-only where writing is not allowed. */
+function openCatalog(dir: string): Catalog {
   const file = path.join(dir, 'catalog.db');
-  if (!fs.existsSync(file)) throw noRepository(`repository at ${dir} has no catalog.db`);
+  if (!fs.existsSync(file)) throw noRepository(`repository at ${dir} has no catalog.db (if it was lost, run "strata rebuild-catalog")`);
   try {
-    return new Catalog(file, { readonly });
+    return new Catalog(file);
   } catch (e) {
+    if (e instanceof StrataError && e.code === 'read_only') return new Catalog(file, { readonly: true });
     if (e instanceof StrataError) throw e;
     const msg = (e as Error).message;
     if (/readonly|read-only|EACCES|permission/i.test(msg)) return new Catalog(file, { readonly: true });
+    if (/malformed|not a database|corrupt/i.test(msg)) throw new StrataError('catalog_damaged', 'catalog.db is damaged; run "strata rebuild-catalog" to rebuild it from the packs');
     throw new StrataError('catalog', `cannot open catalog.db: ${msg}`);
   }
 }

@@ -78,9 +78,10 @@ export class LocalStorage implements Storage {
     }
   }
 
-  async size(h: Handle): Promise<number> {
+  async stat(h: Handle): Promise<{ size: number; mtimeMs: number }> {
     try {
-      return (await fs.stat(this.file(h))).size;
+      const st = await fs.stat(this.file(h));
+      return { size: st.size, mtimeMs: st.mtimeMs };
     } catch (e) {
       throw this.translate(e, h);
     }

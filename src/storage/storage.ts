@@ -25,7 +25,8 @@ export interface Storage {
   put(h: Handle, data: Uint8Array | readonly Uint8Array[]): Promise<void>;
   get(h: Handle): Promise<Buffer>;
   read(h: Handle, offset: number, length: number): Promise<Buffer>;
-  size(h: Handle): Promise<number>;
+  /** Size and last modification time (ms since the epoch). */
+  stat(h: Handle): Promise<{ size: number; mtimeMs: number }>;
   exists(h: Handle): Promise<boolean>;
   list(kind: Kind): AsyncIterable<string>;
   delete(h: Handle): Promise<void>;

@@ -1,0 +1,261 @@
+/**
+ * Check: does the repository hold what its catalog says, and does every
+ * snapshot still read back?
+ *
+ * Structure (always): every pack the catalog names exists with its size;
+ * every snapshot's trees decode and every file in them has a version; every
+ * version's TOC covers it exactly; every data entry names a stored block of
+ * the right size; every ref points at an older version (so chains end) and
+ * inside it. With readData, every block (or a subset of packs) is read,
+ * authenticated and decoded; progress is remembered per pack, so an
+ * interrupted or repeated run continues its pass.
+ *
+ * Damage is reported as what a user needs: which files of which snapshots,
+ * which byte ranges of them, following refs from damaged blocks to every
+ * later version that reads through them.
+ */
+import { decodeBlock } from '../repo/blockcodec.js';
+import { BLOB_KINDS, type TocRow } from '../repo/catalog.js';
+import type { Repository } from '../repo/repository.js';
+import { StrataError } from '../errors.js';
+import { listSnapshots, type Snapshot } from './snapshot.js';
+
+export type Subset = { kind: 'percent'; percent: number } | { kind: 'part'; part: number; of: number };
+
+export interface CheckOptions {
+  readData?: boolean;
+  subset?: Subset;
+  reset?: boolean;
+  onProgress?: (message: string) => void;
+}
+
+export interface DamagedFile {
+  snapshot: string;
+  path: string;
+  ranges: [number, number][];
+}
+
+export interface CheckResult {
+  ok: boolean;
+  snapshots: number;
+  versions: number;
+  packs: number;
+  packsRead: number;
+  packsAlreadyVerified: number;
+  errors: string[];
+  warnings: string[];
+  damagedBlocks: string[];
+  damagedFiles: DamagedFile[];
+}
+
+export async function check(repo: Repository, opts: CheckOptions = {}): Promise<CheckResult> {
+  const { catalog } = repo;
+  const db = catalog.db;
+  const r: CheckResult = { ok: true, snapshots: 0, versions: 0, packs: 0, packsRead: 0, packsAlreadyVerified: 0, errors: [], warnings: [], damagedBlocks: [], damagedFiles: [] };
+  const bad = new Set<string>();
+  const say = opts.onProgress ?? (() => {});
+
+  // Packs: present, the right size, and nothing the catalog does not know.
+  const packs = db.prepare('SELECT id, name, size, checked FROM packs').all() as { id: number; name: string; size: number; checked: number | null }[];
+  r.packs = packs.length;
+  const blocksOfPack = db.prepare('SELECT id, kind, offset, length, size FROM blocks WHERE pack = ?');
+  const markPackBad = (packId: number) => {
+    for (const b of blocksOfPack.all(packId) as { id: Buffer }[]) bad.add(b.id.toString('hex'));
+  };
+  say(`checking ${packs.length} packs`);
+  for (const p of packs) {
+    try {
+      const st = await repo.storage.stat({ kind: 'pack', name: p.name });
+      if (st.size !== p.size) {
+        r.errors.push(`pack ${p.name.slice(0, 16)} is ${st.size} bytes, the catalog says ${p.size} (truncated or damaged)`);
+        markPackBad(p.id);
+      }
+    } catch {
+      r.errors.push(`pack ${p.name.slice(0, 16)} is missing`);
+      markPackBad(p.id);
+    }
+  }
+  const known = new Set(packs.map((p) => p.name));
+  for await (const name of repo.storage.list('pack')) {
+    if (!known.has(name)) r.warnings.push(`pack ${name.slice(0, 16)} is not in the catalog (left by an interruption; prune removes it)`);
+  }
+
+  // Blocks: read and decode, pack by pack, remembering progress.
+  if (opts.readData) {
+    const info = db.prepare("SELECT value FROM info WHERE key = 'check_pass'").pluck();
+    const setPass = db.prepare("INSERT OR REPLACE INTO info(key, value) VALUES ('check_pass', ?)");
+    if (opts.reset || info.get() === undefined) catalog.guard(() => setPass.run(String(Date.now())));
+    let pass = Number(info.get());
+    const inScope = packs.filter((p) => inSubset(p.name, opts.subset));
+    if (inScope.every((p) => p.checked !== null && p.checked >= pass)) {
+      // The last pass finished: this run starts a new one.
+      pass = Date.now();
+      catalog.guard(() => setPass.run(String(pass)));
+    }
+    const todo = inScope.filter((p) => !(p.checked !== null && p.checked >= pass));
+    r.packsAlreadyVerified = inScope.length - todo.length;
+    const markChecked = db.prepare('UPDATE packs SET checked = ? WHERE id = ?');
+    for (const [i, p] of todo.entries()) {
+      say(`reading pack ${i + 1}/${todo.length}`);
+      const blobs = blocksOfPack.all(p.id) as { id: Buffer; kind: number; offset: number; length: number; size: number }[];
+      let bytes: Buffer;
+      try {
+        bytes = await repo.storage.read({ kind: 'pack', name: p.name }, 0, p.size);
+      } catch {
+        blobs.forEach((b) => bad.add(b.id.toString('hex')));
+        continue;
+      }
+      let clean = true;
+      for (const b of blobs) {
+        try {
+          const plain = decodeBlock(repo.keyring.encKey, repo.keyring.idKey, b.id, bytes.subarray(b.offset, b.offset + b.length), Number.MAX_SAFE_INTEGER);
+          if (plain.length !== b.size) throw new StrataError('integrity', 'wrong size');
+        } catch {
+          bad.add(b.id.toString('hex'));
+          clean = false;
+          r.errors.push(`block ${b.id.toString('hex').slice(0, 16)} (${BLOB_KINDS[b.kind]}) in pack ${p.name.slice(0, 16)} fails authentication or decoding`);
+        }
+      }
+      if (clean) catalog.guard(() => markChecked.run(Date.now(), p.id));
+      r.packsRead++;
+    }
+  }
+
+  // Snapshots and trees: every file has a version; remember paths for reports.
+  const snaps = listSnapshots(repo);
+  r.snapshots = snaps.length;
+  const pathOf = new Map<number, { snapshot: string; path: string }>();
+  for (const s of snaps) {
+    say(`checking snapshot ${s.id.slice(0, 8)}`);
+    await walkSnapshot(repo, s, r, bad, pathOf);
+  }
+
+  // TOCs: coverage, blocks, and refs that point inside older versions.
+  const versions = db
+    .prepare('SELECT v.id, v.size, v.snapshot FROM versions v JOIN snapshots s ON s.seq = v.snapshot WHERE s.committed = 1 ORDER BY v.id')
+    .all() as { id: number; size: number; snapshot: number }[];
+  r.versions = versions.length;
+  const sizeOf = new Map(versions.map((v) => [v.id, v.size]));
+  const blockSize = db.prepare('SELECT size FROM blocks WHERE id = ?').pluck();
+  const name = (v: number) => (pathOf.has(v) ? `${pathOf.get(v)!.path} in snapshot ${pathOf.get(v)!.snapshot.slice(0, 8)}` : `version ${v}`);
+  for (const v of versions) {
+    let cursor = 0;
+    for (const row of catalog.toc(v.id)) {
+      if (row.start !== cursor) r.errors.push(`${name(v.id)}: TOC ${row.start > cursor ? 'has a gap' : 'overlaps'} at ${cursor}`);
+      cursor = row.end + 1;
+      if (row.block) {
+        const size = blockSize.get(row.block) as number | undefined;
+        if (size === undefined) {
+          r.errors.push(`${name(v.id)}: block ${row.block.toString('hex').slice(0, 16)} at ${row.start}-${row.end} is not stored`);
+          bad.add(row.block.toString('hex'));
+        } else if (size !== row.end - row.start + 1) r.errors.push(`${name(v.id)}: block at ${row.start} is ${size} bytes, the TOC says ${row.end - row.start + 1}`);
+      } else checkRef(row, v.id, sizeOf, r, name);
+    }
+    if (cursor !== v.size) r.errors.push(`${name(v.id)}: TOC covers ${cursor} bytes of ${v.size}`);
+  }
+
+  r.damagedBlocks = [...bad];
+  if (bad.size > 0) r.damagedFiles = affectedFiles(repo, bad, pathOf);
+  r.ok = r.errors.length === 0 && bad.size === 0;
+  return r;
+}
+
+function checkRef(row: TocRow, version: number, sizeOf: Map<number, number>, r: CheckResult, name: (v: number) => string): void {
+  for (const [t, ts] of [
+    [row.target, row.target_start],
+    [row.root, row.root_start],
+  ] as const) {
+    if (t === null || ts === null) continue;
+    if (t >= version) r.errors.push(`${name(version)}: ref at ${row.start} points at a version that is not older (a cycle?)`);
+    const size = sizeOf.get(t);
+    if (size === undefined) r.errors.push(`${name(version)}: ref at ${row.start} points at a missing version`);
+    else if (ts < 0 || ts + (row.end - row.start) >= size) r.errors.push(`${name(version)}: ref at ${row.start} points past the end of its target`);
+  }
+}
+
+async function walkSnapshot(repo: Repository, s: Snapshot, r: CheckResult, bad: Set<string>, pathOf: Map<number, { snapshot: string; path: string }>): Promise<void> {
+  const stack: { path: string; tree: string }[] = [];
+  try {
+    stack.push({ path: '/', tree: s.root.tree! });
+  } catch (e) {
+    r.errors.push(`snapshot ${s.id.slice(0, 8)}: ${(e as Error).message}`);
+    return;
+  }
+  while (stack.length > 0) {
+    const dir = stack.pop()!;
+    let entries;
+    try {
+      entries = (await s.tree(dir.tree)).entries;
+    } catch (e) {
+      bad.add(dir.tree);
+      r.errors.push(`snapshot ${s.id.slice(0, 8)}: directory ${dir.path} cannot be read (${(e as Error).message})`);
+      continue;
+    }
+    for (const e of entries) {
+      const p = dir.path === '/' ? `/${e.name}` : `${dir.path}/${e.name}`;
+      if (e.type === 'dir' && e.tree) stack.push({ path: p, tree: e.tree });
+      if (e.type !== 'file') continue;
+      const v = repo.catalog.version(s.row.seq, repo.keyring.pathId(p));
+      if (!v) r.errors.push(`snapshot ${s.id.slice(0, 8)}: ${p} has no stored version`);
+      else {
+        pathOf.set(v.id, { snapshot: s.id, path: p });
+        if (v.size !== e.size) r.errors.push(`snapshot ${s.id.slice(0, 8)}: ${p} is ${e.size} bytes, its version ${v.size}`);
+      }
+    }
+  }
+}
+
+/** Every version that reads a damaged block, directly or through refs, and which bytes. */
+function affectedFiles(repo: Repository, bad: Set<string>, pathOf: Map<number, { snapshot: string; path: string }>): DamagedFile[] {
+  const db = repo.catalog.db;
+  const damage = new Map<number, [number, number][]>();
+  const add = (v: number, s: number, e: number) => damage.set(v, [...(damage.get(v) ?? []), [s, e]]);
+  const byBlock = db.prepare('SELECT version, start, end FROM toc WHERE block = ?');
+  for (const hex of bad) for (const row of byBlock.all(Buffer.from(hex, 'hex')) as { version: number; start: number; end: number }[]) add(row.version, row.start, row.end);
+  // Refs point at older versions: walking upward in id order reaches every reader.
+  const refsTo = db.prepare('SELECT version, start, end, target_start FROM toc WHERE target = ?');
+  const queue = [...damage.keys()].sort((a, b) => a - b);
+  const seen = new Set<number>();
+  while (queue.length > 0) {
+    const t = queue.shift()!;
+    if (seen.has(t)) continue;
+    seen.add(t);
+    const ranges = damage.get(t) ?? [];
+    for (const row of refsTo.all(t) as { version: number; start: number; end: number; target_start: number }[]) {
+      const te = row.target_start + (row.end - row.start);
+      for (const [s, e] of ranges) {
+        const lo = Math.max(s, row.target_start);
+        const hi = Math.min(e, te);
+        if (lo > hi) continue;
+        add(row.version, row.start + (lo - row.target_start), row.start + (hi - row.target_start));
+        queue.push(row.version);
+      }
+    }
+    queue.sort((a, b) => a - b);
+  }
+  const out: DamagedFile[] = [];
+  for (const [v, ranges] of damage) {
+    const where = pathOf.get(v);
+    if (!where) continue;
+    out.push({ snapshot: where.snapshot, path: where.path, ranges: merge(ranges) });
+  }
+  return out.sort((a, b) => a.path.localeCompare(b.path) || a.snapshot.localeCompare(b.snapshot));
+}
+
+function merge(ranges: [number, number][]): [number, number][] {
+  const sorted = [...ranges].sort((a, b) => a[0] - b[0]);
+  const out: [number, number][] = [];
+  for (const [s, e] of sorted) {
+    const last = out[out.length - 1];
+    if (last && s <= last[1] + 1) last[1] = Math.max(last[1], e);
+    else out.push([s, e]);
+  }
+  return out;
+}
+
+function inSubset(packName: string, subset: Subset | undefined): boolean {
+  if (!subset) return true;
+  const n = Number.parseInt(packName.slice(0, 8), 16);
+  if (subset.kind === 'part') return n % subset.of === subset.part - 1;
+  return n / 0x1_0000_0000 < subset.percent / 100;
+}

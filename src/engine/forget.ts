@@ -1,0 +1,206 @@
+/**
+ * Forget: remove snapshots from the repository's history, by id or by a
+ * retention policy, without breaking any later incremental.
+ *
+ * A surviving version's ref may point into a version being forgotten (the
+ * seed's chains). Before that version goes, each such ref is rewritten to
+ * point where the forgotten version's own entries pointed: its data blocks
+ * (the survivor now names them directly) or the older versions its refs
+ * reached. Versions are processed newest first, so a ref that lands on another
+ * forgotten version is rewritten again when that one's turn comes. The blocks
+ * themselves are reclaimed later by prune.
+ */
+import { integrity, usageError } from '../errors.js';
+import { encodeBlock } from '../repo/blockcodec.js';
+import type { Catalog, TocRow } from '../repo/catalog.js';
+import { Lease, liveLeases } from '../repo/lease.js';
+import type { Repository } from '../repo/repository.js';
+import { applyPolicy, isEmpty, type Policy } from './policy.js';
+import { findSnapshot, listSnapshots, type Snapshot } from './snapshot.js';
+import type { SealedToc } from './versions.js';
+
+export interface ForgetOptions {
+  ids?: string[];
+  policy?: Policy;
+  dryRun?: boolean;
+  waitMs?: number;
+  onWait?: (message: string) => void;
+}
+
+export interface ForgetGroup {
+  host: string;
+  paths: string[];
+  keep: { id: string; time: string; reasons: string[] }[];
+  remove: { id: string; time: string }[];
+}
+
+export interface ForgetResult {
+  groups: ForgetGroup[];
+  removed: string[];
+  rewrittenVersions: number;
+  dryRun: boolean;
+}
+
+export async function forget(repo: Repository, opts: ForgetOptions): Promise<ForgetResult> {
+  const ids = opts.ids ?? [];
+  const policy = opts.policy ?? {};
+  if (ids.length === 0 && isEmpty(policy)) throw usageError('forget needs snapshot ids or a policy (--keep-last, --keep-daily, ...); nothing to do');
+  const all = listSnapshots(repo);
+  const chosen = new Set(ids.map((i) => findSnapshot(repo, { kind: 'id', prefix: i.toLowerCase() }).id));
+  const groups = groupSnapshots(all).map(({ host, paths, snaps }) => {
+    const keep = isEmpty(policy) ? new Map(snaps.filter((s) => !chosen.has(s.id)).map((s) => [s.id, ['not named']])) : applyPolicy(snaps.map((s) => ({ id: s.id, time: s.time, tags: s.meta.tags })), policy);
+    for (const s of snaps) if (chosen.has(s.id)) keep.delete(s.id);
+    return {
+      host,
+      paths,
+      keep: snaps.filter((s) => keep.has(s.id)).map((s) => ({ id: s.id, time: iso(s), reasons: keep.get(s.id)! })),
+      remove: snaps.filter((s) => !keep.has(s.id)).map((s) => ({ id: s.id, time: iso(s) })),
+      snaps,
+    };
+  });
+  const result: ForgetResult = { groups: groups.map(({ snaps: _s, ...g }) => g), removed: [], rewrittenVersions: 0, dryRun: opts.dryRun ?? false };
+  if (opts.dryRun) {
+    result.removed = groups.flatMap((g) => g.remove.map((r) => r.id));
+    return result;
+  }
+
+  const { lease } = await Lease.acquire(repo.catalog, 'maintenance', { waitMs: opts.waitMs, onWait: opts.onWait });
+  try {
+    const bySeq = new Map(all.map((s) => [s.row.seq, s]));
+    const touched = repo.catalog.transaction(() => {
+      // A snapshot a running backup compares against stays until that backup ends.
+      const inUse = new Set(liveLeases(repo.catalog).map((l) => l.parent).filter((p): p is number => p !== null));
+      const doomed: number[] = [];
+      for (const g of result.groups) {
+        g.remove = g.remove.filter((r) => {
+          const s = all.find((x) => x.id === r.id)!;
+          if (!inUse.has(s.row.seq)) return doomed.push(s.row.seq), true;
+          g.keep.push({ id: r.id, time: r.time, reasons: ['parent of a running backup'] });
+          return false;
+        });
+      }
+      const touched = removeVersions(repo.catalog, doomed);
+      for (const seq of doomed) repo.catalog.deleteSnapshot(seq);
+      result.removed = doomed.map((seq) => bySeq.get(seq)!.id);
+      return touched;
+    });
+    result.rewrittenVersions = touched.size;
+    await resealTocs(repo, touched);
+  } finally {
+    lease.release();
+  }
+  return result;
+}
+
+/**
+ * Deletes the versions of `snapshots`, first rewriting every row elsewhere
+ * that points into them. Returns the surviving versions whose rows changed.
+ */
+export function removeVersions(catalog: Catalog, snapshots: readonly number[]): Set<number> {
+  const doomed = catalog.versionsOf(snapshots);
+  const doomedIds = new Set(doomed.map((v) => v.id));
+  const touched = new Set<number>();
+  for (const t of doomed) {
+    const tRows = catalog.toc(t.id);
+    const byVersion = new Map<number, (TocRow & { version: number })[]>();
+    for (const r of catalog.rowsPointingAt(t.id)) {
+      if (doomedIds.has(r.version) && r.version > t.id) continue; // already removed
+      byVersion.set(r.version, [...(byVersion.get(r.version) ?? []), r]);
+    }
+    for (const [version, rows] of byVersion) {
+      const add: TocRow[] = [];
+      for (const r of rows) add.push(...(r.target === t.id ? splice(r, tRows, t.id) : [unshortcut(catalog, r)]));
+      catalog.replaceRows(version, rows.map((r) => r.start), add);
+      catalog.updateVersionDepth(version);
+      if (!doomedIds.has(version)) touched.add(version);
+    }
+    catalog.deleteVersion(t.id);
+  }
+  for (const v of touched) if (doomedIds.has(v)) touched.delete(v);
+  return touched;
+}
+
+/** `r`'s range, expressed through the rows of its target (which is going away). */
+function splice(r: TocRow, targetRows: readonly TocRow[], targetId: number): TocRow[] {
+  const ts = r.target_start!;
+  const te = ts + (r.end - r.start);
+  const out: TocRow[] = [];
+  let covered = ts;
+  for (const u of targetRows) {
+    if (u.end < ts || u.start > te) continue;
+    const x0 = Math.max(u.start, ts);
+    const x1 = Math.min(u.end, te);
+    if (x0 !== covered) break;
+    const start = r.start + (x0 - ts);
+    const end = r.start + (x1 - ts);
+    if (u.block) {
+      if (x0 !== u.start || x1 !== u.end) throw integrity(`cannot forget version ${targetId}: a ref covers part of block ${u.block.toString('hex').slice(0, 16)}`);
+      out.push({ start, end, block: u.block, target: null, target_start: null, root: null, root_start: null, depth: 0 });
+    } else {
+      const shift = x0 - u.start;
+      out.push({
+        start,
+        end,
+        block: null,
+        target: u.target,
+        target_start: u.target_start! + shift,
+        root: u.root ?? u.target,
+        root_start: (u.root_start ?? u.target_start!) + shift,
+        depth: u.depth,
+      });
+    }
+    covered = x1 + 1;
+  }
+  if (covered !== te + 1) throw integrity(`cannot forget version ${targetId}: its TOC does not cover ${ts}-${te}`);
+  return out;
+}
+
+/** A row whose shortcut lands in a version going away reads through its target instead. */
+function unshortcut(catalog: Catalog, r: TocRow): TocRow {
+  const depth = (catalog.versionById(r.target!)?.depth ?? 0) + 1;
+  return { ...r, root: r.target, root_start: r.target_start, depth };
+}
+
+/** Seals the rewritten TOCs into packs too, so a rebuilt catalog has them. */
+async function resealTocs(repo: Repository, versions: ReadonlySet<number>): Promise<void> {
+  if (versions.size === 0) return;
+  const packer = repo.newPacker();
+  const snapshotIds = new Map<number, string>();
+  const snapshotOf = (versionId: number) => {
+    const seq = repo.catalog.versionById(versionId)!.snapshot;
+    if (!snapshotIds.has(seq)) snapshotIds.set(seq, repo.catalog.snapshotBySeq(seq)!.id);
+    return snapshotIds.get(seq)!;
+  };
+  const generation = Date.now();
+  const resealed: [number, Buffer][] = [];
+  for (const v of versions) {
+    const row = repo.catalog.db.prepare('SELECT snapshot, path, size FROM versions WHERE id = ?').get(v) as { snapshot: number; path: Buffer; size: number } | undefined;
+    if (!row) continue;
+    const sealed: SealedToc = {
+      snapshot: snapshotOf(v),
+      path: row.path.toString('hex'),
+      size: row.size,
+      generation,
+      entries: repo.catalog.toc(v).map((e) => (e.block ? [e.start, e.end, e.block.toString('hex')] : [e.start, e.end, snapshotOf(e.target!), e.target_start!])),
+    };
+    const plain = Buffer.from(JSON.stringify(sealed), 'utf8');
+    const id = repo.keyring.blockId(plain);
+    if (!packer.has(id)) await packer.add(id, 'toc', encodeBlock(repo.keyring.encKey, id, plain, repo.compressionLevel), plain.length);
+    resealed.push([v, id]);
+  }
+  await packer.flush();
+  repo.catalog.transaction(() => resealed.forEach(([v, id]) => repo.catalog.setVersionToc(v, id)));
+}
+
+function groupSnapshots(all: readonly Snapshot[]): { host: string; paths: string[]; snaps: Snapshot[] }[] {
+  const groups = new Map<string, { host: string; paths: string[]; snaps: Snapshot[] }>();
+  for (const s of all) {
+    const paths = [...s.meta.paths].sort();
+    const key = JSON.stringify([s.meta.host, paths]);
+    if (!groups.has(key)) groups.set(key, { host: s.meta.host, paths, snaps: [] });
+    groups.get(key)!.snaps.push(s);
+  }
+  return [...groups.values()];
+}
+
+const iso = (s: Snapshot) => new Date(s.time).toISOString();

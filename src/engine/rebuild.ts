@@ -1,0 +1,129 @@
+/**
+ * Rebuilding catalog.db from the block store alone. Every pack carries a
+ * sealed index of its blobs; snapshot records, trees and TOCs are sealed blobs
+ * themselves. The old catalog (if any) is kept beside the new one.
+ *
+ * A snapshot forgotten but not yet pruned still has its record in a pack and
+ * comes back; prune makes a forget final.
+ */
+import { integrity } from '../errors.js';
+import { decodeBlock } from '../repo/blockcodec.js';
+import { decodePackIndex } from '../repo/pack.js';
+import type { Repository } from '../repo/repository.js';
+import { metaAad, type SnapshotRecord } from './snapshot.js';
+import { decodeTree } from './tree.js';
+import type { SealedToc } from './versions.js';
+import { tocRows } from './versions.js';
+import type { TocEntry } from './toc.js';
+
+export interface RebuildResult {
+  packs: number;
+  blocks: number;
+  snapshots: number;
+  versions: number;
+  damagedPacks: string[];
+  previous?: string;
+}
+
+/** Rebuilds the catalog of `repo` (opened on a fresh, empty catalog file). */
+export async function rebuildCatalog(repo: Repository, onProgress: (m: string) => void = () => {}): Promise<RebuildResult> {
+  const { catalog, storage, keyring } = repo;
+  const r: RebuildResult = { packs: 0, blocks: 0, snapshots: 0, versions: 0, damagedPacks: [] };
+  const records: SnapshotRecord[] = [];
+  const tocs = new Map<string, SealedToc>();
+
+  const names: string[] = [];
+  for await (const name of storage.list('pack')) names.push(name);
+  for (const [i, name] of names.entries()) {
+    onProgress(`reading pack ${i + 1}/${names.length}`);
+    try {
+      const { size } = await storage.stat({ kind: 'pack', name });
+      const tailLength = Math.min(size, 4 * 1024 * 1024);
+      let tail = await storage.read({ kind: 'pack', name }, size - tailLength, tailLength);
+      const indexLength = tail.readUInt32LE(tail.length - 12) + 12;
+      if (indexLength > tail.length) tail = await storage.read({ kind: 'pack', name }, size - indexLength, indexLength);
+      const entries = decodePackIndex(keyring, tail, size);
+      catalog.addPack(name, size, entries);
+      r.packs++;
+      r.blocks += entries.length;
+      for (const e of entries) {
+        if (e.kind !== 'snapshot' && e.kind !== 'toc') continue;
+        const plain = decodeBlock(keyring.encKey, keyring.idKey, e.id, await storage.read({ kind: 'pack', name }, e.offset, e.length), Number.MAX_SAFE_INTEGER);
+        const value = JSON.parse(plain.toString('utf8'));
+        if (e.kind === 'snapshot') records.push({ ...(value as SnapshotRecord), recordId: e.id.toString('hex') } as SnapshotRecord);
+        else {
+          const t = value as SealedToc;
+          const key = `${t.snapshot}/${t.path}`;
+          if (!tocs.has(key) || (tocs.get(key)!.generation ?? 0) < (t.generation ?? 0)) tocs.set(key, { ...t, tocId: e.id.toString('hex') } as SealedToc);
+        }
+      }
+    } catch (e) {
+      r.damagedPacks.push(name);
+      onProgress(`pack ${name.slice(0, 16)} is damaged: ${(e as Error).message}`);
+    }
+  }
+
+  // Parents before children, so every ref finds its target version.
+  const byId = new Map(records.map((s) => [s.id, s]));
+  const ordered: SnapshotRecord[] = [];
+  const placed = new Set<string>();
+  const place = (s: SnapshotRecord, depth = 0) => {
+    if (placed.has(s.id) || depth > records.length) return;
+    if (s.parent && byId.has(s.parent)) place(byId.get(s.parent)!, depth + 1);
+    placed.add(s.id);
+    ordered.push(s);
+  };
+  [...records].sort((a, b) => Date.parse(a.time) - Date.parse(b.time)).forEach((s) => place(s));
+
+  const tocsBySnapshot = new Map<string, SealedToc[]>();
+  for (const t of tocs.values()) tocsBySnapshot.set(t.snapshot, [...(tocsBySnapshot.get(t.snapshot) ?? []), t]);
+  const seqOf = new Map<string, number>();
+  for (const s of ordered) {
+    onProgress(`restoring snapshot ${s.id.slice(0, 8)}`);
+    const meta = { host: s.host, tags: s.tags, paths: s.paths, ...(s.parent ? { parent: s.parent } : {}), ...(s.stats ? { stats: s.stats } : {}) };
+    const sealedMeta = keyring.sealJson(meta, metaAad(s.id));
+    const seq = catalog.beginSnapshot(s.id, Date.parse(s.time), keyring.lineageId(s.host, s.paths), sealedMeta, s.parent ? (seqOf.get(s.parent) ?? null) : null);
+    seqOf.set(s.id, seq);
+    for (const t of tocsBySnapshot.get(s.id) ?? []) {
+      const entries: TocEntry[] = t.entries.map((e) =>
+        e.length === 3
+          ? { kind: 'data', start: e[0], end: e[1], block: Buffer.from(e[2], 'hex') }
+          : { kind: 'ref', start: e[0], end: e[1], targetStart: e[3]!, targetEnd: e[3]! + (e[1] - e[0]) },
+      );
+      // Each ref names its target snapshot; the path is the same.
+      const rows = entries.flatMap((entry, i) => {
+        const raw = t.entries[i]!;
+        if (entry.kind === 'data') return tocRows(catalog, [entry], undefined);
+        const targetSeq = seqOf.get(raw[2] as string);
+        const target = targetSeq === undefined ? undefined : catalog.version(targetSeq, Buffer.from(t.path, 'hex'));
+        if (!target) throw integrity(`TOC of a file in snapshot ${s.id.slice(0, 8)} points at snapshot ${String(raw[2]).slice(0, 8)}, which is not in the packs`);
+        return tocRows(catalog, [entry], { id: target.id, snapshotId: raw[2] as string, depth: target.depth });
+      });
+      catalog.insertVersion(seq, Buffer.from(t.path, 'hex'), t.size, Buffer.from((t as SealedToc & { tocId: string }).tocId, 'hex'), rows);
+      r.versions++;
+    }
+    const blobs = [Buffer.from((s as SnapshotRecord & { recordId: string }).recordId, 'hex'), ...(await treeIds(repo, s.root))];
+    catalog.commitSnapshot(seq, Buffer.from(s.root, 'hex'), blobs[0]!, sealedMeta, blobs);
+    r.snapshots++;
+  }
+  return r;
+}
+
+async function treeIds(repo: Repository, root: string): Promise<Buffer[]> {
+  const out: Buffer[] = [];
+  const stack = [root];
+  const seen = new Set<string>();
+  while (stack.length > 0) {
+    const id = stack.pop()!;
+    if (seen.has(id)) continue;
+    seen.add(id);
+    out.push(Buffer.from(id, 'hex'));
+    try {
+      const tree = decodeTree(await repo.readBlob(Buffer.from(id, 'hex'), 'tree'), id);
+      for (const e of tree.entries) if (e.type === 'dir' && e.tree) stack.push(e.tree);
+    } catch {
+      // A damaged tree stays named (check reports it); its subtrees are unknown.
+    }
+  }
+  return out;
+}

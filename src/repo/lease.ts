@@ -1,0 +1,121 @@
+/**
+ * Leases: who is working on the repository right now. Backups hold shared
+ * leases (any number run at once); forget and prune hold the one maintenance
+ * lease. A lease is renewed every few seconds; one whose holder stopped
+ * renewing (or whose process is gone, on this host) is stale and ignored, so
+ * a crashed process blocks nobody for longer than LEASE_MS and no manual
+ * unlock is needed.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import * as os from 'node:os';
+import { locked } from '../errors.js';
+import type { Catalog } from './catalog.js';
+
+export type LeaseKind = 'backup' | 'maintenance';
+
+export const LEASE_MS = 30_000;
+const RENEW_MS = 5_000;
+
+export interface LeaseRow {
+  id: string;
+  kind: LeaseKind;
+  host: string;
+  pid: number;
+  started: number;
+  heartbeat: number;
+  parent: number | null;
+}
+
+/** This host, as the catalog sees it (hashed: the catalog holds no plaintext names). */
+export const HOST_ID = createHash('sha256').update(`strata host ${os.hostname()}`).digest('hex').slice(0, 16);
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export function isStale(l: LeaseRow, now = Date.now()): boolean {
+  return l.heartbeat < now - LEASE_MS || (l.host === HOST_ID && !alive(l.pid));
+}
+
+/** Leases whose holders are still working. Stale ones are removed on the way. */
+export function liveLeases(catalog: Catalog): LeaseRow[] {
+  const rows = catalog.db.prepare('SELECT * FROM leases').all() as LeaseRow[];
+  const stale = rows.filter((l) => isStale(l));
+  if (stale.length > 0) {
+    const del = catalog.db.prepare('DELETE FROM leases WHERE id = ? AND heartbeat = ?');
+    catalog.guard(() => stale.forEach((l) => del.run(l.id, l.heartbeat)));
+  }
+  return rows.filter((l) => !stale.includes(l));
+}
+
+export class Lease {
+  private timer?: NodeJS.Timeout;
+
+  private constructor(
+    private readonly catalog: Catalog,
+    readonly id: string,
+    readonly started: number,
+  ) {
+    this.timer = setInterval(() => {
+      try {
+        catalog.db.prepare('UPDATE leases SET heartbeat = ? WHERE id = ?').run(Date.now(), id);
+      } catch {
+        // A busy catalog delays one renewal; the lease lasts several periods.
+      }
+    }, RENEW_MS);
+    this.timer.unref();
+  }
+
+  /**
+   * Takes a lease. `within` runs in the same transaction (a backup picks its
+   * parent there, so a concurrent forget sees the choice). A maintenance lease
+   * waits up to `waitMs` for another one to end, saying what it waits for.
+   */
+  static async acquire<T>(
+    catalog: Catalog,
+    kind: LeaseKind,
+    opts: { waitMs?: number; onWait?: (message: string) => void; within?: () => { parent?: number | null; value: T } } = {},
+  ): Promise<{ lease: Lease; value: T | undefined }> {
+    const deadline = Date.now() + (opts.waitMs ?? 0);
+    let told = false;
+    while (true) {
+      const got = catalog.transaction(() => {
+        const live = liveLeases(catalog);
+        const blocker = kind === 'maintenance' ? live.find((l) => l.kind === 'maintenance') : undefined;
+        if (blocker) return { blocker };
+        const inner = opts.within?.();
+        const now = Date.now();
+        const id = randomBytes(16).toString('hex');
+        catalog.db
+          .prepare('INSERT INTO leases(id, kind, host, pid, started, heartbeat, parent) VALUES (?, ?, ?, ?, ?, ?, ?)')
+          .run(id, kind, HOST_ID, process.pid, now, now, inner?.parent ?? null);
+        return { lease: new Lease(catalog, id, now), value: inner?.value };
+      });
+      if ('lease' in got) return { lease: got.lease!, value: got.value };
+      const b = got.blocker!;
+      if (Date.now() >= deadline) {
+        throw locked(
+          `repository is locked: a ${b.kind} (pid ${b.pid}${b.host === HOST_ID ? ' on this host' : ''}) started ${new Date(b.started).toISOString()} is running; use --lock-wait to wait for it`,
+        );
+      }
+      if (!told) opts.onWait?.(`waiting for a ${b.kind} (pid ${b.pid}) started ${new Date(b.started).toISOString()} to finish`);
+      told = true;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
+  release(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    try {
+      this.catalog.guard(() => this.catalog.db.prepare('DELETE FROM leases WHERE id = ?').run(this.id));
+    } catch {
+      // Left behind, it goes stale on its own.
+    }
+  }
+}
