@@ -27,9 +27,23 @@ export async function openFile(snapshot: Snapshot, absPath: string): Promise<Sto
   if (!entry) throw notFound(`${absPath} is not in snapshot ${snapshot.id.slice(0, 8)}`);
   if (entry.type === 'dir') throw new StrataError('is_directory', `${absPath} is a directory`);
   if (entry.type !== 'file') throw new StrataError('not_file', `${absPath} is a ${entry.type}, not a file`);
-  const version = snapshot.repo.catalog.version(snapshot.row.seq, snapshot.repo.keyring.pathId(absPath));
+  return { path: absPath, entry, version: storedVersion(snapshot, absPath, entry) };
+}
+
+/**
+ * The stored version of a file entry, checked before any byte is read: its
+ * size must be the entry's, and its TOC must reach that size. So a forged
+ * size fails up front rather than after part of a file went out.
+ */
+export function storedVersion(snapshot: Snapshot, absPath: string, entry: TreeEntry): VersionRow {
+  const { catalog, keyring } = snapshot.repo;
+  const version = catalog.version(snapshot.row.seq, keyring.pathId(absPath));
   if (!version) throw integrity(`${absPath} has no stored version in snapshot ${snapshot.id.slice(0, 8)}`);
-  return { path: absPath, entry, version };
+  if (version.size !== entry.size) throw integrity(`${absPath}: its tree entry says ${entry.size} bytes, its stored version ${version.size}`);
+  if (version.size > 0 && catalog.tocAt(version.id, version.size - 1)?.end !== version.size - 1) {
+    throw integrity(`${absPath}: the TOC of version ${version.id} does not end at its size, ${version.size} bytes`, { version: version.id });
+  }
+  return version;
 }
 
 /** The bytes of [start, end] (inclusive) of a version, block piece by block piece. */

@@ -3,12 +3,13 @@
  * ref entries down their chains to data entries, and yield the pieces of
  * blocks that make up the range, in order. Only the blocks that cover the
  * range are ever named. Chains are followed in a loop with a depth bound, so
- * a damaged or hostile catalog (cycles, gaps, refs past their target) ends
- * in an integrity error rather than a hang.
+ * a damaged or hostile catalog (cycles, gaps, overlaps, refs past their
+ * target) ends in an integrity error rather than a hang or wrong bytes.
  */
 import { integrity } from '../errors.js';
 import type { Catalog, TocRow } from '../repo/catalog.js';
 import type { BlockSpan } from './toc.js';
+import { MAX_DEPTH } from './versions.js';
 
 export interface Piece {
   block: Buffer;
@@ -21,7 +22,13 @@ export interface Piece {
   at: number;
 }
 
-export const MAX_CHAIN_DEPTH = 10_000;
+/**
+ * Backups keep every chain within MAX_DEPTH hops, so a longer one is a cycle
+ * or forged. The bound is what a hostile TOC can cost per byte range: a
+ * chain thousands of versions long under each of thousands of one-byte refs
+ * would otherwise be followed to the end, millions of hops.
+ */
+export const MAX_CHAIN_DEPTH = 8 * MAX_DEPTH;
 const BATCH = 512;
 
 interface Frame {
@@ -31,6 +38,8 @@ interface Frame {
   /** Position in the requested version that `start` maps to. */
   at: number;
   depth: number;
+  /** The frame picks up after a row of the same version, so its first row must start at `start`. */
+  continues: boolean;
 }
 
 /** Counts of the work a resolve did (how many TOC ranges it visited). */
@@ -41,7 +50,7 @@ export interface ResolveStats {
 /** The pieces of [start, end] (inclusive) of `version`, in order. */
 export function* resolveRange(catalog: Catalog, version: number, start: number, end: number, stats?: ResolveStats): Generator<Piece> {
   if (end < start) return;
-  const stack: Frame[] = [{ version, start, end, at: start, depth: 0 }];
+  const stack: Frame[] = [{ version, start, end, at: start, depth: 0, continues: false }];
   while (stack.length > 0) {
     const f = stack.pop()!;
     if (stats) stats.frames++;
@@ -49,21 +58,23 @@ export function* resolveRange(catalog: Catalog, version: number, start: number, 
     let cursor = f.start;
     let row: TocRow | undefined = catalog.tocAt(f.version, cursor);
     let batch: TocRow[] = [];
+    // A frame's first row may start before the cursor (a read or ref into its middle), unless the
+    // frame continues after a row; any other row that does overlaps its predecessor.
+    let first = !f.continues;
     while (cursor <= f.end) {
-      if (!row || row.start > cursor || row.end < cursor) {
-        throw integrity(`TOC of version ${f.version} does not cover offset ${cursor}`, { version: f.version, offset: cursor });
-      }
+      checkRow(row, f.version, cursor, first);
+      first = false;
       const pieceEnd = Math.min(row.end, f.end);
       const at = f.at + (cursor - f.start);
       if (row.block) {
         yield { block: row.block, blockSize: row.end - row.start + 1, from: cursor - row.start, length: pieceEnd - cursor + 1, at };
       } else {
-        const target = row.root ?? row.target;
-        const targetStart = row.root_start ?? row.target_start;
-        if (target === null || targetStart === null) throw integrity(`TOC entry of version ${f.version} at ${row.start} is neither data nor ref`);
+        // Follow the shortcut if the row has one, never its version with the target's start.
+        const [target, targetStart] = row.root !== null ? [row.root, row.root_start] : [row.target, row.target_start];
+        if (target === null || !Number.isSafeInteger(target) || !isOffset(targetStart)) throw integrity(`TOC entry of version ${f.version} at ${row.start} is neither data nor ref`);
         // Continue this frame after the child; the child goes on top.
-        if (pieceEnd < f.end) stack.push({ ...f, start: pieceEnd + 1, at: at + (pieceEnd - cursor + 1) });
-        stack.push({ version: target, start: targetStart + (cursor - row.start), end: targetStart + (pieceEnd - row.start), at, depth: f.depth + 1 });
+        if (pieceEnd < f.end) stack.push({ ...f, start: pieceEnd + 1, at: at + (pieceEnd - cursor + 1), continues: true });
+        stack.push({ version: target, start: targetStart + (cursor - row.start), end: targetStart + (pieceEnd - row.start), at, depth: f.depth + 1, continues: false });
         break;
       }
       cursor = pieceEnd + 1;
@@ -72,6 +83,17 @@ export function* resolveRange(catalog: Catalog, version: number, start: number, 
       row = batch.pop();
     }
   }
+}
+
+const isOffset = (n: unknown): n is number => Number.isSafeInteger(n) && (n as number) >= 0;
+
+/** Throws unless `row` covers `cursor` with whole offsets and, unless it is the first, starts there. */
+function checkRow(row: TocRow | undefined, version: number, cursor: number, first: boolean): asserts row is TocRow {
+  if (!row || row.start > cursor || row.end < cursor) {
+    throw integrity(`TOC of version ${version} does not cover offset ${cursor}`, { version, offset: cursor });
+  }
+  if (!isOffset(row.start) || !isOffset(row.end)) throw integrity(`TOC entry of version ${version} at ${row.start} has a malformed range`);
+  if (!first && row.start < cursor) throw integrity(`TOC entries of version ${version} overlap at offset ${row.start}`, { version, offset: row.start });
 }
 
 /** A version as the sequence of its blocks (for aligning the next version). */

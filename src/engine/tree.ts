@@ -33,7 +33,7 @@ export function encodeTree(tree: Tree): Buffer {
   return Buffer.from(JSON.stringify(tree), 'utf8');
 }
 
-/** Parses and validates a tree: hostile names never leave this function. */
+/** Parses and validates a tree: hostile names and fields never leave this function. */
 export function decodeTree(bytes: Buffer, id: string): Tree {
   let tree: Tree;
   try {
@@ -46,10 +46,27 @@ export function decodeTree(bytes: Buffer, id: string): Tree {
   for (const e of tree.entries) {
     if (!isSafeName(e?.name) || seen.has(e.name)) throw integrity(`tree ${id.slice(0, 16)} has an invalid entry name ${JSON.stringify(e?.name)}`);
     seen.add(e.name);
-    if (!['file', 'dir', 'symlink'].includes(e.type)) throw integrity(`tree ${id.slice(0, 16)}: entry ${e.name} has unknown type`);
-    if (!Number.isSafeInteger(e.size) || e.size < 0) throw integrity(`tree ${id.slice(0, 16)}: entry ${e.name} has an invalid size`);
+    const problem = entryProblem(e);
+    if (problem) throw integrity(`tree ${id.slice(0, 16)}: entry ${e.name} ${problem}`);
   }
   return tree;
+}
+
+/** Nanoseconds and inode numbers: decimal, within 64 bits (restore turns times into BigInts). */
+const DECIMAL = /^-?[0-9]{1,19}$/;
+const TREE_ID = /^[0-9a-f]{64}$/;
+
+const isCount = (n: unknown) => Number.isSafeInteger(n) && (n as number) >= 0;
+
+/** What makes an entry unusable, if anything: restore and ls trust every field below. */
+function entryProblem(e: TreeEntry): string | undefined {
+  if (!['file', 'dir', 'symlink'].includes(e.type)) return 'has unknown type';
+  if (!isCount(e.size)) return 'has an invalid size';
+  if (![e.mode, e.uid, e.gid].every(isCount)) return 'has an invalid mode or owner';
+  if (![e.mtimeNs, e.ctimeNs, e.ino].every((s) => typeof s === 'string' && DECIMAL.test(s))) return 'has an invalid time or inode';
+  if (e.type === 'dir' && !(typeof e.tree === 'string' && TREE_ID.test(e.tree))) return 'has an invalid subtree id';
+  if (e.type === 'symlink' && !(typeof e.target === 'string' && e.target.length > 0 && !e.target.includes('\0'))) return 'has an invalid link target';
+  return undefined;
 }
 
 export function isSafeName(name: unknown): name is string {

@@ -12,7 +12,8 @@ export function register(program: Command): void {
     .description('create a repository')
     .option('--chunk-avg <size>', 'average block size, a power of two (default 64K)')
     .option('--scrypt-n <N>', 'scrypt cost N (default: calibrated to about 0.5 s on this machine)')
-    .action(async (opts: { chunkAvg?: string; scryptN?: string }, cmd: Command) => {
+    .option('--pack-size <size>', 'target pack file size (default 16M)')
+    .action(async (opts: { chunkAvg?: string; scryptN?: string; packSize?: string }, cmd: Command) => {
       const g = globals(cmd);
       const where = repoPath(g);
       const password = await newPassword(g);
@@ -24,6 +25,7 @@ export function register(program: Command): void {
       }
       const repo = await Repository.init(where, password, {
         chunkAvg: opts.chunkAvg ? parseSize(opts.chunkAvg) : undefined,
+        packSize: opts.packSize ? packSize(parseSize(opts.packSize)) : undefined,
         scrypt,
       });
       const out = { repository: repo.root, id: repo.config.id, chunker: repo.config.chunker };
@@ -31,6 +33,11 @@ export function register(program: Command): void {
       if (g.json) printJson(out);
       else if (!g.quiet) line(`created strata repository ${out.id.slice(0, 8)} at ${out.repository}`);
     });
+}
+
+function packSize(n: number): number {
+  if (n < 64 * 1024 || n > 1024 * 1024 * 1024) throw usageError('--pack-size must be between 64K and 1G');
+  return n;
 }
 
 async function newPassword(g: ReturnType<typeof globals>): Promise<string> {

@@ -1,0 +1,189 @@
+/**
+ * forget / prune / rebuild-catalog on real repositories: history rewritten
+ * around forgotten snapshots stays byte-exact, space comes back, and a lost
+ * catalog is rebuilt from the packs alone.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { backup } from '../src/engine/backup.js';
+import { check } from '../src/engine/check.js';
+import { forget } from '../src/engine/forget.js';
+import { applyPolicy, parseDuration } from '../src/engine/policy.js';
+import { prune } from '../src/engine/prune.js';
+import { openFile, readRange } from '../src/engine/read.js';
+import { rebuildCatalog } from '../src/engine/rebuild.js';
+import { findSnapshot, listSnapshots } from '../src/engine/snapshot.js';
+import { Repository } from '../src/repo/repository.js';
+import { makeRepo, Rng, tempDir } from './helpers.js';
+
+async function readWhole(repo: Repository, snapshotId: string, file: string): Promise<Buffer> {
+  const f = await openFile(findSnapshot(repo, { kind: 'id', prefix: snapshotId }), file);
+  const parts: Buffer[] = [];
+  if (f.version.size > 0) for await (const p of readRange(repo, f.version, 0, f.version.size - 1)) parts.push(Buffer.from(p));
+  return Buffer.concat(parts);
+}
+
+/** A 30-version history of one file with scattered edits; returns ids and contents. */
+async function history(repo: Repository, versions = 30) {
+  const dir = tempDir();
+  const file = path.join(dir, 'f.bin');
+  const rng = new Rng(77);
+  let data = rng.bytes(200_000);
+  const out: { id: string; data: Buffer }[] = [];
+  for (let i = 0; i < versions; i++) {
+    if (i > 0) {
+      const at = rng.int(data.length);
+      const op = rng.int(3);
+      if (op === 0) data = Buffer.concat([data.subarray(0, at), rng.bytes(1 + rng.int(3000)), data.subarray(at)]);
+      else if (op === 1) data = Buffer.concat([data.subarray(0, at), data.subarray(Math.min(data.length, at + rng.int(3000)))]);
+      else data = Buffer.concat([data.subarray(0, at), rng.bytes(2000), data.subarray(Math.min(data.length, at + 2000))]);
+    }
+    fs.writeFileSync(file, data);
+    const r = await backup(repo, { paths: [dir], time: Date.UTC(2026, 0, 1, i) });
+    out.push({ id: r.snapshot, data });
+  }
+  return { dir, file, out };
+}
+
+describe('forget keeps every later incremental readable', () => {
+  it('forgetting every other snapshot of a 30-version history, then pruning, leaves the rest byte-exact', async () => {
+    const repo = await makeRepo({ chunkAvg: 2048, packSize: 256 * 1024 });
+    const { file, out } = await history(repo);
+    const sizeBefore = repo.catalog.db.prepare('SELECT SUM(size) FROM packs').pluck().get() as number;
+    const doomed = out.filter((_, i) => i % 2 === 0).map((v) => v.id);
+    const r = await forget(repo, { ids: doomed });
+    expect(r.removed.sort()).toEqual([...doomed].sort());
+    expect(r.rewrittenVersions).toBeGreaterThan(0);
+    const survivors = out.filter((_, i) => i % 2 === 1);
+    for (const v of survivors) expect((await readWhole(repo, v.id, file)).equals(v.data)).toBe(true);
+    const p = await prune(repo);
+    expect(p.deletedBlocks).toBeGreaterThan(0);
+    const sizeAfter = repo.catalog.db.prepare('SELECT SUM(size) FROM packs').pluck().get() as number;
+    expect(sizeAfter).toBeLessThan(sizeBefore);
+    for (const v of survivors) expect((await readWhole(repo, v.id, file)).equals(v.data)).toBe(true);
+    const c = await check(repo, { readData: true });
+    expect(c.errors).toEqual([]);
+    expect(c.ok).toBe(true);
+    repo.close();
+  }, 60_000);
+
+  it('a later backup still compares against the survivors', async () => {
+    const repo = await makeRepo({ chunkAvg: 2048 });
+    const { dir, file, out } = await history(repo, 6);
+    await forget(repo, { policy: { last: 2 } });
+    await prune(repo);
+    expect(listSnapshots(repo).map((s) => s.id)).toEqual(out.slice(-2).map((v) => v.id));
+    fs.appendFileSync(file, 'more');
+    const r = await backup(repo, { paths: [dir] });
+    expect(r.refEntries).toBeGreaterThan(0);
+    expect((await readWhole(repo, r.snapshot, file)).equals(Buffer.concat([out[5]!.data, Buffer.from('more')]))).toBe(true);
+    repo.close();
+  });
+});
+
+describe('retention policy', () => {
+  const day = 86_400_000;
+  const t0 = new Date(2026, 0, 1, 12).getTime();
+  const snaps = Array.from({ length: 40 }, (_, i) => ({ id: `s${i}`, time: t0 + i * day, tags: i === 3 ? ['keep'] : [] }));
+
+  it('keeps the last N, one per day/week/month, within a duration, and tagged ones, saying why', () => {
+    expect([...applyPolicy(snaps, { last: 3 }).keys()].sort()).toEqual(['s37', 's38', 's39']);
+    expect(applyPolicy(snaps, { daily: 5 }).size).toBe(5);
+    const weekly = applyPolicy(snaps, { weekly: 3 });
+    expect(weekly.size).toBe(3);
+    expect([...weekly.values()].every((r) => r[0]!.startsWith('weekly 2026-W'))).toBe(true);
+    expect([...applyPolicy(snaps, { monthly: 12 }).keys()].sort()).toEqual(['s30', 's39']);
+    expect(applyPolicy(snaps, { within: parseDuration('2d') }).size).toBe(3);
+    expect(applyPolicy(snaps, { tags: ['keep'] }).get('s3')).toEqual(['tag keep']);
+    expect(applyPolicy(snaps, { last: 1, daily: 2 }).get('s39')).toEqual(['last 1 of 1', 'daily 2026-02-09']);
+  });
+
+  it('parses durations and refuses nonsense', () => {
+    expect(parseDuration('1y6m')).toBe((365 + 180) * day);
+    expect(parseDuration('36h')).toBe(36 * 3_600_000);
+    expect(() => parseDuration('soon')).toThrow(/invalid duration/);
+  });
+});
+
+describe('rebuild-catalog', () => {
+  it('a deleted catalog.db comes back from the packs: every snapshot restores, check --read-data is clean', async () => {
+    const repo = await makeRepo({ chunkAvg: 2048 });
+    const { file, out } = await history(repo, 8);
+    await forget(repo, { ids: [out[2]!.id, out[5]!.id] });
+    await prune(repo);
+    const root = repo.root;
+    repo.close();
+    for (const f of fs.readdirSync(root)) if (f.startsWith('catalog.db')) fs.rmSync(path.join(root, f));
+    const { repo: fresh } = await Repository.openForRebuild(root, { password: async () => 'test-password' });
+    const r = await rebuildCatalog(fresh);
+    expect(r.snapshots).toBe(6);
+    expect(r.damagedPacks).toEqual([]);
+    const kept = out.filter((_, i) => i !== 2 && i !== 5);
+    expect(listSnapshots(fresh).map((s) => s.id)).toEqual(kept.map((v) => v.id));
+    for (const v of kept) expect((await readWhole(fresh, v.id, file)).equals(v.data)).toBe(true);
+    const c = await check(fresh, { readData: true });
+    expect(c.errors).toEqual([]);
+    expect(c.ok).toBe(true);
+    fresh.close();
+  });
+});
+
+describe('prune beside a running backup', () => {
+  it('a block a backup has decided to reuse survives a prune that finds it unused', async () => {
+    const repo = await makeRepo({ chunkAvg: 2048, packSize: 128 * 1024 });
+    const dir = tempDir();
+    const data = new Rng(5).bytes(600_000);
+    fs.writeFileSync(path.join(dir, 'a'), data);
+    const first = await backup(repo, { paths: [dir] });
+    // The only snapshot goes: its blocks become unused...
+    await forget(repo, { ids: [first.snapshot] });
+    // ...while a new backup of the same data reuses them. Prune runs in the
+    // middle of that backup, through its own connection, as another process would.
+    const other = await Repository.open(repo.root, { password: async () => 'test-password' });
+    let pruned: Awaited<ReturnType<typeof prune>> | undefined;
+    const second = await backup(repo, {
+      paths: [dir],
+      onProgress: async (p) => {
+        if (!pruned && p.bytesRead >= 300_000) pruned = await prune(other);
+      },
+    });
+    while (!pruned) await new Promise((r) => setTimeout(r, 10));
+    expect(pruned.unusedBlocks).toBeGreaterThan(0);
+    expect(pruned.deferredBlocks).toBeGreaterThan(0);
+    expect((await readWhole(repo, second.snapshot, path.join(dir, 'a'))).equals(data)).toBe(true);
+    // Once the backup is done, its blocks are used again: only the forgotten
+    // snapshot's own record, tree and TOC go, and nothing the new one reads.
+    const later = await prune(other);
+    expect(later.deletedBlocks).toBeLessThan(pruned.unusedBlocks);
+    expect((await readWhole(repo, second.snapshot, path.join(dir, 'a'))).equals(data)).toBe(true);
+    expect((await check(repo, { readData: true })).ok).toBe(true);
+    other.close();
+    repo.close();
+  });
+
+  it('forget keeps a snapshot that a running backup uses as its parent', async () => {
+    const repo = await makeRepo({ chunkAvg: 2048 });
+    const dir = tempDir();
+    fs.writeFileSync(path.join(dir, 'a'), new Rng(6).bytes(300_000));
+    const first = await backup(repo, { paths: [dir] });
+    fs.appendFileSync(path.join(dir, 'a'), 'x');
+    const other = await Repository.open(repo.root, { password: async () => 'test-password' });
+    let result: Awaited<ReturnType<typeof forget>> | undefined;
+    const second = await backup(repo, {
+      paths: [dir],
+      onProgress: async () => {
+        if (!result) result = await forget(other, { ids: [first.snapshot] });
+      },
+    });
+    expect(result!.removed).toEqual([]);
+    expect(result!.groups[0]!.keep[0]!.reasons).toEqual(['parent of a running backup']);
+    expect(second.refEntries).toBeGreaterThan(0);
+    const again = await forget(other, { ids: [first.snapshot] });
+    expect(again.removed).toEqual([first.snapshot]);
+    await prune(other);
+    expect((await check(repo, { readData: true })).ok).toBe(true);
+    other.close();
+    repo.close();
+  });
+});
