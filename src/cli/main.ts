@@ -75,7 +75,7 @@ export async function main(argv: string[]): Promise<void> {
       return;
     }
     const err = e as NodeJS.ErrnoException;
-    if (err?.code === 'ENOSPC') {
+    if (err?.code === 'ENOSPC' || err?.code === 'SQLITE_FULL') {
       process.stderr.write(`${chalk.red('strata:')} no space left on device; nothing was committed\n`);
     } else if (err?.code === 'EACCES' || err?.code === 'EPERM' || err?.code === 'EROFS') {
       process.stderr.write(`${chalk.red('strata:')} permission denied: ${err.path ?? err.message}\n`);

@@ -9,7 +9,6 @@
 import { integrity } from '../errors.js';
 import type { Catalog, TocRow } from '../repo/catalog.js';
 import type { BlockSpan } from './toc.js';
-import { MAX_DEPTH } from './versions.js';
 
 export interface Piece {
   block: Buffer;
@@ -23,12 +22,11 @@ export interface Piece {
 }
 
 /**
- * Backups keep every chain within MAX_DEPTH hops, so a longer one is a cycle
- * or forged. The bound is what a hostile TOC can cost per byte range: a
- * chain thousands of versions long under each of thousands of one-byte refs
- * would otherwise be followed to the end, millions of hops.
+ * Backups keep chains within MAX_DEPTH hops, but forget splices refs through
+ * the versions it removes, so a chain can grow as long as the file's history.
+ * This bound only stops cycles: 10,000 hops take a few milliseconds.
  */
-export const MAX_CHAIN_DEPTH = 8 * MAX_DEPTH;
+export const MAX_CHAIN_DEPTH = 10_000;
 const BATCH = 512;
 
 interface Frame {

@@ -2,14 +2,16 @@
  * Restore: recreate stored absolute paths under a target directory, with
  * contents, modes, times and symlinks. Names come from validated trees, so a
  * path can only land below the target; existing files are replaced, never
- * written through (a symlink in the way is removed, not followed).
+ * written through (a symlink in the way is removed, not followed), nothing
+ * is created below a directory reached through a symlink, and metadata is
+ * set through handles opened without following links.
  */
 import { constants } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { interrupted, notFound } from '../errors.js';
+import { interrupted, notFound, StrataError } from '../errors.js';
 import type { Repository } from '../repo/repository.js';
-import { readRange } from './read.js';
+import { readRange, storedVersion } from './read.js';
 import { isWithin, splitPath, type Snapshot } from './snapshot.js';
 import type { TreeEntry } from './tree.js';
 
@@ -38,14 +40,21 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
   const dirTimes: { dest: string; entry: TreeEntry }[] = [];
   const asRoot = process.getuid?.() === 0;
   await fs.mkdir(target, { recursive: true });
+  // Paths below are built on the target's real path, so any symlink found under it is one to refuse.
+  const base = await fs.realpath(target);
+  // Consecutive entries often share a directory; placing one changes only itself, never the directories above it.
+  let checkedDir = '';
 
   const selected = (opts.paths && opts.paths.length > 0 ? opts.paths : ['/']).map((p) => path.posix.resolve(p));
   const roots = selected.filter((p) => !selected.some((q) => q !== p && isWithin(p, q)));
 
   const place = async (abs: string, entry: TreeEntry): Promise<void> => {
     if (opts.signal?.aborted) throw interrupted();
-    const dest = path.join(target, ...splitPath(abs));
-    if (!isWithin(dest, target)) throw new Error(`refusing to write outside the target: ${dest}`);
+    const dest = path.join(base, ...splitPath(abs));
+    if (path.dirname(dest) !== checkedDir) {
+      await checkParent(path.dirname(dest), base);
+      checkedDir = path.dirname(dest);
+    }
     if (entry.type === 'dir') {
       await ensureDir(dest);
       dirTimes.push({ dest, entry });
@@ -58,11 +67,10 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
       await fs.lutimes(dest, t, t).catch(() => {});
       result.symlinks++;
     } else {
+      const file = storedVersion(snapshot, abs, entry);
       await removeExisting(dest);
       const fh = await fs.open(dest, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
       try {
-        const file = snapshot.repo.catalog.version(snapshot.row.seq, repo.keyring.pathId(abs));
-        if (!file) throw notFound(`${abs}: no stored version`);
         if (file.size > 0) {
           for await (const piece of readRange(repo, file, 0, file.size - 1)) {
             if (opts.signal?.aborted) throw interrupted();
@@ -70,10 +78,11 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
             result.bytes += piece.length;
           }
         }
-        if (asRoot) await fh.chown(entry.uid, entry.gid).catch(() => {});
-        await fh.chmod(entry.mode & 0o7777);
-        const t = seconds(entry.mtimeNs);
-        await fh.utimes(t, t);
+        await setMetadata(fh, entry, asRoot);
+      } catch (e) {
+        // A file cut short by a damaged repository must not pass for the real one.
+        await fs.rm(dest, { force: true }).catch(() => {});
+        throw e;
       } finally {
         await fh.close();
       }
@@ -99,13 +108,46 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
   // Directory modes and times last (writing inside a directory changes its mtime).
   for (let i = dirTimes.length - 1; i >= 0; i--) {
     const { dest, entry } = dirTimes[i]!;
-    if (asRoot) await fs.chown(dest, entry.uid, entry.gid).catch(() => {});
-    await fs.chmod(dest, entry.mode & 0o7777).catch(() => {});
-    const t = seconds(entry.mtimeNs);
-    await fs.utimes(dest, t, t).catch(() => {});
+    await setDirMetadata(dest, entry, asRoot);
   }
   result.durationMs = Math.round(performance.now() - started);
   return result;
+}
+
+/**
+ * Throws unless `dir` is the target or a directory below it reached through
+ * no symlink: one that became a link since it was made (two names that are
+ * one on a case-insensitive file system) would lead outside.
+ */
+async function checkParent(dir: string, base: string): Promise<void> {
+  for (let d = dir; d !== base; d = path.dirname(d)) {
+    if (!isWithin(d, base) || !(await fs.lstat(d)).isDirectory()) {
+      throw new StrataError('unsafe_path', `refusing to restore into ${dir}: ${d} is not a directory inside the target`);
+    }
+  }
+}
+
+async function setMetadata(fh: fs.FileHandle, entry: TreeEntry, asRoot: boolean): Promise<void> {
+  if (asRoot) await fh.chown(entry.uid, entry.gid).catch(() => {});
+  await fh.chmod(entry.mode & 0o7777);
+  const t = seconds(entry.mtimeNs);
+  await fh.utimes(t, t);
+}
+
+/** Through a handle that cannot be a symlink's target: the path may have been replaced by a link since. */
+async function setDirMetadata(dest: string, entry: TreeEntry, asRoot: boolean): Promise<void> {
+  let fh: fs.FileHandle;
+  try {
+    fh = await fs.open(dest, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+  } catch {
+    // Gone or no longer a directory: nothing of ours to set.
+    return;
+  }
+  try {
+    await setMetadata(fh, entry, asRoot).catch(() => {});
+  } finally {
+    await fh.close();
+  }
 }
 
 function seconds(ns: string): number {

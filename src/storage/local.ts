@@ -9,6 +9,8 @@ import * as path from 'node:path';
 import { StorageError, type Handle, type Kind, type Storage } from './storage.js';
 
 const NAME = /^[0-9a-zA-Z_.-]+$/;
+/** Room left free on the repository's disk for the catalog and for cleaning up. */
+const RESERVE = 1024 * 1024;
 
 export class LocalStorage implements Storage {
   readonly location: string;
@@ -32,10 +34,11 @@ export class LocalStorage implements Storage {
   async put(h: Handle, data: Uint8Array | readonly Uint8Array[]): Promise<void> {
     const target = this.file(h);
     await fs.mkdir(path.dirname(target), { recursive: true });
+    const parts = Array.isArray(data) ? (data as readonly Uint8Array[]) : [data as Uint8Array];
+    await this.ensureSpace(parts.reduce((n, p) => n + p.byteLength, 0));
     const tmp = path.join(path.dirname(target), `.tmp-${randomBytes(8).toString('hex')}`);
     const fh = await fs.open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
     try {
-      const parts = Array.isArray(data) ? (data as readonly Uint8Array[]) : [data as Uint8Array];
       // writev takes a limited number of buffers per call.
       for (let i = 0; i < parts.length; i += 512) await fh.writev(parts.slice(i, i + 512) as NodeJS.ArrayBufferView[]);
       await fh.sync();
@@ -46,6 +49,25 @@ export class LocalStorage implements Storage {
     }
     await fh.close();
     await fs.rename(tmp, target);
+  }
+
+  /**
+   * Stops short of a full disk: a repository whose disk is full cannot even
+   * open its catalog, so some room stays free for reading and cleaning up.
+   */
+  private async ensureSpace(bytes: number): Promise<void> {
+    let free: number;
+    try {
+      const st = await fs.statfs(this.root);
+      free = st.bavail * st.bsize;
+    } catch {
+      return;
+    }
+    if (free < bytes + RESERVE) {
+      const e = new Error(`no space left on device (${free} bytes free in ${this.root}, ${bytes + RESERVE} needed)`) as NodeJS.ErrnoException;
+      e.code = 'ENOSPC';
+      throw e;
+    }
   }
 
   async get(h: Handle): Promise<Buffer> {
