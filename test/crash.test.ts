@@ -101,7 +101,7 @@ describe('SIGKILL at random moments', () => {
       expect(uploaded + next.bytesAdded).toBeLessThan(fresh + 2 * PACK + 64 * 1024);
     }
     await verify(repo, oracle, true);
-  }, 180_000);
+  }, KILLS * 9_000);
 
   it(`forget --prune, killed ${KILLS} times: survivors stay byte-exact and check stays clean`, async () => {
     const { repo, env } = initCliRepo(['--chunk-avg', '4K', '--pack-size', '64K']);
@@ -129,7 +129,7 @@ describe('SIGKILL at random moments', () => {
     }
     expect(strata(['prune'], env).status).toBe(0);
     await verify(repo, oracle, true);
-  }, 180_000);
+  }, KILLS * 9_000);
 
   it(`prune, killed ${KILLS} times: nothing in use is lost`, async () => {
     const { repo, env } = initCliRepo(['--chunk-avg', '4K', '--pack-size', '64K']);
@@ -151,7 +151,7 @@ describe('SIGKILL at random moments', () => {
     await verify(repo, oracle, true);
     const r = JSON.parse(strata(['prune', '--json'], env).stdout);
     expect(r.orphanPacks).toBe(0);
-  }, 180_000);
+  }, KILLS * 9_000);
 });
 
 describe('a full disk', () => {
