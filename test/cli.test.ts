@@ -3,6 +3,7 @@
  * built bin/strata.js in a child process.
  */
 import * as fs from 'node:fs';
+import Database from 'better-sqlite3';
 import * as path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { cliEnv, initCliRepo, Rng, strata, strataAsync, tempDir } from './helpers.js';
@@ -362,7 +363,7 @@ function require_mkfifo(p: string): void {
   if (r !== 0) throw new Error('mkfifo failed');
 }
 
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 function require_spawn(cmd: string, args: string[]): number {
   return spawnSync(cmd, args).status ?? 1;
 }
@@ -400,3 +401,42 @@ function countPacks(repo: string): number {
   if (!fs.existsSync(dir)) return 0;
   return fs.readdirSync(dir).reduce((n, d) => n + fs.readdirSync(path.join(dir, d)).filter((f) => !f.startsWith('.')).length, 0);
 }
+
+describe('a read-only repository', () => {
+  it.skipIf(process.getuid?.() !== 0)('on a read-only mount can be read; writing fails clearly', () => {
+    const { repo, env } = initCliRepo();
+    const src = tempDir();
+    fs.writeFileSync(path.join(src, 'a'), 'readable');
+    expect(strata(['backup', src, '-q'], env).status).toBe(0);
+    const ro = tempDir();
+    execFileSync('mount', ['--bind', repo, ro]);
+    try {
+      execFileSync('mount', ['-o', 'remount,ro,bind', ro]);
+      const roEnv = { ...env, STRATA_REPO: ro };
+      const cat = strata(['cat', path.join(src, 'a')], roEnv);
+      expect(cat.stderr).toBe('');
+      expect(cat.stdout).toBe('readable');
+      expect(strata(['snapshots', '--json'], roEnv).status).toBe(0);
+      const write = strata(['backup', src], roEnv);
+      expect(write.status).toBe(1);
+      expect(write.stderr).toMatch(/read-only/);
+      expect(write.stderr).not.toMatch(/\n\s+at /);
+    } finally {
+      execFileSync('umount', ['-l', ro]);
+    }
+  });
+});
+
+describe('unlock', () => {
+  it('removes leases left by processes that are gone and keeps live ones', () => {
+    const { repo, env } = initCliRepo();
+    const db = new Database(path.join(repo, 'catalog.db'));
+    const now = Date.now();
+    db.prepare("INSERT INTO leases VALUES ('old', 'backup', 'elsewhere', 1, ?, ?, NULL)").run(now - 3_600_000, now - 3_600_000);
+    db.prepare("INSERT INTO leases VALUES ('fresh', 'backup', 'elsewhere', 1, ?, ?, NULL)").run(now, now);
+    db.close();
+    const r = JSON.parse(strata(['unlock', '--json'], env).stdout);
+    expect(r).toEqual({ removed: 1, remaining: 1 });
+    expect(JSON.parse(strata(['unlock', '--remove-all', '--json'], env).stdout)).toEqual({ removed: 1, remaining: 0 });
+  });
+});
