@@ -284,7 +284,6 @@ describe('backup sources that misbehave', () => {
     if (asRoot) {
       fs.chmodSync(path.dirname(repo), 0o777);
       for (const p of walk(repo)) fs.chmodSync(p, fs.statSync(p).isDirectory() ? 0o777 : 0o666);
-      fs.chmodSync(path.dirname(src), 0o755);
     }
     const r = strata(['backup', src, '--json'], { ...env, HOME: '/tmp' }, asRoot ? { uid: 65534, gid: 65534 } : {});
     expect(r.status, r.stderr).toBe(3);

@@ -52,7 +52,7 @@ export function decodeTree(bytes: Buffer, id: string): Tree {
   return tree;
 }
 
-/** Nanoseconds and inode numbers: decimal, within 64 bits (restore turns times into BigInts). */
+/** Nanoseconds and inode numbers: decimal, at most 19 digits like the 64-bit stat values they come from. */
 const DECIMAL = /^-?[0-9]{1,19}$/;
 const TREE_ID = /^[0-9a-f]{64}$/;
 
