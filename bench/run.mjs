@@ -1,0 +1,272 @@
+#!/usr/bin/env node
+// npm run bench -- [--size 1G] [--runs 3] [--chain 100] [--tools strata,restic,borg,casync] [--json] [--dir .bench]
+//
+// Runs strata and each installed peer on the same deterministic corpus, in
+// one run, alternating tools, and prints medians and strata/peer ratios.
+// Peers come from Debian: apt-get install restic borgbackup casync.
+import { execFileSync, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { makeCorpus, mutate, touchImage } from './corpus.mjs';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const STRATA = path.join(ROOT, 'bin', 'strata.js');
+
+function arg(name, fallback) {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : fallback;
+}
+const flag = (name) => process.argv.includes(`--${name}`);
+function size(text) {
+  const m = /^(\d+(?:\.\d+)?)([KMG]?)i?B?$/i.exec(text);
+  if (!m) throw new Error(`bad size ${text}`);
+  return Math.round(Number(m[1]) * { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[m[2].toUpperCase()]);
+}
+
+const opts = {
+  size: size(arg('size', '1G')),
+  runs: Number(arg('runs', '3')),
+  chain: Number(arg('chain', '100')),
+  tools: arg('tools', 'strata,restic,borg,casync').split(','),
+  json: flag('json'),
+  dir: path.resolve(arg('dir', path.join(ROOT, '.bench'))),
+};
+
+const log = (...a) => process.stderr.write(a.join(' ') + '\n');
+const have = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+
+/** Runs a shell command under /usr/bin/time: wall and CPU seconds, peak RSS. */
+function timed(cmd, env = {}) {
+  const out = path.join(opts.dir, 'time.txt');
+  const r = spawnSync('/usr/bin/time', ['-f', '%e %U %S %M', '-o', out, 'sh', '-c', cmd], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  if (r.status !== 0) throw new Error(`failed (${r.status}): ${cmd}\n${r.stderr.toString().slice(-2000)}`);
+  const [wall, user, sys, rss] = fs.readFileSync(out, 'utf8').trim().split(/\s+/).map(Number);
+  return { wall, cpu: user + sys, rssMB: rss / 1024 };
+}
+
+const du = (p) => Number(execFileSync('du', ['-sb', p]).toString().split(/\s+/)[0]);
+const sh = (s) => `'${s.replace(/'/g, `'\\''`)}'`;
+
+// Each tool: init, backup, restore of the latest snapshot, and a command that
+// writes 4 KiB at OFFSET of FILE at the OLDEST snapshot to stdout.
+function tools(work, corpus) {
+  const pw = { STRATA_PASSWORD: 'bench', RESTIC_PASSWORD: 'bench', BORG_PASSPHRASE: 'bench', BORG_RELOCATED_REPO_ACCESS_IS_OK: 'yes', BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK: 'yes' };
+  const all = {
+    strata: {
+      repo: path.join(work, 'strata'),
+      init(r) {
+        timed(`node ${STRATA} init -q --repo ${r}`, pw);
+        timed(`node ${STRATA} key export --repo ${r} ${r}.key`, pw);
+      },
+      backup: (r) => `node ${STRATA} backup -q --repo ${r} --key-file ${r}.key ${sh(corpus)}`,
+      restore: (r, t) => `node ${STRATA} restore -q --repo ${r} --key-file ${r}.key --target ${t}`,
+      rangeCmd: (r, file, off, id, withPassword) =>
+        `node ${STRATA} cat --repo ${r} ${withPassword ? '' : `--key-file ${r}.key`} --at ${id} ${sh(file)} --range ${off}-${off + 4095} > /dev/null`,
+      oldest: (r) => JSON.parse(execFileSync('node', [STRATA, 'snapshots', '--json', '--repo', r, '--key-file', `${r}.key`]).toString())[0].id,
+      latest: (r) => JSON.parse(execFileSync('node', [STRATA, 'snapshots', '--json', '--repo', r, '--key-file', `${r}.key`]).toString()).at(-1).id,
+      env: pw,
+    },
+    restic: {
+      repo: path.join(work, 'restic'),
+      init(r) {
+        timed(`restic init -q --repo ${r}`, pw);
+      },
+      backup: (r) => `restic backup -q --repo ${r} ${sh(corpus)}`,
+      restore: (r, t) => `restic restore -q --repo ${r} latest --target ${t}`,
+      rangeCmd: (r, file, off, id) => `restic dump -q --repo ${r} ${id} ${sh(file)} | dd bs=4096 skip=${off / 4096} count=1 status=none > /dev/null`,
+      oldest: (r) => JSON.parse(execFileSync('restic', ['snapshots', '--json', '--repo', r], { env: { ...process.env, ...pw } }).toString())[0].short_id,
+      latest: () => 'latest',
+      env: pw,
+    },
+    borg: {
+      repo: path.join(work, 'borg'),
+      n: 0,
+      init(r) {
+        timed(`borg init -e repokey-blake2 ${r}`, pw);
+      },
+      backup(r) {
+        return `borg create ${r}::s${String(this.n++).padStart(5, '0')} ${sh(corpus)}`;
+      },
+      restore: (r, t) => `cd ${t} && borg extract ${r}::$(borg list --short --last 1 ${r})`,
+      rangeCmd: (r, file, off, id) => `borg extract --stdout ${r}::${id} ${sh(file.slice(1))} | dd bs=4096 skip=${off / 4096} count=1 status=none > /dev/null`,
+      oldest: (r) => execFileSync('borg', ['list', '--short', '--first', '1', r], { env: { ...process.env, ...pw } }).toString().trim(),
+      latest: (r) => execFileSync('borg', ['list', '--short', '--last', '1', r], { env: { ...process.env, ...pw } }).toString().trim(),
+      env: pw,
+    },
+    casync: {
+      repo: path.join(work, 'casync'),
+      n: 0,
+      init(r) {
+        fs.mkdirSync(r, { recursive: true });
+      },
+      backup(r) {
+        return `casync make --store=${r}/store ${r}/s${String(this.n++).padStart(5, '0')}.caidx ${sh(corpus)}`;
+      },
+      restore(r, t) {
+        const last = fs.readdirSync(r).filter((f) => f.endsWith('.caidx')).sort().at(-1);
+        return `casync extract --store=${r}/store ${r}/${last} ${t}/out`;
+      },
+      env: {},
+    },
+  };
+  for (const t of Object.values(all)) t.reset = () => fs.rmSync(t.repo, { recursive: true, force: true });
+  return all;
+}
+
+const median = (xs) => {
+  const s = xs.filter((x) => x !== undefined).sort((a, b) => a - b);
+  return s.length === 0 ? undefined : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+async function main() {
+  fs.mkdirSync(opts.dir, { recursive: true });
+  const corpus = path.join(opts.dir, 'corpus');
+  const pristine = path.join(opts.dir, 'pristine');
+  log(`corpus: ${(opts.size / 1024 ** 3).toFixed(2)} GiB in ${corpus}`);
+  makeCorpus(pristine, opts.size);
+  const present = opts.tools.filter((t) => (t === 'strata' ? true : have(t)));
+  for (const t of opts.tools) if (!present.includes(t)) log(`skipping ${t}: not installed (apt-get install ${t === 'borg' ? 'borgbackup' : t})`);
+  const work = path.join(opts.dir, 'repos');
+  const all = tools(work, corpus);
+  const image = path.join(corpus, 'disk.img');
+  const imageSize = fs.statSync(path.join(pristine, 'disk.img')).size;
+  const mid = Math.floor(imageSize / 2 / 4096) * 4096;
+  const results = Object.fromEntries(present.map((t) => [t, []]));
+
+  for (let run = 0; run < opts.runs; run++) {
+    // Alternate the order so no tool always runs on a warm or cold cache.
+    const order = run % 2 ? [...present].reverse() : present;
+    for (const name of order) {
+      const t = all[name];
+      log(`run ${run + 1}/${opts.runs}: ${name}`);
+      fs.rmSync(corpus, { recursive: true, force: true });
+      execFileSync('cp', ['-a', pristine, corpus]);
+      t.reset();
+      fs.rmSync(work, { recursive: true, force: true });
+      fs.mkdirSync(work, { recursive: true });
+      if (name === 'borg' || name === 'casync') t.n = 0;
+      t.init(t.repo);
+      const m = {};
+      const base = du(t.repo);
+      const full = timed(t.backup(t.repo), t.env);
+      m.fullWall = full.wall;
+      m.fullCpu = full.cpu;
+      m.fullRssMB = full.rssMB;
+      m.repoBytes = du(t.repo) - base;
+      m.fullMBps = opts.size / 1024 ** 2 / full.wall;
+      m.noChangeWall = timed(t.backup(t.repo), t.env).wall;
+      mutate(corpus, 0);
+      const before = du(t.repo);
+      const inc = timed(t.backup(t.repo), t.env);
+      m.incWall = inc.wall;
+      m.incBytesAdded = du(t.repo) - before;
+      const target = path.join(opts.dir, 'restore');
+      fs.rmSync(target, { recursive: true, force: true });
+      fs.mkdirSync(target, { recursive: true });
+      const rest = timed(t.restore(t.repo, target), t.env);
+      m.restoreWall = rest.wall;
+      m.restoreRssMB = rest.rssMB;
+      m.restoreMBps = opts.size / 1024 ** 2 / rest.wall;
+      fs.rmSync(target, { recursive: true, force: true });
+      if (t.rangeCmd) {
+        const oldest = t.oldest(t.repo);
+        const reads = [0, 1, 2].map(() => timed(t.rangeCmd(t.repo, image, mid, oldest, false), t.env).wall);
+        m.rangeMs = median(reads) * 1000;
+        if (name === 'strata') {
+          m.rangePasswordMs = median([0, 1, 2].map(() => timed(t.rangeCmd(t.repo, image, mid, oldest, true), t.env).wall)) * 1000;
+          const j = JSON.parse(execFileSync('node', [STRATA, 'cat', '--json', '--repo', t.repo, '--key-file', `${t.repo}.key`, '--at', oldest, image, '--range', `${mid}-${mid + 4095}`]).toString());
+          m.rangeBlocksRead = j.blocksRead;
+        }
+      }
+      results[name].push(m);
+      t.reset();
+    }
+  }
+
+  // Chain depth: the image alone, 100 incrementals of a few pages each.
+  const chain = {};
+  if (opts.chain > 0) {
+    const dir = path.join(opts.dir, 'chain');
+    for (const name of present.filter((n) => all[n].rangeCmd)) {
+      log(`chain: ${name}, ${opts.chain} incrementals`);
+      fs.rmSync(dir, { recursive: true, force: true });
+      fs.mkdirSync(dir, { recursive: true });
+      fs.copyFileSync(path.join(pristine, 'disk.img'), path.join(dir, 'disk.img'));
+      const t = tools(work, dir)[name];
+      t.reset();
+      fs.rmSync(work, { recursive: true, force: true });
+      fs.mkdirSync(work, { recursive: true });
+      t.init(t.repo);
+      const file = path.join(dir, 'disk.img');
+      chain[name] = {};
+      for (let i = 0; i <= opts.chain; i++) {
+        if (i > 0) touchImage(file, i);
+        timed(t.backup(t.repo), t.env);
+        if (i === 1 || i === 10 || i === opts.chain) {
+          const latest = t.latest(t.repo);
+          chain[name][`after${i}Ms`] = median([0, 1, 2].map(() => timed(t.rangeCmd(t.repo, file, mid, latest, false), t.env).wall)) * 1000;
+        }
+      }
+      t.reset();
+    }
+  }
+
+  const summary = Object.fromEntries(
+    present.map((name) => [name, Object.fromEntries(Object.keys(results[name][0]).map((k) => [k, median(results[name].map((m) => m[k]))]))]),
+  );
+  const machine = { cpus: os.cpus().length, cpu: os.cpus()[0]?.model, memGiB: Math.round(os.totalmem() / 1024 ** 3), node: process.version, platform: `${os.type()} ${os.release()}` };
+  const report = { date: new Date().toISOString(), machine, options: { ...opts, dir: undefined }, summary, chain, runs: results };
+  if (opts.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+  else process.stdout.write(markdown(report) + '\n');
+  if (!flag('keep')) fs.rmSync(opts.dir, { recursive: true, force: true });
+}
+
+function markdown({ machine, options, summary, chain }) {
+  const names = Object.keys(summary);
+  const peers = names.filter((n) => n !== 'strata');
+  const rows = [
+    ['full backup, wall s', 'fullWall', 1],
+    ['full backup, MiB/s', 'fullMBps', 0],
+    ['full backup, CPU s', 'fullCpu', 1],
+    ['full backup, peak RSS MiB', 'fullRssMB', 0],
+    ['repository size, MiB', 'repoBytes', 1, 1 / 1024 ** 2],
+    ['incremental after mutation, wall s', 'incWall', 2],
+    ['incremental, bytes added, MiB', 'incBytesAdded', 2, 1 / 1024 ** 2],
+    ['no-change backup, wall s', 'noChangeWall', 2],
+    ['restore latest, wall s', 'restoreWall', 1],
+    ['restore latest, MiB/s', 'restoreMBps', 0],
+    ['restore, peak RSS MiB', 'restoreRssMB', 0],
+    ['4 KiB range at oldest snapshot, ms', 'rangeMs', 0],
+    ['same with a password (KDF), ms', 'rangePasswordMs', 0],
+    ['blocks read for that range', 'rangeBlocksRead', 0],
+  ];
+  const fmt = (v, d, scale = 1) => (v === undefined ? 'n/a' : (v * scale).toFixed(d));
+  const head = ['measure', ...names, ...peers.map((p) => `strata/${p}`)];
+  const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
+  for (const [label, key, d, scale] of rows) {
+    const vals = names.map((n) => fmt(summary[n][key], d, scale));
+    const ratios = peers.map((p) => (summary.strata?.[key] !== undefined && summary[p][key] ? (summary.strata[key] / summary[p][key]).toFixed(2) : 'n/a'));
+    lines.push(`| ${label} | ${vals.join(' | ')} | ${ratios.join(' | ')} |`);
+  }
+  const chainNames = Object.keys(chain);
+  if (chainNames.length > 0) {
+    lines.push('', `| 4 KiB range at the latest of N incrementals of the image, ms | ${chainNames.join(' | ')} |`, `|---|${chainNames.map(() => '---').join('|')}|`);
+    for (const k of Object.keys(chain[chainNames[0]])) lines.push(`| ${k.replace('after', 'N = ').replace('Ms', '')} | ${chainNames.map((n) => fmt(chain[n][k], 0)).join(' | ')} |`);
+  }
+  return [
+    `Corpus ${(options.size / 1024 ** 3).toFixed(2)} GiB, ${options.runs} run(s), medians; machine: ${machine.cpus} × ${machine.cpu}, ${machine.memGiB} GiB, Node ${machine.node}.`,
+    '',
+    ...lines,
+  ].join('\n');
+}
+
+main().catch((e) => {
+  process.stderr.write(`bench: ${e.message}\n`);
+  process.exitCode = 1;
+});
