@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { integrity, notFound, StrataError } from '../errors.js';
 import type { VersionRow } from '../repo/catalog.js';
 import type { Repository } from '../repo/repository.js';
-import { resolveRange } from './resolve.js';
+import { resolveRange, type Piece } from './resolve.js';
 import type { Snapshot } from './snapshot.js';
 import type { TreeEntry } from './tree.js';
 
@@ -47,10 +47,25 @@ export function storedVersion(snapshot: Snapshot, absPath: string, entry: TreeEn
 }
 
 /** The bytes of [start, end] (inclusive) of a version, block piece by block piece. */
+const PREFETCH = 8;
+
 export async function* readRange(repo: Repository, version: VersionRow, start: number, end: number): AsyncGenerator<Buffer> {
   if (end >= version.size) throw integrity(`read past the end of version ${version.id}`);
-  for (const p of resolveRange(repo.catalog, version.id, start, end)) {
-    const block = await repo.readBlob(p.block);
+  // Reads of the next few blocks start early, so the store works while we decode and write.
+  const ahead: { p: Piece; block: Promise<Buffer> }[] = [];
+  const pieces = resolveRange(repo.catalog, version.id, start, end);
+  const fill = () => {
+    while (ahead.length < PREFETCH) {
+      const next = pieces.next();
+      if (next.done) return;
+      const block = repo.readBlob(next.value.block);
+      block.catch(() => {});
+      ahead.push({ p: next.value, block });
+    }
+  };
+  for (fill(); ahead.length > 0; fill()) {
+    const { p, block: pending } = ahead.shift()!;
+    const block = await pending;
     if (block.length !== p.blockSize) {
       throw integrity(`block ${p.block.toString('hex').slice(0, 16)} is ${block.length} bytes, its TOC entry says ${p.blockSize}`);
     }

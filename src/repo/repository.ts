@@ -180,6 +180,7 @@ export class Repository {
   blocksRead = 0;
 
   close(): void {
+    void this.storage.close();
     this.catalog.close();
   }
 }

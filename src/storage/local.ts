@@ -11,6 +11,7 @@ import { StorageError, type Handle, type Kind, type Storage } from './storage.js
 const NAME = /^[0-9a-zA-Z_.-]+$/;
 /** Room left free on the repository's disk for the catalog and for cleaning up. */
 const RESERVE = 1024 * 1024;
+const OPEN_HANDLES = 16;
 
 export class LocalStorage implements Storage {
   readonly location: string;
@@ -79,13 +80,8 @@ export class LocalStorage implements Storage {
   }
 
   async read(h: Handle, offset: number, length: number): Promise<Buffer> {
-    let fh: fs.FileHandle;
-    try {
-      fh = await fs.open(this.file(h), 'r');
-    } catch (e) {
-      throw this.translate(e, h);
-    }
-    try {
+    const fh = await this.handle(h);
+    {
       const buf = Buffer.allocUnsafe(length);
       let got = 0;
       while (got < length) {
@@ -95,9 +91,39 @@ export class LocalStorage implements Storage {
       }
       if (got !== length) throw new StorageError('short_read', `${h.kind} ${h.name}: wanted ${length} bytes at ${offset}, got ${got}`);
       return buf;
-    } finally {
-      await fh.close();
     }
+  }
+
+  /** Open handles of recently read objects: a restore reads many blocks of one pack. */
+  private readonly handles = new Map<string, Promise<fs.FileHandle>>();
+
+  private async handle(h: Handle): Promise<fs.FileHandle> {
+    const file = this.file(h);
+    let p = this.handles.get(file);
+    if (p) {
+      this.handles.delete(file);
+      this.handles.set(file, p);
+      return p;
+    }
+    p = fs.open(file, 'r');
+    this.handles.set(file, p);
+    p.catch(() => this.handles.delete(file));
+    if (this.handles.size > OPEN_HANDLES) {
+      const [oldest, old] = this.handles.entries().next().value!;
+      this.handles.delete(oldest);
+      void old.then((f) => f.close()).catch(() => {});
+    }
+    try {
+      return await p;
+    } catch (e) {
+      throw this.translate(e, h);
+    }
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.handles.values()];
+    this.handles.clear();
+    await Promise.all(all.map((p) => p.then((f) => f.close()).catch(() => {})));
   }
 
   async stat(h: Handle): Promise<{ size: number; mtimeMs: number }> {
@@ -131,6 +157,9 @@ export class LocalStorage implements Storage {
   }
 
   async delete(h: Handle): Promise<void> {
+    const open = this.handles.get(this.file(h));
+    this.handles.delete(this.file(h));
+    void open?.then((f) => f.close()).catch(() => {});
     await fs.rm(this.file(h), { force: true });
   }
 

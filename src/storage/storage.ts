@@ -30,6 +30,8 @@ export interface Storage {
   exists(h: Handle): Promise<boolean>;
   list(kind: Kind): AsyncIterable<string>;
   delete(h: Handle): Promise<void>;
+  /** Releases what the store holds open (file handles, connections). */
+  close(): Promise<void>;
 }
 
 export class StorageError extends StrataError {
