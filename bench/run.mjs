@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// npm run bench -- [--size 1G] [--runs 3] [--chain 100] [--tools strata,restic,borg,casync] [--json] [--dir .bench]
+// npm run bench -- [--size 1G] [--runs 3] [--chain 100] [--tools strata,restic,borg,casync] [--json] [--dir .bench] [--keep]
+// node bench/run.mjs --from report.json   (the table of a saved --json report)
 //
 // Runs strata and each installed peer on the same deterministic corpus, in
 // one run, alternating tools, and prints medians and strata/peer ratios.
@@ -266,7 +267,10 @@ function markdown({ machine, options, summary, chain }) {
   ].join('\n');
 }
 
-main().catch((e) => {
+// --from FILE: print the table of a saved --json report.
+const from = arg('from');
+const start = from ? async () => process.stdout.write(markdown(JSON.parse(fs.readFileSync(from, 'utf8'))) + '\n') : main;
+start().catch((e) => {
   process.stderr.write(`bench: ${e.message}\n`);
   process.exitCode = 1;
 });
