@@ -13,6 +13,7 @@ import { applyPolicy, parseDuration } from '../src/engine/policy.js';
 import { prune } from '../src/engine/prune.js';
 import { openFile, readRange } from '../src/engine/read.js';
 import { rebuildCatalog } from '../src/engine/rebuild.js';
+import { resolveRange, type ResolveStats } from '../src/engine/resolve.js';
 import { findSnapshot, listSnapshots } from '../src/engine/snapshot.js';
 import { Repository } from '../src/repo/repository.js';
 import { makeRepo, Rng, tempDir } from './helpers.js';
@@ -78,6 +79,26 @@ describe('forget keeps every later incremental readable', () => {
     const r = await backup(repo, { paths: [dir] });
     expect(r.refEntries).toBeGreaterThan(0);
     expect((await readWhole(repo, r.snapshot, file)).equals(Buffer.concat([out[5]!.data, Buffer.from('more')]))).toBe(true);
+    repo.close();
+  });
+});
+
+describe('forget keeps reads flat', () => {
+  it('after forgetting the baseline of 30 unchanged backups, the newest reads in one hop', async () => {
+    const repo = await makeRepo({ chunkAvg: 2048 });
+    const dir = tempDir();
+    const file = path.join(dir, 'f');
+    const data = new Rng(12).bytes(100_000);
+    fs.writeFileSync(file, data);
+    const ids: string[] = [];
+    for (let i = 0; i < 30; i++) ids.push((await backup(repo, { paths: [dir], time: Date.UTC(2026, 0, 1, i) })).snapshot);
+    await forget(repo, { ids: [ids[0]!] });
+    const f = await openFile(findSnapshot(repo, { kind: 'latest' }), file);
+    const stats: ResolveStats = { frames: 0 };
+    const pieces = [...resolveRange(repo.catalog, f.version.id, 50_000, 50_100, stats)];
+    expect(pieces.reduce((n, p) => n + p.length, 0)).toBe(101);
+    expect(stats.frames).toBeLessThanOrEqual(2);
+    expect((await readWhole(repo, ids[29]!, file)).equals(data)).toBe(true);
     repo.close();
   });
 });

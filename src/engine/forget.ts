@@ -117,7 +117,37 @@ export function removeVersions(catalog: Catalog, snapshots: readonly number[]): 
     catalog.deleteVersion(t.id);
   }
   for (const v of touched) if (doomedIds.has(v)) touched.delete(v);
+  reshortcut(catalog, touched);
   return touched;
+}
+
+/**
+ * Rewritten rows lost their shortcuts; without new ones a read of the newest
+ * version would walk the whole remaining history. Oldest first, so each
+ * target already has its own.
+ */
+function reshortcut(catalog: Catalog, versions: ReadonlySet<number>): void {
+  const update = catalog.db.prepare('UPDATE toc SET root = ?, root_start = ?, depth = ? WHERE version = ? AND start = ?');
+  for (const v of [...versions].sort((a, b) => a - b)) {
+    for (const r of catalog.toc(v)) {
+      if (r.block || r.target === null || r.target_start === null) continue;
+      const te = r.target_start + (r.end - r.start);
+      const under = catalog.tocAt(r.target, r.target_start);
+      let root = r.target;
+      let rootStart = r.target_start;
+      let depth = (catalog.versionById(r.target)?.depth ?? 0) + 1;
+      if (under && under.end >= te) {
+        if (under.block) depth = 1;
+        else {
+          root = under.root ?? under.target!;
+          rootStart = (under.root_start ?? under.target_start!) + (r.target_start - under.start);
+          depth = under.depth;
+        }
+      }
+      update.run(root, rootStart, depth, v, r.start);
+    }
+    catalog.updateVersionDepth(v);
+  }
 }
 
 /** `r`'s range, expressed through the rows of its target (which is going away). */
