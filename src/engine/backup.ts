@@ -189,7 +189,7 @@ class BackupRun {
 
     const meta: SnapshotMeta = { host: this.host, tags: opts.tags ?? [], paths: this.sources, ...(this.parent ? { parent: this.parent.id } : {}) };
     this.seq = catalog.beginSnapshot(this.id, this.time, lineage, repo.keyring.sealJson(meta, metaAad(this.id)), this.parent?.row.seq ?? null, leaseId);
-    this.pool = new SealPool(repo.keyring.encKey, repo.compressionLevel, repo.chunker.max, MAX_IN_FLIGHT);
+    this.pool = new SealPool(repo.keyring, repo.compressionLevel, repo.chunker.max, MAX_IN_FLIGHT);
     try {
       const plan = buildPlan(present);
       const rootStat = await fs.lstat('/', { bigint: true });
@@ -335,7 +335,7 @@ class BackupRun {
       this.r.filesUnchanged++;
       this.progress.bytesDone += entry.size;
     } else {
-      const spans = await this.readFile(abs);
+      const spans = await this.readFile(abs, prevRow !== undefined);
       if (!spans) return undefined;
       entry.size = spans.length > 0 ? spans[spans.length - 1]!.end + 1 : 0;
       const previous: BlockSpan[] = prevRow && prevRow.size > 0 ? blocksOf(repo.catalog, prevRow.id, prevRow.size) : [];
@@ -361,8 +361,12 @@ class BackupRun {
     return entry;
   }
 
-  /** Reads and chunks a file, sending new blocks to be sealed; undefined if unreadable. */
-  private async readFile(abs: string): Promise<BlockSpan[] | undefined> {
+  /**
+   * Reads and chunks a file, sending new blocks to be sealed; undefined if
+   * unreadable. A file seen before is hashed here, so its unchanged blocks
+   * cost no compression; a new file is hashed in the workers, off this thread.
+   */
+  private async readFile(abs: string, seenBefore: boolean): Promise<BlockSpan[] | undefined> {
     let fh: fs.FileHandle;
     try {
       fh = await fs.open(abs, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
@@ -370,8 +374,8 @@ class BackupRun {
       this.warn(`cannot read ${abs}: ${describe(e)}`, true);
       return undefined;
     }
-    const spans: BlockSpan[] = [];
-    let pos = 0;
+    const ids: Promise<Buffer>[] = [];
+    const lengths: number[] = [];
     try {
       if (!(await fh.stat()).isFile()) {
         this.warn(`skipping ${abs}: no longer a regular file`, false);
@@ -379,8 +383,8 @@ class BackupRun {
       }
       const chunker = new Chunker(this.repo.chunker, this.repo.gear);
       const add = async (chunk: Buffer) => {
-        spans.push({ id: await this.storeChunk(chunk), start: pos, end: pos + chunk.length - 1 });
-        pos += chunk.length;
+        lengths.push(chunk.length);
+        ids.push(seenBefore ? Promise.resolve(await this.storeChunk(chunk)) : (await this.storeNewChunk(chunk)).id);
       };
       while (true) {
         this.checkAbort();
@@ -401,6 +405,12 @@ class BackupRun {
       }
       const last = chunker.finish();
       if (last) await add(last);
+      const spans: BlockSpan[] = [];
+      let pos = 0;
+      for (const [i, id] of (await Promise.all(ids)).entries()) {
+        spans.push({ id, start: pos, end: pos + lengths[i]! - 1 });
+        pos += lengths[i]!;
+      }
       return spans;
     } finally {
       await fh.close();
@@ -419,13 +429,45 @@ class BackupRun {
     while (this.inFlight.size >= MAX_IN_FLIGHT) await Promise.race(this.inFlight);
     this.checkAbort();
     const size = chunk.length;
-    const task: Promise<void> = this.pool!.seal(id, chunk, (sealed) => this.packer.add(id, 'data', sealed, size))
+    this.track(this.pool!.seal(id, chunk, (_id, sealed) => this.packer.add(id, 'data', sealed, size)));
+    return id;
+  }
+
+  /**
+   * Has a worker id, compress and seal a block, which is stored unless the
+   * repository (or this run) already has it. Returns once the block is on
+   * its way; its id comes later, with the worker's answer.
+   */
+  private async storeNewChunk(chunk: Buffer): Promise<{ id: Promise<Buffer> }> {
+    while (this.inFlight.size >= MAX_IN_FLIGHT) await Promise.race(this.inFlight);
+    this.checkAbort();
+    const size = chunk.length;
+    let known!: (id: Buffer) => void;
+    let failed!: (e: unknown) => void;
+    const id = new Promise<Buffer>((resolve, reject) => ((known = resolve), (failed = reject)));
+    id.catch(() => {});
+    const work = this.pool!.seal(null, chunk, async (blockId, sealed) => {
+      known(blockId);
+      if (this.packer.has(blockId)) {
+        this.r.blocksReused++;
+        return;
+      }
+      this.r.blocksNew++;
+      this.packer.markPending(blockId);
+      await this.packer.add(blockId, 'data', sealed, size);
+    });
+    work.catch(failed);
+    this.track(work);
+    return { id };
+  }
+
+  private track(work: Promise<void>): void {
+    const task: Promise<void> = work
       .catch((e: unknown) => {
         this.failure ??= e;
       })
       .finally(() => this.inFlight.delete(task));
     this.inFlight.add(task);
-    return id;
   }
 
   private async drain(): Promise<void> {

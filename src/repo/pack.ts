@@ -6,7 +6,8 @@
  *
  * The index lists each blob's id, kind, offset, length and plaintext size; it
  * is sealed, so a pack alone tells the catalog what it holds (rebuild) and
- * nothing to anyone without the key. A pack's name is the SHA-256 of its bytes.
+ * nothing to anyone without the key. A pack's name is the SHA-256 of its
+ * sealed index.
  */
 import { createHash } from 'node:crypto';
 import type { Keyring } from '../crypto/keyring.js';
@@ -30,27 +31,35 @@ interface IndexJson {
 }
 
 /**
- * A pack around `body` (sealed blobs back to back; `blobs` give their offsets
- * within it). Returned as parts: copying the body again would double memory.
+ * Closes a pack: `buf` holds the magic and the sealed blobs up to `used`
+ * (`blobs` give their offsets in it); the sealed index and the end go after
+ * them, in place when there is room.
  */
-export function encodePack(
+export async function encodePack(
   keyring: Keyring,
-  body: Buffer,
-  blobs: readonly { id: Buffer; kind: BlobKind; offset: number; length: number; size: number }[],
-): { name: string; parts: Buffer[]; size: number; entries: PackEntry[] } {
-  const entries: PackEntry[] = blobs.map((b) => ({ ...b, offset: PACK_MAGIC.length + b.offset }));
-  const index: IndexJson = { blobs: entries.map((e) => [e.id.toString('hex'), e.kind, e.offset, e.length, e.size]) };
+  buf: Buffer,
+  used: number,
+  blobs: readonly PackEntry[],
+): Promise<{ name: string; bytes: Buffer; entries: PackEntry[] }> {
+  const index: IndexJson = { blobs: blobs.map((e) => [e.id.toString('hex'), e.kind, e.offset, e.length, e.size]) };
   const sealedIndex = keyring.sealJson(index, INDEX_AAD);
   const len = Buffer.alloc(4);
   len.writeUInt32LE(sealedIndex.length);
-  const parts = [PACK_MAGIC, body, sealedIndex, len, PACK_END];
-  const hash = createHash('sha256');
-  let size = 0;
-  for (const p of parts) {
-    hash.update(p);
-    size += p.length;
-  }
-  return { name: hash.digest('hex'), parts, size, entries };
+  const tail = [sealedIndex, len, PACK_END];
+  const tailSize = sealedIndex.length + 4 + PACK_END.length;
+  let bytes: Buffer;
+  if (used + tailSize <= buf.length) {
+    let at = used;
+    for (const t of tail) {
+      t.copy(buf, at);
+      at += t.length;
+    }
+    bytes = buf.subarray(0, at);
+  } else bytes = Buffer.concat([buf.subarray(0, used), ...tail]);
+  // Named by its sealed index: unique (a fresh nonce each time) and cheap to
+  // hash, where hashing every pack byte would cost the main thread a second
+  // pass; the blobs themselves are authenticated one by one.
+  return { name: createHash('sha256').update(sealedIndex).digest('hex'), bytes, entries: [...blobs] };
 }
 
 /** Reads a pack's index from its tail (for catalog rebuild and check). */

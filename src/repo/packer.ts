@@ -10,10 +10,10 @@
 import type { Keyring } from '../crypto/keyring.js';
 import type { Storage } from '../storage/storage.js';
 import type { BlobKind, Catalog } from './catalog.js';
-import { encodePack } from './pack.js';
+import { encodePack, PACK_MAGIC } from './pack.js';
 
 export const DEFAULT_PACK_SIZE = 16 * 1024 * 1024;
-/** Room past the target size, so a pack rarely closes early for one more blob. */
+/** Room past the target size, so a pack rarely closes early for one more blob, and its index fits. */
 const SLACK = 1024 * 1024;
 
 interface Entry {
@@ -56,7 +56,7 @@ export class Packer {
   }
 
   private newBuffer(): PackBuffer {
-    const b: PackBuffer = { bytes: Buffer.allocUnsafe(0), used: 0, entries: [] };
+    const b: PackBuffer = { bytes: Buffer.allocUnsafe(0), used: PACK_MAGIC.length, entries: [] };
     this.buffers.push(b);
     return b;
   }
@@ -84,13 +84,17 @@ export class Packer {
     if (sealed.length > this.capacity) {
       // Too big for a pack buffer (a huge tree): a pack of its own.
       await this.rotate();
-      const own: PackBuffer = { bytes: Buffer.from(sealed), used: sealed.length, entries: [{ id, kind, offset: 0, length: sealed.length, size }] };
+      const bytes = Buffer.concat([PACK_MAGIC, sealed]);
+      const own: PackBuffer = { bytes, used: bytes.length, entries: [{ id, kind, offset: PACK_MAGIC.length, length: sealed.length, size }] };
       await this.write(own);
       return;
     }
     if (this.active.used + sealed.length > this.capacity) await this.rotate();
     const b = this.active;
-    if (b.bytes.length < this.capacity) b.bytes = Buffer.allocUnsafe(this.capacity);
+    if (b.bytes.length < this.capacity) {
+      b.bytes = Buffer.allocUnsafe(this.capacity);
+      PACK_MAGIC.copy(b.bytes, 0);
+    }
     b.bytes.set(sealed, b.used);
     b.entries.push({ id, kind, offset: b.used, length: sealed.length, size });
     b.used += sealed.length;
@@ -108,7 +112,7 @@ export class Packer {
   /** Starts writing the active buffer and switches to the other, once it is free. */
   private async rotate(): Promise<void> {
     const full = this.active;
-    if (full.used > 0) full.writing = this.write(full).catch((e: unknown) => void (this.failure ??= e));
+    if (full.entries.length > 0) full.writing = this.write(full).catch((e: unknown) => void (this.failure ??= e));
     const next = this.buffers.find((b) => b !== full) ?? this.newBuffer();
     await next.writing;
     if (this.failure) throw this.failure;
@@ -117,13 +121,13 @@ export class Packer {
 
   private async write(b: PackBuffer): Promise<void> {
     const entries = b.entries;
-    const pack = encodePack(this.keyring, b.bytes.subarray(0, b.used), entries);
-    await this.storage.put({ kind: 'pack', name: pack.name }, pack.parts);
-    this.catalog.addPack(pack.name, pack.size, pack.entries, this.relocate);
+    const pack = await encodePack(this.keyring, b.bytes, b.used, entries);
+    await this.storage.put({ kind: 'pack', name: pack.name }, pack.bytes);
+    this.catalog.addPack(pack.name, pack.bytes.length, pack.entries, this.relocate);
     for (const e of entries) this.pendingIds.delete(e.id.toString('hex'));
-    this.bytesWritten += pack.size;
+    this.bytesWritten += pack.bytes.length;
     this.packsWritten++;
-    b.used = 0;
+    b.used = PACK_MAGIC.length;
     b.entries = [];
     b.writing = undefined;
   }

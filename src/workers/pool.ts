@@ -24,10 +24,14 @@ function workerScript(): string {
 interface Slot {
   worker: Worker;
   busy: number;
+  /** Requests not yet posted: sent together, at BATCH or when this turn of the event loop ends. */
+  batch: SealRequest[];
 }
 
+const BATCH = 4;
+
 interface Waiting {
-  consume: (sealed: Uint8Array) => Promise<void>;
+  consume: (id: Buffer, sealed: Uint8Array) => Promise<void>;
   resolve: () => void;
   reject: (e: unknown) => void;
 }
@@ -42,15 +46,15 @@ export class SealPool {
   private seq = 0;
   private failure?: Error;
 
-  constructor(encKey: Uint8Array, level: number, maxBlock: number, slots = 32, size = Math.max(1, Math.min(os.availableParallelism(), 8))) {
+  constructor(keys: { encKey: Uint8Array; idKey: Uint8Array }, level: number, maxBlock: number, slots = 32, size = Math.max(1, Math.min(os.availableParallelism(), 8))) {
     const script = workerScript();
     this.layout = slotLayout(maxBlock);
     this.shared = new SharedArrayBuffer(this.layout.slotSize * slots);
     for (let i = 0; i < slots; i++) this.free.push(i);
     for (let i = 0; i < size; i++) {
-      const worker = new Worker(script, { workerData: { encKey, level, shared: this.shared, layout: this.layout } });
-      const w: Slot = { worker, busy: 0 };
-      worker.on('message', (res: SealResponse) => this.settle(w, res));
+      const worker = new Worker(script, { workerData: { encKey: keys.encKey, idKey: keys.idKey, level, shared: this.shared, layout: this.layout } });
+      const w: Slot = { worker, busy: 0, batch: [] };
+      worker.on('message', (res: SealResponse[]) => res.forEach((r) => this.settle(w, r)));
       worker.on('error', (e) => {
         this.failure = e;
         for (const p of this.waiting.values()) p.reject(e);
@@ -70,8 +74,9 @@ export class SealPool {
       return;
     }
     // The sealed block is read straight from the slot, which stays taken until it has been consumed.
-    const at = res.slot * this.layout.slotSize + ID_BYTES + this.layout.maxBlock;
-    p.consume(new Uint8Array(this.shared, at, res.length)).then(p.resolve, p.reject).finally(() => this.release(res.slot));
+    const base = res.slot * this.layout.slotSize;
+    const id = Buffer.from(new Uint8Array(this.shared, base, ID_BYTES));
+    p.consume(id, new Uint8Array(this.shared, base + ID_BYTES + this.layout.maxBlock, res.length)).then(p.resolve, p.reject).finally(() => this.release(res.slot));
   }
 
   private release(slot: number): void {
@@ -80,25 +85,34 @@ export class SealPool {
   }
 
   /**
-   * Compresses and seals a block, then hands the sealed bytes to `consume`
-   * (valid only until its promise settles). Waits for a free slot when all
-   * are busy; `data` is copied before this returns its first await.
+   * Compresses and seals a block (computing its id first when `id` is null),
+   * then hands the id and the sealed bytes to `consume` (valid only until its
+   * promise settles). Waits for a free slot when all are busy; `data` is
+   * copied before this returns its first await.
    */
-  async seal(id: Uint8Array, data: Uint8Array, consume: (sealed: Uint8Array) => Promise<void>): Promise<void> {
+  async seal(id: Uint8Array | null, data: Uint8Array, consume: (id: Buffer, sealed: Uint8Array) => Promise<void>): Promise<void> {
     if (data.length > this.layout.maxBlock) throw new Error(`block of ${data.length} bytes exceeds the maximum ${this.layout.maxBlock}`);
     while (this.free.length === 0) await new Promise<void>((r) => this.slotWaiters.push(r));
     if (this.failure) throw this.failure;
     const slot = this.free.pop()!;
     const base = slot * this.layout.slotSize;
-    new Uint8Array(this.shared, base, ID_BYTES).set(id);
+    if (id) new Uint8Array(this.shared, base, ID_BYTES).set(id);
     new Uint8Array(this.shared, base + ID_BYTES, data.length).set(data);
     const w = this.workers.reduce((a, b) => (b.busy < a.busy ? b : a));
     const seq = this.seq++;
     w.busy++;
     return new Promise((resolve, reject) => {
       this.waiting.set(seq, { consume, resolve, reject });
-      w.worker.postMessage({ seq, slot, length: data.length } satisfies SealRequest);
+      w.batch.push({ seq, slot, length: data.length, hash: id === null });
+      if (w.batch.length >= BATCH) this.post(w);
+      else if (w.batch.length === 1) setImmediate(() => this.post(w));
     });
+  }
+
+  private post(w: Slot): void {
+    if (w.batch.length === 0) return;
+    w.worker.postMessage(w.batch);
+    w.batch = [];
   }
 
   async close(): Promise<void> {

@@ -7,6 +7,7 @@
  * thread accumulates dead block memory between collections.
  */
 import { parentPort, workerData } from 'node:worker_threads';
+import { blockId } from '../crypto/keyring.js';
 import { encodeBlock } from '../repo/blockcodec.js';
 import { GcPacer } from '../util/gc.js';
 
@@ -28,6 +29,8 @@ export interface SealRequest {
   seq: number;
   slot: number;
   length: number;
+  /** The worker computes the block id (written back into the slot). */
+  hash: boolean;
 }
 
 export interface SealResponse {
@@ -38,21 +41,26 @@ export interface SealResponse {
 }
 
 if (parentPort) {
-  const { encKey, level, shared, layout } = workerData as { encKey: Uint8Array; level: number; shared: SharedArrayBuffer; layout: SlotLayout };
+  const { encKey, idKey, level, shared, layout } = workerData as { encKey: Uint8Array; idKey: Uint8Array; level: number; shared: SharedArrayBuffer; layout: SlotLayout };
   const pacer = new GcPacer(2 * 1024 * 1024);
   const port = parentPort;
-  port.on('message', (req: SealRequest) => {
+  // Requests come in batches (fewer messages, fewer wake-ups); so do answers.
+  port.on('message', (batch: SealRequest[]) => {
+    port.postMessage(batch.map(handle));
+  });
+  const handle = (req: SealRequest): SealResponse => {
     try {
       const base = req.slot * layout.slotSize;
       const id = new Uint8Array(shared, base, ID_BYTES);
       const data = new Uint8Array(shared, base + ID_BYTES, req.length);
+      if (req.hash) id.set(blockId(idKey, data));
       const sealed = encodeBlock(encKey, id, data, level);
       if (sealed.length > layout.maxBlock + SEAL_OVERHEAD) throw new Error('sealed block larger than its slot');
       new Uint8Array(shared, base + ID_BYTES + layout.maxBlock, sealed.length).set(sealed);
-      port.postMessage({ seq: req.seq, slot: req.slot, length: sealed.length } satisfies SealResponse);
       pacer.add(req.length);
+      return { seq: req.seq, slot: req.slot, length: sealed.length };
     } catch (e) {
-      port.postMessage({ seq: req.seq, slot: req.slot, error: (e as Error).message } satisfies SealResponse);
+      return { seq: req.seq, slot: req.slot, error: (e as Error).message };
     }
-  });
+  };
 }
