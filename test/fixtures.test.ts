@@ -30,4 +30,19 @@ describe('format version 1 fixture', () => {
     const toc = JSON.parse(strata(['toc', '/tmp/strata-fixture-v1/data.bin', '--at', second!, '--json'], keyEnv).stdout) as { kind: string; offset?: number }[];
     expect(toc.some((e) => e.kind === 'ref' && e.offset === 4)).toBe(true);
   });
+
+  it('prune on the upgraded catalog keeps every directory of the old snapshots', () => {
+    const repo = path.join(tempDir(), 'repo');
+    fs.cpSync(fixture, repo, { recursive: true });
+    const env = cliEnv(repo, { STRATA_PASSWORD: undefined, STRATA_KEY_FILE: path.join(ROOT, 'fixtures', 'repo-v1.key.json') });
+    const pruned = strata(['prune'], env);
+    expect(pruned.status, pruned.stderr).toBe(0);
+    const c = strata(['check', '--read-data', '--json'], env);
+    expect(JSON.parse(c.stdout).errors).toEqual([]);
+    for (const [snap, files] of Object.entries(expected.files)) {
+      for (const [file, sha] of Object.entries(files)) {
+        expect(createHash('sha256').update(strata(['cat', file, '--at', snap], env).raw).digest('hex')).toBe(sha);
+      }
+    }
+  });
 });

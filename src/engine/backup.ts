@@ -44,6 +44,8 @@ export interface BackupOptions {
   onWarning?: (message: string) => void;
   /** Walk the sources once first to know the total (for an ETA). */
   estimate?: boolean;
+  /** Read every file, even those whose metadata says unchanged (after check --repair). */
+  force?: boolean;
 }
 
 export interface BackupProgress {
@@ -195,12 +197,13 @@ class BackupRun {
       const rootStat = await fs.lstat('/', { bigint: true });
       const root = await this.saveNode('/', '/', rootStat, this.parent?.root, plan);
       await this.drain();
-      const stats = { files: this.r.filesNew + this.r.filesChanged + this.r.filesUnchanged, dirs: this.r.dirs, bytes: this.r.bytesTotal, bytesAdded: 0 };
+      await this.packer.flush();
+      // What the data, trees and TOCs added; the record's own small pack comes on top.
+      const stats = { files: this.r.filesNew + this.r.filesChanged + this.r.filesUnchanged, dirs: this.r.dirs, bytes: this.r.bytesTotal, bytesAdded: this.packer.bytesWritten };
       const record: SnapshotRecord = { strata: 'snapshot', id: this.id, time: this.r.time, root: root!.tree!, ...meta, stats };
       const recordId = await this.storeBlob('snapshot', Buffer.from(JSON.stringify(record), 'utf8'));
       await this.packer.flush();
       this.r.bytesAdded = this.packer.bytesWritten;
-      stats.bytesAdded = this.r.bytesAdded;
       const blobs = [...this.blobs].map((h) => Buffer.from(h, 'hex'));
       catalog.commitSnapshot(this.seq, Buffer.from(root!.tree!, 'hex'), recordId, repo.keyring.sealJson({ ...meta, stats }, metaAad(this.id)), blobs);
     } catch (e) {
@@ -323,6 +326,7 @@ class BackupRun {
     const entry = metadata(name, 'file', st);
     let entries: TocEntry[];
     if (
+      !this.opts.force &&
       prev?.type === 'file' &&
       prevRow &&
       prev.size === entry.size &&

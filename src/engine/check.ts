@@ -26,6 +26,12 @@ export interface CheckOptions {
   readData?: boolean;
   subset?: Subset;
   reset?: boolean;
+  /**
+   * Drop damaged and missing blocks from the index, so the next backup of a
+   * source that still has their data stores them again. Blocks are named by
+   * content, so that heals every snapshot that uses them.
+   */
+  repair?: boolean;
   onProgress?: (message: string) => void;
 }
 
@@ -46,12 +52,14 @@ export interface CheckResult {
   warnings: string[];
   damagedBlocks: string[];
   damagedFiles: DamagedFile[];
+  /** Blocks dropped from the index by repair. */
+  repaired: number;
 }
 
 export async function check(repo: Repository, opts: CheckOptions = {}): Promise<CheckResult> {
   const { catalog } = repo;
   const db = catalog.db;
-  const r: CheckResult = { ok: true, snapshots: 0, versions: 0, packs: 0, packsRead: 0, packsAlreadyVerified: 0, errors: [], warnings: [], damagedBlocks: [], damagedFiles: [] };
+  const r: CheckResult = { ok: true, snapshots: 0, versions: 0, packs: 0, packsRead: 0, packsAlreadyVerified: 0, errors: [], warnings: [], damagedBlocks: [], damagedFiles: [], repaired: 0 };
   const bad = new Set<string>();
   const say = opts.onProgress ?? (() => {});
 
@@ -71,6 +79,8 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
         markPackBad(p.id);
       }
     } catch {
+      // A prune may have replaced it since we listed the packs.
+      if (!db.prepare('SELECT 1 FROM packs WHERE id = ?').get(p.id)) continue;
       r.errors.push(`pack ${p.name.slice(0, 16)} is missing`);
       markPackBad(p.id);
     }
@@ -86,14 +96,19 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
     const setPass = db.prepare("INSERT OR REPLACE INTO info(key, value) VALUES ('check_pass', ?)");
     if (opts.reset || info.get() === undefined) catalog.guard(() => setPass.run(String(Date.now())));
     let pass = Number(info.get());
-    const inScope = packs.filter((p) => inSubset(p.name, opts.subset));
-    if (inScope.every((p) => p.checked !== null && p.checked >= pass)) {
+    const inScope = opts.subset?.kind === 'percent' ? packs : packs.filter((p) => inSubset(p.name, opts.subset));
+    if (inScope.length > 0 && inScope.every((p) => p.checked !== null && p.checked >= pass)) {
       // The last pass finished: this run starts a new one.
       pass = Date.now();
       catalog.guard(() => setPass.run(String(pass)));
     }
-    const todo = inScope.filter((p) => !(p.checked !== null && p.checked >= pass));
+    let todo = inScope.filter((p) => !(p.checked !== null && p.checked >= pass));
     r.packsAlreadyVerified = inScope.length - todo.length;
+    if (opts.subset?.kind === 'percent') {
+      // A random share each run: repeated runs cover the packs not yet verified in this pass.
+      const share = Math.max(1, Math.ceil((packs.length * opts.subset.percent) / 100));
+      todo = shuffle(todo).slice(0, share);
+    }
     const markChecked = db.prepare('UPDATE packs SET checked = ? WHERE id = ?');
     for (const [i, p] of todo.entries()) {
       say(`reading pack ${i + 1}/${todo.length}`);
@@ -156,6 +171,11 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
 
   r.damagedBlocks = [...bad];
   if (bad.size > 0) r.damagedFiles = affectedFiles(repo, bad, pathOf);
+  if (opts.repair && bad.size > 0) {
+    const drop = db.prepare('DELETE FROM blocks WHERE id = ?');
+    r.repaired = catalog.transaction(() => [...bad].reduce((n, hex) => n + drop.run(Buffer.from(hex, 'hex')).changes, 0));
+    catalog.transaction(() => db.prepare('DELETE FROM packs WHERE NOT EXISTS (SELECT 1 FROM blocks WHERE blocks.pack = packs.id)').run());
+  }
   r.ok = r.errors.length === 0 && bad.size === 0;
   return r;
 }
@@ -254,8 +274,15 @@ function merge(ranges: [number, number][]): [number, number][] {
 }
 
 function inSubset(packName: string, subset: Subset | undefined): boolean {
-  if (!subset) return true;
-  const n = Number.parseInt(packName.slice(0, 8), 16);
-  if (subset.kind === 'part') return n % subset.of === subset.part - 1;
-  return n / 0x1_0000_0000 < subset.percent / 100;
+  if (subset?.kind !== 'part') return true;
+  return Number.parseInt(packName.slice(0, 8), 16) % subset.of === subset.part - 1;
+}
+
+function shuffle<T>(items: T[]): T[] {
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
 }

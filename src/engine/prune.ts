@@ -10,7 +10,9 @@
  * it ends. Pack files are removed only after the catalog stops naming them;
  * readers that raced a repack look the block up again.
  */
+import { StrataError } from '../errors.js';
 import { Lease, liveLeases } from '../repo/lease.js';
+import { treeIds } from './tree.js';
 import { Packer } from '../repo/packer.js';
 import type { Repository } from '../repo/repository.js';
 
@@ -43,6 +45,29 @@ const LIVE = `(
   OR EXISTS (SELECT 1 FROM snapshots s WHERE s.record = blocks.id OR s.root = blocks.id)
 )`;
 
+/**
+ * Snapshots made before the catalog recorded their trees (schema 1) get that
+ * list now: otherwise their subtrees would look unused.
+ */
+async function listOldTrees(repo: Repository): Promise<void> {
+  const db = repo.catalog.db;
+  const old = db.prepare('SELECT seq, id, root, record FROM snapshots WHERE blobs_known = 0 AND committed = 1').all() as { seq: number; id: string; root: Buffer | null; record: Buffer | null }[];
+  for (const s of old) {
+    let ids: Buffer[] = [];
+    try {
+      if (s.root) ids = await treeIds(repo, s.root.toString('hex'), true);
+    } catch (e) {
+      throw new StrataError('integrity', `cannot list the directories of snapshot ${s.id.slice(0, 8)} (${(e as Error).message}); run "strata check" before pruning`);
+    }
+    if (s.record) ids.push(s.record);
+    repo.catalog.transaction(() => {
+      const insert = db.prepare('INSERT OR IGNORE INTO snapshot_blobs(snapshot, block) VALUES (?, ?)');
+      for (const id of ids) insert.run(s.seq, id);
+      db.prepare('UPDATE snapshots SET blobs_known = 1 WHERE seq = ?').run(s.seq);
+    });
+  }
+}
+
 export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<PruneResult> {
   const lease = opts.leased ? undefined : (await Lease.acquire(repo.catalog, 'maintenance', { waitMs: opts.waitMs, onWait: opts.onWait })).lease;
   try {
@@ -68,6 +93,7 @@ async function pruneLeased(repo: Repository, opts: PruneOptions): Promise<PruneR
     return r;
   }
   catalog.transaction(() => abandoned.forEach((p) => catalog.deleteSnapshot(p.seq)));
+  await listOldTrees(repo);
 
   // Phase one: mark what is unused now, and unmark what became used again.
   catalog.transaction(() => {
@@ -131,7 +157,10 @@ async function pruneLeased(repo: Repository, opts: PruneOptions): Promise<PruneR
   // Packs no catalog row names: left by an interrupted backup or prune. Only
   // old ones go, and only when no backup runs (a running one may index its
   // newest pack any moment).
-  if (liveLeases(catalog).every((l) => l.kind !== 'backup')) {
+  const quiet = liveLeases(catalog).every((l) => l.kind !== 'backup');
+  // Partial pack files of killed writers: an hour old, or a minute when no backup runs.
+  r.bytesFreed += await repo.storage.sweepTemporary(quiet ? 60_000 : 3_600_000);
+  if (quiet) {
     const known = new Set(db.prepare('SELECT name FROM packs').pluck().all() as string[]);
     for await (const name of repo.storage.list('pack')) {
       if (known.has(name)) continue;

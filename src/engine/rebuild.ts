@@ -11,7 +11,7 @@ import { decodeBlock } from '../repo/blockcodec.js';
 import { decodePackIndex } from '../repo/pack.js';
 import type { Repository } from '../repo/repository.js';
 import { metaAad, type SnapshotRecord } from './snapshot.js';
-import { decodeTree } from './tree.js';
+import { treeIds } from './tree.js';
 import type { SealedToc } from './versions.js';
 import { tocRows } from './versions.js';
 import type { TocEntry } from './toc.js';
@@ -22,13 +22,15 @@ export interface RebuildResult {
   snapshots: number;
   versions: number;
   damagedPacks: string[];
+  /** File versions left out, and why (their TOC names a snapshot no pack holds). */
+  problems: string[];
   previous?: string;
 }
 
 /** Rebuilds the catalog of `repo` (opened on a fresh, empty catalog file). */
 export async function rebuildCatalog(repo: Repository, onProgress: (m: string) => void = () => {}): Promise<RebuildResult> {
   const { catalog, storage, keyring } = repo;
-  const r: RebuildResult = { packs: 0, blocks: 0, snapshots: 0, versions: 0, damagedPacks: [] };
+  const r: RebuildResult = { packs: 0, blocks: 0, snapshots: 0, versions: 0, damagedPacks: [], problems: [] };
   const records: SnapshotRecord[] = [];
   const tocs = new Map<string, SealedToc>();
 
@@ -90,40 +92,27 @@ export async function rebuildCatalog(repo: Repository, onProgress: (m: string) =
           ? { kind: 'data', start: e[0], end: e[1], block: Buffer.from(e[2], 'hex') }
           : { kind: 'ref', start: e[0], end: e[1], targetStart: e[3]!, targetEnd: e[3]! + (e[1] - e[0]) },
       );
-      // Each ref names its target snapshot; the path is the same.
-      const rows = entries.flatMap((entry, i) => {
-        const raw = t.entries[i]!;
-        if (entry.kind === 'data') return tocRows(catalog, [entry], undefined);
-        const targetSeq = seqOf.get(raw[2] as string);
-        const target = targetSeq === undefined ? undefined : catalog.version(targetSeq, Buffer.from(t.path, 'hex'));
-        if (!target) throw integrity(`TOC of a file in snapshot ${s.id.slice(0, 8)} points at snapshot ${String(raw[2]).slice(0, 8)}, which is not in the packs`);
-        return tocRows(catalog, [entry], { id: target.id, snapshotId: raw[2] as string, depth: target.depth });
-      });
-      catalog.insertVersion(seq, Buffer.from(t.path, 'hex'), t.size, Buffer.from((t as SealedToc & { tocId: string }).tocId, 'hex'), rows);
-      r.versions++;
+      // Each ref names its target snapshot; the path is the same. A version
+      // whose target is lost is left out (check then names the file), the rest goes on.
+      try {
+        const rows = entries.flatMap((entry, i) => {
+          const raw = t.entries[i]!;
+          if (entry.kind === 'data') return tocRows(catalog, [entry], undefined);
+          const targetSeq = seqOf.get(raw[2] as string);
+          const target = targetSeq === undefined ? undefined : catalog.version(targetSeq, Buffer.from(t.path, 'hex'));
+          if (!target) throw integrity(`a file of snapshot ${s.id.slice(0, 8)} refers to snapshot ${String(raw[2]).slice(0, 8)}, which no pack holds`);
+          return tocRows(catalog, [entry], { id: target.id, snapshotId: raw[2] as string, depth: target.depth });
+        });
+        catalog.insertVersion(seq, Buffer.from(t.path, 'hex'), t.size, Buffer.from((t as SealedToc & { tocId: string }).tocId, 'hex'), rows);
+        r.versions++;
+      } catch (e) {
+        r.problems.push((e as Error).message);
+      }
     }
-    const blobs = [Buffer.from((s as SnapshotRecord & { recordId: string }).recordId, 'hex'), ...(await treeIds(repo, s.root))];
+    const blobs = [Buffer.from((s as SnapshotRecord & { recordId: string }).recordId, 'hex'), ...(await treeIds(repo, s.root, false))];
     catalog.commitSnapshot(seq, Buffer.from(s.root, 'hex'), blobs[0]!, sealedMeta, blobs);
     r.snapshots++;
   }
   return r;
 }
 
-async function treeIds(repo: Repository, root: string): Promise<Buffer[]> {
-  const out: Buffer[] = [];
-  const stack = [root];
-  const seen = new Set<string>();
-  while (stack.length > 0) {
-    const id = stack.pop()!;
-    if (seen.has(id)) continue;
-    seen.add(id);
-    out.push(Buffer.from(id, 'hex'));
-    try {
-      const tree = decodeTree(await repo.readBlob(Buffer.from(id, 'hex'), 'tree'), id);
-      for (const e of tree.entries) if (e.type === 'dir' && e.tree) stack.push(e.tree);
-    } catch {
-      // A damaged tree stays named (check reports it); its subtrees are unknown.
-    }
-  }
-  return out;
-}

@@ -69,6 +69,29 @@ function entryProblem(e: TreeEntry): string | undefined {
   return undefined;
 }
 
+/**
+ * Every tree id under (and including) `root`. With `strict`, a tree that
+ * cannot be read is an error; otherwise it is listed and its subtrees skipped.
+ */
+export async function treeIds(repo: { readBlob(id: Buffer, kind: 'tree'): Promise<Buffer> }, root: string, strict: boolean): Promise<Buffer[]> {
+  const out: Buffer[] = [];
+  const stack = [root];
+  const seen = new Set<string>();
+  while (stack.length > 0) {
+    const id = stack.pop()!;
+    if (seen.has(id)) continue;
+    seen.add(id);
+    out.push(Buffer.from(id, 'hex'));
+    try {
+      const tree = decodeTree(await repo.readBlob(Buffer.from(id, 'hex'), 'tree'), id);
+      for (const e of tree.entries) if (e.type === 'dir' && e.tree) stack.push(e.tree);
+    } catch (e) {
+      if (strict) throw e;
+    }
+  }
+  return out;
+}
+
 export function isSafeName(name: unknown): name is string {
   return typeof name === 'string' && name.length > 0 && name !== '.' && name !== '..' && !name.includes('/') && !name.includes('\0');
 }

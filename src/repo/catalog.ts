@@ -86,6 +86,9 @@ const SCHEMA_2 = `
 ALTER TABLE blocks ADD COLUMN condemned INTEGER;
 ALTER TABLE packs ADD COLUMN checked INTEGER;
 ALTER TABLE snapshots ADD COLUMN lease TEXT;
+-- Snapshots from schema 1 have no snapshot_blobs rows yet: prune lists their trees first.
+ALTER TABLE snapshots ADD COLUMN blobs_known INTEGER NOT NULL DEFAULT 1;
+UPDATE snapshots SET blobs_known = 0;
 CREATE TABLE IF NOT EXISTS snapshot_blobs(snapshot INTEGER NOT NULL, block BLOB NOT NULL, PRIMARY KEY(snapshot, block)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS leases(
   id TEXT PRIMARY KEY, kind TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL,

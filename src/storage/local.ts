@@ -156,6 +156,23 @@ export class LocalStorage implements Storage {
     }
   }
 
+  async sweepTemporary(olderThanMs: number): Promise<number> {
+    const packs = path.join(this.root, 'packs');
+    const dirs = [path.join(this.root, 'keys'), ...(await readdirOrEmpty(packs)).map((d) => path.join(packs, d))];
+    let freed = 0;
+    for (const dir of dirs) {
+      for (const name of await readdirOrEmpty(dir)) {
+        if (!name.startsWith('.tmp-')) continue;
+        const file = path.join(dir, name);
+        const st = await fs.stat(file).catch(() => undefined);
+        if (!st || st.mtimeMs > Date.now() - olderThanMs) continue;
+        await fs.rm(file, { force: true });
+        freed += st.size;
+      }
+    }
+    return freed;
+  }
+
   async delete(h: Handle): Promise<void> {
     const open = this.handles.get(this.file(h));
     this.handles.delete(this.file(h));

@@ -30,6 +30,8 @@ export interface Storage {
   exists(h: Handle): Promise<boolean>;
   list(kind: Kind): AsyncIterable<string>;
   delete(h: Handle): Promise<void>;
+  /** Removes partial objects that interrupted puts left, older than `olderThanMs`; returns their bytes. */
+  sweepTemporary(olderThanMs: number): Promise<number>;
   /** Releases what the store holds open (file handles, connections). */
   close(): Promise<void>;
 }

@@ -17,7 +17,8 @@ export function register(program: Command): void {
     .option('--exclude <glob>', 'skip matching paths (repeatable)', collect, [])
     .option('--parent <snapshot>', 'compare against this snapshot instead of the latest one of the same host and paths')
     .option('--host <name>', 'host name to record (default: this machine)')
-    .action(async (paths: string[], opts: { tag: string[]; time?: string; exclude: string[]; parent?: string; host?: string }, cmd: Command) => {
+    .option('--force', 'read every file, even if its size, times and inode are unchanged')
+    .action(async (paths: string[], opts: { tag: string[]; time?: string; exclude: string[]; parent?: string; host?: string; force?: boolean }, cmd: Command) => {
       const g = globals(cmd);
       let time: number | undefined;
       if (opts.time !== undefined) {
@@ -35,6 +36,7 @@ export function register(program: Command): void {
           excludes: opts.exclude,
           parent: opts.parent,
           host: opts.host,
+          force: opts.force,
           signal,
           estimate: wantsProgress(g),
           onProgress: (p) => progress.update(p.bytesDone, p.bytesTotal, `${p.files}${p.filesTotal ? `/${p.filesTotal}` : ''} files`),

@@ -34,13 +34,15 @@ export function register(program: Command): void {
     .option('--read-data', 'read, authenticate and decode every block (or a --subset of packs)')
     .option('--subset <n%|k/n>', 'with --read-data: a share of the packs (e.g. 10% or 2/5)')
     .option('--reset', 'with --read-data: start a new verification pass instead of continuing the last one')
-    .action(async (opts: { readData?: boolean; subset?: string; reset?: boolean }, cmd: Command) => {
+    .option('--repair', 'drop damaged or missing blocks from the index, so the next backup stores them again')
+    .action(async (opts: { readData?: boolean; subset?: string; reset?: boolean; repair?: boolean }, cmd: Command) => {
       const g = globals(cmd);
+      if ((opts.subset || opts.reset) && !opts.readData) throw usageError('--subset and --reset go with --read-data');
       const subset = opts.subset ? parseSubset(opts.subset) : undefined;
       const repo = await openRepo(cmd);
       const progress = new Progress(wantsProgress(g), 'checking');
       try {
-        const r = await check(repo, { readData: opts.readData, subset, reset: opts.reset, onProgress: (m) => progress.text(m) });
+        const r = await check(repo, { readData: opts.readData, subset, reset: opts.reset, repair: opts.repair, onProgress: (m) => progress.text(m) });
         progress.stop();
         if (g.json) printJson(r);
         else {
@@ -54,6 +56,7 @@ export function register(program: Command): void {
             line(`${plural(r.snapshots, 'snapshot')}, ${plural(r.versions, 'file version')}, ${plural(r.packs, 'pack')} checked`);
             if (opts.readData) line(`read ${plural(r.packsRead, 'pack')}${r.packsAlreadyVerified ? `; ${r.packsAlreadyVerified} verified earlier in this pass` : ''}`);
             line(r.ok ? 'no errors found' : `${plural(r.errors.length, 'error')}, ${plural(r.damagedBlocks.length, 'damaged block')}, ${plural(r.damagedFiles.length, 'damaged file version')}`);
+            if (r.repaired > 0) line(`dropped ${plural(r.repaired, 'damaged block')} from the index: back up the affected files again to heal every snapshot that uses them`);
           }
         }
         if (!r.ok) process.exitCode = ExitCode.error;
@@ -136,11 +139,12 @@ export function register(program: Command): void {
         progress.stop();
         if (g.json) return printJson({ ...r, previous: previous ?? null });
         for (const p of r.damagedPacks) warn(`pack ${p.slice(0, 16)} could not be read; its blocks are missing from the catalog`);
+        for (const p of r.problems) warn(p);
         if (!g.quiet) {
           if (previous) line(`the old catalog is kept as ${previous}`);
           line(`rebuilt: ${plural(r.snapshots, 'snapshot')}, ${plural(r.versions, 'file version')}, ${plural(r.blocks, 'block')} in ${plural(r.packs, 'pack')}`);
         }
-        if (r.damagedPacks.length > 0) process.exitCode = ExitCode.error;
+        if (r.damagedPacks.length > 0 || r.problems.length > 0) process.exitCode = ExitCode.error;
       } finally {
         progress.stop();
         repo.close();
