@@ -36,7 +36,8 @@ describe('reference chains', () => {
       const stats: ResolveStats = { frames: 0 };
       const pieces = [...resolveRange(repo.catalog, f.version.id, 500_000, 504_095, stats)];
       expect(pieces.reduce((n, p) => n + p.length, 0)).toBe(4096);
-      expect(pieces.length).toBeLessThanOrEqual(2);
+      // Small test blocks (1-16 KiB): 4 KiB may cover a few of them.
+      expect(pieces.length).toBeLessThanOrEqual(5);
       return stats.frames;
     };
     const after1 = await frames(ids[1]!);

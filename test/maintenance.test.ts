@@ -163,10 +163,13 @@ describe('prune beside a running backup', () => {
     // middle of that backup, through its own connection, as another process would.
     const other = await Repository.open(repo.root, { password: async () => 'test-password' });
     let pruned: Awaited<ReturnType<typeof prune>> | undefined;
+    let started = false;
     const second = await backup(repo, {
       paths: [dir],
       onProgress: async (p) => {
-        if (!pruned && p.bytesRead >= 300_000) pruned = await prune(other);
+        if (started || p.bytesRead < 300_000) return;
+        started = true;
+        pruned = await prune(other);
       },
     });
     while (!pruned) await new Promise((r) => setTimeout(r, 10));
@@ -191,12 +194,16 @@ describe('prune beside a running backup', () => {
     fs.appendFileSync(path.join(dir, 'a'), 'x');
     const other = await Repository.open(repo.root, { password: async () => 'test-password' });
     let result: Awaited<ReturnType<typeof forget>> | undefined;
+    let started = false;
     const second = await backup(repo, {
       paths: [dir],
       onProgress: async () => {
-        if (!result) result = await forget(other, { ids: [first.snapshot] });
+        if (started) return;
+        started = true;
+        result = await forget(other, { ids: [first.snapshot] });
       },
     });
+    while (!result) await new Promise((r) => setTimeout(r, 10));
     expect(result!.removed).toEqual([]);
     expect(result!.groups[0]!.keep[0]!.reasons).toEqual(['parent of a running backup']);
     expect(second.refEntries).toBeGreaterThan(0);
