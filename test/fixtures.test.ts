@@ -3,7 +3,8 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { cliEnv, ROOT, strata, tempDir } from './helpers.js';
+import Database from 'better-sqlite3';
+import { cliEnv, initCliRepo, ROOT, strata, tempDir } from './helpers.js';
 
 describe('format version 1 fixture', () => {
   const fixture = path.join(ROOT, 'fixtures', 'repo-v1');
@@ -44,5 +45,21 @@ describe('format version 1 fixture', () => {
         expect(createHash('sha256').update(strata(['cat', file, '--at', snap], env).raw).digest('hex')).toBe(sha);
       }
     }
+  });
+});
+
+describe('schema 2 catalogs', () => {
+  it('gain the schema 3 column on open, and prune works', async () => {
+    const { repo, env } = initCliRepo();
+    const src = tempDir();
+    fs.writeFileSync(path.join(src, 'f'), 'data');
+    expect(strata(['backup', src, '-q'], env).status).toBe(0);
+    const db = new Database(path.join(repo, 'catalog.db'));
+    db.exec("ALTER TABLE snapshots DROP COLUMN blobs_known; UPDATE info SET value = '2' WHERE key = 'schema'");
+    db.close();
+    const pruned = strata(['prune'], env);
+    expect(pruned.status, pruned.stderr).toBe(0);
+    expect(strata(['check', '--read-data'], env).status).toBe(0);
+    expect(strata(['cat', path.join(src, 'f')], env).stdout).toBe('data');
   });
 });

@@ -100,7 +100,7 @@ export async function rebuildCatalog(repo: Repository, onProgress: (m: string) =
           if (entry.kind === 'data') return tocRows(catalog, [entry], undefined);
           const targetSeq = seqOf.get(raw[2] as string);
           const target = targetSeq === undefined ? undefined : catalog.version(targetSeq, Buffer.from(t.path, 'hex'));
-          if (!target) throw integrity(`a file of snapshot ${s.id.slice(0, 8)} refers to snapshot ${String(raw[2]).slice(0, 8)}, which no pack holds`);
+          if (!target) throw integrity(`a file of snapshot ${s.id.slice(0, 8)} refers to its version in snapshot ${String(raw[2]).slice(0, 8)}, which could not be restored`);
           return tocRows(catalog, [entry], { id: target.id, snapshotId: raw[2] as string, depth: target.depth });
         });
         catalog.insertVersion(seq, Buffer.from(t.path, 'hex'), t.size, Buffer.from((t as SealedToc & { tocId: string }).tocId, 'hex'), rows);

@@ -54,7 +54,7 @@ export interface VersionRow {
   depth: number;
 }
 
-const SCHEMA_VERSION = 2;
+const SCHEMA_VERSION = 3;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS info(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -86,9 +86,6 @@ const SCHEMA_2 = `
 ALTER TABLE blocks ADD COLUMN condemned INTEGER;
 ALTER TABLE packs ADD COLUMN checked INTEGER;
 ALTER TABLE snapshots ADD COLUMN lease TEXT;
--- Snapshots from schema 1 have no snapshot_blobs rows yet: prune lists their trees first.
-ALTER TABLE snapshots ADD COLUMN blobs_known INTEGER NOT NULL DEFAULT 1;
-UPDATE snapshots SET blobs_known = 0;
 CREATE TABLE IF NOT EXISTS snapshot_blobs(snapshot INTEGER NOT NULL, block BLOB NOT NULL, PRIMARY KEY(snapshot, block)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS leases(
   id TEXT PRIMARY KEY, kind TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL,
@@ -99,6 +96,9 @@ CREATE INDEX IF NOT EXISTS toc_target ON toc(target) WHERE target IS NOT NULL;
 CREATE INDEX IF NOT EXISTS toc_root ON toc(root) WHERE root IS NOT NULL;
 CREATE INDEX IF NOT EXISTS versions_toc ON versions(toc);
 `;
+
+/** Schema 3: whether snapshot_blobs lists a snapshot's trees (schema 1 did not record them). */
+const SCHEMA_3 = `ALTER TABLE snapshots ADD COLUMN blobs_known INTEGER NOT NULL DEFAULT 1;`;
 
 export class Catalog {
   readonly db: Database.Database;
@@ -129,6 +129,9 @@ export class Catalog {
       const version = row === undefined ? 1 : Number(row);
       if (version > SCHEMA_VERSION) throw new StrataError('format', `catalog schema ${version} is newer than this strata supports (${SCHEMA_VERSION}); upgrade strata`);
       if (version < 2) this.db.exec(SCHEMA_2);
+      if (version < 3) this.db.exec(SCHEMA_3);
+      // Prune lists the trees of these first, or their subtrees would look unused.
+      if (version < 2) this.db.exec('UPDATE snapshots SET blobs_known = 0');
       this.db.prepare("INSERT OR REPLACE INTO info(key, value) VALUES ('schema', ?)").run(String(SCHEMA_VERSION));
     });
   }

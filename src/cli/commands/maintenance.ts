@@ -137,6 +137,7 @@ export function register(program: Command): void {
       try {
         const r = await rebuildCatalog(repo, (m) => progress.text(m));
         progress.stop();
+        if (r.damagedPacks.length > 0 || r.problems.length > 0) process.exitCode = ExitCode.error;
         if (g.json) return printJson({ ...r, previous: previous ?? null });
         for (const p of r.damagedPacks) warn(`pack ${p.slice(0, 16)} could not be read; its blocks are missing from the catalog`);
         for (const p of r.problems) warn(p);
@@ -144,7 +145,6 @@ export function register(program: Command): void {
           if (previous) line(`the old catalog is kept as ${previous}`);
           line(`rebuilt: ${plural(r.snapshots, 'snapshot')}, ${plural(r.versions, 'file version')}, ${plural(r.blocks, 'block')} in ${plural(r.packs, 'pack')}`);
         }
-        if (r.damagedPacks.length > 0 || r.problems.length > 0) process.exitCode = ExitCode.error;
       } finally {
         progress.stop();
         repo.close();
