@@ -4,7 +4,7 @@
  * with --quiet or --json; NO_COLOR honoured.
  */
 import chalk from 'chalk';
-import ora, { type Ora } from 'ora';
+import type { Ora } from 'ora';
 import { formatBytes } from '../util/size.js';
 import type { GlobalOptions } from './context.js';
 
@@ -34,8 +34,15 @@ export class Progress {
   private readonly started = Date.now();
   private last = 0;
 
+  private stopped = false;
+
   constructor(enabled: boolean, text: string) {
-    if (enabled) this.spinner = ora({ text, stream: process.stderr, discardStdin: false }).start();
+    // Loaded only on a terminal: commands in scripts start faster without it.
+    if (enabled) {
+      void import('ora').then(({ default: ora }) => {
+        if (!this.stopped) this.spinner = ora({ text, stream: process.stderr, discardStdin: false }).start();
+      });
+    }
   }
 
   update(done: number, total: number | undefined, extra = ''): void {
@@ -70,6 +77,7 @@ export class Progress {
   }
 
   stop(): void {
+    this.stopped = true;
     this.spinner?.stop();
     this.spinner = undefined;
   }

@@ -137,47 +137,37 @@ export class Catalog {
   }
 
   private prepare() {
-    const db = this.db;
-    return {
-      blockState: db.prepare('SELECT condemned FROM blocks WHERE id = ?'),
-      rescueBlock: db.prepare('UPDATE blocks SET condemned = NULL WHERE id = ?'),
-      relocateBlock: db.prepare(
-        'INSERT INTO blocks(id, pack, offset, length, size, kind) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET pack = excluded.pack, offset = excluded.offset, length = excluded.length, condemned = NULL',
-      ),
-      insertSnapshotBlob: db.prepare('INSERT OR IGNORE INTO snapshot_blobs(snapshot, block) VALUES (?, ?)'),
-      blockLocation: db.prepare(
-        'SELECT p.name AS pack, b.offset, b.length, b.size FROM blocks b JOIN packs p ON p.id = b.pack WHERE b.id = ?',
-      ),
-      insertPack: db.prepare('INSERT INTO packs(name, size) VALUES (?, ?)'),
-      insertBlock: db.prepare('INSERT OR IGNORE INTO blocks(id, pack, offset, length, size, kind) VALUES (?, ?, ?, ?, ?, ?)'),
-      insertSnapshot: db.prepare(
-        'INSERT INTO snapshots(id, time, lineage, meta, parent, committed, pid, lease) VALUES (?, ?, ?, ?, ?, 0, ?, ?)',
-      ),
-      commitSnapshot: db.prepare('UPDATE snapshots SET committed = 1, root = ?, record = ?, meta = ? WHERE seq = ?'),
-      snapshots: db.prepare('SELECT seq, id, time, lineage, meta, root, parent FROM snapshots WHERE committed = 1 ORDER BY time, seq'),
-      snapshotBySeq: db.prepare('SELECT seq, id, time, lineage, meta, root, parent FROM snapshots WHERE seq = ?'),
-      snapshotsByPrefix: db.prepare(
-        "SELECT seq, id, time, lineage, meta, root, parent FROM snapshots WHERE committed = 1 AND id >= ? AND id < ? || 'g' ORDER BY time",
-      ),
-      parentCandidate: db.prepare(
-        'SELECT seq, id, time, lineage, meta, root, parent FROM snapshots WHERE committed = 1 AND lineage = ? AND time <= ? ORDER BY time DESC, seq DESC LIMIT 1',
-      ),
-      insertVersion: db.prepare('INSERT INTO versions(snapshot, path, size, toc, depth) VALUES (?, ?, ?, ?, ?)'),
-      version: db.prepare('SELECT id, snapshot, size, depth FROM versions WHERE snapshot = ? AND path = ?'),
-      versionById: db.prepare('SELECT id, snapshot, size, depth FROM versions WHERE id = ?'),
-      insertToc: db.prepare(
-        'INSERT INTO toc(version, start, end, block, target, target_start, root, root_start, depth) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
-      ),
-      tocAt: db.prepare(
-        'SELECT start, end, block, target, target_start, root, root_start, depth FROM toc WHERE version = ? AND start <= ? ORDER BY start DESC LIMIT 1',
-      ),
-      tocAfter: db.prepare(
-        'SELECT start, end, block, target, target_start, root, root_start, depth FROM toc WHERE version = ? AND start > ? AND start <= ? ORDER BY start LIMIT ?',
-      ),
-      tocAll: db.prepare(
-        'SELECT start, end, block, target, target_start, root, root_start, depth FROM toc WHERE version = ? ORDER BY start',
-      ),
+    const sql = {
+      blockState: 'SELECT condemned FROM blocks WHERE id = ?',
+      rescueBlock: 'UPDATE blocks SET condemned = NULL WHERE id = ?',
+      relocateBlock: 'INSERT INTO blocks(id, pack, offset, length, size, kind) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET pack = excluded.pack, offset = excluded.offset, length = excluded.length, condemned = NULL',
+      insertSnapshotBlob: 'INSERT OR IGNORE INTO snapshot_blobs(snapshot, block) VALUES (?, ?)',
+      blockLocation: 'SELECT p.name AS pack, b.offset, b.length, b.size FROM blocks b JOIN packs p ON p.id = b.pack WHERE b.id = ?',
+      insertPack: 'INSERT INTO packs(name, size) VALUES (?, ?)',
+      insertBlock: 'INSERT OR IGNORE INTO blocks(id, pack, offset, length, size, kind) VALUES (?, ?, ?, ?, ?, ?)',
+      insertSnapshot: 'INSERT INTO snapshots(id, time, lineage, meta, parent, committed, pid, lease) VALUES (?, ?, ?, ?, ?, 0, ?, ?)',
+      commitSnapshot: 'UPDATE snapshots SET committed = 1, root = ?, record = ?, meta = ? WHERE seq = ?',
+      snapshots: 'SELECT seq, id, time, lineage, meta, root, parent FROM snapshots WHERE committed = 1 ORDER BY time, seq',
+      snapshotBySeq: 'SELECT seq, id, time, lineage, meta, root, parent FROM snapshots WHERE seq = ?',
+      snapshotsByPrefix: "SELECT seq, id, time, lineage, meta, root, parent FROM snapshots WHERE committed = 1 AND id >= ? AND id < ? || 'g' ORDER BY time",
+      parentCandidate: 'SELECT seq, id, time, lineage, meta, root, parent FROM snapshots WHERE committed = 1 AND lineage = ? AND time <= ? ORDER BY time DESC, seq DESC LIMIT 1',
+      insertVersion: 'INSERT INTO versions(snapshot, path, size, toc, depth) VALUES (?, ?, ?, ?, ?)',
+      version: 'SELECT id, snapshot, size, depth FROM versions WHERE snapshot = ? AND path = ?',
+      versionById: 'SELECT id, snapshot, size, depth FROM versions WHERE id = ?',
+      insertToc: 'INSERT INTO toc(version, start, end, block, target, target_start, root, root_start, depth) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      tocAt: 'SELECT start, end, block, target, target_start, root, root_start, depth FROM toc WHERE version = ? AND start <= ? ORDER BY start DESC LIMIT 1',
+      tocAfter: 'SELECT start, end, block, target, target_start, root, root_start, depth FROM toc WHERE version = ? AND start > ? AND start <= ? ORDER BY start LIMIT ?',
+      tocAll: 'SELECT start, end, block, target, target_start, root, root_start, depth FROM toc WHERE version = ? ORDER BY start',
     };
+    // Prepared on first use: a short command (cat of one range) needs only a few.
+    const cache = new Map<string, Database.Statement>();
+    return new Proxy({} as Record<keyof typeof sql, Database.Statement>, {
+      get: (_, name: string) => {
+        let st = cache.get(name);
+        if (!st) cache.set(name, (st = this.db.prepare(sql[name as keyof typeof sql])));
+        return st;
+      },
+    });
   }
 
   /** Runs `fn`, turning SQLite's "busy" into a typed "locked" error. */
@@ -335,9 +325,7 @@ export class Catalog {
   /** Rows of other versions whose ref targets `version` or whose shortcut lands in it. */
   rowsPointingAt(version: number): (TocRow & { version: number })[] {
     return this.db
-      .prepare(
-        'SELECT version, start, end, block, target, target_start, root, root_start, depth FROM toc WHERE (target = ? OR root = ?) AND version != ?',
-      )
+      .prepare('SELECT version, start, end, block, target, target_start, root, root_start, depth FROM toc WHERE (target = ? OR root = ?) AND version != ?')
       .all(version, version, version) as (TocRow & { version: number })[];
   }
 
