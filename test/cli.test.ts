@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import Database from 'better-sqlite3';
 import * as path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { cliEnv, initCliRepo, Rng, strata, strataAsync, tempDir } from './helpers.js';
+import { BIN, cliEnv, initCliRepo, Rng, strata, strataAsync, tempDir } from './helpers.js';
 
 const noStack = (s: string) => expect(s).not.toMatch(/\n\s+at .+:\d+:\d+/);
 
@@ -438,4 +438,27 @@ describe('unlock', () => {
     expect(r).toEqual({ removed: 1, remaining: 1 });
     expect(JSON.parse(strata(['unlock', '--remove-all', '--json'], env).stdout)).toEqual({ removed: 1, remaining: 0 });
   });
+});
+
+describe('progress on a terminal', () => {
+  const hasScript = spawnSync('sh', ['-c', 'command -v script']).status === 0;
+  it.skipIf(!hasScript)('shows bytes, rate and ETA on a terminal, and stays quiet on a zero-width one', () => {
+    const { env } = initCliRepo();
+    const src = tempDir();
+    fs.writeFileSync(path.join(src, 'f'), new Rng(4).bytes(32 * 1024 * 1024));
+    const run = (stty: string) => {
+      const log = path.join(tempDir(), 'tty.log');
+      const cmd = `${stty}${process.execPath} ${BIN} backup ${src}`;
+      const r = spawnSync('script', ['-qec', cmd, log], { env, timeout: 60_000 });
+      expect(r.status).toBe(0);
+      return fs.readFileSync(log, 'utf8');
+    };
+    const wide = run('stty cols 100 rows 30; ');
+    expect(wide).toMatch(/MiB \/ 32\.0 MiB \([\d.]+%\)/);
+    expect(wide).toMatch(/MiB\/s/);
+    expect(wide).toMatch(/snapshot [0-9a-f]{8} saved/);
+    const narrow = run('stty cols 0; ');
+    expect(narrow).not.toMatch(/MiB\/s, /);
+    expect(narrow).toMatch(/snapshot [0-9a-f]{8} saved/);
+  }, 120_000);
 });

@@ -25,7 +25,8 @@ export function warn(text: string): void {
 }
 
 export function wantsProgress(g: GlobalOptions): boolean {
-  return !g.json && !g.quiet && process.stderr.isTTY === true;
+  // A terminal that reports no width (some pseudo-terminals) cannot host a spinner line.
+  return !g.json && !g.quiet && process.stderr.isTTY === true && (process.stderr.columns ?? 0) > 0;
 }
 
 /** A throttled spinner showing bytes, rate and ETA; a no-op off a terminal. */
