@@ -26,7 +26,7 @@ import { blocksOf } from './resolve.js';
 import { findSnapshot, metaAad, Snapshot, type SnapshotMeta, type SnapshotRecord } from './snapshot.js';
 import { diffBlocks, type BlockSpan, type TocEntry } from './toc.js';
 import { encodeTree, findEntry, type Tree, type TreeEntry } from './tree.js';
-import { storeVersion, type TargetVersion } from './versions.js';
+import { VersionBatch, type TargetVersion } from './versions.js';
 import { parseWhen } from '../util/when.js';
 import { Lease } from '../repo/lease.js';
 
@@ -99,6 +99,7 @@ class BackupRun {
   private readonly sources: string[];
   private readonly excludes: ExcludeMatcher;
   private readonly packer: Packer;
+  private readonly versions: VersionBatch;
   private pool?: SealPool;
   private parent?: Snapshot;
   private seq = 0;
@@ -122,6 +123,7 @@ class BackupRun {
     this.sources = normalizeSources(opts.paths);
     this.excludes = new ExcludeMatcher(opts.excludes ?? []);
     this.packer = repo.newPacker();
+    this.versions = new VersionBatch(repo.catalog, repo.keyring, this.packer, repo.compressionLevel);
     this.time = opts.time ?? Date.now();
     this.r = {
       snapshot: this.id,
@@ -197,6 +199,7 @@ class BackupRun {
       const rootStat = await fs.lstat('/', { bigint: true });
       const root = await this.saveNode('/', '/', rootStat, this.parent?.root, plan);
       await this.drain();
+      this.versions.flush();
       await this.packer.flush();
       // What the data, trees and TOCs added; the record's own small pack comes on top.
       const stats = { files: this.r.filesNew + this.r.filesChanged + this.r.filesUnchanged, dirs: this.r.dirs, bytes: this.r.bytesTotal, bytesAdded: this.packer.bytesWritten };
@@ -354,7 +357,7 @@ class BackupRun {
     this.r.bytesTotal += entry.size;
     this.progress.files++;
     this.report();
-    await storeVersion(repo.catalog, repo.keyring, this.packer, repo.compressionLevel, {
+    await this.versions.add({
       snapshotSeq: this.seq,
       snapshotId: this.id,
       pathId,

@@ -77,13 +77,17 @@ export interface SealedToc {
   entries: ([number, number, string] | [number, number, string, number])[];
 }
 
-export async function storeVersion(
-  catalog: Catalog,
-  keyring: Keyring,
-  packer: Packer,
-  level: number,
-  v: { snapshotSeq: number; snapshotId: string; pathId: Buffer; size: number; entries: TocEntry[]; target?: TargetVersion },
-): Promise<number> {
+export interface NewVersion {
+  snapshotSeq: number;
+  snapshotId: string;
+  pathId: Buffer;
+  size: number;
+  entries: TocEntry[];
+  target?: TargetVersion;
+}
+
+/** Seals a version's TOC into a pack (for rebuilds) and returns the blob id. */
+async function sealToc(keyring: Keyring, packer: Packer, level: number, v: NewVersion): Promise<Buffer> {
   const sealed: SealedToc = {
     snapshot: v.snapshotId,
     path: v.pathId.toString('hex'),
@@ -95,11 +99,62 @@ export async function storeVersion(
   const plain = Buffer.from(JSON.stringify(sealed), 'utf8');
   const id = keyring.blockId(plain);
   if (!packer.has(id)) await packer.add(id, 'toc', encodeBlock(keyring.encKey, id, plain, level), plain.length);
-  // A forget may rewrite the target's rows while we compute ours: then compute again.
+  return id;
+}
+
+/**
+ * Versions waiting to be inserted together: one catalog transaction per many
+ * files instead of one per file (a tree of small files is otherwise bound by
+ * commits).
+ */
+export class VersionBatch {
+  private pending: { v: NewVersion; toc: Buffer }[] = [];
+  private entries = 0;
+
+  constructor(
+    private readonly catalog: Catalog,
+    private readonly keyring: Keyring,
+    private readonly packer: Packer,
+    private readonly level: number,
+    private readonly maxVersions = 1000,
+    private readonly maxEntries = 50_000,
+  ) {}
+
+  async add(v: NewVersion): Promise<void> {
+    this.pending.push({ v, toc: await sealToc(this.keyring, this.packer, this.level, v) });
+    this.entries += v.entries.length;
+    if (this.pending.length >= this.maxVersions || this.entries >= this.maxEntries) this.flush();
+  }
+
+  flush(): void {
+    if (this.pending.length === 0) return;
+    const list = this.pending.map(({ v, toc }) => ({
+      snapshot: v.snapshotSeq,
+      path: v.pathId,
+      size: v.size,
+      toc,
+      rows: () => tocRows(this.catalog, v.entries, v.target),
+    }));
+    // A forget may rewrite the targets' rows while we compute ours: then compute again.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        this.catalog.insertVersions(list);
+        break;
+      } catch (e) {
+        if (!(e instanceof StrataError && e.code === 'stale_target') || attempt >= 3) throw e;
+      }
+    }
+    this.pending = [];
+    this.entries = 0;
+  }
+}
+
+/** Stores one version at once (its id returned). */
+export async function storeVersion(catalog: Catalog, keyring: Keyring, packer: Packer, level: number, v: NewVersion): Promise<number> {
+  const toc = await sealToc(keyring, packer, level, v);
   for (let attempt = 0; ; attempt++) {
-    const rows = tocRows(catalog, v.entries, v.target);
     try {
-      return catalog.insertVersion(v.snapshotSeq, v.pathId, v.size, id, rows);
+      return catalog.insertVersion(v.snapshotSeq, v.pathId, v.size, toc, tocRows(catalog, v.entries, v.target));
     } catch (e) {
       if (!(e instanceof StrataError && e.code === 'stale_target') || attempt >= 3) throw e;
     }

@@ -281,20 +281,29 @@ export class Catalog {
    * version its rows point at is gone (a forget ran meanwhile): recompute.
    */
   insertVersion(snapshot: number, path: Buffer, size: number, toc: Buffer, entries: readonly TocRow[]): number {
-    return this.transaction(() => {
-      const targets = new Set<number>();
-      for (const e of entries) {
-        if (e.target !== null) targets.add(e.target);
-        if (e.root !== null) targets.add(e.root);
-      }
-      for (const t of targets) {
-        if (!this.st.versionById.get(t)) throw new StrataError('stale_target', `version ${t} is gone`);
-      }
-      const depth = entries.reduce((d, e) => Math.max(d, e.depth), 0);
-      const v = Number(this.st.insertVersion.run(snapshot, path, size, toc, depth).lastInsertRowid);
-      for (const e of entries) this.st.insertToc.run(v, e.start, e.end, e.block, e.target, e.target_start, e.root, e.root_start, e.depth);
-      return v;
+    return this.transaction(() => this.insertVersionRows(snapshot, path, size, toc, entries));
+  }
+
+  /** Several versions in one transaction (a backup's many small files); see insertVersion. */
+  insertVersions(list: readonly { snapshot: number; path: Buffer; size: number; toc: Buffer; rows: () => readonly TocRow[] }[]): void {
+    this.transaction(() => {
+      for (const v of list) this.insertVersionRows(v.snapshot, v.path, v.size, v.toc, v.rows());
     });
+  }
+
+  private insertVersionRows(snapshot: number, path: Buffer, size: number, toc: Buffer, entries: readonly TocRow[]): number {
+    const targets = new Set<number>();
+    for (const e of entries) {
+      if (e.target !== null) targets.add(e.target);
+      if (e.root !== null) targets.add(e.root);
+    }
+    for (const t of targets) {
+      if (!this.st.versionById.get(t)) throw new StrataError('stale_target', `version ${t} is gone`);
+    }
+    const depth = entries.reduce((d, e) => Math.max(d, e.depth), 0);
+    const v = Number(this.st.insertVersion.run(snapshot, path, size, toc, depth).lastInsertRowid);
+    for (const e of entries) this.st.insertToc.run(v, e.start, e.end, e.block, e.target, e.target_start, e.root, e.root_start, e.depth);
+    return v;
   }
 
   /** The entry of `version` that contains `offset`, if any. */
