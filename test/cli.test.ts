@@ -449,7 +449,9 @@ describe('progress on a terminal', () => {
     const run = (stty: string) => {
       const log = path.join(tempDir(), 'tty.log');
       const cmd = `${stty}${process.execPath} ${BIN} backup ${src}`;
-      const r = spawnSync('script', ['-qec', cmd, log], { env, timeout: 60_000 });
+      // ora (rightly) stays still when CI is set; a person's terminal has no CI.
+      const { CI: _ci, ...interactive } = env;
+      const r = spawnSync('script', ['-qec', cmd, log], { env: { ...interactive, TERM: 'xterm' }, timeout: 60_000 });
       expect(r.status).toBe(0);
       return fs.readFileSync(log, 'utf8');
     };
