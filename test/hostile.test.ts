@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { backup } from '../src/engine/backup.js';
 import { openFile, readRange } from '../src/engine/read.js';
 import { resolveRange } from '../src/engine/resolve.js';
 import { restore, type RestoreOptions } from '../src/engine/restore.js';
@@ -483,6 +484,21 @@ describe('7. sealed bytes changed in the pack', () => {
     flip(repo, snap.row.root!);
     await expect(restoreInto(repo, snap, target)).rejects.toMatchObject({ code: 'integrity', message: expect.stringMatching(/authentication failed/) });
     untouched();
+    repo.close();
+  });
+});
+
+describe('a block row claiming more bytes than its pack holds', () => {
+  it('fails as a short read without allocating the claimed size', async () => {
+    const repo = await makeRepo();
+    const dir = tempDir();
+    fs.writeFileSync(path.join(dir, 'f'), 'five!');
+    await backup(repo, { paths: [dir] });
+    const row = repo.catalog.db.prepare("SELECT id FROM blocks WHERE kind = 0").get() as { id: Buffer };
+    repo.catalog.db.prepare('UPDATE blocks SET length = ? WHERE id = ?').run(2 ** 40, row.id);
+    const before = process.memoryUsage().rss;
+    await expect(repo.readBlob(row.id)).rejects.toThrow(/wanted 1099511627776 bytes/);
+    expect(process.memoryUsage().rss - before).toBeLessThan(64 * 1024 * 1024);
     repo.close();
   });
 });

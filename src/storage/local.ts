@@ -81,17 +81,21 @@ export class LocalStorage implements Storage {
 
   async read(h: Handle, offset: number, length: number): Promise<Buffer> {
     const fh = await this.handle(h);
-    {
-      const buf = Buffer.allocUnsafe(length);
-      let got = 0;
-      while (got < length) {
-        const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
-        if (bytesRead === 0) break;
-        got += bytesRead;
-      }
-      if (got !== length) throw new StorageError('short_read', `${h.kind} ${h.name}: wanted ${length} bytes at ${offset}, got ${got}`);
-      return buf;
+    // A range past the end fails before anything is allocated: a damaged or
+    // hostile catalog cannot make us reserve memory the object cannot fill.
+    const { size } = await fh.stat();
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > size) {
+      throw new StorageError('short_read', `${h.kind} ${h.name}: wanted ${length} bytes at ${offset}, it has ${size}`);
     }
+    const buf = Buffer.allocUnsafe(length);
+    let got = 0;
+    while (got < length) {
+      const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    if (got !== length) throw new StorageError('short_read', `${h.kind} ${h.name}: wanted ${length} bytes at ${offset}, got ${got}`);
+    return buf;
   }
 
   /** Open handles of recently read objects: a restore reads many blocks of one pack. */
