@@ -17,7 +17,7 @@ import { Lease, liveLeases } from '../repo/lease.js';
 import type { Repository } from '../repo/repository.js';
 import { applyPolicy, isEmpty, type Policy } from './policy.js';
 import { findSnapshot, listSnapshots, type Snapshot } from './snapshot.js';
-import type { SealedToc } from './versions.js';
+import { shortcut, type SealedToc } from './versions.js';
 
 export interface ForgetOptions {
   ids?: string[];
@@ -131,20 +131,9 @@ function reshortcut(catalog: Catalog, versions: ReadonlySet<number>): void {
   for (const v of [...versions].sort((a, b) => a - b)) {
     for (const r of catalog.toc(v)) {
       if (r.block || r.target === null || r.target_start === null) continue;
-      const te = r.target_start + (r.end - r.start);
-      const under = catalog.tocAt(r.target, r.target_start);
-      let root = r.target;
-      let rootStart = r.target_start;
-      let depth = (catalog.versionById(r.target)?.depth ?? 0) + 1;
-      if (under && under.end >= te) {
-        if (under.block) depth = 1;
-        else {
-          root = under.root ?? under.target!;
-          rootStart = (under.root_start ?? under.target_start!) + (r.target_start - under.start);
-          depth = under.depth;
-        }
-      }
-      update.run(root, rootStart, depth, v, r.start);
+      const target = { id: r.target, depth: catalog.versionById(r.target)?.depth ?? 0 };
+      const s = shortcut(target, r.target_start, r.target_start + (r.end - r.start), catalog.tocAt(r.target, r.target_start));
+      update.run(s.root, s.root_start, s.depth, v, r.start);
     }
     catalog.updateVersionDepth(v);
   }

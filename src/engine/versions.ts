@@ -30,6 +30,19 @@ export const MAX_DEPTH = 8;
  * chain of the seed's FIG. 7; `root` is where a read goes: a ref whose target
  * range lies inside a single ref of the target version takes that ref's root.
  */
+/**
+ * Where a read of [ts, te] of `target` goes, given the target's row `under`
+ * that holds ts: through that row's own shortcut when the range lies inside
+ * a single ref, else to the target itself; with the hops it may take.
+ */
+export function shortcut(target: { id: number; depth: number }, ts: number, te: number, under: TocRow | undefined): { root: number; root_start: number; depth: number } {
+  const inside = under !== undefined && under.start <= ts && under.end >= te;
+  if (inside && under.block === null) {
+    return { root: under.root ?? under.target!, root_start: (under.root_start ?? under.target_start!) + (ts - under.start), depth: under.depth };
+  }
+  return { root: target.id, root_start: ts, depth: inside ? under.depth + 1 : target.depth + 1 };
+}
+
 export function tocRows(catalog: Catalog, entries: readonly TocEntry[], target: TargetVersion | undefined): TocRow[] {
   const rows: TocRow[] = [];
   for (const e of entries) {
@@ -40,12 +53,7 @@ export function tocRows(catalog: Catalog, entries: readonly TocEntry[], target: 
     if (!target) throw new Error('a ref entry needs a target version');
     const ref = (start: number, end: number, under: TocRow | undefined): TocRow => {
       const ts = e.targetStart + (start - e.start);
-      if (under && under.block === null && under.start <= ts && under.end >= ts + (end - start)) {
-        const rootStart = (under.root_start ?? under.target_start!) + (ts - under.start);
-        return { start, end, block: null, target: target.id, target_start: ts, root: under.root ?? under.target, root_start: rootStart, depth: under.depth };
-      }
-      const depth = under && under.end >= ts + (end - start) ? under.depth + 1 : target.depth + 1;
-      return { start, end, block: null, target: target.id, target_start: ts, root: target.id, root_start: ts, depth };
+      return { start, end, block: null, target: target.id, target_start: ts, ...shortcut(target, ts, ts + (end - start), under) };
     };
     const whole = ref(e.start, e.end, catalog.tocAt(target.id, e.targetStart));
     if (whole.depth <= MAX_DEPTH) {
