@@ -224,7 +224,7 @@ class BackupRun {
   private async estimate(sources: string[]): Promise<void> {
     let bytes = 0;
     let files = 0;
-    const visit = async (p: string, name: string): Promise<void> => {
+    const visit = async (p: string): Promise<void> => {
       if (this.opts.signal?.aborted) return;
       let st;
       try {
@@ -244,12 +244,11 @@ class BackupRun {
         }
         for (const n of names) {
           const child = path.join(p, n);
-          if (!this.excludes.excludes(child, n)) await visit(child, n);
+          if (!this.excludes.excludes(child, n)) await visit(child);
         }
       }
-      void name;
     };
-    for (const s of sources) await visit(s, path.basename(s));
+    for (const s of sources) await visit(s);
     this.progress.bytesTotal = bytes;
     this.progress.filesTotal = files;
   }

@@ -13,6 +13,7 @@
 import { StrataError } from '../errors.js';
 import { Lease, liveLeases } from '../repo/lease.js';
 import { treeIds } from './tree.js';
+import { BLOB_KINDS } from '../repo/catalog.js';
 import { Packer } from '../repo/packer.js';
 import type { Repository } from '../repo/repository.js';
 
@@ -134,7 +135,7 @@ async function pruneLeased(repo: Repository, opts: PruneOptions): Promise<PruneR
     if (blobs.length > 0) {
       for (const b of blobs) {
         const sealed = await repo.storage.read({ kind: 'pack', name: pack.name }, b.offset, b.length);
-        await packer.add(b.id, (['data', 'tree', 'toc', 'snapshot'] as const)[b.kind]!, sealed, b.size);
+        await packer.add(b.id, BLOB_KINDS[b.kind]!, sealed, b.size);
       }
       r.repackedPacks++;
     }

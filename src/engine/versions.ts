@@ -110,6 +110,17 @@ async function sealToc(keyring: Keyring, packer: Packer, level: number, v: NewVe
   return id;
 }
 
+/** Runs an insert, again if a forget rewrote the targets' rows while ours were computed. */
+function retryStale<T>(insert: () => T): T {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return insert();
+    } catch (e) {
+      if (!(e instanceof StrataError && e.code === 'stale_target') || attempt >= 3) throw e;
+    }
+  }
+}
+
 /**
  * Versions waiting to be inserted together: one catalog transaction per many
  * files instead of one per file (a tree of small files is otherwise bound by
@@ -143,15 +154,7 @@ export class VersionBatch {
       toc,
       rows: () => tocRows(this.catalog, v.entries, v.target),
     }));
-    // A forget may rewrite the targets' rows while we compute ours: then compute again.
-    for (let attempt = 0; ; attempt++) {
-      try {
-        this.catalog.insertVersions(list);
-        break;
-      } catch (e) {
-        if (!(e instanceof StrataError && e.code === 'stale_target') || attempt >= 3) throw e;
-      }
-    }
+    retryStale(() => this.catalog.insertVersions(list));
     this.pending = [];
     this.entries = 0;
   }
@@ -160,11 +163,5 @@ export class VersionBatch {
 /** Stores one version at once (its id returned). */
 export async function storeVersion(catalog: Catalog, keyring: Keyring, packer: Packer, level: number, v: NewVersion): Promise<number> {
   const toc = await sealToc(keyring, packer, level, v);
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return catalog.insertVersion(v.snapshotSeq, v.pathId, v.size, toc, tocRows(catalog, v.entries, v.target));
-    } catch (e) {
-      if (!(e instanceof StrataError && e.code === 'stale_target') || attempt >= 3) throw e;
-    }
-  }
+  return retryStale(() => catalog.insertVersion(v.snapshotSeq, v.pathId, v.size, toc, tocRows(catalog, v.entries, v.target)));
 }
