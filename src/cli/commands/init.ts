@@ -10,7 +10,7 @@ export function register(program: Command): void {
   program
     .command('init')
     .description('create a repository')
-    .option('--chunk-avg <size>', 'average block size, a power of two (default 64K)')
+    .option('--chunk-avg <size>', 'average block size, a power of two (default 32K)')
     .option('--scrypt-n <N>', 'scrypt cost N (default: calibrated to about 0.5 s on this machine)')
     .option('--pack-size <size>', 'target pack file size (default 16M)')
     .action(async (opts: { chunkAvg?: string; scryptN?: string; packSize?: string }, cmd: Command) => {
