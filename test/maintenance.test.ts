@@ -15,7 +15,9 @@ import { openFile, readRange } from '../src/engine/read.js';
 import { rebuildCatalog } from '../src/engine/rebuild.js';
 import { resolveRange, type ResolveStats } from '../src/engine/resolve.js';
 import { findSnapshot, listSnapshots } from '../src/engine/snapshot.js';
+import { BLOB_KINDS } from '../src/repo/catalog.js';
 import { Repository } from '../src/repo/repository.js';
+import type { SealedToc } from '../src/engine/versions.js';
 import { makeRepo, Rng, tempDir } from './helpers.js';
 
 async function readWhole(repo: Repository, snapshotId: string, file: string): Promise<Buffer> {
@@ -146,6 +148,64 @@ describe('rebuild-catalog', () => {
     const c = await check(fresh, { readData: true });
     expect(c.errors).toEqual([]);
     expect(c.ok).toBe(true);
+    fresh.close();
+  });
+});
+
+describe('a TOC longer than one sealed segment', () => {
+  /** Segments each snapshot keeps alive, and those its versions' sealed TOCs list. */
+  async function segments(repo: Repository): Promise<{ kept: string[]; listed: string[] }> {
+    const db = repo.catalog.db;
+    const kept = (db.prepare('SELECT hex(sb.block) AS id FROM snapshot_blobs sb JOIN blocks b ON b.id = sb.block WHERE b.kind = ?').all(BLOB_KINDS.indexOf('toc')) as { id: string }[]).map((r) => r.id.toLowerCase());
+    const listed: string[] = [];
+    for (const { toc } of db.prepare('SELECT toc FROM versions').all() as { toc: Buffer }[]) {
+      listed.push(...((JSON.parse((await repo.readBlob(toc, 'toc')).toString('utf8')) as SealedToc).segments ?? []));
+    }
+    return { kept: kept.sort(), listed: listed.sort() };
+  }
+
+  it('is sealed in segments that forget reseals, prune keeps and rebuild-catalog follows', async () => {
+    const repo = await makeRepo({ chunkAvg: 1024 });
+    const dir = tempDir();
+    const file = path.join(dir, 'big.bin');
+    const rng = new Rng(5);
+    const datas = [rng.bytes(6_000_000)];
+    for (let i = 1; i < 4; i++) {
+      const d = Buffer.from(datas[i - 1]!);
+      for (let k = 0; k < 5; k++) rng.bytes(100).copy(d, rng.int(d.length - 100));
+      datas.push(d);
+    }
+    const ids: string[] = [];
+    for (const [i, d] of datas.entries()) {
+      fs.writeFileSync(file, d);
+      ids.push((await backup(repo, { paths: [dir], time: Date.UTC(2026, 0, 1, i) })).snapshot);
+    }
+    // The baseline has about 6,000 data entries: two segments, both kept alive by its snapshot.
+    let s = await segments(repo);
+    expect(s.listed.length).toBeGreaterThanOrEqual(2);
+    expect(s.kept).toEqual(s.listed);
+
+    // Forgetting the baseline turns the next version's refs into data: its TOC is resealed long.
+    await forget(repo, { ids: [ids[0]!] });
+    await forget(repo, { ids: [ids[1]!] });
+    s = await segments(repo);
+    expect(s.listed.length).toBeGreaterThanOrEqual(2);
+    expect(s.kept).toEqual(s.listed);
+    await prune(repo);
+    for (const i of [2, 3]) expect((await readWhole(repo, ids[i]!, file)).equals(datas[i]!)).toBe(true);
+    expect((await check(repo, { readData: true })).errors).toEqual([]);
+
+    const root = repo.root;
+    repo.close();
+    for (const f of fs.readdirSync(root)) if (f.startsWith('catalog.db')) fs.rmSync(path.join(root, f));
+    const { repo: fresh } = await Repository.openForRebuild(root, { password: async () => 'test-password' });
+    const r = await rebuildCatalog(fresh);
+    expect(r.problems).toEqual([]);
+    expect(r.snapshots).toBe(2);
+    for (const i of [2, 3]) expect((await readWhole(fresh, ids[i]!, file)).equals(datas[i]!)).toBe(true);
+    s = await segments(fresh);
+    expect(s.kept).toEqual(s.listed);
+    expect((await check(fresh, { readData: true })).errors).toEqual([]);
     fresh.close();
   });
 });

@@ -24,7 +24,8 @@ import { ExcludeMatcher } from '../util/glob.js';
 import { SealPool } from '../workers/pool.js';
 import { blocksOf } from './resolve.js';
 import { findSnapshot, metaAad, Snapshot, type SnapshotMeta, type SnapshotRecord } from './snapshot.js';
-import { diffBlocks, type BlockSpan, type TocEntry } from './toc.js';
+import { diffBlocks, TocList } from './toc.js';
+import { BlockList } from './blocklist.js';
 import { encodeTree, findEntry, type Tree, type TreeEntry } from './tree.js';
 import { VersionBatch, type TargetVersion } from './versions.js';
 import { parseWhen } from '../util/when.js';
@@ -107,6 +108,9 @@ class BackupRun {
   private readonly time: number;
   private readonly inFlight = new Set<Promise<void>>();
   private failure: unknown;
+  private signalFailure!: () => void;
+  /** Settles when a block fails (so nothing waits for ids that will never come). */
+  private readonly failed = new Promise<void>((resolve) => (this.signalFailure = resolve));
   private readonly readBuffer = Buffer.allocUnsafe(READ_SIZE);
   private readonly gc = new GcPacer(4 * 1024 * 1024);
   /** Trees and the record this snapshot uses (hex ids). */
@@ -326,7 +330,7 @@ class BackupRun {
     const prevRow = this.parent ? repo.catalog.version(this.parent.row.seq, pathId) : undefined;
     const target: TargetVersion | undefined = prevRow && this.parent ? { id: prevRow.id, snapshotId: this.parent.id, depth: prevRow.depth } : undefined;
     const entry = metadata(name, 'file', st);
-    let entries: TocEntry[];
+    let entries: TocList;
     if (
       !this.opts.force &&
       prev?.type === 'file' &&
@@ -337,22 +341,21 @@ class BackupRun {
       prev.ctimeNs === entry.ctimeNs &&
       prev.ino === entry.ino
     ) {
-      entries = entry.size > 0 ? [{ kind: 'ref', start: 0, end: entry.size - 1, targetStart: 0, targetEnd: entry.size - 1 }] : [];
+      entries = new TocList();
+      if (entry.size > 0) entries.pushRef(0, entry.size - 1, 0);
       this.r.filesUnchanged++;
       this.progress.bytesDone += entry.size;
     } else {
-      const spans = await this.readFile(abs, prevRow !== undefined);
-      if (!spans) return undefined;
-      entry.size = spans.length > 0 ? spans[spans.length - 1]!.end + 1 : 0;
-      const previous: BlockSpan[] = prevRow && prevRow.size > 0 ? blocksOf(repo.catalog, prevRow.id, prevRow.size) : [];
-      entries = diffBlocks(previous, spans);
+      const blocks = await this.readFile(abs, prevRow !== undefined);
+      if (!blocks) return undefined;
+      entry.size = blocks.size;
+      const previous = prevRow && prevRow.size > 0 ? blocksOf(repo.catalog, prevRow.id, prevRow.size) : new BlockList(1);
+      entries = diffBlocks(previous, blocks);
       if (prevRow) this.r.filesChanged++;
       else this.r.filesNew++;
     }
-    for (const e of entries) {
-      if (e.kind === 'data') this.r.dataEntries++;
-      else this.r.refEntries++;
-    }
+    this.r.dataEntries += entries.dataEntries;
+    this.r.refEntries += entries.refEntries;
     this.r.bytesTotal += entry.size;
     this.progress.files++;
     this.report();
@@ -362,7 +365,7 @@ class BackupRun {
       pathId,
       size: entry.size,
       entries,
-      target: entries.some((e) => e.kind === 'ref') ? target : undefined,
+      target: entries.refEntries > 0 ? target : undefined,
     });
     return entry;
   }
@@ -372,7 +375,7 @@ class BackupRun {
    * unreadable. A file seen before is hashed here, so its unchanged blocks
    * cost no compression; a new file is hashed in the workers, off this thread.
    */
-  private async readFile(abs: string, seenBefore: boolean): Promise<BlockSpan[] | undefined> {
+  private async readFile(abs: string, seenBefore: boolean): Promise<BlockList | undefined> {
     let fh: fs.FileHandle;
     try {
       fh = await fs.open(abs, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
@@ -380,8 +383,14 @@ class BackupRun {
       this.warn(`cannot read ${abs}: ${describe(e)}`, true);
       return undefined;
     }
-    const ids: Promise<Buffer>[] = [];
-    const lengths: number[] = [];
+    const blocks = new BlockList();
+    // Ids of new files arrive from the workers, in any order.
+    let waiting = 0;
+    let allKnown: (() => void) | undefined;
+    const known = (i: number, id: Buffer) => {
+      blocks.setId(i, id);
+      if (--waiting === 0) allKnown?.();
+    };
     try {
       if (!(await fh.stat()).isFile()) {
         this.warn(`skipping ${abs}: no longer a regular file`, false);
@@ -389,8 +398,12 @@ class BackupRun {
       }
       const chunker = new Chunker(this.repo.chunker, this.repo.gear);
       const add = async (chunk: Buffer) => {
-        lengths.push(chunk.length);
-        ids.push(seenBefore ? Promise.resolve(await this.storeChunk(chunk)) : (await this.storeNewChunk(chunk)).id);
+        const i = blocks.push(null, chunk.length);
+        if (seenBefore) blocks.setId(i, await this.storeChunk(chunk));
+        else {
+          waiting++;
+          await this.storeNewChunk(chunk, (id) => known(i, id));
+        }
       };
       while (true) {
         this.checkAbort();
@@ -411,13 +424,12 @@ class BackupRun {
       }
       const last = chunker.finish();
       if (last) await add(last);
-      const spans: BlockSpan[] = [];
-      let pos = 0;
-      for (const [i, id] of (await Promise.all(ids)).entries()) {
-        spans.push({ id, start: pos, end: pos + lengths[i]! - 1 });
-        pos += lengths[i]!;
+      // A failed block fails the whole backup (drain rethrows it); until then, wait for the rest.
+      while (waiting > 0) {
+        await Promise.race([new Promise<void>((resolve) => (allKnown = resolve)), this.failed]);
+        this.checkAbort();
       }
-      return spans;
+      return blocks;
     } finally {
       await fh.close();
     }
@@ -444,33 +456,29 @@ class BackupRun {
    * repository (or this run) already has it. Returns once the block is on
    * its way; its id comes later, with the worker's answer.
    */
-  private async storeNewChunk(chunk: Buffer): Promise<{ id: Promise<Buffer> }> {
+  private async storeNewChunk(chunk: Buffer, onId: (id: Buffer) => void): Promise<void> {
     while (this.inFlight.size >= MAX_IN_FLIGHT) await Promise.race(this.inFlight);
     this.checkAbort();
     const size = chunk.length;
-    let known!: (id: Buffer) => void;
-    let failed!: (e: unknown) => void;
-    const id = new Promise<Buffer>((resolve, reject) => ((known = resolve), (failed = reject)));
-    id.catch(() => {});
-    const work = this.pool!.seal(null, chunk, async (blockId, sealed) => {
-      known(blockId);
-      if (this.packer.has(blockId)) {
-        this.r.blocksReused++;
-        return;
-      }
-      this.r.blocksNew++;
-      this.packer.markPending(blockId);
-      await this.packer.add(blockId, 'data', sealed, size);
-    });
-    work.catch(failed);
-    this.track(work);
-    return { id };
+    this.track(
+      this.pool!.seal(null, chunk, async (blockId, sealed) => {
+        onId(blockId);
+        if (this.packer.has(blockId)) {
+          this.r.blocksReused++;
+          return;
+        }
+        this.r.blocksNew++;
+        this.packer.markPending(blockId);
+        await this.packer.add(blockId, 'data', sealed, size);
+      }),
+    );
   }
 
   private track(work: Promise<void>): void {
     const task: Promise<void> = work
       .catch((e: unknown) => {
         this.failure ??= e;
+        this.signalFailure();
       })
       .finally(() => this.inFlight.delete(task));
     this.inFlight.add(task);

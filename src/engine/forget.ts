@@ -11,13 +11,12 @@
  * themselves are reclaimed later by prune.
  */
 import { integrity, usageError } from '../errors.js';
-import { encodeBlock } from '../repo/blockcodec.js';
 import type { Catalog, TocRow } from '../repo/catalog.js';
 import { Lease, liveLeases } from '../repo/lease.js';
 import type { Repository } from '../repo/repository.js';
 import { applyPolicy, isEmpty, type Policy } from './policy.js';
 import { findSnapshot, listSnapshots, type Snapshot } from './snapshot.js';
-import { shortcut, type SealedToc } from './versions.js';
+import { sealToc, shortcut, type SealedEntry, type SealedToc, type SealedTocIds } from './versions.js';
 
 export interface ForgetOptions {
   ids?: string[];
@@ -191,24 +190,30 @@ async function resealTocs(repo: Repository, versions: ReadonlySet<number>): Prom
     return snapshotIds.get(seq)!;
   };
   const generation = Date.now();
-  const resealed: [number, Buffer][] = [];
+  const resealed: { version: number; toc: SealedTocIds; old: Buffer[] }[] = [];
   for (const v of versions) {
-    const row = repo.catalog.db.prepare('SELECT snapshot, path, size FROM versions WHERE id = ?').get(v) as { snapshot: number; path: Buffer; size: number } | undefined;
+    const row = repo.catalog.db.prepare('SELECT snapshot, path, size, toc FROM versions WHERE id = ?').get(v) as { snapshot: number; path: Buffer; size: number; toc: Buffer } | undefined;
     if (!row) continue;
-    const sealed: SealedToc = {
-      snapshot: snapshotOf(v),
-      path: row.path.toString('hex'),
-      size: row.size,
-      generation,
-      entries: repo.catalog.toc(v).map((e) => (e.block ? [e.start, e.end, e.block.toString('hex')] : [e.start, e.end, snapshotOf(e.target!), e.target_start!])),
-    };
-    const plain = Buffer.from(JSON.stringify(sealed), 'utf8');
-    const id = repo.keyring.blockId(plain);
-    if (!packer.has(id)) await packer.add(id, 'toc', encodeBlock(repo.keyring.encKey, id, plain, repo.compressionLevel), plain.length);
-    resealed.push([v, id]);
+    const count = (repo.catalog.db.prepare('SELECT COUNT(*) AS n FROM toc WHERE version = ?').get(v) as { n: number }).n;
+    function* entries(): Generator<SealedEntry> {
+      for (const e of repo.catalog.tocPages(v)) yield e.block ? [e.start, e.end, e.block.toString('hex')] : [e.start, e.end, snapshotOf(e.target!), e.target_start!];
+    }
+    const head = { snapshot: snapshotOf(v), path: row.path.toString('hex'), size: row.size, generation };
+    const toc = await sealToc(repo.keyring, packer, repo.compressionLevel, head, entries(), count);
+    resealed.push({ version: v, toc, old: await segmentsOf(repo, row.toc) });
   }
   await packer.flush();
-  repo.catalog.transaction(() => resealed.forEach(([v, id]) => repo.catalog.setVersionToc(v, id)));
+  repo.catalog.transaction(() => resealed.forEach(({ version, toc, old }) => repo.catalog.setVersionToc(version, toc.id, toc.segments, old)));
+}
+
+/** The segments a sealed TOC lists (none for a short one, or if it cannot be read: prune then keeps them until the snapshot goes). */
+async function segmentsOf(repo: Repository, toc: Buffer): Promise<Buffer[]> {
+  try {
+    const t = JSON.parse((await repo.readBlob(toc, 'toc')).toString('utf8')) as SealedToc;
+    return (t.segments ?? []).map((hex) => Buffer.from(hex, 'hex'));
+  } catch {
+    return [];
+  }
 }
 
 function groupSnapshots(all: readonly Snapshot[]): { host: string; paths: string[]; snaps: Snapshot[] }[] {

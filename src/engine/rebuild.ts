@@ -12,9 +12,7 @@ import { decodePackIndex } from '../repo/pack.js';
 import type { Repository } from '../repo/repository.js';
 import { metaAad, type SnapshotRecord } from './snapshot.js';
 import { treeIds } from './tree.js';
-import type { SealedToc } from './versions.js';
-import { tocRows } from './versions.js';
-import type { TocEntry } from './toc.js';
+import { sealedTocEntries, tocRows, type SealedToc, type SealedTocSegment, type TargetVersion } from './versions.js';
 
 export interface RebuildResult {
   packs: number;
@@ -54,7 +52,8 @@ export async function rebuildCatalog(repo: Repository, onProgress: (m: string) =
         const value = JSON.parse(plain.toString('utf8'));
         if (e.kind === 'snapshot') records.push({ ...(value as SnapshotRecord), recordId: e.id.toString('hex') } as SnapshotRecord);
         else {
-          const t = value as SealedToc;
+          const t = value as SealedToc | SealedTocSegment;
+          if ('segment' in t) continue; // read with the TOC that lists it
           const key = `${t.snapshot}/${t.path}`;
           if (!tocs.has(key) || (tocs.get(key)!.generation ?? 0) < (t.generation ?? 0)) tocs.set(key, { ...t, tocId: e.id.toString('hex') } as SealedToc);
         }
@@ -87,23 +86,30 @@ export async function rebuildCatalog(repo: Repository, onProgress: (m: string) =
     const seq = catalog.beginSnapshot(s.id, Date.parse(s.time), keyring.lineageId(s.host, s.paths), sealedMeta, s.parent ? (seqOf.get(s.parent) ?? null) : null);
     seqOf.set(s.id, seq);
     for (const t of tocsBySnapshot.get(s.id) ?? []) {
-      const entries: TocEntry[] = t.entries.map((e) =>
-        e.length === 3
-          ? { kind: 'data', start: e[0], end: e[1], block: Buffer.from(e[2], 'hex') }
-          : { kind: 'ref', start: e[0], end: e[1], targetStart: e[3]!, targetEnd: e[3]! + (e[1] - e[0]) },
-      );
       // Each ref names its target snapshot; the path is the same. A version
       // whose target is lost is left out (check then names the file), the rest goes on.
       try {
-        const rows = entries.flatMap((entry, i) => {
-          const raw = t.entries[i]!;
-          if (entry.kind === 'data') return tocRows(catalog, [entry], undefined);
-          const targetSeq = seqOf.get(raw[2] as string);
-          const target = targetSeq === undefined ? undefined : catalog.version(targetSeq, Buffer.from(t.path, 'hex'));
-          if (!target) throw integrity(`a file of snapshot ${s.id.slice(0, 8)} refers to its version in snapshot ${String(raw[2]).slice(0, 8)}, which could not be restored`);
-          return tocRows(catalog, [entry], { id: target.id, snapshotId: raw[2] as string, depth: target.depth });
-        });
-        catalog.insertVersion(seq, Buffer.from(t.path, 'hex'), t.size, Buffer.from((t as SealedToc & { tocId: string }).tocId, 'hex'), rows);
+        const raw = await sealedTocEntries(repo, t);
+        const path = Buffer.from(t.path, 'hex');
+        const targets = new Map<string, TargetVersion>();
+        const targetOf = (snapshot: string): TargetVersion => {
+          let target = targets.get(snapshot);
+          if (!target) {
+            const targetSeq = seqOf.get(snapshot);
+            const row = targetSeq === undefined ? undefined : catalog.version(targetSeq, path);
+            if (!row) throw integrity(`a file of snapshot ${s.id.slice(0, 8)} refers to its version in snapshot ${snapshot.slice(0, 8)}, which could not be restored`);
+            targets.set(snapshot, (target = { id: row.id, snapshotId: snapshot, depth: row.depth }));
+          }
+          return target;
+        };
+        function* rows() {
+          for (const e of raw) {
+            if (e.length === 3) yield* tocRows(catalog, [{ kind: 'data', start: e[0], end: e[1], block: Buffer.from(e[2], 'hex') }], undefined);
+            else yield* tocRows(catalog, [{ kind: 'ref', start: e[0], end: e[1], targetStart: e[3], targetEnd: e[3] + (e[1] - e[0]) }], targetOf(e[2]));
+          }
+        }
+        const segments = (t.segments ?? []).map((hex) => Buffer.from(hex, 'hex'));
+        catalog.insertVersion(seq, path, t.size, Buffer.from((t as SealedToc & { tocId: string }).tocId, 'hex'), rows(), segments);
         r.versions++;
       } catch (e) {
         r.problems.push((e as Error).message);

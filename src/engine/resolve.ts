@@ -8,7 +8,7 @@
  */
 import { integrity } from '../errors.js';
 import type { Catalog, TocRow } from '../repo/catalog.js';
-import type { BlockSpan } from './toc.js';
+import { BlockList } from './blocklist.js';
 
 export interface Piece {
   block: Buffer;
@@ -95,11 +95,11 @@ function checkRow(row: TocRow | undefined, version: number, cursor: number, firs
 }
 
 /** A version as the sequence of its blocks (for aligning the next version). */
-export function blocksOf(catalog: Catalog, version: number, size: number): BlockSpan[] {
-  const spans: BlockSpan[] = [];
+export function blocksOf(catalog: Catalog, version: number, size: number): BlockList {
+  const list = new BlockList();
   for (const p of resolveRange(catalog, version, 0, size - 1)) {
     const whole = p.from === 0 && p.length === p.blockSize;
-    spans.push({ id: whole ? p.block : null, start: p.at, end: p.at + p.length - 1 });
+    list.push(whole ? p.block : null, p.length);
   }
-  return spans;
+  return list;
 }

@@ -10,6 +10,7 @@
  * start - targetStart. The previous version may itself hold refs, so refs
  * chain across incrementals. Ranges are inclusive, as in the seed.
  */
+import { BlockList } from './blocklist.js';
 
 /** A block of a version, at its place in that version. */
 export interface BlockSpan {
@@ -39,6 +40,138 @@ export type TocEntry = DataEntry | RefEntry;
 export const offsetOf = (e: RefEntry): number => e.start - e.targetStart;
 
 /**
+ * A TOC under construction, held compactly (a version of a 4 GiB file can
+ * have 130,000 entries): a kind, a range and one number per entry, in typed
+ * arrays. A data entry's number is its block's index in `blocks`; a ref's is
+ * its target start. Iterating yields ordinary TocEntry objects one by one.
+ */
+export class TocList implements Iterable<TocEntry> {
+  private kinds = new Uint8Array(16);
+  private ranges = new Float64Array(32);
+  private extra = new Float64Array(16);
+  private count = 0;
+  dataEntries = 0;
+  refEntries = 0;
+
+  /** Blocks of entries added as objects (their ids need a home). */
+  private own?: BlockList;
+
+  constructor(private readonly blocks?: BlockList) {}
+
+  static of(entries: Iterable<TocEntry>): TocList {
+    const list = new TocList();
+    for (const e of entries) list.add(e);
+    return list;
+  }
+
+  get length(): number {
+    return this.count;
+  }
+
+  /** Appends an entry; a data entry's block is copied (see pushData for the compact form). */
+  add(e: TocEntry): void {
+    if (e.kind === 'ref') {
+      this.pushRef(e.start, e.end, e.targetStart);
+      return;
+    }
+    this.own ??= new BlockList();
+    const i = this.own.push(e.block, 0);
+    this.push(0, e.start, e.end, -1 - i);
+  }
+
+  /** A data entry for block `index` of the list this TOC was made with. */
+  pushData(start: number, end: number, index: number): void {
+    this.push(0, start, end, index);
+  }
+
+  pushRef(start: number, end: number, targetStart: number): void {
+    this.push(1, start, end, targetStart);
+  }
+
+  get(i: number): TocEntry {
+    const start = this.ranges[2 * i]!;
+    const end = this.ranges[2 * i + 1]!;
+    const x = this.extra[i]!;
+    if (this.kinds[i] === 1) return { kind: 'ref', start, end, targetStart: x, targetEnd: x + (end - start) };
+    const block = x >= 0 ? this.blocks!.id(x) : this.own!.id(-1 - x);
+    return { kind: 'data', start, end, block: Buffer.from(block!) };
+  }
+
+  *[Symbol.iterator](): Iterator<TocEntry> {
+    for (let i = 0; i < this.count; i++) yield this.get(i);
+  }
+
+  private push(kind: number, start: number, end: number, x: number): void {
+    if (this.count === this.kinds.length) {
+      const grow = <T extends Uint8Array | Float64Array>(a: T, n: number): T => {
+        const b = new (a.constructor as new (n: number) => T)(n);
+        b.set(a);
+        return b;
+      };
+      this.kinds = grow(this.kinds, this.count * 2);
+      this.ranges = grow(this.ranges, this.count * 4);
+      this.extra = grow(this.extra, this.count * 2);
+    }
+    const i = this.count++;
+    this.kinds[i] = kind;
+    this.ranges[2 * i] = start;
+    this.ranges[2 * i + 1] = end;
+    this.extra[i] = x;
+    if (kind === 0) this.dataEntries++;
+    else this.refEntries++;
+  }
+}
+
+/**
+ * Where each block id occurs in a version: an open-addressed table from id
+ * to its first occurrence, and a chain from each occurrence to the next.
+ * Typed arrays again: a Map keyed by hex ids cost some 200 bytes per block.
+ */
+class BlockIndex {
+  private readonly table: Int32Array;
+  private readonly next: Int32Array;
+  private readonly mask: number;
+  private readonly lists = new Map<number, Int32Array>();
+
+  constructor(private readonly blocks: BlockList) {
+    let size = 16;
+    while (size < blocks.length * 2) size *= 2;
+    this.table = new Int32Array(size).fill(-1);
+    this.next = new Int32Array(Math.max(1, blocks.length)).fill(-1);
+    this.mask = size - 1;
+    // Backwards, so each chain runs in ascending order.
+    for (let i = blocks.length - 1; i >= 0; i--) {
+      if (!blocks.hasId(i)) continue;
+      const slot = this.slotOf(blocks, i);
+      this.next[i] = this.table[slot]!;
+      this.table[slot] = i;
+    }
+  }
+
+  /** The occurrences of block `i` of `list` here, ascending; undefined if none. */
+  find(list: BlockList, i: number): Int32Array | number | undefined {
+    const first = this.table[this.slotOf(list, i)]!;
+    if (first < 0) return undefined;
+    if (this.next[first]! < 0) return first;
+    let all = this.lists.get(first);
+    if (!all) {
+      const found: number[] = [];
+      for (let k = first; k >= 0; k = this.next[k]!) found.push(k);
+      this.lists.set(first, (all = Int32Array.from(found)));
+    }
+    return all;
+  }
+
+  /** The slot holding block `i` of `list`'s id, or the empty slot where it would go. */
+  private slotOf(list: BlockList, i: number): number {
+    for (let slot = list.idHash(i) & this.mask; ; slot = (slot + 1) & this.mask) {
+      const at = this.table[slot]!;
+      if (at < 0 || this.blocks.sameId(at, list, i)) return slot;
+    }
+  }
+}
+
+/**
  * Aligns `current` (a version's blocks, in order) with `previous` and returns
  * the version's TOC. A block matches when the same block id sits in the
  * previous version; a run continues while the next block matches the next
@@ -46,45 +179,41 @@ export const offsetOf = (e: RefEntry): number => e.start - e.targetStart;
  * (zeros, repeated records), the occurrence that starts the longest run wins,
  * and among equals the one nearest to where the last run's offset predicts.
  */
-export function diffBlocks(previous: readonly BlockSpan[], current: readonly BlockSpan[]): TocEntry[] {
-  const where = new Map<string, number[]>();
-  previous.forEach((b, i) => {
-    if (!b.id) return;
-    const key = b.id.toString('hex');
-    const list = where.get(key);
-    if (list) list.push(i);
-    else where.set(key, [i]);
-  });
-
-  const out: TocEntry[] = [];
-  let run: { start: number; end: number; first: number; last: number } | undefined;
+export function diffBlocks(previousBlocks: BlockList | readonly BlockSpan[], currentBlocks: BlockList | readonly BlockSpan[]): TocList {
+  const previous = previousBlocks instanceof BlockList ? previousBlocks : BlockList.from(previousBlocks);
+  const current = currentBlocks instanceof BlockList ? currentBlocks : BlockList.from(currentBlocks);
+  const index = new BlockIndex(previous);
+  const out = new TocList(current);
+  // The open run: its range here and its first and last block in `previous`.
+  let runStart = -1;
+  let runEnd = -1;
+  let first = -1;
+  let last = -1;
   let delta = 0;
   const flush = () => {
-    if (!run) return;
-    const first = previous[run.first]!;
-    const last = previous[run.last]!;
-    out.push({ kind: 'ref', start: run.start, end: run.end, targetStart: first.start, targetEnd: last.end });
-    run = undefined;
+    if (first < 0) return;
+    out.pushRef(runStart, runEnd, previous.start(first));
+    first = -1;
   };
 
   for (let i = 0; i < current.length; i++) {
-    const b = current[i]!;
-    if (!b.id) throw new Error('current blocks always have ids');
-    const next = run ? previous[run.last + 1] : undefined;
-    if (run && next?.id?.equals(b.id)) {
-      run.end = b.end;
-      run.last++;
+    if (!current.hasId(i)) throw new Error('current blocks always have ids');
+    if (first >= 0 && last + 1 < previous.length && previous.sameId(last + 1, current, i)) {
+      runEnd = current.end(i);
+      last++;
       continue;
     }
     flush();
-    const candidates = where.get(b.id.toString('hex'));
-    const match = candidates && bestCandidate(previous, candidates, current, i, b.start - delta);
+    const found = index.find(current, i);
+    const match = found === undefined ? undefined : typeof found === 'number' ? found : bestCandidate(previous, found, current, i, current.start(i) - delta);
     if (match === undefined) {
-      out.push({ kind: 'data', start: b.start, end: b.end, block: b.id });
+      out.pushData(current.start(i), current.end(i), i);
       continue;
     }
-    run = { start: b.start, end: b.end, first: match, last: match };
-    delta = b.start - previous[match]!.start;
+    runStart = current.start(i);
+    runEnd = current.end(i);
+    first = last = match;
+    delta = current.start(i) - previous.start(match);
   }
   flush();
   return out;
@@ -94,13 +223,12 @@ const CANDIDATES = 16;
 const LOOKAHEAD = 256;
 
 /** Among the occurrences nearest `pos`, the one whose run with `current[i..]` is longest. */
-function bestCandidate(previous: readonly BlockSpan[], candidates: readonly number[], current: readonly BlockSpan[], i: number, pos: number): number {
-  if (candidates.length === 1) return candidates[0]!;
+function bestCandidate(previous: BlockList, candidates: Int32Array, current: BlockList, i: number, pos: number): number {
   let lo = 0;
   let hi = candidates.length - 1;
   while (lo < hi) {
     const mid = (lo + hi) >> 1;
-    if (previous[candidates[mid]!]!.start < pos) lo = mid + 1;
+    if (previous.start(candidates[mid]!) < pos) lo = mid + 1;
     else hi = mid;
   }
   let best = candidates[lo]!;
@@ -111,8 +239,8 @@ function bestCandidate(previous: readonly BlockSpan[], candidates: readonly numb
   for (let k = from; k < to; k++) {
     const c = candidates[k]!;
     let len = 1;
-    while (len < LOOKAHEAD && c + len < previous.length && i + len < current.length && previous[c + len]!.id?.equals(current[i + len]!.id!)) len++;
-    const dist = Math.abs(previous[c]!.start - pos);
+    while (len < LOOKAHEAD && c + len < previous.length && i + len < current.length && previous.sameId(c + len, current, i + len)) len++;
+    const dist = Math.abs(previous.start(c) - pos);
     if (len > bestLen || (len === bestLen && dist < bestDist)) {
       best = c;
       bestLen = len;
@@ -128,7 +256,7 @@ function bestCandidate(previous: readonly BlockSpan[], candidates: readonly numb
  * REF 2 and REF 3 appear as two reference blocks although strata stores them
  * as one ref entry (one maximal run, same offset).
  */
-export function referenceBlocks(entries: readonly TocEntry[], target: readonly BlockSpan[]): TocEntry[] {
+export function referenceBlocks(entries: Iterable<TocEntry>, target: BlockList): TocEntry[] {
   const out: TocEntry[] = [];
   for (const e of entries) {
     if (e.kind === 'data') {
@@ -136,26 +264,14 @@ export function referenceBlocks(entries: readonly TocEntry[], target: readonly B
       continue;
     }
     const shift = offsetOf(e);
-    let i = firstSpanAtOrAfter(target, e.targetStart);
+    let i = target.indexAt(e.targetStart);
     let pos = e.targetStart;
     while (pos <= e.targetEnd) {
-      const span = target[i];
-      const end = span && span.start <= pos ? Math.min(span.end, e.targetEnd) : e.targetEnd;
+      const end = i < target.length && target.start(i) <= pos ? Math.min(target.end(i), e.targetEnd) : e.targetEnd;
       out.push({ kind: 'ref', start: pos + shift, end: end + shift, targetStart: pos, targetEnd: end });
       pos = end + 1;
       i++;
     }
   }
   return out;
-}
-
-function firstSpanAtOrAfter(spans: readonly BlockSpan[], pos: number): number {
-  let lo = 0;
-  let hi = spans.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (spans[mid]!.end < pos) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
 }

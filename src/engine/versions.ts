@@ -7,7 +7,9 @@ import type { Keyring } from '../crypto/keyring.js';
 import { encodeBlock } from '../repo/blockcodec.js';
 import type { Catalog, TocRow } from '../repo/catalog.js';
 import type { Packer } from '../repo/packer.js';
-import { StrataError } from '../errors.js';
+import { integrity, StrataError } from '../errors.js';
+import { minorGc } from '../util/gc.js';
+import type { Repository } from '../repo/repository.js';
 import type { TocEntry } from './toc.js';
 
 export interface TargetVersion {
@@ -43,11 +45,12 @@ export function shortcut(target: { id: number; depth: number }, ts: number, te: 
   return { root: target.id, root_start: ts, depth: inside ? under.depth + 1 : target.depth + 1 };
 }
 
-export function tocRows(catalog: Catalog, entries: readonly TocEntry[], target: TargetVersion | undefined): TocRow[] {
-  const rows: TocRow[] = [];
+export function* tocRows(catalog: Catalog, entries: Iterable<TocEntry>, target: TargetVersion | undefined): Generator<TocRow> {
+  let n = 0;
   for (const e of entries) {
+    if (++n % SEGMENT_ENTRIES === 0) minorGc();
     if (e.kind === 'data') {
-      rows.push({ start: e.start, end: e.end, block: e.block, target: null, target_start: null, root: null, root_start: null, depth: 0 });
+      yield { start: e.start, end: e.end, block: e.block, target: null, target_start: null, root: null, root_start: null, depth: 0 };
       continue;
     }
     if (!target) throw new Error('a ref entry needs a target version');
@@ -57,23 +60,25 @@ export function tocRows(catalog: Catalog, entries: readonly TocEntry[], target: 
     };
     const whole = ref(e.start, e.end, catalog.tocAt(target.id, e.targetStart));
     if (whole.depth <= MAX_DEPTH) {
-      rows.push(whole);
+      yield whole;
       continue;
     }
     const under = catalog.tocRange(target.id, e.targetStart, e.targetEnd);
     const depth = 1 + under.reduce((d, u) => Math.max(d, u.depth), 0);
     if (depth <= MAX_DEPTH) {
-      rows.push({ ...whole, depth });
+      yield { ...whole, depth };
       continue;
     }
     for (const u of under) {
       const ts = Math.max(u.start, e.targetStart);
       const te = Math.min(u.end, e.targetEnd);
-      rows.push(ref(e.start + (ts - e.targetStart), e.start + (te - e.targetStart), u));
+      yield ref(e.start + (ts - e.targetStart), e.start + (te - e.targetStart), u);
     }
   }
-  return rows;
 }
+
+/** [start, end, block] or [start, end, targetSnapshot, targetStart]. */
+export type SealedEntry = [number, number, string] | [number, number, string, number];
 
 export interface SealedToc {
   snapshot: string;
@@ -81,33 +86,96 @@ export interface SealedToc {
   size: number;
   /** Rewritten by forget at this time (ms); the newest generation of a version wins on rebuild. */
   generation?: number;
-  /** [start, end, block] or [start, end, targetSnapshot, targetStart]. */
-  entries: ([number, number, string] | [number, number, string, number])[];
+  entries: SealedEntry[];
+  /** A long TOC's entries live in these blobs (hex ids, in order); `entries` is then empty. */
+  segments?: string[];
 }
+
+/** One piece of a long TOC; it names its version so that no two versions share one. */
+export interface SealedTocSegment {
+  snapshot: string;
+  path: string;
+  generation?: number;
+  segment: number;
+  entries: SealedEntry[];
+}
+
+/** Entries per sealed blob: a long TOC is sealed piece by piece, never whole. */
+export const SEGMENT_ENTRIES = 4096;
+
+/** Something to iterate once that knows its length (an array or a TocList). */
+export type Entries = Iterable<TocEntry> & { readonly length: number };
 
 export interface NewVersion {
   snapshotSeq: number;
   snapshotId: string;
   pathId: Buffer;
   size: number;
-  entries: TocEntry[];
+  entries: Entries;
   target?: TargetVersion;
 }
 
-/** Seals a version's TOC into a pack (for rebuilds) and returns the blob id. */
-async function sealToc(keyring: Keyring, packer: Packer, level: number, v: NewVersion): Promise<Buffer> {
-  const sealed: SealedToc = {
-    snapshot: v.snapshotId,
-    path: v.pathId.toString('hex'),
-    size: v.size,
-    entries: v.entries.map((e) =>
-      e.kind === 'data' ? [e.start, e.end, e.block.toString('hex')] : [e.start, e.end, v.target!.snapshotId, e.targetStart],
-    ),
+export interface SealedTocIds {
+  id: Buffer;
+  segments: Buffer[];
+}
+
+/**
+ * Seals a version's TOC into packs (for rebuilds): one blob, or for more than
+ * SEGMENT_ENTRIES entries a blob per segment and one listing them.
+ */
+export async function sealToc(
+  keyring: Keyring,
+  packer: Packer,
+  level: number,
+  head: Omit<SealedToc, 'entries' | 'segments'>,
+  entries: Iterable<SealedEntry>,
+  count: number,
+): Promise<SealedTocIds> {
+  const seal = async (value: object): Promise<Buffer> => {
+    const plain = Buffer.from(JSON.stringify(value), 'utf8');
+    const id = keyring.blockId(plain);
+    if (!packer.has(id)) await packer.add(id, 'toc', encodeBlock(keyring.encKey, id, plain, level), plain.length);
+    return id;
   };
-  const plain = Buffer.from(JSON.stringify(sealed), 'utf8');
-  const id = keyring.blockId(plain);
-  if (!packer.has(id)) await packer.add(id, 'toc', encodeBlock(keyring.encKey, id, plain, level), plain.length);
-  return id;
+  if (count <= SEGMENT_ENTRIES) return { id: await seal({ ...head, entries: [...entries] }), segments: [] };
+  const segments: Buffer[] = [];
+  let batch: SealedEntry[] = [];
+  const sealBatch = async () => {
+    const segment: SealedTocSegment = { snapshot: head.snapshot, path: head.path, ...(head.generation ? { generation: head.generation } : {}), segment: segments.length, entries: batch };
+    segments.push(await seal(segment));
+    batch = [];
+  };
+  for (const e of entries) {
+    batch.push(e);
+    if (batch.length === SEGMENT_ENTRIES) {
+      await sealBatch();
+      // Each segment leaves a few MiB of garbage: collect it before the young generation grows.
+      minorGc();
+    }
+  }
+  if (batch.length > 0) await sealBatch();
+  return { id: await seal({ ...head, entries: [], segments: segments.map((b) => b.toString('hex')) }), segments };
+}
+
+/** All entries of a sealed TOC, reading its segments if it has them. */
+export async function sealedTocEntries(repo: Repository, t: SealedToc): Promise<SealedEntry[]> {
+  if (!t.segments) return t.entries;
+  const all: SealedEntry[] = [];
+  for (const [i, hex] of t.segments.entries()) {
+    const seg = JSON.parse((await repo.readBlob(Buffer.from(hex, 'hex'), 'toc')).toString('utf8')) as SealedTocSegment;
+    if (seg.segment !== i || seg.snapshot !== t.snapshot || seg.path !== t.path) throw integrity(`TOC segment ${hex.slice(0, 16)} belongs elsewhere`);
+    all.push(...seg.entries);
+  }
+  return all;
+}
+
+function* sealedEntries(v: NewVersion): Generator<SealedEntry> {
+  for (const e of v.entries) yield e.kind === 'data' ? [e.start, e.end, e.block.toString('hex')] : [e.start, e.end, v.target!.snapshotId, e.targetStart];
+}
+
+function sealVersion(keyring: Keyring, packer: Packer, level: number, v: NewVersion): Promise<SealedTocIds> {
+  return sealToc(keyring, packer, level, { snapshot: v.snapshotId, path: v.pathId.toString('hex'), size: v.size }, sealedEntries(v), v.entries.length);
 }
 
 /** Runs an insert, again if a forget rewrote the targets' rows while ours were computed. */
@@ -127,7 +195,7 @@ function retryStale<T>(insert: () => T): T {
  * commits).
  */
 export class VersionBatch {
-  private pending: { v: NewVersion; toc: Buffer }[] = [];
+  private pending: { v: NewVersion; toc: SealedTocIds }[] = [];
   private entries = 0;
 
   constructor(
@@ -140,7 +208,7 @@ export class VersionBatch {
   ) {}
 
   async add(v: NewVersion): Promise<void> {
-    this.pending.push({ v, toc: await sealToc(this.keyring, this.packer, this.level, v) });
+    this.pending.push({ v, toc: await sealVersion(this.keyring, this.packer, this.level, v) });
     this.entries += v.entries.length;
     if (this.pending.length >= this.maxVersions || this.entries >= this.maxEntries) this.flush();
   }
@@ -151,7 +219,8 @@ export class VersionBatch {
       snapshot: v.snapshotSeq,
       path: v.pathId,
       size: v.size,
-      toc,
+      toc: toc.id,
+      segments: toc.segments,
       rows: () => tocRows(this.catalog, v.entries, v.target),
     }));
     retryStale(() => this.catalog.insertVersions(list));
@@ -162,6 +231,6 @@ export class VersionBatch {
 
 /** Stores one version at once (its id returned). */
 export async function storeVersion(catalog: Catalog, keyring: Keyring, packer: Packer, level: number, v: NewVersion): Promise<number> {
-  const toc = await sealToc(keyring, packer, level, v);
-  return retryStale(() => catalog.insertVersion(v.snapshotSeq, v.pathId, v.size, toc, tocRows(catalog, v.entries, v.target)));
+  const toc = await sealVersion(keyring, packer, level, v);
+  return retryStale(() => catalog.insertVersion(v.snapshotSeq, v.pathId, v.size, toc.id, tocRows(catalog, v.entries, v.target), toc.segments));
 }

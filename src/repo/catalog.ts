@@ -36,6 +36,17 @@ export interface TocRow {
   depth: number;
 }
 
+/** A version to insert; `rows` is called once, inside the transaction. */
+export interface NewVersionRows {
+  snapshot: number;
+  path: Buffer;
+  size: number;
+  /** The sealed TOC's blob, and the segment blobs of a long one (kept alive with the snapshot). */
+  toc: Buffer;
+  segments?: readonly Buffer[];
+  rows: () => Iterable<TocRow>;
+}
+
 export interface SnapshotRow {
   seq: number;
   id: string;
@@ -110,6 +121,8 @@ export class Catalog {
     if (!opts.readonly) {
       this.guard(() => this.db.pragma('journal_mode = WAL'));
       this.db.pragma('synchronous = NORMAL');
+      // 4 MiB of page cache, not the default 16: a backup's lookups are random anyway, and memory is bounded.
+      this.db.pragma('cache_size = -4000');
       this.migrate();
     }
     this.st = this.prepare();
@@ -154,6 +167,7 @@ export class Catalog {
       insertVersion: 'INSERT INTO versions(snapshot, path, size, toc, depth) VALUES (?, ?, ?, ?, ?)',
       version: 'SELECT id, snapshot, size, depth FROM versions WHERE snapshot = ? AND path = ?',
       versionById: 'SELECT id, snapshot, size, depth FROM versions WHERE id = ?',
+      setVersionDepth: 'UPDATE versions SET depth = ? WHERE id = ?',
       insertToc: 'INSERT INTO toc(version, start, end, block, target, target_start, root, root_start, depth) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
       tocAt: 'SELECT start, end, block, target, target_start, root, root_start, depth FROM toc WHERE version = ? AND start <= ? ORDER BY start DESC LIMIT 1',
       tocAfter: 'SELECT start, end, block, target, target_start, root, root_start, depth FROM toc WHERE version = ? AND start > ? AND start <= ? ORDER BY start LIMIT ?',
@@ -280,30 +294,34 @@ export class Catalog {
    * Inserts a version and its TOC rows. Fails with code "stale_target" when a
    * version its rows point at is gone (a forget ran meanwhile): recompute.
    */
-  insertVersion(snapshot: number, path: Buffer, size: number, toc: Buffer, entries: readonly TocRow[]): number {
-    return this.transaction(() => this.insertVersionRows(snapshot, path, size, toc, entries));
+  insertVersion(snapshot: number, path: Buffer, size: number, toc: Buffer, rows: Iterable<TocRow>, segments: readonly Buffer[] = []): number {
+    return this.transaction(() => this.insertVersionRows({ snapshot, path, size, toc, rows: () => rows, segments }));
   }
 
   /** Several versions in one transaction (a backup's many small files); see insertVersion. */
-  insertVersions(list: readonly { snapshot: number; path: Buffer; size: number; toc: Buffer; rows: () => readonly TocRow[] }[]): void {
+  insertVersions(list: readonly NewVersionRows[]): void {
     this.transaction(() => {
-      for (const v of list) this.insertVersionRows(v.snapshot, v.path, v.size, v.toc, v.rows());
+      for (const v of list) this.insertVersionRows(v);
     });
   }
 
-  private insertVersionRows(snapshot: number, path: Buffer, size: number, toc: Buffer, entries: readonly TocRow[]): number {
-    const targets = new Set<number>();
-    for (const e of entries) {
-      if (e.target !== null) targets.add(e.target);
-      if (e.root !== null) targets.add(e.root);
+  /** Rows are consumed as they come (a huge file's TOC is never held whole). */
+  private insertVersionRows(v: NewVersionRows): number {
+    const id = Number(this.st.insertVersion.run(v.snapshot, v.path, v.size, v.toc, 0).lastInsertRowid);
+    const seen = new Set<number>();
+    let depth = 0;
+    for (const e of v.rows()) {
+      for (const t of [e.target, e.root]) {
+        if (t === null || seen.has(t)) continue;
+        if (!this.st.versionById.get(t)) throw new StrataError('stale_target', `version ${t} is gone`);
+        seen.add(t);
+      }
+      depth = Math.max(depth, e.depth);
+      this.st.insertToc.run(id, e.start, e.end, e.block, e.target, e.target_start, e.root, e.root_start, e.depth);
     }
-    for (const t of targets) {
-      if (!this.st.versionById.get(t)) throw new StrataError('stale_target', `version ${t} is gone`);
-    }
-    const depth = entries.reduce((d, e) => Math.max(d, e.depth), 0);
-    const v = Number(this.st.insertVersion.run(snapshot, path, size, toc, depth).lastInsertRowid);
-    for (const e of entries) this.st.insertToc.run(v, e.start, e.end, e.block, e.target, e.target_start, e.root, e.root_start, e.depth);
-    return v;
+    if (depth > 0) this.st.setVersionDepth.run(depth, id);
+    for (const b of v.segments ?? []) this.st.insertSnapshotBlob.run(v.snapshot, b);
+    return id;
   }
 
   /** The entry of `version` that contains `offset`, if any. */
@@ -348,8 +366,15 @@ export class Catalog {
     this.db.prepare('UPDATE versions SET depth = (SELECT COALESCE(MAX(depth), 0) FROM toc WHERE version = ?) WHERE id = ?').run(version, version);
   }
 
-  setVersionToc(version: number, toc: Buffer): void {
-    this.guard(() => this.db.prepare('UPDATE versions SET toc = ? WHERE id = ?').run(toc, version));
+  /** Points a version at a new sealed TOC; the old one's segments (if any) are let go. */
+  setVersionToc(version: number, toc: Buffer, segments: readonly Buffer[] = [], oldSegments: readonly Buffer[] = []): void {
+    this.guard(() => {
+      this.db.prepare('UPDATE versions SET toc = ? WHERE id = ?').run(toc, version);
+      const snapshot = (this.st.versionById.get(version) as { snapshot: number }).snapshot;
+      const drop = this.db.prepare('DELETE FROM snapshot_blobs WHERE snapshot = ? AND block = ?');
+      for (const b of oldSegments) drop.run(snapshot, b);
+      for (const b of segments) this.st.insertSnapshotBlob.run(snapshot, b);
+    });
   }
 
   deleteVersion(version: number): void {
@@ -371,5 +396,16 @@ export class Catalog {
 
   toc(version: number): TocRow[] {
     return this.st.tocAll.all(version) as TocRow[];
+  }
+
+  /** A version's rows, read a page at a time (for TOCs too long to hold). */
+  *tocPages(version: number, page = 4096): Generator<TocRow> {
+    let after = -1;
+    while (true) {
+      const rows = this.st.tocAfter.all(version, after, Number.MAX_SAFE_INTEGER, page) as TocRow[];
+      yield* rows;
+      if (rows.length < page) return;
+      after = rows[rows.length - 1]!.start;
+    }
   }
 }

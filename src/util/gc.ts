@@ -35,3 +35,8 @@ export class GcPacer {
     }
   }
 }
+
+/** A young-generation collection now (between batches of short-lived objects). */
+export function minorGc(): void {
+  load()?.({ type: 'minor' });
+}

@@ -52,7 +52,8 @@ export class SealPool {
     this.shared = new SharedArrayBuffer(this.layout.slotSize * slots);
     for (let i = 0; i < slots; i++) this.free.push(i);
     for (let i = 0; i < size; i++) {
-      const worker = new Worker(script, { workerData: { encKey: keys.encKey, idKey: keys.idKey, level, shared: this.shared, layout: this.layout } });
+      // Workers allocate little on the JS heap (blocks live in the shared buffer): a small young generation keeps each isolate lean.
+      const worker = new Worker(script, { workerData: { encKey: keys.encKey, idKey: keys.idKey, level, shared: this.shared, layout: this.layout }, resourceLimits: { maxYoungGenerationSizeMb: 4 } });
       const w: Slot = { worker, busy: 0, batch: [] };
       worker.on('message', (res: SealResponse[]) => res.forEach((r) => this.settle(w, r)));
       worker.on('error', (e) => {

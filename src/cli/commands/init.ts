@@ -12,7 +12,7 @@ export function register(program: Command): void {
     .description('create a repository')
     .option('--chunk-avg <size>', 'average block size, a power of two (default 32K)')
     .option('--scrypt-n <N>', 'scrypt cost N (default: calibrated to about 0.5 s on this machine)')
-    .option('--pack-size <size>', 'target pack file size (default 16M)')
+    .option('--pack-size <size>', 'target pack file size (default 8M)')
     .action(async (opts: { chunkAvg?: string; scryptN?: string; packSize?: string }, cmd: Command) => {
       const g = globals(cmd);
       const where = repoPath(g);
