@@ -195,7 +195,8 @@ export function handleClientErrors(server: Server, log: LogOptions): void {
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
     if (err.code !== 'ECONNRESET' && err.code !== 'EPIPE') logLine(log, `- - ${status} ${err.code ?? 'error'}`);
-    const busy = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage?.headersSent;
+    // With an answer still owed on this connection, a 400 would arrive in its place: just close.
+    const busy = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage !== undefined;
     if (!socket.writable || busy || err.code === 'ECONNRESET') {
       socket.destroy();
       return;

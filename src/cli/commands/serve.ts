@@ -53,8 +53,6 @@ export function register(program: Command): void {
         }
         throw e;
       });
-      process.stdout.write(g.json ? JSON.stringify({ listening: running.url }) + '\n' : `listening on ${running.url}\n`);
-
       await new Promise<void>((resolve) => {
         const stop = (signal: string) => {
           process.off('SIGTERM', onTerm);
@@ -69,6 +67,8 @@ export function register(program: Command): void {
         const onInt = () => stop('SIGINT');
         process.on('SIGTERM', onTerm);
         process.on('SIGINT', onInt);
+        // Announced only once a signal is handled: whoever reads this line may send one at once.
+        process.stdout.write(g.json ? JSON.stringify({ listening: running.url }) + '\n' : `listening on ${running.url}\n`);
       });
     });
 }
