@@ -311,6 +311,25 @@ describe('strata serve', () => {
     expect(fs.existsSync(path.join(dir, 'packs', hex('chunked').slice(0, 2)))).toBe(false);
   });
 
+  it('Expect: 100-continue: the body is invited only after authentication and limits pass', async () => {
+    const name = hex('continue');
+    const head = (token: string, length: number) =>
+      `PUT /v1/objects/pack/${name} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer ${token}\r\nExpect: 100-continue\r\nContent-Length: ${length}\r\n\r\n`;
+    expect(await raw(s.port, head(read, 4))).toMatch(/^HTTP\/1\.1 403 /);
+    expect(await raw(s.port, head('strata_bad', 4))).toMatch(/^HTTP\/1\.1 401 /);
+    const ok = await new Promise<string>((resolve) => {
+      const sock = net.connect(s.port, '127.0.0.1');
+      let got = '';
+      sock.on('data', (c) => {
+        got += c.toString();
+        if (got.startsWith('HTTP/1.1 100 Continue\r\n\r\n') && !got.includes('201')) sock.write('data');
+      });
+      sock.on('close', () => resolve(got));
+      sock.write(head(append, 4));
+    });
+    expect(ok).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 201 /);
+  });
+
   it('a truncated upload leaves nothing, visible or temporary', async () => {
     const name = hex('truncated');
     await raw(s.port, `PUT /v1/objects/pack/${name} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer ${append}\r\nContent-Length: 100000\r\n\r\n${'z'.repeat(50_000)}`, {

@@ -117,6 +117,7 @@ export function objectRoutes(storage: LocalStorage): Route[] {
         if (h.kind !== 'pack' && size > MAX_SMALL_BYTES) {
           throw new HttpError(413, 'body_too_large', `a ${h.kind} object may be at most ${MAX_SMALL_BYTES} bytes`, { Connection: 'close' });
         }
+        if (/^100-continue$/i.test(ctx.req.headers.expect ?? '')) ctx.res.writeContinue();
         const counted = (async function* () {
           for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
             ctx.bytesIn += chunk.length;

@@ -77,6 +77,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   server.timeout = opts.idleTimeoutMs;
   server.maxConnections = 1024;
   handleClientErrors(server, opts.log);
+  // "Expect: 100-continue" goes through the same checks; an upload is invited only once it passed them.
+  server.on('checkContinue', onRequest);
   // While shutting down, every answer closes its connection.
   server.prependListener('request', (_req: http.IncomingMessage, res: http.ServerResponse) => {
     if (closing) res.setHeader('Connection', 'close');
