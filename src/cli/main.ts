@@ -12,8 +12,10 @@ import { register as key } from './commands/key.js';
 import { register as ls } from './commands/ls.js';
 import { register as maintenance } from './commands/maintenance.js';
 import { register as restore } from './commands/restore.js';
+import { register as serve } from './commands/serve.js';
 import { register as snapshots } from './commands/snapshots.js';
 import { register as toc } from './commands/toc.js';
+import { register as token } from './commands/token.js';
 import { chalk, printJson } from './output.js';
 
 const EXIT_CODES = `
@@ -42,7 +44,7 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run "strata help" for usage)')
     .addHelpText('after', EXIT_CODES)
     .exitOverride();
-  for (const register of [init, backup, snapshots, ls, cat, restore, toc, key, maintenance]) register(program);
+  for (const register of [init, backup, snapshots, ls, cat, restore, toc, key, maintenance, serve, token]) register(program);
   const all = (c: Command): Command[] => [c, ...c.commands.flatMap(all)];
   for (const cmd of all(program).slice(1)) {
     cmd.exitOverride();

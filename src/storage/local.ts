@@ -2,7 +2,7 @@
  * A Storage in a local directory: config at the top, keys/ and packs/xx/ below.
  * Writes go to a temporary name, are synced, then renamed into place.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
@@ -20,7 +20,8 @@ export class LocalStorage implements Storage {
     this.location = root;
   }
 
-  private file(h: Handle): string {
+  /** The file an object is stored in (its name checked: no path can leave the root). */
+  file(h: Handle): string {
     if (!NAME.test(h.name) || h.name.startsWith('.')) throw new StorageError('io', `invalid object name ${JSON.stringify(h.name)}`);
     switch (h.kind) {
       case 'config':
@@ -50,6 +51,57 @@ export class LocalStorage implements Storage {
     }
     await fh.close();
     await fs.rename(tmp, target);
+  }
+
+  /**
+   * Stores an object streamed from `source` (`size` bytes) unless the name is
+   * taken: an object is never replaced. Returns "created", "identical" when the
+   * same bytes were already there (a retried upload), or "conflict" when other
+   * bytes are. If `source` fails or falls short, nothing is left behind.
+   */
+  async putOnce(h: Handle, source: AsyncIterable<Uint8Array>, size: number): Promise<'created' | 'identical' | 'conflict'> {
+    const target = this.file(h);
+    if (await this.exists(h)) {
+      // Drain the upload before answering, so the connection stays usable.
+      const digest = await hashStream(source);
+      return (await sameContent(target, size, digest)) ? 'identical' : 'conflict';
+    }
+    await fs.mkdir(path.dirname(target), { recursive: true });
+    await this.ensureSpace(size);
+    const tmp = path.join(path.dirname(target), `.tmp-${randomBytes(8).toString('hex')}`);
+    const fh = await fs.open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
+    const sha = createHash('sha256');
+    try {
+      let got = 0;
+      for await (const chunk of source) {
+        got += chunk.byteLength;
+        if (got > size) throw new StorageError('io', `${h.kind} ${h.name}: more than the announced ${size} bytes`);
+        sha.update(chunk);
+        await fh.write(chunk);
+      }
+      if (got !== size) throw new StorageError('short_read', `${h.kind} ${h.name}: upload ended after ${got} of ${size} bytes`);
+      await fh.sync();
+      await fh.close();
+    } catch (e) {
+      await fh.close().catch(() => {});
+      await fs.rm(tmp, { force: true });
+      throw e;
+    }
+    try {
+      // A hard link fails if the name exists, where a rename would replace it.
+      await fs.link(tmp, target);
+      return 'created';
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') return (await sameContent(target, size, sha.digest())) ? 'identical' : 'conflict';
+      if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'EXDEV') throw e;
+      // A file system without hard links: check, then rename (a narrow race).
+      if (await this.exists(h)) return (await sameContent(target, size, sha.digest())) ? 'identical' : 'conflict';
+      await fs.rename(tmp, target);
+      return 'created';
+    } finally {
+      await fs.rm(tmp, { force: true });
+    }
   }
 
   /**
@@ -187,6 +239,23 @@ export class LocalStorage implements Storage {
   private translate(e: unknown, h: Handle): Error {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return new StorageError('not_found', `${h.kind} ${h.name} not found`);
     return e as Error;
+  }
+}
+
+async function hashStream(source: AsyncIterable<Uint8Array>): Promise<Buffer> {
+  const sha = createHash('sha256');
+  for await (const chunk of source) sha.update(chunk);
+  return sha.digest();
+}
+
+async function sameContent(file: string, size: number, digest: Buffer): Promise<boolean> {
+  const st = await fs.stat(file);
+  if (st.size !== size) return false;
+  const fh = await fs.open(file, 'r');
+  try {
+    return (await hashStream(fh.createReadStream({ autoClose: false }))).equals(digest);
+  } finally {
+    await fh.close();
   }
 }
 

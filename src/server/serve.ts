@@ -1,0 +1,118 @@
+/**
+ * Running the server: prepares the directory, listens (HTTP or HTTPS) with
+ * limits against slow or oversized requests, and shuts down gracefully (stop
+ * accepting, let requests in flight finish for a bounded time).
+ */
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as https from 'node:https';
+import type { AddressInfo, Socket } from 'node:net';
+import * as path from 'node:path';
+import { StrataError, usageError } from '../errors.js';
+import { LocalStorage } from '../storage/local.js';
+import { handleClientErrors, handler, logLine, type LogOptions } from './http.js';
+import { objectRoutes } from './routes.js';
+import { serverDir, TokenStore } from './tokens.js';
+
+export interface ServeOptions {
+  dir: string;
+  host: string;
+  port: number;
+  tls?: { cert: Buffer; key: Buffer };
+  log: LogOptions;
+  /** Time allowed for a request's headers. */
+  headersTimeoutMs: number;
+  /** A connection silent for this long is closed (a stalled upload, an idle client). */
+  idleTimeoutMs: number;
+  /** How long a shutdown waits for requests in flight. */
+  drainTimeoutMs: number;
+}
+
+export const DEFAULTS = { headersTimeoutMs: 20_000, idleTimeoutMs: 120_000, drainTimeoutMs: 10_000 };
+/** Far above any real header set; node's own default. */
+const MAX_HEADER_BYTES = 16 * 1024;
+/** Whole-request bound: generous, since a pack upload over a slow link takes a while; the idle timeout catches stalls. */
+const REQUEST_TIMEOUT_MS = 60 * 60 * 1000;
+
+export interface RunningServer {
+  url: string;
+  server: http.Server;
+  /** Stops accepting, waits for requests in flight (up to the drain timeout); resolves with the number of connections cut. */
+  shutdown(): Promise<number>;
+}
+
+/** Creates DIR and DIR/server if they are missing; refuses a path that is not a directory. */
+export function prepareDir(dir: string): string {
+  const root = path.resolve(dir);
+  if (fs.existsSync(root) && !fs.statSync(root).isDirectory()) throw usageError(`${root} exists and is not a directory`);
+  fs.mkdirSync(serverDir(root), { recursive: true, mode: 0o700 });
+  return root;
+}
+
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
+export async function startServer(opts: ServeOptions): Promise<RunningServer> {
+  const root = prepareDir(opts.dir);
+  const storage = new LocalStorage(root);
+  // Partial uploads a previous run left behind (one killed mid-request).
+  await storage.sweepTemporary(60 * 60 * 1000).catch(() => 0);
+  const tokens = new TokenStore(root);
+  if (tokens.list().length === 0) logLine({ ...opts.log, quiet: false }, `no tokens yet: add one with "strata token add NAME --role ROLE --repo ${root}"`);
+
+  const serverOptions: http.ServerOptions = {
+    maxHeaderSize: MAX_HEADER_BYTES,
+    headersTimeout: opts.headersTimeoutMs,
+    requestTimeout: Math.max(REQUEST_TIMEOUT_MS, opts.headersTimeoutMs + 1),
+    keepAliveTimeout: 65_000,
+    // How often node checks the timeouts above; a short headers timeout needs a short interval.
+    connectionsCheckingInterval: Math.max(50, Math.min(30_000, Math.floor(opts.headersTimeoutMs / 4))),
+  };
+  const onRequest = handler(objectRoutes(storage), tokens, opts.log);
+  let closing = false;
+  const server = opts.tls
+    ? https.createServer({ ...serverOptions, cert: opts.tls.cert, key: opts.tls.key }, onRequest)
+    : http.createServer(serverOptions, onRequest);
+  server.timeout = opts.idleTimeoutMs;
+  server.maxConnections = 1024;
+  handleClientErrors(server, opts.log);
+  // "Expect: 100-continue" goes through the same checks; an upload is invited only once it passed them.
+  server.on('checkContinue', onRequest);
+  // While shutting down, every answer closes its connection.
+  server.prependListener('request', (_req: http.IncomingMessage, res: http.ServerResponse) => {
+    if (closing) res.setHeader('Connection', 'close');
+  });
+  const sockets = new Set<Socket>();
+  server.on(opts.tls ? 'secureConnection' : 'connection', (s: Socket) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (e: NodeJS.ErrnoException) => {
+      const why = e.code === 'EADDRINUSE' ? 'address in use' : e.code === 'EACCES' ? 'permission denied' : e.code === 'EADDRNOTAVAIL' ? 'no such local address' : (e.code ?? e.message);
+      reject(new StrataError('listen', `cannot listen on ${opts.host}:${opts.port}: ${why}`));
+    });
+    server.listen(opts.port, opts.host, () => resolve());
+  });
+  const addr = server.address() as AddressInfo;
+  const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+  const url = `${opts.tls ? 'https' : 'http'}://${host}:${addr.port}`;
+
+  const shutdown = async (): Promise<number> => {
+    closing = true;
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    server.closeIdleConnections();
+    let timer: NodeJS.Timeout | undefined;
+    const drained = await Promise.race([closed.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), opts.drainTimeoutMs)))]);
+    clearTimeout(timer);
+    if (drained) return 0;
+    const cut = sockets.size;
+    server.closeAllConnections();
+    for (const s of sockets) s.destroy();
+    await closed;
+    return cut;
+  };
+  return { url, server, shutdown };
+}

@@ -1,0 +1,272 @@
+/**
+ * A Storage on a strata server (`strata serve`), over HTTP or HTTPS with a
+ * bearer token. Connections are kept alive; every request is idempotent on
+ * that server (objects are write-once, and putting the same bytes again is
+ * accepted), so connection failures and 5xx answers are retried with backoff.
+ *
+ * The server refuses to replace an object with other bytes (409), where a
+ * local directory would overwrite it; strata never does either.
+ */
+import * as http from 'node:http';
+import * as https from 'node:https';
+import { ExitCode, StrataError } from '../errors.js';
+import { StorageError, type Handle, type Kind, type Storage } from './storage.js';
+
+export interface HttpStorageOptions {
+  token: string;
+  /** Extra trusted certificate authorities (PEM), e.g. for a self-signed server certificate. */
+  ca?: string | Buffer;
+  /** Attempts after the first, for connection failures and 5xx answers. */
+  retries?: number;
+  /** First backoff delay; it doubles with each attempt. */
+  retryDelayMs?: number;
+  /** A request silent for this long fails (and is retried). */
+  timeoutMs?: number;
+}
+
+interface Reply {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: Buffer;
+}
+
+/** Statuses worth another try: the server or a proxy in front of it had trouble. */
+const RETRY_STATUS = new Set([500, 502, 503, 504]);
+
+export class HttpStorage implements Storage {
+  readonly location: string;
+  /** Body bytes sent and received, for statistics. */
+  bytesSent = 0;
+  bytesReceived = 0;
+
+  private readonly base: URL;
+  /** A path the server is mounted under (behind a proxy), without the trailing slash. */
+  private readonly prefix: string;
+  private readonly agent: http.Agent;
+  private readonly transport: typeof http | typeof https;
+  private readonly retries: number;
+  private readonly retryDelayMs: number;
+  private readonly timeoutMs: number;
+
+  constructor(
+    url: string,
+    private readonly opts: HttpStorageOptions,
+  ) {
+    let base: URL;
+    try {
+      base = new URL(url);
+    } catch {
+      throw new StrataError('usage', `not a URL: ${url}`, ExitCode.usage);
+    }
+    if (base.protocol !== 'http:' && base.protocol !== 'https:') throw new StrataError('usage', `not an http(s) URL: ${url}`, ExitCode.usage);
+    if (base.username || base.password) throw new StrataError('usage', 'put the token in STRATA_TOKEN, not in the URL', ExitCode.usage);
+    this.prefix = base.pathname.replace(/\/+$/, '');
+    this.base = base;
+    this.location = `${base.origin}${this.prefix}`;
+    this.transport = base.protocol === 'https:' ? https : http;
+    this.agent =
+      base.protocol === 'https:' ? new https.Agent({ keepAlive: true, maxSockets: 16, ca: opts.ca }) : new http.Agent({ keepAlive: true, maxSockets: 16 });
+    this.retries = opts.retries ?? 4;
+    this.retryDelayMs = opts.retryDelayMs ?? 250;
+    this.timeoutMs = opts.timeoutMs ?? 120_000;
+  }
+
+  private path(kind: Kind, name?: string): string {
+    return `${this.prefix}/v1/objects/${kind}${name === undefined ? '' : `/${encodeURIComponent(name)}`}`;
+  }
+
+  async put(h: Handle, data: Uint8Array | readonly Uint8Array[]): Promise<void> {
+    const parts = Array.isArray(data) ? (data as readonly Uint8Array[]) : [data as Uint8Array];
+    const r = await this.request('PUT', this.path(h.kind, h.name), { body: parts });
+    if (r.status === 200 || r.status === 201) return;
+    throw this.failure(r, 'PUT', h);
+  }
+
+  async get(h: Handle): Promise<Buffer> {
+    const r = await this.request('GET', this.path(h.kind, h.name));
+    if (r.status === 200) return r.body;
+    throw this.failure(r, 'GET', h);
+  }
+
+  async read(h: Handle, offset: number, length: number): Promise<Buffer> {
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
+      throw new StorageError('short_read', `${h.kind} ${h.name}: wanted ${length} bytes at ${offset}`);
+    }
+    if (length === 0) {
+      // No byte range names zero bytes: check the size instead.
+      const { size } = await this.stat(h);
+      if (offset > size) throw new StorageError('short_read', `${h.kind} ${h.name}: wanted 0 bytes at ${offset}, it has ${size}`);
+      return Buffer.alloc(0);
+    }
+    const r = await this.request('GET', this.path(h.kind, h.name), { headers: { Range: `bytes=${offset}-${offset + length - 1}` } });
+    if (r.status === 206 && r.body.length === length && r.headers['content-range']?.startsWith(`bytes ${offset}-`)) return r.body;
+    if (r.status === 206 || r.status === 416) {
+      const size = /\/(\d+)$/.exec(r.headers['content-range'] ?? '')?.[1] ?? '?';
+      throw new StorageError('short_read', `${h.kind} ${h.name}: wanted ${length} bytes at ${offset}, it has ${size}`);
+    }
+    if (r.status === 200) throw new StorageError('io', `${this.location} ignored a byte range request`);
+    throw this.failure(r, 'GET', h);
+  }
+
+  async stat(h: Handle): Promise<{ size: number; mtimeMs: number }> {
+    const r = await this.request('HEAD', this.path(h.kind, h.name));
+    if (r.status !== 200) throw this.failure(r, 'HEAD', h);
+    const size = Number(r.headers['content-length']);
+    const mtimeMs = Date.parse(String(r.headers['last-modified']));
+    if (!Number.isSafeInteger(size) || Number.isNaN(mtimeMs)) throw new StorageError('io', `${this.location}: no size or time for ${h.kind} ${h.name}`);
+    return { size, mtimeMs };
+  }
+
+  async exists(h: Handle): Promise<boolean> {
+    const r = await this.request('HEAD', this.path(h.kind, h.name));
+    if (r.status === 200) return true;
+    if (r.status === 404) return false;
+    throw this.failure(r, 'HEAD', h);
+  }
+
+  async *list(kind: Kind): AsyncIterable<string> {
+    const r = await this.request('GET', this.path(kind));
+    if (r.status !== 200) throw this.failure(r, 'GET', { kind, name: '' });
+    let names: unknown;
+    try {
+      names = (JSON.parse(r.body.toString('utf8')) as { names?: unknown }).names;
+    } catch {
+      names = undefined;
+    }
+    if (!Array.isArray(names) || !names.every((n) => typeof n === 'string')) throw new StorageError('io', `${this.location} sent a malformed ${kind} list`);
+    yield* names as string[];
+  }
+
+  async delete(h: Handle): Promise<void> {
+    const r = await this.request('DELETE', this.path(h.kind, h.name));
+    // Already gone is gone: a retried delete may find nothing.
+    if (r.status === 204 || r.status === 200 || r.status === 404) return;
+    throw this.failure(r, 'DELETE', h);
+  }
+
+  /** The server removes its own partial uploads; a client has none. */
+  async sweepTemporary(_olderThanMs: number): Promise<number> {
+    return 0;
+  }
+
+  async close(): Promise<void> {
+    this.agent.destroy();
+  }
+
+  private async request(method: string, path: string, opts: { headers?: Record<string, string>; body?: readonly Uint8Array[] } = {}): Promise<Reply> {
+    let last: Error | undefined;
+    for (let attempt = 0; attempt <= this.retries; attempt++) {
+      if (attempt > 0) {
+        const delay = this.retryDelayMs * 2 ** (attempt - 1);
+        await new Promise((r) => setTimeout(r, delay * (0.75 + Math.random() / 2)));
+      }
+      try {
+        const reply = await this.once(method, path, opts);
+        if (!RETRY_STATUS.has(reply.status) || attempt === this.retries) return reply;
+        last = new Error(`${reply.status} ${errorMessage(reply)}`);
+      } catch (e) {
+        last = e as Error;
+      }
+    }
+    throw new StorageError('io', `${method} ${this.location}${path.slice(this.prefix.length)}: ${describe(last)}`);
+  }
+
+  private once(method: string, path: string, opts: { headers?: Record<string, string>; body?: readonly Uint8Array[] }): Promise<Reply> {
+    const length = opts.body?.reduce((n, p) => n + p.byteLength, 0) ?? 0;
+    const headers: Record<string, string> = { Authorization: `Bearer ${this.opts.token}`, ...opts.headers };
+    if (opts.body) {
+      headers['Content-Length'] = String(length);
+      headers['Content-Type'] = 'application/octet-stream';
+    }
+    return new Promise<Reply>((resolve, reject) => {
+      const req = this.transport.request(
+        { protocol: this.base.protocol, hostname: this.base.hostname, port: this.base.port, method, path, headers, agent: this.agent, timeout: this.timeoutMs },
+        (res) => {
+          const chunks: Buffer[] = [];
+          let got = 0;
+          res.on('data', (c: Buffer) => {
+            chunks.push(c);
+            got += c.length;
+            this.bytesReceived += c.length;
+          });
+          res.on('error', reject);
+          res.on('end', () => {
+            const declared = res.headers['content-length'];
+            if (!res.complete || (method !== 'HEAD' && declared !== undefined && Number(declared) !== got)) {
+              reject(new Error(`the response was cut off after ${got} bytes`));
+              return;
+            }
+            resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks, got) });
+          });
+        },
+      );
+      req.on('timeout', () => req.destroy(new Error(`no answer for ${Math.round(this.timeoutMs / 1000)} s`)));
+      req.on('error', reject);
+      if (!opts.body) {
+        req.end();
+        return;
+      }
+      // Parts are written in order, waiting for the socket to drain between them.
+      void (async () => {
+        for (const part of opts.body!) {
+          if (req.destroyed) return;
+          this.bytesSent += part.byteLength;
+          if (!req.write(part)) await drained(req);
+        }
+        req.end();
+      })();
+    });
+  }
+
+  private failure(r: Reply, method: string, h: Handle): Error {
+    const what = h.name ? `${h.kind} ${h.name}` : `${h.kind} list`;
+    const message = errorMessage(r);
+    switch (r.status) {
+      case 401:
+        return new StrataError('unauthorized', `${this.location} refused the token (${message}); check the token, or ask for a new one`, ExitCode.wrongKey);
+      case 403:
+        return new StrataError('forbidden', `${this.location} does not allow ${method} of ${what} with this token: ${message}`);
+      case 404:
+        return new StorageError('not_found', `${what} not found`);
+      case 409:
+        return new StrataError('conflict', `${what} already exists on ${this.location} with other content`);
+      case 507:
+        return new StorageError('io', `${this.location} is out of disk space`);
+      default:
+        return new StorageError('io', `${method} ${what} on ${this.location}: ${r.status} ${message}`);
+    }
+  }
+}
+
+function drained(req: http.ClientRequest): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      req.off('drain', done);
+      req.off('close', done);
+      resolve();
+    };
+    req.on('drain', done);
+    req.on('close', done);
+  });
+}
+
+function errorMessage(r: Reply): string {
+  try {
+    const parsed = JSON.parse(r.body.toString('utf8')) as { message?: unknown };
+    if (typeof parsed.message === 'string') return parsed.message.slice(0, 300);
+  } catch {
+    // Not one of ours: a proxy's page, say.
+  }
+  return http.STATUS_CODES[r.status] ?? 'unexpected answer';
+}
+
+function describe(e: Error | undefined): string {
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'ECONNREFUSED') return 'connection refused (is the server running?)';
+  if (code === 'ENOTFOUND') return 'no such host';
+  if (code === 'ECONNRESET') return 'connection reset';
+  if (code?.startsWith('ERR_TLS') || code === 'DEPTH_ZERO_SELF_SIGNED_CERT' || code === 'SELF_SIGNED_CERT_IN_CHAIN' || code === 'UNABLE_TO_VERIFY_LEAF_SIGNATURE') {
+    return `TLS: ${e!.message}`;
+  }
+  return e?.message ?? 'failed';
+}
