@@ -5,6 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { Chunker } from '../src/chunker/fastcdc.js';
 import { backup } from '../src/engine/backup.js';
 import { openFile, readRange } from '../src/engine/read.js';
 import { resolveRange, type ResolveStats } from '../src/engine/resolve.js';
@@ -148,5 +149,49 @@ describe('zero knowledge', () => {
     await expect(Repository.open(b.root, { keyFile })).rejects.toThrow(/another repository/);
     a.close();
     b.close();
+  });
+});
+
+describe('reading a file seen before', () => {
+  /** The block ids a chunking from scratch gives. */
+  function chunkIds(repo: Repository, data: Buffer): string[] {
+    const chunker = new Chunker(repo.chunker, repo.gear);
+    const out = chunker.push(Buffer.from(data)).map((c) => repo.keyring.blockId(c).toString('hex'));
+    const last = chunker.finish();
+    if (last) out.push(repo.keyring.blockId(last).toString('hex'));
+    return out;
+  }
+
+  /** The block ids a version is made of, in order. */
+  function versionIds(repo: Repository, snapshot: string, file: string): string[] {
+    const v = repo.catalog.version(repo.catalog.snapshotsByPrefix(snapshot)[0]!.seq, repo.keyring.pathId(file))!;
+    const ids: string[] = [];
+    for (const p of resolveRange(repo.catalog, v.id, 0, v.size - 1)) if (p.from === 0) ids.push(p.block.toString('hex'));
+    return ids;
+  }
+
+  it('confirms unchanged blocks by hash and gives exactly the blocks a full chunking gives', async () => {
+    const repo = await makeRepo({ chunkAvg: 1024 });
+    const dir = tempDir();
+    const file = path.join(dir, 'f');
+    const rng = new Rng(21);
+    // Random data with runs of zeros and a repeated record, so blocks repeat.
+    const record = rng.bytes(3000);
+    let data = Buffer.concat([rng.bytes(60_000), Buffer.alloc(20_000), record, record, rng.bytes(40_000), record, Buffer.alloc(9000)]);
+    for (let step = 0; step < 40; step++) {
+      fs.writeFileSync(file, data);
+      const r = await backup(repo, { paths: [dir], time: Date.UTC(2026, 0, 1, 0, step) });
+      expect(versionIds(repo, r.snapshot, file)).toEqual(chunkIds(repo, data));
+      const at = rng.int(data.length + 1);
+      const n = 1 + rng.int(5000);
+      switch (rng.int(6)) {
+        case 0: data = Buffer.concat([data.subarray(0, at), rng.bytes(n), data.subarray(at)]); break;
+        case 1: data = Buffer.concat([data.subarray(0, at), data.subarray(Math.min(data.length, at + n))]); break;
+        case 2: data = Buffer.concat([data.subarray(0, at), rng.bytes(n), data.subarray(Math.min(data.length, at + n))]); break;
+        case 3: data = data.subarray(0, at); break;
+        case 4: data = Buffer.concat([data, rng.bytes(n)]); break;
+        default: data = Buffer.concat([data.subarray(0, at), record, data.subarray(at)]);
+      }
+    }
   });
 });

@@ -88,6 +88,33 @@ export class Chunker {
     return last;
   }
 
+  /**
+   * The length of the chunk that starts at buf[0], where buf holds at least
+   * `max` bytes or the rest of the file. Needs no state: a cut depends only
+   * on the bytes of its own chunk, which is what lets a backup confirm an
+   * unchanged block by its hash without scanning it.
+   */
+  firstCut(buf: Uint8Array): number {
+    const { min, avg, max } = this.params;
+    if (buf.length <= min) return buf.length;
+    const gear = this.gear;
+    let h = 0;
+    let i = min;
+    const normal = Math.min(avg, buf.length);
+    const limit = Math.min(max, buf.length);
+    const maskS = this.maskS;
+    for (; i < normal; i++) {
+      h = ((h << 1) + gear[buf[i]!]!) | 0;
+      if ((h & maskS) === 0) return i + 1;
+    }
+    const maskL = this.maskL;
+    for (; i < limit; i++) {
+      h = ((h << 1) + gear[buf[i]!]!) | 0;
+      if ((h & maskL) === 0) return i + 1;
+    }
+    return limit;
+  }
+
   /** The end of the chunk that starts at `start`, or -1 if more data is needed. */
   private findCut(buf: Buffer, start: number): number {
     const { min, avg, max } = this.params;

@@ -25,6 +25,7 @@ import { SealPool } from '../workers/pool.js';
 import { blocksOf } from './resolve.js';
 import { findSnapshot, metaAad, Snapshot, type SnapshotMeta, type SnapshotRecord } from './snapshot.js';
 import { diffBlocks, TocList } from './toc.js';
+import { alignedBlocks, SourceReadError } from './aligned.js';
 import { BlockList } from './blocklist.js';
 import { encodeTree, findEntry, type Tree, type TreeEntry } from './tree.js';
 import { VersionBatch, type TargetVersion } from './versions.js';
@@ -346,10 +347,10 @@ class BackupRun {
       this.r.filesUnchanged++;
       this.progress.bytesDone += entry.size;
     } else {
-      const blocks = await this.readFile(abs, prevRow !== undefined);
+      const previous = prevRow && prevRow.size > 0 ? blocksOf(repo.catalog, prevRow.id, prevRow.size) : new BlockList(1);
+      const blocks = await this.readFile(abs, prevRow ? previous : undefined);
       if (!blocks) return undefined;
       entry.size = blocks.size;
-      const previous = prevRow && prevRow.size > 0 ? blocksOf(repo.catalog, prevRow.id, prevRow.size) : new BlockList(1);
       entries = diffBlocks(previous, blocks);
       if (prevRow) this.r.filesChanged++;
       else this.r.filesNew++;
@@ -375,7 +376,7 @@ class BackupRun {
    * unreadable. A file seen before is hashed here, so its unchanged blocks
    * cost no compression; a new file is hashed in the workers, off this thread.
    */
-  private async readFile(abs: string, seenBefore: boolean): Promise<BlockList | undefined> {
+  private async readFile(abs: string, previous: BlockList | undefined): Promise<BlockList | undefined> {
     let fh: fs.FileHandle;
     try {
       fh = await fs.open(abs, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
@@ -397,13 +398,33 @@ class BackupRun {
         return undefined;
       }
       const chunker = new Chunker(this.repo.chunker, this.repo.gear);
+      const counted = (bytesRead: number) => {
+        this.r.bytesRead += bytesRead;
+        this.gc.add(bytesRead);
+        this.progress.bytesRead += bytesRead;
+        this.progress.bytesDone += bytesRead;
+      };
+      if (previous) {
+        const ids = this.repo.keyring;
+        const read = alignedBlocks(fh, chunker, this.repo.chunker.max, READ_SIZE, previous, (d) => ids.blockId(d), counted);
+        try {
+          for await (const b of read) {
+            this.checkAbort();
+            blocks.push(b.id, b.data.length);
+            await this.storeChunk(b.data, b.id);
+            this.report();
+          }
+        } catch (e) {
+          if (!(e instanceof SourceReadError)) throw e;
+          this.warn(`cannot read ${abs}: ${describe(e.cause)}`, true);
+          return undefined;
+        }
+        return blocks;
+      }
       const add = async (chunk: Buffer) => {
         const i = blocks.push(null, chunk.length);
-        if (seenBefore) blocks.setId(i, await this.storeChunk(chunk));
-        else {
-          waiting++;
-          await this.storeNewChunk(chunk, (id) => known(i, id));
-        }
+        waiting++;
+        await this.storeNewChunk(chunk, (id) => known(i, id));
       };
       while (true) {
         this.checkAbort();
@@ -415,10 +436,7 @@ class BackupRun {
           return undefined;
         }
         if (bytesRead === 0) break;
-        this.r.bytesRead += bytesRead;
-        this.gc.add(bytesRead);
-        this.progress.bytesRead += bytesRead;
-        this.progress.bytesDone += bytesRead;
+        counted(bytesRead);
         for (const chunk of chunker.push(this.readBuffer.subarray(0, bytesRead))) await add(chunk);
         this.report();
       }
@@ -436,8 +454,7 @@ class BackupRun {
   }
 
   /** Ids a block and, if the repository lacks it, has it sealed and packed. */
-  private async storeChunk(chunk: Buffer): Promise<Buffer> {
-    const id = this.repo.keyring.blockId(chunk);
+  private async storeChunk(chunk: Buffer, id: Buffer = this.repo.keyring.blockId(chunk)): Promise<Buffer> {
     if (this.packer.has(id)) {
       this.r.blocksReused++;
       return id;

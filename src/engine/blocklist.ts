@@ -75,6 +75,11 @@ export class BlockList {
     return this.ids.compare(other.ids, j * ID_BYTES, (j + 1) * ID_BYTES, i * ID_BYTES, (i + 1) * ID_BYTES) === 0;
   }
 
+  /** Whether block i's id is `id`. */
+  idEquals(i: number, id: Uint8Array): boolean {
+    return this.known[i] === 1 && this.ids.compare(id, 0, ID_BYTES, i * ID_BYTES, (i + 1) * ID_BYTES) === 0;
+  }
+
   /** A 32-bit hash of block i's id (ids are keyed hashes already: any 4 bytes do). */
   idHash(i: number): number {
     return this.ids.readUInt32LE(i * ID_BYTES);

@@ -127,7 +127,7 @@ export class TocList implements Iterable<TocEntry> {
  * to its first occurrence, and a chain from each occurrence to the next.
  * Typed arrays again: a Map keyed by hex ids cost some 200 bytes per block.
  */
-class BlockIndex {
+export class BlockIndex {
   private readonly table: Int32Array;
   private readonly next: Int32Array;
   private readonly mask: number;
@@ -150,7 +150,20 @@ class BlockIndex {
 
   /** The occurrences of block `i` of `list` here, ascending; undefined if none. */
   find(list: BlockList, i: number): Int32Array | number | undefined {
-    const first = this.table[this.slotOf(list, i)]!;
+    return this.occurrences(this.table[this.slotOf(list, i)]!);
+  }
+
+  /** The same for a bare id. */
+  findId(id: Uint8Array): Int32Array | number | undefined {
+    const hash = Buffer.from(id.buffer, id.byteOffset, 4).readUInt32LE(0);
+    for (let slot = hash & this.mask; ; slot = (slot + 1) & this.mask) {
+      const at = this.table[slot]!;
+      if (at < 0) return undefined;
+      if (this.blocks.idEquals(at, id)) return this.occurrences(at);
+    }
+  }
+
+  private occurrences(first: number): Int32Array | number | undefined {
     if (first < 0) return undefined;
     if (this.next[first]! < 0) return first;
     let all = this.lists.get(first);

@@ -1,0 +1,125 @@
+/**
+ * Reading a file seen before: its previous version's blocks say where the
+ * cuts were. A chunk's cut depends only on its own bytes, so if the bytes at
+ * the next expected place hash to the expected block id, the chunker would
+ * have cut there too: the block is confirmed without scanning it. Where the
+ * hash differs, the chunker takes over from the last confirmed cut until one
+ * of its blocks is a known block again (at any offset: an insertion shifts
+ * everything after it), and confirming resumes after that block.
+ *
+ * The result is exactly the blocks a full chunking would give, at the cost
+ * of one hash per unchanged block instead of a gear scan of every byte.
+ */
+import type { FileHandle } from 'node:fs/promises';
+import type { Chunker } from '../chunker/fastcdc.js';
+import type { BlockList } from './blocklist.js';
+import { BlockIndex } from './toc.js';
+
+export interface AlignedBlock {
+  /** The block's bytes: valid only until the next block is asked for. */
+  data: Buffer;
+  id: Buffer;
+  /** The previous version holds this block at the expected place. */
+  confirmed: boolean;
+}
+
+/** Reading the source file failed (as opposed to storing what was read). */
+export class SourceReadError extends Error {
+  constructor(override readonly cause: unknown) {
+    super((cause as Error).message);
+  }
+}
+
+/** A sliding window over a file, refilled by large sequential reads. */
+class FileWindow {
+  private readonly buf: Buffer;
+  /** File offset of buf[0], and how many bytes of buf are filled. */
+  private base = 0;
+  private filled = 0;
+  private eof = false;
+
+  constructor(
+    private readonly fh: FileHandle,
+    capacity: number,
+    private readonly onRead: (bytes: number) => void,
+  ) {
+    this.buf = Buffer.allocUnsafe(capacity);
+  }
+
+  /** Makes [pos, pos+n) available if the file has it; returns how many bytes from pos are. */
+  async ensure(pos: number, n: number): Promise<number> {
+    while (this.base + this.filled < pos + n && !this.eof) {
+      if (pos > this.base) {
+        this.buf.copy(this.buf, 0, pos - this.base, this.filled);
+        this.filled -= pos - this.base;
+        this.base = pos;
+      }
+      let bytesRead: number;
+      try {
+        ({ bytesRead } = await this.fh.read(this.buf, this.filled, this.buf.length - this.filled, this.base + this.filled));
+      } catch (e) {
+        throw new SourceReadError(e);
+      }
+      if (bytesRead === 0) this.eof = true;
+      this.filled += bytesRead;
+      this.onRead(bytesRead);
+    }
+    return Math.max(0, Math.min(n, this.base + this.filled - pos));
+  }
+
+  view(pos: number, n: number): Buffer {
+    return this.buf.subarray(pos - this.base, pos - this.base + n);
+  }
+}
+
+export async function* alignedBlocks(
+  fh: FileHandle,
+  chunker: Chunker,
+  maxBlock: number,
+  readSize: number,
+  previous: BlockList,
+  hash: (data: Uint8Array) => Buffer,
+  onRead: (bytes: number) => void,
+): AsyncGenerator<AlignedBlock> {
+  const window = new FileWindow(fh, Math.max(readSize, maxBlock) + maxBlock + 1, onRead);
+  let index: BlockIndex | undefined;
+  let pos = 0;
+  /** The previous block expected next, or -1 while the chunker leads. */
+  let expect = previous.length > 0 ? 0 : -1;
+  while (true) {
+    if (expect >= 0 && expect < previous.length && previous.hasId(expect)) {
+      const length = previous.end(expect) - previous.start(expect) + 1;
+      // The old last block was cut by the end of the file, not by its bytes: it holds only if the file ends there again.
+      const last = expect === previous.length - 1;
+      const got = await window.ensure(pos, last ? length + 1 : length);
+      if (got === length) {
+        const data = window.view(pos, length);
+        const id = hash(data);
+        if (previous.idEquals(expect, id)) {
+          yield { data, id, confirmed: true };
+          pos += length;
+          expect++;
+          continue;
+        }
+      }
+    }
+    const available = await window.ensure(pos, maxBlock);
+    if (available === 0) return;
+    const length = chunker.firstCut(window.view(pos, available));
+    const data = window.view(pos, length);
+    const id = hash(data);
+    yield { data, id, confirmed: false };
+    // A known block puts us back on the previous version's track, wherever it sits there.
+    index ??= new BlockIndex(previous);
+    const found = index.findId(id);
+    expect = found === undefined ? -1 : (typeof found === 'number' ? found : nearest(previous, found, pos)) + 1;
+    pos += length;
+  }
+}
+
+/** Of several occurrences of a block, the one whose position is nearest `pos`. */
+function nearest(list: BlockList, occurrences: Int32Array, pos: number): number {
+  let best = occurrences[0]!;
+  for (const k of occurrences) if (Math.abs(list.start(k) - pos) < Math.abs(list.start(best) - pos)) best = k;
+  return best;
+}
