@@ -72,11 +72,22 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
       const fh = await fs.open(dest, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
       try {
         if (file.size > 0) {
+          // Pieces go out in batches of about 1 MiB, one writev each: a block is 32 KiB on average.
+          let batch: Buffer[] = [];
+          let batched = 0;
+          const flush = async () => {
+            if (batch.length > 0) await writeAll(fh, batch);
+            batch = [];
+            batched = 0;
+          };
           for await (const piece of readRange(repo, file, 0, file.size - 1)) {
             if (opts.signal?.aborted) throw interrupted();
-            await fh.write(piece);
+            batch.push(piece);
+            batched += piece.length;
             result.bytes += piece.length;
+            if (batched >= WRITE_BATCH || batch.length >= 512) await flush();
           }
+          await flush();
         }
         await setMetadata(fh, entry, asRoot);
       } catch (e) {
@@ -175,5 +186,20 @@ async function removeExisting(dest: string): Promise<void> {
     await fs.rm(dest, { recursive: st.isDirectory(), force: true });
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+}
+
+const WRITE_BATCH = 1024 * 1024;
+
+/** Writes every byte of `parts` (writev may write less than asked). */
+async function writeAll(fh: fs.FileHandle, parts: Buffer[]): Promise<void> {
+  let rest = parts;
+  while (rest.length > 0) {
+    let { bytesWritten } = await fh.writev(rest);
+    while (rest.length > 0 && bytesWritten >= rest[0]!.length) {
+      bytesWritten -= rest[0]!.length;
+      rest = rest.slice(1);
+    }
+    if (bytesWritten > 0) rest = [rest[0]!.subarray(bytesWritten), ...rest.slice(1)];
   }
 }

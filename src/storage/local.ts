@@ -132,10 +132,9 @@ export class LocalStorage implements Storage {
   }
 
   async read(h: Handle, offset: number, length: number): Promise<Buffer> {
-    const fh = await this.handle(h);
+    const { fh, size } = await this.handle(h);
     // A range past the end fails before anything is allocated: a damaged or
     // hostile catalog cannot make us reserve memory the object cannot fill.
-    const { size } = await fh.stat();
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > size) {
       throw new StorageError('short_read', `${h.kind} ${h.name}: wanted ${length} bytes at ${offset}, it has ${size}`);
     }
@@ -150,10 +149,13 @@ export class LocalStorage implements Storage {
     return buf;
   }
 
-  /** Open handles of recently read objects: a restore reads many blocks of one pack. */
-  private readonly handles = new Map<string, Promise<fs.FileHandle>>();
+  /**
+   * Open handles of recently read objects, with their sizes (objects never
+   * change once written): a restore reads many blocks of one pack.
+   */
+  private readonly handles = new Map<string, Promise<{ fh: fs.FileHandle; size: number }>>();
 
-  private async handle(h: Handle): Promise<fs.FileHandle> {
+  private async handle(h: Handle): Promise<{ fh: fs.FileHandle; size: number }> {
     const file = this.file(h);
     let p = this.handles.get(file);
     if (p) {
@@ -161,13 +163,20 @@ export class LocalStorage implements Storage {
       this.handles.set(file, p);
       return p;
     }
-    p = fs.open(file, 'r');
+    p = fs.open(file, 'r').then(async (fh) => {
+      try {
+        return { fh, size: (await fh.stat()).size };
+      } catch (e) {
+        await fh.close();
+        throw e;
+      }
+    });
     this.handles.set(file, p);
     p.catch(() => this.handles.delete(file));
     if (this.handles.size > OPEN_HANDLES) {
       const [oldest, old] = this.handles.entries().next().value!;
       this.handles.delete(oldest);
-      void old.then((f) => f.close()).catch(() => {});
+      void old.then((f) => f.fh.close()).catch(() => {});
     }
     try {
       return await p;
@@ -179,7 +188,7 @@ export class LocalStorage implements Storage {
   async close(): Promise<void> {
     const all = [...this.handles.values()];
     this.handles.clear();
-    await Promise.all(all.map((p) => p.then((f) => f.close()).catch(() => {})));
+    await Promise.all(all.map((p) => p.then((f) => f.fh.close()).catch(() => {})));
   }
 
   async stat(h: Handle): Promise<{ size: number; mtimeMs: number }> {
@@ -232,7 +241,7 @@ export class LocalStorage implements Storage {
   async delete(h: Handle): Promise<void> {
     const open = this.handles.get(this.file(h));
     this.handles.delete(this.file(h));
-    void open?.then((f) => f.close()).catch(() => {});
+    void open?.then((f) => f.fh.close()).catch(() => {});
     await fs.rm(this.file(h), { force: true });
   }
 
