@@ -72,6 +72,22 @@ class FileWindow {
   }
 }
 
+/**
+ * A new file's chunks, in order, as views valid until the next one is asked
+ * for. The window is refilled by large reads and only a chunk's worth of
+ * bytes is ever moved, where pushing reads into the chunker copied them all.
+ */
+export async function* freshChunks(fh: FileHandle, chunker: Chunker, maxBlock: number, readSize: number, onRead: (bytes: number) => void): AsyncGenerator<Buffer> {
+  const window = new FileWindow(fh, Math.max(readSize, maxBlock) + maxBlock + 1, onRead);
+  for (let pos = 0; ; ) {
+    const available = await window.ensure(pos, maxBlock);
+    if (available === 0) return;
+    const length = chunker.firstCut(window.view(pos, available));
+    yield window.view(pos, length);
+    pos += length;
+  }
+}
+
 export async function* alignedBlocks(
   fh: FileHandle,
   chunker: Chunker,

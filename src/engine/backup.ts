@@ -25,7 +25,7 @@ import { SealPool } from '../workers/pool.js';
 import { blocksOf } from './resolve.js';
 import { findSnapshot, metaAad, Snapshot, type SnapshotMeta, type SnapshotRecord } from './snapshot.js';
 import { diffBlocks, TocList } from './toc.js';
-import { alignedBlocks, SourceReadError } from './aligned.js';
+import { alignedBlocks, freshChunks, SourceReadError } from './aligned.js';
 import { BlockList } from './blocklist.js';
 import { encodeTree, findEntry, type Tree, type TreeEntry } from './tree.js';
 import { VersionBatch, type TargetVersion } from './versions.js';
@@ -112,7 +112,6 @@ class BackupRun {
   private signalFailure!: () => void;
   /** Settles when a block fails (so nothing waits for ids that will never come). */
   private readonly failed = new Promise<void>((resolve) => (this.signalFailure = resolve));
-  private readonly readBuffer = Buffer.allocUnsafe(READ_SIZE);
   private readonly gc = new GcPacer(4 * 1024 * 1024);
   /** Trees and the record this snapshot uses (hex ids). */
   private readonly blobs = new Set<string>();
@@ -421,27 +420,19 @@ class BackupRun {
         }
         return blocks;
       }
-      const add = async (chunk: Buffer) => {
-        const i = blocks.push(null, chunk.length);
-        waiting++;
-        await this.storeNewChunk(chunk, (id) => known(i, id));
-      };
-      while (true) {
-        this.checkAbort();
-        let bytesRead: number;
-        try {
-          ({ bytesRead } = await fh.read(this.readBuffer, 0, READ_SIZE, null));
-        } catch (e) {
-          this.warn(`cannot read ${abs}: ${describe(e)}`, true);
-          return undefined;
+      try {
+        for await (const chunk of freshChunks(fh, chunker, this.repo.chunker.max, READ_SIZE, counted)) {
+          this.checkAbort();
+          const i = blocks.push(null, chunk.length);
+          waiting++;
+          await this.storeNewChunk(chunk, (id) => known(i, id));
+          this.report();
         }
-        if (bytesRead === 0) break;
-        counted(bytesRead);
-        for (const chunk of chunker.push(this.readBuffer.subarray(0, bytesRead))) await add(chunk);
-        this.report();
+      } catch (e) {
+        if (!(e instanceof SourceReadError)) throw e;
+        this.warn(`cannot read ${abs}: ${describe(e.cause)}`, true);
+        return undefined;
       }
-      const last = chunker.finish();
-      if (last) await add(last);
       // A failed block fails the whole backup (drain rethrows it); until then, wait for the rest.
       while (waiting > 0) {
         await Promise.race([new Promise<void>((resolve) => (allKnown = resolve)), this.failed]);
