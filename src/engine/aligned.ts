@@ -10,7 +10,7 @@
  * The result is exactly the blocks a full chunking would give, at the cost
  * of one hash per unchanged block instead of a gear scan of every byte.
  */
-import type { FileHandle } from 'node:fs/promises';
+import { readSync } from 'node:fs';
 import type { Chunker } from '../chunker/fastcdc.js';
 import type { BlockList } from './blocklist.js';
 import { BlockIndex } from './toc.js';
@@ -30,24 +30,31 @@ export class SourceReadError extends Error {
   }
 }
 
+/**
+ * The buffer a window needs: room for a large read plus a block's worth kept
+ * from the last one. Allocate it once and reuse it for every file (one file
+ * is read at a time): a megabyte per file of a tree of small files kept the
+ * garbage collector busier than everything else.
+ */
+export function windowBuffer(readSize: number, maxBlock: number): Buffer {
+  return Buffer.allocUnsafe(Math.max(readSize, maxBlock) + maxBlock + 1);
+}
+
 /** A sliding window over a file, refilled by large sequential reads. */
 class FileWindow {
-  private readonly buf: Buffer;
   /** File offset of buf[0], and how many bytes of buf are filled. */
   private base = 0;
   private filled = 0;
   private eof = false;
 
   constructor(
-    private readonly fh: FileHandle,
-    capacity: number,
+    private readonly fd: number,
+    private readonly buf: Buffer,
     private readonly onRead: (bytes: number) => void,
-  ) {
-    this.buf = Buffer.allocUnsafe(capacity);
-  }
+  ) {}
 
   /** Makes [pos, pos+n) available if the file has it; returns how many bytes from pos are. */
-  async ensure(pos: number, n: number): Promise<number> {
+  ensure(pos: number, n: number): number {
     while (this.base + this.filled < pos + n && !this.eof) {
       if (pos > this.base) {
         this.buf.copy(this.buf, 0, pos - this.base, this.filled);
@@ -56,7 +63,7 @@ class FileWindow {
       }
       let bytesRead: number;
       try {
-        ({ bytesRead } = await this.fh.read(this.buf, this.filled, this.buf.length - this.filled, this.base + this.filled));
+        bytesRead = readSync(this.fd, this.buf, this.filled, this.buf.length - this.filled, this.base + this.filled);
       } catch (e) {
         throw new SourceReadError(e);
       }
@@ -77,10 +84,10 @@ class FileWindow {
  * for. The window is refilled by large reads and only a chunk's worth of
  * bytes is ever moved, where pushing reads into the chunker copied them all.
  */
-export async function* freshChunks(fh: FileHandle, chunker: Chunker, maxBlock: number, readSize: number, onRead: (bytes: number) => void): AsyncGenerator<Buffer> {
-  const window = new FileWindow(fh, Math.max(readSize, maxBlock) + maxBlock + 1, onRead);
+export async function* freshChunks(fd: number, chunker: Chunker, maxBlock: number, buffer: Buffer, onRead: (bytes: number) => void): AsyncGenerator<Buffer> {
+  const window = new FileWindow(fd, buffer, onRead);
   for (let pos = 0; ; ) {
-    const available = await window.ensure(pos, maxBlock);
+    const available = window.ensure(pos, maxBlock);
     if (available === 0) return;
     const length = chunker.firstCut(window.view(pos, available));
     yield window.view(pos, length);
@@ -89,15 +96,15 @@ export async function* freshChunks(fh: FileHandle, chunker: Chunker, maxBlock: n
 }
 
 export async function* alignedBlocks(
-  fh: FileHandle,
+  fd: number,
   chunker: Chunker,
   maxBlock: number,
-  readSize: number,
+  buffer: Buffer,
   previous: BlockList,
   hash: (data: Uint8Array) => Buffer,
   onRead: (bytes: number) => void,
 ): AsyncGenerator<AlignedBlock> {
-  const window = new FileWindow(fh, Math.max(readSize, maxBlock) + maxBlock + 1, onRead);
+  const window = new FileWindow(fd, buffer, onRead);
   let index: BlockIndex | undefined;
   let pos = 0;
   /** The previous block expected next, or -1 while the chunker leads. */
@@ -107,7 +114,7 @@ export async function* alignedBlocks(
       const length = previous.end(expect) - previous.start(expect) + 1;
       // The old last block was cut by the end of the file, not by its bytes: it holds only if the file ends there again.
       const last = expect === previous.length - 1;
-      const got = await window.ensure(pos, last ? length + 1 : length);
+      const got = window.ensure(pos, last ? length + 1 : length);
       if (got === length) {
         const data = window.view(pos, length);
         const id = hash(data);
@@ -119,7 +126,7 @@ export async function* alignedBlocks(
         }
       }
     }
-    const available = await window.ensure(pos, maxBlock);
+    const available = window.ensure(pos, maxBlock);
     if (available === 0) return;
     const length = chunker.firstCut(window.view(pos, available));
     const data = window.view(pos, length);

@@ -10,6 +10,7 @@
  * blocks stored before an interruption are indexed and reused next time.
  */
 import { randomBytes } from 'node:crypto';
+import * as fsSync from 'node:fs';
 import { constants, type BigIntStats } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
@@ -25,7 +26,7 @@ import { SealPool } from '../workers/pool.js';
 import { blocksOf } from './resolve.js';
 import { findSnapshot, metaAad, Snapshot, type SnapshotMeta, type SnapshotRecord } from './snapshot.js';
 import { diffBlocks, TocList } from './toc.js';
-import { alignedBlocks, freshChunks, SourceReadError } from './aligned.js';
+import { alignedBlocks, freshChunks, SourceReadError, windowBuffer } from './aligned.js';
 import { BlockList } from './blocklist.js';
 import { encodeTree, findEntry, type Tree, type TreeEntry } from './tree.js';
 import { VersionBatch, type TargetVersion } from './versions.js';
@@ -89,6 +90,12 @@ interface PlanNode {
 
 const READ_SIZE = 1024 * 1024;
 const MAX_IN_FLIGHT = 32;
+/**
+ * New files up to this size are hashed here: a worker would hash them off
+ * this thread, but the file's TOC would then wait a round trip for the ids,
+ * and in a tree of small files those waits add up to most of the time.
+ */
+const HASH_HERE = 4 * 1024 * 1024;
 
 export async function backup(repo: Repository, opts: BackupOptions): Promise<BackupResult> {
   const run = new BackupRun(repo, opts);
@@ -113,6 +120,8 @@ class BackupRun {
   /** Settles when a block fails (so nothing waits for ids that will never come). */
   private readonly failed = new Promise<void>((resolve) => (this.signalFailure = resolve));
   private readonly gc = new GcPacer(4 * 1024 * 1024);
+  /** The read window, shared by every file (they are read one at a time). */
+  private readonly window: Buffer;
   /** Trees and the record this snapshot uses (hex ids). */
   private readonly blobs = new Set<string>();
   private readonly r: BackupResult;
@@ -127,6 +136,7 @@ class BackupRun {
     this.sources = normalizeSources(opts.paths);
     this.excludes = new ExcludeMatcher(opts.excludes ?? []);
     this.packer = repo.newPacker();
+    this.window = windowBuffer(READ_SIZE, repo.chunker.max);
     this.versions = new VersionBatch(repo.catalog, repo.keyring, this.packer, repo.compressionLevel);
     this.time = opts.time ?? Date.now();
     this.r = {
@@ -303,7 +313,7 @@ class BackupRun {
       if (!partial && this.excludes.excludes(childAbs, child)) continue;
       let cst: BigIntStats;
       try {
-        cst = await fs.lstat(childAbs, { bigint: true });
+        cst = fsSync.lstatSync(childAbs, { bigint: true });
       } catch (e) {
         this.warn(`cannot read ${childAbs}: ${describe(e)}`, true);
         continue;
@@ -376,9 +386,11 @@ class BackupRun {
    * cost no compression; a new file is hashed in the workers, off this thread.
    */
   private async readFile(abs: string, previous: BlockList | undefined): Promise<BlockList | undefined> {
-    let fh: fs.FileHandle;
+    // Synchronous calls: a tree of small files is otherwise bound by the
+    // round trips of open, fstat, read and close through the thread pool.
+    let fd: number;
     try {
-      fh = await fs.open(abs, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+      fd = fsSync.openSync(abs, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
     } catch (e) {
       this.warn(`cannot read ${abs}: ${describe(e)}`, true);
       return undefined;
@@ -392,7 +404,8 @@ class BackupRun {
       if (--waiting === 0) allKnown?.();
     };
     try {
-      if (!(await fh.stat()).isFile()) {
+      const st = fsSync.fstatSync(fd);
+      if (!st.isFile()) {
         this.warn(`skipping ${abs}: no longer a regular file`, false);
         return undefined;
       }
@@ -405,7 +418,7 @@ class BackupRun {
       };
       if (previous) {
         const ids = this.repo.keyring;
-        const read = alignedBlocks(fh, chunker, this.repo.chunker.max, READ_SIZE, previous, (d) => ids.blockId(d), counted);
+        const read = alignedBlocks(fd, chunker, this.repo.chunker.max, this.window, previous, (d) => ids.blockId(d), counted);
         try {
           for await (const b of read) {
             this.checkAbort();
@@ -421,11 +434,15 @@ class BackupRun {
         return blocks;
       }
       try {
-        for await (const chunk of freshChunks(fh, chunker, this.repo.chunker.max, READ_SIZE, counted)) {
+        for await (const chunk of freshChunks(fd, chunker, this.repo.chunker.max, this.window, counted)) {
           this.checkAbort();
-          const i = blocks.push(null, chunk.length);
-          waiting++;
-          await this.storeNewChunk(chunk, (id) => known(i, id));
+          if (st.size <= HASH_HERE) {
+            blocks.push(await this.storeChunk(chunk), chunk.length);
+          } else {
+            const i = blocks.push(null, chunk.length);
+            waiting++;
+            await this.storeNewChunk(chunk, (id) => known(i, id));
+          }
           this.report();
         }
       } catch (e) {
@@ -440,7 +457,7 @@ class BackupRun {
       }
       return blocks;
     } finally {
-      await fh.close();
+      fsSync.closeSync(fd);
     }
   }
 
