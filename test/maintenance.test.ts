@@ -152,6 +152,59 @@ describe('rebuild-catalog', () => {
   });
 });
 
+describe('files unchanged since the parent snapshot', () => {
+  it('store no sealed TOC; forget reseals them when their parent goes, and rebuild-catalog derives the rest', async () => {
+    const repo = await makeRepo({ chunkAvg: 1024 });
+    const dir = tempDir();
+    const rng = new Rng(9);
+    const b = rng.bytes(30_000);
+    fs.mkdirSync(path.join(dir, 'sub'));
+    fs.writeFileSync(path.join(dir, 'b'), b);
+    fs.writeFileSync(path.join(dir, 'empty'), '');
+    fs.writeFileSync(path.join(dir, 'sub', 'd'), 'dee');
+    const ids: string[] = [];
+    const a: Buffer[] = [];
+    for (let i = 0; i < 3; i++) {
+      a.push(rng.bytes(20_000 + i));
+      fs.writeFileSync(path.join(dir, 'a'), a[i]!);
+      ids.push((await backup(repo, { paths: [dir], time: Date.UTC(2026, 0, 1, i) })).snapshot);
+    }
+    const tocOf = (snapshot: string, file: string) =>
+      (repo.catalog.db.prepare('SELECT toc FROM versions WHERE snapshot = ? AND path = ?').get(repo.catalog.snapshotsByPrefix(snapshot)[0]!.seq, repo.keyring.pathId(path.join(dir, file))) as { toc: Buffer | null }).toc;
+    for (const f of ['b', 'empty', 'sub/d']) {
+      expect(tocOf(ids[0]!, f)).not.toBeNull();
+      expect(tocOf(ids[1]!, f)).toBeNull();
+    }
+    expect(tocOf(ids[1]!, 'a')).not.toBeNull();
+
+    // The baseline goes: the unchanged files whose refs led into it get TOCs of their own.
+    await forget(repo, { ids: [ids[0]!] });
+    await prune(repo);
+    expect(tocOf(ids[1]!, 'b')).not.toBeNull();
+    // A later backup: unchanged again, and again without a TOC.
+    a.push(rng.bytes(25_000));
+    fs.writeFileSync(path.join(dir, 'a'), a[3]!);
+    ids.push((await backup(repo, { paths: [dir], time: Date.UTC(2026, 0, 1, 3) })).snapshot);
+    expect(tocOf(ids[3]!, 'b')).toBeNull();
+
+    const root = repo.root;
+    repo.close();
+    for (const f of fs.readdirSync(root)) if (f.startsWith('catalog.db')) fs.rmSync(path.join(root, f));
+    const { repo: fresh } = await Repository.openForRebuild(root, { password: async () => 'test-password' });
+    const r = await rebuildCatalog(fresh);
+    expect(r.problems).toEqual([]);
+    for (const [i, id] of ids.entries()) {
+      if (i === 0) continue;
+      expect((await readWhole(fresh, id, path.join(dir, 'a'))).equals(a[i]!)).toBe(true);
+      expect((await readWhole(fresh, id, path.join(dir, 'b'))).equals(b)).toBe(true);
+      expect((await readWhole(fresh, id, path.join(dir, 'sub', 'd'))).toString()).toBe('dee');
+      expect((await readWhole(fresh, id, path.join(dir, 'empty'))).length).toBe(0);
+    }
+    expect((await check(fresh, { readData: true })).errors).toEqual([]);
+    fresh.close();
+  });
+});
+
 describe('a TOC longer than one sealed segment', () => {
   /** Segments each snapshot keeps alive, and those its versions' sealed TOCs list. */
   async function segments(repo: Repository): Promise<{ kept: string[]; listed: string[] }> {

@@ -341,6 +341,7 @@ class BackupRun {
     const target: TargetVersion | undefined = prevRow && this.parent ? { id: prevRow.id, snapshotId: this.parent.id, depth: prevRow.depth } : undefined;
     const entry = metadata(name, 'file', st);
     let entries: TocList;
+    let unchanged = false;
     if (
       !this.opts.force &&
       prev?.type === 'file' &&
@@ -353,6 +354,7 @@ class BackupRun {
     ) {
       entries = new TocList();
       if (entry.size > 0) entries.pushRef(0, entry.size - 1, 0);
+      unchanged = true;
       this.r.filesUnchanged++;
       this.progress.bytesDone += entry.size;
     } else {
@@ -376,6 +378,7 @@ class BackupRun {
       size: entry.size,
       entries,
       target: entries.refEntries > 0 ? target : undefined,
+      unchanged,
     });
     return entry;
   }

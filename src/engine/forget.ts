@@ -192,7 +192,7 @@ async function resealTocs(repo: Repository, versions: ReadonlySet<number>): Prom
   const generation = Date.now();
   const resealed: { version: number; toc: SealedTocIds; old: Buffer[] }[] = [];
   for (const v of versions) {
-    const row = repo.catalog.db.prepare('SELECT snapshot, path, size, toc FROM versions WHERE id = ?').get(v) as { snapshot: number; path: Buffer; size: number; toc: Buffer } | undefined;
+    const row = repo.catalog.db.prepare('SELECT snapshot, path, size, toc FROM versions WHERE id = ?').get(v) as { snapshot: number; path: Buffer; size: number; toc: Buffer | null } | undefined;
     if (!row) continue;
     const count = (repo.catalog.db.prepare('SELECT COUNT(*) AS n FROM toc WHERE version = ?').get(v) as { n: number }).n;
     function* entries(): Generator<SealedEntry> {
@@ -200,7 +200,7 @@ async function resealTocs(repo: Repository, versions: ReadonlySet<number>): Prom
     }
     const head = { snapshot: snapshotOf(v), path: row.path.toString('hex'), size: row.size, generation };
     const toc = await sealToc(repo.keyring, packer, repo.compressionLevel, head, entries(), count);
-    resealed.push({ version: v, toc, old: await segmentsOf(repo, row.toc) });
+    resealed.push({ version: v, toc, old: row.toc ? await segmentsOf(repo, row.toc) : [] });
   }
   await packer.flush();
   repo.catalog.transaction(() => resealed.forEach(({ version, toc, old }) => repo.catalog.setVersionToc(version, toc.id, toc.segments, old)));

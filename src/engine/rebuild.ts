@@ -11,7 +11,7 @@ import { decodeBlock } from '../repo/blockcodec.js';
 import { decodePackIndex } from '../repo/pack.js';
 import type { Repository } from '../repo/repository.js';
 import { metaAad, type SnapshotRecord } from './snapshot.js';
-import { treeIds } from './tree.js';
+import { decodeTree, findEntry, treeIds, type Tree, type TreeEntry } from './tree.js';
 import { sealedTocEntries, tocRows, type SealedToc, type SealedTocSegment, type TargetVersion } from './versions.js';
 
 export interface RebuildResult {
@@ -115,6 +115,8 @@ export async function rebuildCatalog(repo: Repository, onProgress: (m: string) =
         r.problems.push((e as Error).message);
       }
     }
+    const sealed = (pathHex: string) => tocs.has(`${s.id}/${pathHex}`);
+    r.versions += await unchangedVersions(repo, s, seq, s.parent ? byId.get(s.parent) : undefined, seqOf, sealed, r.problems);
     const blobs = [Buffer.from((s as SnapshotRecord & { recordId: string }).recordId, 'hex'), ...(await treeIds(repo, s.root, false))];
     catalog.commitSnapshot(seq, Buffer.from(s.root, 'hex'), blobs[0]!, sealedMeta, blobs);
     r.snapshots++;
@@ -122,3 +124,74 @@ export async function rebuildCatalog(repo: Repository, onProgress: (m: string) =
   return r;
 }
 
+/** Deeper than any real tree: a bound against a crafted one that contains itself. */
+const MAX_TREE_DEPTH = 4096;
+
+/**
+ * A file unchanged since the parent snapshot has no sealed TOC: its version
+ * is one ref to the parent's version of the same path. It is recreated for
+ * every file of the snapshot that still has no version, but only where the
+ * parent's tree holds the same file (size, times and inode, the test backup
+ * applied), so a lost TOC of a changed file is never mistaken for one.
+ */
+async function unchangedVersions(
+  repo: Repository,
+  s: SnapshotRecord,
+  seq: number,
+  parent: SnapshotRecord | undefined,
+  seqOf: ReadonlyMap<string, number>,
+  /** Whether a sealed TOC was found for this path (its failure is reported already). */
+  sealed: (pathHex: string) => boolean,
+  problems: string[],
+): Promise<number> {
+  const { catalog, keyring } = repo;
+  const trees = new Map<string, Tree | null>();
+  const tree = async (id: string): Promise<Tree | null> => {
+    if (!trees.has(id)) trees.set(id, await repo.readBlob(Buffer.from(id, 'hex'), 'tree').then((b) => decodeTree(b, id), () => null));
+    if (trees.size > 64) trees.delete(trees.keys().next().value!);
+    return trees.get(id) ?? null;
+  };
+  const inParent = async (names: string[]): Promise<TreeEntry | undefined> => {
+    let id: string | undefined = parent?.root;
+    for (const [i, name] of names.entries()) {
+      const t = id ? await tree(id) : null;
+      const e = t ? findEntry(t, name) : undefined;
+      if (!e || i === names.length - 1) return e;
+      id = e.type === 'dir' ? e.tree : undefined;
+    }
+    return undefined;
+  };
+  let made = 0;
+  const stack: { id: string; names: string[] }[] = [{ id: s.root, names: [] }];
+  while (stack.length > 0) {
+    const { id, names } = stack.pop()!;
+    const t = names.length > MAX_TREE_DEPTH ? null : await tree(id);
+    if (!t) continue; // check names what a damaged tree hides
+    for (const e of t.entries) {
+      const path = [...names, e.name];
+      if (e.type === 'dir' && e.tree) stack.push({ id: e.tree, names: path });
+      if (e.type !== 'file') continue;
+      const abs = '/' + path.join('/');
+      const pathId = keyring.pathId(abs);
+      if (catalog.version(seq, pathId) || sealed(pathId.toString('hex'))) continue;
+      if (e.size === 0) {
+        // An empty file needs no parent to be read back.
+        catalog.insertVersion(seq, pathId, 0, null, []);
+        made++;
+        continue;
+      }
+      const before = await inParent(path);
+      const parentSeq = parent ? seqOf.get(parent.id) : undefined;
+      const target = parentSeq === undefined ? undefined : catalog.version(parentSeq, pathId);
+      const same = before?.type === 'file' && before.size === e.size && before.mtimeNs === e.mtimeNs && before.ctimeNs === e.ctimeNs && before.ino === e.ino;
+      if (!same || !target || target.size !== e.size) {
+        problems.push(`${abs} in snapshot ${s.id.slice(0, 8)} has no TOC in any pack`);
+        continue;
+      }
+      const rows = tocRows(catalog, [{ kind: 'ref', start: 0, end: e.size - 1, targetStart: 0, targetEnd: e.size - 1 }], { id: target.id, snapshotId: parent!.id, depth: target.depth });
+      catalog.insertVersion(seq, pathId, e.size, null, rows);
+      made++;
+    }
+  }
+  return made;
+}

@@ -113,6 +113,11 @@ export interface NewVersion {
   size: number;
   entries: Entries;
   target?: TargetVersion;
+  /**
+   * Unchanged since the parent snapshot (one ref to the parent's version):
+   * no sealed TOC is stored, rebuild-catalog derives it from the trees.
+   */
+  unchanged?: boolean;
 }
 
 export interface SealedTocIds {
@@ -194,8 +199,11 @@ function retryStale<T>(insert: () => T): T {
  * files instead of one per file (a tree of small files is otherwise bound by
  * commits).
  */
+/** An unchanged version's (absent) sealed TOC. */
+const NO_TOC: { id: null; segments: Buffer[] } = { id: null, segments: [] };
+
 export class VersionBatch {
-  private pending: { v: NewVersion; toc: SealedTocIds }[] = [];
+  private pending: { v: NewVersion; toc: SealedTocIds | typeof NO_TOC }[] = [];
   private entries = 0;
 
   constructor(
@@ -208,7 +216,7 @@ export class VersionBatch {
   ) {}
 
   async add(v: NewVersion): Promise<void> {
-    this.pending.push({ v, toc: await sealVersion(this.keyring, this.packer, this.level, v) });
+    this.pending.push({ v, toc: v.unchanged ? NO_TOC : await sealVersion(this.keyring, this.packer, this.level, v) });
     this.entries += v.entries.length;
     if (this.pending.length >= this.maxVersions || this.entries >= this.maxEntries) this.flush();
   }
@@ -231,6 +239,6 @@ export class VersionBatch {
 
 /** Stores one version at once (its id returned). */
 export async function storeVersion(catalog: Catalog, keyring: Keyring, packer: Packer, level: number, v: NewVersion): Promise<number> {
-  const toc = await sealVersion(keyring, packer, level, v);
+  const toc = v.unchanged ? NO_TOC : await sealVersion(keyring, packer, level, v);
   return retryStale(() => catalog.insertVersion(v.snapshotSeq, v.pathId, v.size, toc.id, tocRows(catalog, v.entries, v.target), toc.segments));
 }

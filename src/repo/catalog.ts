@@ -41,8 +41,11 @@ export interface NewVersionRows {
   snapshot: number;
   path: Buffer;
   size: number;
-  /** The sealed TOC's blob, and the segment blobs of a long one (kept alive with the snapshot). */
-  toc: Buffer;
+  /**
+   * The sealed TOC's blob, and the segment blobs of a long one (kept alive
+   * with the snapshot); null for a file unchanged since the parent snapshot.
+   */
+  toc: Buffer | null;
   segments?: readonly Buffer[];
   rows: () => Iterable<TocRow>;
 }
@@ -294,7 +297,7 @@ export class Catalog {
    * Inserts a version and its TOC rows. Fails with code "stale_target" when a
    * version its rows point at is gone (a forget ran meanwhile): recompute.
    */
-  insertVersion(snapshot: number, path: Buffer, size: number, toc: Buffer, rows: Iterable<TocRow>, segments: readonly Buffer[] = []): number {
+  insertVersion(snapshot: number, path: Buffer, size: number, toc: Buffer | null, rows: Iterable<TocRow>, segments: readonly Buffer[] = []): number {
     return this.transaction(() => this.insertVersionRows({ snapshot, path, size, toc, rows: () => rows, segments }));
   }
 
