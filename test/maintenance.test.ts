@@ -27,6 +27,15 @@ async function readWhole(repo: Repository, snapshotId: string, file: string): Pr
   return Buffer.concat(parts);
 }
 
+/** Closes the repository, deletes its catalog, and rebuilds it from the packs. */
+async function loseCatalogAndRebuild(repo: Repository) {
+  const root = repo.root;
+  repo.close();
+  for (const f of fs.readdirSync(root)) if (f.startsWith('catalog.db')) fs.rmSync(path.join(root, f));
+  const { repo: fresh } = await Repository.openForRebuild(root, { password: async () => 'test-password' });
+  return { fresh, r: await rebuildCatalog(fresh) };
+}
+
 /** A 30-version history of one file with scattered edits; returns ids and contents. */
 async function history(repo: Repository, versions = 30) {
   const dir = tempDir();
@@ -135,11 +144,7 @@ describe('rebuild-catalog', () => {
     const { file, out } = await history(repo, 8);
     await forget(repo, { ids: [out[2]!.id, out[5]!.id] });
     await prune(repo);
-    const root = repo.root;
-    repo.close();
-    for (const f of fs.readdirSync(root)) if (f.startsWith('catalog.db')) fs.rmSync(path.join(root, f));
-    const { repo: fresh } = await Repository.openForRebuild(root, { password: async () => 'test-password' });
-    const r = await rebuildCatalog(fresh);
+    const { fresh, r } = await loseCatalogAndRebuild(repo);
     expect(r.snapshots).toBe(6);
     expect(r.damagedPacks).toEqual([]);
     const kept = out.filter((_, i) => i !== 2 && i !== 5);
@@ -187,11 +192,7 @@ describe('files unchanged since the parent snapshot', () => {
     ids.push((await backup(repo, { paths: [dir], time: Date.UTC(2026, 0, 1, 3) })).snapshot);
     expect(tocOf(ids[3]!, 'b')).toBeNull();
 
-    const root = repo.root;
-    repo.close();
-    for (const f of fs.readdirSync(root)) if (f.startsWith('catalog.db')) fs.rmSync(path.join(root, f));
-    const { repo: fresh } = await Repository.openForRebuild(root, { password: async () => 'test-password' });
-    const r = await rebuildCatalog(fresh);
+    const { fresh, r } = await loseCatalogAndRebuild(repo);
     expect(r.problems).toEqual([]);
     for (const [i, id] of ids.entries()) {
       if (i === 0) continue;
@@ -248,11 +249,7 @@ describe('a TOC longer than one sealed segment', () => {
     for (const i of [2, 3]) expect((await readWhole(repo, ids[i]!, file)).equals(datas[i]!)).toBe(true);
     expect((await check(repo, { readData: true })).errors).toEqual([]);
 
-    const root = repo.root;
-    repo.close();
-    for (const f of fs.readdirSync(root)) if (f.startsWith('catalog.db')) fs.rmSync(path.join(root, f));
-    const { repo: fresh } = await Repository.openForRebuild(root, { password: async () => 'test-password' });
-    const r = await rebuildCatalog(fresh);
+    const { fresh, r } = await loseCatalogAndRebuild(repo);
     expect(r.problems).toEqual([]);
     expect(r.snapshots).toBe(2);
     for (const i of [2, 3]) expect((await readWhole(fresh, ids[i]!, file)).equals(datas[i]!)).toBe(true);
