@@ -10,23 +10,11 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { createCipheriv } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { arg, log, ROOT, size as sizeOf, STRATA } from './args.mjs';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const STRATA = path.join(ROOT, 'bin', 'strata.js');
-const arg = (name, fallback) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : fallback;
-};
-const parseSize = (s) => {
-  const m = /^(\d+)([KMG]?)$/i.exec(s);
-  if (!m) throw new Error(`bad size ${s}`);
-  return Number(m[1]) * 1024 ** ' KMG'.indexOf((m[2] || ' ').toUpperCase());
-};
-const size = parseSize(arg('size', '4G'));
+const size = sizeOf(arg('size', '4G'));
 const runs = Number(arg('runs', '3'));
 const dir = path.resolve(arg('dir', path.join(ROOT, '.bench-memory')));
-const log = (...a) => process.stderr.write(a.join(' ') + '\n');
 
 fs.rmSync(dir, { recursive: true, force: true });
 const src = path.join(dir, 'src');
@@ -71,7 +59,8 @@ for (let run = 0; run < runs; run++) {
 }
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-console.log(`| operation on a ${(size / 1024 ** 3).toFixed(0)} GiB file | wall s | peak RSS MiB |`);
+const label = size >= 1024 ** 3 ? `${(size / 1024 ** 3).toFixed(0)} GiB` : `${(size / 1024 ** 2).toFixed(0)} MiB`;
+console.log(`| operation on a ${label} file | wall s | peak RSS MiB |`);
 console.log('|---|---|---|');
 for (const [k, v] of Object.entries(results)) console.log(`| ${k} | ${median(v.map((r) => r.wall)).toFixed(1)} | ${median(v.map((r) => r.rssMB)).toFixed(0)} |`);
 fs.rmSync(dir, { recursive: true, force: true });

@@ -9,22 +9,10 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { makeCorpus, mutate, touchImage } from './corpus.mjs';
+import { arg, flag, log, ROOT, size, STRATA } from './args.mjs';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const STRATA = path.join(ROOT, 'bin', 'strata.js');
 
-function arg(name, fallback) {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : fallback;
-}
-const flag = (name) => process.argv.includes(`--${name}`);
-function size(text) {
-  const m = /^(\d+(?:\.\d+)?)([KMG]?)i?B?$/i.exec(text);
-  if (!m) throw new Error(`bad size ${text}`);
-  return Math.round(Number(m[1]) * { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[m[2].toUpperCase()]);
-}
 
 const opts = {
   size: size(arg('size', '1G')),
@@ -35,7 +23,6 @@ const opts = {
   dir: path.resolve(arg('dir', path.join(ROOT, '.bench'))),
 };
 
-const log = (...a) => process.stderr.write(a.join(' ') + '\n');
 const have = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
 
 /** Runs a shell command under /usr/bin/time: wall and CPU seconds, peak RSS. */

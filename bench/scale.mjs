@@ -9,22 +9,15 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { Keyring } from '../dist/crypto/keyring.js';
 import { metaAad } from '../dist/engine/snapshot.js';
+import { arg, log, ROOT, STRATA } from './args.mjs';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const STRATA = path.join(ROOT, 'bin', 'strata.js');
-const arg = (name, fallback) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : fallback;
-};
 const blocks = Number(arg('blocks', '10000000'));
 const snapshots = Number(arg('snapshots', '1000'));
 const entries = Number(arg('entries', '100000'));
 const dir = path.resolve(arg('dir', path.join(ROOT, '.bench-scale')));
-const log = (...a) => process.stderr.write(a.join(' ') + '\n');
 
 fs.rmSync(dir, { recursive: true, force: true });
 fs.mkdirSync(dir, { recursive: true });
