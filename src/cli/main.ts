@@ -17,6 +17,7 @@ import { register as snapshots } from './commands/snapshots.js';
 import { register as toc } from './commands/toc.js';
 import { register as token } from './commands/token.js';
 import { chalk, printJson } from './output.js';
+import { VERSION } from '../version.js';
 
 const EXIT_CODES = `
 Exit codes:
@@ -35,7 +36,7 @@ Environment:
 export function buildProgram(): Command {
   const program = new Command('strata')
     .description('backups as a baseline plus incrementals: any byte range of any file at any point in time')
-    .version('0.1.0')
+    .version(VERSION)
     .option('-r, --repo <dir>', 'repository directory (or STRATA_REPO)')
     .option('--password-file <file>', 'read the password from FILE (or STRATA_PASSWORD_FILE)')
     .option('--key-file <file>', 'use an exported key instead of a password (or STRATA_KEY_FILE)')

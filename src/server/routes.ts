@@ -16,8 +16,7 @@ import { LocalStorage } from '../storage/local.js';
 import type { Handle, Kind } from '../storage/storage.js';
 import { HttpError, sendJson, type RequestContext, type Route } from './http.js';
 import { parseRange } from './range.js';
-
-export const VERSION = '0.1.0';
+import { VERSION } from '../version.js';
 
 /** Bodies: a pack is at most 1 GiB plus what its last blob adds; config and keys are small JSON. */
 export const MAX_PACK_BYTES = 2 * 1024 * 1024 * 1024;
