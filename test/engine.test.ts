@@ -195,3 +195,25 @@ describe('reading a file seen before', () => {
     }
   });
 });
+
+describe('directories', () => {
+  it('an unchanged directory keeps its tree; a change after many equal entries lists every entry', async () => {
+    const repo = await makeRepo();
+    const dir = tempDir();
+    for (let i = 0; i < 50; i++) fs.writeFileSync(path.join(dir, `f${String(i).padStart(2, '0')}`), `file ${i}`);
+    const snap = async (i: number) => findSnapshot(repo, { kind: 'id', prefix: (await backup(repo, { paths: [dir], time: Date.UTC(2026, 0, 1, i) })).snapshot });
+    const one = await snap(0);
+    const two = await snap(1);
+    expect(two.row.root!.equals(one.row.root!)).toBe(true);
+    fs.writeFileSync(path.join(dir, 'f40'), 'changed');
+    fs.writeFileSync(path.join(dir, 'g'), 'new');
+    const three = await snap(2);
+    const listing = async (s: typeof one) => {
+      const entry = await s.lookup(dir);
+      return (await s.tree(entry!.tree!)).entries.map((e) => `${e.name}:${e.size}`);
+    };
+    const before = Array.from({ length: 50 }, (_, i) => `f${String(i).padStart(2, '0')}:${`file ${i}`.length}`);
+    expect(await listing(two)).toEqual(before);
+    expect(await listing(three)).toEqual([...before.slice(0, 40), 'f40:7', ...before.slice(41), 'g:3']);
+  });
+});

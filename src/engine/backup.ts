@@ -307,7 +307,11 @@ class BackupRun {
       }
     }
     names.sort(compareNames);
+    // While every entry equals the parent tree's entry at the same place, none
+    // is kept: an unchanged directory reuses the parent's tree as it is, and a
+    // directory of 100k files does not hold a second copy of its listing.
     const entries: TreeEntry[] = [];
+    let same = 0;
     for (const child of names) {
       const childAbs = abs === '/' ? `/${child}` : `${abs}/${child}`;
       if (!partial && this.excludes.excludes(childAbs, child)) continue;
@@ -319,11 +323,22 @@ class BackupRun {
         continue;
       }
       const entry = await this.saveNode(childAbs, child, cst, prevTree && findEntry(prevTree, child), partial ? plan.children.get(child) : undefined);
-      if (entry) entries.push(entry);
+      if (!entry) continue;
+      if (prevTree && entries.length === 0 && same < prevTree.entries.length && sameEntry(entry, prevTree.entries[same]!)) {
+        same++;
+        continue;
+      }
+      if (entries.length === 0) for (let k = 0; k < same; k++) entries.push(prevTree!.entries[k]!);
+      entries.push(entry);
     }
+    this.r.dirs++;
+    if (prevTree && prev?.tree && entries.length === 0 && same === prevTree.entries.length && same > 0 && this.packer.has(Buffer.from(prev.tree, 'hex'))) {
+      this.blobs.add(prev.tree);
+      return { ...metadata(name, 'dir', st), tree: prev.tree };
+    }
+    if (entries.length === 0) for (let k = 0; k < same; k++) entries.push(prevTree!.entries[k]!);
     const tree: Tree = { entries };
     const id = await this.storeBlob('tree', encodeTree(tree));
-    this.r.dirs++;
     return { ...metadata(name, 'dir', st), tree: id.toString('hex') };
   }
 
@@ -566,4 +581,11 @@ function describe(e: unknown): string {
   if (code === 'EACCES' || code === 'EPERM') return 'permission denied';
   if (code === 'ELOOP') return 'is a symlink now';
   return (e as Error).message;
+}
+
+const ENTRY_FIELDS = ['name', 'type', 'mode', 'uid', 'gid', 'mtimeNs', 'ctimeNs', 'ino', 'size', 'tree', 'target'] as const;
+
+/** Whether two tree entries say the same thing (the parent's tree can then be reused). */
+function sameEntry(a: TreeEntry, b: TreeEntry): boolean {
+  return ENTRY_FIELDS.every((k) => a[k] === b[k]);
 }
