@@ -6,7 +6,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Chunker } from '../src/chunker/fastcdc.js';
+import { alignedBlocks, freshChunks, windowBuffer } from '../src/engine/aligned.js';
 import { backup } from '../src/engine/backup.js';
+import { BlockList } from '../src/engine/blocklist.js';
 import { openFile, readRange } from '../src/engine/read.js';
 import { resolveRange, type ResolveStats } from '../src/engine/resolve.js';
 import { findSnapshot, metaAad } from '../src/engine/snapshot.js';
@@ -215,5 +217,36 @@ describe('directories', () => {
     const before = Array.from({ length: 50 }, (_, i) => `f${String(i).padStart(2, '0')}:${`file ${i}`.length}`);
     expect(await listing(two)).toEqual(before);
     expect(await listing(three)).toEqual([...before.slice(0, 40), 'f40:7', ...before.slice(41), 'g:3']);
+  });
+});
+
+describe('long reads', () => {
+  it('let the event loop turn (Ctrl-C, progress and worker answers wait for it)', async () => {
+    const repo = await makeRepo();
+    const file = path.join(tempDir(), 'big');
+    fs.writeFileSync(file, new Rng(8).bytes(40 * 1024 * 1024));
+    const chunker = new Chunker(repo.chunker, repo.gear);
+    const buffer = windowBuffer(1024 * 1024, repo.chunker.max);
+    /** Whether a callback queued before the read ran before its last block. */
+    const turnsDuring = async (blocks: AsyncIterable<{ length: number } | { data: Buffer }>) => {
+      let turned = false;
+      let seenTurn = false;
+      setImmediate(() => (turned = true));
+      for await (const b of blocks) {
+        void b;
+        if (turned) seenTurn = true;
+      }
+      return seenTurn;
+    };
+    const fd = fs.openSync(file, 'r');
+    try {
+      const previous = new BlockList();
+      for await (const c of freshChunks(fd, chunker, repo.chunker.max, buffer, () => {})) previous.push(repo.keyring.blockId(c), c.length);
+      expect(await turnsDuring(freshChunks(fd, chunker, repo.chunker.max, buffer, () => {}))).toBe(true);
+      // Every block confirmed by its hash: no chunker, no worker, only reads.
+      expect(await turnsDuring(alignedBlocks(fd, chunker, repo.chunker.max, buffer, previous, (d) => repo.keyring.blockId(d), () => {}))).toBe(true);
+    } finally {
+      fs.closeSync(fd);
+    }
   });
 });

@@ -40,12 +40,22 @@ export function windowBuffer(readSize: number, maxBlock: number): Buffer {
   return Buffer.allocUnsafe(Math.max(readSize, maxBlock) + maxBlock + 1);
 }
 
+/**
+ * Reads are synchronous, so a long run of unchanged blocks would never let
+ * the event loop turn: no Ctrl-C, no progress, no worker answers. Yield to it
+ * every few MiB.
+ */
+const YIELD_EVERY = 8 * 1024 * 1024;
+const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
 /** A sliding window over a file, refilled by large sequential reads. */
 class FileWindow {
   /** File offset of buf[0], and how many bytes of buf are filled. */
   private base = 0;
   private filled = 0;
   private eof = false;
+  /** Bytes read since the event loop last turned. */
+  unyielded = 0;
 
   constructor(
     private readonly fd: number,
@@ -69,6 +79,7 @@ class FileWindow {
       }
       if (bytesRead === 0) this.eof = true;
       this.filled += bytesRead;
+      this.unyielded += bytesRead;
       this.onRead(bytesRead);
     }
     return Math.max(0, Math.min(n, this.base + this.filled - pos));
@@ -87,6 +98,10 @@ class FileWindow {
 export async function* freshChunks(fd: number, chunker: Chunker, maxBlock: number, buffer: Buffer, onRead: (bytes: number) => void): AsyncGenerator<Buffer> {
   const window = new FileWindow(fd, buffer, onRead);
   for (let pos = 0; ; ) {
+    if (window.unyielded >= YIELD_EVERY) {
+      window.unyielded = 0;
+      await turn();
+    }
     const available = window.ensure(pos, maxBlock);
     if (available === 0) return;
     const length = chunker.firstCut(window.view(pos, available));
@@ -110,6 +125,10 @@ export async function* alignedBlocks(
   /** The previous block expected next, or -1 while the chunker leads. */
   let expect = previous.length > 0 ? 0 : -1;
   while (true) {
+    if (window.unyielded >= YIELD_EVERY) {
+      window.unyielded = 0;
+      await turn();
+    }
     if (expect >= 0 && expect < previous.length && previous.hasId(expect)) {
       const length = previous.end(expect) - previous.start(expect) + 1;
       // The old last block was cut by the end of the file, not by its bytes: it holds only if the file ends there again.

@@ -120,6 +120,7 @@ class BackupRun {
   /** Settles when a block fails (so nothing waits for ids that will never come). */
   private readonly failed = new Promise<void>((resolve) => (this.signalFailure = resolve));
   private readonly gc = new GcPacer(4 * 1024 * 1024);
+  private sinceTurn = 0;
   /** The read window, shared by every file (they are read one at a time). */
   private readonly window: Buffer;
   /** Trees and the record this snapshot uses (hex ids). */
@@ -321,6 +322,11 @@ class BackupRun {
       } catch (e) {
         this.warn(`cannot read ${childAbs}: ${describe(e)}`, true);
         continue;
+      }
+      // Unchanged files need no I/O but an lstat: let the event loop turn now and then (Ctrl-C, progress).
+      if (++this.sinceTurn >= 1000) {
+        this.sinceTurn = 0;
+        await new Promise<void>((resolve) => setImmediate(resolve));
       }
       const entry = await this.saveNode(childAbs, child, cst, prevTree && findEntry(prevTree, child), partial ? plan.children.get(child) : undefined);
       if (!entry) continue;
