@@ -21,7 +21,12 @@ interface Setup {
   ids: string[];
 }
 
-/** Two snapshots; a's second version refs into its first. */
+/**
+ * Two snapshots; a's second version refs into its first. b arrives with the
+ * second, so its blocks are in that run's packs and never share one with a's
+ * first version (blocks of files stored together may land in any of their
+ * run's packs, in the order the workers finish them).
+ */
 function setup(): Setup {
   const { repo, env } = initCliRepo(['--chunk-avg', '4K', '--pack-size', '64K']);
   const src = tempDir();
@@ -31,25 +36,38 @@ function setup(): Setup {
   const a1 = rng.bytes(200_000);
   const bData = rng.bytes(200_000);
   fs.writeFileSync(a, a1);
-  fs.writeFileSync(b, bData);
   const ids = [strata(['backup', src, '-q', '--time', '2026-01-01T00:00:00Z'], env).stdout.trim()];
   const a2 = Buffer.concat([a1.subarray(0, 150_000), Buffer.from('NEW'), a1.subarray(150_000)]);
   fs.writeFileSync(a, a2);
+  fs.writeFileSync(b, bData);
   ids.push(strata(['backup', src, '-q', '--time', '2026-01-02T00:00:00Z'], env).stdout.trim());
   return { repo, env, a, b, a1, a2, bData, ids };
 }
 
-/** Where a's first block (stored in snapshot 1, read through a ref by snapshot 2) lives. */
-function firstBlockOfA(s: Setup): { pack: string; offset: number; length: number; start: number; end: number } {
+/**
+ * A block of a's first version that snapshot 2 reads through a ref (it lies
+ * before the edit), in a pack that holds file data only: damage to a pack
+ * that also held a tree would hide the files below it instead.
+ */
+function blockOfA(s: Setup): { pack: string; offset: number; length: number; start: number; end: number } {
   const toc = JSON.parse(strata(['toc', s.a, '--at', s.ids[0]!, '--json'], s.env).stdout) as { start: number; end: number; block: string }[];
   const db = new Database(path.join(s.repo, 'catalog.db'), { readonly: true });
-  const row = db.prepare('SELECT p.name AS pack, b.offset, b.length FROM blocks b JOIN packs p ON p.id = b.pack WHERE b.id = ?').get(Buffer.from(toc[0]!.block, 'hex')) as {
-    pack: string;
-    offset: number;
-    length: number;
-  };
-  db.close();
-  return { ...row, start: toc[0]!.start, end: toc[0]!.end };
+  try {
+    for (const e of toc) {
+      if (e.end >= 140_000) break;
+      const row = db.prepare('SELECT p.id, p.name AS pack, b.offset, b.length FROM blocks b JOIN packs p ON p.id = b.pack WHERE b.id = ?').get(Buffer.from(e.block, 'hex')) as {
+        id: number;
+        pack: string;
+        offset: number;
+        length: number;
+      };
+      const metadata = db.prepare('SELECT COUNT(*) AS n FROM blocks WHERE pack = ? AND kind != 0').get(row.id) as { n: number };
+      if (metadata.n === 0) return { pack: row.pack, offset: row.offset, length: row.length, start: e.start, end: e.end };
+    }
+  } finally {
+    db.close();
+  }
+  throw new Error('no pack of a holds file data only');
 }
 
 const packFile = (s: Setup, name: string) => path.join(s.repo, 'packs', name.slice(0, 2), name);
@@ -93,9 +111,9 @@ describe('damage', () => {
     expect(checked).toBeGreaterThan(0);
   }
 
-  function damagedReadFails(blockEnd: number) {
+  function damagedReadFails(blockStart: number, blockEnd: number) {
     for (const at of s.ids) {
-      const r = strata(['cat', s.a, '--at', at, '--range', `0-${blockEnd}`], s.env);
+      const r = strata(['cat', s.a, '--at', at, '--range', `${blockStart}-${blockEnd}`], s.env);
       expect(r.status).toBe(1);
       expect(r.stderr).toMatch(/block [0-9a-f]+/);
       expect(r.raw.length).toBe(0);
@@ -103,7 +121,7 @@ describe('damage', () => {
   }
 
   it('flipped bytes in a pack: check --read-data names the files and ranges', () => {
-    const blk = firstBlockOfA(s);
+    const blk = blockOfA(s);
     const fd = fs.openSync(packFile(s, blk.pack), 'r+');
     fs.writeSync(fd, Buffer.from([0xff, 0x00, 0xff]), 0, 3, blk.offset + 40);
     fs.closeSync(fd);
@@ -111,13 +129,13 @@ describe('damage', () => {
     expect(r.status).toBe(1);
     expectReport(r.stdout, blk.start, blk.end);
     const human = strata(['check', '--read-data', '--reset'], s.env);
-    expect(human.stdout).toMatch(new RegExp(`damaged: ${s.a} in snapshot ${s.ids[1]!.slice(0, 8)}, bytes 0-`));
-    damagedReadFails(blk.end);
+    expect(human.stdout).toMatch(new RegExp(`damaged: ${s.a} in snapshot ${s.ids[1]!.slice(0, 8)}, bytes ${blk.start}-${blk.end}`));
+    damagedReadFails(blk.start, blk.end);
     unaffectedStillRestores(r.stdout);
   });
 
   it('check --repair, then backup --force, heals every snapshot that used the damaged block', () => {
-    const blk = firstBlockOfA(s);
+    const blk = blockOfA(s);
     const fd = fs.openSync(packFile(s, blk.pack), 'r+');
     fs.writeSync(fd, Buffer.from([0xff, 0x00, 0xff]), 0, 3, blk.offset + 40);
     fs.closeSync(fd);
@@ -135,24 +153,24 @@ describe('damage', () => {
   });
 
   it('a truncated pack: check finds it without reading data', () => {
-    const blk = firstBlockOfA(s);
+    const blk = blockOfA(s);
     fs.truncateSync(packFile(s, blk.pack), blk.offset + 10);
     const r = strata(['check', '--json'], s.env);
     expect(r.status).toBe(1);
     expect(JSON.parse(r.stdout).errors.join('\n')).toMatch(/truncated/);
     expectReport(r.stdout, blk.start, blk.end);
-    damagedReadFails(blk.end);
+    damagedReadFails(blk.start, blk.end);
     unaffectedStillRestores(r.stdout);
   });
 
   it('a deleted pack: named as missing, its files reported', () => {
-    const blk = firstBlockOfA(s);
+    const blk = blockOfA(s);
     fs.rmSync(packFile(s, blk.pack));
     const r = strata(['check', '--json'], s.env);
     expect(r.status).toBe(1);
     expect(JSON.parse(r.stdout).errors.join('\n')).toMatch(/missing/);
     expectReport(r.stdout, blk.start, blk.end);
-    damagedReadFails(blk.end);
+    damagedReadFails(blk.start, blk.end);
     unaffectedStillRestores(r.stdout);
   });
 
