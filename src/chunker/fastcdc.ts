@@ -52,9 +52,6 @@ export class Chunker {
   private readonly maskS: number;
   private readonly maskL: number;
   private pending: Buffer = Buffer.alloc(0);
-  /** Where the scan of the current chunk stopped, and the hash there. */
-  private scanned = 0;
-  private hash = 0;
 
   constructor(
     private readonly params: ChunkerParams,
@@ -70,10 +67,12 @@ export class Chunker {
     const out: Buffer[] = [];
     let start = 0;
     while (true) {
-      const cut = this.findCut(this.pending, start);
-      if (cut < 0) break;
-      out.push(this.pending.subarray(start, cut));
-      start = cut;
+      const available = this.pending.length - start;
+      const length = this.firstCut(this.pending.subarray(start, start + Math.min(available, this.params.max)));
+      // No cut before the data ran out: the chunk may go on in the next push.
+      if (length === available && available < this.params.max) break;
+      out.push(this.pending.subarray(start, start + length));
+      start += length;
     }
     // Keep only the unfinished chunk; copy so the caller's buffer is not retained.
     this.pending = copyOf(this.pending, start, this.pending.length);
@@ -83,8 +82,6 @@ export class Chunker {
   finish(): Buffer | undefined {
     const last = this.pending.length > 0 ? this.pending : undefined;
     this.pending = Buffer.alloc(0);
-    this.scanned = 0;
-    this.hash = 0;
     return last;
   }
 
@@ -113,42 +110,6 @@ export class Chunker {
       if ((h & maskL) === 0) return i + 1;
     }
     return limit;
-  }
-
-  /** The end of the chunk that starts at `start`, or -1 if more data is needed. */
-  private findCut(buf: Buffer, start: number): number {
-    const { min, avg, max } = this.params;
-    const available = buf.length - start;
-    if (this.scanned === 0) {
-      if (available < min) return -1;
-      this.scanned = min;
-      this.hash = 0;
-    }
-    const gear = this.gear;
-    let h = this.hash;
-    let i = start + this.scanned;
-    const normal = start + Math.min(avg, available);
-    const limit = start + Math.min(max, available);
-    const maskS = this.maskS;
-    for (; i < normal; i++) {
-      h = ((h << 1) + gear[buf[i]!]!) | 0;
-      if ((h & maskS) === 0) return this.cutAt(i + 1);
-    }
-    const maskL = this.maskL;
-    for (; i < limit; i++) {
-      h = ((h << 1) + gear[buf[i]!]!) | 0;
-      if ((h & maskL) === 0) return this.cutAt(i + 1);
-    }
-    if (limit - start === max) return this.cutAt(limit);
-    this.scanned = i - start;
-    this.hash = h;
-    return -1;
-  }
-
-  private cutAt(end: number): number {
-    this.scanned = 0;
-    this.hash = 0;
-    return end;
   }
 }
 

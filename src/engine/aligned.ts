@@ -46,7 +46,6 @@ export function windowBuffer(readSize: number, maxBlock: number): Buffer {
  * every few MiB.
  */
 const YIELD_EVERY = 8 * 1024 * 1024;
-const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** A sliding window over a file, refilled by large sequential reads. */
 class FileWindow {
@@ -55,7 +54,7 @@ class FileWindow {
   private filled = 0;
   private eof = false;
   /** Bytes read since the event loop last turned. */
-  unyielded = 0;
+  private unyielded = 0;
 
   constructor(
     private readonly fd: number,
@@ -85,6 +84,13 @@ class FileWindow {
     return Math.max(0, Math.min(n, this.base + this.filled - pos));
   }
 
+  /** Lets the event loop turn if a few MiB were read since it last did. */
+  async breathe(): Promise<void> {
+    if (this.unyielded < YIELD_EVERY) return;
+    this.unyielded = 0;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+
   view(pos: number, n: number): Buffer {
     return this.buf.subarray(pos - this.base, pos - this.base + n);
   }
@@ -98,10 +104,7 @@ class FileWindow {
 export async function* freshChunks(fd: number, chunker: Chunker, maxBlock: number, buffer: Buffer, onRead: (bytes: number) => void): AsyncGenerator<Buffer> {
   const window = new FileWindow(fd, buffer, onRead);
   for (let pos = 0; ; ) {
-    if (window.unyielded >= YIELD_EVERY) {
-      window.unyielded = 0;
-      await turn();
-    }
+    await window.breathe();
     const available = window.ensure(pos, maxBlock);
     if (available === 0) return;
     const length = chunker.firstCut(window.view(pos, available));
@@ -125,10 +128,7 @@ export async function* alignedBlocks(
   /** The previous block expected next, or -1 while the chunker leads. */
   let expect = previous.length > 0 ? 0 : -1;
   while (true) {
-    if (window.unyielded >= YIELD_EVERY) {
-      window.unyielded = 0;
-      await turn();
-    }
+    await window.breathe();
     if (expect >= 0 && expect < previous.length && previous.hasId(expect)) {
       const length = previous.end(expect) - previous.start(expect) + 1;
       // The old last block was cut by the end of the file, not by its bytes: it holds only if the file ends there again.
