@@ -41,13 +41,13 @@ async function verify(repoDir: string, oracle: Oracle, readData: boolean): Promi
     const c = await check(repo, { readData });
     expect(c.errors).toEqual([]);
     expect(c.ok).toBe(true);
-    for (const s of listSnapshots(repo)) {
+    for (const s of (await listSnapshots(repo))) {
       if (!readData && verified.has(s.id)) continue;
       verified.add(s.id);
       const files = oracle.get(s.id);
       expect(files, `snapshot ${s.id} has no oracle`).toBeDefined();
       for (const [name, data] of files!) {
-        const f = await openFile(findSnapshot(repo, { kind: 'id', prefix: s.id }), name);
+        const f = await openFile((await findSnapshot(repo, { kind: 'id', prefix: s.id })), name);
         const parts: Buffer[] = [];
         if (f.version.size > 0) for await (const p of readRange(repo, f.version, 0, f.version.size - 1)) parts.push(Buffer.from(p));
         if (!Buffer.concat(parts).equals(data)) throw new Error(`${name} in ${s.id.slice(0, 8)} differs`);

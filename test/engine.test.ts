@@ -35,7 +35,7 @@ describe('reference chains', () => {
       ids.push((await backup(repo, { paths: [dir], time: Date.UTC(2026, 0, 1, 0, i) })).snapshot);
     }
     const frames = async (id: string) => {
-      const f = await openFile(findSnapshot(repo, { kind: 'id', prefix: id }), file);
+      const f = await openFile((await findSnapshot(repo, { kind: 'id', prefix: id })), file);
       const stats: ResolveStats = { frames: 0 };
       const pieces = [...resolveRange(repo.catalog, f.version.id, 500_000, 504_095, stats)];
       expect(pieces.reduce((n, p) => n + p.length, 0)).toBe(4096);
@@ -50,10 +50,10 @@ describe('reference chains', () => {
     expect(after10).toBeLessThanOrEqual(MAX_DEPTH + 1);
     expect(after100).toBeLessThanOrEqual(MAX_DEPTH + 1);
     // The TOC still grows with what changed, not with the file's 256 blocks.
-    const latest = await openFile(findSnapshot(repo, { kind: 'latest' }), file);
+    const latest = await openFile((await findSnapshot(repo, { kind: 'latest' })), file);
     expect(repo.catalog.toc(latest.version.id).length).toBeLessThan(90);
     // And the bytes are right at the newest version.
-    const f = await openFile(findSnapshot(repo, { kind: 'latest' }), file);
+    const f = await openFile((await findSnapshot(repo, { kind: 'latest' })), file);
     const parts: Buffer[] = [];
     for await (const p of readRange(repo, f.version, 0, data.length - 1)) parts.push(Buffer.from(p));
     expect(Buffer.concat(parts).equals(data)).toBe(true);
@@ -69,7 +69,7 @@ describe('packing', () => {
     fs.writeFileSync(path.join(dir, 'f'), data);
     const r = await backup(repo, { paths: [dir] });
     expect(r.blocksNew).toBeGreaterThan(500);
-    const f = await openFile(findSnapshot(repo, { kind: 'latest' }), path.join(dir, 'f'));
+    const f = await openFile((await findSnapshot(repo, { kind: 'latest' })), path.join(dir, 'f'));
     const parts: Buffer[] = [];
     for await (const p of readRange(repo, f.version, 0, data.length - 1)) parts.push(Buffer.from(p));
     expect(Buffer.concat(parts).equals(data)).toBe(true);
@@ -84,9 +84,9 @@ describe('snapshot lookup', () => {
       const seq = repo.catalog.beginSnapshot(id, Date.now(), Buffer.alloc(32), repo.keyring.sealJson({ host: 'h', tags: [], paths: ['/x'] }, metaAad(id)), null);
       repo.catalog.commitSnapshot(seq, Buffer.alloc(32), Buffer.alloc(32), repo.keyring.sealJson({ host: 'h', tags: [], paths: ['/x'] }, metaAad(id)));
     }
-    expect(() => findSnapshot(repo, { kind: 'id', prefix: 'ab' })).toThrow(/ambiguous \(2 snapshots match/);
-    expect(findSnapshot(repo, { kind: 'id', prefix: 'ab3' }).id.startsWith('ab34')).toBe(true);
-    expect(() => findSnapshot(repo, { kind: 'id', prefix: 'cd' })).toThrow(/no snapshot with id/);
+    await expect(findSnapshot(repo, { kind: 'id', prefix: 'ab' })).rejects.toThrow(/ambiguous \(2 snapshots match/);
+    expect((await findSnapshot(repo, { kind: 'id', prefix: 'ab3' })).id.startsWith('ab34')).toBe(true);
+    await expect(findSnapshot(repo, { kind: 'id', prefix: 'cd' })).rejects.toThrow(/no snapshot with id/);
     repo.close();
   });
 });
@@ -112,7 +112,7 @@ describe('interruption', () => {
     const next = await backup(repo, { paths: [dir] });
     expect(next.blocksReused).toBeGreaterThan(0);
     expect(next.bytesAdded).toBeLessThan(16 * 1024 * 1024 - 1024 * 1024);
-    const f = await openFile(findSnapshot(repo, { kind: 'latest' }), path.join(dir, 'b'));
+    const f = await openFile((await findSnapshot(repo, { kind: 'latest' })), path.join(dir, 'b'));
     expect(f.version.size).toBe(16 * 1024 * 1024);
     repo.close();
   });
@@ -203,7 +203,7 @@ describe('directories', () => {
     const repo = await makeRepo();
     const dir = tempDir();
     for (let i = 0; i < 50; i++) fs.writeFileSync(path.join(dir, `f${String(i).padStart(2, '0')}`), `file ${i}`);
-    const snap = async (i: number) => findSnapshot(repo, { kind: 'id', prefix: (await backup(repo, { paths: [dir], time: Date.UTC(2026, 0, 1, i) })).snapshot });
+    const snap = async (i: number) => (await findSnapshot(repo, { kind: 'id', prefix: (await backup(repo, { paths: [dir], time: Date.UTC(2026, 0, 1, i) })).snapshot }));
     const one = await snap(0);
     const two = await snap(1);
     expect(two.row.root!.equals(one.row.root!)).toBe(true);

@@ -21,7 +21,7 @@ import type { SealedToc } from '../src/engine/versions.js';
 import { makeRepo, Rng, tempDir } from './helpers.js';
 
 async function readWhole(repo: Repository, snapshotId: string, file: string): Promise<Buffer> {
-  const f = await openFile(findSnapshot(repo, { kind: 'id', prefix: snapshotId }), file);
+  const f = await openFile((await findSnapshot(repo, { kind: 'id', prefix: snapshotId })), file);
   const parts: Buffer[] = [];
   if (f.version.size > 0) for await (const p of readRange(repo, f.version, 0, f.version.size - 1)) parts.push(Buffer.from(p));
   return Buffer.concat(parts);
@@ -85,7 +85,7 @@ describe('forget keeps every later incremental readable', () => {
     const { dir, file, out } = await history(repo, 6);
     await forget(repo, { policy: { last: 2 } });
     await prune(repo);
-    expect(listSnapshots(repo).map((s) => s.id)).toEqual(out.slice(-2).map((v) => v.id));
+    expect((await listSnapshots(repo)).map((s) => s.id)).toEqual(out.slice(-2).map((v) => v.id));
     fs.appendFileSync(file, 'more');
     const r = await backup(repo, { paths: [dir] });
     expect(r.refEntries).toBeGreaterThan(0);
@@ -104,7 +104,7 @@ describe('forget keeps reads flat', () => {
     const ids: string[] = [];
     for (let i = 0; i < 30; i++) ids.push((await backup(repo, { paths: [dir], time: Date.UTC(2026, 0, 1, i) })).snapshot);
     await forget(repo, { ids: [ids[0]!] });
-    const f = await openFile(findSnapshot(repo, { kind: 'latest' }), file);
+    const f = await openFile((await findSnapshot(repo, { kind: 'latest' })), file);
     const stats: ResolveStats = { frames: 0 };
     const pieces = [...resolveRange(repo.catalog, f.version.id, 50_000, 50_100, stats)];
     expect(pieces.reduce((n, p) => n + p.length, 0)).toBe(101);
@@ -148,7 +148,7 @@ describe('rebuild-catalog', () => {
     expect(r.snapshots).toBe(6);
     expect(r.damagedPacks).toEqual([]);
     const kept = out.filter((_, i) => i !== 2 && i !== 5);
-    expect(listSnapshots(fresh).map((s) => s.id)).toEqual(kept.map((v) => v.id));
+    expect((await listSnapshots(fresh)).map((s) => s.id)).toEqual(kept.map((v) => v.id));
     for (const v of kept) expect((await readWhole(fresh, v.id, file)).equals(v.data)).toBe(true);
     const c = await check(fresh, { readData: true });
     expect(c.errors).toEqual([]);

@@ -66,7 +66,7 @@ function sync(dir: string, files: Oracle): void {
 }
 
 async function checkVersion(repo: Repository, snapshotId: string, files: Oracle, rng: Rng, ranges: number): Promise<void> {
-  const snap = findSnapshot(repo, { kind: 'id', prefix: snapshotId });
+  const snap = (await findSnapshot(repo, { kind: 'id', prefix: snapshotId }));
   for (let i = 0; i < ranges && files.size > 0; i++) {
     const [name, data] = [...files.entries()][rng.int(files.size)]!;
     const file = await openFile(snap, name);

@@ -6,11 +6,15 @@
 import * as fs from 'node:fs';
 import type { Command } from 'commander';
 import { usageError, wrongKey } from '../errors.js';
-import { Repository, type Credentials } from '../repo/repository.js';
+import { Repository, type Credentials, type RemoteOptions } from '../repo/repository.js';
 import { promptHidden } from './prompt.js';
 
 export interface GlobalOptions {
   repo?: string;
+  token?: string;
+  caCert?: string;
+  cacheDir?: string;
+  cache?: boolean;
   passwordFile?: string;
   keyFile?: string;
   json?: boolean;
@@ -49,8 +53,16 @@ export function credentials(g: GlobalOptions): Credentials {
   return { password: () => readPassword(g) };
 }
 
+/** How to reach a server, when the repository is one (the token never goes in a URL or a log). */
+export function remoteOptions(g: GlobalOptions): RemoteOptions {
+  const token = g.token ?? process.env.STRATA_TOKEN;
+  const caFile = g.caCert ?? process.env.STRATA_CA_CERT;
+  const cacheDir = g.cache === false ? null : (g.cacheDir ?? undefined);
+  return { ...(token ? { token } : {}), ...(caFile ? { caFile } : {}), ...(cacheDir !== undefined ? { cacheDir } : {}) };
+}
+
 export async function openRepo(cmd: Command, opts: { readonly?: boolean } = {}): Promise<Repository> {
   const g = globals(cmd);
   const where = repoPath(g);
-  return Repository.open(where, credentials(g), opts);
+  return Repository.open(where, credentials(g), opts, remoteOptions(g));
 }

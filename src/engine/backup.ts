@@ -23,7 +23,6 @@ import type { Repository } from '../repo/repository.js';
 import { GcPacer } from '../util/gc.js';
 import { ExcludeMatcher } from '../util/glob.js';
 import { SealPool } from '../workers/pool.js';
-import { blocksOf } from './resolve.js';
 import { findSnapshot, metaAad, Snapshot, type SnapshotMeta, type SnapshotRecord } from './snapshot.js';
 import { diffBlocks, TocList } from './toc.js';
 import { alignedBlocks, freshChunks, SourceReadError, windowBuffer } from './aligned.js';
@@ -31,7 +30,6 @@ import { BlockList } from './blocklist.js';
 import { encodeTree, findEntry, type Tree, type TreeEntry } from './tree.js';
 import { VersionBatch, type TargetVersion } from './versions.js';
 import { parseWhen } from '../util/when.js';
-import { Lease } from '../repo/lease.js';
 
 export interface BackupOptions {
   paths: string[];
@@ -138,7 +136,7 @@ class BackupRun {
     this.excludes = new ExcludeMatcher(opts.excludes ?? []);
     this.packer = repo.newPacker();
     this.window = windowBuffer(READ_SIZE, repo.chunker.max);
-    this.versions = new VersionBatch(repo.catalog, repo.keyring, this.packer, repo.compressionLevel);
+    this.versions = new VersionBatch(repo.service, repo.keyring, this.packer, repo.compressionLevel);
     this.time = opts.time ?? Date.now();
     this.r = {
       snapshot: this.id,
@@ -169,7 +167,6 @@ class BackupRun {
 
   async run(): Promise<BackupResult> {
     const { repo, opts } = this;
-    const catalog = repo.catalog;
     const present: string[] = [];
     for (const p of new Set(opts.paths.map((p) => path.resolve(p)))) {
       try {
@@ -182,39 +179,32 @@ class BackupRun {
     if (present.length === 0) throw new StrataError('no_sources', 'none of the source paths can be read; nothing backed up');
 
     const lineage = repo.keyring.lineageId(this.host, this.sources);
-    // The parent is chosen in the lease's transaction: a forget then sees it in use and keeps it.
-    const { lease } = await Lease.acquire(catalog, 'backup', {
-      within: () => {
-        if (opts.parent) this.parent = findSnapshot(repo, parseWhen(opts.parent));
-        else {
-          const row = catalog.parentCandidate(lineage, this.time);
-          if (row) this.parent = new Snapshot(repo, row);
-        }
-        return { parent: this.parent?.row.seq ?? null, value: undefined };
-      },
-    });
+    // The parent is chosen as the lease is taken: a forget then sees it in use and keeps it.
+    const chosen = opts.parent ? (await findSnapshot(repo, parseWhen(opts.parent))).row.seq : 'auto';
+    const { lease, parent } = await repo.service.startBackup(lineage, this.time, chosen);
+    if (parent) this.parent = new Snapshot(repo, parent);
     try {
-      return await this.runLeased(present, lineage, lease.id);
+      return await this.runLeased(present, lineage, lease);
     } finally {
-      lease.release();
+      await repo.service.endBackup(lease);
     }
   }
 
   private async runLeased(present: string[], lineage: Buffer, leaseId: string): Promise<BackupResult> {
     const { repo, opts } = this;
-    const catalog = repo.catalog;
+    const service = repo.service;
     this.r.parent = this.parent?.id ?? null;
     if (opts.estimate) await this.estimate(present);
 
     const meta: SnapshotMeta = { host: this.host, tags: opts.tags ?? [], paths: this.sources, ...(this.parent ? { parent: this.parent.id } : {}) };
-    this.seq = catalog.beginSnapshot(this.id, this.time, lineage, repo.keyring.sealJson(meta, metaAad(this.id)), this.parent?.row.seq ?? null, leaseId);
+    this.seq = await service.beginSnapshot(this.id, this.time, lineage, repo.keyring.sealJson(meta, metaAad(this.id)), this.parent?.row.seq ?? null, leaseId);
     this.pool = new SealPool(repo.keyring, repo.compressionLevel, repo.chunker.max, MAX_IN_FLIGHT);
     try {
       const plan = buildPlan(present);
       const rootStat = await fs.lstat('/', { bigint: true });
       const root = await this.saveNode('/', '/', rootStat, this.parent?.root, plan);
       await this.drain();
-      this.versions.flush();
+      await this.versions.flush();
       await this.packer.flush();
       // What the data, trees and TOCs added; the record's own small pack comes on top.
       const stats = { files: this.r.filesNew + this.r.filesChanged + this.r.filesUnchanged, dirs: this.r.dirs, bytes: this.r.bytesTotal, bytesAdded: this.packer.bytesWritten };
@@ -223,7 +213,7 @@ class BackupRun {
       await this.packer.flush();
       this.r.bytesAdded = this.packer.bytesWritten;
       const blobs = [...this.blobs].map((h) => Buffer.from(h, 'hex'));
-      catalog.commitSnapshot(this.seq, Buffer.from(root!.tree!, 'hex'), recordId, repo.keyring.sealJson({ ...meta, stats }, metaAad(this.id)), blobs);
+      await service.commitSnapshot(this.seq, Buffer.from(root!.tree!, 'hex'), recordId, repo.keyring.sealJson({ ...meta, stats }, metaAad(this.id)), blobs);
     } catch (e) {
       // Keep what was stored: the next backup reuses every indexed block.
       await this.drain().catch(() => {});
@@ -358,11 +348,12 @@ class BackupRun {
   private async saveFile(abs: string, name: string, st: BigIntStats, prev: TreeEntry | undefined): Promise<TreeEntry | undefined> {
     const { repo } = this;
     const pathId = repo.keyring.pathId(abs);
-    const prevRow = this.parent ? repo.catalog.version(this.parent.row.seq, pathId) : undefined;
+    const prevRow = this.parent ? await repo.service.version(this.parent.row.seq, pathId) : undefined;
     const target: TargetVersion | undefined = prevRow && this.parent ? { id: prevRow.id, snapshotId: this.parent.id, depth: prevRow.depth } : undefined;
     const entry = metadata(name, 'file', st);
     let entries: TocList;
     let unchanged = false;
+    let blocks: BlockList | undefined;
     if (
       !this.opts.force &&
       prev?.type === 'file' &&
@@ -379,8 +370,8 @@ class BackupRun {
       this.r.filesUnchanged++;
       this.progress.bytesDone += entry.size;
     } else {
-      const previous = prevRow && prevRow.size > 0 ? blocksOf(repo.catalog, prevRow.id, prevRow.size) : new BlockList(1);
-      const blocks = await this.readFile(abs, prevRow ? previous : undefined);
+      const previous = prevRow && prevRow.size > 0 ? await repo.service.blockList(prevRow.id, prevRow.size) : new BlockList(1);
+      blocks = await this.readFile(abs, prevRow ? previous : undefined);
       if (!blocks) return undefined;
       entry.size = blocks.size;
       entries = diffBlocks(previous, blocks);
@@ -400,6 +391,7 @@ class BackupRun {
       entries,
       target: entries.refEntries > 0 ? target : undefined,
       unchanged,
+      blocks,
     });
     return entry;
   }

@@ -137,7 +137,7 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
   }
 
   // Snapshots and trees: every file has a version; remember paths for reports.
-  const snaps = listSnapshots(repo);
+  const snaps = await listSnapshots(repo);
   r.snapshots = snaps.length;
   const pathOf = new Map<number, { snapshot: string; path: string }>();
   for (const s of snaps) {

@@ -44,8 +44,9 @@ export async function forget(repo: Repository, opts: ForgetOptions): Promise<For
   const ids = opts.ids ?? [];
   const policy = opts.policy ?? {};
   if (ids.length === 0 && isEmpty(policy)) throw usageError('forget needs snapshot ids or a policy (--keep-last, --keep-daily, ...); nothing to do');
-  const all = listSnapshots(repo);
-  const chosen = new Set(ids.map((i) => findSnapshot(repo, { kind: 'id', prefix: i.toLowerCase() }).id));
+  const all = await listSnapshots(repo);
+  const chosen = new Set<string>();
+  for (const i of ids) chosen.add((await findSnapshot(repo, { kind: 'id', prefix: i.toLowerCase() })).id);
   const groups = groupSnapshots(all).map(({ host, paths, snaps }) => {
     const keep = isEmpty(policy) ? new Map(snaps.filter((s) => !chosen.has(s.id)).map((s) => [s.id, ['not named']])) : applyPolicy(snaps.map((s) => ({ id: s.id, time: s.time, tags: s.meta.tags })), policy);
     for (const s of snaps) if (chosen.has(s.id)) keep.delete(s.id);

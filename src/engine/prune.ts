@@ -14,7 +14,6 @@ import { StrataError } from '../errors.js';
 import { Lease, liveLeases } from '../repo/lease.js';
 import { treeIds } from './tree.js';
 import { BLOB_KINDS } from '../repo/catalog.js';
-import { Packer } from '../repo/packer.js';
 import type { Repository } from '../repo/repository.js';
 
 export interface PruneOptions {
@@ -120,7 +119,7 @@ async function pruneLeased(repo: Repository, opts: PruneOptions): Promise<PruneR
   opts.onProgress?.(`${r.deletedBlocks} unused blocks removed from the index, ${touchedPacks.size} packs affected`);
 
   // Packs: drop the empty ones, repack the partly used ones.
-  const packer = new Packer(repo.storage, repo.keyring, catalog, repo.config.packSize, true);
+  const packer = repo.newPacker(true);
   const emptied: { id: number; name: string; size: number }[] = [];
   for (const packId of touchedPacks) {
     const pack = db.prepare('SELECT id, name, size FROM packs WHERE id = ?').get(packId) as { id: number; name: string; size: number } | undefined;

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { integrity, notFound, StrataError } from '../errors.js';
 import type { VersionRow } from '../repo/catalog.js';
 import type { Repository } from '../repo/repository.js';
-import { resolveRange, type Piece } from './resolve.js';
+import type { Piece } from './resolve.js';
 import type { Snapshot } from './snapshot.js';
 import type { TreeEntry } from './tree.js';
 
@@ -27,7 +27,7 @@ export async function openFile(snapshot: Snapshot, absPath: string): Promise<Sto
   if (!entry) throw notFound(`${absPath} is not in snapshot ${snapshot.id.slice(0, 8)}`);
   if (entry.type === 'dir') throw new StrataError('is_directory', `${absPath} is a directory`);
   if (entry.type !== 'file') throw new StrataError('not_file', `${absPath} is a ${entry.type}, not a file`);
-  return { path: absPath, entry, version: storedVersion(snapshot, absPath, entry) };
+  return { path: absPath, entry, version: await storedVersion(snapshot, absPath, entry) };
 }
 
 /**
@@ -35,12 +35,12 @@ export async function openFile(snapshot: Snapshot, absPath: string): Promise<Sto
  * size must be the entry's, and its TOC must reach that size. So a forged
  * size fails up front rather than after part of a file went out.
  */
-export function storedVersion(snapshot: Snapshot, absPath: string, entry: TreeEntry): VersionRow {
-  const { catalog, keyring } = snapshot.repo;
-  const version = catalog.version(snapshot.row.seq, keyring.pathId(absPath));
+export async function storedVersion(snapshot: Snapshot, absPath: string, entry: TreeEntry): Promise<VersionRow> {
+  const { service, keyring } = snapshot.repo;
+  const version = await service.version(snapshot.row.seq, keyring.pathId(absPath));
   if (!version) throw integrity(`${absPath} has no stored version in snapshot ${snapshot.id.slice(0, 8)}`);
   if (version.size !== entry.size) throw integrity(`${absPath}: its tree entry says ${entry.size} bytes, its stored version ${version.size}`);
-  if (version.size > 0 && catalog.tocAt(version.id, version.size - 1)?.end !== version.size - 1) {
+  if (version.size > 0 && version.end !== version.size - 1) {
     throw integrity(`${absPath}: the TOC of version ${version.id} does not end at its size, ${version.size} bytes`, { version: version.id });
   }
   return version;
@@ -53,17 +53,17 @@ export async function* readRange(repo: Repository, version: VersionRow, start: n
   if (end >= version.size) throw integrity(`read past the end of version ${version.id}`);
   // Reads of the next few blocks start early, so the store works while we decode and write.
   const ahead: { p: Piece; block: Promise<Buffer> }[] = [];
-  const pieces = resolveRange(repo.catalog, version.id, start, end);
-  const fill = () => {
+  const pieces = repo.service.pieces(version.id, start, end)[Symbol.asyncIterator]();
+  const fill = async () => {
     while (ahead.length < PREFETCH) {
-      const next = pieces.next();
+      const next = await pieces.next();
       if (next.done) return;
       const block = repo.readBlob(next.value.block);
       block.catch(() => {});
       ahead.push({ p: next.value, block });
     }
   };
-  for (fill(); ahead.length > 0; fill()) {
+  for (await fill(); ahead.length > 0; await fill()) {
     const { p, block: pending } = ahead.shift()!;
     const block = await pending;
     if (block.length !== p.blockSize) {

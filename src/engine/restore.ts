@@ -67,7 +67,7 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
       await fs.lutimes(dest, t, t).catch(() => {});
       result.symlinks++;
     } else {
-      const file = storedVersion(snapshot, abs, entry);
+      const file = await storedVersion(snapshot, abs, entry);
       await removeExisting(dest);
       const fh = await fs.open(dest, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
       try {

@@ -120,23 +120,23 @@ export function isWithin(child: string, parent: string): boolean {
 }
 
 /** All committed snapshots, oldest first. */
-export function listSnapshots(repo: Repository): Snapshot[] {
-  return repo.catalog.snapshots().map((row) => new Snapshot(repo, row));
+export async function listSnapshots(repo: Repository): Promise<Snapshot[]> {
+  return (await repo.service.snapshots()).map((row) => new Snapshot(repo, row));
 }
 
 /**
  * The snapshot WHEN names. With a path, "latest" and dates pick the newest
  * snapshot (at or before the date) whose stored paths cover it.
  */
-export function findSnapshot(repo: Repository, when: When, absPath?: string | readonly string[], host?: string): Snapshot {
+export async function findSnapshot(repo: Repository, when: When, absPath?: string | readonly string[], host?: string): Promise<Snapshot> {
   const paths = absPath === undefined ? [] : typeof absPath === 'string' ? [absPath] : absPath;
   if (when.kind === 'id') {
-    const rows = repo.catalog.snapshotsByPrefix(when.prefix);
+    const rows = await repo.service.snapshotsByPrefix(when.prefix);
     if (rows.length === 0) throw notFound(`no snapshot with id ${when.prefix}`);
     if (rows.length > 1) throw new StrataError('ambiguous', `snapshot id prefix ${when.prefix} is ambiguous (${rows.length} snapshots match; give more characters)`);
     return new Snapshot(repo, rows[0]!);
   }
-  const all = listSnapshots(repo);
+  const all = await listSnapshots(repo);
   if (all.length === 0) throw notFound('the repository has no snapshots yet');
   const until = when.kind === 'time' ? when.time : Number.POSITIVE_INFINITY;
   for (let i = all.length - 1; i >= 0; i--) {

@@ -5,9 +5,11 @@
  */
 import type { Keyring } from '../crypto/keyring.js';
 import { encodeBlock } from '../repo/blockcodec.js';
-import type { Catalog, TocRow } from '../repo/catalog.js';
+import { retryStale, type Catalog, type TocRow } from '../repo/catalog.js';
+import type { CatalogService } from '../repo/service.js';
+import type { BlockList } from './blocklist.js';
 import type { Packer } from '../repo/packer.js';
-import { integrity, StrataError } from '../errors.js';
+import { integrity } from '../errors.js';
 import { minorGc } from '../util/gc.js';
 import type { Repository } from '../repo/repository.js';
 import type { TocEntry } from './toc.js';
@@ -118,6 +120,8 @@ export interface NewVersion {
    * no sealed TOC is stored, rebuild-catalog derives it from the trees.
    */
   unchanged?: boolean;
+  /** The version's blocks (what the catalog's keeper diffs against the parent); absent when unchanged. */
+  blocks?: BlockList;
 }
 
 export interface SealedTocIds {
@@ -183,17 +187,6 @@ function sealVersion(keyring: Keyring, packer: Packer, level: number, v: NewVers
   return sealToc(keyring, packer, level, { snapshot: v.snapshotId, path: v.pathId.toString('hex'), size: v.size }, sealedEntries(v), v.entries.length);
 }
 
-/** Runs an insert, again if a forget rewrote the targets' rows while ours were computed. */
-function retryStale<T>(insert: () => T): T {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return insert();
-    } catch (e) {
-      if (!(e instanceof StrataError && e.code === 'stale_target') || attempt >= 3) throw e;
-    }
-  }
-}
-
 /**
  * Versions waiting to be inserted together: one catalog transaction per many
  * files instead of one per file (a tree of small files is otherwise bound by
@@ -207,7 +200,7 @@ export class VersionBatch {
   private entries = 0;
 
   constructor(
-    private readonly catalog: Catalog,
+    private readonly service: CatalogService,
     private readonly keyring: Keyring,
     private readonly packer: Packer,
     private readonly level: number,
@@ -218,26 +211,29 @@ export class VersionBatch {
   async add(v: NewVersion): Promise<void> {
     this.pending.push({ v, toc: v.unchanged ? NO_TOC : await sealVersion(this.keyring, this.packer, this.level, v) });
     this.entries += v.entries.length;
-    if (this.pending.length >= this.maxVersions || this.entries >= this.maxEntries) this.flush();
+    if (this.pending.length >= this.maxVersions || this.entries >= this.maxEntries) await this.flush();
   }
 
-  flush(): void {
+  /** Hands the waiting versions to the catalog's keeper, which builds their TOCs from the blocks. */
+  async flush(): Promise<void> {
     if (this.pending.length === 0) return;
-    const list = this.pending.map(({ v, toc }) => ({
-      snapshot: v.snapshotSeq,
-      path: v.pathId,
-      size: v.size,
-      toc: toc.id,
-      segments: toc.segments,
-      rows: () => tocRows(this.catalog, v.entries, v.target),
-    }));
-    retryStale(() => this.catalog.insertVersions(list));
+    const pending = this.pending;
     this.pending = [];
     this.entries = 0;
+    const snapshot = pending[0]!.v.snapshotSeq;
+    await this.service.storeVersions(
+      snapshot,
+      pending.map(({ v, toc }) => ({ path: v.pathId, size: v.size, toc: toc.id, segments: toc.segments, ...(v.unchanged ? {} : { blocks: changedBlocks(v) }) })),
+    );
   }
 }
 
-/** Stores one version at once (its id returned). */
+function changedBlocks(v: NewVersion): BlockList {
+  if (!v.blocks) throw new Error('a changed version needs its blocks');
+  return v.blocks;
+}
+
+/** Stores one version at once, from TOC entries made by hand (its id returned). */
 export async function storeVersion(catalog: Catalog, keyring: Keyring, packer: Packer, level: number, v: NewVersion): Promise<number> {
   const toc = v.unchanged ? NO_TOC : await sealVersion(keyring, packer, level, v);
   return retryStale(() => catalog.insertVersion(v.snapshotSeq, v.pathId, v.size, toc.id, tocRows(catalog, v.entries, v.target), toc.segments));

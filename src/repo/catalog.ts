@@ -114,6 +114,17 @@ CREATE INDEX IF NOT EXISTS versions_toc ON versions(toc);
 /** Schema 3: whether snapshot_blobs lists a snapshot's trees (schema 1 did not record them). */
 const SCHEMA_3 = `ALTER TABLE snapshots ADD COLUMN blobs_known INTEGER NOT NULL DEFAULT 1;`;
 
+/** Runs an insert, again if a forget rewrote the targets' rows while ours were computed. */
+export function retryStale<T>(insert: () => T): T {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return insert();
+    } catch (e) {
+      if (!(e instanceof StrataError && e.code === 'stale_target') || attempt >= 3) throw e;
+    }
+  }
+}
+
 export class Catalog {
   readonly db: Database.Database;
   private readonly st: ReturnType<Catalog['prepare']>;
@@ -234,6 +245,10 @@ export class Catalog {
     return this.guard(() => this.st.rescueBlock.run(id).changes > 0);
   }
 
+  packIndexed(name: string): boolean {
+    return this.db.prepare('SELECT 1 FROM packs WHERE name = ?').get(name) !== undefined;
+  }
+
   blockLocation(id: Uint8Array): BlockLocation | undefined {
     return this.st.blockLocation.get(id) as BlockLocation | undefined;
   }
@@ -344,12 +359,32 @@ export class Catalog {
     return rows.concat(this.st.tocAfter.all(version, start, end, Number.MAX_SAFE_INTEGER) as TocRow[]);
   }
 
+  /**
+   * Of the blocks a pending snapshot's TOC rows name, plus `blobs`, those not
+   * stored (a served repository checks this before a commit); the rest are
+   * rescued from prune.
+   */
+  unstoredBlocks(snapshot: number, blobs: readonly Buffer[]): Buffer[] {
+    const named = this.db
+      .prepare('SELECT DISTINCT t.block FROM toc t JOIN versions v ON v.id = t.version WHERE v.snapshot = ? AND t.block IS NOT NULL')
+      .pluck()
+      .all(snapshot) as Buffer[];
+    return [...named, ...blobs].filter((id) => !this.hasBlock(id));
+  }
+
   // --- maintenance (forget, prune, check); callers wrap these in transactions
 
   /** Versions of the given snapshots, newest first (refs only point at older versions). */
   versionsOf(snapshots: readonly number[]): VersionRow[] {
     const q = this.db.prepare('SELECT id, snapshot, size, depth FROM versions WHERE snapshot = ?');
     return snapshots.flatMap((s) => q.all(s) as VersionRow[]).sort((a, b) => b.id - a.id);
+  }
+
+  /** Every version of a snapshot with its path id (a backup reads its parent's at once). */
+  versionPaths(snapshot: number): (VersionRow & { path: Buffer; end: number | null })[] {
+    return this.db
+      .prepare('SELECT v.id, v.snapshot, v.path, v.size, v.depth, (SELECT t.end FROM toc t WHERE t.version = v.id ORDER BY t.start DESC LIMIT 1) AS end FROM versions v WHERE v.snapshot = ?')
+      .all(snapshot) as (VersionRow & { path: Buffer; end: number | null })[];
   }
 
   /** Rows of other versions whose ref targets `version` or whose shortcut lands in it. */

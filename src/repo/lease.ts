@@ -60,15 +60,22 @@ export class Lease {
     private readonly catalog: Catalog,
     readonly id: string,
     readonly started: number,
+    autoRenew: boolean,
   ) {
-    this.timer = setInterval(() => {
-      try {
-        catalog.db.prepare('UPDATE leases SET heartbeat = ? WHERE id = ?').run(Date.now(), id);
-      } catch {
-        // A busy catalog delays one renewal; the lease lasts several periods.
-      }
-    }, RENEW_MS);
+    // A lease held for a remote client is renewed by its requests instead.
+    if (!autoRenew) return;
+    this.timer = setInterval(() => this.renew(), RENEW_MS);
     this.timer.unref();
+  }
+
+  /** Marks the lease alive now; false if it is gone (it went stale and was removed). */
+  renew(): boolean {
+    try {
+      return this.catalog.db.prepare('UPDATE leases SET heartbeat = ? WHERE id = ?').run(Date.now(), this.id).changes > 0;
+    } catch {
+      // A busy catalog delays one renewal; the lease lasts several periods.
+      return true;
+    }
   }
 
   /**
@@ -79,7 +86,7 @@ export class Lease {
   static async acquire<T>(
     catalog: Catalog,
     kind: LeaseKind,
-    opts: { waitMs?: number; onWait?: (message: string) => void; within?: () => { parent?: number | null; value: T } } = {},
+    opts: { waitMs?: number; onWait?: (message: string) => void; within?: () => { parent?: number | null; value: T }; renew?: boolean } = {},
   ): Promise<{ lease: Lease; value: T | undefined }> {
     const deadline = Date.now() + (opts.waitMs ?? 0);
     let told = false;
@@ -94,7 +101,7 @@ export class Lease {
         catalog.db
           .prepare('INSERT INTO leases(id, kind, host, pid, started, heartbeat, parent) VALUES (?, ?, ?, ?, ?, ?, ?)')
           .run(id, kind, HOST_ID, process.pid, now, now, inner?.parent ?? null);
-        return { lease: new Lease(catalog, id, now), value: inner?.value };
+        return { lease: new Lease(catalog, id, now, opts.renew ?? true), value: inner?.value };
       });
       if ('lease' in got) return { lease: got.lease!, value: got.value };
       const b = got.blocker!;

@@ -4,13 +4,17 @@
  * never names a block that is not stored. Blobs waiting in the open pack are
  * known to `has`, so a block seen twice in one backup is stored once.
  *
+ * A server answers `has` only for blocks this client has heard of; before a
+ * pack goes up, the server is asked which of its blobs it lacks (one round
+ * trip per pack), and the others are left out.
+ *
  * Memory is fixed: blobs are copied into one of two pack buffers; one fills
  * while the other is written.
  */
 import type { Keyring } from '../crypto/keyring.js';
-import type { Storage } from '../storage/storage.js';
-import type { BlobKind, Catalog } from './catalog.js';
+import type { BlobKind } from './catalog.js';
 import { encodePack, PACK_MAGIC } from './pack.js';
+import type { CatalogService } from './service.js';
 
 // 8 MiB: a writer holds two pack buffers, and at 16 MiB they alone were a sixth of
 // a backup's memory; larger packs measured no faster here.
@@ -45,10 +49,12 @@ export class Packer {
   bytesWritten = 0;
   packsWritten = 0;
 
+  /** Sealed blobs left out of packs because the server had them already. */
+  blobsSkipped = 0;
+
   constructor(
-    private readonly storage: Storage,
+    private readonly service: CatalogService,
     private readonly keyring: Keyring,
-    private readonly catalog: Catalog,
     private readonly targetSize = DEFAULT_PACK_SIZE,
     /** Repacking: blocks already indexed move to the new packs. */
     private readonly relocate = false,
@@ -65,7 +71,7 @@ export class Packer {
 
   /** True when the block is stored or waiting to be (rescuing it from prune if condemned). */
   has(id: Buffer): boolean {
-    return this.pendingIds.has(id.toString('hex')) || this.catalog.hasBlock(id);
+    return this.pendingIds.has(id.toString('hex')) || this.service.hasBlock(id);
   }
 
   markPending(id: Buffer): void {
@@ -123,14 +129,35 @@ export class Packer {
 
   private async write(b: PackBuffer): Promise<void> {
     const entries = b.entries;
-    const pack = await encodePack(this.keyring, b.bytes, b.used, entries);
-    await this.storage.put({ kind: 'pack', name: pack.name }, pack.bytes);
-    this.catalog.addPack(pack.name, pack.bytes.length, pack.entries, this.relocate);
+    if (this.service.remote && !this.relocate) await this.leaveOutStored(b);
+    if (b.entries.length > 0) {
+      const pack = await encodePack(this.keyring, b.bytes, b.used, b.entries);
+      await this.service.putPack(pack.name, pack.bytes, pack.entries, this.relocate);
+      this.bytesWritten += pack.bytes.length;
+      this.packsWritten++;
+    }
     for (const e of entries) this.pendingIds.delete(e.id.toString('hex'));
-    this.bytesWritten += pack.bytes.length;
-    this.packsWritten++;
     b.used = PACK_MAGIC.length;
     b.entries = [];
     b.writing = undefined;
+  }
+
+  /** Drops the blobs the server already has from a pack buffer, moving the rest together. */
+  private async leaveOutStored(b: PackBuffer): Promise<void> {
+    const lacking = new Set((await this.service.missing(b.entries.map((e) => e.id))).map((id) => id.toString('hex')));
+    if (lacking.size === b.entries.length) return;
+    let at = PACK_MAGIC.length;
+    const kept: Entry[] = [];
+    for (const e of b.entries) {
+      if (!lacking.has(e.id.toString('hex'))) {
+        this.blobsSkipped++;
+        continue;
+      }
+      if (e.offset !== at) b.bytes.copy(b.bytes, at, e.offset, e.offset + e.length);
+      kept.push({ ...e, offset: at });
+      at += e.length;
+    }
+    b.entries = kept;
+    b.used = at;
   }
 }

@@ -9,12 +9,16 @@ import * as path from 'node:path';
 import { chunkerParams, DEFAULT_AVG, gearTable, type ChunkerParams } from '../chunker/fastcdc.js';
 import { Keyring } from '../crypto/keyring.js';
 import { calibrateScrypt, unwrapKey, wrapKey, type ScryptParams, type WrappedKey } from '../crypto/password.js';
-import { integrity, noRepository, StrataError, usageError, wrongKey } from '../errors.js';
+import { ExitCode, noRepository, StrataError, usageError, wrongKey } from '../errors.js';
+import { BlockCache, DEFAULT_CACHE_BYTES, defaultCacheDir } from '../storage/cache.js';
+import { HttpStorage } from '../storage/http.js';
 import { LocalStorage } from '../storage/local.js';
 import type { Storage } from '../storage/storage.js';
 import { decodeBlock } from './blockcodec.js';
 import { Catalog, type BlobKind } from './catalog.js';
 import { DEFAULT_PACK_SIZE, Packer } from './packer.js';
+import { RemoteService } from './remote.js';
+import { LocalService, type CatalogService } from './service.js';
 
 export const FORMAT_VERSION = 1;
 
@@ -49,6 +53,18 @@ export interface InitOptions {
   compressionLevel?: number;
 }
 
+/** How to reach a repository behind `strata serve`. */
+export interface RemoteOptions {
+  token?: string;
+  /** Extra trusted certificate authority (PEM file), for a server with a self-signed certificate. */
+  caFile?: string;
+  /** Where sealed blocks are cached; null for no cache. */
+  cacheDir?: string | null;
+  cacheBytes?: number;
+}
+
+export const isUrl = (where: string): boolean => /^https?:\/\//i.test(where);
+
 export class Repository {
   private readonly cache = new Map<string, Buffer>();
   private readonly cacheLimit = 16;
@@ -56,17 +72,34 @@ export class Repository {
   readonly gear: Uint32Array;
 
   private constructor(
+    /** A directory, or a server's URL. */
     readonly root: string,
     readonly storage: Storage,
     readonly config: RepoConfig,
     readonly keyring: Keyring,
-    readonly catalog: Catalog,
+    /** Who keeps the catalog: this process, or the server. */
+    readonly service: CatalogService,
+    private readonly localCatalog?: Catalog,
   ) {
     this.chunker = { min: config.chunker.min, avg: config.chunker.avg, max: config.chunker.max };
     this.gear = gearTable(keyring.chunkerSeed);
   }
 
-  static async init(root: string, password: string, opts: InitOptions = {}): Promise<Repository> {
+  /** True for a repository behind `strata serve`. */
+  get remote(): boolean {
+    return this.service.remote;
+  }
+
+  /** The catalog itself, for what only runs where it lives (maintenance). */
+  get catalog(): Catalog {
+    if (!this.localCatalog) {
+      throw new StrataError('local_only', `this command runs where the repository is: on the server, against its directory (not ${this.root})`, ExitCode.usage);
+    }
+    return this.localCatalog;
+  }
+
+  static async init(root: string, password: string, opts: InitOptions = {}, remote: RemoteOptions = {}): Promise<Repository> {
+    if (isUrl(root)) return Repository.initRemote(root, password, opts, remote);
     const dir = path.resolve(root);
     if (fs.existsSync(dir)) {
       if (!fs.statSync(dir).isDirectory()) throw usageError(`${dir} exists and is not a directory`);
@@ -75,35 +108,44 @@ export class Repository {
         throw usageError(`${dir} is not empty; choose a new or empty directory`);
       }
     }
-    const params = chunkerParams(opts.chunkAvg ?? DEFAULT_AVG);
-    const keyring = Keyring.generate();
-    const config: RepoConfig = {
-      strata: 'repository',
-      version: FORMAT_VERSION,
-      id: randomBytes(16).toString('hex'),
-      created: new Date().toISOString(),
-      chunker: { algorithm: 'fastcdc-gear32', ...params },
-      compression: { algorithm: 'zstd', level: opts.compressionLevel ?? 3 },
-      cipher: 'aes-256-gcm',
-      packSize: opts.packSize ?? DEFAULT_PACK_SIZE,
-    };
     fs.mkdirSync(dir, { recursive: true });
     const storage = new LocalStorage(dir);
-    const wrapped = await wrapKey(keyring.master, password, opts.scrypt ?? (await calibrateScrypt()));
-    await storage.put({ kind: 'key', name: randomBytes(8).toString('hex') }, Buffer.from(JSON.stringify(wrapped, null, 2)));
-    const catalog = new Catalog(path.join(dir, 'catalog.db'));
-    // The config goes last: a directory with a config is a complete repository.
-    await storage.put({ kind: 'config', name: 'config' }, Buffer.from(JSON.stringify(config, null, 2) + '\n'));
-    return new Repository(dir, storage, config, keyring, catalog);
+    let catalog: Catalog | undefined;
+    const { config, keyring } = await writeNewRepository(storage, password, opts, async () => void (catalog = new Catalog(path.join(dir, 'catalog.db'))));
+    return new Repository(dir, storage, config, keyring, new LocalService(catalog!, storage), catalog);
   }
 
-  static async open(root: string, creds: Credentials, _opts: { readonly?: boolean } = {}): Promise<Repository> {
+  /** A new repository on a server: the key is made and wrapped here, the server only stores it. */
+  private static async initRemote(url: string, password: string, opts: InitOptions, remote: RemoteOptions): Promise<Repository> {
+    const storage = httpStorage(url, remote);
+    try {
+      if (await storage.exists({ kind: 'config', name: 'config' })) throw new StrataError('exists', `a repository already exists at ${storage.location}`);
+      const { config, keyring } = await writeNewRepository(storage, password, opts, async () => {});
+      return new Repository(storage.location, storage, config, keyring, remoteService(storage, config, remote));
+    } catch (e) {
+      await storage.close();
+      throw e;
+    }
+  }
+
+  static async open(root: string, creds: Credentials, _opts: { readonly?: boolean } = {}, remote: RemoteOptions = {}): Promise<Repository> {
+    if (isUrl(root)) {
+      const storage = httpStorage(root, remote);
+      try {
+        const config = parseConfig(await readRemoteConfig(storage), storage.location);
+        const keyring = await unlock(storage, config, creds);
+        return new Repository(storage.location, storage, config, keyring, remoteService(storage, config, remote));
+      } catch (e) {
+        await storage.close();
+        throw e;
+      }
+    }
     const dir = path.resolve(root);
     const config = readConfig(dir);
     const storage = new LocalStorage(dir);
     const keyring = await unlock(storage, config, creds);
     const catalog = openCatalog(dir);
-    return new Repository(dir, storage, config, keyring, catalog);
+    return new Repository(dir, storage, config, keyring, new LocalService(catalog, storage), catalog);
   }
 
   /**
@@ -111,6 +153,7 @@ export class Repository {
    * packs); the old catalog.db, if any, is renamed and its new name returned.
    */
   static async openForRebuild(root: string, creds: Credentials): Promise<{ repo: Repository; previous?: string }> {
+    if (isUrl(root)) throw new StrataError('local_only', 'rebuild-catalog runs on the server, against the repository directory', ExitCode.usage);
     const dir = path.resolve(root);
     const config = readConfig(dir);
     const storage = new LocalStorage(dir);
@@ -122,11 +165,12 @@ export class Repository {
       fs.renameSync(file, previous);
       for (const ext of ['-wal', '-shm']) if (fs.existsSync(file + ext)) fs.renameSync(file + ext, previous + ext);
     }
-    return { repo: new Repository(dir, storage, config, keyring, new Catalog(file)), previous };
+    const catalog = new Catalog(file);
+    return { repo: new Repository(dir, storage, config, keyring, new LocalService(catalog, storage), catalog), previous };
   }
 
-  newPacker(): Packer {
-    return new Packer(this.storage, this.keyring, this.catalog, this.config.packSize);
+  newPacker(relocate = false): Packer {
+    return new Packer(this.service, this.keyring, this.config.packSize, relocate);
   }
 
   get compressionLevel(): number {
@@ -146,42 +190,86 @@ export class Repository {
       this.cache.set(key, hit);
       return hit;
     }
-    const sealed = await this.readSealed(id);
-    const plain = decodeBlock(this.keyring.encKey, this.keyring.idKey, id, sealed, Math.max(this.chunker.max, 256 * 1024 * 1024));
+    const limit = Math.max(this.chunker.max, 256 * 1024 * 1024);
+    let plain: Buffer;
+    try {
+      plain = decodeBlock(this.keyring.encKey, this.keyring.idKey, id, await this.readSealed(id), limit);
+    } catch (e) {
+      // A damaged copy in the local block cache: drop it and fetch the block again.
+      if (!(this.service instanceof RemoteService) || !(e instanceof StrataError) || e.code !== 'integrity') throw e;
+      this.service.evict(id);
+      plain = decodeBlock(this.keyring.encKey, this.keyring.idKey, id, await this.readSealed(id), limit);
+    }
     if (kind === 'data') this.blocksRead++;
     this.cache.set(key, plain);
     if (this.cache.size > this.cacheLimit) this.cache.delete(this.cache.keys().next().value!);
     return plain;
   }
 
-  /**
-   * A blob's sealed bytes. If its pack vanished under us (prune repacked it),
-   * the catalog is asked again: the blob has moved, or it is really missing.
-   */
-  async readSealed(id: Buffer): Promise<Buffer> {
-    const key = id.toString('hex');
-    let last: StrataError | undefined;
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const loc = this.catalog.blockLocation(id);
-      if (!loc) throw integrity(`block ${key.slice(0, 16)} is not in the repository`, { block: key });
-      try {
-        return await this.storage.read({ kind: 'pack', name: loc.pack }, loc.offset, loc.length);
-      } catch (e) {
-        if (!(e instanceof StrataError)) throw e;
-        last = e;
-        const now = this.catalog.blockLocation(id);
-        if (!now || now.pack === loc.pack) break;
-      }
-    }
-    throw integrity(`block ${key.slice(0, 16)}: ${last!.message}`, { block: key });
+  /** A blob's sealed bytes. */
+  readSealed(id: Buffer): Promise<Buffer> {
+    return this.service.readSealed(id);
   }
 
   /** Data blocks fetched from the store by this process (cache misses). */
   blocksRead = 0;
 
+  /** Bytes sent to and received from a server (0 for a local repository). */
+  get traffic(): { bytesSent: number; bytesReceived: number } {
+    const s = this.storage as Partial<HttpStorage>;
+    return { bytesSent: s.bytesSent ?? 0, bytesReceived: s.bytesReceived ?? 0 };
+  }
+
   close(): void {
-    void this.storage.close();
-    this.catalog.close();
+    void this.service.close();
+  }
+}
+
+/** Writes a new repository's key, then (last: a store with a config is a complete repository) its config. */
+async function writeNewRepository(storage: Storage, password: string, opts: InitOptions, beforeConfig: () => Promise<void>): Promise<{ config: RepoConfig; keyring: Keyring }> {
+  const params = chunkerParams(opts.chunkAvg ?? DEFAULT_AVG);
+  const keyring = Keyring.generate();
+  const config: RepoConfig = {
+    strata: 'repository',
+    version: FORMAT_VERSION,
+    id: randomBytes(16).toString('hex'),
+    created: new Date().toISOString(),
+    chunker: { algorithm: 'fastcdc-gear32', ...params },
+    compression: { algorithm: 'zstd', level: opts.compressionLevel ?? 3 },
+    cipher: 'aes-256-gcm',
+    packSize: opts.packSize ?? DEFAULT_PACK_SIZE,
+  };
+  const wrapped = await wrapKey(keyring.master, password, opts.scrypt ?? (await calibrateScrypt()));
+  await storage.put({ kind: 'key', name: randomBytes(8).toString('hex') }, Buffer.from(JSON.stringify(wrapped, null, 2)));
+  await beforeConfig();
+  await storage.put({ kind: 'config', name: 'config' }, Buffer.from(JSON.stringify(config, null, 2) + '\n'));
+  return { config, keyring };
+}
+
+function httpStorage(url: string, remote: RemoteOptions): HttpStorage {
+  if (!remote.token) throw usageError('a server needs a token: use --token or set STRATA_TOKEN');
+  let ca: Buffer | undefined;
+  if (remote.caFile) {
+    try {
+      ca = fs.readFileSync(remote.caFile);
+    } catch (e) {
+      throw usageError(`cannot read certificate ${remote.caFile}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+  }
+  return new HttpStorage(url, { token: remote.token, ...(ca ? { ca } : {}) });
+}
+
+function remoteService(storage: HttpStorage, config: RepoConfig, remote: RemoteOptions): RemoteService {
+  const cache = remote.cacheDir === null ? undefined : BlockCache.open(remote.cacheDir ?? defaultCacheDir(), config.id, remote.cacheBytes ?? DEFAULT_CACHE_BYTES);
+  return new RemoteService(storage, cache);
+}
+
+async function readRemoteConfig(storage: HttpStorage): Promise<string> {
+  try {
+    return (await storage.get({ kind: 'config', name: 'config' })).toString('utf8');
+  } catch (e) {
+    if (e instanceof StrataError && e.code === 'not_found') throw noRepository(`no repository at ${storage.location} (create one with "strata init")`);
+    throw e;
   }
 }
 
@@ -195,6 +283,10 @@ function readConfig(dir: string): RepoConfig {
     if (code === 'EACCES') throw noRepository(`cannot read repository at ${dir}: permission denied`);
     throw e;
   }
+  return parseConfig(text, dir);
+}
+
+function parseConfig(text: string, dir: string): RepoConfig {
   let config: RepoConfig;
   try {
     config = JSON.parse(text) as RepoConfig;

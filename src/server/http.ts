@@ -37,7 +37,7 @@ export interface RequestContext {
 }
 
 export interface Route {
-  method: 'GET' | 'HEAD' | 'PUT' | 'DELETE';
+  method: 'GET' | 'HEAD' | 'PUT' | 'POST' | 'DELETE';
   /** A template such as /v1/objects/{kind}/{name}; a {param} is one path segment. */
   path: string;
   /** The least role allowed, or null for a route open to anyone. */

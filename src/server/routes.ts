@@ -16,6 +16,7 @@ import { LocalStorage } from '../storage/local.js';
 import type { Handle, Kind } from '../storage/storage.js';
 import { HttpError, sendJson, type RequestContext, type Route } from './http.js';
 import { parseRange } from './range.js';
+import { CatalogKeeper, catalogRoutes } from './catalog-routes.js';
 import { VERSION } from '../version.js';
 
 /** Bodies: a pack is at most 1 GiB plus what its last blob adds; config and keys are small JSON. */
@@ -145,5 +146,6 @@ export function objectRoutes(storage: LocalStorage): Route[] {
 
 /** Method and path of every route, for documentation checks. */
 export function routeTable(): { method: string; path: string; role: string | null }[] {
-  return objectRoutes(new LocalStorage('/nonexistent')).map((r) => ({ method: r.method, path: r.path, role: r.role }));
+  const storage = new LocalStorage('/nonexistent');
+  return [...objectRoutes(storage), ...catalogRoutes(new CatalogKeeper(storage))].map((r) => ({ method: r.method, path: r.path, role: r.role }));
 }

@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import { StrataError, usageError } from '../errors.js';
 import { LocalStorage } from '../storage/local.js';
 import { handleClientErrors, handler, logLine, type LogOptions } from './http.js';
+import { CatalogKeeper, catalogRoutes } from './catalog-routes.js';
 import { objectRoutes } from './routes.js';
 import { serverDir, TokenStore } from './tokens.js';
 
@@ -69,7 +70,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     // How often node checks the timeouts above; a short headers timeout needs a short interval.
     connectionsCheckingInterval: Math.max(50, Math.min(30_000, Math.floor(opts.headersTimeoutMs / 4))),
   };
-  const onRequest = handler(objectRoutes(storage), tokens, opts.log);
+  const keeper = new CatalogKeeper(storage);
+  const onRequest = handler([...objectRoutes(storage), ...catalogRoutes(keeper)], tokens, opts.log);
   let closing = false;
   const server = opts.tls
     ? https.createServer({ ...serverOptions, cert: opts.tls.cert, key: opts.tls.key }, onRequest)
@@ -107,11 +109,14 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     let timer: NodeJS.Timeout | undefined;
     const drained = await Promise.race([closed.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), opts.drainTimeoutMs)))]);
     clearTimeout(timer);
-    if (drained) return 0;
-    const cut = sockets.size;
-    server.closeAllConnections();
-    for (const s of sockets) s.destroy();
-    await closed;
+    let cut = 0;
+    if (!drained) {
+      cut = sockets.size;
+      server.closeAllConnections();
+      for (const s of sockets) s.destroy();
+      await closed;
+    }
+    await keeper.close();
     return cut;
   };
   return { url, server, shutdown };

@@ -24,7 +24,7 @@ export interface HttpStorageOptions {
   timeoutMs?: number;
 }
 
-interface Reply {
+export interface Reply {
   status: number;
   headers: http.IncomingHttpHeaders;
   body: Buffer;
@@ -153,6 +153,14 @@ export class HttpStorage implements Storage {
     this.agent.destroy();
   }
 
+  /** One request under the server's base path (`route` starts with /v1/), retried like every other. */
+  async call(method: string, route: string, opts: { headers?: Record<string, string>; body?: readonly Uint8Array[]; json?: unknown } = {}): Promise<Reply> {
+    if (opts.json !== undefined) {
+      return this.request(method, this.prefix + route, { headers: { ...opts.headers, 'Content-Type': 'application/json' }, body: [Buffer.from(JSON.stringify(opts.json))] });
+    }
+    return this.request(method, this.prefix + route, opts);
+  }
+
   private async request(method: string, path: string, opts: { headers?: Record<string, string>; body?: readonly Uint8Array[] } = {}): Promise<Reply> {
     let last: Error | undefined;
     for (let attempt = 0; attempt <= this.retries; attempt++) {
@@ -176,7 +184,7 @@ export class HttpStorage implements Storage {
     const headers: Record<string, string> = { Authorization: `Bearer ${this.opts.token}`, ...opts.headers };
     if (opts.body) {
       headers['Content-Length'] = String(length);
-      headers['Content-Type'] = 'application/octet-stream';
+      headers['Content-Type'] ??= 'application/octet-stream';
     }
     return new Promise<Reply>((resolve, reject) => {
       const req = this.transport.request(
@@ -219,7 +227,11 @@ export class HttpStorage implements Storage {
   }
 
   private failure(r: Reply, method: string, h: Handle): Error {
-    const what = h.name ? `${h.kind} ${h.name}` : `${h.kind} list`;
+    return this.refusal(r, method, h.name ? `${h.kind} ${h.name}` : `${h.kind} list`);
+  }
+
+  /** The error for an answer that is not the one hoped for. */
+  refusal(r: Reply, method: string, what: string): Error {
     const message = errorMessage(r);
     switch (r.status) {
       case 401:

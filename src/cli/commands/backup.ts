@@ -43,7 +43,7 @@ export function register(program: Command): void {
           onWarning: (m) => progress.warn(m),
         });
         progress.stop();
-        if (g.json) printJson(r);
+        if (g.json) printJson({ ...r, ...repo.traffic });
         else if (g.quiet) line(r.snapshot);
         else {
           line(`Files: ${r.filesNew} new, ${r.filesChanged} changed, ${r.filesUnchanged} unchanged; ${plural(r.dirs, 'directory', 'directories')}`);

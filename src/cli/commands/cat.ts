@@ -26,7 +26,7 @@ export function register(program: Command): void {
       const repo = await openRepo(cmd, { readonly: true });
       try {
         const abs = absolutePath(p);
-        const snap = findSnapshot(repo, when, abs, opts.host);
+        const snap = await findSnapshot(repo, when, abs, opts.host);
         const file = await openFile(snap, abs);
         const size = file.version.size;
         const range = size === 0 && !spec ? { start: 0, end: -1 } : resolveRange(spec, size);
@@ -51,6 +51,7 @@ export function register(program: Command): void {
             end: range.end,
             length,
             blocksRead: repo.blocksRead,
+            ...repo.traffic,
             ...(opts.output ? { output: opts.output } : { data: Buffer.concat(chunks).toString('base64') }),
           });
         }

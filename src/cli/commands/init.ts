@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { StrataError, usageError } from '../../errors.js';
 import { Repository } from '../../repo/repository.js';
 import { parseSize } from '../../util/size.js';
-import { globals, readPassword, repoPath } from '../context.js';
+import { globals, readPassword, remoteOptions, repoPath } from '../context.js';
 import { line, printJson } from '../output.js';
 import { promptHidden } from '../prompt.js';
 
@@ -27,7 +27,7 @@ export function register(program: Command): void {
         chunkAvg: opts.chunkAvg ? parseSize(opts.chunkAvg) : undefined,
         packSize: opts.packSize ? packSize(parseSize(opts.packSize)) : undefined,
         scrypt,
-      });
+      }, remoteOptions(g));
       const out = { repository: repo.root, id: repo.config.id, chunker: repo.config.chunker };
       repo.close();
       if (g.json) printJson(out);

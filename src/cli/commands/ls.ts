@@ -22,7 +22,7 @@ export function register(program: Command): void {
       const repo = await openRepo(cmd, { readonly: true });
       try {
         const abs = p === undefined ? '/' : absolutePath(p);
-        const snap = findSnapshot(repo, when, p === undefined ? undefined : abs, opts.host);
+        const snap = await findSnapshot(repo, when, p === undefined ? undefined : abs, opts.host);
         const entry = await snap.lookup(abs);
         if (!entry) throw notFound(`${abs} is not in snapshot ${snap.id.slice(0, 8)}`);
         const items: { path: string; entry: TreeEntry }[] = [];

@@ -23,7 +23,7 @@ export function register(program: Command): void {
       const progress = new Progress(wantsProgress(g), 'restoring');
       try {
         const abs = paths.map((p) => path.resolve(p));
-        const snap = findSnapshot(repo, when, abs, opts.host);
+        const snap = await findSnapshot(repo, when, abs, opts.host);
         const total = snap.meta.stats?.bytes;
         const r = await restore(repo, snap, {
           target: opts.target,

@@ -14,7 +14,7 @@ export function register(program: Command): void {
       const g = globals(cmd);
       const repo = await openRepo(cmd, { readonly: true });
       try {
-        const snaps = listSnapshots(repo).filter(
+        const snaps = (await listSnapshots(repo)).filter(
           (s) => (!opts.host || s.meta.host === opts.host) && (!opts.tag || s.meta.tags.includes(opts.tag)),
         );
         const out = snaps.map((s) => ({

@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
 import { absolutePath, openFile } from '../../engine/read.js';
-import { blocksOf } from '../../engine/resolve.js';
 import { findSnapshot } from '../../engine/snapshot.js';
 import { referenceBlocks, type TocEntry } from '../../engine/toc.js';
 import { integrity } from '../../errors.js';
@@ -23,15 +22,15 @@ export function register(program: Command): void {
       const repo = await openRepo(cmd, { readonly: true });
       try {
         const abs = absolutePath(p);
-        const snap = findSnapshot(repo, when, abs, opts.host);
+        const snap = await findSnapshot(repo, when, abs, opts.host);
         const file = await openFile(snap, abs);
-        const rows = coalesce(repo.catalog.toc(file.version.id));
+        const rows = coalesce(await repo.service.toc(file.version.id));
         const target = rows.find((r) => r.target !== null)?.target ?? null;
-        const targetVersion = target !== null ? repo.catalog.versionById(target) : undefined;
+        const targetVersion = target !== null ? await repo.service.versionById(target) : undefined;
         if (target !== null && !targetVersion) throw integrity(`TOC of ${abs} points at a missing version`);
-        const targetSnap = targetVersion ? repo.catalog.snapshotBySeq(targetVersion.snapshot)?.id ?? '?' : null;
+        const targetSnap = targetVersion ? ((await repo.service.snapshotBySeq(targetVersion.snapshot))?.id ?? '?') : null;
         let entries: TocEntry[] = rows.map(toEntry);
-        if (opts.blocks && targetVersion) entries = referenceBlocks(entries, blocksOf(repo.catalog, targetVersion.id, targetVersion.size));
+        if (opts.blocks && targetVersion) entries = referenceBlocks(entries, await repo.service.blockList(targetVersion.id, targetVersion.size));
         const out = entries.map((e) =>
           e.kind === 'data'
             ? { start: e.start, end: e.end, kind: 'data' as const, block: e.block.toString('hex'), size: e.end - e.start + 1 }

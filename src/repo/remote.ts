@@ -1,0 +1,274 @@
+/**
+ * The catalog service of a repository behind `strata serve`: every question
+ * is a request (src/server/catalog-routes.ts answers it with the same engine
+ * a local repository runs). Round trips are what cost here, so answers that
+ * come in numbers are fetched together: a snapshot's versions at once when a
+ * backup or restore asks for many, ids by the batch, pieces by the page.
+ * Sealed blocks go through the local block cache when there is one.
+ */
+import type { BlockList } from '../engine/blocklist.js';
+import type { Piece } from '../engine/resolve.js';
+import { integrity, StrataError } from '../errors.js';
+import type { BlockCache } from '../storage/cache.js';
+import type { HttpStorage, Reply } from '../storage/http.js';
+import type { SnapshotRow, TocRow, VersionRow } from './catalog.js';
+import type { PackEntry } from './pack.js';
+import type { BackupStart, CatalogService, StoredVersionRow, VersionUpload } from './service.js';
+import {
+  decodeBlockList,
+  decodeIds,
+  encodeIds,
+  encodeVersions,
+  packEntriesToJson,
+  pieceFromJson,
+  rowFromJson,
+  snapshotFromJson,
+} from './wire.js';
+
+/** Ids per "which of these do you have?" request. */
+const MISSING_BATCH = 32_768;
+/** After this many single lookups in one snapshot, its whole version table is fetched instead. */
+const TABLE_AFTER = 8;
+/** Ids remembered as stored; past this the memory is let go (the server is asked again). */
+const KNOWN_LIMIT = 2_000_000;
+const RENEW_MS = 5_000;
+const VERSION_ROW = 64;
+
+export class RemoteService implements CatalogService {
+  readonly remote = true;
+  private known = new Set<string>();
+  private readonly tables = new Map<number, Map<string, StoredVersionRow>>();
+  private readonly asks = new Map<number, number>();
+  private readonly renewals = new Map<string, NodeJS.Timeout>();
+
+  constructor(
+    readonly http: HttpStorage,
+    private readonly cache?: BlockCache,
+  ) {}
+
+  private async json<T>(method: string, route: string, what: string, body?: unknown): Promise<T> {
+    const r = await this.http.call(method, route, body === undefined ? {} : { json: body });
+    if (r.status >= 200 && r.status < 300) return parse<T>(r, this.http.location);
+    throw this.refusal(r, method, what);
+  }
+
+  private async binary(method: string, route: string, what: string, body?: Buffer): Promise<Buffer> {
+    const r = await this.http.call(method, route, body ? { body: [body] } : {});
+    if (r.status === 200) return r.body;
+    if (r.status === 204) return Buffer.alloc(0);
+    throw this.refusal(r, method, what);
+  }
+
+  private refusal(r: Reply, method: string, what: string): Error {
+    if (r.status === 401 || r.status === 403 || r.status >= 500) return this.http.refusal(r, method, what);
+    let code = 'remote';
+    let message = `${method} ${what}: ${r.status}`;
+    try {
+      const j = JSON.parse(r.body.toString('utf8')) as { error?: unknown; message?: unknown };
+      if (typeof j.error === 'string') code = j.error;
+      if (typeof j.message === 'string') message = j.message.slice(0, 500);
+    } catch {
+      // Not one of ours.
+    }
+    if (code === 'no_repository') return new StrataError('no_repository', `${this.http.location}: ${message}`);
+    return new StrataError(code === 'integrity' ? 'integrity' : code, `${this.http.location}: ${message}`);
+  }
+
+  async snapshots(): Promise<SnapshotRow[]> {
+    const j = await this.json<{ snapshots: unknown[] }>('GET', '/v1/snapshots', 'snapshots');
+    return j.snapshots.map(snapshotFromJson);
+  }
+
+  async snapshotsByPrefix(prefix: string): Promise<SnapshotRow[]> {
+    if (!/^[0-9a-f]{1,64}$/.test(prefix)) return [];
+    const j = await this.json<{ snapshots: unknown[] }>('GET', `/v1/snapshots?prefix=${prefix}`, 'snapshots');
+    return j.snapshots.map(snapshotFromJson);
+  }
+
+  async snapshotBySeq(seq: number): Promise<SnapshotRow | undefined> {
+    try {
+      return snapshotFromJson(await this.json('GET', `/v1/snapshots/${seq}`, `snapshot ${seq}`));
+    } catch (e) {
+      if (e instanceof StrataError && e.code === 'not_found') return undefined;
+      throw e;
+    }
+  }
+
+  async version(snapshot: number, path: Buffer): Promise<StoredVersionRow | undefined> {
+    const table = this.tables.get(snapshot);
+    if (table) return table.get(path.toString('hex'));
+    const asked = (this.asks.get(snapshot) ?? 0) + 1;
+    this.asks.set(snapshot, asked);
+    if (asked > TABLE_AFTER) return (await this.versionTable(snapshot)).get(path.toString('hex'));
+    try {
+      return versionRow(await this.json('GET', `/v1/snapshots/${snapshot}/versions/${path.toString('hex')}`, 'version'), snapshot);
+    } catch (e) {
+      if (e instanceof StrataError && e.code === 'not_found') return undefined;
+      throw e;
+    }
+  }
+
+  /** A snapshot's versions, fetched once: 64 bytes each (path, id, size, depth, end). */
+  private async versionTable(snapshot: number): Promise<Map<string, StoredVersionRow>> {
+    const buf = await this.binary('GET', `/v1/snapshots/${snapshot}/versions`, 'versions');
+    if (buf.length % VERSION_ROW !== 0) throw integrity(`${this.http.location} sent a malformed version table`);
+    const table = new Map<string, StoredVersionRow>();
+    for (let at = 0; at < buf.length; at += VERSION_ROW) {
+      const num = (o: number) => buf.readDoubleLE(at + o);
+      table.set(buf.toString('hex', at, at + 32), versionRow({ id: num(32), snapshot, size: num(40), depth: num(48), end: num(56) }, snapshot));
+    }
+    this.tables.set(snapshot, table);
+    return table;
+  }
+
+  async versionById(id: number): Promise<VersionRow | undefined> {
+    try {
+      return versionRow(await this.json('GET', `/v1/versions/${id}`, `version ${id}`));
+    } catch (e) {
+      if (e instanceof StrataError && e.code === 'not_found') return undefined;
+      throw e;
+    }
+  }
+
+  async *pieces(version: number, start: number, end: number): AsyncGenerator<Piece> {
+    let from = start;
+    while (from <= end) {
+      const j = await this.json<{ pieces: unknown[]; next: unknown }>('GET', `/v1/versions/${version}/pieces?start=${from}&end=${end}`, `version ${version}`);
+      let at = from;
+      for (const raw of j.pieces) {
+        const p = pieceFromJson(raw);
+        if (p.at !== at) throw integrity(`${this.http.location} sent pieces out of order`);
+        at += p.length;
+        yield p;
+      }
+      if (j.next === null) {
+        if (at !== end + 1) throw integrity(`${this.http.location} sent pieces that do not cover the range`);
+        return;
+      }
+      if (j.next !== at || j.pieces.length === 0) throw integrity(`${this.http.location} sent a malformed page of pieces`);
+      from = at;
+    }
+  }
+
+  async blockList(version: number, size: number): Promise<BlockList> {
+    const list = decodeBlockList(await this.binary('GET', `/v1/versions/${version}/blocks`, `blocks of version ${version}`));
+    if (list.size !== size) throw integrity(`the blocks of version ${version} add up to ${list.size} bytes, not ${size}`);
+    for (let i = 0; i < list.length; i++) {
+      const id = list.id(i);
+      if (id) this.remember(id);
+    }
+    return list;
+  }
+
+  async toc(version: number): Promise<TocRow[]> {
+    const j = await this.json<{ rows: unknown[] }>('GET', `/v1/versions/${version}/toc`, `TOC of version ${version}`);
+    return j.rows.map(rowFromJson);
+  }
+
+  async readSealed(id: Buffer): Promise<Buffer> {
+    const hit = this.cache?.get(id);
+    if (hit) return hit;
+    const r = await this.http.call('GET', `/v1/blocks/${id.toString('hex')}`);
+    if (r.status === 404) throw integrity(`block ${id.toString('hex').slice(0, 16)} is not in the repository`, { block: id.toString('hex') });
+    if (r.status !== 200) throw this.refusal(r, 'GET', `block ${id.toString('hex').slice(0, 16)}`);
+    this.cache?.put(id, r.body);
+    return r.body;
+  }
+
+  /** Drops a cached block that failed to open (the next read fetches it again). */
+  evict(id: Buffer): void {
+    this.cache?.delete(id);
+  }
+
+  private remember(id: Uint8Array): void {
+    if (this.known.size >= KNOWN_LIMIT) this.known = new Set();
+    this.known.add(Buffer.from(id).toString('hex'));
+  }
+
+  hasBlock(id: Buffer): boolean {
+    return this.known.has(id.toString('hex'));
+  }
+
+  async missing(ids: readonly Buffer[]): Promise<Buffer[]> {
+    const out: Buffer[] = [];
+    for (let i = 0; i < ids.length; i += MISSING_BATCH) {
+      const batch = ids.slice(i, i + MISSING_BATCH);
+      const lacking = decodeIds(await this.binary('POST', '/v1/blocks/missing', 'block list', encodeIds(batch)));
+      const set = new Set(lacking.map((b) => b.toString('hex')));
+      for (const id of batch) if (!set.has(id.toString('hex'))) this.remember(id);
+      out.push(...lacking);
+    }
+    return out;
+  }
+
+  async putPack(name: string, bytes: Buffer, entries: readonly PackEntry[]): Promise<void> {
+    await this.http.put({ kind: 'pack', name }, bytes);
+    await this.json('POST', `/v1/packs/${name}`, `pack ${name.slice(0, 16)}`, { entries: packEntriesToJson(entries) });
+    for (const e of entries) this.remember(e.id);
+  }
+
+  async startBackup(lineage: Buffer, time: number, parent: number | 'auto'): Promise<BackupStart> {
+    const j = await this.json<{ lease: unknown; parent: unknown }>('POST', '/v1/backups', 'backup', { lineage: lineage.toString('base64'), time, parent });
+    if (typeof j.lease !== 'string' || !/^[0-9a-f]{32}$/.test(j.lease)) throw integrity(`${this.http.location} sent a malformed lease`);
+    const lease = j.lease;
+    // The server drops a backup it has not heard from for a while (a client that died).
+    const timer = setInterval(() => void this.http.call('POST', `/v1/backups/${lease}/renew`).catch(() => {}), RENEW_MS);
+    timer.unref();
+    this.renewals.set(lease, timer);
+    return { lease, ...(j.parent ? { parent: snapshotFromJson(j.parent) } : {}) };
+  }
+
+  async beginSnapshot(id: string, time: number, lineage: Buffer, meta: Buffer, parent: number | null, lease: string): Promise<number> {
+    const j = await this.json<{ seq: unknown }>('POST', '/v1/snapshots', 'snapshot', {
+      id,
+      time,
+      lineage: lineage.toString('base64'),
+      meta: meta.toString('base64'),
+      parent,
+      lease,
+    });
+    if (!Number.isSafeInteger(j.seq)) throw integrity(`${this.http.location} sent a malformed snapshot number`);
+    return j.seq as number;
+  }
+
+  async storeVersions(snapshot: number, list: readonly VersionUpload[]): Promise<void> {
+    if (list.length > 0) await this.binary('POST', `/v1/snapshots/${snapshot}/versions`, 'versions', encodeVersions(list));
+  }
+
+  async commitSnapshot(seq: number, root: Buffer, record: Buffer, meta: Buffer, blobs: readonly Buffer[]): Promise<void> {
+    await this.json('POST', `/v1/snapshots/${seq}/commit`, 'snapshot commit', {
+      root: root.toString('hex'),
+      record: record.toString('hex'),
+      meta: meta.toString('base64'),
+      blobs: blobs.map((b) => b.toString('hex')),
+    });
+  }
+
+  async endBackup(lease: string): Promise<void> {
+    clearInterval(this.renewals.get(lease));
+    this.renewals.delete(lease);
+    await this.http.call('DELETE', `/v1/backups/${lease}`).catch(() => {});
+  }
+
+  async close(): Promise<void> {
+    for (const t of this.renewals.values()) clearInterval(t);
+    await this.http.close();
+  }
+}
+
+function parse<T>(r: Reply, where: string): T {
+  if (r.status === 204 || r.body.length === 0) return {} as T;
+  try {
+    return JSON.parse(r.body.toString('utf8')) as T;
+  } catch {
+    throw integrity(`${where} sent a malformed answer`);
+  }
+}
+
+function versionRow(j: unknown, snapshot?: number): StoredVersionRow {
+  const o = j as Partial<StoredVersionRow>;
+  const whole = (n: unknown) => Number.isSafeInteger(n) && (n as number) >= 0;
+  if (typeof o !== 'object' || o === null || !whole(o.id) || !whole(o.size) || !whole(o.depth) || !whole(o.snapshot ?? snapshot)) throw integrity('malformed version');
+  const end = Number.isSafeInteger(o.end) ? o.end! : -1;
+  return { id: o.id!, snapshot: (o.snapshot ?? snapshot)!, size: o.size!, depth: o.depth!, end };
+}

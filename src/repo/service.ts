@@ -1,0 +1,247 @@
+/**
+ * What a client asks of whoever keeps a repository's catalog: in this process
+ * for a local repository (LocalService), over HTTP for one behind
+ * `strata serve` (RemoteService). Everything here works on keyed ids, sealed
+ * bytes, sizes and offsets only, so the keeper needs no key: the client
+ * chunks, ids and seals; the keeper finds what changed against the previous
+ * version and builds the TOC (diffBlocks, tocRows), the same code either way.
+ */
+import { integrity, StrataError } from '../errors.js';
+import { BlockList } from '../engine/blocklist.js';
+import { blocksOf, resolveRange, type Piece } from '../engine/resolve.js';
+import { diffBlocks, TocList } from '../engine/toc.js';
+import { tocRows, type TargetVersion } from '../engine/versions.js';
+import type { Storage } from '../storage/storage.js';
+import { retryStale, type Catalog, type SnapshotRow, type TocRow, type VersionRow } from './catalog.js';
+import { Lease } from './lease.js';
+import type { PackEntry } from './pack.js';
+
+/** A version with where its TOC ends (-1 for none): a reader checks it against the tree's size. */
+export interface StoredVersionRow extends VersionRow {
+  end: number;
+}
+
+/** A file version as the client hands it over: its blocks, or "unchanged since the parent". */
+export interface VersionUpload {
+  path: Buffer;
+  size: number;
+  /** The sealed TOC the client stored for rebuilds (null when unchanged), and its segments. */
+  toc: Buffer | null;
+  segments: readonly Buffer[];
+  /** The version's blocks in order; absent for a file unchanged since the parent snapshot. */
+  blocks?: BlockList;
+}
+
+export interface BackupStart {
+  lease: string;
+  parent?: SnapshotRow;
+}
+
+export interface CatalogService {
+  /** True when the catalog is kept elsewhere (answers cost a round trip). */
+  readonly remote: boolean;
+
+  snapshots(): Promise<SnapshotRow[]>;
+  snapshotsByPrefix(prefix: string): Promise<SnapshotRow[]>;
+  snapshotBySeq(seq: number): Promise<SnapshotRow | undefined>;
+  version(snapshot: number, path: Buffer): Promise<StoredVersionRow | undefined>;
+  versionById(id: number): Promise<VersionRow | undefined>;
+  /** The block pieces of [start, end] (inclusive) of a version, in order. */
+  pieces(version: number, start: number, end: number): AsyncIterable<Piece>;
+  /** A version as its sequence of blocks (what the next version is aligned with). */
+  blockList(version: number, size: number): Promise<BlockList>;
+  toc(version: number): Promise<TocRow[]>;
+  /** A blob's sealed bytes, wherever its pack is. */
+  readSealed(id: Buffer): Promise<Buffer>;
+
+  /** True when the block is known to be stored. May say false for a stored block; `missing` is exact. */
+  hasBlock(id: Buffer): boolean;
+  /** Of `ids`, those the repository lacks (any it has are safe from prune from now on). */
+  missing(ids: readonly Buffer[]): Promise<Buffer[]>;
+  /** Stores a pack and indexes its blobs (relocating them, for prune's repacking). */
+  putPack(name: string, bytes: Buffer, entries: readonly PackEntry[], relocate?: boolean): Promise<void>;
+
+  /** Takes a backup lease and picks the parent: the given snapshot, or the newest of the lineage at or before `time`. */
+  startBackup(lineage: Buffer, time: number, parent: number | 'auto'): Promise<BackupStart>;
+  beginSnapshot(id: string, time: number, lineage: Buffer, meta: Buffer, parent: number | null, lease: string): Promise<number>;
+  /** Stores versions of a pending snapshot: finds what changed against the parent's version of each path and writes the TOC. */
+  storeVersions(snapshot: number, list: readonly VersionUpload[]): Promise<void>;
+  commitSnapshot(seq: number, root: Buffer, record: Buffer, meta: Buffer, blobs: readonly Buffer[]): Promise<void>;
+  endBackup(lease: string): Promise<void>;
+
+  close(): Promise<void>;
+}
+
+/** The catalog in this process, over a local block store. */
+export class LocalService implements CatalogService {
+  readonly remote = false;
+  private readonly leases = new Map<string, Lease>();
+
+  constructor(
+    readonly catalog: Catalog,
+    readonly storage: Storage,
+    /** Served repositories check what clients send; a local client is trusted. */
+    private readonly verify = false,
+  ) {}
+
+  async snapshots(): Promise<SnapshotRow[]> {
+    return this.catalog.snapshots();
+  }
+
+  async snapshotsByPrefix(prefix: string): Promise<SnapshotRow[]> {
+    return this.catalog.snapshotsByPrefix(prefix);
+  }
+
+  async snapshotBySeq(seq: number): Promise<SnapshotRow | undefined> {
+    return this.catalog.snapshotBySeq(seq);
+  }
+
+  async version(snapshot: number, path: Buffer): Promise<StoredVersionRow | undefined> {
+    const v = this.catalog.version(snapshot, path);
+    if (!v) return undefined;
+    return { ...v, end: v.size > 0 ? (this.catalog.tocAt(v.id, v.size - 1)?.end ?? -1) : -1 };
+  }
+
+  async versionById(id: number): Promise<VersionRow | undefined> {
+    return this.catalog.versionById(id);
+  }
+
+  async *pieces(version: number, start: number, end: number): AsyncGenerator<Piece> {
+    yield* resolveRange(this.catalog, version, start, end);
+  }
+
+  async blockList(version: number, size: number): Promise<BlockList> {
+    return size > 0 ? blocksOf(this.catalog, version, size) : new BlockList(1);
+  }
+
+  async toc(version: number): Promise<TocRow[]> {
+    return this.catalog.toc(version);
+  }
+
+  /**
+   * A blob's sealed bytes. If its pack vanished under us (prune repacked it),
+   * the catalog is asked again: the blob has moved, or it is really missing.
+   */
+  async readSealed(id: Buffer): Promise<Buffer> {
+    const key = id.toString('hex');
+    let last: StrataError | undefined;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const loc = this.catalog.blockLocation(id);
+      if (!loc) throw integrity(`block ${key.slice(0, 16)} is not in the repository`, { block: key });
+      try {
+        return await this.storage.read({ kind: 'pack', name: loc.pack }, loc.offset, loc.length);
+      } catch (e) {
+        if (!(e instanceof StrataError)) throw e;
+        last = e;
+        const now = this.catalog.blockLocation(id);
+        if (!now || now.pack === loc.pack) break;
+      }
+    }
+    throw integrity(`block ${key.slice(0, 16)}: ${last!.message}`, { block: key });
+  }
+
+  hasBlock(id: Buffer): boolean {
+    return this.catalog.hasBlock(id);
+  }
+
+  async missing(ids: readonly Buffer[]): Promise<Buffer[]> {
+    return ids.filter((id) => !this.catalog.hasBlock(id));
+  }
+
+  async putPack(name: string, bytes: Buffer, entries: readonly PackEntry[], relocate = false): Promise<void> {
+    await this.storage.put({ kind: 'pack', name }, bytes);
+    this.indexPack(name, bytes.length, entries, relocate);
+  }
+
+  /** Indexes a stored pack (a served repository's client uploads the pack, then this). */
+  indexPack(name: string, size: number, entries: readonly PackEntry[], relocate = false): void {
+    this.catalog.addPack(name, size, entries, relocate);
+  }
+
+  async startBackup(lineage: Buffer, time: number, parent: number | 'auto', opts: { renew?: boolean } = {}): Promise<BackupStart> {
+    let row: SnapshotRow | undefined;
+    // The parent is chosen in the lease's transaction: a forget then sees it in use and keeps it.
+    const { lease } = await Lease.acquire(this.catalog, 'backup', {
+      renew: opts.renew,
+      within: () => {
+        row = parent === 'auto' ? this.catalog.parentCandidate(lineage, time) : this.catalog.snapshotBySeq(parent);
+        if (parent !== 'auto' && !row) throw new StrataError('not_found', `snapshot ${parent} is gone`);
+        return { parent: row?.seq ?? null, value: undefined };
+      },
+    });
+    this.leases.set(lease.id, lease);
+    return { lease: lease.id, ...(row ? { parent: row } : {}) };
+  }
+
+  async beginSnapshot(id: string, time: number, lineage: Buffer, meta: Buffer, parent: number | null, lease: string): Promise<number> {
+    return this.catalog.beginSnapshot(id, time, lineage, meta, parent, lease);
+  }
+
+  async storeVersions(snapshot: number, list: readonly VersionUpload[]): Promise<void> {
+    const snap = this.catalog.snapshotBySeq(snapshot);
+    if (!snap) throw new StrataError('not_found', `no pending snapshot ${snapshot}`);
+    const parent = snap.parent !== null ? this.catalog.snapshotBySeq(snap.parent) : undefined;
+    retryStale(() =>
+      this.catalog.insertVersions(
+        list.map((v) => ({
+          snapshot,
+          path: v.path,
+          size: v.size,
+          toc: v.toc,
+          segments: v.segments,
+          rows: () => {
+            const prev = parent ? this.catalog.version(parent.seq, v.path) : undefined;
+            const target: TargetVersion | undefined = prev && parent ? { id: prev.id, snapshotId: parent.id, depth: prev.depth } : undefined;
+            const entries = versionEntries(this.catalog, v, prev);
+            return tocRows(this.catalog, entries, entries.refEntries > 0 ? target : undefined);
+          },
+        })),
+      ),
+    );
+  }
+
+  async commitSnapshot(seq: number, root: Buffer, record: Buffer, meta: Buffer, blobs: readonly Buffer[]): Promise<void> {
+    if (this.verify) {
+      const lacking = this.catalog.transaction(() => this.catalog.unstoredBlocks(seq, [root, record, ...blobs]));
+      if (lacking.length > 0) {
+        throw new StrataError('missing_blocks', `${lacking.length} blocks the snapshot uses are not stored (first: ${lacking[0]!.toString('hex').slice(0, 16)})`);
+      }
+    }
+    this.catalog.commitSnapshot(seq, root, record, meta, blobs);
+  }
+
+  async endBackup(lease: string): Promise<void> {
+    this.leases.get(lease)?.release();
+    this.leases.delete(lease);
+  }
+
+  /** Renews a lease held for a remote client; false when it is not (or no longer) ours. */
+  renew(lease: string): boolean {
+    const l = this.leases.get(lease);
+    return l ? l.renew() : false;
+  }
+
+  async close(): Promise<void> {
+    for (const l of this.leases.values()) l.release();
+    this.leases.clear();
+    await this.storage.close();
+    this.catalog.close();
+  }
+}
+
+/**
+ * The TOC entries of a version: one ref to the parent's version when the file
+ * is unchanged, else the seed's claim 1 (diffBlocks) against the parent's blocks.
+ */
+function versionEntries(catalog: Catalog, v: VersionUpload, prev: VersionRow | undefined): TocList {
+  if (!v.blocks) {
+    if (!prev || prev.size !== v.size) throw new StrataError('bad_version', 'a version sent as unchanged has no parent version of its size');
+    const list = new TocList();
+    if (v.size > 0) list.pushRef(0, v.size - 1, 0);
+    return list;
+  }
+  if (v.blocks.size !== v.size) throw new StrataError('bad_version', `a version's blocks add up to ${v.blocks.size} bytes, not its size ${v.size}`);
+  const previous = prev && prev.size > 0 ? blocksOf(catalog, prev.id, prev.size) : new BlockList(1);
+  return diffBlocks(previous, v.blocks);
+}
+

@@ -1,0 +1,383 @@
+/**
+ * The catalog's routes: what a client asks of the keeper of a repository's
+ * catalog (src/repo/service.ts), answered here by the same LocalService a
+ * local repository uses. The server never holds a key: it sees keyed ids,
+ * sealed bytes, sizes and offsets, and builds each version's TOC itself from
+ * the block list the client sends (the seed's claim 1).
+ *
+ * The catalog opens on first use, once a client has created the repository
+ * (its config); until then these routes answer 404 no_repository.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { StrataError } from '../errors.js';
+import { Catalog } from '../repo/catalog.js';
+import { PACK_MAGIC } from '../repo/pack.js';
+import { LocalService } from '../repo/service.js';
+import {
+  decodeIds,
+  decodeVersions,
+  encodeBlockList,
+  encodeIds,
+  packEntriesFromJson,
+  pieceToJson,
+  rowToJson,
+  snapshotToJson,
+  WireError,
+} from '../repo/wire.js';
+import type { LocalStorage } from '../storage/local.js';
+import { HttpError, sendJson, type RequestContext, type Route } from './http.js';
+
+/** Bounds on request bodies: a batch of versions (block lists included), an id list, a pack index. */
+export const MAX_VERSIONS_BYTES = 256 * 1024 * 1024;
+const MAX_IDS_BYTES = 32 * 65536;
+const MAX_JSON_BYTES = 16 * 1024 * 1024;
+/** Pieces per answer; the client asks again from where one stops. */
+export const PIECES_PER_PAGE = 8192;
+
+export class CatalogKeeper {
+  private service?: LocalService;
+
+  constructor(private readonly storage: LocalStorage) {}
+
+  /** The repository's catalog service, opened (and created) on first use. */
+  get(): LocalService {
+    if (this.service) return this.service;
+    const root = this.storage.location;
+    if (!fs.existsSync(path.join(root, 'config'))) throw new HttpError(404, 'no_repository', 'no repository here yet: run "strata init" against this server');
+    this.service = new LocalService(new Catalog(path.join(root, 'catalog.db')), this.storage, true);
+    return this.service;
+  }
+
+  async close(): Promise<void> {
+    await this.service?.close();
+    this.service = undefined;
+  }
+}
+
+async function body(ctx: RequestContext): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of ctx.req as AsyncIterable<Buffer>) {
+    ctx.bytesIn += c.length;
+    chunks.push(c);
+  }
+  const buf = Buffer.concat(chunks);
+  if (buf.length !== Number(ctx.req.headers['content-length'])) throw new HttpError(400, 'bad_request', 'the body is shorter than its Content-Length');
+  return buf;
+}
+
+async function jsonBody(ctx: RequestContext): Promise<Record<string, unknown>> {
+  const buf = await body(ctx);
+  try {
+    const v = JSON.parse(buf.toString('utf8')) as unknown;
+    if (typeof v === 'object' && v !== null && !Array.isArray(v)) return v as Record<string, unknown>;
+  } catch {
+    // Below.
+  }
+  throw new HttpError(400, 'bad_json', 'the body must be a JSON object');
+}
+
+function sendBinary(ctx: RequestContext, buf: Buffer): void {
+  ctx.res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': String(buf.length) });
+  ctx.res.end(buf);
+  ctx.bytesOut += buf.length;
+}
+
+function query(ctx: RequestContext): URLSearchParams {
+  const url = ctx.req.url ?? '';
+  const q = url.indexOf('?');
+  return new URLSearchParams(q < 0 ? '' : url.slice(q + 1));
+}
+
+function int(s: string | null | undefined, what: string): number {
+  if (s === null || s === undefined || !/^\d{1,15}$/.test(s)) throw new HttpError(400, 'bad_request', `${what} must be a whole number`);
+  return Number(s);
+}
+
+function id(s: string | undefined, what: string): Buffer {
+  if (!s || !/^[0-9a-f]{64}$/.test(s)) throw new HttpError(400, 'bad_request', `${what} must be 64 hex digits`);
+  return Buffer.from(s, 'hex');
+}
+
+function b64(v: unknown, what: string): Buffer {
+  if (typeof v !== 'string' || v.length > 1 << 20 || !/^[A-Za-z0-9+/]*={0,2}$/.test(v)) throw new HttpError(400, 'bad_request', `${what} must be base64`);
+  return Buffer.from(v, 'base64');
+}
+
+function num(v: unknown, what: string): number {
+  if (!Number.isSafeInteger(v) || (v as number) < 0) throw new HttpError(400, 'bad_request', `${what} must be a whole number`);
+  return v as number;
+}
+
+const STATUS: Record<string, [number, string]> = {
+  bad_request: [400, 'bad_request'],
+  bad_version: [400, 'bad_version'],
+  not_found: [404, 'not_found'],
+  missing_blocks: [409, 'missing_blocks'],
+  stale_target: [409, 'stale_target'],
+  locked: [409, 'locked'],
+  integrity: [409, 'integrity'],
+};
+
+/** Runs a handler, turning what the engine says about a request into the right status. */
+function guarded(handle: (ctx: RequestContext) => Promise<void>): (ctx: RequestContext) => Promise<void> {
+  return async (ctx) => {
+    try {
+      await handle(ctx);
+    } catch (e) {
+      if (e instanceof WireError) throw new HttpError(400, 'bad_request', e.message);
+      if (e instanceof StrataError && STATUS[e.code]) {
+        const [status, code] = STATUS[e.code]!;
+        throw new HttpError(status, code, e.message);
+      }
+      throw e;
+    }
+  };
+}
+
+export function catalogRoutes(keeper: CatalogKeeper): Route[] {
+  const svc = () => keeper.get();
+  const version = async (ctx: RequestContext) => {
+    const v = await svc().versionById(int(ctx.params.version, 'version'));
+    if (!v) throw new HttpError(404, 'not_found', 'no such version');
+    return v;
+  };
+  const routes: Route[] = [
+    {
+      method: 'GET',
+      path: '/v1/snapshots',
+      role: 'read',
+      maxBody: 0,
+      handle: async (ctx) => {
+        const prefix = query(ctx).get('prefix');
+        if (prefix !== null && !/^[0-9a-f]{1,64}$/.test(prefix)) throw new HttpError(400, 'bad_request', 'prefix must be hex');
+        const rows = prefix !== null ? await svc().snapshotsByPrefix(prefix) : await svc().snapshots();
+        sendJson(ctx, 200, { snapshots: rows.map(snapshotToJson) });
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/snapshots/{seq}',
+      role: 'read',
+      maxBody: 0,
+      handle: async (ctx) => {
+        const row = await svc().snapshotBySeq(int(ctx.params.seq, 'seq'));
+        if (!row) throw new HttpError(404, 'not_found', 'no such snapshot');
+        sendJson(ctx, 200, snapshotToJson(row));
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/snapshots/{seq}/versions/{path}',
+      role: 'read',
+      maxBody: 0,
+      handle: async (ctx) => {
+        const v = await svc().version(int(ctx.params.seq, 'seq'), id(ctx.params.path, 'path'));
+        if (!v) throw new HttpError(404, 'not_found', 'no such version');
+        sendJson(ctx, 200, v);
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/snapshots/{seq}/versions',
+      role: 'read',
+      maxBody: 0,
+      handle: async (ctx) => {
+        // Every version of a snapshot: a backup reads its parent's in one go.
+        const rows = keeperCatalog(keeper).versionPaths(int(ctx.params.seq, 'seq'));
+        const out = Buffer.allocUnsafe(rows.length * 64);
+        rows.forEach((r, i) => {
+          const at = i * 64;
+          r.path.copy(out, at);
+          out.writeDoubleLE(r.id, at + 32);
+          out.writeDoubleLE(r.size, at + 40);
+          out.writeDoubleLE(r.depth, at + 48);
+          out.writeDoubleLE(r.end ?? -1, at + 56);
+        });
+        sendBinary(ctx, out);
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/versions/{version}',
+      role: 'read',
+      maxBody: 0,
+      handle: async (ctx) => sendJson(ctx, 200, await version(ctx)),
+    },
+    {
+      method: 'GET',
+      path: '/v1/versions/{version}/pieces',
+      role: 'read',
+      maxBody: 0,
+      handle: async (ctx) => {
+        const v = await version(ctx);
+        const q = query(ctx);
+        const start = int(q.get('start'), 'start');
+        const end = int(q.get('end'), 'end');
+        if (end < start || end >= v.size) throw new HttpError(416, 'range_not_satisfiable', `the version has ${v.size} bytes`);
+        const pieces = [];
+        let next: number | null = null;
+        for await (const p of svc().pieces(v.id, start, end)) {
+          if (pieces.length === PIECES_PER_PAGE) {
+            next = p.at;
+            break;
+          }
+          pieces.push(pieceToJson(p));
+        }
+        sendJson(ctx, 200, { pieces, next });
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/versions/{version}/blocks',
+      role: 'read',
+      maxBody: 0,
+      handle: async (ctx) => {
+        const v = await version(ctx);
+        sendBinary(ctx, encodeBlockList(await svc().blockList(v.id, v.size)));
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/versions/{version}/toc',
+      role: 'read',
+      maxBody: 0,
+      handle: async (ctx) => {
+        const v = await version(ctx);
+        sendJson(ctx, 200, { rows: (await svc().toc(v.id)).map(rowToJson) });
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/blocks/{id}',
+      role: 'read',
+      maxBody: 0,
+      handle: async (ctx) => {
+        const block = id(ctx.params.id, 'block id');
+        if (!keeperCatalog(keeper).blockLocation(block)) throw new HttpError(404, 'not_found', 'no such block');
+        sendBinary(ctx, await svc().readSealed(block));
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/blocks/missing',
+      role: 'append',
+      maxBody: MAX_IDS_BYTES,
+      handle: async (ctx) => sendBinary(ctx, encodeIds(await svc().missing(decodeIds(await body(ctx))))),
+    },
+    {
+      method: 'POST',
+      path: '/v1/packs/{name}',
+      role: 'append',
+      maxBody: MAX_JSON_BYTES,
+      handle: async (ctx) => {
+        const name = ctx.params.name!;
+        if (!/^[0-9a-f]{64}$/.test(name)) throw new HttpError(400, 'bad_name', 'invalid pack name');
+        const j = await jsonBody(ctx);
+        const s = svc();
+        let size: number;
+        try {
+          size = (await s.storage.stat({ kind: 'pack', name })).size;
+        } catch {
+          throw new HttpError(409, 'no_pack', `upload pack ${name.slice(0, 16)} before its index`);
+        }
+        const entries = packEntriesFromJson(j.entries, size, PACK_MAGIC.length);
+        if (keeperCatalog(keeper).packIndexed(name)) return sendJson(ctx, 200, { indexed: false });
+        s.indexPack(name, size, entries);
+        sendJson(ctx, 201, { indexed: true });
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/backups',
+      role: 'append',
+      maxBody: MAX_JSON_BYTES,
+      handle: async (ctx) => {
+        const j = await jsonBody(ctx);
+        const parent = j.parent === 'auto' ? 'auto' : num(j.parent, 'parent');
+        const started = await svc().startBackup(b64(j.lineage, 'lineage'), num(j.time, 'time'), parent, { renew: false });
+        sendJson(ctx, 201, { lease: started.lease, parent: started.parent ? snapshotToJson(started.parent) : null });
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/backups/{lease}/renew',
+      role: 'append',
+      maxBody: 0,
+      handle: async (ctx) => {
+        if (!svc().renew(ctx.params.lease!)) throw new HttpError(404, 'not_found', 'no such backup (it went stale: start again)');
+        ctx.res.writeHead(204).end();
+      },
+    },
+    {
+      method: 'DELETE',
+      path: '/v1/backups/{lease}',
+      role: 'append',
+      maxBody: 0,
+      handle: async (ctx) => {
+        await svc().endBackup(ctx.params.lease!);
+        ctx.res.writeHead(204).end();
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/snapshots',
+      role: 'append',
+      maxBody: MAX_JSON_BYTES,
+      handle: async (ctx) => {
+        const j = await jsonBody(ctx);
+        if (typeof j.id !== 'string' || !/^[0-9a-f]{64}$/.test(j.id)) throw new HttpError(400, 'bad_request', 'id must be 64 hex digits');
+        if (typeof j.lease !== 'string') throw new HttpError(400, 'bad_request', 'lease must be a string');
+        const parent = j.parent === null ? null : num(j.parent, 'parent');
+        const cat = keeperCatalog(keeper);
+        // A retried request finds its snapshot already begun.
+        const again = cat.pendingSnapshots().find((p) => p.id === j.id);
+        const seq = again ? again.seq : await svc().beginSnapshot(j.id, num(j.time, 'time'), b64(j.lineage, 'lineage'), b64(j.meta, 'meta'), parent, j.lease);
+        sendJson(ctx, 201, { seq });
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/snapshots/{seq}/versions',
+      role: 'append',
+      maxBody: MAX_VERSIONS_BYTES,
+      handle: async (ctx) => {
+        const seq = pending(keeper, int(ctx.params.seq, 'seq'));
+        const list = decodeVersions(await body(ctx));
+        // A retried batch: versions already stored are not stored twice.
+        const cat = keeperCatalog(keeper);
+        await svc().storeVersions(seq, list.filter((v) => !cat.version(seq, v.path)));
+        ctx.res.writeHead(204).end();
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/snapshots/{seq}/commit',
+      role: 'append',
+      maxBody: MAX_JSON_BYTES,
+      handle: async (ctx) => {
+        const seq = int(ctx.params.seq, 'seq');
+        const j = await jsonBody(ctx);
+        const cat = keeperCatalog(keeper);
+        const row = cat.snapshotBySeq(seq);
+        if (!row) throw new HttpError(404, 'not_found', 'no such snapshot');
+        const blobs = Array.isArray(j.blobs) ? j.blobs.map((b) => id(b as string, 'blob')) : undefined;
+        if (!blobs || blobs.length > 10_000_000) throw new HttpError(400, 'bad_request', 'blobs must be a list of ids');
+        // Committed already (a retried request): nothing to do.
+        if (!cat.pendingSnapshots().some((p) => p.seq === seq)) return sendJson(ctx, 200, { seq });
+        await svc().commitSnapshot(seq, id(j.root as string, 'root'), id(j.record as string, 'record'), b64(j.meta, 'meta'), blobs);
+        sendJson(ctx, 201, { seq });
+      },
+    },
+  ];
+  return routes.map((r) => ({ ...r, handle: guarded(r.handle) }));
+}
+
+function keeperCatalog(keeper: CatalogKeeper): Catalog {
+  return keeper.get().catalog;
+}
+
+function pending(keeper: CatalogKeeper, seq: number): number {
+  if (!keeperCatalog(keeper).pendingSnapshots().some((p) => p.seq === seq)) throw new HttpError(409, 'not_pending', 'that snapshot is not being written');
+  return seq;
+}
