@@ -186,7 +186,7 @@ class BackupRun {
     try {
       return await this.runLeased(present, lineage, lease);
     } finally {
-      await repo.service.endBackup(lease);
+      await repo.service.endLease(lease);
     }
   }
 

@@ -12,7 +12,7 @@
  */
 import { integrity, usageError } from '../errors.js';
 import type { Catalog, TocRow } from '../repo/catalog.js';
-import { Lease, liveLeases } from '../repo/lease.js';
+import { liveLeases } from '../repo/lease.js';
 import type { Repository } from '../repo/repository.js';
 import { applyPolicy, isEmpty, type Policy } from './policy.js';
 import { findSnapshot, listSnapshots, type Snapshot } from './snapshot.js';
@@ -64,32 +64,44 @@ export async function forget(repo: Repository, opts: ForgetOptions): Promise<For
     return result;
   }
 
-  const { lease } = await Lease.acquire(repo.catalog, 'maintenance', { waitMs: opts.waitMs, onWait: opts.onWait });
+  const lease = await repo.service.startMaintenance(opts.waitMs, opts.onWait);
   try {
     const bySeq = new Map(all.map((s) => [s.row.seq, s]));
-    const touched = repo.catalog.transaction(() => {
-      // A snapshot a running backup compares against stays until that backup ends.
-      const inUse = new Set(liveLeases(repo.catalog).map((l) => l.parent).filter((p): p is number => p !== null));
-      const doomed: number[] = [];
-      for (const g of result.groups) {
-        g.remove = g.remove.filter((r) => {
-          const s = all.find((x) => x.id === r.id)!;
-          if (!inUse.has(s.row.seq)) return doomed.push(s.row.seq), true;
-          g.keep.push({ id: r.id, time: r.time, reasons: ['parent of a running backup'] });
-          return false;
-        });
-      }
-      const touched = removeVersions(repo.catalog, doomed);
-      for (const seq of doomed) repo.catalog.deleteSnapshot(seq);
-      result.removed = doomed.map((seq) => bySeq.get(seq)!.id);
-      return touched;
-    });
-    result.rewrittenVersions = touched.size;
+    const seqOf = new Map(all.map((s) => [s.id, s.row.seq]));
+    const { removed, inUse, touched } = await repo.service.forgetSnapshots(result.groups.flatMap((g) => g.remove.map((r) => seqOf.get(r.id)!)));
+    const kept = new Set(inUse);
+    for (const g of result.groups) {
+      g.remove = g.remove.filter((r) => {
+        if (!kept.has(seqOf.get(r.id)!)) return true;
+        g.keep.push({ id: r.id, time: r.time, reasons: ['parent of a running backup'] });
+        return false;
+      });
+    }
+    result.removed = removed.map((seq) => bySeq.get(seq)!.id);
+    result.rewrittenVersions = touched.length;
     await resealTocs(repo, touched);
   } finally {
-    lease.release();
+    await repo.service.endLease(lease);
   }
   return result;
+}
+
+/**
+ * The catalog's half of a forget: removes the snapshots (but those a running
+ * backup compares against), rewriting every ref into them first. Returns the
+ * surviving versions whose rows changed: their sealed TOCs need resealing.
+ */
+export function forgetInCatalog(catalog: Catalog, candidates: readonly number[]): { removed: number[]; inUse: number[]; touched: number[] } {
+  return catalog.transaction(() => {
+    // A snapshot a running backup compares against stays until that backup ends.
+    const busy = new Set(liveLeases(catalog).map((l) => l.parent).filter((p): p is number => p !== null));
+    const known = candidates.filter((seq) => catalog.snapshotBySeq(seq) !== undefined);
+    const inUse = known.filter((seq) => busy.has(seq));
+    const removed = known.filter((seq) => !busy.has(seq));
+    const touched = removeVersions(catalog, removed);
+    for (const seq of removed) catalog.deleteSnapshot(seq);
+    return { removed, inUse, touched: [...touched] };
+  });
 }
 
 /**
@@ -180,31 +192,36 @@ function unshortcut(catalog: Catalog, r: TocRow): TocRow {
   return { ...r, root: r.target, root_start: r.target_start, depth };
 }
 
-/** Seals the rewritten TOCs into packs too, so a rebuilt catalog has them. */
-async function resealTocs(repo: Repository, versions: ReadonlySet<number>): Promise<void> {
-  if (versions.size === 0) return;
+/** Seals the rewritten TOCs into packs too, so a rebuilt catalog has them (the key is only here). */
+async function resealTocs(repo: Repository, versions: readonly number[]): Promise<void> {
+  if (versions.length === 0) return;
+  const { service } = repo;
   const packer = repo.newPacker();
   const snapshotIds = new Map<number, string>();
-  const snapshotOf = (versionId: number) => {
-    const seq = repo.catalog.versionById(versionId)!.snapshot;
-    if (!snapshotIds.has(seq)) snapshotIds.set(seq, repo.catalog.snapshotBySeq(seq)!.id);
+  const versionSnapshot = new Map<number, number>();
+  const snapshotOf = async (versionId: number): Promise<string> => {
+    let seq = versionSnapshot.get(versionId);
+    if (seq === undefined) {
+      const v = await service.versionById(versionId);
+      if (!v) throw integrity(`version ${versionId} is gone`);
+      versionSnapshot.set(versionId, (seq = v.snapshot));
+    }
+    if (!snapshotIds.has(seq)) snapshotIds.set(seq, (await service.snapshotBySeq(seq))?.id ?? '?');
     return snapshotIds.get(seq)!;
   };
   const generation = Date.now();
-  const resealed: { version: number; toc: SealedTocIds; old: Buffer[] }[] = [];
+  const resealed: { version: number; toc: Buffer; segments: Buffer[]; old: Buffer[] }[] = [];
   for (const v of versions) {
-    const row = repo.catalog.db.prepare('SELECT snapshot, path, size, toc FROM versions WHERE id = ?').get(v) as { snapshot: number; path: Buffer; size: number; toc: Buffer | null } | undefined;
+    const row = await service.versionRecord(v);
     if (!row) continue;
-    const count = (repo.catalog.db.prepare('SELECT COUNT(*) AS n FROM toc WHERE version = ?').get(v) as { n: number }).n;
-    function* entries(): Generator<SealedEntry> {
-      for (const e of repo.catalog.tocPages(v)) yield e.block ? [e.start, e.end, e.block.toString('hex')] : [e.start, e.end, snapshotOf(e.target!), e.target_start!];
-    }
-    const head = { snapshot: snapshotOf(v), path: row.path.toString('hex'), size: row.size, generation };
-    const toc = await sealToc(repo.keyring, packer, repo.compressionLevel, head, entries(), count);
-    resealed.push({ version: v, toc, old: row.toc ? await segmentsOf(repo, row.toc) : [] });
+    const entries: SealedEntry[] = [];
+    for (const e of await service.toc(v)) entries.push(e.block ? [e.start, e.end, e.block.toString('hex')] : [e.start, e.end, await snapshotOf(e.target!), e.target_start!]);
+    const head = { snapshot: await snapshotOf(v), path: row.path.toString('hex'), size: row.size, generation };
+    const toc: SealedTocIds = await sealToc(repo.keyring, packer, repo.compressionLevel, head, entries, entries.length);
+    resealed.push({ version: v, toc: toc.id, segments: toc.segments, old: row.toc ? await segmentsOf(repo, row.toc) : [] });
   }
   await packer.flush();
-  repo.catalog.transaction(() => resealed.forEach(({ version, toc, old }) => repo.catalog.setVersionToc(version, toc.id, toc.segments, old)));
+  await service.setVersionTocs(resealed);
 }
 
 /** The segments a sealed TOC lists (none for a short one, or if it cannot be read: prune then keeps them until the snapshot goes). */

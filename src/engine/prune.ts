@@ -11,10 +11,12 @@
  * readers that raced a repack look the block up again.
  */
 import { StrataError } from '../errors.js';
-import { Lease, liveLeases } from '../repo/lease.js';
+import { liveLeases } from '../repo/lease.js';
 import { treeIds } from './tree.js';
-import { BLOB_KINDS } from '../repo/catalog.js';
+import { BLOB_KINDS, type Catalog } from '../repo/catalog.js';
+import type { PackEntry } from '../repo/pack.js';
 import type { Repository } from '../repo/repository.js';
+import type { Storage } from '../storage/storage.js';
 
 export interface PruneOptions {
   dryRun?: boolean;
@@ -68,40 +70,85 @@ async function listOldTrees(repo: Repository): Promise<void> {
   }
 }
 
+/** What the catalog's half of a prune decided: counts, and the packs the client repacks or the keeper drops. */
+export interface PrunePlan {
+  started: number;
+  abandonedSnapshots: number;
+  unusedBlocks: number;
+  deletedBlocks: number;
+  /** Packs that lost blocks: the live blobs of each go into new packs, then the pack goes. */
+  packs: { name: string; blobs: PackEntry[] }[];
+}
+
 export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<PruneResult> {
-  const lease = opts.leased ? undefined : (await Lease.acquire(repo.catalog, 'maintenance', { waitMs: opts.waitMs, onWait: opts.onWait })).lease;
+  const { service } = repo;
+  const lease = opts.leased ? undefined : await service.startMaintenance(opts.waitMs, opts.onWait);
   try {
-    return await pruneLeased(repo, opts);
+    // Trees of snapshots made before the catalog listed them are read with the key, here.
+    if (!service.remote && !opts.dryRun) await listOldTrees(repo);
+    const plan = await service.pruneMark(opts.dryRun ?? false);
+    const r: PruneResult = {
+      abandonedSnapshots: plan.abandonedSnapshots,
+      unusedBlocks: plan.unusedBlocks,
+      deferredBlocks: plan.unusedBlocks - plan.deletedBlocks,
+      deletedBlocks: plan.deletedBlocks,
+      deletedPacks: 0,
+      repackedPacks: 0,
+      orphanPacks: 0,
+      bytesFreed: 0,
+      dryRun: opts.dryRun ?? false,
+    };
+    if (opts.dryRun) return r;
+    opts.onProgress?.(`${r.deletedBlocks} unused blocks removed from the index, ${plan.packs.length} packs affected`);
+    // Packs: the live blobs of partly used ones move to new packs (sealed as they are).
+    const packer = repo.newPacker(true);
+    for (const pack of plan.packs) {
+      if (pack.blobs.length === 0) continue;
+      for (const b of pack.blobs) await packer.add(b.id, b.kind, await repo.storage.read({ kind: 'pack', name: pack.name }, b.offset, b.length), b.size);
+      r.repackedPacks++;
+    }
+    await packer.flush();
+    const swept = await service.pruneSweep(
+      plan.packs.map((p) => p.name),
+      plan.started,
+    );
+    r.deletedPacks = swept.deletedPacks;
+    r.orphanPacks = swept.orphanPacks;
+    r.bytesFreed = swept.bytesFreed - packer.bytesWritten;
+    return r;
   } finally {
-    lease?.release();
+    if (lease) await service.endLease(lease);
   }
 }
 
-async function pruneLeased(repo: Repository, opts: PruneOptions): Promise<PruneResult> {
-  const { catalog } = repo;
+/**
+ * The catalog's half of a prune, phase one: drops snapshots whose backup
+ * died, marks what is unused now (and unmarks what became used again), and
+ * removes from the index what was condemned before every running backup began.
+ */
+export function pruneMark(catalog: Catalog, dryRun: boolean): PrunePlan {
   const db = catalog.db;
   const started = Date.now();
-  const r: PruneResult = { abandonedSnapshots: 0, unusedBlocks: 0, deferredBlocks: 0, deletedBlocks: 0, deletedPacks: 0, repackedPacks: 0, orphanPacks: 0, bytesFreed: 0, dryRun: opts.dryRun ?? false };
-
   // Snapshots whose backup died before committing: nothing reads them.
   const live = liveLeases(catalog);
   const liveIds = new Set(live.map((l) => l.id));
   const abandoned = catalog.pendingSnapshots().filter((p) => p.lease === null || !liveIds.has(p.lease));
-  r.abandonedSnapshots = abandoned.length;
-  if (opts.dryRun) {
-    r.unusedBlocks = db.prepare(`SELECT COUNT(*) FROM blocks WHERE NOT ${LIVE}`).pluck().get() as number;
-    return r;
+  const plan: PrunePlan = { started, abandonedSnapshots: abandoned.length, unusedBlocks: 0, deletedBlocks: 0, packs: [] };
+  if (dryRun) {
+    plan.unusedBlocks = db.prepare(`SELECT COUNT(*) FROM blocks WHERE NOT ${LIVE}`).pluck().get() as number;
+    return plan;
+  }
+  if (db.prepare('SELECT 1 FROM snapshots WHERE blobs_known = 0 AND committed = 1 LIMIT 1').get()) {
+    throw new StrataError('local_only', 'snapshots made by an older strata need their trees listed with the key: run prune once on the repository directory');
   }
   catalog.transaction(() => abandoned.forEach((p) => catalog.deleteSnapshot(p.seq)));
-  await listOldTrees(repo);
 
-  // Phase one: mark what is unused now, and unmark what became used again.
   catalog.transaction(() => {
     // Stamped inside the transaction: it orders the mark against backups' lease starts.
     db.prepare(`UPDATE blocks SET condemned = ? WHERE condemned IS NULL AND NOT ${LIVE}`).run(Date.now());
     db.prepare(`UPDATE blocks SET condemned = NULL WHERE condemned IS NOT NULL AND ${LIVE}`).run();
   });
-  r.unusedBlocks = db.prepare('SELECT COUNT(*) FROM blocks WHERE condemned IS NOT NULL').pluck().get() as number;
+  plan.unusedBlocks = db.prepare('SELECT COUNT(*) FROM blocks WHERE condemned IS NOT NULL').pluck().get() as number;
 
   // Phase two: delete what was condemned before every running backup began.
   const touchedPacks = catalog.transaction(() => {
@@ -112,17 +159,11 @@ async function pruneLeased(repo: Repository, opts: PruneOptions): Promise<PruneR
       .all(horizon) as { id: Buffer; pack: number; length: number }[];
     const del = db.prepare('DELETE FROM blocks WHERE id = ?');
     for (const d of doomed) del.run(d.id);
-    r.deletedBlocks = doomed.length;
+    plan.deletedBlocks = doomed.length;
     return new Set(doomed.map((d) => d.pack));
   });
-  r.deferredBlocks = r.unusedBlocks - r.deletedBlocks;
-  opts.onProgress?.(`${r.deletedBlocks} unused blocks removed from the index, ${touchedPacks.size} packs affected`);
-
-  // Packs: drop the empty ones, repack the partly used ones.
-  const packer = repo.newPacker(true);
-  const emptied: { id: number; name: string; size: number }[] = [];
   for (const packId of touchedPacks) {
-    const pack = db.prepare('SELECT id, name, size FROM packs WHERE id = ?').get(packId) as { id: number; name: string; size: number } | undefined;
+    const pack = db.prepare('SELECT name FROM packs WHERE id = ?').pluck().get(packId) as string | undefined;
     if (!pack) continue;
     const blobs = db.prepare('SELECT id, kind, offset, length, size FROM blocks WHERE pack = ? ORDER BY offset').all(packId) as {
       id: Buffer;
@@ -131,45 +172,45 @@ async function pruneLeased(repo: Repository, opts: PruneOptions): Promise<PruneR
       length: number;
       size: number;
     }[];
-    if (blobs.length > 0) {
-      for (const b of blobs) {
-        const sealed = await repo.storage.read({ kind: 'pack', name: pack.name }, b.offset, b.length);
-        await packer.add(b.id, BLOB_KINDS[b.kind]!, sealed, b.size);
-      }
-      r.repackedPacks++;
-    }
-    emptied.push(pack);
+    plan.packs.push({ name: pack, blobs: blobs.map((b) => ({ ...b, kind: BLOB_KINDS[b.kind]! })) });
   }
-  await packer.flush();
-  for (const pack of emptied) {
-    const gone = catalog.transaction(() => {
-      if (db.prepare('SELECT 1 FROM blocks WHERE pack = ? LIMIT 1').get(pack.id)) return false;
-      db.prepare('DELETE FROM packs WHERE id = ?').run(pack.id);
-      return true;
-    });
-    if (!gone) continue;
-    await repo.storage.delete({ kind: 'pack', name: pack.name });
-    r.deletedPacks++;
-    r.bytesFreed += pack.size;
-  }
-  r.bytesFreed -= packer.bytesWritten;
+  return plan;
+}
 
-  // Packs no catalog row names: left by an interrupted backup or prune. Only
-  // old ones go, and only when no backup runs (a running one may index its
-  // newest pack any moment).
+/**
+ * Phase two, after the live blobs moved: drops the packs the catalog no
+ * longer names, and packs no row names at all (left by an interrupted
+ * backup or prune) once they are old and no backup runs.
+ */
+export async function pruneSweep(catalog: Catalog, storage: Storage, emptied: readonly string[], started: number): Promise<{ deletedPacks: number; orphanPacks: number; bytesFreed: number }> {
+  const db = catalog.db;
+  const out = { deletedPacks: 0, orphanPacks: 0, bytesFreed: 0 };
+  for (const name of emptied) {
+    const size = catalog.transaction(() => {
+      const pack = db.prepare('SELECT id, size FROM packs WHERE name = ?').get(name) as { id: number; size: number } | undefined;
+      if (!pack || db.prepare('SELECT 1 FROM blocks WHERE pack = ? LIMIT 1').get(pack.id)) return undefined;
+      db.prepare('DELETE FROM packs WHERE id = ?').run(pack.id);
+      return pack.size;
+    });
+    if (size === undefined) continue;
+    await storage.delete({ kind: 'pack', name });
+    out.deletedPacks++;
+    out.bytesFreed += size;
+  }
+  // Only old ones go, and only when no backup runs (a running one may index its newest pack any moment).
   const quiet = liveLeases(catalog).every((l) => l.kind !== 'backup');
   // Partial pack files of killed writers: an hour old, or a minute when no backup runs.
-  r.bytesFreed += await repo.storage.sweepTemporary(quiet ? 60_000 : 3_600_000);
+  out.bytesFreed += await storage.sweepTemporary(quiet ? 60_000 : 3_600_000);
   if (quiet) {
     const known = new Set(db.prepare('SELECT name FROM packs').pluck().all() as string[]);
-    for await (const name of repo.storage.list('pack')) {
+    for await (const name of storage.list('pack')) {
       if (known.has(name)) continue;
-      const st = await repo.storage.stat({ kind: 'pack', name });
+      const st = await storage.stat({ kind: 'pack', name });
       if (st.mtimeMs >= started - 1000) continue;
-      await repo.storage.delete({ kind: 'pack', name });
-      r.orphanPacks++;
-      r.bytesFreed += st.size;
+      await storage.delete({ kind: 'pack', name });
+      out.orphanPacks++;
+      out.bytesFreed += st.size;
     }
   }
-  return r;
+  return out;
 }

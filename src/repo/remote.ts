@@ -13,12 +13,14 @@ import type { BlockCache } from '../storage/cache.js';
 import type { HttpStorage, Reply } from '../storage/http.js';
 import type { SnapshotRow, TocRow, VersionRow } from './catalog.js';
 import type { PackEntry } from './pack.js';
-import type { BackupStart, CatalogService, StoredVersionRow, VersionUpload } from './service.js';
+import type { PrunePlan } from '../engine/prune.js';
+import type { BackupStart, CatalogService, ResealedToc, StoredVersionRow, VersionRecord, VersionUpload } from './service.js';
 import {
   decodeBlockList,
   decodeIds,
   encodeIds,
   encodeVersions,
+  packEntriesFromJson,
   packEntriesToJson,
   pieceFromJson,
   rowFromJson,
@@ -201,9 +203,9 @@ export class RemoteService implements CatalogService {
     return out;
   }
 
-  async putPack(name: string, bytes: Buffer, entries: readonly PackEntry[]): Promise<void> {
+  async putPack(name: string, bytes: Buffer, entries: readonly PackEntry[], relocate = false): Promise<void> {
     await this.http.put({ kind: 'pack', name }, bytes);
-    await this.json('POST', `/v1/packs/${name}`, `pack ${name.slice(0, 16)}`, { entries: packEntriesToJson(entries) });
+    await this.json('POST', `/v1/packs/${name}`, `pack ${name.slice(0, 16)}`, { entries: packEntriesToJson(entries), ...(relocate ? { relocate } : {}) });
     for (const e of entries) this.remember(e.id);
   }
 
@@ -212,10 +214,15 @@ export class RemoteService implements CatalogService {
     if (typeof j.lease !== 'string' || !/^[0-9a-f]{32}$/.test(j.lease)) throw integrity(`${this.http.location} sent a malformed lease`);
     const lease = j.lease;
     // The server drops a backup it has not heard from for a while (a client that died).
-    const timer = setInterval(() => void this.http.call('POST', `/v1/backups/${lease}/renew`).catch(() => {}), RENEW_MS);
+    this.keepAlive(lease);
+    return { lease, ...(j.parent ? { parent: snapshotFromJson(j.parent) } : {}) };
+  }
+
+  /** The server drops a lease it has not heard about for a while (a client that died). */
+  private keepAlive(lease: string): void {
+    const timer = setInterval(() => void this.http.call('POST', `/v1/leases/${lease}/renew`).catch(() => {}), RENEW_MS);
     timer.unref();
     this.renewals.set(lease, timer);
-    return { lease, ...(j.parent ? { parent: snapshotFromJson(j.parent) } : {}) };
   }
 
   async beginSnapshot(id: string, time: number, lineage: Buffer, meta: Buffer, parent: number | null, lease: string): Promise<number> {
@@ -244,10 +251,90 @@ export class RemoteService implements CatalogService {
     });
   }
 
-  async endBackup(lease: string): Promise<void> {
+  async endLease(lease: string): Promise<void> {
     clearInterval(this.renewals.get(lease));
     this.renewals.delete(lease);
-    await this.http.call('DELETE', `/v1/backups/${lease}`).catch(() => {});
+    if (this.maintenance === lease) this.maintenance = undefined;
+    await this.http.call('DELETE', `/v1/leases/${lease}`).catch(() => {});
+  }
+
+  private maintenance?: string;
+
+  private get lease(): string {
+    if (!this.maintenance) throw new StrataError('no_lease', 'maintenance needs its lease first');
+    return this.maintenance;
+  }
+
+  async startMaintenance(waitMs = 0, onWait?: (message: string) => void): Promise<string> {
+    const deadline = Date.now() + waitMs;
+    let told = false;
+    for (;;) {
+      // The server waits a little itself; longer waits are a loop of requests.
+      const left = Math.max(0, deadline - Date.now());
+      try {
+        const j = await this.json<{ lease: unknown }>('POST', '/v1/maintenance', 'maintenance', { waitMs: Math.min(left, 30_000) });
+        if (typeof j.lease !== 'string') throw integrity(`${this.http.location} sent a malformed lease`);
+        this.maintenance = j.lease;
+        this.keepAlive(j.lease);
+        return j.lease;
+      } catch (e) {
+        if (!(e instanceof StrataError && e.code === 'locked') || Date.now() >= deadline) throw e;
+        if (!told) onWait?.(e.message);
+        told = true;
+      }
+    }
+  }
+
+  async forgetSnapshots(candidates: readonly number[]): Promise<{ removed: number[]; inUse: number[]; touched: number[] }> {
+    const j = await this.json<{ removed: unknown; inUse: unknown; touched: unknown }>('POST', `/v1/maintenance/${this.lease}/forget`, 'forget', { snapshots: candidates });
+    const list = (v: unknown) => {
+      if (!Array.isArray(v) || !v.every((n) => Number.isSafeInteger(n))) throw integrity(`${this.http.location} sent a malformed answer to forget`);
+      return v as number[];
+    };
+    return { removed: list(j.removed), inUse: list(j.inUse), touched: list(j.touched) };
+  }
+
+  async versionRecord(version: number): Promise<VersionRecord | undefined> {
+    try {
+      const j = await this.json<{ snapshot: unknown; path: unknown; size: unknown; toc: unknown }>('GET', `/v1/versions/${version}/record`, `version ${version}`);
+      const hex = (v: unknown) => (typeof v === 'string' && /^[0-9a-f]{64}$/.test(v) ? Buffer.from(v, 'hex') : undefined);
+      const path = hex(j.path);
+      if (!path || !Number.isSafeInteger(j.snapshot) || !Number.isSafeInteger(j.size)) throw integrity('malformed version record');
+      return { snapshot: j.snapshot as number, path, size: j.size as number, toc: j.toc === null ? null : (hex(j.toc) ?? null) };
+    } catch (e) {
+      if (e instanceof StrataError && e.code === 'not_found') return undefined;
+      throw e;
+    }
+  }
+
+  async setVersionTocs(list: readonly ResealedToc[]): Promise<void> {
+    const hex = (ids: readonly Buffer[]) => ids.map((b) => b.toString('hex'));
+    await this.json('POST', `/v1/maintenance/${this.lease}/tocs`, 'TOCs', {
+      tocs: list.map((t) => ({ version: t.version, toc: t.toc.toString('hex'), segments: hex(t.segments), old: hex(t.old) })),
+    });
+  }
+
+  async pruneMark(dryRun: boolean): Promise<PrunePlan> {
+    const j = await this.json<{ started: unknown; abandonedSnapshots: unknown; unusedBlocks: unknown; deletedBlocks: unknown; packs: unknown }>(
+      'POST',
+      `/v1/maintenance/${this.lease}/prune`,
+      'prune',
+      { dryRun },
+    );
+    const whole = (n: unknown) => {
+      if (!Number.isSafeInteger(n) || (n as number) < 0) throw integrity(`${this.http.location} sent a malformed prune plan`);
+      return n as number;
+    };
+    if (!Array.isArray(j.packs)) throw integrity(`${this.http.location} sent a malformed prune plan`);
+    const packs = j.packs.map((p: { name?: unknown; blobs?: unknown }) => {
+      if (typeof p.name !== 'string' || !/^[0-9a-f]{64}$/.test(p.name)) throw integrity(`${this.http.location} sent a malformed prune plan`);
+      return { name: p.name, blobs: Array.isArray(p.blobs) && p.blobs.length === 0 ? [] : packEntriesFromJson(p.blobs, Number.MAX_SAFE_INTEGER, 0) };
+    });
+    return { started: whole(j.started), abandonedSnapshots: whole(j.abandonedSnapshots), unusedBlocks: whole(j.unusedBlocks), deletedBlocks: whole(j.deletedBlocks), packs };
+  }
+
+  async pruneSweep(packs: readonly string[], started: number): Promise<{ deletedPacks: number; orphanPacks: number; bytesFreed: number }> {
+    return this.json('POST', `/v1/maintenance/${this.lease}/sweep`, 'prune', { packs, started });
   }
 
   async close(): Promise<void> {

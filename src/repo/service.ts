@@ -13,6 +13,8 @@ import { diffBlocks, TocList } from '../engine/toc.js';
 import { tocRows, type TargetVersion } from '../engine/versions.js';
 import type { Storage } from '../storage/storage.js';
 import { retryStale, type Catalog, type SnapshotRow, type TocRow, type VersionRow } from './catalog.js';
+import { forgetInCatalog } from '../engine/forget.js';
+import { pruneMark, pruneSweep, type PrunePlan } from '../engine/prune.js';
 import { Lease } from './lease.js';
 import type { PackEntry } from './pack.js';
 
@@ -30,6 +32,22 @@ export interface VersionUpload {
   segments: readonly Buffer[];
   /** The version's blocks in order; absent for a file unchanged since the parent snapshot. */
   blocks?: BlockList;
+}
+
+/** A version's own record: where it belongs and its sealed TOC (for resealing after a forget). */
+export interface VersionRecord {
+  snapshot: number;
+  path: Buffer;
+  size: number;
+  toc: Buffer | null;
+}
+
+export interface ResealedToc {
+  version: number;
+  toc: Buffer;
+  segments: readonly Buffer[];
+  /** The segments of the TOC it replaces, let go with it. */
+  old: readonly Buffer[];
 }
 
 export interface BackupStart {
@@ -67,7 +85,18 @@ export interface CatalogService {
   /** Stores versions of a pending snapshot: finds what changed against the parent's version of each path and writes the TOC. */
   storeVersions(snapshot: number, list: readonly VersionUpload[]): Promise<void>;
   commitSnapshot(seq: number, root: Buffer, record: Buffer, meta: Buffer, blobs: readonly Buffer[]): Promise<void>;
-  endBackup(lease: string): Promise<void>;
+  /** Releases a backup's or a maintenance's lease. */
+  endLease(lease: string): Promise<void>;
+
+  /** Takes the one maintenance lease (forget, prune), waiting up to `waitMs` for another to end. */
+  startMaintenance(waitMs?: number, onWait?: (message: string) => void): Promise<string>;
+  /** The catalog's half of forget (see forgetInCatalog); `touched` versions need their TOCs resealed. */
+  forgetSnapshots(candidates: readonly number[]): Promise<{ removed: number[]; inUse: number[]; touched: number[] }>;
+  versionRecord(version: number): Promise<VersionRecord | undefined>;
+  setVersionTocs(list: readonly ResealedToc[]): Promise<void>;
+  /** The catalog's half of prune: phase one (see pruneMark), then the sweep once live blobs moved. */
+  pruneMark(dryRun: boolean): Promise<PrunePlan>;
+  pruneSweep(packs: readonly string[], started: number): Promise<{ deletedPacks: number; orphanPacks: number; bytesFreed: number }>;
 
   close(): Promise<void>;
 }
@@ -210,9 +239,44 @@ export class LocalService implements CatalogService {
     this.catalog.commitSnapshot(seq, root, record, meta, blobs);
   }
 
-  async endBackup(lease: string): Promise<void> {
+  async endLease(lease: string): Promise<void> {
     this.leases.get(lease)?.release();
     this.leases.delete(lease);
+  }
+
+  async startMaintenance(waitMs?: number, onWait?: (message: string) => void, opts: { renew?: boolean } = {}): Promise<string> {
+    const { lease } = await Lease.acquire(this.catalog, 'maintenance', { waitMs, onWait, renew: opts.renew });
+    this.leases.set(lease.id, lease);
+    return lease.id;
+  }
+
+  /** Whether this process holds `lease` of that kind for a client (a served repository checks before maintenance). */
+  holds(lease: string): boolean {
+    return this.leases.has(lease);
+  }
+
+  async forgetSnapshots(candidates: readonly number[]): Promise<{ removed: number[]; inUse: number[]; touched: number[] }> {
+    return forgetInCatalog(this.catalog, candidates);
+  }
+
+  async versionRecord(version: number): Promise<VersionRecord | undefined> {
+    return this.catalog.db.prepare('SELECT snapshot, path, size, toc FROM versions WHERE id = ?').get(version) as VersionRecord | undefined;
+  }
+
+  async setVersionTocs(list: readonly ResealedToc[]): Promise<void> {
+    if (this.verify) {
+      const lacking = list.flatMap((t) => [t.toc, ...t.segments]).filter((id) => !this.catalog.hasBlock(id));
+      if (lacking.length > 0) throw new StrataError('missing_blocks', `${lacking.length} TOC blobs are not stored`);
+    }
+    this.catalog.transaction(() => list.forEach((t) => this.catalog.versionById(t.version) && this.catalog.setVersionToc(t.version, t.toc, t.segments, t.old)));
+  }
+
+  async pruneMark(dryRun: boolean): Promise<PrunePlan> {
+    return pruneMark(this.catalog, dryRun);
+  }
+
+  async pruneSweep(packs: readonly string[], started: number): Promise<{ deletedPacks: number; orphanPacks: number; bytesFreed: number }> {
+    return pruneSweep(this.catalog, this.storage, packs, started);
   }
 
   /** Renews a lease held for a remote client; false when it is not (or no longer) ours. */

@@ -20,6 +20,7 @@ import {
   encodeBlockList,
   encodeIds,
   packEntriesFromJson,
+  packEntriesToJson,
   pieceToJson,
   rowToJson,
   snapshotToJson,
@@ -282,8 +283,11 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
           throw new HttpError(409, 'no_pack', `upload pack ${name.slice(0, 16)} before its index`);
         }
         const entries = packEntriesFromJson(j.entries, size, PACK_MAGIC.length);
+        // Moving blocks already indexed elsewhere is prune's repacking: admin only.
+        const relocate = j.relocate === true;
+        if (relocate && ctx.token?.role !== 'admin') throw new HttpError(403, 'forbidden', 'moving indexed blocks (repacking) needs the admin role');
         if (keeperCatalog(keeper).packIndexed(name)) return sendJson(ctx, 200, { indexed: false });
-        s.indexPack(name, size, entries);
+        s.indexPack(name, size, entries, relocate);
         sendJson(ctx, 201, { indexed: true });
       },
     },
@@ -301,22 +305,99 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
     },
     {
       method: 'POST',
-      path: '/v1/backups/{lease}/renew',
+      path: '/v1/leases/{lease}/renew',
       role: 'append',
       maxBody: 0,
       handle: async (ctx) => {
-        if (!svc().renew(ctx.params.lease!)) throw new HttpError(404, 'not_found', 'no such backup (it went stale: start again)');
+        if (!svc().renew(ctx.params.lease!)) throw new HttpError(404, 'not_found', 'no such lease (it went stale: start again)');
         ctx.res.writeHead(204).end();
       },
     },
     {
       method: 'DELETE',
-      path: '/v1/backups/{lease}',
+      path: '/v1/leases/{lease}',
       role: 'append',
       maxBody: 0,
       handle: async (ctx) => {
-        await svc().endBackup(ctx.params.lease!);
+        await svc().endLease(ctx.params.lease!);
         ctx.res.writeHead(204).end();
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/maintenance',
+      role: 'admin',
+      maxBody: MAX_JSON_BYTES,
+      handle: async (ctx) => {
+        const j = await jsonBody(ctx);
+        // A client may wait for another maintenance, but not hold a request open for long.
+        const waitMs = Math.min(j.waitMs === undefined ? 0 : num(j.waitMs, 'waitMs'), 60_000);
+        sendJson(ctx, 201, { lease: await svc().startMaintenance(waitMs, undefined, { renew: false }) });
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/maintenance/{lease}/forget',
+      role: 'admin',
+      maxBody: MAX_JSON_BYTES,
+      handle: async (ctx) => {
+        held(keeper, ctx.params.lease!);
+        const j = await jsonBody(ctx);
+        if (!Array.isArray(j.snapshots)) throw new HttpError(400, 'bad_request', 'snapshots must be a list of numbers');
+        sendJson(ctx, 200, await svc().forgetSnapshots(j.snapshots.map((s) => num(s, 'snapshot'))));
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/maintenance/{lease}/tocs',
+      role: 'admin',
+      maxBody: MAX_JSON_BYTES,
+      handle: async (ctx) => {
+        held(keeper, ctx.params.lease!);
+        const j = await jsonBody(ctx);
+        if (!Array.isArray(j.tocs)) throw new HttpError(400, 'bad_request', 'tocs must be a list');
+        const ids = (v: unknown, what: string) => {
+          if (!Array.isArray(v)) throw new HttpError(400, 'bad_request', `${what} must be a list of ids`);
+          return v.map((x) => id(x as string, what));
+        };
+        const list = j.tocs.map((t: Record<string, unknown>) => ({ version: num(t.version, 'version'), toc: id(t.toc as string, 'toc'), segments: ids(t.segments, 'segments'), old: ids(t.old, 'old') }));
+        await svc().setVersionTocs(list);
+        ctx.res.writeHead(204).end();
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/maintenance/{lease}/prune',
+      role: 'admin',
+      maxBody: MAX_JSON_BYTES,
+      handle: async (ctx) => {
+        held(keeper, ctx.params.lease!);
+        const j = await jsonBody(ctx);
+        const plan = await svc().pruneMark(j.dryRun === true);
+        sendJson(ctx, 200, { ...plan, packs: plan.packs.map((p) => ({ name: p.name, blobs: packEntriesToJson(p.blobs) })) });
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/maintenance/{lease}/sweep',
+      role: 'admin',
+      maxBody: MAX_JSON_BYTES,
+      handle: async (ctx) => {
+        held(keeper, ctx.params.lease!);
+        const j = await jsonBody(ctx);
+        if (!Array.isArray(j.packs) || !j.packs.every((p) => typeof p === 'string' && /^[0-9a-f]{64}$/.test(p))) throw new HttpError(400, 'bad_request', 'packs must be a list of pack names');
+        sendJson(ctx, 200, await svc().pruneSweep(j.packs as string[], num(j.started, 'started')));
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/versions/{version}/record',
+      role: 'read',
+      maxBody: 0,
+      handle: async (ctx) => {
+        const v = await version(ctx);
+        const rec = (await svc().versionRecord(v.id))!;
+        sendJson(ctx, 200, { snapshot: rec.snapshot, path: rec.path.toString('hex'), size: rec.size, toc: rec.toc ? rec.toc.toString('hex') : null });
       },
     },
     {
@@ -375,6 +456,10 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
 
 function keeperCatalog(keeper: CatalogKeeper): Catalog {
   return keeper.get().catalog;
+}
+
+function held(keeper: CatalogKeeper, lease: string): void {
+  if (!keeper.get().holds(lease)) throw new HttpError(409, 'no_lease', 'this needs the maintenance lease (it went stale, or was never taken)');
 }
 
 function pending(keeper: CatalogKeeper, seq: number): number {
