@@ -170,15 +170,41 @@ describe('a repository behind strata serve', () => {
     expect(everything.includes('OVERWRITTEN')).toBe(false);
   });
 
-  it('a cat reads only the blocks of its range, and a second one comes from the block cache', () => {
+  it('a cat reads only the blocks of its range in two round trips, and a second one comes from the block cache', async () => {
     const cache = path.join(tempDir(), 'cache');
-    const e = { ...env, STRATA_CACHE_DIR: cache };
-    const one = json<{ blocksRead: number; bytesReceived: number; data: string }>(['cat', big, '--range', '1000000-1004095'], e);
+    // With an exported key: no key files to fetch, no key derivation.
+    const keyFile = path.join(tempDir(), 'key.json');
+    ok(['key', 'export', keyFile], env);
+    const e = { ...env, STRATA_CACHE_DIR: cache, STRATA_KEY_FILE: keyFile };
+    const requests = async (run: () => void): Promise<string[]> => {
+      // The server's log arrives through a pipe: let what earlier commands caused come in first.
+      await new Promise((r) => setTimeout(r, 200));
+      const before = srv.log().length;
+      run();
+      await new Promise((r) => setTimeout(r, 200));
+      return srv
+        .log()
+        .slice(before)
+        .split('\n')
+        .filter((l) => / (GET|POST|PUT|HEAD|DELETE) /.test(l))
+        .map((l) => / (GET|POST|PUT|HEAD|DELETE) (\S+) /.exec(l)!.slice(1, 3).join(' '));
+    };
+    let one!: { blocksRead: number; bytesReceived: number; data: string };
+    const cold = await requests(() => (one = json(['cat', big, '--range', '1000000-1004095'], e)));
     expect(one.blocksRead).toBeLessThanOrEqual(2);
     expect(Buffer.from(one.data, 'base64').equals(states[1]!.image.subarray(1_000_000, 1_004_096))).toBe(true);
-    const two = json<{ bytesReceived: number; data: string }>(['cat', big, '--range', '1000000-1004095'], e);
+    // Cold: the config (kept from then on), one read plan, then the covering blocks at once; no tree walk.
+    expect(cold.filter((r) => !r.startsWith('GET /v1/blocks/'))).toEqual(['GET /v1/objects/config/config', expect.stringMatching(/^GET \/v1\/paths\/[0-9a-f]{64}\/plan$/)]);
+    expect(cold.filter((r) => r.startsWith('GET /v1/blocks/')).length).toBe(one.blocksRead);
+    let two!: { bytesReceived: number; data: string };
+    const warm = await requests(() => (two = json(['cat', big, '--range', '1000000-1004095'], e)));
     expect(two.data).toBe(one.data);
+    expect(warm).toHaveLength(1);
     expect(two.bytesReceived).toBeLessThan(one.bytesReceived / 4);
+    // The plan agrees with the walk: an older snapshot by id, and a path that is a directory.
+    const old = json<{ data: string }>(['cat', big, '--at', states[0]!.id.slice(0, 8), '--range', '1000000-1004095'], e);
+    expect(Buffer.from(old.data, 'base64').equals(states[0]!.image.subarray(1_000_000, 1_004_096))).toBe(true);
+    expect(strata(['cat', data], e).stderr).toMatch(/is a directory/);
     // A damaged cache entry is fetched again, not trusted.
     for (const f of fs.readdirSync(cache, { recursive: true }) as string[]) {
       const p = path.join(cache, f);
@@ -253,6 +279,39 @@ describe('a repository behind strata serve', () => {
 });
 
 describe('remote backups under faults and load', () => {
+  it('check over the server: clean, then a damaged pack is found, named by file and range, repaired and healed', async () => {
+    const dir = path.join(tempDir(), 'served');
+    const srv = await serve(dir);
+    const env = client(srv.url, token(dir, 'ops', 'admin'));
+    ok(['init', '--scrypt-n', '1024', '--pack-size', '256K'], env);
+    const data = tempDir('strata-remote-check-');
+    const bytes = new Rng(11).bytes(3_000_000);
+    fs.writeFileSync(path.join(data, 'f.bin'), bytes);
+    ok(['backup', data], env);
+    const clean = json<{ ok: boolean; packsRead: number }>(['check', '--read-data'], env);
+    expect(clean.ok).toBe(true);
+    expect(clean.packsRead).toBeGreaterThan(3);
+    // The largest pack holds file data: damage one byte in its middle.
+    const packs = (fs.readdirSync(path.join(dir, 'packs'), { recursive: true }) as string[]).map((f) => path.join(dir, 'packs', f)).filter((f) => fs.statSync(f).isFile());
+    const victim = packs.sort((a, b) => fs.statSync(b).size - fs.statSync(a).size)[0]!;
+    const b = fs.readFileSync(victim);
+    b[b.length >> 1] = b[b.length >> 1]! ^ 0xff;
+    fs.writeFileSync(victim, b);
+    const r = strata(['check', '--read-data', '--reset', '--json'], env);
+    expect(r.status).toBe(1);
+    const report = JSON.parse(r.stdout) as { ok: boolean; damagedBlocks: string[]; damagedFiles: { path: string; ranges: [number, number][] }[] };
+    expect(report.damagedBlocks).toHaveLength(1);
+    expect(report.damagedFiles.map((f) => f.path)).toEqual([path.join(data, 'f.bin')]);
+    const repaired = JSON.parse(strata(['check', '--read-data', '--reset', '--repair', '--json'], env).stdout) as { repaired: number };
+    expect(repaired.repaired).toBe(1);
+    ok(['backup', '--force', data], env);
+    const healed = strata(['check', '--read-data', '--reset', '--json'], env);
+    expect(healed.status, healed.stdout).toBe(0);
+    const out = path.join(tempDir(), 'out');
+    ok(['restore', data, '--target', out], env);
+    expect(fs.readFileSync(path.join(out, data, 'f.bin')).equals(bytes)).toBe(true);
+  });
+
   it('a client killed mid-upload: nothing half-committed shows, and the retry sends only what is missing', async () => {
     const dir = path.join(tempDir(), 'served');
     const srv = await serve(dir);

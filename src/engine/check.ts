@@ -15,8 +15,10 @@
  * later version that reads through them.
  */
 import { decodeBlock } from '../repo/blockcodec.js';
-import { BLOB_KINDS, type TocRow } from '../repo/catalog.js';
+import { BLOB_KINDS, type Catalog, type TocRow } from '../repo/catalog.js';
+import type { PackEntry } from '../repo/pack.js';
 import type { Repository } from '../repo/repository.js';
+import type { Storage } from '../storage/storage.js';
 import { StrataError } from '../errors.js';
 import { listSnapshots, type Snapshot } from './snapshot.js';
 
@@ -56,51 +58,41 @@ export interface CheckResult {
   repaired: number;
 }
 
+/** A pack as the catalog knows it. */
+export interface PackInfo {
+  name: string;
+  size: number;
+  /** When it was last read clean (ms), if ever. */
+  checked: number | null;
+}
+
+/** A problem with one version's TOC; the client, which knows paths, names the file. */
+export interface VersionProblem {
+  version: number;
+  message: string;
+}
+
 export async function check(repo: Repository, opts: CheckOptions = {}): Promise<CheckResult> {
-  const { catalog } = repo;
-  const db = catalog.db;
+  const { service } = repo;
   const r: CheckResult = { ok: true, snapshots: 0, versions: 0, packs: 0, packsRead: 0, packsAlreadyVerified: 0, errors: [], warnings: [], damagedBlocks: [], damagedFiles: [], repaired: 0 };
-  const bad = new Set<string>();
   const say = opts.onProgress ?? (() => {});
 
   // Packs: present, the right size, and nothing the catalog does not know.
-  const packs = db.prepare('SELECT id, name, size, checked FROM packs').all() as { id: number; name: string; size: number; checked: number | null }[];
+  say('checking packs');
+  const packCheck = await service.checkPacks();
+  const packs = packCheck.packs;
   r.packs = packs.length;
-  const blocksOfPack = db.prepare('SELECT id, kind, offset, length, size FROM blocks WHERE pack = ?');
-  const markPackBad = (packId: number) => {
-    for (const b of blocksOfPack.all(packId) as { id: Buffer }[]) bad.add(b.id.toString('hex'));
-  };
-  say(`checking ${packs.length} packs`);
-  for (const p of packs) {
-    try {
-      const st = await repo.storage.stat({ kind: 'pack', name: p.name });
-      if (st.size !== p.size) {
-        r.errors.push(`pack ${p.name.slice(0, 16)} is ${st.size} bytes, the catalog says ${p.size} (truncated or damaged)`);
-        markPackBad(p.id);
-      }
-    } catch {
-      // A prune may have replaced it since we listed the packs.
-      if (!db.prepare('SELECT 1 FROM packs WHERE id = ?').get(p.id)) continue;
-      r.errors.push(`pack ${p.name.slice(0, 16)} is missing`);
-      markPackBad(p.id);
-    }
-  }
-  const known = new Set(packs.map((p) => p.name));
-  for await (const name of repo.storage.list('pack')) {
-    if (!known.has(name)) r.warnings.push(`pack ${name.slice(0, 16)} is not in the catalog (left by an interruption; prune removes it)`);
-  }
+  r.errors.push(...packCheck.errors);
+  r.warnings.push(...packCheck.warnings);
+  const bad = new Set<string>(packCheck.bad);
 
   // Blocks: read and decode, pack by pack, remembering progress.
   if (opts.readData) {
-    const info = db.prepare("SELECT value FROM info WHERE key = 'check_pass'").pluck();
-    const setPass = db.prepare("INSERT OR REPLACE INTO info(key, value) VALUES ('check_pass', ?)");
-    if (opts.reset || info.get() === undefined) catalog.guard(() => setPass.run(String(Date.now())));
-    let pass = Number(info.get());
+    let pass = await service.checkPass(opts.reset ? 'new' : 'current');
     const inScope = opts.subset?.kind === 'percent' ? packs : packs.filter((p) => inSubset(p.name, opts.subset));
     if (inScope.length > 0 && inScope.every((p) => p.checked !== null && p.checked >= pass)) {
       // The last pass finished: this run starts a new one.
-      pass = Date.now();
-      catalog.guard(() => setPass.run(String(pass)));
+      pass = await service.checkPass('new');
     }
     let todo = inScope.filter((p) => !(p.checked !== null && p.checked >= pass));
     r.packsAlreadyVerified = inScope.length - todo.length;
@@ -109,10 +101,9 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
       const share = Math.max(1, Math.ceil((packs.length * opts.subset.percent) / 100));
       todo = shuffle(todo).slice(0, share);
     }
-    const markChecked = db.prepare('UPDATE packs SET checked = ? WHERE id = ?');
     for (const [i, p] of todo.entries()) {
       say(`reading pack ${i + 1}/${todo.length}`);
-      const blobs = blocksOfPack.all(p.id) as { id: Buffer; kind: number; offset: number; length: number; size: number }[];
+      const blobs = await service.packBlobs(p.name);
       let bytes: Buffer;
       try {
         bytes = await repo.storage.read({ kind: 'pack', name: p.name }, 0, p.size);
@@ -128,10 +119,10 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
         } catch {
           bad.add(b.id.toString('hex'));
           clean = false;
-          r.errors.push(`block ${b.id.toString('hex').slice(0, 16)} (${BLOB_KINDS[b.kind]}) in pack ${p.name.slice(0, 16)} fails authentication or decoding`);
+          r.errors.push(`block ${b.id.toString('hex').slice(0, 16)} (${b.kind}) in pack ${p.name.slice(0, 16)} fails authentication or decoding`);
         }
       }
-      if (clean) catalog.guard(() => markChecked.run(Date.now(), p.id));
+      if (clean) await service.markChecked(p.name);
       r.packsRead++;
     }
   }
@@ -146,50 +137,123 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
   }
 
   // TOCs: coverage, blocks, and refs that point inside older versions.
-  const versions = db
-    .prepare('SELECT v.id, v.size, v.snapshot FROM versions v JOIN snapshots s ON s.seq = v.snapshot WHERE s.committed = 1 ORDER BY v.id')
-    .all() as { id: number; size: number; snapshot: number }[];
-  r.versions = versions.length;
-  const sizeOf = new Map(versions.map((v) => [v.id, v.size]));
-  const blockSize = db.prepare('SELECT size FROM blocks WHERE id = ?').pluck();
+  say('checking tables of contents');
+  const tocs = await service.checkTocs();
+  r.versions = tocs.versions;
   const name = (v: number) => (pathOf.has(v) ? `${pathOf.get(v)!.path} in snapshot ${pathOf.get(v)!.snapshot.slice(0, 8)}` : `version ${v}`);
-  for (const v of versions) {
-    let cursor = 0;
-    for (const row of catalog.toc(v.id)) {
-      if (row.start !== cursor) r.errors.push(`${name(v.id)}: TOC ${row.start > cursor ? 'has a gap' : 'overlaps'} at ${cursor}`);
-      cursor = row.end + 1;
-      if (row.block) {
-        const size = blockSize.get(row.block) as number | undefined;
-        if (size === undefined) {
-          r.errors.push(`${name(v.id)}: block ${row.block.toString('hex').slice(0, 16)} at ${row.start}-${row.end} is not stored`);
-          bad.add(row.block.toString('hex'));
-        } else if (size !== row.end - row.start + 1) r.errors.push(`${name(v.id)}: block at ${row.start} is ${size} bytes, the TOC says ${row.end - row.start + 1}`);
-      } else checkRef(row, v.id, sizeOf, r, name);
-    }
-    if (cursor !== v.size) r.errors.push(`${name(v.id)}: TOC covers ${cursor} bytes of ${v.size}`);
-  }
+  for (const p of tocs.problems) r.errors.push(`${name(p.version)}: ${p.message}`);
+  for (const b of tocs.bad) bad.add(b);
 
   r.damagedBlocks = [...bad];
-  if (bad.size > 0) r.damagedFiles = affectedFiles(repo, bad, pathOf);
-  if (opts.repair && bad.size > 0) {
-    const drop = db.prepare('DELETE FROM blocks WHERE id = ?');
-    r.repaired = catalog.transaction(() => [...bad].reduce((n, hex) => n + drop.run(Buffer.from(hex, 'hex')).changes, 0));
-    catalog.transaction(() => db.prepare('DELETE FROM packs WHERE NOT EXISTS (SELECT 1 FROM blocks WHERE blocks.pack = packs.id)').run());
+  if (bad.size > 0) {
+    r.damagedFiles = (await service.damage(r.damagedBlocks))
+      .filter((d) => pathOf.has(d.version))
+      .map((d) => ({ snapshot: pathOf.get(d.version)!.snapshot, path: pathOf.get(d.version)!.path, ranges: d.ranges }))
+      .sort((a, b) => a.path.localeCompare(b.path) || a.snapshot.localeCompare(b.snapshot));
   }
+  if (opts.repair && bad.size > 0) r.repaired = await service.repair(r.damagedBlocks);
   r.ok = r.errors.length === 0 && bad.size === 0;
   return r;
 }
 
-function checkRef(row: TocRow, version: number, sizeOf: Map<number, number>, r: CheckResult, name: (v: number) => string): void {
+/** The catalog's half of check, packs: each present with its size; any the catalog does not know. */
+export async function checkPacks(catalog: Catalog, storage: Storage): Promise<{ packs: PackInfo[]; errors: string[]; warnings: string[]; bad: string[] }> {
+  const db = catalog.db;
+  const out = { packs: [] as PackInfo[], errors: [] as string[], warnings: [] as string[], bad: [] as string[] };
+  const rows = db.prepare('SELECT id, name, size, checked FROM packs').all() as { id: number; name: string; size: number; checked: number | null }[];
+  out.packs = rows.map(({ name, size, checked }) => ({ name, size, checked }));
+  const blocksOfPack = db.prepare('SELECT id FROM blocks WHERE pack = ?').pluck();
+  const markPackBad = (packId: number) => {
+    for (const id of blocksOfPack.all(packId) as Buffer[]) out.bad.push(id.toString('hex'));
+  };
+  for (const p of rows) {
+    try {
+      const st = await storage.stat({ kind: 'pack', name: p.name });
+      if (st.size !== p.size) {
+        out.errors.push(`pack ${p.name.slice(0, 16)} is ${st.size} bytes, the catalog says ${p.size} (truncated or damaged)`);
+        markPackBad(p.id);
+      }
+    } catch {
+      // A prune may have replaced it since we listed the packs.
+      if (!db.prepare('SELECT 1 FROM packs WHERE id = ?').get(p.id)) continue;
+      out.errors.push(`pack ${p.name.slice(0, 16)} is missing`);
+      markPackBad(p.id);
+    }
+  }
+  const known = new Set(rows.map((p) => p.name));
+  for await (const name of storage.list('pack')) {
+    if (!known.has(name)) out.warnings.push(`pack ${name.slice(0, 16)} is not in the catalog (left by an interruption; prune removes it)`);
+  }
+  return out;
+}
+
+/** The blobs the catalog places in a pack (check reads and decodes them). */
+export function packBlobs(catalog: Catalog, name: string): PackEntry[] {
+  const rows = catalog.db
+    .prepare('SELECT b.id, b.kind, b.offset, b.length, b.size FROM blocks b JOIN packs p ON p.id = b.pack WHERE p.name = ? ORDER BY b.offset')
+    .all(name) as { id: Buffer; kind: number; offset: number; length: number; size: number }[];
+  return rows.map((b) => ({ ...b, kind: BLOB_KINDS[b.kind]! }));
+}
+
+/** The current verification pass (started now if there is none, or when a new one is asked for). */
+export function checkPass(catalog: Catalog, which: 'current' | 'new'): number {
+  const info = catalog.db.prepare("SELECT value FROM info WHERE key = 'check_pass'").pluck();
+  if (which === 'new' || info.get() === undefined) catalog.guard(() => catalog.db.prepare("INSERT OR REPLACE INTO info(key, value) VALUES ('check_pass', ?)").run(String(Date.now())));
+  return Number(info.get());
+}
+
+export function markChecked(catalog: Catalog, name: string): void {
+  catalog.guard(() => catalog.db.prepare('UPDATE packs SET checked = ? WHERE name = ?').run(Date.now(), name));
+}
+
+/** The catalog's half of check, TOCs: every committed version covered exactly, its blocks stored at their size, its refs inside older versions. */
+export function checkTocs(catalog: Catalog): { versions: number; problems: VersionProblem[]; bad: string[] } {
+  const db = catalog.db;
+  const versions = db
+    .prepare('SELECT v.id, v.size, v.snapshot FROM versions v JOIN snapshots s ON s.seq = v.snapshot WHERE s.committed = 1 ORDER BY v.id')
+    .all() as { id: number; size: number; snapshot: number }[];
+  const sizeOf = new Map(versions.map((v) => [v.id, v.size]));
+  const blockSize = db.prepare('SELECT size FROM blocks WHERE id = ?').pluck();
+  const problems: VersionProblem[] = [];
+  const bad: string[] = [];
+  for (const v of versions) {
+    const say = (message: string) => problems.push({ version: v.id, message });
+    let cursor = 0;
+    for (const row of catalog.tocPages(v.id)) {
+      if (row.start !== cursor) say(`TOC ${row.start > cursor ? 'has a gap' : 'overlaps'} at ${cursor}`);
+      cursor = row.end + 1;
+      if (row.block) {
+        const size = blockSize.get(row.block) as number | undefined;
+        if (size === undefined) {
+          say(`block ${row.block.toString('hex').slice(0, 16)} at ${row.start}-${row.end} is not stored`);
+          bad.push(row.block.toString('hex'));
+        } else if (size !== row.end - row.start + 1) say(`block at ${row.start} is ${size} bytes, the TOC says ${row.end - row.start + 1}`);
+      } else checkRef(row, v.id, sizeOf, say);
+    }
+    if (cursor !== v.size) say(`TOC covers ${cursor} bytes of ${v.size}`);
+  }
+  return { versions: versions.length, problems, bad };
+}
+
+/** Drops damaged or missing blocks from the index (and packs left with none), so the next backup stores them again. */
+export function repairBlocks(catalog: Catalog, bad: readonly string[]): number {
+  const db = catalog.db;
+  const drop = db.prepare('DELETE FROM blocks WHERE id = ?');
+  const n = catalog.transaction(() => bad.reduce((count, hex) => count + drop.run(Buffer.from(hex, 'hex')).changes, 0));
+  catalog.transaction(() => db.prepare('DELETE FROM packs WHERE NOT EXISTS (SELECT 1 FROM blocks WHERE blocks.pack = packs.id)').run());
+  return n;
+}
+
+function checkRef(row: TocRow, version: number, sizeOf: Map<number, number>, say: (message: string) => void): void {
   for (const [t, ts] of [
     [row.target, row.target_start],
     [row.root, row.root_start],
   ] as const) {
     if (t === null || ts === null) continue;
-    if (t >= version) r.errors.push(`${name(version)}: ref at ${row.start} points at a version that is not older (a cycle?)`);
+    if (t >= version) say(`ref at ${row.start} points at a version that is not older (a cycle?)`);
     const size = sizeOf.get(t);
-    if (size === undefined) r.errors.push(`${name(version)}: ref at ${row.start} points at a missing version`);
-    else if (ts < 0 || ts + (row.end - row.start) >= size) r.errors.push(`${name(version)}: ref at ${row.start} points past the end of its target`);
+    if (size === undefined) say(`ref at ${row.start} points at a missing version`);
+    else if (ts < 0 || ts + (row.end - row.start) >= size) say(`ref at ${row.start} points past the end of its target`);
   }
 }
 
@@ -215,7 +279,7 @@ async function walkSnapshot(repo: Repository, s: Snapshot, r: CheckResult, bad: 
       const p = dir.path === '/' ? `/${e.name}` : `${dir.path}/${e.name}`;
       if (e.type === 'dir' && e.tree) stack.push({ path: p, tree: e.tree });
       if (e.type !== 'file') continue;
-      const v = repo.catalog.version(s.row.seq, repo.keyring.pathId(p));
+      const v = await repo.service.version(s.row.seq, repo.keyring.pathId(p));
       if (!v) r.errors.push(`snapshot ${s.id.slice(0, 8)}: ${p} has no stored version`);
       else {
         pathOf.set(v.id, { snapshot: s.id, path: p });
@@ -226,8 +290,8 @@ async function walkSnapshot(repo: Repository, s: Snapshot, r: CheckResult, bad: 
 }
 
 /** Every version that reads a damaged block, directly or through refs, and which bytes. */
-function affectedFiles(repo: Repository, bad: Set<string>, pathOf: Map<number, { snapshot: string; path: string }>): DamagedFile[] {
-  const db = repo.catalog.db;
+export function damageOf(catalog: Catalog, bad: readonly string[]): { version: number; ranges: [number, number][] }[] {
+  const db = catalog.db;
   const damage = new Map<number, [number, number][]>();
   const add = (v: number, s: number, e: number) => damage.set(v, [...(damage.get(v) ?? []), [s, e]]);
   const byBlock = db.prepare('SELECT version, start, end FROM toc WHERE block = ?');
@@ -253,13 +317,7 @@ function affectedFiles(repo: Repository, bad: Set<string>, pathOf: Map<number, {
     }
     queue.sort((a, b) => a - b);
   }
-  const out: DamagedFile[] = [];
-  for (const [v, ranges] of damage) {
-    const where = pathOf.get(v);
-    if (!where) continue;
-    out.push({ snapshot: where.snapshot, path: where.path, ranges: merge(ranges) });
-  }
-  return out.sort((a, b) => a.path.localeCompare(b.path) || a.snapshot.localeCompare(b.snapshot));
+  return [...damage].map(([version, ranges]) => ({ version, ranges: merge(ranges) }));
 }
 
 function merge(ranges: [number, number][]): [number, number][] {

@@ -8,7 +8,9 @@ import { integrity, notFound, StrataError } from '../errors.js';
 import type { VersionRow } from '../repo/catalog.js';
 import type { Repository } from '../repo/repository.js';
 import type { Piece } from './resolve.js';
-import type { Snapshot } from './snapshot.js';
+import { Snapshot } from './snapshot.js';
+import type { When } from '../util/when.js';
+import type { RangeSpec } from '../util/range.js';
 import type { TreeEntry } from './tree.js';
 
 export interface StoredFile {
@@ -46,14 +48,48 @@ export async function storedVersion(snapshot: Snapshot, absPath: string, entry: 
   return version;
 }
 
+/** The pieces a read plan brought, then the rest of the range page by page. */
+async function* planned(repo: Repository, version: VersionRow, end: number, first: { pieces: Piece[]; next: number | null }): AsyncGenerator<Piece> {
+  yield* first.pieces;
+  if (first.next !== null) yield* repo.service.pieces(version.id, first.next, end);
+}
+
+export interface PlannedRead {
+  snapshot: Snapshot;
+  file: { path: string; version: VersionRow };
+  start: number;
+  end: number;
+  first: { pieces: Piece[]; next: number | null };
+}
+
+/**
+ * A range read found with one question to the catalog's keeper instead of a
+ * walk down the trees (over a network, each tree is a round trip): the
+ * snapshot WHEN names that holds the path, its version and the first pieces.
+ * Undefined whenever the answer could differ from the walk's (another host,
+ * a newer snapshot that covers the path without holding it), so the caller
+ * walks the trees and reports exactly what it would have.
+ */
+export async function planRead(repo: Repository, when: When, absPath: string, host: string | undefined, spec: RangeSpec | undefined): Promise<PlannedRead | undefined> {
+  const choice = when.kind === 'id' ? { prefix: when.prefix } : { until: when.kind === 'time' ? when.time : Number.MAX_SAFE_INTEGER };
+  const plan = await repo.service.planRead(repo.keyring.pathId(absPath), choice, spec);
+  if (!plan) return undefined;
+  const snapshot = new Snapshot(repo, plan.snapshot);
+  const mine = (s: Snapshot) => (!host || s.meta.host === host) && s.covers(absPath);
+  if (when.kind !== 'id' && (!mine(snapshot) || plan.newer.some((row) => mine(new Snapshot(repo, row))))) return undefined;
+  const v = plan.version;
+  if (v.size > 0 && v.end !== v.size - 1) throw integrity(`${absPath}: the TOC of version ${v.id} does not end at its size, ${v.size} bytes`, { version: v.id });
+  return { snapshot, file: { path: absPath, version: v }, start: plan.start, end: plan.end, first: { pieces: plan.pieces, next: plan.next } };
+}
+
 /** The bytes of [start, end] (inclusive) of a version, block piece by block piece. */
 const PREFETCH = 8;
 
-export async function* readRange(repo: Repository, version: VersionRow, start: number, end: number): AsyncGenerator<Buffer> {
+export async function* readRange(repo: Repository, version: VersionRow, start: number, end: number, first?: { pieces: Piece[]; next: number | null }): AsyncGenerator<Buffer> {
   if (end >= version.size) throw integrity(`read past the end of version ${version.id}`);
   // Reads of the next few blocks start early, so the store works while we decode and write.
   const ahead: { p: Piece; block: Promise<Buffer> }[] = [];
-  const pieces = repo.service.pieces(version.id, start, end)[Symbol.asyncIterator]();
+  const pieces = (first ? planned(repo, version, end, first) : repo.service.pieces(version.id, start, end))[Symbol.asyncIterator]();
   const fill = async () => {
     while (ahead.length < PREFETCH) {
       const next = await pieces.next();

@@ -294,6 +294,13 @@ export class Catalog {
     return this.st.snapshotsByPrefix.all(prefix, prefix) as SnapshotRow[];
   }
 
+  /** Committed snapshots at or before `time`, newest first, at most `limit`. */
+  snapshotsBefore(time: number, limit: number): SnapshotRow[] {
+    return this.db
+      .prepare('SELECT seq, id, time, lineage, meta, root, parent FROM snapshots WHERE committed = 1 AND time <= ? ORDER BY time DESC, seq DESC LIMIT ?')
+      .all(time, limit) as SnapshotRow[];
+  }
+
   parentCandidate(lineage: Buffer, time: number): SnapshotRow | undefined {
     return this.st.parentCandidate.get(lineage, time) as SnapshotRow | undefined;
   }

@@ -13,8 +13,10 @@ import type { BlockCache } from '../storage/cache.js';
 import type { HttpStorage, Reply } from '../storage/http.js';
 import type { SnapshotRow, TocRow, VersionRow } from './catalog.js';
 import type { PackEntry } from './pack.js';
+import type { PackInfo, VersionProblem } from '../engine/check.js';
 import type { PrunePlan } from '../engine/prune.js';
-import type { BackupStart, CatalogService, ResealedToc, StoredVersionRow, VersionRecord, VersionUpload } from './service.js';
+import type { RangeSpec } from '../util/range.js';
+import type { BackupStart, CatalogService, ReadPlan, ResealedToc, SnapshotChoice, StoredVersionRow, VersionRecord, VersionUpload } from './service.js';
 import {
   decodeBlockList,
   decodeIds,
@@ -160,6 +162,31 @@ export class RemoteService implements CatalogService {
       if (id) this.remember(id);
     }
     return list;
+  }
+
+  async planRead(path: Buffer, choice: SnapshotChoice, spec: RangeSpec | undefined): Promise<ReadPlan | undefined> {
+    const q = new URLSearchParams('prefix' in choice ? { prefix: choice.prefix } : choice.until < Number.MAX_SAFE_INTEGER ? { until: String(choice.until) } : {});
+    for (const k of ['start', 'end', 'suffix'] as const) if (spec?.[k] !== undefined) q.set(k, String(spec[k]));
+    const r = await this.http.call('GET', `/v1/paths/${path.toString('hex')}/plan?${q.toString()}`);
+    // No plan (or a range the client words its own error for): the client looks itself.
+    if (r.status === 404 || r.status === 416) return undefined;
+    if (r.status !== 200) throw this.refusal(r, 'GET', 'read plan');
+    const j = parse<{ snapshot: unknown; newer: unknown; version: unknown; start: unknown; end: unknown; pieces: unknown; next: unknown }>(r, this.http.location);
+    const snapshot = snapshotFromJson(j.snapshot);
+    const version = versionRow(j.version, snapshot.seq);
+    const start = Number(j.start);
+    const end = Number(j.end);
+    if (!Array.isArray(j.newer) || !Array.isArray(j.pieces) || !Number.isSafeInteger(start) || !Number.isSafeInteger(end) || (j.next !== null && !Number.isSafeInteger(j.next))) {
+      throw integrity(`${this.http.location} sent a malformed read plan`);
+    }
+    const pieces = j.pieces.map(pieceFromJson);
+    let at = start;
+    for (const p of pieces) {
+      if (p.at !== at) throw integrity(`${this.http.location} sent pieces out of order`);
+      at += p.length;
+    }
+    if ((j.next === null && end >= start && at !== end + 1) || (j.next !== null && j.next !== at)) throw integrity(`${this.http.location} sent pieces that do not cover the range`);
+    return { snapshot, newer: j.newer.map(snapshotFromJson), version, start, end, pieces, next: j.next as number | null };
   }
 
   async toc(version: number): Promise<TocRow[]> {
@@ -335,6 +362,37 @@ export class RemoteService implements CatalogService {
 
   async pruneSweep(packs: readonly string[], started: number): Promise<{ deletedPacks: number; orphanPacks: number; bytesFreed: number }> {
     return this.json('POST', `/v1/maintenance/${this.lease}/sweep`, 'prune', { packs, started });
+  }
+
+  checkPacks(): Promise<{ packs: PackInfo[]; errors: string[]; warnings: string[]; bad: string[] }> {
+    return this.json('GET', '/v1/check/packs', 'pack check');
+  }
+
+  async packBlobs(pack: string): Promise<PackEntry[]> {
+    const j = await this.json<{ blobs: unknown }>('GET', `/v1/packs/${pack}/blobs`, `pack ${pack.slice(0, 16)}`);
+    return packEntriesFromJson(j.blobs, Number.MAX_SAFE_INTEGER, 0);
+  }
+
+  async checkPass(which: 'current' | 'new'): Promise<number> {
+    const j = await this.json<{ pass: unknown }>('POST', '/v1/check/pass', 'check pass', { which });
+    if (!Number.isSafeInteger(j.pass)) throw integrity(`${this.http.location} sent a malformed check pass`);
+    return j.pass as number;
+  }
+
+  async markChecked(pack: string): Promise<void> {
+    await this.json('POST', `/v1/packs/${pack}/checked`, `pack ${pack.slice(0, 16)}`, {});
+  }
+
+  checkTocs(): Promise<{ versions: number; problems: VersionProblem[]; bad: string[] }> {
+    return this.json('GET', '/v1/check/tocs', 'TOC check');
+  }
+
+  async damage(bad: readonly string[]): Promise<{ version: number; ranges: [number, number][] }[]> {
+    return (await this.json<{ damage: { version: number; ranges: [number, number][] }[] }>('POST', '/v1/check/damage', 'damage', { blocks: bad })).damage;
+  }
+
+  async repair(bad: readonly string[]): Promise<number> {
+    return (await this.json<{ repaired: number }>('POST', '/v1/check/repair', 'repair', { blocks: bad })).repaired;
   }
 
   async close(): Promise<void> {

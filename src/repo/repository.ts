@@ -3,7 +3,7 @@
  * config's format version and unlocks the master key (from a password, which
  * pays for scrypt, or from an exported key file, which does not).
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { chunkerParams, DEFAULT_AVG, gearTable, type ChunkerParams } from '../chunker/fastcdc.js';
@@ -132,8 +132,17 @@ export class Repository {
     if (isUrl(root)) {
       const storage = httpStorage(root, remote);
       try {
-        const config = parseConfig(await readRemoteConfig(storage), storage.location);
-        const keyring = await unlock(storage, config, creds);
+        const cached = cachedConfig(storage, remote);
+        let config = parseConfig(cached?.text ?? (await readRemoteConfig(storage, remote)), storage.location);
+        let keyring: Keyring;
+        try {
+          keyring = await unlock(storage, config, creds);
+        } catch (e) {
+          // A config kept from an earlier run may belong to a repository since replaced at this URL.
+          if (!cached || !(e instanceof StrataError) || e.exitCode !== ExitCode.wrongKey) throw e;
+          config = parseConfig(await readRemoteConfig(storage, remote), storage.location);
+          keyring = await unlock(storage, config, creds);
+        }
         return new Repository(storage.location, storage, config, keyring, remoteService(storage, config, remote));
       } catch (e) {
         await storage.close();
@@ -264,13 +273,45 @@ function remoteService(storage: HttpStorage, config: RepoConfig, remote: RemoteO
   return new RemoteService(storage, cache);
 }
 
-async function readRemoteConfig(storage: HttpStorage): Promise<string> {
+/**
+ * A server's config, kept beside the block cache: it never changes (objects
+ * are write-once), and not asking for it saves a round trip on every command.
+ */
+function configFile(storage: HttpStorage, remote: RemoteOptions): string | undefined {
+  if (remote.cacheDir === null) return undefined;
+  const name = createHash('sha256').update(storage.location).digest('hex').slice(0, 32);
+  return path.join(remote.cacheDir ?? defaultCacheDir(), 'servers', `${name}.config`);
+}
+
+function cachedConfig(storage: HttpStorage, remote: RemoteOptions): { text: string } | undefined {
+  const file = configFile(storage, remote);
   try {
-    return (await storage.get({ kind: 'config', name: 'config' })).toString('utf8');
+    return file ? { text: fs.readFileSync(file, 'utf8') } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function readRemoteConfig(storage: HttpStorage, remote: RemoteOptions): Promise<string> {
+  let text: string;
+  try {
+    text = (await storage.get({ kind: 'config', name: 'config' })).toString('utf8');
   } catch (e) {
     if (e instanceof StrataError && e.code === 'not_found') throw noRepository(`no repository at ${storage.location} (create one with "strata init")`);
     throw e;
   }
+  const file = configFile(storage, remote);
+  if (file) {
+    try {
+      fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+      const tmp = `${file}.${process.pid}.tmp`;
+      fs.writeFileSync(tmp, text, { mode: 0o600 });
+      fs.renameSync(tmp, file);
+    } catch {
+      // A cache is optional.
+    }
+  }
+  return text;
 }
 
 function readConfig(dir: string): RepoConfig {

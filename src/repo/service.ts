@@ -12,7 +12,9 @@ import { blocksOf, resolveRange, type Piece } from '../engine/resolve.js';
 import { diffBlocks, TocList } from '../engine/toc.js';
 import { tocRows, type TargetVersion } from '../engine/versions.js';
 import type { Storage } from '../storage/storage.js';
+import { resolveRange as resolveByteRange, type RangeSpec } from '../util/range.js';
 import { retryStale, type Catalog, type SnapshotRow, type TocRow, type VersionRow } from './catalog.js';
+import { checkPacks, checkPass, checkTocs, damageOf, markChecked, packBlobs, repairBlocks, type PackInfo, type VersionProblem } from '../engine/check.js';
 import { forgetInCatalog } from '../engine/forget.js';
 import { pruneMark, pruneSweep, type PrunePlan } from '../engine/prune.js';
 import { Lease } from './lease.js';
@@ -50,6 +52,30 @@ export interface ResealedToc {
   old: readonly Buffer[];
 }
 
+/** Which snapshot a read means: the newest at or before a time, or one id prefix. */
+export type SnapshotChoice = { until: number } | { prefix: string };
+
+/**
+ * Everything a range read needs, found in one question: the snapshot (the
+ * newest chosen one holding the path), the snapshots newer than it that do
+ * not (the client checks none of them covers the path), the version, the
+ * resolved range and the first page of its pieces.
+ */
+export interface ReadPlan {
+  snapshot: SnapshotRow;
+  newer: SnapshotRow[];
+  version: StoredVersionRow;
+  start: number;
+  end: number;
+  pieces: Piece[];
+  /** Where the next page of pieces starts, if there is one. */
+  next: number | null;
+}
+
+/** Snapshots a read plan looks through before it gives up (the client then looks itself). */
+export const PLAN_SNAPSHOTS = 64;
+export const PLAN_PIECES = 1024;
+
 export interface BackupStart {
   lease: string;
   parent?: SnapshotRow;
@@ -71,6 +97,8 @@ export interface CatalogService {
   toc(version: number): Promise<TocRow[]>;
   /** A blob's sealed bytes, wherever its pack is. */
   readSealed(id: Buffer): Promise<Buffer>;
+  /** A read plan for a path (keyed id) and a range; undefined when the client must look itself. */
+  planRead(path: Buffer, choice: SnapshotChoice, range: RangeSpec | undefined): Promise<ReadPlan | undefined>;
 
   /** True when the block is known to be stored. May say false for a stored block; `missing` is exact. */
   hasBlock(id: Buffer): boolean;
@@ -97,6 +125,15 @@ export interface CatalogService {
   /** The catalog's half of prune: phase one (see pruneMark), then the sweep once live blobs moved. */
   pruneMark(dryRun: boolean): Promise<PrunePlan>;
   pruneSweep(packs: readonly string[], started: number): Promise<{ deletedPacks: number; orphanPacks: number; bytesFreed: number }>;
+
+  /** The catalog's halves of check (see engine/check.ts); reading and decoding blocks is the client's. */
+  checkPacks(): Promise<{ packs: PackInfo[]; errors: string[]; warnings: string[]; bad: string[] }>;
+  packBlobs(pack: string): Promise<PackEntry[]>;
+  checkPass(which: 'current' | 'new'): Promise<number>;
+  markChecked(pack: string): Promise<void>;
+  checkTocs(): Promise<{ versions: number; problems: VersionProblem[]; bad: string[] }>;
+  damage(bad: readonly string[]): Promise<{ version: number; ranges: [number, number][] }[]>;
+  repair(bad: readonly string[]): Promise<number>;
 
   close(): Promise<void>;
 }
@@ -140,11 +177,46 @@ export class LocalService implements CatalogService {
   }
 
   async blockList(version: number, size: number): Promise<BlockList> {
-    return size > 0 ? blocksOf(this.catalog, version, size) : new BlockList(1);
+    return storedBlocksOf(this.catalog, version, size, this.verify);
   }
 
   async toc(version: number): Promise<TocRow[]> {
     return this.catalog.toc(version);
+  }
+
+  async planRead(path: Buffer, choice: SnapshotChoice, spec: RangeSpec | undefined): Promise<ReadPlan | undefined> {
+    let snapshot: SnapshotRow | undefined;
+    let version: StoredVersionRow | undefined;
+    const newer: SnapshotRow[] = [];
+    if ('prefix' in choice) {
+      const rows = this.catalog.snapshotsByPrefix(choice.prefix);
+      if (rows.length !== 1) return undefined;
+      snapshot = rows[0]!;
+      version = await this.version(snapshot.seq, path);
+    } else {
+      for (const row of this.catalog.snapshotsBefore(choice.until, PLAN_SNAPSHOTS)) {
+        version = await this.version(row.seq, path);
+        if (version) {
+          snapshot = row;
+          break;
+        }
+        newer.push(row);
+      }
+    }
+    if (!snapshot || !version) return undefined;
+    const range = version.size === 0 && !spec ? { start: 0, end: -1 } : resolveByteRange(spec, version.size);
+    const pieces: Piece[] = [];
+    let next: number | null = null;
+    if (range.end >= range.start) {
+      for (const p of resolveRange(this.catalog, version.id, range.start, range.end)) {
+        if (pieces.length === PLAN_PIECES) {
+          next = p.at;
+          break;
+        }
+        pieces.push(p);
+      }
+    }
+    return { snapshot, newer, version, start: range.start, end: range.end, pieces, next };
   }
 
   /**
@@ -221,7 +293,7 @@ export class LocalService implements CatalogService {
           rows: () => {
             const prev = parent ? this.catalog.version(parent.seq, v.path) : undefined;
             const target: TargetVersion | undefined = prev && parent ? { id: prev.id, snapshotId: parent.id, depth: prev.depth } : undefined;
-            const entries = versionEntries(this.catalog, v, prev);
+            const entries = versionEntries(this.catalog, v, prev, this.verify);
             return tocRows(this.catalog, entries, entries.refEntries > 0 ? target : undefined);
           },
         })),
@@ -279,6 +351,34 @@ export class LocalService implements CatalogService {
     return pruneSweep(this.catalog, this.storage, packs, started);
   }
 
+  checkPacks(): Promise<{ packs: PackInfo[]; errors: string[]; warnings: string[]; bad: string[] }> {
+    return checkPacks(this.catalog, this.storage);
+  }
+
+  async packBlobs(pack: string): Promise<PackEntry[]> {
+    return packBlobs(this.catalog, pack);
+  }
+
+  async checkPass(which: 'current' | 'new'): Promise<number> {
+    return checkPass(this.catalog, which);
+  }
+
+  async markChecked(pack: string): Promise<void> {
+    markChecked(this.catalog, pack);
+  }
+
+  async checkTocs(): Promise<{ versions: number; problems: VersionProblem[]; bad: string[] }> {
+    return checkTocs(this.catalog);
+  }
+
+  async damage(bad: readonly string[]): Promise<{ version: number; ranges: [number, number][] }[]> {
+    return damageOf(this.catalog, bad);
+  }
+
+  async repair(bad: readonly string[]): Promise<number> {
+    return repairBlocks(this.catalog, bad);
+  }
+
   /** Renews a lease held for a remote client; false when it is not (or no longer) ours. */
   renew(lease: string): boolean {
     const l = this.leases.get(lease);
@@ -297,7 +397,7 @@ export class LocalService implements CatalogService {
  * The TOC entries of a version: one ref to the parent's version when the file
  * is unchanged, else the seed's claim 1 (diffBlocks) against the parent's blocks.
  */
-function versionEntries(catalog: Catalog, v: VersionUpload, prev: VersionRow | undefined): TocList {
+function versionEntries(catalog: Catalog, v: VersionUpload, prev: VersionRow | undefined, storedOnly: boolean): TocList {
   if (!v.blocks) {
     if (!prev || prev.size !== v.size) throw new StrataError('bad_version', 'a version sent as unchanged has no parent version of its size');
     const list = new TocList();
@@ -305,7 +405,24 @@ function versionEntries(catalog: Catalog, v: VersionUpload, prev: VersionRow | u
     return list;
   }
   if (v.blocks.size !== v.size) throw new StrataError('bad_version', `a version's blocks add up to ${v.blocks.size} bytes, not its size ${v.size}`);
-  const previous = prev && prev.size > 0 ? blocksOf(catalog, prev.id, prev.size) : new BlockList(1);
-  return diffBlocks(previous, v.blocks);
+  return diffBlocks(prev ? storedBlocksOf(catalog, prev.id, prev.size, storedOnly) : new BlockList(1), v.blocks);
+}
+
+/**
+ * A version's blocks. For a remote client, which cannot ask about each block
+ * as it goes, blocks no longer stored (dropped by check --repair) lose their
+ * ids: the client then reads those bytes as new and stores them again, and
+ * the server's diff agrees. The ones named are rescued from prune.
+ */
+function storedBlocksOf(catalog: Catalog, version: number, size: number, storedOnly: boolean): BlockList {
+  if (size === 0) return new BlockList(1);
+  const list = blocksOf(catalog, version, size);
+  if (!storedOnly) return list;
+  const out = new BlockList(Math.max(1, list.length));
+  for (let i = 0; i < list.length; i++) {
+    const id = list.id(i);
+    out.push(id && catalog.hasBlock(id) ? id : null, list.end(i) - list.start(i) + 1);
+  }
+  return out;
 }
 

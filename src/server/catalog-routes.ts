@@ -200,6 +200,38 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
     },
     {
       method: 'GET',
+      path: '/v1/paths/{path}/plan',
+      role: 'read',
+      maxBody: 0,
+      handle: async (ctx) => {
+        const q = query(ctx);
+        const prefix = q.get('prefix');
+        if (prefix !== null && !/^[0-9a-f]{1,64}$/.test(prefix)) throw new HttpError(400, 'bad_request', 'prefix must be hex');
+        const choice = prefix !== null ? { prefix } : { until: q.get('until') === null ? Number.MAX_SAFE_INTEGER : int(q.get('until'), 'until') };
+        const opt = (k: string) => (q.get(k) === null ? undefined : int(q.get(k), k));
+        const spec = { start: opt('start'), end: opt('end'), suffix: opt('suffix') };
+        const hasSpec = spec.start !== undefined || spec.end !== undefined || spec.suffix !== undefined;
+        let plan;
+        try {
+          plan = await svc().planRead(id(ctx.params.path, 'path'), choice, hasSpec ? spec : undefined);
+        } catch (e) {
+          if (e instanceof StrataError && e.code === 'range_not_satisfiable') throw new HttpError(416, 'range_not_satisfiable', e.message);
+          throw e;
+        }
+        if (!plan) throw new HttpError(404, 'not_found', 'no plan: look the path up in the trees');
+        sendJson(ctx, 200, {
+          snapshot: snapshotToJson(plan.snapshot),
+          newer: plan.newer.map(snapshotToJson),
+          version: plan.version,
+          start: plan.start,
+          end: plan.end,
+          pieces: plan.pieces.map(pieceToJson),
+          next: plan.next,
+        });
+      },
+    },
+    {
+      method: 'GET',
       path: '/v1/versions/{version}',
       role: 'read',
       maxBody: 0,
@@ -391,6 +423,67 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
     },
     {
       method: 'GET',
+      path: '/v1/check/packs',
+      role: 'read',
+      maxBody: 0,
+      handle: async (ctx) => sendJson(ctx, 200, await svc().checkPacks()),
+    },
+    {
+      method: 'GET',
+      path: '/v1/check/tocs',
+      role: 'read',
+      maxBody: 0,
+      handle: async (ctx) => sendJson(ctx, 200, await svc().checkTocs()),
+    },
+    {
+      method: 'GET',
+      path: '/v1/packs/{name}/blobs',
+      role: 'read',
+      maxBody: 0,
+      handle: async (ctx) => {
+        const name = packName(ctx.params.name);
+        if (!keeperCatalog(keeper).packIndexed(name)) throw new HttpError(404, 'not_found', 'no such pack in the catalog');
+        sendJson(ctx, 200, { blobs: packEntriesToJson(await svc().packBlobs(name)) });
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/packs/{name}/checked',
+      role: 'admin',
+      maxBody: MAX_JSON_BYTES,
+      handle: async (ctx) => {
+        await jsonBody(ctx);
+        await svc().markChecked(packName(ctx.params.name));
+        ctx.res.writeHead(204).end();
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/check/pass',
+      role: 'admin',
+      maxBody: MAX_JSON_BYTES,
+      handle: async (ctx) => {
+        const j = await jsonBody(ctx);
+        if (j.which !== 'current' && j.which !== 'new') throw new HttpError(400, 'bad_request', 'which must be "current" or "new"');
+        sendJson(ctx, 200, { pass: await svc().checkPass(j.which) });
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/check/damage',
+      role: 'read',
+      maxBody: MAX_JSON_BYTES,
+      handle: async (ctx) => sendJson(ctx, 200, { damage: await svc().damage(blockList((await jsonBody(ctx)).blocks)) }),
+    },
+    {
+      method: 'POST',
+      path: '/v1/check/repair',
+      role: 'admin',
+      maxBody: MAX_JSON_BYTES,
+      handle: async (ctx) => sendJson(ctx, 200, { repaired: await svc().repair(blockList((await jsonBody(ctx)).blocks)) }),
+    },
+    {
+      method: 'GET',
       path: '/v1/versions/{version}/record',
       role: 'read',
       maxBody: 0,
@@ -456,6 +549,16 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
 
 function keeperCatalog(keeper: CatalogKeeper): Catalog {
   return keeper.get().catalog;
+}
+
+function packName(s: string | undefined): string {
+  if (!s || !/^[0-9a-f]{64}$/.test(s)) throw new HttpError(400, 'bad_name', 'invalid pack name');
+  return s;
+}
+
+function blockList(v: unknown): string[] {
+  if (!Array.isArray(v) || !v.every((b) => typeof b === 'string' && /^[0-9a-f]{64}$/.test(b))) throw new HttpError(400, 'bad_request', 'blocks must be a list of block ids');
+  return v as string[];
 }
 
 function held(keeper: CatalogKeeper, lease: string): void {

@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import type { Command } from 'commander';
-import { absolutePath, openFile, readRange } from '../../engine/read.js';
+import { absolutePath, openFile, planRead, readRange } from '../../engine/read.js';
 import { findSnapshot } from '../../engine/snapshot.js';
 import { usageError } from '../../errors.js';
 import { parseRange, resolveRange } from '../../util/range.js';
@@ -26,16 +26,19 @@ export function register(program: Command): void {
       const repo = await openRepo(cmd, { readonly: true });
       try {
         const abs = absolutePath(p);
-        const snap = await findSnapshot(repo, when, abs, opts.host);
-        const file = await openFile(snap, abs);
+        // From a server, one question finds snapshot, version and pieces, where walking
+        // the trees costs a round trip each; a local read walks them (and checks sizes against them).
+        const plan = repo.remote ? await planRead(repo, when, abs, opts.host, spec) : undefined;
+        const snap = plan?.snapshot ?? (await findSnapshot(repo, when, abs, opts.host));
+        const file = plan?.file ?? (await openFile(snap, abs));
         const size = file.version.size;
-        const range = size === 0 && !spec ? { start: 0, end: -1 } : resolveRange(spec, size);
+        const range = plan ? { start: plan.start, end: plan.end } : size === 0 && !spec ? { start: 0, end: -1 } : resolveRange(spec, size);
         const length = Math.max(0, range.end - range.start + 1);
         if (g.json && !opts.output && length > JSON_DATA_LIMIT) throw usageError(`range too large for --json (${length} bytes); add --output FILE`);
         const chunks: Buffer[] = [];
         const out = opts.output ? fs.createWriteStream(opts.output) : g.json ? undefined : process.stdout;
         if (length > 0) {
-          for await (const piece of readRange(repo, file.version, range.start, range.end)) {
+          for await (const piece of readRange(repo, file.version, range.start, range.end, plan?.first)) {
             if (out) {
               if (!out.write(piece)) await new Promise<void>((r) => out.once('drain', () => r()));
             } else chunks.push(Buffer.from(piece));
