@@ -9,6 +9,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as http from 'node:http';
+import { routeTable } from '../src/server/routes.js';
 import { BIN, cliEnv, Rng, strata, strataAsync, tempDir } from './helpers.js';
 
 interface Server {
@@ -312,6 +314,58 @@ describe('remote backups under faults and load', () => {
     expect(fs.readFileSync(path.join(out, data, 'f.bin')).equals(bytes)).toBe(true);
   });
 
+  it('malformed catalog requests by the thousand: each gets a 4xx JSON error, then a normal backup and restore work', async () => {
+    const dir = path.join(tempDir(), 'served');
+    const srv = await serve(dir);
+    const tok = token(dir, 'ops', 'admin');
+    const env = client(srv.url, tok);
+    ok(['init', '--scrypt-n', '1024'], env);
+    const data = tempDir('strata-remote-bad-');
+    fs.writeFileSync(path.join(data, 'f.bin'), new Rng(3).bytes(500_000));
+    ok(['backup', data], env);
+    const rng = new Rng(77);
+    const hex = (n: number) => rng.bytes(n).toString('hex');
+    const params = () => rng.pick(['1', '0', '-1', 'abc', '..', '%2e%2e', '%00', '9'.repeat(30), hex(32), hex(31) + 'g', hex(16), '']);
+    const queries = () => rng.pick(['', '?start=0&end=10', '?start=10&end=0', '?start=-1&end=x', `?prefix=${hex(2)}`, '?prefix=ZZ', '?until=abc', `?start=0&end=${'9'.repeat(20)}`, '?suffix=5', '?start=0&end=1&start=3']);
+    const bodies = (): Buffer | undefined =>
+      rng.pick([
+        undefined,
+        Buffer.alloc(0),
+        rng.bytes(1 + rng.int(300)),
+        Buffer.from('{"a":[1,'),
+        Buffer.from('[]'),
+        Buffer.from('null'),
+        Buffer.from(JSON.stringify({ snapshots: 'x', entries: [[1, 2]], lineage: 5, time: -1, parent: 'p', blocks: [1], packs: [hex(32)], started: 'x', which: 'old', tocs: [{}], dryRun: 'yes', waitMs: 'soon' })),
+        Buffer.from(JSON.stringify({ entries: [[hex(32), 'data', 0, 10, 10]], id: hex(32), lease: 'x', time: 1, lineage: '', meta: '', parent: null, root: hex(32), record: hex(32), blobs: [hex(32)] })),
+        Buffer.from(JSON.stringify({ tocs: [null], snapshots: [null], packs: [null], blocks: [null], entries: null, blobs: [null], which: null })),
+        Buffer.concat([Buffer.from([5, 0, 0, 0, 3]), rng.bytes(40)]),
+      ]);
+    const catalogRoutes = routeTable().filter((r) => !r.path.startsWith('/v1/objects') && r.path !== '/v1/health');
+    const statuses: number[] = [];
+    let n = 0;
+    const worker = async () => {
+      while (n < 1500) {
+        n++;
+        const r = rng.pick(catalogRoutes);
+        const p = r.path.replace(/\{[a-z]+\}/g, params) + queries();
+        const body = r.method === 'GET' || r.method === 'DELETE' ? undefined : bodies();
+        const reply = await send(srv.url, r.method, p, tok, body);
+        statuses.push(reply.status);
+        if (reply.status >= 400) expect(reply.json, `${r.method} ${p}`).toMatchObject({ error: expect.any(String), message: expect.any(String) });
+      }
+    };
+    await Promise.all(Array.from({ length: 16 }, worker));
+    expect(statuses.filter((c) => c >= 500)).toEqual([]);
+    expect(new Set(statuses)).toContain(400);
+    expect(new Set(statuses)).toContain(404);
+    fs.writeFileSync(path.join(data, 'g.bin'), new Rng(4).bytes(300_000));
+    ok(['backup', data], env);
+    const out = path.join(tempDir(), 'out');
+    ok(['restore', data, '--target', out], env);
+    for (const f of ['f.bin', 'g.bin']) expect(fs.readFileSync(path.join(out, data, f)).equals(fs.readFileSync(path.join(data, f)))).toBe(true);
+    expect(json<{ ok: boolean }>(['check'], env).ok).toBe(true);
+  });
+
   it('a client killed mid-upload: nothing half-committed shows, and the retry sends only what is missing', async () => {
     const dir = path.join(tempDir(), 'served');
     const srv = await serve(dir);
@@ -409,6 +463,29 @@ describe('remote backups under faults and load', () => {
     expect(hwm).toBeLessThan(400 * 1024 * 1024);
   });
 });
+
+function send(url: string, method: string, p: string, tok: string, body?: Buffer): Promise<{ status: number; json: unknown }> {
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string> = { Authorization: `Bearer ${tok}` };
+    if (body) headers['Content-Length'] = String(body.length);
+    const req = http.request(`${url}${p}`, { method, headers, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let json: unknown;
+        try {
+          json = JSON.parse(text);
+        } catch {
+          json = undefined;
+        }
+        resolve({ status: res.statusCode ?? 0, json });
+      });
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
 
 async function until(check: () => boolean, ms: number): Promise<void> {
   const end = Date.now() + ms;

@@ -59,6 +59,7 @@ export class Lease {
   private constructor(
     private readonly catalog: Catalog,
     readonly id: string,
+    readonly kind: LeaseKind,
     readonly started: number,
     autoRenew: boolean,
   ) {
@@ -101,7 +102,7 @@ export class Lease {
         catalog.db
           .prepare('INSERT INTO leases(id, kind, host, pid, started, heartbeat, parent) VALUES (?, ?, ?, ?, ?, ?, ?)')
           .run(id, kind, HOST_ID, process.pid, now, now, inner?.parent ?? null);
-        return { lease: new Lease(catalog, id, now, opts.renew ?? true), value: inner?.value };
+        return { lease: new Lease(catalog, id, kind, now, opts.renew ?? true), value: inner?.value };
       });
       if ('lease' in got) return { lease: got.lease!, value: got.value };
       const b = got.blocker!;

@@ -299,7 +299,7 @@ export class RemoteService implements CatalogService {
       // The server waits a little itself; longer waits are a loop of requests.
       const left = Math.max(0, deadline - Date.now());
       try {
-        const j = await this.json<{ lease: unknown }>('POST', '/v1/maintenance', 'maintenance', { waitMs: Math.min(left, 30_000) });
+        const j = await this.json<{ lease: unknown }>('POST', '/v1/maintenance', 'maintenance', { waitMs: Math.min(left, 10_000) });
         if (typeof j.lease !== 'string') throw integrity(`${this.http.location} sent a malformed lease`);
         this.maintenance = j.lease;
         this.keepAlive(j.lease);

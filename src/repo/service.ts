@@ -322,9 +322,10 @@ export class LocalService implements CatalogService {
     return lease.id;
   }
 
-  /** Whether this process holds `lease` of that kind for a client (a served repository checks before maintenance). */
-  holds(lease: string): boolean {
-    return this.leases.has(lease);
+  /** Whether this process holds `lease`, of that kind and still live, for a client (a served repository checks before maintenance). */
+  holds(lease: string, kind: 'backup' | 'maintenance'): boolean {
+    const l = this.leases.get(lease);
+    return l !== undefined && l.kind === kind && l.renew();
   }
 
   async forgetSnapshots(candidates: readonly number[]): Promise<{ removed: number[]; inUse: number[]; touched: number[] }> {
@@ -382,7 +383,10 @@ export class LocalService implements CatalogService {
   /** Renews a lease held for a remote client; false when it is not (or no longer) ours. */
   renew(lease: string): boolean {
     const l = this.leases.get(lease);
-    return l ? l.renew() : false;
+    if (l?.renew()) return true;
+    // Gone stale (its client went quiet) and removed: forget it here too.
+    this.leases.delete(lease);
+    return false;
   }
 
   async close(): Promise<void> {

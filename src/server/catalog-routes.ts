@@ -35,6 +35,8 @@ const MAX_IDS_BYTES = 32 * 65536;
 const MAX_JSON_BYTES = 16 * 1024 * 1024;
 /** Pieces per answer; the client asks again from where one stops. */
 export const PIECES_PER_PAGE = 8192;
+/** How long a request may wait for another maintenance to end; a client waiting longer asks again. */
+export const MAX_LOCK_WAIT_MS = 10_000;
 
 export class CatalogKeeper {
   private service?: LocalService;
@@ -117,6 +119,7 @@ const STATUS: Record<string, [number, string]> = {
   missing_blocks: [409, 'missing_blocks'],
   stale_target: [409, 'stale_target'],
   locked: [409, 'locked'],
+  local_only: [409, 'local_only'],
   integrity: [409, 'integrity'],
 };
 
@@ -363,7 +366,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       handle: async (ctx) => {
         const j = await jsonBody(ctx);
         // A client may wait for another maintenance, but not hold a request open for long.
-        const waitMs = Math.min(j.waitMs === undefined ? 0 : num(j.waitMs, 'waitMs'), 60_000);
+        const waitMs = Math.min(j.waitMs === undefined ? 0 : num(j.waitMs, 'waitMs'), MAX_LOCK_WAIT_MS);
         sendJson(ctx, 201, { lease: await svc().startMaintenance(waitMs, undefined, { renew: false }) });
       },
     },
@@ -392,7 +395,11 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
           if (!Array.isArray(v)) throw new HttpError(400, 'bad_request', `${what} must be a list of ids`);
           return v.map((x) => id(x as string, what));
         };
-        const list = j.tocs.map((t: Record<string, unknown>) => ({ version: num(t.version, 'version'), toc: id(t.toc as string, 'toc'), segments: ids(t.segments, 'segments'), old: ids(t.old, 'old') }));
+        const list = j.tocs.map((t: unknown) => {
+          if (typeof t !== 'object' || t === null) throw new HttpError(400, 'bad_request', 'each TOC is an object');
+          const o = t as Record<string, unknown>;
+          return { version: num(o.version, 'version'), toc: id(o.toc as string, 'toc'), segments: ids(o.segments, 'segments'), old: ids(o.old, 'old') };
+        });
         await svc().setVersionTocs(list);
         ctx.res.writeHead(204).end();
       },
@@ -562,7 +569,7 @@ function blockList(v: unknown): string[] {
 }
 
 function held(keeper: CatalogKeeper, lease: string): void {
-  if (!keeper.get().holds(lease)) throw new HttpError(409, 'no_lease', 'this needs the maintenance lease (it went stale, or was never taken)');
+  if (!keeper.get().holds(lease, 'maintenance')) throw new HttpError(409, 'no_lease', 'this needs the maintenance lease (it went stale, or was never taken)');
 }
 
 function pending(keeper: CatalogKeeper, seq: number): number {
