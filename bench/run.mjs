@@ -1,16 +1,19 @@
 #!/usr/bin/env node
-// npm run bench -- [--size 1G] [--runs 3] [--chain 100] [--tools strata,restic,borg,casync] [--json] [--dir .bench] [--keep]
+// npm run bench -- [--size 1G] [--runs 3] [--chain 100] [--tools strata,strata-remote,restic,borg,casync] [--json] [--dir .bench] [--keep]
 // node bench/run.mjs --from report.json   (the table of a saved --json report)
 //
 // Runs strata and each installed peer on the same deterministic corpus, in
 // one run, alternating tools, and prints medians and strata/peer ratios.
 // Peers come from Debian: apt-get install restic borgbackup casync.
+// strata-remote is strata through a `strata serve` on loopback (bench/remote.mjs);
+// it adds a table of what goes over the wire: bytes and round trips.
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { makeCorpus, mutate, touchImage } from './corpus.mjs';
 import { arg, flag, log, ROOT, size, STRATA } from './args.mjs';
+import { addToken, isBlockGet, isPackPut, kinds, roundTrips, startServer } from './remote.mjs';
 
 
 
@@ -18,7 +21,7 @@ const opts = {
   size: size(arg('size', '1G')),
   runs: Number(arg('runs', '3')),
   chain: Number(arg('chain', '100')),
-  tools: arg('tools', 'strata,restic,borg,casync').split(','),
+  tools: arg('tools', 'strata,strata-remote,restic,borg,casync').split(','),
   json: flag('json'),
   dir: path.resolve(arg('dir', path.join(ROOT, '.bench'))),
 };
@@ -46,20 +49,8 @@ const sh = (s) => `'${s.replace(/'/g, `'\\''`)}'`;
 function tools(work, corpus) {
   const pw = { STRATA_PASSWORD: 'bench', RESTIC_PASSWORD: 'bench', BORG_PASSPHRASE: 'bench', BORG_RELOCATED_REPO_ACCESS_IS_OK: 'yes', BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK: 'yes' };
   const all = {
-    strata: {
-      repo: path.join(work, 'strata'),
-      init(r) {
-        timed(`node ${STRATA} init -q --repo ${r}`, pw);
-        timed(`node ${STRATA} key export --repo ${r} ${r}.key`, pw);
-      },
-      backup: (r) => `node ${STRATA} backup -q --repo ${r} --key-file ${r}.key ${sh(corpus)}`,
-      restore: (r, t) => `node ${STRATA} restore -q --repo ${r} --key-file ${r}.key --target ${t}`,
-      rangeCmd: (r, file, off, id, withPassword) =>
-        `node ${STRATA} cat --repo ${r} ${withPassword ? '' : `--key-file ${r}.key`} --at ${id} ${sh(file)} --range ${off}-${off + 4095} > /dev/null`,
-      oldest: (r) => JSON.parse(execFileSync('node', [STRATA, 'snapshots', '--json', '--repo', r, '--key-file', `${r}.key`]).toString())[0].id,
-      latest: (r) => JSON.parse(execFileSync('node', [STRATA, 'snapshots', '--json', '--repo', r, '--key-file', `${r}.key`]).toString()).at(-1).id,
-      env: pw,
-    },
+    strata: strata(path.join(work, 'strata'), corpus, pw, false),
+    'strata-remote': strata(path.join(work, 'strata-remote'), corpus, pw, true),
     restic: {
       repo: path.join(work, 'restic'),
       init(r) {
@@ -103,14 +94,107 @@ function tools(work, corpus) {
       env: {},
     },
   };
-  for (const t of Object.values(all)) t.reset = () => fs.rmSync(t.repo, { recursive: true, force: true });
+  for (const t of Object.values(all)) {
+    t.reset = () => {
+      t.server?.stop();
+      t.server = undefined;
+      fs.rmSync(t.repo, { recursive: true, force: true });
+    };
+  }
   return all;
+}
+
+/**
+ * strata on the repository directory r, or (remote) on a `strata serve` of r
+ * on loopback, started by init (and stopped by reset) with its own block
+ * cache beside r. Both use a key file; the remote backup writes its --json
+ * report (bytes sent, sealed bytes added) to r.backup.json.
+ */
+function strata(repo, corpus, pw, remote) {
+  const t = {
+    repo,
+    env: { ...pw },
+    where: (r) => (remote ? t.server.url : r),
+    init(r) {
+      if (remote) {
+        t.tokens = { bench: addToken(r, 'bench'), cold: addToken(r, 'cold') };
+        t.server = startServer(r, `${r}.log`);
+        Object.assign(t.env, { STRATA_TOKEN: t.tokens.bench, STRATA_CACHE_DIR: `${r}.cache` });
+      }
+      timed(`node ${STRATA} init -q --repo ${t.where(r)}`, t.env);
+      timed(`node ${STRATA} key export --repo ${t.where(r)} ${r}.key`, t.env);
+    },
+    backup: (r) =>
+      remote
+        ? `node ${STRATA} backup --json --repo ${t.where(r)} --key-file ${r}.key ${sh(corpus)} > ${r}.backup.json`
+        : `node ${STRATA} backup -q --repo ${r} --key-file ${r}.key ${sh(corpus)}`,
+    restore: (r, target) => `node ${STRATA} restore -q --repo ${t.where(r)} --key-file ${r}.key --target ${target}`,
+    rangeCmd: (r, file, off, id, withPassword) =>
+      `node ${STRATA} cat --repo ${t.where(r)} ${withPassword ? '' : `--key-file ${r}.key`} --at ${id} ${sh(file)} --range ${off}-${off + 4095} > /dev/null`,
+    /** `cat --json` of the same range: blocks read, bytes sent and received. */
+    rangeJson: (r, file, off, id, env = {}) =>
+      JSON.parse(
+        execFileSync('node', [STRATA, 'cat', '--json', '--repo', t.where(r), '--key-file', `${r}.key`, '--at', id, file, '--range', `${off}-${off + 4095}`], {
+          env: { ...process.env, ...t.env, ...env },
+        }).toString(),
+      ),
+    snapshots: (r) => JSON.parse(execFileSync('node', [STRATA, 'snapshots', '--json', '--repo', t.where(r), '--key-file', `${r}.key`], { env: { ...process.env, ...t.env } }).toString()),
+    oldest: (r) => t.snapshots(r)[0].id,
+    latest: (r) => t.snapshots(r).at(-1).id,
+  };
+  return t;
 }
 
 const median = (xs) => {
   const s = xs.filter((x) => x !== undefined).sort((a, b) => a - b);
   return s.length === 0 ? undefined : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
+/** The median of numbers; the distinct values of strings (lists of requests), joined. */
+const summarize = (xs) => (typeof xs[0] === 'string' ? [...new Set(xs)].join(' / ') : median(xs));
+const sum = (xs) => xs.reduce((a, b) => a + b, 0);
+
+/** A remote backup's traffic: its --json report (bytes sent, sealed bytes added) and the pack uploads the server logged since `mark`. */
+function upload(t, mark, prefix) {
+  const j = JSON.parse(fs.readFileSync(`${t.repo}.backup.json`, 'utf8'));
+  const packs = sum(t.server.requests(mark, 'bench').filter(isPackPut).map((r) => r.in));
+  return { [`${prefix}Sent`]: j.bytesSent, [`${prefix}Sealed`]: j.bytesAdded, [`${prefix}PacksSent`]: packs };
+}
+
+/**
+ * A cold 4 KiB `cat --range` from the server, 3 times, each in a fresh cache
+ * directory that holds only the server's config kept by earlier commands
+ * (keepConfig) or nothing: medians of wall time, bytes received, blocks read,
+ * and the requests the server logged for it (under the "cold" token).
+ */
+function coldRead(t, file, off, id, keepConfig) {
+  const kept = path.join(t.env.STRATA_CACHE_DIR, 'servers');
+  if (keepConfig && !fs.existsSync(kept)) throw new Error(`no server config kept in ${kept}`);
+  const cache = `${t.repo}.cold-cache`;
+  const json = `${t.repo}.cat.json`;
+  const reads = [0, 1, 2].map(() => {
+    fs.rmSync(cache, { recursive: true, force: true });
+    fs.mkdirSync(cache);
+    if (keepConfig) fs.cpSync(kept, path.join(cache, 'servers'), { recursive: true });
+    const mark = t.server.mark();
+    const cmd = `node ${STRATA} cat --json --repo ${t.server.url} --key-file ${t.repo}.key --at ${id} ${sh(file)} --range ${off}-${off + 4095} > ${json}`;
+    const { wall } = timed(cmd, { ...t.env, STRATA_CACHE_DIR: cache, STRATA_TOKEN: t.tokens.cold });
+    const j = JSON.parse(fs.readFileSync(json, 'utf8'));
+    if (j.length !== 4096) throw new Error(`cold read returned ${j.length} bytes, not 4096`);
+    const reqs = t.server.requests(mark, 'cold');
+    return {
+      Ms: wall * 1000,
+      Received: j.bytesReceived,
+      BlockBytes: sum(reqs.filter(isBlockGet).map((r) => r.out)),
+      BlocksRead: j.blocksRead,
+      Requests: reqs.length,
+      RoundTrips: roundTrips(reqs),
+      Kinds: kinds(reqs),
+    };
+  });
+  fs.rmSync(cache, { recursive: true, force: true });
+  const prefix = keepConfig ? 'cold' : 'fullyCold';
+  return Object.fromEntries(Object.keys(reads[0]).map((k) => [prefix + k, summarize(reads.map((r) => r[k]))]));
+}
 
 async function main() {
   fs.mkdirSync(opts.dir, { recursive: true });
@@ -118,7 +202,7 @@ async function main() {
   const pristine = path.join(opts.dir, 'pristine');
   log(`corpus: ${(opts.size / 1024 ** 3).toFixed(2)} GiB in ${corpus}`);
   makeCorpus(pristine, opts.size);
-  const present = opts.tools.filter((t) => (t === 'strata' ? true : have(t)));
+  const present = opts.tools.filter((t) => t === 'strata' || t === 'strata-remote' || have(t));
   for (const t of opts.tools) if (!present.includes(t)) log(`skipping ${t}: not installed (apt-get install ${t === 'borg' ? 'borgbackup' : t})`);
   const work = path.join(opts.dir, 'repos');
   const all = tools(work, corpus);
@@ -142,7 +226,9 @@ async function main() {
       t.init(t.repo);
       const m = {};
       const base = du(t.repo);
+      const fullMark = t.server?.mark();
       const full = timed(t.backup(t.repo), t.env);
+      if (t.server) Object.assign(m, upload(t, fullMark, 'full'));
       m.fullWall = full.wall;
       m.fullCpu = full.cpu;
       m.fullRssMB = full.rssMB;
@@ -151,7 +237,9 @@ async function main() {
       m.noChangeWall = timed(t.backup(t.repo), t.env).wall;
       mutate(corpus, 0);
       const before = du(t.repo);
+      const incMark = t.server?.mark();
       const inc = timed(t.backup(t.repo), t.env);
+      if (t.server) Object.assign(m, upload(t, incMark, 'inc'));
       m.incWall = inc.wall;
       m.incBytesAdded = du(t.repo) - before;
       const target = path.join(opts.dir, 'restore');
@@ -166,22 +254,23 @@ async function main() {
         const oldest = t.oldest(t.repo);
         const reads = [0, 1, 2].map(() => timed(t.rangeCmd(t.repo, image, mid, oldest, false), t.env).wall);
         m.rangeMs = median(reads) * 1000;
-        if (name === 'strata') {
+        if (t.rangeJson) {
           m.rangePasswordMs = median([0, 1, 2].map(() => timed(t.rangeCmd(t.repo, image, mid, oldest, true), t.env).wall)) * 1000;
-          const j = JSON.parse(execFileSync('node', [STRATA, 'cat', '--json', '--repo', t.repo, '--key-file', `${t.repo}.key`, '--at', oldest, image, '--range', `${mid}-${mid + 4095}`]).toString());
-          m.rangeBlocksRead = j.blocksRead;
+          m.rangeBlocksRead = t.rangeJson(t.repo, image, mid, oldest).blocksRead;
         }
+        if (t.server) Object.assign(m, coldRead(t, image, mid, oldest, true), coldRead(t, image, mid, oldest, false));
       }
       results[name].push(m);
       t.reset();
     }
   }
 
-  // Chain depth: the image alone, 100 incrementals of a few pages each.
+  // Chain depth: the image alone, 100 incrementals of a few pages each. Not
+  // for strata-remote: its server walks the chain with the same catalog code.
   const chain = {};
   if (opts.chain > 0) {
     const dir = path.join(opts.dir, 'chain');
-    for (const name of present.filter((n) => all[n].rangeCmd)) {
+    for (const name of present.filter((n) => all[n].rangeCmd && n !== 'strata-remote')) {
       log(`chain: ${name}, ${opts.chain} incrementals`);
       fs.rmSync(dir, { recursive: true, force: true });
       fs.mkdirSync(dir, { recursive: true });
@@ -206,7 +295,7 @@ async function main() {
   }
 
   const summary = Object.fromEntries(
-    present.map((name) => [name, Object.fromEntries(Object.keys(results[name][0]).map((k) => [k, median(results[name].map((m) => m[k]))]))]),
+    present.map((name) => [name, Object.fromEntries(Object.keys(results[name][0]).map((k) => [k, summarize(results[name].map((m) => m[k]))]))]),
   );
   const machine = { cpus: os.cpus().length, cpu: os.cpus()[0]?.model, memGiB: Math.round(os.totalmem() / 1024 ** 3), node: process.version, platform: `${os.type()} ${os.release()}` };
   const report = { date: new Date().toISOString(), machine, options: { ...opts, dir: undefined }, summary, chain, runs: results };
