@@ -314,6 +314,75 @@ describe('remote backups under faults and load', () => {
     expect(fs.readFileSync(path.join(out, data, 'f.bin')).equals(bytes)).toBe(true);
   });
 
+  it('forget and prune by an admin without the key: packs with nothing in use go, a rebuild still reads every survivor, a prune with the key finishes the job', async () => {
+    const dir = path.join(tempDir(), 'served');
+    const s = await serve(dir);
+    const tok = token(dir, 'ops', 'admin');
+    const env = client(s.url, tok);
+    const keyless = client(s.url, tok, { STRATA_PASSWORD: undefined });
+    ok(['init', '--scrypt-n', '1024', '--pack-size', '1M'], env);
+    const data = tempDir('strata-remote-keyless-');
+    const rng = new Rng(11);
+    const gone = path.join(data, 'gone.bin');
+    const kept = path.join(data, 'kept.bin');
+    fs.writeFileSync(gone, rng.bytes(3_000_000));
+    fs.writeFileSync(kept, rng.bytes(2_000_000));
+    const first = json<{ snapshot: string }>(['backup', data], env).snapshot;
+    fs.rmSync(gone);
+    const fd = fs.openSync(kept, 'r+');
+    fs.writeSync(fd, Buffer.from('edited in the middle'), 0, 20, 1_000_000);
+    fs.closeSync(fd);
+    ok(['backup', data], env);
+    fs.appendFileSync(kept, rng.bytes(300_000));
+    ok(['backup', data], env);
+    const latest = fs.readFileSync(kept);
+
+    // No password, no key file: the admin token alone.
+    const tagged = strata(['forget', '--no-key', '--keep-tag', 'x'], keyless);
+    expect(tagged.status).toBe(2);
+    expect(tagged.stderr).toMatch(/tags are sealed/);
+    const reader = strata(['forget', '--no-key', first], client(s.url, token(dir, 'reader', 'read'), { STRATA_PASSWORD: undefined }));
+    expect(reader.status).not.toBe(0);
+    expect(reader.stderr).toMatch(/admin/);
+    const f = json<{ removed: string[]; staleTocs: number; groups: { lineage: string }[] }>(['forget', '--no-key', '--keep-last', '2'], keyless);
+    expect(f.removed).toEqual([first]);
+    expect(f.groups[0]!.lineage).toMatch(/^[0-9a-f]{64}$/);
+    expect(f.staleTocs).toBeGreaterThan(0);
+    const p = json<{ deletedPacks: number; packsNeedingKey: number; bytesFreed: number; repackedPacks: number }>(['prune', '--no-key'], keyless);
+    expect(p.deletedPacks).toBeGreaterThan(0); // gone.bin filled packs of its own
+    expect(p.bytesFreed).toBeGreaterThan(1_000_000);
+    expect(p.repackedPacks).toBe(0);
+    expect(p.packsNeedingKey).toBeGreaterThan(0);
+    expect(json<{ id: string }[]>(['snapshots'], env).map((x) => x.id)).not.toContain(first);
+    expect(strata(['cat', kept], env).raw.equals(latest)).toBe(true);
+    expect(json<{ ok: boolean }>(['check'], env).ok).toBe(true);
+
+    // The survivors' sealed TOCs still point into the forgotten snapshot, whose sealed metadata prune kept:
+    // a catalog rebuilt from a copy of the packs reads every survivor byte-exact.
+    s.proc.kill('SIGTERM');
+    await s.exited;
+    const copy = path.join(tempDir(), 'copy');
+    fs.cpSync(dir, copy, { recursive: true });
+    ok(['rebuild-catalog'], cliEnv(copy));
+    expect(strata(['cat', kept], cliEnv(copy)).raw.equals(latest)).toBe(true);
+
+    // A prune with the key reseals those TOCs and repacks what the keyless one left.
+    const s2 = await serve(dir);
+    const env2 = client(s2.url, tok);
+    const q = json<{ resealedTocs: number; repackedPacks: number; packsNeedingKey: number }>(['prune'], env2);
+    expect(q.resealedTocs).toBe(f.staleTocs);
+    expect(q.repackedPacks).toBeGreaterThan(0);
+    expect(q.packsNeedingKey).toBe(0);
+    s2.proc.kill('SIGTERM');
+    await s2.exited;
+    // Now the forget is final: a rebuilt catalog has no trace of the snapshot, and reads the rest.
+    const local = cliEnv(dir);
+    ok(['rebuild-catalog'], local);
+    expect(json<{ id: string }[]>(['snapshots'], local).map((x) => x.id)).not.toContain(first);
+    expect(strata(['cat', kept], local).raw.equals(latest)).toBe(true);
+    expect(json<{ ok: boolean }>(['check', '--read-data'], local).ok).toBe(true);
+  });
+
   it('malformed catalog requests by the thousand: each gets a 4xx JSON error, then a normal backup and restore work', async () => {
     const dir = path.join(tempDir(), 'served');
     const srv = await serve(dir);

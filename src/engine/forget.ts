@@ -14,8 +14,9 @@ import { integrity, usageError } from '../errors.js';
 import type { Catalog, TocRow } from '../repo/catalog.js';
 import { liveLeases } from '../repo/lease.js';
 import type { Repository } from '../repo/repository.js';
-import { applyPolicy, isEmpty, type Policy } from './policy.js';
-import { findSnapshot, listSnapshots, type Snapshot } from './snapshot.js';
+import { applyPolicy, isEmpty, type Candidate, type Policy } from './policy.js';
+import type { CatalogService } from '../repo/service.js';
+import { listSnapshots, snapshotRowByPrefix } from './snapshot.js';
 import { sealToc, shortcut, type SealedEntry, type SealedToc, type SealedTocIds } from './versions.js';
 
 export interface ForgetOptions {
@@ -29,6 +30,8 @@ export interface ForgetOptions {
 export interface ForgetGroup {
   host: string;
   paths: string[];
+  /** Without the key: the group's keyed lineage id (host and paths are sealed). */
+  lineage?: string;
   keep: { id: string; time: string; reasons: string[] }[];
   remove: { id: string; time: string }[];
 }
@@ -37,59 +40,98 @@ export interface ForgetResult {
   groups: ForgetGroup[];
   removed: string[];
   rewrittenVersions: number;
+  /** Rewritten versions whose sealed TOCs wait for a forget or prune with the key (0 when run with it). */
+  staleTocs: number;
   dryRun: boolean;
 }
 
+/** Snapshots a policy chooses among: one group per host and paths (lineage). */
+interface CandidateGroup {
+  host: string;
+  paths: string[];
+  lineage?: string;
+  snaps: (Candidate & { seq: number })[];
+}
+
 export async function forget(repo: Repository, opts: ForgetOptions): Promise<ForgetResult> {
+  const all = await listSnapshots(repo);
+  const groups = new Map<string, CandidateGroup>();
+  for (const s of all) {
+    const paths = [...s.meta.paths].sort();
+    const key = JSON.stringify([s.meta.host, paths]);
+    if (!groups.has(key)) groups.set(key, { host: s.meta.host, paths, snaps: [] });
+    groups.get(key)!.snaps.push({ id: s.id, seq: s.row.seq, time: s.time, tags: s.meta.tags });
+  }
+  return forgetGroups(repo.service, [...groups.values()], opts, (touched) => resealTocs(repo, touched));
+}
+
+/**
+ * Forget run by a server's admin without the key: snapshots by id, or by a
+ * policy of counts and times, grouped by their keyed lineage (the same groups
+ * as host and paths). The rewritten TOCs are resealed by the next forget or
+ * prune with the key; until then prune keeps what a rebuild needs of the
+ * forgotten snapshots.
+ */
+export async function forgetWithoutKey(service: CatalogService, opts: ForgetOptions): Promise<ForgetResult> {
+  if (opts.policy?.tags?.length) throw usageError('--keep-tag needs the key: tags are sealed');
+  const groups = new Map<string, CandidateGroup>();
+  for (const row of await service.snapshots()) {
+    const lineage = row.lineage.toString('hex');
+    if (!groups.has(lineage)) groups.set(lineage, { host: '', paths: [], lineage, snaps: [] });
+    groups.get(lineage)!.snaps.push({ id: row.id, seq: row.seq, time: row.time, tags: [] });
+  }
+  return forgetGroups(service, [...groups.values()], opts);
+}
+
+async function forgetGroups(service: CatalogService, all: readonly CandidateGroup[], opts: ForgetOptions, reseal?: (touched: number[]) => Promise<void>): Promise<ForgetResult> {
   const ids = opts.ids ?? [];
   const policy = opts.policy ?? {};
   if (ids.length === 0 && isEmpty(policy)) throw usageError('forget needs snapshot ids or a policy (--keep-last, --keep-daily, ...); nothing to do');
-  const all = await listSnapshots(repo);
   const chosen = new Set<string>();
-  for (const i of ids) chosen.add((await findSnapshot(repo, { kind: 'id', prefix: i.toLowerCase() })).id);
-  const groups = groupSnapshots(all).map(({ host, paths, snaps }) => {
-    const keep = isEmpty(policy) ? new Map(snaps.filter((s) => !chosen.has(s.id)).map((s) => [s.id, ['not named']])) : applyPolicy(snaps.map((s) => ({ id: s.id, time: s.time, tags: s.meta.tags })), policy);
+  for (const i of ids) chosen.add((await snapshotRowByPrefix(service, i.toLowerCase())).id);
+  const groups = all.map(({ snaps, ...group }) => {
+    const keep = isEmpty(policy) ? new Map(snaps.filter((s) => !chosen.has(s.id)).map((s) => [s.id, ['not named']])) : applyPolicy(snaps, policy);
     for (const s of snaps) if (chosen.has(s.id)) keep.delete(s.id);
     return {
-      host,
-      paths,
+      ...group,
       keep: snaps.filter((s) => keep.has(s.id)).map((s) => ({ id: s.id, time: iso(s), reasons: keep.get(s.id)! })),
       remove: snaps.filter((s) => !keep.has(s.id)).map((s) => ({ id: s.id, time: iso(s) })),
-      snaps,
     };
   });
-  const result: ForgetResult = { groups: groups.map(({ snaps: _s, ...g }) => g), removed: [], rewrittenVersions: 0, dryRun: opts.dryRun ?? false };
+  const result: ForgetResult = { groups, removed: [], rewrittenVersions: 0, staleTocs: 0, dryRun: opts.dryRun ?? false };
   if (opts.dryRun) {
     result.removed = groups.flatMap((g) => g.remove.map((r) => r.id));
     return result;
   }
 
-  const lease = await repo.service.startMaintenance(opts.waitMs, opts.onWait);
+  const lease = await service.startMaintenance(opts.waitMs, opts.onWait);
   try {
-    const bySeq = new Map(all.map((s) => [s.row.seq, s]));
-    const seqOf = new Map(all.map((s) => [s.id, s.row.seq]));
-    const { removed, inUse, touched } = await repo.service.forgetSnapshots(result.groups.flatMap((g) => g.remove.map((r) => seqOf.get(r.id)!)));
+    const seqOf = new Map(all.flatMap((g) => g.snaps.map((s) => [s.id, s.seq] as const)));
+    const idOf = new Map([...seqOf].map(([id, seq]) => [seq, id]));
+    const { removed, inUse, touched } = await service.forgetSnapshots(groups.flatMap((g) => g.remove.map((r) => seqOf.get(r.id)!)));
     const kept = new Set(inUse);
-    for (const g of result.groups) {
+    for (const g of groups) {
       g.remove = g.remove.filter((r) => {
         if (!kept.has(seqOf.get(r.id)!)) return true;
         g.keep.push({ id: r.id, time: r.time, reasons: ['parent of a running backup'] });
         return false;
       });
     }
-    result.removed = removed.map((seq) => bySeq.get(seq)!.id);
+    result.removed = removed.map((seq) => idOf.get(seq)!);
     result.rewrittenVersions = touched.length;
-    await resealTocs(repo, touched);
+    if (reseal) await reseal(touched);
+    else result.staleTocs = touched.length;
   } finally {
-    await repo.service.endLease(lease);
+    await service.endLease(lease);
   }
   return result;
 }
 
 /**
  * The catalog's half of a forget: removes the snapshots (but those a running
- * backup compares against), rewriting every ref into them first. Returns the
- * surviving versions whose rows changed: their sealed TOCs need resealing.
+ * backup compares against), rewriting every ref into them first. Returns, as
+ * `touched`, every version whose sealed TOC is stale: those this forget
+ * rewrote, and those earlier forgets left for a client with the key.
  */
 export function forgetInCatalog(catalog: Catalog, candidates: readonly number[]): { removed: number[]; inUse: number[]; touched: number[] } {
   return catalog.transaction(() => {
@@ -98,9 +140,11 @@ export function forgetInCatalog(catalog: Catalog, candidates: readonly number[])
     const known = candidates.filter((seq) => catalog.snapshotBySeq(seq) !== undefined);
     const inUse = known.filter((seq) => busy.has(seq));
     const removed = known.filter((seq) => !busy.has(seq));
+    const sealed = catalog.sealedBlobsOf(removed);
     const touched = removeVersions(catalog, removed);
+    catalog.markStale(touched, sealed);
     for (const seq of removed) catalog.deleteSnapshot(seq);
-    return { removed, inUse, touched: [...touched] };
+    return { removed, inUse, touched: catalog.staleTocs() };
   });
 }
 
@@ -193,7 +237,7 @@ function unshortcut(catalog: Catalog, r: TocRow): TocRow {
 }
 
 /** Seals the rewritten TOCs into packs too, so a rebuilt catalog has them (the key is only here). */
-async function resealTocs(repo: Repository, versions: readonly number[]): Promise<void> {
+export async function resealTocs(repo: Repository, versions: readonly number[]): Promise<void> {
   if (versions.length === 0) return;
   const { service } = repo;
   const packer = repo.newPacker();
@@ -234,15 +278,4 @@ async function segmentsOf(repo: Repository, toc: Buffer): Promise<Buffer[]> {
   }
 }
 
-function groupSnapshots(all: readonly Snapshot[]): { host: string; paths: string[]; snaps: Snapshot[] }[] {
-  const groups = new Map<string, { host: string; paths: string[]; snaps: Snapshot[] }>();
-  for (const s of all) {
-    const paths = [...s.meta.paths].sort();
-    const key = JSON.stringify([s.meta.host, paths]);
-    if (!groups.has(key)) groups.set(key, { host: s.meta.host, paths, snaps: [] });
-    groups.get(key)!.snaps.push(s);
-  }
-  return [...groups.values()];
-}
-
-const iso = (s: Snapshot) => new Date(s.time).toISOString();
+const iso = (s: { time: number }) => new Date(s.time).toISOString();

@@ -12,10 +12,11 @@
  */
 import { StrataError } from '../errors.js';
 import { liveLeases } from '../repo/lease.js';
+import { resealTocs } from './forget.js';
 import { treeIds } from './tree.js';
 import { BLOB_KINDS, type Catalog } from '../repo/catalog.js';
 import type { PackEntry } from '../repo/pack.js';
-import type { Repository } from '../repo/repository.js';
+import type { KeylessRepository, Repository } from '../repo/repository.js';
 import type { Storage } from '../storage/storage.js';
 
 export interface PruneOptions {
@@ -28,6 +29,8 @@ export interface PruneOptions {
 }
 
 export interface PruneResult {
+  /** Resealed TOCs that a forget without the key had left stale. */
+  resealedTocs: number;
   abandonedSnapshots: number;
   unusedBlocks: number;
   /** Unused blocks kept for now because a running backup began before they were found unused. */
@@ -35,6 +38,8 @@ export interface PruneResult {
   deletedBlocks: number;
   deletedPacks: number;
   repackedPacks: number;
+  /** Packs with unused blocks left as they are, because repacking them needs the key (a prune without it). */
+  packsNeedingKey: number;
   orphanPacks: number;
   bytesFreed: number;
   dryRun: boolean;
@@ -45,6 +50,7 @@ const LIVE = `(
   OR EXISTS (SELECT 1 FROM versions v WHERE v.toc = blocks.id)
   OR EXISTS (SELECT 1 FROM snapshot_blobs sb WHERE sb.block = blocks.id)
   OR EXISTS (SELECT 1 FROM snapshots s WHERE s.record = blocks.id OR s.root = blocks.id)
+  OR EXISTS (SELECT 1 FROM retained r WHERE r.block = blocks.id)
 )`;
 
 /**
@@ -76,24 +82,40 @@ export interface PrunePlan {
   abandonedSnapshots: number;
   unusedBlocks: number;
   deletedBlocks: number;
+  /** With wholePacks: packs whose unused blocks stay until a prune with the key repacks them. */
+  packsNeedingKey: number;
   /** Packs that lost blocks: the live blobs of each go into new packs, then the pack goes. */
   packs: { name: string; blobs: PackEntry[] }[];
 }
 
-export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<PruneResult> {
+/**
+ * Prune with the key: reseals what a forget without it left stale, then
+ * repacks partly used packs. Without the key (a server's admin): only packs
+ * with nothing left in use go, and what a rebuild needs is kept.
+ */
+export async function prune(repo: Repository | KeylessRepository, opts: PruneOptions = {}): Promise<PruneResult> {
   const { service } = repo;
+  const keyed = 'keyring' in repo;
   const lease = opts.leased ? undefined : await service.startMaintenance(opts.waitMs, opts.onWait);
   try {
-    // Trees of snapshots made before the catalog listed them are read with the key, here.
-    if (!service.remote && !opts.dryRun) await listOldTrees(repo);
-    const plan = await service.pruneMark(opts.dryRun ?? false);
+    let resealed = 0;
+    if (keyed && !opts.dryRun) {
+      // Trees of snapshots made before the catalog listed them are read with the key, here.
+      if (!service.remote) await listOldTrees(repo);
+      const stale = await service.staleTocs();
+      await resealTocs(repo, stale);
+      resealed = stale.length;
+    }
+    const plan = await service.pruneMark(opts.dryRun ?? false, !keyed);
     const r: PruneResult = {
+      resealedTocs: resealed,
       abandonedSnapshots: plan.abandonedSnapshots,
       unusedBlocks: plan.unusedBlocks,
       deferredBlocks: plan.unusedBlocks - plan.deletedBlocks,
       deletedBlocks: plan.deletedBlocks,
       deletedPacks: 0,
       repackedPacks: 0,
+      packsNeedingKey: plan.packsNeedingKey,
       orphanPacks: 0,
       bytesFreed: 0,
       dryRun: opts.dryRun ?? false,
@@ -101,20 +123,24 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
     if (opts.dryRun) return r;
     opts.onProgress?.(`${r.deletedBlocks} unused blocks removed from the index, ${plan.packs.length} packs affected`);
     // Packs: the live blobs of partly used ones move to new packs (sealed as they are).
-    const packer = repo.newPacker(true);
-    for (const pack of plan.packs) {
-      if (pack.blobs.length === 0) continue;
-      for (const b of pack.blobs) await packer.add(b.id, b.kind, await repo.storage.read({ kind: 'pack', name: pack.name }, b.offset, b.length), b.size);
-      r.repackedPacks++;
+    let written = 0;
+    if (keyed) {
+      const packer = repo.newPacker(true);
+      for (const pack of plan.packs) {
+        if (pack.blobs.length === 0) continue;
+        for (const b of pack.blobs) await packer.add(b.id, b.kind, await repo.storage.read({ kind: 'pack', name: pack.name }, b.offset, b.length), b.size);
+        r.repackedPacks++;
+      }
+      await packer.flush();
+      written = packer.bytesWritten;
     }
-    await packer.flush();
     const swept = await service.pruneSweep(
       plan.packs.map((p) => p.name),
       plan.started,
     );
     r.deletedPacks = swept.deletedPacks;
     r.orphanPacks = swept.orphanPacks;
-    r.bytesFreed = swept.bytesFreed - packer.bytesWritten;
+    r.bytesFreed = swept.bytesFreed - written;
     return r;
   } finally {
     if (lease) await service.endLease(lease);
@@ -125,15 +151,17 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
  * The catalog's half of a prune, phase one: drops snapshots whose backup
  * died, marks what is unused now (and unmarks what became used again), and
  * removes from the index what was condemned before every running backup began.
+ * With `wholePacks` (no key to repack with), only blocks of packs that keep
+ * nothing in use are removed; the others stay condemned for a later prune.
  */
-export function pruneMark(catalog: Catalog, dryRun: boolean): PrunePlan {
+export function pruneMark(catalog: Catalog, dryRun: boolean, wholePacks = false): PrunePlan {
   const db = catalog.db;
   const started = Date.now();
   // Snapshots whose backup died before committing: nothing reads them.
   const live = liveLeases(catalog);
   const liveIds = new Set(live.map((l) => l.id));
   const abandoned = catalog.pendingSnapshots().filter((p) => p.lease === null || !liveIds.has(p.lease));
-  const plan: PrunePlan = { started, abandonedSnapshots: abandoned.length, unusedBlocks: 0, deletedBlocks: 0, packs: [] };
+  const plan: PrunePlan = { started, abandonedSnapshots: abandoned.length, unusedBlocks: 0, deletedBlocks: 0, packsNeedingKey: 0, packs: [] };
   if (dryRun) {
     plan.unusedBlocks = db.prepare(`SELECT COUNT(*) FROM blocks WHERE NOT ${LIVE}`).pluck().get() as number;
     return plan;
@@ -154,9 +182,17 @@ export function pruneMark(catalog: Catalog, dryRun: boolean): PrunePlan {
   const touchedPacks = catalog.transaction(() => {
     const backups = liveLeases(catalog).filter((l) => l.kind === 'backup');
     const horizon = backups.length > 0 ? Math.min(...backups.map((l) => l.started)) : Number.MAX_SAFE_INTEGER;
-    const doomed = db
+    let doomed = db
       .prepare(`SELECT id, pack, length FROM blocks WHERE condemned IS NOT NULL AND condemned < ? AND NOT ${LIVE}`)
       .all(horizon) as { id: Buffer; pack: number; length: number }[];
+    if (wholePacks) {
+      const perPack = new Map<number, number>();
+      for (const d of doomed) perPack.set(d.pack, (perPack.get(d.pack) ?? 0) + 1);
+      const total = db.prepare('SELECT COUNT(*) FROM blocks WHERE pack = ?').pluck();
+      const whole = new Set([...perPack].filter(([pack, n]) => total.get(pack) === n).map(([pack]) => pack));
+      plan.packsNeedingKey = perPack.size - whole.size;
+      doomed = doomed.filter((d) => whole.has(d.pack));
+    }
     const del = db.prepare('DELETE FROM blocks WHERE id = ?');
     for (const d of doomed) del.run(d.id);
     plan.deletedBlocks = doomed.length;

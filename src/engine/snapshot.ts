@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { notFound, StrataError } from '../errors.js';
 import type { SnapshotRow } from '../repo/catalog.js';
 import type { Repository } from '../repo/repository.js';
+import type { CatalogService } from '../repo/service.js';
 import type { When } from '../util/when.js';
 import { decodeTree, findEntry, type Tree, type TreeEntry } from './tree.js';
 
@@ -124,18 +125,21 @@ export async function listSnapshots(repo: Repository): Promise<Snapshot[]> {
   return (await repo.service.snapshots()).map((row) => new Snapshot(repo, row));
 }
 
+/** The one snapshot whose id starts with `prefix`. */
+export async function snapshotRowByPrefix(service: CatalogService, prefix: string): Promise<SnapshotRow> {
+  const rows = await service.snapshotsByPrefix(prefix);
+  if (rows.length === 0) throw notFound(`no snapshot with id ${prefix}`);
+  if (rows.length > 1) throw new StrataError('ambiguous', `snapshot id prefix ${prefix} is ambiguous (${rows.length} snapshots match; give more characters)`);
+  return rows[0]!;
+}
+
 /**
  * The snapshot WHEN names. With a path, "latest" and dates pick the newest
  * snapshot (at or before the date) whose stored paths cover it.
  */
 export async function findSnapshot(repo: Repository, when: When, absPath?: string | readonly string[], host?: string): Promise<Snapshot> {
   const paths = absPath === undefined ? [] : typeof absPath === 'string' ? [absPath] : absPath;
-  if (when.kind === 'id') {
-    const rows = await repo.service.snapshotsByPrefix(when.prefix);
-    if (rows.length === 0) throw notFound(`no snapshot with id ${when.prefix}`);
-    if (rows.length > 1) throw new StrataError('ambiguous', `snapshot id prefix ${when.prefix} is ambiguous (${rows.length} snapshots match; give more characters)`);
-    return new Snapshot(repo, rows[0]!);
-  }
+  if (when.kind === 'id') return new Snapshot(repo, await snapshotRowByPrefix(repo.service, when.prefix));
   const all = await listSnapshots(repo);
   if (all.length === 0) throw notFound('the repository has no snapshots yet');
   const until = when.kind === 'time' ? when.time : Number.POSITIVE_INFINITY;

@@ -68,7 +68,7 @@ export interface VersionRow {
   depth: number;
 }
 
-const SCHEMA_VERSION = 3;
+const SCHEMA_VERSION = 4;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS info(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -114,6 +114,18 @@ CREATE INDEX IF NOT EXISTS versions_toc ON versions(toc);
 /** Schema 3: whether snapshot_blobs lists a snapshot's trees (schema 1 did not record them). */
 const SCHEMA_3 = `ALTER TABLE snapshots ADD COLUMN blobs_known INTEGER NOT NULL DEFAULT 1;`;
 
+/**
+ * Schema 4: forgets whose TOCs are not resealed yet. A forget rewrites rows
+ * in the catalog at once, but only a client with the key can reseal the
+ * rewritten versions' TOCs; until then their sealed TOCs still point into the
+ * forgotten snapshots, whose sealed records, trees and TOCs stay (retained)
+ * so a rebuilt catalog can still follow them.
+ */
+const SCHEMA_4 = `
+CREATE TABLE IF NOT EXISTS stale_tocs(version INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS retained(block BLOB PRIMARY KEY) WITHOUT ROWID;
+`;
+
 /** Runs an insert, again if a forget rewrote the targets' rows while ours were computed. */
 export function retryStale<T>(insert: () => T): T {
   for (let attempt = 0; ; attempt++) {
@@ -157,6 +169,7 @@ export class Catalog {
       if (version > SCHEMA_VERSION) throw new StrataError('format', `catalog schema ${version} is newer than this strata supports (${SCHEMA_VERSION}); upgrade strata`);
       if (version < 2) this.db.exec(SCHEMA_2);
       if (version < 3) this.db.exec(SCHEMA_3);
+      if (version < 4) this.db.exec(SCHEMA_4);
       // Prune lists the trees of these first, or their subtrees would look unused.
       if (version < 2) this.db.exec('UPDATE snapshots SET blobs_known = 0');
       this.db.prepare("INSERT OR REPLACE INTO info(key, value) VALUES ('schema', ?)").run(String(SCHEMA_VERSION));
@@ -424,7 +437,45 @@ export class Catalog {
 
   deleteVersion(version: number): void {
     this.db.prepare('DELETE FROM toc WHERE version = ?').run(version);
+    this.db.prepare('DELETE FROM stale_tocs WHERE version = ?').run(version);
     this.db.prepare('DELETE FROM versions WHERE id = ?').run(version);
+  }
+
+  /** The sealed blobs a rebuild reads for these snapshots: records, trees, TOCs and their segments. */
+  sealedBlobsOf(snapshots: readonly number[]): Buffer[] {
+    const out: Buffer[] = [];
+    for (const seq of snapshots) {
+      out.push(...(this.db.prepare('SELECT block FROM snapshot_blobs WHERE snapshot = ?').pluck().all(seq) as Buffer[]));
+      out.push(...(this.db.prepare('SELECT toc FROM versions WHERE snapshot = ? AND toc IS NOT NULL').pluck().all(seq) as Buffer[]));
+      const s = this.db.prepare('SELECT record, root FROM snapshots WHERE seq = ?').get(seq) as { record: Buffer | null; root: Buffer | null } | undefined;
+      for (const b of [s?.record, s?.root]) if (b) out.push(b);
+    }
+    return out;
+  }
+
+  /**
+   * Records that `versions` were rewritten and their sealed TOCs still point
+   * into forgotten snapshots: while any TOC is stale, the forgotten
+   * snapshots' sealed blobs (`sealed`) are kept, so a rebuild can follow them.
+   */
+  markStale(versions: Iterable<number>, sealed: readonly Buffer[]): void {
+    const stale = this.db.prepare('INSERT OR IGNORE INTO stale_tocs(version) VALUES (?)');
+    for (const v of versions) stale.run(v);
+    if (!this.db.prepare('SELECT 1 FROM stale_tocs LIMIT 1').get()) return;
+    const keep = this.db.prepare('INSERT OR IGNORE INTO retained(block) VALUES (?)');
+    for (const b of sealed) keep.run(b);
+  }
+
+  /** Versions whose sealed TOC a forget left pointing at forgotten snapshots. */
+  staleTocs(): number[] {
+    return this.db.prepare('SELECT version FROM stale_tocs ORDER BY version').pluck().all() as number[];
+  }
+
+  /** Resealed: once no TOC is stale, the forgotten snapshots' sealed blobs may go. */
+  clearStale(versions: Iterable<number>): void {
+    const del = this.db.prepare('DELETE FROM stale_tocs WHERE version = ?');
+    for (const v of versions) del.run(v);
+    if (!this.db.prepare('SELECT 1 FROM stale_tocs LIMIT 1').get()) this.db.prepare('DELETE FROM retained').run();
   }
 
   /** Removes a snapshot row and what hangs off it (its versions must be gone or going). */

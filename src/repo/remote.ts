@@ -334,6 +334,12 @@ export class RemoteService implements CatalogService {
     }
   }
 
+  async staleTocs(): Promise<number[]> {
+    const j = await this.json<{ versions: unknown }>('GET', `/v1/maintenance/${this.lease}/stale`, 'stale TOCs');
+    if (!Array.isArray(j.versions) || !j.versions.every((n) => Number.isSafeInteger(n))) throw integrity(`${this.http.location} sent a malformed list of stale TOCs`);
+    return j.versions as number[];
+  }
+
   async setVersionTocs(list: readonly ResealedToc[]): Promise<void> {
     const hex = (ids: readonly Buffer[]) => ids.map((b) => b.toString('hex'));
     await this.json('POST', `/v1/maintenance/${this.lease}/tocs`, 'TOCs', {
@@ -341,12 +347,12 @@ export class RemoteService implements CatalogService {
     });
   }
 
-  async pruneMark(dryRun: boolean): Promise<PrunePlan> {
-    const j = await this.json<{ started: unknown; abandonedSnapshots: unknown; unusedBlocks: unknown; deletedBlocks: unknown; packs: unknown }>(
+  async pruneMark(dryRun: boolean, wholePacks = false): Promise<PrunePlan> {
+    const j = await this.json<{ started: unknown; abandonedSnapshots: unknown; unusedBlocks: unknown; deletedBlocks: unknown; packsNeedingKey: unknown; packs: unknown }>(
       'POST',
       `/v1/maintenance/${this.lease}/prune`,
       'prune',
-      { dryRun },
+      { dryRun, wholePacks },
     );
     const whole = (n: unknown) => {
       if (!Number.isSafeInteger(n) || (n as number) < 0) throw integrity(`${this.http.location} sent a malformed prune plan`);
@@ -357,7 +363,14 @@ export class RemoteService implements CatalogService {
       if (typeof p.name !== 'string' || !/^[0-9a-f]{64}$/.test(p.name)) throw integrity(`${this.http.location} sent a malformed prune plan`);
       return { name: p.name, blobs: Array.isArray(p.blobs) && p.blobs.length === 0 ? [] : packEntriesFromJson(p.blobs, Number.MAX_SAFE_INTEGER, 0) };
     });
-    return { started: whole(j.started), abandonedSnapshots: whole(j.abandonedSnapshots), unusedBlocks: whole(j.unusedBlocks), deletedBlocks: whole(j.deletedBlocks), packs };
+    return {
+      started: whole(j.started),
+      abandonedSnapshots: whole(j.abandonedSnapshots),
+      unusedBlocks: whole(j.unusedBlocks),
+      deletedBlocks: whole(j.deletedBlocks),
+      packsNeedingKey: whole(j.packsNeedingKey),
+      packs,
+    };
   }
 
   async pruneSweep(packs: readonly string[], started: number): Promise<{ deletedPacks: number; orphanPacks: number; bytesFreed: number }> {

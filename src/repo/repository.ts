@@ -255,6 +255,37 @@ async function writeNewRepository(storage: Storage, password: string, opts: Init
   return { config, keyring };
 }
 
+/**
+ * A repository opened without its key, for what the catalog alone can do:
+ * forget and prune by a server's admin (or on the server's directory).
+ */
+export class KeylessRepository {
+  private constructor(
+    readonly root: string,
+    readonly service: CatalogService,
+  ) {}
+
+  static async open(root: string, remote: RemoteOptions = {}): Promise<KeylessRepository> {
+    if (isUrl(root)) {
+      const storage = httpStorage(root, remote);
+      try {
+        const config = parseConfig(cachedConfig(storage, remote)?.text ?? (await readRemoteConfig(storage, remote)), storage.location);
+        return new KeylessRepository(storage.location, remoteService(storage, config, remote));
+      } catch (e) {
+        await storage.close();
+        throw e;
+      }
+    }
+    const dir = path.resolve(root);
+    readConfig(dir);
+    return new KeylessRepository(dir, new LocalService(openCatalog(dir), new LocalStorage(dir)));
+  }
+
+  close(): void {
+    void this.service.close();
+  }
+}
+
 function httpStorage(url: string, remote: RemoteOptions): HttpStorage {
   if (!remote.token) throw usageError('a server needs a token: use --token or set STRATA_TOKEN');
   let ca: Buffer | undefined;

@@ -121,9 +121,11 @@ export interface CatalogService {
   /** The catalog's half of forget (see forgetInCatalog); `touched` versions need their TOCs resealed. */
   forgetSnapshots(candidates: readonly number[]): Promise<{ removed: number[]; inUse: number[]; touched: number[] }>;
   versionRecord(version: number): Promise<VersionRecord | undefined>;
+  /** Versions whose sealed TOCs a forget without the key left for resealing. */
+  staleTocs(): Promise<number[]>;
   setVersionTocs(list: readonly ResealedToc[]): Promise<void>;
   /** The catalog's half of prune: phase one (see pruneMark), then the sweep once live blobs moved. */
-  pruneMark(dryRun: boolean): Promise<PrunePlan>;
+  pruneMark(dryRun: boolean, wholePacks?: boolean): Promise<PrunePlan>;
   pruneSweep(packs: readonly string[], started: number): Promise<{ deletedPacks: number; orphanPacks: number; bytesFreed: number }>;
 
   /** The catalog's halves of check (see engine/check.ts); reading and decoding blocks is the client's. */
@@ -336,16 +338,23 @@ export class LocalService implements CatalogService {
     return this.catalog.db.prepare('SELECT snapshot, path, size, toc FROM versions WHERE id = ?').get(version) as VersionRecord | undefined;
   }
 
+  async staleTocs(): Promise<number[]> {
+    return this.catalog.staleTocs();
+  }
+
   async setVersionTocs(list: readonly ResealedToc[]): Promise<void> {
     if (this.verify) {
       const lacking = list.flatMap((t) => [t.toc, ...t.segments]).filter((id) => !this.catalog.hasBlock(id));
       if (lacking.length > 0) throw new StrataError('missing_blocks', `${lacking.length} TOC blobs are not stored`);
     }
-    this.catalog.transaction(() => list.forEach((t) => this.catalog.versionById(t.version) && this.catalog.setVersionToc(t.version, t.toc, t.segments, t.old)));
+    this.catalog.transaction(() => {
+      list.forEach((t) => this.catalog.versionById(t.version) && this.catalog.setVersionToc(t.version, t.toc, t.segments, t.old));
+      this.catalog.clearStale(list.map((t) => t.version));
+    });
   }
 
-  async pruneMark(dryRun: boolean): Promise<PrunePlan> {
-    return pruneMark(this.catalog, dryRun);
+  async pruneMark(dryRun: boolean, wholePacks = false): Promise<PrunePlan> {
+    return pruneMark(this.catalog, dryRun, wholePacks);
   }
 
   async pruneSweep(packs: readonly string[], started: number): Promise<{ deletedPacks: number; orphanPacks: number; bytesFreed: number }> {

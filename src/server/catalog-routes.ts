@@ -383,6 +383,16 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       },
     },
     {
+      method: 'GET',
+      path: '/v1/maintenance/{lease}/stale',
+      role: 'admin',
+      maxBody: 0,
+      handle: async (ctx) => {
+        held(keeper, ctx.params.lease!);
+        sendJson(ctx, 200, { versions: await svc().staleTocs() });
+      },
+    },
+    {
       method: 'POST',
       path: '/v1/maintenance/{lease}/tocs',
       role: 'admin',
@@ -412,7 +422,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       handle: async (ctx) => {
         held(keeper, ctx.params.lease!);
         const j = await jsonBody(ctx);
-        const plan = await svc().pruneMark(j.dryRun === true);
+        const plan = await svc().pruneMark(j.dryRun === true, j.wholePacks === true);
         sendJson(ctx, 200, { ...plan, packs: plan.packs.map((p) => ({ name: p.name, blobs: packEntriesToJson(p.blobs) })) });
       },
     },

@@ -1,14 +1,14 @@
 import type { Command } from 'commander';
 import { check, type Subset } from '../../engine/check.js';
-import { forget, type ForgetResult } from '../../engine/forget.js';
+import { forget, forgetWithoutKey, type ForgetResult } from '../../engine/forget.js';
 import { parseDuration, type Policy } from '../../engine/policy.js';
 import { prune, type PruneResult } from '../../engine/prune.js';
 import { rebuildCatalog } from '../../engine/rebuild.js';
 import { ExitCode, usageError } from '../../errors.js';
 import { HOST_ID, isStale, type LeaseRow } from '../../repo/lease.js';
-import { Repository } from '../../repo/repository.js';
+import { KeylessRepository, Repository } from '../../repo/repository.js';
 import { formatBytes } from '../../util/size.js';
-import { credentials, globals, openRepo, repoPath } from '../context.js';
+import { credentials, globals, openRepo, remoteOptions, repoPath } from '../context.js';
 import { chalk, line, plural, printJson, Progress, shortId, wantsProgress, warn } from '../output.js';
 
 /** --lock-wait: seconds, or a number with s, m or h. */
@@ -81,6 +81,7 @@ export function register(program: Command): void {
     .option('--dry-run', 'only say what would be removed')
     .option('--prune', 'prune afterwards')
     .option('--lock-wait <duration>', 'wait this long for another forget/prune to finish (e.g. 30s, 5m)')
+    .option('--no-key', "run without the key (a server's admin): by id or by counts and times, grouped by lineage")
     .action(async (ids: string[], opts: Record<string, unknown>, cmd: Command) => {
       const g = globals(cmd);
       const policy: Policy = {
@@ -94,9 +95,10 @@ export function register(program: Command): void {
         tags: opts.keepTag as string[],
       };
       const waitMs = parseWait(opts.lockWait as string | undefined);
-      const repo = await openRepo(cmd);
+      const forgetOpts = { ids, policy, dryRun: opts.dryRun as boolean, waitMs, onWait: (m: string) => warn(m) };
+      const repo = opts.key === false ? await KeylessRepository.open(repoPath(g), remoteOptions(g)) : await openRepo(cmd);
       try {
-        const r = await forget(repo, { ids, policy, dryRun: opts.dryRun as boolean, waitMs, onWait: (m) => warn(m) });
+        const r = repo instanceof KeylessRepository ? await forgetWithoutKey(repo.service, forgetOpts) : await forget(repo, forgetOpts);
         let pruned: PruneResult | undefined;
         if (opts.prune && !r.dryRun) pruned = await prune(repo, { waitMs, onWait: (m) => warn(m) });
         if (g.json) return printJson({ ...r, ...(pruned ? { prune: pruned } : {}) });
@@ -112,9 +114,10 @@ export function register(program: Command): void {
     .description('reclaim the space of blocks no snapshot uses; repack partly used packs')
     .option('--dry-run', 'only count what could be reclaimed')
     .option('--lock-wait <duration>', 'wait this long for another forget/prune to finish (e.g. 30s, 5m)')
-    .action(async (opts: { dryRun?: boolean; lockWait?: string }, cmd: Command) => {
+    .option('--no-key', "run without the key (a server's admin): only packs with nothing in use go")
+    .action(async (opts: { dryRun?: boolean; lockWait?: string; key?: boolean }, cmd: Command) => {
       const g = globals(cmd);
-      const repo = await openRepo(cmd);
+      const repo = opts.key === false ? await KeylessRepository.open(repoPath(g), remoteOptions(g)) : await openRepo(cmd);
       const progress = new Progress(wantsProgress(g), 'pruning');
       try {
         const r = await prune(repo, { dryRun: opts.dryRun, waitMs: parseWait(opts.lockWait), onWait: (m) => progress.warn(m), onProgress: (m) => progress.text(m) });
@@ -184,11 +187,12 @@ function parseSubset(text: string): Subset {
 
 function printForget(r: ForgetResult, quiet: boolean): void {
   for (const g of r.groups) {
-    if (!quiet) line(`${g.host} ${g.paths.join(' ')}:`);
+    if (!quiet) line(g.lineage ? `lineage ${g.lineage.slice(0, 16)}:` : `${g.host} ${g.paths.join(' ')}:`);
     for (const k of g.keep) if (!quiet) line(`  keep    ${shortId(k.id)}  ${k.time}  (${k.reasons.join(', ')})`);
     for (const k of g.remove) line(`  ${r.dryRun ? 'would remove' : 'remove'}  ${shortId(k.id)}  ${k.time}`);
   }
   if (!quiet) line(r.dryRun ? `${plural(r.removed.length, 'snapshot')} would be removed` : `removed ${plural(r.removed.length, 'snapshot')}; rewrote the refs of ${plural(r.rewrittenVersions, 'later file version')}`);
+  if (!quiet && r.staleTocs > 0) line(`${plural(r.staleTocs, 'rewritten table')} of contents will be resealed by the next forget or prune with the key`);
 }
 
 function printPrune(r: PruneResult): void {
@@ -196,5 +200,7 @@ function printPrune(r: PruneResult): void {
     line(`${plural(r.unusedBlocks, 'unused block')} could be reclaimed; ${plural(r.abandonedSnapshots, 'abandoned snapshot')}`);
     return;
   }
-  line(`removed ${plural(r.deletedBlocks, 'unused block')} (${r.deferredBlocks} kept until running backups finish), ${plural(r.deletedPacks, 'pack')} deleted, ${r.repackedPacks} repacked; ${formatBytes(Math.max(0, r.bytesFreed))} freed`);
+  if (r.resealedTocs > 0) line(`resealed ${plural(r.resealedTocs, 'table')} of contents a forget without the key had rewritten`);
+  const kept = r.packsNeedingKey > 0 ? `kept for now (repacking ${plural(r.packsNeedingKey, 'partly used pack')} needs the key, or running backups)` : 'kept until running backups finish';
+  line(`removed ${plural(r.deletedBlocks, 'unused block')} (${r.deferredBlocks} ${kept}), ${plural(r.deletedPacks, 'pack')} deleted, ${r.repackedPacks} repacked; ${formatBytes(Math.max(0, r.bytesFreed))} freed`);
 }
