@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { backup } from '../src/engine/backup.js';
 import { check } from '../src/engine/check.js';
-import { forget } from '../src/engine/forget.js';
+import { forget, forgetWithoutKey } from '../src/engine/forget.js';
 import { applyPolicy, parseDuration } from '../src/engine/policy.js';
 import { prune } from '../src/engine/prune.js';
 import { openFile, readRange } from '../src/engine/read.js';
@@ -16,7 +16,7 @@ import { rebuildCatalog } from '../src/engine/rebuild.js';
 import { resolveRange, type ResolveStats } from '../src/engine/resolve.js';
 import { findSnapshot, listSnapshots } from '../src/engine/snapshot.js';
 import { BLOB_KINDS } from '../src/repo/catalog.js';
-import { Repository } from '../src/repo/repository.js';
+import { KeylessRepository, Repository } from '../src/repo/repository.js';
 import type { SealedToc } from '../src/engine/versions.js';
 import { makeRepo, Rng, tempDir } from './helpers.js';
 
@@ -78,6 +78,42 @@ describe('forget keeps every later incremental readable', () => {
     expect(c.errors).toEqual([]);
     expect(c.ok).toBe(true);
     repo.close();
+  }, 60_000);
+
+  it('without the key, on the directory: chains through forgotten snapshots stay rebuildable until a prune with the key reseals them', async () => {
+    const repo = await makeRepo({ chunkAvg: 2048, packSize: 256 * 1024 });
+    const { file, out } = await history(repo, 12);
+    const survivors = out.filter((_, i) => i % 3 === 2);
+    const keyless = await KeylessRepository.open(repo.root);
+    const f = await forgetWithoutKey(keyless.service, { ids: out.filter((_, i) => i % 3 !== 2).map((v) => v.id) });
+    expect(f.removed).toHaveLength(8);
+    expect(f.staleTocs).toBeGreaterThan(0);
+    const p = await prune(keyless);
+    expect(p.unusedBlocks).toBeGreaterThan(0);
+    expect(p.repackedPacks).toBe(0);
+    expect(p.packsNeedingKey).toBeGreaterThan(0); // their unused blocks wait for the key
+    keyless.close();
+    for (const v of survivors) expect((await readWhole(repo, v.id, file)).equals(v.data)).toBe(true);
+
+    // A catalog rebuilt now follows the stale sealed TOCs through the forgotten snapshots' kept metadata.
+    const copy = path.join(tempDir(), 'copy');
+    fs.cpSync(repo.root, copy, { recursive: true });
+    for (const name of fs.readdirSync(copy)) if (name.startsWith('catalog.db')) fs.rmSync(path.join(copy, name));
+    const { repo: rebuilt } = await Repository.openForRebuild(copy, { password: async () => 'test-password' });
+    const r = await rebuildCatalog(rebuilt);
+    expect(r.problems).toEqual([]);
+    for (const v of survivors) expect((await readWhole(rebuilt, v.id, file)).equals(v.data)).toBe(true);
+    rebuilt.close();
+
+    // With the key, prune reseals first; after it, a rebuilt catalog has the survivors and nothing else.
+    const q = await prune(repo);
+    expect(q.resealedTocs).toBe(f.staleTocs);
+    expect(repo.catalog.staleTocs()).toEqual([]);
+    const { fresh } = await loseCatalogAndRebuild(repo);
+    expect((await listSnapshots(fresh)).map((s) => s.id)).toEqual(survivors.map((v) => v.id));
+    for (const v of survivors) expect((await readWhole(fresh, v.id, file)).equals(v.data)).toBe(true);
+    expect((await check(fresh, { readData: true })).ok).toBe(true);
+    fresh.close();
   }, 60_000);
 
   it('a later backup still compares against the survivors', async () => {
