@@ -336,11 +336,35 @@ function markdown({ machine, options, summary, chain }) {
     lines.push('', `| 4 KiB range at the latest of N incrementals of the image, ms | ${chainNames.join(' | ')} |`, `|---|${chainNames.map(() => '---').join('|')}|`);
     for (const k of Object.keys(chain[chainNames[0]])) lines.push(`| ${k.replace('after', 'N = ').replace('Ms', '')} | ${chainNames.map((n) => fmt(chain[n][k], 0)).join(' | ')} |`);
   }
+  const remote = summary['strata-remote'];
+  if (remote) lines.push('', ...wire(remote, fmt));
   return [
     `Corpus ${(options.size / 1024 ** 3).toFixed(2)} GiB, ${options.runs} run(s), medians; machine: ${machine.cpus} × ${machine.cpu}, ${machine.memGiB} GiB, Node ${machine.node}.`,
     '',
     ...lines,
   ].join('\n');
+}
+
+/** What went over the wire for strata-remote, against the issue's targets. */
+function wire(r, fmt) {
+  const mib = (v) => fmt(v, 2, 1 / 1024 ** 2);
+  const ratio = (a, b) => (a !== undefined && b ? (a / b).toFixed(3) : 'n/a');
+  const out = ['| strata through a server on loopback | figure |', '|---|---|'];
+  for (const [label, p] of [['full backup', 'full'], ['incremental after the mutation', 'inc']]) {
+    out.push(`| ${label}: bytes sent, MiB | ${mib(r[`${p}Sent`])} |`);
+    out.push(`| ${label}: new sealed bytes, MiB | ${mib(r[`${p}Sealed`])} |`);
+    out.push(`| ${label}: pack bytes uploaded, MiB | ${mib(r[`${p}PacksSent`])} |`);
+    out.push(`| ${label}: sent / new sealed bytes | ${ratio(r[`${p}Sent`], r[`${p}Sealed`])} |`);
+  }
+  for (const [label, p] of [['config kept', 'cold'], ['nothing kept', 'fullyCold']]) {
+    out.push(`| cold 4 KiB range (${label}): wall ms | ${fmt(r[`${p}Ms`], 0)} |`);
+    out.push(`| cold 4 KiB range (${label}): bytes received | ${fmt(r[`${p}Received`], 0)} |`);
+    out.push(`| cold 4 KiB range (${label}): of which block bodies | ${fmt(r[`${p}BlockBytes`], 0)} |`);
+    out.push(`| cold 4 KiB range (${label}): blocks read | ${fmt(r[`${p}BlocksRead`], 0)} |`);
+    out.push(`| cold 4 KiB range (${label}): requests, round trips | ${fmt(r[`${p}Requests`], 0)}, ${fmt(r[`${p}RoundTrips`], 0)} |`);
+    out.push(`| cold 4 KiB range (${label}): requests made | ${r[`${p}Kinds`] ?? 'n/a'} |`);
+  }
+  return out;
 }
 
 // --from FILE: print the table of a saved --json report.

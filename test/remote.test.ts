@@ -220,6 +220,13 @@ describe('a repository behind strata serve', () => {
     expect(three.data).toBe(one.data);
     const none = json<{ bytesReceived: number }>(['cat', big, '--range', '1000000-1004095', '--no-cache'], e);
     expect(none.bytesReceived).toBeGreaterThan(two.bytesReceived);
+    // A restore takes cached blocks but does not fill the cache with the whole snapshot.
+    const cached = () => (fs.readdirSync(cache, { recursive: true }) as string[]).filter((f) => /^[0-9a-f]{64}$/.test(path.basename(f))).length;
+    const before = cached();
+    const out = path.join(tempDir(), 'out');
+    ok(['restore', big, '--target', out], e);
+    expect(fs.readFileSync(path.join(out, big)).equals(states[1]!.image)).toBe(true);
+    expect(cached() - before).toBeLessThan(states[1]!.image.length / 32768 / 4);
   });
 
   it('roles: read tokens read and cannot back up; a bad token or no token is a clear error', () => {

@@ -102,18 +102,25 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
     }
   };
 
-  for (const root of roots) {
-    const entry = await snapshot.lookup(root);
-    if (!entry) throw notFound(`${root} is not in snapshot ${snapshot.id.slice(0, 8)}`);
-    // Parents of a selected path are created; a real directory's metadata is restored too.
-    let parentAbs = '/';
-    for (const name of splitPath(root).slice(0, -1)) {
-      parentAbs = path.posix.join(parentAbs, name);
-      const parent = await snapshot.lookup(parentAbs);
-      if (parent?.type === 'dir') await place(parentAbs, parent);
+  // Blocks come from the cache when there, but a restore does not add to it (see Repository.fillCache).
+  const fill = repo.fillCache;
+  repo.fillCache = false;
+  try {
+    for (const root of roots) {
+      const entry = await snapshot.lookup(root);
+      if (!entry) throw notFound(`${root} is not in snapshot ${snapshot.id.slice(0, 8)}`);
+      // Parents of a selected path are created; a real directory's metadata is restored too.
+      let parentAbs = '/';
+      for (const name of splitPath(root).slice(0, -1)) {
+        parentAbs = path.posix.join(parentAbs, name);
+        const parent = await snapshot.lookup(parentAbs);
+        if (parent?.type === 'dir') await place(parentAbs, parent);
+      }
+      if (root !== '/') await place(root, entry);
+      for await (const { path: p, entry: e } of snapshot.walk(root, entry)) await place(p, e);
     }
-    if (root !== '/') await place(root, entry);
-    for await (const { path: p, entry: e } of snapshot.walk(root, entry)) await place(p, e);
+  } finally {
+    repo.fillCache = fill;
   }
 
   // Directory modes and times last (writing inside a directory changes its mtime).

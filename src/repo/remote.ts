@@ -194,13 +194,16 @@ export class RemoteService implements CatalogService {
     return j.rows.map(rowFromJson);
   }
 
+  /** Whether fetched blocks go into the cache (see Repository.fillCache). */
+  fillCache = true;
+
   async readSealed(id: Buffer): Promise<Buffer> {
     const hit = this.cache?.get(id);
     if (hit) return hit;
     const r = await this.http.call('GET', `/v1/blocks/${id.toString('hex')}`);
     if (r.status === 404) throw integrity(`block ${id.toString('hex').slice(0, 16)} is not in the repository`, { block: id.toString('hex') });
     if (r.status !== 200) throw this.refusal(r, 'GET', `block ${id.toString('hex').slice(0, 16)}`);
-    this.cache?.put(id, r.body);
+    if (this.fillCache) this.cache?.put(id, r.body);
     return r.body;
   }
 
@@ -410,6 +413,7 @@ export class RemoteService implements CatalogService {
 
   async close(): Promise<void> {
     for (const t of this.renewals.values()) clearInterval(t);
+    this.cache?.close();
     await this.http.close();
   }
 }

@@ -215,6 +215,19 @@ export class Repository {
     return plain;
   }
 
+  /**
+   * Whether blocks fetched from a server are added to the local block cache
+   * (they are always looked up there). A whole restore reads each block once:
+   * adding them would only evict what cat and mounts come back to.
+   */
+  get fillCache(): boolean {
+    return this.service instanceof RemoteService ? this.service.fillCache : false;
+  }
+
+  set fillCache(fill: boolean) {
+    if (this.service instanceof RemoteService) this.service.fillCache = fill;
+  }
+
   /** A blob's sealed bytes. */
   readSealed(id: Buffer): Promise<Buffer> {
     return this.service.readSealed(id);

@@ -58,6 +58,10 @@ export class BlockCache {
   /** No readable usage record: the next put scans to rebuild it. */
   private unknown = true;
   private readonly usageFile: string;
+  private usageFd?: number;
+  private usageIno = 0;
+  /** Prefix directories known to exist. */
+  private readonly dirs = new Set<string>();
 
   private constructor(
     private readonly root: string,
@@ -137,7 +141,10 @@ export class BlockCache {
         return;
       }
       const dir = path.dirname(file);
-      fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+      if (!this.dirs.has(dir)) {
+        fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+        this.dirs.add(dir);
+      }
       const tmp = path.join(dir, TMP + randomBytes(8).toString('hex'));
       try {
         fs.writeFileSync(tmp, sealed, { mode: 0o600, flag: 'wx' });
@@ -150,8 +157,15 @@ export class BlockCache {
       if (this.unknown || this.bytes > this.maxBytes) this.scan();
       else if (this.offset > USAGE_COMPACT_BYTES) this.rewriteUsage(this.size);
     } catch {
-      // A cache is optional.
+      // A cache is optional. Its directories may have gone: make them again next time.
+      this.dirs.clear();
     }
+  }
+
+  /** Lets go of the usage record. */
+  close(): void {
+    if (this.usageFd !== undefined) fs.closeSync(this.usageFd);
+    this.usageFd = undefined;
   }
 
   /** Drops one entry (e.g. it failed authentication). */
@@ -175,60 +189,69 @@ export class BlockCache {
 
   /** Appends one change to the usage record, then reads what other processes appended. */
   private record(line: string): void {
-    let fd: number;
-    try {
-      // No O_CREAT: a record without its first line would have no base total.
-      fd = fs.openSync(this.usageFile, fs.constants.O_WRONLY | fs.constants.O_APPEND);
-    } catch {
+    const fd = this.usage();
+    if (fd === undefined) {
       this.unknown = true;
       return;
     }
-    try {
-      fs.writeSync(fd, `${line}\n`);
-    } finally {
-      fs.closeSync(fd);
-    }
+    fs.writeSync(fd, `${line}\n`);
     this.refresh();
+  }
+
+  /**
+   * The usage record, kept open (opening a file costs more than the rest of a
+   * put). Opened again when another process replaced it (a new inode); no
+   * O_CREAT, since a record without its first line would have no base total.
+   */
+  private usage(): number | undefined {
+    const st = fs.statSync(this.usageFile, { throwIfNoEntry: false });
+    if (this.usageFd !== undefined && (!st || st.ino !== this.usageIno)) {
+      fs.closeSync(this.usageFd);
+      this.usageFd = undefined;
+    }
+    if (this.usageFd === undefined && st) {
+      try {
+        this.usageFd = fs.openSync(this.usageFile, fs.constants.O_RDWR | fs.constants.O_APPEND);
+        this.usageIno = fs.fstatSync(this.usageFd).ino;
+      } catch {
+        return undefined;
+      }
+    }
+    return this.usageFd;
   }
 
   /** Brings `bytes` up to date with the usage record, reading only what is new. */
   private refresh(): void {
-    let fd: number;
-    try {
-      fd = fs.openSync(this.usageFile, 'r');
-    } catch {
+    const fd = this.usage();
+    if (fd === undefined) {
       this.unknown = true;
       return;
     }
-    try {
-      const size = fs.fstatSync(fd).size;
-      const head = readAt(fd, 0, Math.min(size, 64));
-      const nl = head.indexOf(10);
-      const m = nl < 0 ? null : /^=(\d+) ([0-9a-f]{16})$/.exec(head.toString('latin1', 0, nl));
-      if (!m) {
-        this.unknown = true;
-        return;
-      }
-      // A new generation (the record was rewritten): start over from its total.
-      if (m[2] !== this.generation || size < this.offset) {
-        this.generation = m[2]!;
-        this.bytes = Number(m[1]);
-        this.offset = nl + 1;
-      }
-      if (size > this.offset) {
-        const tail = readAt(fd, this.offset, size - this.offset);
-        // Only whole lines: a line being appended is read next time.
-        const end = tail.lastIndexOf(10) + 1;
-        for (const line of tail.toString('latin1', 0, end).split('\n')) {
-          const d = /^([+-])(\d+)$/.exec(line);
-          if (d) this.bytes += d[1] === '+' ? Number(d[2]) : -Number(d[2]);
-        }
-        this.offset += end;
-      }
-      this.unknown = false;
-    } finally {
-      fs.closeSync(fd);
+    const size = fs.fstatSync(fd).size;
+    const head = readAt(fd, 0, Math.min(size, 64));
+    const nl = head.indexOf(10);
+    const m = nl < 0 ? null : /^=(\d+) ([0-9a-f]{16})$/.exec(head.toString('latin1', 0, nl));
+    if (!m) {
+      this.unknown = true;
+      return;
     }
+    // A new generation (the record was rewritten): start over from its total.
+    if (m[2] !== this.generation || size < this.offset) {
+      this.generation = m[2]!;
+      this.bytes = Number(m[1]);
+      this.offset = nl + 1;
+    }
+    if (size > this.offset) {
+      const tail = readAt(fd, this.offset, size - this.offset);
+      // Only whole lines: a line being appended is read next time.
+      const end = tail.lastIndexOf(10) + 1;
+      for (const line of tail.toString('latin1', 0, end).split('\n')) {
+        const d = /^([+-])(\d+)$/.exec(line);
+        if (d) this.bytes += d[1] === '+' ? Number(d[2]) : -Number(d[2]);
+      }
+      this.offset += end;
+    }
+    this.unknown = false;
   }
 
   /**
