@@ -229,6 +229,26 @@ describe('a repository behind strata serve', () => {
     expect(cached() - before).toBeLessThan(states[1]!.image.length / 32768 / 4);
   });
 
+  it('block bodies serve one HTTP byte range, as objects do', async () => {
+    const id = /GET \/v1\/blocks\/([0-9a-f]{64}) 200 /.exec(srv.log())![1]!;
+    const get = async (range?: string) => {
+      const r = await fetch(`${srv.url}/v1/blocks/${id}`, { headers: { Authorization: `Bearer ${admin}`, ...(range ? { Range: range } : {}) } });
+      return { status: r.status, headers: r.headers, body: Buffer.from(await r.arrayBuffer()) };
+    };
+    const whole = await get();
+    expect(whole.status).toBe(200);
+    expect(whole.headers.get('accept-ranges')).toBe('bytes');
+    const part = await get('bytes=10-19');
+    expect(part.status).toBe(206);
+    expect(part.headers.get('content-range')).toBe(`bytes 10-19/${whole.body.length}`);
+    expect(part.body.equals(whole.body.subarray(10, 20))).toBe(true);
+    expect((await get('bytes=-5')).body.equals(whole.body.subarray(-5))).toBe(true);
+    const past = await get(`bytes=${whole.body.length}-`);
+    expect(past.status).toBe(416);
+    expect(past.headers.get('content-range')).toBe(`bytes */${whole.body.length}`);
+    expect((await get('bytes=0-1,4-5')).status).toBe(416);
+  });
+
   it('roles: read tokens read and cannot back up; a bad token or no token is a clear error', () => {
     const reader = client(srv.url, token(srv.dir, 'reader', 'read'));
     expect(json<unknown[]>(['snapshots'], reader)).toHaveLength(states.length);

@@ -28,6 +28,7 @@ import {
 } from '../repo/wire.js';
 import type { LocalStorage } from '../storage/local.js';
 import { HttpError, sendJson, type RequestContext, type Route } from './http.js';
+import { parseRange } from './range.js';
 
 /** Bounds on request bodies: a batch of versions (block lists included), an id list, a pack index. */
 export const MAX_VERSIONS_BYTES = 256 * 1024 * 1024;
@@ -84,6 +85,20 @@ function sendBinary(ctx: RequestContext, buf: Buffer): void {
   ctx.res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': String(buf.length) });
   ctx.res.end(buf);
   ctx.bytesOut += buf.length;
+}
+
+/** The bytes, or the one range a Range header asks for (206), as object GETs serve it. */
+function sendRange(ctx: RequestContext, buf: Buffer): void {
+  const range = parseRange(ctx.req.headers.range, buf.length);
+  if (range.kind === 'unsatisfiable') throw new HttpError(416, 'range_not_satisfiable', range.reason, { 'Content-Range': `bytes */${buf.length}` });
+  if (range.kind === 'none') {
+    ctx.res.setHeader('Accept-Ranges', 'bytes');
+    return sendBinary(ctx, buf);
+  }
+  const part = buf.subarray(range.start, range.end + 1);
+  ctx.res.writeHead(206, { 'Content-Type': 'application/octet-stream', 'Content-Length': String(part.length), 'Content-Range': `bytes ${range.start}-${range.end}/${buf.length}` });
+  ctx.res.end(part);
+  ctx.bytesOut += part.length;
 }
 
 function query(ctx: RequestContext): URLSearchParams {
@@ -291,7 +306,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       handle: async (ctx) => {
         const block = id(ctx.params.id, 'block id');
         if (!keeperCatalog(keeper).blockLocation(block)) throw new HttpError(404, 'not_found', 'no such block');
-        sendBinary(ctx, await svc().readSealed(block));
+        sendRange(ctx, await svc().readSealed(block));
       },
     },
     {
