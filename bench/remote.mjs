@@ -94,7 +94,8 @@ function kind(method, p) {
   return `${method} ${parts.join('/')}`;
 }
 
-export const isBlockGet = (r) => r.kind === 'GET /v1/blocks/*';
+/** A request for block bodies: one block, or several at once. */
+export const isBlockGet = (r) => r.kind === 'GET /v1/blocks/*' || r.kind === 'POST /v1/blocks/read';
 export const isPackPut = (r) => r.kind === 'PUT /v1/objects/pack/*';
 
 /** Round trips of a read: each request but the block GETs waits for the one before; the block GETs go out together. */

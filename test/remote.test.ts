@@ -249,6 +249,36 @@ describe('a repository behind strata serve', () => {
     expect((await get('bytes=0-1,4-5')).status).toBe(416);
   });
 
+  it('several blocks in one request: a frame each, in order, an empty one for a block not there', async () => {
+    const ids = [...srv.log().matchAll(/GET \/v1\/blocks\/([0-9a-f]{64}) 200 /g)].map((m) => m[1]!);
+    const known = [...new Set(ids)].slice(0, 2);
+    expect(known).toHaveLength(2);
+    const ask = [known[0]!, 'ab'.repeat(32), known[1]!, known[0]!];
+    const r = await fetch(`${srv.url}/v1/blocks/read`, { method: 'POST', headers: { Authorization: `Bearer ${admin}` }, body: Buffer.concat(ask.map((h) => Buffer.from(h, 'hex'))) });
+    expect(r.status).toBe(200);
+    const body = Buffer.from(await r.arrayBuffer());
+    const frames: Buffer[] = [];
+    for (let at = 0; at < body.length; at += 4 + body.readUInt32LE(at)) frames.push(body.subarray(at + 4, at + 4 + body.readUInt32LE(at)));
+    const one = async (h: string) => Buffer.from(await (await fetch(`${srv.url}/v1/blocks/${h}`, { headers: { Authorization: `Bearer ${admin}` } })).arrayBuffer());
+    expect(frames).toHaveLength(4);
+    expect(frames[0]!.equals(await one(known[0]!))).toBe(true);
+    expect(frames[1]!.length).toBe(0);
+    expect(frames[2]!.equals(await one(known[1]!))).toBe(true);
+    expect(frames[3]!.equals(frames[0]!)).toBe(true);
+    const bad = await fetch(`${srv.url}/v1/blocks/read`, { method: 'POST', headers: { Authorization: `Bearer ${admin}` }, body: Buffer.alloc(33) });
+    expect(bad.status).toBe(400);
+    // A read of many blocks asks for them together.
+    const mark = srv.log().length;
+    const out = path.join(tempDir(), 'out');
+    ok(['restore', big, '--target', out, '--no-cache'], env);
+    await new Promise((res) => setTimeout(res, 200));
+    const reqs = srv.log().slice(mark);
+    const batches = (reqs.match(/POST \/v1\/blocks\/read 200 /g) ?? []).length;
+    const singles = (reqs.match(/GET \/v1\/blocks\/[0-9a-f]{64} 200 /g) ?? []).length;
+    expect(batches).toBeGreaterThan(0);
+    expect(batches + singles).toBeLessThan(states.at(-1)!.image.length / 32768 / 8);
+  });
+
   it('roles: read tokens read and cannot back up; a bad token or no token is a clear error', () => {
     const reader = client(srv.url, token(srv.dir, 'reader', 'read'));
     expect(json<unknown[]>(['snapshots'], reader)).toHaveLength(states.length);

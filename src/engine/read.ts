@@ -82,15 +82,17 @@ export async function planRead(repo: Repository, when: When, absPath: string, ho
   return { snapshot, file: { path: absPath, version: v }, start: plan.start, end: plan.end, first: { pieces: plan.pieces, next: plan.next } };
 }
 
-/** The bytes of [start, end] (inclusive) of a version, block piece by block piece. */
-const PREFETCH = 8;
+/** Blocks fetched ahead of the one being read; refilled in bursts of half, so a server gets them in one request. */
+const PREFETCH = 32;
 
+/** The bytes of [start, end] (inclusive) of a version, block piece by block piece. */
 export async function* readRange(repo: Repository, version: VersionRow, start: number, end: number, first?: { pieces: Piece[]; next: number | null }): AsyncGenerator<Buffer> {
   if (end >= version.size) throw integrity(`read past the end of version ${version.id}`);
   // Reads of the next few blocks start early, so the store works while we decode and write.
   const ahead: { p: Piece; block: Promise<Buffer> }[] = [];
   const pieces = (first ? planned(repo, version, end, first) : repo.service.pieces(version.id, start, end))[Symbol.asyncIterator]();
   const fill = async () => {
+    if (ahead.length > PREFETCH / 2) return;
     while (ahead.length < PREFETCH) {
       const next = await pieces.next();
       if (next.done) return;

@@ -18,6 +18,7 @@ import type { PrunePlan } from '../engine/prune.js';
 import type { RangeSpec } from '../util/range.js';
 import type { BackupStart, CatalogService, ReadPlan, ResealedToc, SnapshotChoice, StoredVersionRow, VersionRecord, VersionUpload } from './service.js';
 import {
+  BLOCKS_PER_READ,
   decodeBlockList,
   decodeIds,
   encodeIds,
@@ -197,13 +198,63 @@ export class RemoteService implements CatalogService {
   /** Whether fetched blocks go into the cache (see Repository.fillCache). */
   fillCache = true;
 
+  /** Blocks asked for in this turn of the event loop: they go out together. */
+  private waiting: { id: Buffer; resolve: (b: Buffer) => void; reject: (e: unknown) => void }[] = [];
+  private sendScheduled = false;
+
   async readSealed(id: Buffer): Promise<Buffer> {
     const hit = this.cache?.get(id);
     if (hit) return hit;
+    const sealed = await new Promise<Buffer>((resolve, reject) => {
+      this.waiting.push({ id, resolve, reject });
+      if (this.waiting.length >= BLOCKS_PER_READ) this.sendWaiting();
+      else if (!this.sendScheduled) {
+        this.sendScheduled = true;
+        setImmediate(() => {
+          this.sendScheduled = false;
+          this.sendWaiting();
+        });
+      }
+    });
+    if (this.fillCache) this.cache?.put(id, sealed);
+    return sealed;
+  }
+
+  private sendWaiting(): void {
+    while (this.waiting.length > 0) void this.fetchBlocks(this.waiting.splice(0, BLOCKS_PER_READ));
+  }
+
+  /** One block with GET /v1/blocks/{id}; several with one POST /v1/blocks/read. */
+  private async fetchBlocks(batch: { id: Buffer; resolve: (b: Buffer) => void; reject: (e: unknown) => void }[]): Promise<void> {
+    try {
+      if (batch.length === 1) return batch[0]!.resolve(await this.fetchBlock(batch[0]!.id));
+      const r = await this.binary('POST', '/v1/blocks/read', 'blocks', encodeIds(batch.map((w) => w.id)));
+      const malformed = () => integrity(`${this.http.location} sent a malformed answer to a block read`);
+      let at = 0;
+      let i = 0;
+      for (; i < batch.length && at < r.length; i++) {
+        if (at + 4 > r.length) throw malformed();
+        const n = r.readUInt32LE(at);
+        if (at + 4 + n > r.length) throw malformed();
+        const w = batch[i]!;
+        // An empty frame: missing or unreadable there; the single GET says which.
+        if (n === 0) this.fetchBlock(w.id).then(w.resolve, w.reject);
+        else w.resolve(r.subarray(at + 4, at + 4 + n));
+        at += 4 + n;
+      }
+      if (i === 0 || at !== r.length) throw malformed();
+      // The answer stopped at its size bound: ask again for the rest.
+      if (i < batch.length) await this.fetchBlocks(batch.slice(i));
+    } catch (e) {
+      // Those already answered keep their bytes; rejecting them again does nothing.
+      for (const w of batch) w.reject(e);
+    }
+  }
+
+  private async fetchBlock(id: Buffer): Promise<Buffer> {
     const r = await this.http.call('GET', `/v1/blocks/${id.toString('hex')}`);
     if (r.status === 404) throw integrity(`block ${id.toString('hex').slice(0, 16)} is not in the repository`, { block: id.toString('hex') });
     if (r.status !== 200) throw this.refusal(r, 'GET', `block ${id.toString('hex').slice(0, 16)}`);
-    if (this.fillCache) this.cache?.put(id, r.body);
     return r.body;
   }
 

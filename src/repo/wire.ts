@@ -134,6 +134,9 @@ export function packEntriesFromJson(j: unknown, packSize: number, magic: number)
 // --- binary: ids, block lists and versions
 
 /** Concatenated 32-byte ids. */
+/** Blocks one POST /v1/blocks/read may ask for. */
+export const BLOCKS_PER_READ = 64;
+
 export function encodeIds(ids: readonly Uint8Array[]): Buffer {
   const out = Buffer.allocUnsafe(ids.length * ID_BYTES);
   ids.forEach((id, i) => out.set(id.subarray(0, ID_BYTES), i * ID_BYTES));
