@@ -47,8 +47,11 @@ describe('reference chains', () => {
     const after10 = await frames(ids[10]!);
     const after100 = await frames(ids[100]!);
     expect(after1).toBeLessThanOrEqual(2);
-    expect(after10).toBeLessThanOrEqual(MAX_DEPTH + 1);
-    expect(after100).toBeLessThanOrEqual(MAX_DEPTH + 1);
+    // At most MAX_DEPTH hops, plus a frame wherever the range crosses from one ref to the next on the
+    // way down (the block boundaries, and so the refs, depend on the random key; 8 to 9 frames are
+    // usual). Without the depth bound, 100 incrementals would take about 100 frames.
+    expect(after10).toBeLessThanOrEqual(2 * (MAX_DEPTH + 1));
+    expect(after100).toBeLessThanOrEqual(2 * (MAX_DEPTH + 1));
     // The TOC still grows with what changed, not with the file's 256 blocks.
     const latest = await openFile((await findSnapshot(repo, { kind: 'latest' })), file);
     expect(repo.catalog.toc(latest.version.id).length).toBeLessThan(90);
