@@ -90,7 +90,7 @@ function parseLine(line) {
 
 /** "GET /v1/blocks/ab12…" → "GET /v1/blocks/*": ids, numbers and paths become "*", route words stay. */
 function kind(method, p) {
-  const parts = p.split('/').map((s, i) => (i === 1 || /^[a-z]{1,12}$/.test(s) ? s : '*'));
+  const parts = p.split('/').map((s, i) => (i <= 1 || /^[a-z]{1,12}$/.test(s) ? s : '*'));
   return `${method} ${parts.join('/')}`;
 }
 
