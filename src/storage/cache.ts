@@ -195,7 +195,7 @@ export class BlockCache {
       return;
     }
     fs.writeSync(fd, `${line}\n`);
-    this.refresh();
+    this.refresh(fd);
   }
 
   /**
@@ -221,8 +221,7 @@ export class BlockCache {
   }
 
   /** Brings `bytes` up to date with the usage record, reading only what is new. */
-  private refresh(): void {
-    const fd = this.usage();
+  private refresh(fd = this.usage()): void {
     if (fd === undefined) {
       this.unknown = true;
       return;
