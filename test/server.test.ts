@@ -650,6 +650,18 @@ function storageContract(label: string, make: () => Promise<Storage>): void {
       }
     });
 
+    it('many reads at once across more objects than stay open: every one returns its bytes', async () => {
+      const objects = Array.from({ length: 40 }, (_, i) => ({ h: h(100 + i), bytes: rng.bytes(5000) }));
+      for (const o of objects) await st.put(o.h, o.bytes);
+      const reads = Array.from({ length: 400 }, (_, i) => {
+        const o = objects[(i * 7) % objects.length]!;
+        const off = (i * 13) % 4000;
+        return st.read(o.h, off, 1000).then((b) => b.equals(o.bytes.subarray(off, off + 1000)));
+      });
+      expect((await Promise.all(reads)).every(Boolean)).toBe(true);
+      for (const o of objects) await st.delete(o.h);
+    });
+
     it('missing objects: not_found from get, read and stat; exists is false', async () => {
       const missing = h(404);
       for (const op of [() => st.get(missing), () => st.read(missing, 0, 1), () => st.stat(missing)]) {

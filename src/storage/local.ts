@@ -13,6 +13,25 @@ const NAME = /^[0-9a-zA-Z_.-]+$/;
 const RESERVE = 1024 * 1024;
 const OPEN_HANDLES = 16;
 
+interface OpenObject {
+  fh: fs.FileHandle;
+  size: number;
+  /** Reads under way. */
+  users: number;
+  /** No longer in the table of handles: closed once no read uses it. */
+  retired: boolean;
+}
+
+function retire(open: OpenObject): void {
+  open.retired = true;
+  if (open.users === 0) void open.fh.close().catch(() => {});
+}
+
+function release(open: OpenObject): void {
+  open.users--;
+  if (open.retired && open.users === 0) void open.fh.close().catch(() => {});
+}
+
 export class LocalStorage implements Storage {
   readonly location: string;
 
@@ -132,63 +151,76 @@ export class LocalStorage implements Storage {
   }
 
   async read(h: Handle, offset: number, length: number): Promise<Buffer> {
-    const { fh, size } = await this.handle(h);
-    // A range past the end fails before anything is allocated: a damaged or
-    // hostile catalog cannot make us reserve memory the object cannot fill.
-    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > size) {
-      throw new StorageError('short_read', `${h.kind} ${h.name}: wanted ${length} bytes at ${offset}, it has ${size}`);
+    const open = await this.acquire(h);
+    try {
+      const { fh, size } = open;
+      // A range past the end fails before anything is allocated: a damaged or
+      // hostile catalog cannot make us reserve memory the object cannot fill.
+      if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > size) {
+        throw new StorageError('short_read', `${h.kind} ${h.name}: wanted ${length} bytes at ${offset}, it has ${size}`);
+      }
+      const buf = Buffer.allocUnsafe(length);
+      let got = 0;
+      while (got < length) {
+        const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+      if (got !== length) throw new StorageError('short_read', `${h.kind} ${h.name}: wanted ${length} bytes at ${offset}, got ${got}`);
+      return buf;
+    } finally {
+      release(open);
     }
-    const buf = Buffer.allocUnsafe(length);
-    let got = 0;
-    while (got < length) {
-      const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
-      if (bytesRead === 0) break;
-      got += bytesRead;
-    }
-    if (got !== length) throw new StorageError('short_read', `${h.kind} ${h.name}: wanted ${length} bytes at ${offset}, got ${got}`);
-    return buf;
   }
 
   /**
    * Open handles of recently read objects, with their sizes (objects never
-   * change once written): a restore reads many blocks of one pack.
+   * change once written): a restore reads many blocks of one pack. A handle
+   * pushed out while reads are under way is closed when the last one ends.
    */
-  private readonly handles = new Map<string, Promise<{ fh: fs.FileHandle; size: number }>>();
+  private readonly handles = new Map<string, Promise<OpenObject>>();
 
-  private async handle(h: Handle): Promise<{ fh: fs.FileHandle; size: number }> {
+  private async acquire(h: Handle): Promise<OpenObject> {
     const file = this.file(h);
-    let p = this.handles.get(file);
-    if (p) {
-      this.handles.delete(file);
-      this.handles.set(file, p);
-      return p;
-    }
-    p = fs.open(file, 'r').then(async (fh) => {
-      try {
-        return { fh, size: (await fh.stat()).size };
-      } catch (e) {
-        await fh.close();
-        throw e;
+    for (;;) {
+      let p = this.handles.get(file);
+      if (p) {
+        this.handles.delete(file);
+        this.handles.set(file, p);
+      } else {
+        p = fs.open(file, 'r').then(async (fh) => {
+          try {
+            return { fh, size: (await fh.stat()).size, users: 0, retired: false };
+          } catch (e) {
+            await fh.close();
+            throw e;
+          }
+        });
+        this.handles.set(file, p);
+        p.catch(() => this.handles.delete(file));
+        if (this.handles.size > OPEN_HANDLES) {
+          const [oldest, old] = this.handles.entries().next().value!;
+          this.handles.delete(oldest);
+          void old.then(retire).catch(() => {});
+        }
       }
-    });
-    this.handles.set(file, p);
-    p.catch(() => this.handles.delete(file));
-    if (this.handles.size > OPEN_HANDLES) {
-      const [oldest, old] = this.handles.entries().next().value!;
-      this.handles.delete(oldest);
-      void old.then((f) => f.fh.close()).catch(() => {});
-    }
-    try {
-      return await p;
-    } catch (e) {
-      throw this.translate(e, h);
+      let open: OpenObject;
+      try {
+        open = await p;
+      } catch (e) {
+        throw this.translate(e, h);
+      }
+      // Retired between the lookup and now: open it again.
+      if (open.retired) continue;
+      open.users++;
+      return open;
     }
   }
 
   async close(): Promise<void> {
     const all = [...this.handles.values()];
     this.handles.clear();
-    await Promise.all(all.map((p) => p.then((f) => f.fh.close()).catch(() => {})));
+    await Promise.all(all.map((p) => p.then(retire).catch(() => {})));
   }
 
   async stat(h: Handle): Promise<{ size: number; mtimeMs: number }> {
@@ -241,7 +273,7 @@ export class LocalStorage implements Storage {
   async delete(h: Handle): Promise<void> {
     const open = this.handles.get(this.file(h));
     this.handles.delete(this.file(h));
-    void open?.then((f) => f.fh.close()).catch(() => {});
+    void open?.then(retire).catch(() => {});
     await fs.rm(this.file(h), { force: true });
   }
 
