@@ -19,6 +19,7 @@ import type { RangeSpec } from '../util/range.js';
 import type { BackupStart, CatalogService, ReadPlan, ResealedToc, SnapshotChoice, StoredVersionRow, VersionRecord, VersionUpload } from './service.js';
 import {
   BLOCKS_PER_READ,
+  MAX_LOCK_WAIT_MS,
   decodeBlockList,
   decodeIds,
   encodeIds,
@@ -353,7 +354,7 @@ export class RemoteService implements CatalogService {
       // The server waits a little itself; longer waits are a loop of requests.
       const left = Math.max(0, deadline - Date.now());
       try {
-        const j = await this.json<{ lease: unknown }>('POST', '/v1/maintenance', 'maintenance', { waitMs: Math.min(left, 10_000) });
+        const j = await this.json<{ lease: unknown }>('POST', '/v1/maintenance', 'maintenance', { waitMs: Math.min(left, MAX_LOCK_WAIT_MS) });
         if (typeof j.lease !== 'string') throw integrity(`${this.http.location} sent a malformed lease`);
         this.maintenance = j.lease;
         this.keepAlive(j.lease);

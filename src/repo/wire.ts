@@ -134,6 +134,9 @@ export function packEntriesFromJson(j: unknown, packSize: number, magic: number)
 // --- binary: ids, block lists and versions
 
 /** Concatenated 32-byte ids. */
+/** How long one POST /v1/maintenance may wait for another maintenance to end; a client waiting longer asks again. */
+export const MAX_LOCK_WAIT_MS = 10_000;
+
 /** Blocks one POST /v1/blocks/read may ask for. */
 export const BLOCKS_PER_READ = 64;
 

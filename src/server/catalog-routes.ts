@@ -16,6 +16,7 @@ import { PACK_MAGIC } from '../repo/pack.js';
 import { LocalService } from '../repo/service.js';
 import {
   BLOCKS_PER_READ,
+  MAX_LOCK_WAIT_MS,
   decodeIds,
   decodeVersions,
   encodeBlockList,
@@ -39,8 +40,6 @@ const MAX_JSON_BYTES = 16 * 1024 * 1024;
 const READ_ANSWER_BYTES = 16 * 1024 * 1024;
 /** Pieces per answer; the client asks again from where one stops. */
 export const PIECES_PER_PAGE = 8192;
-/** How long a request may wait for another maintenance to end; a client waiting longer asks again. */
-export const MAX_LOCK_WAIT_MS = 10_000;
 
 export class CatalogKeeper {
   private service?: LocalService;
