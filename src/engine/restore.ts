@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import { interrupted, notFound, StrataError } from '../errors.js';
 import type { Repository } from '../repo/repository.js';
 import { readRange, storedVersion } from './read.js';
+import { unpackVersion } from './unpack.js';
 import { isWithin, splitPath, type Snapshot } from './snapshot.js';
 import type { TreeEntry } from './tree.js';
 
@@ -71,7 +72,9 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
       await removeExisting(dest);
       const fh = await fs.open(dest, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
       try {
-        if (file.size > 0) {
+        if (file.size > 0 && repo.packFile) {
+          result.bytes += await unpackVersion(repo, file, fh, opts.signal);
+        } else if (file.size > 0) {
           // Pieces go out in batches of about 1 MiB, one writev each: a block is 32 KiB on average.
           let batch: Buffer[] = [];
           let batched = 0;

@@ -16,6 +16,7 @@ import { LocalStorage } from '../storage/local.js';
 import type { Storage } from '../storage/storage.js';
 import { decodeBlock } from './blockcodec.js';
 import { Catalog, type BlobKind } from './catalog.js';
+import { UnpackPool } from '../workers/unpack-pool.js';
 import { DEFAULT_PACK_SIZE, Packer } from './packer.js';
 import { RemoteService } from './remote.js';
 import { LocalService, type CatalogService } from './service.js';
@@ -199,7 +200,7 @@ export class Repository {
       this.cache.set(key, hit);
       return hit;
     }
-    const limit = Math.max(this.chunker.max, 256 * 1024 * 1024);
+    const limit = this.maxBlobSize;
     let plain: Buffer;
     try {
       plain = decodeBlock(this.keyring.encKey, this.keyring.idKey, id, await this.readSealed(id), limit);
@@ -213,6 +214,29 @@ export class Repository {
     this.cache.set(key, plain);
     if (this.cache.size > this.cacheLimit) this.cache.delete(this.cache.keys().next().value!);
     return plain;
+  }
+
+  /** The largest plaintext a stored blob may decode to (trees and TOCs may be larger than blocks). */
+  get maxBlobSize(): number {
+    return Math.max(this.chunker.max, 256 * 1024 * 1024);
+  }
+
+  /**
+   * Where a pack is on disk, when this process reads the repository's files
+   * itself (a restore then hands runs of blocks to worker threads that read
+   * and write them); undefined over a server.
+   */
+  get packFile(): ((pack: string) => string) | undefined {
+    const storage = this.storage;
+    if (!(storage instanceof LocalStorage) || !(this.service instanceof LocalService) || !this.localCatalog) return undefined;
+    return (pack) => storage.file({ kind: 'pack', name: pack });
+  }
+
+  private unpackPool?: UnpackPool;
+
+  /** Worker threads that restore blocks from pack files (started on first use). */
+  get unpackers(): UnpackPool {
+    return (this.unpackPool ??= new UnpackPool(this.keyring, this.maxBlobSize));
   }
 
   /**
@@ -243,6 +267,7 @@ export class Repository {
   }
 
   close(): void {
+    void this.unpackPool?.close();
     void this.service.close();
   }
 }

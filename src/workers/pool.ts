@@ -11,12 +11,12 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { ID_BYTES, slotLayout, type SealRequest, type SealResponse, type SlotLayout } from './sealer.js';
 
-/** The compiled worker script (tests run the sources, workers need the build). */
-function workerScript(): string {
+/** A compiled worker script (tests run the sources, workers need the build). */
+export function workerScript(name: string): string {
   const here = fileURLToPath(import.meta.url);
-  const sibling = path.join(path.dirname(here), 'sealer.js');
+  const sibling = path.join(path.dirname(here), name);
   if (!here.endsWith('.ts') && fs.existsSync(sibling)) return sibling;
-  const built = path.resolve(path.dirname(here), '../../dist/workers/sealer.js');
+  const built = path.resolve(path.dirname(here), '../../dist/workers', name);
   if (!fs.existsSync(built)) throw new Error(`worker script not built: run "npm run build" (${built})`);
   return built;
 }
@@ -47,7 +47,7 @@ export class SealPool {
   private failure?: Error;
 
   constructor(keys: { encKey: Uint8Array; idKey: Uint8Array }, level: number, maxBlock: number, slots = 32, size = Math.max(1, Math.min(os.availableParallelism(), 8))) {
-    const script = workerScript();
+    const script = workerScript('sealer.js');
     this.layout = slotLayout(maxBlock);
     this.shared = new SharedArrayBuffer(this.layout.slotSize * slots);
     for (let i = 0; i < slots; i++) this.free.push(i);

@@ -1,0 +1,129 @@
+/**
+ * Writing a whole version into an open file with worker threads doing the
+ * work: this thread resolves the version to block pieces and finds each
+ * block's pack and place; workers read runs of blocks, authenticate, decode
+ * and write them at their offsets (see workers/unpacker.ts). Only for a
+ * repository this process reads itself; over a server, blocks come through
+ * readRange.
+ */
+import type { FileHandle } from 'node:fs/promises';
+import { integrity, interrupted } from '../errors.js';
+import type { VersionRow } from '../repo/catalog.js';
+import type { Repository } from '../repo/repository.js';
+import { ID_BYTES, PIECE_FIELDS, type UnpackAnswer } from '../workers/unpacker.js';
+import type { Piece } from './resolve.js';
+
+/**
+ * Pieces per message to a worker at most, and the bytes that end a batch
+ * sooner: about 64 blocks, less for a small file, so even a file of a few
+ * blocks keeps every worker busy.
+ */
+const BATCH_PIECES = 64;
+const BATCH_BYTES = 2 * 1024 * 1024;
+const MIN_BATCH_BYTES = 128 * 1024;
+/** Batches handed out and not yet answered, per worker: enough to keep each busy, few enough to bound memory. */
+const IN_FLIGHT_PER_WORKER = 2;
+
+class Batch {
+  readonly files: string[] = [];
+  private readonly fileIndex = new Map<string, number>();
+  readonly pieces: Piece[] = [];
+  private readonly numbers = new Float64Array(BATCH_PIECES * PIECE_FIELDS);
+  private readonly ids = new Uint8Array(BATCH_PIECES * ID_BYTES);
+  bytes = 0;
+
+  constructor(private readonly limit: number) {}
+
+  add(p: Piece, file: string, offset: number, length: number): void {
+    let f = this.fileIndex.get(file);
+    if (f === undefined) {
+      f = this.files.push(file) - 1;
+      this.fileIndex.set(file, f);
+    }
+    const i = this.pieces.length;
+    this.pieces.push(p);
+    this.numbers.set([f, offset, length, p.blockSize, p.from, p.length, p.at], i * PIECE_FIELDS);
+    this.ids.set(p.block, i * ID_BYTES);
+    this.bytes += p.length;
+  }
+
+  get full(): boolean {
+    return this.pieces.length === BATCH_PIECES || this.bytes >= this.limit;
+  }
+
+  message(fd: number) {
+    const n = this.pieces.length;
+    return { fd, files: this.files, pieces: this.numbers.slice(0, n * PIECE_FIELDS), ids: this.ids.slice(0, n * ID_BYTES) };
+  }
+}
+
+/**
+ * Writes all of `version` into `fh` (which must stay open until this
+ * settles); returns the bytes written. Pieces a worker could not restore
+ * are read again here, so a damaged block fails with the same error as any
+ * other read, and a block that moved (prune repacked it) is found anew.
+ */
+export async function unpackVersion(repo: Repository, version: VersionRow, fh: FileHandle, signal?: AbortSignal, onBytes?: (n: number) => void): Promise<number> {
+  const packFile = repo.packFile;
+  if (!packFile) throw new Error('unpackVersion needs a repository on this machine');
+  const pool = repo.unpackers;
+  const catalog = repo.catalog;
+  const limit = pool.size * IN_FLIGHT_PER_WORKER;
+  const batchBytes = Math.min(BATCH_BYTES, Math.max(MIN_BATCH_BYTES, Math.ceil(version.size / limit)));
+  const inFlight: Promise<void>[] = [];
+  let written = 0;
+  let failure: unknown;
+
+  const send = (batch: Batch) => {
+    const done = pool
+      .run(batch.message(fh.fd))
+      .catch((e: unknown): UnpackAnswer => ({ seq: -1, bytes: 0, failed: 0, error: String(e) }))
+      .then(async (a) => {
+        repo.blocksRead += a.failed ?? batch.pieces.length;
+        const more = a.failed !== undefined ? await writeHere(repo, fh, batch.pieces.slice(a.failed)) : 0;
+        written += a.bytes + more;
+        onBytes?.(a.bytes + more);
+      })
+      .catch((e: unknown) => void (failure ??= e));
+    inFlight.push(done);
+  };
+
+  try {
+    if (version.size > 0) {
+      let batch = new Batch(batchBytes);
+      for await (const p of repo.service.pieces(version.id, 0, version.size - 1)) {
+        const loc = catalog.blockLocation(p.block);
+        if (!loc) throw integrity(`block ${p.block.toString('hex').slice(0, 16)} is not in the repository`, { block: p.block.toString('hex') });
+        batch.add(p, packFile(loc.pack), loc.offset, loc.length);
+        if (!batch.full) continue;
+        send(batch);
+        batch = new Batch(batchBytes);
+        if (inFlight.length >= limit) await inFlight.shift();
+        if (failure !== undefined) throw failure;
+        if (signal?.aborted) throw interrupted();
+      }
+      if (batch.pieces.length > 0) send(batch);
+    }
+  } finally {
+    // Workers write through this file's descriptor: none may still be at it once the caller closes it.
+    await Promise.all(inFlight);
+  }
+  if (failure !== undefined) throw failure;
+  if (written !== version.size) throw integrity(`version ${version.id}: wrote ${written} bytes of ${version.size}`, { version: version.id });
+  return written;
+}
+
+/** Pieces read and written by this thread (a worker failed on the first of them). */
+async function writeHere(repo: Repository, fh: FileHandle, pieces: readonly Piece[]): Promise<number> {
+  let bytes = 0;
+  for (const p of pieces) {
+    const block = await repo.readBlob(p.block);
+    if (block.length !== p.blockSize) {
+      throw integrity(`block ${p.block.toString('hex').slice(0, 16)} is ${block.length} bytes, its TOC entry says ${p.blockSize}`);
+    }
+    let done = 0;
+    while (done < p.length) done += (await fh.write(block, p.from + done, p.length - done, p.at + done)).bytesWritten;
+    bytes += p.length;
+  }
+  return bytes;
+}

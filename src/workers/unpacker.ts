@@ -1,0 +1,144 @@
+/**
+ * Worker thread: restores runs of blocks straight from pack files into the
+ * file being restored. It reads the sealed bytes (adjacent blocks of a pack in
+ * one read), authenticates, decompresses and checks each block, and writes
+ * its piece at its place in the output with pwrite. The main thread only
+ * resolves which pieces go where: a restore's reads, decoding and writes run
+ * on every core, and no block crosses between threads.
+ */
+import * as fs from 'node:fs';
+import { parentPort, workerData } from 'node:worker_threads';
+import { decodeBlock } from '../repo/blockcodec.js';
+import { GcPacer } from '../util/gc.js';
+
+/** Numbers per piece in UnpackBatch.pieces. */
+export const PIECE_FIELDS = 7;
+export const ID_BYTES = 32;
+
+export interface UnpackBatch {
+  seq: number;
+  /** The output file's descriptor (the process shares descriptors between threads). */
+  fd: number;
+  /** Pack files the blocks are in. */
+  files: string[];
+  /** Per piece: file index, sealed offset, sealed length, block size, piece start in the block, piece length, position in the output. */
+  pieces: Float64Array;
+  /** Block ids, ID_BYTES per piece. */
+  ids: Uint8Array;
+}
+
+export interface UnpackAnswer {
+  seq: number;
+  /** Bytes written. */
+  bytes: number;
+  /** The first piece not written, and why (the main thread reads it again and words the error). */
+  failed?: number;
+  error?: string;
+}
+
+/** Sealed bytes read in one go at most (a run of adjacent blocks). */
+const RUN_BYTES = 4 * 1024 * 1024;
+const OPEN_FILES = 16;
+/** Output gathered for one write at most. */
+const WRITE_BYTES = 1024 * 1024;
+
+if (parentPort) {
+  const { encKey, idKey, maxSize } = workerData as { encKey: Uint8Array; idKey: Uint8Array; maxSize: number };
+  const port = parentPort;
+  const pacer = new GcPacer(4 * 1024 * 1024);
+  const open = new Map<string, { fd: number; size: number }>();
+  let buf = Buffer.allocUnsafe(1024 * 1024);
+
+  const pack = (file: string): { fd: number; size: number } => {
+    let p = open.get(file);
+    if (p) {
+      open.delete(file);
+      open.set(file, p);
+      return p;
+    }
+    const fd = fs.openSync(file, 'r');
+    p = { fd, size: fs.fstatSync(fd).size };
+    open.set(file, p);
+    if (open.size > OPEN_FILES) {
+      const [oldest, old] = open.entries().next().value!;
+      open.delete(oldest);
+      fs.closeSync(old.fd);
+    }
+    return p;
+  };
+
+  /** The sealed bytes at [position, position + length) of a pack; never allocates past what the pack holds. */
+  const readFully = (file: string, length: number, position: number): Buffer => {
+    const { fd, size } = pack(file);
+    if (position + length > size) throw new Error(`short read: wanted ${length} bytes at ${position}, the pack has ${size}`);
+    if (buf.length < length) buf = Buffer.allocUnsafe(Math.max(length, buf.length * 2));
+    let got = 0;
+    while (got < length) {
+      const n = fs.readSync(fd, buf, got, length - got, position + got);
+      if (n === 0) throw new Error(`short read: wanted ${length} bytes at ${position}, got ${got}`);
+      got += n;
+    }
+    return buf.subarray(0, length);
+  };
+
+  const writeFully = (fd: number, data: Uint8Array, position: number): void => {
+    let done = 0;
+    while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done, position + done);
+  };
+
+  // Pieces that follow each other in the output are gathered and written with one pwrite.
+  const out = Buffer.allocUnsafe(WRITE_BYTES);
+  let outLength = 0;
+  let outAt = 0;
+
+  port.on('message', (b: UnpackBatch) => {
+    const n = b.pieces.length / PIECE_FIELDS;
+    const f = (i: number, k: number) => b.pieces[i * PIECE_FIELDS + k]!;
+    // Pieces before `done` are written (their bytes in doneBytes); those from `done` on are gathered in `out`.
+    let done = 0;
+    let doneBytes = 0;
+    let gatheredBytes = 0;
+    const flush = (next: number) => {
+      writeFully(b.fd, out.subarray(0, outLength), outAt);
+      outLength = 0;
+      done = next;
+      doneBytes += gatheredBytes;
+      gatheredBytes = 0;
+    };
+    try {
+      outLength = 0;
+      for (let i = 0; i < n; ) {
+        // A run: the following pieces whose sealed bytes come right after, in the same pack.
+        const runStart = f(i, 1);
+        let runEnd = runStart + f(i, 2);
+        let j = i + 1;
+        while (j < n && f(j, 0) === f(i, 0) && f(j, 1) === runEnd && runEnd + f(j, 2) - runStart <= RUN_BYTES) runEnd += f(j++, 2);
+        const sealed = readFully(b.files[f(i, 0)]!, runEnd - runStart, runStart);
+        for (; i < j; i++) {
+          const from = f(i, 1) - runStart;
+          const plain = decodeBlock(encKey, idKey, b.ids.subarray(i * ID_BYTES, (i + 1) * ID_BYTES), sealed.subarray(from, from + f(i, 2)), maxSize);
+          if (plain.length !== f(i, 3)) throw new Error(`block is ${plain.length} bytes, its TOC entry says ${f(i, 3)}`);
+          pacer.add(plain.length);
+          const piece = plain.subarray(f(i, 4), f(i, 4) + f(i, 5));
+          const at = f(i, 6);
+          if (outLength > 0 && (outAt + outLength !== at || outLength + piece.length > WRITE_BYTES)) flush(i);
+          if (piece.length > WRITE_BYTES) {
+            writeFully(b.fd, piece, at);
+            done = i + 1;
+            doneBytes += piece.length;
+            continue;
+          }
+          if (outLength === 0) outAt = at;
+          out.set(piece, outLength);
+          outLength += piece.length;
+          gatheredBytes += piece.length;
+        }
+      }
+      if (outLength > 0) flush(n);
+      port.postMessage({ seq: b.seq, bytes: doneBytes } satisfies UnpackAnswer);
+    } catch (e) {
+      outLength = 0;
+      port.postMessage({ seq: b.seq, bytes: doneBytes, failed: done, error: (e as Error).message } satisfies UnpackAnswer);
+    }
+  });
+}
