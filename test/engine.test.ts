@@ -4,7 +4,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { Chunker } from '../src/chunker/fastcdc.js';
 import { alignedBlocks, freshChunks, windowBuffer } from '../src/engine/aligned.js';
 import { backup } from '../src/engine/backup.js';
@@ -15,6 +15,7 @@ import { findSnapshot, metaAad } from '../src/engine/snapshot.js';
 import { MAX_DEPTH } from '../src/engine/versions.js';
 import { StrataError } from '../src/errors.js';
 import { Repository } from '../src/repo/repository.js';
+import { SealPool } from '../src/workers/pool.js';
 import { makeRepo, Rng, tempDir } from './helpers.js';
 
 describe('reference chains', () => {
@@ -175,15 +176,11 @@ describe('reading a file seen before', () => {
     return ids;
   }
 
-  it('confirms unchanged blocks by hash and gives exactly the blocks a full chunking gives', async () => {
-    const repo = await makeRepo({ chunkAvg: 1024 });
+  /** Backs up `steps` random edits of `data` and checks each version's blocks against a full chunking. */
+  async function editAndCompare(repo: Repository, data: Buffer, rng: Rng, steps: number, record: Buffer): Promise<void> {
     const dir = tempDir();
     const file = path.join(dir, 'f');
-    const rng = new Rng(21);
-    // Random data with runs of zeros and a repeated record, so blocks repeat.
-    const record = rng.bytes(3000);
-    let data = Buffer.concat([rng.bytes(60_000), Buffer.alloc(20_000), record, record, rng.bytes(40_000), record, Buffer.alloc(9000)]);
-    for (let step = 0; step < 40; step++) {
+    for (let step = 0; step < steps; step++) {
       fs.writeFileSync(file, data);
       const r = await backup(repo, { paths: [dir], time: Date.UTC(2026, 0, 1, 0, step) });
       expect(versionIds(repo, r.snapshot, file)).toEqual(chunkIds(repo, data));
@@ -193,11 +190,32 @@ describe('reading a file seen before', () => {
         case 0: data = Buffer.concat([data.subarray(0, at), rng.bytes(n), data.subarray(at)]); break;
         case 1: data = Buffer.concat([data.subarray(0, at), data.subarray(Math.min(data.length, at + n))]); break;
         case 2: data = Buffer.concat([data.subarray(0, at), rng.bytes(n), data.subarray(Math.min(data.length, at + n))]); break;
-        case 3: data = data.subarray(0, at); break;
+        case 3: data = data.subarray(0, Math.max(at, data.length - 200_000)); break;
         case 4: data = Buffer.concat([data, rng.bytes(n)]); break;
         default: data = Buffer.concat([data.subarray(0, at), record, data.subarray(at)]);
       }
     }
+  }
+
+  it('confirms unchanged blocks by hash and gives exactly the blocks a full chunking gives', async () => {
+    const repo = await makeRepo({ chunkAvg: 1024 });
+    const rng = new Rng(21);
+    // Random data with runs of zeros and a repeated record, so blocks repeat.
+    const record = rng.bytes(3000);
+    const data = Buffer.concat([rng.bytes(60_000), Buffer.alloc(20_000), record, record, rng.bytes(40_000), record, Buffer.alloc(9000)]);
+    await editAndCompare(repo, data, rng, 40, record);
+  });
+
+  it('confirms the unchanged runs of a large file on the workers, with the same result', async () => {
+    const repo = await makeRepo({ chunkAvg: 4096 });
+    const rng = new Rng(22);
+    const record = rng.bytes(3000);
+    const parts: Buffer[] = [];
+    for (let i = 0; i < 40; i++) parts.push(rng.bytes(100_000 + rng.int(50_000)), i % 3 ? record : Buffer.alloc(30_000));
+    const confirm = vi.spyOn(SealPool.prototype, 'confirm');
+    await editAndCompare(repo, Buffer.concat(parts), rng, 12, record);
+    expect(confirm.mock.calls.length).toBeGreaterThan(20);
+    confirm.mockRestore();
   });
 });
 

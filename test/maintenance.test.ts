@@ -297,6 +297,18 @@ describe('a TOC longer than one sealed segment', () => {
 });
 
 describe('prune beside a running backup', () => {
+  it('blocks looked up together are rescued from prune like blocks looked up alone', async () => {
+    const repo = await makeRepo();
+    const dir = tempDir();
+    fs.writeFileSync(path.join(dir, 'a'), new Rng(6).bytes(100_000));
+    await backup(repo, { paths: [dir] });
+    const ids = repo.catalog.db.prepare('SELECT id FROM blocks WHERE kind = 0').pluck().all() as Buffer[];
+    repo.catalog.db.prepare('UPDATE blocks SET condemned = 1 WHERE id = ?').run(ids[0]);
+    expect(repo.catalog.hasBlocks([ids[0]!, Buffer.alloc(32), ...ids.slice(1)])).toEqual([true, false, ...ids.slice(1).map(() => true)]);
+    expect(repo.catalog.db.prepare('SELECT condemned FROM blocks WHERE id = ?').pluck().get(ids[0])).toBeNull();
+    repo.close();
+  });
+
   it('a block a backup has decided to reuse survives a prune that finds it unused', async () => {
     const repo = await makeRepo({ chunkAvg: 2048, packSize: 128 * 1024 });
     const dir = tempDir();

@@ -16,8 +16,9 @@ import type { BlockList } from './blocklist.js';
 import { BlockIndex } from './toc.js';
 
 export interface AlignedBlock {
-  /** The block's bytes: valid only until the next block is asked for. */
-  data: Buffer;
+  /** The block's bytes, valid only until the next block is asked for; null for a block a worker confirmed. */
+  data: Buffer | null;
+  length: number;
   id: Buffer;
   /** The previous version holds this block at the expected place. */
   confirmed: boolean;
@@ -66,8 +67,10 @@ class FileWindow {
   ensure(pos: number, n: number): number {
     while (this.base + this.filled < pos + n && !this.eof) {
       if (pos > this.base) {
-        this.buf.copy(this.buf, 0, pos - this.base, this.filled);
-        this.filled -= pos - this.base;
+        // What is kept of the window (nothing, if pos jumped past it).
+        const keep = Math.max(0, this.base + this.filled - pos);
+        if (keep > 0) this.buf.copy(this.buf, 0, pos - this.base, this.filled);
+        this.filled = keep;
         this.base = pos;
       }
       let bytesRead: number;
@@ -113,6 +116,28 @@ export async function* freshChunks(fd: number, chunker: Chunker, maxBlock: numbe
   }
 }
 
+/**
+ * Confirming runs of expected blocks on worker threads, several at once and
+ * ahead of the one needed next: `confirm` reads and hashes a run, `stored`
+ * says whether the repository has a block (one it lacks needs its bytes
+ * here, to be stored).
+ */
+export interface Confirmer {
+  confirm: (start: number, lengths: number[], ids: Uint8Array, last: boolean) => Promise<{ count: number; bytesRead: number }>;
+  stored: (ids: Buffer[]) => boolean[];
+}
+
+/** Runs confirmed at once, and the bytes of each: enough to keep every worker hashing. */
+const CONFIRM_RUNS = 4;
+const RUN_BYTES = 2 * 1024 * 1024;
+
+interface Run {
+  first: number;
+  start: number;
+  lengths: number[];
+  answer: Promise<{ count: number; bytesRead: number }>;
+}
+
 export async function* alignedBlocks(
   fd: number,
   chunker: Chunker,
@@ -121,41 +146,103 @@ export async function* alignedBlocks(
   previous: BlockList,
   hash: (data: Uint8Array) => Buffer,
   onRead: (bytes: number) => void,
+  confirmer?: Confirmer,
 ): AsyncGenerator<AlignedBlock> {
   const window = new FileWindow(fd, buffer, onRead);
   let index: BlockIndex | undefined;
   let pos = 0;
   /** The previous block expected next, or -1 while the chunker leads. */
   let expect = previous.length > 0 ? 0 : -1;
-  while (true) {
-    await window.breathe();
-    if (expect >= 0 && expect < previous.length && previous.hasId(expect)) {
-      const length = previous.end(expect) - previous.start(expect) + 1;
-      // The old last block was cut by the end of the file, not by its bytes: it holds only if the file ends there again.
-      const last = expect === previous.length - 1;
-      const got = window.ensure(pos, last ? length + 1 : length);
-      if (got === length) {
-        const data = window.view(pos, length);
-        const id = hash(data);
-        if (previous.idEquals(expect, id)) {
-          yield { data, id, confirmed: true };
-          pos += length;
-          expect++;
-          continue;
+  /** Runs handed to workers, in order from `expect`; `ahead` is the block after the last. */
+  let runs: Run[] = [];
+  let ahead = 0;
+  /** Where the file holds the previous version's bytes now: an insertion or deletion before them moves them. */
+  let shift = 0;
+  const nextRun = (): Run | undefined => {
+    const first = ahead;
+    let end = first;
+    for (let bytes = 0; end < previous.length && previous.hasId(end) && (end === first || bytes + previous.end(end) - previous.start(end) + 1 <= RUN_BYTES); end++) {
+      bytes += previous.end(end) - previous.start(end) + 1;
+    }
+    const candidates: Buffer[] = [];
+    for (let k = first; k < end; k++) candidates.push(previous.id(k)!);
+    // A block the repository lacks is read on this thread, to be stored again.
+    const stored = candidates.length > 0 ? confirmer!.stored(candidates) : [];
+    const count = stored.indexOf(false) < 0 ? stored.length : stored.indexOf(false);
+    if (count === 0) return undefined;
+    ahead = first + count;
+    const lengths: number[] = [];
+    const ids = new Uint8Array(count * 32);
+    for (let k = first; k < ahead; k++) {
+      lengths.push(previous.end(k) - previous.start(k) + 1);
+      ids.set(candidates[k - first]!, (k - first) * 32);
+    }
+    const start = previous.start(first) + shift;
+    const answer = confirmer!.confirm(start, lengths, ids, ahead === previous.length);
+    answer.catch(() => {});
+    return { first, start, lengths, answer };
+  };
+  try {
+    while (true) {
+      await window.breathe();
+      if (confirmer && expect >= 0 && expect < previous.length) {
+        if (runs.length === 0 || runs[0]!.first !== expect) {
+          runs = [];
+          ahead = expect;
+          shift = pos - previous.start(expect);
+        }
+        while (runs.length < CONFIRM_RUNS) {
+          const run = nextRun();
+          if (!run) break;
+          runs.push(run);
+        }
+        const run = runs.shift();
+        if (run) {
+          const { count, bytesRead } = await run.answer;
+          onRead(Math.min(bytesRead, run.lengths.reduce((a, b) => a + b, 0)));
+          for (let c = 0; c < count; c++) {
+            const length = run.lengths[c]!;
+            yield { data: null, length, id: Buffer.from(previous.id(expect)!), confirmed: true };
+            pos += length;
+            expect++;
+          }
+          if (count === run.lengths.length) continue;
+          // The rest was hashed for nothing: the block at `expect` differs, so the chunker takes over there.
+          runs = [];
+          expect = -1;
         }
       }
+      if (expect >= 0 && expect < previous.length && previous.hasId(expect)) {
+        const length = previous.end(expect) - previous.start(expect) + 1;
+        // The old last block was cut by the end of the file, not by its bytes: it holds only if the file ends there again.
+        const last = expect === previous.length - 1;
+        const got = window.ensure(pos, last ? length + 1 : length);
+        if (got === length) {
+          const data = window.view(pos, length);
+          const id = hash(data);
+          if (previous.idEquals(expect, id)) {
+            yield { data, length, id, confirmed: true };
+            pos += length;
+            expect++;
+            continue;
+          }
+        }
+      }
+      const available = window.ensure(pos, maxBlock);
+      if (available === 0) return;
+      const length = chunker.firstCut(window.view(pos, available));
+      const data = window.view(pos, length);
+      const id = hash(data);
+      yield { data, length, id, confirmed: false };
+      // A known block puts us back on the previous version's track, wherever it sits there.
+      index ??= new BlockIndex(previous);
+      const found = index.findId(id);
+      expect = found === undefined ? -1 : (typeof found === 'number' ? found : nearest(previous, found, pos)) + 1;
+      pos += length;
     }
-    const available = window.ensure(pos, maxBlock);
-    if (available === 0) return;
-    const length = chunker.firstCut(window.view(pos, available));
-    const data = window.view(pos, length);
-    const id = hash(data);
-    yield { data, id, confirmed: false };
-    // A known block puts us back on the previous version's track, wherever it sits there.
-    index ??= new BlockIndex(previous);
-    const found = index.findId(id);
-    expect = found === undefined ? -1 : (typeof found === 'number' ? found : nearest(previous, found, pos)) + 1;
-    pos += length;
+  } finally {
+    // Workers read through the caller's descriptor: none may still be at it once it is closed.
+    await Promise.allSettled(runs.map((r) => r.answer));
   }
 }
 

@@ -434,12 +434,15 @@ class BackupRun {
       };
       if (previous) {
         const ids = this.repo.keyring;
-        const read = alignedBlocks(fd, chunker, this.repo.chunker.max, this.window, previous, (d) => ids.blockId(d), counted);
+        // Unchanged runs of a large file are read and hashed on the workers, several at once.
+        const confirmer = st.size > HASH_HERE ? { confirm: (start: number, lengths: number[], want: Uint8Array, last: boolean) => this.pool!.confirm(fd, start, lengths, want, last), stored: (want: Buffer[]) => this.packer.hasMany(want) } : undefined;
+        const read = alignedBlocks(fd, chunker, this.repo.chunker.max, this.window, previous, (d) => ids.blockId(d), counted, confirmer);
         try {
           for await (const b of read) {
             this.checkAbort();
-            blocks.push(b.id, b.data.length);
-            await this.storeChunk(b.data, b.id);
+            blocks.push(b.id, b.length);
+            if (b.data) await this.storeChunk(b.data, b.id);
+            else this.r.blocksReused++;
             this.report();
           }
         } catch (e) {

@@ -91,17 +91,28 @@ export async function unpackVersion(repo: Repository, version: VersionRow, fh: F
   try {
     if (version.size > 0) {
       let batch = new Batch(batchBytes);
+      // Locations are looked up a batch at a time: one catalog read for all.
+      let pending: Piece[] = [];
+      const place = async () => {
+        const locations = catalog.blockLocations(pending.map((p) => p.block));
+        for (const [i, p] of pending.entries()) {
+          const loc = locations[i];
+          if (!loc) throw integrity(`block ${p.block.toString('hex').slice(0, 16)} is not in the repository`, { block: p.block.toString('hex') });
+          batch.add(p, packFile(loc.pack), loc.offset, loc.length);
+          if (!batch.full) continue;
+          send(batch);
+          batch = new Batch(batchBytes);
+          if (inFlight.length >= limit) await inFlight.shift();
+          if (failure !== undefined) throw failure;
+          if (signal?.aborted) throw interrupted();
+        }
+        pending = [];
+      };
       for await (const p of repo.service.pieces(version.id, 0, version.size - 1)) {
-        const loc = catalog.blockLocation(p.block);
-        if (!loc) throw integrity(`block ${p.block.toString('hex').slice(0, 16)} is not in the repository`, { block: p.block.toString('hex') });
-        batch.add(p, packFile(loc.pack), loc.offset, loc.length);
-        if (!batch.full) continue;
-        send(batch);
-        batch = new Batch(batchBytes);
-        if (inFlight.length >= limit) await inFlight.shift();
-        if (failure !== undefined) throw failure;
-        if (signal?.aborted) throw interrupted();
+        pending.push(p);
+        if (pending.length === BATCH_PIECES) await place();
       }
+      await place();
       if (batch.pieces.length > 0) send(batch);
     }
   } finally {

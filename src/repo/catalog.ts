@@ -179,6 +179,8 @@ export class Catalog {
   private prepare() {
     const sql = {
       blockState: 'SELECT condemned FROM blocks WHERE id = ?',
+      begin: 'BEGIN',
+      commit: 'COMMIT',
       rescueBlock: 'UPDATE blocks SET condemned = NULL WHERE id = ?',
       relocateBlock: 'INSERT INTO blocks(id, pack, offset, length, size, kind) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET pack = excluded.pack, offset = excluded.offset, length = excluded.length, condemned = NULL',
       insertSnapshotBlob: 'INSERT OR IGNORE INTO snapshot_blobs(snapshot, block) VALUES (?, ?)',
@@ -256,6 +258,32 @@ export class Catalog {
     if (!row) return false;
     if (row.condemned === null) return true;
     return this.guard(() => this.st.rescueBlock.run(id).changes > 0);
+  }
+
+  /**
+   * hasBlock for many blocks at once. The lookups share one read
+   * transaction: each statement on its own begins and ends one, which costs
+   * more than the lookup. Condemned blocks are rescued after it.
+   */
+  hasBlocks(ids: readonly Uint8Array[]): boolean[] {
+    const states = this.reading(() => ids.map((id) => this.st.blockState.get(id) as { condemned: number | null } | undefined));
+    return states.map((row, i) => (row === undefined ? false : row.condemned === null ? true : this.hasBlock(ids[i]!)));
+  }
+
+  /** blockLocation for many blocks, in one read transaction. */
+  blockLocations(ids: readonly Uint8Array[]): (BlockLocation | undefined)[] {
+    return this.reading(() => ids.map((id) => this.st.blockLocation.get(id) as BlockLocation | undefined));
+  }
+
+  /** Runs read-only statements in one read transaction (or the one already open). */
+  private reading<T>(fn: () => T): T {
+    if (this.db.inTransaction) return fn();
+    this.st.begin.run();
+    try {
+      return fn();
+    } finally {
+      this.st.commit.run();
+    }
   }
 
   packIndexed(name: string): boolean {

@@ -74,6 +74,12 @@ export class Packer {
     return this.pendingIds.has(id.toString('hex')) || this.service.hasBlock(id);
   }
 
+  /** has() for many blocks, with one catalog read for all. */
+  hasMany(ids: readonly Buffer[]): boolean[] {
+    const stored = this.service.hasBlocks(ids);
+    return ids.map((id, i) => stored[i]! || this.pendingIds.has(id.toString('hex')));
+  }
+
   markPending(id: Buffer): void {
     this.pendingIds.add(id.toString('hex'));
   }

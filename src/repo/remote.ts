@@ -273,6 +273,10 @@ export class RemoteService implements CatalogService {
     return this.known.has(id.toString('hex'));
   }
 
+  hasBlocks(ids: readonly Buffer[]): boolean[] {
+    return ids.map((id) => this.hasBlock(id));
+  }
+
   async missing(ids: readonly Buffer[]): Promise<Buffer[]> {
     const out: Buffer[] = [];
     for (let i = 0; i < ids.length; i += MISSING_BATCH) {

@@ -102,6 +102,8 @@ export interface CatalogService {
 
   /** True when the block is known to be stored. May say false for a stored block; `missing` is exact. */
   hasBlock(id: Buffer): boolean;
+  /** hasBlock for many blocks at once. */
+  hasBlocks(ids: readonly Buffer[]): boolean[];
   /** Of `ids`, those the repository lacks (any it has are safe from prune from now on). */
   missing(ids: readonly Buffer[]): Promise<Buffer[]>;
   /** Stores a pack and indexes its blobs (relocating them, for prune's repacking). */
@@ -245,6 +247,10 @@ export class LocalService implements CatalogService {
 
   hasBlock(id: Buffer): boolean {
     return this.catalog.hasBlock(id);
+  }
+
+  hasBlocks(ids: readonly Buffer[]): boolean[] {
+    return this.catalog.hasBlocks(ids);
   }
 
   async missing(ids: readonly Buffer[]): Promise<Buffer[]> {

@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { ID_BYTES, slotLayout, type SealRequest, type SealResponse, type SlotLayout } from './sealer.js';
+import { ID_BYTES, slotLayout, type ConfirmRequest, type ConfirmResponse, type SealRequest, type SealResponse, type SlotLayout } from './sealer.js';
 
 /** A compiled worker script (tests run the sources, workers need the build). */
 export function workerScript(name: string): string {
@@ -55,11 +55,16 @@ export class SealPool {
       // Workers allocate little on the JS heap (blocks live in the shared buffer): a small young generation keeps each isolate lean.
       const worker = new Worker(script, { workerData: { encKey: keys.encKey, idKey: keys.idKey, level, shared: this.shared, layout: this.layout }, resourceLimits: { maxYoungGenerationSizeMb: 4 } });
       const w: Slot = { worker, busy: 0, batch: [] };
-      worker.on('message', (res: SealResponse[]) => res.forEach((r) => this.settle(w, r)));
+      worker.on('message', (res: SealResponse[] | ConfirmResponse) => {
+        if (Array.isArray(res)) res.forEach((r) => this.settle(w, r));
+        else this.confirmed(w, res);
+      });
       worker.on('error', (e) => {
         this.failure = e;
         for (const p of this.waiting.values()) p.reject(e);
         this.waiting.clear();
+        for (const p of this.confirming.values()) p.reject(e);
+        this.confirming.clear();
       });
       this.workers.push(w);
     }
@@ -107,6 +112,31 @@ export class SealPool {
       w.batch.push({ seq, slot, length: data.length, hash: id === null });
       if (w.batch.length >= BATCH) this.post(w);
       else if (w.batch.length === 1) setImmediate(() => this.post(w));
+    });
+  }
+
+  private readonly confirming = new Map<number, { resolve: (r: ConfirmResponse) => void; reject: (e: unknown) => void }>();
+
+  private confirmed(w: Slot, res: ConfirmResponse): void {
+    w.busy--;
+    const p = this.confirming.get(res.confirm);
+    this.confirming.delete(res.confirm);
+    p?.resolve(res);
+  }
+
+  /**
+   * Has a worker read a run of blocks of a file seen before (at `start`, of
+   * `lengths`) and hash them: how many of them, from the first, have the ids
+   * expected. If `last`, the final one counts only if the file ends with it.
+   */
+  confirm(fd: number, start: number, lengths: number[], ids: Uint8Array, last: boolean): Promise<ConfirmResponse> {
+    if (this.failure) return Promise.reject(this.failure);
+    const w = this.workers.reduce((a, b) => (b.busy < a.busy ? b : a));
+    const seq = this.seq++;
+    w.busy++;
+    return new Promise((resolve, reject) => {
+      this.confirming.set(seq, { resolve, reject });
+      w.worker.postMessage({ confirm: seq, fd, start, lengths, ids, last } satisfies ConfirmRequest);
     });
   }
 

@@ -6,6 +6,7 @@
  * transferred buffers: nothing is allocated per block across threads, so no
  * thread accumulates dead block memory between collections.
  */
+import { readSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { blockId } from '../crypto/keyring.js';
 import { encodeBlock } from '../repo/blockcodec.js';
@@ -33,6 +34,30 @@ export interface SealRequest {
   hash: boolean;
 }
 
+/**
+ * Confirming a run of a file seen before: the worker reads [start, start +
+ * sum(lengths)) of the file itself and hashes each block, expecting `ids`.
+ * If `last`, the final block holds only if the file ends right after it.
+ */
+export interface ConfirmRequest {
+  confirm: number;
+  fd: number;
+  start: number;
+  lengths: number[];
+  /** ID_BYTES per block. */
+  ids: Uint8Array;
+  last: boolean;
+}
+
+export interface ConfirmResponse {
+  confirm: number;
+  /** How many blocks from the first are confirmed. */
+  count: number;
+  /** Bytes read from the file. */
+  bytesRead: number;
+  error?: string;
+}
+
 export interface SealResponse {
   seq: number;
   slot: number;
@@ -44,10 +69,35 @@ if (parentPort) {
   const { encKey, idKey, level, shared, layout } = workerData as { encKey: Uint8Array; idKey: Uint8Array; level: number; shared: SharedArrayBuffer; layout: SlotLayout };
   const pacer = new GcPacer(2 * 1024 * 1024);
   const port = parentPort;
+  let readBuf = Buffer.allocUnsafe(0);
   // Requests come in batches (fewer messages, fewer wake-ups); so do answers.
-  port.on('message', (batch: SealRequest[]) => {
-    port.postMessage(batch.map(handle));
+  port.on('message', (batch: SealRequest[] | ConfirmRequest) => {
+    if (Array.isArray(batch)) port.postMessage(batch.map(handle));
+    else port.postMessage(confirm(batch));
   });
+  const confirm = (req: ConfirmRequest): ConfirmResponse => {
+    let bytesRead = 0;
+    try {
+      const total = req.lengths.reduce((a, b) => a + b, 0) + (req.last ? 1 : 0);
+      if (readBuf.length < total) readBuf = Buffer.allocUnsafe(total);
+      while (bytesRead < total) {
+        const n = readSync(req.fd, readBuf, bytesRead, total - bytesRead, req.start + bytesRead);
+        if (n === 0) break;
+        bytesRead += n;
+      }
+      let count = 0;
+      for (let at = 0; count < req.lengths.length; count++) {
+        const length = req.lengths[count]!;
+        const isLast = req.last && count === req.lengths.length - 1;
+        if (at + length > bytesRead || (isLast && bytesRead !== at + length)) break;
+        if (!blockId(idKey, readBuf.subarray(at, at + length)).equals(req.ids.subarray(count * ID_BYTES, (count + 1) * ID_BYTES))) break;
+        at += length;
+      }
+      return { confirm: req.confirm, count, bytesRead };
+    } catch (e) {
+      return { confirm: req.confirm, count: 0, bytesRead, error: (e as Error).message };
+    }
+  };
   const handle = (req: SealRequest): SealResponse => {
     try {
       const base = req.slot * layout.slotSize;
