@@ -60,7 +60,7 @@ class FileWindow {
   constructor(
     private readonly fd: number,
     private readonly buf: Buffer,
-    private readonly onRead: (bytes: number) => void,
+    private readonly onRead: (bytes: number, here?: boolean) => void,
   ) {}
 
   /** Makes [pos, pos+n) available if the file has it; returns how many bytes from pos are. */
@@ -104,7 +104,7 @@ class FileWindow {
  * for. The window is refilled by large reads and only a chunk's worth of
  * bytes is ever moved, where pushing reads into the chunker copied them all.
  */
-export async function* freshChunks(fd: number, chunker: Chunker, maxBlock: number, buffer: Buffer, onRead: (bytes: number) => void): AsyncGenerator<Buffer> {
+export async function* freshChunks(fd: number, chunker: Chunker, maxBlock: number, buffer: Buffer, onRead: (bytes: number, here?: boolean) => void): AsyncGenerator<Buffer> {
   const window = new FileWindow(fd, buffer, onRead);
   for (let pos = 0; ; ) {
     await window.breathe();
@@ -128,12 +128,12 @@ export interface Confirmer {
 }
 
 /** Runs confirmed at once, and the bytes of each: enough to keep every worker hashing. */
-const CONFIRM_RUNS = 4;
-const RUN_BYTES = 2 * 1024 * 1024;
+const CONFIRM_RUNS = 6;
+const RUN_BYTES = 1024 * 1024;
 
 interface Run {
   first: number;
-  start: number;
+  shift: number;
   lengths: number[];
   answer: Promise<{ count: number; bytesRead: number }>;
 }
@@ -145,7 +145,7 @@ export async function* alignedBlocks(
   buffer: Buffer,
   previous: BlockList,
   hash: (data: Uint8Array) => Buffer,
-  onRead: (bytes: number) => void,
+  onRead: (bytes: number, here?: boolean) => void,
   confirmer?: Confirmer,
 ): AsyncGenerator<AlignedBlock> {
   const window = new FileWindow(fd, buffer, onRead);
@@ -153,15 +153,20 @@ export async function* alignedBlocks(
   let pos = 0;
   /** The previous block expected next, or -1 while the chunker leads. */
   let expect = previous.length > 0 ? 0 : -1;
-  /** Runs handed to workers, in order from `expect`; `ahead` is the block after the last. */
+  /**
+   * Runs handed to workers, in file order; `ahead` is the block after the
+   * last. They outlive a changed block: once the chunker finds the previous
+   * version's track again at the same shift (an overwrite), the runs after
+   * it still hold, and only the gap before them is asked for anew.
+   */
   let runs: Run[] = [];
   let ahead = 0;
-  /** Where the file holds the previous version's bytes now: an insertion or deletion before them moves them. */
-  let shift = 0;
-  const nextRun = (): Run | undefined => {
-    const first = ahead;
+  /** Every answer not yet in: all are awaited before the caller may close the file. */
+  const outstanding = new Set<Promise<unknown>>();
+  /** A run of the blocks from `first` (up to `until` or RUN_BYTES), or undefined if the first cannot be confirmed there. */
+  const newRun = (first: number, until: number, shift: number): Run | undefined => {
     let end = first;
-    for (let bytes = 0; end < previous.length && previous.hasId(end) && (end === first || bytes + previous.end(end) - previous.start(end) + 1 <= RUN_BYTES); end++) {
+    for (let bytes = 0; end < until && previous.hasId(end) && (end === first || bytes + previous.end(end) - previous.start(end) + 1 <= RUN_BYTES); end++) {
       bytes += previous.end(end) - previous.start(end) + 1;
     }
     const candidates: Buffer[] = [];
@@ -170,36 +175,44 @@ export async function* alignedBlocks(
     const stored = candidates.length > 0 ? confirmer!.stored(candidates) : [];
     const count = stored.indexOf(false) < 0 ? stored.length : stored.indexOf(false);
     if (count === 0) return undefined;
-    ahead = first + count;
     const lengths: number[] = [];
     const ids = new Uint8Array(count * 32);
-    for (let k = first; k < ahead; k++) {
+    for (let k = first; k < first + count; k++) {
       lengths.push(previous.end(k) - previous.start(k) + 1);
       ids.set(candidates[k - first]!, (k - first) * 32);
     }
     const start = previous.start(first) + shift;
-    const answer = confirmer!.confirm(start, lengths, ids, ahead === previous.length);
-    answer.catch(() => {});
-    return { first, start, lengths, answer };
+    const answer = confirmer!.confirm(start, lengths, ids, first + count === previous.length);
+    outstanding.add(answer);
+    answer.then(
+      () => outstanding.delete(answer),
+      () => outstanding.delete(answer),
+    );
+    return { first, shift, lengths, answer };
   };
   try {
     while (true) {
       await window.breathe();
       if (confirmer && expect >= 0 && expect < previous.length) {
-        if (runs.length === 0 || runs[0]!.first !== expect) {
-          runs = [];
-          ahead = expect;
-          shift = pos - previous.start(expect);
+        const shift = pos - previous.start(expect);
+        // Runs behind us or at another shift are of no use.
+        while (runs.length > 0 && runs[0]!.first < expect) runs.shift();
+        if (runs.some((r) => r.shift !== shift)) runs = [];
+        if (runs.length === 0) ahead = expect;
+        else if (runs[0]!.first > expect) {
+          const gap = newRun(expect, runs[0]!.first, shift);
+          if (gap) runs.unshift(gap);
         }
         while (runs.length < CONFIRM_RUNS) {
-          const run = nextRun();
+          const run = newRun(ahead, previous.length, shift);
           if (!run) break;
+          ahead = run.first + run.lengths.length;
           runs.push(run);
         }
-        const run = runs.shift();
+        const run = runs[0]?.first === expect ? runs.shift() : undefined;
         if (run) {
           const { count, bytesRead } = await run.answer;
-          onRead(Math.min(bytesRead, run.lengths.reduce((a, b) => a + b, 0)));
+          onRead(Math.min(bytesRead, run.lengths.reduce((a, b) => a + b, 0)), false);
           for (let c = 0; c < count; c++) {
             const length = run.lengths[c]!;
             yield { data: null, length, id: Buffer.from(previous.id(expect)!), confirmed: true };
@@ -207,8 +220,7 @@ export async function* alignedBlocks(
             expect++;
           }
           if (count === run.lengths.length) continue;
-          // The rest was hashed for nothing: the block at `expect` differs, so the chunker takes over there.
-          runs = [];
+          // The block at `expect` differs: the chunker takes over there.
           expect = -1;
         }
       }
@@ -242,7 +254,7 @@ export async function* alignedBlocks(
     }
   } finally {
     // Workers read through the caller's descriptor: none may still be at it once it is closed.
-    await Promise.allSettled(runs.map((r) => r.answer));
+    await Promise.allSettled([...outstanding]);
   }
 }
 

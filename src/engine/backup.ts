@@ -426,9 +426,10 @@ class BackupRun {
         return undefined;
       }
       const chunker = new Chunker(this.repo.chunker, this.repo.gear);
-      const counted = (bytesRead: number) => {
+      const counted = (bytesRead: number, here = true) => {
         this.r.bytesRead += bytesRead;
-        this.gc.add(bytesRead);
+        // Bytes a worker read cost this thread no memory.
+        if (here) this.gc.add(bytesRead);
         this.progress.bytesRead += bytesRead;
         this.progress.bytesDone += bytesRead;
       };

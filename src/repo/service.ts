@@ -181,8 +181,18 @@ export class LocalService implements CatalogService {
   }
 
   async blockList(version: number, size: number): Promise<BlockList> {
-    return storedBlocksOf(this.catalog, version, size, this.verify);
+    const list = storedBlocksOf(this.catalog, version, size, this.verify);
+    this.recentLists.remember(version, list);
+    return list;
   }
+
+  /**
+   * Block lists just handed to a backup, which stores the version aligned
+   * with one soon after: the diff against it then needs no second walk of
+   * the parent's TOC (the blocks a version holds never change, even when a
+   * forget rewrites its rows).
+   */
+  private readonly recentLists = new RecentLists();
 
   async toc(version: number): Promise<TocRow[]> {
     return this.catalog.toc(version);
@@ -301,7 +311,7 @@ export class LocalService implements CatalogService {
           rows: () => {
             const prev = parent ? this.catalog.version(parent.seq, v.path) : undefined;
             const target: TargetVersion | undefined = prev && parent ? { id: prev.id, snapshotId: parent.id, depth: prev.depth } : undefined;
-            const entries = versionEntries(this.catalog, v, prev, this.verify);
+            const entries = versionEntries(this.catalog, v, prev, this.verify, prev && this.recentLists.get(prev.id));
             return tocRows(this.catalog, entries, entries.refEntries > 0 ? target : undefined);
           },
         })),
@@ -416,7 +426,7 @@ export class LocalService implements CatalogService {
  * The TOC entries of a version: one ref to the parent's version when the file
  * is unchanged, else the seed's claim 1 (diffBlocks) against the parent's blocks.
  */
-function versionEntries(catalog: Catalog, v: VersionUpload, prev: VersionRow | undefined, storedOnly: boolean): TocList {
+function versionEntries(catalog: Catalog, v: VersionUpload, prev: VersionRow | undefined, storedOnly: boolean, prevBlocks?: BlockList): TocList {
   if (!v.blocks) {
     if (!prev || prev.size !== v.size) throw new StrataError('bad_version', 'a version sent as unchanged has no parent version of its size');
     const list = new TocList();
@@ -424,7 +434,33 @@ function versionEntries(catalog: Catalog, v: VersionUpload, prev: VersionRow | u
     return list;
   }
   if (v.blocks.size !== v.size) throw new StrataError('bad_version', `a version's blocks add up to ${v.blocks.size} bytes, not its size ${v.size}`);
-  return diffBlocks(prev ? storedBlocksOf(catalog, prev.id, prev.size, storedOnly) : new BlockList(1), v.blocks);
+  return diffBlocks(prev ? (prevBlocks ?? storedBlocksOf(catalog, prev.id, prev.size, storedOnly)) : new BlockList(1), v.blocks);
+}
+
+/** Recently listed versions' blocks, oldest dropped first beyond a total block count (about 40 bytes each). */
+class RecentLists {
+  private readonly lists = new Map<number, BlockList>();
+  private blocks = 0;
+  constructor(private readonly maxBlocks = 256 * 1024) {}
+
+  remember(version: number, list: BlockList): void {
+    if (list.length > this.maxBlocks) return;
+    this.forget(version);
+    this.lists.set(version, list);
+    this.blocks += list.length;
+    while (this.blocks > this.maxBlocks) this.forget(this.lists.keys().next().value!);
+  }
+
+  get(version: number): BlockList | undefined {
+    return this.lists.get(version);
+  }
+
+  private forget(version: number): void {
+    const old = this.lists.get(version);
+    if (!old) return;
+    this.blocks -= old.length;
+    this.lists.delete(version);
+  }
 }
 
 /**
@@ -438,9 +474,15 @@ function storedBlocksOf(catalog: Catalog, version: number, size: number, storedO
   const list = blocksOf(catalog, version, size);
   if (!storedOnly) return list;
   const out = new BlockList(Math.max(1, list.length));
+  const ids: Buffer[] = [];
   for (let i = 0; i < list.length; i++) {
     const id = list.id(i);
-    out.push(id && catalog.hasBlock(id) ? id : null, list.end(i) - list.start(i) + 1);
+    if (id) ids.push(id);
+  }
+  const stored = catalog.hasBlocks(ids);
+  for (let i = 0, k = 0; i < list.length; i++) {
+    const id = list.id(i);
+    out.push(id && stored[k++] ? id : null, list.end(i) - list.start(i) + 1);
   }
   return out;
 }
