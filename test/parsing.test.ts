@@ -1,8 +1,11 @@
+import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { commandWord } from '../src/cli/main.js';
 import { ExcludeMatcher } from '../src/util/glob.js';
 import { parseRange, resolveRange } from '../src/util/range.js';
 import { parseSize } from '../src/util/size.js';
 import { parseIsoTime, parseWhen } from '../src/util/when.js';
+import { strata, tempDir } from './helpers.js';
 
 describe('ranges', () => {
   it('parses HTTP-style ranges in decimal and hex', () => {
@@ -55,5 +58,22 @@ describe('sizes and excludes', () => {
     expect(m.excludes('/srv/logs/2026/01/old', 'old')).toBe(true);
     expect(m.excludes('/srv/logs/old', 'old')).toBe(true);
     expect(m.excludes('/srv/app/node_modules', 'node_modules')).toBe(true);
+  });
+});
+
+describe('the command word, which decides the one command module a run loads', () => {
+  it('skips global options and their values, wherever they are', () => {
+    expect(commandWord(['--repo', 'cat', 'ls', '/x'])).toBe('ls');
+    expect(commandWord(['-r', 'backup', '--key-file', 'restore', 'cat', '/f'])).toBe('cat');
+    expect(commandWord(['-q', '--json', '--no-cache', 'snapshots'])).toBe('snapshots');
+    expect(commandWord(['--repo=cat', 'ls'])).toBe('ls');
+    expect(commandWord(['--help'])).toBeUndefined();
+    expect(commandWord(['help', 'cat'])).toBe('help');
+  });
+
+  it('a repository named like a command still runs the command given', () => {
+    const r = strata(['--repo', path.join(tempDir(), 'cat'), 'snapshots'], { ...process.env, STRATA_PASSWORD: 'x' });
+    expect(r.status).toBe(10);
+    expect(r.stderr).toMatch(/no repository/);
   });
 });

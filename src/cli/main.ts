@@ -5,17 +5,6 @@
  */
 import { Command, CommanderError } from 'commander';
 import { ExitCode, StrataError } from '../errors.js';
-import { register as backup } from './commands/backup.js';
-import { register as cat } from './commands/cat.js';
-import { register as init } from './commands/init.js';
-import { register as key } from './commands/key.js';
-import { register as ls } from './commands/ls.js';
-import { register as maintenance } from './commands/maintenance.js';
-import { register as restore } from './commands/restore.js';
-import { register as serve } from './commands/serve.js';
-import { register as snapshots } from './commands/snapshots.js';
-import { register as toc } from './commands/toc.js';
-import { register as token } from './commands/token.js';
 import { chalk, printJson } from './output.js';
 import { VERSION } from '../version.js';
 
@@ -33,7 +22,46 @@ Exit codes:
 Environment:
   STRATA_REPO, STRATA_PASSWORD, STRATA_PASSWORD_FILE, STRATA_KEY_FILE, NO_COLOR`;
 
-export function buildProgram(): Command {
+type Registrar = () => Promise<{ register: (program: Command) => void }>;
+
+/**
+ * The modules that define the commands, in the order help lists them. A run
+ * loads only the one it needs: loading every command's code (the server,
+ * maintenance) cost a third of a short command's time.
+ */
+const MODULES: [names: string[], load: Registrar][] = [
+  [['init'], () => import('./commands/init.js')],
+  [['backup'], () => import('./commands/backup.js')],
+  [['snapshots'], () => import('./commands/snapshots.js')],
+  [['ls'], () => import('./commands/ls.js')],
+  [['cat'], () => import('./commands/cat.js')],
+  [['restore'], () => import('./commands/restore.js')],
+  [['toc'], () => import('./commands/toc.js')],
+  [['key'], () => import('./commands/key.js')],
+  [['check', 'forget', 'prune', 'rebuild-catalog', 'unlock'], () => import('./commands/maintenance.js')],
+  [['serve'], () => import('./commands/serve.js')],
+  [['token'], () => import('./commands/token.js')],
+];
+
+/** Global options that take a value: the word after one is not the command. */
+const VALUE_OPTIONS = new Set(['-r', '--repo', '--token', '--ca-cert', '--cache-dir', '--password-file', '--key-file']);
+
+/** The command word of a command line (the first word that is neither an option nor its value). */
+export function commandWord(args: readonly string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--') return args[i + 1];
+    if (VALUE_OPTIONS.has(a)) i++;
+    else if (!a.startsWith('-')) return a;
+  }
+  return undefined;
+}
+
+/** The program with the commands `argv` may run: just its command's module when it names one, else all (help, errors). */
+export async function buildProgram(argv: readonly string[] = []): Promise<Command> {
+  const word = commandWord(argv.slice(2));
+  const wanted = MODULES.filter(([names]) => word !== undefined && names.includes(word));
+  const modules = await Promise.all((wanted.length > 0 ? wanted : MODULES).map(([, load]) => load()));
   const program = new Command('strata')
     .description('backups as a baseline plus incrementals: any byte range of any file at any point in time')
     .version(VERSION)
@@ -49,7 +77,7 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run "strata help" for usage)')
     .addHelpText('after', EXIT_CODES)
     .exitOverride();
-  for (const register of [init, backup, snapshots, ls, cat, restore, toc, key, maintenance, serve, token]) register(program);
+  for (const m of modules) m.register(program);
   const all = (c: Command): Command[] => [c, ...c.commands.flatMap(all)];
   for (const cmd of all(program).slice(1)) {
     cmd.exitOverride();
@@ -63,7 +91,7 @@ export async function main(argv: string[]): Promise<void> {
     if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
     throw e;
   });
-  const program = buildProgram();
+  const program = await buildProgram(argv);
   const json = argv.includes('--json');
   try {
     await program.parseAsync(argv);

@@ -66,7 +66,7 @@ class Batch {
 export async function unpackVersion(repo: Repository, version: VersionRow, fh: FileHandle, signal?: AbortSignal, onBytes?: (n: number) => void): Promise<number> {
   const packFile = repo.packFile;
   if (!packFile) throw new Error('unpackVersion needs a repository on this machine');
-  const pool = repo.unpackers;
+  const pool = await repo.unpackers();
   const catalog = repo.catalog;
   const limit = pool.size * IN_FLIGHT_PER_WORKER;
   const batchBytes = Math.min(BATCH_BYTES, Math.max(MIN_BATCH_BYTES, Math.ceil(version.size / limit)));

@@ -10,15 +10,14 @@ import { chunkerParams, DEFAULT_AVG, gearTable, type ChunkerParams } from '../ch
 import { Keyring } from '../crypto/keyring.js';
 import { calibrateScrypt, unwrapKey, wrapKey, type ScryptParams, type WrappedKey } from '../crypto/password.js';
 import { ExitCode, noRepository, StrataError, usageError, wrongKey } from '../errors.js';
-import { BlockCache, DEFAULT_CACHE_BYTES, defaultCacheDir } from '../storage/cache.js';
-import { HttpStorage } from '../storage/http.js';
+import type { HttpStorage } from '../storage/http.js';
 import { LocalStorage } from '../storage/local.js';
 import type { Storage } from '../storage/storage.js';
 import { decodeBlock } from './blockcodec.js';
 import { Catalog, type BlobKind } from './catalog.js';
-import { UnpackPool } from '../workers/unpack-pool.js';
+import type { UnpackPool } from '../workers/unpack-pool.js';
 import { DEFAULT_PACK_SIZE, Packer } from './packer.js';
-import { RemoteService } from './remote.js';
+import type { RemoteService } from './remote.js';
 import { LocalService, type CatalogService } from './service.js';
 
 export const FORMAT_VERSION = 1;
@@ -117,21 +116,21 @@ export class Repository {
   }
 
   /** A new repository on a server: the key is made and wrapped here, the server only stores it. */
-  private static async initRemote(url: string, password: string, opts: InitOptions, remote: RemoteOptions): Promise<Repository> {
-    const storage = httpStorage(url, remote);
+  private static async initRemote(url: string, password: string, opts: InitOptions, options: RemoteOptions): Promise<Repository> {
+    const { storage, remote } = await connect(url, options);
     try {
       if (await storage.exists({ kind: 'config', name: 'config' })) throw new StrataError('exists', `a repository already exists at ${storage.location}`);
       const { config, keyring } = await writeNewRepository(storage, password, opts, async () => {});
-      return new Repository(storage.location, storage, config, keyring, remoteService(storage, config, remote));
+      return new Repository(storage.location, storage, config, keyring, await remoteService(storage, config, remote));
     } catch (e) {
       await storage.close();
       throw e;
     }
   }
 
-  static async open(root: string, creds: Credentials, _opts: { readonly?: boolean } = {}, remote: RemoteOptions = {}): Promise<Repository> {
+  static async open(root: string, creds: Credentials, _opts: { readonly?: boolean } = {}, options: RemoteOptions = {}): Promise<Repository> {
     if (isUrl(root)) {
-      const storage = httpStorage(root, remote);
+      const { storage, remote } = await connect(root, options);
       try {
         const cached = cachedConfig(storage, remote);
         let config = parseConfig(cached?.text ?? (await readRemoteConfig(storage, remote)), storage.location);
@@ -144,7 +143,7 @@ export class Repository {
           config = parseConfig(await readRemoteConfig(storage, remote), storage.location);
           keyring = await unlock(storage, config, creds);
         }
-        return new Repository(storage.location, storage, config, keyring, remoteService(storage, config, remote));
+        return new Repository(storage.location, storage, config, keyring, await remoteService(storage, config, remote));
       } catch (e) {
         await storage.close();
         throw e;
@@ -206,8 +205,8 @@ export class Repository {
       plain = decodeBlock(this.keyring.encKey, this.keyring.idKey, id, await this.readSealed(id), limit);
     } catch (e) {
       // A damaged copy in the local block cache: drop it and fetch the block again.
-      if (!(this.service instanceof RemoteService) || !(e instanceof StrataError) || e.code !== 'integrity') throw e;
-      this.service.evict(id);
+      if (!this.service.remote || !(e instanceof StrataError) || e.code !== 'integrity') throw e;
+      (this.service as RemoteService).evict(id);
       plain = decodeBlock(this.keyring.encKey, this.keyring.idKey, id, await this.readSealed(id), limit);
     }
     if (kind === 'data') this.blocksRead++;
@@ -234,8 +233,9 @@ export class Repository {
 
   private unpackPool?: UnpackPool;
 
-  /** Worker threads that restore blocks from pack files (started on first use). */
-  get unpackers(): UnpackPool {
+  /** Worker threads that restore blocks from pack files (started on first use; only restores load their code). */
+  async unpackers(): Promise<UnpackPool> {
+    const { UnpackPool } = await import('../workers/unpack-pool.js');
     return (this.unpackPool ??= new UnpackPool(this.keyring, this.maxBlobSize));
   }
 
@@ -245,11 +245,11 @@ export class Repository {
    * adding them would only evict what cat and mounts come back to.
    */
   get fillCache(): boolean {
-    return this.service instanceof RemoteService ? this.service.fillCache : false;
+    return this.service.remote ? (this.service as RemoteService).fillCache : false;
   }
 
   set fillCache(fill: boolean) {
-    if (this.service instanceof RemoteService) this.service.fillCache = fill;
+    if (this.service.remote) (this.service as RemoteService).fillCache = fill;
   }
 
   /** A blob's sealed bytes. */
@@ -303,12 +303,12 @@ export class KeylessRepository {
     readonly service: CatalogService,
   ) {}
 
-  static async open(root: string, remote: RemoteOptions = {}): Promise<KeylessRepository> {
+  static async open(root: string, options: RemoteOptions = {}): Promise<KeylessRepository> {
     if (isUrl(root)) {
-      const storage = httpStorage(root, remote);
+      const { storage, remote } = await connect(root, options);
       try {
         const config = parseConfig(cachedConfig(storage, remote)?.text ?? (await readRemoteConfig(storage, remote)), storage.location);
-        return new KeylessRepository(storage.location, remoteService(storage, config, remote));
+        return new KeylessRepository(storage.location, await remoteService(storage, config, remote));
       } catch (e) {
         await storage.close();
         throw e;
@@ -324,7 +324,21 @@ export class KeylessRepository {
   }
 }
 
-function httpStorage(url: string, remote: RemoteOptions): HttpStorage {
+/** The code for a repository on a server, loaded only for one (it pulls in HTTP and TLS). */
+async function remoteModules() {
+  const [http, service, cache] = await Promise.all([import('../storage/http.js'), import('./remote.js'), import('../storage/cache.js')]);
+  return { HttpStorage: http.HttpStorage, RemoteService: service.RemoteService, ...cache };
+}
+
+/** Storage on a server, and the options with the cache directory resolved (null: no cache). */
+async function connect(url: string, options: RemoteOptions): Promise<{ storage: HttpStorage; remote: RemoteOptions }> {
+  const { defaultCacheDir } = await remoteModules();
+  const remote = { ...options, cacheDir: options.cacheDir === undefined ? defaultCacheDir() : options.cacheDir };
+  return { storage: await httpStorage(url, remote), remote };
+}
+
+async function httpStorage(url: string, remote: RemoteOptions): Promise<HttpStorage> {
+  const { HttpStorage } = await remoteModules();
   if (!remote.token) throw usageError('a server needs a token: use --token or set STRATA_TOKEN');
   let ca: Buffer | undefined;
   if (remote.caFile) {
@@ -337,8 +351,9 @@ function httpStorage(url: string, remote: RemoteOptions): HttpStorage {
   return new HttpStorage(url, { token: remote.token, ...(ca ? { ca } : {}) });
 }
 
-function remoteService(storage: HttpStorage, config: RepoConfig, remote: RemoteOptions): RemoteService {
-  const cache = remote.cacheDir === null ? undefined : BlockCache.open(remote.cacheDir ?? defaultCacheDir(), config.id, remote.cacheBytes ?? DEFAULT_CACHE_BYTES);
+async function remoteService(storage: HttpStorage, config: RepoConfig, remote: RemoteOptions): Promise<RemoteService> {
+  const { RemoteService, BlockCache, DEFAULT_CACHE_BYTES } = await remoteModules();
+  const cache = remote.cacheDir == null ? undefined : BlockCache.open(remote.cacheDir, config.id, remote.cacheBytes ?? DEFAULT_CACHE_BYTES);
   return new RemoteService(storage, cache);
 }
 
@@ -347,9 +362,9 @@ function remoteService(storage: HttpStorage, config: RepoConfig, remote: RemoteO
  * are write-once), and not asking for it saves a round trip on every command.
  */
 function configFile(storage: HttpStorage, remote: RemoteOptions): string | undefined {
-  if (remote.cacheDir === null) return undefined;
+  if (remote.cacheDir == null) return undefined;
   const name = createHash('sha256').update(storage.location).digest('hex').slice(0, 32);
-  return path.join(remote.cacheDir ?? defaultCacheDir(), 'servers', `${name}.config`);
+  return path.join(remote.cacheDir, 'servers', `${name}.config`);
 }
 
 function cachedConfig(storage: HttpStorage, remote: RemoteOptions): { text: string } | undefined {

@@ -14,9 +14,8 @@ import { tocRows, type TargetVersion } from '../engine/versions.js';
 import type { Storage } from '../storage/storage.js';
 import { resolveRange as resolveByteRange, type RangeSpec } from '../util/range.js';
 import { retryStale, type Catalog, type SnapshotRow, type TocRow, type VersionRow } from './catalog.js';
-import { checkPacks, checkPass, checkTocs, damageOf, markChecked, packBlobs, repairBlocks, type PackInfo, type VersionProblem } from '../engine/check.js';
-import { forgetInCatalog } from '../engine/forget.js';
-import { pruneMark, pruneSweep, type PrunePlan } from '../engine/prune.js';
+import type { PackInfo, VersionProblem } from '../engine/check.js';
+import type { PrunePlan } from '../engine/prune.js';
 import { Lease } from './lease.js';
 import type { PackEntry } from './pack.js';
 
@@ -347,7 +346,7 @@ export class LocalService implements CatalogService {
   }
 
   async forgetSnapshots(candidates: readonly number[]): Promise<{ removed: number[]; inUse: number[]; touched: number[] }> {
-    return forgetInCatalog(this.catalog, candidates);
+    return (await forgetting()).forgetInCatalog(this.catalog, candidates);
   }
 
   async versionRecord(version: number): Promise<VersionRecord | undefined> {
@@ -370,39 +369,39 @@ export class LocalService implements CatalogService {
   }
 
   async pruneMark(dryRun: boolean, wholePacks = false): Promise<PrunePlan> {
-    return pruneMark(this.catalog, dryRun, wholePacks);
+    return (await pruning()).pruneMark(this.catalog, dryRun, wholePacks);
   }
 
   async pruneSweep(packs: readonly string[], started: number): Promise<{ deletedPacks: number; orphanPacks: number; bytesFreed: number }> {
-    return pruneSweep(this.catalog, this.storage, packs, started);
+    return (await pruning()).pruneSweep(this.catalog, this.storage, packs, started);
   }
 
-  checkPacks(): Promise<{ packs: PackInfo[]; errors: string[]; warnings: string[]; bad: string[] }> {
-    return checkPacks(this.catalog, this.storage);
+  async checkPacks(): Promise<{ packs: PackInfo[]; errors: string[]; warnings: string[]; bad: string[] }> {
+    return (await checking()).checkPacks(this.catalog, this.storage);
   }
 
   async packBlobs(pack: string): Promise<PackEntry[]> {
-    return packBlobs(this.catalog, pack);
+    return (await checking()).packBlobs(this.catalog, pack);
   }
 
   async checkPass(which: 'current' | 'new'): Promise<number> {
-    return checkPass(this.catalog, which);
+    return (await checking()).checkPass(this.catalog, which);
   }
 
   async markChecked(pack: string): Promise<void> {
-    markChecked(this.catalog, pack);
+    (await checking()).markChecked(this.catalog, pack);
   }
 
   async checkTocs(): Promise<{ versions: number; problems: VersionProblem[]; bad: string[] }> {
-    return checkTocs(this.catalog);
+    return (await checking()).checkTocs(this.catalog);
   }
 
   async damage(bad: readonly string[]): Promise<{ version: number; ranges: [number, number][] }[]> {
-    return damageOf(this.catalog, bad);
+    return (await checking()).damageOf(this.catalog, bad);
   }
 
   async repair(bad: readonly string[]): Promise<number> {
-    return repairBlocks(this.catalog, bad);
+    return (await checking()).repairBlocks(this.catalog, bad);
   }
 
   /** Renews a lease held for a remote client; false when it is not (or no longer) ours. */
@@ -421,6 +420,11 @@ export class LocalService implements CatalogService {
     this.catalog.close();
   }
 }
+
+/** Maintenance code, loaded when maintenance runs (most commands never do). */
+const checking = () => import('../engine/check.js');
+const forgetting = () => import('../engine/forget.js');
+const pruning = () => import('../engine/prune.js');
 
 /**
  * The TOC entries of a version: one ref to the parent's version when the file
