@@ -10,7 +10,7 @@ import { alignedBlocks, freshChunks, windowBuffer } from '../src/engine/aligned.
 import { backup } from '../src/engine/backup.js';
 import { BlockList } from '../src/engine/blocklist.js';
 import { openFile, readRange } from '../src/engine/read.js';
-import { resolveRange, type ResolveStats } from '../src/engine/resolve.js';
+import { blocksOf, resolveRange, type ResolveStats } from '../src/engine/resolve.js';
 import { findSnapshot, metaAad } from '../src/engine/snapshot.js';
 import { MAX_DEPTH } from '../src/engine/versions.js';
 import { StrataError } from '../src/errors.js';
@@ -204,6 +204,14 @@ describe('reading a file seen before', () => {
     const record = rng.bytes(3000);
     const data = Buffer.concat([rng.bytes(60_000), Buffer.alloc(20_000), record, record, rng.bytes(40_000), record, Buffer.alloc(9000)]);
     await editAndCompare(repo, data, rng, 40, record);
+    // Every version's block list (read a page of data rows at a time) is what a walk of its whole range gives.
+    const versions = repo.catalog.db.prepare('SELECT id, size FROM versions WHERE size > 0').all() as { id: number; size: number }[];
+    expect(versions.length).toBeGreaterThan(30);
+    for (const v of versions) {
+      const walked = [...resolveRange(repo.catalog, v.id, 0, v.size - 1)].map((p) => `${p.from === 0 && p.length === p.blockSize ? p.block.toString('hex') : '-'}:${p.length}`);
+      const list = blocksOf(repo.catalog, v.id, v.size);
+      expect(Array.from({ length: list.length }, (_, i) => `${list.id(i)?.toString('hex') ?? '-'}:${list.end(i) - list.start(i) + 1}`)).toEqual(walked);
+    }
   });
 
   it('confirms the unchanged runs of a large file on the workers, with the same result', async () => {

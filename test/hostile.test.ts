@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { backup } from '../src/engine/backup.js';
 import { openFile, readRange } from '../src/engine/read.js';
-import { resolveRange } from '../src/engine/resolve.js';
+import { blocksOf, resolveRange } from '../src/engine/resolve.js';
 import { restore, type RestoreOptions } from '../src/engine/restore.js';
 import { metaAad, Snapshot } from '../src/engine/snapshot.js';
 import { encodeTree, type TreeEntry } from '../src/engine/tree.js';
@@ -402,17 +402,20 @@ describe('5. TOCs that do not add up', () => {
   it('a gap between entries is an integrity error', async () => {
     const repo = await makeRepo();
     const { target } = arena();
-    const { snap } = await fileSnapshot(repo, 201, async () => [await dataRow(repo, A), await dataRow(repo, B, 101)]);
+    const { snap, version } = await fileSnapshot(repo, 201, async () => [await dataRow(repo, A), await dataRow(repo, B, 101)]);
     await expect(cat(repo, snap, '/f')).rejects.toMatchObject({ code: 'integrity', message: expect.stringMatching(/does not cover offset 100/) });
     await expect(restoreInto(repo, snap, target)).rejects.toMatchObject({ code: 'integrity' });
     expect(fs.existsSync(path.join(target, 'f'))).toBe(false);
+    // The next backup's alignment with this version meets the gap too.
+    expect(() => blocksOf(repo.catalog, version.id, 201)).toThrow(/does not cover offset 100/);
     repo.close();
   });
 
   it('overlapping entries are an integrity error, not bytes from whichever entry comes first', async () => {
     const repo = await makeRepo();
-    const { snap } = await fileSnapshot(repo, 150, async () => [await dataRow(repo, A), await dataRow(repo, B, 50)]);
+    const { snap, version } = await fileSnapshot(repo, 150, async () => [await dataRow(repo, A), await dataRow(repo, B, 50)]);
     await expect(cat(repo, snap, '/f')).rejects.toMatchObject({ code: 'integrity', message: expect.stringMatching(/overlap/) });
+    expect(() => blocksOf(repo.catalog, version.id, 150)).toThrow(/overlap/);
     repo.close();
   });
 

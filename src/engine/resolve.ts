@@ -94,12 +94,37 @@ function checkRow(row: TocRow | undefined, version: number, cursor: number, firs
   if (!first && row.start < cursor) throw integrity(`TOC entries of version ${version} overlap at offset ${row.start}`, { version, offset: row.start });
 }
 
-/** A version as the sequence of its blocks (for aligning the next version). */
+/**
+ * A version as the sequence of its blocks (for aligning the next version).
+ * Runs of data rows are read a page at a time as plain arrays; each ref row
+ * is resolved like any read. The result is what resolveRange over the whole
+ * version gives, with the same checks (anything out of step is left to it).
+ */
 export function blocksOf(catalog: Catalog, version: number, size: number): BlockList {
   const list = new BlockList();
-  for (const p of resolveRange(catalog, version, 0, size - 1)) {
+  const end = size - 1;
+  while (list.size <= end) {
+    const rows = catalog.tocSpans(version, list.size, BATCH);
+    if (rows.length === 0 || rows[0]![0] !== list.size) {
+      // A gap or an overlap: the walk over the whole version finds it and words the error.
+      const whole = new BlockList();
+      pushPieces(whole, resolveRange(catalog, version, 0, end));
+      return whole;
+    }
+    for (const [start, rowEnd, block] of rows) {
+      if (start !== list.size || start > end) break;
+      if (!isOffset(rowEnd) || rowEnd < start) throw integrity(`TOC entry of version ${version} at ${start} has a malformed range`);
+      const pieceEnd = Math.min(rowEnd, end);
+      if (block) list.push(pieceEnd === rowEnd ? block : null, pieceEnd - start + 1);
+      else pushPieces(list, resolveRange(catalog, version, start, pieceEnd));
+    }
+  }
+  return list;
+}
+
+function pushPieces(list: BlockList, pieces: Iterable<Piece>): void {
+  for (const p of pieces) {
     const whole = p.from === 0 && p.length === p.blockSize;
     list.push(whole ? p.block : null, p.length);
   }
-  return list;
 }

@@ -200,6 +200,7 @@ export class Catalog {
       insertToc: 'INSERT INTO toc(version, start, end, block, target, target_start, root, root_start, depth) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
       tocAt: 'SELECT start, end, block, target, target_start, root, root_start, depth FROM toc WHERE version = ? AND start <= ? ORDER BY start DESC LIMIT 1',
       tocAfter: 'SELECT start, end, block, target, target_start, root, root_start, depth FROM toc WHERE version = ? AND start > ? AND start <= ? ORDER BY start LIMIT ?',
+      tocSpans: 'SELECT start, end, block FROM toc WHERE version = ? AND start >= ? ORDER BY start LIMIT ?',
       tocAll: 'SELECT start, end, block, target, target_start, root, root_start, depth FROM toc WHERE version = ? ORDER BY start',
     };
     // Prepared on first use: a short command (cat of one range) needs only a few.
@@ -396,6 +397,11 @@ export class Catalog {
   }
 
   /** Entries starting in (after, upTo], in order, at most `limit`. */
+  /** A page of a version's rows from `from` on, as [start, end, block] (block null for a ref): the fast way through long runs of data rows. */
+  tocSpans(version: number, from: number, limit: number): [number, number, Buffer | null][] {
+    return this.st.tocSpans.raw(true).all(version, from, limit) as [number, number, Buffer | null][];
+  }
+
   tocAfter(version: number, after: number, upTo: number, limit: number): TocRow[] {
     return this.st.tocAfter.all(version, after, upTo, limit) as TocRow[];
   }
