@@ -67,6 +67,21 @@ describe('restore on worker threads', () => {
     repo.close();
   });
 
+  it('a disk image whose blocks repeat (zeros, a pattern) restores byte-exact', async () => {
+    const repo = await makeRepo({ chunkAvg: 4096, packSize: 64 * 1024 });
+    const src = tempDir();
+    const file = path.join(src, 'disk.img');
+    const rng = new Rng(9);
+    const pattern = rng.bytes(5000);
+    const parts: Buffer[] = [];
+    for (let i = 0; i < 30; i++) parts.push(i % 3 === 0 ? Buffer.alloc(100_000) : i % 3 === 1 ? Buffer.concat(Array.from({ length: 20 }, () => pattern)) : rng.bytes(50_000));
+    const data = Buffer.concat(parts);
+    fs.writeFileSync(file, data);
+    const id = (await backup(repo, { paths: [src] })).snapshot;
+    expect(fs.readFileSync(path.join(await restoreSnapshot(repo, id), file)).equals(data)).toBe(true);
+    repo.close();
+  });
+
   it('a damaged block in the middle fails the restore with its own error and leaves no file', async () => {
     const { repo, file, ids } = await setup();
     const snap = await findSnapshot(repo, { kind: 'id', prefix: ids[0]! });

@@ -178,15 +178,21 @@ class BackupRun {
     }
     if (present.length === 0) throw new StrataError('no_sources', 'none of the source paths can be read; nothing backed up');
 
-    const lineage = repo.keyring.lineageId(this.host, this.sources);
-    // The parent is chosen as the lease is taken: a forget then sees it in use and keeps it.
-    const chosen = opts.parent ? (await findSnapshot(repo, parseWhen(opts.parent))).row.seq : 'auto';
-    const { lease, parent } = await repo.service.startBackup(lineage, this.time, chosen);
-    if (parent) this.parent = new Snapshot(repo, parent);
+    // The workers start first: they boot while the lease is taken, the snapshot begun and the trees walked.
+    this.pool = new SealPool(repo.keyring, repo.compressionLevel, repo.chunker.max, MAX_IN_FLIGHT);
     try {
-      return await this.runLeased(present, lineage, lease);
+      const lineage = repo.keyring.lineageId(this.host, this.sources);
+      // The parent is chosen as the lease is taken: a forget then sees it in use and keeps it.
+      const chosen = opts.parent ? (await findSnapshot(repo, parseWhen(opts.parent))).row.seq : 'auto';
+      const { lease, parent } = await repo.service.startBackup(lineage, this.time, chosen);
+      if (parent) this.parent = new Snapshot(repo, parent);
+      try {
+        return await this.runLeased(present, lineage, lease);
+      } finally {
+        await repo.service.endLease(lease);
+      }
     } finally {
-      await repo.service.endLease(lease);
+      await this.pool.close();
     }
   }
 
@@ -198,7 +204,6 @@ class BackupRun {
 
     const meta: SnapshotMeta = { host: this.host, tags: opts.tags ?? [], paths: this.sources, ...(this.parent ? { parent: this.parent.id } : {}) };
     this.seq = await service.beginSnapshot(this.id, this.time, lineage, repo.keyring.sealJson(meta, metaAad(this.id)), this.parent?.row.seq ?? null, leaseId);
-    this.pool = new SealPool(repo.keyring, repo.compressionLevel, repo.chunker.max, MAX_IN_FLIGHT);
     try {
       const plan = buildPlan(present);
       const rootStat = await fs.lstat('/', { bigint: true });
@@ -219,8 +224,6 @@ class BackupRun {
       await this.drain().catch(() => {});
       await this.packer.flush().catch(() => {});
       throw e;
-    } finally {
-      await this.pool.close();
     }
     this.r.durationMs = Math.round(performance.now() - this.started);
     return this.r;
