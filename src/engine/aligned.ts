@@ -157,16 +157,16 @@ export async function* alignedBlocks(
    * Runs handed to workers, in file order; `ahead` is the block after the
    * last. They outlive a changed block: once the chunker finds the previous
    * version's track again at the same shift (an overwrite), the runs after
-   * it still hold, and only the gap before them is asked for anew.
+   * it still hold, and only the gap before them is hashed here.
    */
   let runs: Run[] = [];
   let ahead = 0;
   /** Every answer not yet in: all are awaited before the caller may close the file. */
   const outstanding = new Set<Promise<unknown>>();
-  /** A run of the blocks from `first` (up to `until` or RUN_BYTES), or undefined if the first cannot be confirmed there. */
-  const newRun = (first: number, until: number, shift: number): Run | undefined => {
+  /** A run of the blocks from `first` (up to RUN_BYTES), or undefined if the first cannot be confirmed there. */
+  const newRun = (first: number, shift: number): Run | undefined => {
     let end = first;
-    for (let bytes = 0; end < until && previous.hasId(end) && (end === first || bytes + previous.end(end) - previous.start(end) + 1 <= RUN_BYTES); end++) {
+    for (let bytes = 0; end < previous.length && previous.hasId(end) && (end === first || bytes + previous.end(end) - previous.start(end) + 1 <= RUN_BYTES); end++) {
       bytes += previous.end(end) - previous.start(end) + 1;
     }
     const candidates: Buffer[] = [];
@@ -198,13 +198,11 @@ export async function* alignedBlocks(
         // Runs behind us or at another shift are of no use.
         while (runs.length > 0 && runs[0]!.first < expect) runs.shift();
         if (runs.some((r) => r.shift !== shift)) runs = [];
+        // The gap before the runs still out (after a changed block) is confirmed here, block by block:
+        // a run asked for now would wait behind them in the workers' queues.
         if (runs.length === 0) ahead = expect;
-        else if (runs[0]!.first > expect) {
-          const gap = newRun(expect, runs[0]!.first, shift);
-          if (gap) runs.unshift(gap);
-        }
         while (runs.length < CONFIRM_RUNS) {
-          const run = newRun(ahead, previous.length, shift);
+          const run = newRun(ahead, shift);
           if (!run) break;
           ahead = run.first + run.lengths.length;
           runs.push(run);
