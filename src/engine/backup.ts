@@ -351,7 +351,7 @@ class BackupRun {
   private async saveFile(abs: string, name: string, st: BigIntStats, prev: TreeEntry | undefined): Promise<TreeEntry | undefined> {
     const { repo } = this;
     const pathId = repo.keyring.pathId(abs);
-    const prevRow = this.parent ? await repo.service.version(this.parent.row.seq, pathId) : undefined;
+    const prevRow = this.parent ? await repo.service.parentVersion(this.parent.row.seq, pathId) : undefined;
     const target: TargetVersion | undefined = prevRow && this.parent ? { id: prevRow.id, snapshotId: this.parent.id, depth: prevRow.depth } : undefined;
     const entry = metadata(name, 'file', st);
     let entries: TocList;

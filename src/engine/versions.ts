@@ -187,14 +187,17 @@ function sealVersion(keyring: Keyring, packer: Packer, level: number, v: NewVers
   return sealToc(keyring, packer, level, { snapshot: v.snapshotId, path: v.pathId.toString('hex'), size: v.size }, sealedEntries(v), v.entries.length);
 }
 
-/**
- * Versions waiting to be inserted together: one catalog transaction per many
- * files instead of one per file (a tree of small files is otherwise bound by
- * commits).
- */
 /** An unchanged version's (absent) sealed TOC. */
 const NO_TOC: { id: null; segments: Buffer[] } = { id: null, segments: [] };
 
+/**
+ * Versions waiting to be inserted together: one catalog transaction per many
+ * files instead of one per file (a tree of small files is otherwise bound by
+ * commits). Batches are large: path ids are keyed hashes, so each batch's
+ * rows land all over the version index, and every commit writes each page it
+ * touched again (100k unchanged files: 1,000 a batch 12.9 s, 10,000 a batch
+ * 10 s).
+ */
 export class VersionBatch {
   private pending: { v: NewVersion; toc: SealedTocIds | typeof NO_TOC }[] = [];
   private entries = 0;
@@ -204,7 +207,7 @@ export class VersionBatch {
     private readonly keyring: Keyring,
     private readonly packer: Packer,
     private readonly level: number,
-    private readonly maxVersions = 1000,
+    private readonly maxVersions = 10_000,
     private readonly maxEntries = 50_000,
   ) {}
 

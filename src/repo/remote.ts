@@ -100,6 +100,10 @@ export class RemoteService implements CatalogService {
     }
   }
 
+  parentVersion(snapshot: number, path: Buffer): Promise<VersionRow | undefined> {
+    return this.version(snapshot, path);
+  }
+
   async version(snapshot: number, path: Buffer): Promise<StoredVersionRow | undefined> {
     const table = this.tables.get(snapshot);
     if (table) return table.get(path.toString('hex'));

@@ -88,6 +88,8 @@ export interface CatalogService {
   snapshotsByPrefix(prefix: string): Promise<SnapshotRow[]>;
   snapshotBySeq(seq: number): Promise<SnapshotRow | undefined>;
   version(snapshot: number, path: Buffer): Promise<StoredVersionRow | undefined>;
+  /** A parent's version of a path, as a backup compares with it (without where its TOC ends: one lookup less per file). */
+  parentVersion(snapshot: number, path: Buffer): Promise<VersionRow | undefined>;
   versionById(id: number): Promise<VersionRow | undefined>;
   /** The block pieces of [start, end] (inclusive) of a version, in order. */
   pieces(version: number, start: number, end: number): AsyncIterable<Piece>;
@@ -163,6 +165,10 @@ export class LocalService implements CatalogService {
 
   async snapshotBySeq(seq: number): Promise<SnapshotRow | undefined> {
     return this.catalog.snapshotBySeq(seq);
+  }
+
+  async parentVersion(snapshot: number, path: Buffer): Promise<VersionRow | undefined> {
+    return this.catalog.version(snapshot, path);
   }
 
   async version(snapshot: number, path: Buffer): Promise<StoredVersionRow | undefined> {
