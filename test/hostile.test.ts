@@ -14,7 +14,9 @@ import { blocksOf, resolveRange } from '../src/engine/resolve.js';
 import { restore, type RestoreOptions } from '../src/engine/restore.js';
 import { metaAad, Snapshot } from '../src/engine/snapshot.js';
 import { encodeTree, type TreeEntry } from '../src/engine/tree.js';
-import { encodeBlock } from '../src/repo/blockcodec.js';
+import { decodeBlock, encodeBlock } from '../src/repo/blockcodec.js';
+import { seal } from '../src/crypto/keyring.js';
+import { CompressStream } from 'zstd-napi';
 import type { TocRow } from '../src/repo/catalog.js';
 import type { Repository } from '../src/repo/repository.js';
 import { makeRepo, tempDir } from './helpers.js';
@@ -487,6 +489,28 @@ describe('7. sealed bytes changed in the pack', () => {
     flip(repo, snap.row.root!);
     await expect(restoreInto(repo, snap, target)).rejects.toMatchObject({ code: 'integrity', message: expect.stringMatching(/authentication failed/) });
     untouched();
+    repo.close();
+  });
+});
+
+describe('blocks that authenticate but do not decompress', () => {
+  it('fail as integrity errors (a cut stream may even decode, short), and the blocks after them still decode', async () => {
+    const repo = await makeRepo();
+    const { encKey, idKey } = repo.keyring;
+    const plain = Buffer.alloc(40_000, 7);
+    const id = repo.keyring.blockId(plain);
+    // A frame cut short, written without its content size (as a stream is), so decoding stops mid-stream.
+    const stream = new CompressStream();
+    const frame = await new Promise<Buffer>((resolve, reject) => {
+      const parts: Buffer[] = [];
+      stream.on('data', (d: Buffer) => parts.push(d)).on('end', () => resolve(Buffer.concat(parts))).on('error', reject);
+      stream.end(Buffer.concat([randomBytes(30_000), plain]));
+    });
+    const bad = [Buffer.from([1, 0xde, 0xad, 0xbe, 0xef]), Buffer.concat([Buffer.from([1]), frame.subarray(0, frame.length - 20)])];
+    for (const framed of bad) {
+      expect(() => decodeBlock(encKey, idKey, id, seal(encKey, framed, id), 1 << 20)).toThrow(/cannot be decompressed|does not match its id/);
+      expect(decodeBlock(encKey, idKey, id, encodeBlock(encKey, id, plain, 3), 1 << 20).equals(plain)).toBe(true);
+    }
     repo.close();
   });
 });
