@@ -12,7 +12,7 @@
  */
 import { readSync } from 'node:fs';
 import type { Chunker } from '../chunker/fastcdc.js';
-import type { BlockList } from './blocklist.js';
+import { ID_BYTES, type BlockList } from './blocklist.js';
 import { BlockIndex } from './toc.js';
 
 export interface AlignedBlock {
@@ -176,10 +176,10 @@ export async function* alignedBlocks(
     const count = stored.indexOf(false) < 0 ? stored.length : stored.indexOf(false);
     if (count === 0) return undefined;
     const lengths: number[] = [];
-    const ids = new Uint8Array(count * 32);
+    const ids = new Uint8Array(count * ID_BYTES);
     for (let k = first; k < first + count; k++) {
       lengths.push(previous.end(k) - previous.start(k) + 1);
-      ids.set(candidates[k - first]!, (k - first) * 32);
+      ids.set(candidates[k - first]!, (k - first) * ID_BYTES);
     }
     const start = previous.start(first) + shift;
     const answer = confirmer!.confirm(start, lengths, ids, first + count === previous.length);

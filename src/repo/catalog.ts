@@ -396,12 +396,12 @@ export class Catalog {
     return this.st.tocAt.get(version, offset) as TocRow | undefined;
   }
 
-  /** Entries starting in (after, upTo], in order, at most `limit`. */
   /** A page of a version's rows from `from` on, as [start, end, block] (block null for a ref): the fast way through long runs of data rows. */
   tocSpans(version: number, from: number, limit: number): [number, number, Buffer | null][] {
     return this.st.tocSpans.raw(true).all(version, from, limit) as [number, number, Buffer | null][];
   }
 
+  /** Entries starting in (after, upTo], in order, at most `limit`. */
   tocAfter(version: number, after: number, upTo: number, limit: number): TocRow[] {
     return this.st.tocAfter.all(version, after, upTo, limit) as TocRow[];
   }

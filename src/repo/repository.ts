@@ -332,13 +332,8 @@ async function remoteModules() {
 
 /** Storage on a server, and the options with the cache directory resolved (null: no cache). */
 async function connect(url: string, options: RemoteOptions): Promise<{ storage: HttpStorage; remote: RemoteOptions }> {
-  const { defaultCacheDir } = await remoteModules();
+  const { HttpStorage, defaultCacheDir } = await remoteModules();
   const remote = { ...options, cacheDir: options.cacheDir === undefined ? defaultCacheDir() : options.cacheDir };
-  return { storage: await httpStorage(url, remote), remote };
-}
-
-async function httpStorage(url: string, remote: RemoteOptions): Promise<HttpStorage> {
-  const { HttpStorage } = await remoteModules();
   if (!remote.token) throw usageError('a server needs a token: use --token or set STRATA_TOKEN');
   let ca: Buffer | undefined;
   if (remote.caFile) {
@@ -348,7 +343,7 @@ async function httpStorage(url: string, remote: RemoteOptions): Promise<HttpStor
       throw usageError(`cannot read certificate ${remote.caFile}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
   }
-  return new HttpStorage(url, { token: remote.token, ...(ca ? { ca } : {}) });
+  return { storage: new HttpStorage(url, { token: remote.token, ...(ca ? { ca } : {}) }), remote };
 }
 
 async function remoteService(storage: HttpStorage, config: RepoConfig, remote: RemoteOptions): Promise<RemoteService> {

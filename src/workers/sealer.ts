@@ -6,11 +6,11 @@
  * transferred buffers: nothing is allocated per block across threads, so no
  * thread accumulates dead block memory between collections.
  */
-import { readSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { blockId } from '../crypto/keyring.js';
 import { encodeBlock } from '../repo/blockcodec.js';
 import { GcPacer } from '../util/gc.js';
+import { readInto } from '../util/read.js';
 
 export interface SlotLayout {
   /** Bytes per slot: id (32), then input (maxBlock), then output (maxBlock + SEAL_OVERHEAD). */
@@ -80,11 +80,7 @@ if (parentPort) {
     try {
       const total = req.lengths.reduce((a, b) => a + b, 0) + (req.last ? 1 : 0);
       if (readBuf.length < total) readBuf = Buffer.allocUnsafe(total);
-      while (bytesRead < total) {
-        const n = readSync(req.fd, readBuf, bytesRead, total - bytesRead, req.start + bytesRead);
-        if (n === 0) break;
-        bytesRead += n;
-      }
+      bytesRead = readInto(req.fd, readBuf, total, req.start);
       let count = 0;
       for (let at = 0; count < req.lengths.length; count++) {
         const length = req.lengths[count]!;

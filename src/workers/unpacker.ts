@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { decodeBlock } from '../repo/blockcodec.js';
 import { GcPacer } from '../util/gc.js';
+import { readInto } from '../util/read.js';
 
 /** Numbers per piece in UnpackBatch.pieces. */
 export const PIECE_FIELDS = 7;
@@ -72,12 +73,8 @@ if (parentPort) {
     const { fd, size } = pack(file);
     if (position + length > size) throw new Error(`short read: wanted ${length} bytes at ${position}, the pack has ${size}`);
     if (buf.length < length) buf = Buffer.allocUnsafe(Math.max(length, buf.length * 2));
-    let got = 0;
-    while (got < length) {
-      const n = fs.readSync(fd, buf, got, length - got, position + got);
-      if (n === 0) throw new Error(`short read: wanted ${length} bytes at ${position}, got ${got}`);
-      got += n;
-    }
+    const got = readInto(fd, buf, length, position);
+    if (got < length) throw new Error(`short read: wanted ${length} bytes at ${position}, got ${got}`);
     return buf.subarray(0, length);
   };
 
