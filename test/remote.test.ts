@@ -5,6 +5,7 @@
  * searched for anything a client should never have told it.
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -179,14 +180,12 @@ describe('a repository behind strata serve', () => {
     ok(['key', 'export', keyFile], env);
     const e = { ...env, STRATA_CACHE_DIR: cache, STRATA_KEY_FILE: keyFile };
     const requests = async (run: () => void): Promise<string[]> => {
-      // The server's log arrives through a pipe: let what earlier commands caused come in first.
-      await new Promise((r) => setTimeout(r, 200));
-      const before = srv.log().length;
+      const [, from] = await logMark(srv);
       run();
-      await new Promise((r) => setTimeout(r, 200));
+      const [to] = await logMark(srv);
       return srv
         .log()
-        .slice(before)
+        .slice(from, to)
         .split('\n')
         .filter((l) => / (GET|POST|PUT|HEAD|DELETE) /.test(l))
         .map((l) => / (GET|POST|PUT|HEAD|DELETE) (\S+) /.exec(l)!.slice(1, 3).join(' '));
@@ -196,8 +195,11 @@ describe('a repository behind strata serve', () => {
     expect(one.blocksRead).toBeLessThanOrEqual(2);
     expect(Buffer.from(one.data, 'base64').equals(states[1]!.image.subarray(1_000_000, 1_004_096))).toBe(true);
     // Cold: the config (kept from then on), one read plan, then the covering blocks at once; no tree walk.
-    expect(cold.filter((r) => !r.startsWith('GET /v1/blocks/'))).toEqual(['GET /v1/objects/config/config', expect.stringMatching(/^GET \/v1\/paths\/[0-9a-f]{64}\/plan$/)]);
-    expect(cold.filter((r) => r.startsWith('GET /v1/blocks/')).length).toBe(one.blocksRead);
+    // Blocks asked for in the same turn of the event loop share one POST, others go one GET each.
+    const blockRequest = (r: string) => r.startsWith('GET /v1/blocks/') || r === 'POST /v1/blocks/read';
+    expect(cold.filter((r) => !blockRequest(r))).toEqual(['GET /v1/objects/config/config', expect.stringMatching(/^GET \/v1\/paths\/[0-9a-f]{64}\/plan$/)]);
+    expect(cold.filter(blockRequest).length).toBeGreaterThanOrEqual(1);
+    expect(cold.filter(blockRequest).length).toBeLessThanOrEqual(one.blocksRead);
     let two!: { bytesReceived: number; data: string };
     const warm = await requests(() => (two = json(['cat', big, '--range', '1000000-1004095'], e)));
     expect(two.data).toBe(one.data);
@@ -268,11 +270,11 @@ describe('a repository behind strata serve', () => {
     const bad = await fetch(`${srv.url}/v1/blocks/read`, { method: 'POST', headers: { Authorization: `Bearer ${admin}` }, body: Buffer.alloc(33) });
     expect(bad.status).toBe(400);
     // A read of many blocks asks for them together.
-    const mark = srv.log().length;
+    const [, from] = await logMark(srv);
     const out = path.join(tempDir(), 'out');
     ok(['restore', big, '--target', out, '--no-cache'], env);
-    await new Promise((res) => setTimeout(res, 200));
-    const reqs = srv.log().slice(mark);
+    const [to] = await logMark(srv);
+    const reqs = srv.log().slice(from, to);
     const batches = (reqs.match(/POST \/v1\/blocks\/read 200 /g) ?? []).length;
     const singles = (reqs.match(/GET \/v1\/blocks\/[0-9a-f]{64} 200 /g) ?? []).length;
     expect(batches).toBeGreaterThan(0);
@@ -611,6 +613,22 @@ function send(url: string, method: string, p: string, tok: string, body?: Buffer
     req.on('error', reject);
     req.end(body);
   });
+}
+
+/**
+ * Where the server's log stands: a request of its own, waited for in the log.
+ * The log reaches us through a pipe and is written as each response closes, so
+ * a pause is no fence; a marker is. Lines of requests that ended earlier come
+ * before it. Gives where the marker's line starts and where the next begins.
+ */
+async function logMark(srv: { url: string; log: () => string }): Promise<[number, number]> {
+  const tag = `/v1/mark-${crypto.randomBytes(8).toString('hex')}`;
+  await (await fetch(srv.url + tag)).arrayBuffer();
+  await until(() => srv.log().includes(` ${tag} `), 30_000);
+  const log = srv.log();
+  const at = log.lastIndexOf('\n', log.indexOf(` ${tag} `)) + 1;
+  const next = log.indexOf('\n', at);
+  return [at, next < 0 ? log.length : next + 1];
 }
 
 async function until(check: () => boolean, ms: number): Promise<void> {
