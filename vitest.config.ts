@@ -6,5 +6,7 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    // Two files at a time even on two cores: most tests wait on child processes and servers.
+    poolOptions: { forks: { maxForks: 2, minForks: 2 } },
   },
 });
