@@ -249,6 +249,52 @@ describe('directories', () => {
   });
 });
 
+describe('many files in one directory', () => {
+  it('parent versions come in batches, in the order asked; unchanged files point at theirs, changed ones are stored; all read back', async () => {
+    const repo = await makeRepo();
+    const dir = tempDir();
+    const rng = new Rng(31);
+    const files = new Map<string, Buffer>();
+    const write = (name: string, data: Buffer) => {
+      fs.writeFileSync(path.join(dir, name), data);
+      files.set(path.join(dir, name), data);
+    };
+    // Sizes differ, so a row handed to the wrong file would show.
+    for (let i = 0; i < 2500; i++) write(`f${i}`, rng.bytes(10 + rng.int(300)));
+    const snap = async (i: number) => findSnapshot(repo, { kind: 'id', prefix: (await backup(repo, { paths: [dir], time: Date.UTC(2026, 0, 1, i) })).snapshot });
+    const one = await snap(0);
+    const first = new Map(files);
+    for (const i of [5, 1500, 2499]) write(`f${i}`, rng.bytes(200));
+    write('new', rng.bytes(50));
+    const batched = vi.spyOn(repo.service, 'parentVersions');
+    const single = vi.spyOn(repo.service, 'parentVersion');
+    const two = await snap(1);
+    expect(batched.mock.calls.length).toBe(3);
+    expect(single).not.toHaveBeenCalled();
+    batched.mockRestore();
+    single.mockRestore();
+    // In the order asked, a path without a version included.
+    const ids = [...first.keys()].slice(0, 40).map((p) => repo.keyring.pathId(p));
+    ids.splice(7, 0, repo.keyring.pathId(path.join(dir, 'nowhere')));
+    expect(repo.catalog.versions(one.row.seq, ids)).toEqual(ids.map((id) => repo.catalog.version(one.row.seq, id)));
+    expect(repo.catalog.versions(one.row.seq, ids)[7]).toBeUndefined();
+    for (const [s, expected] of [[one, first], [two, files]] as const) {
+      for (const [p, data] of expected) {
+        const f = await openFile(s, p);
+        const parts: Buffer[] = [];
+        for await (const b of readRange(repo, f.version, 0, f.version.size - 1)) parts.push(Buffer.from(b));
+        expect(Buffer.concat(parts).equals(data), p).toBe(true);
+      }
+    }
+    // An unchanged file's version is one ref to its parent version.
+    const p = path.join(dir, 'f6');
+    const was = repo.catalog.version(one.row.seq, repo.keyring.pathId(p))!;
+    const now = repo.catalog.version(two.row.seq, repo.keyring.pathId(p))!;
+    expect(repo.catalog.toc(now.id).map((r) => [r.block, r.target])).toEqual([[null, was.id]]);
+    expect(repo.catalog.toc(repo.catalog.version(two.row.seq, repo.keyring.pathId(path.join(dir, 'f5')))!.id).some((r) => r.block !== null)).toBe(true);
+  });
+});
+
 describe('long reads', () => {
   it('let the event loop turn (Ctrl-C, progress and worker answers wait for it)', async () => {
     const repo = await makeRepo();

@@ -18,13 +18,14 @@ import * as path from 'node:path';
 import { Chunker } from '../chunker/fastcdc.js';
 import { interrupted, StrataError, usageError } from '../errors.js';
 import { encodeBlock } from '../repo/blockcodec.js';
+import type { VersionRow } from '../repo/catalog.js';
 import type { Packer } from '../repo/packer.js';
 import type { Repository } from '../repo/repository.js';
 import { GcPacer } from '../util/gc.js';
 import { ExcludeMatcher } from '../util/glob.js';
 import { SealPool } from '../workers/pool.js';
 import { findSnapshot, metaAad, Snapshot, type SnapshotMeta, type SnapshotRecord } from './snapshot.js';
-import { diffBlocks, TocList } from './toc.js';
+import { diffBlocks, wholeRef, type TocEntries } from './toc.js';
 import { alignedBlocks, freshChunks, SourceReadError, windowBuffer } from './aligned.js';
 import { BlockList } from './blocklist.js';
 import { encodeTree, findEntry, type Tree, type TreeEntry } from './tree.js';
@@ -86,6 +87,14 @@ interface PlanNode {
   source: boolean;
 }
 
+/** A file's path id and its parent version, looked up with its directory's other files. */
+interface KnownVersion {
+  pathId: Buffer;
+  row: VersionRow | undefined;
+}
+
+/** Entries of a directory stat'ed, and their parent versions looked up, together. */
+const CHILD_BATCH = 1024;
 const READ_SIZE = 1024 * 1024;
 const MAX_IN_FLIGHT = 32;
 /**
@@ -118,7 +127,6 @@ class BackupRun {
   /** Settles when a block fails (so nothing waits for ids that will never come). */
   private readonly failed = new Promise<void>((resolve) => (this.signalFailure = resolve));
   private readonly gc = new GcPacer(4 * 1024 * 1024);
-  private sinceTurn = 0;
   /** The read window, shared by every file (they are read one at a time). */
   private readonly window: Buffer;
   /** Trees and the record this snapshot uses (hex ids). */
@@ -270,10 +278,10 @@ class BackupRun {
     this.opts.onProgress?.(this.progress);
   }
 
-  private async saveNode(abs: string, name: string, st: BigIntStats, prev: TreeEntry | undefined, plan: PlanNode | undefined): Promise<TreeEntry | undefined> {
+  private async saveNode(abs: string, name: string, st: BigIntStats, prev: TreeEntry | undefined, plan: PlanNode | undefined, known?: KnownVersion): Promise<TreeEntry | undefined> {
     this.checkAbort();
     if (st.isDirectory()) return this.saveDir(abs, name, st, prev, plan);
-    if (st.isFile()) return this.saveFile(abs, name, st, prev);
+    if (st.isFile()) return this.saveFile(abs, name, st, prev, known);
     if (st.isSymbolicLink()) {
       try {
         return { ...metadata(name, 'symlink', st), target: await fs.readlink(abs) };
@@ -306,29 +314,30 @@ class BackupRun {
     // directory of 100k files does not hold a second copy of its listing.
     const entries: TreeEntry[] = [];
     let same = 0;
-    for (const child of names) {
-      const childAbs = abs === '/' ? `/${child}` : `${abs}/${child}`;
-      if (!partial && this.excludes.excludes(childAbs, child)) continue;
-      let cst: BigIntStats;
-      try {
-        cst = fsSync.lstatSync(childAbs, { bigint: true });
-      } catch (e) {
-        this.warn(`cannot read ${childAbs}: ${describe(e)}`, true);
-        continue;
+    for (let from = 0; from < names.length; from += CHILD_BATCH) {
+      const batch: { name: string; abs: string; st: BigIntStats; known?: KnownVersion }[] = [];
+      for (const child of names.slice(from, from + CHILD_BATCH)) {
+        const childAbs = abs === '/' ? `/${child}` : `${abs}/${child}`;
+        if (!partial && this.excludes.excludes(childAbs, child)) continue;
+        try {
+          batch.push({ name: child, abs: childAbs, st: fsSync.lstatSync(childAbs, { bigint: true }) });
+        } catch (e) {
+          this.warn(`cannot read ${childAbs}: ${describe(e)}`, true);
+        }
       }
+      await this.lookUpParentVersions(batch);
       // Unchanged files need no I/O but an lstat: let the event loop turn now and then (Ctrl-C, progress).
-      if (++this.sinceTurn >= 1000) {
-        this.sinceTurn = 0;
-        await new Promise<void>((resolve) => setImmediate(resolve));
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      for (const c of batch) {
+        const entry = await this.saveNode(c.abs, c.name, c.st, prevTree && findEntry(prevTree, c.name), partial ? plan.children.get(c.name) : undefined, c.known);
+        if (!entry) continue;
+        if (prevTree && entries.length === 0 && same < prevTree.entries.length && sameEntry(entry, prevTree.entries[same]!)) {
+          same++;
+          continue;
+        }
+        if (entries.length === 0) for (let k = 0; k < same; k++) entries.push(prevTree!.entries[k]!);
+        entries.push(entry);
       }
-      const entry = await this.saveNode(childAbs, child, cst, prevTree && findEntry(prevTree, child), partial ? plan.children.get(child) : undefined);
-      if (!entry) continue;
-      if (prevTree && entries.length === 0 && same < prevTree.entries.length && sameEntry(entry, prevTree.entries[same]!)) {
-        same++;
-        continue;
-      }
-      if (entries.length === 0) for (let k = 0; k < same; k++) entries.push(prevTree!.entries[k]!);
-      entries.push(entry);
     }
     this.r.dirs++;
     if (prevTree && prev?.tree && entries.length === 0 && same === prevTree.entries.length && same > 0 && this.packer.has(Buffer.from(prev.tree, 'hex'))) {
@@ -341,6 +350,18 @@ class BackupRun {
     return { ...metadata(name, 'dir', st), tree: id.toString('hex') };
   }
 
+  /**
+   * The parent's versions of a batch of files, in one question to the
+   * catalog (sorted lookups in one read transaction; over a network, one
+   * round trip) instead of one per file.
+   */
+  private async lookUpParentVersions(batch: { abs: string; st: BigIntStats; known?: KnownVersion }[]): Promise<void> {
+    const files = batch.filter((c) => c.st.isFile());
+    const pathIds = files.map((c) => this.repo.keyring.pathId(c.abs));
+    const rows = this.parent && files.length > 0 ? await this.repo.service.parentVersions(this.parent.row.seq, pathIds) : [];
+    files.forEach((c, i) => (c.known = { pathId: pathIds[i]!, row: rows[i] }));
+  }
+
   private async storeBlob(kind: 'tree' | 'snapshot', plain: Buffer): Promise<Buffer> {
     const id = this.repo.keyring.blockId(plain);
     this.blobs.add(id.toString('hex'));
@@ -348,13 +369,13 @@ class BackupRun {
     return id;
   }
 
-  private async saveFile(abs: string, name: string, st: BigIntStats, prev: TreeEntry | undefined): Promise<TreeEntry | undefined> {
+  private async saveFile(abs: string, name: string, st: BigIntStats, prev: TreeEntry | undefined, known?: KnownVersion): Promise<TreeEntry | undefined> {
     const { repo } = this;
-    const pathId = repo.keyring.pathId(abs);
-    const prevRow = this.parent ? await repo.service.parentVersion(this.parent.row.seq, pathId) : undefined;
+    const pathId = known?.pathId ?? repo.keyring.pathId(abs);
+    const prevRow = known ? known.row : this.parent ? await repo.service.parentVersion(this.parent.row.seq, pathId) : undefined;
     const target: TargetVersion | undefined = prevRow && this.parent ? { id: prevRow.id, snapshotId: this.parent.id, depth: prevRow.depth } : undefined;
     const entry = metadata(name, 'file', st);
-    let entries: TocList;
+    let entries: TocEntries;
     let unchanged = false;
     let blocks: BlockList | undefined;
     if (
@@ -367,8 +388,7 @@ class BackupRun {
       prev.ctimeNs === entry.ctimeNs &&
       prev.ino === entry.ino
     ) {
-      entries = new TocList();
-      if (entry.size > 0) entries.pushRef(0, entry.size - 1, 0);
+      entries = wholeRef(entry.size);
       unchanged = true;
       this.r.filesUnchanged++;
       this.progress.bytesDone += entry.size;

@@ -353,6 +353,20 @@ export class Catalog {
     return this.st.version.get(snapshot, path) as VersionRow | undefined;
   }
 
+  /**
+   * version() for many paths of one snapshot, in one read transaction, looked
+   * up in index order: path ids are keyed hashes, and lookups in random order
+   * each land on another page of a large index.
+   */
+  versions(snapshot: number, paths: readonly Buffer[]): (VersionRow | undefined)[] {
+    const order = paths.map((_, i) => i).sort((a, b) => Buffer.compare(paths[a]!, paths[b]!));
+    const rows = new Array<VersionRow | undefined>(paths.length);
+    this.reading(() => {
+      for (const i of order) rows[i] = this.st.version.get(snapshot, paths[i]!) as VersionRow | undefined;
+    });
+    return rows;
+  }
+
   versionById(id: number): VersionRow | undefined {
     return this.st.versionById.get(id) as VersionRow | undefined;
   }

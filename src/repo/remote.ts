@@ -104,6 +104,13 @@ export class RemoteService implements CatalogService {
     return this.version(snapshot, path);
   }
 
+  /** One by one: after a few, the snapshot's whole version table comes in one request (see version). */
+  async parentVersions(snapshot: number, paths: readonly Buffer[]): Promise<(VersionRow | undefined)[]> {
+    const rows: (VersionRow | undefined)[] = [];
+    for (const p of paths) rows.push(await this.version(snapshot, p));
+    return rows;
+  }
+
   async version(snapshot: number, path: Buffer): Promise<StoredVersionRow | undefined> {
     const table = this.tables.get(snapshot);
     if (table) return table.get(path.toString('hex'));

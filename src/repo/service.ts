@@ -9,7 +9,7 @@
 import { integrity, StrataError } from '../errors.js';
 import { BlockList } from '../engine/blocklist.js';
 import { blocksOf, resolveRange, type Piece } from '../engine/resolve.js';
-import { diffBlocks, TocList } from '../engine/toc.js';
+import { diffBlocks, wholeRef, type TocEntries } from '../engine/toc.js';
 import { tocRows, type TargetVersion } from '../engine/versions.js';
 import type { Storage } from '../storage/storage.js';
 import { resolveRange as resolveByteRange, type RangeSpec } from '../util/range.js';
@@ -90,6 +90,8 @@ export interface CatalogService {
   version(snapshot: number, path: Buffer): Promise<StoredVersionRow | undefined>;
   /** A parent's version of a path, as a backup compares with it (without where its TOC ends: one lookup less per file). */
   parentVersion(snapshot: number, path: Buffer): Promise<VersionRow | undefined>;
+  /** parentVersion for many paths at once (a directory's files), in the order given. */
+  parentVersions(snapshot: number, paths: readonly Buffer[]): Promise<(VersionRow | undefined)[]>;
   versionById(id: number): Promise<VersionRow | undefined>;
   /** The block pieces of [start, end] (inclusive) of a version, in order. */
   pieces(version: number, start: number, end: number): AsyncIterable<Piece>;
@@ -169,6 +171,10 @@ export class LocalService implements CatalogService {
 
   async parentVersion(snapshot: number, path: Buffer): Promise<VersionRow | undefined> {
     return this.catalog.version(snapshot, path);
+  }
+
+  async parentVersions(snapshot: number, paths: readonly Buffer[]): Promise<(VersionRow | undefined)[]> {
+    return this.catalog.versions(snapshot, paths);
   }
 
   async version(snapshot: number, path: Buffer): Promise<StoredVersionRow | undefined> {
@@ -305,9 +311,11 @@ export class LocalService implements CatalogService {
     const snap = this.catalog.snapshotBySeq(snapshot);
     if (!snap) throw new StrataError('not_found', `no pending snapshot ${snapshot}`);
     const parent = snap.parent !== null ? this.catalog.snapshotBySeq(snap.parent) : undefined;
+    // In path order: the parent's rows are looked up, and ours inserted, in index order rather than all over it.
+    const sorted = [...list].sort((a, b) => Buffer.compare(a.path, b.path));
     retryStale(() =>
       this.catalog.insertVersions(
-        list.map((v) => ({
+        sorted.map((v) => ({
           snapshot,
           path: v.path,
           size: v.size,
@@ -436,12 +444,10 @@ const pruning = () => import('../engine/prune.js');
  * The TOC entries of a version: one ref to the parent's version when the file
  * is unchanged, else the seed's claim 1 (diffBlocks) against the parent's blocks.
  */
-function versionEntries(catalog: Catalog, v: VersionUpload, prev: VersionRow | undefined, storedOnly: boolean, prevBlocks?: BlockList): TocList {
+function versionEntries(catalog: Catalog, v: VersionUpload, prev: VersionRow | undefined, storedOnly: boolean, prevBlocks?: BlockList): TocEntries {
   if (!v.blocks) {
     if (!prev || prev.size !== v.size) throw new StrataError('bad_version', 'a version sent as unchanged has no parent version of its size');
-    const list = new TocList();
-    if (v.size > 0) list.pushRef(0, v.size - 1, 0);
-    return list;
+    return wholeRef(v.size);
   }
   if (v.blocks.size !== v.size) throw new StrataError('bad_version', `a version's blocks add up to ${v.blocks.size} bytes, not its size ${v.size}`);
   return diffBlocks(prev ? (prevBlocks ?? storedBlocksOf(catalog, prev.id, prev.size, storedOnly)) : new BlockList(1), v.blocks);
