@@ -18,7 +18,7 @@ import * as path from 'node:path';
 import { Chunker } from '../chunker/fastcdc.js';
 import { interrupted, StrataError, usageError } from '../errors.js';
 import { encodeBlock } from '../repo/blockcodec.js';
-import type { VersionRow } from '../repo/catalog.js';
+import type { BlobKind, VersionRow } from '../repo/catalog.js';
 import type { Packer } from '../repo/packer.js';
 import type { Repository } from '../repo/repository.js';
 import { GcPacer } from '../util/gc.js';
@@ -144,7 +144,10 @@ class BackupRun {
     this.excludes = new ExcludeMatcher(opts.excludes ?? []);
     this.packer = repo.newPacker();
     this.window = windowBuffer(READ_SIZE, repo.chunker.max);
-    this.versions = new VersionBatch(repo.service, repo.keyring, this.packer, repo.compressionLevel);
+    this.versions = new VersionBatch(repo.service, repo.keyring, this.packer, repo.compressionLevel, {
+      maxBlock: repo.chunker.max,
+      seal: (id, plain) => this.storeSealedElsewhere(id, 'toc', plain),
+    });
     this.time = opts.time ?? Date.now();
     this.r = {
       snapshot: this.id,
@@ -517,6 +520,15 @@ class BackupRun {
     const size = chunk.length;
     this.track(this.pool!.seal(id, chunk, (_id, sealed) => this.packer.add(id, 'data', sealed, size)));
     return id;
+  }
+
+  /** Has a worker compress and seal a blob whose id is known, unless stored; returns once it is on its way. */
+  private async storeSealedElsewhere(id: Buffer, kind: BlobKind, plain: Buffer): Promise<void> {
+    if (this.packer.has(id)) return;
+    this.packer.markPending(id);
+    while (this.inFlight.size >= MAX_IN_FLIGHT) await Promise.race(this.inFlight);
+    this.checkAbort();
+    this.track(this.pool!.seal(id, plain, (_id, sealed) => this.packer.add(id, kind, sealed, plain.length)));
   }
 
   /**

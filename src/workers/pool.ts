@@ -24,11 +24,17 @@ export function workerScript(name: string): string {
 interface Slot {
   worker: Worker;
   busy: number;
-  /** Requests not yet posted: sent together, at BATCH or when this turn of the event loop ends. */
+  /** Requests not yet posted: sent together, at BATCH_BYTES or when this turn of the event loop ends. */
   batch: SealRequest[];
+  batchBytes: number;
 }
 
-const BATCH = 4;
+/**
+ * A batch goes out once it holds this much (four average blocks), so a
+ * worker starts on large blocks soon; small ones (a tree of small files, their
+ * TOCs) wait for the end of the turn, a message costing more than sealing them.
+ */
+const BATCH_BYTES = 128 * 1024;
 
 interface Waiting {
   consume: (id: Buffer, sealed: Uint8Array) => Promise<void>;
@@ -54,7 +60,7 @@ export class SealPool {
     for (let i = 0; i < size; i++) {
       // Workers allocate little on the JS heap (blocks live in the shared buffer): a small young generation keeps each isolate lean.
       const worker = new Worker(script, { workerData: { encKey: keys.encKey, idKey: keys.idKey, level, shared: this.shared, layout: this.layout }, resourceLimits: { maxYoungGenerationSizeMb: 4 } });
-      const w: Slot = { worker, busy: 0, batch: [] };
+      const w: Slot = { worker, busy: 0, batch: [], batchBytes: 0 };
       worker.on('message', (res: SealResponse[] | ConfirmResponse) => {
         if (Array.isArray(res)) res.forEach((r) => this.settle(w, r));
         else this.confirmed(w, res);
@@ -110,7 +116,8 @@ export class SealPool {
     return new Promise((resolve, reject) => {
       this.waiting.set(seq, { consume, resolve, reject });
       w.batch.push({ seq, slot, length: data.length, hash: id === null });
-      if (w.batch.length >= BATCH) this.post(w);
+      w.batchBytes += data.length;
+      if (w.batchBytes >= BATCH_BYTES) this.post(w);
       else if (w.batch.length === 1) setImmediate(() => this.post(w));
     });
   }
@@ -144,6 +151,7 @@ export class SealPool {
     if (w.batch.length === 0) return;
     w.worker.postMessage(w.batch);
     w.batch = [];
+    w.batchBytes = 0;
   }
 
   async close(): Promise<void> {
