@@ -127,6 +127,7 @@ class BackupRun {
   /** Settles when a block fails (so nothing waits for ids that will never come). */
   private readonly failed = new Promise<void>((resolve) => (this.signalFailure = resolve));
   private readonly gc = new GcPacer(4 * 1024 * 1024);
+  private sinceTurn = 0;
   /** The read window, shared by every file (they are read one at a time). */
   private readonly window: Buffer;
   /** Trees and the record this snapshot uses (hex ids). */
@@ -328,9 +329,15 @@ class BackupRun {
           this.warn(`cannot read ${childAbs}: ${describe(e)}`, true);
         }
       }
-      await this.lookUpParentVersions(batch);
+      const files = batch.filter((c) => c.st.isFile());
+      const known = await this.parentVersions(files.map((c) => c.abs));
+      files.forEach((c, i) => (c.known = known[i]));
       // Unchanged files need no I/O but an lstat: let the event loop turn now and then (Ctrl-C, progress).
-      await new Promise<void>((resolve) => setImmediate(resolve));
+      this.sinceTurn += batch.length;
+      if (this.sinceTurn >= 1000) {
+        this.sinceTurn = 0;
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
       for (const c of batch) {
         const entry = await this.saveNode(c.abs, c.name, c.st, prevTree && findEntry(prevTree, c.name), partial ? plan.children.get(c.name) : undefined, c.known);
         if (!entry) continue;
@@ -354,15 +361,14 @@ class BackupRun {
   }
 
   /**
-   * The parent's versions of a batch of files, in one question to the
+   * The path ids of files and their parent versions, in one question to the
    * catalog (sorted lookups in one read transaction; over a network, one
    * round trip) instead of one per file.
    */
-  private async lookUpParentVersions(batch: { abs: string; st: BigIntStats; known?: KnownVersion }[]): Promise<void> {
-    const files = batch.filter((c) => c.st.isFile());
-    const pathIds = files.map((c) => this.repo.keyring.pathId(c.abs));
-    const rows = this.parent && files.length > 0 ? await this.repo.service.parentVersions(this.parent.row.seq, pathIds) : [];
-    files.forEach((c, i) => (c.known = { pathId: pathIds[i]!, row: rows[i] }));
+  private async parentVersions(paths: readonly string[]): Promise<KnownVersion[]> {
+    const pathIds = paths.map((p) => this.repo.keyring.pathId(p));
+    const rows = this.parent && paths.length > 0 ? await this.repo.service.parentVersions(this.parent.row.seq, pathIds) : [];
+    return pathIds.map((pathId, i) => ({ pathId, row: rows[i] }));
   }
 
   private async storeBlob(kind: 'tree' | 'snapshot', plain: Buffer): Promise<Buffer> {
@@ -374,8 +380,7 @@ class BackupRun {
 
   private async saveFile(abs: string, name: string, st: BigIntStats, prev: TreeEntry | undefined, known?: KnownVersion): Promise<TreeEntry | undefined> {
     const { repo } = this;
-    const pathId = known?.pathId ?? repo.keyring.pathId(abs);
-    const prevRow = known ? known.row : this.parent ? await repo.service.parentVersion(this.parent.row.seq, pathId) : undefined;
+    const { pathId, row: prevRow } = known ?? (await this.parentVersions([abs]))[0]!;
     const target: TargetVersion | undefined = prevRow && this.parent ? { id: prevRow.id, snapshotId: this.parent.id, depth: prevRow.depth } : undefined;
     const entry = metadata(name, 'file', st);
     let entries: TocEntries;

@@ -100,10 +100,6 @@ export class RemoteService implements CatalogService {
     }
   }
 
-  parentVersion(snapshot: number, path: Buffer): Promise<VersionRow | undefined> {
-    return this.version(snapshot, path);
-  }
-
   /** One by one: after a few, the snapshot's whole version table comes in one request (see version). */
   async parentVersions(snapshot: number, paths: readonly Buffer[]): Promise<(VersionRow | undefined)[]> {
     const rows: (VersionRow | undefined)[] = [];

@@ -88,9 +88,10 @@ export interface CatalogService {
   snapshotsByPrefix(prefix: string): Promise<SnapshotRow[]>;
   snapshotBySeq(seq: number): Promise<SnapshotRow | undefined>;
   version(snapshot: number, path: Buffer): Promise<StoredVersionRow | undefined>;
-  /** A parent's version of a path, as a backup compares with it (without where its TOC ends: one lookup less per file). */
-  parentVersion(snapshot: number, path: Buffer): Promise<VersionRow | undefined>;
-  /** parentVersion for many paths at once (a directory's files), in the order given. */
+  /**
+   * A parent's versions of many paths (a directory's files), in the order
+   * given, as a backup compares with them: without where their TOCs end.
+   */
   parentVersions(snapshot: number, paths: readonly Buffer[]): Promise<(VersionRow | undefined)[]>;
   versionById(id: number): Promise<VersionRow | undefined>;
   /** The block pieces of [start, end] (inclusive) of a version, in order. */
@@ -167,10 +168,6 @@ export class LocalService implements CatalogService {
 
   async snapshotBySeq(seq: number): Promise<SnapshotRow | undefined> {
     return this.catalog.snapshotBySeq(seq);
-  }
-
-  async parentVersion(snapshot: number, path: Buffer): Promise<VersionRow | undefined> {
-    return this.catalog.version(snapshot, path);
   }
 
   async parentVersions(snapshot: number, paths: readonly Buffer[]): Promise<(VersionRow | undefined)[]> {
