@@ -13,7 +13,7 @@ import { openFile, readRange } from '../src/engine/read.js';
 import { blocksOf, resolveRange } from '../src/engine/resolve.js';
 import { restore, type RestoreOptions } from '../src/engine/restore.js';
 import { metaAad, Snapshot } from '../src/engine/snapshot.js';
-import { encodeTree, type TreeEntry } from '../src/engine/tree.js';
+import { decodeTree, encodeTree, type TreeEntry } from '../src/engine/tree.js';
 import { decodeBlock, encodeBlock } from '../src/repo/blockcodec.js';
 import { seal } from '../src/crypto/keyring.js';
 import { CompressStream } from 'zstd-napi';
@@ -165,11 +165,17 @@ describe('1. tree entry names', () => {
 
   it('duplicate names, and entries that are not objects, are integrity errors', async () => {
     const repo = await makeRepo();
-    for (const entries of [[entry('a', 'file'), entry('a', 'dir', { tree: '00'.repeat(32) })], [null], ['a'], [{ ...entry('a', 'file'), type: 'fifo' }]]) {
+    const out = (...names: string[]) => names.map((n) => entry(n, 'file'));
+    // A repeat next to its twin, and repeats in a tree out of name order (where the check cannot lean on the order).
+    for (const entries of [[entry('a', 'file'), entry('a', 'dir', { tree: '00'.repeat(32) })], out('b', 'a', 'b'), out('a', 'c', 'b', 'a'), out('a', 'b', 'c', 'a'), [null], ['a'], [{ ...entry('a', 'file'), type: 'fifo' }]]) {
       const { target, untouched } = arena();
       await expect(restoreInto(repo, await treeSnapshot(repo, entries), target)).rejects.toMatchObject({ code: 'integrity' });
       untouched();
     }
+    // Decoding alone finds the repeats; out of order without repeats is still a tree.
+    const decode = (entries: TreeEntry[]) => decodeTree(Buffer.from(JSON.stringify({ entries })), 'x'.repeat(64));
+    for (const names of [['a', 'a'], ['b', 'a', 'b'], ['a', 'c', 'b', 'a'], ['a', 'b', 'c', 'a']]) expect(() => decode(out(...names)), names.join()).toThrow(/invalid entry name/);
+    expect(decode(out('c', 'a', 'b')).entries.map((e) => e.name)).toEqual(['c', 'a', 'b']);
     repo.close();
   });
 

@@ -20,6 +20,19 @@ export function line(text = ''): void {
   process.stdout.write(text + '\n');
 }
 
+/** Many lines, written 64 KiB at a time: a listing of 100k entries is otherwise 100k writes. */
+export function lines(texts: Iterable<string>): void {
+  let chunk = '';
+  for (const text of texts) {
+    chunk += text + '\n';
+    if (chunk.length >= 64 * 1024) {
+      process.stdout.write(chunk);
+      chunk = '';
+    }
+  }
+  if (chunk.length > 0) process.stdout.write(chunk);
+}
+
 export function warn(text: string): void {
   process.stderr.write(chalk.yellow('warning: ') + text + '\n');
 }

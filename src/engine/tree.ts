@@ -42,10 +42,19 @@ export function decodeTree(bytes: Buffer, id: string): Tree {
     throw integrity(`tree ${id.slice(0, 16)} is not valid`);
   }
   if (!tree || !Array.isArray(tree.entries)) throw integrity(`tree ${id.slice(0, 16)} is not valid`);
-  const seen = new Set<string>();
-  for (const e of tree.entries) {
-    if (!isSafeName(e?.name) || seen.has(e.name)) throw integrity(`tree ${id.slice(0, 16)} has an invalid entry name ${JSON.stringify(e?.name)}`);
-    seen.add(e.name);
+  // Trees are written in name order, where a name above the one before cannot repeat an
+  // earlier one: only a tree out of order (hostile) needs a set to find repeats.
+  let seen: Set<string> | undefined;
+  const entries = tree.entries;
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i]!;
+    const name: unknown = e?.name;
+    if (!isSafeName(name)) throw integrity(`tree ${id.slice(0, 16)} has an invalid entry name ${JSON.stringify(name)}`);
+    if (!seen && i > 0 && !(entries[i - 1]!.name < name)) seen = new Set(entries.slice(0, i).map((x) => x.name));
+    if (seen) {
+      if (seen.has(name)) throw integrity(`tree ${id.slice(0, 16)} has an invalid entry name ${JSON.stringify(name)}`);
+      seen.add(name);
+    }
     const problem = entryProblem(e);
     if (problem) throw integrity(`tree ${id.slice(0, 16)}: entry ${e.name} ${problem}`);
   }
@@ -57,13 +66,14 @@ const DECIMAL = /^-?[0-9]{1,19}$/;
 const TREE_ID = /^[0-9a-f]{64}$/;
 
 const isCount = (n: unknown) => Number.isSafeInteger(n) && (n as number) >= 0;
+const isDecimal = (s: unknown) => typeof s === 'string' && DECIMAL.test(s);
 
 /** What makes an entry unusable, if anything: restore and ls trust every field below. */
 function entryProblem(e: TreeEntry): string | undefined {
-  if (!['file', 'dir', 'symlink'].includes(e.type)) return 'has unknown type';
+  if (e.type !== 'file' && e.type !== 'dir' && e.type !== 'symlink') return 'has unknown type';
   if (!isCount(e.size)) return 'has an invalid size';
-  if (![e.mode, e.uid, e.gid].every(isCount)) return 'has an invalid mode or owner';
-  if (![e.mtimeNs, e.ctimeNs, e.ino].every((s) => typeof s === 'string' && DECIMAL.test(s))) return 'has an invalid time or inode';
+  if (!isCount(e.mode) || !isCount(e.uid) || !isCount(e.gid)) return 'has an invalid mode or owner';
+  if (!isDecimal(e.mtimeNs) || !isDecimal(e.ctimeNs) || !isDecimal(e.ino)) return 'has an invalid time or inode';
   if (e.type === 'dir' && !(typeof e.tree === 'string' && TREE_ID.test(e.tree))) return 'has an invalid subtree id';
   if (e.type === 'symlink' && !(typeof e.target === 'string' && e.target.length > 0 && !e.target.includes('\0'))) return 'has an invalid link target';
   return undefined;

@@ -5,7 +5,7 @@ import type { TreeEntry } from '../../engine/tree.js';
 import { notFound } from '../../errors.js';
 import { parseWhen } from '../../util/when.js';
 import { globals, openRepo } from '../context.js';
-import { formatTime, line, printJson } from '../output.js';
+import { formatTime, lines, printJson } from '../output.js';
 
 export function register(program: Command): void {
   program
@@ -30,7 +30,7 @@ export function register(program: Command): void {
         else if (p === undefined || opts.recursive) for await (const it of snap.walk(abs, entry)) items.push(it);
         else for (const e of (await snap.tree(entry.tree!)).entries) items.push({ path: abs === '/' ? `/${e.name}` : `${abs}/${e.name}`, entry: e });
         if (g.json) return printJson({ snapshot: snap.id, path: abs, entries: items.map((i) => toJson(i.path, i.entry)) });
-        for (const i of items) line(opts.long ? longLine(i.path, i.entry) : i.entry.type === 'dir' ? i.path + '/' : i.path);
+        lines(items.map((i) => (opts.long ? longLine(i.path, i.entry) : i.entry.type === 'dir' ? i.path + '/' : i.path)));
       } finally {
         repo.close();
       }
