@@ -49,12 +49,9 @@ export function decodeTree(bytes: Buffer, id: string): Tree {
   for (let i = 0; i < entries.length; i++) {
     const e = entries[i]!;
     const name: unknown = e?.name;
-    if (!isSafeName(name)) throw integrity(`tree ${id.slice(0, 16)} has an invalid entry name ${JSON.stringify(name)}`);
-    if (!seen && i > 0 && !(entries[i - 1]!.name < name)) seen = new Set(entries.slice(0, i).map((x) => x.name));
-    if (seen) {
-      if (seen.has(name)) throw integrity(`tree ${id.slice(0, 16)} has an invalid entry name ${JSON.stringify(name)}`);
-      seen.add(name);
-    }
+    if (isSafeName(name) && !seen && i > 0 && !(entries[i - 1]!.name < name)) seen = new Set(entries.slice(0, i).map((x) => x.name));
+    if (!isSafeName(name) || seen?.has(name)) throw integrity(`tree ${id.slice(0, 16)} has an invalid entry name ${JSON.stringify(name)}`);
+    seen?.add(name);
     const problem = entryProblem(e);
     if (problem) throw integrity(`tree ${id.slice(0, 16)}: entry ${e.name} ${problem}`);
   }
