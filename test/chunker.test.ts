@@ -1,5 +1,8 @@
+import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { Chunker, chunkerParams, gearTable } from '../src/chunker/fastcdc.js';
+import wabt from 'wabt';
+import { Chunker, chunkerParams, gearTable, type ChunkerParams } from '../src/chunker/fastcdc.js';
+import { GEAR_WASM } from '../src/chunker/gear-wasm.js';
 import { Keyring } from '../src/crypto/keyring.js';
 import { Rng } from './helpers.js';
 
@@ -59,5 +62,49 @@ describe('FastCDC chunker', () => {
 
   it('rejects block sizes that are not powers of two', () => {
     expect(() => chunkerParams(3000)).toThrow(/power of two/);
+  });
+});
+
+/** The gear scan written out plainly: the oracle for the WebAssembly one. */
+function referenceCut(buf: Uint8Array, p: ChunkerParams, g: Uint32Array): number {
+  if (buf.length <= p.min) return buf.length;
+  const bits = Math.log2(p.avg);
+  const mask = (n: number) => Number((2n ** BigInt(n) - 1n) << BigInt(32 - n));
+  let h = 0;
+  for (let i = p.min; i < Math.min(p.max, buf.length); i++) {
+    h = (h * 2 + g[buf[i]!]!) % 2 ** 32;
+    if ((h & mask(i < p.avg ? bits + 2 : bits - 2)) === 0) return i + 1;
+  }
+  return Math.min(p.max, buf.length);
+}
+
+describe('the WebAssembly gear scan', () => {
+  it('cuts exactly where the plain scan does, in its window and outside it', () => {
+    const rng = new Rng(7);
+    for (let round = 0; round < 12; round++) {
+      const p = chunkerParams(2 ** (10 + rng.int(7)));
+      const g = gearTable(Buffer.alloc(32, round));
+      const c = new Chunker(p, g, p.max * 2);
+      // Random bytes, with runs of zeros and of a short repeated pattern.
+      const data = rng.bytes(p.max * 2);
+      data.fill(0, rng.int(data.length), rng.int(data.length));
+      for (let i = rng.int(data.length), end = i + p.max; i < Math.min(end, data.length); i++) data[i] = i % 7;
+      c.window.set(data);
+      for (let at = 0; at < data.length; ) {
+        const len = Math.min(data.length - at, rng.int(3) === 0 ? rng.int(p.max + 1) : p.max + rng.int(p.max));
+        const want = referenceCut(data.subarray(at, at + len), p, g);
+        expect(c.firstCut(c.window.subarray(at, at + len))).toBe(want);
+        expect(c.firstCut(data.subarray(at, at + len))).toBe(want);
+        at += want;
+      }
+    }
+  });
+
+  it('is the module gear.wat assembles to', async () => {
+    const w = await wabt();
+    const module = w.parseWat('gear.wat', fs.readFileSync(new URL('../src/chunker/gear.wat', import.meta.url), 'utf8'));
+    const bytes = Buffer.from(module.toBinary({}).buffer);
+    module.destroy();
+    expect(bytes.toString('base64')).toBe(GEAR_WASM);
   });
 });

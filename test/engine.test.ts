@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { Chunker } from '../src/chunker/fastcdc.js';
-import { alignedBlocks, freshChunks, windowBuffer } from '../src/engine/aligned.js';
+import { alignedBlocks, freshChunks, windowBytes } from '../src/engine/aligned.js';
 import { backup } from '../src/engine/backup.js';
 import { BlockList } from '../src/engine/blocklist.js';
 import { openFile, readRange } from '../src/engine/read.js';
@@ -298,8 +298,8 @@ describe('long reads', () => {
     const repo = await makeRepo();
     const file = path.join(tempDir(), 'big');
     fs.writeFileSync(file, new Rng(8).bytes(40 * 1024 * 1024));
-    const chunker = new Chunker(repo.chunker, repo.gear);
-    const buffer = windowBuffer(1024 * 1024, repo.chunker.max);
+    const chunker = new Chunker(repo.chunker, repo.gear, windowBytes(1024 * 1024, repo.chunker.max));
+    const buffer = chunker.window;
     /** Whether a callback queued before the read ran before its last block. */
     const turnsDuring = async (blocks: AsyncIterable<{ length: number } | { data: Buffer }>) => {
       let turned = false;

@@ -11,6 +11,7 @@
  */
 import { createHmac } from 'node:crypto';
 import { usageError } from '../errors.js';
+import { GEAR_WASM } from './gear-wasm.js';
 
 export interface ChunkerParams {
   min: number;
@@ -43,23 +44,49 @@ function topBits(n: number): number {
   return ((2 ** n - 1) * 2 ** (32 - n)) | 0;
 }
 
+/** The gear scan, compiled once per process and only when a chunker is made. */
+let gearModule: WebAssembly.Module | undefined;
+type Cut = (p: number, len: number, min: number, avg: number, max: number, maskS: number, maskL: number) => number;
+
+const GEAR_BYTES = 256 * 4;
+
 /**
  * Streaming chunker: push data as it is read, take the finished chunks, call
  * finish() at the end for the last one. Chunks are views into the pushed data
  * (or an internal buffer): use them before the next push.
+ *
+ * The scan runs in WebAssembly over the chunker's own memory: the gear table,
+ * room for one block copied in from elsewhere, and optionally a `window` the
+ * caller reads the file into, which is scanned where it lies.
  */
 export class Chunker {
+  /** A buffer of the requested size in the scanner's memory; bytes here are scanned without a copy. */
+  readonly window: Buffer;
   private readonly maskS: number;
   private readonly maskL: number;
+  private readonly memory: WebAssembly.Memory;
+  private readonly cut: Cut;
+  /** Where a block from outside the window is copied to be scanned. */
+  private readonly scratch: Buffer;
   private pending: Buffer = Buffer.alloc(0);
 
   constructor(
     private readonly params: ChunkerParams,
-    private readonly gear: Uint32Array,
+    gear: Uint32Array,
+    windowBytes = 0,
   ) {
     const bits = Math.round(Math.log2(params.avg));
     this.maskS = topBits(bits + 2);
     this.maskL = topBits(bits - 2);
+    const bytes = GEAR_BYTES + params.max + windowBytes;
+    // Never grown: growing would detach every view handed out.
+    this.memory = new WebAssembly.Memory({ initial: Math.ceil(bytes / 65536) });
+    gearModule ??= new WebAssembly.Module(Buffer.from(GEAR_WASM, 'base64'));
+    const instance = new WebAssembly.Instance(gearModule, { env: { memory: this.memory } });
+    this.cut = instance.exports.cut as Cut;
+    new Uint32Array(this.memory.buffer, 0, 256).set(gear);
+    this.scratch = Buffer.from(this.memory.buffer, GEAR_BYTES, params.max);
+    this.window = Buffer.from(this.memory.buffer, GEAR_BYTES + params.max, windowBytes);
   }
 
   push(data: Uint8Array): Buffer[] {
@@ -93,23 +120,13 @@ export class Chunker {
    */
   firstCut(buf: Uint8Array): number {
     const { min, avg, max } = this.params;
-    if (buf.length <= min) return buf.length;
-    const gear = this.gear;
-    let h = 0;
-    let i = min;
-    const normal = Math.min(avg, buf.length);
-    const limit = Math.min(max, buf.length);
-    const maskS = this.maskS;
-    for (; i < normal; i++) {
-      h = ((h << 1) + gear[buf[i]!]!) | 0;
-      if ((h & maskS) === 0) return i + 1;
+    let at = buf.byteOffset;
+    if (buf.buffer !== this.memory.buffer) {
+      // Only the first max bytes can matter.
+      this.scratch.set(buf.length > max ? buf.subarray(0, max) : buf);
+      at = this.scratch.byteOffset;
     }
-    const maskL = this.maskL;
-    for (; i < limit; i++) {
-      h = ((h << 1) + gear[buf[i]!]!) | 0;
-      if ((h & maskL) === 0) return i + 1;
-    }
-    return limit;
+    return this.cut(at, buf.length, min, avg, max, this.maskS, this.maskL);
   }
 }
 

@@ -32,13 +32,14 @@ export class SourceReadError extends Error {
 }
 
 /**
- * The buffer a window needs: room for a large read plus a block's worth kept
- * from the last one. Allocate it once and reuse it for every file (one file
- * is read at a time): a megabyte per file of a tree of small files kept the
- * garbage collector busier than everything else.
+ * The size of the buffer a window needs: room for a large read plus a
+ * block's worth kept from the last one. The buffer is made once (the
+ * chunker's `window`, so the scan needs no copy) and reused for every file:
+ * one file is read at a time, and a megabyte per file of a tree of small
+ * files kept the garbage collector busier than everything else.
  */
-export function windowBuffer(readSize: number, maxBlock: number): Buffer {
-  return Buffer.allocUnsafe(Math.max(readSize, maxBlock) + maxBlock + 1);
+export function windowBytes(readSize: number, maxBlock: number): number {
+  return Math.max(readSize, maxBlock) + maxBlock + 1;
 }
 
 /**

@@ -26,7 +26,7 @@ import { ExcludeMatcher } from '../util/glob.js';
 import { SealPool } from '../workers/pool.js';
 import { findSnapshot, metaAad, Snapshot, type SnapshotMeta, type SnapshotRecord } from './snapshot.js';
 import { diffBlocks, wholeRef, type TocEntries } from './toc.js';
-import { alignedBlocks, freshChunks, SourceReadError, windowBuffer } from './aligned.js';
+import { alignedBlocks, freshChunks, SourceReadError, windowBytes } from './aligned.js';
 import { BlockList } from './blocklist.js';
 import { encodeTree, findEntry, type Tree, type TreeEntry } from './tree.js';
 import { VersionBatch, type TargetVersion } from './versions.js';
@@ -128,8 +128,8 @@ class BackupRun {
   private readonly failed = new Promise<void>((resolve) => (this.signalFailure = resolve));
   private readonly gc = new GcPacer(4 * 1024 * 1024);
   private sinceTurn = 0;
-  /** The read window, shared by every file (they are read one at a time). */
-  private readonly window: Buffer;
+  /** Its read window is shared by every file (they are read one at a time). */
+  private readonly chunker: Chunker;
   /** Trees and the record this snapshot uses (hex ids). */
   private readonly blobs = new Set<string>();
   private readonly r: BackupResult;
@@ -144,7 +144,7 @@ class BackupRun {
     this.sources = normalizeSources(opts.paths);
     this.excludes = new ExcludeMatcher(opts.excludes ?? []);
     this.packer = repo.newPacker();
-    this.window = windowBuffer(READ_SIZE, repo.chunker.max);
+    this.chunker = new Chunker(repo.chunker, repo.gear, windowBytes(READ_SIZE, repo.chunker.max));
     this.versions = new VersionBatch(repo.service, repo.keyring, this.packer, repo.compressionLevel, {
       maxBlock: repo.chunker.max,
       seal: (id, plain) => this.storeSealedElsewhere(id, 'toc', plain),
@@ -456,7 +456,6 @@ class BackupRun {
         this.warn(`skipping ${abs}: no longer a regular file`, false);
         return undefined;
       }
-      const chunker = new Chunker(this.repo.chunker, this.repo.gear);
       const counted = (bytesRead: number, here = true) => {
         this.r.bytesRead += bytesRead;
         // Bytes a worker read cost this thread no memory.
@@ -468,7 +467,7 @@ class BackupRun {
         const ids = this.repo.keyring;
         // Unchanged runs of a large file are read and hashed on the workers, several at once.
         const confirmer = st.size > HASH_HERE ? { confirm: (start: number, lengths: number[], want: Uint8Array, last: boolean) => this.pool!.confirm(fd, start, lengths, want, last), stored: (want: Buffer[]) => this.packer.hasMany(want) } : undefined;
-        const read = alignedBlocks(fd, chunker, this.repo.chunker.max, this.window, previous, (d) => ids.blockId(d), counted, confirmer);
+        const read = alignedBlocks(fd, this.chunker, this.repo.chunker.max, this.chunker.window, previous, (d) => ids.blockId(d), counted, confirmer);
         try {
           for await (const b of read) {
             this.checkAbort();
@@ -485,7 +484,7 @@ class BackupRun {
         return blocks;
       }
       try {
-        for await (const chunk of freshChunks(fd, chunker, this.repo.chunker.max, this.window, counted)) {
+        for await (const chunk of freshChunks(fd, this.chunker, this.repo.chunker.max, this.chunker.window, counted)) {
           this.checkAbort();
           if (st.size <= HASH_HERE) {
             blocks.push(await this.storeChunk(chunk), chunk.length);
