@@ -100,4 +100,49 @@ describe('restore on worker threads', () => {
     expect(fs.existsSync(path.join(target, file))).toBe(false);
     repo.close();
   });
+
+  it('files written at once: all byte-exact, and a damaged one fails the restore with nothing still writing', async () => {
+    const repo = await makeRepo({ chunkAvg: 4096, packSize: 64 * 1024 });
+    const src = tempDir();
+    const rng = new Rng(11);
+    const files = new Map<string, Buffer>();
+    for (let i = 0; i < 24; i++) files.set(path.join(src, `f${String(i).padStart(2, '0')}`), rng.bytes(20_000 + rng.int(200_000)));
+    for (const [f, data] of files) fs.writeFileSync(f, data);
+    const snap = await findSnapshot(repo, { kind: 'id', prefix: (await backup(repo, { paths: [src] })).snapshot });
+    // The workers have batches of more than one file at a time.
+    const run = UnpackPool.prototype.run;
+    const busy = new Map<number, number>();
+    let most = 0;
+    vi.spyOn(UnpackPool.prototype, 'run').mockImplementation(function (this: UnpackPool, batch) {
+      busy.set(batch.fd, (busy.get(batch.fd) ?? 0) + 1);
+      most = Math.max(most, busy.size);
+      return run.call(this, batch).finally(() => (busy.get(batch.fd) === 1 ? busy.delete(batch.fd) : busy.set(batch.fd, busy.get(batch.fd)! - 1)));
+    });
+    const target = tempDir('strata-restore-');
+    await restore(repo, snap, { target });
+    for (const [f, data] of files) expect(fs.readFileSync(path.join(target, f)).equals(data), f).toBe(true);
+    expect(most).toBeGreaterThan(1);
+    vi.restoreAllMocks();
+
+    // Damage the middle block of a file in the middle of the list.
+    const bad = path.join(src, 'f12');
+    const version = await repo.service.version(snap.row.seq, repo.keyring.pathId(bad));
+    const loc = repo.catalog.blockLocation(repo.catalog.tocAt(version!.id, Math.floor(version!.size / 2))!.block!)!;
+    const fd = fs.openSync(path.join(repo.root, 'packs', loc.pack.slice(0, 2), loc.pack), 'r+');
+    fs.writeSync(fd, Buffer.from([0x5a ^ 0xff]), 0, 1, loc.offset + 40);
+    fs.closeSync(fd);
+    const again = tempDir('strata-restore-');
+    await expect(restore(repo, snap, { target: again })).rejects.toMatchObject({ code: 'integrity' });
+    expect(fs.existsSync(path.join(again, bad))).toBe(false);
+    // Whatever else was written is whole, and stays as it is: nothing writes after the restore has failed.
+    const state = () => fs.readdirSync(path.join(again, src)).map((n) => `${n} ${fs.statSync(path.join(again, src, n)).size}`);
+    const seen = state();
+    for (const line of seen) {
+      const [n, size] = line.split(' ');
+      if (Number(size) === files.get(path.join(src, n!))!.length) expect(fs.readFileSync(path.join(again, src, n!)).equals(files.get(path.join(src, n!))!)).toBe(true);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    expect(state()).toEqual(seen);
+    repo.close();
+  });
 });
