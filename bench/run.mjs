@@ -26,6 +26,15 @@ const opts = {
   dir: path.resolve(arg('dir', path.join(ROOT, '.bench'))),
 };
 
+// Node parses every certificate named by NODE_EXTRA_CA_CERTS each time it
+// starts (85 ms a process on a machine where it is set for a proxy); strata
+// speaks TLS only to its own server, given --ca-cert. Measured as a user
+// runs it, without; the report gives `node -e 0` timed the same way.
+delete process.env.NODE_EXTRA_CA_CERTS;
+
+/** Flushes writes from setting up a step (the corpus copy, the mutation, a backup), so no tool pays for another step's writeback. */
+const settle = () => execFileSync('sync');
+
 const have = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
 
 /** Runs a shell command under /usr/bin/time: wall and CPU seconds, peak RSS. */
@@ -220,6 +229,7 @@ async function main() {
       fs.rmSync(corpus, { recursive: true, force: true });
       execFileSync('cp', ['-a', pristine, corpus]);
       t.reset();
+      settle();
       fs.rmSync(work, { recursive: true, force: true });
       fs.mkdirSync(work, { recursive: true });
       if (name === 'borg' || name === 'casync') t.n = 0;
@@ -236,6 +246,7 @@ async function main() {
       m.fullMBps = opts.size / 1024 ** 2 / full.wall;
       m.noChangeWall = timed(t.backup(t.repo), t.env).wall;
       mutate(corpus, 0);
+      settle();
       const before = du(t.repo);
       const incMark = t.server?.mark();
       const inc = timed(t.backup(t.repo), t.env);
@@ -245,6 +256,7 @@ async function main() {
       const target = path.join(opts.dir, 'restore');
       fs.rmSync(target, { recursive: true, force: true });
       fs.mkdirSync(target, { recursive: true });
+      settle();
       const rest = timed(t.restore(t.repo, target), t.env);
       m.restoreWall = rest.wall;
       m.restoreRssMB = rest.rssMB;
@@ -297,7 +309,7 @@ async function main() {
   const summary = Object.fromEntries(
     present.map((name) => [name, Object.fromEntries(Object.keys(results[name][0]).map((k) => [k, summarize(results[name].map((m) => m[k]))]))]),
   );
-  const machine = { cpus: os.cpus().length, cpu: os.cpus()[0]?.model, memGiB: Math.round(os.totalmem() / 1024 ** 3), node: process.version, platform: `${os.type()} ${os.release()}` };
+  const machine = { cpus: os.cpus().length, cpu: os.cpus()[0]?.model, memGiB: Math.round(os.totalmem() / 1024 ** 3), node: process.version, platform: `${os.type()} ${os.release()}`, nodeStartMs: median([0, 1, 2, 3, 4].map(() => timed('node -e 0').wall * 1000)) };
   const report = { date: new Date().toISOString(), machine, options: { ...opts, dir: undefined }, summary, chain, runs: results };
   if (opts.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
   else process.stdout.write(markdown(report) + '\n');
@@ -339,7 +351,7 @@ function markdown({ machine, options, summary, chain }) {
   const remote = summary['strata-remote'];
   if (remote) lines.push('', ...wire(remote, fmt));
   return [
-    `Corpus ${(options.size / 1024 ** 3).toFixed(2)} GiB, ${options.runs} run(s), medians; machine: ${machine.cpus} × ${machine.cpu}, ${machine.memGiB} GiB, Node ${machine.node}.`,
+    `Corpus ${(options.size / 1024 ** 3).toFixed(2)} GiB, ${options.runs} run(s), medians; machine: ${machine.cpus} × ${machine.cpu}, ${machine.memGiB} GiB, Node ${machine.node}${machine.nodeStartMs ? `; \`node -e 0\` ${Math.round(machine.nodeStartMs)} ms` : ''}.`,
     '',
     ...lines,
   ].join('\n');
