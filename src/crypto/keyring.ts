@@ -76,13 +76,14 @@ export function blockId(idKey: Uint8Array, data: Uint8Array): Buffer {
   return createHmac('sha256', idKey).update(data).digest();
 }
 
-export function seal(key: Uint8Array, plain: Uint8Array, aad: Uint8Array): Buffer {
+/** Seals the concatenation of `parts` (several, so a caller need not join its header and body first). */
+export function seal(key: Uint8Array, plain: Uint8Array | readonly Uint8Array[], aad: Uint8Array): Buffer {
   const nonce = randomBytes(NONCE);
   const cipher = createCipheriv('aes-256-gcm', key, nonce);
   cipher.setAAD(aad);
-  const body = cipher.update(plain);
+  const bodies = plain instanceof Uint8Array ? [cipher.update(plain)] : plain.map((p) => cipher.update(p));
   const final = cipher.final();
-  return Buffer.concat([nonce, body, final, cipher.getAuthTag()]);
+  return Buffer.concat([nonce, ...bodies, final, cipher.getAuthTag()]);
 }
 
 export function open(key: Uint8Array, sealed: Uint8Array, aad: Uint8Array, what: string): Buffer {
@@ -93,7 +94,10 @@ export function open(key: Uint8Array, sealed: Uint8Array, aad: Uint8Array, what:
   decipher.setAAD(aad);
   decipher.setAuthTag(tag);
   try {
-    return Buffer.concat([decipher.update(sealed.subarray(NONCE, sealed.length - TAG)), decipher.final()]);
+    const body = decipher.update(sealed.subarray(NONCE, sealed.length - TAG));
+    const final = decipher.final();
+    // GCM's final is empty: joining would only copy the body.
+    return final.length === 0 ? body : Buffer.concat([body, final]);
   } catch {
     throw integrity(`${what}: authentication failed (damaged or not ours)`);
   }

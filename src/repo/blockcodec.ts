@@ -10,6 +10,8 @@ import { integrity } from '../errors.js';
 
 const RAW = 0;
 const ZSTD = 1;
+const RAW_FLAG = Uint8Array.of(RAW);
+const ZSTD_FLAG = Uint8Array.of(ZSTD);
 
 /**
  * One compression context per level and one decompression context, set up
@@ -45,18 +47,16 @@ function decompress(body: Uint8Array): Buffer {
 
 export function encodeBlock(encKey: Uint8Array, id: Uint8Array, plain: Uint8Array, level: number): Buffer {
   let body: Uint8Array = plain;
-  let flag = RAW;
+  let flag = RAW_FLAG;
   if (level > 0 && plain.length >= 64) {
     const z = compressor(level).compress(plain);
     if (z.length < plain.length - plain.length / 64) {
       body = z;
-      flag = ZSTD;
+      flag = ZSTD_FLAG;
     }
   }
-  const framed = Buffer.allocUnsafe(body.length + 1);
-  framed[0] = flag;
-  framed.set(body, 1);
-  return seal(encKey, framed, id);
+  // Flag and body are sealed as one message without joining them first.
+  return seal(encKey, [flag, body], id);
 }
 
 export function decodeBlock(encKey: Uint8Array, idKey: Uint8Array, id: Uint8Array, sealed: Uint8Array, maxSize: number): Buffer {
