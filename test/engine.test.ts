@@ -299,7 +299,6 @@ describe('long reads', () => {
     const file = path.join(tempDir(), 'big');
     fs.writeFileSync(file, new Rng(8).bytes(40 * 1024 * 1024));
     const chunker = new Chunker(repo.chunker, repo.gear, windowBytes(1024 * 1024, repo.chunker.max));
-    const buffer = chunker.window;
     /** Whether a callback queued before the read ran before its last block. */
     const turnsDuring = async (blocks: AsyncIterable<{ length: number } | { data: Buffer }>) => {
       let turned = false;
@@ -314,10 +313,10 @@ describe('long reads', () => {
     const fd = fs.openSync(file, 'r');
     try {
       const previous = new BlockList();
-      for await (const c of freshChunks(fd, chunker, repo.chunker.max, buffer, () => {})) previous.push(repo.keyring.blockId(c), c.length);
-      expect(await turnsDuring(freshChunks(fd, chunker, repo.chunker.max, buffer, () => {}))).toBe(true);
+      for await (const c of freshChunks(fd, chunker, () => {})) previous.push(repo.keyring.blockId(c), c.length);
+      expect(await turnsDuring(freshChunks(fd, chunker, () => {}))).toBe(true);
       // Every block confirmed by its hash: no chunker, no worker, only reads.
-      expect(await turnsDuring(alignedBlocks(fd, chunker, repo.chunker.max, buffer, previous, (d) => repo.keyring.blockId(d), () => {}))).toBe(true);
+      expect(await turnsDuring(alignedBlocks(fd, chunker, previous, (d) => repo.keyring.blockId(d), () => {}))).toBe(true);
     } finally {
       fs.closeSync(fd);
     }

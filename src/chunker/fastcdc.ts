@@ -71,7 +71,7 @@ export class Chunker {
   private pending: Buffer = Buffer.alloc(0);
 
   constructor(
-    private readonly params: ChunkerParams,
+    readonly params: ChunkerParams,
     gear: Uint32Array,
     windowBytes = 0,
   ) {

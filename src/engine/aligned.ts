@@ -61,8 +61,12 @@ class FileWindow {
   constructor(
     private readonly fd: number,
     private readonly buf: Buffer,
+    maxBlock: number,
     private readonly onRead: (bytes: number, here?: boolean) => void,
-  ) {}
+  ) {
+    // Smaller, a block could not be held whole and a file would seem to end early.
+    if (buf.length < windowBytes(0, maxBlock)) throw new Error(`read window of ${buf.length} bytes is too small for blocks of ${maxBlock}`);
+  }
 
   /** Makes [pos, pos+n) available if the file has it; returns how many bytes from pos are. */
   ensure(pos: number, n: number): number {
@@ -105,8 +109,9 @@ class FileWindow {
  * for. The window is refilled by large reads and only a chunk's worth of
  * bytes is ever moved, where pushing reads into the chunker copied them all.
  */
-export async function* freshChunks(fd: number, chunker: Chunker, maxBlock: number, buffer: Buffer, onRead: (bytes: number, here?: boolean) => void): AsyncGenerator<Buffer> {
-  const window = new FileWindow(fd, buffer, onRead);
+export async function* freshChunks(fd: number, chunker: Chunker, onRead: (bytes: number, here?: boolean) => void): AsyncGenerator<Buffer> {
+  const maxBlock = chunker.params.max;
+  const window = new FileWindow(fd, chunker.window, maxBlock, onRead);
   for (let pos = 0; ; ) {
     await window.breathe();
     const available = window.ensure(pos, maxBlock);
@@ -142,14 +147,13 @@ interface Run {
 export async function* alignedBlocks(
   fd: number,
   chunker: Chunker,
-  maxBlock: number,
-  buffer: Buffer,
   previous: BlockList,
   hash: (data: Uint8Array) => Buffer,
   onRead: (bytes: number, here?: boolean) => void,
   confirmer?: Confirmer,
 ): AsyncGenerator<AlignedBlock> {
-  const window = new FileWindow(fd, buffer, onRead);
+  const maxBlock = chunker.params.max;
+  const window = new FileWindow(fd, chunker.window, maxBlock, onRead);
   let index: BlockIndex | undefined;
   let pos = 0;
   /** The previous block expected next, or -1 while the chunker leads. */

@@ -467,7 +467,7 @@ class BackupRun {
         const ids = this.repo.keyring;
         // Unchanged runs of a large file are read and hashed on the workers, several at once.
         const confirmer = st.size > HASH_HERE ? { confirm: (start: number, lengths: number[], want: Uint8Array, last: boolean) => this.pool!.confirm(fd, start, lengths, want, last), stored: (want: Buffer[]) => this.packer.hasMany(want) } : undefined;
-        const read = alignedBlocks(fd, this.chunker, this.repo.chunker.max, this.chunker.window, previous, (d) => ids.blockId(d), counted, confirmer);
+        const read = alignedBlocks(fd, this.chunker, previous, (d) => ids.blockId(d), counted, confirmer);
         try {
           for await (const b of read) {
             this.checkAbort();
@@ -484,7 +484,7 @@ class BackupRun {
         return blocks;
       }
       try {
-        for await (const chunk of freshChunks(fd, this.chunker, this.repo.chunker.max, this.chunker.window, counted)) {
+        for await (const chunk of freshChunks(fd, this.chunker, counted)) {
           this.checkAbort();
           if (st.size <= HASH_HERE) {
             blocks.push(await this.storeChunk(chunk), chunk.length);
