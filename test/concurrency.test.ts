@@ -10,12 +10,16 @@ import { Lease } from '../src/repo/lease.js';
 import { Repository } from '../src/repo/repository.js';
 import { initCliRepo, Rng, strata, strataAsync, tempDir } from './helpers.js';
 
-function run(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; stderr: string }> {
+/** Runs the CLI; `onStderr` sees its stderr so far each time more arrives. */
+function run(args: string[], env: NodeJS.ProcessEnv, onStderr?: (stderr: string) => void): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const child = strataAsync(args, env);
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+    onStderr?.(stderr);
+  });
   return new Promise((r) => child.on('exit', (code) => r({ code, stdout, stderr })));
 }
 
@@ -82,8 +86,10 @@ describe('concurrent use', () => {
     const busy = strata(['prune'], env);
     expect(busy.status).toBe(11);
     expect(busy.stderr).toMatch(/locked: a maintenance \(pid \d+ on this host\)/);
-    setTimeout(() => lease.release(), 700);
-    const waited = await run(['prune', '--lock-wait', '20s'], env);
+    // Released once the second prune says it waits (a fixed delay raced a slow start under load).
+    const waited = await run(['prune', '--lock-wait', '20s'], env, (stderr) => {
+      if (/waiting for a maintenance/.test(stderr)) lease.release();
+    });
     expect(waited.code).toBe(0);
     expect(waited.stderr).toMatch(/waiting for a maintenance/);
     r.close();
