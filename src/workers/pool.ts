@@ -11,14 +11,18 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { ID_BYTES, slotLayout, type ConfirmRequest, type ConfirmResponse, type SealRequest, type SealResponse, type SlotLayout } from './sealer.js';
 
-/** A compiled worker script (tests run the sources, workers need the build). */
+/**
+ * A worker's bundled script (npm run build writes dist/workers/NAME.cjs).
+ * Found from wherever this module runs: the bundled CLI in dist/, the
+ * compiled modules in dist/workers/, or the sources under test.
+ */
 export function workerScript(name: string): string {
-  const here = fileURLToPath(import.meta.url);
-  const sibling = path.join(path.dirname(here), name);
-  if (!here.endsWith('.ts') && fs.existsSync(sibling)) return sibling;
-  const built = path.resolve(path.dirname(here), '../../dist/workers', name);
-  if (!fs.existsSync(built)) throw new Error(`worker script not built: run "npm run build" (${built})`);
-  return built;
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const file = `${name}.cjs`;
+  const candidates = [path.join(here, 'workers', file), path.join(here, file), path.resolve(here, '../../dist/workers', file)];
+  const found = candidates.find((c) => fs.existsSync(c));
+  if (!found) throw new Error(`worker script not built: run "npm run build" (${candidates[2]})`);
+  return found;
 }
 
 interface Slot {
@@ -53,7 +57,7 @@ export class SealPool {
   private failure?: Error;
 
   constructor(keys: { encKey: Uint8Array; idKey: Uint8Array }, level: number, maxBlock: number, slots = 32, size = Math.max(1, Math.min(os.availableParallelism(), 8))) {
-    const script = workerScript('sealer.js');
+    const script = workerScript('sealer');
     this.layout = slotLayout(maxBlock);
     this.shared = new SharedArrayBuffer(this.layout.slotSize * slots);
     for (let i = 0; i < slots; i++) this.free.push(i);

@@ -20,7 +20,7 @@ export class UnpackPool {
   private failure?: Error;
 
   constructor(keys: { encKey: Uint8Array; idKey: Uint8Array }, maxSize: number, readonly size = Math.max(1, Math.min(os.availableParallelism(), 8))) {
-    const script = workerScript('unpacker.js');
+    const script = workerScript('unpacker');
     for (let i = 0; i < size; i++) {
       // Blocks are decoded and written in the worker and dropped at once: a small young generation keeps each isolate lean.
       const worker = new Worker(script, { workerData: { encKey: keys.encKey, idKey: keys.idKey, maxSize }, resourceLimits: { maxYoungGenerationSizeMb: 4 } });

@@ -1,0 +1,61 @@
+/**
+ * How the CLI starts: bin/strata.js runs the CommonJS bundle of the build,
+ * compiled with the code cache the build wrote for exactly that bundle.
+ */
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as vm from 'node:vm';
+import { describe, expect, it } from 'vitest';
+import { VERSION } from '../src/version.js';
+import { ROOT, tempDir } from './helpers.js';
+
+const BUNDLE = path.join(ROOT, 'dist', 'strata.cjs');
+const wrapped = (text: string) => `(function (exports, require, module, __filename, __dirname) {${text}\n})`;
+
+/** bin/ and the bundle copied elsewhere, with the packages beside them, to try other bundles and caches. */
+function copyOfCli(): { bin: string; bundle: string; cache: string } {
+  const dir = tempDir();
+  fs.mkdirSync(path.join(dir, 'bin'));
+  fs.mkdirSync(path.join(dir, 'dist'));
+  for (const f of ['strata.js', 'package.json']) fs.copyFileSync(path.join(ROOT, 'bin', f), path.join(dir, 'bin', f));
+  fs.copyFileSync(BUNDLE, path.join(dir, 'dist', 'strata.cjs'));
+  fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(dir, 'node_modules'));
+  return { bin: path.join(dir, 'bin', 'strata.js'), bundle: path.join(dir, 'dist', 'strata.cjs'), cache: path.join(dir, 'dist', 'strata.cjs.cache') };
+}
+
+describe('the bundled CLI', () => {
+  it("the build's code cache names this bundle, and V8 takes it", () => {
+    const text = fs.readFileSync(BUNDLE, 'utf8');
+    const cache = fs.readFileSync(`${BUNDLE}.cache`);
+    expect(cache.subarray(0, 32).equals(createHash('sha256').update(text).digest())).toBe(true);
+    const script = new vm.Script(wrapped(text), { filename: BUNDLE, cachedData: cache.subarray(32) });
+    expect(script.cachedDataRejected).toBe(false);
+  });
+
+  it('a cache made for another bundle, a damaged one, or none: the CLI still runs, from its own source', () => {
+    const { bin, bundle, cache } = copyOfCli();
+    const version = () => execFileSync(process.execPath, [bin, '--version'], { encoding: 'utf8' }).trim();
+    expect(version()).toBe(VERSION);
+    // Another bundle of the same length with this one's cache: V8 only compares
+    // lengths and would run the cached code, which says the old version.
+    const text = fs.readFileSync(bundle, 'utf8');
+    expect(text).toContain(`"${VERSION}"`);
+    const other = text.replaceAll(`"${VERSION}"`, `"${'9'.repeat(VERSION.length)}"`);
+    fs.writeFileSync(bundle, other);
+    fs.copyFileSync(`${BUNDLE}.cache`, cache);
+    expect(version()).toBe('9'.repeat(VERSION.length));
+    // The right digest over bytes that are no cache at all.
+    fs.writeFileSync(cache, Buffer.concat([createHash('sha256').update(other).digest(), Buffer.alloc(4096, 7)]));
+    expect(version()).toBe('9'.repeat(VERSION.length));
+    fs.rmSync(cache);
+    expect(version()).toBe('9'.repeat(VERSION.length));
+  });
+
+  it('loading it leaves out what no command needs at start (commander would load child_process)', () => {
+    const loaded = execFileSync(process.execPath, ['-e', `require(${JSON.stringify(BUNDLE)}); console.log(JSON.stringify(process.moduleLoadList))`], { encoding: 'utf8' });
+    const list = JSON.parse(loaded) as string[];
+    expect(list).not.toContain('NativeModule child_process');
+  });
+});
