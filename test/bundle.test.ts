@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vm from 'node:vm';
 import { describe, expect, it } from 'vitest';
+import { sqliteAddon } from '../src/repo/catalog.js';
 import { VERSION } from '../src/version.js';
 import { ROOT, tempDir } from './helpers.js';
 
@@ -57,5 +58,11 @@ describe('the bundled CLI', () => {
     const loaded = execFileSync(process.execPath, ['-e', `require(${JSON.stringify(BUNDLE)}); console.log(JSON.stringify(process.moduleLoadList))`], { encoding: 'utf8' });
     const list = JSON.parse(loaded) as string[];
     expect(list).not.toContain('NativeModule child_process');
+  });
+
+  it("SQLite's addon is named outright, not searched for at every start", () => {
+    const addon = sqliteAddon();
+    expect(addon).toMatch(/better_sqlite3\.node$/);
+    expect(fs.existsSync(addon!)).toBe(true);
   });
 });

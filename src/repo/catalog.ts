@@ -13,7 +13,25 @@
  * hops a read of the row may take at most (0 for data).
  */
 import Database from 'better-sqlite3';
+import { createRequire } from 'node:module';
 import { locked, StrataError } from '../errors.js';
+
+/**
+ * SQLite's addon, named outright: left to find it, better-sqlite3 tries a
+ * dozen paths, a tenth of a short command's time. Undefined (its own search)
+ * if the package keeps it elsewhere.
+ */
+let addon: string | null | undefined = null;
+export function sqliteAddon(): string | undefined {
+  if (addon === null) {
+    try {
+      addon = createRequire(import.meta.url).resolve('better-sqlite3/build/Release/better_sqlite3.node');
+    } catch {
+      addon = undefined;
+    }
+  }
+  return addon;
+}
 
 export type BlobKind = 'data' | 'tree' | 'toc' | 'snapshot';
 export const BLOB_KINDS: readonly BlobKind[] = ['data', 'tree', 'toc', 'snapshot'];
@@ -142,7 +160,8 @@ export class Catalog {
   private readonly st: ReturnType<Catalog['prepare']>;
 
   constructor(file: string, opts: { readonly?: boolean; busyTimeoutMs?: number } = {}) {
-    this.db = new Database(file, { readonly: opts.readonly ?? false, fileMustExist: opts.readonly ?? false });
+    const nativeBinding = sqliteAddon();
+    this.db = new Database(file, { readonly: opts.readonly ?? false, fileMustExist: opts.readonly ?? false, ...(nativeBinding ? { nativeBinding } : {}) });
     this.db.pragma(`busy_timeout = ${opts.busyTimeoutMs ?? 30_000}`);
     if (!opts.readonly) {
       this.guard(() => this.db.pragma('journal_mode = WAL'));

@@ -69,7 +69,7 @@ export class Repository {
   private readonly cache = new Map<string, Buffer>();
   private readonly cacheLimit = 16;
   readonly chunker: ChunkerParams;
-  readonly gear: Uint32Array;
+  private gearCache?: Uint32Array;
 
   private constructor(
     /** A directory, or a server's URL. */
@@ -82,7 +82,11 @@ export class Repository {
     private readonly localCatalog?: Catalog,
   ) {
     this.chunker = { min: config.chunker.min, avg: config.chunker.avg, max: config.chunker.max };
-    this.gear = gearTable(keyring.chunkerSeed);
+  }
+
+  /** The chunker's keyed gear table: made when a backup first asks, as reads never need it. */
+  get gear(): Uint32Array {
+    return (this.gearCache ??= gearTable(this.keyring.chunkerSeed));
   }
 
   /** True for a repository behind `strata serve`. */
