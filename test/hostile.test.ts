@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { backup } from '../src/engine/backup.js';
 import { openFile, readRange } from '../src/engine/read.js';
 import { blocksOf, resolveRange } from '../src/engine/resolve.js';
@@ -17,7 +17,7 @@ import { decodeTree, encodeTree, type TreeEntry } from '../src/engine/tree.js';
 import { decodeBlock, encodeBlock } from '../src/repo/blockcodec.js';
 import { seal } from '../src/crypto/keyring.js';
 import { CompressStream } from 'zstd-napi';
-import type { TocRow } from '../src/repo/catalog.js';
+import { Catalog, type TocRow } from '../src/repo/catalog.js';
 import type { Repository } from '../src/repo/repository.js';
 import { makeRepo, tempDir } from './helpers.js';
 
@@ -348,6 +348,8 @@ describe('4. reference cycles and endless chains', () => {
     addRows(repo, b, [ref(0, 99, a.id, 0)]);
     const started = performance.now();
     expect(() => [...resolveRange(repo.catalog, a.id, 0, 99)]).toThrow(/reference chain/);
+    // The next backup's alignment with it, which follows refs page by page, too.
+    expect(() => blocksOf(repo.catalog, a.id, 100)).toThrow(/reference chain/);
     await expect(cat(repo, snap, '/f')).rejects.toMatchObject({ code: 'integrity', message: expect.stringMatching(/reference chain/) });
     await expect(restoreInto(repo, snap, target)).rejects.toMatchObject({ code: 'integrity' });
     expect(performance.now() - started).toBeLessThan(2000);
@@ -386,6 +388,7 @@ describe('4. reference cycles and endless chains', () => {
       for (let i = 0; i < 1000; i++) v = addVersion(repo, seq, randomBytes(32), 100, [ref(0, 99, v, 0)]);
     })();
     expect(await collect(readRange(repo, repo.catalog.versionById(v)!, 10, 99))).toEqual(bytes.subarray(10));
+    expect(blocksOf(repo.catalog, v, 100).length).toBe(1);
     repo.close();
   });
 });
@@ -406,6 +409,23 @@ describe('5. TOCs that do not add up', () => {
     await expect(cat(repo, snap, '/f')).rejects.toMatchObject({ code: 'integrity', message: expect.stringMatching(/does not cover offset 100/) });
     await expect(restoreInto(repo, snap, target)).rejects.toMatchObject({ code: 'integrity' });
     expect(fs.existsSync(path.join(target, 'f'))).toBe(false);
+    repo.close();
+  });
+
+  it("a version's block list follows refs page by page, into the middle of rows too, and agrees with a walk of its range", async () => {
+    const repo = await makeRepo();
+    const C = randomBytes(100);
+    const base = await fileSnapshot(repo, 200, async () => [await dataRow(repo, A), await dataRow(repo, B, 100)]);
+    // Half of A (a piece, which has no id of its own), all of B, then C.
+    const middle = await fileSnapshot(repo, 250, async () => [ref(0, 149, base.version.id, 50), await dataRow(repo, C, 150)]);
+    const top = await fileSnapshot(repo, 250, () => [ref(0, 249, middle.version.id, 0)]);
+    const walked = [...resolveRange(repo.catalog, top.version.id, 0, 249)].map((p) => `${p.from === 0 && p.length === p.blockSize ? p.block.toString('hex') : '-'}:${p.length}`);
+    expect(walked).toHaveLength(3);
+    const slow = vi.spyOn(Catalog.prototype, 'tocAfter');
+    const list = blocksOf(repo.catalog, top.version.id, 250);
+    expect(slow).not.toHaveBeenCalled();
+    slow.mockRestore();
+    expect(Array.from({ length: list.length }, (_, i) => `${list.id(i)?.toString('hex') ?? '-'}:${list.end(i) - list.start(i) + 1}`)).toEqual(walked);
     repo.close();
   });
 

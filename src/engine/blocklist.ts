@@ -46,6 +46,18 @@ export class BlockList {
     return i;
   }
 
+  /** push() with the id in hex; false (nothing appended) unless it is a whole id. */
+  pushHex(hex: string, length: number): boolean {
+    if (hex.length !== ID_BYTES * 2) return false;
+    if (this.count === this.starts.length) this.grow();
+    if (this.ids.write(hex, this.count * ID_BYTES, ID_BYTES, 'hex') !== ID_BYTES) return false;
+    const i = this.count++;
+    this.starts[i] = this.size;
+    this.size += length;
+    this.known[i] = 1;
+    return true;
+  }
+
   setId(i: number, id: Uint8Array): void {
     this.ids.set(id.subarray(0, ID_BYTES), i * ID_BYTES);
     this.known[i] = 1;

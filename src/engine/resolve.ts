@@ -7,7 +7,7 @@
  * target) ends in an integrity error rather than a hang or wrong bytes.
  */
 import { integrity } from '../errors.js';
-import type { Catalog, TocRow } from '../repo/catalog.js';
+import type { Catalog, TocRow, TocSpan } from '../repo/catalog.js';
 import { BlockList } from './blocklist.js';
 
 export interface Piece {
@@ -96,30 +96,64 @@ function checkRow(row: TocRow | undefined, version: number, cursor: number, firs
 
 /**
  * A version as the sequence of its blocks (for aligning the next version).
- * Runs of data rows are read a page at a time as plain arrays; each ref row
- * is resolved like any read. The result is what resolveRange over the whole
- * version gives, with the same checks (anything out of step is left to it).
+ * Rows are read a page at a time as plain arrays, and refs are followed by
+ * their shortcuts the same way. The result is what resolveRange over the
+ * whole version gives; at anything out of step (a gap, an overlap, a
+ * malformed row, a long chain) that walk is made instead, with its checks
+ * and its words for the error.
  */
 export function blocksOf(catalog: Catalog, version: number, size: number): BlockList {
   const list = new BlockList();
-  const end = size - 1;
-  while (list.size <= end) {
-    const rows = catalog.tocSpans(version, list.size, BATCH);
-    if (rows.length === 0 || rows[0]![0] !== list.size) {
-      // A gap or an overlap: the walk over the whole version finds it and words the error.
-      const whole = new BlockList();
-      pushPieces(whole, resolveRange(catalog, version, 0, end));
-      return whole;
-    }
-    for (const [start, rowEnd, block] of rows) {
-      if (start !== list.size || start > end) break;
-      if (!isOffset(rowEnd) || rowEnd < start) throw integrity(`TOC entry of version ${version} at ${start} has a malformed range`);
-      const pieceEnd = Math.min(rowEnd, end);
-      if (block) list.push(pieceEnd === rowEnd ? block : null, pieceEnd - start + 1);
-      else pushPieces(list, resolveRange(catalog, version, start, pieceEnd));
-    }
+  if (size > 0 && !appendSpans(catalog, list, version, 0, size - 1, 0)) {
+    const whole = new BlockList();
+    pushPieces(whole, resolveRange(catalog, version, 0, size - 1));
+    return whole;
   }
   return list;
+}
+
+/** Hops the page-at-a-time walk follows; deeper chains (left by forgets) take resolveRange's loop. */
+const SPAN_DEPTH = 64;
+
+/** Appends the blocks of [start, end] of `version` to `list`; false if anything is out of step. */
+function appendSpans(catalog: Catalog, list: BlockList, version: number, start: number, end: number, depth: number): boolean {
+  if (depth > SPAN_DEPTH) return false;
+  let cursor = start;
+  while (cursor <= end) {
+    const rows = catalog.tocSpans(version, cursor, BATCH);
+    if (rows.length === 0 || rows[0]![0] !== cursor) {
+      // Only a ref's range may begin inside a row.
+      if (cursor !== start) return false;
+      const r = catalog.tocAt(version, cursor);
+      if (!r || r.end < cursor) return false;
+      const to = r.root ?? r.target;
+      const toStart = r.root !== null ? r.root_start : r.target_start;
+      if (!appendRow(catalog, list, [r.start, r.end, r.block ? r.block.toString('hex') : '', to, toStart], cursor, end, depth)) return false;
+      cursor = Math.min(r.end, end) + 1;
+      continue;
+    }
+    for (const row of rows) {
+      if (row[0] !== cursor || cursor > end) break;
+      if (!appendRow(catalog, list, row, cursor, end, depth)) return false;
+      cursor = Math.min(row[1], end) + 1;
+    }
+  }
+  return true;
+}
+
+/** Appends the part of `row` from `cursor` to at most `end`. */
+function appendRow(catalog: Catalog, list: BlockList, [start, rowEnd, block, to, toStart]: TocSpan, cursor: number, end: number, depth: number): boolean {
+  if (!isOffset(start) || !isOffset(rowEnd) || rowEnd < start) return false;
+  const pieceEnd = Math.min(rowEnd, end);
+  if (block !== '') {
+    // A piece of a block cannot be matched: it has no id of its own.
+    if (cursor === start && pieceEnd === rowEnd) return list.pushHex(block, pieceEnd - cursor + 1);
+    list.push(null, pieceEnd - cursor + 1);
+    return true;
+  }
+  if (to === null || !Number.isSafeInteger(to) || !isOffset(toStart)) return false;
+  const from = toStart + (cursor - start);
+  return appendSpans(catalog, list, to, from, from + (pieceEnd - cursor), depth + 1);
 }
 
 function pushPieces(list: BlockList, pieces: Iterable<Piece>): void {

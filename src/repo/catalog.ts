@@ -54,6 +54,13 @@ export interface TocRow {
   depth: number;
 }
 
+/**
+ * A TOC row as [start, end, block, to, toStart]: a data row's block id in hex
+ * ('' for a ref), a ref's version and offset where a read goes (its shortcut,
+ * else its target).
+ */
+export type TocSpan = [start: number, end: number, block: string, to: number | null, toStart: number | null];
+
 /** A version to insert; `rows` is called once, inside the transaction. */
 export interface NewVersionRows {
   snapshot: number;
@@ -219,7 +226,8 @@ export class Catalog {
       insertToc: 'INSERT INTO toc(version, start, end, block, target, target_start, root, root_start, depth) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
       tocAt: 'SELECT start, end, block, target, target_start, root, root_start, depth FROM toc WHERE version = ? AND start <= ? ORDER BY start DESC LIMIT 1',
       tocAfter: 'SELECT start, end, block, target, target_start, root, root_start, depth FROM toc WHERE version = ? AND start > ? AND start <= ? ORDER BY start LIMIT ?',
-      tocSpans: 'SELECT start, end, block FROM toc WHERE version = ? AND start >= ? ORDER BY start LIMIT ?',
+      tocSpans:
+        'SELECT start, end, hex(block), coalesce(root, target), CASE WHEN root IS NULL THEN target_start ELSE root_start END FROM toc WHERE version = ? AND start >= ? ORDER BY start LIMIT ?',
       tocAll: 'SELECT start, end, block, target, target_start, root, root_start, depth FROM toc WHERE version = ? ORDER BY start',
     };
     // Prepared on first use: a short command (cat of one range) needs only a few.
@@ -429,9 +437,13 @@ export class Catalog {
     return this.st.tocAt.get(version, offset) as TocRow | undefined;
   }
 
-  /** A page of a version's rows from `from` on, as [start, end, block] (block null for a ref): the fast way through long runs of data rows. */
-  tocSpans(version: number, from: number, limit: number): [number, number, Buffer | null][] {
-    return this.st.tocSpans.raw(true).all(version, from, limit) as [number, number, Buffer | null][];
+  /**
+   * A page of a version's rows from `from` on, as plain arrays: the fast way
+   * through long runs of rows (a Buffer per block id costs more than the row).
+   * See TocSpan.
+   */
+  tocSpans(version: number, from: number, limit: number): TocSpan[] {
+    return this.st.tocSpans.raw(true).all(version, from, limit) as TocSpan[];
   }
 
   /** Entries starting in (after, upTo], in order, at most `limit`. */
