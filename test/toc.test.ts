@@ -222,3 +222,27 @@ describe('diffBlocks', () => {
     expect(diffBlocks(prev, cur)).toHaveLength(3);
   });
 });
+
+describe('BlockList', () => {
+  it('pushFrom appends a run of another list: ids, unknown ids and lengths', () => {
+    const id = (n: number) => Buffer.alloc(32, n);
+    const from = BlockList.from([
+      { id: id(1), start: 0, end: 9 },
+      { id: null, start: 10, end: 14 },
+      { id: id(3), start: 15, end: 114 },
+      { id: id(4), start: 115, end: 115 },
+    ]);
+    const list = new BlockList(1);
+    list.push(id(9), 7);
+    list.pushFrom(from, 1, 3);
+    expect(list.length).toBe(4);
+    expect(list.size).toBe(7 + 5 + 100 + 1);
+    expect([0, 1, 2, 3].map((i) => [list.start(i), list.end(i), list.id(i)?.[0] ?? null])).toEqual([
+      [0, 6, 9],
+      [7, 11, null],
+      [12, 111, 3],
+      [112, 112, 4],
+    ]);
+    expect(list.sameId(2, from, 2)).toBe(true);
+  });
+});

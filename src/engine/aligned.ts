@@ -24,6 +24,13 @@ export interface AlignedBlock {
   confirmed: boolean;
 }
 
+/** Blocks first..first+count-1 of the previous version, confirmed by a worker as one run. */
+export interface ConfirmedRun {
+  run: { first: number; count: number };
+  /** Their bytes in all. */
+  length: number;
+}
+
 /** Reading the source file failed (as opposed to storing what was read). */
 export class SourceReadError extends Error {
   constructor(override readonly cause: unknown) {
@@ -151,7 +158,7 @@ export async function* alignedBlocks(
   hash: (data: Uint8Array) => Buffer,
   onRead: (bytes: number, here?: boolean) => void,
   confirmer?: Confirmer,
-): AsyncGenerator<AlignedBlock> {
+): AsyncGenerator<AlignedBlock | ConfirmedRun> {
   const maxBlock = chunker.params.max;
   const window = new FileWindow(fd, chunker.window, maxBlock, onRead);
   let index: BlockIndex | undefined;
@@ -216,11 +223,13 @@ export async function* alignedBlocks(
         if (run) {
           const { count, bytesRead } = await run.answer;
           onRead(Math.min(bytesRead, run.lengths.reduce((a, b) => a + b, 0)), false);
-          for (let c = 0; c < count; c++) {
-            const length = run.lengths[c]!;
-            yield { data: null, length, id: Buffer.from(previous.id(expect)!), confirmed: true };
+          if (count > 0) {
+            // One answer for the whole run: a yield per block cost this thread more than the workers' hashing saved.
+            let length = 0;
+            for (let c = 0; c < count; c++) length += run.lengths[c]!;
+            yield { run: { first: expect, count }, length };
             pos += length;
-            expect++;
+            expect += count;
           }
           if (count === run.lengths.length) continue;
           // The block at `expect` differs: the chunker takes over there.

@@ -471,6 +471,12 @@ class BackupRun {
         try {
           for await (const b of read) {
             this.checkAbort();
+            if ('run' in b) {
+              blocks.pushFrom(previous, b.run.first, b.run.count);
+              this.r.blocksReused += b.run.count;
+              this.report();
+              continue;
+            }
             blocks.push(b.id, b.length);
             if (b.data) await this.storeChunk(b.data, b.id);
             else this.r.blocksReused++;

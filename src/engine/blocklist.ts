@@ -46,6 +46,17 @@ export class BlockList {
     return i;
   }
 
+  /** Appends blocks first..first+count-1 of `other`, ids and lengths. */
+  pushFrom(other: BlockList, first: number, count: number): void {
+    while (this.count + count > this.starts.length) this.grow();
+    other.ids.copy(this.ids, this.count * ID_BYTES, first * ID_BYTES, (first + count) * ID_BYTES);
+    this.known.set(other.known.subarray(first, first + count), this.count);
+    for (let k = first; k < first + count; k++) {
+      this.starts[this.count++] = this.size;
+      this.size += other.end(k) - other.start(k) + 1;
+    }
+  }
+
   /** push() with the id in hex; false (nothing appended) unless it is a whole id. */
   pushHex(hex: string, length: number): boolean {
     if (hex.length !== ID_BYTES * 2) return false;
