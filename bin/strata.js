@@ -14,7 +14,13 @@ const { createRequire } = require('node:module');
 
 const bundle = path.join(__dirname, '..', 'dist', 'strata.cjs');
 const cacheFile = `${bundle}.cache`;
-const text = fs.readFileSync(bundle, 'utf8');
+let text;
+try {
+  text = fs.readFileSync(bundle, 'utf8');
+} catch (e) {
+  process.stderr.write(`strata: cannot load ${bundle} (${e.code ?? e.message}); run "npm run build"\n`);
+  process.exit(1);
+}
 // The cache starts with the SHA-256 of the bundle it was made from: V8 itself only compares lengths.
 const digest = createHash('sha256').update(text).digest();
 let cachedData;

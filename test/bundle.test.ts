@@ -2,7 +2,7 @@
  * How the CLI starts: bin/strata.js runs the CommonJS bundle of the build,
  * compiled with the code cache the build wrote for exactly that bundle.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -52,6 +52,15 @@ describe('the bundled CLI', () => {
     expect(version()).toBe('9'.repeat(VERSION.length));
     fs.rmSync(cache);
     expect(version()).toBe('9'.repeat(VERSION.length));
+  });
+
+  it('without its bundle, the CLI says to build it, in one line', () => {
+    const { bin, bundle } = copyOfCli();
+    fs.rmSync(bundle);
+    const r = spawnSync(process.execPath, [bin, '--version'], { encoding: 'utf8' });
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/cannot load .*strata\.cjs \(ENOENT\); run "npm run build"/);
   });
 
   it('loading it leaves out what no command needs at start (commander would load child_process)', () => {
