@@ -224,7 +224,7 @@ export async function* alignedBlocks(
           const { count, bytesRead } = await run.answer;
           onRead(Math.min(bytesRead, run.lengths.reduce((a, b) => a + b, 0)), false);
           if (count > 0) {
-            // One answer for the whole run: a yield per block cost this thread more than the workers' hashing saved.
+            // One item for the whole run (the caller copies it from `previous`), not a yield and an id copy per block.
             let length = 0;
             for (let c = 0; c < count; c++) length += run.lengths[c]!;
             yield { run: { first: expect, count }, length };
