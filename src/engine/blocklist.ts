@@ -57,14 +57,10 @@ export class BlockList {
     }
   }
 
-  /** push() with the id in hex; false (nothing appended) unless it is a whole id. */
+  /** push() with the id in hex; false if it is not a whole id (the block is then appended without one). */
   pushHex(hex: string, length: number): boolean {
-    if (hex.length !== ID_BYTES * 2) return false;
-    if (this.count === this.starts.length) this.grow();
-    if (this.ids.write(hex, this.count * ID_BYTES, ID_BYTES, 'hex') !== ID_BYTES) return false;
-    const i = this.count++;
-    this.starts[i] = this.size;
-    this.size += length;
+    const i = this.push(null, length);
+    if (hex.length !== ID_BYTES * 2 || this.ids.write(hex, i * ID_BYTES, ID_BYTES, 'hex') !== ID_BYTES) return false;
     this.known[i] = 1;
     return true;
   }

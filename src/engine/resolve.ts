@@ -124,12 +124,9 @@ function appendSpans(catalog: Catalog, list: BlockList, version: number, start: 
     if (rows.length === 0 || rows[0]![0] !== cursor) {
       // Only a ref's range may begin inside a row.
       if (cursor !== start) return false;
-      const r = catalog.tocAt(version, cursor);
-      if (!r || r.end < cursor) return false;
-      const to = r.root ?? r.target;
-      const toStart = r.root !== null ? r.root_start : r.target_start;
-      if (!appendRow(catalog, list, [r.start, r.end, r.block ? r.block.toString('hex') : '', to, toStart], cursor, end, depth)) return false;
-      cursor = Math.min(r.end, end) + 1;
+      const row = catalog.tocSpanAt(version, cursor);
+      if (!row || row[1] < cursor || !appendRow(catalog, list, row, cursor, end, depth)) return false;
+      cursor = Math.min(row[1], end) + 1;
       continue;
     }
     for (const row of rows) {

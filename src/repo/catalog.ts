@@ -60,6 +60,7 @@ export interface TocRow {
  * else its target).
  */
 export type TocSpan = [start: number, end: number, block: string, to: number | null, toStart: number | null];
+const SPAN = 'start, end, hex(block), coalesce(root, target), CASE WHEN root IS NULL THEN target_start ELSE root_start END';
 
 /** A version to insert; `rows` is called once, inside the transaction. */
 export interface NewVersionRows {
@@ -226,8 +227,8 @@ export class Catalog {
       insertToc: 'INSERT INTO toc(version, start, end, block, target, target_start, root, root_start, depth) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
       tocAt: 'SELECT start, end, block, target, target_start, root, root_start, depth FROM toc WHERE version = ? AND start <= ? ORDER BY start DESC LIMIT 1',
       tocAfter: 'SELECT start, end, block, target, target_start, root, root_start, depth FROM toc WHERE version = ? AND start > ? AND start <= ? ORDER BY start LIMIT ?',
-      tocSpans:
-        'SELECT start, end, hex(block), coalesce(root, target), CASE WHEN root IS NULL THEN target_start ELSE root_start END FROM toc WHERE version = ? AND start >= ? ORDER BY start LIMIT ?',
+      tocSpans: `SELECT ${SPAN} FROM toc WHERE version = ? AND start >= ? ORDER BY start LIMIT ?`,
+      tocSpanAt: `SELECT ${SPAN} FROM toc WHERE version = ? AND start <= ? ORDER BY start DESC LIMIT 1`,
       tocAll: 'SELECT start, end, block, target, target_start, root, root_start, depth FROM toc WHERE version = ? ORDER BY start',
     };
     // Prepared on first use: a short command (cat of one range) needs only a few.
@@ -444,6 +445,11 @@ export class Catalog {
    */
   tocSpans(version: number, from: number, limit: number): TocSpan[] {
     return this.st.tocSpans.raw(true).all(version, from, limit) as TocSpan[];
+  }
+
+  /** tocAt() as a TocSpan. */
+  tocSpanAt(version: number, offset: number): TocSpan | undefined {
+    return this.st.tocSpanAt.raw(true).get(version, offset) as TocSpan | undefined;
   }
 
   /** Entries starting in (after, upTo], in order, at most `limit`. */
