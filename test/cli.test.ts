@@ -308,16 +308,21 @@ describe('backup sources that misbehave', () => {
     expect(strata(['ls', src], env).stdout).not.toContain('pipe');
   });
 
-  it('an unchanged file is not read again: one ref to its previous version', () => {
-    const { env } = initCliRepo();
+  it('an unchanged file is not read again: it keeps its version, with no new row in the catalog', () => {
+    const { repo, env } = initCliRepo();
     const src = tempDir();
     fs.writeFileSync(path.join(src, 'a'), new Rng(3).bytes(100_000));
     fs.writeFileSync(path.join(src, 'b'), 'b');
-    strata(['backup', src], env);
+    const first = JSON.parse(strata(['backup', src, '--json'], env).stdout);
     const j = JSON.parse(strata(['backup', src, '--json'], env).stdout);
     expect(j).toMatchObject({ bytesRead: 0, filesUnchanged: 2, filesChanged: 0, refEntries: 2, dataEntries: 0, blocksNew: 0 });
-    const toc = JSON.parse(strata(['toc', path.join(src, 'a'), '--json'], env).stdout);
-    expect(toc).toEqual([{ start: 0, end: 99_999, kind: 'ref', target: expect.objectContaining({ start: 0, end: 99_999 }), offset: 0 }]);
+    const toc = (at: string) => JSON.parse(strata(['toc', path.join(src, 'a'), '--json', '--at', at], env).stdout);
+    expect(toc(j.snapshot)).toEqual(toc(first.snapshot));
+    expect(toc(j.snapshot)[0]).toMatchObject({ start: 0, kind: 'data' });
+    const db = new Database(path.join(repo, 'catalog.db'), { readonly: true });
+    expect(db.prepare('SELECT COUNT(*) FROM versions v JOIN snapshots s ON s.seq = v.snapshot WHERE s.id = ?').pluck().get(j.snapshot)).toBe(0);
+    db.close();
+    expect(strata(['cat', path.join(src, 'b'), '--at', j.snapshot], env).stdout).toBe('b');
   });
 
   it('a 4 KiB page rewritten in a large file adds well under 256 KiB', () => {

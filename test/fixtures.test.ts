@@ -49,13 +49,13 @@ describe('format version 1 fixture', () => {
 });
 
 describe('schema 2 catalogs', () => {
-  it('gain the schema 3 column on open, and prune works', async () => {
+  it('gain the later columns on open, and prune works', async () => {
     const { repo, env } = initCliRepo();
     const src = tempDir();
     fs.writeFileSync(path.join(src, 'f'), 'data');
     expect(strata(['backup', src, '-q'], env).status).toBe(0);
     const db = new Database(path.join(repo, 'catalog.db'));
-    db.exec("ALTER TABLE snapshots DROP COLUMN blobs_known; UPDATE info SET value = '2' WHERE key = 'schema'");
+    db.exec("ALTER TABLE snapshots DROP COLUMN blobs_known; ALTER TABLE snapshots DROP COLUMN inherits; DROP INDEX versions_path; UPDATE info SET value = '2' WHERE key = 'schema'");
     db.close();
     const pruned = strata(['prune'], env);
     expect(pruned.status, pruned.stderr).toBe(0);

@@ -194,7 +194,7 @@ describe('rebuild-catalog', () => {
 });
 
 describe('files unchanged since the parent snapshot', () => {
-  it('store no sealed TOC; forget reseals them when their parent goes, and rebuild-catalog derives the rest', async () => {
+  it('get no row and no sealed TOC; forget hands them down when their parent goes, and rebuild-catalog derives the rest', async () => {
     const repo = await makeRepo({ chunkAvg: 1024 });
     const dir = tempDir();
     const rng = new Rng(9);
@@ -210,23 +210,29 @@ describe('files unchanged since the parent snapshot', () => {
       fs.writeFileSync(path.join(dir, 'a'), a[i]!);
       ids.push((await backup(repo, { paths: [dir], time: Date.UTC(2026, 0, 1, i) })).snapshot);
     }
-    const tocOf = (snapshot: string, file: string) =>
-      (repo.catalog.db.prepare('SELECT toc FROM versions WHERE snapshot = ? AND path = ?').get(repo.catalog.snapshotsByPrefix(snapshot)[0]!.seq, repo.keyring.pathId(path.join(dir, file))) as { toc: Buffer | null }).toc;
+    // A snapshot's own row for a file (undefined when it inherits the file's version), and its sealed TOC.
+    const own = (snapshot: string, file: string) =>
+      repo.catalog.db.prepare('SELECT id, toc FROM versions WHERE snapshot = ? AND path = ?').get(repo.catalog.snapshotsByPrefix(snapshot)[0]!.seq, repo.keyring.pathId(path.join(dir, file))) as
+        | { id: number; toc: Buffer | null }
+        | undefined;
     for (const f of ['b', 'empty', 'sub/d']) {
-      expect(tocOf(ids[0]!, f)).not.toBeNull();
-      expect(tocOf(ids[1]!, f)).toBeNull();
+      expect(own(ids[0]!, f)?.toc).not.toBeNull();
+      expect(own(ids[1]!, f)).toBeUndefined();
+      expect(own(ids[2]!, f)).toBeUndefined();
     }
-    expect(tocOf(ids[1]!, 'a')).not.toBeNull();
+    expect(own(ids[1]!, 'a')?.toc).not.toBeNull();
+    const baseline = own(ids[0]!, 'b')!.id;
 
-    // The baseline goes: the unchanged files whose refs led into it get TOCs of their own.
+    // The baseline goes: its versions of the unchanged files move to the next snapshot (same ids), resealed under it.
     await forget(repo, { ids: [ids[0]!] });
     await prune(repo);
-    expect(tocOf(ids[1]!, 'b')).not.toBeNull();
-    // A later backup: unchanged again, and again without a TOC.
+    expect(own(ids[1]!, 'b')).toMatchObject({ id: baseline, toc: expect.any(Buffer) });
+    expect(own(ids[2]!, 'b')).toBeUndefined();
+    // A later backup: unchanged again, and again without a row.
     a.push(rng.bytes(25_000));
     fs.writeFileSync(path.join(dir, 'a'), a[3]!);
     ids.push((await backup(repo, { paths: [dir], time: Date.UTC(2026, 0, 1, 3) })).snapshot);
-    expect(tocOf(ids[3]!, 'b')).toBeNull();
+    expect(own(ids[3]!, 'b')).toBeUndefined();
 
     const { fresh, r } = await loseCatalogAndRebuild(repo);
     expect(r.problems).toEqual([]);

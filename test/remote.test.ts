@@ -638,3 +638,39 @@ async function until(check: () => boolean, ms: number): Promise<void> {
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+describe('inherited versions through a server', () => {
+  it('an unchanged file has no row, a removed one a tombstone; a forget through the server hands rows down; all reads stay exact', async () => {
+    const dir = path.join(tempDir(), 'served');
+    const srv = await serve(dir);
+    const env = client(srv.url, token(dir, 'admin', 'admin'));
+    ok(['init', '--scrypt-n', '1024'], env);
+    const data = tempDir('strata-remote-inherit-');
+    const rng = new Rng(12);
+    const keep = rng.bytes(50_000);
+    fs.writeFileSync(path.join(data, 'keep'), keep);
+    fs.writeFileSync(path.join(data, 'gone'), 'soon gone');
+    fs.mkdirSync(path.join(data, 'sub'));
+    fs.writeFileSync(path.join(data, 'sub', 'x'), 'x');
+    const one = json<{ snapshot: string }>(['backup', data], env);
+    fs.rmSync(path.join(data, 'gone'));
+    fs.rmSync(path.join(data, 'sub'), { recursive: true });
+    fs.writeFileSync(path.join(data, 'new'), 'new');
+    const two = json<{ snapshot: string; filesUnchanged: number; filesNew: number }>(['backup', data], env);
+    expect(two).toMatchObject({ filesUnchanged: 1, filesNew: 1 });
+    // The server's catalog: the second snapshot owns the new file's row and two tombstones, nothing for the unchanged one.
+    const Database = (await import('better-sqlite3')).default;
+    const db = new Database(path.join(dir, 'catalog.db'), { readonly: true });
+    const sizes = db.prepare('SELECT v.size FROM versions v JOIN snapshots s ON s.seq = v.snapshot WHERE s.id = ? ORDER BY v.size').pluck().all(two.snapshot);
+    db.close();
+    expect(sizes).toEqual([-1, -1, 3]);
+    expect(strata(['cat', path.join(data, 'keep'), '--at', two.snapshot], env).raw.equals(keep)).toBe(true);
+    expect(strata(['cat', path.join(data, 'gone'), '--at', two.snapshot], env).status).not.toBe(0);
+    expect(ok(['cat', path.join(data, 'gone'), '--at', one.snapshot], env)).toBe('soon gone');
+    ok(['forget', one.snapshot], env);
+    ok(['prune'], env);
+    expect(strata(['cat', path.join(data, 'keep'), '--at', two.snapshot], env).raw.equals(keep)).toBe(true);
+    expect(strata(['cat', path.join(data, 'new'), '--at', two.snapshot], env).stdout).toBe('new');
+    ok(['check', '--read-data'], env);
+  });
+});

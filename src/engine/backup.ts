@@ -25,7 +25,7 @@ import { GcPacer } from '../util/gc.js';
 import { ExcludeMatcher } from '../util/glob.js';
 import { SealPool } from '../workers/pool.js';
 import { findSnapshot, metaAad, Snapshot, type SnapshotMeta, type SnapshotRecord } from './snapshot.js';
-import { diffBlocks, wholeRef, type TocEntries } from './toc.js';
+import { diffBlocks } from './toc.js';
 import { alignedBlocks, freshChunks, SourceReadError, windowBytes } from './aligned.js';
 import { BlockList } from './blocklist.js';
 import { encodeTree, findEntry, type Tree, type TreeEntry } from './tree.js';
@@ -95,6 +95,8 @@ interface KnownVersion {
 
 /** Entries of a directory stat'ed, and their parent versions looked up, together. */
 const CHILD_BATCH = 1024;
+/** Deeper than any real tree: a bound against a parent tree that contains itself. */
+const MAX_TREE_DEPTH = 4096;
 const READ_SIZE = 1024 * 1024;
 const MAX_IN_FLIGHT = 32;
 /**
@@ -215,7 +217,8 @@ class BackupRun {
     if (opts.estimate) await this.estimate(present);
 
     const meta: SnapshotMeta = { host: this.host, tags: opts.tags ?? [], paths: this.sources, ...(this.parent ? { parent: this.parent.id } : {}) };
-    this.seq = await service.beginSnapshot(this.id, this.time, lineage, repo.keyring.sealJson(meta, metaAad(this.id)), this.parent?.row.seq ?? null, leaseId);
+    // The snapshot inherits its parent's versions: only changed files get rows, and removed ones tombstones.
+    this.seq = await service.beginSnapshot(this.id, this.time, lineage, repo.keyring.sealJson(meta, metaAad(this.id)), this.parent?.row.seq ?? null, leaseId, this.parent !== undefined);
     try {
       const plan = buildPlan(present);
       const rootStat = await fs.lstat('/', { bigint: true });
@@ -300,7 +303,7 @@ class BackupRun {
   }
 
   private async saveDir(abs: string, name: string, st: BigIntStats, prev: TreeEntry | undefined, plan: PlanNode | undefined): Promise<TreeEntry> {
-    const prevTree = prev?.type === 'dir' && prev.tree && this.parent ? await this.parent.tree(prev.tree).catch(() => undefined) : undefined;
+    const prevTree = prev?.type === 'dir' && prev.tree && this.parent ? await this.parentTree(prev.tree) : undefined;
     let names: string[];
     const partial = plan !== undefined && !plan.source;
     if (partial) names = [...plan.children.keys()];
@@ -318,6 +321,8 @@ class BackupRun {
     // directory of 100k files does not hold a second copy of its listing.
     const entries: TreeEntry[] = [];
     let same = 0;
+    // What this directory holds now, by name, to find what the parent had that it no longer does.
+    const kept = prevTree ? new Map<string, TreeEntry['type']>() : undefined;
     for (let from = 0; from < names.length; from += CHILD_BATCH) {
       const batch: { name: string; abs: string; st: BigIntStats; known?: KnownVersion }[] = [];
       for (const child of names.slice(from, from + CHILD_BATCH)) {
@@ -329,7 +334,8 @@ class BackupRun {
           this.warn(`cannot read ${childAbs}: ${describe(e)}`, true);
         }
       }
-      const files = batch.filter((c) => c.st.isFile());
+      // A file the parent has as it is now is inherited: no catalog lookup, no row.
+      const files = batch.filter((c) => c.st.isFile() && !this.unchangedSince(prevTree && findEntry(prevTree, c.name), c.st));
       const known = await this.parentVersions(files.map((c) => c.abs));
       files.forEach((c, i) => (c.known = known[i]));
       // Unchanged files need no I/O but an lstat: let the event loop turn now and then (Ctrl-C, progress).
@@ -341,6 +347,7 @@ class BackupRun {
       for (const c of batch) {
         const entry = await this.saveNode(c.abs, c.name, c.st, prevTree && findEntry(prevTree, c.name), partial ? plan.children.get(c.name) : undefined, c.known);
         if (!entry) continue;
+        kept?.set(entry.name, entry.type);
         if (prevTree && entries.length === 0 && same < prevTree.entries.length && sameEntry(entry, prevTree.entries[same]!)) {
           same++;
           continue;
@@ -350,6 +357,7 @@ class BackupRun {
       }
     }
     this.r.dirs++;
+    if (prevTree && kept) await this.tombstones(abs, prevTree, kept);
     if (prevTree && prev?.tree && entries.length === 0 && same === prevTree.entries.length && same > 0 && this.packer.has(Buffer.from(prev.tree, 'hex'))) {
       this.blobs.add(prev.tree);
       return { ...metadata(name, 'dir', st), tree: prev.tree };
@@ -358,6 +366,56 @@ class BackupRun {
     const tree: Tree = { entries };
     const id = await this.storeBlob('tree', encodeTree(tree));
     return { ...metadata(name, 'dir', st), tree: id.toString('hex') };
+  }
+
+  /**
+   * A tree of the parent snapshot. This snapshot inherits the parent's
+   * versions, so a file the parent had and this one does not must be known
+   * (see tombstones): a parent tree that cannot be read ends the backup.
+   */
+  private async parentTree(id: string): Promise<Tree> {
+    try {
+      return await this.parent!.tree(id);
+    } catch (e) {
+      throw new StrataError('integrity', `cannot read tree ${id.slice(0, 16)} of the parent snapshot ${this.parent!.id.slice(0, 8)} (${describe(e)}); run "strata check", or back up against another snapshot with --parent`);
+    }
+  }
+
+  /** True when the parent has this file as it is now (same size, times and inode): it is inherited as it was. */
+  private unchangedSince(prev: TreeEntry | undefined, st: BigIntStats): boolean {
+    return (
+      !this.opts.force &&
+      prev?.type === 'file' &&
+      st.isFile() &&
+      prev.size === Number(st.size) &&
+      prev.mtimeNs === st.mtimeNs.toString() &&
+      prev.ctimeNs === st.ctimeNs.toString() &&
+      prev.ino === st.ino.toString()
+    );
+  }
+
+  /**
+   * Marks as gone every file of the parent's directory that this one no
+   * longer holds as a file: removed, excluded, unreadable or now of another
+   * type, and every file under a directory that went the same way. Without
+   * its tombstone such a path would be inherited from the parent.
+   */
+  private async tombstones(abs: string, prevTree: Tree, kept: ReadonlyMap<string, TreeEntry['type']>): Promise<void> {
+    const gone = async (p: string) => this.versions.tombstone(this.seq, this.repo.keyring.pathId(p));
+    const under = async (dir: string, tree: Tree, depth: number): Promise<void> => {
+      if (depth > MAX_TREE_DEPTH) throw new StrataError('integrity', `the parent snapshot's tree under ${dir} is deeper than any real one`);
+      for (const e of tree.entries) {
+        const p = `${dir}/${e.name}`;
+        if (e.type === 'file') await gone(p);
+        else if (e.type === 'dir' && e.tree) await under(p, await this.parentTree(e.tree), depth + 1);
+      }
+    };
+    for (const e of prevTree.entries) {
+      if (kept.get(e.name) === e.type) continue;
+      const p = abs === '/' ? `/${e.name}` : `${abs}/${e.name}`;
+      if (e.type === 'file') await gone(p);
+      else if (e.type === 'dir' && e.tree) await under(p, await this.parentTree(e.tree), 1);
+    }
   }
 
   /**
@@ -380,35 +438,26 @@ class BackupRun {
 
   private async saveFile(abs: string, name: string, st: BigIntStats, prev: TreeEntry | undefined, known?: KnownVersion): Promise<TreeEntry | undefined> {
     const { repo } = this;
+    const entry = metadata(name, 'file', st);
+    if (this.unchangedSince(prev, st)) {
+      // Inherited from the parent snapshot: no row in the catalog, nothing sealed.
+      this.r.filesUnchanged++;
+      if (entry.size > 0) this.r.refEntries++;
+      this.r.bytesTotal += entry.size;
+      this.progress.bytesDone += entry.size;
+      this.progress.files++;
+      this.report();
+      return entry;
+    }
     const { pathId, row: prevRow } = known ?? (await this.parentVersions([abs]))[0]!;
     const target: TargetVersion | undefined = prevRow && this.parent ? { id: prevRow.id, snapshotId: this.parent.id, depth: prevRow.depth } : undefined;
-    const entry = metadata(name, 'file', st);
-    let entries: TocEntries;
-    let unchanged = false;
-    let blocks: BlockList | undefined;
-    if (
-      !this.opts.force &&
-      prev?.type === 'file' &&
-      prevRow &&
-      prev.size === entry.size &&
-      prevRow.size === entry.size &&
-      prev.mtimeNs === entry.mtimeNs &&
-      prev.ctimeNs === entry.ctimeNs &&
-      prev.ino === entry.ino
-    ) {
-      entries = wholeRef(entry.size);
-      unchanged = true;
-      this.r.filesUnchanged++;
-      this.progress.bytesDone += entry.size;
-    } else {
-      const previous = prevRow && prevRow.size > 0 ? await repo.service.blockList(prevRow.id, prevRow.size) : new BlockList(1);
-      blocks = await this.readFile(abs, prevRow ? previous : undefined);
-      if (!blocks) return undefined;
-      entry.size = blocks.size;
-      entries = diffBlocks(previous, blocks);
-      if (prevRow) this.r.filesChanged++;
-      else this.r.filesNew++;
-    }
+    const previous = prevRow && prevRow.size > 0 ? await repo.service.blockList(prevRow.id, prevRow.size) : new BlockList(1);
+    const blocks = await this.readFile(abs, prevRow ? previous : undefined);
+    if (!blocks) return undefined;
+    entry.size = blocks.size;
+    const entries = diffBlocks(previous, blocks);
+    if (prevRow) this.r.filesChanged++;
+    else this.r.filesNew++;
     this.r.dataEntries += entries.dataEntries;
     this.r.refEntries += entries.refEntries;
     this.r.bytesTotal += entry.size;
@@ -421,7 +470,6 @@ class BackupRun {
       size: entry.size,
       entries,
       target: entries.refEntries > 0 ? target : undefined,
-      unchanged,
       blocks,
     });
     return entry;

@@ -210,7 +210,7 @@ export function markChecked(catalog: Catalog, name: string): void {
 export function checkTocs(catalog: Catalog): { versions: number; problems: VersionProblem[]; bad: string[] } {
   const db = catalog.db;
   const versions = db
-    .prepare('SELECT v.id, v.size, v.snapshot FROM versions v JOIN snapshots s ON s.seq = v.snapshot WHERE s.committed = 1 ORDER BY v.id')
+    .prepare('SELECT v.id, v.size, v.snapshot FROM versions v JOIN snapshots s ON s.seq = v.snapshot WHERE s.committed = 1 AND v.size >= 0 ORDER BY v.id')
     .all() as { id: number; size: number; snapshot: number }[];
   const sizeOf = new Map(versions.map((v) => [v.id, v.size]));
   const blockSize = db.prepare('SELECT size FROM blocks WHERE id = ?').pluck();

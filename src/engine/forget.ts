@@ -11,13 +11,13 @@
  * themselves are reclaimed later by prune.
  */
 import { integrity, usageError } from '../errors.js';
-import type { Catalog, TocRow } from '../repo/catalog.js';
+import { GONE, type Catalog, type TocRow } from '../repo/catalog.js';
 import { liveLeases } from '../repo/lease.js';
 import type { Repository } from '../repo/repository.js';
 import { applyPolicy, isEmpty, type Candidate, type Policy } from './policy.js';
 import type { CatalogService } from '../repo/service.js';
 import { listSnapshots, snapshotRowByPrefix } from './snapshot.js';
-import { sealToc, shortcut, type SealedEntry, type SealedToc, type SealedTocIds } from './versions.js';
+import { sealToc, shortcut, tocRows, type SealedEntry, type SealedToc, type SealedTocIds } from './versions.js';
 
 export interface ForgetOptions {
   ids?: string[];
@@ -141,11 +141,46 @@ export function forgetInCatalog(catalog: Catalog, candidates: readonly number[])
     const inUse = known.filter((seq) => busy.has(seq));
     const removed = known.filter((seq) => !busy.has(seq));
     const sealed = catalog.sealedBlobsOf(removed);
+    const handed = new Set<number>();
+    for (const seq of [...removed].sort((a, b) => a - b)) passOn(catalog, seq, handed);
     const touched = removeVersions(catalog, removed);
+    for (const v of handed) if (catalog.versionById(v)) touched.add(v);
     catalog.markStale(touched, sealed);
     for (const seq of removed) catalog.deleteSnapshot(seq);
     return { removed, inUse, touched: catalog.staleTocs() };
   });
+}
+
+/**
+ * Before a snapshot goes, the children that inherit from it (see catalog.ts,
+ * SCHEMA_5) take over its rows they would have looked up in it: each such
+ * version moves to the first child lacking that path (keeping its id, so every
+ * ref to it holds) and any other such child gets a one-ref copy. The children
+ * then descend from its parent. Adds to `touched` the versions whose sealed
+ * TOCs may name the snapshot (moved ones, those with refs in its children,
+ * those whose refs reach a moved one): they must be resealed.
+ */
+function passOn(catalog: Catalog, seq: number, touched: Set<number>): void {
+  const heirs = catalog.children(seq).filter((c) => c.inherits);
+  for (const c of heirs) for (const v of catalog.versionsWithRefs(c.seq)) touched.add(v);
+  if (heirs.length > 0) {
+    for (const r of catalog.ownRows(seq)) {
+      const lacking = heirs.filter((c) => !catalog.ownVersion(c.seq, r.path));
+      if (lacking.length === 0) continue;
+      catalog.moveVersion(r.id, lacking[0]!.seq);
+      if (r.size === GONE) {
+        catalog.insertTombstones(lacking.slice(1).map((c) => c.seq), r.path);
+        continue;
+      }
+      touched.add(r.id);
+      for (const p of catalog.rowsPointingAt(r.id)) touched.add(p.version);
+      for (const c of lacking.slice(1)) {
+        const ref = r.size > 0 ? [{ kind: 'ref' as const, start: 0, end: r.size - 1, targetStart: 0, targetEnd: r.size - 1 }] : [];
+        touched.add(catalog.insertVersion(c.seq, r.path, r.size, null, tocRows(catalog, ref, { id: r.id, snapshotId: '', depth: r.depth })));
+      }
+    }
+  }
+  catalog.relink(seq);
 }
 
 /**

@@ -79,6 +79,7 @@ export async function rebuildCatalog(repo: Repository, onProgress: (m: string) =
   const tocsBySnapshot = new Map<string, SealedToc[]>();
   for (const t of tocs.values()) tocsBySnapshot.set(t.snapshot, [...(tocsBySnapshot.get(t.snapshot) ?? []), t]);
   const seqOf = new Map<string, number>();
+  const seenByLineage = new Map<string, Seen>();
   for (const s of ordered) {
     onProgress(`restoring snapshot ${s.id.slice(0, 8)}`);
     const meta = { host: s.host, tags: s.tags, paths: s.paths, ...(s.parent ? { parent: s.parent } : {}), ...(s.stats ? { stats: s.stats } : {}) };
@@ -116,7 +117,9 @@ export async function rebuildCatalog(repo: Repository, onProgress: (m: string) =
       }
     }
     const sealed = (pathHex: string) => tocs.has(`${s.id}/${pathHex}`);
-    r.versions += await unchangedVersions(repo, s, seq, s.parent ? byId.get(s.parent) : undefined, seqOf, sealed, r.problems);
+    const lineage = keyring.lineageId(s.host, s.paths).toString('hex');
+    if (!seenByLineage.has(lineage)) seenByLineage.set(lineage, new Map());
+    r.versions += await unchangedVersions(repo, s, seq, s.parent ? byId.get(s.parent) : undefined, seqOf, sealed, seenByLineage.get(lineage)!, r.problems);
     const blobs = [Buffer.from((s as SnapshotRecord & { recordId: string }).recordId, 'hex'), ...(await treeIds(repo, s.root, false))];
     catalog.commitSnapshot(seq, Buffer.from(s.root, 'hex'), blobs[0]!, sealedMeta, blobs);
     r.snapshots++;
@@ -128,11 +131,24 @@ export async function rebuildCatalog(repo: Repository, onProgress: (m: string) =
 const MAX_TREE_DEPTH = 4096;
 
 /**
+ * Per lineage, each path's latest restored version: the snapshot holding it
+ * and its tree entry's size, times and inode. A file unchanged since a parent
+ * that a forget removed is found here (see unchangedVersions).
+ */
+type Seen = Map<string, { key: string; seq: number }>;
+const entryKey = (e: TreeEntry) => `${e.size}/${e.mtimeNs}/${e.ctimeNs}/${e.ino}`;
+
+/**
  * A file unchanged since the parent snapshot has no sealed TOC: its version
  * is one ref to the parent's version of the same path. It is recreated for
  * every file of the snapshot that still has no version, but only where the
  * parent's tree holds the same file (size, times and inode, the test backup
  * applied), so a lost TOC of a changed file is never mistaken for one.
+ *
+ * The parent may be gone: a forget hands a snapshot's own versions down to
+ * its children (resealed there), but not those its children inherited
+ * through it from further back. Those are found as the lineage's latest
+ * version of the path, under the same test.
  */
 async function unchangedVersions(
   repo: Repository,
@@ -142,6 +158,7 @@ async function unchangedVersions(
   seqOf: ReadonlyMap<string, number>,
   /** Whether a sealed TOC was found for this path (its failure is reported already). */
   sealed: (pathHex: string) => boolean,
+  seen: Seen,
   problems: string[],
 ): Promise<number> {
   const { catalog, keyring } = repo;
@@ -173,23 +190,34 @@ async function unchangedVersions(
       if (e.type !== 'file') continue;
       const abs = '/' + path.join('/');
       const pathId = keyring.pathId(abs);
-      if (catalog.version(seq, pathId) || sealed(pathId.toString('hex'))) continue;
+      const pathHex = pathId.toString('hex');
+      const remember = () => seen.set(pathHex, { key: entryKey(e), seq });
+      if (catalog.version(seq, pathId)) {
+        remember();
+        continue;
+      }
+      if (sealed(pathHex)) continue;
       if (e.size === 0) {
         // An empty file needs no parent to be read back.
         catalog.insertVersion(seq, pathId, 0, null, []);
+        remember();
         made++;
         continue;
       }
       const before = await inParent(path);
       const parentSeq = parent ? seqOf.get(parent.id) : undefined;
-      const target = parentSeq === undefined ? undefined : catalog.version(parentSeq, pathId);
-      const same = before?.type === 'file' && before.size === e.size && before.mtimeNs === e.mtimeNs && before.ctimeNs === e.ctimeNs && before.ino === e.ino;
-      if (!same || !target || target.size !== e.size) {
+      let target = parentSeq === undefined ? undefined : catalog.version(parentSeq, pathId);
+      if (!(before?.type === 'file' && entryKey(before) === entryKey(e) && target)) {
+        const last = seen.get(pathHex);
+        target = last?.key === entryKey(e) ? catalog.version(last.seq, pathId) : undefined;
+      }
+      if (!target || target.size !== e.size) {
         problems.push(`${abs} in snapshot ${s.id.slice(0, 8)} has no TOC in any pack`);
         continue;
       }
-      const rows = tocRows(catalog, [{ kind: 'ref', start: 0, end: e.size - 1, targetStart: 0, targetEnd: e.size - 1 }], { id: target.id, snapshotId: parent!.id, depth: target.depth });
+      const rows = tocRows(catalog, [{ kind: 'ref', start: 0, end: e.size - 1, targetStart: 0, targetEnd: e.size - 1 }], { id: target.id, snapshotId: '', depth: target.depth });
       catalog.insertVersion(seq, pathId, e.size, null, rows);
+      remember();
       made++;
     }
   }

@@ -5,7 +5,7 @@
  */
 import type { Keyring } from '../crypto/keyring.js';
 import { encodeBlock } from '../repo/blockcodec.js';
-import { retryStale, type Catalog, type TocRow } from '../repo/catalog.js';
+import { GONE, retryStale, type Catalog, type TocRow } from '../repo/catalog.js';
 import type { CatalogService } from '../repo/service.js';
 import type { BlockList } from './blocklist.js';
 import type { Packer } from '../repo/packer.js';
@@ -225,6 +225,14 @@ export class VersionBatch {
     private readonly maxEntries = 50_000,
   ) {}
 
+  /** Records that `path`, a file of the parent snapshot, is not in this one (see catalog.ts, GONE). */
+  async tombstone(snapshotSeq: number, path: Buffer): Promise<void> {
+    this.gone.push({ snapshotSeq, path });
+    if (this.gone.length >= this.maxVersions) await this.flush();
+  }
+
+  private gone: { snapshotSeq: number; path: Buffer }[] = [];
+
   async add(v: NewVersion): Promise<void> {
     this.pending.push({ v, toc: v.unchanged ? NO_TOC : await sealVersion(this.keyring, this.packer, this.level, v, this.sealer) });
     this.entries += v.entries.length;
@@ -233,15 +241,17 @@ export class VersionBatch {
 
   /** Hands the waiting versions to the catalog's keeper, which builds their TOCs from the blocks. */
   async flush(): Promise<void> {
-    if (this.pending.length === 0) return;
+    if (this.pending.length === 0 && this.gone.length === 0) return;
     const pending = this.pending;
+    const gone = this.gone;
     this.pending = [];
+    this.gone = [];
     this.entries = 0;
-    const snapshot = pending[0]!.v.snapshotSeq;
-    await this.service.storeVersions(
-      snapshot,
-      pending.map(({ v, toc }) => ({ path: v.pathId, size: v.size, toc: toc.id, segments: toc.segments, ...(v.unchanged ? {} : { blocks: changedBlocks(v) }) })),
-    );
+    const snapshot = pending[0]?.v.snapshotSeq ?? gone[0]!.snapshotSeq;
+    await this.service.storeVersions(snapshot, [
+      ...pending.map(({ v, toc }) => ({ path: v.pathId, size: v.size, toc: toc.id, segments: toc.segments, ...(v.unchanged ? {} : { blocks: changedBlocks(v) }) })),
+      ...gone.map(({ path }) => ({ path, size: GONE, toc: null, segments: [] })),
+    ]);
   }
 }
 

@@ -94,7 +94,17 @@ export interface VersionRow {
   depth: number;
 }
 
-const SCHEMA_VERSION = 4;
+const SCHEMA_VERSION = 5;
+
+/** Ancestors looked up one by one; past this, by the path's rows (see version()). */
+const SHORT_CHAIN = 4;
+
+interface Chain {
+  /** The snapshot, then each parent it inherits from. */
+  order: number[];
+  /** Position in `order` of each. */
+  at: Map<number, number>;
+}
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS info(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -152,6 +162,22 @@ CREATE TABLE IF NOT EXISTS stale_tocs(version INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS retained(block BLOB PRIMARY KEY) WITHOUT ROWID;
 `;
 
+/**
+ * Schema 5: inherited versions. A snapshot that `inherits` holds rows only
+ * for the files that changed since its parent (and a tombstone, size GONE,
+ * for each file of the parent it no longer has); any other path is looked up
+ * in its parent, and so on up the chain. An unchanged tree of 100k files then
+ * costs no catalog rows at all. Older snapshots (and rebuilt ones) hold a row
+ * for every file and end the chain.
+ */
+const SCHEMA_5 = `
+ALTER TABLE snapshots ADD COLUMN inherits INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS versions_path ON versions(path, snapshot);
+`;
+
+/** The size of a tombstone: the path is not in this snapshot, whatever its parent holds. */
+export const GONE = -1;
+
 /** Runs an insert, again if a forget rewrote the targets' rows while ours were computed. */
 export function retryStale<T>(insert: () => T): T {
   for (let attempt = 0; ; attempt++) {
@@ -197,6 +223,7 @@ export class Catalog {
       if (version < 2) this.db.exec(SCHEMA_2);
       if (version < 3) this.db.exec(SCHEMA_3);
       if (version < 4) this.db.exec(SCHEMA_4);
+      if (version < 5) this.db.exec(SCHEMA_5);
       // Prune lists the trees of these first, or their subtrees would look unused.
       if (version < 2) this.db.exec('UPDATE snapshots SET blobs_known = 0');
       this.db.prepare("INSERT OR REPLACE INTO info(key, value) VALUES ('schema', ?)").run(String(SCHEMA_VERSION));
@@ -215,6 +242,10 @@ export class Catalog {
       insertPack: 'INSERT INTO packs(name, size) VALUES (?, ?)',
       insertBlock: 'INSERT OR IGNORE INTO blocks(id, pack, offset, length, size, kind) VALUES (?, ?, ?, ?, ?, ?)',
       insertSnapshot: 'INSERT INTO snapshots(id, time, lineage, meta, parent, committed, pid, lease) VALUES (?, ?, ?, ?, ?, 0, ?, ?)',
+      inherit: 'UPDATE snapshots SET inherits = 1 WHERE seq = ?',
+      inheritance: 'SELECT parent, inherits FROM snapshots WHERE seq = ?',
+      dataVersion: 'PRAGMA data_version',
+      versionsOfPath: 'SELECT id, snapshot, size, depth FROM versions WHERE path = ?',
       commitSnapshot: 'UPDATE snapshots SET committed = 1, root = ?, record = ?, meta = ? WHERE seq = ?',
       snapshots: 'SELECT seq, id, time, lineage, meta, root, parent FROM snapshots WHERE committed = 1 ORDER BY time, seq',
       snapshotBySeq: 'SELECT seq, id, time, lineage, meta, root, parent FROM snapshots WHERE seq = ?',
@@ -340,8 +371,13 @@ export class Catalog {
   // --- snapshots
 
   /** A pending snapshot, invisible to readers until committed; `lease` is its backup's. */
-  beginSnapshot(id: string, time: number, lineage: Buffer, meta: Buffer, parent: number | null, lease: string | null = null): number {
-    return this.guard(() => Number(this.st.insertSnapshot.run(id, time, lineage, meta, parent, process.pid, lease).lastInsertRowid));
+  /** With `inherits`, the snapshot will hold rows only for what changed since `parent` (see SCHEMA_5). */
+  beginSnapshot(id: string, time: number, lineage: Buffer, meta: Buffer, parent: number | null, lease: string | null = null, inherits = false): number {
+    return this.transaction(() => {
+      const seq = Number(this.st.insertSnapshot.run(id, time, lineage, meta, parent, process.pid, lease).lastInsertRowid);
+      if (inherits && parent !== null) this.st.inherit.run(seq);
+      return seq;
+    });
   }
 
   /** Makes a snapshot visible, with the blobs (trees, record) it uses. */
@@ -377,7 +413,25 @@ export class Catalog {
 
   // --- versions and TOCs
 
+  /** The version of `path` in `snapshot`, its own or inherited (see SCHEMA_5); undefined if the snapshot has no such file. */
   version(snapshot: number, path: Buffer): VersionRow | undefined {
+    const chain = this.chain(snapshot);
+    let row: VersionRow | undefined;
+    if (chain.order.length <= SHORT_CHAIN) {
+      for (const seq of chain.order) if ((row = this.ownVersion(seq, path))) break;
+    } else {
+      // A long chain: every row of the path at once (one per change), the nearest ancestor's wins.
+      let best = Infinity;
+      for (const r of this.st.versionsOfPath.all(path) as VersionRow[]) {
+        const at = chain.at.get(r.snapshot);
+        if (at !== undefined && at < best) [best, row] = [at, r];
+      }
+    }
+    return row && row.size !== GONE ? row : undefined;
+  }
+
+  /** The snapshot's own row for `path` (a tombstone included), not looking at its parents. */
+  ownVersion(snapshot: number, path: Buffer): VersionRow | undefined {
     return this.st.version.get(snapshot, path) as VersionRow | undefined;
   }
 
@@ -390,9 +444,86 @@ export class Catalog {
     const order = paths.map((_, i) => i).sort((a, b) => Buffer.compare(paths[a]!, paths[b]!));
     const rows = new Array<VersionRow | undefined>(paths.length);
     this.reading(() => {
-      for (const i of order) rows[i] = this.st.version.get(snapshot, paths[i]!) as VersionRow | undefined;
+      for (const i of order) rows[i] = this.version(snapshot, paths[i]!);
     });
     return rows;
+  }
+
+  /** Where versions of a snapshot are looked for: itself, then its parents while each inherits. */
+  private chain(snapshot: number): Chain {
+    // Another process may have forgotten snapshots (and a seq can be reused): its commits change data_version.
+    const version = this.st.dataVersion.pluck().get() as number;
+    if (version !== this.chainsVersion) {
+      this.chains.clear();
+      this.chainsVersion = version;
+    }
+    let chain = this.chains.get(snapshot);
+    if (chain) return chain;
+    chain = { order: [], at: new Map() };
+    for (let seq: number | null = snapshot; seq !== null && !chain.at.has(seq); ) {
+      chain.at.set(seq, chain.order.length);
+      chain.order.push(seq);
+      const row = this.inheritance(seq);
+      seq = row?.inherits ? row.parent : null;
+    }
+    if (this.chains.size >= 64) this.chains.clear();
+    this.chains.set(snapshot, chain);
+    return chain;
+  }
+
+  private readonly chains = new Map<number, Chain>();
+  private chainsVersion = -1;
+
+  /** A snapshot's parent and whether it inherits from it (a catalog older than schema 5, read-only here, has no inheritance). */
+  private inheritance(seq: number): { parent: number | null; inherits: number } | undefined {
+    try {
+      return this.st.inheritance.get(seq) as { parent: number | null; inherits: number } | undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * Committed snapshots whose parent is `seq`, and whether each inherits. (A
+   * pending one is either running, and then its parent is not forgotten, or
+   * abandoned, and then prune removes it.)
+   */
+  children(seq: number): { seq: number; inherits: number }[] {
+    return this.db.prepare('SELECT seq, inherits FROM snapshots WHERE parent = ? AND committed = 1').all(seq) as { seq: number; inherits: number }[];
+  }
+
+  /**
+   * A snapshot is going: its children now descend from its parent, and one
+   * inherits only if it did too (a child of a snapshot with every row got
+   * every row it lacked handed down, see forget's passOn).
+   */
+  relink(seq: number): void {
+    const row = this.inheritance(seq);
+    this.db.prepare('UPDATE snapshots SET parent = ?, inherits = inherits * ? WHERE parent = ?').run(row?.parent ?? null, row?.parent === null || row?.parent === undefined ? 0 : row.inherits, seq);
+    this.chains.clear();
+  }
+
+  /** A snapshot's own rows, tombstones included, with their paths. */
+  ownRows(seq: number): (VersionRow & { path: Buffer })[] {
+    return this.db.prepare('SELECT id, snapshot, path, size, depth FROM versions WHERE snapshot = ?').all(seq) as (VersionRow & { path: Buffer })[];
+  }
+
+  /** Gives a version to another snapshot (keeping its id, so every ref to it still holds). */
+  moveVersion(version: number, snapshot: number): void {
+    this.db.prepare('UPDATE versions SET snapshot = ? WHERE id = ?').run(snapshot, version);
+  }
+
+  /** Versions of a snapshot with at least one ref row (their sealed TOCs name other snapshots). */
+  versionsWithRefs(seq: number): number[] {
+    return this.db
+      .prepare('SELECT v.id FROM versions v WHERE v.snapshot = ? AND EXISTS (SELECT 1 FROM toc t WHERE t.version = v.id AND t.target IS NOT NULL)')
+      .pluck()
+      .all(seq) as number[];
+  }
+
+  /** Records that `path`, a file of their parents, is not in these snapshots (inside a transaction). */
+  insertTombstones(snapshots: readonly number[], path: Buffer): void {
+    for (const s of snapshots) if (!this.ownVersion(s, path)) this.st.insertVersion.run(s, path, GONE, null, 0);
   }
 
   versionById(id: number): VersionRow | undefined {
@@ -485,11 +616,23 @@ export class Catalog {
     return snapshots.flatMap((s) => q.all(s) as VersionRow[]).sort((a, b) => b.id - a.id);
   }
 
-  /** Every version of a snapshot with its path id (a backup reads its parent's at once). */
+  /** Every version of a snapshot, its own and inherited, with its path id (a backup reads its parent's at once). */
   versionPaths(snapshot: number): (VersionRow & { path: Buffer; end: number | null })[] {
-    return this.db
-      .prepare('SELECT v.id, v.snapshot, v.path, v.size, v.depth, (SELECT t.end FROM toc t WHERE t.version = v.id ORDER BY t.start DESC LIMIT 1) AS end FROM versions v WHERE v.snapshot = ?')
-      .all(snapshot) as (VersionRow & { path: Buffer; end: number | null })[];
+    const q = this.db.prepare(
+      'SELECT v.id, v.snapshot, v.path, v.size, v.depth, (SELECT t.end FROM toc t WHERE t.version = v.id ORDER BY t.start DESC LIMIT 1) AS end FROM versions v WHERE v.snapshot = ?',
+    );
+    const chain = this.chain(snapshot).order;
+    if (chain.length === 1) return (q.all(snapshot) as (VersionRow & { path: Buffer; end: number | null })[]).filter((r) => r.size !== GONE);
+    const seen = new Map<string, VersionRow & { path: Buffer; end: number | null }>();
+    this.reading(() => {
+      for (const seq of chain) {
+        for (const r of q.all(seq) as (VersionRow & { path: Buffer; end: number | null })[]) {
+          const key = r.path.toString('hex');
+          if (!seen.has(key)) seen.set(key, r);
+        }
+      }
+    });
+    return [...seen.values()].filter((r) => r.size !== GONE);
   }
 
   /** Rows of other versions whose ref targets `version` or whose shortcut lands in it. */
@@ -565,6 +708,7 @@ export class Catalog {
 
   /** Removes a snapshot row and what hangs off it (its versions must be gone or going). */
   deleteSnapshot(seq: number): void {
+    this.chains.clear();
     for (const v of this.db.prepare('SELECT id FROM versions WHERE snapshot = ?').pluck().all(seq) as number[]) this.deleteVersion(v);
     this.db.prepare('DELETE FROM snapshot_blobs WHERE snapshot = ?').run(seq);
     this.db.prepare('DELETE FROM snapshots WHERE seq = ?').run(seq);

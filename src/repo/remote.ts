@@ -318,7 +318,7 @@ export class RemoteService implements CatalogService {
     this.renewals.set(lease, timer);
   }
 
-  async beginSnapshot(id: string, time: number, lineage: Buffer, meta: Buffer, parent: number | null, lease: string): Promise<number> {
+  async beginSnapshot(id: string, time: number, lineage: Buffer, meta: Buffer, parent: number | null, lease: string, inherits = false): Promise<number> {
     const j = await this.json<{ seq: unknown }>('POST', '/v1/snapshots', 'snapshot', {
       id,
       time,
@@ -326,6 +326,7 @@ export class RemoteService implements CatalogService {
       meta: meta.toString('base64'),
       parent,
       lease,
+      ...(inherits ? { inherits } : {}),
     });
     if (!Number.isSafeInteger(j.seq)) throw integrity(`${this.http.location} sent a malformed snapshot number`);
     return j.seq as number;

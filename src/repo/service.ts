@@ -13,7 +13,7 @@ import { diffBlocks, wholeRef, type TocEntries } from '../engine/toc.js';
 import { tocRows, type TargetVersion } from '../engine/versions.js';
 import type { Storage } from '../storage/storage.js';
 import { resolveRange as resolveByteRange, type RangeSpec } from '../util/range.js';
-import { retryStale, type Catalog, type SnapshotRow, type TocRow, type VersionRow } from './catalog.js';
+import { GONE, retryStale, type Catalog, type SnapshotRow, type TocRow, type VersionRow } from './catalog.js';
 import type { PackInfo, VersionProblem } from '../engine/check.js';
 import type { PrunePlan } from '../engine/prune.js';
 import { Lease } from './lease.js';
@@ -115,7 +115,8 @@ export interface CatalogService {
 
   /** Takes a backup lease and picks the parent: the given snapshot, or the newest of the lineage at or before `time`. */
   startBackup(lineage: Buffer, time: number, parent: number | 'auto'): Promise<BackupStart>;
-  beginSnapshot(id: string, time: number, lineage: Buffer, meta: Buffer, parent: number | null, lease: string): Promise<number>;
+  /** With `inherits`, the snapshot's versions are only what changed since `parent`, plus tombstones (see catalog.ts, SCHEMA_5). */
+  beginSnapshot(id: string, time: number, lineage: Buffer, meta: Buffer, parent: number | null, lease: string, inherits?: boolean): Promise<number>;
   /** Stores versions of a pending snapshot: finds what changed against the parent's version of each path and writes the TOC. */
   storeVersions(snapshot: number, list: readonly VersionUpload[]): Promise<void>;
   commitSnapshot(seq: number, root: Buffer, record: Buffer, meta: Buffer, blobs: readonly Buffer[]): Promise<void>;
@@ -300,8 +301,8 @@ export class LocalService implements CatalogService {
     return { lease: lease.id, ...(row ? { parent: row } : {}) };
   }
 
-  async beginSnapshot(id: string, time: number, lineage: Buffer, meta: Buffer, parent: number | null, lease: string): Promise<number> {
-    return this.catalog.beginSnapshot(id, time, lineage, meta, parent, lease);
+  async beginSnapshot(id: string, time: number, lineage: Buffer, meta: Buffer, parent: number | null, lease: string, inherits = false): Promise<number> {
+    return this.catalog.beginSnapshot(id, time, lineage, meta, parent, lease, inherits);
   }
 
   async storeVersions(snapshot: number, list: readonly VersionUpload[]): Promise<void> {
@@ -319,6 +320,10 @@ export class LocalService implements CatalogService {
           toc: v.toc,
           segments: v.segments,
           rows: () => {
+            if (v.size === GONE) {
+              if (v.toc || v.blocks || v.segments.length > 0) throw new StrataError('bad_version', 'a tombstone has no TOC and no blocks');
+              return [];
+            }
             const prev = parent ? this.catalog.version(parent.seq, v.path) : undefined;
             const target: TargetVersion | undefined = prev && parent ? { id: prev.id, snapshotId: parent.id, depth: prev.depth } : undefined;
             const entries = versionEntries(this.catalog, v, prev, this.verify, prev && this.recentLists.get(prev.id));

@@ -8,7 +8,7 @@
 import { BlockList, ID_BYTES } from '../engine/blocklist.js';
 import type { Piece } from '../engine/resolve.js';
 import { StrataError } from '../errors.js';
-import { BLOB_KINDS, type BlobKind, type SnapshotRow, type TocRow } from './catalog.js';
+import { BLOB_KINDS, GONE, type BlobKind, type SnapshotRow, type TocRow } from './catalog.js';
 import type { PackEntry } from './pack.js';
 import type { VersionUpload } from './service.js';
 
@@ -260,15 +260,17 @@ export function decodeBlockList(buf: Buffer): BlockList {
 
 const HAS_TOC = 1;
 const HAS_BLOCKS = 2;
+/** A tombstone (size GONE, sent as 0): the path is not in the snapshot. */
+const IS_GONE = 4;
 
 /** Per version: flags u8, path 32, size f64, toc 32?, segments u32 + 32 each, blocks? */
 export function encodeVersions(list: readonly VersionUpload[]): Buffer {
   const w = new Writer();
   w.u32(list.length);
   for (const v of list) {
-    w.u8((v.toc ? HAS_TOC : 0) | (v.blocks ? HAS_BLOCKS : 0));
+    w.u8((v.toc ? HAS_TOC : 0) | (v.blocks ? HAS_BLOCKS : 0) | (v.size === GONE ? IS_GONE : 0));
     w.bytes(v.path);
-    w.f64(v.size);
+    w.f64(v.size === GONE ? 0 : v.size);
     if (v.toc) w.bytes(v.toc);
     w.u32(v.segments.length);
     for (const s of v.segments) w.bytes(s);
@@ -283,9 +285,9 @@ export function decodeVersions(buf: Buffer): VersionUpload[] {
   const out: VersionUpload[] = [];
   for (let i = 0; i < n; i++) {
     const flags = r.u8();
-    if (flags > (HAS_TOC | HAS_BLOCKS)) throw new WireError('malformed version');
+    if (flags > (HAS_TOC | HAS_BLOCKS | IS_GONE) || (flags & IS_GONE && flags !== IS_GONE)) throw new WireError('malformed version');
     const path = Buffer.from(r.bytes(ID_BYTES));
-    const size = r.f64();
+    const size = flags & IS_GONE ? (r.f64(), GONE) : r.f64();
     const toc = flags & HAS_TOC ? Buffer.from(r.bytes(ID_BYTES)) : null;
     const segments: Buffer[] = [];
     const ns = r.u32();

@@ -575,7 +575,8 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
         const cat = keeperCatalog(keeper);
         // A retried request finds its snapshot already begun.
         const again = cat.pendingSnapshots().find((p) => p.id === j.id);
-        const seq = again ? again.seq : await svc().beginSnapshot(j.id, num(j.time, 'time'), b64(j.lineage, 'lineage'), b64(j.meta, 'meta'), parent, j.lease);
+        if (j.inherits !== undefined && typeof j.inherits !== 'boolean') throw new HttpError(400, 'bad_request', 'inherits must be true or false');
+        const seq = again ? again.seq : await svc().beginSnapshot(j.id, num(j.time, 'time'), b64(j.lineage, 'lineage'), b64(j.meta, 'meta'), parent, j.lease, j.inherits === true);
         sendJson(ctx, 201, { seq });
       },
     },
@@ -589,7 +590,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
         const list = decodeVersions(await body(ctx));
         // A retried batch: versions already stored are not stored twice.
         const cat = keeperCatalog(keeper);
-        await svc().storeVersions(seq, list.filter((v) => !cat.version(seq, v.path)));
+        await svc().storeVersions(seq, list.filter((v) => !cat.ownVersion(seq, v.path)));
         ctx.res.writeHead(204).end();
       },
     },
