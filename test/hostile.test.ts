@@ -13,7 +13,7 @@ import { openFile, readRange } from '../src/engine/read.js';
 import { blocksOf, resolveRange } from '../src/engine/resolve.js';
 import { restore, type RestoreOptions } from '../src/engine/restore.js';
 import { metaAad, Snapshot } from '../src/engine/snapshot.js';
-import { decodeTree, encodeTree, type TreeEntry } from '../src/engine/tree.js';
+import { decodeTree, encodeTree, findEntry, type TreeEntry } from '../src/engine/tree.js';
 import { decodeBlock, encodeBlock } from '../src/repo/blockcodec.js';
 import { seal } from '../src/crypto/keyring.js';
 import { CompressStream } from 'zstd-napi';
@@ -176,6 +176,13 @@ describe('1. tree entry names', () => {
     const decode = (entries: TreeEntry[]) => decodeTree(Buffer.from(JSON.stringify({ entries })), 'x'.repeat(64));
     for (const names of [['a', 'a'], ['b', 'a', 'b'], ['a', 'c', 'b', 'a'], ['a', 'b', 'c', 'a']]) expect(() => decode(out(...names)), names.join()).toThrow(/invalid entry name/);
     expect(decode(out('c', 'a', 'b')).entries.map((e) => e.name)).toEqual(['c', 'a', 'b']);
+    // Every name of a tree out of order is still found; one in order is searched by halves.
+    const unordered = decode(out('c', 'a', 'd', 'b'));
+    for (const n of ['a', 'b', 'c', 'd']) expect(findEntry(unordered, n)?.name).toBe(n);
+    expect(findEntry(unordered, 'e')).toBeUndefined();
+    const inOrder = decode(out('a', 'b', 'c'));
+    for (const n of ['a', 'b', 'c']) expect(findEntry(inOrder, n)?.name).toBe(n);
+    expect(findEntry(inOrder, 'bb')).toBeUndefined();
     repo.close();
   });
 

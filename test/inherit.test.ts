@@ -6,14 +6,14 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { backup } from '../src/engine/backup.js';
 import { check } from '../src/engine/check.js';
 import { forget } from '../src/engine/forget.js';
 import { prune } from '../src/engine/prune.js';
 import { openFile, readRange } from '../src/engine/read.js';
 import { rebuildCatalog } from '../src/engine/rebuild.js';
-import { findSnapshot } from '../src/engine/snapshot.js';
+import { findSnapshot, Snapshot } from '../src/engine/snapshot.js';
 import { Repository } from '../src/repo/repository.js';
 import { makeRepo, Rng, tempDir } from './helpers.js';
 
@@ -233,6 +233,35 @@ describe('inherited versions', () => {
     expect(repo.catalog.snapshotsByPrefix(three.snapshot)[0]!.seq).toBe(seq);
     expect(repo.catalog.version(seq, a)).toBeUndefined();
     expect(repo.catalog.version(seq, repo.keyring.pathId(path.join(other, 'o')))).toBeDefined();
+  });
+
+  it('an unchanged directory of files is recognised from its stats alone: the parent tree is not read', async () => {
+    const repo = await makeRepo();
+    const dir = tempDir();
+    const leaf = path.join(dir, 'leaf');
+    fs.mkdirSync(leaf);
+    // Names JSON must escape, and enough entries for the workers to stat them.
+    const names = ['plain', 'quo"te', 'back\\slash', 'new\nline', 'tab\t', 'ünï cødé', '😀', 'ctl\u0001'];
+    for (let i = 0; i < 300; i++) names.push(`f${i}`);
+    for (const [i, n] of names.entries()) fs.writeFileSync(path.join(leaf, n), 'x'.repeat(i % 7));
+    fs.symlinkSync('plain', path.join(dir, 'link'));
+    await backup(repo, { paths: [dir], time: Date.UTC(2026, 0, 1) });
+    const first = await findSnapshot(repo, { kind: 'id', prefix: (await backup(repo, { paths: [dir], time: Date.UTC(2026, 0, 2) })).snapshot });
+    const leafTree = (await first.lookup(leaf))!.tree!;
+    const read = vi.spyOn(Snapshot.prototype, 'tree');
+    const again = await backup(repo, { paths: [dir], time: Date.UTC(2026, 0, 3) });
+    expect(read.mock.calls.map((c) => c[0])).not.toContain(leafTree);
+    expect(again).toMatchObject({ filesUnchanged: names.length, filesChanged: 0, bytesRead: 0 });
+    const snap = await findSnapshot(repo, { kind: 'id', prefix: again.snapshot });
+    expect((await snap.lookup(leaf))!.tree).toBe(leafTree);
+    // One file changed: the parent tree is read, and only that file is.
+    read.mockClear();
+    fs.writeFileSync(path.join(leaf, '😀'), 'changed');
+    const changed = await backup(repo, { paths: [dir], time: Date.UTC(2026, 0, 4) });
+    expect(read.mock.calls.map((c) => c[0])).toContain(leafTree);
+    expect(changed).toMatchObject({ filesUnchanged: names.length - 1, filesChanged: 1 });
+    read.mockRestore();
+    for (const [i, n] of names.entries()) expect((await readWhole(repo, changed.snapshot, path.join(leaf, n))).toString()).toBe(n === '😀' ? 'changed' : 'x'.repeat(i % 7));
   });
 
   it('two children of one snapshot both keep its files when it is forgotten', async () => {

@@ -45,6 +45,12 @@ export class Keyring {
     return blockId(this.idKey, data);
   }
 
+  /** blockId of a blob fed in pieces (one never held whole). */
+  blockIdOfPieces(): { update(piece: string): void; digest(): Buffer } {
+    const h = createHmac('sha256', this.idKey);
+    return { update: (piece) => void h.update(piece, 'utf8'), digest: () => h.digest() };
+  }
+
   pathId(absPath: string): Buffer {
     return createHmac('sha256', this.pathKey).update(absPath, 'utf8').digest();
   }

@@ -11,7 +11,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import * as fsSync from 'node:fs';
-import { constants, type BigIntStats } from 'node:fs';
+import { constants } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -23,6 +23,7 @@ import type { Packer } from '../repo/packer.js';
 import type { Repository } from '../repo/repository.js';
 import { GcPacer } from '../util/gc.js';
 import { ExcludeMatcher } from '../util/glob.js';
+import { PackedStat, STAT_FIELDS, statError, type EntryStat } from '../util/stat.js';
 import { SealPool } from '../workers/pool.js';
 import { findSnapshot, metaAad, Snapshot, type SnapshotMeta, type SnapshotRecord } from './snapshot.js';
 import { diffBlocks } from './toc.js';
@@ -95,6 +96,18 @@ interface KnownVersion {
 
 /** Entries of a directory stat'ed, and their parent versions looked up, together. */
 const CHILD_BATCH = 1024;
+/** Fewer entries than this are stat'ed here: a message to a worker would cost more. */
+const STAT_ELSEWHERE = 128;
+/** Batches stat'ed ahead (each split between two workers). */
+const STAT_AHEAD = 3;
+
+/** A child stat'ed, or why it could not be. */
+interface Stated {
+  name: string;
+  abs: string;
+  st: EntryStat | undefined;
+  error: unknown;
+}
 /** Deeper than any real tree: a bound against a parent tree that contains itself. */
 const MAX_TREE_DEPTH = 4096;
 const READ_SIZE = 1024 * 1024;
@@ -285,7 +298,7 @@ class BackupRun {
     this.opts.onProgress?.(this.progress);
   }
 
-  private async saveNode(abs: string, name: string, st: BigIntStats, prev: TreeEntry | undefined, plan: PlanNode | undefined, known?: KnownVersion): Promise<TreeEntry | undefined> {
+  private async saveNode(abs: string, name: string, st: EntryStat, prev: TreeEntry | undefined, plan: PlanNode | undefined, known?: KnownVersion): Promise<TreeEntry | undefined> {
     this.checkAbort();
     if (st.isDirectory()) return this.saveDir(abs, name, st, prev, plan);
     if (st.isFile()) return this.saveFile(abs, name, st, prev, known);
@@ -302,10 +315,9 @@ class BackupRun {
     return undefined;
   }
 
-  private async saveDir(abs: string, name: string, st: BigIntStats, prev: TreeEntry | undefined, plan: PlanNode | undefined): Promise<TreeEntry> {
-    const prevTree = prev?.type === 'dir' && prev.tree && this.parent ? await this.parentTree(prev.tree) : undefined;
-    let names: string[];
+  private async saveDir(abs: string, name: string, st: EntryStat, prev: TreeEntry | undefined, plan: PlanNode | undefined): Promise<TreeEntry> {
     const partial = plan !== undefined && !plan.source;
+    let names: string[];
     if (partial) names = [...plan.children.keys()];
     else {
       try {
@@ -316,6 +328,56 @@ class BackupRun {
       }
     }
     names.sort(compareNames);
+    const children = (from: number): Stated[] => {
+      const out: Stated[] = [];
+      for (const child of names.slice(from, from + CHILD_BATCH)) {
+        const childAbs = abs === '/' ? `/${child}` : `${abs}/${child}`;
+        if (partial || !this.excludes.excludes(childAbs, child)) out.push({ name: child, abs: childAbs, st: undefined, error: undefined });
+      }
+      return out;
+    };
+    // Batches are stat'ed ahead of the one being compared.
+    const statted = async function* (this: BackupRun): AsyncGenerator<Stated[]> {
+      const ahead: Promise<Stated[]>[] = [];
+      let from = 0;
+      const fill = () => {
+        for (; ahead.length < STAT_AHEAD && from < names.length; from += CHILD_BATCH) ahead.push(this.statChildren(children(from)));
+      };
+      fill();
+      while (ahead.length > 0) {
+        const batch = await ahead.shift()!;
+        fill();
+        yield batch;
+      }
+    }.call(this);
+
+    const prevId = prev?.type === 'dir' && prev.tree && this.parent ? prev.tree : undefined;
+    let batches: AsyncIterable<Stated[]> = statted;
+    if (prevId && !this.opts.force) {
+      // A directory of files only: its tree can be made from the stats alone. If
+      // that is the parent's tree, the directory is unchanged and the parent's
+      // tree is not even read (100k entries: 0.4 s of reading and parsing).
+      const seen: Stated[][] = [];
+      let leaf = true;
+      // Not for-await: leaving it early would end the generator, whose other batches are still wanted.
+      for (let r = await statted.next(); !r.done; r = await statted.next()) {
+        seen.push(r.value);
+        if (!r.value.every((c) => c.st?.isFile())) {
+          leaf = false;
+          break;
+        }
+      }
+      if (leaf) {
+        const reused = await this.reuseLeaf(name, st, prevId, seen);
+        if (reused) return reused;
+      }
+      batches = (async function* () {
+        yield* seen;
+        yield* statted;
+      })();
+    }
+
+    const prevTree = prevId ? await this.parentTree(prevId) : undefined;
     // While every entry equals the parent tree's entry at the same place, none
     // is kept: an unchanged directory reuses the parent's tree as it is, and a
     // directory of 100k files does not hold a second copy of its listing.
@@ -323,19 +385,14 @@ class BackupRun {
     let same = 0;
     // What this directory holds now, by name, to find what the parent had that it no longer does.
     const kept = prevTree ? new Map<string, TreeEntry['type']>() : undefined;
-    for (let from = 0; from < names.length; from += CHILD_BATCH) {
-      const batch: { name: string; abs: string; st: BigIntStats; known?: KnownVersion }[] = [];
-      for (const child of names.slice(from, from + CHILD_BATCH)) {
-        const childAbs = abs === '/' ? `/${child}` : `${abs}/${child}`;
-        if (!partial && this.excludes.excludes(childAbs, child)) continue;
-        try {
-          batch.push({ name: child, abs: childAbs, st: fsSync.lstatSync(childAbs, { bigint: true }) });
-        } catch (e) {
-          this.warn(`cannot read ${childAbs}: ${describe(e)}`, true);
-        }
+    for await (const stated of batches) {
+      const batch: { name: string; abs: string; st: EntryStat; prev: TreeEntry | undefined; known?: KnownVersion }[] = [];
+      for (const c of stated) {
+        if (c.st) batch.push({ name: c.name, abs: c.abs, st: c.st, prev: prevTree && findEntry(prevTree, c.name) });
+        else this.warn(`cannot read ${c.abs}: ${describe(c.error)}`, true);
       }
       // A file the parent has as it is now is inherited: no catalog lookup, no row.
-      const files = batch.filter((c) => c.st.isFile() && !this.unchangedSince(prevTree && findEntry(prevTree, c.name), c.st));
+      const files = batch.filter((c) => c.st.isFile() && !this.unchangedSince(c.prev, c.st));
       const known = await this.parentVersions(files.map((c) => c.abs));
       files.forEach((c, i) => (c.known = known[i]));
       // Unchanged files need no I/O but an lstat: let the event loop turn now and then (Ctrl-C, progress).
@@ -345,7 +402,7 @@ class BackupRun {
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
       for (const c of batch) {
-        const entry = await this.saveNode(c.abs, c.name, c.st, prevTree && findEntry(prevTree, c.name), partial ? plan.children.get(c.name) : undefined, c.known);
+        const entry = await this.saveNode(c.abs, c.name, c.st, c.prev, partial ? plan.children.get(c.name) : undefined, c.known);
         if (!entry) continue;
         kept?.set(entry.name, entry.type);
         if (prevTree && entries.length === 0 && same < prevTree.entries.length && sameEntry(entry, prevTree.entries[same]!)) {
@@ -369,6 +426,78 @@ class BackupRun {
   }
 
   /**
+   * The parent's tree of a directory of files, if the stats make exactly it
+   * (same names, sizes, times, inodes, modes and owners): every file is then
+   * inherited unread.
+   */
+  private async reuseLeaf(name: string, st: EntryStat, prevId: string, batches: readonly Stated[][]): Promise<TreeEntry | undefined> {
+    // The tree's id, hashed entry by entry as encodeTree would write them.
+    const id = this.repo.keyring.blockIdOfPieces();
+    let files = 0;
+    let bytes = 0;
+    let sized = 0;
+    id.update('{"entries":[');
+    for (const batch of batches) {
+      const json: string[] = [];
+      for (const c of batch) {
+        const st = c.st!;
+        const size = Number(st.size);
+        // JSON.stringify(metadata(name, 'file', st)), without making the object: every field but the name is a number or digits.
+        json.push(`{"name":${JSON.stringify(c.name)},"type":"file","mode":${st.mode},"uid":${st.uid},"gid":${st.gid},"mtimeNs":"${st.mtimeNs}","ctimeNs":"${st.ctimeNs}","ino":"${st.ino}","size":${size}}`);
+        bytes += size;
+        if (size > 0) sized++;
+      }
+      id.update((files > 0 && json.length > 0 ? ',' : '') + json.join(','));
+      files += json.length;
+    }
+    id.update(']}');
+    const tree = id.digest();
+    if (tree.toString('hex') !== prevId || !this.packer.has(tree)) return undefined;
+    this.r.filesUnchanged += files;
+    this.r.refEntries += sized;
+    this.r.bytesTotal += bytes;
+    this.progress.bytesDone += bytes;
+    this.progress.files += files;
+    this.r.dirs++;
+    this.blobs.add(prevId);
+    this.report();
+    return { ...metadata(name, 'dir', st), tree: prevId };
+  }
+
+  /**
+   * lstat of a directory's entries: on the workers when they have nothing
+   * else to do (an unchanged tree), else here. Never rejects.
+   */
+  private async statChildren(children: Stated[]): Promise<Stated[]> {
+    const pool = this.pool!;
+    if (children.length >= STAT_ELSEWHERE && pool.idle) {
+      const half = Math.ceil(children.length / 2);
+      try {
+        const parts = await Promise.all([children.slice(0, half), children.slice(half)].map((part) => pool.stat(part.map((c) => c.abs))));
+        parts.forEach(({ values, failures }, k) => {
+          for (let i = 0; i < failures.length; i++) {
+            const c = children[k * half + i]!;
+            const f = failures[i];
+            if (f) c.error = statError(f);
+            else c.st = new PackedStat(values, i * STAT_FIELDS);
+          }
+        });
+        return children;
+      } catch {
+        // A worker failed: the backup fails with it soon; stat here meanwhile.
+      }
+    }
+    for (const c of children) {
+      try {
+        c.st = fsSync.lstatSync(c.abs, { bigint: true });
+      } catch (error) {
+        c.error = error;
+      }
+    }
+    return children;
+  }
+
+  /**
    * A tree of the parent snapshot. This snapshot inherits the parent's
    * versions, so a file the parent had and this one does not must be known
    * (see tombstones): a parent tree that cannot be read ends the backup.
@@ -382,7 +511,7 @@ class BackupRun {
   }
 
   /** True when the parent has this file as it is now (same size, times and inode): it is inherited as it was. */
-  private unchangedSince(prev: TreeEntry | undefined, st: BigIntStats): boolean {
+  private unchangedSince(prev: TreeEntry | undefined, st: EntryStat): boolean {
     return (
       !this.opts.force &&
       prev?.type === 'file' &&
@@ -436,7 +565,7 @@ class BackupRun {
     return id;
   }
 
-  private async saveFile(abs: string, name: string, st: BigIntStats, prev: TreeEntry | undefined, known?: KnownVersion): Promise<TreeEntry | undefined> {
+  private async saveFile(abs: string, name: string, st: EntryStat, prev: TreeEntry | undefined, known?: KnownVersion): Promise<TreeEntry | undefined> {
     const { repo } = this;
     const entry = metadata(name, 'file', st);
     if (this.unchangedSince(prev, st)) {
@@ -628,7 +757,7 @@ class BackupRun {
   }
 }
 
-function metadata(name: string, type: TreeEntry['type'], st: BigIntStats): TreeEntry {
+function metadata(name: string, type: TreeEntry['type'], st: EntryStat): TreeEntry {
   return {
     name,
     type,

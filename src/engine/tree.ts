@@ -55,6 +55,7 @@ export function decodeTree(bytes: Buffer, id: string): Tree {
     const problem = entryProblem(e);
     if (problem) throw integrity(`tree ${id.slice(0, 16)}: entry ${e.name} ${problem}`);
   }
+  if (!seen) ordered.add(tree);
   return tree;
 }
 
@@ -103,6 +104,9 @@ export function isSafeName(name: unknown): name is string {
   return typeof name === 'string' && name.length > 0 && name !== '.' && name !== '..' && !name.includes('/') && !name.includes('\0');
 }
 
+/** Decoded trees known to be in name order: a name the binary search misses is not there. */
+const ordered = new WeakSet<Tree>();
+
 export function findEntry(tree: Tree, name: string): TreeEntry | undefined {
   let lo = 0;
   let hi = tree.entries.length - 1;
@@ -113,5 +117,6 @@ export function findEntry(tree: Tree, name: string): TreeEntry | undefined {
     if (e.name < name) lo = mid + 1;
     else hi = mid - 1;
   }
-  return tree.entries.find((e) => e.name === name);
+  // Out of order (not written by strata): look at every entry.
+  return ordered.has(tree) ? undefined : tree.entries.find((e) => e.name === name);
 }

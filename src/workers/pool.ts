@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { ID_BYTES, slotLayout, type ConfirmRequest, type ConfirmResponse, type SealRequest, type SealResponse, type SlotLayout } from './sealer.js';
+import { ID_BYTES, slotLayout, type ConfirmRequest, type ConfirmResponse, type SealRequest, type SealResponse, type SlotLayout, type StatRequest, type StatResponse } from './sealer.js';
 
 /**
  * A worker's bundled script (npm run build writes dist/workers/NAME.cjs).
@@ -28,6 +28,8 @@ export function workerScript(name: string): string {
 interface Slot {
   worker: Worker;
   busy: number;
+  /** Of `busy`, the stat requests. */
+  stats: number;
   /** Requests not yet posted: sent together, at BATCH_BYTES or when this turn of the event loop ends. */
   batch: SealRequest[];
   batchBytes: number;
@@ -64,10 +66,12 @@ export class SealPool {
     for (let i = 0; i < size; i++) {
       // Workers allocate little on the JS heap (blocks live in the shared buffer): a small young generation keeps each isolate lean.
       const worker = new Worker(script, { workerData: { encKey: keys.encKey, idKey: keys.idKey, level, shared: this.shared, layout: this.layout }, resourceLimits: { maxYoungGenerationSizeMb: 4 } });
-      const w: Slot = { worker, busy: 0, batch: [], batchBytes: 0 };
-      worker.on('message', (res: SealResponse[] | ConfirmResponse) => {
-        if (Array.isArray(res)) res.forEach((r) => this.settle(w, r));
-        else this.confirmed(w, res);
+      const w: Slot = { worker, busy: 0, stats: 0, batch: [], batchBytes: 0 };
+      worker.on('message', (res: SealResponse[] | ConfirmResponse | StatResponse | 'ready') => {
+        if (res === 'ready') this.ready++;
+        else if (Array.isArray(res)) res.forEach((r) => this.settle(w, r));
+        else if ('confirm' in res) this.confirmed(w, res);
+        else this.statted(w, res);
       });
       worker.on('error', (e) => {
         this.failure = e;
@@ -75,6 +79,8 @@ export class SealPool {
         this.waiting.clear();
         for (const p of this.confirming.values()) p.reject(e);
         this.confirming.clear();
+        for (const p of this.statting.values()) p.reject(e);
+        this.statting.clear();
       });
       this.workers.push(w);
     }
@@ -148,6 +154,37 @@ export class SealPool {
     return new Promise((resolve, reject) => {
       this.confirming.set(seq, { resolve, reject });
       w.worker.postMessage({ confirm: seq, fd, start, lengths, ids, last } satisfies ConfirmRequest);
+    });
+  }
+
+  private readonly statting = new Map<number, { resolve: (r: StatResponse) => void; reject: (e: unknown) => void }>();
+
+  private statted(w: Slot, res: StatResponse): void {
+    w.busy--;
+    w.stats--;
+    const p = this.statting.get(res.stat);
+    this.statting.delete(res.stat);
+    p?.resolve(res);
+  }
+
+  /** Workers that have started (loaded their modules): until then a request would wait. */
+  private ready = 0;
+
+  /** True when every worker has started and has no block to seal or confirm (stat'ing there then costs the backup nothing). */
+  get idle(): boolean {
+    return this.ready === this.workers.length && this.workers.every((w) => w.busy === w.stats);
+  }
+
+  /** lstat of each path, on a worker. */
+  stat(paths: string[]): Promise<StatResponse> {
+    if (this.failure) return Promise.reject(this.failure);
+    const w = this.workers.reduce((a, b) => (b.busy < a.busy ? b : a));
+    const seq = this.seq++;
+    w.busy++;
+    w.stats++;
+    return new Promise((resolve, reject) => {
+      this.statting.set(seq, { resolve, reject });
+      w.worker.postMessage({ stat: seq, paths } satisfies StatRequest);
     });
   }
 

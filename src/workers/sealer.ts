@@ -6,11 +6,13 @@
  * transferred buffers: nothing is allocated per block across threads, so no
  * thread accumulates dead block memory between collections.
  */
+import { lstatSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { blockId } from '../crypto/keyring.js';
 import { encodeBlock } from '../repo/blockcodec.js';
 import { GcPacer } from '../util/gc.js';
 import { readInto } from '../util/read.js';
+import { lstatAll, type StatFailure } from '../util/stat.js';
 
 export interface SlotLayout {
   /** Bytes per slot: id (32), then input (maxBlock), then output (maxBlock + SEAL_OVERHEAD). */
@@ -58,6 +60,19 @@ export interface ConfirmResponse {
   error?: string;
 }
 
+/** lstat of a directory's entries (see util/stat.ts). */
+export interface StatRequest {
+  stat: number;
+  paths: string[];
+}
+
+export interface StatResponse {
+  stat: number;
+  /** STAT_FIELDS per path. */
+  values: BigInt64Array;
+  failures: (StatFailure | null)[];
+}
+
 export interface SealResponse {
   seq: number;
   slot: number;
@@ -71,10 +86,15 @@ if (parentPort) {
   const port = parentPort;
   let readBuf = Buffer.allocUnsafe(0);
   // Requests come in batches (fewer messages, fewer wake-ups); so do answers.
-  port.on('message', (batch: SealRequest[] | ConfirmRequest) => {
+  port.on('message', (batch: SealRequest[] | ConfirmRequest | StatRequest) => {
     if (Array.isArray(batch)) port.postMessage(batch.map(handle));
-    else port.postMessage(confirm(batch));
+    else if ('confirm' in batch) port.postMessage(confirm(batch));
+    else {
+      const { values, failures } = lstatAll(batch.paths, (p) => lstatSync(p, { bigint: true }));
+      port.postMessage({ stat: batch.stat, values, failures } satisfies StatResponse, [values.buffer as ArrayBuffer]);
+    }
   });
+  port.postMessage('ready');
   const confirm = (req: ConfirmRequest): ConfirmResponse => {
     let bytesRead = 0;
     try {
