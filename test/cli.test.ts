@@ -319,6 +319,8 @@ describe('backup sources that misbehave', () => {
     const toc = (at: string) => JSON.parse(strata(['toc', path.join(src, 'a'), '--json', '--at', at], env).stdout);
     expect(toc(j.snapshot)).toEqual(toc(first.snapshot));
     expect(toc(j.snapshot)[0]).toMatchObject({ start: 0, kind: 'data' });
+    expect(strata(['toc', path.join(src, 'a'), '--at', j.snapshot], env).stdout).toContain(`(unchanged since snapshot ${first.snapshot.slice(0, 8)})`);
+    expect(strata(['toc', path.join(src, 'a'), '--at', first.snapshot], env).stdout).not.toContain('unchanged since');
     const db = new Database(path.join(repo, 'catalog.db'), { readonly: true });
     expect(db.prepare('SELECT COUNT(*) FROM versions v JOIN snapshots s ON s.seq = v.snapshot WHERE s.id = ?').pluck().get(j.snapshot)).toBe(0);
     db.close();

@@ -23,7 +23,7 @@ import type { Packer } from '../repo/packer.js';
 import type { Repository } from '../repo/repository.js';
 import { GcPacer } from '../util/gc.js';
 import { ExcludeMatcher } from '../util/glob.js';
-import { PackedStat, STAT_FIELDS, statError, type EntryStat } from '../util/stat.js';
+import { lstatAll, PackedStat, STAT_FIELDS, statError, type EntryStat } from '../util/stat.js';
 import { SealPool } from '../workers/pool.js';
 import { findSnapshot, metaAad, Snapshot, type SnapshotMeta, type SnapshotRecord } from './snapshot.js';
 import { diffBlocks } from './toc.js';
@@ -100,6 +100,38 @@ const CHILD_BATCH = 1024;
 const STAT_ELSEWHERE = 128;
 /** Batches stat'ed ahead (each split between two workers). */
 const STAT_AHEAD = 3;
+
+/** The tree of a directory of files made from their stats: its id, hashed entry by entry as encodeTree writes them. */
+class LeafTree {
+  files = 0;
+  bytes = 0;
+  /** Files that are not empty (each would be a ref). */
+  sized = 0;
+
+  constructor(private readonly hash: { update(piece: string): void; digest(): Buffer }) {
+    hash.update('{"entries":[');
+  }
+
+  add(batch: readonly Stated[]): void {
+    const json: string[] = [];
+    for (const c of batch) {
+      const st = c.st!;
+      const size = Number(st.size);
+      // JSON.stringify(metadata(name, 'file', st)), without making the object: every field but the name is a number or digits.
+      json.push(`{"name":${JSON.stringify(c.name)},"type":"file","mode":${st.mode},"uid":${st.uid},"gid":${st.gid},"mtimeNs":"${st.mtimeNs}","ctimeNs":"${st.ctimeNs}","ino":"${st.ino}","size":${size}}`);
+      this.bytes += size;
+      if (size > 0) this.sized++;
+    }
+    if (json.length === 0) return;
+    this.hash.update((this.files > 0 ? ',' : '') + json.join(','));
+    this.files += json.length;
+  }
+
+  id(): Buffer {
+    this.hash.update(']}');
+    return this.hash.digest();
+  }
+}
 
 /** A child stat'ed, or why it could not be. */
 interface Stated {
@@ -358,17 +390,19 @@ class BackupRun {
       // that is the parent's tree, the directory is unchanged and the parent's
       // tree is not even read (100k entries: 0.4 s of reading and parsing).
       const seen: Stated[][] = [];
-      let leaf = true;
+      let leaf: LeafTree | undefined = new LeafTree(this.repo.keyring.blockIdOfPieces());
       // Not for-await: leaving it early would end the generator, whose other batches are still wanted.
       for (let r = await statted.next(); !r.done; r = await statted.next()) {
         seen.push(r.value);
         if (!r.value.every((c) => c.st?.isFile())) {
-          leaf = false;
+          leaf = undefined;
           break;
         }
+        // Hashed as it comes, while the workers stat the next batches.
+        leaf.add(r.value);
       }
       if (leaf) {
-        const reused = await this.reuseLeaf(name, st, prevId, seen);
+        const reused = this.reuseLeaf(name, st, prevId, leaf);
         if (reused) return reused;
       }
       batches = (async function* () {
@@ -426,38 +460,18 @@ class BackupRun {
   }
 
   /**
-   * The parent's tree of a directory of files, if the stats make exactly it
+   * The parent's tree of a directory of files, if the stats made exactly it
    * (same names, sizes, times, inodes, modes and owners): every file is then
    * inherited unread.
    */
-  private async reuseLeaf(name: string, st: EntryStat, prevId: string, batches: readonly Stated[][]): Promise<TreeEntry | undefined> {
-    // The tree's id, hashed entry by entry as encodeTree would write them.
-    const id = this.repo.keyring.blockIdOfPieces();
-    let files = 0;
-    let bytes = 0;
-    let sized = 0;
-    id.update('{"entries":[');
-    for (const batch of batches) {
-      const json: string[] = [];
-      for (const c of batch) {
-        const st = c.st!;
-        const size = Number(st.size);
-        // JSON.stringify(metadata(name, 'file', st)), without making the object: every field but the name is a number or digits.
-        json.push(`{"name":${JSON.stringify(c.name)},"type":"file","mode":${st.mode},"uid":${st.uid},"gid":${st.gid},"mtimeNs":"${st.mtimeNs}","ctimeNs":"${st.ctimeNs}","ino":"${st.ino}","size":${size}}`);
-        bytes += size;
-        if (size > 0) sized++;
-      }
-      id.update((files > 0 && json.length > 0 ? ',' : '') + json.join(','));
-      files += json.length;
-    }
-    id.update(']}');
-    const tree = id.digest();
+  private reuseLeaf(name: string, st: EntryStat, prevId: string, leaf: LeafTree): TreeEntry | undefined {
+    const tree = leaf.id();
     if (tree.toString('hex') !== prevId || !this.packer.has(tree)) return undefined;
-    this.r.filesUnchanged += files;
-    this.r.refEntries += sized;
-    this.r.bytesTotal += bytes;
-    this.progress.bytesDone += bytes;
-    this.progress.files += files;
+    this.r.filesUnchanged += leaf.files;
+    this.r.refEntries += leaf.sized;
+    this.r.bytesTotal += leaf.bytes;
+    this.progress.bytesDone += leaf.bytes;
+    this.progress.files += leaf.files;
     this.r.dirs++;
     this.blobs.add(prevId);
     this.report();
@@ -487,13 +501,16 @@ class BackupRun {
         // A worker failed: the backup fails with it soon; stat here meanwhile.
       }
     }
-    for (const c of children) {
-      try {
-        c.st = fsSync.lstatSync(c.abs, { bigint: true });
-      } catch (error) {
-        c.error = error;
-      }
-    }
+    // Packed here too: a directory's stats are held until it is compared, and a BigIntStats weighs ten times more.
+    const { values, failures } = lstatAll(
+      children.map((c) => c.abs),
+      (p) => fsSync.lstatSync(p, { bigint: true }),
+    );
+    children.forEach((c, i) => {
+      const f = failures[i];
+      if (f) c.error = statError(f);
+      else c.st = new PackedStat(values, i * STAT_FIELDS);
+    });
     return children;
   }
 

@@ -46,7 +46,9 @@ export function register(program: Command): void {
             table_.push([String(i + 1), hex(e.start), hex(e.end), 'ref', `snapshot ${shortId(e.target.snapshot)} ${hex(e.target.start)}-${hex(e.target.end)} (offset ${sign}${hex(Math.abs(e.offset))})`]);
           }
         });
-        line(`${abs} in snapshot ${shortId(snap.id)}: ${file.version.size} bytes, ${out.length} entries`);
+        // A file unchanged since an earlier snapshot has that snapshot's version.
+        const owner = file.version.snapshot === snap.row.seq ? undefined : (await repo.service.snapshotBySeq(file.version.snapshot))?.id;
+        line(`${abs} in snapshot ${shortId(snap.id)}: ${file.version.size} bytes, ${out.length} entries${owner ? ` (unchanged since snapshot ${shortId(owner)})` : ''}`);
         line(table(table_));
       } finally {
         repo.close();
