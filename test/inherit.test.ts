@@ -131,21 +131,30 @@ describe('inherited versions', () => {
     fs.rmSync(path.join(dir, 'sub'), { recursive: true });
     fs.rmSync(path.join(dir, 'b'));
     fs.mkdirSync(path.join(dir, 'b'));
+    fs.writeFileSync(path.join(dir, 'b', 'x'), 'x');
     const two = await backup(repo, { paths: [dir], time: Date.UTC(2026, 0, 2), excludes: [path.join(dir, 'c')] });
     const seq = (id: string) => repo.catalog.snapshotsByPrefix(id)[0]!.seq;
     const rows = repo.catalog.ownRows(seq(two.snapshot));
-    // Five tombstones and nothing else: c is excluded, so gone too.
-    expect(rows.map((r) => r.size)).toEqual([-1, -1, -1, -1, -1]);
+    // Five tombstones and the new b/x: c is excluded, so gone too.
+    expect(rows.map((r) => r.size).sort()).toEqual([-1, -1, -1, -1, -1, 1]);
     for (const f of ['a', 'b', 'c', 'sub/x', 'sub/deep/y']) {
       const id = repo.keyring.pathId(path.join(dir, f));
       expect(repo.catalog.version(seq(one.snapshot), id)?.size).toBe(3000);
       expect(repo.catalog.version(seq(two.snapshot), id)).toBeUndefined();
     }
+    // The whole table a served backup fetches of its parent: own and inherited versions, no tombstones.
+    fs.writeFileSync(path.join(dir, 'd'), 'dee');
+    const mid = await backup(repo, { paths: [dir], time: Date.UTC(2026, 0, 2, 12) });
+    const table = repo.catalog.versionPaths(seq(mid.snapshot));
+    // (c, excluded from the last backup, is back as a new file.)
+    expect(table.map((r) => r.path.toString('hex')).sort()).toEqual(['b/x', 'c', 'd'].map((f) => repo.keyring.pathId(path.join(dir, f)).toString('hex')).sort());
+    expect(table.find((r) => r.path.equals(repo.keyring.pathId(path.join(dir, 'd'))))).toMatchObject({ size: 3, end: 2 });
     // Back again: a new row, read back.
     fs.writeFileSync(path.join(dir, 'a'), 'again');
     const three = await backup(repo, { paths: [dir], time: Date.UTC(2026, 0, 3) });
     expect((await readWhole(repo, three.snapshot, path.join(dir, 'a'))).toString()).toBe('again');
-    expect(three.filesNew).toBe(2);
+    expect(three.filesNew).toBe(1);
+    expect((await readWhole(repo, three.snapshot, path.join(dir, 'd'))).toString()).toBe('dee');
   });
 
   it('random edit histories, forgets in any order, branches and a rebuilt catalog read back byte-exact', async () => {
