@@ -5,6 +5,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll } from 'vitest';
+import { openFile, readRange } from '../src/engine/read.js';
+import { rebuildCatalog } from '../src/engine/rebuild.js';
+import { findSnapshot } from '../src/engine/snapshot.js';
 import { Repository } from '../src/repo/repository.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -25,6 +28,23 @@ export function tempDir(prefix = 'strata-test-'): string {
 export async function makeRepo(opts: { chunkAvg?: number; packSize?: number } = {}): Promise<Repository> {
   const dir = path.join(tempDir(), 'repo');
   return Repository.init(dir, 'test-password', { scrypt: { N: 1024, r: 8, p: 1 }, ...opts });
+}
+
+/** A whole file as a snapshot holds it (read through the catalog, as cat does). */
+export async function readWhole(repo: Repository, snapshotId: string, file: string): Promise<Buffer> {
+  const f = await openFile(await findSnapshot(repo, { kind: 'id', prefix: snapshotId }), file);
+  const parts: Buffer[] = [];
+  if (f.version.size > 0) for await (const p of readRange(repo, f.version, 0, f.version.size - 1)) parts.push(Buffer.from(p));
+  return Buffer.concat(parts);
+}
+
+/** Closes a makeRepo() repository, deletes its catalog, and rebuilds it from the packs. */
+export async function loseCatalogAndRebuild(repo: Repository) {
+  const root = repo.root;
+  repo.close();
+  for (const f of fs.readdirSync(root)) if (f.startsWith('catalog.db')) fs.rmSync(path.join(root, f));
+  const { repo: fresh } = await Repository.openForRebuild(root, { password: async () => 'test-password' });
+  return { fresh, r: await rebuildCatalog(fresh) };
 }
 
 /** Deterministic pseudo-random bytes (xorshift32), so failures reproduce. */

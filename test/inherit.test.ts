@@ -11,21 +11,12 @@ import { backup } from '../src/engine/backup.js';
 import { check } from '../src/engine/check.js';
 import { forget } from '../src/engine/forget.js';
 import { prune } from '../src/engine/prune.js';
-import { openFile, readRange } from '../src/engine/read.js';
-import { rebuildCatalog } from '../src/engine/rebuild.js';
 import { findSnapshot, Snapshot } from '../src/engine/snapshot.js';
 import { Repository } from '../src/repo/repository.js';
-import { makeRepo, Rng, tempDir } from './helpers.js';
+import { loseCatalogAndRebuild, makeRepo, readWhole, Rng, tempDir } from './helpers.js';
 
 /** What a snapshot should hold: file path to contents. */
 type Oracle = Map<string, Buffer>;
-
-async function readWhole(repo: Repository, snapshotId: string, file: string): Promise<Buffer> {
-  const f = await openFile(await findSnapshot(repo, { kind: 'id', prefix: snapshotId }), file);
-  const parts: Buffer[] = [];
-  if (f.version.size > 0) for await (const p of readRange(repo, f.version, 0, f.version.size - 1)) parts.push(Buffer.from(p));
-  return Buffer.concat(parts);
-}
 
 /** Every file of every snapshot reads back; every path a snapshot lacks has no version in the catalog. */
 async function verify(repo: Repository, snaps: Map<string, Oracle>, everPaths: Set<string>): Promise<void> {
@@ -109,14 +100,6 @@ function edit(dir: string, rng: Rng): void {
         fs.utimesSync(f, new Date(), new Date(Date.now() + rng.int(100_000)));
       }
   }
-}
-
-async function loseCatalogAndRebuild(repo: Repository) {
-  const root = repo.root;
-  repo.close();
-  for (const f of fs.readdirSync(root)) if (f.startsWith('catalog.db')) fs.rmSync(path.join(root, f));
-  const { repo: fresh } = await Repository.openForRebuild(root, { password: async () => 'test-password' });
-  return { fresh, r: await rebuildCatalog(fresh) };
 }
 
 describe('inherited versions', () => {

@@ -11,30 +11,14 @@ import { check } from '../src/engine/check.js';
 import { forget, forgetWithoutKey } from '../src/engine/forget.js';
 import { applyPolicy, parseDuration } from '../src/engine/policy.js';
 import { prune } from '../src/engine/prune.js';
-import { openFile, readRange } from '../src/engine/read.js';
+import { openFile } from '../src/engine/read.js';
 import { rebuildCatalog } from '../src/engine/rebuild.js';
 import { resolveRange, type ResolveStats } from '../src/engine/resolve.js';
 import { findSnapshot, listSnapshots } from '../src/engine/snapshot.js';
 import { BLOB_KINDS } from '../src/repo/catalog.js';
 import { KeylessRepository, Repository } from '../src/repo/repository.js';
 import type { SealedToc } from '../src/engine/versions.js';
-import { makeRepo, Rng, tempDir } from './helpers.js';
-
-async function readWhole(repo: Repository, snapshotId: string, file: string): Promise<Buffer> {
-  const f = await openFile((await findSnapshot(repo, { kind: 'id', prefix: snapshotId })), file);
-  const parts: Buffer[] = [];
-  if (f.version.size > 0) for await (const p of readRange(repo, f.version, 0, f.version.size - 1)) parts.push(Buffer.from(p));
-  return Buffer.concat(parts);
-}
-
-/** Closes the repository, deletes its catalog, and rebuilds it from the packs. */
-async function loseCatalogAndRebuild(repo: Repository) {
-  const root = repo.root;
-  repo.close();
-  for (const f of fs.readdirSync(root)) if (f.startsWith('catalog.db')) fs.rmSync(path.join(root, f));
-  const { repo: fresh } = await Repository.openForRebuild(root, { password: async () => 'test-password' });
-  return { fresh, r: await rebuildCatalog(fresh) };
-}
+import { loseCatalogAndRebuild, makeRepo, readWhole, Rng, tempDir } from './helpers.js';
 
 /** A 30-version history of one file with scattered edits; returns ids and contents. */
 async function history(repo: Repository, versions = 30) {

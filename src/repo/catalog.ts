@@ -499,7 +499,8 @@ export class Catalog {
    */
   relink(seq: number): void {
     const row = this.inheritance(seq);
-    this.db.prepare('UPDATE snapshots SET parent = ?, inherits = inherits * ? WHERE parent = ?').run(row?.parent ?? null, row?.parent === null || row?.parent === undefined ? 0 : row.inherits, seq);
+    const parent = row?.parent ?? null;
+    this.db.prepare('UPDATE snapshots SET parent = ?, inherits = inherits * ? WHERE parent = ?').run(parent, parent !== null && row?.inherits ? 1 : 0, seq);
     this.chains.clear();
   }
 
@@ -621,11 +622,10 @@ export class Catalog {
     const q = this.db.prepare(
       'SELECT v.id, v.snapshot, v.path, v.size, v.depth, (SELECT t.end FROM toc t WHERE t.version = v.id ORDER BY t.start DESC LIMIT 1) AS end FROM versions v WHERE v.snapshot = ?',
     );
-    const chain = this.chain(snapshot).order;
-    if (chain.length === 1) return (q.all(snapshot) as (VersionRow & { path: Buffer; end: number | null })[]).filter((r) => r.size !== GONE);
+    // Nearest first: a path's first row (maybe a tombstone) is its version here.
     const seen = new Map<string, VersionRow & { path: Buffer; end: number | null }>();
     this.reading(() => {
-      for (const seq of chain) {
+      for (const seq of this.chain(snapshot).order) {
         for (const r of q.all(seq) as (VersionRow & { path: Buffer; end: number | null })[]) {
           const key = r.path.toString('hex');
           if (!seen.has(key)) seen.set(key, r);
