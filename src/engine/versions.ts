@@ -115,12 +115,7 @@ export interface NewVersion {
   size: number;
   entries: Entries;
   target?: TargetVersion;
-  /**
-   * Unchanged since the parent snapshot (one ref to the parent's version):
-   * no sealed TOC is stored, rebuild-catalog derives it from the trees.
-   */
-  unchanged?: boolean;
-  /** The version's blocks (what the catalog's keeper diffs against the parent); absent when unchanged. */
+  /** The version's blocks (what the catalog's keeper diffs against the parent); a backup's VersionBatch needs them. */
   blocks?: BlockList;
 }
 
@@ -200,19 +195,17 @@ function sealVersion(keyring: Keyring, packer: Packer, level: number, v: NewVers
   return sealToc(keyring, packer, level, { snapshot: v.snapshotId, path: v.pathId.toString('hex'), size: v.size }, sealedEntries(v), v.entries.length, sealer);
 }
 
-/** An unchanged version's (absent) sealed TOC. */
-const NO_TOC: { id: null; segments: Buffer[] } = { id: null, segments: [] };
 
 /**
  * Versions waiting to be inserted together: one catalog transaction per many
  * files instead of one per file (a tree of small files is otherwise bound by
  * commits). Batches are large: path ids are keyed hashes, so each batch's
  * rows land all over the version index, and every commit writes each page it
- * touched again (100k unchanged files: 1,000 a batch 12.9 s, 10,000 a batch
- * 10 s).
+ * touched again (100k files when each unchanged one still had a row: 1,000
+ * a batch 12.9 s, 10,000 a batch 10 s). Tombstones go in the same batches.
  */
 export class VersionBatch {
-  private pending: { v: NewVersion; toc: SealedTocIds | typeof NO_TOC }[] = [];
+  private pending: { v: NewVersion; toc: SealedTocIds }[] = [];
   private entries = 0;
 
   constructor(
@@ -234,7 +227,7 @@ export class VersionBatch {
   private gone: { snapshotSeq: number; path: Buffer }[] = [];
 
   async add(v: NewVersion): Promise<void> {
-    this.pending.push({ v, toc: v.unchanged ? NO_TOC : await sealVersion(this.keyring, this.packer, this.level, v, this.sealer) });
+    this.pending.push({ v, toc: await sealVersion(this.keyring, this.packer, this.level, v, this.sealer) });
     this.entries += v.entries.length;
     if (this.pending.length >= this.maxVersions || this.entries >= this.maxEntries) await this.flush();
   }
@@ -249,7 +242,7 @@ export class VersionBatch {
     this.entries = 0;
     const snapshot = pending[0]?.v.snapshotSeq ?? gone[0]!.snapshotSeq;
     await this.service.storeVersions(snapshot, [
-      ...pending.map(({ v, toc }) => ({ path: v.pathId, size: v.size, toc: toc.id, segments: toc.segments, ...(v.unchanged ? {} : { blocks: changedBlocks(v) }) })),
+      ...pending.map(({ v, toc }) => ({ path: v.pathId, size: v.size, toc: toc.id, segments: toc.segments, blocks: changedBlocks(v) })),
       ...gone.map(({ path }) => ({ path, size: GONE, toc: null, segments: [] })),
     ]);
   }
@@ -262,6 +255,6 @@ function changedBlocks(v: NewVersion): BlockList {
 
 /** Stores one version at once, from TOC entries made by hand (its id returned). */
 export async function storeVersion(catalog: Catalog, keyring: Keyring, packer: Packer, level: number, v: NewVersion): Promise<number> {
-  const toc = v.unchanged ? NO_TOC : await sealVersion(keyring, packer, level, v);
+  const toc = await sealVersion(keyring, packer, level, v);
   return retryStale(() => catalog.insertVersion(v.snapshotSeq, v.pathId, v.size, toc.id, tocRows(catalog, v.entries, v.target), toc.segments));
 }
