@@ -70,17 +70,15 @@ export class SealPool {
       worker.on('message', (res: SealResponse[] | ConfirmResponse | StatResponse | 'ready') => {
         if (res === 'ready') this.ready++;
         else if (Array.isArray(res)) res.forEach((r) => this.settle(w, r));
-        else if ('confirm' in res) this.confirmed(w, res);
-        else this.statted(w, res);
+        else if ('confirm' in res) this.answered(w, res.confirm, res);
+        else this.answered(w, res.stat, res);
       });
       worker.on('error', (e) => {
         this.failure = e;
         for (const p of this.waiting.values()) p.reject(e);
         this.waiting.clear();
-        for (const p of this.confirming.values()) p.reject(e);
-        this.confirming.clear();
-        for (const p of this.statting.values()) p.reject(e);
-        this.statting.clear();
+        for (const p of this.asked.values()) p.reject(e);
+        this.asked.clear();
       });
       this.workers.push(w);
     }
@@ -132,13 +130,28 @@ export class SealPool {
     });
   }
 
-  private readonly confirming = new Map<number, { resolve: (r: ConfirmResponse) => void; reject: (e: unknown) => void }>();
+  /** Requests one worker answers on its own (confirm, stat), by seq. */
+  private readonly asked = new Map<number, { resolve: (r: never) => void; reject: (e: unknown) => void; stat: boolean }>();
 
-  private confirmed(w: Slot, res: ConfirmResponse): void {
+  private answered(w: Slot, seq: number, res: ConfirmResponse | StatResponse): void {
+    const p = this.asked.get(seq);
+    this.asked.delete(seq);
     w.busy--;
-    const p = this.confirming.get(res.confirm);
-    this.confirming.delete(res.confirm);
-    p?.resolve(res);
+    if (p?.stat) w.stats--;
+    p?.resolve(res as never);
+  }
+
+  /** Sends the request made for its seq to the least busy worker; resolves with that worker's answer. */
+  private ask<T extends ConfirmResponse | StatResponse>(request: (seq: number) => ConfirmRequest | StatRequest, stat: boolean): Promise<T> {
+    if (this.failure) return Promise.reject(this.failure);
+    const w = this.workers.reduce((a, b) => (b.busy < a.busy ? b : a));
+    const seq = this.seq++;
+    w.busy++;
+    if (stat) w.stats++;
+    return new Promise<T>((resolve, reject) => {
+      this.asked.set(seq, { resolve, reject, stat });
+      w.worker.postMessage(request(seq));
+    });
   }
 
   /**
@@ -147,24 +160,7 @@ export class SealPool {
    * expected. If `last`, the final one counts only if the file ends with it.
    */
   confirm(fd: number, start: number, lengths: number[], ids: Uint8Array, last: boolean): Promise<ConfirmResponse> {
-    if (this.failure) return Promise.reject(this.failure);
-    const w = this.workers.reduce((a, b) => (b.busy < a.busy ? b : a));
-    const seq = this.seq++;
-    w.busy++;
-    return new Promise((resolve, reject) => {
-      this.confirming.set(seq, { resolve, reject });
-      w.worker.postMessage({ confirm: seq, fd, start, lengths, ids, last } satisfies ConfirmRequest);
-    });
-  }
-
-  private readonly statting = new Map<number, { resolve: (r: StatResponse) => void; reject: (e: unknown) => void }>();
-
-  private statted(w: Slot, res: StatResponse): void {
-    w.busy--;
-    w.stats--;
-    const p = this.statting.get(res.stat);
-    this.statting.delete(res.stat);
-    p?.resolve(res);
+    return this.ask((seq) => ({ confirm: seq, fd, start, lengths, ids, last }), false);
   }
 
   /** Workers that have started (loaded their modules): until then a request would wait. */
@@ -177,15 +173,7 @@ export class SealPool {
 
   /** lstat of each path, on a worker. */
   stat(paths: string[]): Promise<StatResponse> {
-    if (this.failure) return Promise.reject(this.failure);
-    const w = this.workers.reduce((a, b) => (b.busy < a.busy ? b : a));
-    const seq = this.seq++;
-    w.busy++;
-    w.stats++;
-    return new Promise((resolve, reject) => {
-      this.statting.set(seq, { resolve, reject });
-      w.worker.postMessage({ stat: seq, paths } satisfies StatRequest);
-    });
+    return this.ask((seq) => ({ stat: seq, paths }), true);
   }
 
   private post(w: Slot): void {
