@@ -467,15 +467,20 @@ class BackupRun {
   private reuseLeaf(name: string, st: EntryStat, prevId: string, leaf: LeafTree): TreeEntry | undefined {
     const tree = leaf.id();
     if (tree.toString('hex') !== prevId || !this.packer.has(tree)) return undefined;
-    this.r.filesUnchanged += leaf.files;
-    this.r.refEntries += leaf.sized;
-    this.r.bytesTotal += leaf.bytes;
-    this.progress.bytesDone += leaf.bytes;
-    this.progress.files += leaf.files;
+    this.inherited(leaf.files, leaf.sized, leaf.bytes);
     this.r.dirs++;
     this.blobs.add(prevId);
-    this.report();
     return { ...metadata(name, 'dir', st), tree: prevId };
+  }
+
+  /** Counts files inherited unread from the parent snapshot (`sized` of them not empty, each one ref). */
+  private inherited(files: number, sized: number, bytes: number): void {
+    this.r.filesUnchanged += files;
+    this.r.refEntries += sized;
+    this.r.bytesTotal += bytes;
+    this.progress.bytesDone += bytes;
+    this.progress.files += files;
+    this.report();
   }
 
   /**
@@ -587,12 +592,7 @@ class BackupRun {
     const entry = metadata(name, 'file', st);
     if (this.unchangedSince(prev, st)) {
       // Inherited from the parent snapshot: no row in the catalog, nothing sealed.
-      this.r.filesUnchanged++;
-      if (entry.size > 0) this.r.refEntries++;
-      this.r.bytesTotal += entry.size;
-      this.progress.bytesDone += entry.size;
-      this.progress.files++;
-      this.report();
+      this.inherited(1, entry.size > 0 ? 1 : 0, entry.size);
       return entry;
     }
     const { pathId, row: prevRow } = known ?? (await this.parentVersions([abs]))[0]!;
