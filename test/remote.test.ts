@@ -674,3 +674,35 @@ describe('inherited versions through a server', () => {
     ok(['check', '--read-data'], env);
   });
 });
+
+describe('compression dictionaries through a server', () => {
+  it('a backup stores its dictionary on the server, sealed; other clients fetch it to read, restore and check', async () => {
+    const dir = path.join(tempDir(), 'served');
+    const srv = await serve(dir);
+    const admin = token(dir, 'admin', 'admin');
+    const env = client(srv.url, admin);
+    ok(['init', '--scrypt-n', '1024'], env);
+    const data = tempDir('strata-remote-dict-');
+    const MARK = 'zq-dict-PLAINTEXT-5531';
+    const rng = new Rng(31);
+    const words = 'request served login failed retry cache miss backend timeout connection worker queue latency error warn session token upload'.split(' ');
+    const lines: string[] = [];
+    for (let n = 0, i = 0; n < 4_000_000; i++) {
+      const line = `${i} host${rng.int(16)} ${MARK}: ${Array.from({ length: 8 + rng.int(8) }, () => rng.pick(words)).join(' ')} id=${rng.int(1_000_000)}\n`;
+      lines.push(line);
+      n += line.length;
+    }
+    const text = Buffer.from(lines.join(''));
+    fs.writeFileSync(path.join(data, 'app.log'), text);
+    ok(['backup', data], env);
+    expect(fs.readdirSync(path.join(dir, 'dicts'))).toHaveLength(1);
+    expect(allBytes(dir).includes(Buffer.from(MARK))).toBe(false);
+    // A reader with its own, empty cache fetches the dictionary as it needs it.
+    const reader = client(srv.url, token(dir, 'reader', 'read'));
+    expect(strata(['cat', path.join(data, 'app.log')], reader).raw.equals(text)).toBe(true);
+    const target = tempDir('strata-remote-dict-out-');
+    ok(['restore', '--target', target], reader);
+    expect(fs.readFileSync(path.join(target, data, 'app.log')).equals(text)).toBe(true);
+    ok(['check', '--read-data'], env);
+  });
+});

@@ -18,6 +18,7 @@ import * as path from 'node:path';
 import { Chunker } from '../chunker/fastcdc.js';
 import { interrupted, StrataError, usageError } from '../errors.js';
 import { encodeBlock } from '../repo/blockcodec.js';
+import { DictionaryBuilder } from '../repo/dictionary.js';
 import type { BlobKind, VersionRow } from '../repo/catalog.js';
 import type { Packer } from '../repo/packer.js';
 import type { Repository } from '../repo/repository.js';
@@ -265,6 +266,7 @@ class BackupRun {
     // The snapshot inherits its parent's versions: only changed files get rows, and removed ones tombstones.
     this.seq = await service.beginSnapshot(this.id, this.time, lineage, repo.keyring.sealJson(meta, metaAad(this.id)), this.parent?.row.seq ?? null, leaseId, this.parent !== undefined);
     try {
+      await this.chooseDictionary();
       const plan = buildPlan(present);
       const rootStat = await fs.lstat('/', { bigint: true });
       const root = await this.saveNode('/', '/', rootStat, this.parent?.root, plan);
@@ -288,6 +290,30 @@ class BackupRun {
     this.r.durationMs = Math.round(performance.now() - this.started);
     return this.r;
   }
+
+  /**
+   * Blocks are compressed with the repository's dictionary; a repository
+   * without one gets one made from this backup's first text-like blocks.
+   */
+  private async chooseDictionary(): Promise<void> {
+    const { repo } = this;
+    if (!repo.dictionariesAllowed) return;
+    const dict = await repo.dictionary();
+    if (dict) return this.pool!.useDictionary(dict);
+    this.pool!.sampleFor(new DictionaryBuilder(), (bytes) => {
+      // Workers get it only once it is stored: no block may name a dictionary the repository lacks.
+      const stored = repo.addDictionary(bytes).then(
+        (d) => this.pool!.useDictionary(d),
+        (e: unknown) => this.warn(`no compression dictionary stored (blocks are compressed without one): ${describe(e)}`, false),
+      );
+      // New blocks wait for it (one short pause in a repository's life), or most of a small first backup would go without.
+      this.dictionaryStored = stored.finally(() => (this.dictionaryStored = undefined));
+      this.track(stored);
+    });
+  }
+
+  /** While a new dictionary is being stored. */
+  private dictionaryStored?: Promise<void>;
 
   private async estimate(sources: string[]): Promise<void> {
     let bytes = 0;
@@ -720,9 +746,10 @@ class BackupRun {
     this.r.blocksNew++;
     this.packer.markPending(id);
     while (this.inFlight.size >= MAX_IN_FLIGHT) await Promise.race(this.inFlight);
+    if (this.dictionaryStored) await this.dictionaryStored;
     this.checkAbort();
     const size = chunk.length;
-    this.track(this.pool!.seal(id, chunk, (_id, sealed) => this.packer.add(id, 'data', sealed, size)));
+    this.track(this.pool!.seal(id, chunk, 'data', (_id, sealed) => this.packer.add(id, 'data', sealed, size)));
     return id;
   }
 
@@ -732,7 +759,7 @@ class BackupRun {
     this.packer.markPending(id);
     while (this.inFlight.size >= MAX_IN_FLIGHT) await Promise.race(this.inFlight);
     this.checkAbort();
-    this.track(this.pool!.seal(id, plain, (_id, sealed) => this.packer.add(id, kind, sealed, plain.length)));
+    this.track(this.pool!.seal(id, plain, kind, (_id, sealed) => this.packer.add(id, kind, sealed, plain.length)));
   }
 
   /**
@@ -742,10 +769,11 @@ class BackupRun {
    */
   private async storeNewChunk(chunk: Buffer, onId: (id: Buffer) => void): Promise<void> {
     while (this.inFlight.size >= MAX_IN_FLIGHT) await Promise.race(this.inFlight);
+    if (this.dictionaryStored) await this.dictionaryStored;
     this.checkAbort();
     const size = chunk.length;
     this.track(
-      this.pool!.seal(null, chunk, async (blockId, sealed) => {
+      this.pool!.seal(null, chunk, 'data', async (blockId, sealed) => {
         onId(blockId);
         if (this.packer.has(blockId)) {
           this.r.blocksReused++;

@@ -14,12 +14,12 @@
  * which byte ranges of them, following refs from damaged blocks to every
  * later version that reads through them.
  */
-import { decodeBlock } from '../repo/blockcodec.js';
 import { BLOB_KINDS, type Catalog, type TocRow } from '../repo/catalog.js';
 import type { PackEntry } from '../repo/pack.js';
 import type { Repository } from '../repo/repository.js';
 import type { Storage } from '../storage/storage.js';
 import { StrataError } from '../errors.js';
+import { openDictionary } from '../repo/dictionary.js';
 import { listSnapshots, type Snapshot } from './snapshot.js';
 
 export type Subset = { kind: 'percent'; percent: number } | { kind: 'part'; part: number; of: number };
@@ -86,6 +86,15 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
   r.warnings.push(...packCheck.warnings);
   const bad = new Set<string>(packCheck.bad);
 
+  // Dictionaries: each opens under its name (every block compressed with one needs it whole).
+  for await (const name of repo.storage.list('dict')) {
+    try {
+      openDictionary(repo.keyring, name, await repo.storage.get({ kind: 'dict', name }));
+    } catch (e) {
+      r.errors.push(e instanceof StrataError ? e.message : `dictionary ${name}: ${(e as Error).message}`);
+    }
+  }
+
   // Blocks: read and decode, pack by pack, remembering progress.
   if (opts.readData) {
     let pass = await service.checkPass(opts.reset ? 'new' : 'current');
@@ -114,7 +123,7 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
       let clean = true;
       for (const b of blobs) {
         try {
-          const plain = decodeBlock(repo.keyring.encKey, repo.keyring.idKey, b.id, bytes.subarray(b.offset, b.offset + b.length), Number.MAX_SAFE_INTEGER);
+          const plain = await repo.decode(b.id, bytes.subarray(b.offset, b.offset + b.length), Number.MAX_SAFE_INTEGER);
           if (plain.length !== b.size) throw new StrataError('integrity', 'wrong size');
         } catch {
           bad.add(b.id.toString('hex'));

@@ -7,7 +7,6 @@
  * comes back; prune makes a forget final.
  */
 import { integrity } from '../errors.js';
-import { decodeBlock } from '../repo/blockcodec.js';
 import { decodePackIndex } from '../repo/pack.js';
 import type { Repository } from '../repo/repository.js';
 import { metaAad, type SnapshotRecord } from './snapshot.js';
@@ -48,7 +47,7 @@ export async function rebuildCatalog(repo: Repository, onProgress: (m: string) =
       r.blocks += entries.length;
       for (const e of entries) {
         if (e.kind !== 'snapshot' && e.kind !== 'toc') continue;
-        const plain = decodeBlock(keyring.encKey, keyring.idKey, e.id, await storage.read({ kind: 'pack', name }, e.offset, e.length), Number.MAX_SAFE_INTEGER);
+        const plain = await repo.decode(e.id, await storage.read({ kind: 'pack', name }, e.offset, e.length), Number.MAX_SAFE_INTEGER);
         const value = JSON.parse(plain.toString('utf8'));
         if (e.kind === 'snapshot') records.push({ ...(value as SnapshotRecord), recordId: e.id.toString('hex') } as SnapshotRecord);
         else {

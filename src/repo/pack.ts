@@ -12,7 +12,7 @@
 import { createHash } from 'node:crypto';
 import type { Keyring } from '../crypto/keyring.js';
 import { integrity } from '../errors.js';
-import type { BlobKind } from './catalog.js';
+import { BLOB_KINDS, type BlobKind } from './catalog.js';
 
 export const PACK_MAGIC = Buffer.from('STRATAPK');
 export const PACK_END = Buffer.from('STRATAPE');
@@ -31,6 +31,49 @@ interface IndexJson {
 }
 
 /**
+ * Format 2's index: a version byte, then per blob its id, kind (a byte: its
+ * place in BLOB_KINDS), offset, length and size (u32le each). 45 bytes a
+ * blob where JSON with hex ids took about 100. JSON begins with "{", never 2.
+ */
+const BINARY_INDEX = 2;
+const ENTRY_BYTES = 32 + 1 + 4 + 4 + 4;
+
+function encodeIndex(blobs: readonly PackEntry[]): Buffer {
+  const out = Buffer.allocUnsafe(1 + blobs.length * ENTRY_BYTES);
+  out[0] = BINARY_INDEX;
+  let at = 1;
+  for (const e of blobs) {
+    e.id.copy(out, at);
+    out[at + 32] = BLOB_KINDS.indexOf(e.kind);
+    out.writeUInt32LE(e.offset, at + 33);
+    out.writeUInt32LE(e.length, at + 37);
+    out.writeUInt32LE(e.size, at + 41);
+    at += ENTRY_BYTES;
+  }
+  return out;
+}
+
+function decodeIndex(plain: Buffer): PackEntry[] {
+  if (plain[0] !== BINARY_INDEX) {
+    let index: IndexJson;
+    try {
+      index = JSON.parse(plain.toString('utf8')) as IndexJson;
+    } catch {
+      throw integrity('pack index is neither JSON nor binary');
+    }
+    return index.blobs.map(([id, kind, offset, length, size]) => ({ id: Buffer.from(id, 'hex'), kind, offset, length, size }));
+  }
+  if ((plain.length - 1) % ENTRY_BYTES !== 0) throw integrity('pack index has a partial entry');
+  const out: PackEntry[] = [];
+  for (let at = 1; at < plain.length; at += ENTRY_BYTES) {
+    const kind = BLOB_KINDS[plain[at + 32]!];
+    if (!kind) throw integrity(`pack index names an unknown blob kind ${plain[at + 32]}`);
+    out.push({ id: Buffer.from(plain.subarray(at, at + 32)), kind, offset: plain.readUInt32LE(at + 33), length: plain.readUInt32LE(at + 37), size: plain.readUInt32LE(at + 41) });
+  }
+  return out;
+}
+
+/**
  * Closes a pack: `buf` holds the magic and the sealed blobs up to `used`
  * (`blobs` give their offsets in it); the sealed index and the end go after
  * them, in place when there is room.
@@ -40,9 +83,12 @@ export async function encodePack(
   buf: Buffer,
   used: number,
   blobs: readonly PackEntry[],
+  /** Format 1 repositories keep JSON indexes, which the strata that wrote them can read. */
+  binary = true,
 ): Promise<{ name: string; bytes: Buffer; entries: PackEntry[] }> {
-  const index: IndexJson = { blobs: blobs.map((e) => [e.id.toString('hex'), e.kind, e.offset, e.length, e.size]) };
-  const sealedIndex = keyring.sealJson(index, INDEX_AAD);
+  const sealedIndex = binary
+    ? keyring.seal(encodeIndex(blobs), Buffer.from(INDEX_AAD))
+    : keyring.sealJson({ blobs: blobs.map((e) => [e.id.toString('hex'), e.kind, e.offset, e.length, e.size]) } satisfies IndexJson, INDEX_AAD);
   const len = Buffer.alloc(4);
   len.writeUInt32LE(sealedIndex.length);
   const tail = [sealedIndex, len, PACK_END];
@@ -67,9 +113,7 @@ export function decodePackIndex(keyring: Keyring, tail: Buffer, packSize: number
   if (tail.length < 12 || !tail.subarray(tail.length - 8).equals(PACK_END)) throw integrity('pack trailer is damaged');
   const len = tail.readUInt32LE(tail.length - 12);
   if (len + 12 > tail.length) throw integrity('pack index is longer than the pack');
-  const index = keyring.openJson<IndexJson>(tail.subarray(tail.length - 12 - len, tail.length - 12), INDEX_AAD, 'pack index');
-  return index.blobs.map(([id, kind, offset, length, size]) => {
-    if (offset + length > packSize) throw integrity('pack index points past the end of the pack');
-    return { id: Buffer.from(id, 'hex'), kind, offset, length, size };
-  });
+  const entries = decodeIndex(keyring.open(tail.subarray(tail.length - 12 - len, tail.length - 12), Buffer.from(INDEX_AAD), 'pack index'));
+  for (const e of entries) if (e.offset + e.length > packSize) throw integrity('pack index points past the end of the pack');
+  return entries;
 }

@@ -58,6 +58,8 @@ export class Packer {
     private readonly targetSize = DEFAULT_PACK_SIZE,
     /** Repacking: blocks already indexed move to the new packs. */
     private readonly relocate = false,
+    /** Binary pack indexes (format 2); JSON for a format 1 repository. */
+    private readonly binaryIndex = true,
   ) {
     this.capacity = targetSize + SLACK;
     this.active = this.newBuffer();
@@ -137,7 +139,7 @@ export class Packer {
     const entries = b.entries;
     if (this.service.remote && !this.relocate) await this.leaveOutStored(b);
     if (b.entries.length > 0) {
-      const pack = await encodePack(this.keyring, b.bytes, b.used, b.entries);
+      const pack = await encodePack(this.keyring, b.bytes, b.used, b.entries, this.binaryIndex);
       await this.service.putPack(pack.name, pack.bytes, pack.entries, this.relocate);
       this.bytesWritten += pack.bytes.length;
       this.packsWritten++;

@@ -13,14 +13,20 @@ import { ExitCode, noRepository, StrataError, usageError, wrongKey } from '../er
 import type { HttpStorage } from '../storage/http.js';
 import { LocalStorage } from '../storage/local.js';
 import type { Storage } from '../storage/storage.js';
-import { decodeBlock } from './blockcodec.js';
+import { addDictionary, decodeBlock, type Dictionary } from './blockcodec.js';
+import { allDictionaries, decodeWithDictionaries, loadDictionary, sealDictionary } from './dictionary.js';
 import { Catalog, type BlobKind } from './catalog.js';
 import type { UnpackPool } from '../workers/unpack-pool.js';
 import { DEFAULT_PACK_SIZE, Packer } from './packer.js';
 import type { RemoteService } from './remote.js';
 import { LocalService, type CatalogService } from './service.js';
 
-export const FORMAT_VERSION = 1;
+/**
+ * 2: blocks may be compressed with a dictionary (repo/dictionary.ts) and pack
+ * indexes are binary. Writers keep a version-1 repository readable by the
+ * strata that made it: no dictionaries, JSON pack indexes.
+ */
+export const FORMAT_VERSION = 2;
 
 export interface RepoConfig {
   strata: 'repository';
@@ -183,7 +189,7 @@ export class Repository {
   }
 
   newPacker(relocate = false): Packer {
-    return new Packer(this.service, this.keyring, this.config.packSize, relocate);
+    return new Packer(this.service, this.keyring, this.config.packSize, relocate, this.config.version >= 2);
   }
 
   get compressionLevel(): number {
@@ -203,20 +209,47 @@ export class Repository {
       this.cache.set(key, hit);
       return hit;
     }
-    const limit = this.maxBlobSize;
     let plain: Buffer;
+    let sealed = await this.readSealed(id);
     try {
-      plain = decodeBlock(this.keyring.encKey, this.keyring.idKey, id, await this.readSealed(id), limit);
+      plain = await this.decode(id, sealed);
     } catch (e) {
       // A damaged copy in the local block cache: drop it and fetch the block again.
       if (!this.service.remote || !(e instanceof StrataError) || e.code !== 'integrity') throw e;
       (this.service as RemoteService).evict(id);
-      plain = decodeBlock(this.keyring.encKey, this.keyring.idKey, id, await this.readSealed(id), limit);
+      sealed = await this.readSealed(id);
+      plain = await this.decode(id, sealed);
     }
     if (kind === 'data') this.blocksRead++;
     this.cache.set(key, plain);
     if (this.cache.size > this.cacheLimit) this.cache.delete(this.cache.keys().next().value!);
     return plain;
+  }
+
+  /** Authenticates and decodes a sealed blob, fetching the dictionary it was compressed with the first time one is needed. */
+  decode(id: Buffer, sealed: Uint8Array, limit = this.maxBlobSize): Promise<Buffer> {
+    return decodeWithDictionaries(this.storage, this.keyring, () => decodeBlock(this.keyring.encKey, this.keyring.idKey, id, sealed, limit));
+  }
+
+  /** Whether new blocks may be compressed with a dictionary (format 2, compression on). */
+  get dictionariesAllowed(): boolean {
+    return this.config.version >= 2 && this.compressionLevel > 0;
+  }
+
+  /** The dictionary new blocks are compressed with: the repository's first, if it has one. */
+  async dictionary(): Promise<Dictionary | undefined> {
+    if (!this.dictionariesAllowed) return undefined;
+    let first: string | undefined;
+    for await (const name of this.storage.list('dict')) if (first === undefined || name < first) first = name;
+    return first === undefined ? undefined : loadDictionary(this.storage, this.keyring, first);
+  }
+
+  /** Stores a new dictionary made of `bytes`; blocks may name it once this resolves. */
+  async addDictionary(bytes: Uint8Array): Promise<Dictionary> {
+    const { dict, name, sealed } = sealDictionary(this.keyring, bytes);
+    await this.storage.put({ kind: 'dict', name }, sealed);
+    addDictionary(dict);
+    return dict;
   }
 
   /** The largest plaintext a stored blob may decode to (trees and TOCs may be larger than blocks). */
@@ -240,7 +273,8 @@ export class Repository {
   /** Worker threads that restore blocks from pack files (started on first use; only restores load their code). */
   async unpackers(): Promise<UnpackPool> {
     const { UnpackPool } = await import('../workers/unpack-pool.js');
-    return (this.unpackPool ??= new UnpackPool(this.keyring, this.maxBlobSize));
+    // Workers cannot fetch: they get every dictionary up front (a repository has one or two).
+    return (this.unpackPool ??= new UnpackPool(this.keyring, this.maxBlobSize, await allDictionaries(this.storage, this.keyring)));
   }
 
   /**

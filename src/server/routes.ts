@@ -19,7 +19,7 @@ import { parseRange } from './range.js';
 import { CatalogKeeper, catalogRoutes } from './catalog-routes.js';
 import { VERSION } from '../version.js';
 
-/** Bodies: a pack is at most 1 GiB plus what its last blob adds; config and keys are small JSON. */
+/** Bodies: a pack is at most 1 GiB plus what its last blob adds; config, keys and dictionaries are small. */
 export const MAX_PACK_BYTES = 2 * 1024 * 1024 * 1024;
 export const MAX_SMALL_BYTES = 64 * 1024;
 
@@ -27,11 +27,12 @@ const NAMES: Record<Kind, RegExp> = {
   config: /^config$/,
   key: /^[0-9a-f]{16,64}$/,
   pack: /^[0-9a-f]{64}$/,
+  dict: /^[0-9a-f]{16}$/,
 };
 
 function kindOf(param: string): Kind {
-  if (param === 'config' || param === 'key' || param === 'pack') return param;
-  throw new HttpError(404, 'no_kind', 'no such object kind (config, key or pack)');
+  if (param === 'config' || param === 'key' || param === 'pack' || param === 'dict') return param;
+  throw new HttpError(404, 'no_kind', 'no such object kind (config, key, pack or dict)');
 }
 
 function handleOf(ctx: RequestContext): Handle {

@@ -9,6 +9,8 @@ import * as path from 'node:path';
 import { StorageError, type Handle, type Kind, type Storage } from './storage.js';
 
 const NAME = /^[0-9a-zA-Z_.-]+$/;
+/** Kinds kept in one directory each (packs are spread over 256). */
+const FLAT_DIRS: Partial<Record<Kind, string>> = { key: 'keys', dict: 'dicts' };
 /** Room left free on the repository's disk for the catalog and for cleaning up. */
 const RESERVE = 1024 * 1024;
 const OPEN_HANDLES = 16;
@@ -49,6 +51,8 @@ export class LocalStorage implements Storage {
         return path.join(this.root, 'keys', h.name);
       case 'pack':
         return path.join(this.root, 'packs', h.name.slice(0, 2), h.name);
+      case 'dict':
+        return path.join(this.root, 'dicts', h.name);
     }
   }
 
@@ -246,8 +250,8 @@ export class LocalStorage implements Storage {
       if (await this.exists({ kind, name: 'config' })) yield 'config';
       return;
     }
-    const base = path.join(this.root, kind === 'key' ? 'keys' : 'packs');
-    const dirs = kind === 'key' ? [base] : (await readdirOrEmpty(base)).map((d) => path.join(base, d));
+    const base = path.join(this.root, FLAT_DIRS[kind] ?? 'packs');
+    const dirs = kind in FLAT_DIRS ? [base] : (await readdirOrEmpty(base)).map((d) => path.join(base, d));
     for (const dir of dirs) {
       for (const name of await readdirOrEmpty(dir)) if (!name.startsWith('.')) yield name;
     }
@@ -255,7 +259,7 @@ export class LocalStorage implements Storage {
 
   async sweepTemporary(olderThanMs: number): Promise<number> {
     const packs = path.join(this.root, 'packs');
-    const dirs = [path.join(this.root, 'keys'), ...(await readdirOrEmpty(packs)).map((d) => path.join(packs, d))];
+    const dirs = [...Object.values(FLAT_DIRS).map((d) => path.join(this.root, d)), ...(await readdirOrEmpty(packs)).map((d) => path.join(packs, d))];
     let freed = 0;
     for (const dir of dirs) {
       for (const name of await readdirOrEmpty(dir)) {

@@ -1,6 +1,6 @@
 /**
  * Storage: moves bytes by handle and knows nothing else. A handle is a kind
- * (pack, key, config, ...) and a name. Implementations (a local directory now;
+ * (pack, key, config, dict) and a name. Implementations (a local directory now;
  * HTTP and S3-compatible stores later) must honour this contract:
  *
  * - `put` is atomic: a reader sees the whole object or none of it.
@@ -11,7 +11,7 @@
  */
 import { StrataError } from '../errors.js';
 
-export type Kind = 'config' | 'key' | 'pack';
+export type Kind = 'config' | 'key' | 'pack' | 'dict';
 
 export interface Handle {
   kind: Kind;

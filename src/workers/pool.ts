@@ -9,7 +9,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { ID_BYTES, slotLayout, type ConfirmRequest, type ConfirmResponse, type SealRequest, type SealResponse, type SlotLayout, type StatRequest, type StatResponse } from './sealer.js';
+import type { Dictionary } from '../repo/blockcodec.js';
+import type { BlobKind } from '../repo/catalog.js';
+import type { DictionaryBuilder } from '../repo/dictionary.js';
+import { ID_BYTES, slotLayout, type ConfirmRequest, type DictionaryMessage, type ConfirmResponse, type SealRequest, type SealResponse, type SlotLayout, type StatRequest, type StatResponse } from './sealer.js';
 
 /**
  * A worker's bundled script (npm run build writes dist/workers/NAME.cjs).
@@ -43,6 +46,9 @@ interface Slot {
 const BATCH_BYTES = 128 * 1024;
 
 interface Waiting {
+  plainLength: number;
+  /** A file's data: offered to the dictionary sampler (trees and TOCs are not). */
+  data: boolean;
   consume: (id: Buffer, sealed: Uint8Array) => Promise<void>;
   resolve: () => void;
   reject: (e: unknown) => void;
@@ -95,6 +101,7 @@ export class SealPool {
     }
     // The sealed block is read straight from the slot, which stays taken until it has been consumed.
     const base = res.slot * this.layout.slotSize;
+    if (p.data && this.sampler && !this.sampler.builder.full && this.sampler.builder.offer(new Uint8Array(this.shared, base + ID_BYTES, p.plainLength), res.length)) this.sampler.done(this.sampler.builder.bytes());
     const id = Buffer.from(new Uint8Array(this.shared, base, ID_BYTES));
     p.consume(id, new Uint8Array(this.shared, base + ID_BYTES + this.layout.maxBlock, res.length)).then(p.resolve, p.reject).finally(() => this.release(res.slot));
   }
@@ -110,7 +117,7 @@ export class SealPool {
    * promise settles). Waits for a free slot when all are busy; `data` is
    * copied before this returns its first await.
    */
-  async seal(id: Uint8Array | null, data: Uint8Array, consume: (id: Buffer, sealed: Uint8Array) => Promise<void>): Promise<void> {
+  async seal(id: Uint8Array | null, data: Uint8Array, kind: BlobKind, consume: (id: Buffer, sealed: Uint8Array) => Promise<void>): Promise<void> {
     if (data.length > this.layout.maxBlock) throw new Error(`block of ${data.length} bytes exceeds the maximum ${this.layout.maxBlock}`);
     while (this.free.length === 0) await new Promise<void>((r) => this.slotWaiters.push(r));
     if (this.failure) throw this.failure;
@@ -122,7 +129,7 @@ export class SealPool {
     const seq = this.seq++;
     w.busy++;
     return new Promise((resolve, reject) => {
-      this.waiting.set(seq, { consume, resolve, reject });
+      this.waiting.set(seq, { plainLength: data.length, data: kind === 'data', consume, resolve, reject });
       w.batch.push({ seq, slot, length: data.length, hash: id === null });
       w.batchBytes += data.length;
       if (w.batchBytes >= BATCH_BYTES) this.post(w);
@@ -174,6 +181,22 @@ export class SealPool {
   /** lstat of each path, on a worker. */
   stat(paths: string[]): Promise<StatResponse> {
     return this.ask((seq) => ({ stat: seq, paths }), true);
+  }
+
+  private sampler?: { builder: DictionaryBuilder; done: (bytes: Buffer) => void };
+
+  /**
+   * Offers every block sealed from now on to `builder`, until it has enough
+   * for a dictionary; then `done` gets the dictionary's bytes (once).
+   */
+  sampleFor(builder: DictionaryBuilder, done: (bytes: Buffer) => void): void {
+    this.sampler = { builder, done };
+  }
+
+  /** Blocks sent from now on are compressed with `dict` (stored already). */
+  useDictionary(dict: Dictionary): void {
+    this.sampler = undefined;
+    for (const w of this.workers) w.worker.postMessage({ dictionary: dict } satisfies DictionaryMessage);
   }
 
   private post(w: Slot): void {

@@ -9,7 +9,7 @@
 import { lstatSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { blockId } from '../crypto/keyring.js';
-import { encodeBlock } from '../repo/blockcodec.js';
+import { encodeBlock, type Dictionary } from '../repo/blockcodec.js';
 import { GcPacer } from '../util/gc.js';
 import { readInto } from '../util/read.js';
 import { lstatAll, type StatFailure } from '../util/stat.js';
@@ -80,15 +80,23 @@ export interface SealResponse {
   error?: string;
 }
 
+/** From now on, compress with this dictionary (sent once it is stored). */
+export interface DictionaryMessage {
+  dictionary: Dictionary;
+}
+
 if (parentPort) {
   const { encKey, idKey, level, shared, layout } = workerData as { encKey: Uint8Array; idKey: Uint8Array; level: number; shared: SharedArrayBuffer; layout: SlotLayout };
+  let dict: Dictionary | undefined;
   const pacer = new GcPacer(2 * 1024 * 1024);
   const port = parentPort;
   let readBuf = Buffer.allocUnsafe(0);
   // Requests come in batches (fewer messages, fewer wake-ups); so do answers.
-  port.on('message', (batch: SealRequest[] | ConfirmRequest | StatRequest) => {
+  port.on('message', (batch: SealRequest[] | ConfirmRequest | StatRequest | DictionaryMessage) => {
     if (Array.isArray(batch)) port.postMessage(batch.map(handle));
     else if ('confirm' in batch) port.postMessage(confirm(batch));
+    // A Buffer arrives as a plain Uint8Array.
+    else if ('dictionary' in batch) dict = { ref: Buffer.from(batch.dictionary.ref), bytes: batch.dictionary.bytes };
     else {
       const { values, failures } = lstatAll(batch.paths, (p) => lstatSync(p, { bigint: true }));
       port.postMessage({ stat: batch.stat, values, failures } satisfies StatResponse, [values.buffer as ArrayBuffer]);
@@ -120,7 +128,7 @@ if (parentPort) {
       const id = new Uint8Array(shared, base, ID_BYTES);
       const data = new Uint8Array(shared, base + ID_BYTES, req.length);
       if (req.hash) id.set(blockId(idKey, data));
-      const sealed = encodeBlock(encKey, id, data, level);
+      const sealed = encodeBlock(encKey, id, data, level, dict);
       if (sealed.length > layout.maxBlock + SEAL_OVERHEAD) throw new Error('sealed block larger than its slot');
       new Uint8Array(shared, base + ID_BYTES + layout.maxBlock, sealed.length).set(sealed);
       pacer.add(req.length);

@@ -5,6 +5,7 @@
  */
 import * as os from 'node:os';
 import { Worker } from 'node:worker_threads';
+import type { Dictionary } from '../repo/blockcodec.js';
 import { workerScript } from './pool.js';
 import type { UnpackAnswer, UnpackBatch } from './unpacker.js';
 
@@ -19,11 +20,11 @@ export class UnpackPool {
   private seq = 0;
   private failure?: Error;
 
-  constructor(keys: { encKey: Uint8Array; idKey: Uint8Array }, maxSize: number, readonly size = Math.max(1, Math.min(os.availableParallelism(), 8))) {
+  constructor(keys: { encKey: Uint8Array; idKey: Uint8Array }, maxSize: number, dictionaries: readonly Dictionary[], readonly size = Math.max(1, Math.min(os.availableParallelism(), 8))) {
     const script = workerScript('unpacker');
     for (let i = 0; i < size; i++) {
       // Blocks are decoded and written in the worker and dropped at once: a small young generation keeps each isolate lean.
-      const worker = new Worker(script, { workerData: { encKey: keys.encKey, idKey: keys.idKey, maxSize }, resourceLimits: { maxYoungGenerationSizeMb: 4 } });
+      const worker = new Worker(script, { workerData: { encKey: keys.encKey, idKey: keys.idKey, maxSize, dictionaries }, resourceLimits: { maxYoungGenerationSizeMb: 4 } });
       const w: Unpacker = { worker, busy: 0 };
       worker.unref();
       worker.on('message', (a: UnpackAnswer) => {

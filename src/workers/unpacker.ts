@@ -8,7 +8,7 @@
  */
 import * as fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
-import { decodeBlock } from '../repo/blockcodec.js';
+import { addDictionary, decodeBlock, type Dictionary } from '../repo/blockcodec.js';
 import { GcPacer } from '../util/gc.js';
 import { readInto } from '../util/read.js';
 
@@ -44,7 +44,9 @@ const OPEN_FILES = 16;
 const WRITE_BYTES = 1024 * 1024;
 
 if (parentPort) {
-  const { encKey, idKey, maxSize } = workerData as { encKey: Uint8Array; idKey: Uint8Array; maxSize: number };
+  const { encKey, idKey, maxSize, dictionaries } = workerData as { encKey: Uint8Array; idKey: Uint8Array; maxSize: number; dictionaries: Dictionary[] };
+  // A dictionary's ref arrives as a Uint8Array: Buffers do not survive the trip between threads.
+  for (const d of dictionaries) addDictionary({ ref: Buffer.from(d.ref), bytes: d.bytes });
   const port = parentPort;
   const pacer = new GcPacer(4 * 1024 * 1024);
   const open = new Map<string, { fd: number; size: number }>();
