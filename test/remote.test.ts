@@ -698,8 +698,35 @@ describe('compression dictionaries through a server', () => {
     expect(fs.readdirSync(path.join(dir, 'dicts'))).toHaveLength(1);
     expect(allBytes(dir).includes(Buffer.from(MARK))).toBe(false);
     // A reader with its own, empty cache fetches the dictionary as it needs it.
-    const reader = client(srv.url, token(dir, 'reader', 'read'));
+    const readToken = token(dir, 'reader', 'read');
+    const reader = client(srv.url, readToken);
     expect(strata(['cat', path.join(data, 'app.log')], reader).raw.equals(text)).toBe(true);
+    // A reader keeps the dictionary in its block cache: the next process asks only for the read plan.
+    const requests = async (run: () => void): Promise<string[]> => {
+      const [, from] = await logMark(srv);
+      run();
+      const [to] = await logMark(srv);
+      return srv.log().slice(from, to).split('\n').filter((l) => / (GET|POST|PUT|HEAD) /.test(l));
+    };
+    // Near the end: the first blocks went out before the dictionary was made.
+    const mid = Math.floor(text.length * 0.9);
+    const range = ['cat', path.join(data, 'app.log'), '--range', `${mid}-${mid + 4095}`];
+    const ranger = client(srv.url, readToken);
+    const cold = await requests(() => expect(strata(range, ranger).raw.equals(text.subarray(mid, mid + 4096))).toBe(true));
+    expect(cold.filter((l) => l.includes('/v1/objects/dict/')).length, cold.join('\n')).toBeGreaterThan(0);
+    const warm = await requests(() => expect(strata(range, ranger).raw.equals(text.subarray(mid, mid + 4096))).toBe(true));
+    expect(warm.filter((l) => l.includes('/v1/objects/dict/'))).toEqual([]);
+    // A damaged cached copy is fetched again, not trusted.
+    const cacheDir = ranger.STRATA_CACHE_DIR!;
+    for (const f of fs.readdirSync(cacheDir, { recursive: true }) as string[]) {
+      const p = path.join(cacheDir, f);
+      if (fs.statSync(p).isFile() && /^[0-9a-f]{64}$/.test(path.basename(f))) {
+        const b = fs.readFileSync(p);
+        b[b.length - 1] = b[b.length - 1]! ^ 1;
+        fs.writeFileSync(p, b);
+      }
+    }
+    expect(strata(range, ranger).raw.equals(text.subarray(mid, mid + 4096))).toBe(true);
     const target = tempDir('strata-remote-dict-out-');
     ok(['restore', '--target', target], reader);
     expect(fs.readFileSync(path.join(target, data, 'app.log')).equals(text)).toBe(true);

@@ -12,7 +12,7 @@
  * block may name one.
  */
 import { blockId, type Keyring } from '../crypto/keyring.js';
-import { integrity } from '../errors.js';
+import { integrity, StrataError } from '../errors.js';
 import type { Storage } from '../storage/storage.js';
 import { addDictionary, DICT_REF_BYTES, knownDictionary, MissingDictionary, type Dictionary } from './blockcodec.js';
 
@@ -59,42 +59,55 @@ export function openDictionary(keyring: Keyring, name: string, sealed: Uint8Arra
   return { ref, bytes };
 }
 
-/** Fetches, opens and registers one dictionary (once per thread). */
-export async function loadDictionary(storage: Storage, keyring: Keyring, name: string): Promise<Dictionary> {
-  const had = knownDictionary(name);
-  if (had) return had;
-  let sealed: Buffer;
+/** A dictionary's sealed bytes from a store. */
+export async function fetchDictionary(storage: Storage, name: string): Promise<Buffer> {
   try {
     // A hostile repository could offer a "dictionary" of any size: it is not read whole unless small.
     if ((await storage.stat({ kind: 'dict', name })).size > MAX_SEALED) throw integrity(`dictionary ${name} is larger than any dictionary`);
-    sealed = await storage.get({ kind: 'dict', name });
+    return await storage.get({ kind: 'dict', name });
   } catch (e) {
     if ((e as { code?: string }).code === 'not_found') throw integrity(`dictionary ${name} is missing from the repository`);
     throw e;
   }
-  const dict = openDictionary(keyring, name, sealed);
+}
+
+/** Where a reader gets a dictionary's sealed bytes: the store, or a cache in front of it (passed over when `fresh`). */
+export type DictionarySource = (name: string, fresh?: boolean) => Promise<Buffer>;
+
+/** Fetches, opens and registers one dictionary (once per thread). */
+export async function loadDictionary(fetch: DictionarySource, keyring: Keyring, name: string): Promise<Dictionary> {
+  const had = knownDictionary(name);
+  if (had) return had;
+  let dict: Dictionary;
+  try {
+    dict = openDictionary(keyring, name, await fetch(name));
+  } catch (e) {
+    // A damaged copy in a cache: fetched again from the store, not trusted.
+    if (!(e instanceof StrataError) || e.code !== 'integrity') throw e;
+    dict = openDictionary(keyring, name, await fetch(name, true));
+  }
   addDictionary(dict);
   return dict;
 }
 
 /** Every dictionary of the repository, opened (names in order). */
-export async function allDictionaries(storage: Storage, keyring: Keyring): Promise<Dictionary[]> {
+export async function allDictionaries(storage: Storage, fetch: DictionarySource, keyring: Keyring): Promise<Dictionary[]> {
   const names: string[] = [];
   for await (const name of storage.list('dict')) names.push(name);
   names.sort();
   const out: Dictionary[] = [];
-  for (const name of names) out.push(await loadDictionary(storage, keyring, name));
+  for (const name of names) out.push(await loadDictionary(fetch, keyring, name));
   return out;
 }
 
 /** Runs a decode, loading the dictionary it lacks (if any) and running it again. */
-export async function decodeWithDictionaries<T>(storage: Storage, keyring: Keyring, decode: () => T): Promise<T> {
+export async function decodeWithDictionaries<T>(fetch: DictionarySource, keyring: Keyring, decode: () => T): Promise<T> {
   for (;;) {
     try {
       return decode();
     } catch (e) {
       if (!(e instanceof MissingDictionary) || knownDictionary(e.ref)) throw e;
-      await loadDictionary(storage, keyring, e.ref);
+      await loadDictionary(fetch, keyring, e.ref);
     }
   }
 }

@@ -6,6 +6,8 @@
  * backup or restore asks for many, ids by the batch, pieces by the page.
  * Sealed blocks go through the local block cache when there is one.
  */
+import { createHash } from 'node:crypto';
+import { fetchDictionary } from './dictionary.js';
 import type { BlockList } from '../engine/blocklist.js';
 import type { Piece } from '../engine/resolve.js';
 import { integrity, StrataError } from '../errors.js';
@@ -209,6 +211,20 @@ export class RemoteService implements CatalogService {
   /** Blocks asked for in this turn of the event loop: they go out together. */
   private waiting: { id: Buffer; resolve: (b: Buffer) => void; reject: (e: unknown) => void }[] = [];
   private sendScheduled = false;
+
+  /**
+   * A dictionary, kept in the block cache under an id made from its name
+   * (objects are write-once): a process that reads a block needing it then
+   * makes no extra round trip.
+   */
+  async sealedDictionary(name: string, fresh = false): Promise<Buffer> {
+    const id = createHash('sha256').update(`strata dictionary ${name}`).digest();
+    const hit = fresh ? undefined : this.cache?.get(id);
+    if (hit) return hit;
+    const sealed = await fetchDictionary(this.http, name);
+    this.cache?.put(id, sealed);
+    return sealed;
+  }
 
   async readSealed(id: Buffer): Promise<Buffer> {
     const hit = this.cache?.get(id);

@@ -228,8 +228,10 @@ export class Repository {
 
   /** Authenticates and decodes a sealed blob, fetching the dictionary it was compressed with the first time one is needed. */
   decode(id: Buffer, sealed: Uint8Array, limit = this.maxBlobSize): Promise<Buffer> {
-    return decodeWithDictionaries(this.storage, this.keyring, () => decodeBlock(this.keyring.encKey, this.keyring.idKey, id, sealed, limit));
+    return decodeWithDictionaries(this.dictionarySource, this.keyring, () => decodeBlock(this.keyring.encKey, this.keyring.idKey, id, sealed, limit));
   }
+
+  private readonly dictionarySource = (name: string, fresh?: boolean) => this.service.sealedDictionary(name, fresh);
 
   /** Whether new blocks may be compressed with a dictionary (format 2, compression on). */
   get dictionariesAllowed(): boolean {
@@ -241,7 +243,7 @@ export class Repository {
     if (!this.dictionariesAllowed) return undefined;
     let first: string | undefined;
     for await (const name of this.storage.list('dict')) if (first === undefined || name < first) first = name;
-    return first === undefined ? undefined : loadDictionary(this.storage, this.keyring, first);
+    return first === undefined ? undefined : loadDictionary(this.dictionarySource, this.keyring, first);
   }
 
   /** Stores a new dictionary made of `bytes`; blocks may name it once this resolves. */
@@ -274,7 +276,7 @@ export class Repository {
   async unpackers(): Promise<UnpackPool> {
     const { UnpackPool } = await import('../workers/unpack-pool.js');
     // Workers cannot fetch: they get every dictionary up front (a repository has one or two).
-    return (this.unpackPool ??= new UnpackPool(this.keyring, this.maxBlobSize, await allDictionaries(this.storage, this.keyring)));
+    return (this.unpackPool ??= new UnpackPool(this.keyring, this.maxBlobSize, await allDictionaries(this.storage, this.dictionarySource, this.keyring)));
   }
 
   /**

@@ -6,6 +6,7 @@
  * chunks, ids and seals; the keeper finds what changed against the previous
  * version and builds the TOC (diffBlocks, tocRows), the same code either way.
  */
+import { fetchDictionary } from './dictionary.js';
 import { integrity, StrataError } from '../errors.js';
 import { BlockList } from '../engine/blocklist.js';
 import { blocksOf, resolveRange, type Piece } from '../engine/resolve.js';
@@ -101,6 +102,8 @@ export interface CatalogService {
   toc(version: number): Promise<TocRow[]>;
   /** A blob's sealed bytes, wherever its pack is. */
   readSealed(id: Buffer): Promise<Buffer>;
+  /** A dictionary's sealed bytes (repo/dictionary.ts); `fresh` passes over any cache. */
+  sealedDictionary(name: string, fresh?: boolean): Promise<Buffer>;
   /** A read plan for a path (keyed id) and a range; undefined when the client must look itself. */
   planRead(path: Buffer, choice: SnapshotChoice, range: RangeSpec | undefined): Promise<ReadPlan | undefined>;
 
@@ -240,6 +243,10 @@ export class LocalService implements CatalogService {
       }
     }
     return { snapshot, newer, version, start: range.start, end: range.end, pieces, next };
+  }
+
+  async sealedDictionary(name: string, _fresh?: boolean): Promise<Buffer> {
+    return fetchDictionary(this.storage, name);
   }
 
   /**
