@@ -199,5 +199,15 @@ describe('a repository with a dictionary, through the CLI', () => {
       fs.writeFileSync(file, good);
     }
     expect(strata(['check'], env).status).toBe(0);
+    // Gone altogether: check --read-data names it for every block that needs it.
+    fs.renameSync(file, `${file}.away`);
+    try {
+      const check = strata(['check', '--read-data'], env);
+      expect(check.status).toBe(1);
+      expect(check.stdout + check.stderr).toMatch(/fails authentication or decoding: dictionary [0-9a-f]{16} is missing from the repository/);
+    } finally {
+      fs.renameSync(`${file}.away`, file);
+    }
+    expect(strata(['check', '--read-data'], env).status).toBe(0);
   });
 });

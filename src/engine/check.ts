@@ -125,10 +125,12 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
         try {
           const plain = await repo.decode(b.id, bytes.subarray(b.offset, b.offset + b.length), Number.MAX_SAFE_INTEGER);
           if (plain.length !== b.size) throw new StrataError('integrity', 'wrong size');
-        } catch {
+        } catch (e) {
           bad.add(b.id.toString('hex'));
           clean = false;
-          r.errors.push(`block ${b.id.toString('hex').slice(0, 16)} (${b.kind}) in pack ${p.name.slice(0, 16)} fails authentication or decoding`);
+          // A missing or damaged dictionary is named: it is one object to restore, not a damaged pack.
+          const why = e instanceof StrataError && /dictionary/.test(e.message) ? `: ${e.message}` : '';
+          r.errors.push(`block ${b.id.toString('hex').slice(0, 16)} (${b.kind}) in pack ${p.name.slice(0, 16)} fails authentication or decoding${why}`);
         }
       }
       if (clean) await service.markChecked(p.name);
