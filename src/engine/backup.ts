@@ -745,9 +745,7 @@ class BackupRun {
     }
     this.r.blocksNew++;
     this.packer.markPending(id);
-    while (this.inFlight.size >= MAX_IN_FLIGHT) await Promise.race(this.inFlight);
-    if (this.dictionaryStored) await this.dictionaryStored;
-    this.checkAbort();
+    await this.room();
     const size = chunk.length;
     this.track(this.pool!.seal(id, chunk, 'data', (_id, sealed) => this.packer.add(id, 'data', sealed, size)));
     return id;
@@ -757,8 +755,7 @@ class BackupRun {
   private async storeSealedElsewhere(id: Buffer, kind: BlobKind, plain: Buffer): Promise<void> {
     if (this.packer.has(id)) return;
     this.packer.markPending(id);
-    while (this.inFlight.size >= MAX_IN_FLIGHT) await Promise.race(this.inFlight);
-    this.checkAbort();
+    await this.room();
     this.track(this.pool!.seal(id, plain, kind, (_id, sealed) => this.packer.add(id, kind, sealed, plain.length)));
   }
 
@@ -768,9 +765,7 @@ class BackupRun {
    * its way; its id comes later, with the worker's answer.
    */
   private async storeNewChunk(chunk: Buffer, onId: (id: Buffer) => void): Promise<void> {
-    while (this.inFlight.size >= MAX_IN_FLIGHT) await Promise.race(this.inFlight);
-    if (this.dictionaryStored) await this.dictionaryStored;
-    this.checkAbort();
+    await this.room();
     const size = chunk.length;
     this.track(
       this.pool!.seal(null, chunk, 'data', async (blockId, sealed) => {
@@ -784,6 +779,13 @@ class BackupRun {
         await this.packer.add(blockId, 'data', sealed, size);
       }),
     );
+  }
+
+  /** Waits until a block may go to the workers: a slot in flight is free, and no new dictionary is being stored. */
+  private async room(): Promise<void> {
+    while (this.inFlight.size >= MAX_IN_FLIGHT) await Promise.race(this.inFlight);
+    if (this.dictionaryStored) await this.dictionaryStored;
+    this.checkAbort();
   }
 
   private track(work: Promise<void>): void {

@@ -22,7 +22,7 @@ const FRAGMENTS = 32;
 /** Blocks smaller than this give no fragment. */
 const MIN_BLOCK = 4 * FRAGMENT;
 /**
- * Text compresses to between these fractions of its size; what compresses
+ * Text seals to between these fractions of its size; what compresses
  * better is repetitive already (zeros, one pattern) and what compresses worse
  * is media or encrypted: neither is what a dictionary helps.
  */
@@ -116,10 +116,10 @@ export async function decodeWithDictionaries<T>(fetch: DictionarySource, keyring
 export class DictionaryBuilder {
   private readonly fragments: Buffer[] = [];
 
-  /** Offers a block and what it compressed to; true once enough fragments are in. */
-  offer(plain: Uint8Array, compressed: number): boolean {
+  /** Offers a block and its sealed length; true once enough fragments are in. */
+  offer(plain: Uint8Array, sealedLength: number): boolean {
     if (this.full || plain.length < MIN_BLOCK) return this.full;
-    const ratio = compressed / plain.length;
+    const ratio = sealedLength / plain.length;
     if (ratio < MIN_RATIO || ratio > MAX_RATIO) return false;
     // From a different place in each block, so fragments that start alike (a line's time stamp) vary.
     const at = ((this.fragments.length * 977) % (plain.length - FRAGMENT)) & ~63;

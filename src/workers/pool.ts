@@ -101,7 +101,7 @@ export class SealPool {
     }
     // The sealed block is read straight from the slot, which stays taken until it has been consumed.
     const base = res.slot * this.layout.slotSize;
-    if (p.data && this.sampler && !this.sampler.builder.full && this.sampler.builder.offer(new Uint8Array(this.shared, base + ID_BYTES, p.plainLength), res.length)) this.sampler.done(this.sampler.builder.bytes());
+    if (p.data) this.sample(new Uint8Array(this.shared, base + ID_BYTES, p.plainLength), res.length);
     const id = Buffer.from(new Uint8Array(this.shared, base, ID_BYTES));
     p.consume(id, new Uint8Array(this.shared, base + ID_BYTES + this.layout.maxBlock, res.length)).then(p.resolve, p.reject).finally(() => this.release(res.slot));
   }
@@ -191,6 +191,11 @@ export class SealPool {
    */
   sampleFor(builder: DictionaryBuilder, done: (bytes: Buffer) => void): void {
     this.sampler = { builder, done };
+  }
+
+  private sample(plain: Uint8Array, sealedLength: number): void {
+    const s = this.sampler;
+    if (s && !s.builder.full && s.builder.offer(plain, sealedLength)) s.done(s.builder.bytes());
   }
 
   /** Blocks sent from now on are compressed with `dict` (stored already). */
