@@ -179,17 +179,7 @@ describe('a repository behind strata serve', () => {
     const keyFile = path.join(tempDir(), 'key.json');
     ok(['key', 'export', keyFile], env);
     const e = { ...env, STRATA_CACHE_DIR: cache, STRATA_KEY_FILE: keyFile };
-    const requests = async (run: () => void): Promise<string[]> => {
-      const [, from] = await logMark(srv);
-      run();
-      const [to] = await logMark(srv);
-      return srv
-        .log()
-        .slice(from, to)
-        .split('\n')
-        .filter((l) => / (GET|POST|PUT|HEAD|DELETE) /.test(l))
-        .map((l) => / (GET|POST|PUT|HEAD|DELETE) (\S+) /.exec(l)!.slice(1, 3).join(' '));
-    };
+    const requests = async (run: () => void): Promise<string[]> => (await requestsDuring(srv, run)).map((l) => / (GET|POST|PUT|HEAD|DELETE) (\S+) /.exec(l)!.slice(1, 3).join(' '));
     let one!: { blocksRead: number; bytesReceived: number; data: string };
     const cold = await requests(() => (one = json(['cat', big, '--range', '1000000-1004095'], e)));
     expect(one.blocksRead).toBeLessThanOrEqual(2);
@@ -621,6 +611,18 @@ function send(url: string, method: string, p: string, tok: string, body?: Buffer
  * a pause is no fence; a marker is. Lines of requests that ended earlier come
  * before it. Gives where the marker's line starts and where the next begins.
  */
+/** The request lines the server logged while `run` ran. */
+async function requestsDuring(srv: Server, run: () => void): Promise<string[]> {
+  const [, from] = await logMark(srv);
+  run();
+  const [to] = await logMark(srv);
+  return srv
+    .log()
+    .slice(from, to)
+    .split('\n')
+    .filter((l) => / (GET|POST|PUT|HEAD|DELETE) /.test(l));
+}
+
 async function logMark(srv: { url: string; log: () => string }): Promise<[number, number]> {
   const tag = `/v1/mark-${crypto.randomBytes(8).toString('hex')}`;
   await (await fetch(srv.url + tag)).arrayBuffer();
@@ -679,8 +681,7 @@ describe('compression dictionaries through a server', () => {
   it('a backup stores its dictionary on the server, sealed; other clients fetch it to read, restore and check', async () => {
     const dir = path.join(tempDir(), 'served');
     const srv = await serve(dir);
-    const admin = token(dir, 'admin', 'admin');
-    const env = client(srv.url, admin);
+    const env = client(srv.url, token(dir, 'admin', 'admin'));
     ok(['init', '--scrypt-n', '1024'], env);
     const data = tempDir('strata-remote-dict-');
     const MARK = 'zq-dict-PLAINTEXT-5531';
@@ -702,19 +703,13 @@ describe('compression dictionaries through a server', () => {
     const reader = client(srv.url, readToken);
     expect(strata(['cat', path.join(data, 'app.log')], reader).raw.equals(text)).toBe(true);
     // A reader keeps the dictionary in its block cache: the next process asks only for the read plan.
-    const requests = async (run: () => void): Promise<string[]> => {
-      const [, from] = await logMark(srv);
-      run();
-      const [to] = await logMark(srv);
-      return srv.log().slice(from, to).split('\n').filter((l) => / (GET|POST|PUT|HEAD) /.test(l));
-    };
     // Near the end: the first blocks went out before the dictionary was made.
     const mid = Math.floor(text.length * 0.9);
     const range = ['cat', path.join(data, 'app.log'), '--range', `${mid}-${mid + 4095}`];
     const ranger = client(srv.url, readToken);
-    const cold = await requests(() => expect(strata(range, ranger).raw.equals(text.subarray(mid, mid + 4096))).toBe(true));
+    const cold = await requestsDuring(srv, () => expect(strata(range, ranger).raw.equals(text.subarray(mid, mid + 4096))).toBe(true));
     expect(cold.filter((l) => l.includes('/v1/objects/dict/')).length, cold.join('\n')).toBeGreaterThan(0);
-    const warm = await requests(() => expect(strata(range, ranger).raw.equals(text.subarray(mid, mid + 4096))).toBe(true));
+    const warm = await requestsDuring(srv, () => expect(strata(range, ranger).raw.equals(text.subarray(mid, mid + 4096))).toBe(true));
     expect(warm.filter((l) => l.includes('/v1/objects/dict/'))).toEqual([]);
     // A damaged cached copy is fetched again, not trusted.
     const cacheDir = ranger.STRATA_CACHE_DIR!;
