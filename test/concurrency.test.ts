@@ -104,4 +104,37 @@ describe('concurrent use', () => {
     r.close();
     expect(strata(['prune'], env).status).toBe(0);
   });
+
+  it('two first backups of text at once may each make a dictionary: every block reads back, and later backups use one', async () => {
+    const { repo, env } = initCliRepo();
+    const rng = new Rng(17);
+    const words = 'request served login failed retry cache miss backend timeout connection worker queue latency error warn'.split(' ');
+    const text = (bytes: number) => {
+      const lines: string[] = [];
+      for (let n = 0; n < bytes; ) {
+        const line = `host${rng.int(16)} ${Array.from({ length: 8 + rng.int(8) }, () => rng.pick(words)).join(' ')} id=${rng.int(1_000_000)}\n`;
+        lines.push(line);
+        n += line.length;
+      }
+      return Buffer.from(lines.join(''));
+    };
+    const trees = [0, 1].map((i) => {
+      const d = tempDir();
+      fs.writeFileSync(path.join(d, `log${i}`), text(3_000_000));
+      return d;
+    });
+    const results = await Promise.all(trees.map((t) => run(['backup', t, '-q'], env)));
+    for (const r of results) expect(r.code, r.stderr).toBe(0);
+    const dicts = () => fs.readdirSync(path.join(repo, 'dicts')).sort();
+    const made = dicts();
+    expect(made.length).toBeGreaterThanOrEqual(1);
+    expect(made.length).toBeLessThanOrEqual(2);
+    for (const [i, t] of trees.entries()) expect(strata(['cat', path.join(t, `log${i}`)], env).raw.equals(fs.readFileSync(path.join(t, `log${i}`)))).toBe(true);
+    const later = tempDir();
+    fs.writeFileSync(path.join(later, 'log'), text(2_000_000));
+    expect(strata(['backup', later, '-q'], env).status).toBe(0);
+    expect(dicts()).toEqual(made);
+    expect(strata(['cat', path.join(later, 'log')], env).raw.equals(fs.readFileSync(path.join(later, 'log')))).toBe(true);
+    expect(strata(['check', '--read-data'], env).status).toBe(0);
+  });
 });

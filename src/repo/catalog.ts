@@ -189,6 +189,24 @@ export function retryStale<T>(insert: () => T): T {
   }
 }
 
+/**
+ * Runs `fn` until SQLite stops answering "busy", for up to `ms`. Two
+ * processes opening a catalog at rest at once both switch it to WAL, and
+ * SQLite refuses one of them at once instead of calling the busy handler.
+ */
+function retryBusy<T>(fn: () => T, ms: number): T {
+  const until = Date.now() + ms;
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (let wait = 1; ; wait = Math.min(wait * 2, 50)) {
+    try {
+      return fn();
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'SQLITE_BUSY' || Date.now() >= until) throw e;
+      Atomics.wait(pause, 0, 0, wait);
+    }
+  }
+}
+
 export class Catalog {
   readonly db: Database.Database;
   private readonly st: ReturnType<Catalog['prepare']>;
@@ -196,9 +214,10 @@ export class Catalog {
   constructor(file: string, opts: { readonly?: boolean; busyTimeoutMs?: number } = {}) {
     const nativeBinding = sqliteAddon();
     this.db = new Database(file, { readonly: opts.readonly ?? false, fileMustExist: opts.readonly ?? false, ...(nativeBinding ? { nativeBinding } : {}) });
-    this.db.pragma(`busy_timeout = ${opts.busyTimeoutMs ?? 30_000}`);
+    const busyTimeoutMs = opts.busyTimeoutMs ?? 30_000;
+    this.db.pragma(`busy_timeout = ${busyTimeoutMs}`);
     if (!opts.readonly) {
-      this.guard(() => this.db.pragma('journal_mode = WAL'));
+      this.guard(() => retryBusy(() => this.db.pragma('journal_mode = WAL'), busyTimeoutMs));
       this.db.pragma('synchronous = NORMAL');
       // 4 MiB of page cache, not the default 16: a backup's lookups are random anyway, and memory is bounded.
       this.db.pragma('cache_size = -4000');
