@@ -1,9 +1,9 @@
 /**
- * Compression dictionaries: a few KiB of a repository's own text that zstd
+ * Compression dictionaries: 32 KiB of a repository's own text that zstd
  * starts every block from. Blocks of about 32 KiB compress alone (any block
- * can be read without its neighbours), which costs text a fifth of its
- * compressed size against compressing it in MiB pieces; a dictionary of
- * fragments of earlier blocks wins most of that back.
+ * can be read without its neighbours), and text comes out about 7% larger
+ * than compressed in MiB pieces; a dictionary of fragments of earlier blocks
+ * wins that back.
  *
  * The first backup of a repository (format 2) that meets enough text builds
  * one from fragments of its first compressible blocks and stores it sealed,
