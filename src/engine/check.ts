@@ -19,7 +19,7 @@ import type { PackEntry } from '../repo/pack.js';
 import type { Repository } from '../repo/repository.js';
 import type { Storage } from '../storage/storage.js';
 import { StrataError } from '../errors.js';
-import { openDictionary } from '../repo/dictionary.js';
+import { fetchDictionary, openDictionary } from '../repo/dictionary.js';
 import { listSnapshots, type Snapshot } from './snapshot.js';
 
 export type Subset = { kind: 'percent'; percent: number } | { kind: 'part'; part: number; of: number };
@@ -89,7 +89,7 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
   // Dictionaries: each opens under its name (every block compressed with one needs it whole).
   for await (const name of repo.storage.list('dict')) {
     try {
-      openDictionary(repo.keyring, name, await repo.storage.get({ kind: 'dict', name }));
+      openDictionary(repo.keyring, name, await fetchDictionary(repo.storage, name));
     } catch (e) {
       r.errors.push(e instanceof StrataError ? e.message : `dictionary ${name}: ${(e as Error).message}`);
     }
