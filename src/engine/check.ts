@@ -305,8 +305,9 @@ export function damageOf(catalog: Catalog, bad: readonly string[]): { version: n
   const db = catalog.db;
   const damage = new Map<number, [number, number][]>();
   const add = (v: number, s: number, e: number) => damage.set(v, [...(damage.get(v) ?? []), [s, e]]);
-  const byBlock = db.prepare('SELECT version, start, end FROM toc WHERE block = ?');
-  for (const hex of bad) for (const row of byBlock.all(Buffer.from(hex, 'hex')) as { version: number; start: number; end: number }[]) add(row.version, row.start, row.end);
+  // One pass over the TOC rows for all the blocks (rows have no index by block).
+  const byBlock = db.prepare("SELECT version, start, end FROM toc WHERE block IN (SELECT unhex(value) FROM json_each(?)) ORDER BY version, start");
+  for (const row of byBlock.all(JSON.stringify(bad)) as { version: number; start: number; end: number }[]) add(row.version, row.start, row.end);
   // Refs point at older versions: walking upward in id order reaches every reader.
   const refsTo = db.prepare('SELECT version, start, end, target_start FROM toc WHERE target = ?');
   const queue = [...damage.keys()].sort((a, b) => a - b);

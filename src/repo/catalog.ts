@@ -94,7 +94,7 @@ export interface VersionRow {
   depth: number;
 }
 
-const SCHEMA_VERSION = 5;
+const SCHEMA_VERSION = 6;
 
 /** Ancestors looked up one by one; past this, by the path's rows (see version()). */
 const SHORT_CHAIN = 4;
@@ -141,7 +141,6 @@ CREATE TABLE IF NOT EXISTS leases(
   id TEXT PRIMARY KEY, kind TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL,
   started INTEGER NOT NULL, heartbeat INTEGER NOT NULL, parent INTEGER
 );
-CREATE INDEX IF NOT EXISTS toc_block ON toc(block) WHERE block IS NOT NULL;
 CREATE INDEX IF NOT EXISTS toc_target ON toc(target) WHERE target IS NOT NULL;
 CREATE INDEX IF NOT EXISTS toc_root ON toc(root) WHERE root IS NOT NULL;
 CREATE INDEX IF NOT EXISTS versions_toc ON versions(toc);
@@ -174,6 +173,14 @@ const SCHEMA_5 = `
 ALTER TABLE snapshots ADD COLUMN inherits INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX IF NOT EXISTS versions_path ON versions(path, snapshot);
 `;
+
+/**
+ * Schema 6: no index of TOC rows by block. Only prune and check asked which
+ * rows name a block, and each asks it of many blocks at once (one pass over
+ * `toc`); the index cost a 32-byte key and a random insert per row, about a
+ * quarter of the catalog.
+ */
+const SCHEMA_6 = `DROP INDEX IF EXISTS toc_block;`;
 
 /** The size of a tombstone: the path is not in this snapshot, whatever its parent holds. */
 export const GONE = -1;
@@ -243,6 +250,7 @@ export class Catalog {
       if (version < 3) this.db.exec(SCHEMA_3);
       if (version < 4) this.db.exec(SCHEMA_4);
       if (version < 5) this.db.exec(SCHEMA_5);
+      if (version < 6) this.db.exec(SCHEMA_6);
       // Prune lists the trees of these first, or their subtrees would look unused.
       if (version < 2) this.db.exec('UPDATE snapshots SET blobs_known = 0');
       this.db.prepare("INSERT OR REPLACE INTO info(key, value) VALUES ('schema', ?)").run(String(SCHEMA_VERSION));
