@@ -299,6 +299,9 @@ async function main() {
         timed(t.backup(t.repo), t.env);
         if (i === 1 || i === 10 || i === opts.chain) {
           const latest = t.latest(t.repo);
+          // The backup's writeback done and the file's pages read once, for every N alike.
+          settle();
+          timed(t.rangeCmd(t.repo, file, mid, latest, false), t.env);
           // Seven reads: single reads spread by a third around the median, which three reads do not pin down.
           chain[name][`after${i}Ms`] = median(Array.from({ length: 7 }, () => timed(t.rangeCmd(t.repo, file, mid, latest, false), t.env).wall)) * 1000;
         }
