@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import Database from 'better-sqlite3';
 import * as path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { BIN, cliEnv, initCliRepo, Rng, strata, strataAsync, tempDir } from './helpers.js';
+import { BIN, cliEnv, cliForEveryone, initCliRepo, Rng, strata, strataAsync, tempDir } from './helpers.js';
 
 const noStack = (s: string) => expect(s).not.toMatch(/\n\s+at .+:\d+:\d+/);
 
@@ -285,7 +285,7 @@ describe('backup sources that misbehave', () => {
       fs.chmodSync(path.dirname(repo), 0o777);
       for (const p of walk(repo)) fs.chmodSync(p, fs.statSync(p).isDirectory() ? 0o777 : 0o666);
     }
-    const r = strata(['backup', src, '--json'], { ...env, HOME: '/tmp' }, asRoot ? { uid: 65534, gid: 65534 } : {});
+    const r = strata(['backup', src, '--json'], { ...env, HOME: '/tmp' }, asRoot ? { uid: 65534, gid: 65534, bin: cliForEveryone() } : {});
     expect(r.status, r.stderr).toBe(3);
     expect(r.stderr).toMatch(/secret: permission denied/);
     const j = JSON.parse(r.stdout);

@@ -89,9 +89,9 @@ export function cliEnv(repo: string, extra: Record<string, string | undefined> =
   return env;
 }
 
-/** Runs the built CLI synchronously. */
-export function strata(args: string[], env: NodeJS.ProcessEnv, opts: { cwd?: string; input?: string; uid?: number; gid?: number } = {}): CliResult {
-  const r: SpawnSyncReturns<Buffer> = spawnSync(process.execPath, [BIN, ...args], {
+/** Runs the built CLI synchronously (`bin`: another copy of it). */
+export function strata(args: string[], env: NodeJS.ProcessEnv, opts: { cwd?: string; input?: string; uid?: number; gid?: number; bin?: string } = {}): CliResult {
+  const r: SpawnSyncReturns<Buffer> = spawnSync(process.execPath, [opts.bin ?? BIN, ...args], {
     env,
     cwd: opts.cwd,
     input: opts.input ?? '',
@@ -113,4 +113,19 @@ export function initCliRepo(extra: string[] = []): { repo: string; env: NodeJS.P
   const r = strata(['init', '--scrypt-n', '1024', ...extra], env);
   if (r.status !== 0) throw new Error(`init failed: ${r.stderr}`);
   return { repo, env };
+}
+
+/** Packages the bundled CLI loads at run time (native addons and what they require). */
+const RUNTIME_PACKAGES = ['better-sqlite3', 'bindings', 'file-uri-to-path', 'zstd-napi'];
+
+/**
+ * A copy of the built CLI that any user can run: the checkout may sit where
+ * others cannot reach (a clone under /root, mode 700). Returns its bin/strata.js.
+ */
+export function cliForEveryone(): string {
+  const dir = tempDir('strata-cli-');
+  for (const part of ['bin', 'dist']) fs.cpSync(path.join(ROOT, part), path.join(dir, part), { recursive: true });
+  for (const pkg of RUNTIME_PACKAGES) fs.cpSync(path.join(ROOT, 'node_modules', pkg), path.join(dir, 'node_modules', pkg), { recursive: true, dereference: true });
+  fs.chmodSync(dir, 0o755);
+  return path.join(dir, 'bin', 'strata.js');
 }
