@@ -6,6 +6,7 @@
 import { Command, CommanderError } from 'commander';
 import { ExitCode, StrataError } from '../errors.js';
 import { chalk, printJson } from './output.js';
+import { commandFinished } from './signals.js';
 import { VERSION } from '../version.js';
 
 const EXIT_CODES = `
@@ -120,5 +121,7 @@ export async function main(argv: string[]): Promise<void> {
     }
     if (json) printJson({ error: err?.code ?? 'internal', message: err?.message ?? String(e) });
     process.exitCode = ExitCode.error;
+  } finally {
+    commandFinished();
   }
 }

@@ -12,6 +12,7 @@
  */
 import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } from 'node:crypto';
 import { integrity } from '../errors.js';
+import { nameBytes } from '../util/names.js';
 
 export const MASTER_KEY_BYTES = 32;
 const NONCE = 12;
@@ -52,7 +53,8 @@ export class Keyring {
   }
 
   pathId(absPath: string): Buffer {
-    return createHmac('sha256', this.pathKey).update(absPath, 'utf8').digest();
+    // Bytes, not text: two names that differ only in bytes that are not UTF-8 are two files.
+    return createHmac('sha256', this.pathKey).update(nameBytes(absPath)).digest();
   }
 
   lineageId(host: string, paths: readonly string[]): Buffer {

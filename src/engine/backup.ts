@@ -24,6 +24,7 @@ import type { Packer } from '../repo/packer.js';
 import type { Repository } from '../repo/repository.js';
 import { GcPacer } from '../util/gc.js';
 import { ExcludeMatcher } from '../util/glob.js';
+import { decodeName, osPath, readNames } from '../util/names.js';
 import { lstatAll, PackedStat, STAT_FIELDS, statError, type EntryStat } from '../util/stat.js';
 import { SealPool } from '../workers/pool.js';
 import { findSnapshot, metaAad, Snapshot, type SnapshotMeta, type SnapshotRecord } from './snapshot.js';
@@ -322,7 +323,7 @@ class BackupRun {
       if (this.opts.signal?.aborted) return;
       let st;
       try {
-        st = await fs.lstat(p);
+        st = await fs.lstat(osPath(p));
       } catch {
         return;
       }
@@ -332,7 +333,7 @@ class BackupRun {
       } else if (st.isDirectory()) {
         let names: string[] = [];
         try {
-          names = await fs.readdir(p);
+          names = await readNames(p);
         } catch {
           return;
         }
@@ -362,7 +363,7 @@ class BackupRun {
     if (st.isFile()) return this.saveFile(abs, name, st, prev, known);
     if (st.isSymbolicLink()) {
       try {
-        return { ...metadata(name, 'symlink', st), target: await fs.readlink(abs) };
+        return { ...metadata(name, 'symlink', st), target: decodeName(await fs.readlink(osPath(abs), { encoding: 'buffer' })) };
       } catch (e) {
         this.warn(`cannot read symlink ${abs}: ${describe(e)}`, true);
         return undefined;
@@ -379,7 +380,7 @@ class BackupRun {
     if (partial) names = [...plan.children.keys()];
     else {
       try {
-        names = await fs.readdir(abs);
+        names = await readNames(abs);
       } catch (e) {
         this.warn(`cannot read directory ${abs}: ${describe(e)}`, true);
         names = [];
@@ -535,7 +536,7 @@ class BackupRun {
     // Packed here too: a directory's stats are held until it is compared, and a BigIntStats weighs ten times more.
     const { values, failures } = lstatAll(
       children.map((c) => c.abs),
-      (p) => fsSync.lstatSync(p, { bigint: true }),
+      (p) => fsSync.lstatSync(osPath(p), { bigint: true }),
     );
     children.forEach((c, i) => {
       const f = failures[i];
@@ -657,7 +658,7 @@ class BackupRun {
     // round trips of open, fstat, read and close through the thread pool.
     let fd: number;
     try {
-      fd = fsSync.openSync(abs, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+      fd = fsSync.openSync(osPath(abs), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
     } catch (e) {
       this.warn(`cannot read ${abs}: ${describe(e)}`, true);
       return undefined;
@@ -671,7 +672,7 @@ class BackupRun {
       if (--waiting === 0) allKnown?.();
     };
     try {
-      const st = fsSync.fstatSync(fd);
+      const st = fsSync.fstatSync(fd, { bigint: true });
       if (!st.isFile()) {
         this.warn(`skipping ${abs}: no longer a regular file`, false);
         return undefined;
@@ -686,7 +687,7 @@ class BackupRun {
       if (previous) {
         const ids = this.repo.keyring;
         // Unchanged runs of a large file are read and hashed on the workers, several at once.
-        const confirmer = st.size > HASH_HERE ? { confirm: (start: number, lengths: number[], want: Uint8Array, last: boolean) => this.pool!.confirm(fd, start, lengths, want, last), stored: (want: Buffer[]) => this.packer.hasMany(want) } : undefined;
+        const confirmer = Number(st.size) > HASH_HERE ? { confirm: (start: number, lengths: number[], want: Uint8Array, last: boolean) => this.pool!.confirm(fd, start, lengths, want, last), stored: (want: Buffer[]) => this.packer.hasMany(want) } : undefined;
         const read = alignedBlocks(fd, this.chunker, previous, (d) => ids.blockId(d), counted, confirmer);
         try {
           for await (const b of read) {
@@ -707,12 +708,13 @@ class BackupRun {
           this.warn(`cannot read ${abs}: ${describe(e.cause)}`, true);
           return undefined;
         }
+        this.checkUnchangedWhileRead(fd, st, abs);
         return blocks;
       }
       try {
         for await (const chunk of freshChunks(fd, this.chunker, counted)) {
           this.checkAbort();
-          if (st.size <= HASH_HERE) {
+          if (Number(st.size) <= HASH_HERE) {
             blocks.push(await this.storeChunk(chunk), chunk.length);
           } else {
             const i = blocks.push(null, chunk.length);
@@ -731,9 +733,22 @@ class BackupRun {
         await Promise.race([new Promise<void>((resolve) => (allKnown = resolve)), this.failed]);
         this.checkAbort();
       }
+      this.checkUnchangedWhileRead(fd, st, abs);
       return blocks;
     } finally {
       fsSync.closeSync(fd);
+    }
+  }
+
+  /**
+   * A file written to while it was read may be stored as a prefix or a mix of
+   * old and new bytes: what was read is kept (it is all there is), but the
+   * backup says so and ends with exit 3.
+   */
+  private checkUnchangedWhileRead(fd: number, before: fsSync.BigIntStats, abs: string): void {
+    const after = fsSync.fstatSync(fd, { bigint: true });
+    if (after.size !== before.size || after.mtimeNs !== before.mtimeNs || after.ctimeNs !== before.ctimeNs) {
+      this.warn(`${abs} changed while it was read: the stored copy may mix old and new contents; back it up again`, true);
     }
   }
 

@@ -10,6 +10,8 @@ import { constants } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { interrupted, notFound, StrataError } from '../errors.js';
+import { HOLE_MIN, isHole } from '../util/holes.js';
+import { osPath } from '../util/names.js';
 import type { VersionRow } from '../repo/catalog.js';
 import type { Repository } from '../repo/repository.js';
 import { readRange, storedVersion } from './read.js';
@@ -52,6 +54,7 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
 
   const selected = (opts.paths && opts.paths.length > 0 ? opts.paths : ['/']).map((p) => path.posix.resolve(p));
   const roots = selected.filter((p) => !selected.some((q) => q !== p && isWithin(p, q)));
+  const placedParents = new Set<string>();
 
   const place = async (abs: string, entry: TreeEntry): Promise<void> => {
     if (opts.signal?.aborted) throw interrupted();
@@ -66,15 +69,16 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
       result.dirs++;
     } else if (entry.type === 'symlink') {
       await removeExisting(dest);
-      await fs.symlink(entry.target ?? '', dest);
-      if (asRoot) await fs.lchown(dest, entry.uid, entry.gid).catch(() => {});
+      const at = osPath(dest);
+      await fs.symlink(osPath(entry.target ?? ''), at);
+      if (asRoot) await fs.lchown(at, entry.uid, entry.gid).catch(() => {});
       const t = seconds(entry.mtimeNs);
-      await fs.lutimes(dest, t, t).catch(() => {});
+      await fs.lutimes(at, t, t).catch(() => {});
       result.symlinks++;
     } else {
       const file = await storedVersion(snapshot, abs, entry);
       await removeExisting(dest);
-      const fh = await fs.open(dest, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+      const fh = await fs.open(osPath(dest), constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
       const done: Promise<void> = fill(fh, file, entry, dest)
         .then(() => {
           result.files++;
@@ -92,29 +96,40 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
   const fill = async (fh: fs.FileHandle, file: VersionRow, entry: TreeEntry, dest: string): Promise<void> => {
     try {
       if (file.size > 0 && repo.packFile) {
-        result.bytes += await unpackVersion(repo, file, fh, opts.signal);
+        // Files are written at once: the total is added to after the await, never across it.
+        const written = await unpackVersion(repo, file, fh, opts.signal);
+        result.bytes += written;
       } else if (file.size > 0) {
         // Pieces go out in batches of about 1 MiB, one writev each: a block is 32 KiB on average.
         let batch: Buffer[] = [];
         let batched = 0;
+        let position = 0;
         const flush = async () => {
-          if (batch.length > 0) await writeAll(fh, batch);
+          if (batch.length > 0) await writeAll(fh, batch, position);
+          position += batched;
           batch = [];
           batched = 0;
         };
         for await (const piece of readRange(repo, file, 0, file.size - 1)) {
           if (opts.signal?.aborted) throw interrupted();
+          result.bytes += piece.length;
+          if (isHole(piece)) {
+            await flush();
+            position += piece.length;
+            continue;
+          }
           batch.push(piece);
           batched += piece.length;
-          result.bytes += piece.length;
           if (batched >= WRITE_BATCH || batch.length >= 512) await flush();
         }
         await flush();
       }
+      // Zeros at the end were left as a hole: the size says where the file ends.
+      if (file.size >= HOLE_MIN) await fh.truncate(file.size);
       await setMetadata(fh, entry, asRoot);
     } catch (e) {
       // A file cut short by a damaged repository must not pass for the real one.
-      await fs.rm(dest, { force: true }).catch(() => {});
+      await fs.rm(osPath(dest), { force: true }).catch(() => {});
       throw e;
     } finally {
       await fh.close();
@@ -128,10 +143,12 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
     for (const root of roots) {
       const entry = await snapshot.lookup(root);
       if (!entry) throw notFound(`${root} is not in snapshot ${snapshot.id.slice(0, 8)}`);
-      // Parents of a selected path are created; a real directory's metadata is restored too.
+      // Parents of a selected path are created (once, however many roots share them); a real directory's metadata is restored too.
       let parentAbs = '/';
       for (const name of splitPath(root).slice(0, -1)) {
         parentAbs = path.posix.join(parentAbs, name);
+        if (placedParents.has(parentAbs)) continue;
+        placedParents.add(parentAbs);
         const parent = await snapshot.lookup(parentAbs);
         if (parent?.type === 'dir') await place(parentAbs, parent);
       }
@@ -161,7 +178,7 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
  */
 async function checkParent(dir: string, base: string): Promise<void> {
   for (let d = dir; d !== base; d = path.dirname(d)) {
-    if (!isWithin(d, base) || !(await fs.lstat(d)).isDirectory()) {
+    if (!isWithin(d, base) || !(await fs.lstat(osPath(d))).isDirectory()) {
       throw new StrataError('unsafe_path', `refusing to restore into ${dir}: ${d} is not a directory inside the target`);
     }
   }
@@ -178,7 +195,7 @@ async function setMetadata(fh: fs.FileHandle, entry: TreeEntry, asRoot: boolean)
 async function setDirMetadata(dest: string, entry: TreeEntry, asRoot: boolean): Promise<void> {
   let fh: fs.FileHandle;
   try {
-    fh = await fs.open(dest, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+    fh = await fs.open(osPath(dest), constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
   } catch {
     // Gone or no longer a directory: nothing of ours to set.
     return;
@@ -195,24 +212,26 @@ function seconds(ns: string): number {
 }
 
 async function ensureDir(dest: string): Promise<void> {
+  const at = osPath(dest);
   try {
-    const st = await fs.lstat(dest);
+    const st = await fs.lstat(at);
     if (st.isDirectory()) {
       // Stays writable while we fill it; its stored mode is applied at the end.
-      await fs.chmod(dest, (st.mode & 0o7777) | 0o700);
+      await fs.chmod(at, (st.mode & 0o7777) | 0o700);
       return;
     }
-    await fs.rm(dest, { force: true });
+    await fs.rm(at, { force: true });
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
   }
-  await fs.mkdir(dest, { mode: 0o700 });
+  await fs.mkdir(at, { mode: 0o700 });
 }
 
 async function removeExisting(dest: string): Promise<void> {
+  const at = osPath(dest);
   try {
-    const st = await fs.lstat(dest);
-    await fs.rm(dest, { recursive: st.isDirectory(), force: true });
+    const st = await fs.lstat(at);
+    await fs.rm(at, { recursive: st.isDirectory(), force: true });
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
   }
@@ -226,11 +245,12 @@ const WRITE_BATCH = 1024 * 1024;
  */
 const FILES_AT_ONCE = 3;
 
-/** Writes every byte of `parts` (writev may write less than asked). */
-async function writeAll(fh: fs.FileHandle, parts: Buffer[]): Promise<void> {
+/** Writes every byte of `parts` at `position` (writev may write less than asked). */
+async function writeAll(fh: fs.FileHandle, parts: Buffer[], position: number): Promise<void> {
   let rest = parts;
   while (rest.length > 0) {
-    let { bytesWritten } = await fh.writev(rest);
+    let { bytesWritten } = await fh.writev(rest, position);
+    position += bytesWritten;
     while (rest.length > 0 && bytesWritten >= rest[0]!.length) {
       bytesWritten -= rest[0]!.length;
       rest = rest.slice(1);

@@ -270,13 +270,19 @@ export class Repository {
     return (pack) => storage.file({ kind: 'pack', name: pack });
   }
 
-  private unpackPool?: UnpackPool;
+  private unpackPool?: Promise<UnpackPool>;
 
-  /** Worker threads that restore blocks from pack files (started on first use; only restores load their code). */
-  async unpackers(): Promise<UnpackPool> {
-    const { UnpackPool } = await import('../workers/unpack-pool.js');
-    // Workers cannot fetch: they get every dictionary up front (a repository has one or two).
-    return (this.unpackPool ??= new UnpackPool(this.keyring, this.maxBlobSize, await allDictionaries(this.storage, this.dictionarySource, this.keyring)));
+  /**
+   * Worker threads that restore blocks from pack files (started on first use;
+   * only restores load their code). Files restored at once all ask for it
+   * before it exists: they share one promise, so one pool is made and closed.
+   */
+  unpackers(): Promise<UnpackPool> {
+    return (this.unpackPool ??= (async () => {
+      const { UnpackPool } = await import('../workers/unpack-pool.js');
+      // Workers cannot fetch: they get every dictionary up front (a repository has one or two).
+      return new UnpackPool(this.keyring, this.maxBlobSize, await allDictionaries(this.storage, this.dictionarySource, this.keyring));
+    })());
   }
 
   /**
@@ -307,7 +313,7 @@ export class Repository {
   }
 
   close(): void {
-    void this.unpackPool?.close();
+    void this.unpackPool?.then((pool) => pool.close()).catch(() => {});
     void this.service.close();
   }
 }

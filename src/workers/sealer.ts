@@ -12,6 +12,7 @@ import { blockId } from '../crypto/keyring.js';
 import { encodeBlock, type Dictionary } from '../repo/blockcodec.js';
 import { GcPacer } from '../util/gc.js';
 import { readInto } from '../util/read.js';
+import { osPath } from '../util/names.js';
 import { lstatAll, type StatFailure } from '../util/stat.js';
 
 export interface SlotLayout {
@@ -98,7 +99,7 @@ if (parentPort) {
     // A Buffer arrives as a plain Uint8Array.
     else if ('dictionary' in batch) dict = { ref: Buffer.from(batch.dictionary.ref), bytes: batch.dictionary.bytes };
     else {
-      const { values, failures } = lstatAll(batch.paths, (p) => lstatSync(p, { bigint: true }));
+      const { values, failures } = lstatAll(batch.paths, (p) => lstatSync(osPath(p), { bigint: true }));
       port.postMessage({ stat: batch.stat, values, failures } satisfies StatResponse, [values.buffer as ArrayBuffer]);
     }
   });

@@ -26,7 +26,6 @@ export class UnpackPool {
       // Blocks are decoded and written in the worker and dropped at once: a small young generation keeps each isolate lean.
       const worker = new Worker(script, { workerData: { encKey: keys.encKey, idKey: keys.idKey, maxSize, dictionaries }, resourceLimits: { maxYoungGenerationSizeMb: 4 } });
       const w: Unpacker = { worker, busy: 0 };
-      worker.unref();
       worker.on('message', (a: UnpackAnswer) => {
         const p = this.waiting.get(a.seq);
         this.waiting.delete(a.seq);
@@ -41,6 +40,8 @@ export class UnpackPool {
           p.reject(e);
         }
       });
+      // After the listeners: adding a 'message' listener refs the worker's port again.
+      worker.unref();
       this.workers.push(w);
     }
   }

@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { addDictionary, decodeBlock, type Dictionary } from '../repo/blockcodec.js';
 import { GcPacer } from '../util/gc.js';
+import { isHole } from '../util/holes.js';
 import { readInto } from '../util/read.js';
 
 /** Numbers per piece in UnpackBatch.pieces. */
@@ -120,9 +121,11 @@ if (parentPort) {
           pacer.add(plain.length);
           const piece = plain.subarray(f(i, 4), f(i, 4) + f(i, 5));
           const at = f(i, 6);
-          if (outLength > 0 && (outAt + outLength !== at || outLength + piece.length > WRITE_BYTES)) flush(i);
-          if (piece.length > WRITE_BYTES) {
-            writeFully(b.fd, piece, at);
+          const hole = isHole(piece);
+          if (outLength > 0 && (hole || outAt + outLength !== at || outLength + piece.length > WRITE_BYTES)) flush(i);
+          if (hole || piece.length > WRITE_BYTES) {
+            // A run of zeros is left unwritten: the new file reads zeros there, and takes no space (sparse).
+            if (!hole) writeFully(b.fd, piece, at);
             done = i + 1;
             doneBytes += piece.length;
             continue;

@@ -3,6 +3,7 @@ import { absolutePath } from '../../engine/read.js';
 import { findSnapshot, type Snapshot } from '../../engine/snapshot.js';
 import type { TreeEntry } from '../../engine/tree.js';
 import { notFound } from '../../errors.js';
+import { displayName } from '../../util/names.js';
 import { parseWhen } from '../../util/when.js';
 import { globals, openRepo } from '../context.js';
 import { formatTime, lines, printJson } from '../output.js';
@@ -30,7 +31,7 @@ export function register(program: Command): void {
         else if (p === undefined || opts.recursive) for await (const it of snap.walk(abs, entry)) items.push(it);
         else for (const e of (await snap.tree(entry.tree!)).entries) items.push({ path: abs === '/' ? `/${e.name}` : `${abs}/${e.name}`, entry: e });
         if (g.json) return printJson({ snapshot: snap.id, path: abs, entries: items.map((i) => toJson(i.path, i.entry)) });
-        lines(items.map((i) => (opts.long ? longLine(i.path, i.entry) : i.entry.type === 'dir' ? i.path + '/' : i.path)));
+        lines(items.map((i) => (opts.long ? longLine(i.path, i.entry) : i.entry.type === 'dir' ? displayName(i.path) + '/' : displayName(i.path))));
       } finally {
         repo.close();
       }
@@ -55,7 +56,7 @@ function longLine(p: string, e: TreeEntry): string {
   const type = e.type === 'dir' ? 'd' : e.type === 'symlink' ? 'l' : '-';
   const perms = [6, 3, 0].map((s) => ((e.mode >> s) & 4 ? 'r' : '-') + ((e.mode >> s) & 2 ? 'w' : '-') + ((e.mode >> s) & 1 ? 'x' : '-')).join('');
   const time = formatTime(Number(BigInt(e.mtimeNs) / 1_000_000n));
-  const name = e.type === 'symlink' ? `${p} -> ${e.target}` : p;
+  const name = e.type === 'symlink' ? `${displayName(p)} -> ${displayName(e.target ?? '')}` : displayName(p);
   return `${type}${perms} ${String(e.uid).padStart(5)} ${String(e.gid).padStart(5)} ${String(e.size).padStart(12)} ${time} ${name}`;
 }
 
