@@ -181,6 +181,46 @@ describe('inherited versions', () => {
     }
   });
 
+  it('a tree unpacked anew (every inode new) keeps no row and no TOC for a file whose bytes are the same, and rebuilds', async () => {
+    const repo = await makeRepo({ chunkAvg: 1024 });
+    const rng = new Rng(21);
+    const one = tempDir();
+    const files = ['a', 'b', 'sub/c', 'sub/empty'];
+    fs.mkdirSync(path.join(one, 'sub'));
+    for (const f of files) fs.writeFileSync(path.join(one, f), f === 'sub/empty' ? '' : rng.bytes(5000));
+    const src = path.join(tempDir(), 'release');
+    fs.cpSync(one, src, { recursive: true });
+    const first = await backup(repo, { paths: [src], time: Date.UTC(2026, 0, 1) });
+    // The next release: the whole tree written again, one file edited.
+    fs.rmSync(src, { recursive: true });
+    fs.cpSync(one, src, { recursive: true });
+    const b = fs.readFileSync(path.join(src, 'b'));
+    fs.writeFileSync(path.join(src, 'b'), Buffer.concat([b.subarray(0, 100), Buffer.from('edit'), b.subarray(100)]));
+    const second = await backup(repo, { paths: [src], time: Date.UTC(2026, 0, 2) });
+    expect(second).toMatchObject({ filesChanged: 1, filesUnchanged: 3, filesNew: 0 });
+    const seq = repo.catalog.snapshotsByPrefix(second.snapshot)[0]!.seq;
+    expect(repo.catalog.ownRows(seq)).toHaveLength(1);
+    const want = new Map(files.map((f) => [path.join(src, f), fs.readFileSync(path.join(src, f))]));
+    for (const [p, data] of want) expect((await readWhole(repo, second.snapshot, p)).equals(data), p).toBe(true);
+    const snap = await findSnapshot(repo, { kind: 'id', prefix: second.snapshot });
+    expect((await snap.lookup(path.join(src, 'a')))?.parentContent).toMatch(/^[0-9a-f]{32}$/);
+    expect((await snap.lookup(path.join(src, 'b')))?.parentContent).toBeUndefined();
+    // Unpacked once more, nothing edited; then the snapshot between goes: its child's marks find the first one's versions.
+    const tree = fs.mkdtempSync(path.join(path.dirname(src), 'copy'));
+    fs.cpSync(src, tree, { recursive: true });
+    fs.rmSync(src, { recursive: true });
+    fs.renameSync(tree, src);
+    const third = await backup(repo, { paths: [src], time: Date.UTC(2026, 0, 3) });
+    expect(third).toMatchObject({ filesChanged: 0, filesUnchanged: 4 });
+    await forget(repo, { ids: [second.snapshot] });
+    const { fresh, r } = await loseCatalogAndRebuild(repo);
+    expect(r.problems).toEqual([]);
+    for (const [p, data] of want) expect((await readWhole(fresh, third.snapshot, p)).equals(data), p).toBe(true);
+    expect((await readWhole(fresh, first.snapshot, path.join(src, 'b'))).equals(b)).toBe(true);
+    expect((await check(fresh, { readData: true })).errors).toEqual([]);
+    fresh.close();
+  });
+
   it('a parent tree that cannot be read stops the backup with a clear error, and --parent another snapshot gets past it', async () => {
     const repo = await makeRepo();
     const dir = tempDir();

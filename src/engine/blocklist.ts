@@ -129,3 +129,18 @@ export class BlockList {
     this.known = known;
   }
 }
+
+/**
+ * A keyed fingerprint of a version's content, as its blocks (ids and
+ * lengths): two versions with the same mark hold the same bytes. 16 bytes,
+ * hex; see TreeEntry.parentContent.
+ */
+export function contentMark(keyring: { blockId(data: Uint8Array): Buffer }, blocks: BlockList): string {
+  const fields = Buffer.alloc(blocks.length * (ID_BYTES + 8));
+  for (let i = 0; i < blocks.length; i++) {
+    const at = i * (ID_BYTES + 8);
+    blocks.id(i)?.copy(fields, at);
+    fields.writeDoubleBE(blocks.end(i) - blocks.start(i) + 1, at + ID_BYTES);
+  }
+  return keyring.blockId(fields).subarray(0, 16).toString('hex');
+}

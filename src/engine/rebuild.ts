@@ -9,6 +9,7 @@
 import { integrity } from '../errors.js';
 import { decodePackIndex } from '../repo/pack.js';
 import type { Repository } from '../repo/repository.js';
+import { contentMark } from './blocklist.js';
 import { metaAad, type SnapshotRecord } from './snapshot.js';
 import { decodeTree, findEntry, treeIds, type Tree, type TreeEntry } from './tree.js';
 import { sealedTocEntries, tocRows, type SealedToc, type SealedTocSegment, type TargetVersion } from './versions.js';
@@ -206,9 +207,15 @@ async function unchangedVersions(
       const before = await inParent(path);
       const parentSeq = parent ? seqOf.get(parent.id) : undefined;
       let target = parentSeq === undefined ? undefined : catalog.version(parentSeq, pathId);
-      if (!(before?.type === 'file' && entryKey(before) === entryKey(e) && target)) {
+      // Unchanged since the parent: by its stats, or (marked at backup) by its content.
+      if (!((e.parentContent || (before?.type === 'file' && entryKey(before) === entryKey(e))) && target)) {
         const last = seen.get(pathHex);
         target = last?.key === entryKey(e) ? catalog.version(last.seq, pathId) : undefined;
+        if (!target && e.parentContent && last) {
+          // The parent is gone: the version seen last in this lineage serves if it holds the same content.
+          const candidate = catalog.version(last.seq, pathId);
+          if (candidate && contentMark(keyring, await repo.service.blockList(candidate.id, candidate.size)) === e.parentContent) target = candidate;
+        }
       }
       if (!target || target.size !== e.size) {
         problems.push(`${abs} in snapshot ${s.id.slice(0, 8)} has no TOC in any pack`);

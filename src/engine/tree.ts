@@ -23,6 +23,13 @@ export interface TreeEntry {
   tree?: string;
   /** Target of a symlink. */
   target?: string;
+  /**
+   * A file whose stats changed but whose content, read again, is its version
+   * in the parent snapshot: it has no version of its own. The mark
+   * (contentMark, keyed) lets rebuild-catalog tell that version from a lost
+   * TOC, and find it again when the parent has been forgotten.
+   */
+  parentContent?: string;
 }
 
 export interface Tree {
@@ -62,6 +69,7 @@ export function decodeTree(bytes: Buffer, id: string): Tree {
 /** Nanoseconds and inode numbers: decimal, at most 19 digits like the 64-bit stat values they come from. */
 const DECIMAL = /^-?[0-9]{1,19}$/;
 const TREE_ID = /^[0-9a-f]{64}$/;
+const CONTENT_MARK = /^[0-9a-f]{32}$/;
 
 const isCount = (n: unknown) => Number.isSafeInteger(n) && (n as number) >= 0;
 const isDecimal = (s: unknown) => typeof s === 'string' && DECIMAL.test(s);
@@ -74,6 +82,7 @@ function entryProblem(e: TreeEntry): string | undefined {
   if (!isDecimal(e.mtimeNs) || !isDecimal(e.ctimeNs) || !isDecimal(e.ino)) return 'has an invalid time or inode';
   if (e.type === 'dir' && !(typeof e.tree === 'string' && TREE_ID.test(e.tree))) return 'has an invalid subtree id';
   if (e.type === 'symlink' && !(typeof e.target === 'string' && e.target.length > 0 && !e.target.includes('\0'))) return 'has an invalid link target';
+  if (e.parentContent !== undefined && !(typeof e.parentContent === 'string' && CONTENT_MARK.test(e.parentContent) && e.type === 'file')) return 'has an invalid parentContent mark';
   return undefined;
 }
 
