@@ -629,7 +629,7 @@ class BackupRun {
     if (!blocks) return undefined;
     entry.size = blocks.size;
     const entries = diffBlocks(previous, blocks);
-    if (prevRow && this.parent && blocks.size === prevRow.size && entries.dataEntries === 0 && entries.refEntries <= 1) {
+    if (prevRow && this.parent && !this.opts.force && blocks.size === prevRow.size && entries.dataEntries === 0 && entries.refEntries <= 1) {
       // Read again (its stats changed: a new inode, a touch) and found the same
       // bytes: the parent's version serves, with no row and no sealed TOC.
       this.r.filesUnchanged++;
