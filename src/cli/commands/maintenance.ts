@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { check, type Subset } from '../../engine/check.js';
+import { splitTags } from '../../engine/filter.js';
 import { forget, forgetWithoutKey, type ForgetResult } from '../../engine/forget.js';
 import { parseDuration, type Policy } from '../../engine/policy.js';
 import { prune, type PruneResult } from '../../engine/prune.js';
@@ -77,7 +78,8 @@ export function register(program: Command): void {
     .option('--keep-monthly <n>', 'keep the newest snapshot of each of the last N months', count)
     .option('--keep-yearly <n>', 'keep the newest snapshot of each of the last N years', count)
     .option('--keep-within <duration>', 'keep snapshots this close to the newest (e.g. 7d, 2w, 1y6m)')
-    .option('--keep-tag <tag>', 'keep snapshots with this tag (repeatable)', collect, [])
+    .option('--keep-tag <tag[,tag...]>', 'keep snapshots with all of these tags (repeatable: any of the lists)', collect, [])
+    .option('--tag <tag[,tag...]>', 'only consider snapshots with all of these tags (repeatable: any of the lists)', collect, [])
     .option('--dry-run', 'only say what would be removed')
     .option('--prune', 'prune afterwards')
     .option('--lock-wait <duration>', 'wait this long for another forget/prune to finish (e.g. 30s, 5m)')
@@ -95,7 +97,8 @@ export function register(program: Command): void {
         tags: opts.keepTag as string[],
       };
       const waitMs = parseWait(opts.lockWait as string | undefined);
-      const forgetOpts = { ids, policy, dryRun: opts.dryRun as boolean, waitMs, onWait: (m: string) => warn(m) };
+      const filter = { tags: (opts.tag as string[]).map(splitTags) };
+      const forgetOpts = { ids, policy, filter, dryRun: opts.dryRun as boolean, waitMs, onWait: (m: string) => warn(m) };
       const repo = opts.key === false ? await KeylessRepository.open(repoPath(g), remoteOptions(g)) : await openRepo(cmd);
       try {
         const r = repo instanceof KeylessRepository ? await forgetWithoutKey(repo.service, forgetOpts) : await forget(repo, forgetOpts);

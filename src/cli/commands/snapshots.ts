@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { matchesFilter, splitTags } from '../../engine/filter.js';
 import { listSnapshots } from '../../engine/snapshot.js';
 import { formatBytes } from '../../util/size.js';
 import { globals, openRepo } from '../context.js';
@@ -9,14 +10,13 @@ export function register(program: Command): void {
     .command('snapshots')
     .description('list snapshots, oldest first')
     .option('--host <name>', 'only snapshots of this host')
-    .option('--tag <tag>', 'only snapshots with this tag')
-    .action(async (opts: { host?: string; tag?: string }, cmd: Command) => {
+    .option('--tag <tag[,tag...]>', 'only snapshots with all of these tags (repeatable: any of the lists)', collect, [])
+    .action(async (opts: { host?: string; tag: string[] }, cmd: Command) => {
       const g = globals(cmd);
+      const filter = { hosts: opts.host ? [opts.host] : [], tags: opts.tag.map(splitTags) };
       const repo = await openRepo(cmd, { readonly: true });
       try {
-        const snaps = (await listSnapshots(repo)).filter(
-          (s) => (!opts.host || s.meta.host === opts.host) && (!opts.tag || s.meta.tags.includes(opts.tag)),
-        );
+        const snaps = (await listSnapshots(repo)).filter((s) => matchesFilter(s.meta, filter));
         const out = snaps.map((s) => ({
           id: s.id,
           shortId: shortId(s.id),
@@ -39,4 +39,8 @@ export function register(program: Command): void {
         repo.close();
       }
     });
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
 }
