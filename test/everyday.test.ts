@@ -76,3 +76,21 @@ describe('tags: comma lists are several tags; in filters a list means all, repea
     expect(plan('--keep-tag', 'b', '--keep-tag', 'c').removed.sort()).toEqual([ids.a, ids.none].sort());
   });
 });
+
+describe('ranges with sizes and START+LENGTH', () => {
+  it('cat --range 1M+4K and 1K-2K read those bytes; 1M+0 is refused', () => {
+    const { env } = initCliRepo();
+    const file = path.join(tempDir(), 'big');
+    const data = Buffer.alloc(1_200_000);
+    for (let i = 0; i < data.length; i++) data[i] = (i * 7 + (i >> 9)) & 0xff;
+    fs.writeFileSync(file, data);
+    expect(strata(['backup', file, '--quiet'], env).status).toBe(0);
+    expect(strata(['cat', file, '--range', '1M+4K'], env).raw.equals(data.subarray(1024 * 1024, 1024 * 1024 + 4096))).toBe(true);
+    expect(strata(['cat', file, '--range', '1K-2K'], env).raw.equals(data.subarray(1024, 2049))).toBe(true);
+    const j = JSON.parse(strata(['cat', file, '--range', '1MiB+4KiB', '--json'], env).stdout);
+    expect(j).toMatchObject({ start: 1048576, end: 1052671, length: 4096 });
+    const zero = strata(['cat', file, '--range', '1M+0'], env);
+    expect(zero.status).toBe(2);
+    expect(zero.stderr).toMatch(/malformed range/);
+  });
+});

@@ -14,7 +14,16 @@ describe('ranges', () => {
     expect(parseRange('100-')).toEqual({ start: 100 });
     expect(parseRange('-10')).toEqual({ suffix: 10 });
   });
+  it('takes binary size units and START+LENGTH', () => {
+    expect(parseRange('1K-2K')).toEqual({ start: 1024, end: 2048 });
+    expect(parseRange('1M+4K')).toEqual({ start: 1024 ** 2, end: 1024 ** 2 + 4095 });
+    expect(parseRange('2mib-')).toEqual({ start: 2 * 1024 ** 2 });
+    expect(parseRange('-1G')).toEqual({ suffix: 1024 ** 3 });
+    expect(parseRange('0x10+16')).toEqual({ start: 16, end: 31 });
+    expect(parseRange('3TiB+1')).toEqual({ start: 3 * 1024 ** 4, end: 3 * 1024 ** 4 });
+  });
   it('rejects malformed ranges', () => {
+    for (const bad of ['1M+0', '+4K', '1M+', '1KB-2K', '1.5M-2M', '0x10K-', '1M+-4', '4X-5']) expect(() => parseRange(bad), bad).toThrow(/range/);
     for (const bad of ['', '-', 'abc', '5', '10-5', '0x-1', '1.5-2', '-0xZZ']) expect(() => parseRange(bad), bad).toThrow(/range/);
   });
   it('clamps END past EOF and refuses START past EOF', () => {
