@@ -94,3 +94,22 @@ describe('ranges with sizes and START+LENGTH', () => {
     expect(zero.stderr).toMatch(/malformed range/);
   });
 });
+
+describe('compact dates in --at and --time', () => {
+  it('--at 20261109 is a date when no snapshot id starts so; the error names both readings', () => {
+    const { env } = initCliRepo();
+    const file = path.join(tempDir(), 'f');
+    fs.writeFileSync(file, 'one');
+    expect(strata(['backup', file, '--quiet', '--time', '20261108'], env).status).toBe(0);
+    fs.writeFileSync(file, 'two!');
+    expect(strata(['backup', file, '--quiet', '--time', '20261110T090000Z'], env).status).toBe(0);
+    const times = (JSON.parse(strata(['snapshots', '--json'], env).stdout) as { time: string }[]).map((s) => s.time);
+    expect(times).toEqual([new Date(2026, 10, 8).toISOString(), '2026-11-10T09:00:00.000Z']);
+    expect(strata(['cat', file, '--at', '20261109'], env).stdout).toBe('one');
+    expect(strata(['cat', file, '--at', '20261110T090000Z'], env).stdout).toBe('two!');
+    expect(strata(['cat', file, '--at', '20261110T085959Z'], env).stdout).toBe('one');
+    const none = strata(['ls', '--at', '20251231'], env);
+    expect(none.status).toBe(1);
+    expect(none.stderr).toMatch(/no snapshot with an id starting 20251231, and read as a date: no snapshot at or before /);
+  });
+});

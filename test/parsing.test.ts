@@ -46,8 +46,16 @@ describe('WHEN', () => {
     expect(parseIsoTime('2026-03-01')).toBe(new Date(2026, 2, 1, 23, 59, 59, 999).getTime());
     expect(parseIsoTime('2026-03-01', 'start')).toBe(new Date(2026, 2, 1).getTime());
   });
+  it('reads compact dates: YYYYMMDD is an id prefix or else that date, YYYYMMDDTHHMMSS a time', () => {
+    expect(parseWhen('20261109')).toEqual({ kind: 'id', prefix: '20261109', time: new Date(2026, 10, 9, 23, 59, 59, 999).getTime() });
+    expect(parseWhen('20261399')).toEqual({ kind: 'id', prefix: '20261399' });
+    expect(parseWhen('20261109T120000Z')).toEqual({ kind: 'time', time: Date.UTC(2026, 10, 9, 12) });
+    expect(parseWhen('20261109T1200+0200')).toEqual({ kind: 'time', time: Date.UTC(2026, 10, 9, 10) });
+    expect(parseWhen('20261109T120000')).toEqual({ kind: 'time', time: new Date(2026, 10, 9, 12).getTime() });
+    expect(parseIsoTime('20261109', 'start')).toBe(new Date(2026, 10, 9).getTime());
+  });
   it('rejects malformed WHEN', () => {
-    for (const bad of ['yesterday', '2026-13-01', '2026-02-30', 'xyz!', '2026-03-01T25:00']) expect(() => parseWhen(bad), bad).toThrow();
+    for (const bad of ['yesterday', '2026-13-01', '2026-02-30', 'xyz!', '2026-03-01T25:00', '20261109T25', '20261332T120000']) expect(() => parseWhen(bad), bad).toThrow();
   });
 });
 
