@@ -3,10 +3,11 @@
  * filters, ranges with sizes, compact dates, init's password checks, partial
  * snapshots, `version`, `diff`.
  */
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { initCliRepo, strata, tempDir } from './helpers.js';
+import { BIN, cliEnv, initCliRepo, strata, tempDir } from './helpers.js';
 
 interface SnapJson {
   id: string;
@@ -111,5 +112,47 @@ describe('compact dates in --at and --time', () => {
     const none = strata(['ls', '--at', '20251231'], env);
     expect(none.status).toBe(1);
     expect(none.stderr).toMatch(/no snapshot with an id starting 20251231, and read as a date: no snapshot at or before /);
+  });
+});
+
+describe('init and its new password', () => {
+  const hasScript = spawnSync('sh', ['-c', 'command -v script']).status === 0;
+  /** Runs init on a terminal (script(1)), typing `typed`. */
+  const initOnTerminal = (typed: string) => {
+    const dir = tempDir();
+    const log = path.join(dir, 'tty.log');
+    const { STRATA_PASSWORD: _pw, CI: _ci, ...env } = cliEnv(path.join(dir, 'repo'));
+    const r = spawnSync('script', ['-qec', `${process.execPath} ${BIN} init --scrypt-n 1024`, log], { env: { ...env, TERM: 'xterm' }, input: typed, timeout: 60_000 });
+    return { status: r.status, out: fs.readFileSync(log, 'utf8'), repo: path.join(dir, 'repo') };
+  };
+
+  it.skipIf(!hasScript)('an empty password is refused at the first prompt, exit 2', () => {
+    const r = initOnTerminal('\n');
+    expect(r.status).toBe(2);
+    expect(r.out).toMatch(/the password is empty/);
+    expect(r.out).not.toMatch(/repeat password/);
+  });
+
+  it.skipIf(!hasScript)('two different entries are refused with exit 2 as well; two equal ones make the repository', () => {
+    const bad = initOnTerminal('secret\nsecreT\n');
+    expect(bad.status).toBe(2);
+    expect(bad.out).toMatch(/repeat password/);
+    expect(bad.out).toMatch(/the passwords do not match/);
+    const good = initOnTerminal('secret\nsecret\n');
+    expect(good.status, good.out).toBe(0);
+    expect(strata(['snapshots', '--json'], cliEnv(good.repo, { STRATA_PASSWORD: 'secret' })).stdout.trim()).toBe('[]');
+  });
+
+  it('without a terminal: an empty password file is exit 2, no password at all exit 12', () => {
+    const dir = tempDir();
+    const empty = path.join(dir, 'pw');
+    fs.writeFileSync(empty, '\n');
+    const env = cliEnv(path.join(dir, 'repo'), { STRATA_PASSWORD: undefined });
+    const r = strata(['init', '--scrypt-n', '1024', '--password-file', empty], env);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/the password is empty/);
+    const none = strata(['init', '--scrypt-n', '1024'], { ...env, STRATA_PASSWORD: '' });
+    expect(none.status).toBe(12);
+    expect(fs.existsSync(path.join(dir, 'repo', 'config'))).toBe(false);
   });
 });
