@@ -156,3 +156,25 @@ describe('init and its new password', () => {
     expect(fs.existsSync(path.join(dir, 'repo', 'config'))).toBe(false);
   });
 });
+
+describe('partial snapshots', () => {
+  it('a backup that exits 3 leaves a snapshot marked partial, with how many sources it could not read', () => {
+    const { env } = initCliRepo();
+    const src = tempDir();
+    fs.writeFileSync(path.join(src, 'a'), 'a');
+    expect(strata(['backup', src, '--quiet', '--time', '2026-03-01T00:00:00Z'], env).status).toBe(0);
+    const r = strata(['backup', src, path.join(src, 'gone1'), path.join(src, 'gone2'), '--quiet', '--time', '2026-03-02T00:00:00Z'], env);
+    expect(r.status).toBe(3);
+    const list = () => JSON.parse(strata(['snapshots', '--json'], env).stdout) as { id: string; partial: boolean; unreadable: number }[];
+    expect(list().map((s) => [s.partial, s.unreadable])).toEqual([
+      [false, 0],
+      [true, 2],
+    ]);
+    const human = strata(['snapshots'], env).stdout;
+    expect(human).toContain(`${r.stdout.trim().slice(0, 8)}*`);
+    expect(human).toMatch(/2 snapshots, 1 partial \(\*: some sources could not be read\)/);
+    // The mark is sealed into the snapshot's record, so a rebuilt catalog keeps it.
+    expect(strata(['rebuild-catalog', '--quiet'], env).status).toBe(0);
+    expect(list().map((s) => s.unreadable)).toEqual([0, 2]);
+  });
+});

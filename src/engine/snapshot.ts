@@ -17,6 +17,8 @@ export interface SnapshotMeta {
   paths: string[];
   parent?: string;
   stats?: { files: number; dirs: number; bytes: number; bytesAdded: number };
+  /** How many sources, files and directories the backup could not read (absent: none; the backup exited 3). */
+  unreadable?: number;
 }
 
 export interface SnapshotRecord extends SnapshotMeta {

@@ -28,13 +28,19 @@ export function register(program: Command): void {
           files: s.meta.stats?.files ?? 0,
           bytesTotal: s.meta.stats?.bytes ?? 0,
           bytesAdded: s.meta.stats?.bytesAdded ?? 0,
+          partial: (s.meta.unreadable ?? 0) > 0,
+          unreadable: s.meta.unreadable ?? 0,
         }));
         if (g.json) return printJson(out);
         if (out.length === 0) return line('no snapshots');
         const rows = [['ID', 'Time', 'Host', 'Tags', 'Size', 'Added', 'Paths']];
-        for (const s of out) rows.push([s.shortId, formatTime(Date.parse(s.time)), s.host, s.tags.join(','), formatBytes(s.bytesTotal), formatBytes(s.bytesAdded), s.paths.join(' ')]);
+        // A partial snapshot (its backup exited 3) is marked after its id.
+        for (const s of out) rows.push([s.shortId + (s.partial ? '*' : ''), formatTime(Date.parse(s.time)), s.host, s.tags.join(','), formatBytes(s.bytesTotal), formatBytes(s.bytesAdded), s.paths.join(' ')]);
         line(table(rows));
-        if (!g.quiet) line(plural(out.length, 'snapshot'));
+        if (!g.quiet) {
+          const partial = out.filter((s) => s.partial).length;
+          line(plural(out.length, 'snapshot') + (partial > 0 ? `, ${partial} partial (*: some sources could not be read)` : ''));
+        }
       } finally {
         repo.close();
       }
