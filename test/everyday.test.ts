@@ -178,3 +178,20 @@ describe('partial snapshots', () => {
     expect(list().map((s) => s.unreadable)).toEqual([0, 2]);
   });
 });
+
+describe('credentials: an option on the command line wins over the environment', () => {
+  it('--password-file beats STRATA_PASSWORD and STRATA_KEY_FILE; --key-file beats both', () => {
+    const { repo, env } = initCliRepo();
+    const dir = tempDir();
+    const good = path.join(dir, 'pw');
+    fs.writeFileSync(good, 'pw\n');
+    const keyFile = path.join(dir, 'key');
+    expect(strata(['key', 'export', keyFile], env).status).toBe(0);
+    const missingKey = path.join(dir, 'no-such-key');
+    const wrong = cliEnv(repo, { STRATA_PASSWORD: 'wrong', STRATA_KEY_FILE: missingKey });
+    expect(strata(['snapshots', '--password-file', good], wrong).status).toBe(0);
+    expect(strata(['snapshots'], wrong).status).not.toBe(0);
+    expect(strata(['snapshots', '--key-file', keyFile, '--password-file', path.join(dir, 'none')], wrong).status).toBe(0);
+    expect(strata(['snapshots'], cliEnv(repo, { STRATA_PASSWORD: 'wrong', STRATA_KEY_FILE: keyFile })).status).toBe(0);
+  });
+});

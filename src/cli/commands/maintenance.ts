@@ -26,7 +26,7 @@ function count(v: string): number {
   return n;
 }
 
-const collect = (v: string, prev: string[]) => [...prev, v];
+const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 export function register(program: Command): void {
   program
@@ -78,8 +78,8 @@ export function register(program: Command): void {
     .option('--keep-monthly <n>', 'keep the newest snapshot of each of the last N months', count)
     .option('--keep-yearly <n>', 'keep the newest snapshot of each of the last N years', count)
     .option('--keep-within <duration>', 'keep snapshots this close to the newest (e.g. 7d, 2w, 1y6m)')
-    .option('--keep-tag <tag[,tag...]>', 'keep snapshots with all of these tags (repeatable: any of the lists)', collect, [])
-    .option('--tag <tag[,tag...]>', 'only consider snapshots with all of these tags (repeatable: any of the lists)', collect, [])
+    .option('--keep-tag <tag[,tag...]>', 'keep snapshots with all of these tags (repeatable: any of the lists)', collect)
+    .option('--tag <tag[,tag...]>', 'only consider snapshots with all of these tags (repeatable: any of the lists)', collect)
     .option('--dry-run', 'only say what would be removed')
     .option('--prune', 'prune afterwards')
     .option('--lock-wait <duration>', 'wait this long for another forget/prune to finish (e.g. 30s, 5m)')
@@ -94,10 +94,10 @@ export function register(program: Command): void {
         monthly: opts.keepMonthly as number | undefined,
         yearly: opts.keepYearly as number | undefined,
         within: opts.keepWithin ? parseDuration(opts.keepWithin as string) : undefined,
-        tags: opts.keepTag as string[],
+        tags: (opts.keepTag as string[] | undefined) ?? [],
       };
       const waitMs = parseWait(opts.lockWait as string | undefined);
-      const filter = { tags: (opts.tag as string[]).map(splitTags) };
+      const filter = { tags: ((opts.tag as string[] | undefined) ?? []).map(splitTags) };
       const forgetOpts = { ids, policy, filter, dryRun: opts.dryRun as boolean, waitMs, onWait: (m: string) => warn(m) };
       const repo = opts.key === false ? await KeylessRepository.open(repoPath(g), remoteOptions(g)) : await openRepo(cmd);
       try {

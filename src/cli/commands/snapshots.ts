@@ -10,10 +10,10 @@ export function register(program: Command): void {
     .command('snapshots')
     .description('list snapshots, oldest first')
     .option('--host <name>', 'only snapshots of this host')
-    .option('--tag <tag[,tag...]>', 'only snapshots with all of these tags (repeatable: any of the lists)', collect, [])
-    .action(async (opts: { host?: string; tag: string[] }, cmd: Command) => {
+    .option('--tag <tag[,tag...]>', 'only snapshots with all of these tags (repeatable: any of the lists)', collect)
+    .action(async (opts: { host?: string; tag?: string[] }, cmd: Command) => {
       const g = globals(cmd);
-      const filter = { hosts: opts.host ? [opts.host] : [], tags: opts.tag.map(splitTags) };
+      const filter = { hosts: opts.host ? [opts.host] : [], tags: (opts.tag ?? []).map(splitTags) };
       const repo = await openRepo(cmd, { readonly: true });
       try {
         const snaps = (await listSnapshots(repo)).filter((s) => matchesFilter(s.meta, filter));
@@ -47,6 +47,6 @@ export function register(program: Command): void {
     });
 }
 
-function collect(value: string, previous: string[]): string[] {
+function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
