@@ -22,7 +22,7 @@ const roff = (text: string) => text.replace(/-/g, '\\-');
 
 const COMMANDS = [
   ['init'], ['backup'], ['snapshots'], ['ls'], ['cat'], ['restore'], ['toc'], ['key', 'export'], ['check'], ['forget'], ['prune'],
-  ['rebuild-catalog'], ['unlock'], ['serve'], ['token', 'add'], ['token', 'list'], ['token', 'revoke'],
+  ['rebuild-catalog'], ['unlock'], ['serve'], ['token', 'add'], ['token', 'list'], ['token', 'revoke'], ['version'],
 ];
 
 function envVarsInCode(): string[] {

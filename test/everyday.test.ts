@@ -7,7 +7,8 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { BIN, cliEnv, initCliRepo, strata, tempDir } from './helpers.js';
+import { FORMAT_VERSION } from '../src/repo/repository.js';
+import { BIN, cliEnv, initCliRepo, ROOT, strata, tempDir } from './helpers.js';
 
 interface SnapJson {
   id: string;
@@ -193,5 +194,63 @@ describe('credentials: an option on the command line wins over the environment',
     expect(strata(['snapshots'], wrong).status).not.toBe(0);
     expect(strata(['snapshots', '--key-file', keyFile, '--password-file', path.join(dir, 'none')], wrong).status).toBe(0);
     expect(strata(['snapshots'], cliEnv(repo, { STRATA_PASSWORD: 'wrong', STRATA_KEY_FILE: keyFile })).status).toBe(0);
+  });
+});
+
+describe('version, snapshots --latest, and --host/--path filters', () => {
+  it('strata version says the version, the Node.js version and the format version', () => {
+    const env = cliEnv('', { STRATA_REPO: undefined });
+    const j = JSON.parse(strata(['version', '--json'], env).stdout);
+    expect(j).toEqual({ version: JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version, node: process.versions.node, format: FORMAT_VERSION });
+    const human = strata(['version'], env);
+    expect(human.status).toBe(0);
+    expect(human.stdout).toMatch(new RegExp(`^strata ${j.version}\\nnode ${j.node}\\nrepository format ${j.format}\\n$`));
+  });
+
+  it('snapshots --latest N keeps the newest N of each host and paths; --host and --path filter, in snapshots and forget', () => {
+    const { env } = initCliRepo();
+    const dir = tempDir();
+    const a = path.join(dir, 'a');
+    const b = path.join(dir, 'b');
+    fs.writeFileSync(a, 'a');
+    fs.writeFileSync(b, 'b');
+    const made: string[] = [];
+    const runs: [string, string[]][] = [
+      ['h1', [a]],
+      ['h1', [a]],
+      ['h1', [a]],
+      ['h2', [a]],
+      ['h1', [a, b]],
+      ['h2', [a]],
+    ];
+    runs.forEach(([host, paths], i) => {
+      const r = strata(['backup', ...paths, '--host', host, '--quiet', '--time', `2026-05-0${i + 1}T00:00:00Z`], env);
+      expect(r.status, r.stderr).toBe(0);
+      made.push(r.stdout.trim());
+    });
+    const ids = (...args: string[]) => {
+      const r = strata(['snapshots', '--json', ...args], env);
+      expect(r.status, r.stderr).toBe(0);
+      return (JSON.parse(r.stdout) as SnapJson[]).map((s) => made.indexOf(s.id));
+    };
+    expect(ids('--latest', '1')).toEqual([2, 4, 5]);
+    expect(ids('--latest', '2')).toEqual([1, 2, 3, 4, 5]);
+    expect(ids('--host', 'h2')).toEqual([3, 5]);
+    expect(ids('--host', 'h2', '--host', 'h1', '--latest', '1')).toEqual([2, 4, 5]);
+    expect(ids('--path', b)).toEqual([4]);
+    expect(ids('--path', a, '--path', b)).toEqual([4]);
+    expect(ids('--path', a, '--host', 'h1')).toEqual([0, 1, 2, 4]);
+    // A relative --path is taken from the current directory.
+    expect(strata(['snapshots', '--json', '--path', 'b'], env, { cwd: dir }).stdout).toContain(made[4]);
+    expect(strata(['snapshots', '--latest', '0'], env).status).toBe(2);
+    const forget = (...args: string[]) => {
+      const r = strata(['forget', '--dry-run', '--json', ...args], env);
+      expect(r.status, r.stderr).toBe(0);
+      return (JSON.parse(r.stdout) as { removed: string[] }).removed.map((id) => made.indexOf(id)).sort();
+    };
+    expect(forget('--host', 'h1', '--keep-last', '1')).toEqual([0, 1]);
+    expect(forget('--host', 'h2', '--keep-last', '1')).toEqual([3]);
+    expect(forget('--path', b, '--keep-last', '0', made[4]!)).toEqual([4]);
+    expect(forget('--path', a, '--keep-last', '1')).toEqual([0, 1, 3]);
   });
 });

@@ -79,6 +79,7 @@ const MODULES: [names: string[], load: Registrar][] = [
   [['check', 'forget', 'prune', 'rebuild-catalog', 'unlock'], () => import('./commands/maintenance.js')],
   [['serve'], () => import('./commands/serve.js')],
   [['token'], () => import('./commands/token.js')],
+  [['version'], () => import('./commands/version.js')],
 ];
 
 /** Global options that take a value: the word after one is not the command. */
