@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { FORMAT_VERSION } from '../src/repo/repository.js';
-import { BIN, cliEnv, initCliRepo, ROOT, strata, tempDir } from './helpers.js';
+import { BIN, cliEnv, initCliRepo, ROOT, Rng, strata, tempDir } from './helpers.js';
 
 interface SnapJson {
   id: string;
@@ -252,5 +252,115 @@ describe('version, snapshots --latest, and --host/--path filters', () => {
     expect(forget('--host', 'h2', '--keep-last', '1')).toEqual([3]);
     expect(forget('--path', b, '--keep-last', '0', made[4]!)).toEqual([4]);
     expect(forget('--path', a, '--keep-last', '1')).toEqual([0, 1, 3]);
+  });
+});
+
+describe('diff', () => {
+  interface Diff {
+    snapshot1: string;
+    snapshot2: string;
+    added: { path: string; type: string }[];
+    removed: { path: string; type: string }[];
+    changed: { path: string; type: string; size1: number; size2: number; ranges: [number, number][]; replaced: [number, number][]; target1?: string; target2?: string }[];
+    metadata: { path: string; type: string }[];
+    bytesChanged: number;
+  }
+
+  it('lists added, removed and changed files, with the changed byte ranges from the TOCs', () => {
+    const { env } = initCliRepo(['--chunk-avg', '4K']);
+    const src = path.join(tempDir(), 'src');
+    fs.mkdirSync(src);
+    const rng = new Rng(9);
+    const v1 = rng.bytes(300_000);
+    const big = path.join(src, 'big');
+    fs.writeFileSync(big, v1);
+    fs.writeFileSync(path.join(src, 'same'), 'same');
+    fs.writeFileSync(path.join(src, 'gone'), 'gone');
+    fs.writeFileSync(path.join(src, 'touched'), 'touched');
+    fs.writeFileSync(path.join(src, 'becomes-dir'), 'file');
+    fs.symlinkSync('same', path.join(src, 'link'));
+    const backup = (time: string) => {
+      const r = strata(['backup', src, '--quiet', '--time', time], env);
+      expect(r.status, r.stderr).toBe(0);
+      return r.stdout.trim();
+    };
+    const s1 = backup('2026-06-01T00:00:00Z');
+    // An insertion of 8 bytes at 100000, a removed file, a new directory where a file was, a new file,
+    // a file touched but not changed, a symlink pointed elsewhere.
+    const v2 = Buffer.concat([v1.subarray(0, 100_000), Buffer.from('INSERTED'), v1.subarray(100_000)]);
+    fs.writeFileSync(big, v2);
+    fs.rmSync(path.join(src, 'gone'));
+    fs.rmSync(path.join(src, 'becomes-dir'));
+    fs.mkdirSync(path.join(src, 'becomes-dir'));
+    fs.writeFileSync(path.join(src, 'becomes-dir', 'inside'), 'in');
+    fs.writeFileSync(path.join(src, 'new'), 'new');
+    fs.utimesSync(path.join(src, 'touched'), new Date('2020-01-01T00:00:00Z'), new Date('2020-01-01T00:00:00Z'));
+    fs.rmSync(path.join(src, 'link'));
+    fs.symlinkSync('new', path.join(src, 'link'));
+    const s2 = backup('2026-06-02T00:00:00Z');
+    // A second change far from the first: diff across both backups has both.
+    const v3 = Buffer.from(v2);
+    v3.fill(0x55, 250_000, 250_100);
+    fs.writeFileSync(big, v3);
+    const s3 = backup('2026-06-03T00:00:00Z');
+
+    const diff = (x: string, y: string) => {
+      const r = strata(['diff', x, y, '--json'], env);
+      expect(r.status, r.stderr).toBe(0);
+      return JSON.parse(r.stdout) as Diff;
+    };
+    const d = diff(s1.slice(0, 8), s2);
+    expect(d.snapshot1).toBe(s1);
+    expect(d.snapshot2).toBe(s2);
+    const p = (n: string) => path.join(src, n);
+    expect(d.added).toEqual([
+      { path: p('becomes-dir'), type: 'dir' },
+      { path: p('becomes-dir/inside'), type: 'file' },
+      { path: p('new'), type: 'file' },
+    ]);
+    expect(d.removed).toEqual([
+      { path: p('becomes-dir'), type: 'file' },
+      { path: p('gone'), type: 'file' },
+    ]);
+    expect(d.metadata).toEqual([{ path: p('touched'), type: 'file' }]);
+    expect(d.changed.map((c) => c.path)).toEqual([p('big'), p('link')]);
+    expect(d.changed[1]).toMatchObject({ type: 'symlink', target1: 'same', target2: 'new' });
+    const c = d.changed[0]!;
+    expect(c).toMatchObject({ type: 'file', size1: v1.length, size2: v2.length });
+    // The changed ranges are the new version's data entries: the block around the insertion.
+    const toc = JSON.parse(strata(['toc', big, '--at', s2, '--json'], env).stdout) as { start: number; end: number; kind: string }[];
+    expect(c.ranges).toEqual(toc.filter((e) => e.kind === 'data').map((e) => [e.start, e.end]));
+    expect(c.ranges.some(([s, e]) => s <= 100_000 && e >= 100_007)).toBe(true);
+    expect(d.bytesChanged).toBe(c.ranges.reduce((n, [s, e]) => n + e - s + 1, 0));
+    expect(d.bytesChanged).toBeLessThan(40_000);
+    // Everything outside the ranges is the old bytes, moved by the insertion.
+    const outside = (buf: Buffer, ranges: [number, number][]) => {
+      const parts: Buffer[] = [];
+      let at = 0;
+      for (const [s, e] of ranges) {
+        parts.push(buf.subarray(at, s));
+        at = e + 1;
+      }
+      parts.push(buf.subarray(at));
+      return Buffer.concat(parts);
+    };
+    expect(outside(v2, c.ranges).equals(outside(v1, c.replaced))).toBe(true);
+
+    const across = diff(s1, s3).changed.find((x) => x.path === big)!;
+    expect(across.ranges.some(([s, e]) => s <= 100_000 && e >= 100_007)).toBe(true);
+    expect(across.ranges.some(([s, e]) => s <= 250_000 && e >= 250_099)).toBe(true);
+    expect(outside(v3, across.ranges).equals(outside(v1, across.replaced))).toBe(true);
+
+    const none = diff(s2, s2);
+    expect([none.added, none.removed, none.changed, none.metadata]).toEqual([[], [], [], []]);
+
+    const human = strata(['diff', s1, s2], env);
+    expect(human.status).toBe(0);
+    expect(human.stdout).toContain(`+ ${p('becomes-dir')}/\n`);
+    expect(human.stdout).toContain(`- ${p('gone')}\n`);
+    expect(human.stdout).toContain(`M ${p('big')} (${v1.length} -> ${v2.length} bytes)\n    changed bytes ${c.ranges.map(([s, e]) => `${s}-${e}`).join(', ')}\n`);
+    expect(human.stdout).toContain(`U ${p('touched')}\n`);
+    expect(human.stdout).toMatch(/3 added, 2 removed, 2 changed \(.* in changed ranges\), 1 metadata change\n$/);
+    expect(strata(['diff', s1], env).status).toBe(2);
   });
 });

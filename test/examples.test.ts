@@ -129,13 +129,20 @@ class Session {
     return list[list.length - 1]!.id;
   }
 
-  /** A quoted snapshot id (--at ID): the one the same command made here, or else the newest snapshot. */
+  /** The id made here for an id (or prefix) the text shows. */
+  private known(quoted: string): string | undefined {
+    return [...this.ids].find(([shown]) => shown.startsWith(quoted) || quoted.startsWith(shown))?.[1];
+  }
+
+  /**
+   * Quoted snapshot ids: the ones the same commands made here. An id after
+   * --at that no command here made (the text's session made it) becomes the
+   * newest snapshot.
+   */
   private ids_(command: string): string {
-    return command.replace(/--at ([0-9a-f]{4,64})(?=\s|$)/g, (whole, quoted: string) => {
-      if (/^\d{8}$/.test(quoted)) return whole;
-      const known = [...this.ids].find(([shown]) => shown.startsWith(quoted) || quoted.startsWith(shown));
-      return `--at ${known ? known[1] : this.newestId()}`;
-    });
+    return command
+      .replace(/--at ([0-9a-f]{4,64})(?=\s|$)/g, (whole, quoted: string) => (/^\d{8}$/.test(quoted) ? whole : `--at ${this.known(quoted) ?? this.newestId()}`))
+      .replace(/(?<=\s)([0-9a-f]{4,64})(?=\s|$)/g, (quoted: string) => this.known(quoted) ?? quoted);
   }
 
   async run(line: Line): Promise<void> {

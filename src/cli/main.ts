@@ -75,6 +75,7 @@ const MODULES: [names: string[], load: Registrar][] = [
   [['cat'], () => import('./commands/cat.js')],
   [['restore'], () => import('./commands/restore.js')],
   [['toc'], () => import('./commands/toc.js')],
+  [['diff'], () => import('./commands/diff.js')],
   [['key'], () => import('./commands/key.js')],
   [['check', 'forget', 'prune', 'rebuild-catalog', 'unlock'], () => import('./commands/maintenance.js')],
   [['serve'], () => import('./commands/serve.js')],
