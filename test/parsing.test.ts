@@ -14,7 +14,16 @@ describe('ranges', () => {
     expect(parseRange('100-')).toEqual({ start: 100 });
     expect(parseRange('-10')).toEqual({ suffix: 10 });
   });
+  it('takes binary size units and START+LENGTH', () => {
+    expect(parseRange('1K-2K')).toEqual({ start: 1024, end: 2048 });
+    expect(parseRange('1M+4K')).toEqual({ start: 1024 ** 2, end: 1024 ** 2 + 4095 });
+    expect(parseRange('2mib-')).toEqual({ start: 2 * 1024 ** 2 });
+    expect(parseRange('-1G')).toEqual({ suffix: 1024 ** 3 });
+    expect(parseRange('0x10+16')).toEqual({ start: 16, end: 31 });
+    expect(parseRange('3TiB+1')).toEqual({ start: 3 * 1024 ** 4, end: 3 * 1024 ** 4 });
+  });
   it('rejects malformed ranges', () => {
+    for (const bad of ['1M+0', '+4K', '1M+', '1KB-2K', '1.5M-2M', '0x10K-', '1M+-4', '4X-5']) expect(() => parseRange(bad), bad).toThrow(/range/);
     for (const bad of ['', '-', 'abc', '5', '10-5', '0x-1', '1.5-2', '-0xZZ']) expect(() => parseRange(bad), bad).toThrow(/range/);
   });
   it('clamps END past EOF and refuses START past EOF', () => {
@@ -37,8 +46,16 @@ describe('WHEN', () => {
     expect(parseIsoTime('2026-03-01')).toBe(new Date(2026, 2, 1, 23, 59, 59, 999).getTime());
     expect(parseIsoTime('2026-03-01', 'start')).toBe(new Date(2026, 2, 1).getTime());
   });
+  it('reads compact dates: YYYYMMDD is an id prefix or else that date, YYYYMMDDTHHMMSS a time', () => {
+    expect(parseWhen('20261109')).toEqual({ kind: 'id', prefix: '20261109', time: new Date(2026, 10, 9, 23, 59, 59, 999).getTime() });
+    expect(parseWhen('20261399')).toEqual({ kind: 'id', prefix: '20261399' });
+    expect(parseWhen('20261109T120000Z')).toEqual({ kind: 'time', time: Date.UTC(2026, 10, 9, 12) });
+    expect(parseWhen('20261109T1200+0200')).toEqual({ kind: 'time', time: Date.UTC(2026, 10, 9, 10) });
+    expect(parseWhen('20261109T120000')).toEqual({ kind: 'time', time: new Date(2026, 10, 9, 12).getTime() });
+    expect(parseIsoTime('20261109', 'start')).toBe(new Date(2026, 10, 9).getTime());
+  });
   it('rejects malformed WHEN', () => {
-    for (const bad of ['yesterday', '2026-13-01', '2026-02-30', 'xyz!', '2026-03-01T25:00']) expect(() => parseWhen(bad), bad).toThrow();
+    for (const bad of ['yesterday', '2026-13-01', '2026-02-30', 'xyz!', '2026-03-01T25:00', '20261109T25', '20261332T120000']) expect(() => parseWhen(bad), bad).toThrow();
   });
 });
 

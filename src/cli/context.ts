@@ -47,8 +47,13 @@ export async function readPassword(g: GlobalOptions, prompt = 'repository passwo
   throw wrongKey('no password given: set STRATA_PASSWORD or STRATA_PASSWORD_FILE, use --password-file or --key-file, or run on a terminal');
 }
 
+/**
+ * A key file or a password: options first (--key-file, then --password-file),
+ * then the environment (STRATA_KEY_FILE, then STRATA_PASSWORD, then
+ * STRATA_PASSWORD_FILE), then a prompt.
+ */
 export function credentials(g: GlobalOptions): Credentials {
-  const keyFile = g.keyFile ?? process.env.STRATA_KEY_FILE;
+  const keyFile = g.keyFile ?? (g.passwordFile ? undefined : process.env.STRATA_KEY_FILE);
   if (keyFile) return { keyFile };
   return { password: () => readPassword(g) };
 }

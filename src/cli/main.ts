@@ -9,19 +9,57 @@ import { chalk, printJson } from './output.js';
 import { commandFinished } from './signals.js';
 import { VERSION } from '../version.js';
 
-const EXIT_CODES = `
-Exit codes:
-  0    success
-  1    error
-  2    usage error (bad option or argument)
-  3    backup finished, but some sources could not be read
-  10   no repository at the given location
-  11   repository is locked
-  12   wrong password or key
-  130  interrupted
+const ENVIRONMENT = `
+Environment (an option given on the command line wins over its variable):
+  STRATA_REPO           the repository (--repo)
+  STRATA_PASSWORD       the password (before STRATA_PASSWORD_FILE)
+  STRATA_PASSWORD_FILE  a file holding the password (--password-file)
+  STRATA_KEY_FILE       a key from "strata key export" (--key-file)
+  STRATA_TOKEN          a server's bearer token (--token)
+  STRATA_CA_CERT        a certificate to trust for a server's TLS (--ca-cert)
+  STRATA_CACHE_DIR      the block cache (--cache-dir; else $XDG_CACHE_HOME/strata
+                        or ~/.cache/strata)
+  STRATA_DEBUG          print a stack trace with errors
+  NO_COLOR              no colours`;
 
-Environment:
-  STRATA_REPO, STRATA_PASSWORD, STRATA_PASSWORD_FILE, STRATA_KEY_FILE, NO_COLOR`;
+const CODES: Record<number, string> = {
+  0: 'success',
+  1: 'error',
+  2: 'usage error (bad option or argument)',
+  3: 'backup finished, but some sources could not be read (the snapshot is partial)',
+  10: 'no repository at the given location',
+  11: 'repository is locked',
+  12: 'wrong password or key, or no password given',
+  130: 'interrupted',
+};
+
+/** The exit codes a command can end with (help lists only these). */
+function exitCodesOf(command: string | undefined): number[] {
+  switch (command) {
+    case undefined:
+      return [0, 1, 2, 3, 10, 11, 12, 130];
+    case 'backup':
+      return [0, 1, 2, 3, 10, 11, 12, 130];
+    case 'forget':
+    case 'prune':
+    case 'check':
+    case 'rebuild-catalog':
+    case 'unlock':
+      return [0, 1, 2, 10, 11, 12, 130];
+    case 'serve':
+    case 'add':
+    case 'list':
+    case 'revoke':
+    case 'version':
+      return [0, 1, 2, 130];
+    default:
+      return [0, 1, 2, 10, 12, 130];
+  }
+}
+
+function exitCodes(command: string | undefined): string {
+  return `\nExit codes:\n${exitCodesOf(command).map((c) => `  ${String(c).padEnd(4)} ${CODES[c]}`).join('\n')}\n${ENVIRONMENT}`;
+}
 
 type Registrar = () => Promise<{ register: (program: Command) => void }>;
 
@@ -38,10 +76,12 @@ const MODULES: [names: string[], load: Registrar][] = [
   [['cat'], () => import('./commands/cat.js')],
   [['restore'], () => import('./commands/restore.js')],
   [['toc'], () => import('./commands/toc.js')],
+  [['diff'], () => import('./commands/diff.js')],
   [['key'], () => import('./commands/key.js')],
   [['check', 'forget', 'prune', 'rebuild-catalog', 'unlock'], () => import('./commands/maintenance.js')],
   [['serve'], () => import('./commands/serve.js')],
   [['token'], () => import('./commands/token.js')],
+  [['version'], () => import('./commands/version.js')],
 ];
 
 /** Global options that take a value: the word after one is not the command. */
@@ -76,13 +116,14 @@ export async function buildProgram(argv: readonly string[] = []): Promise<Comman
     .option('--json', 'print one JSON document on stdout')
     .option('-q, --quiet', 'print only results: no progress, no summaries')
     .showHelpAfterError('(run "strata help" for usage)')
-    .addHelpText('after', EXIT_CODES)
+    .configureHelp({ showGlobalOptions: true })
+    .addHelpText('after', exitCodes(undefined))
     .exitOverride();
   for (const m of modules) m.register(program);
   const all = (c: Command): Command[] => [c, ...c.commands.flatMap(all)];
   for (const cmd of all(program).slice(1)) {
     cmd.exitOverride();
-    if (cmd.commands.length === 0) cmd.addHelpText('after', EXIT_CODES);
+    if (cmd.commands.length === 0) cmd.addHelpText('after', exitCodes(cmd.name()));
   }
   return program;
 }

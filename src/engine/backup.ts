@@ -220,9 +220,15 @@ class BackupRun {
     };
   }
 
+  /** Sources, files and directories that could not be read: the snapshot records how many. */
+  private unreadable = 0;
+
   private warn(message: string, incomplete: boolean): void {
     this.r.warnings.push(message);
-    if (incomplete) this.r.incomplete = true;
+    if (incomplete) {
+      this.r.incomplete = true;
+      this.unreadable++;
+    }
     this.opts.onWarning?.(message);
   }
 
@@ -276,12 +282,13 @@ class BackupRun {
       await this.packer.flush();
       // What the data, trees and TOCs added; the record's own small pack comes on top.
       const stats = { files: this.r.filesNew + this.r.filesChanged + this.r.filesUnchanged, dirs: this.r.dirs, bytes: this.r.bytesTotal, bytesAdded: this.packer.bytesWritten };
-      const record: SnapshotRecord = { strata: 'snapshot', id: this.id, time: this.r.time, root: root!.tree!, ...meta, stats };
+      const partial = this.unreadable > 0 ? { unreadable: this.unreadable } : {};
+      const record: SnapshotRecord = { strata: 'snapshot', id: this.id, time: this.r.time, root: root!.tree!, ...meta, stats, ...partial };
       const recordId = await this.storeBlob('snapshot', Buffer.from(JSON.stringify(record), 'utf8'));
       await this.packer.flush();
       this.r.bytesAdded = this.packer.bytesWritten;
       const blobs = [...this.blobs].map((h) => Buffer.from(h, 'hex'));
-      await service.commitSnapshot(this.seq, Buffer.from(root!.tree!, 'hex'), recordId, repo.keyring.sealJson({ ...meta, stats }, metaAad(this.id)), blobs);
+      await service.commitSnapshot(this.seq, Buffer.from(root!.tree!, 'hex'), recordId, repo.keyring.sealJson({ ...meta, stats, ...partial }, metaAad(this.id)), blobs);
     } catch (e) {
       // Keep what was stored: the next backup reuses every indexed block.
       await this.drain().catch(() => {});

@@ -14,6 +14,7 @@ import { integrity, usageError } from '../errors.js';
 import { GONE, type Catalog, type TocRow } from '../repo/catalog.js';
 import { liveLeases } from '../repo/lease.js';
 import type { Repository } from '../repo/repository.js';
+import { isFilterEmpty, matchesFilter, type SnapshotFilter } from './filter.js';
 import { applyPolicy, isEmpty, type Candidate, type Policy } from './policy.js';
 import type { CatalogService } from '../repo/service.js';
 import { listSnapshots, snapshotRowByPrefix } from './snapshot.js';
@@ -22,6 +23,8 @@ import { sealToc, shortcut, tocRows, type SealedEntry, type SealedToc, type Seal
 export interface ForgetOptions {
   ids?: string[];
   policy?: Policy;
+  /** Only these snapshots are considered (named ones always are). */
+  filter?: SnapshotFilter;
   dryRun?: boolean;
   waitMs?: number;
   onWait?: (message: string) => void;
@@ -50,7 +53,8 @@ interface CandidateGroup {
   host: string;
   paths: string[];
   lineage?: string;
-  snaps: (Candidate & { seq: number })[];
+  /** `excluded`: left out by the filter, unless named. */
+  snaps: (Candidate & { seq: number; excluded?: boolean })[];
 }
 
 export async function forget(repo: Repository, opts: ForgetOptions): Promise<ForgetResult> {
@@ -60,7 +64,8 @@ export async function forget(repo: Repository, opts: ForgetOptions): Promise<For
     const paths = [...s.meta.paths].sort();
     const key = JSON.stringify([s.meta.host, paths]);
     if (!groups.has(key)) groups.set(key, { host: s.meta.host, paths, snaps: [] });
-    groups.get(key)!.snaps.push({ id: s.id, seq: s.row.seq, time: s.time, tags: s.meta.tags });
+    const excluded = opts.filter ? !matchesFilter(s.meta, opts.filter) : false;
+    groups.get(key)!.snaps.push({ id: s.id, seq: s.row.seq, time: s.time, tags: s.meta.tags, ...(excluded ? { excluded } : {}) });
   }
   return forgetGroups(repo.service, [...groups.values()], opts, (touched) => resealTocs(repo, touched));
 }
@@ -74,6 +79,7 @@ export async function forget(repo: Repository, opts: ForgetOptions): Promise<For
  */
 export async function forgetWithoutKey(service: CatalogService, opts: ForgetOptions): Promise<ForgetResult> {
   if (opts.policy?.tags?.length) throw usageError('--keep-tag needs the key: tags are sealed');
+  if (opts.filter && !isFilterEmpty(opts.filter)) throw usageError('--tag, --host and --path need the key: tags, hosts and paths are sealed');
   const groups = new Map<string, CandidateGroup>();
   for (const row of await service.snapshots()) {
     const lineage = row.lineage.toString('hex');
@@ -89,7 +95,10 @@ async function forgetGroups(service: CatalogService, all: readonly CandidateGrou
   if (ids.length === 0 && isEmpty(policy)) throw usageError('forget needs snapshot ids or a policy (--keep-last, --keep-daily, ...); nothing to do');
   const chosen = new Set<string>();
   for (const i of ids) chosen.add((await snapshotRowByPrefix(service, i.toLowerCase())).id);
-  const groups = all.map(({ snaps, ...group }) => {
+  const considered = all
+    .map((g) => ({ ...g, snaps: g.snaps.filter((s) => !s.excluded || chosen.has(s.id)) }))
+    .filter((g) => g.snaps.length > 0);
+  const groups = considered.map(({ snaps, ...group }) => {
     const keep = isEmpty(policy) ? new Map(snaps.filter((s) => !chosen.has(s.id)).map((s) => [s.id, ['not named']])) : applyPolicy(snaps, policy);
     for (const s of snaps) if (chosen.has(s.id)) keep.delete(s.id);
     return {

@@ -2,9 +2,10 @@
  * Retention policies: which snapshots `forget` keeps, and why. Like restic:
  * the newest N; the newest in each of the last N hours/days/weeks/months/
  * years that have snapshots; everything within a duration of the newest; and
- * everything with a given tag.
+ * everything with a given tag (or with every tag of a list "a,b").
  */
 import { usageError } from '../errors.js';
+import { splitTags } from './filter.js';
 
 export interface Policy {
   last?: number;
@@ -15,6 +16,7 @@ export interface Policy {
   yearly?: number;
   /** Milliseconds before the newest snapshot. */
   within?: number;
+  /** Tag lists: a snapshot with every tag of one list ("a,b") is kept. */
   tags?: string[];
 }
 
@@ -69,7 +71,10 @@ export function applyPolicy(snaps: readonly Candidate[], policy: Policy): Map<st
     const since = newestFirst[0]!.time - policy.within;
     for (const s of newestFirst) if (s.time >= since) because(s.id, 'within');
   }
-  for (const tag of policy.tags ?? []) for (const s of newestFirst) if (s.tags.includes(tag)) because(s.id, `tag ${tag}`);
+  for (const list of policy.tags ?? []) {
+    const need = splitTags(list);
+    for (const s of newestFirst) if (need.length > 0 && need.every((t) => s.tags.includes(t))) because(s.id, `tag ${need.join(',')}`);
+  }
   return keep;
 }
 

@@ -17,6 +17,8 @@ export interface SnapshotMeta {
   paths: string[];
   parent?: string;
   stats?: { files: number; dirs: number; bytes: number; bytesAdded: number };
+  /** How many sources, files and directories the backup could not read (absent: none; the backup exited 3). */
+  unreadable?: number;
 }
 
 export interface SnapshotRecord extends SnapshotMeta {
@@ -139,7 +141,18 @@ export async function snapshotRowByPrefix(service: CatalogService, prefix: strin
  */
 export async function findSnapshot(repo: Repository, when: When, absPath?: string | readonly string[], host?: string): Promise<Snapshot> {
   const paths = absPath === undefined ? [] : typeof absPath === 'string' ? [absPath] : absPath;
-  if (when.kind === 'id') return new Snapshot(repo, await snapshotRowByPrefix(repo.service, when.prefix));
+  if (when.kind === 'id') {
+    // Eight digits are an id prefix, or else a compact date: say both when neither finds a snapshot.
+    if (when.time === undefined || (await repo.service.snapshotsByPrefix(when.prefix)).length > 0) {
+      return new Snapshot(repo, await snapshotRowByPrefix(repo.service, when.prefix));
+    }
+    try {
+      return await findSnapshot(repo, { kind: 'time', time: when.time }, absPath, host);
+    } catch (e) {
+      if (e instanceof StrataError && e.code === 'not_found') throw notFound(`no snapshot with an id starting ${when.prefix}, and read as a date: ${e.message}`);
+      throw e;
+    }
+  }
   const all = await listSnapshots(repo);
   if (all.length === 0) throw notFound('the repository has no snapshots yet');
   const until = when.kind === 'time' ? when.time : Number.POSITIVE_INFINITY;

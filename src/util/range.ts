@@ -1,9 +1,13 @@
 /**
- * Byte ranges as HTTP writes them: "START-END" (inclusive), "START-", "-SUFFIX";
- * numbers in decimal or 0x hex. END past EOF is clamped; START past EOF is
- * "range not satisfiable".
+ * Byte ranges as HTTP writes them: "START-END" (inclusive), "START-", "-SUFFIX",
+ * and "START+LENGTH". Numbers are decimal or 0x hex; a decimal number may end
+ * in a binary unit: K or KiB (1024), M or MiB, G or GiB, T or TiB. END past EOF
+ * is clamped; START past EOF is "range not satisfiable".
  */
 import { rangeNotSatisfiable, usageError } from '../errors.js';
+
+const UNITS: Record<string, number> = { '': 1, k: 1024, kib: 1024, m: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gib: 1024 ** 3, t: 1024 ** 4, tib: 1024 ** 4 };
+const FORMS = 'use START-END, START-, -SUFFIX or START+LENGTH; decimal, 0x hex, or a size like 4K or 1MiB';
 
 export interface RangeSpec {
   start?: number;
@@ -19,18 +23,32 @@ export interface ByteRange {
 
 function parseNumber(text: string, whole: string): number {
   const t = text.trim();
-  const n = /^0x[0-9a-f]+$/i.test(t) ? Number.parseInt(t.slice(2), 16) : /^\d+$/.test(t) ? Number(t) : Number.NaN;
-  if (!Number.isSafeInteger(n)) throw usageError(`malformed range "${whole}" (use START-END, START-, or -SUFFIX; decimal or 0x hex)`);
+  let n = Number.NaN;
+  if (/^0x[0-9a-f]+$/i.test(t)) n = Number.parseInt(t.slice(2), 16);
+  else {
+    const m = /^(\d+)\s*([a-z]*)$/i.exec(t);
+    const unit = m ? UNITS[m[2]!.toLowerCase()] : undefined;
+    if (m && unit !== undefined) n = Number(m[1]) * unit;
+  }
+  if (!Number.isSafeInteger(n)) throw usageError(`malformed range "${whole}" (${FORMS})`);
   return n;
 }
 
 export function parseRange(text: string): RangeSpec {
+  const plus = text.indexOf('+');
+  if (plus >= 0) {
+    const start = parseNumber(text.slice(0, plus), text);
+    const length = parseNumber(text.slice(plus + 1), text);
+    if (length === 0) throw usageError(`malformed range "${text}": the length is 0`);
+    if (!Number.isSafeInteger(start + length)) throw usageError(`malformed range "${text}" (${FORMS})`);
+    return { start, end: start + length - 1 };
+  }
   const dash = text.indexOf('-');
-  if (dash < 0) throw usageError(`malformed range "${text}" (use START-END, START-, or -SUFFIX; decimal or 0x hex)`);
+  if (dash < 0) throw usageError(`malformed range "${text}" (${FORMS})`);
   const left = text.slice(0, dash);
   const right = text.slice(dash + 1);
   if (left.trim() === '') {
-    if (right.trim() === '') throw usageError(`malformed range "${text}"`);
+    if (right.trim() === '') throw usageError(`malformed range "${text}" (${FORMS})`);
     return { suffix: parseNumber(right, text) };
   }
   const start = parseNumber(left, text);

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { ExitCode, usageError } from '../../errors.js';
 import { backup } from '../../engine/backup.js';
+import { splitTags } from '../../engine/filter.js';
 import { formatBytes } from '../../util/size.js';
 import { parseIsoTime } from '../../util/when.js';
 import { globals, openRepo } from '../context.js';
@@ -12,13 +13,13 @@ export function register(program: Command): void {
     .command('backup')
     .description('back up files and directories (stored by absolute path) as a new snapshot')
     .argument('<path...>', 'files or directories to back up')
-    .option('--tag <tag>', 'tag the snapshot (repeatable)', collect, [])
+    .option('--tag <tag[,tag...]>', 'tag the snapshot (repeatable; a comma separates tags)', collect)
     .option('--time <iso8601>', "the snapshot's time (default: now)")
-    .option('--exclude <glob>', 'skip matching paths (repeatable)', collect, [])
+    .option('--exclude <glob>', 'skip matching paths (repeatable)', collect)
     .option('--parent <snapshot>', 'compare against this snapshot instead of the latest one of the same host and paths')
     .option('--host <name>', 'host name to record (default: this machine)')
     .option('--force', 'read every file, even if its size, times and inode are unchanged')
-    .action(async (paths: string[], opts: { tag: string[]; time?: string; exclude: string[]; parent?: string; host?: string; force?: boolean }, cmd: Command) => {
+    .action(async (paths: string[], opts: { tag?: string[]; time?: string; exclude?: string[]; parent?: string; host?: string; force?: boolean }, cmd: Command) => {
       const g = globals(cmd);
       let time: number | undefined;
       if (opts.time !== undefined) {
@@ -31,9 +32,9 @@ export function register(program: Command): void {
       try {
         const r = await backup(repo, {
           paths,
-          tags: opts.tag,
+          tags: [...new Set((opts.tag ?? []).flatMap(splitTags))],
           time,
-          excludes: opts.exclude,
+          excludes: opts.exclude ?? [],
           parent: opts.parent,
           host: opts.host,
           force: opts.force,
@@ -63,6 +64,6 @@ export function register(program: Command): void {
     });
 }
 
-function collect(value: string, previous: string[]): string[] {
+function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }

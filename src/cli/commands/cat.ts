@@ -16,7 +16,7 @@ export function register(program: Command): void {
     .description('write a file, or a byte range of it, as it was at WHEN, to stdout')
     .argument('<path>', 'the file (absolute, or relative to the current directory)')
     .option('--at <when>', 'latest, a snapshot id or prefix, or an ISO 8601 date/time', 'latest')
-    .option('--range <range>', 'bytes START-END (inclusive), START-, or -SUFFIX; decimal or 0x hex')
+    .option('--range <range>', 'bytes START-END (inclusive), START+LENGTH, START-, or -SUFFIX; decimal, 0x hex, or sizes like 4K, 1MiB')
     .option('-o, --output <file>', 'write to FILE instead of stdout')
     .option('--host <name>', 'only consider snapshots of this host')
     .action(async (p: string, opts: { at: string; range?: string; output?: string; host?: string }, cmd: Command) => {

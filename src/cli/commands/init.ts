@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { StrataError, usageError } from '../../errors.js';
+import { ExitCode, StrataError, usageError } from '../../errors.js';
 import { Repository } from '../../repo/repository.js';
 import { parseSize } from '../../util/size.js';
 import { globals, readPassword, remoteOptions, repoPath } from '../context.js';
@@ -48,8 +48,8 @@ async function newPassword(g: ReturnType<typeof globals>): Promise<string> {
     return pw;
   }
   const a = await promptHidden('new repository password: ');
-  const b = await promptHidden('repeat password: ');
-  if (a !== b) throw new StrataError('password_mismatch', 'the passwords do not match');
   if (a.length === 0) throw usageError('the password is empty');
+  const b = await promptHidden('repeat password: ');
+  if (a !== b) throw new StrataError('password_mismatch', 'the passwords do not match', ExitCode.usage);
   return a;
 }

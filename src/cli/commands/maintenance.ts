@@ -9,6 +9,7 @@ import { HOST_ID, isStale, type LeaseRow } from '../../repo/lease.js';
 import { KeylessRepository, Repository } from '../../repo/repository.js';
 import { formatBytes } from '../../util/size.js';
 import { credentials, globals, openRepo, remoteOptions, repoPath } from '../context.js';
+import { addFilterOptions, filterOf, type FilterFlags } from '../filter.js';
 import { chalk, line, plural, printJson, Progress, shortId, wantsProgress, warn } from '../output.js';
 
 /** --lock-wait: seconds, or a number with s, m or h. */
@@ -25,7 +26,7 @@ function count(v: string): number {
   return n;
 }
 
-const collect = (v: string, prev: string[]) => [...prev, v];
+const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 export function register(program: Command): void {
   program
@@ -66,10 +67,11 @@ export function register(program: Command): void {
       }
     });
 
-  program
+  const forgetCmd = program
     .command('forget')
     .description('remove snapshots by id or by a retention policy (refs of later snapshots are rewritten first)')
-    .argument('[snapshot...]', 'snapshot ids or prefixes to remove')
+    .argument('[snapshot...]', 'snapshot ids or prefixes to remove');
+  addFilterOptions(forgetCmd, 'only consider')
     .option('--keep-last <n>', 'keep the newest N snapshots', count)
     .option('--keep-hourly <n>', 'keep the newest snapshot of each of the last N hours', count)
     .option('--keep-daily <n>', 'keep the newest snapshot of each of the last N days', count)
@@ -77,7 +79,7 @@ export function register(program: Command): void {
     .option('--keep-monthly <n>', 'keep the newest snapshot of each of the last N months', count)
     .option('--keep-yearly <n>', 'keep the newest snapshot of each of the last N years', count)
     .option('--keep-within <duration>', 'keep snapshots this close to the newest (e.g. 7d, 2w, 1y6m)')
-    .option('--keep-tag <tag>', 'keep snapshots with this tag (repeatable)', collect, [])
+    .option('--keep-tag <tag[,tag...]>', 'keep snapshots with all of these tags (repeatable: any of the lists)', collect)
     .option('--dry-run', 'only say what would be removed')
     .option('--prune', 'prune afterwards')
     .option('--lock-wait <duration>', 'wait this long for another forget/prune to finish (e.g. 30s, 5m)')
@@ -92,10 +94,11 @@ export function register(program: Command): void {
         monthly: opts.keepMonthly as number | undefined,
         yearly: opts.keepYearly as number | undefined,
         within: opts.keepWithin ? parseDuration(opts.keepWithin as string) : undefined,
-        tags: opts.keepTag as string[],
+        tags: (opts.keepTag as string[] | undefined) ?? [],
       };
       const waitMs = parseWait(opts.lockWait as string | undefined);
-      const forgetOpts = { ids, policy, dryRun: opts.dryRun as boolean, waitMs, onWait: (m: string) => warn(m) };
+      const filter = filterOf(opts as FilterFlags);
+      const forgetOpts = { ids, policy, filter, dryRun: opts.dryRun as boolean, waitMs, onWait: (m: string) => warn(m) };
       const repo = opts.key === false ? await KeylessRepository.open(repoPath(g), remoteOptions(g)) : await openRepo(cmd);
       try {
         const r = repo instanceof KeylessRepository ? await forgetWithoutKey(repo.service, forgetOpts) : await forget(repo, forgetOpts);
