@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { fetchDictionary } from './dictionary.js';
 import type { BlockList } from '../engine/blocklist.js';
 import type { Piece } from '../engine/resolve.js';
-import { integrity, StrataError } from '../errors.js';
+import { ExitCode, integrity, StrataError } from '../errors.js';
 import type { BlockCache } from '../storage/cache.js';
 import type { HttpStorage, Reply } from '../storage/http.js';
 import type { SnapshotRow, TocRow, VersionRow } from './catalog.js';
@@ -41,6 +41,15 @@ const TABLE_AFTER = 8;
 const KNOWN_LIMIT = 2_000_000;
 const RENEW_MS = 5_000;
 const VERSION_ROW = 64;
+
+/** Error codes a server answers with whose exit code is not 1, as a local repository gives them. */
+const REMOTE_EXIT_CODES: Record<string, number> = {
+  locked: ExitCode.locked,
+  no_repository: ExitCode.noRepository,
+  wrong_key: ExitCode.wrongKey,
+  local_only: ExitCode.usage,
+  usage: ExitCode.usage,
+};
 
 export class RemoteService implements CatalogService {
   readonly remote = true;
@@ -78,8 +87,8 @@ export class RemoteService implements CatalogService {
     } catch {
       // Not one of ours.
     }
-    if (code === 'no_repository') return new StrataError('no_repository', `${this.http.location}: ${message}`);
-    return new StrataError(code === 'integrity' ? 'integrity' : code, `${this.http.location}: ${message}`);
+    // The same error as a local repository gives, exit code included.
+    return new StrataError(code, `${this.http.location}: ${message}`, REMOTE_EXIT_CODES[code] ?? ExitCode.error);
   }
 
   async snapshots(): Promise<SnapshotRow[]> {
