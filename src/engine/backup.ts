@@ -280,7 +280,7 @@ class BackupRun {
       await this.packer.flush();
       this.r.bytesAdded = this.packer.bytesWritten;
       const blobs = [...this.blobs].map((h) => Buffer.from(h, 'hex'));
-      await service.commitSnapshot(this.seq, Buffer.from(root!.tree!, 'hex'), recordId, repo.keyring.sealJson({ ...meta, stats }, metaAad(this.id)), blobs);
+      await service.commitSnapshot(this.seq, Buffer.from(root!.tree!, 'hex'), recordId, repo.keyring.sealJson({ ...meta, stats, root: record.root, time: record.time }, metaAad(this.id)), blobs);
     } catch (e) {
       // Keep what was stored: the next backup reuses every indexed block.
       await this.drain().catch(() => {});

@@ -426,6 +426,15 @@ export class RemoteService implements CatalogService {
     }
   }
 
+  async retainedBlobs(): Promise<{ tocs: Buffer[]; records: Buffer[] }> {
+    const j = await this.json<{ tocs: unknown; records: unknown }>('GET', '/v1/retained', 'retained blobs');
+    const ids = (v: unknown) => {
+      if (!Array.isArray(v) || !v.every((h) => typeof h === 'string' && /^[0-9a-f]{64}$/.test(h))) throw integrity(`${this.http.location} sent a malformed list of retained blobs`);
+      return (v as string[]).map((h) => Buffer.from(h, 'hex'));
+    };
+    return { tocs: ids(j.tocs), records: ids(j.records) };
+  }
+
   async staleTocs(): Promise<number[]> {
     const j = await this.json<{ versions: unknown }>('GET', `/v1/maintenance/${this.lease}/stale`, 'stale TOCs');
     if (!Array.isArray(j.versions) || !j.versions.every((n) => Number.isSafeInteger(n))) throw integrity(`${this.http.location} sent a malformed list of stale TOCs`);

@@ -131,6 +131,12 @@ export interface CatalogService {
   /** The catalog's half of forget (see forgetInCatalog); `touched` versions need their TOCs resealed. */
   forgetSnapshots(candidates: readonly number[]): Promise<{ removed: number[]; inUse: number[]; touched: number[] }>;
   versionRecord(version: number): Promise<VersionRecord | undefined>;
+  /**
+   * The sealed TOCs and snapshot records kept for snapshots a forget without
+   * the key removed (FORMAT.md §12), which reads through stale sealed TOCs
+   * follow; empty once every TOC is resealed.
+   */
+  retainedBlobs(): Promise<{ tocs: Buffer[]; records: Buffer[] }>;
   /** Versions whose sealed TOCs a forget without the key left for resealing. */
   staleTocs(): Promise<number[]>;
   setVersionTocs(list: readonly ResealedToc[]): Promise<void>;
@@ -374,6 +380,11 @@ export class LocalService implements CatalogService {
 
   async versionRecord(version: number): Promise<VersionRecord | undefined> {
     return this.catalog.db.prepare('SELECT snapshot, path, size, toc FROM versions WHERE id = ?').get(version) as VersionRecord | undefined;
+  }
+
+  async retainedBlobs(): Promise<{ tocs: Buffer[]; records: Buffer[] }> {
+    const q = this.catalog.db.prepare('SELECT r.block FROM retained r JOIN blocks b ON b.id = r.block WHERE b.kind = ?').pluck();
+    return this.catalog.guard(() => ({ tocs: q.all(2) as Buffer[], records: q.all(3) as Buffer[] }));
   }
 
   async staleTocs(): Promise<number[]> {

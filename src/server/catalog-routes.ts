@@ -553,6 +553,16 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
     },
     {
       method: 'GET',
+      path: '/v1/retained',
+      role: 'read',
+      maxBody: 0,
+      handle: async (ctx) => {
+        const { tocs, records } = await svc().retainedBlobs();
+        sendJson(ctx, 200, { tocs: tocs.map((b) => b.toString('hex')), records: records.map((b) => b.toString('hex')) });
+      },
+    },
+    {
+      method: 'GET',
       path: '/v1/versions/{version}/record',
       role: 'read',
       maxBody: 0,
