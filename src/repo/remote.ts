@@ -191,7 +191,7 @@ export class RemoteService implements CatalogService {
     // No plan (or a range the client words its own error for): the client looks itself.
     if (r.status === 404 || r.status === 416) return undefined;
     if (r.status !== 200) throw this.refusal(r, 'GET', 'read plan');
-    const j = parse<{ snapshot: unknown; newer: unknown; version: unknown; start: unknown; end: unknown; pieces: unknown; next: unknown }>(r, this.http.location);
+    const j = parse<{ snapshot: unknown; newer: unknown; version: unknown; start: unknown; end: unknown; pieces: unknown; next: unknown; toc?: unknown }>(r, this.http.location);
     const snapshot = snapshotFromJson(j.snapshot);
     const version = versionRow(j.version, snapshot.seq);
     const start = Number(j.start);
@@ -206,7 +206,10 @@ export class RemoteService implements CatalogService {
       at += p.length;
     }
     if ((j.next === null && end >= start && at !== end + 1) || (j.next !== null && j.next !== at)) throw integrity(`${this.http.location} sent pieces that do not cover the range`);
-    return { snapshot, newer: j.newer.map(snapshotFromJson), version, start, end, pieces, next: j.next as number | null };
+    // The version's record, from the plan: a reader checks the version against its sealed TOC without asking again.
+    const toc = typeof j.toc === 'string' && /^[0-9a-f]{64}$/.test(j.toc) ? Buffer.from(j.toc, 'hex') : null;
+    this.records.set(version.id, { snapshot: version.snapshot, path, size: version.size, toc });
+    return { snapshot, newer: j.newer.map(snapshotFromJson), version, start, end, pieces, next: j.next as number | null, toc };
   }
 
   async toc(version: number): Promise<TocRow[]> {
@@ -413,7 +416,12 @@ export class RemoteService implements CatalogService {
     return { removed: list(j.removed), inUse: list(j.inUse), touched: list(j.touched) };
   }
 
+  /** Version records a read plan brought along (see planRead). */
+  private readonly records = new Map<number, VersionRecord>();
+
   async versionRecord(version: number): Promise<VersionRecord | undefined> {
+    const known = this.records.get(version);
+    if (known) return known;
     try {
       const j = await this.json<{ snapshot: unknown; path: unknown; size: unknown; toc: unknown }>('GET', `/v1/versions/${version}/record`, `version ${version}`);
       const hex = (v: unknown) => (typeof v === 'string' && /^[0-9a-f]{64}$/.test(v) ? Buffer.from(v, 'hex') : undefined);

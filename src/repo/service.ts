@@ -70,6 +70,8 @@ export interface ReadPlan {
   pieces: Piece[];
   /** Where the next page of pieces starts, if there is one. */
   next: number | null;
+  /** The version's sealed TOC (its record's `toc`), so the client checks the plan without asking for it. */
+  toc?: Buffer | null;
 }
 
 /** Snapshots a read plan looks through before it gives up (the client then looks itself). */
@@ -248,7 +250,8 @@ export class LocalService implements CatalogService {
         pieces.push(p);
       }
     }
-    return { snapshot, newer, version, start: range.start, end: range.end, pieces, next };
+    const toc = this.catalog.db.prepare('SELECT toc FROM versions WHERE id = ?').pluck().get(version.id) as Buffer | null;
+    return { snapshot, newer, version, start: range.start, end: range.end, pieces, next, toc };
   }
 
   async sealedDictionary(name: string, _fresh?: boolean): Promise<Buffer> {

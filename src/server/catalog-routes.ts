@@ -247,6 +247,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
           end: plan.end,
           pieces: plan.pieces.map(pieceToJson),
           next: plan.next,
+          toc: plan.toc ? plan.toc.toString('hex') : null,
         });
       },
     },
