@@ -137,16 +137,23 @@ describe('a repository behind strata serve', () => {
     const cold = await requests(() => (one = json(['cat', big, '--range', '1000000-1004095'], e)));
     expect(one.blocksRead).toBeLessThanOrEqual(2);
     expect(Buffer.from(one.data, 'base64').equals(states[1]!.image.subarray(1_000_000, 1_004_096))).toBe(true);
-    // Cold: the config (kept from then on), one read plan, then the covering blocks at once; no tree walk.
+    // Cold: the config (kept from then on), one read plan, then the covering blocks; no tree walk. The plan
+    // is checked against the sealed TOCs: the version's (its id comes with the plan) and, for each ref, the
+    // version of the file in the snapshot it names (looked up, then its sealed TOC fetched).
     // Blocks asked for in the same turn of the event loop share one POST, others go one GET each.
     const blockRequest = (r: string) => r.startsWith('GET /v1/blocks/') || r === 'POST /v1/blocks/read';
-    expect(cold.filter((r) => !blockRequest(r))).toEqual(['GET /v1/objects/config/config', expect.stringMatching(/^GET \/v1\/paths\/[0-9a-f]{64}\/plan$/)]);
+    const lookup = (r: string) => /^GET \/v1\/(snapshots|snapshots\/\d+\/versions\/[0-9a-f]{64}|versions\/\d+\/record)$/.test(r);
+    expect(cold.slice(0, 2)).toEqual(['GET /v1/objects/config/config', expect.stringMatching(/^GET \/v1\/paths\/[0-9a-f]{64}\/plan$/)]);
+    expect(cold.slice(2).filter((r) => !blockRequest(r) && !lookup(r))).toEqual([]);
+    const sealedTocs = 2; // the version's and its target's
     expect(cold.filter(blockRequest).length).toBeGreaterThanOrEqual(1);
-    expect(cold.filter(blockRequest).length).toBeLessThanOrEqual(one.blocksRead);
+    expect(cold.filter(blockRequest).length).toBeLessThanOrEqual(one.blocksRead + sealedTocs);
     let two!: { bytesReceived: number; data: string };
     const warm = await requests(() => (two = json(['cat', big, '--range', '1000000-1004095'], e)));
     expect(two.data).toBe(one.data);
-    expect(warm).toHaveLength(1);
+    // Warm: blocks and sealed TOCs come from the cache; only the plan and the lookups go out.
+    expect(warm[0]).toMatch(/^GET \/v1\/paths\/[0-9a-f]{64}\/plan$/);
+    expect(warm.slice(1).filter((r) => !lookup(r))).toEqual([]);
     expect(two.bytesReceived).toBeLessThan(one.bytesReceived / 4);
     // The plan agrees with the walk: an older snapshot by id, and a path that is a directory.
     const old = json<{ data: string }>(['cat', big, '--at', states[0]!.id.slice(0, 8), '--range', '1000000-1004095'], e);
@@ -221,7 +228,9 @@ describe('a repository behind strata serve', () => {
     const batches = (reqs.match(/POST \/v1\/blocks\/read 200 /g) ?? []).length;
     const singles = (reqs.match(/GET \/v1\/blocks\/[0-9a-f]{64} 200 /g) ?? []).length;
     expect(batches).toBeGreaterThan(0);
-    expect(batches + singles).toBeLessThan(states.at(-1)!.image.length / 32768 / 8);
+    // Beside the blocks' requests, the sealed TOCs of the file's versions, fetched one by one as the check reaches them.
+    const sealedTocs = states.length;
+    expect(batches + singles).toBeLessThan(states.at(-1)!.image.length / 32768 / 8 + sealedTocs);
   });
 
   it('roles: read tokens read and cannot back up; a bad token or no token is a clear error', () => {

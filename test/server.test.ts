@@ -291,7 +291,11 @@ describe('strata serve', () => {
     expect((await call(s.url, 'GET', '/v1/objects/config', { token: read })).json().names).toEqual(['config']);
     const key = '0123456789abcdef';
     expect((await call(s.url, 'PUT', `/v1/objects/key/${key}`, { token: append, body: Buffer.from('{}') })).status).toBe(201);
+    expect((await call(s.url, 'PUT', `/v1/objects/key/${key}`, { token: append, body: Buffer.from('{}') })).status).toBe(200);
     expect((await call(s.url, 'PUT', `/v1/objects/key/${key}`, { token: append, body: Buffer.from('{"x":1}') })).status).toBe(409);
+    // A second key file needs admin: the append role only creates a repository's first.
+    expect((await call(s.url, 'PUT', '/v1/objects/key/0123456789abcdee', { token: append, body: Buffer.from('{}') })).status).toBe(403);
+    expect((await call(s.url, 'PUT', '/v1/objects/key/0123456789abcdee', { token: admin, body: Buffer.from('{}') })).status).toBe(201);
   });
 
   it('body limits: 413 for oversized small objects and bodies where none belongs, 411 without a length', async () => {

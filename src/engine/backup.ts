@@ -288,7 +288,7 @@ class BackupRun {
       await this.packer.flush();
       this.r.bytesAdded = this.packer.bytesWritten;
       const blobs = [...this.blobs].map((h) => Buffer.from(h, 'hex'));
-      await service.commitSnapshot(this.seq, Buffer.from(root!.tree!, 'hex'), recordId, repo.keyring.sealJson({ ...meta, stats, ...partial }, metaAad(this.id)), blobs);
+      await service.commitSnapshot(this.seq, Buffer.from(root!.tree!, 'hex'), recordId, repo.keyring.sealJson({ ...meta, stats, ...partial, root: record.root, time: record.time }, metaAad(this.id)), blobs);
     } catch (e) {
       // Keep what was stored: the next backup reuses every indexed block.
       await this.drain().catch(() => {});
@@ -627,7 +627,8 @@ class BackupRun {
     if (this.unchangedSince(prev, st)) {
       // Inherited from the parent snapshot: no row in the catalog, nothing sealed.
       this.inherited(1, entry.size > 0 ? 1 : 0, entry.size);
-      return entry;
+      // Its content mark goes along: readers check an inherited version by stats or by it.
+      return prev?.parentContent ? { ...entry, parentContent: prev.parentContent } : entry;
     }
     const { pathId, row: prevRow } = known ?? (await this.parentVersions([abs]))[0]!;
     const target: TargetVersion | undefined = prevRow && this.parent ? { id: prevRow.id, snapshotId: this.parent.id, depth: prevRow.depth } : undefined;

@@ -3,7 +3,8 @@
  * snapshot still read back?
  *
  * Structure (always): every pack the catalog names exists with its size;
- * every snapshot's trees decode and every file in them has a version; every
+ * every snapshot's trees decode and every file in them has a version whose
+ * rows agree with its sealed TOC (engine/verify.ts); every
  * version's TOC covers it exactly; every data entry names a stored block of
  * the right size; every ref points at an older version (so chains end) and
  * inside it. With readData, every block (or a subset of packs) is read,
@@ -21,6 +22,7 @@ import type { Storage } from '../storage/storage.js';
 import { StrataError } from '../errors.js';
 import { fetchDictionary, openDictionary } from '../repo/dictionary.js';
 import { listSnapshots, type Snapshot } from './snapshot.js';
+import { sealedDisagreement } from './verify.js';
 
 export type Subset = { kind: 'percent'; percent: number } | { kind: 'part'; part: number; of: number };
 
@@ -142,9 +144,11 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
   const snaps = await listSnapshots(repo);
   r.snapshots = snaps.length;
   const pathOf = new Map<number, { snapshot: string; path: string }>();
+  // A version inherited by many snapshots is compared once for the same file.
+  const compared = new Set<string>();
   for (const s of snaps) {
     say(`checking snapshot ${s.id.slice(0, 8)}`);
-    await walkSnapshot(repo, s, r, bad, pathOf);
+    await walkSnapshot(repo, s, r, bad, pathOf, compared);
   }
 
   // TOCs: coverage, blocks, and refs that point inside older versions.
@@ -268,7 +272,7 @@ function checkRef(row: TocRow, version: number, sizeOf: Map<number, number>, say
   }
 }
 
-async function walkSnapshot(repo: Repository, s: Snapshot, r: CheckResult, bad: Set<string>, pathOf: Map<number, { snapshot: string; path: string }>): Promise<void> {
+async function walkSnapshot(repo: Repository, s: Snapshot, r: CheckResult, bad: Set<string>, pathOf: Map<number, { snapshot: string; path: string }>, compared: Set<string>): Promise<void> {
   const stack: { path: string; tree: string }[] = [];
   try {
     stack.push({ path: '/', tree: s.root.tree! });
@@ -295,6 +299,12 @@ async function walkSnapshot(repo: Repository, s: Snapshot, r: CheckResult, bad: 
       else {
         pathOf.set(v.id, { snapshot: s.id, path: p });
         if (v.size !== e.size) r.errors.push(`snapshot ${s.id.slice(0, 8)}: ${p} is ${e.size} bytes, its version ${v.size}`);
+        // The catalog's rows against the sealed TOCs, as every read checks them (engine/verify.ts).
+        else if (!compared.has(`${v.id}/${p}/${e.mtimeNs}/${e.ctimeNs}/${e.ino}`)) {
+          compared.add(`${v.id}/${p}/${e.mtimeNs}/${e.ctimeNs}/${e.ino}`);
+          const why = await sealedDisagreement(repo, s, p, e, v);
+          if (why) r.errors.push(`snapshot ${s.id.slice(0, 8)}: ${why}`);
+        }
       }
     }
   }

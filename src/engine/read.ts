@@ -5,18 +5,18 @@
  */
 import * as path from 'node:path';
 import { integrity, notFound, StrataError } from '../errors.js';
-import type { VersionRow } from '../repo/catalog.js';
 import type { Repository } from '../repo/repository.js';
 import type { Piece } from './resolve.js';
 import { Snapshot } from './snapshot.js';
 import type { When } from '../util/when.js';
-import type { RangeSpec } from '../util/range.js';
+import { resolveRange as resolveByteRange, type RangeSpec } from '../util/range.js';
+import { verifiedPieces, verifier, type BoundVersion } from './verify.js';
 import type { TreeEntry } from './tree.js';
 
 export interface StoredFile {
   path: string;
   entry: TreeEntry;
-  version: VersionRow;
+  version: BoundVersion;
 }
 
 /** Absolute form of a path given on the command line (relative to cwd, like backup). */
@@ -34,29 +34,33 @@ export async function openFile(snapshot: Snapshot, absPath: string): Promise<Sto
 
 /**
  * The stored version of a file entry, checked before any byte is read: its
- * size must be the entry's, and its TOC must reach that size. So a forged
- * size fails up front rather than after part of a file went out.
+ * size must be the entry's, its TOC must reach that size, and it must be the
+ * version the sealed TOCs give this file in this snapshot (engine/verify.ts).
+ * So a forged size or a swapped version fails up front rather than after
+ * part of a file went out.
  */
-export async function storedVersion(snapshot: Snapshot, absPath: string, entry: TreeEntry): Promise<VersionRow> {
+export async function storedVersion(snapshot: Snapshot, absPath: string, entry: TreeEntry): Promise<BoundVersion> {
   const { service, keyring } = snapshot.repo;
-  const version = await service.version(snapshot.row.seq, keyring.pathId(absPath));
+  const pathId = keyring.pathId(absPath);
+  const version = await service.version(snapshot.row.seq, pathId);
   if (!version) throw integrity(`${absPath} has no stored version in snapshot ${snapshot.id.slice(0, 8)}`);
   if (version.size !== entry.size) throw integrity(`${absPath}: its tree entry says ${entry.size} bytes, its stored version ${version.size}`);
   if (version.size > 0 && version.end !== version.size - 1) {
     throw integrity(`${absPath}: the TOC of version ${version.id} does not end at its size, ${version.size} bytes`, { version: version.id });
   }
-  return version;
+  const bound = await verifier(snapshot.repo).bind(snapshot, absPath, pathId, version, entry);
+  return { id: version.id, snapshot: version.snapshot, size: version.size, depth: version.depth, bound };
 }
 
 /** The pieces a read plan brought, then the rest of the range page by page. */
-async function* planned(repo: Repository, version: VersionRow, end: number, first: { pieces: Piece[]; next: number | null }): AsyncGenerator<Piece> {
+async function* planned(repo: Repository, version: BoundVersion, end: number, first: { pieces: Piece[]; next: number | null }): AsyncGenerator<Piece> {
   yield* first.pieces;
   if (first.next !== null) yield* repo.service.pieces(version.id, first.next, end);
 }
 
 export interface PlannedRead {
   snapshot: Snapshot;
-  file: { path: string; version: VersionRow };
+  file: { path: string; version: BoundVersion };
   start: number;
   end: number;
   first: { pieces: Piece[]; next: number | null };
@@ -79,18 +83,25 @@ export async function planRead(repo: Repository, when: When, absPath: string, ho
   if (when.kind !== 'id' && (!mine(snapshot) || plan.newer.some((row) => mine(new Snapshot(repo, row))))) return undefined;
   const v = plan.version;
   if (v.size > 0 && v.end !== v.size - 1) throw integrity(`${absPath}: the TOC of version ${v.id} does not end at its size, ${v.size} bytes`, { version: v.id });
-  return { snapshot, file: { path: absPath, version: v }, start: plan.start, end: plan.end, first: { pieces: plan.pieces, next: plan.next } };
+  // The server's size and range are checked against the sealed TOC before anything is read.
+  const bound = await verifier(repo).bind(snapshot, absPath, repo.keyring.pathId(absPath), v);
+  const range = v.size === 0 && !spec ? { start: 0, end: -1 } : resolveByteRange(spec, bound.truth.size);
+  if (range.start !== plan.start || range.end !== plan.end) throw integrity(`${absPath}: the server's read plan is for bytes ${plan.start}-${plan.end}, not ${range.start}-${range.end}`, { path: absPath });
+  const version: BoundVersion = { id: v.id, snapshot: v.snapshot, size: v.size, depth: v.depth, bound };
+  return { snapshot, file: { path: absPath, version }, start: plan.start, end: plan.end, first: { pieces: plan.pieces, next: plan.next } };
 }
 
 /** Blocks fetched ahead of the one being read; refilled in bursts of half, so a server gets them in one request. */
 const PREFETCH = 32;
 
 /** The bytes of [start, end] (inclusive) of a version, block piece by block piece. */
-export async function* readRange(repo: Repository, version: VersionRow, start: number, end: number, first?: { pieces: Piece[]; next: number | null }): AsyncGenerator<Buffer> {
+export async function* readRange(repo: Repository, version: BoundVersion, start: number, end: number, first?: { pieces: Piece[]; next: number | null }): AsyncGenerator<Buffer> {
   if (end >= version.size) throw integrity(`read past the end of version ${version.id}`);
   // Reads of the next few blocks start early, so the store works while we decode and write.
   const ahead: { p: Piece; block: Promise<Buffer> }[] = [];
-  const pieces = (first ? planned(repo, version, end, first) : repo.service.pieces(version.id, start, end))[Symbol.asyncIterator]();
+  const source = first ? planned(repo, version, end, first) : repo.service.pieces(version.id, start, end);
+  // Each piece is checked against the sealed TOCs before its block is even fetched.
+  const pieces = verifiedPieces(repo, version, start, end, source)[Symbol.asyncIterator]();
   const fill = async () => {
     if (ahead.length > PREFETCH / 2) return;
     while (ahead.length < PREFETCH) {

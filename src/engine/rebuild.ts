@@ -82,7 +82,7 @@ export async function rebuildCatalog(repo: Repository, onProgress: (m: string) =
   const seenByLineage = new Map<string, Seen>();
   for (const s of ordered) {
     onProgress(`restoring snapshot ${s.id.slice(0, 8)}`);
-    const meta = { host: s.host, tags: s.tags, paths: s.paths, ...(s.parent ? { parent: s.parent } : {}), ...(s.stats ? { stats: s.stats } : {}), ...(s.unreadable ? { unreadable: s.unreadable } : {}) };
+    const meta = { host: s.host, tags: s.tags, paths: s.paths, ...(s.parent ? { parent: s.parent } : {}), ...(s.stats ? { stats: s.stats } : {}), ...(s.unreadable ? { unreadable: s.unreadable } : {}), root: s.root, time: s.time };
     const sealedMeta = keyring.sealJson(meta, metaAad(s.id));
     const seq = catalog.beginSnapshot(s.id, Date.parse(s.time), keyring.lineageId(s.host, s.paths), sealedMeta, s.parent ? (seqOf.get(s.parent) ?? null) : null);
     seqOf.set(s.id, seq);

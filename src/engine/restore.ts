@@ -12,10 +12,10 @@ import * as path from 'node:path';
 import { interrupted, notFound, StrataError } from '../errors.js';
 import { HOLE_MIN, isHole } from '../util/holes.js';
 import { osPath } from '../util/names.js';
-import type { VersionRow } from '../repo/catalog.js';
 import type { Repository } from '../repo/repository.js';
 import { readRange, storedVersion } from './read.js';
 import { unpackVersion } from './unpack.js';
+import type { BoundVersion } from './verify.js';
 import { isWithin, splitPath, type Snapshot } from './snapshot.js';
 import type { TreeEntry } from './tree.js';
 
@@ -93,7 +93,7 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
   };
 
   /** Writes a file's content and metadata, and closes it. */
-  const fill = async (fh: fs.FileHandle, file: VersionRow, entry: TreeEntry, dest: string): Promise<void> => {
+  const fill = async (fh: fs.FileHandle, file: BoundVersion, entry: TreeEntry, dest: string): Promise<void> => {
     try {
       if (file.size > 0 && repo.packFile) {
         // Files are written at once: the total is added to after the await, never across it.

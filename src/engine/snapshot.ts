@@ -4,7 +4,7 @@
  * sealed into a pack. A Snapshot navigates its trees by absolute path.
  */
 import * as path from 'node:path';
-import { notFound, StrataError } from '../errors.js';
+import { integrity, notFound, StrataError } from '../errors.js';
 import type { SnapshotRow } from '../repo/catalog.js';
 import type { Repository } from '../repo/repository.js';
 import type { CatalogService } from '../repo/service.js';
@@ -19,6 +19,13 @@ export interface SnapshotMeta {
   stats?: { files: number; dirs: number; bytes: number; bytesAdded: number };
   /** How many sources, files and directories the backup could not read (absent: none; the backup exited 3). */
   unreadable?: number;
+  /**
+   * The root tree (hex) and the time, sealed with the id once committed, so
+   * the catalog's `root` and `time` are checked against them. Snapshots
+   * committed before these fields existed lack them.
+   */
+  root?: string;
+  time?: string;
 }
 
 export interface SnapshotRecord extends SnapshotMeta {
@@ -53,6 +60,13 @@ export class Snapshot {
     readonly row: SnapshotRow,
   ) {
     this.meta = repo.keyring.openJson<SnapshotMeta>(row.meta, metaAad(row.id), `snapshot ${row.id.slice(0, 8)}`);
+    // The catalog's root and time are checked against the sealed ones: another tree would give other files.
+    if (this.meta.root !== undefined && row.root !== null && this.meta.root !== row.root.toString('hex')) {
+      throw integrity(`snapshot ${row.id.slice(0, 8)}: the catalog's root tree is not the one sealed with it`, { snapshot: row.id });
+    }
+    if (this.meta.time !== undefined && Date.parse(this.meta.time) !== row.time) {
+      throw integrity(`snapshot ${row.id.slice(0, 8)}: the catalog's time is not the one sealed with it`, { snapshot: row.id });
+    }
   }
 
   get id(): string {

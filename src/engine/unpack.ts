@@ -8,10 +8,10 @@
  */
 import type { FileHandle } from 'node:fs/promises';
 import { integrity, interrupted } from '../errors.js';
-import type { VersionRow } from '../repo/catalog.js';
 import type { Repository } from '../repo/repository.js';
 import { ID_BYTES, PIECE_FIELDS, type UnpackAnswer } from '../workers/unpacker.js';
 import type { Piece } from './resolve.js';
+import { verifiedPieces, type BoundVersion } from './verify.js';
 
 /**
  * Pieces per message to a worker at most, and the bytes that end a batch
@@ -63,7 +63,7 @@ class Batch {
  * are read again here, so a damaged block fails with the same error as any
  * other read, and a block that moved (prune repacked it) is found anew.
  */
-export async function unpackVersion(repo: Repository, version: VersionRow, fh: FileHandle, signal?: AbortSignal, onBytes?: (n: number) => void): Promise<number> {
+export async function unpackVersion(repo: Repository, version: BoundVersion, fh: FileHandle, signal?: AbortSignal, onBytes?: (n: number) => void): Promise<number> {
   const packFile = repo.packFile;
   if (!packFile) throw new Error('unpackVersion needs a repository on this machine');
   const pool = await repo.unpackers();
@@ -108,7 +108,8 @@ export async function unpackVersion(repo: Repository, version: VersionRow, fh: F
         }
         pending = [];
       };
-      for await (const p of repo.service.pieces(version.id, 0, version.size - 1)) {
+      // Each piece is checked against the sealed TOCs before a worker writes it (engine/verify.ts).
+      for await (const p of verifiedPieces(repo, version, 0, version.size - 1, repo.service.pieces(version.id, 0, version.size - 1))) {
         pending.push(p);
         if (pending.length === BATCH_PIECES) await place();
       }

@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { fetchDictionary } from './dictionary.js';
 import type { BlockList } from '../engine/blocklist.js';
 import type { Piece } from '../engine/resolve.js';
-import { integrity, StrataError } from '../errors.js';
+import { ExitCode, integrity, StrataError } from '../errors.js';
 import type { BlockCache } from '../storage/cache.js';
 import type { HttpStorage, Reply } from '../storage/http.js';
 import type { SnapshotRow, TocRow, VersionRow } from './catalog.js';
@@ -41,6 +41,15 @@ const TABLE_AFTER = 8;
 const KNOWN_LIMIT = 2_000_000;
 const RENEW_MS = 5_000;
 const VERSION_ROW = 64;
+
+/** Error codes a server answers with whose exit code is not 1, as a local repository gives them. */
+const REMOTE_EXIT_CODES: Record<string, number> = {
+  locked: ExitCode.locked,
+  no_repository: ExitCode.noRepository,
+  wrong_key: ExitCode.wrongKey,
+  local_only: ExitCode.usage,
+  usage: ExitCode.usage,
+};
 
 export class RemoteService implements CatalogService {
   readonly remote = true;
@@ -78,8 +87,8 @@ export class RemoteService implements CatalogService {
     } catch {
       // Not one of ours.
     }
-    if (code === 'no_repository') return new StrataError('no_repository', `${this.http.location}: ${message}`);
-    return new StrataError(code === 'integrity' ? 'integrity' : code, `${this.http.location}: ${message}`);
+    // The same error as a local repository gives, exit code included.
+    return new StrataError(code, `${this.http.location}: ${message}`, REMOTE_EXIT_CODES[code] ?? ExitCode.error);
   }
 
   async snapshots(): Promise<SnapshotRow[]> {
@@ -182,7 +191,7 @@ export class RemoteService implements CatalogService {
     // No plan (or a range the client words its own error for): the client looks itself.
     if (r.status === 404 || r.status === 416) return undefined;
     if (r.status !== 200) throw this.refusal(r, 'GET', 'read plan');
-    const j = parse<{ snapshot: unknown; newer: unknown; version: unknown; start: unknown; end: unknown; pieces: unknown; next: unknown }>(r, this.http.location);
+    const j = parse<{ snapshot: unknown; newer: unknown; version: unknown; start: unknown; end: unknown; pieces: unknown; next: unknown; toc?: unknown }>(r, this.http.location);
     const snapshot = snapshotFromJson(j.snapshot);
     const version = versionRow(j.version, snapshot.seq);
     const start = Number(j.start);
@@ -197,7 +206,10 @@ export class RemoteService implements CatalogService {
       at += p.length;
     }
     if ((j.next === null && end >= start && at !== end + 1) || (j.next !== null && j.next !== at)) throw integrity(`${this.http.location} sent pieces that do not cover the range`);
-    return { snapshot, newer: j.newer.map(snapshotFromJson), version, start, end, pieces, next: j.next as number | null };
+    // The version's record, from the plan: a reader checks the version against its sealed TOC without asking again.
+    const toc = typeof j.toc === 'string' && /^[0-9a-f]{64}$/.test(j.toc) ? Buffer.from(j.toc, 'hex') : null;
+    this.records.set(version.id, { snapshot: version.snapshot, path, size: version.size, toc });
+    return { snapshot, newer: j.newer.map(snapshotFromJson), version, start, end, pieces, next: j.next as number | null, toc };
   }
 
   async toc(version: number): Promise<TocRow[]> {
@@ -404,7 +416,12 @@ export class RemoteService implements CatalogService {
     return { removed: list(j.removed), inUse: list(j.inUse), touched: list(j.touched) };
   }
 
+  /** Version records a read plan brought along (see planRead). */
+  private readonly records = new Map<number, VersionRecord>();
+
   async versionRecord(version: number): Promise<VersionRecord | undefined> {
+    const known = this.records.get(version);
+    if (known) return known;
     try {
       const j = await this.json<{ snapshot: unknown; path: unknown; size: unknown; toc: unknown }>('GET', `/v1/versions/${version}/record`, `version ${version}`);
       const hex = (v: unknown) => (typeof v === 'string' && /^[0-9a-f]{64}$/.test(v) ? Buffer.from(v, 'hex') : undefined);
@@ -415,6 +432,15 @@ export class RemoteService implements CatalogService {
       if (e instanceof StrataError && e.code === 'not_found') return undefined;
       throw e;
     }
+  }
+
+  async retainedBlobs(): Promise<{ tocs: Buffer[]; records: Buffer[] }> {
+    const j = await this.json<{ tocs: unknown; records: unknown }>('GET', '/v1/retained', 'retained blobs');
+    const ids = (v: unknown) => {
+      if (!Array.isArray(v) || !v.every((h) => typeof h === 'string' && /^[0-9a-f]{64}$/.test(h))) throw integrity(`${this.http.location} sent a malformed list of retained blobs`);
+      return (v as string[]).map((h) => Buffer.from(h, 'hex'));
+    };
+    return { tocs: ids(j.tocs), records: ids(j.records) };
   }
 
   async staleTocs(): Promise<number[]> {

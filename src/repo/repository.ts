@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { chunkerParams, DEFAULT_AVG, gearTable, type ChunkerParams } from '../chunker/fastcdc.js';
 import { Keyring } from '../crypto/keyring.js';
-import { calibrateScrypt, unwrapKey, wrapKey, type ScryptParams, type WrappedKey } from '../crypto/password.js';
+import { calibrateScrypt, keyFileBinding, keyFileProblem, unwrapKey, wrapKey, type ScryptParams, type WrappedKey } from '../crypto/password.js';
 import { ExitCode, noRepository, StrataError, usageError, wrongKey } from '../errors.js';
 import type { HttpStorage } from '../storage/http.js';
 import { LocalStorage } from '../storage/local.js';
@@ -332,7 +332,7 @@ async function writeNewRepository(storage: Storage, password: string, opts: Init
     cipher: 'aes-256-gcm',
     packSize: opts.packSize ?? DEFAULT_PACK_SIZE,
   };
-  const wrapped = await wrapKey(keyring.master, password, opts.scrypt ?? (await calibrateScrypt()));
+  const wrapped = await wrapKey(keyring.master, password, opts.scrypt ?? (await calibrateScrypt()), config.id);
   await storage.put({ kind: 'key', name: randomBytes(8).toString('hex') }, Buffer.from(JSON.stringify(wrapped, null, 2)));
   await beforeConfig();
   await storage.put({ kind: 'config', name: 'config' }, Buffer.from(JSON.stringify(config, null, 2) + '\n'));
@@ -469,21 +469,35 @@ function parseConfig(text: string, dir: string): RepoConfig {
 async function unlock(storage: Storage, config: RepoConfig, creds: Credentials): Promise<Keyring> {
   if (creds.keyFile) return new Keyring(readExportedKey(creds.keyFile, config.id));
   if (!creds.password) throw wrongKey('no password given: set STRATA_PASSWORD, use --password-file or --key-file, or run on a terminal');
+  // Whoever can add a key file chooses its scrypt parameters: files out of bounds (or damaged) are
+  // skipped before any derivation, so one bad file never stops the good ones from opening.
   const keys: WrappedKey[] = [];
+  const skipped: string[] = [];
   for await (const name of storage.list('key')) {
+    let parsed: unknown;
     try {
-      keys.push(JSON.parse((await storage.get({ kind: 'key', name })).toString('utf8')) as WrappedKey);
+      parsed = JSON.parse((await storage.get({ kind: 'key', name })).toString('utf8'));
     } catch {
-      // A damaged key file is skipped; another may still open the repository.
+      skipped.push(`${name}: not valid JSON`);
+      continue;
     }
+    const problem = keyFileProblem(parsed);
+    if (problem) skipped.push(`${name}: ${problem}`);
+    else keys.push(parsed as WrappedKey);
   }
-  if (keys.length === 0) throw noRepository(`repository at ${storage.location} has no keys`);
+  if (keys.length === 0 && skipped.length === 0) throw noRepository(`repository at ${storage.location} has no keys`);
   const password = await creds.password();
+  // Cheapest first: a file with a high cost is tried only when the others fail.
+  keys.sort((a, b) => a.N * a.r * a.p - b.N * b.r * b.p);
   for (const k of keys) {
     const master = await unwrapKey(k, password);
-    if (master) return new Keyring(master);
+    if (!master) continue;
+    // A file copied from another repository may open with the same password: it is not ours.
+    if (k.repository !== undefined && k.repository !== keyFileBinding(master, config.id)) continue;
+    return new Keyring(master);
   }
-  throw wrongKey('wrong password: no key in this repository opens with it');
+  const why = skipped.length > 0 ? ` (${skipped.length} unusable key ${skipped.length === 1 ? 'file was' : 'files were'} skipped: ${skipped.slice(0, 3).join('; ')})` : '';
+  throw wrongKey(`wrong password: no key in this repository opens with it${why}`);
 }
 
 function readExportedKey(file: string, repoId: string): Buffer {

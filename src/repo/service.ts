@@ -70,6 +70,8 @@ export interface ReadPlan {
   pieces: Piece[];
   /** Where the next page of pieces starts, if there is one. */
   next: number | null;
+  /** The version's sealed TOC (its record's `toc`), so the client checks the plan without asking for it. */
+  toc?: Buffer | null;
 }
 
 /** Snapshots a read plan looks through before it gives up (the client then looks itself). */
@@ -131,6 +133,12 @@ export interface CatalogService {
   /** The catalog's half of forget (see forgetInCatalog); `touched` versions need their TOCs resealed. */
   forgetSnapshots(candidates: readonly number[]): Promise<{ removed: number[]; inUse: number[]; touched: number[] }>;
   versionRecord(version: number): Promise<VersionRecord | undefined>;
+  /**
+   * The sealed TOCs and snapshot records kept for snapshots a forget without
+   * the key removed (FORMAT.md §12), which reads through stale sealed TOCs
+   * follow; empty once every TOC is resealed.
+   */
+  retainedBlobs(): Promise<{ tocs: Buffer[]; records: Buffer[] }>;
   /** Versions whose sealed TOCs a forget without the key left for resealing. */
   staleTocs(): Promise<number[]>;
   setVersionTocs(list: readonly ResealedToc[]): Promise<void>;
@@ -242,7 +250,8 @@ export class LocalService implements CatalogService {
         pieces.push(p);
       }
     }
-    return { snapshot, newer, version, start: range.start, end: range.end, pieces, next };
+    const toc = this.catalog.db.prepare('SELECT toc FROM versions WHERE id = ?').pluck().get(version.id) as Buffer | null;
+    return { snapshot, newer, version, start: range.start, end: range.end, pieces, next, toc };
   }
 
   async sealedDictionary(name: string, _fresh?: boolean): Promise<Buffer> {
@@ -374,6 +383,11 @@ export class LocalService implements CatalogService {
 
   async versionRecord(version: number): Promise<VersionRecord | undefined> {
     return this.catalog.db.prepare('SELECT snapshot, path, size, toc FROM versions WHERE id = ?').get(version) as VersionRecord | undefined;
+  }
+
+  async retainedBlobs(): Promise<{ tocs: Buffer[]; records: Buffer[] }> {
+    const q = this.catalog.db.prepare('SELECT r.block FROM retained r JOIN blocks b ON b.id = r.block WHERE b.kind = ?').pluck();
+    return this.catalog.guard(() => ({ tocs: q.all(2) as Buffer[], records: q.all(3) as Buffer[] }));
   }
 
   async staleTocs(): Promise<number[]> {

@@ -247,6 +247,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
           end: plan.end,
           pieces: plan.pieces.map(pieceToJson),
           next: plan.next,
+          toc: plan.toc ? plan.toc.toString('hex') : null,
         });
       },
     },
@@ -550,6 +551,16 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       role: 'admin',
       maxBody: MAX_JSON_BYTES,
       handle: async (ctx) => sendJson(ctx, 200, { repaired: await svc().repair(blockList((await jsonBody(ctx)).blocks)) }),
+    },
+    {
+      method: 'GET',
+      path: '/v1/retained',
+      role: 'read',
+      maxBody: 0,
+      handle: async (ctx) => {
+        const { tocs, records } = await svc().retainedBlobs();
+        sendJson(ctx, 200, { tocs: tocs.map((b) => b.toString('hex')), records: records.map((b) => b.toString('hex')) });
+      },
     },
     {
       method: 'GET',

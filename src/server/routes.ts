@@ -7,7 +7,8 @@
  * bytes are already there (so a retried upload succeeds), and refuses other
  * bytes with 409. That holds for config and keys too, so the append role can
  * create a repository on an empty server but cannot replace its config or a
- * key; only DELETE (admin) removes anything.
+ * key; only DELETE (admin) removes anything. The append role adds a key file
+ * only to a repository without one (init); further key files need admin.
  */
 import * as fs from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
@@ -118,6 +119,11 @@ export function objectRoutes(storage: LocalStorage): Route[] {
         if (h.kind !== 'pack' && size > MAX_SMALL_BYTES) {
           throw new HttpError(413, 'body_too_large', `a ${h.kind} object may be at most ${MAX_SMALL_BYTES} bytes`, { Connection: 'close' });
         }
+        if (h.kind === 'key' && ctx.token!.role !== 'admin' && (await otherKeyExists(storage, h.name))) {
+          // A key file names the scrypt cost every password client pays and may wrap another master key:
+          // the append role adds the first one (init), further ones need admin.
+          throw new HttpError(403, 'forbidden', 'adding a key file to a repository that has one needs a token with the admin role');
+        }
         if (/^100-continue$/i.test(ctx.req.headers.expect ?? '')) ctx.res.writeContinue();
         const counted = (async function* () {
           for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
@@ -143,6 +149,11 @@ export function objectRoutes(storage: LocalStorage): Route[] {
       },
     },
   ];
+}
+
+async function otherKeyExists(storage: LocalStorage, name: string): Promise<boolean> {
+  for await (const other of storage.list('key')) if (other !== name && NAMES.key.test(other)) return true;
+  return false;
 }
 
 /** Method and path of every route, for documentation checks. */

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { scryptProblem } from '../../crypto/password.js';
 import { ExitCode, StrataError, usageError } from '../../errors.js';
 import { Repository } from '../../repo/repository.js';
 import { parseSize } from '../../util/size.js';
@@ -20,8 +21,9 @@ export function register(program: Command): void {
       let scrypt;
       if (opts.scryptN !== undefined) {
         const N = Number(opts.scryptN);
-        if (!Number.isInteger(N) || N < 2 || (N & (N - 1)) !== 0) throw usageError('--scrypt-n must be a power of two');
         scrypt = { N, r: 8, p: 1 };
+        const problem = scryptProblem(scrypt);
+        if (problem) throw usageError(`--scrypt-n: ${problem}`);
       }
       const repo = await Repository.init(where, password, {
         chunkAvg: opts.chunkAvg ? parseSize(opts.chunkAvg) : undefined,

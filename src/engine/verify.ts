@@ -1,0 +1,393 @@
+/**
+ * Reads checked against the sealed truth. The catalog (a local SQLite file,
+ * or a server's answers) is an index nobody authenticates: a changed row
+ * would make a read return other bytes. The sealed TOCs in the packs hold
+ * what each version is, authenticated with the key (they are blobs: their id
+ * is a keyed hash of what they say, and each names its snapshot, path and
+ * size). So before a byte goes out, the pieces the catalog gives for a range
+ * are compared with the same range resolved through the sealed TOCs alone:
+ * data entries name blocks, ref entries name the same path in an older
+ * snapshot, followed down their chain. Shortcuts, split rows and rewritten
+ * rows all give the same pieces when they are right, and a mismatch of any
+ * kind is an integrity error that names the file.
+ *
+ * The catalog still says where to look: which sealed TOC is a snapshot's
+ * version of a path. Every answer is checked: the sealed TOC must name that
+ * snapshot and path, or the snapshot must have inherited the file, which its
+ * authenticated tree shows (the same size, times and inode as the tree of
+ * the snapshot the sealed TOC names: the rule by which a backup did not read
+ * it again). Snapshots a forget without the key removed are found through
+ * the sealed records and TOCs prune keeps for them until a forget or prune
+ * with the key reseals (FORMAT.md §12).
+ *
+ * Everything verified is kept for the life of the repository object, so a
+ * chain is followed once per process however many ranges are read.
+ */
+import { integrity, StrataError } from '../errors.js';
+import { BlockList, contentMark } from './blocklist.js';
+import type { SnapshotRow, VersionRow } from '../repo/catalog.js';
+import type { Repository } from '../repo/repository.js';
+import type { VersionRecord } from '../repo/service.js';
+import type { Piece } from './resolve.js';
+import { Snapshot, type SnapshotRecord, metaAad } from './snapshot.js';
+import type { TreeEntry } from './tree.js';
+import { sealedTocEntries, type SealedEntry, type SealedToc } from './versions.js';
+
+/** What a version is, as its sealed TOC says. */
+export interface Truth {
+  /** The snapshot the sealed TOC names; null for an empty file stored without one. */
+  owner: string | null;
+  size: number;
+  /** Ordered entries covering 0 … size-1 exactly. */
+  entries: SealedEntry[];
+}
+
+/** A version bound to a snapshot's file: what a read of it is checked against. */
+export interface Binding {
+  absPath: string;
+  pathId: Buffer;
+  truth: Truth;
+}
+
+/** A version row a read may use: bound to its file and checked (see storedVersion). */
+export interface BoundVersion extends VersionRow {
+  bound: Binding;
+}
+
+/** Hops a sealed chain may take: the same bound as the catalog's reads (a cycle cannot be sealed, but still). */
+const MAX_HOPS = 10_000;
+
+const verifiers = new WeakMap<Repository, Verifier>();
+
+export function verifier(repo: Repository): Verifier {
+  let v = verifiers.get(repo);
+  if (!v) verifiers.set(repo, (v = new Verifier(repo)));
+  return v;
+}
+
+/** The fields by which a backup decides a file is unchanged (see engine/backup.ts). */
+export function sameFile(a: TreeEntry | undefined, b: TreeEntry | undefined): boolean {
+  return a !== undefined && b !== undefined && a.type === 'file' && b.type === 'file' && a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs && a.ino === b.ino;
+}
+
+export class Verifier {
+  private readonly tocs = new Map<string, Promise<Truth & { path: string }>>();
+  private readonly snapshots = new Map<string, Promise<Snapshot | undefined>>();
+  private readonly versions = new Map<string, Promise<Truth>>();
+  private retained?: Promise<{ tocs: Map<string, Buffer>; records: Map<string, SnapshotRecord> }>;
+
+  constructor(private readonly repo: Repository) {}
+
+  /** A sealed TOC, opened, with its segments, checked to cover its size in order. */
+  sealed(id: Buffer): Promise<Truth & { path: string }> {
+    const key = id.toString('hex');
+    let t = this.tocs.get(key);
+    if (!t) {
+      t = this.loadSealed(id);
+      this.tocs.set(key, t);
+      t.catch(() => this.tocs.delete(key));
+    }
+    return t;
+  }
+
+  private async loadSealed(id: Buffer): Promise<Truth & { path: string }> {
+    const hex = id.toString('hex').slice(0, 16);
+    let t: SealedToc;
+    try {
+      t = JSON.parse((await this.repo.readBlob(id, 'toc')).toString('utf8')) as SealedToc;
+    } catch (e) {
+      if (e instanceof StrataError) throw e;
+      throw integrity(`sealed TOC ${hex} is not valid`);
+    }
+    if (typeof t?.snapshot !== 'string' || typeof t.path !== 'string' || !Number.isSafeInteger(t.size) || t.size < 0 || !Array.isArray(t.entries)) {
+      throw integrity(`sealed TOC ${hex} is not valid`);
+    }
+    const entries = await sealedTocEntries(this.repo, t);
+    let cursor = 0;
+    for (const e of entries) {
+      const ok = Array.isArray(e) && e[0] === cursor && Number.isSafeInteger(e[1]) && e[1] >= e[0] && typeof e[2] === 'string' && (e.length === 3 || (e.length === 4 && Number.isSafeInteger(e[3]) && e[3] >= 0));
+      if (!ok) throw integrity(`sealed TOC ${hex} has a malformed entry at ${cursor}`);
+      cursor = e[1] + 1;
+    }
+    if (cursor !== t.size) throw integrity(`sealed TOC ${hex} covers ${cursor} bytes of ${t.size}`);
+    return { owner: t.snapshot, path: t.path, size: t.size, entries };
+  }
+
+  /**
+   * A snapshot by id, its root checked against its sealed metadata (see
+   * Snapshot): from the catalog, else (one a forget without the key
+   * removed) from the sealed record prune keeps for it.
+   */
+  snapshot(id: string): Promise<Snapshot | undefined> {
+    let s = this.snapshots.get(id);
+    if (!s) {
+      s = this.findSnapshot(id);
+      this.snapshots.set(id, s);
+    }
+    return s;
+  }
+
+  private async findSnapshot(id: string): Promise<Snapshot | undefined> {
+    const row = (await this.repo.service.snapshotsByPrefix(id)).find((r) => r.id === id);
+    if (row) return new Snapshot(this.repo, row);
+    const record = (await this.kept()).records.get(id);
+    if (!record) return undefined;
+    // Its metadata as the record says (sealed here: the record itself is authenticated).
+    const { strata: _s, id: _i, ...meta } = record;
+    const sealedRow: SnapshotRow = { seq: -1, id, time: Date.parse(record.time), lineage: Buffer.alloc(0), meta: this.repo.keyring.sealJson(meta, metaAad(id)), root: Buffer.from(record.root, 'hex'), parent: null };
+    return new Snapshot(this.repo, sealedRow);
+  }
+
+  /** The sealed TOCs and records of snapshots a forget without the key removed (kept until resealed). */
+  private kept(): Promise<{ tocs: Map<string, Buffer>; records: Map<string, SnapshotRecord> }> {
+    this.retained ??= (async () => {
+      const tocs = new Map<string, Buffer>();
+      const records = new Map<string, SnapshotRecord>();
+      const { tocs: tocIds, records: recordIds } = await this.repo.service.retainedBlobs();
+      for (const id of tocIds) {
+        const t = await this.sealed(id).catch(() => undefined);
+        if (t) tocs.set(`${t.owner}/${t.path}`, id);
+      }
+      for (const id of recordIds) {
+        try {
+          const r = JSON.parse((await this.repo.readBlob(id, 'snapshot')).toString('utf8')) as SnapshotRecord;
+          if (r?.strata === 'snapshot' && typeof r.id === 'string' && typeof r.root === 'string' && typeof r.time === 'string') records.set(r.id, r);
+        } catch {
+          // An unreadable record: its snapshot cannot be followed, and a read through it says so.
+        }
+      }
+      return { tocs, records };
+    })();
+    return this.retained;
+  }
+
+  /**
+   * The truth of `v`, the catalog's version of `absPath` in `snapshot`:
+   * checked to be that file's (see the module comment). `entry` is the
+   * file's tree entry in the snapshot, when the caller has it.
+   */
+  async bind(snapshot: Snapshot, absPath: string, pathId: Buffer, v: VersionRow, entry?: TreeEntry): Promise<Binding> {
+    const truth = await this.versionOf(snapshot, absPath, pathId, v, entry);
+    if (truth.size !== v.size) throw integrity(`${absPath} in snapshot ${snapshot.id.slice(0, 8)}: the catalog says ${v.size} bytes, its sealed TOC ${truth.size}`, { path: absPath });
+    if (entry && entry.size !== truth.size) throw integrity(`${absPath}: its tree entry says ${entry.size} bytes, its sealed TOC ${truth.size}`, { path: absPath });
+    return { absPath, pathId, truth };
+  }
+
+  private versionOf(snapshot: Snapshot, absPath: string, pathId: Buffer, v: VersionRow, entry?: TreeEntry): Promise<Truth> {
+    const key = `${snapshot.id}/${pathId.toString('hex')}/${v.id}`;
+    let t = this.versions.get(key);
+    if (!t) {
+      t = (async () => {
+        const where = `${absPath} in snapshot ${snapshot.id.slice(0, 8)}`;
+        const rec = await this.repo.service.versionRecord(v.id);
+        if (!rec || !rec.path.equals(pathId)) throw integrity(`${where}: the catalog's version ${v.id} is not this file's`, { path: absPath, version: v.id });
+        const truth = await this.content(rec, v.id, where);
+        await this.owned(truth, snapshot, absPath, entry);
+        return truth;
+      })();
+      this.versions.set(key, t);
+      t.catch(() => this.versions.delete(key));
+    }
+    return t;
+  }
+
+  /** A version record's truth: its sealed TOC, or for a version stored without one, the whole ref it is. */
+  private async content(rec: VersionRecord, id: number, where: string): Promise<Truth> {
+    const pathHex = rec.path.toString('hex');
+    for (let hops = 0; hops < MAX_HOPS; hops++) {
+      if (rec.toc) {
+        const t = await this.sealed(rec.toc);
+        if (t.path !== pathHex) throw integrity(`${where}: its sealed TOC belongs to another file`, { version: id });
+        if (t.size !== rec.size) throw integrity(`${where}: the catalog says ${rec.size} bytes, its sealed TOC ${t.size}`, { version: id });
+        return t;
+      }
+      if (rec.size === 0) return { owner: null, size: 0, entries: [] };
+      // Stored without a sealed TOC (unchanged since its parent: older strata, or a rebuilt catalog): one ref to an older version.
+      const rows = await this.repo.service.toc(id);
+      const target = rows[0]?.target;
+      const whole =
+        rows.length > 0 &&
+        target !== null &&
+        target !== undefined &&
+        target < id &&
+        rows.every((r, i) => r.block === null && r.target === target && r.target_start === r.start && r.start === (i === 0 ? 0 : rows[i - 1]!.end + 1)) &&
+        rows[rows.length - 1]!.end === rec.size - 1;
+      if (!whole) throw integrity(`${where}: version ${id} has no sealed TOC and is not one reference to an older version`, { version: id });
+      const next = await this.repo.service.versionRecord(target);
+      if (!next || !next.path.equals(rec.path) || next.size !== rec.size) throw integrity(`${where}: version ${id} refers to a version of another file`, { version: id });
+      rec = next;
+      id = target;
+    }
+    throw integrity(`${where}: reference chain deeper than ${MAX_HOPS}`);
+  }
+
+  /** Throws unless the snapshot holds the version its sealed TOC describes: its own, or inherited unchanged. */
+  private async owned(truth: Truth, snapshot: Snapshot, absPath: string, entry?: TreeEntry): Promise<void> {
+    if (truth.owner === null || truth.owner === snapshot.id) return;
+    const where = `${absPath} in snapshot ${snapshot.id.slice(0, 8)}`;
+    const owner = await this.snapshot(truth.owner);
+    if (!owner) throw integrity(`${where}: the catalog gives it the version of snapshot ${truth.owner.slice(0, 8)}, which is not in the repository`, { path: absPath });
+    const mine = entry ?? (await snapshot.lookup(absPath));
+    const theirs = await owner.lookup(absPath);
+    if (sameFile(mine, theirs)) return;
+    // Read again at backup and found the same bytes (see TreeEntry.parentContent): its mark names the content.
+    if (mine?.parentContent && mine.size === truth.size && (await this.contentMarkOf(truth, absPath)) === mine.parentContent) return;
+    throw integrity(`${where}: the catalog gives it the version of snapshot ${owner.id.slice(0, 8)}, where the file differs`, { path: absPath });
+  }
+
+  /** The content mark (see contentMark) of a version as its sealed TOCs say; undefined if a piece is not a whole block. */
+  private async contentMarkOf(truth: Truth, absPath: string): Promise<string | undefined> {
+    const blocks = new BlockList();
+    for await (const p of this.expected({ absPath, pathId: this.repo.keyring.pathId(absPath), truth }, 0, truth.size - 1)) {
+      if (p.from !== 0 || p.length !== p.blockSize) return undefined;
+      blocks.push(p.block, p.length);
+    }
+    return contentMark(this.repo.keyring, blocks);
+  }
+
+  /** The truth of a sealed ref's target: the version of the same file in snapshot `id`. */
+  private versionIn(id: string, absPath: string, pathId: Buffer): Promise<Truth> {
+    const key = `${id}/${pathId.toString('hex')}`;
+    let t = this.versions.get(key);
+    if (!t) {
+      t = this.findVersionIn(id, absPath, pathId);
+      this.versions.set(key, t);
+      t.catch(() => this.versions.delete(key));
+    }
+    return t;
+  }
+
+  private async findVersionIn(id: string, absPath: string, pathId: Buffer): Promise<Truth> {
+    for (let hops = 0; hops < MAX_HOPS; hops++) {
+      const snapshot = await this.snapshot(id);
+      if (!snapshot) throw integrity(`${absPath}: its history refers to snapshot ${id.slice(0, 8)}, which is not in the repository`, { path: absPath });
+      if (snapshot.row.seq >= 0) {
+        const v = await this.repo.service.version(snapshot.row.seq, pathId);
+        if (!v) throw integrity(`${absPath}: its history refers to its version in snapshot ${id.slice(0, 8)}, which has none`, { path: absPath });
+        return (await this.bind(snapshot, absPath, pathId, v)).truth;
+      }
+      // Removed by a forget without the key: its own sealed TOC, or (unchanged there) its parent's version.
+      const kept = await this.kept();
+      const toc = kept.tocs.get(`${id}/${pathId.toString('hex')}`);
+      if (toc) return this.sealed(toc);
+      const parent = kept.records.get(id)?.parent;
+      if (!parent) throw integrity(`${absPath}: its version in snapshot ${id.slice(0, 8)} cannot be found`, { path: absPath });
+      const truth = await this.versionIn(parent, absPath, pathId);
+      await this.owned(truth, snapshot, absPath);
+      return truth;
+    }
+    throw integrity(`${absPath}: history deeper than ${MAX_HOPS}`);
+  }
+
+  /** The pieces of [start, end] of a bound version, resolved through the sealed TOCs alone. */
+  async *expected(b: Binding, start: number, end: number): AsyncGenerator<Piece> {
+    if (end < start) return;
+    const stack: { truth: Truth; start: number; end: number; at: number; depth: number }[] = [{ truth: b.truth, start, end, at: start, depth: 0 }];
+    while (stack.length > 0) {
+      const f = stack.pop()!;
+      if (f.depth > MAX_HOPS) throw integrity(`${b.absPath}: reference chain deeper than ${MAX_HOPS}`);
+      if (f.start < 0) throw integrity(`${b.absPath}: a sealed reference points before the start of its target`, { path: b.absPath });
+      const entries = f.truth.entries;
+      let i = entryAt(entries, f.start);
+      let cursor = f.start;
+      while (cursor <= f.end) {
+        const e = entries[i++];
+        // Past its end: said only once the bytes before it went out (a read of those is fine).
+        if (!e || e[0] > cursor || e[1] < cursor) throw integrity(`${b.absPath}: a sealed reference points past the end of its target`, { path: b.absPath });
+        const pieceEnd = Math.min(e[1], f.end);
+        const at = f.at + (cursor - f.start);
+        if (e.length === 3) {
+          yield { block: Buffer.from(e[2], 'hex'), blockSize: e[1] - e[0] + 1, from: cursor - e[0], length: pieceEnd - cursor + 1, at };
+        } else {
+          if (pieceEnd < f.end) stack.push({ ...f, start: pieceEnd + 1, at: at + (pieceEnd - cursor + 1) });
+          const target = await this.versionIn(e[2], b.absPath, b.pathId);
+          stack.push({ truth: target, start: e[3] + (cursor - e[0]), end: e[3] + (pieceEnd - e[0]), at, depth: f.depth + 1 });
+          break;
+        }
+        cursor = pieceEnd + 1;
+      }
+    }
+  }
+}
+
+/** The index of the entry containing `offset` (entries cover their version in order). */
+function entryAt(entries: readonly SealedEntry[], offset: number): number {
+  let lo = 0;
+  let hi = entries.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (entries[mid]![0] <= offset) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+/**
+ * The catalog's pieces of [start, end] of `version`, each yielded only once
+ * it agrees with the sealed TOCs: the same block, the same place in it and in
+ * the file (pieces may be cut differently), and nothing missing or extra.
+ */
+export async function* verifiedPieces(repo: Repository, version: BoundVersion, start: number, end: number, pieces: AsyncIterable<Piece>): AsyncGenerator<Piece> {
+  const b = version.bound;
+  if (end >= b.truth.size) throw integrity(`${b.absPath}: read past the end of its sealed size`, { path: b.absPath });
+  const expected = verifier(repo).expected(b, start, end)[Symbol.asyncIterator]();
+  const expect = async (): Promise<IteratorResult<Piece>> => {
+    try {
+      return await expected.next();
+    } catch (err) {
+      throw err instanceof StrataError && err.code === 'integrity' ? await worse(err) : err;
+    }
+  };
+  let e: Piece | undefined;
+  let used = 0;
+  let next = start;
+  const source = pieces[Symbol.asyncIterator]();
+  // When the two disagree, the catalog's rows may be broken in a way its resolver names (a gap, a
+  // cycle): that error says more, so the rest of its pieces (up to a bound) are walked for it first.
+  const worse = async (mismatch: StrataError): Promise<StrataError> => {
+    try {
+      for (let n = 0; n < 100_000 && !(await source.next()).done; n++);
+    } catch (e) {
+      if (e instanceof StrataError && e.code === 'integrity') return e;
+    }
+    return mismatch;
+  };
+  const wrong = async (at: number) => worse(integrity(`${b.absPath}: the catalog's TOC of version ${version.id} disagrees with its sealed TOC at byte ${at} (run "strata check")`, { path: b.absPath, version: version.id, offset: at }));
+  for (let step = await source.next(); !step.done; step = await source.next()) {
+    const p = step.value;
+    if (p.at !== next) throw await wrong(next);
+    let done = 0;
+    while (done < p.length) {
+      if (!e || used === e.length) {
+        const n = await expect();
+        if (n.done) throw await wrong(p.at + done);
+        e = n.value;
+        used = 0;
+      }
+      if (!e.block.equals(p.block) || e.blockSize !== p.blockSize || e.from + used !== p.from + done || e.at + used !== p.at + done) throw await wrong(p.at + done);
+      const n = Math.min(p.length - done, e.length - used);
+      done += n;
+      used += n;
+    }
+    next += p.length;
+    yield p;
+  }
+  if (next !== end + 1 || (e && used !== e.length) || !(await expect()).done) throw await wrong(next);
+}
+
+/**
+ * Compares a file's version in the catalog with the sealed truth, over the
+ * whole file (no block is read): undefined when they agree, else why not.
+ */
+export async function sealedDisagreement(repo: Repository, snapshot: Snapshot, absPath: string, entry: TreeEntry, v: VersionRow): Promise<string | undefined> {
+  try {
+    const bound = await verifier(repo).bind(snapshot, absPath, repo.keyring.pathId(absPath), v, entry);
+    if (v.size === 0) return undefined;
+    const version: BoundVersion = { ...v, bound };
+    for await (const _ of verifiedPieces(repo, version, 0, v.size - 1, repo.service.pieces(v.id, 0, v.size - 1)));
+    return undefined;
+  } catch (e) {
+    if (e instanceof StrataError && e.code === 'integrity') return e.message;
+    throw e;
+  }
+}

@@ -1,0 +1,270 @@
+/**
+ * A catalog changed behind strata's back, locally or by a hostile server,
+ * gives an integrity error, never other bytes: reads are checked against the
+ * sealed TOCs (engine/verify.ts), and check names what disagrees. Key files
+ * someone else added cannot lock password clients out, and errors keep their
+ * exit codes over a server.
+ */
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Readable } from 'node:stream';
+import Database from 'better-sqlite3';
+import { afterAll, describe, expect, it } from 'vitest';
+import { BIN, cliEnv, initCliRepo, Rng, strata, tempDir } from './helpers.js';
+
+const rng = new Rng(16);
+
+/** A repository with two single-block files of the same size, and a larger file backed up twice (the second time with 4 bytes inserted). */
+function setup() {
+  const { repo, env } = initCliRepo(['--pack-size', '256K']);
+  const src = tempDir();
+  const a = path.join(src, 'a');
+  const b = path.join(src, 'b');
+  const big = path.join(src, 'big');
+  fs.writeFileSync(a, rng.bytes(4000));
+  fs.writeFileSync(b, rng.bytes(4000));
+  const first = rng.bytes(600_000);
+  fs.writeFileSync(big, first);
+  ok(['backup', src], env);
+  const second = Buffer.concat([first.subarray(0, 300_000), Buffer.from('NEW '), first.subarray(300_000)]);
+  fs.writeFileSync(big, second);
+  ok(['backup', src], env);
+  return { repo, env, a, b, big, second };
+}
+
+function ok(args: string[], env: NodeJS.ProcessEnv): string {
+  const r = strata(args, env);
+  expect(r.status, `${args.join(' ')}: ${r.stderr}`).toBe(0);
+  return r.stdout;
+}
+
+function sql(repo: string, statement: string, ...params: unknown[]): number {
+  const db = new Database(path.join(repo, 'catalog.db'));
+  try {
+    return db.prepare(statement).run(...params).changes;
+  } finally {
+    db.close();
+  }
+}
+
+/** Swaps the blocks of the two 4000-byte files' single data rows (which is which depends on their keyed path ids). */
+function swapSmall(repo: string): void {
+  const db = new Database(path.join(repo, 'catalog.db'));
+  try {
+    const rows = db.prepare('SELECT t.version, t.block FROM toc t JOIN versions v ON v.id = t.version WHERE v.size = 4000').all() as { version: number; block: Buffer }[];
+    expect(rows).toHaveLength(2);
+    const set = db.prepare('UPDATE toc SET block = ? WHERE version = ?');
+    db.transaction(() => {
+      set.run(rows[1]!.block, rows[0]!.version);
+      set.run(rows[0]!.block, rows[1]!.version);
+    })();
+  } finally {
+    db.close();
+  }
+}
+
+function versionOf(repo: string, env: NodeJS.ProcessEnv, file: string): number {
+  const db = new Database(path.join(repo, 'catalog.db'), { readonly: true });
+  try {
+    const ids = db.prepare('SELECT id, size FROM versions ORDER BY id').all() as { id: number; size: number }[];
+    const size = fs.statSync(file).size;
+    void env;
+    return ids.find((v) => v.size === size)!.id;
+  } finally {
+    db.close();
+  }
+}
+
+/** cat and restore fail with an integrity error (exit 1) and give no bytes of the wrong file; check names the file. */
+function expectCaught(repo: string, env: NodeJS.ProcessEnv, file: string, want: Buffer) {
+  const cat = strata(['cat', file], env);
+  expect(cat.status, cat.stderr).toBe(1);
+  expect(cat.stderr).toMatch(/sealed|integrity|disagree/);
+  expect(cat.raw.equals(want)).toBe(false);
+  const target = tempDir();
+  const restored = strata(['restore', file, '--target', target], env);
+  expect(restored.status, restored.stderr).toBe(1);
+  expect(fs.existsSync(path.join(target, file))).toBe(false);
+  const check = strata(['check', '--read-data'], env);
+  expect(check.status).toBe(1);
+  expect(check.stderr).toContain(file);
+  expect(check.stdout).not.toMatch(/no errors found/);
+  // The sealed TOCs still hold the truth: a rebuilt catalog reads right.
+  ok(['rebuild-catalog'], env);
+  expect(strata(['cat', file], env).raw.equals(want)).toBe(true);
+}
+
+describe('a tampered local catalog', () => {
+  it('a data row naming another file\'s block', () => {
+    const { repo, env, a } = setup();
+    const bytes = fs.readFileSync(a);
+    // Both files are 4000 bytes, one block each: the other file's block fits exactly.
+    swapSmall(repo);
+    expectCaught(repo, env, a, bytes);
+  });
+
+  it('two data rows swapped, ranges adjusted so the TOC still adds up', () => {
+    const { repo, env, big, second } = setup();
+    const v = versionOf(repo, env, big);
+    const db = new Database(path.join(repo, 'catalog.db'));
+    const rows = db.prepare('SELECT start, end, block FROM toc WHERE version = ? ORDER BY start').all(v) as { start: number; end: number; block: Buffer | null }[];
+    // The first two rows of the baseline are data rows: put the second's block first.
+    const baseline = db.prepare('SELECT MIN(id) FROM versions WHERE size = 600000').pluck().get() as number;
+    const base = db.prepare('SELECT start, end, block FROM toc WHERE version = ? ORDER BY start LIMIT 2').all(baseline) as { start: number; end: number; block: Buffer }[];
+    void rows;
+    const [r0, r1] = base as [{ start: number; end: number; block: Buffer }, { start: number; end: number; block: Buffer }];
+    const len0 = r0.end - r0.start + 1;
+    const len1 = r1.end - r1.start + 1;
+    db.transaction(() => {
+      db.prepare('DELETE FROM toc WHERE version = ? AND start IN (?, ?)').run(baseline, r0.start, r1.start);
+      const insert = db.prepare('INSERT INTO toc(version, start, end, block, depth) VALUES (?, ?, ?, ?, 0)');
+      insert.run(baseline, 0, len1 - 1, r1.block);
+      insert.run(baseline, len1, len1 + len0 - 1, r0.block);
+    })();
+    db.close();
+    // Read through the second version, whose refs lead into the baseline.
+    expectCaught(repo, env, big, second);
+  });
+
+  it('a reference block moved by -4', () => {
+    const { repo, env, big, second } = setup();
+    const v = versionOf(repo, env, big) + 0;
+    const db = new Database(path.join(repo, 'catalog.db'), { readonly: true });
+    const latest = db.prepare('SELECT MAX(id) FROM versions WHERE size = ?').pluck().get(second.length) as number;
+    db.close();
+    void v;
+    expect(sql(repo, 'UPDATE toc SET root_start = root_start - 4, target_start = target_start - 4 WHERE version = ? AND block IS NULL AND target_start >= 4', latest)).toBeGreaterThan(0);
+    expectCaught(repo, env, big, second);
+  });
+
+  it('a version\'s size, with its last row cut to match, and the tree\'s size checked too', () => {
+    const { repo, env, big, second } = setup();
+    const db = new Database(path.join(repo, 'catalog.db'), { readonly: true });
+    const latest = db.prepare('SELECT MAX(id) FROM versions WHERE size = ?').pluck().get(second.length) as number;
+    db.close();
+    sql(repo, 'UPDATE versions SET size = 400000 WHERE id = ?', latest);
+    sql(repo, 'DELETE FROM toc WHERE version = ? AND start >= 400000', latest);
+    sql(repo, 'UPDATE toc SET end = 399999 WHERE version = ? AND end >= 400000', latest);
+    const cat = strata(['cat', big], env);
+    expect(cat.status).toBe(1);
+    expect(cat.raw.length).toBe(0);
+  });
+
+  it('a snapshot row given another snapshot\'s root tree', () => {
+    const { repo, env, big } = setup();
+    sql(repo, 'UPDATE snapshots SET root = (SELECT root FROM snapshots ORDER BY seq LIMIT 1) WHERE seq = (SELECT MAX(seq) FROM snapshots)');
+    const cat = strata(['cat', big], env);
+    expect(cat.status).toBe(1);
+    expect(cat.stderr).toMatch(/root tree/);
+  });
+});
+
+describe('key files', () => {
+  it('a key file with absurd scrypt parameters is skipped, not derived: the password still opens the repository', () => {
+    const { repo, env } = initCliRepo();
+    const keys = path.join(repo, 'keys');
+    const good = JSON.parse(fs.readFileSync(path.join(keys, fs.readdirSync(keys)[0]!), 'utf8')) as Record<string, unknown>;
+    fs.writeFileSync(path.join(keys, '00000000000000aa'), JSON.stringify({ ...good, N: 3 }));
+    fs.writeFileSync(path.join(keys, '00000000000000bb'), JSON.stringify({ ...good, N: 16384, p: 8192 }));
+    fs.writeFileSync(path.join(keys, '00000000000000cc'), 'not json');
+    const r = strata(['snapshots'], env);
+    expect(r.status, r.stderr).toBe(0);
+    const wrong = strata(['snapshots'], { ...env, STRATA_PASSWORD: 'nope' });
+    expect(wrong.status).toBe(12);
+    expect(wrong.stderr).toMatch(/out of bounds/);
+  });
+
+  it('init refuses scrypt parameters out of bounds', () => {
+    const r = strata(['init', '--scrypt-n', '4'], cliEnv(path.join(tempDir(), 'repo')));
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/power of two from 1024/);
+  });
+});
+
+interface Server {
+  url: string;
+  proc: ChildProcessByStdio<null, Readable, Readable>;
+  exited: Promise<number | null>;
+}
+
+const running: Server[] = [];
+afterAll(async () => {
+  for (const s of running) if (s.proc.exitCode === null) s.proc.kill('SIGKILL');
+  await Promise.all(running.map((s) => s.exited));
+});
+
+async function serve(dir: string): Promise<Server> {
+  const env = cliEnv(dir, { STRATA_PASSWORD: undefined });
+  const proc = spawn(process.execPath, [BIN, 'serve', '--listen', '127.0.0.1:0', '--quiet'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    proc.stdout.on('data', (c: Buffer) => {
+      out += c.toString();
+      const m = /listening on (\S+)\n/.exec(out);
+      if (m) resolve(m[1]!);
+    });
+    void exited.then((code) => reject(new Error(`serve exited with ${code}`)));
+  });
+  const s = { url, proc, exited };
+  running.push(s);
+  return s;
+}
+
+function token(dir: string, name: string, role: string): string {
+  const r = strata(['token', 'add', name, '--role', role, '--json'], cliEnv(dir, { STRATA_PASSWORD: undefined }));
+  expect(r.status, r.stderr).toBe(0);
+  return (JSON.parse(r.stdout) as { token: string }).token;
+}
+
+describe('a hostile server', () => {
+  it('its catalog changed while it runs: clients get integrity errors, check names the file', async () => {
+    const { repo, env, a, big, second } = setup();
+    void env;
+    const s = await serve(repo);
+    const reader = cliEnv(s.url, { STRATA_TOKEN: token(repo, 'reader', 'read'), STRATA_CACHE_DIR: path.join(tempDir(), 'cache') });
+    const admin = cliEnv(s.url, { STRATA_TOKEN: token(repo, 'ops', 'admin'), STRATA_CACHE_DIR: path.join(tempDir(), 'cache') });
+    const bytes = fs.readFileSync(a);
+    expect(strata(['cat', a], reader).raw.equals(bytes)).toBe(true);
+    swapSmall(repo);
+    const cat = strata(['cat', a], reader);
+    expect(cat.status, cat.stderr).toBe(1);
+    expect(cat.raw.equals(bytes)).toBe(false);
+    expect(cat.stderr).toMatch(/sealed/);
+    const check = strata(['check', '--read-data'], admin);
+    expect(check.status).toBe(1);
+    expect(check.stderr).toContain(a);
+
+    // The version's size cut to 400,000 bytes, with its last row: remote cat reads nothing.
+    const latest = (() => {
+      const db = new Database(path.join(repo, 'catalog.db'), { readonly: true });
+      try {
+        return db.prepare('SELECT MAX(id) FROM versions WHERE size = ?').pluck().get(second.length) as number;
+      } finally {
+        db.close();
+      }
+    })();
+    sql(repo, 'UPDATE versions SET size = 400000 WHERE id = ?', latest);
+    sql(repo, 'DELETE FROM toc WHERE version = ? AND start >= 400000', latest);
+    sql(repo, 'UPDATE toc SET end = 399999 WHERE version = ? AND end >= 400000', latest);
+    const cut = strata(['cat', big], reader);
+    expect(cut.status).toBe(1);
+    expect(cut.raw.length).toBe(0);
+    expect(cut.stderr).toMatch(/sealed/);
+  });
+
+  it('errors keep their exit codes: a lock conflict is 11, as locally', async () => {
+    const { repo } = initCliRepo();
+    const s = await serve(repo);
+    const admin = cliEnv(s.url, { STRATA_TOKEN: token(repo, 'ops', 'admin'), STRATA_CACHE_DIR: path.join(tempDir(), 'cache') });
+    // A live maintenance lease held by another process on this host.
+    const db = new Database(path.join(repo, 'catalog.db'));
+    const now = Date.now();
+    db.prepare("INSERT INTO leases(id, kind, host, pid, started, heartbeat, parent) VALUES ('0123456789abcdef0123456789abcdef', 'maintenance', 'elsewhere', 1, ?, ?, NULL)").run(now, now + 3_600_000);
+    db.close();
+    const r = strata(['prune'], admin);
+    expect(r.stderr).toMatch(/lock|running/);
+    expect(r.status).toBe(11);
+  });
+});
