@@ -104,12 +104,17 @@ export async function* readRange(repo: Repository, version: BoundVersion, start:
   const pieces = verifiedPieces(repo, version, start, end, source)[Symbol.asyncIterator]();
   const fill = async () => {
     if (ahead.length > PREFETCH / 2) return;
-    while (ahead.length < PREFETCH) {
+    // Pieces are checked one await at a time: the reads start together, in one turn, so a server gets them in one request.
+    const due: Piece[] = [];
+    while (ahead.length + due.length < PREFETCH) {
       const next = await pieces.next();
-      if (next.done) return;
-      const block = repo.readBlob(next.value.block);
+      if (next.done) break;
+      due.push(next.value);
+    }
+    for (const p of due) {
+      const block = repo.readBlob(p.block);
       block.catch(() => {});
-      ahead.push({ p: next.value, block });
+      ahead.push({ p, block });
     }
   };
   for (await fill(); ahead.length > 0; await fill()) {
