@@ -10,7 +10,7 @@ import { constants } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { interrupted, notFound, StrataError } from '../errors.js';
-import { HOLE_MIN, isHole } from '../util/holes.js';
+import { isHole } from '../util/holes.js';
 import { osPath } from '../util/names.js';
 import type { Repository } from '../repo/repository.js';
 import { readRange, storedVersion } from './read.js';
@@ -50,6 +50,8 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
   let checkedDir = '';
   /** Files still being written, and the first error one of them met. */
   const writing = new Set<Promise<void>>();
+  /** Of `writing`, the large files. */
+  let largeWriting = 0;
   let failure: unknown;
 
   const selected = (opts.paths && opts.paths.length > 0 ? opts.paths : ['/']).map((p) => path.posix.resolve(p));
@@ -76,25 +78,31 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
       await fs.lutimes(at, t, t).catch(() => {});
       result.symlinks++;
     } else {
-      const file = await storedVersion(snapshot, abs, entry);
-      await removeExisting(dest);
-      const fh = await fs.open(osPath(dest), constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
-      const done: Promise<void> = fill(fh, file, entry, dest)
+      // Created here, right after its directory was checked; looked up and written off this
+      // loop: a tree of small files is bound by round trips through the thread pool, which overlap.
+      const large = entry.size >= LARGE_FILE;
+      const fh = await createFile(dest, entry.mode & 0o777);
+      const done: Promise<void> = fill(fh, () => storedVersion(snapshot, abs, entry), entry, dest)
         .then(() => {
           result.files++;
           opts.onProgress?.({ files: result.files, bytes: result.bytes });
         })
         .catch((e: unknown) => void (failure ??= e))
-        .finally(() => writing.delete(done));
+        .finally(() => {
+          writing.delete(done);
+          if (large) largeWriting--;
+        });
       writing.add(done);
-      if (writing.size >= FILES_AT_ONCE) await Promise.race(writing);
+      if (large) largeWriting++;
+      while (writing.size >= FILES_AT_ONCE || largeWriting >= LARGE_FILES_AT_ONCE) await Promise.race(writing);
       if (failure !== undefined) throw failure;
     }
   };
 
   /** Writes a file's content and metadata, and closes it. */
-  const fill = async (fh: fs.FileHandle, file: BoundVersion, entry: TreeEntry, dest: string): Promise<void> => {
+  const fill = async (fh: fs.FileHandle, version: () => Promise<BoundVersion>, entry: TreeEntry, dest: string): Promise<void> => {
     try {
+      const file = await version();
       if (file.size > 0 && repo.packFile) {
         // Files are written at once: the total is added to after the await, never across it.
         const written = await unpackVersion(repo, file, fh, opts.signal);
@@ -113,7 +121,7 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
         for await (const piece of readRange(repo, file, 0, file.size - 1)) {
           if (opts.signal?.aborted) throw interrupted();
           result.bytes += piece.length;
-          if (isHole(piece)) {
+          if (position + batched + piece.length < file.size && isHole(piece)) {
             await flush();
             position += piece.length;
             continue;
@@ -124,9 +132,8 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
         }
         await flush();
       }
-      // Zeros at the end were left as a hole: the size says where the file ends.
-      if (file.size >= HOLE_MIN) await fh.truncate(file.size);
-      await setMetadata(fh, entry, asRoot);
+      // (The last piece is always written, so holes never cut a file short.)
+      await setMetadata(fh, entry, asRoot, true);
     } catch (e) {
       // A file cut short by a damaged repository must not pass for the real one.
       await fs.rm(osPath(dest), { force: true }).catch(() => {});
@@ -184,9 +191,14 @@ async function checkParent(dir: string, base: string): Promise<void> {
   }
 }
 
-async function setMetadata(fh: fs.FileHandle, entry: TreeEntry, asRoot: boolean): Promise<void> {
+/** The mode a new file gets from open(2) when asked for `mode`. */
+const UMASK = process.umask();
+
+async function setMetadata(fh: fs.FileHandle, entry: TreeEntry, asRoot: boolean, created = false): Promise<void> {
   if (asRoot) await fh.chown(entry.uid, entry.gid).catch(() => {});
-  await fh.chmod(entry.mode & 0o7777);
+  // A file made with its mode needs no chmod, unless the umask took bits away or it has setuid, setgid or sticky bits (chown clears some).
+  const mode = entry.mode & 0o7777;
+  if (!created || mode !== (mode & 0o777 & ~UMASK)) await fh.chmod(mode);
   const t = seconds(entry.mtimeNs);
   await fh.utimes(t, t);
 }
@@ -239,11 +251,26 @@ async function removeExisting(dest: string): Promise<void> {
 
 const WRITE_BATCH = 1024 * 1024;
 /**
- * Files written at once. A file's last blocks leave the workers idle until
- * they are in; the next file's first ones fill that gap (a tree of 2 MiB
- * files restored at half the speed of one large file).
+ * Large files written at once. A file's last blocks leave the workers idle
+ * until they are in; the next file's first ones fill that gap (a tree of
+ * 2 MiB files restored at half the speed of one large file).
  */
-const FILES_AT_ONCE = 3;
+const LARGE_FILES_AT_ONCE = 3;
+const LARGE_FILE = 1024 * 1024;
+/** Files in flight at most, small ones included (each holds a descriptor). */
+const FILES_AT_ONCE = 32;
+
+/** A new file at `dest` for writing; whatever was there (a file, a link, a tree) is removed first. */
+async function createFile(dest: string, mode: number): Promise<fs.FileHandle> {
+  const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+  try {
+    return await fs.open(osPath(dest), flags, mode);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  }
+  await removeExisting(dest);
+  return fs.open(osPath(dest), flags, mode);
+}
 
 /** Writes every byte of `parts` at `position` (writev may write less than asked). */
 async function writeAll(fh: fs.FileHandle, parts: Buffer[], position: number): Promise<void> {

@@ -51,9 +51,9 @@ class Batch {
     return this.pieces.length === BATCH_PIECES || this.bytes >= this.limit;
   }
 
-  message(fd: number) {
+  message(fd: number, size: number) {
     const n = this.pieces.length;
-    return { fd, files: this.files, pieces: this.numbers.slice(0, n * PIECE_FIELDS), ids: this.ids.slice(0, n * ID_BYTES) };
+    return { fd, size, files: this.files, pieces: this.numbers.slice(0, n * PIECE_FIELDS), ids: this.ids.slice(0, n * ID_BYTES) };
   }
 }
 
@@ -76,7 +76,7 @@ export async function unpackVersion(repo: Repository, version: BoundVersion, fh:
 
   const send = (batch: Batch) => {
     const done = pool
-      .run(batch.message(fh.fd))
+      .run(batch.message(fh.fd, version.size))
       .catch((e: unknown): UnpackAnswer => ({ seq: -1, bytes: 0, failed: 0, error: String(e) }))
       .then(async (a) => {
         repo.blocksRead += a.failed ?? batch.pieces.length;

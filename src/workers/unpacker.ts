@@ -21,6 +21,8 @@ export interface UnpackBatch {
   seq: number;
   /** The output file's descriptor (the process shares descriptors between threads). */
   fd: number;
+  /** The output file's size: its last piece is always written, so the file ends where it should. */
+  size: number;
   /** Pack files the blocks are in. */
   files: string[];
   /** Per piece: file index, sealed offset, sealed length, block size, piece start in the block, piece length, position in the output. */
@@ -121,7 +123,7 @@ if (parentPort) {
           pacer.add(plain.length);
           const piece = plain.subarray(f(i, 4), f(i, 4) + f(i, 5));
           const at = f(i, 6);
-          const hole = isHole(piece);
+          const hole = at + piece.length < b.size && isHole(piece);
           if (outLength > 0 && (hole || outAt + outLength !== at || outLength + piece.length > WRITE_BYTES)) flush(i);
           if (hole || piece.length > WRITE_BYTES) {
             // A run of zeros is left unwritten: the new file reads zeros there, and takes no space (sparse).
