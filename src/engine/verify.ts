@@ -59,6 +59,25 @@ const MAX_HOPS = 10_000;
 
 const verifiers = new WeakMap<Repository, Verifier>();
 
+/**
+ * Verified TOCs and versions kept at most: a restore of a million files
+ * must not keep each one's (a chain's versions are reused while it is read).
+ */
+const CACHED = 4096;
+
+/** A Map that forgets its oldest entries past `limit`. */
+class BoundedMap<K, V> extends Map<K, V> {
+  constructor(private readonly limit: number) {
+    super();
+  }
+
+  override set(key: K, value: V): this {
+    super.set(key, value);
+    if (this.size > this.limit) this.delete(this.keys().next().value as K);
+    return this;
+  }
+}
+
 export function verifier(repo: Repository): Verifier {
   let v = verifiers.get(repo);
   if (!v) verifiers.set(repo, (v = new Verifier(repo)));
@@ -71,9 +90,9 @@ export function sameFile(a: TreeEntry | undefined, b: TreeEntry | undefined): bo
 }
 
 export class Verifier {
-  private readonly tocs = new Map<string, Promise<Truth & { path: string }>>();
+  private readonly tocs = new BoundedMap<string, Promise<Truth & { path: string }>>(CACHED);
   private readonly snapshots = new Map<string, Promise<Snapshot | undefined>>();
-  private readonly versions = new Map<string, Promise<Truth>>();
+  private readonly versions = new BoundedMap<string, Promise<Truth>>(CACHED);
   private retained?: Promise<{ tocs: Map<string, Buffer>; records: Map<string, SnapshotRecord> }>;
 
   constructor(private readonly repo: Repository) {}

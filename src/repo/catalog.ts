@@ -281,6 +281,7 @@ export class Catalog {
       insertVersion: 'INSERT INTO versions(snapshot, path, size, toc, depth) VALUES (?, ?, ?, ?, ?)',
       version: 'SELECT id, snapshot, size, depth FROM versions WHERE snapshot = ? AND path = ?',
       versionById: 'SELECT id, snapshot, size, depth FROM versions WHERE id = ?',
+      versionRecord: 'SELECT snapshot, path, size, toc FROM versions WHERE id = ?',
       setVersionDepth: 'UPDATE versions SET depth = ? WHERE id = ?',
       insertToc: 'INSERT INTO toc(version, start, end, block, target, target_start, root, root_start, depth) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
       tocAt: 'SELECT start, end, block, target, target_start, root, root_start, depth FROM toc WHERE version = ? AND start <= ? ORDER BY start DESC LIMIT 1',
@@ -458,6 +459,11 @@ export class Catalog {
   }
 
   /** The snapshot's own row for `path` (a tombstone included), not looking at its parents. */
+  /** A version's row as it is stored: its snapshot, path id, size and sealed TOC. */
+  versionRecord(version: number): { snapshot: number; path: Buffer; size: number; toc: Buffer | null } | undefined {
+    return this.st.versionRecord.get(version) as { snapshot: number; path: Buffer; size: number; toc: Buffer | null } | undefined;
+  }
+
   ownVersion(snapshot: number, path: Buffer): VersionRow | undefined {
     return this.st.version.get(snapshot, path) as VersionRow | undefined;
   }

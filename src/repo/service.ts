@@ -382,7 +382,7 @@ export class LocalService implements CatalogService {
   }
 
   async versionRecord(version: number): Promise<VersionRecord | undefined> {
-    return this.catalog.db.prepare('SELECT snapshot, path, size, toc FROM versions WHERE id = ?').get(version) as VersionRecord | undefined;
+    return this.catalog.versionRecord(version);
   }
 
   async retainedBlobs(): Promise<{ tocs: Buffer[]; records: Buffer[] }> {
