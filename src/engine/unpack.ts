@@ -6,7 +6,7 @@
  * repository this process reads itself; over a server, blocks come through
  * readRange.
  */
-import type { FileHandle } from 'node:fs/promises';
+import { writeSync } from 'node:fs';
 import { integrity, interrupted } from '../errors.js';
 import type { Repository } from '../repo/repository.js';
 import { ID_BYTES, PIECE_FIELDS, type UnpackAnswer } from '../workers/unpacker.js';
@@ -58,12 +58,12 @@ class Batch {
 }
 
 /**
- * Writes all of `version` into `fh` (which must stay open until this
+ * Writes all of `version` into the file open as `fd` (which must stay open until this
  * settles); returns the bytes written. Pieces a worker could not restore
  * are read again here, so a damaged block fails with the same error as any
  * other read, and a block that moved (prune repacked it) is found anew.
  */
-export async function unpackVersion(repo: Repository, version: BoundVersion, fh: FileHandle, signal?: AbortSignal, onBytes?: (n: number) => void): Promise<number> {
+export async function unpackVersion(repo: Repository, version: BoundVersion, fd: number, signal?: AbortSignal, onBytes?: (n: number) => void): Promise<number> {
   const packFile = repo.packFile;
   if (!packFile) throw new Error('unpackVersion needs a repository on this machine');
   const pool = await repo.unpackers();
@@ -76,11 +76,11 @@ export async function unpackVersion(repo: Repository, version: BoundVersion, fh:
 
   const send = (batch: Batch) => {
     const done = pool
-      .run(batch.message(fh.fd, version.size))
+      .run(batch.message(fd, version.size))
       .catch((e: unknown): UnpackAnswer => ({ seq: -1, bytes: 0, failed: 0, error: String(e) }))
       .then(async (a) => {
         repo.blocksRead += a.failed ?? batch.pieces.length;
-        const more = a.failed !== undefined ? await writeHere(repo, fh, batch.pieces.slice(a.failed)) : 0;
+        const more = a.failed !== undefined ? await writeHere(repo, fd, batch.pieces.slice(a.failed)) : 0;
         written += a.bytes + more;
         onBytes?.(a.bytes + more);
       })
@@ -126,7 +126,7 @@ export async function unpackVersion(repo: Repository, version: BoundVersion, fh:
 }
 
 /** Pieces read and written by this thread (a worker failed on the first of them). */
-async function writeHere(repo: Repository, fh: FileHandle, pieces: readonly Piece[]): Promise<number> {
+async function writeHere(repo: Repository, fd: number, pieces: readonly Piece[]): Promise<number> {
   let bytes = 0;
   for (const p of pieces) {
     const block = await repo.readBlob(p.block);
@@ -134,7 +134,7 @@ async function writeHere(repo: Repository, fh: FileHandle, pieces: readonly Piec
       throw integrity(`block ${p.block.toString('hex').slice(0, 16)} is ${block.length} bytes, its TOC entry says ${p.blockSize}`);
     }
     let done = 0;
-    while (done < p.length) done += (await fh.write(block, p.from + done, p.length - done, p.at + done)).bytesWritten;
+    while (done < p.length) done += writeSync(fd, block, p.from + done, p.length - done, p.at + done);
     bytes += p.length;
   }
   return bytes;

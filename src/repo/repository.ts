@@ -161,7 +161,7 @@ export class Repository {
     }
     const dir = path.resolve(root);
     const config = readConfig(dir);
-    const storage = new LocalStorage(dir);
+    const storage = new LocalStorage(dir, true);
     const keyring = await unlock(storage, config, creds);
     const catalog = openCatalog(dir);
     return new Repository(dir, storage, config, keyring, new LocalService(catalog, storage), catalog);
