@@ -10,7 +10,7 @@ import { alignedBlocks, freshChunks, windowBytes } from '../src/engine/aligned.j
 import { backup } from '../src/engine/backup.js';
 import { BlockList } from '../src/engine/blocklist.js';
 import { openFile, readRange } from '../src/engine/read.js';
-import { blocksOf, resolveRange, type ResolveStats } from '../src/engine/resolve.js';
+import { blocksOf, blocksOfMany, resolveRange, type ResolveStats } from '../src/engine/resolve.js';
 import { findSnapshot, metaAad } from '../src/engine/snapshot.js';
 import { MAX_DEPTH } from '../src/engine/versions.js';
 import { StrataError } from '../src/errors.js';
@@ -212,6 +212,14 @@ describe('reading a file seen before', () => {
       const list = blocksOf(repo.catalog, v.id, v.size);
       expect(Array.from({ length: list.length }, (_, i) => `${list.id(i)?.toString('hex') ?? '-'}:${list.end(i) - list.start(i) + 1}`)).toEqual(walked);
     }
+    // And the same, all versions at once (a backup's lookup of a directory's small files).
+    const many = blocksOfMany(repo.catalog, [...versions, { id: versions[0]!.id, size: 0 }]);
+    expect(many.at(-1)!.length).toBe(0);
+    versions.forEach((v, i) => {
+      const one = blocksOf(repo.catalog, v.id, v.size);
+      const list = many[i]!;
+      expect(Array.from({ length: list.length }, (_, k) => `${list.id(k)?.toString('hex') ?? '-'}:${list.start(k)}`)).toEqual(Array.from({ length: one.length }, (_, k) => `${one.id(k)?.toString('hex') ?? '-'}:${one.start(k)}`));
+    });
   });
 
   it('confirms the unchanged runs of a large file on the workers, with the same result', async () => {

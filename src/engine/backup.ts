@@ -94,7 +94,12 @@ interface PlanNode {
 interface KnownVersion {
   pathId: Buffer;
   row: VersionRow | undefined;
+  /** The row's blocks, when looked up with others (a small file's). */
+  blocks?: BlockList;
 }
+
+/** Parent versions up to this size have their blocks looked up a directory batch at a time. */
+const BATCHED_LIST_BYTES = 1024 * 1024;
 
 /** Entries of a directory stat'ed, and their parent versions looked up, together. */
 const CHILD_BATCH = 1024;
@@ -462,6 +467,9 @@ class BackupRun {
       // A file the parent has as it is now is inherited: no catalog lookup, no row.
       const files = batch.filter((c) => c.st.isFile() && !this.unchangedSince(c.prev, c.st));
       const known = await this.parentVersions(files.map((c) => c.abs));
+      // The small ones' blocks in one catalog read: each of them is read and aligned with them next.
+      const small = known.filter((k): k is KnownVersion & { row: VersionRow } => k.row !== undefined && k.row.size > 0 && k.row.size <= BATCHED_LIST_BYTES);
+      if (this.parent && small.length > 0) (await this.repo.service.blockLists(small.map((k) => k.row))).forEach((list, i) => (small[i]!.blocks = list));
       files.forEach((c, i) => (c.known = known[i]));
       // Unchanged files need no I/O but an lstat: let the event loop turn now and then (Ctrl-C, progress).
       this.sinceTurn += batch.length;
@@ -630,9 +638,9 @@ class BackupRun {
       // Its content mark goes along: readers check an inherited version by stats or by it.
       return prev?.parentContent ? { ...entry, parentContent: prev.parentContent } : entry;
     }
-    const { pathId, row: prevRow } = known ?? (await this.parentVersions([abs]))[0]!;
+    const { pathId, row: prevRow, blocks: prevBlocks } = known ?? (await this.parentVersions([abs]))[0]!;
     const target: TargetVersion | undefined = prevRow && this.parent ? { id: prevRow.id, snapshotId: this.parent.id, depth: prevRow.depth } : undefined;
-    const previous = prevRow && prevRow.size > 0 ? await repo.service.blockList(prevRow.id, prevRow.size) : new BlockList(1);
+    const previous = prevRow && prevRow.size > 0 ? (prevBlocks ?? (await repo.service.blockList(prevRow.id, prevRow.size))) : new BlockList(1);
     const blocks = await this.readFile(abs, prevRow ? previous : undefined);
     if (!blocks) return undefined;
     entry.size = blocks.size;

@@ -112,6 +112,24 @@ export function blocksOf(catalog: Catalog, version: number, size: number): Block
   return list;
 }
 
+/**
+ * blocksOf() for many versions, with one catalog read for all: a version of
+ * data entries only (most small files) is made from its rows; any other goes
+ * through blocksOf.
+ */
+export function blocksOfMany(catalog: Catalog, versions: readonly { id: number; size: number }[]): BlockList[] {
+  const rows = catalog.tocSpansOfMany(versions.filter((v) => v.size > 0).map((v) => v.id));
+  return versions.map(({ id, size }) => {
+    if (size === 0) return new BlockList(1);
+    const spans = rows.get(id) ?? [];
+    const list = new BlockList(Math.max(1, spans.length));
+    for (const [start, end, block] of spans) {
+      if (block === '' || start !== list.size || end < start || !list.pushHex(block, end - start + 1)) return blocksOf(catalog, id, size);
+    }
+    return list.size === size ? list : blocksOf(catalog, id, size);
+  });
+}
+
 /** Hops the page-at-a-time walk follows; deeper chains (left by forgets) take resolveRange's loop. */
 const SPAN_DEPTH = 64;
 

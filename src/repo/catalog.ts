@@ -287,6 +287,7 @@ export class Catalog {
       tocAt: 'SELECT start, end, block, target, target_start, root, root_start, depth FROM toc WHERE version = ? AND start <= ? ORDER BY start DESC LIMIT 1',
       tocAfter: 'SELECT start, end, block, target, target_start, root, root_start, depth FROM toc WHERE version = ? AND start > ? AND start <= ? ORDER BY start LIMIT ?',
       tocSpans: `SELECT ${SPAN} FROM toc WHERE version = ? AND start >= ? ORDER BY start LIMIT ?`,
+      tocSpansOfMany: `SELECT version, ${SPAN} FROM toc WHERE version IN (SELECT value FROM json_each(?)) ORDER BY version, start`,
       tocSpanAt: `SELECT ${SPAN} FROM toc WHERE version = ? AND start <= ? ORDER BY start DESC LIMIT 1`,
       tocAll: 'SELECT start, end, block, target, target_start, root, root_start, depth FROM toc WHERE version = ? ORDER BY start',
     };
@@ -610,6 +611,17 @@ export class Catalog {
    */
   tocSpans(version: number, from: number, limit: number): TocSpan[] {
     return this.st.tocSpans.raw(true).all(version, from, limit) as TocSpan[];
+  }
+
+  /** Every row of each of `versions`, in one read (a backup's parent versions of a directory's files). */
+  tocSpansOfMany(versions: readonly number[]): Map<number, TocSpan[]> {
+    const out = new Map<number, TocSpan[]>();
+    for (const [version, ...span] of this.st.tocSpansOfMany.raw(true).all(JSON.stringify(versions)) as [number, ...TocSpan][]) {
+      let rows = out.get(version);
+      if (!rows) out.set(version, (rows = []));
+      rows.push(span);
+    }
+    return out;
   }
 
   /** tocAt() as a TocSpan. */

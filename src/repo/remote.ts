@@ -8,7 +8,7 @@
  */
 import { createHash } from 'node:crypto';
 import { fetchDictionary } from './dictionary.js';
-import type { BlockList } from '../engine/blocklist.js';
+import { BlockList } from '../engine/blocklist.js';
 import type { Piece } from '../engine/resolve.js';
 import { ExitCode, integrity, StrataError } from '../errors.js';
 import type { BlockCache } from '../storage/cache.js';
@@ -182,6 +182,10 @@ export class RemoteService implements CatalogService {
       if (id) this.remember(id);
     }
     return list;
+  }
+
+  blockLists(versions: readonly { id: number; size: number }[]): Promise<BlockList[]> {
+    return Promise.all(versions.map((v) => (v.size > 0 ? this.blockList(v.id, v.size) : new BlockList(1))));
   }
 
   async planRead(path: Buffer, choice: SnapshotChoice, spec: RangeSpec | undefined): Promise<ReadPlan | undefined> {

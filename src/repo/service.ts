@@ -9,7 +9,7 @@
 import { fetchDictionary } from './dictionary.js';
 import { integrity, StrataError } from '../errors.js';
 import { BlockList } from '../engine/blocklist.js';
-import { blocksOf, resolveRange, type Piece } from '../engine/resolve.js';
+import { blocksOf, blocksOfMany, resolveRange, type Piece } from '../engine/resolve.js';
 import { diffBlocks, wholeRef, type TocEntries } from '../engine/toc.js';
 import { tocRows, type TargetVersion } from '../engine/versions.js';
 import type { Storage } from '../storage/storage.js';
@@ -101,6 +101,8 @@ export interface CatalogService {
   pieces(version: number, start: number, end: number): AsyncIterable<Piece>;
   /** A version as its sequence of blocks (what the next version is aligned with). */
   blockList(version: number, size: number): Promise<BlockList>;
+  /** blockList() of many versions (a directory's files), at once. */
+  blockLists(versions: readonly { id: number; size: number }[]): Promise<BlockList[]>;
   toc(version: number): Promise<TocRow[]>;
   /** A blob's sealed bytes, wherever its pack is. */
   readSealed(id: Buffer): Promise<Buffer>;
@@ -204,6 +206,12 @@ export class LocalService implements CatalogService {
     const list = storedBlocksOf(this.catalog, version, size, this.verify);
     this.recentLists.remember(version, list);
     return list;
+  }
+
+  async blockLists(versions: readonly { id: number; size: number }[]): Promise<BlockList[]> {
+    const lists = blocksOfMany(this.catalog, versions).map((list) => (this.verify ? storedOnly(this.catalog, list) : list));
+    versions.forEach((v, i) => this.recentLists.remember(v.id, lists[i]!));
+    return lists;
   }
 
   /**
@@ -508,10 +516,14 @@ class RecentLists {
  * ids: the client then reads those bytes as new and stores them again, and
  * the server's diff agrees. The ones named are rescued from prune.
  */
-function storedBlocksOf(catalog: Catalog, version: number, size: number, storedOnly: boolean): BlockList {
+function storedBlocksOf(catalog: Catalog, version: number, size: number, stored: boolean): BlockList {
   if (size === 0) return new BlockList(1);
   const list = blocksOf(catalog, version, size);
-  if (!storedOnly) return list;
+  return stored ? storedOnly(catalog, list) : list;
+}
+
+/** `list` with the ids of blocks the repository does not hold (dropped by check --repair) left out. */
+function storedOnly(catalog: Catalog, list: BlockList): BlockList {
   const out = new BlockList(Math.max(1, list.length));
   const ids: Buffer[] = [];
   for (let i = 0; i < list.length; i++) {
