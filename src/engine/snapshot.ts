@@ -53,7 +53,11 @@ const ROOT_ENTRY = (tree: string): TreeEntry => ({
 
 export class Snapshot {
   readonly meta: SnapshotMeta;
-  private readonly trees = new Map<string, Tree>();
+  private get trees(): TreeCache {
+    let cache = treeCaches.get(this.repo);
+    if (!cache) treeCaches.set(this.repo, (cache = new TreeCache()));
+    return cache;
+  }
 
   constructor(
     readonly repo: Repository,
@@ -86,8 +90,7 @@ export class Snapshot {
     let t = this.trees.get(id);
     if (!t) {
       t = decodeTree(await this.repo.readBlob(Buffer.from(id, 'hex'), 'tree'), id);
-      if (this.trees.size > 256) this.trees.clear();
-      this.trees.set(id, t);
+      this.trees.add(id, t);
     }
     return t;
   }
@@ -181,3 +184,38 @@ export async function findSnapshot(repo: Repository, when: When, absPath?: strin
   if (when.kind === 'time') throw notFound(`no snapshot${what} at or before ${new Date(until).toISOString()}`);
   throw notFound(`no snapshot${what}${host ? ` from host ${host}` : ''}`);
 }
+
+/**
+ * Decoded trees, shared by every Snapshot of a repository (snapshots share
+ * most of their trees), least recently used dropped first past a number of
+ * entries: a restore checks each file against the snapshot that stored its
+ * version, so the same trees are looked up again and again.
+ */
+class TreeCache {
+  private readonly trees = new Map<string, Tree>();
+  private entries = 0;
+
+  constructor(private readonly maxEntries = 200_000) {}
+
+  get(id: string): Tree | undefined {
+    const t = this.trees.get(id);
+    if (t) {
+      this.trees.delete(id);
+      this.trees.set(id, t);
+    }
+    return t;
+  }
+
+  add(id: string, tree: Tree): void {
+    if (this.trees.has(id)) return;
+    this.trees.set(id, tree);
+    this.entries += tree.entries.length + 1;
+    for (const [oldest, old] of this.trees) {
+      if (this.entries <= this.maxEntries || oldest === id) break;
+      this.trees.delete(oldest);
+      this.entries -= old.entries.length + 1;
+    }
+  }
+}
+
+const treeCaches = new WeakMap<Repository, TreeCache>();
