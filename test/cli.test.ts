@@ -294,6 +294,25 @@ describe('backup sources that misbehave', () => {
     expect(strata(['cat', path.join(src, 'secret')], env).status).toBe(1);
   });
 
+  it('a source reached through a symlink is named and skipped (exit 3), and one that is a symlink is stored as a link with a warning', () => {
+    const { env } = initCliRepo();
+    const top = tempDir();
+    fs.mkdirSync(path.join(top, 'real'));
+    fs.writeFileSync(path.join(top, 'real', 'f.txt'), 'data');
+    fs.writeFileSync(path.join(top, 'other.txt'), 'other');
+    fs.symlinkSync('real', path.join(top, 'link'));
+    const through = strata(['backup', path.join(top, 'link', 'f.txt'), path.join(top, 'other.txt')], env);
+    expect(through.status, through.stderr).toBe(3);
+    expect(through.stderr).toContain(`skipping source ${path.join(top, 'link', 'f.txt')}: it is reached through the symlink ${path.join(top, 'link')} (-> real); back up ${path.join(fs.realpathSync(top), 'real', 'f.txt')} instead`);
+    expect(strata(['cat', path.join(top, 'other.txt')], env).stdout).toBe('other');
+    const only = strata(['backup', path.join(top, 'link', 'f.txt')], env);
+    expect(only.status).toBe(1);
+    expect(only.stderr).toMatch(/none of the source paths can be read/);
+    const link = strata(['backup', path.join(top, 'link')], env);
+    expect(link.status).toBe(3);
+    expect(link.stderr).toContain(`source ${path.join(top, 'link')} is a symlink: stored as a link, not followed`);
+  });
+
   it('a FIFO is skipped with a warning', () => {
     const { env } = initCliRepo();
     const src = tempDir();

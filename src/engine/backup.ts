@@ -242,7 +242,15 @@ class BackupRun {
     const present: string[] = [];
     for (const p of new Set(opts.paths.map((p) => path.resolve(p)))) {
       try {
-        await fs.lstat(p);
+        const st = await fs.lstat(p);
+        // Paths are stored as given and walked from / without following links: a source
+        // reached through a symlink would be stored as that link and nothing below it.
+        const through = await symlinkOnTheWay(p);
+        if (through) {
+          this.warn(`skipping source ${p}: it is reached through the symlink ${through.link} (-> ${through.target}); back up ${await fs.realpath(p)} instead`, true);
+          continue;
+        }
+        if (st.isSymbolicLink()) this.warn(`source ${p} is a symlink: stored as a link, not followed; back up ${await fs.realpath(p).catch(() => 'its target')} for what it points to`, true);
         if (this.sources.includes(p)) present.push(p);
       } catch (e) {
         this.warn(`cannot read source ${p}: ${describe(e)}`, true);
@@ -861,6 +869,17 @@ function metadata(name: string, type: TreeEntry['type'], st: EntryStat): TreeEnt
 
 function compareNames(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** The first directory above `abs` that is a symlink, if any. */
+async function symlinkOnTheWay(abs: string): Promise<{ link: string; target: string } | undefined> {
+  const parts = abs.split('/').filter(Boolean);
+  let at = '';
+  for (const name of parts.slice(0, -1)) {
+    at += `/${name}`;
+    if ((await fs.lstat(at)).isSymbolicLink()) return { link: at, target: await fs.readlink(at) };
+  }
+  return undefined;
 }
 
 /** Absolute, normalised, without paths already inside another source. */
