@@ -459,12 +459,12 @@ export class Catalog {
     return row && row.size !== GONE ? row : undefined;
   }
 
-  /** The snapshot's own row for `path` (a tombstone included), not looking at its parents. */
   /** A version's row as it is stored: its snapshot, path id, size and sealed TOC. */
   versionRecord(version: number): { snapshot: number; path: Buffer; size: number; toc: Buffer | null } | undefined {
     return this.st.versionRecord.get(version) as { snapshot: number; path: Buffer; size: number; toc: Buffer | null } | undefined;
   }
 
+  /** The snapshot's own row for `path` (a tombstone included), not looking at its parents. */
   ownVersion(snapshot: number, path: Buffer): VersionRow | undefined {
     return this.st.version.get(snapshot, path) as VersionRow | undefined;
   }
