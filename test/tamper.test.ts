@@ -268,3 +268,96 @@ describe('a hostile server', () => {
     expect(r.status).toBe(11);
   });
 });
+
+/** An `append` token's request, as a client without the key could make it. */
+async function call(s: Server, tok: string, method: string, route: string, body?: Buffer | object): Promise<Response> {
+  const isJson = body !== undefined && !Buffer.isBuffer(body);
+  const payload = body === undefined ? undefined : isJson ? Buffer.from(JSON.stringify(body)) : (body as Buffer);
+  return fetch(s.url + route, {
+    method,
+    headers: { Authorization: `Bearer ${tok}`, ...(isJson ? { 'Content-Type': 'application/json' } : {}), ...(payload ? { 'Content-Length': String(payload.length) } : {}) },
+    ...(payload ? { body: new Uint8Array(payload) } : {}),
+  });
+}
+
+/** Registers a pack of random bytes whose index claims the given blocks (no key: nothing in it is sealed). */
+async function forgePack(s: Server, tok: string, blocks: { id: Buffer; kind: number; length: number; size: number }[], extra: object = {}): Promise<string> {
+  const kinds = ['data', 'tree', 'toc', 'snapshot'];
+  const total = blocks.reduce((n, b) => n + b.length, 8);
+  const bytes = Buffer.concat([Buffer.from('STRATAPK'), rng.bytes(total - 8 + 64)]);
+  const name = rng.bytes(32).toString('hex');
+  expect((await call(s, tok, 'PUT', `/v1/objects/pack/${name}`, bytes)).status).toBe(201);
+  let at = 8;
+  const entries = blocks.map((b) => {
+    const e = [b.id.toString('hex'), kinds[b.kind], at, b.length, b.size];
+    at += b.length;
+    return e;
+  });
+  const r = await call(s, tok, 'POST', `/v1/packs/${name}`, { entries, ...extra });
+  expect(r.status, await r.clone().text()).toBe(201);
+  return name;
+}
+
+function blockRows(repo: string, where = ''): { id: Buffer; kind: number; length: number; size: number }[] {
+  const db = new Database(path.join(repo, 'catalog.db'), { readonly: true });
+  try {
+    return db.prepare(`SELECT id, kind, length, size FROM blocks ${where}`).all() as { id: Buffer; kind: number; length: number; size: number }[];
+  } finally {
+    db.close();
+  }
+}
+
+describe('deduplication and an append token without the key', () => {
+  it('blocks claimed by a forged pack index after prune removed them: the next backup stores them again, and they read back', async () => {
+    const { repo, env } = initCliRepo();
+    const src = tempDir();
+    const file = path.join(src, 'f');
+    const bytes = rng.bytes(700_000);
+    fs.writeFileSync(file, bytes);
+    ok(['backup', src], env);
+    // What the attacker learned while the blocks were stored (a TOC read shows their ids and sizes).
+    const learned = blockRows(repo, 'WHERE kind = 0');
+    expect(learned.length).toBeGreaterThan(0);
+    const db = new Database(path.join(repo, 'catalog.db'), { readonly: true });
+    const snap = db.prepare('SELECT id FROM snapshots').pluck().get() as string;
+    db.close();
+    ok(['forget', snap, '--prune'], env);
+    expect(blockRows(repo, 'WHERE kind = 0')).toHaveLength(0);
+
+    const s = await serve(repo);
+    const appendToken = token(repo, 'mallory', 'append');
+    await forgePack(s, appendToken, learned);
+
+    const client = cliEnv(s.url, { STRATA_TOKEN: token(repo, 'laptop', 'append'), STRATA_CACHE_DIR: path.join(tempDir(), 'cache') });
+    ok(['backup', src], client);
+    const cat = strata(['cat', file], client);
+    expect(cat.status, cat.stderr).toBe(0);
+    expect(cat.raw.equals(bytes)).toBe(true);
+    // A second client (another cache) reads it too, and so does a local read on the server's directory.
+    const other = cliEnv(s.url, { STRATA_TOKEN: token(repo, 'reader', 'read'), STRATA_CACHE_DIR: path.join(tempDir(), 'cache') });
+    expect(strata(['cat', file], other).raw.equals(bytes)).toBe(true);
+    expect(strata(['cat', file], env).raw.equals(bytes)).toBe(true);
+    // check finds the forged copies; --repair puts the good copies in their place.
+    expect(strata(['check', '--read-data', '--repair'], env).status).toBe(1);
+    ok(['check', '--read-data'], env);
+    expect(strata(['cat', file], client).raw.equals(bytes)).toBe(true);
+  });
+
+  it('an append token cannot move a stored block to bytes of its own: reads stay right', async () => {
+    const { repo, env } = initCliRepo();
+    const src = tempDir();
+    const file = path.join(src, 'f');
+    const bytes = rng.bytes(300_000);
+    fs.writeFileSync(file, bytes);
+    ok(['backup', src], env);
+    const s = await serve(repo);
+    const appendToken = token(repo, 'mallory', 'append');
+    const live = blockRows(repo, 'WHERE kind = 0');
+    await forgePack(s, appendToken, live, { replaces: live.map((b) => b.id.toString('hex')) });
+    const reader = cliEnv(s.url, { STRATA_TOKEN: token(repo, 'reader', 'read'), STRATA_CACHE_DIR: path.join(tempDir(), 'cache') });
+    const cat = strata(['cat', file], reader);
+    expect(cat.status, cat.stderr).toBe(0);
+    expect(cat.raw.equals(bytes)).toBe(true);
+    expect(strata(['cat', file], env).raw.equals(bytes)).toBe(true);
+  });
+});

@@ -254,8 +254,19 @@ export function checkTocs(catalog: Catalog): { versions: number; problems: Versi
 export function repairBlocks(catalog: Catalog, bad: readonly string[]): number {
   const db = catalog.db;
   const drop = db.prepare('DELETE FROM blocks WHERE id = ?');
-  const n = catalog.transaction(() => bad.reduce((count, hex) => count + drop.run(Buffer.from(hex, 'hex')).changes, 0));
-  catalog.transaction(() => db.prepare('DELETE FROM packs WHERE NOT EXISTS (SELECT 1 FROM blocks WHERE blocks.pack = packs.id)').run());
+  // A block with a spare copy (schema 7) gets the newest spare in its place; the next check reads it.
+  const spare = db.prepare('DELETE FROM spares WHERE id = ? AND pack = (SELECT MAX(pack) FROM spares WHERE id = ?) RETURNING id, pack, offset, length, size, kind');
+  const promote = db.prepare('INSERT INTO blocks(id, pack, offset, length, size, kind) VALUES (?, ?, ?, ?, ?, ?)');
+  const n = catalog.transaction(() =>
+    bad.reduce((count, hex) => {
+      const id = Buffer.from(hex, 'hex');
+      const dropped = drop.run(id).changes;
+      const s = spare.get(id, id) as { id: Buffer; pack: number; offset: number; length: number; size: number; kind: number } | undefined;
+      if (s) promote.run(s.id, s.pack, s.offset, s.length, s.size, s.kind);
+      return count + dropped;
+    }, 0),
+  );
+  catalog.transaction(() => db.prepare('DELETE FROM packs WHERE NOT EXISTS (SELECT 1 FROM blocks WHERE blocks.pack = packs.id) AND NOT EXISTS (SELECT 1 FROM spares WHERE spares.pack = packs.id)').run());
   return n;
 }
 
