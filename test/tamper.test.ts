@@ -95,12 +95,22 @@ function expectCaught(repo: string, env: NodeJS.ProcessEnv, file: string, want: 
   expect(strata(['cat', file], env).raw.equals(want)).toBe(true);
 }
 
+/** toc shows no rows that disagree with the sealed TOCs: an integrity error naming the file. */
+function expectTocCaught(env: NodeJS.ProcessEnv, file: string) {
+  const r = strata(['toc', file], env);
+  expect(r.status, r.stdout).toBe(1);
+  expect(r.stderr).toContain(file);
+  expect(r.stderr).toMatch(/sealed TOC/);
+  expect(r.stdout).toBe('');
+}
+
 describe('a tampered local catalog', () => {
   it('a data row naming another file\'s block', () => {
     const { repo, env, a } = setup();
     const bytes = fs.readFileSync(a);
     // Both files are 4000 bytes, one block each: the other file's block fits exactly.
     swapSmall(repo);
+    expectTocCaught(env, a);
     expectCaught(repo, env, a, bytes);
   });
 
@@ -135,6 +145,7 @@ describe('a tampered local catalog', () => {
     db.close();
     void v;
     expect(sql(repo, 'UPDATE toc SET root_start = root_start - 4, target_start = target_start - 4 WHERE version = ? AND block IS NULL AND target_start >= 4', latest)).toBeGreaterThan(0);
+    expectTocCaught(env, big);
     expectCaught(repo, env, big, second);
   });
 
@@ -232,6 +243,7 @@ describe('a hostile server', () => {
     expect(cat.status, cat.stderr).toBe(1);
     expect(cat.raw.equals(bytes)).toBe(false);
     expect(cat.stderr).toMatch(/sealed/);
+    expectTocCaught(reader, a);
     const check = strata(['check', '--read-data'], admin);
     expect(check.status).toBe(1);
     expect(check.stderr).toContain(a);

@@ -25,7 +25,7 @@
  */
 import { integrity, StrataError } from '../errors.js';
 import { BlockList, contentMark } from './blocklist.js';
-import type { SnapshotRow, VersionRow } from '../repo/catalog.js';
+import type { SnapshotRow, TocRow, VersionRow } from '../repo/catalog.js';
 import type { Repository } from '../repo/repository.js';
 import type { VersionRecord } from '../repo/service.js';
 import type { Piece } from './resolve.js';
@@ -389,5 +389,75 @@ export async function sealedDisagreement(repo: Repository, snapshot: Snapshot, a
   } catch (e) {
     if (e instanceof StrataError && e.code === 'integrity') return e.message;
     throw e;
+  }
+}
+
+/**
+ * Checks the catalog's TOC rows of a version, as `strata toc` shows them,
+ * against its sealed truth: each data row must be its whole block at that
+ * place, and each ref row the same bytes as the range of its target, which
+ * must be this file's version in the target's snapshot (checked as any
+ * version is, see bind). Rows split to bound read depth may be joined first.
+ * Throws an integrity error naming the file at the first disagreement.
+ */
+export async function checkTocRows(repo: Repository, version: BoundVersion, rows: readonly TocRow[]): Promise<void> {
+  const v = verifier(repo);
+  const b = version.bound;
+  const wrong = (at: number) => integrity(`${b.absPath}: the catalog's TOC of version ${version.id} disagrees with its sealed TOC at byte ${at} (run "strata check")`, { path: b.absPath, version: version.id, offset: at });
+  let cursor = 0;
+  for (const r of rows) {
+    if (r.start !== cursor || r.end < r.start || r.end >= b.truth.size) throw wrong(cursor);
+    const length = r.end - r.start + 1;
+    let theirs: AsyncIterable<Piece>;
+    if (r.block) {
+      theirs = (async function* () {
+        yield { block: r.block!, blockSize: length, from: 0, length, at: r.start };
+      })();
+    } else {
+      if (r.target === null || r.target_start === null || r.target >= version.id) throw wrong(r.start);
+      const t = await repo.service.versionById(r.target);
+      const row = t && (await repo.service.snapshotBySeq(t.snapshot));
+      const snap = row && (await v.snapshot(row.id));
+      if (!t || !snap) throw wrong(r.start);
+      let target: Binding;
+      try {
+        target = await v.bind(snap, b.absPath, b.pathId, t);
+      } catch (e) {
+        if (e instanceof StrataError && e.code === 'integrity') throw wrong(r.start);
+        throw e;
+      }
+      if (r.target_start < 0 || r.target_start + length > target.truth.size) throw wrong(r.start);
+      theirs = v.expected(target, r.target_start, r.target_start + length - 1);
+    }
+    if (!(await samePieces(v.expected(b, r.start, r.end), theirs))) throw wrong(r.start);
+    cursor = r.end + 1;
+  }
+  if (cursor !== b.truth.size) throw wrong(cursor);
+}
+
+/** Whether two runs of pieces name the same bytes of the same blocks, however they are cut (positions in the file aside). */
+async function samePieces(a: AsyncIterable<Piece>, b: AsyncIterable<Piece>): Promise<boolean> {
+  const ia = a[Symbol.asyncIterator]();
+  const ib = b[Symbol.asyncIterator]();
+  let pa: Piece | undefined;
+  let pb: Piece | undefined;
+  let ua = 0;
+  let ub = 0;
+  for (;;) {
+    if (!pa || ua === pa.length) {
+      const n = await ia.next();
+      pa = n.done ? undefined : n.value;
+      ua = 0;
+    }
+    if (!pb || ub === pb.length) {
+      const n = await ib.next();
+      pb = n.done ? undefined : n.value;
+      ub = 0;
+    }
+    if (!pa || !pb) return !pa && !pb;
+    if (!pa.block.equals(pb.block) || pa.blockSize !== pb.blockSize || pa.from + ua !== pb.from + ub) return false;
+    const n = Math.min(pa.length - ua, pb.length - ub);
+    ua += n;
+    ub += n;
   }
 }
