@@ -171,6 +171,34 @@ describe('a tampered local catalog', () => {
   });
 });
 
+describe('a keyed forget', () => {
+  it('checks the rows it reseals: a tampered row never becomes sealed truth', () => {
+    const { repo, env, big, second } = setup();
+    // The baseline's first two data rows swapped; the second version's refs read through them.
+    const db = new Database(path.join(repo, 'catalog.db'));
+    const baseline = db.prepare('SELECT MIN(id) FROM versions WHERE size = 600000').pluck().get() as number;
+    const [r0, r1] = db.prepare('SELECT start, end, block FROM toc WHERE version = ? ORDER BY start LIMIT 2').all(baseline) as { start: number; end: number; block: Buffer }[];
+    db.transaction(() => {
+      db.prepare('DELETE FROM toc WHERE version = ? AND start IN (?, ?)').run(baseline, r0!.start, r1!.start);
+      const insert = db.prepare('INSERT INTO toc(version, start, end, block, depth) VALUES (?, ?, ?, ?, 0)');
+      insert.run(baseline, 0, r1!.end - r1!.start, r1!.block);
+      insert.run(baseline, r1!.end - r1!.start + 1, r1!.end - r1!.start + 1 + r0!.end - r0!.start, r0!.block);
+    })();
+    const first = db.prepare('SELECT id FROM snapshots ORDER BY seq LIMIT 1').pluck().get() as string;
+    db.close();
+    // Forgetting the first snapshot splices its rows into the second version, which is resealed.
+    const forget = strata(['forget', first], env);
+    expect(forget.status, forget.stderr).toBe(1);
+    expect(forget.stderr).toContain(big);
+    expect(forget.stderr).toMatch(/sealed TOC/);
+    // The sealed truth is as it was: a catalog rebuilt from it reads the right bytes.
+    ok(['rebuild-catalog'], env);
+    const cat = strata(['cat', big], env);
+    expect(cat.status, cat.stderr).toBe(0);
+    expect(cat.raw.equals(second)).toBe(true);
+  });
+});
+
 describe('key files', () => {
   it('a key file with absurd scrypt parameters is skipped, not derived: the password still opens the repository', () => {
     const { repo, env } = initCliRepo();
