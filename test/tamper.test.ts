@@ -171,6 +171,25 @@ describe('a tampered local catalog', () => {
   });
 });
 
+describe('check', () => {
+  it('names every disagreement, a bad snapshot root among them, and points at rebuild-catalog, which restores the rows', () => {
+    const { repo, env, a, big } = setup();
+    swapSmall(repo);
+    sql(repo, 'UPDATE snapshots SET root = (SELECT root FROM snapshots ORDER BY seq LIMIT 1) WHERE seq = (SELECT MAX(seq) FROM snapshots)');
+    const r = strata(['check'], env);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/root tree/);
+    // The first snapshot is still walked: both small files' versions there disagree.
+    expect(r.stderr).toContain(a);
+    expect(r.stdout).toMatch(/the catalog disagrees with the sealed records in [3-9] places: run "strata rebuild-catalog"/);
+    const j = JSON.parse(strata(['check', '--json'], env).stdout) as { catalogDisagreements: number };
+    expect(j.catalogDisagreements).toBeGreaterThanOrEqual(3);
+    ok(['rebuild-catalog'], env);
+    expect(ok(['check'], env)).toMatch(/no errors found/);
+    expect(strata(['cat', big], env).status).toBe(0);
+  });
+});
+
 describe('a keyed forget', () => {
   it('checks the rows it reseals: a tampered row never becomes sealed truth', () => {
     const { repo, env, big, second } = setup();
