@@ -7,11 +7,13 @@
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import Database from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BIN, cliEnv, initCliRepo, Rng, strata, tempDir } from './helpers.js';
+import { BIN, cliEnv, initCliRepo, Rng, strata, strataAsync, tempDir } from './helpers.js';
 
 const rng = new Rng(16);
 
@@ -365,6 +367,147 @@ function blockRows(repo: string, where = ''): { id: Buffer; kind: number; length
     db.close();
   }
 }
+
+/**
+ * A stub server on 127.0.0.1 in front of a real one: requests go through as
+ * they are, and `rewrite` may change a successful answer's body.
+ */
+async function hostileProxy(target: string, rewrite: (route: string, body: Buffer) => Buffer): Promise<{ url: string; close: () => Promise<void> }> {
+  const server = http.createServer((req, res) => {
+    void (async () => {
+      const chunks: Buffer[] = [];
+      for await (const c of req as AsyncIterable<Buffer>) chunks.push(c);
+      const body = Buffer.concat(chunks);
+      const headers: Record<string, string> = {};
+      for (const k of ['authorization', 'range', 'content-type']) if (typeof req.headers[k] === 'string') headers[k] = req.headers[k];
+      const r = await fetch(target + req.url!, { method: req.method, headers, ...(body.length > 0 ? { body: new Uint8Array(body) } : {}) });
+      let out = Buffer.from(await r.arrayBuffer());
+      if (r.status >= 200 && r.status < 300) out = rewrite(req.url!, out);
+      const h: Record<string, string> = {};
+      r.headers.forEach((v, k) => {
+        if (!['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'content-encoding'].includes(k)) h[k] = v;
+      });
+      res.writeHead(r.status, { ...h, 'Content-Length': String(out.length) });
+      res.end(out);
+    })().catch(() => res.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return { url: `http://127.0.0.1:${port}`, close: () => new Promise((resolve) => server.close(() => resolve())) };
+}
+
+/** The CLI run without blocking this process (which serves the stub server). */
+async function run(args: string[], env: NodeJS.ProcessEnv): Promise<{ status: number | null; stderr: string; raw: Buffer }> {
+  const p = strataAsync(args, env);
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  p.stdout.on('data', (c: Buffer) => out.push(c));
+  p.stderr.on('data', (c: Buffer) => err.push(c));
+  const status = await new Promise<number | null>((resolve) => p.on('close', resolve));
+  return { status, stderr: Buffer.concat(err).toString('utf8'), raw: Buffer.concat(out) };
+}
+
+type PlanJson = { version: { id: number; size: number }; start: number; end: number; pieces: [string, number, number, number, number][]; next: number | null; toc: string | null };
+
+describe('a hostile server answering crafted read plans', () => {
+  it('a shifted piece, a wrong size, a swapped block id, another file\'s version record: each an integrity error, never wrong bytes', async () => {
+    const { repo, a, b, big, second } = setup();
+    const s = await serve(repo);
+    const tok = token(repo, 'reader', 'read');
+    const rightA = fs.readFileSync(a);
+    // Facts a hostile server has: another file's sealed TOC and version, and a block of another file.
+    const db = new Database(path.join(repo, 'catalog.db'), { readonly: true });
+    const small = db.prepare('SELECT v.id, v.toc, t.block FROM versions v JOIN toc t ON t.version = v.id WHERE v.size = 4000 ORDER BY v.id').all() as { id: number; toc: Buffer; block: Buffer }[];
+    db.close();
+    expect(small).toHaveLength(2);
+    const isPlan = (route: string) => /^\/v1\/paths\/[0-9a-f]{64}\/plan/.test(route);
+    const plan = (rewrite: (p: PlanJson) => void) => (route: string, body: Buffer) => {
+      if (!isPlan(route)) return body;
+      const p = JSON.parse(body.toString('utf8')) as PlanJson;
+      rewrite(p);
+      return Buffer.from(JSON.stringify(p));
+    };
+    const cases: { name: string; file: string; right: Buffer; range?: string; rewrite: (route: string, body: Buffer) => Buffer }[] = [
+      {
+        name: 'a piece shifted by 4 bytes within its block',
+        file: big,
+        right: second,
+        range: '100000-199999',
+        rewrite: plan((p) => {
+          const first = p.pieces[0]!;
+          first[2] = first[2] >= 4 ? first[2] - 4 : first[2] + 4;
+        }),
+      },
+      {
+        name: 'a wrong size (the range cut to match)',
+        file: big,
+        right: second,
+        rewrite: plan((p) => {
+          p.version.size = 400_000;
+          p.end = Math.min(p.end, 399_999);
+          let at = p.start;
+          p.pieces = p.pieces.filter((x) => x[4] <= p.end);
+          const last = p.pieces[p.pieces.length - 1]!;
+          last[3] = p.end - last[4] + 1;
+          at = p.end + 1;
+          p.next = null;
+          void at;
+        }),
+      },
+      {
+        name: "another file's block, of the same size",
+        file: a,
+        right: rightA,
+        rewrite: plan((p) => {
+          const mine = p.pieces[0]![0];
+          p.pieces[0]![0] = small.find((x) => x.block.toString('hex') !== mine)!.block.toString('hex');
+        }),
+      },
+      {
+        name: "another file's version and sealed TOC",
+        file: a,
+        right: rightA,
+        rewrite: (route, body) => {
+          if (/^\/v1\/versions\/\d+\/record/.test(route)) {
+            const r = JSON.parse(body.toString('utf8')) as { toc: string | null };
+            return Buffer.from(JSON.stringify({ ...r, toc: small.find((x) => x.toc.toString('hex') !== r.toc)!.toc.toString('hex') }));
+          }
+          return plan((p) => {
+            const other = small.find((x) => x.id !== p.version.id)!;
+            p.version.id = other.id;
+            p.toc = other.toc.toString('hex');
+            p.pieces = [[other.block.toString('hex'), 4000, 0, 4000, 0]];
+          })(route, body);
+        },
+      },
+    ];
+    void b;
+    for (const c of cases) {
+      const proxy = await hostileProxy(s.url, c.rewrite);
+      try {
+        const env = cliEnv(proxy.url, { STRATA_TOKEN: tok, STRATA_CACHE_DIR: path.join(tempDir(), 'cache') });
+        const r = await run(['cat', c.file, ...(c.range ? ['--range', c.range] : [])], env);
+        const start = c.range ? Number(c.range.split('-')[0]) : 0;
+        expect(r.status, `${c.name}: ${r.stderr}`).toBe(1);
+        expect(r.stderr, c.name).toMatch(/sealed|integrity|not this file's|belongs to another|does not end at its size/);
+        // Whatever went out before the error is the file's own bytes.
+        expect(r.raw.equals(c.right.subarray(start, start + r.raw.length)), c.name).toBe(true);
+        expect(r.raw.length, c.name).toBeLessThan(c.range ? 100_000 : c.right.length);
+      } finally {
+        await proxy.close();
+      }
+    }
+    // Through the same proxy, unchanged, every file reads right.
+    const honest = await hostileProxy(s.url, (_r, body) => body);
+    try {
+      const env = cliEnv(honest.url, { STRATA_TOKEN: tok, STRATA_CACHE_DIR: path.join(tempDir(), 'cache') });
+      expect((await run(['cat', a], env)).raw.equals(rightA)).toBe(true);
+      expect((await run(['cat', big, '--range', '100000-199999'], env)).raw.equals(second.subarray(100_000, 200_000))).toBe(true);
+    } finally {
+      await honest.close();
+    }
+  });
+});
 
 describe('deduplication and an append token without the key', () => {
   it('blocks claimed by a forged pack index after prune removed them: the next backup stores them again, and they read back', async () => {
