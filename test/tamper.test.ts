@@ -381,7 +381,7 @@ async function hostileProxy(target: string, rewrite: (route: string, body: Buffe
       const headers: Record<string, string> = {};
       for (const k of ['authorization', 'range', 'content-type']) if (typeof req.headers[k] === 'string') headers[k] = req.headers[k];
       const r = await fetch(target + req.url!, { method: req.method, headers, ...(body.length > 0 ? { body: new Uint8Array(body) } : {}) });
-      let out = Buffer.from(await r.arrayBuffer());
+      let out: Buffer = Buffer.from(await r.arrayBuffer());
       if (r.status >= 200 && r.status < 300) out = rewrite(req.url!, out);
       const h: Record<string, string> = {};
       r.headers.forEach((v, k) => {
