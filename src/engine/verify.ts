@@ -35,6 +35,8 @@ import { sealedTocEntries, type SealedEntry, type SealedToc } from './versions.j
 
 /** What a version is, as its sealed TOC says. */
 export interface Truth {
+  /** The sealed TOC's id (none for an empty file stored without one). */
+  id?: Buffer;
   /** The snapshot the sealed TOC names; null for an empty file stored without one. */
   owner: string | null;
   size: number;
@@ -110,7 +112,7 @@ export class Verifier {
       cursor = e[1] + 1;
     }
     if (cursor !== t.size) throw integrity(`sealed TOC ${hex} covers ${cursor} bytes of ${t.size}`);
-    return { owner: t.snapshot, path: t.path, size: t.size, entries };
+    return { id, owner: t.snapshot, path: t.path, size: t.size, entries };
   }
 
   /**
@@ -182,7 +184,10 @@ export class Verifier {
         const rec = await this.repo.service.versionRecord(v.id);
         if (!rec || !rec.path.equals(pathId)) throw integrity(`${where}: the catalog's version ${v.id} is not this file's`, { path: absPath, version: v.id });
         const truth = await this.content(rec, v.id, where);
-        await this.owned(truth, snapshot, absPath, entry);
+        if (!truth.id || !this.remembered(snapshot.id, pathId)?.equals(truth.id)) {
+          await this.owned(truth, snapshot, absPath, entry);
+          this.remember(snapshot.id, pathId, truth);
+        }
         return truth;
       })();
       this.versions.set(key, t);
@@ -258,6 +263,12 @@ export class Verifier {
   }
 
   private async findVersionIn(id: string, absPath: string, pathId: Buffer): Promise<Truth> {
+    // Verified by an earlier process: the sealed TOC alone (from the block cache) gives the truth.
+    const known = this.remembered(id, pathId);
+    if (known) {
+      const t = await this.sealed(known).catch(() => undefined);
+      if (t && t.path === pathId.toString('hex')) return t;
+    }
     for (let hops = 0; hops < MAX_HOPS; hops++) {
       const snapshot = await this.snapshot(id);
       if (!snapshot) throw integrity(`${absPath}: its history refers to snapshot ${id.slice(0, 8)}, which is not in the repository`, { path: absPath });
@@ -277,6 +288,27 @@ export class Verifier {
       return truth;
     }
     throw integrity(`${absPath}: history deeper than ${MAX_HOPS}`);
+  }
+
+  /**
+   * Which sealed TOC is snapshot `id`'s version of a path, once verified
+   * (its own, or inherited under the tree rule): a fact of sealed objects
+   * alone, so it holds for good. Kept by a remote client between processes,
+   * with a keyed MAC, so a warm read skips the lookups that proved it.
+   */
+  private remembered(id: string, pathId: Buffer): Buffer | undefined {
+    const v = this.repo.service.fact?.(`version ${id}/${pathId.toString('hex')}`);
+    if (!v || v.length !== 64) return undefined;
+    const toc = v.subarray(0, 32);
+    return this.factMac(id, pathId, toc).equals(v.subarray(32)) ? Buffer.from(toc) : undefined;
+  }
+
+  private remember(id: string, pathId: Buffer, truth: Truth): void {
+    if (truth.id && this.repo.service.putFact) this.repo.service.putFact(`version ${id}/${pathId.toString('hex')}`, Buffer.concat([truth.id, this.factMac(id, pathId, truth.id)]));
+  }
+
+  private factMac(id: string, pathId: Buffer, toc: Buffer): Buffer {
+    return this.repo.keyring.blockId(Buffer.concat([Buffer.from(`strata verified version ${id}/${pathId.toString('hex')}/`), toc]));
   }
 
   /** The pieces of [start, end] of a bound version, resolved through the sealed TOCs alone. */

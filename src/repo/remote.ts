@@ -249,6 +249,15 @@ export class RemoteService implements CatalogService {
     return sealed;
   }
 
+  /** A fact kept in the block cache under an id made from its key (see CatalogService.fact). */
+  fact(key: string): Buffer | undefined {
+    return this.cache?.get(factId(key));
+  }
+
+  putFact(key: string, value: Buffer): void {
+    this.cache?.put(factId(key), value);
+  }
+
   async readSealed(id: Buffer): Promise<Buffer> {
     const hit = this.cache?.get(id);
     if (hit) return hit;
@@ -564,6 +573,10 @@ export class RemoteService implements CatalogService {
     this.cache?.close();
     await this.http.close();
   }
+}
+
+function factId(key: string): Buffer {
+  return createHash('sha256').update(`strata fact ${key}`).digest();
 }
 
 /** An answer to POST /v1/blocks/where: per id, 32 bytes of pack name, then offset, length and pack size (f64le); length 0 for none. */

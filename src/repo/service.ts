@@ -115,6 +115,13 @@ export interface CatalogService {
   hasBlocks(ids: readonly Buffer[]): boolean[];
   /** Of `ids`, those the repository lacks (any it has are safe from prune from now on). */
   missing(ids: readonly Buffer[]): Promise<Buffer[]>;
+  /**
+   * Small facts a client verified with the key, kept between processes
+   * (in the block cache of a remote client; none locally, where checking
+   * costs no round trip). Keyed by what cannot change; the caller MACs them.
+   */
+  fact?(key: string): Buffer | undefined;
+  putFact?(key: string, value: Buffer): void;
   /** The sealed bytes of a block's spare copies (catalog schema 7), for a reader whose first copy fails. */
   spares(id: Buffer): Promise<Buffer[]>;
   /** Stores a pack and indexes its blobs (relocating them, for prune's repacking). */
