@@ -7,11 +7,13 @@
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import Database from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BIN, cliEnv, initCliRepo, Rng, strata, tempDir } from './helpers.js';
+import { BIN, cliEnv, initCliRepo, Rng, strata, strataAsync, tempDir } from './helpers.js';
 
 const rng = new Rng(16);
 
@@ -95,12 +97,22 @@ function expectCaught(repo: string, env: NodeJS.ProcessEnv, file: string, want: 
   expect(strata(['cat', file], env).raw.equals(want)).toBe(true);
 }
 
+/** toc shows no rows that disagree with the sealed TOCs: an integrity error naming the file. */
+function expectTocCaught(env: NodeJS.ProcessEnv, file: string) {
+  const r = strata(['toc', file], env);
+  expect(r.status, r.stdout).toBe(1);
+  expect(r.stderr).toContain(file);
+  expect(r.stderr).toMatch(/sealed TOC/);
+  expect(r.stdout).toBe('');
+}
+
 describe('a tampered local catalog', () => {
   it('a data row naming another file\'s block', () => {
     const { repo, env, a } = setup();
     const bytes = fs.readFileSync(a);
     // Both files are 4000 bytes, one block each: the other file's block fits exactly.
     swapSmall(repo);
+    expectTocCaught(env, a);
     expectCaught(repo, env, a, bytes);
   });
 
@@ -135,6 +147,7 @@ describe('a tampered local catalog', () => {
     db.close();
     void v;
     expect(sql(repo, 'UPDATE toc SET root_start = root_start - 4, target_start = target_start - 4 WHERE version = ? AND block IS NULL AND target_start >= 4', latest)).toBeGreaterThan(0);
+    expectTocCaught(env, big);
     expectCaught(repo, env, big, second);
   });
 
@@ -157,6 +170,53 @@ describe('a tampered local catalog', () => {
     const cat = strata(['cat', big], env);
     expect(cat.status).toBe(1);
     expect(cat.stderr).toMatch(/root tree/);
+  });
+});
+
+describe('check', () => {
+  it('names every disagreement, a bad snapshot root among them, and points at rebuild-catalog, which restores the rows', () => {
+    const { repo, env, a, big } = setup();
+    swapSmall(repo);
+    sql(repo, 'UPDATE snapshots SET root = (SELECT root FROM snapshots ORDER BY seq LIMIT 1) WHERE seq = (SELECT MAX(seq) FROM snapshots)');
+    const r = strata(['check'], env);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/root tree/);
+    // The first snapshot is still walked: both small files' versions there disagree.
+    expect(r.stderr).toContain(a);
+    expect(r.stdout).toMatch(/the catalog disagrees with the sealed records in [3-9] places: run "strata rebuild-catalog"/);
+    const j = JSON.parse(strata(['check', '--json'], env).stdout) as { catalogDisagreements: number };
+    expect(j.catalogDisagreements).toBeGreaterThanOrEqual(3);
+    ok(['rebuild-catalog'], env);
+    expect(ok(['check'], env)).toMatch(/no errors found/);
+    expect(strata(['cat', big], env).status).toBe(0);
+  });
+});
+
+describe('a keyed forget', () => {
+  it('checks the rows it reseals: a tampered row never becomes sealed truth', () => {
+    const { repo, env, big, second } = setup();
+    // The baseline's first two data rows swapped; the second version's refs read through them.
+    const db = new Database(path.join(repo, 'catalog.db'));
+    const baseline = db.prepare('SELECT MIN(id) FROM versions WHERE size = 600000').pluck().get() as number;
+    const [r0, r1] = db.prepare('SELECT start, end, block FROM toc WHERE version = ? ORDER BY start LIMIT 2').all(baseline) as { start: number; end: number; block: Buffer }[];
+    db.transaction(() => {
+      db.prepare('DELETE FROM toc WHERE version = ? AND start IN (?, ?)').run(baseline, r0!.start, r1!.start);
+      const insert = db.prepare('INSERT INTO toc(version, start, end, block, depth) VALUES (?, ?, ?, ?, 0)');
+      insert.run(baseline, 0, r1!.end - r1!.start, r1!.block);
+      insert.run(baseline, r1!.end - r1!.start + 1, r1!.end - r1!.start + 1 + r0!.end - r0!.start, r0!.block);
+    })();
+    const first = db.prepare('SELECT id FROM snapshots ORDER BY seq LIMIT 1').pluck().get() as string;
+    db.close();
+    // Forgetting the first snapshot splices its rows into the second version, which is resealed.
+    const forget = strata(['forget', first], env);
+    expect(forget.status, forget.stderr).toBe(1);
+    expect(forget.stderr).toContain(big);
+    expect(forget.stderr).toMatch(/sealed TOC/);
+    // The sealed truth is as it was: a catalog rebuilt from it reads the right bytes.
+    ok(['rebuild-catalog'], env);
+    const cat = strata(['cat', big], env);
+    expect(cat.status, cat.stderr).toBe(0);
+    expect(cat.raw.equals(second)).toBe(true);
   });
 });
 
@@ -232,6 +292,7 @@ describe('a hostile server', () => {
     expect(cat.status, cat.stderr).toBe(1);
     expect(cat.raw.equals(bytes)).toBe(false);
     expect(cat.stderr).toMatch(/sealed/);
+    expectTocCaught(reader, a);
     const check = strata(['check', '--read-data'], admin);
     expect(check.status).toBe(1);
     expect(check.stderr).toContain(a);
@@ -266,5 +327,239 @@ describe('a hostile server', () => {
     const r = strata(['prune'], admin);
     expect(r.stderr).toMatch(/lock|running/);
     expect(r.status).toBe(11);
+  });
+});
+
+/** An `append` token's request, as a client without the key could make it. */
+async function call(s: Server, tok: string, method: string, route: string, body?: Buffer | object): Promise<Response> {
+  const isJson = body !== undefined && !Buffer.isBuffer(body);
+  const payload = body === undefined ? undefined : isJson ? Buffer.from(JSON.stringify(body)) : (body as Buffer);
+  return fetch(s.url + route, {
+    method,
+    headers: { Authorization: `Bearer ${tok}`, ...(isJson ? { 'Content-Type': 'application/json' } : {}), ...(payload ? { 'Content-Length': String(payload.length) } : {}) },
+    ...(payload ? { body: new Uint8Array(payload) } : {}),
+  });
+}
+
+/** Registers a pack of random bytes whose index claims the given blocks (no key: nothing in it is sealed). */
+async function forgePack(s: Server, tok: string, blocks: { id: Buffer; kind: number; length: number; size: number }[], extra: object = {}): Promise<string> {
+  const kinds = ['data', 'tree', 'toc', 'snapshot'];
+  const total = blocks.reduce((n, b) => n + b.length, 8);
+  const bytes = Buffer.concat([Buffer.from('STRATAPK'), rng.bytes(total - 8 + 64)]);
+  const name = rng.bytes(32).toString('hex');
+  expect((await call(s, tok, 'PUT', `/v1/objects/pack/${name}`, bytes)).status).toBe(201);
+  let at = 8;
+  const entries = blocks.map((b) => {
+    const e = [b.id.toString('hex'), kinds[b.kind], at, b.length, b.size];
+    at += b.length;
+    return e;
+  });
+  const r = await call(s, tok, 'POST', `/v1/packs/${name}`, { entries, ...extra });
+  expect(r.status, await r.clone().text()).toBe(201);
+  return name;
+}
+
+function blockRows(repo: string, where = ''): { id: Buffer; kind: number; length: number; size: number }[] {
+  const db = new Database(path.join(repo, 'catalog.db'), { readonly: true });
+  try {
+    return db.prepare(`SELECT id, kind, length, size FROM blocks ${where}`).all() as { id: Buffer; kind: number; length: number; size: number }[];
+  } finally {
+    db.close();
+  }
+}
+
+/**
+ * A stub server on 127.0.0.1 in front of a real one: requests go through as
+ * they are, and `rewrite` may change a successful answer's body.
+ */
+async function hostileProxy(target: string, rewrite: (route: string, body: Buffer) => Buffer): Promise<{ url: string; close: () => Promise<void> }> {
+  const server = http.createServer((req, res) => {
+    void (async () => {
+      const chunks: Buffer[] = [];
+      for await (const c of req as AsyncIterable<Buffer>) chunks.push(c);
+      const body = Buffer.concat(chunks);
+      const headers: Record<string, string> = {};
+      for (const k of ['authorization', 'range', 'content-type']) if (typeof req.headers[k] === 'string') headers[k] = req.headers[k];
+      const r = await fetch(target + req.url!, { method: req.method, headers, ...(body.length > 0 ? { body: new Uint8Array(body) } : {}) });
+      let out: Buffer = Buffer.from(await r.arrayBuffer());
+      if (r.status >= 200 && r.status < 300) out = rewrite(req.url!, out);
+      const h: Record<string, string> = {};
+      r.headers.forEach((v, k) => {
+        if (!['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'content-encoding'].includes(k)) h[k] = v;
+      });
+      res.writeHead(r.status, { ...h, 'Content-Length': String(out.length) });
+      res.end(out);
+    })().catch(() => res.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return { url: `http://127.0.0.1:${port}`, close: () => new Promise((resolve) => server.close(() => resolve())) };
+}
+
+/** The CLI run without blocking this process (which serves the stub server). */
+async function run(args: string[], env: NodeJS.ProcessEnv): Promise<{ status: number | null; stderr: string; raw: Buffer }> {
+  const p = strataAsync(args, env);
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  p.stdout.on('data', (c: Buffer) => out.push(c));
+  p.stderr.on('data', (c: Buffer) => err.push(c));
+  const status = await new Promise<number | null>((resolve) => p.on('close', resolve));
+  return { status, stderr: Buffer.concat(err).toString('utf8'), raw: Buffer.concat(out) };
+}
+
+type PlanJson = { version: { id: number; size: number }; start: number; end: number; pieces: [string, number, number, number, number][]; next: number | null; toc: string | null };
+
+describe('a hostile server answering crafted read plans', () => {
+  it('a shifted piece, a wrong size, a swapped block id, another file\'s version record: each an integrity error, never wrong bytes', async () => {
+    const { repo, a, b, big, second } = setup();
+    const s = await serve(repo);
+    const tok = token(repo, 'reader', 'read');
+    const rightA = fs.readFileSync(a);
+    // Facts a hostile server has: another file's sealed TOC and version, and a block of another file.
+    const db = new Database(path.join(repo, 'catalog.db'), { readonly: true });
+    const small = db.prepare('SELECT v.id, v.toc, t.block FROM versions v JOIN toc t ON t.version = v.id WHERE v.size = 4000 ORDER BY v.id').all() as { id: number; toc: Buffer; block: Buffer }[];
+    db.close();
+    expect(small).toHaveLength(2);
+    const isPlan = (route: string) => /^\/v1\/paths\/[0-9a-f]{64}\/plan/.test(route);
+    const plan = (rewrite: (p: PlanJson) => void) => (route: string, body: Buffer) => {
+      if (!isPlan(route)) return body;
+      const p = JSON.parse(body.toString('utf8')) as PlanJson;
+      rewrite(p);
+      return Buffer.from(JSON.stringify(p));
+    };
+    const cases: { name: string; file: string; right: Buffer; range?: string; rewrite: (route: string, body: Buffer) => Buffer }[] = [
+      {
+        name: 'a piece shifted by 4 bytes within its block',
+        file: big,
+        right: second,
+        range: '100000-199999',
+        rewrite: plan((p) => {
+          const first = p.pieces[0]!;
+          first[2] = first[2] >= 4 ? first[2] - 4 : first[2] + 4;
+        }),
+      },
+      {
+        name: 'a wrong size (the range cut to match)',
+        file: big,
+        right: second,
+        rewrite: plan((p) => {
+          p.version.size = 400_000;
+          p.end = Math.min(p.end, 399_999);
+          let at = p.start;
+          p.pieces = p.pieces.filter((x) => x[4] <= p.end);
+          const last = p.pieces[p.pieces.length - 1]!;
+          last[3] = p.end - last[4] + 1;
+          at = p.end + 1;
+          p.next = null;
+          void at;
+        }),
+      },
+      {
+        name: "another file's block, of the same size",
+        file: a,
+        right: rightA,
+        rewrite: plan((p) => {
+          const mine = p.pieces[0]![0];
+          p.pieces[0]![0] = small.find((x) => x.block.toString('hex') !== mine)!.block.toString('hex');
+        }),
+      },
+      {
+        name: "another file's version and sealed TOC",
+        file: a,
+        right: rightA,
+        rewrite: (route, body) => {
+          if (/^\/v1\/versions\/\d+\/record/.test(route)) {
+            const r = JSON.parse(body.toString('utf8')) as { toc: string | null };
+            return Buffer.from(JSON.stringify({ ...r, toc: small.find((x) => x.toc.toString('hex') !== r.toc)!.toc.toString('hex') }));
+          }
+          return plan((p) => {
+            const other = small.find((x) => x.id !== p.version.id)!;
+            p.version.id = other.id;
+            p.toc = other.toc.toString('hex');
+            p.pieces = [[other.block.toString('hex'), 4000, 0, 4000, 0]];
+          })(route, body);
+        },
+      },
+    ];
+    void b;
+    for (const c of cases) {
+      const proxy = await hostileProxy(s.url, c.rewrite);
+      try {
+        const env = cliEnv(proxy.url, { STRATA_TOKEN: tok, STRATA_CACHE_DIR: path.join(tempDir(), 'cache') });
+        const r = await run(['cat', c.file, ...(c.range ? ['--range', c.range] : [])], env);
+        const start = c.range ? Number(c.range.split('-')[0]) : 0;
+        expect(r.status, `${c.name}: ${r.stderr}`).toBe(1);
+        expect(r.stderr, c.name).toMatch(/sealed|integrity|not this file's|belongs to another|does not end at its size/);
+        // Whatever went out before the error is the file's own bytes.
+        expect(r.raw.equals(c.right.subarray(start, start + r.raw.length)), c.name).toBe(true);
+        expect(r.raw.length, c.name).toBeLessThan(c.range ? 100_000 : c.right.length);
+      } finally {
+        await proxy.close();
+      }
+    }
+    // Through the same proxy, unchanged, every file reads right.
+    const honest = await hostileProxy(s.url, (_r, body) => body);
+    try {
+      const env = cliEnv(honest.url, { STRATA_TOKEN: tok, STRATA_CACHE_DIR: path.join(tempDir(), 'cache') });
+      expect((await run(['cat', a], env)).raw.equals(rightA)).toBe(true);
+      expect((await run(['cat', big, '--range', '100000-199999'], env)).raw.equals(second.subarray(100_000, 200_000))).toBe(true);
+    } finally {
+      await honest.close();
+    }
+  });
+});
+
+describe('deduplication and an append token without the key', () => {
+  it('blocks claimed by a forged pack index after prune removed them: the next backup stores them again, and they read back', async () => {
+    const { repo, env } = initCliRepo();
+    const src = tempDir();
+    const file = path.join(src, 'f');
+    const bytes = rng.bytes(700_000);
+    fs.writeFileSync(file, bytes);
+    ok(['backup', src], env);
+    // What the attacker learned while the blocks were stored (a TOC read shows their ids and sizes).
+    const learned = blockRows(repo, 'WHERE kind = 0');
+    expect(learned.length).toBeGreaterThan(0);
+    const db = new Database(path.join(repo, 'catalog.db'), { readonly: true });
+    const snap = db.prepare('SELECT id FROM snapshots').pluck().get() as string;
+    db.close();
+    ok(['forget', snap, '--prune'], env);
+    expect(blockRows(repo, 'WHERE kind = 0')).toHaveLength(0);
+
+    const s = await serve(repo);
+    const appendToken = token(repo, 'mallory', 'append');
+    await forgePack(s, appendToken, learned);
+
+    const client = cliEnv(s.url, { STRATA_TOKEN: token(repo, 'laptop', 'append'), STRATA_CACHE_DIR: path.join(tempDir(), 'cache') });
+    ok(['backup', src], client);
+    const cat = strata(['cat', file], client);
+    expect(cat.status, cat.stderr).toBe(0);
+    expect(cat.raw.equals(bytes)).toBe(true);
+    // A second client (another cache) reads it too, and so does a local read on the server's directory.
+    const other = cliEnv(s.url, { STRATA_TOKEN: token(repo, 'reader', 'read'), STRATA_CACHE_DIR: path.join(tempDir(), 'cache') });
+    expect(strata(['cat', file], other).raw.equals(bytes)).toBe(true);
+    expect(strata(['cat', file], env).raw.equals(bytes)).toBe(true);
+    // check finds the forged copies; --repair puts the good copies in their place.
+    expect(strata(['check', '--read-data', '--repair'], env).status).toBe(1);
+    ok(['check', '--read-data'], env);
+    expect(strata(['cat', file], client).raw.equals(bytes)).toBe(true);
+  });
+
+  it('an append token cannot move a stored block to bytes of its own: reads stay right', async () => {
+    const { repo, env } = initCliRepo();
+    const src = tempDir();
+    const file = path.join(src, 'f');
+    const bytes = rng.bytes(300_000);
+    fs.writeFileSync(file, bytes);
+    ok(['backup', src], env);
+    const s = await serve(repo);
+    const appendToken = token(repo, 'mallory', 'append');
+    const live = blockRows(repo, 'WHERE kind = 0');
+    await forgePack(s, appendToken, live, { replaces: live.map((b) => b.id.toString('hex')) });
+    const reader = cliEnv(s.url, { STRATA_TOKEN: token(repo, 'reader', 'read'), STRATA_CACHE_DIR: path.join(tempDir(), 'cache') });
+    const cat = strata(['cat', file], reader);
+    expect(cat.status, cat.stderr).toBe(0);
+    expect(cat.raw.equals(bytes)).toBe(true);
+    expect(strata(['cat', file], env).raw.equals(bytes)).toBe(true);
   });
 });

@@ -21,7 +21,7 @@ import type { Repository } from '../repo/repository.js';
 import type { Storage } from '../storage/storage.js';
 import { StrataError } from '../errors.js';
 import { fetchDictionary, openDictionary } from '../repo/dictionary.js';
-import { listSnapshots, type Snapshot } from './snapshot.js';
+import { Snapshot } from './snapshot.js';
 import { sealedDisagreement } from './verify.js';
 
 export type Subset = { kind: 'percent'; percent: number } | { kind: 'part'; part: number; of: number };
@@ -58,6 +58,12 @@ export interface CheckResult {
   damagedFiles: DamagedFile[];
   /** Blocks dropped from the index by repair. */
   repaired: number;
+  /**
+   * Catalog rows that disagree with the sealed truth (a snapshot's root or
+   * time, a file's version or TOC): each is in `errors`; `rebuild-catalog`
+   * recomputes them from the packs.
+   */
+  catalogDisagreements: number;
 }
 
 /** A pack as the catalog knows it. */
@@ -76,7 +82,7 @@ export interface VersionProblem {
 
 export async function check(repo: Repository, opts: CheckOptions = {}): Promise<CheckResult> {
   const { service } = repo;
-  const r: CheckResult = { ok: true, snapshots: 0, versions: 0, packs: 0, packsRead: 0, packsAlreadyVerified: 0, errors: [], warnings: [], damagedBlocks: [], damagedFiles: [], repaired: 0 };
+  const r: CheckResult = { ok: true, snapshots: 0, versions: 0, packs: 0, packsRead: 0, packsAlreadyVerified: 0, errors: [], warnings: [], damagedBlocks: [], damagedFiles: [], repaired: 0, catalogDisagreements: 0 };
   const say = opts.onProgress ?? (() => {});
 
   // Packs: present, the right size, and nothing the catalog does not know.
@@ -141,8 +147,19 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
   }
 
   // Snapshots and trees: every file has a version; remember paths for reports.
-  const snaps = await listSnapshots(repo);
-  r.snapshots = snaps.length;
+  // A row whose root or time is not the sealed one is named, and the others are still checked.
+  const rows = await service.snapshots();
+  r.snapshots = rows.length;
+  const snaps: Snapshot[] = [];
+  for (const row of rows) {
+    try {
+      snaps.push(new Snapshot(repo, row));
+    } catch (e) {
+      if (!(e instanceof StrataError && e.code === 'integrity')) throw e;
+      r.errors.push(e.message);
+      r.catalogDisagreements++;
+    }
+  }
   const pathOf = new Map<number, { snapshot: string; path: string }>();
   // A version inherited by many snapshots is compared once for the same file.
   const compared = new Set<string>();
@@ -254,8 +271,19 @@ export function checkTocs(catalog: Catalog): { versions: number; problems: Versi
 export function repairBlocks(catalog: Catalog, bad: readonly string[]): number {
   const db = catalog.db;
   const drop = db.prepare('DELETE FROM blocks WHERE id = ?');
-  const n = catalog.transaction(() => bad.reduce((count, hex) => count + drop.run(Buffer.from(hex, 'hex')).changes, 0));
-  catalog.transaction(() => db.prepare('DELETE FROM packs WHERE NOT EXISTS (SELECT 1 FROM blocks WHERE blocks.pack = packs.id)').run());
+  // A block with a spare copy (schema 7) gets the newest spare in its place; the next check reads it.
+  const spare = db.prepare('DELETE FROM spares WHERE id = ? AND pack = (SELECT MAX(pack) FROM spares WHERE id = ?) RETURNING id, pack, offset, length, size, kind');
+  const promote = db.prepare('INSERT INTO blocks(id, pack, offset, length, size, kind) VALUES (?, ?, ?, ?, ?, ?)');
+  const n = catalog.transaction(() =>
+    bad.reduce((count, hex) => {
+      const id = Buffer.from(hex, 'hex');
+      const dropped = drop.run(id).changes;
+      const s = spare.get(id, id) as { id: Buffer; pack: number; offset: number; length: number; size: number; kind: number } | undefined;
+      if (s) promote.run(s.id, s.pack, s.offset, s.length, s.size, s.kind);
+      return count + dropped;
+    }, 0),
+  );
+  catalog.transaction(() => db.prepare('DELETE FROM packs WHERE NOT EXISTS (SELECT 1 FROM blocks WHERE blocks.pack = packs.id) AND NOT EXISTS (SELECT 1 FROM spares WHERE spares.pack = packs.id)').run());
   return n;
 }
 
@@ -303,7 +331,10 @@ async function walkSnapshot(repo: Repository, s: Snapshot, r: CheckResult, bad: 
         else if (!compared.has(`${v.id}/${p}/${e.mtimeNs}/${e.ctimeNs}/${e.ino}`)) {
           compared.add(`${v.id}/${p}/${e.mtimeNs}/${e.ctimeNs}/${e.ino}`);
           const why = await sealedDisagreement(repo, s, p, e, v);
-          if (why) r.errors.push(`snapshot ${s.id.slice(0, 8)}: ${why}`);
+          if (why) {
+            r.errors.push(`snapshot ${s.id.slice(0, 8)}: ${why}`);
+            r.catalogDisagreements++;
+          }
         }
       }
     }

@@ -17,7 +17,8 @@ import type { Repository } from '../repo/repository.js';
 import { isFilterEmpty, matchesFilter, type SnapshotFilter } from './filter.js';
 import { applyPolicy, isEmpty, type Candidate, type Policy } from './policy.js';
 import type { CatalogService } from '../repo/service.js';
-import { listSnapshots, snapshotRowByPrefix } from './snapshot.js';
+import { listSnapshots, snapshotRowByPrefix, type Snapshot } from './snapshot.js';
+import { checkTocRows, verifier } from './verify.js';
 import { sealToc, shortcut, tocRows, type SealedEntry, type SealedToc, type SealedTocIds } from './versions.js';
 
 export interface ForgetOptions {
@@ -280,10 +281,18 @@ function unshortcut(catalog: Catalog, r: TocRow): TocRow {
   return { ...r, root: r.target, root_start: r.target_start, depth };
 }
 
-/** Seals the rewritten TOCs into packs too, so a rebuilt catalog has them (the key is only here). */
+/**
+ * Seals the rewritten TOCs into packs too, so a rebuilt catalog has them (the
+ * key is only here). The catalog's rows become the sealed truth, so each
+ * version's rows are first checked against its sealed TOC as it stands
+ * (still pointing into the removed snapshots, which are kept until then):
+ * a tampered row is an integrity error naming the file, and nothing is
+ * resealed.
+ */
 export async function resealTocs(repo: Repository, versions: readonly number[]): Promise<void> {
   if (versions.length === 0) return;
   const { service } = repo;
+  const check = rowChecker(repo);
   const packer = repo.newPacker();
   const snapshotIds = new Map<number, string>();
   const versionSnapshot = new Map<number, number>();
@@ -303,13 +312,45 @@ export async function resealTocs(repo: Repository, versions: readonly number[]):
     const row = await service.versionRecord(v);
     if (!row) continue;
     const entries: SealedEntry[] = [];
-    for (const e of await service.toc(v)) entries.push(e.block ? [e.start, e.end, e.block.toString('hex')] : [e.start, e.end, await snapshotOf(e.target!), e.target_start!]);
+    const rows = await service.toc(v);
+    await check(v, row.snapshot, row.path, rows);
+    for (const e of rows) entries.push(e.block ? [e.start, e.end, e.block.toString('hex')] : [e.start, e.end, await snapshotOf(e.target!), e.target_start!]);
     const head = { snapshot: await snapshotOf(v), path: row.path.toString('hex'), size: row.size, generation };
     const toc: SealedTocIds = await sealToc(repo.keyring, packer, repo.compressionLevel, head, entries, entries.length);
     resealed.push({ version: v, toc: toc.id, segments: toc.segments, old: row.toc ? await segmentsOf(repo, row.toc) : [] });
   }
   await packer.flush();
   await service.setVersionTocs(resealed);
+}
+
+/**
+ * Checks a version's catalog rows against its sealed TOC (see checkTocRows).
+ * Only path ids are in the catalog: each snapshot's tree is walked once for
+ * the names, which the checks of inherited versions look up.
+ */
+function rowChecker(repo: Repository): (version: number, seq: number, pathId: Buffer, rows: readonly TocRow[]) => Promise<void> {
+  const names = new Map<string, Promise<Map<string, string>>>();
+  const namesIn = (snap: Snapshot) => {
+    let m = names.get(snap.id);
+    if (!m) {
+      m = (async () => {
+        const out = new Map<string, string>();
+        for await (const { path, entry } of snap.walk('/', snap.root)) if (entry.type === 'file') out.set(repo.keyring.pathId(path).toString('hex'), path);
+        return out;
+      })();
+      names.set(snap.id, m);
+    }
+    return m;
+  };
+  return async (version, seq, pathId, rows) => {
+    const v = await repo.service.versionById(version);
+    const id = (await repo.service.snapshotBySeq(seq))?.id;
+    const snap = id === undefined ? undefined : await verifier(repo).snapshot(id);
+    const absPath = snap && (await namesIn(snap)).get(pathId.toString('hex'));
+    if (!v || !snap || !absPath) throw integrity(`version ${version}: its snapshot has no file of its path; not resealed (run "strata check")`, { version });
+    const bound = await verifier(repo).bind(snap, absPath, pathId, v);
+    await checkTocRows(repo, { ...v, bound }, rows);
+  };
 }
 
 /** The segments a sealed TOC lists (none for a short one, or if it cannot be read: prune then keeps them until the snapshot goes). */

@@ -201,9 +201,15 @@ export function pruneMark(catalog: Catalog, dryRun: boolean, wholePacks = false)
       doomed = doomed.filter((d) => whole.has(d.pack));
     }
     const del = db.prepare('DELETE FROM blocks WHERE id = ?');
-    for (const d of doomed) del.run(d.id);
+    // A block's spare copies (schema 7) go with it, and their packs are looked at too.
+    const spareOf = db.prepare('DELETE FROM spares WHERE id = ? RETURNING pack').pluck();
+    const packs = new Set(doomed.map((d) => d.pack));
+    for (const d of doomed) {
+      del.run(d.id);
+      for (const p of spareOf.all(d.id) as number[]) packs.add(p);
+    }
     plan.deletedBlocks = doomed.length;
-    return new Set(doomed.map((d) => d.pack));
+    return packs;
   });
   for (const packId of touchedPacks) {
     const pack = db.prepare('SELECT name FROM packs WHERE id = ?').pluck().get(packId) as string | undefined;
@@ -231,7 +237,7 @@ export async function pruneSweep(catalog: Catalog, storage: Storage, emptied: re
   for (const name of emptied) {
     const size = catalog.transaction(() => {
       const pack = db.prepare('SELECT id, size FROM packs WHERE name = ?').get(name) as { id: number; size: number } | undefined;
-      if (!pack || db.prepare('SELECT 1 FROM blocks WHERE pack = ? LIMIT 1').get(pack.id)) return undefined;
+      if (!pack || db.prepare('SELECT 1 FROM blocks WHERE pack = ? LIMIT 1').get(pack.id) || db.prepare('SELECT 1 FROM spares WHERE pack = ? LIMIT 1').get(pack.id)) return undefined;
       db.prepare('DELETE FROM packs WHERE id = ?').run(pack.id);
       return pack.size;
     });

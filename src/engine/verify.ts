@@ -25,7 +25,7 @@
  */
 import { integrity, StrataError } from '../errors.js';
 import { BlockList, contentMark } from './blocklist.js';
-import type { SnapshotRow, VersionRow } from '../repo/catalog.js';
+import type { SnapshotRow, TocRow, VersionRow } from '../repo/catalog.js';
 import type { Repository } from '../repo/repository.js';
 import type { VersionRecord } from '../repo/service.js';
 import type { Piece } from './resolve.js';
@@ -35,6 +35,8 @@ import { sealedTocEntries, type SealedEntry, type SealedToc } from './versions.j
 
 /** What a version is, as its sealed TOC says. */
 export interface Truth {
+  /** The sealed TOC's id (none for an empty file stored without one). */
+  id?: Buffer;
   /** The snapshot the sealed TOC names; null for an empty file stored without one. */
   owner: string | null;
   size: number;
@@ -129,7 +131,7 @@ export class Verifier {
       cursor = e[1] + 1;
     }
     if (cursor !== t.size) throw integrity(`sealed TOC ${hex} covers ${cursor} bytes of ${t.size}`);
-    return { owner: t.snapshot, path: t.path, size: t.size, entries };
+    return { id, owner: t.snapshot, path: t.path, size: t.size, entries };
   }
 
   /**
@@ -201,7 +203,10 @@ export class Verifier {
         const rec = await this.repo.service.versionRecord(v.id);
         if (!rec || !rec.path.equals(pathId)) throw integrity(`${where}: the catalog's version ${v.id} is not this file's`, { path: absPath, version: v.id });
         const truth = await this.content(rec, v.id, where);
-        await this.owned(truth, snapshot, absPath, entry);
+        if (!truth.id || !this.remembered(snapshot.id, pathId)?.equals(truth.id)) {
+          await this.owned(truth, snapshot, absPath, entry);
+          this.remember(snapshot.id, pathId, truth);
+        }
         return truth;
       })();
       this.versions.set(key, t);
@@ -277,6 +282,12 @@ export class Verifier {
   }
 
   private async findVersionIn(id: string, absPath: string, pathId: Buffer): Promise<Truth> {
+    // Verified by an earlier process: the sealed TOC alone (from the block cache) gives the truth.
+    const known = this.remembered(id, pathId);
+    if (known) {
+      const t = await this.sealed(known).catch(() => undefined);
+      if (t && t.path === pathId.toString('hex')) return t;
+    }
     for (let hops = 0; hops < MAX_HOPS; hops++) {
       const snapshot = await this.snapshot(id);
       if (!snapshot) throw integrity(`${absPath}: its history refers to snapshot ${id.slice(0, 8)}, which is not in the repository`, { path: absPath });
@@ -296,6 +307,27 @@ export class Verifier {
       return truth;
     }
     throw integrity(`${absPath}: history deeper than ${MAX_HOPS}`);
+  }
+
+  /**
+   * Which sealed TOC is snapshot `id`'s version of a path, once verified
+   * (its own, or inherited under the tree rule): a fact of sealed objects
+   * alone, so it holds for good. Kept by a remote client between processes,
+   * with a keyed MAC, so a warm read skips the lookups that proved it.
+   */
+  private remembered(id: string, pathId: Buffer): Buffer | undefined {
+    const v = this.repo.service.fact?.(`version ${id}/${pathId.toString('hex')}`);
+    if (!v || v.length !== 64) return undefined;
+    const toc = v.subarray(0, 32);
+    return this.factMac(id, pathId, toc).equals(v.subarray(32)) ? Buffer.from(toc) : undefined;
+  }
+
+  private remember(id: string, pathId: Buffer, truth: Truth): void {
+    if (truth.id && this.repo.service.putFact) this.repo.service.putFact(`version ${id}/${pathId.toString('hex')}`, Buffer.concat([truth.id, this.factMac(id, pathId, truth.id)]));
+  }
+
+  private factMac(id: string, pathId: Buffer, toc: Buffer): Buffer {
+    return this.repo.keyring.blockId(Buffer.concat([Buffer.from(`strata verified version ${id}/${pathId.toString('hex')}/`), toc]));
   }
 
   /** The pieces of [start, end] of a bound version, resolved through the sealed TOCs alone. */
@@ -408,5 +440,75 @@ export async function sealedDisagreement(repo: Repository, snapshot: Snapshot, a
   } catch (e) {
     if (e instanceof StrataError && e.code === 'integrity') return e.message;
     throw e;
+  }
+}
+
+/**
+ * Checks the catalog's TOC rows of a version, as `strata toc` shows them,
+ * against its sealed truth: each data row must be its whole block at that
+ * place, and each ref row the same bytes as the range of its target, which
+ * must be this file's version in the target's snapshot (checked as any
+ * version is, see bind). Rows split to bound read depth may be joined first.
+ * Throws an integrity error naming the file at the first disagreement.
+ */
+export async function checkTocRows(repo: Repository, version: BoundVersion, rows: readonly TocRow[]): Promise<void> {
+  const v = verifier(repo);
+  const b = version.bound;
+  const wrong = (at: number) => integrity(`${b.absPath}: the catalog's TOC of version ${version.id} disagrees with its sealed TOC at byte ${at} (run "strata check")`, { path: b.absPath, version: version.id, offset: at });
+  let cursor = 0;
+  for (const r of rows) {
+    if (r.start !== cursor || r.end < r.start || r.end >= b.truth.size) throw wrong(cursor);
+    const length = r.end - r.start + 1;
+    let theirs: AsyncIterable<Piece>;
+    if (r.block) {
+      theirs = (async function* () {
+        yield { block: r.block!, blockSize: length, from: 0, length, at: r.start };
+      })();
+    } else {
+      if (r.target === null || r.target_start === null || r.target >= version.id) throw wrong(r.start);
+      const t = await repo.service.versionById(r.target);
+      const row = t && (await repo.service.snapshotBySeq(t.snapshot));
+      const snap = row && (await v.snapshot(row.id));
+      if (!t || !snap) throw wrong(r.start);
+      let target: Binding;
+      try {
+        target = await v.bind(snap, b.absPath, b.pathId, t);
+      } catch (e) {
+        if (e instanceof StrataError && e.code === 'integrity') throw wrong(r.start);
+        throw e;
+      }
+      if (r.target_start < 0 || r.target_start + length > target.truth.size) throw wrong(r.start);
+      theirs = v.expected(target, r.target_start, r.target_start + length - 1);
+    }
+    if (!(await samePieces(v.expected(b, r.start, r.end), theirs))) throw wrong(r.start);
+    cursor = r.end + 1;
+  }
+  if (cursor !== b.truth.size) throw wrong(cursor);
+}
+
+/** Whether two runs of pieces name the same bytes of the same blocks, however they are cut (positions in the file aside). */
+async function samePieces(a: AsyncIterable<Piece>, b: AsyncIterable<Piece>): Promise<boolean> {
+  const ia = a[Symbol.asyncIterator]();
+  const ib = b[Symbol.asyncIterator]();
+  let pa: Piece | undefined;
+  let pb: Piece | undefined;
+  let ua = 0;
+  let ub = 0;
+  for (;;) {
+    if (!pa || ua === pa.length) {
+      const n = await ia.next();
+      pa = n.done ? undefined : n.value;
+      ua = 0;
+    }
+    if (!pb || ub === pb.length) {
+      const n = await ib.next();
+      pb = n.done ? undefined : n.value;
+      ub = 0;
+    }
+    if (!pa || !pb) return !pa && !pb;
+    if (!pa.block.equals(pb.block) || pa.blockSize !== pb.blockSize || pa.from + ua !== pb.from + ub) return false;
+    const n = Math.min(pa.length - ua, pb.length - ub);
+    ua += n;
+    ub += n;
   }
 }

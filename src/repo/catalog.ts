@@ -94,7 +94,7 @@ export interface VersionRow {
   depth: number;
 }
 
-const SCHEMA_VERSION = 6;
+const SCHEMA_VERSION = 7;
 
 /** Ancestors looked up one by one; past this, by the path's rows (see version()). */
 const SHORT_CHAIN = 4;
@@ -182,6 +182,22 @@ CREATE INDEX IF NOT EXISTS versions_path ON versions(path, snapshot);
  */
 const SCHEMA_6 = `DROP INDEX IF EXISTS toc_block;`;
 
+/**
+ * Schema 7: spare copies. A client with the key that finds a block's stored
+ * copy forged (its pack's sealed index does not vouch for it) stores the
+ * block again; the catalog, which cannot tell which copy is good, keeps the
+ * new one here beside the first, and readers with the key try the spares when
+ * the first copy fails to authenticate (FORMAT.md §19). Only a repair with
+ * the key promotes a spare.
+ */
+const SCHEMA_7 = `
+CREATE TABLE IF NOT EXISTS spares(
+  id BLOB NOT NULL, pack INTEGER NOT NULL, offset INTEGER NOT NULL,
+  length INTEGER NOT NULL, size INTEGER NOT NULL, kind INTEGER NOT NULL, PRIMARY KEY(id, pack)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS spares_pack ON spares(pack);
+`;
+
 /** The size of a tombstone: the path is not in this snapshot, whatever its parent holds. */
 export const GONE = -1;
 
@@ -251,6 +267,7 @@ export class Catalog {
       if (version < 4) this.db.exec(SCHEMA_4);
       if (version < 5) this.db.exec(SCHEMA_5);
       if (version < 6) this.db.exec(SCHEMA_6);
+      if (version < 7) this.db.exec(SCHEMA_7);
       // Prune lists the trees of these first, or their subtrees would look unused.
       if (version < 2) this.db.exec('UPDATE snapshots SET blobs_known = 0');
       this.db.prepare("INSERT OR REPLACE INTO info(key, value) VALUES ('schema', ?)").run(String(SCHEMA_VERSION));
@@ -266,6 +283,9 @@ export class Catalog {
       relocateBlock: 'INSERT INTO blocks(id, pack, offset, length, size, kind) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET pack = excluded.pack, offset = excluded.offset, length = excluded.length, condemned = NULL',
       insertSnapshotBlob: 'INSERT OR IGNORE INTO snapshot_blobs(snapshot, block) VALUES (?, ?)',
       blockLocation: 'SELECT p.name AS pack, b.offset, b.length, b.size FROM blocks b JOIN packs p ON p.id = b.pack WHERE b.id = ?',
+      blockWhere: 'SELECT p.name AS pack, p.size AS packSize, b.offset, b.length, b.condemned FROM blocks b JOIN packs p ON p.id = b.pack WHERE b.id = ?',
+      insertSpare: 'INSERT OR IGNORE INTO spares(id, pack, offset, length, size, kind) SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM blocks WHERE id = ? AND pack <> ?)',
+      spares: 'SELECT p.name AS pack, s.offset, s.length, s.size FROM spares s JOIN packs p ON p.id = s.pack WHERE s.id = ? ORDER BY s.pack DESC',
       insertPack: 'INSERT INTO packs(name, size) VALUES (?, ?)',
       insertBlock: 'INSERT OR IGNORE INTO blocks(id, pack, offset, length, size, kind) VALUES (?, ?, ?, ?, ?, ?)',
       insertSnapshot: 'INSERT INTO snapshots(id, time, lineage, meta, parent, committed, pid, lease) VALUES (?, ?, ?, ?, ?, 0, ?, ?)',
@@ -387,12 +407,34 @@ export class Catalog {
    * Indexes a stored pack. With `relocate`, blocks already indexed elsewhere
    * move to this pack (prune's repacking); otherwise the first copy stays.
    */
-  addPack(name: string, size: number, blobs: readonly { id: Buffer; kind: BlobKind; offset: number; length: number; size: number }[], relocate = false): void {
+  addPack(name: string, size: number, blobs: readonly { id: Buffer; kind: BlobKind; offset: number; length: number; size: number }[], relocate = false, spares?: ReadonlySet<string>): void {
     const insert = relocate ? this.st.relocateBlock : this.st.insertBlock;
     this.transaction(() => {
       const pack = Number(this.st.insertPack.run(name, size).lastInsertRowid);
-      for (const b of blobs) insert.run(b.id, pack, b.offset, b.length, b.size, BLOB_KINDS.indexOf(b.kind));
+      for (const b of blobs) {
+        const kind = BLOB_KINDS.indexOf(b.kind);
+        // Already indexed elsewhere, and the client says that copy fails for it: kept as a spare.
+        if (insert.run(b.id, pack, b.offset, b.length, b.size, kind).changes === 0 && spares?.has(b.id.toString('hex'))) this.st.insertSpare.run(b.id, pack, b.offset, b.length, b.size, kind, b.id, pack);
+      }
     });
+  }
+
+  /**
+   * Where each block is, for a client that checks the claim before it leaves
+   * the block out of a backup (condemned ones are rescued, as by hasBlock).
+   */
+  blockClaims(ids: readonly Uint8Array[]): ({ pack: string; packSize: number; offset: number; length: number } | undefined)[] {
+    const rows = this.reading(() => ids.map((id) => this.st.blockWhere.get(id) as { pack: string; packSize: number; offset: number; length: number; condemned: number | null } | undefined));
+    return rows.map((r, i) => {
+      if (!r) return undefined;
+      if (r.condemned !== null && !this.hasBlock(ids[i]!)) return undefined;
+      return { pack: r.pack, packSize: r.packSize, offset: r.offset, length: r.length };
+    });
+  }
+
+  /** The spare copies of a block (see SCHEMA_7), newest first. */
+  spareLocations(id: Uint8Array): BlockLocation[] {
+    return this.st.spares.all(id) as BlockLocation[];
   }
 
 

@@ -7,6 +7,8 @@
  * Sealed blocks go through the local block cache when there is one.
  */
 import { createHash } from 'node:crypto';
+import type { Keyring } from '../crypto/keyring.js';
+import { ClaimChecker, type Claim } from './claims.js';
 import { fetchDictionary } from './dictionary.js';
 import { BlockList } from '../engine/blocklist.js';
 import type { Piece } from '../engine/resolve.js';
@@ -21,6 +23,7 @@ import type { RangeSpec } from '../util/range.js';
 import type { BackupStart, CatalogService, ReadPlan, ResealedToc, SnapshotChoice, StoredVersionRow, VersionRecord, VersionUpload } from './service.js';
 import {
   BLOCKS_PER_READ,
+  CLAIM_BYTES,
   MAX_LOCK_WAIT_MS,
   decodeBlockList,
   decodeIds,
@@ -58,10 +61,18 @@ export class RemoteService implements CatalogService {
   private readonly asks = new Map<number, number>();
   private readonly renewals = new Map<string, NodeJS.Timeout>();
 
+  /** Checks the server's claims that blocks are stored, when this client has the key (see missing). */
+  private readonly claims?: ClaimChecker;
+  /** Blocks whose stored copy the server claimed but its pack does not vouch for: stored again as spares. */
+  private readonly forged = new Set<string>();
+
   constructor(
     readonly http: HttpStorage,
     private readonly cache?: BlockCache,
-  ) {}
+    keyring?: Keyring,
+  ) {
+    if (keyring) this.claims = new ClaimChecker(http, keyring);
+  }
 
   private async json<T>(method: string, route: string, what: string, body?: unknown): Promise<T> {
     const r = await this.http.call(method, route, body === undefined ? {} : { json: body });
@@ -242,6 +253,15 @@ export class RemoteService implements CatalogService {
     return sealed;
   }
 
+  /** A fact kept in the block cache under an id made from its key (see CatalogService.fact). */
+  fact(key: string): Buffer | undefined {
+    return this.cache?.get(factId(key));
+  }
+
+  putFact(key: string, value: Buffer): void {
+    this.cache?.put(factId(key), value);
+  }
+
   async readSealed(id: Buffer): Promise<Buffer> {
     const hit = this.cache?.get(id);
     if (hit) return hit;
@@ -316,22 +336,53 @@ export class RemoteService implements CatalogService {
     return ids.map((id) => this.hasBlock(id));
   }
 
+  /**
+   * Of `ids`, those to store: the ones the server lacks, and, with the key,
+   * the ones it claims whose pack's sealed index does not vouch for them (a
+   * pack index anyone with an append token can register; see repo/claims.ts).
+   */
   async missing(ids: readonly Buffer[]): Promise<Buffer[]> {
     const out: Buffer[] = [];
     for (let i = 0; i < ids.length; i += MISSING_BATCH) {
       const batch = ids.slice(i, i + MISSING_BATCH);
-      const lacking = decodeIds(await this.binary('POST', '/v1/blocks/missing', 'block list', encodeIds(batch)));
-      const set = new Set(lacking.map((b) => b.toString('hex')));
-      for (const id of batch) if (!set.has(id.toString('hex'))) this.remember(id);
-      out.push(...lacking);
+      if (!this.claims) {
+        const lacking = decodeIds(await this.binary('POST', '/v1/blocks/missing', 'block list', encodeIds(batch)));
+        const set = new Set(lacking.map((b) => b.toString('hex')));
+        for (const id of batch) if (!set.has(id.toString('hex'))) this.remember(id);
+        out.push(...lacking);
+        continue;
+      }
+      const claims = decodeClaims(await this.binary('POST', '/v1/blocks/where', 'block list', encodeIds(batch)), batch.length, this.http.location);
+      const holds = await this.claims.holds(batch, claims);
+      batch.forEach((id, k) => {
+        if (holds[k]) return this.remember(id);
+        if (claims[k]) this.forged.add(id.toString('hex'));
+        out.push(id);
+      });
     }
     return out;
   }
 
   async putPack(name: string, bytes: Buffer, entries: readonly PackEntry[], relocate = false): Promise<void> {
     await this.http.put({ kind: 'pack', name }, bytes);
-    await this.json('POST', `/v1/packs/${name}`, `pack ${name.slice(0, 16)}`, { entries: packEntriesToJson(entries), ...(relocate ? { relocate } : {}) });
+    // Blocks whose stored copy is forged: the server keeps these copies as spares, which readers fall back to.
+    const replaces = relocate ? [] : entries.map((e) => e.id.toString('hex')).filter((h) => this.forged.has(h));
+    await this.json('POST', `/v1/packs/${name}`, `pack ${name.slice(0, 16)}`, { entries: packEntriesToJson(entries), ...(relocate ? { relocate } : {}), ...(replaces.length > 0 ? { replaces } : {}) });
     for (const e of entries) this.remember(e.id);
+    for (const h of replaces) this.forged.delete(h);
+  }
+
+  /** A block's spare copies (sealed), for a reader whose first copy failed to authenticate. */
+  async spares(id: Buffer): Promise<Buffer[]> {
+    const r = await this.binary('GET', `/v1/blocks/${id.toString('hex')}/spares`, `spares of block ${id.toString('hex').slice(0, 16)}`);
+    const out: Buffer[] = [];
+    for (let at = 0; at < r.length; ) {
+      if (at + 4 > r.length || at + 4 + r.readUInt32LE(at) > r.length) throw integrity(`${this.http.location} sent a malformed list of spare copies`);
+      const n = r.readUInt32LE(at);
+      out.push(r.subarray(at + 4, at + 4 + n));
+      at += 4 + n;
+    }
+    return out;
   }
 
   async startBackup(lineage: Buffer, time: number, parent: number | 'auto'): Promise<BackupStart> {
@@ -526,6 +577,23 @@ export class RemoteService implements CatalogService {
     this.cache?.close();
     await this.http.close();
   }
+}
+
+function factId(key: string): Buffer {
+  return createHash('sha256').update(`strata fact ${key}`).digest();
+}
+
+/** An answer to POST /v1/blocks/where: per id, 32 bytes of pack name, then offset, length and pack size (f64le); length 0 for none. */
+function decodeClaims(buf: Buffer, n: number, where: string): (Claim | undefined)[] {
+  if (buf.length !== n * CLAIM_BYTES) throw integrity(`${where} sent a malformed list of block locations`);
+  const out: (Claim | undefined)[] = [];
+  for (let at = 0; at < buf.length; at += CLAIM_BYTES) {
+    const [offset, length, packSize] = [buf.readDoubleLE(at + 32), buf.readDoubleLE(at + 40), buf.readDoubleLE(at + 48)];
+    const whole = (v: number) => Number.isSafeInteger(v) && v >= 0;
+    if (!whole(offset) || !whole(length) || !whole(packSize)) throw integrity(`${where} sent a malformed list of block locations`);
+    out.push(length === 0 ? undefined : { pack: buf.toString('hex', at, at + 32), offset, length, packSize });
+  }
+  return out;
 }
 
 function parse<T>(r: Reply, where: string): T {

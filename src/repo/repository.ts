@@ -131,7 +131,7 @@ export class Repository {
     try {
       if (await storage.exists({ kind: 'config', name: 'config' })) throw new StrataError('exists', `a repository already exists at ${storage.location}`);
       const { config, keyring } = await writeNewRepository(storage, password, opts, async () => {});
-      return new Repository(storage.location, storage, config, keyring, await remoteService(storage, config, remote));
+      return new Repository(storage.location, storage, config, keyring, await remoteService(storage, config, remote, keyring));
     } catch (e) {
       await storage.close();
       throw e;
@@ -153,7 +153,7 @@ export class Repository {
           config = parseConfig(await readRemoteConfig(storage, remote), storage.location);
           keyring = await unlock(storage, config, creds);
         }
-        return new Repository(storage.location, storage, config, keyring, await remoteService(storage, config, remote));
+        return new Repository(storage.location, storage, config, keyring, await remoteService(storage, config, remote, keyring));
       } catch (e) {
         await storage.close();
         throw e;
@@ -210,20 +210,41 @@ export class Repository {
       return hit;
     }
     let plain: Buffer;
-    let sealed = await this.readSealed(id);
     try {
-      plain = await this.decode(id, sealed);
+      let sealed = await this.readSealed(id);
+      try {
+        plain = await this.decode(id, sealed);
+      } catch (e) {
+        // A damaged copy in the local block cache: drop it and fetch the block again.
+        if (!this.service.remote || !(e instanceof StrataError) || e.code !== 'integrity') throw e;
+        (this.service as RemoteService).evict(id);
+        sealed = await this.readSealed(id);
+        plain = await this.decode(id, sealed);
+      }
     } catch (e) {
-      // A damaged copy in the local block cache: drop it and fetch the block again.
-      if (!this.service.remote || !(e instanceof StrataError) || e.code !== 'integrity') throw e;
-      (this.service as RemoteService).evict(id);
-      sealed = await this.readSealed(id);
-      plain = await this.decode(id, sealed);
+      if (!(e instanceof StrataError) || e.code !== 'integrity') throw e;
+      plain = await this.fromSpare(id, e);
     }
     if (kind === 'data') this.blocksRead++;
     this.cache.set(key, plain);
     if (this.cache.size > this.cacheLimit) this.cache.delete(this.cache.keys().next().value!);
     return plain;
+  }
+
+  /**
+   * A block whose first copy fails, from one of its spare copies (catalog
+   * schema 7): stored again by a client that found the first one forged.
+   * Each is authenticated as any copy is; `failure` is thrown if none opens.
+   */
+  private async fromSpare(id: Buffer, failure: StrataError): Promise<Buffer> {
+    for (const sealed of await this.service.spares(id).catch(() => [])) {
+      try {
+        return await this.decode(id, sealed);
+      } catch {
+        // The next one.
+      }
+    }
+    throw failure;
   }
 
   /** Authenticates and decodes a sealed blob, fetching the dictionary it was compressed with the first time one is needed. */
@@ -392,10 +413,10 @@ async function connect(url: string, options: RemoteOptions): Promise<{ storage: 
   return { storage: new HttpStorage(url, { token: remote.token, ...(ca ? { ca } : {}) }), remote };
 }
 
-async function remoteService(storage: HttpStorage, config: RepoConfig, remote: RemoteOptions): Promise<RemoteService> {
+async function remoteService(storage: HttpStorage, config: RepoConfig, remote: RemoteOptions, keyring?: Keyring): Promise<RemoteService> {
   const { RemoteService, BlockCache, DEFAULT_CACHE_BYTES } = await remoteModules();
   const cache = remote.cacheDir == null ? undefined : BlockCache.open(remote.cacheDir, config.id, remote.cacheBytes ?? DEFAULT_CACHE_BYTES);
-  return new RemoteService(storage, cache);
+  return new RemoteService(storage, cache, keyring);
 }
 
 /**

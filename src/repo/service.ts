@@ -117,6 +117,15 @@ export interface CatalogService {
   hasBlocks(ids: readonly Buffer[]): boolean[];
   /** Of `ids`, those the repository lacks (any it has are safe from prune from now on). */
   missing(ids: readonly Buffer[]): Promise<Buffer[]>;
+  /**
+   * Small facts a client verified with the key, kept between processes
+   * (in the block cache of a remote client; none locally, where checking
+   * costs no round trip). Keyed by what cannot change; the caller MACs them.
+   */
+  fact?(key: string): Buffer | undefined;
+  putFact?(key: string, value: Buffer): void;
+  /** The sealed bytes of a block's spare copies (catalog schema 7), for a reader whose first copy fails. */
+  spares(id: Buffer): Promise<Buffer[]>;
   /** Stores a pack and indexes its blobs (relocating them, for prune's repacking). */
   putPack(name: string, bytes: Buffer, entries: readonly PackEntry[], relocate?: boolean): Promise<void>;
 
@@ -305,9 +314,30 @@ export class LocalService implements CatalogService {
     this.indexPack(name, bytes.length, entries, relocate);
   }
 
-  /** Indexes a stored pack (a served repository's client uploads the pack, then this). */
-  indexPack(name: string, size: number, entries: readonly PackEntry[], relocate = false): void {
-    this.catalog.addPack(name, size, entries, relocate);
+  /**
+   * Indexes a stored pack (a served repository's client uploads the pack,
+   * then this). Blocks in `spares` that are indexed elsewhere already are
+   * kept as spare copies: the client found the first copy forged.
+   */
+  indexPack(name: string, size: number, entries: readonly PackEntry[], relocate = false, spares?: ReadonlySet<string>): void {
+    this.catalog.addPack(name, size, entries, relocate, spares);
+  }
+
+  /** Where each block is (for a client that checks the claim with the key); undefined for one not stored. */
+  async where(ids: readonly Buffer[]): Promise<({ pack: string; packSize: number; offset: number; length: number } | undefined)[]> {
+    return this.catalog.blockClaims(ids);
+  }
+
+  async spares(id: Buffer): Promise<Buffer[]> {
+    const out: Buffer[] = [];
+    for (const loc of this.catalog.spareLocations(id)) {
+      try {
+        out.push(await this.storage.read({ kind: 'pack', name: loc.pack }, loc.offset, loc.length));
+      } catch (e) {
+        if (!(e instanceof StrataError)) throw e;
+      }
+    }
+    return out;
   }
 
   async startBackup(lineage: Buffer, time: number, parent: number | 'auto', opts: { renew?: boolean } = {}): Promise<BackupStart> {

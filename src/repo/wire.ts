@@ -140,6 +140,9 @@ export const MAX_LOCK_WAIT_MS = 10_000;
 /** Blocks one POST /v1/blocks/read may ask for. */
 export const BLOCKS_PER_READ = 64;
 
+/** One answer of POST /v1/blocks/where: pack name (32 bytes), offset, length, pack size (f64le each). */
+export const CLAIM_BYTES = 56;
+
 export function encodeIds(ids: readonly Uint8Array[]): Buffer {
   const out = Buffer.allocUnsafe(ids.length * ID_BYTES);
   ids.forEach((id, i) => out.set(id.subarray(0, ID_BYTES), i * ID_BYTES));

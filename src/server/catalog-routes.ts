@@ -16,6 +16,7 @@ import { PACK_MAGIC } from '../repo/pack.js';
 import { LocalService } from '../repo/service.js';
 import {
   BLOCKS_PER_READ,
+  CLAIM_BYTES,
   MAX_LOCK_WAIT_MS,
   decodeIds,
   decodeVersions,
@@ -356,6 +357,42 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
     },
     {
       method: 'POST',
+      path: '/v1/blocks/where',
+      role: 'append',
+      maxBody: MAX_IDS_BYTES,
+      handle: async (ctx) => {
+        // Where each block is: a client with the key checks the pack vouches for it before leaving it out.
+        const ids = decodeIds(await body(ctx));
+        const claims = await svc().where(ids);
+        const out = Buffer.alloc(ids.length * CLAIM_BYTES);
+        claims.forEach((c, i) => {
+          if (!c) return;
+          const at = i * CLAIM_BYTES;
+          out.write(c.pack, at, 32, 'hex');
+          out.writeDoubleLE(c.offset, at + 32);
+          out.writeDoubleLE(c.length, at + 40);
+          out.writeDoubleLE(c.packSize, at + 48);
+        });
+        sendBinary(ctx, out);
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/blocks/{id}/spares',
+      role: 'read',
+      maxBody: 0,
+      handle: async (ctx) => {
+        const frames: Buffer[] = [];
+        for (const sealed of await svc().spares(id(ctx.params.id, 'block id'))) {
+          const head = Buffer.allocUnsafe(4);
+          head.writeUInt32LE(sealed.length);
+          frames.push(head, sealed);
+        }
+        sendBinary(ctx, Buffer.concat(frames));
+      },
+    },
+    {
+      method: 'POST',
       path: '/v1/packs/{name}',
       role: 'append',
       maxBody: MAX_JSON_BYTES,
@@ -374,8 +411,11 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
         // Moving blocks already indexed elsewhere is prune's repacking: admin only.
         const relocate = j.relocate === true;
         if (relocate && ctx.token?.role !== 'admin') throw new HttpError(403, 'forbidden', 'moving indexed blocks (repacking) needs the admin role');
+        // Copies of blocks indexed elsewhere whose first copy the client found forged: kept as spares, never moved.
+        if (j.replaces !== undefined && !Array.isArray(j.replaces)) throw new HttpError(400, 'bad_request', 'replaces must be a list of block ids');
+        const spares = new Set(((j.replaces as unknown[] | undefined) ?? []).map((h) => id(h as string, 'replaces').toString('hex')));
         if (keeperCatalog(keeper).packIndexed(name)) return sendJson(ctx, 200, { indexed: false });
-        s.indexPack(name, size, entries, relocate);
+        s.indexPack(name, size, entries, relocate, spares);
         sendJson(ctx, 201, { indexed: true });
       },
     },

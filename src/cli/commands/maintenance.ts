@@ -57,6 +57,11 @@ export function register(program: Command): void {
             line(`${plural(r.snapshots, 'snapshot')}, ${plural(r.versions, 'file version')}, ${plural(r.packs, 'pack')} checked`);
             if (opts.readData) line(`read ${plural(r.packsRead, 'pack')}${r.packsAlreadyVerified ? `; ${r.packsAlreadyVerified} verified earlier in this pass` : ''}`);
             line(r.ok ? 'no errors found' : `${plural(r.errors.length, 'error')}, ${plural(r.damagedBlocks.length, 'damaged block')}, ${plural(r.damagedFiles.length, 'damaged file version')}`);
+            if (r.catalogDisagreements > 0) {
+              line(
+                `the catalog disagrees with the sealed records in ${plural(r.catalogDisagreements, 'place')}: run "strata rebuild-catalog" on the repository's directory to rebuild it from the packs (reads refuse those rows until then)`,
+              );
+            }
             if (r.repaired > 0) line(`dropped ${plural(r.repaired, 'damaged block')} from the index: back up the affected files again to heal every snapshot that uses them`);
           }
         }

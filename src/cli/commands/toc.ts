@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { absolutePath, openFile } from '../../engine/read.js';
 import { findSnapshot } from '../../engine/snapshot.js';
+import { checkTocRows } from '../../engine/verify.js';
 import { referenceBlocks, type TocEntry } from '../../engine/toc.js';
 import { integrity } from '../../errors.js';
 import type { TocRow } from '../../repo/catalog.js';
@@ -25,6 +26,8 @@ export function register(program: Command): void {
         const snap = await findSnapshot(repo, when, abs, opts.host);
         const file = await openFile(snap, abs);
         const rows = coalesce(await repo.service.toc(file.version.id));
+        // The catalog's rows are shown only once they agree with the sealed TOCs.
+        await checkTocRows(repo, file.version, rows);
         const target = rows.find((r) => r.target !== null)?.target ?? null;
         const targetVersion = target !== null ? await repo.service.versionById(target) : undefined;
         if (target !== null && !targetVersion) throw integrity(`TOC of ${abs} points at a missing version`);
