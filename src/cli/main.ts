@@ -26,7 +26,7 @@ const CODES: Record<number, string> = {
   0: 'success',
   1: 'error',
   2: 'usage error (bad option or argument)',
-  3: 'backup finished, but some sources could not be read (the snapshot is partial)',
+  3: 'incomplete: a backup could not read some sources (the snapshot is partial), or a restore left some paths as they were',
   10: 'no repository at the given location',
   11: 'repository is locked',
   12: 'wrong password or key, or no password given',
@@ -40,6 +40,8 @@ function exitCodesOf(command: string | undefined): number[] {
       return [0, 1, 2, 3, 10, 11, 12, 130];
     case 'backup':
       return [0, 1, 2, 3, 10, 11, 12, 130];
+    case 'restore':
+      return [0, 1, 2, 3, 10, 12, 130];
     case 'forget':
     case 'prune':
     case 'check':
