@@ -49,9 +49,9 @@ function exitCodesOf(command: string | undefined): number[] {
     case 'unlock':
       return [0, 1, 2, 10, 11, 12, 130];
     case 'serve':
-    case 'add':
-    case 'list':
-    case 'revoke':
+    case 'token add':
+    case 'token list':
+    case 'token revoke':
     case 'version':
       return [0, 1, 2, 130];
     default:
@@ -125,7 +125,8 @@ export async function buildProgram(argv: readonly string[] = []): Promise<Comman
   const all = (c: Command): Command[] => [c, ...c.commands.flatMap(all)];
   for (const cmd of all(program).slice(1)) {
     cmd.exitOverride();
-    if (cmd.commands.length === 0) cmd.addHelpText('after', exitCodes(cmd.name()));
+    const name = cmd.parent && cmd.parent !== program ? `${cmd.parent.name()} ${cmd.name()}` : cmd.name();
+    if (cmd.commands.length === 0) cmd.addHelpText('after', exitCodes(name));
   }
   return program;
 }
