@@ -79,6 +79,7 @@ const MODULES: [names: string[], load: Registrar][] = [
   [['restore'], () => import('./commands/restore.js')],
   [['toc'], () => import('./commands/toc.js')],
   [['diff'], () => import('./commands/diff.js')],
+  [['find', 'stats'], () => import('./commands/find.js')],
   [['key'], () => import('./commands/key.js')],
   [['check', 'forget', 'prune', 'rebuild-catalog', 'unlock'], () => import('./commands/maintenance.js')],
   [['serve'], () => import('./commands/serve.js')],
