@@ -43,6 +43,7 @@ function exitCodesOf(command: string | undefined): number[] {
     case 'restore':
       return [0, 1, 2, 3, 10, 12, 130];
     case 'forget':
+    case 'tag':
     case 'prune':
     case 'check':
     case 'rebuild-catalog':
@@ -80,6 +81,7 @@ const MODULES: [names: string[], load: Registrar][] = [
   [['toc'], () => import('./commands/toc.js')],
   [['diff'], () => import('./commands/diff.js')],
   [['find', 'stats'], () => import('./commands/find.js')],
+  [['tag'], () => import('./commands/tag.js')],
   [['key'], () => import('./commands/key.js')],
   [['check', 'forget', 'prune', 'rebuild-catalog', 'unlock'], () => import('./commands/maintenance.js')],
   [['serve'], () => import('./commands/serve.js')],

@@ -33,6 +33,8 @@ export interface SnapshotRecord extends SnapshotMeta {
   id: string;
   time: string;
   root: string;
+  /** Absent in a backup's record; 1, 2, ... in the records `tag` writes to supersede it (the highest wins). */
+  revision?: number;
 }
 
 export const metaAad = (id: string) => `strata snapshot meta ${id}`;
