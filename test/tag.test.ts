@@ -1,4 +1,4 @@
-/** tag --add/--remove/--set: a superseding sealed record, kept by rebuild-catalog and by prune. */
+/** tag --add/--remove/--set (a superseding sealed record, kept by rebuild-catalog and prune), and what snapshots shows as Added. */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -40,5 +40,20 @@ describe('tag', () => {
     expect(tag('--set', '', ids[1]!).changed[0]!.tags).toEqual([]);
     expect(strata(['tag', ids[0]!], env).status).toBe(2);
     expect(strata(['tag', '--add', 'x', 'ffffffff'], env).status).toBe(1);
+  });
+});
+
+describe('snapshots: Added', () => {
+  it("is what the snapshot's backup added, and stays so when an older snapshot is forgotten", () => {
+    const { env } = initCliRepo();
+    const src = path.join(tempDir(), 'src');
+    fs.mkdirSync(src);
+    fs.writeFileSync(path.join(src, 'f'), 'x'.repeat(100_000));
+    for (const t of ['2026-08-01T00:00:00Z', '2026-08-02T00:00:00Z']) expect(strata(['backup', src, '--quiet', '--time', t], env).status).toBe(0);
+    const added = () => (JSON.parse(strata(['snapshots', '--json'], env).stdout) as { bytesAdded: number }[]).map((s) => s.bytesAdded);
+    const before = added();
+    expect(before[0]).toBeGreaterThan(0);
+    expect(strata(['forget', '--keep-last', '1', '--prune', '--quiet'], env).status).toBe(0);
+    expect(added()).toEqual([before[1]]);
   });
 });
