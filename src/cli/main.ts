@@ -54,6 +54,7 @@ function exitCodesOf(command: string | undefined): number[] {
     case 'token list':
     case 'token revoke':
     case 'version':
+    case 'completion':
       return [0, 1, 2, 130];
     default:
       return [0, 1, 2, 10, 12, 130];
@@ -87,6 +88,7 @@ const MODULES: [names: string[], load: Registrar][] = [
   [['serve'], () => import('./commands/serve.js')],
   [['token'], () => import('./commands/token.js')],
   [['version'], () => import('./commands/version.js')],
+  [['completion'], () => import('./commands/completion.js')],
 ];
 
 /** Global options that take a value: the word after one is not the command. */
