@@ -175,6 +175,13 @@ describe('restore progress', () => {
       // Before the large file is done, its bytes so far are reported.
       expect(seen.some((p) => p.files === 0 && p.bytes > 0 && p.bytes < data.length)).toBe(true);
     }
+    // Files the policy keeps count towards the total as they are passed.
+    const target = path.join(tempDir(), 't');
+    await restore(repo, snap, { target });
+    const seen: { bytes: number; skippedBytes: number }[] = [];
+    const r = await restore(repo, snap, { target, overwrite: 'never', onProgress: (p) => seen.push(p) });
+    expect(r.skipped).toBe(2);
+    expect(seen[seen.length - 1]).toMatchObject({ bytes: 0, skippedBytes: data.length + 5 });
     repo.close();
   });
 });

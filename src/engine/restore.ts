@@ -48,8 +48,8 @@ export interface RestoreOptions {
   /** The one path's contents go straight into the target, without the path's own prefix. */
   strip?: boolean;
   signal?: AbortSignal;
-  /** Bytes written so far, also within a file. */
-  onProgress?: (p: { files: number; bytes: number }) => void;
+  /** Bytes written so far, also within a file; `skippedBytes`: of files the policy kept (part of the total, never written). */
+  onProgress?: (p: { files: number; bytes: number; skippedBytes: number }) => void;
   /** Given, the bytes of the files selected are counted first (a walk of the trees when paths or filters narrow the selection). */
   onTotal?: (bytes: number) => void;
   onConflict?: (c: RestoreConflict) => void;
@@ -119,6 +119,7 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
   /** Of `writing`, the large files. */
   let largeWriting = 0;
   let failure: unknown;
+  let skippedBytes = 0;
 
   const selected = (opts.paths && opts.paths.length > 0 ? opts.paths : ['/']).map((p) => path.posix.resolve(p));
   const roots = selected.filter((p) => !selected.some((q) => q !== p && isWithin(p, q)));
@@ -202,6 +203,10 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
     const d = await decide(dest, st, entry);
     if (d === 'skip') {
       result.skipped++;
+      if (entry.type === 'file') {
+        skippedBytes += entry.size;
+        opts.onProgress?.({ files: result.files, bytes: result.bytes, skippedBytes });
+      }
       return false;
     }
     if (d === 'conflict') {
@@ -297,7 +302,7 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
       const done: Promise<void> = fill(fh, () => storedVersion(snapshot, abs, entry), entry, dest)
         .then(() => {
           result.files++;
-          opts.onProgress?.({ files: result.files, bytes: result.bytes });
+          opts.onProgress?.({ files: result.files, bytes: result.bytes, skippedBytes });
         })
         .catch((e: unknown) => void (failure ??= e))
         .finally(() => {
@@ -313,7 +318,7 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
 
   const written = (n: number) => {
     result.bytes += n;
-    opts.onProgress?.({ files: result.files, bytes: result.bytes });
+    opts.onProgress?.({ files: result.files, bytes: result.bytes, skippedBytes });
   };
 
   /** Writes a file's content and metadata, and closes it. */

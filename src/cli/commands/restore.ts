@@ -59,7 +59,7 @@ export function register(program: Command): void {
           strip: opts.strip,
           signal: interruptSignal(),
           onTotal: showProgress ? (bytes) => (total = bytes) : undefined,
-          onProgress: (p) => progress.update(p.bytes, total, `${p.files} files`),
+          onProgress: (p) => progress.update(p.bytes + p.skippedBytes, total, `${p.files} files`),
           onConflict: g.json ? undefined : (c) => progress.warn(`${displayName(c.path)}: ${c.reason}`),
         });
         progress.stop();
