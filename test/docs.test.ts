@@ -21,8 +21,8 @@ const help = (...words: string[]) => {
 const roff = (text: string) => text.replace(/-/g, '\\-');
 
 const COMMANDS = [
-  ['init'], ['backup'], ['snapshots'], ['ls'], ['cat'], ['restore'], ['toc'], ['key', 'export'], ['diff'], ['check'], ['forget'], ['prune'],
-  ['rebuild-catalog'], ['unlock'], ['serve'], ['token', 'add'], ['token', 'list'], ['token', 'revoke'], ['version'],
+  ['init'], ['backup'], ['snapshots'], ['ls'], ['cat'], ['restore'], ['toc'], ['key', 'export'], ['key', 'list'], ['key', 'add'], ['key', 'remove'], ['key', 'passwd'], ['diff'], ['find'], ['stats'], ['tag'], ['check'], ['forget'], ['prune'],
+  ['rebuild-catalog'], ['unlock'], ['serve'], ['token', 'add'], ['token', 'list'], ['token', 'revoke'], ['version'], ['completion'],
 ];
 
 function envVarsInCode(): string[] {

@@ -26,7 +26,7 @@ const CODES: Record<number, string> = {
   0: 'success',
   1: 'error',
   2: 'usage error (bad option or argument)',
-  3: 'backup finished, but some sources could not be read (the snapshot is partial)',
+  3: 'incomplete: a backup could not read some sources (the snapshot is partial), or a restore left some paths as they were',
   10: 'no repository at the given location',
   11: 'repository is locked',
   12: 'wrong password or key, or no password given',
@@ -40,17 +40,21 @@ function exitCodesOf(command: string | undefined): number[] {
       return [0, 1, 2, 3, 10, 11, 12, 130];
     case 'backup':
       return [0, 1, 2, 3, 10, 11, 12, 130];
+    case 'restore':
+      return [0, 1, 2, 3, 10, 12, 130];
     case 'forget':
+    case 'tag':
     case 'prune':
     case 'check':
     case 'rebuild-catalog':
     case 'unlock':
       return [0, 1, 2, 10, 11, 12, 130];
     case 'serve':
-    case 'add':
-    case 'list':
-    case 'revoke':
+    case 'token add':
+    case 'token list':
+    case 'token revoke':
     case 'version':
+    case 'completion':
       return [0, 1, 2, 130];
     default:
       return [0, 1, 2, 10, 12, 130];
@@ -77,11 +81,14 @@ const MODULES: [names: string[], load: Registrar][] = [
   [['restore'], () => import('./commands/restore.js')],
   [['toc'], () => import('./commands/toc.js')],
   [['diff'], () => import('./commands/diff.js')],
+  [['find', 'stats'], () => import('./commands/find.js')],
+  [['tag'], () => import('./commands/tag.js')],
   [['key'], () => import('./commands/key.js')],
   [['check', 'forget', 'prune', 'rebuild-catalog', 'unlock'], () => import('./commands/maintenance.js')],
   [['serve'], () => import('./commands/serve.js')],
   [['token'], () => import('./commands/token.js')],
   [['version'], () => import('./commands/version.js')],
+  [['completion'], () => import('./commands/completion.js')],
 ];
 
 /** Global options that take a value: the word after one is not the command. */
@@ -123,7 +130,8 @@ export async function buildProgram(argv: readonly string[] = []): Promise<Comman
   const all = (c: Command): Command[] => [c, ...c.commands.flatMap(all)];
   for (const cmd of all(program).slice(1)) {
     cmd.exitOverride();
-    if (cmd.commands.length === 0) cmd.addHelpText('after', exitCodes(cmd.name()));
+    const name = cmd.parent && cmd.parent !== program ? `${cmd.parent.name()} ${cmd.name()}` : cmd.name();
+    if (cmd.commands.length === 0) cmd.addHelpText('after', exitCodes(name));
   }
   return program;
 }

@@ -28,6 +28,8 @@ export class Keyring {
   private readonly pathKey: Buffer;
   private readonly lineageKey: Buffer;
   readonly chunkerSeed: Buffer;
+  /** The name of the key file a password opened this with (none for an exported key). */
+  keyFile?: string;
 
   constructor(readonly master: Buffer) {
     if (master.length !== MASTER_KEY_BYTES) throw new Error('master key must be 32 bytes');

@@ -4,6 +4,7 @@
  * stored beside it and calibrated at creation to take about half a second.
  */
 import { createHmac, hkdfSync, randomBytes, scrypt as scryptCb } from 'node:crypto';
+import * as os from 'node:os';
 import { promisify } from 'node:util';
 import { ExitCode, StrataError } from '../errors.js';
 import { open, seal } from './keyring.js';
@@ -32,6 +33,9 @@ export interface WrappedKey {
    * skipped. Absent in key files written before it existed.
    */
   repository?: string;
+  /** Where and by whom the key was made (absent in older key files). */
+  host?: string;
+  user?: string;
 }
 
 const AAD = Buffer.from('strata master key');
@@ -111,7 +115,18 @@ export async function wrapKey(master: Buffer, password: string, params: ScryptPa
     wrapped: seal(kek, master, AAD).toString('base64'),
     created: new Date().toISOString(),
     ...(repositoryId ? { repository: keyFileBinding(master, repositoryId) } : {}),
+    host: os.hostname(),
+    ...userName(),
   };
+}
+
+function userName(): { user?: string } {
+  try {
+    return { user: os.userInfo().username };
+  } catch {
+    // No entry in the password database (a container's arbitrary uid).
+    return {};
+  }
 }
 
 /** The `repository` field of a key file for this master key and repository id. */

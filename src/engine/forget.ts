@@ -10,7 +10,7 @@
  * forgotten version is rewritten again when that one's turn comes. The blocks
  * themselves are reclaimed later by prune.
  */
-import { integrity, usageError } from '../errors.js';
+import { ExitCode, integrity, StrataError, usageError } from '../errors.js';
 import { GONE, type Catalog, type TocRow } from '../repo/catalog.js';
 import { liveLeases } from '../repo/lease.js';
 import type { Repository } from '../repo/repository.js';
@@ -129,12 +129,32 @@ async function forgetGroups(service: CatalogService, all: readonly CandidateGrou
     }
     result.removed = removed.map((seq) => idOf.get(seq)!);
     result.rewrittenVersions = touched.length;
-    if (reseal) await reseal(touched);
-    else result.staleTocs = touched.length;
+    if (!reseal) result.staleTocs = touched.length;
+    else {
+      try {
+        await reseal(touched);
+      } catch (e) {
+        // The snapshots are gone from the catalog already: say so, and what is left to do.
+        if (!isNoSpace(e)) throw e;
+        const n = removed.length;
+        throw new StrataError(
+          'no_space',
+          `no space left on device: removed ${n} ${n === 1 ? 'snapshot' : 'snapshots'} (${result.removed.map((id) => id.slice(0, 8)).join(', ')}) and rewrote the refs of ${touched.length} later file ${touched.length === 1 ? 'version' : 'versions'} in the catalog, ` +
+            `but could not write their new sealed tables of contents; the remaining snapshots read as before. Free some space and run "strata prune" (or forget again) to write them`,
+          ExitCode.error,
+          { removed: result.removed, rewrittenVersions: touched.length, staleTocs: touched.length },
+        );
+      }
+    }
   } finally {
     await service.endLease(lease);
   }
   return result;
+}
+
+function isNoSpace(e: unknown): boolean {
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOSPC' || code === 'SQLITE_FULL' || code === 'EDQUOT';
 }
 
 /**

@@ -64,6 +64,10 @@ export async function rebuildCatalog(repo: Repository, onProgress: (m: string) =
     }
   }
 
+  // A snapshot whose tags changed has several records: the highest revision is the one in force.
+  const latest = new Map<string, SnapshotRecord>();
+  for (const s of records) if ((latest.get(s.id)?.revision ?? -1) < (s.revision ?? 0)) latest.set(s.id, s);
+  records.splice(0, records.length, ...latest.values());
   // Parents before children, so every ref finds its target version.
   const byId = new Map(records.map((s) => [s.id, s]));
   const ordered: SnapshotRecord[] = [];

@@ -5,13 +5,22 @@
  * written through (a symlink in the way is removed, not followed), nothing
  * is created below a directory reached through a symlink, and metadata is
  * set through handles opened without following links.
+ *
+ * What is already in the target is handled by a policy (`overwrite`, as
+ * restic's): `always` replaces it, `if-changed` keeps a file whose type, size
+ * and modification time match the snapshot's (a symlink with the same
+ * target), `never` keeps anything there. A non-empty directory where a file
+ * or symlink belongs is never removed unless `delete` is given: it is left,
+ * and reported as a conflict. `delete` removes what the target holds below
+ * the restored directories that the snapshot does not (filters permitting).
  */
-import { closeSync, constants, fchmodSync, fchownSync, futimesSync, openSync, writevSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fchownSync, futimesSync, openSync, writevSync, type BigIntStats } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { interrupted, notFound, StrataError } from '../errors.js';
+import { interrupted, notFound, StrataError, usageError } from '../errors.js';
+import { ExcludeMatcher } from '../util/glob.js';
 import { isHole } from '../util/holes.js';
-import { osPath } from '../util/names.js';
+import { osPath, readNames } from '../util/names.js';
 import type { Repository } from '../repo/repository.js';
 import { readRange, storedVersion } from './read.js';
 import { unpackVersion } from './unpack.js';
@@ -19,33 +28,90 @@ import type { BoundVersion } from './verify.js';
 import { isWithin, splitPath, type Snapshot } from './snapshot.js';
 import type { TreeEntry } from './tree.js';
 
+export const OVERWRITE_POLICIES = ['always', 'if-changed', 'never'] as const;
+export type OverwritePolicy = (typeof OVERWRITE_POLICIES)[number];
+
 export interface RestoreOptions {
   target: string;
   /** Absolute paths inside the snapshot (default: everything). */
   paths?: string[];
+  /** What to do with something already at a destination (default `always`). */
+  overwrite?: OverwritePolicy;
+  /** Remove what the target holds below the restored directories that the snapshot does not. */
+  delete?: boolean;
+  /** Decide everything, change nothing: the actions are returned in `actions`. */
+  dryRun?: boolean;
+  /** Only entries matching one of these (and everything below a matching directory); glob.ts patterns. */
+  include?: string[];
+  /** Leave out entries matching one of these (and everything below them). */
+  exclude?: string[];
+  /** The one path's contents go straight into the target, without the path's own prefix. */
+  strip?: boolean;
   signal?: AbortSignal;
-  onProgress?: (p: { files: number; bytes: number }) => void;
+  /** Bytes written so far, also within a file; `skippedBytes`: of files the policy kept (part of the total, never written). */
+  onProgress?: (p: { files: number; bytes: number; skippedBytes: number }) => void;
+  /** Given, the bytes of the files selected are counted first (a walk of the trees when paths or filters narrow the selection). */
+  onTotal?: (bytes: number) => void;
+  onConflict?: (c: RestoreConflict) => void;
+}
+
+export interface RestoreConflict {
+  path: string;
+  reason: string;
+}
+
+export interface RestoreAction {
+  action: 'create' | 'replace' | 'delete' | 'conflict';
+  path: string;
+  type: string;
 }
 
 export interface RestoreResult {
   snapshot: string;
   target: string;
+  overwrite: OverwritePolicy;
+  dryRun: boolean;
   files: number;
   dirs: number;
   symlinks: number;
   bytes: number;
+  /** Files and symlinks (and directories with what is below them) left as they were by the policy. */
+  skipped: number;
+  deleted: number;
+  /** Non-empty directories left where a file or symlink belongs. */
+  conflicts: RestoreConflict[];
+  /** With `dryRun`: what would be done (entries that would be kept as they are are only counted). */
+  actions?: RestoreAction[];
   durationMs: number;
 }
 
 export async function restore(repo: Repository, snapshot: Snapshot, opts: RestoreOptions): Promise<RestoreResult> {
   const started = performance.now();
   const target = path.resolve(opts.target);
-  const result: RestoreResult = { snapshot: snapshot.id, target, files: 0, dirs: 0, symlinks: 0, bytes: 0, durationMs: 0 };
+  const policy: OverwritePolicy = opts.overwrite ?? 'always';
+  const dryRun = opts.dryRun === true;
+  const result: RestoreResult = {
+    snapshot: snapshot.id,
+    target,
+    overwrite: policy,
+    dryRun,
+    files: 0,
+    dirs: 0,
+    symlinks: 0,
+    bytes: 0,
+    skipped: 0,
+    deleted: 0,
+    conflicts: [],
+    ...(dryRun ? { actions: [] } : {}),
+    durationMs: 0,
+  };
+  const exclude = new ExcludeMatcher(opts.exclude ?? []);
+  const include = new ExcludeMatcher(opts.include ?? []);
   const dirTimes: { dest: string; entry: TreeEntry }[] = [];
   const asRoot = process.getuid?.() === 0;
-  await fs.mkdir(target, { recursive: true });
+  if (!dryRun) await fs.mkdir(target, { recursive: true });
   // Paths below are built on the target's real path, so any symlink found under it is one to refuse.
-  const base = await fs.realpath(target);
+  const base = dryRun ? await fs.realpath(target).catch(() => target) : await fs.realpath(target);
   // Consecutive entries often share a directory; placing one changes only itself, never the directories above it.
   let checkedDir = '';
   /** Files still being written, and the first error one of them met. */
@@ -53,26 +119,176 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
   /** Of `writing`, the large files. */
   let largeWriting = 0;
   let failure: unknown;
+  let skippedBytes = 0;
 
   const selected = (opts.paths && opts.paths.length > 0 ? opts.paths : ['/']).map((p) => path.posix.resolve(p));
   const roots = selected.filter((p) => !selected.some((q) => q !== p && isWithin(p, q)));
+  if (opts.strip && roots.length !== 1) throw usageError('--strip takes exactly one path to restore');
   const placedParents = new Set<string>();
+  /** Directories the walk must not enter (excluded, or kept as something else by the policy). */
+  const noDescend = new Set<string>();
+  /** Path components left off the front of every destination (with `strip`). */
+  let stripDepth = 0;
+  const destOf = (abs: string) => path.join(base, ...splitPath(abs).slice(stripDepth));
+
+  const act = (action: RestoreAction['action'], dest: string, type: string) => result.actions?.push({ action, path: dest, type });
+  const conflict = (dest: string, entry: TreeEntry) => {
+    const c = { path: dest, reason: `a non-empty directory is where the snapshot has a ${entry.type}; left as it is (--delete replaces it)` };
+    result.conflicts.push(c);
+    act('conflict', dest, entry.type);
+    opts.onConflict?.(c);
+  };
+
+  /** Directories an include pattern selected, whole (the walk lists a directory's children before it enters any). */
+  const includedDirs = new Set<string>();
+  const included = (abs: string, name: string) => include.empty || includedDirs.has(path.posix.dirname(abs)) || include.excludes(abs, name);
+  /** True when a path the target holds and the snapshot lacks may be deleted: the filters would have selected it. */
+  const mayDelete = (abs: string, name: string) => !exclude.excludes(abs, name) && included(abs, name);
+
+  /** Entries to place below `root`, in walk order, the filters applied: a directory with nothing selected below it is left out. */
+  async function* selection(root: string, rootEntry: TreeEntry): AsyncGenerator<{ path: string; entry: TreeEntry }> {
+    /** Directories not selected themselves, made once something below them is. */
+    const pending = new Map<string, TreeEntry>();
+    const all = (async function* () {
+      yield { path: root, entry: rootEntry };
+      yield* snapshot.walk(root, rootEntry, (p) => !noDescend.has(p));
+    })();
+    for await (const item of all) {
+      const name = path.posix.basename(item.path);
+      if (item.path !== '/' && exclude.excludes(item.path, name)) {
+        noDescend.add(item.path);
+        continue;
+      }
+      if (!include.empty) {
+        if (!included(item.path, name)) {
+          if (item.entry.type === 'dir') pending.set(item.path, item.entry);
+          continue;
+        }
+        if (item.entry.type === 'dir') includedDirs.add(item.path);
+        const above: string[] = [];
+        for (let d = item.path; d !== '/' && pending.has(path.posix.dirname(d)); ) {
+          d = path.posix.dirname(d);
+          above.unshift(d);
+        }
+        for (const d of above) {
+          yield { path: d, entry: pending.get(d)! };
+          pending.delete(d);
+        }
+      }
+      yield item;
+    }
+  }
+
+  /** How things at `dest` stand: undefined when nothing is there (or a parent is not a directory, in a dry run). */
+  const existing = async (dest: string): Promise<BigIntStats | undefined> => {
+    try {
+      return await fs.lstat(osPath(dest), { bigint: true });
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || (dryRun && code === 'ENOTDIR')) return undefined;
+      throw e;
+    }
+  };
+
+  /** What to do about `st` where a file or symlink goes: keep it, replace it, or leave it as a conflict. */
+  const decide = async (dest: string, st: BigIntStats, entry: TreeEntry): Promise<'skip' | 'replace' | 'conflict'> => {
+    if (policy === 'never') return 'skip';
+    if (st.isDirectory()) return opts.delete || (await readNames(dest)).length === 0 ? 'replace' : 'conflict';
+    if (policy === 'if-changed' && (await unchanged(dest, st, entry))) return 'skip';
+    return 'replace';
+  };
+
+  /** Handles something in the way of a file or symlink; true when the way is now clear. */
+  const clearWay = async (dest: string, st: BigIntStats, entry: TreeEntry): Promise<boolean> => {
+    const d = await decide(dest, st, entry);
+    if (d === 'skip') {
+      result.skipped++;
+      if (entry.type === 'file') {
+        skippedBytes += entry.size;
+        opts.onProgress?.({ files: result.files, bytes: result.bytes, skippedBytes });
+      }
+      return false;
+    }
+    if (d === 'conflict') {
+      conflict(dest, entry);
+      return false;
+    }
+    act('replace', dest, entry.type);
+    if (!dryRun) await fs.rm(osPath(dest), { recursive: st.isDirectory(), force: true });
+    return true;
+  };
+
+  /** With `delete`: removes what the directory at `dest` holds that the snapshot's `entry` does not. */
+  const deleteExtras = async (abs: string, dest: string, entry: TreeEntry): Promise<void> => {
+    if (!opts.delete || !entry.tree) return;
+    let present: string[];
+    try {
+      present = await readNames(dest);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return;
+      throw e;
+    }
+    const wanted = new Set((await snapshot.tree(entry.tree)).entries.map((e) => e.name));
+    for (const name of present) {
+      const p = path.posix.join(abs, name);
+      if (wanted.has(name) || !mayDelete(p, name)) continue;
+      const at = path.join(dest, name);
+      const st = await fs.lstat(osPath(at));
+      act('delete', at, st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'file');
+      if (!dryRun) await fs.rm(osPath(at), { recursive: true, force: true });
+      result.deleted++;
+    }
+  };
 
   const place = async (abs: string, entry: TreeEntry): Promise<void> => {
     if (opts.signal?.aborted) throw interrupted();
-    const dest = path.join(base, ...splitPath(abs));
-    if (path.dirname(dest) !== checkedDir) {
+    const dest = destOf(abs);
+    if (dest === base) {
+      // The snapshot's root, or the one path's directory with `strip`: the target itself, which keeps its own metadata.
+      await deleteExtras(abs, dest, entry);
+      return;
+    }
+    if (!dryRun && path.dirname(dest) !== checkedDir) {
       await checkParent(path.dirname(dest), base);
       checkedDir = path.dirname(dest);
     }
     if (entry.type === 'dir') {
-      await ensureDir(dest);
-      dirTimes.push({ dest, entry });
+      const st = await existing(dest);
+      if (st && !st.isDirectory()) {
+        if (policy === 'never') {
+          result.skipped++;
+          noDescend.add(abs);
+          return;
+        }
+        act('replace', dest, 'dir');
+        if (!dryRun) await fs.rm(osPath(dest), { force: true });
+      } else if (!st) act('create', dest, 'dir');
+      if (!dryRun) {
+        await ensureDir(dest);
+        dirTimes.push({ dest, entry });
+      }
       result.dirs++;
+      await deleteExtras(abs, dest, entry);
+    } else if (dryRun) {
+      const st = await existing(dest);
+      if (st && !(await clearWay(dest, st, entry))) return;
+      if (!st) act('create', dest, entry.type);
+      if (entry.type === 'symlink') result.symlinks++;
+      else {
+        result.files++;
+        result.bytes += entry.size;
+      }
     } else if (entry.type === 'symlink') {
-      await removeExisting(dest);
       const at = osPath(dest);
-      await fs.symlink(osPath(entry.target ?? ''), at);
+      try {
+        await fs.symlink(osPath(entry.target ?? ''), at);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+        const st = await existing(dest);
+        if (st && !(await clearWay(dest, st, entry))) return;
+        await fs.symlink(osPath(entry.target ?? ''), at);
+      }
       if (asRoot) await fs.lchown(at, entry.uid, entry.gid).catch(() => {});
       const t = seconds(entry.mtimeNs);
       await fs.lutimes(at, t, t).catch(() => {});
@@ -81,11 +297,12 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
       // Created here, right after its directory was checked; looked up and written off this
       // loop: a tree of small files is bound by round trips through the thread pool, which overlap.
       const large = entry.size >= LARGE_FILE;
-      const fd = await createFile(dest, entry.mode & 0o777);
+      const fd = await createFile(dest, entry.mode & 0o777, (st) => clearWay(dest, st, entry));
+      if (fd === undefined) return;
       const done: Promise<void> = fill(fd, () => storedVersion(snapshot, abs, entry), entry, dest)
         .then(() => {
           result.files++;
-          opts.onProgress?.({ files: result.files, bytes: result.bytes });
+          opts.onProgress?.({ files: result.files, bytes: result.bytes, skippedBytes });
         })
         .catch((e: unknown) => void (failure ??= e))
         .finally(() => {
@@ -99,14 +316,17 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
     }
   };
 
+  const written = (n: number) => {
+    result.bytes += n;
+    opts.onProgress?.({ files: result.files, bytes: result.bytes, skippedBytes });
+  };
+
   /** Writes a file's content and metadata, and closes it. */
   const fill = async (fd: number, version: () => Promise<BoundVersion>, entry: TreeEntry, dest: string): Promise<void> => {
     try {
       const file = await version();
       if (file.size > INLINE_SIZE && repo.packFile) {
-        // Files are written at once: the total is added to after the await, never across it.
-        const written = await unpackVersion(repo, file, fd, opts.signal);
-        result.bytes += written;
+        await unpackVersion(repo, file, fd, opts.signal, written);
       } else if (file.size > 0) {
         // Pieces go out in batches of about 1 MiB, one writev each: a block is 32 KiB on average.
         let batch: Buffer[] = [];
@@ -115,15 +335,16 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
         const flush = () => {
           if (batch.length > 0) writeAll(fd, batch, position);
           position += batched;
+          if (batched > 0) written(batched);
           batch = [];
           batched = 0;
         };
         for await (const piece of readRange(repo, file, 0, file.size - 1)) {
           if (opts.signal?.aborted) throw interrupted();
-          result.bytes += piece.length;
           if (position + batched + piece.length < file.size && isHole(piece)) {
             flush();
             position += piece.length;
+            written(piece.length);
             continue;
           }
           batch.push(piece);
@@ -143,24 +364,42 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
     }
   };
 
+  const rootEntries: [string, TreeEntry][] = [];
+  for (const root of roots) {
+    const entry = await snapshot.lookup(root);
+    if (!entry) throw notFound(`${root} is not in snapshot ${snapshot.id.slice(0, 8)}`);
+    rootEntries.push([root, entry]);
+  }
+  if (opts.strip) stripDepth = splitPath(rootEntries[0]![1].type === 'dir' ? roots[0]! : path.posix.dirname(roots[0]!)).length;
+
+  if (opts.onTotal) {
+    const whole = roots.length === 1 && roots[0] === '/' && include.empty && exclude.empty;
+    let total = whole ? snapshot.meta.stats?.bytes : undefined;
+    if (total === undefined) {
+      total = 0;
+      for (const [root, entry] of rootEntries) for await (const { entry: e } of selection(root, entry)) if (e.type === 'file') total += e.size;
+      noDescend.clear();
+    }
+    opts.onTotal(total);
+  }
+
   // Blocks come from the cache when there, but a restore does not add to it (see Repository.fillCache).
   const cacheFill = repo.fillCache;
   repo.fillCache = false;
   try {
-    for (const root of roots) {
-      const entry = await snapshot.lookup(root);
-      if (!entry) throw notFound(`${root} is not in snapshot ${snapshot.id.slice(0, 8)}`);
+    for (const [root, entry] of rootEntries) {
       // Parents of a selected path are created (once, however many roots share them); a real directory's metadata is restored too.
       let parentAbs = '/';
-      for (const name of splitPath(root).slice(0, -1)) {
-        parentAbs = path.posix.join(parentAbs, name);
-        if (placedParents.has(parentAbs)) continue;
-        placedParents.add(parentAbs);
-        const parent = await snapshot.lookup(parentAbs);
-        if (parent?.type === 'dir') await place(parentAbs, parent);
+      if (!opts.strip) {
+        for (const name of splitPath(root).slice(0, -1)) {
+          parentAbs = path.posix.join(parentAbs, name);
+          if (placedParents.has(parentAbs)) continue;
+          placedParents.add(parentAbs);
+          const parent = await snapshot.lookup(parentAbs);
+          if (parent?.type === 'dir') await placeParent(parentAbs, parent);
+        }
       }
-      if (root !== '/') await place(root, entry);
-      for await (const { path: p, entry: e } of snapshot.walk(root, entry)) await place(p, e);
+      for await (const { path: p, entry: e } of selection(root, entry)) await place(p, e);
     }
   } finally {
     // Nothing may still write (or be left open) once this returns.
@@ -169,6 +408,12 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
   }
   if (failure !== undefined) throw failure;
 
+  /** A parent directory of a selected path: made, but what else it holds is not the restore's business. */
+  async function placeParent(abs: string, entry: TreeEntry): Promise<void> {
+    const dir = { ...entry, tree: undefined };
+    await place(abs, dir);
+  }
+
   // Directory modes and times last (writing inside a directory changes its mtime).
   for (let i = dirTimes.length - 1; i >= 0; i--) {
     const { dest, entry } = dirTimes[i]!;
@@ -176,6 +421,16 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
   }
   result.durationMs = Math.round(performance.now() - started);
   return result;
+}
+
+/** True when a file or symlink at `dest` is the snapshot's entry by type, size and modification time (a symlink: by target). */
+async function unchanged(dest: string, st: BigIntStats, entry: TreeEntry): Promise<boolean> {
+  if (entry.type === 'symlink') return st.isSymbolicLink() && (await fs.readlink(osPath(dest))).toString() === (entry.target ?? '');
+  if (!st.isFile() || st.size !== BigInt(entry.size)) return false;
+  // Times are set to the microsecond (utimes takes seconds as a double).
+  const micros = (ns: bigint) => ns / 1000n;
+  const d = micros(st.mtimeNs) - micros(BigInt(entry.mtimeNs));
+  return d >= -1n && d <= 1n;
 }
 
 /**
@@ -252,16 +507,6 @@ async function ensureDir(dest: string): Promise<void> {
   await fs.mkdir(at, { mode: 0o700 });
 }
 
-async function removeExisting(dest: string): Promise<void> {
-  const at = osPath(dest);
-  try {
-    const st = await fs.lstat(at);
-    await fs.rm(at, { recursive: st.isDirectory(), force: true });
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-  }
-}
-
 const WRITE_BATCH = 1024 * 1024;
 /**
  * Files up to this size are read and written by this thread: a message to a
@@ -279,15 +524,15 @@ const LARGE_FILE = 1024 * 1024;
 /** Files in flight at most, small ones included (each holds a descriptor). */
 const FILES_AT_ONCE = 32;
 
-/** A new file at `dest` for writing; whatever was there (a file, a link, a tree) is removed first. */
-async function createFile(dest: string, mode: number): Promise<number> {
+/** A new file at `dest` for writing; whatever was there goes first if `clear` says so (else no file: undefined). */
+async function createFile(dest: string, mode: number, clear: (st: BigIntStats) => Promise<boolean>): Promise<number | undefined> {
   const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
   try {
     return openSync(osPath(dest), flags, mode);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
   }
-  await removeExisting(dest);
+  if (!(await clear(await fs.lstat(osPath(dest), { bigint: true })))) return undefined;
   return openSync(osPath(dest), flags, mode);
 }
 

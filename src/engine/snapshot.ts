@@ -33,6 +33,8 @@ export interface SnapshotRecord extends SnapshotMeta {
   id: string;
   time: string;
   root: string;
+  /** Absent in a backup's record; 1, 2, ... in the records `tag` writes to supersede it (the highest wins). */
+  revision?: number;
 }
 
 export const metaAad = (id: string) => `strata snapshot meta ${id}`;
@@ -112,8 +114,12 @@ export class Snapshot {
     return this.meta.paths.some((p) => isWithin(absPath, p) || isWithin(p, absPath));
   }
 
-  /** Depth-first walk below `absPath` (not included), children in name order. */
-  async *walk(absPath: string, entry: TreeEntry): AsyncGenerator<{ path: string; entry: TreeEntry }> {
+  /**
+   * Depth-first walk below `absPath` (not included), children in name order.
+   * `descend`, asked once the consumer has seen all of a directory's
+   * children, can keep the walk out of a subdirectory.
+   */
+  async *walk(absPath: string, entry: TreeEntry, descend?: (path: string, entry: TreeEntry) => boolean): AsyncGenerator<{ path: string; entry: TreeEntry }> {
     if (entry.type !== 'dir' || !entry.tree) return;
     const stack: { path: string; entry: TreeEntry }[] = [{ path: absPath, entry }];
     while (stack.length > 0) {
@@ -125,7 +131,7 @@ export class Snapshot {
         yield c;
         if (c.entry.type === 'dir' && c.entry.tree) subdirs.push(c);
       }
-      for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i]!);
+      for (let i = subdirs.length - 1; i >= 0; i--) if (!descend || descend(subdirs[i]!.path, subdirs[i]!.entry)) stack.push(subdirs[i]!);
     }
   }
 }

@@ -492,7 +492,7 @@ async function unlock(storage: Storage, config: RepoConfig, creds: Credentials):
   if (!creds.password) throw wrongKey('no password given: set STRATA_PASSWORD, use --password-file or --key-file, or run on a terminal');
   // Whoever can add a key file chooses its scrypt parameters: files out of bounds (or damaged) are
   // skipped before any derivation, so one bad file never stops the good ones from opening.
-  const keys: WrappedKey[] = [];
+  const keys: (WrappedKey & { name: string })[] = [];
   const skipped: string[] = [];
   for await (const name of storage.list('key')) {
     let parsed: unknown;
@@ -504,7 +504,7 @@ async function unlock(storage: Storage, config: RepoConfig, creds: Credentials):
     }
     const problem = keyFileProblem(parsed);
     if (problem) skipped.push(`${name}: ${problem}`);
-    else keys.push(parsed as WrappedKey);
+    else keys.push({ ...(parsed as WrappedKey), name });
   }
   if (keys.length === 0 && skipped.length === 0) throw noRepository(`repository at ${storage.location} has no keys`);
   const password = await creds.password();
@@ -515,7 +515,9 @@ async function unlock(storage: Storage, config: RepoConfig, creds: Credentials):
     if (!master) continue;
     // A file copied from another repository may open with the same password: it is not ours.
     if (k.repository !== undefined && k.repository !== keyFileBinding(master, config.id)) continue;
-    return new Keyring(master);
+    const keyring = new Keyring(master);
+    keyring.keyFile = k.name;
+    return keyring;
   }
   const why = skipped.length > 0 ? ` (${skipped.length} unusable key ${skipped.length === 1 ? 'file was' : 'files were'} skipped: ${skipped.slice(0, 3).join('; ')})` : '';
   throw wrongKey(`wrong password: no key in this repository opens with it${why}`);

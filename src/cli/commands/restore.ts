@@ -1,12 +1,28 @@
 import * as path from 'node:path';
-import type { Command } from 'commander';
-import { restore } from '../../engine/restore.js';
+import { Option, type Command } from 'commander';
+import { OVERWRITE_POLICIES, restore, type OverwritePolicy, type RestoreResult } from '../../engine/restore.js';
 import { findSnapshot } from '../../engine/snapshot.js';
+import { ExitCode } from '../../errors.js';
+import { displayName } from '../../util/names.js';
 import { formatBytes } from '../../util/size.js';
 import { parseWhen } from '../../util/when.js';
 import { globals, openRepo } from '../context.js';
-import { line, plural, printJson, Progress, shortId, wantsProgress } from '../output.js';
+import { line, lines, plural, printJson, Progress, shortId, wantsProgress } from '../output.js';
 import { interruptSignal } from '../signals.js';
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+interface RestoreFlags {
+  target: string;
+  at: string;
+  host?: string;
+  overwrite: OverwritePolicy;
+  delete?: boolean;
+  dryRun?: boolean;
+  include?: string[];
+  exclude?: string[];
+  strip?: boolean;
+}
 
 export function register(program: Command): void {
   program
@@ -16,27 +32,60 @@ export function register(program: Command): void {
     .requiredOption('--target <dir>', 'directory to restore into (stored absolute paths are recreated below it)')
     .option('--at <when>', 'latest, a snapshot id or prefix, or an ISO 8601 date/time', 'latest')
     .option('--host <name>', 'only consider snapshots of this host')
-    .action(async (paths: string[], opts: { target: string; at: string; host?: string }, cmd: Command) => {
+    .addOption(new Option('--overwrite <policy>', 'what to do with a file already at a destination: replace it, replace it unless size and mtime match, or keep it').choices(OVERWRITE_POLICIES).default('always'))
+    .option('--delete', 'remove files below the restored directories that the snapshot does not have')
+    .option('--dry-run', 'only say what would be created, replaced and deleted')
+    .option('--include <glob>', 'restore only entries matching GLOB, and everything below a matching directory (repeatable)', collect)
+    .option('--exclude <glob>', 'leave out entries matching GLOB, and everything below them (repeatable)', collect)
+    .option('--strip', "restore the one PATH's contents straight into the target, without PATH's own directories")
+    .action(async (paths: string[], opts: RestoreFlags, cmd: Command) => {
       const g = globals(cmd);
       const when = parseWhen(opts.at);
       const repo = await openRepo(cmd, { readonly: true });
-      const progress = new Progress(wantsProgress(g), 'restoring');
+      const showProgress = wantsProgress(g) && !opts.dryRun;
+      const progress = new Progress(showProgress, 'restoring');
       try {
         const abs = paths.map((p) => path.resolve(p));
         const snap = await findSnapshot(repo, when, abs, opts.host);
-        const total = snap.meta.stats?.bytes;
+        let total: number | undefined;
         const r = await restore(repo, snap, {
           target: opts.target,
           paths: abs,
+          overwrite: opts.overwrite,
+          delete: opts.delete,
+          dryRun: opts.dryRun,
+          include: opts.include,
+          exclude: opts.exclude,
+          strip: opts.strip,
           signal: interruptSignal(),
-          onProgress: (p) => progress.update(p.bytes, abs.length === 0 ? total : undefined, `${p.files} files`),
+          onTotal: showProgress ? (bytes) => (total = bytes) : undefined,
+          onProgress: (p) => progress.update(p.bytes + p.skippedBytes, total, `${p.files} files`),
+          onConflict: g.json ? undefined : (c) => progress.warn(`${displayName(c.path)}: ${c.reason}`),
         });
         progress.stop();
+        if (r.conflicts.length > 0) process.exitCode = ExitCode.incomplete;
         if (g.json) printJson(r);
-        else if (!g.quiet) line(`restored ${plural(r.files, 'file')}, ${plural(r.dirs, 'directory', 'directories')}, ${plural(r.symlinks, 'symlink')} (${formatBytes(r.bytes)}) from snapshot ${shortId(r.snapshot)} to ${r.target}`);
+        else printRestore(r, g.quiet ?? false);
       } finally {
         progress.stop();
         repo.close();
       }
     });
+}
+
+function printRestore(r: RestoreResult, quiet: boolean): void {
+  if (r.actions) {
+    const verb = { create: 'would create', replace: 'would replace', delete: 'would delete', conflict: 'would leave' } as const;
+    lines(r.actions.map((a) => `${verb[a.action].padEnd(13)} ${displayName(a.path)}${a.type === 'dir' ? '/' : ''}`));
+  }
+  if (quiet) return;
+  const what = `${plural(r.files, 'file')}, ${plural(r.dirs, 'directory', 'directories')}, ${plural(r.symlinks, 'symlink')} (${formatBytes(r.bytes)})`;
+  const extra = [
+    r.skipped > 0 ? `${r.skipped} left as they were (--overwrite ${r.overwrite})` : '',
+    r.deleted > 0 || r.actions ? `${r.deleted} ${r.dryRun ? 'to delete' : 'deleted'}` : '',
+    r.conflicts.length > 0 ? `${plural(r.conflicts.length, 'directory', 'directories')} in the way left alone` : '',
+  ].filter((x) => x);
+  const tail = extra.length > 0 ? `; ${extra.join(', ')}` : '';
+  if (r.dryRun) line(`would restore ${what} from snapshot ${shortId(r.snapshot)} to ${r.target}${tail}; nothing was written`);
+  else line(`restored ${what} from snapshot ${shortId(r.snapshot)} to ${r.target}${tail}`);
 }
