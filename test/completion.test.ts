@@ -51,7 +51,9 @@ describe('completion', () => {
     expect(r.stdout).toMatch(/^#compdef strata\n/);
     expect(r.stdout).toContain("'passwd:change the password of the key in use");
     expect(r.stdout).toMatch(/^ {4}--overwrite\) compadd -- always if-changed never; return ;;$/m);
+    // zsh parses the script without running it (.ci/run installs zsh; elsewhere the check is skipped, said once).
     if (hasZsh) expect(spawnSync('zsh', ['-n'], { input: r.stdout }).status).toBe(0);
+    else console.warn('zsh is not installed: the zsh completion script was not parsed (apt-get install zsh)');
     expect(strata(['completion', 'fish'], env).status).toBe(2);
   });
 });
