@@ -5,15 +5,14 @@
  * someone else added cannot lock password clients out, and errors keep their
  * exit codes over a server.
  */
-import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
-import type { Readable } from 'node:stream';
 import Database from 'better-sqlite3';
-import { afterAll, describe, expect, it } from 'vitest';
-import { BIN, cliEnv, initCliRepo, Rng, strata, strataAsync, tempDir } from './helpers.js';
+import { describe, expect, it } from 'vitest';
+import { cliEnv, initCliRepo, Rng, strata, strataAsync, tempDir } from './helpers.js';
+import { serve, token, type Server } from './server-helpers.js';
 
 const rng = new Rng(16);
 
@@ -241,42 +240,6 @@ describe('key files', () => {
     expect(r.stderr).toMatch(/power of two from 1024/);
   });
 });
-
-interface Server {
-  url: string;
-  proc: ChildProcessByStdio<null, Readable, Readable>;
-  exited: Promise<number | null>;
-}
-
-const running: Server[] = [];
-afterAll(async () => {
-  for (const s of running) if (s.proc.exitCode === null) s.proc.kill('SIGKILL');
-  await Promise.all(running.map((s) => s.exited));
-});
-
-async function serve(dir: string): Promise<Server> {
-  const env = cliEnv(dir, { STRATA_PASSWORD: undefined });
-  const proc = spawn(process.execPath, [BIN, 'serve', '--listen', '127.0.0.1:0', '--quiet'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
-  const url = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    proc.stdout.on('data', (c: Buffer) => {
-      out += c.toString();
-      const m = /listening on (\S+)\n/.exec(out);
-      if (m) resolve(m[1]!);
-    });
-    void exited.then((code) => reject(new Error(`serve exited with ${code}`)));
-  });
-  const s = { url, proc, exited };
-  running.push(s);
-  return s;
-}
-
-function token(dir: string, name: string, role: string): string {
-  const r = strata(['token', 'add', name, '--role', role, '--json'], cliEnv(dir, { STRATA_PASSWORD: undefined }));
-  expect(r.status, r.stderr).toBe(0);
-  return (JSON.parse(r.stdout) as { token: string }).token;
-}
 
 describe('a hostile server', () => {
   it('its catalog changed while it runs: clients get integrity errors, check names the file', async () => {
