@@ -193,15 +193,15 @@ export async function findSnapshot(repo: Repository, when: When, absPath?: strin
 
 /**
  * Decoded trees, shared by every Snapshot of a repository (snapshots share
- * most of their trees), least recently used dropped first past a number of
- * entries: a restore checks each file against the snapshot that stored its
- * version, so the same trees are looked up again and again.
+ * most of their trees), least recently used dropped first past 100,000
+ * entries in all: a restore checks each file against the snapshot that
+ * stored its version, so the same trees are looked up again and again.
  */
 class TreeCache {
   private readonly trees = new Map<string, Tree>();
   private entries = 0;
 
-  constructor(private readonly maxEntries = 200_000) {}
+  constructor(private readonly maxEntries = 100_000) {}
 
   get(id: string): Tree | undefined {
     const t = this.trees.get(id);
