@@ -105,6 +105,16 @@ function expectTocCaught(env: NodeJS.ProcessEnv, file: string) {
   expect(r.stdout).toBe('');
 }
 
+/** Cuts the latest version of `size` bytes to 400,000 in the catalog, its last row with it. */
+function cutTo400000(repo: string, size: number): void {
+  const db = new Database(path.join(repo, 'catalog.db'), { readonly: true });
+  const latest = db.prepare('SELECT MAX(id) FROM versions WHERE size = ?').pluck().get(size) as number;
+  db.close();
+  sql(repo, 'UPDATE versions SET size = 400000 WHERE id = ?', latest);
+  sql(repo, 'DELETE FROM toc WHERE version = ? AND start >= 400000', latest);
+  sql(repo, 'UPDATE toc SET end = 399999 WHERE version = ? AND end >= 400000', latest);
+}
+
 describe('a tampered local catalog', () => {
   it('a data row naming another file\'s block', () => {
     const { repo, env, a } = setup();
@@ -152,12 +162,7 @@ describe('a tampered local catalog', () => {
 
   it('a version\'s size, with its last row cut to match, and the tree\'s size checked too', () => {
     const { repo, env, big, second } = setup();
-    const db = new Database(path.join(repo, 'catalog.db'), { readonly: true });
-    const latest = db.prepare('SELECT MAX(id) FROM versions WHERE size = ?').pluck().get(second.length) as number;
-    db.close();
-    sql(repo, 'UPDATE versions SET size = 400000 WHERE id = ?', latest);
-    sql(repo, 'DELETE FROM toc WHERE version = ? AND start >= 400000', latest);
-    sql(repo, 'UPDATE toc SET end = 399999 WHERE version = ? AND end >= 400000', latest);
+    cutTo400000(repo, second.length);
     const cat = strata(['cat', big], env);
     expect(cat.status).toBe(1);
     expect(cat.raw.length).toBe(0);
@@ -261,17 +266,7 @@ describe('a hostile server', () => {
     expect(check.stderr).toContain(a);
 
     // The version's size cut to 400,000 bytes, with its last row: remote cat reads nothing.
-    const latest = (() => {
-      const db = new Database(path.join(repo, 'catalog.db'), { readonly: true });
-      try {
-        return db.prepare('SELECT MAX(id) FROM versions WHERE size = ?').pluck().get(second.length) as number;
-      } finally {
-        db.close();
-      }
-    })();
-    sql(repo, 'UPDATE versions SET size = 400000 WHERE id = ?', latest);
-    sql(repo, 'DELETE FROM toc WHERE version = ? AND start >= 400000', latest);
-    sql(repo, 'UPDATE toc SET end = 399999 WHERE version = ? AND end >= 400000', latest);
+    cutTo400000(repo, second.length);
     const cut = strata(['cat', big], reader);
     expect(cut.status).toBe(1);
     expect(cut.raw.length).toBe(0);
