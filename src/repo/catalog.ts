@@ -102,8 +102,8 @@ const SHORT_CHAIN = 4;
 interface Chain {
   /** The snapshot, then each parent it inherits from. */
   order: number[];
-  /** Position in `order` of each. */
-  at: Map<number, number>;
+  /** Position in `order` of each (made when first needed). */
+  at?: Map<number, number>;
 }
 
 const SCHEMA = `
@@ -447,6 +447,7 @@ export class Catalog {
     return this.transaction(() => {
       const seq = Number(this.st.insertSnapshot.run(id, time, lineage, meta, parent, process.pid, lease).lastInsertRowid);
       if (inherits && parent !== null) this.st.inherit.run(seq);
+      this.forgetChains();
       return seq;
     });
   }
@@ -488,11 +489,12 @@ export class Catalog {
   version(snapshot: number, path: Buffer): VersionRow | undefined {
     const chain = this.chain(snapshot);
     let row: VersionRow | undefined;
-    if (chain.order.length <= SHORT_CHAIN) {
-      for (const seq of chain.order) if ((row = this.ownVersion(seq, path))) break;
-    } else {
-      // A long chain: every row of the path at once (one per change), the nearest ancestor's wins.
+    // The nearest few one by one (a file that changes often has a row close by) ...
+    for (const seq of chain.order.slice(0, SHORT_CHAIN)) if ((row = this.ownVersion(seq, path))) break;
+    if (!row && chain.order.length > SHORT_CHAIN) {
+      // ... then, for a long chain, every row of the path at once (one per change), the nearest ancestor's wins.
       let best = Infinity;
+      chain.at ??= new Map(chain.order.map((seq, i) => [seq, i]));
       for (const r of this.st.versionsOfPath.all(path) as VersionRow[]) {
         const at = chain.at.get(r.snapshot);
         if (at !== undefined && at < best) [best, row] = [at, r];
@@ -530,14 +532,14 @@ export class Catalog {
     // Another process may have forgotten snapshots (and a seq can be reused): its commits change data_version.
     const version = this.st.dataVersion.pluck().get() as number;
     if (version !== this.chainsVersion) {
-      this.chains.clear();
+      this.forgetChains();
       this.chainsVersion = version;
     }
     let chain = this.chains.get(snapshot);
     if (chain) return chain;
-    chain = { order: [], at: new Map() };
-    for (let seq: number | null = snapshot; seq !== null && !chain.at.has(seq); ) {
-      chain.at.set(seq, chain.order.length);
+    chain = { order: [] };
+    for (let seq: number | null = snapshot, seen = new Set<number>(); seq !== null && !seen.has(seq); ) {
+      seen.add(seq);
       chain.order.push(seq);
       const row = this.inheritance(seq);
       seq = row?.inherits ? row.parent : null;
@@ -548,15 +550,27 @@ export class Catalog {
   }
 
   private readonly chains = new Map<number, Chain>();
+  /** Each snapshot's link to its parent, as chains were built (a chain of N shares N-1 links with its parent's). */
+  private readonly links = new Map<number, { parent: number | null; inherits: number } | undefined>();
   private chainsVersion = -1;
+
+  private forgetChains(): void {
+    this.chains.clear();
+    this.links.clear();
+  }
 
   /** A snapshot's parent and whether it inherits from it (a catalog older than schema 5, read-only here, has no inheritance). */
   private inheritance(seq: number): { parent: number | null; inherits: number } | undefined {
+    if (this.links.has(seq)) return this.links.get(seq);
+    let link: { parent: number | null; inherits: number } | undefined;
     try {
-      return this.st.inheritance.get(seq) as { parent: number | null; inherits: number } | undefined;
+      link = this.st.inheritance.get(seq) as { parent: number | null; inherits: number } | undefined;
     } catch {
-      return undefined;
+      link = undefined;
     }
+    if (this.links.size >= 100_000) this.links.clear();
+    this.links.set(seq, link);
+    return link;
   }
 
   /**
@@ -577,7 +591,7 @@ export class Catalog {
     const row = this.inheritance(seq);
     const parent = row?.parent ?? null;
     this.db.prepare('UPDATE snapshots SET parent = ?, inherits = inherits * ? WHERE parent = ?').run(parent, parent !== null && row?.inherits ? 1 : 0, seq);
-    this.chains.clear();
+    this.forgetChains();
   }
 
   /** A snapshot's own rows, tombstones included, with their paths. */
@@ -795,7 +809,7 @@ export class Catalog {
 
   /** Removes a snapshot row and what hangs off it (its versions must be gone or going). */
   deleteSnapshot(seq: number): void {
-    this.chains.clear();
+    this.forgetChains();
     for (const v of this.db.prepare('SELECT id FROM versions WHERE snapshot = ?').pluck().all(seq) as number[]) this.deleteVersion(v);
     this.db.prepare('DELETE FROM snapshot_blobs WHERE snapshot = ?').run(seq);
     this.db.prepare('DELETE FROM snapshots WHERE seq = ?').run(seq);
