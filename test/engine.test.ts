@@ -11,12 +11,16 @@ import { backup } from '../src/engine/backup.js';
 import { BlockList } from '../src/engine/blocklist.js';
 import { openFile, readRange } from '../src/engine/read.js';
 import { blocksOf, blocksOfMany, resolveRange, type ResolveStats } from '../src/engine/resolve.js';
+import { check } from '../src/engine/check.js';
+import { forget } from '../src/engine/forget.js';
+import { prune } from '../src/engine/prune.js';
 import { findSnapshot, metaAad } from '../src/engine/snapshot.js';
-import { MAX_DEPTH } from '../src/engine/versions.js';
+import { MAX_DEPTH, sealToc, type SealedEntry } from '../src/engine/versions.js';
+import { verifier } from '../src/engine/verify.js';
 import { StrataError } from '../src/errors.js';
 import { Repository } from '../src/repo/repository.js';
 import { SealPool } from '../src/workers/pool.js';
-import { makeRepo, Rng, tempDir } from './helpers.js';
+import { makeRepo, readWhole, Rng, tempDir } from './helpers.js';
 
 describe('reference chains', () => {
   it('after 100 incrementals a range read visits as few TOC ranges as after 1', async () => {
@@ -62,6 +66,78 @@ describe('reference chains', () => {
     for await (const p of readRange(repo, f.version, 0, data.length - 1)) parts.push(Buffer.from(p));
     expect(Buffer.concat(parts).equals(data)).toBe(true);
     repo.close();
+
+    // A read is checked against the sealed TOCs, which carry the same shortcut (sealed roots): a fresh
+    // process reads a handful of them, not one per incremental (about 100 without the roots).
+    const sealedTocsRead = async (id: string) => {
+      const r = await Repository.open(repo.root, { password: async () => 'test-password' });
+      const read = vi.spyOn(r, 'readBlob');
+      const v = await openFile(await findSnapshot(r, { kind: 'id', prefix: id }), file);
+      const got: Buffer[] = [];
+      for await (const p of readRange(r, v.version, 500_000, 504_095)) got.push(Buffer.from(p));
+      expect(Buffer.concat(got).equals(data.subarray(500_000, 504_096))).toBe(true);
+      const n = read.mock.calls.filter((c) => c[1] === 'toc').length;
+      r.close();
+      return n;
+    };
+    expect(await sealedTocsRead(ids[100]!)).toBeLessThanOrEqual(2 * (MAX_DEPTH + 1));
+    expect(await sealedTocsRead(ids[10]!)).toBeLessThanOrEqual(2 * (MAX_DEPTH + 1));
+  }, 120_000);
+
+  it('a sealed root that cannot be followed leaves the chain, and forgetting the snapshots roots name keeps reads byte-exact', async () => {
+    const repo = await makeRepo({ chunkAvg: 4096 });
+    const dir = tempDir();
+    const file = path.join(dir, 'image');
+    const rng = new Rng(9);
+    const data = rng.bytes(256 * 1024);
+    const history: Buffer[] = [];
+    const ids: string[] = [];
+    for (let i = 0; i <= 2 * MAX_DEPTH + 4; i++) {
+      if (i > 0) rng.bytes(2048).copy(data, rng.int(data.length - 2048));
+      fs.writeFileSync(file, data);
+      history.push(Buffer.from(data));
+      ids.push((await backup(repo, { paths: [dir], time: Date.UTC(2026, 0, 1, 0, i) })).snapshot);
+    }
+    const latest = async (r: Repository) => {
+      const snap = await findSnapshot(r, { kind: 'latest' });
+      const f = await openFile(snap, file);
+      return { snap, version: f.version, entries: (await verifier(r).bind(snap, file, r.keyring.pathId(file), f.version)).truth.entries };
+    };
+    // The latest version sealed again (with the key) with every root naming a snapshot that is not there.
+    const { version, entries } = await latest(repo);
+    expect(entries.some((e) => e.length === 7)).toBe(true);
+    const lost = 'f'.repeat(ids[0]!.length);
+    const packer = repo.newPacker();
+    const head = { snapshot: ids[ids.length - 1]!, path: repo.keyring.pathId(file).toString('hex'), size: data.length, generation: Date.now() };
+    const broken = entries.map((e): SealedEntry => (e.length === 7 ? [e[0], e[1], e[2], e[3], e[4], lost, e[6]] : e));
+    const toc = await sealToc(repo.keyring, packer, 0, head, broken, broken.length);
+    await packer.flush();
+    await repo.service.setVersionTocs([{ version: version.id, toc: toc.id, segments: [], old: [] }]);
+    repo.close();
+    let r = await Repository.open(repo.root, { password: async () => 'test-password' });
+    expect((await latest(r)).entries.some((e) => e.length === 7 && e[5] === lost)).toBe(true);
+    expect((await readWhole(r, ids[ids.length - 1]!, file)).equals(data)).toBe(true);
+
+    // The snapshots the roots name, and the baseline, forgotten (with the key): every other snapshot reads right.
+    r.close();
+    r = await Repository.open(repo.root, { password: async () => 'test-password' });
+    const named = new Set<string>();
+    for (const id of ids.slice(-4, -1)) {
+      const snap = await findSnapshot(r, { kind: 'id', prefix: id });
+      const f = await openFile(snap, file);
+      for (const e of (await verifier(r).bind(snap, file, r.keyring.pathId(file), f.version)).truth.entries) if (e.length === 7) named.add(e[5]);
+    }
+    const gone = new Set([0, ...[...named].map((id) => ids.indexOf(id)).filter((i) => i >= 0 && i < ids.length - 4)]);
+    await forget(r, { ids: [...gone].map((i) => ids[i]!) });
+    await prune(r);
+    r.close();
+    r = await Repository.open(repo.root, { password: async () => 'test-password' });
+    for (let i = 0; i < ids.length; i++) {
+      if (gone.has(i)) continue;
+      expect((await readWhole(r, ids[i]!, file)).equals(history[i]!), `snapshot ${i}`).toBe(true);
+    }
+    expect((await check(r, { readData: true })).errors).toEqual([]);
+    r.close();
   }, 120_000);
 });
 

@@ -32,7 +32,8 @@ import { diffBlocks } from './toc.js';
 import { alignedBlocks, freshChunks, SourceReadError, windowBytes } from './aligned.js';
 import { BlockList, contentMark } from './blocklist.js';
 import { encodeTree, findEntry, type Tree, type TreeEntry } from './tree.js';
-import { VersionBatch, type TargetVersion } from './versions.js';
+import { VersionBatch, type SealedEntry, type TargetVersion } from './versions.js';
+import { verifier } from './verify.js';
 import { parseWhen } from '../util/when.js';
 
 export interface BackupOptions {
@@ -677,9 +678,27 @@ class BackupRun {
       size: entry.size,
       entries,
       target: entries.refEntries > 0 ? target : undefined,
+      targetEntries: entries.refEntries > 0 && prevRow ? await this.sealedParent(abs, pathId, prevRow) : undefined,
+      where: abs,
       blocks,
     });
     return entry;
+  }
+
+  /**
+   * The parent version's entries as its sealed TOC says (checked as a read
+   * checks them), from which the refs sealed now take their roots; none if
+   * they cannot be had, and the refs are then sealed without (reads follow
+   * the chain instead).
+   */
+  private async sealedParent(abs: string, pathId: Buffer, row: VersionRow): Promise<readonly SealedEntry[] | undefined> {
+    if (!this.parent) return undefined;
+    try {
+      return (await verifier(this.repo).bind(this.parent, abs, pathId, row)).truth.entries;
+    } catch (e) {
+      if (e instanceof StrataError && e.code === 'integrity') return undefined;
+      throw e;
+    }
   }
 
   /**

@@ -31,7 +31,7 @@ import type { VersionRecord } from '../repo/service.js';
 import type { Piece } from './resolve.js';
 import { Snapshot, type SnapshotRecord, metaAad } from './snapshot.js';
 import type { TreeEntry } from './tree.js';
-import { sealedTocEntries, type SealedEntry, type SealedToc } from './versions.js';
+import { entryAt, sealedTocEntries, type SealedEntry, type SealedRef, type SealedToc } from './versions.js';
 
 /** What a version is, as its sealed TOC says. */
 export interface Truth {
@@ -126,7 +126,7 @@ export class Verifier {
     const entries = await sealedTocEntries(this.repo, t);
     let cursor = 0;
     for (const e of entries) {
-      const ok = Array.isArray(e) && e[0] === cursor && Number.isSafeInteger(e[1]) && e[1] >= e[0] && typeof e[2] === 'string' && (e.length === 3 || (e.length === 4 && Number.isSafeInteger(e[3]) && e[3] >= 0));
+      const ok = Array.isArray(e) && e[0] === cursor && Number.isSafeInteger(e[1]) && e[1] >= e[0] && typeof e[2] === 'string' && (e.length === 3 || wellFormedRef(e));
       if (!ok) throw integrity(`sealed TOC ${hex} has a malformed entry at ${cursor}`);
       cursor = e[1] + 1;
     }
@@ -330,6 +330,24 @@ export class Verifier {
     return this.repo.keyring.blockId(Buffer.concat([Buffer.from(`strata verified version ${id}/${pathId.toString('hex')}/`), toc]));
   }
 
+  /**
+   * Where a sealed ref's bytes are: its root, the version down its chain the
+   * writer found them in (sealed with the key, so believed), else its target.
+   * A root that cannot be followed (its snapshot forgotten since, and the ref
+   * resealed without it or not) leaves the target, which a forget keeps
+   * right: only slower.
+   */
+  private async refTarget(e: SealedRef, b: Binding): Promise<[Truth, number]> {
+    if (e.length === 7) {
+      try {
+        return [await this.versionIn(e[5], b.absPath, b.pathId), e[6]];
+      } catch (err) {
+        if (!(err instanceof StrataError) || err.code !== 'integrity') throw err;
+      }
+    }
+    return [await this.versionIn(e[2], b.absPath, b.pathId), e[3]];
+  }
+
   /** The pieces of [start, end] of a bound version, resolved through the sealed TOCs alone. */
   async *expected(b: Binding, start: number, end: number): AsyncGenerator<Piece> {
     if (end < start) return;
@@ -351,8 +369,8 @@ export class Verifier {
           yield { block: Buffer.from(e[2], 'hex'), blockSize: e[1] - e[0] + 1, from: cursor - e[0], length: pieceEnd - cursor + 1, at };
         } else {
           if (pieceEnd < f.end) stack.push({ ...f, start: pieceEnd + 1, at: at + (pieceEnd - cursor + 1) });
-          const target = await this.versionIn(e[2], b.absPath, b.pathId);
-          stack.push({ truth: target, start: e[3] + (cursor - e[0]), end: e[3] + (pieceEnd - e[0]), at, depth: f.depth + 1 });
+          const [truth, base] = await this.refTarget(e, b);
+          stack.push({ truth, start: base + (cursor - e[0]), end: base + (pieceEnd - e[0]), at, depth: f.depth + 1 });
           break;
         }
         cursor = pieceEnd + 1;
@@ -361,16 +379,13 @@ export class Verifier {
   }
 }
 
-/** The index of the entry containing `offset` (entries cover their version in order). */
-function entryAt(entries: readonly SealedEntry[], offset: number): number {
-  let lo = 0;
-  let hi = entries.length - 1;
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >> 1;
-    if (entries[mid]![0] <= offset) lo = mid;
-    else hi = mid - 1;
-  }
-  return lo;
+/** A ref entry's fields after [start, end, target snapshot] (see SealedEntry). */
+function wellFormedRef(e: unknown[]): boolean {
+  const offset = (x: unknown) => Number.isSafeInteger(x) && (x as number) >= 0;
+  if (!offset(e[3])) return false;
+  if (e.length === 4) return true;
+  if (!Number.isSafeInteger(e[4]) || (e[4] as number) < 1) return false;
+  return e.length === 5 || (e.length === 7 && typeof e[5] === 'string' && offset(e[6]));
 }
 
 /**

@@ -79,8 +79,80 @@ export function* tocRows(catalog: Catalog, entries: Iterable<TocEntry>, target: 
   }
 }
 
-/** [start, end, block] or [start, end, targetSnapshot, targetStart]. */
-export type SealedEntry = [number, number, string] | [number, number, string, number];
+/**
+ * A sealed TOC entry: data [start, end, block], or a ref [start, end,
+ * targetSnapshot, targetStart, depth?, rootSnapshot?, rootStart?]. A ref
+ * names the same path in its target snapshot (the chain of the seed's FIG. 7);
+ * `depth` is how many hops a read of it takes to reach data, and the root,
+ * where given, is a version further down the chain that holds the same bytes:
+ * the sealed twin of the catalog's shortcut, so a checked read also stays
+ * within MAX_DEPTH hops. Refs sealed before depths were recorded have four
+ * fields (their depth is taken as MAX_DEPTH).
+ */
+export type SealedData = [number, number, string];
+export type SealedRef = [number, number, string, number] | [number, number, string, number, number] | [number, number, string, number, number, string, number];
+export type SealedEntry = SealedData | SealedRef;
+
+/** Hops a read of a sealed entry takes to reach data. */
+export function sealedDepth(e: SealedEntry): number {
+  return e.length === 3 ? 0 : e.length === 4 ? MAX_DEPTH : e[4];
+}
+
+/** Where a read of a sealed ref goes: its root if it has one, else its target (snapshot and offset of its first byte). */
+export function sealedRoot(e: SealedRef): [string, number] {
+  return e.length === 7 ? [e[5], e[6]] : [e[2], e[3]];
+}
+
+/** The index of the entry containing `offset` (entries cover their version in order). */
+export function entryAt(entries: readonly SealedEntry[], offset: number): number {
+  let lo = 0;
+  let hi = entries.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (entries[mid]![0] <= offset) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+/**
+ * The sealed entries of a ref of [start, end] to [ts, …] of a target whose
+ * own sealed entries are `under` (as its verified sealed TOC says, never the
+ * catalog: what is sealed here is believed by every later read). The rule
+ * is the catalog's (see tocRows): a range inside one ref of the target takes
+ * that ref's root; a range over several goes to the target itself, unless
+ * that would be deeper than MAX_DEPTH, and then it is split where the
+ * target's entries begin, each piece taking its entry's way.
+ */
+export function* sealedRef(start: number, end: number, target: string, ts: number, under: readonly SealedEntry[], where: string): Generator<SealedRef> {
+  const te = ts + (end - start);
+  const i = entryAt(under, ts);
+  const first = under[i];
+  const last = under[under.length - 1];
+  if (!first || first[0] > ts || first[1] < ts || !last || last[1] < te) throw integrity(`${where}: a reference to its previous version lies outside that version's sealed TOC`);
+  const one = (s: number, e: number, u: SealedEntry): SealedRef => {
+    const uts = ts + (s - start);
+    if (u.length === 3) return [s, e, target, uts, 1];
+    const [rs, ro] = sealedRoot(u);
+    return [s, e, target, uts, sealedDepth(u), rs, ro + (uts - u[0])];
+  };
+  if (first[1] >= te) {
+    yield one(start, end, first);
+    return;
+  }
+  let depth = 0;
+  for (let j = i; j < under.length && under[j]![0] <= te; j++) depth = Math.max(depth, sealedDepth(under[j]!));
+  if (depth + 1 <= MAX_DEPTH) {
+    yield [start, end, target, ts, depth + 1];
+    return;
+  }
+  for (let j = i; j < under.length && under[j]![0] <= te; j++) {
+    const u = under[j]!;
+    const a = Math.max(u[0], ts);
+    const b = Math.min(u[1], te);
+    yield one(start + (a - ts), start + (b - ts), u);
+  }
+}
 
 export interface SealedToc {
   snapshot: string;
@@ -115,6 +187,10 @@ export interface NewVersion {
   size: number;
   entries: Entries;
   target?: TargetVersion;
+  /** The target's entries as its verified sealed TOC has them: the refs sealed here then carry their depth and root (see SealedEntry). */
+  targetEntries?: readonly SealedEntry[];
+  /** The file, for errors. */
+  where?: string;
   /** The version's blocks (what the catalog's keeper diffs against the parent); a backup's VersionBatch needs them. */
   blocks?: BlockList;
 }
@@ -188,11 +264,21 @@ export async function sealedTocEntries(repo: Repository, t: SealedToc): Promise<
 }
 
 function* sealedEntries(v: NewVersion): Generator<SealedEntry> {
-  for (const e of v.entries) yield e.kind === 'data' ? [e.start, e.end, e.block.toString('hex')] : [e.start, e.end, v.target!.snapshotId, e.targetStart];
+  for (const e of v.entries) {
+    if (e.kind === 'data') yield [e.start, e.end, e.block.toString('hex')];
+    else if (v.targetEntries) yield* sealedRef(e.start, e.end, v.target!.snapshotId, e.targetStart, v.targetEntries, v.where ?? 'a file');
+    else yield [e.start, e.end, v.target!.snapshotId, e.targetStart];
+  }
 }
 
 function sealVersion(keyring: Keyring, packer: Packer, level: number, v: NewVersion, sealer?: TocSealer): Promise<SealedTocIds> {
-  return sealToc(keyring, packer, level, { snapshot: v.snapshotId, path: v.pathId.toString('hex'), size: v.size }, sealedEntries(v), v.entries.length, sealer);
+  const head = { snapshot: v.snapshotId, path: v.pathId.toString('hex'), size: v.size };
+  // Refs split past MAX_DEPTH make more entries than the TOC has: a short TOC's are counted first.
+  if (v.targetEntries && v.entries.length <= SEGMENT_ENTRIES) {
+    const entries = [...sealedEntries(v)];
+    return sealToc(keyring, packer, level, head, entries, entries.length, sealer);
+  }
+  return sealToc(keyring, packer, level, head, sealedEntries(v), v.entries.length, sealer);
 }
 
 
