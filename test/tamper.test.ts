@@ -115,6 +115,25 @@ function cutTo400000(repo: string, size: number): void {
   sql(repo, 'UPDATE toc SET end = 399999 WHERE version = ? AND end >= 400000', latest);
 }
 
+/** Swaps the baseline's first two data rows of `big` in the catalog, ranges adjusted so its TOC still adds up. */
+function swapBaselineRows(repo: string): void {
+  const db = new Database(path.join(repo, 'catalog.db'));
+  try {
+    const baseline = db.prepare('SELECT MIN(id) FROM versions WHERE size = 600000').pluck().get() as number;
+    const [r0, r1] = db.prepare('SELECT start, end, block FROM toc WHERE version = ? ORDER BY start LIMIT 2').all(baseline) as { start: number; end: number; block: Buffer }[];
+    const len0 = r0!.end - r0!.start + 1;
+    const len1 = r1!.end - r1!.start + 1;
+    db.transaction(() => {
+      db.prepare('DELETE FROM toc WHERE version = ? AND start IN (?, ?)').run(baseline, r0!.start, r1!.start);
+      const insert = db.prepare('INSERT INTO toc(version, start, end, block, depth) VALUES (?, ?, ?, ?, 0)');
+      insert.run(baseline, 0, len1 - 1, r1!.block);
+      insert.run(baseline, len1, len1 + len0 - 1, r0!.block);
+    })();
+  } finally {
+    db.close();
+  }
+}
+
 describe('a tampered local catalog', () => {
   it('a data row naming another file\'s block', () => {
     const { repo, env, a } = setup();
@@ -127,25 +146,23 @@ describe('a tampered local catalog', () => {
 
   it('two data rows swapped, ranges adjusted so the TOC still adds up', () => {
     const { repo, env, big, second } = setup();
-    const v = versionOf(repo, env, big);
-    const db = new Database(path.join(repo, 'catalog.db'));
-    const rows = db.prepare('SELECT start, end, block FROM toc WHERE version = ? ORDER BY start').all(v) as { start: number; end: number; block: Buffer | null }[];
-    // The first two rows of the baseline are data rows: put the second's block first.
-    const baseline = db.prepare('SELECT MIN(id) FROM versions WHERE size = 600000').pluck().get() as number;
-    const base = db.prepare('SELECT start, end, block FROM toc WHERE version = ? ORDER BY start LIMIT 2').all(baseline) as { start: number; end: number; block: Buffer }[];
-    void rows;
-    const [r0, r1] = base as [{ start: number; end: number; block: Buffer }, { start: number; end: number; block: Buffer }];
-    const len0 = r0.end - r0.start + 1;
-    const len1 = r1.end - r1.start + 1;
-    db.transaction(() => {
-      db.prepare('DELETE FROM toc WHERE version = ? AND start IN (?, ?)').run(baseline, r0.start, r1.start);
-      const insert = db.prepare('INSERT INTO toc(version, start, end, block, depth) VALUES (?, ?, ?, ?, 0)');
-      insert.run(baseline, 0, len1 - 1, r1.block);
-      insert.run(baseline, len1, len1 + len0 - 1, r0.block);
-    })();
-    db.close();
+    swapBaselineRows(repo);
     // Read through the second version, whose refs lead into the baseline.
     expectCaught(repo, env, big, second);
+  });
+
+  it('a backup makes its references against the parent as sealed, not as the tampered catalog lists its blocks', () => {
+    const { repo, env, big, second } = setup();
+    swapBaselineRows(repo);
+    // Changed again: its unchanged blocks would become refs to wherever the catalog says the parent has them.
+    const third = Buffer.concat([second, rng.bytes(1000)]);
+    fs.writeFileSync(big, third);
+    ok(['backup', path.dirname(big)], env);
+    // What was sealed is right: a catalog rebuilt from the sealed TOCs reads the new version byte-exact.
+    ok(['rebuild-catalog'], env);
+    const cat = strata(['cat', big], env);
+    expect(cat.status, cat.stderr).toBe(0);
+    expect(cat.raw.equals(third)).toBe(true);
   });
 
   it('a reference block moved by -4', () => {
@@ -200,15 +217,8 @@ describe('a keyed forget', () => {
   it('checks the rows it reseals: a tampered row never becomes sealed truth', () => {
     const { repo, env, big, second } = setup();
     // The baseline's first two data rows swapped; the second version's refs read through them.
+    swapBaselineRows(repo);
     const db = new Database(path.join(repo, 'catalog.db'));
-    const baseline = db.prepare('SELECT MIN(id) FROM versions WHERE size = 600000').pluck().get() as number;
-    const [r0, r1] = db.prepare('SELECT start, end, block FROM toc WHERE version = ? ORDER BY start LIMIT 2').all(baseline) as { start: number; end: number; block: Buffer }[];
-    db.transaction(() => {
-      db.prepare('DELETE FROM toc WHERE version = ? AND start IN (?, ?)').run(baseline, r0!.start, r1!.start);
-      const insert = db.prepare('INSERT INTO toc(version, start, end, block, depth) VALUES (?, ?, ?, ?, 0)');
-      insert.run(baseline, 0, r1!.end - r1!.start, r1!.block);
-      insert.run(baseline, r1!.end - r1!.start + 1, r1!.end - r1!.start + 1 + r0!.end - r0!.start, r0!.block);
-    })();
     const first = db.prepare('SELECT id FROM snapshots ORDER BY seq LIMIT 1').pluck().get() as string;
     db.close();
     // Forgetting the first snapshot splices its rows into the second version, which is resealed.

@@ -653,7 +653,7 @@ class BackupRun {
     const blocks = await this.readFile(abs, prevRow ? previous : undefined);
     if (!blocks) return undefined;
     entry.size = blocks.size;
-    const entries = diffBlocks(previous, blocks);
+    let entries = diffBlocks(previous, blocks);
     if (prevRow && this.parent && !this.opts.force && blocks.size === prevRow.size && entries.dataEntries === 0 && entries.refEntries <= 1) {
       // Read again (its stats changed: a new inode, a touch) and found the same
       // bytes: the parent's version serves, with no row and no sealed TOC.
@@ -664,6 +664,10 @@ class BackupRun {
       this.report();
       return { ...entry, parentContent: contentMark(repo.keyring, blocks) };
     }
+    // Refs are sealed for good: they are made against the parent as its sealed TOC says, not as the catalog does.
+    const sealed = entries.refEntries > 0 && prevRow ? await this.sealedParent(abs, pathId, prevRow) : undefined;
+    if (sealed) entries = diffBlocks(sealed.blocks, blocks);
+    else if (entries.refEntries > 0) entries = diffBlocks(new BlockList(1), blocks);
     if (prevRow) this.r.filesChanged++;
     else this.r.filesNew++;
     this.r.dataEntries += entries.dataEntries;
@@ -678,7 +682,7 @@ class BackupRun {
       size: entry.size,
       entries,
       target: entries.refEntries > 0 ? target : undefined,
-      targetEntries: entries.refEntries > 0 && prevRow ? await this.sealedParent(abs, pathId, prevRow) : undefined,
+      targetEntries: entries.refEntries > 0 ? sealed?.entries : undefined,
       where: abs,
       blocks,
     });
@@ -686,17 +690,25 @@ class BackupRun {
   }
 
   /**
-   * The parent version's entries as its sealed TOC says (checked as a read
-   * checks them), from which the refs sealed now take their roots; none if
-   * they cannot be had, and the refs are then sealed without (reads follow
-   * the chain instead).
+   * The parent version as its sealed TOCs say (checked as a read checks
+   * them): its entries, from which the refs sealed now take their roots, and
+   * its blocks, against which they are made (a piece of a block has no id, and
+   * is not matched). Undefined if that cannot be had: the file is then
+   * stored without refs.
    */
-  private async sealedParent(abs: string, pathId: Buffer, row: VersionRow): Promise<readonly SealedEntry[] | undefined> {
+  private async sealedParent(abs: string, pathId: Buffer, row: VersionRow): Promise<{ entries: readonly SealedEntry[]; blocks: BlockList } | undefined> {
     if (!this.parent) return undefined;
     try {
-      return (await verifier(this.repo).bind(this.parent, abs, pathId, row)).truth.entries;
+      const v = verifier(this.repo);
+      const bound = await v.bind(this.parent, abs, pathId, row);
+      const blocks = new BlockList();
+      for await (const p of v.expected(bound, 0, bound.truth.size - 1)) blocks.push(p.from === 0 && p.length === p.blockSize ? p.block : null, p.length);
+      return { entries: bound.truth.entries, blocks };
     } catch (e) {
-      if (e instanceof StrataError && e.code === 'integrity') return undefined;
+      if (e instanceof StrataError && e.code === 'integrity') {
+        this.warn(`${abs}: its version in the parent snapshot cannot be checked against its sealed TOC (${e.message}); stored without references to it`, false);
+        return undefined;
+      }
       throw e;
     }
   }
