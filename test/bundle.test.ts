@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vm from 'node:vm';
 import { describe, expect, it } from 'vitest';
-import { sqliteAddon } from '../src/repo/catalog.js';
+import { sqliteAddon } from '../src/catalog/catalog.js';
 import { VERSION } from '../src/version.js';
 import { ROOT, tempDir } from './helpers.js';
 

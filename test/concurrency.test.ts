@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { Lease } from '../src/repo/lease.js';
+import { Lease } from '../src/catalog/lease.js';
 import { Repository } from '../src/repo/repository.js';
 import { initCliRepo, Rng, strata, strataAsync, tempDir } from './helpers.js';
 
@@ -100,7 +100,7 @@ describe('concurrent use', () => {
     const r = await Repository.open(repo, { password: async () => 'pw' });
     r.catalog.db
       .prepare('INSERT INTO leases(id, kind, host, pid, started, heartbeat, parent) VALUES (?, ?, ?, ?, ?, ?, NULL)')
-      .run('dead', 'maintenance', (await import('../src/repo/lease.js')).HOST_ID, 2 ** 22 + 12345, Date.now(), Date.now());
+      .run('dead', 'maintenance', (await import('../src/catalog/lease.js')).HOST_ID, 2 ** 22 + 12345, Date.now(), Date.now());
     r.close();
     expect(strata(['prune'], env).status).toBe(0);
   });

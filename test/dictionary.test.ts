@@ -12,8 +12,9 @@ import { describe, expect, it } from 'vitest';
 import { blockId, Keyring, open } from '../src/crypto/keyring.js';
 import { addDictionary, decodeBlock, encodeBlock, MissingDictionary } from '../src/repo/blockcodec.js';
 import { DictionaryBuilder, openDictionary, sealDictionary } from '../src/repo/dictionary.js';
-import { BLOB_KINDS } from '../src/repo/catalog.js';
-import { decodePackIndex, encodePack, PACK_MAGIC } from '../src/repo/pack.js';
+import { BLOB_KINDS } from '../src/catalog/catalog.js';
+import { decodePackIndex, encodePack } from '../src/repo/pack.js';
+import { PACK_MAGIC } from '../src/catalog/packs.js';
 import { initCliRepo, Rng, strata, tempDir } from './helpers.js';
 
 const encKey = Buffer.alloc(32, 1);

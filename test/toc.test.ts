@@ -5,10 +5,11 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { metaAad } from '../src/engine/snapshot.js';
-import { blocksOf, resolveRange } from '../src/engine/resolve.js';
-import { BlockList } from '../src/engine/blocklist.js';
-import { diffBlocks, offsetOf, referenceBlocks, type BlockSpan, type TocEntry } from '../src/engine/toc.js';
-import { storeVersion, type TargetVersion } from '../src/engine/versions.js';
+import { blocksOf, resolveRange } from '../src/catalog/resolve.js';
+import { BlockList } from '../src/catalog/blocklist.js';
+import { diffBlocks, offsetOf, referenceBlocks, type BlockSpan, type TocEntry } from '../src/catalog/toc.js';
+import { storeVersion } from '../src/engine/versions.js';
+import { type TargetVersion } from '../src/catalog/toc-rows.js';
 import { encodeBlock } from '../src/repo/blockcodec.js';
 import type { Packer } from '../src/repo/packer.js';
 import type { Repository } from '../src/repo/repository.js';

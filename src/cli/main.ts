@@ -108,7 +108,8 @@ export function commandWord(args: readonly string[]): string | undefined {
 /** The program with the commands `argv` may run: just its command's module when it names one, else all (help, errors). */
 export async function buildProgram(argv: readonly string[] = []): Promise<Command> {
   const word = commandWord(argv.slice(2));
-  const wanted = MODULES.filter(([names]) => word !== undefined && names.includes(word));
+  // completion prints every command's options: it needs them all, as help does.
+  const wanted = word === 'completion' ? [] : MODULES.filter(([names]) => word !== undefined && names.includes(word));
   const modules = await Promise.all((wanted.length > 0 ? wanted : MODULES).map(([, load]) => load()));
   const program = new Command('strata')
     .description('backups as a baseline plus incrementals: any byte range of any file at any point in time')

@@ -12,8 +12,8 @@
  */
 import { readSync } from 'node:fs';
 import type { Chunker } from '../chunker/fastcdc.js';
-import { ID_BYTES, type BlockList } from './blocklist.js';
-import { BlockIndex } from './toc.js';
+import { ID_BYTES, type BlockList } from '../catalog/blocklist.js';
+import { BlockIndex } from '../catalog/toc.js';
 
 export interface AlignedBlock {
   /** The block's bytes, valid only until the next block is asked for; null for a block a worker confirmed. */

@@ -14,7 +14,7 @@
 import * as path from 'node:path';
 import type { Repository } from '../repo/repository.js';
 import { storedVersion } from './read.js';
-import type { Piece } from './resolve.js';
+import type { Piece } from '../catalog/resolve.js';
 import type { Snapshot } from './snapshot.js';
 import type { EntryType, TreeEntry } from './tree.js';
 

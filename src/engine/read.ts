@@ -6,7 +6,7 @@
 import * as path from 'node:path';
 import { integrity, notFound, StrataError } from '../errors.js';
 import type { Repository } from '../repo/repository.js';
-import type { Piece } from './resolve.js';
+import type { Piece } from '../catalog/resolve.js';
 import { Snapshot } from './snapshot.js';
 import type { When } from '../util/when.js';
 import { resolveRange as resolveByteRange, type RangeSpec } from '../util/range.js';

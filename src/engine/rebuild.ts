@@ -9,10 +9,11 @@
 import { integrity } from '../errors.js';
 import { decodePackIndex } from '../repo/pack.js';
 import type { Repository } from '../repo/repository.js';
-import { contentMark } from './blocklist.js';
+import { contentMark } from '../catalog/blocklist.js';
 import { metaAad, type SnapshotRecord } from './snapshot.js';
 import { decodeTree, findEntry, treeIds, type Tree, type TreeEntry } from './tree.js';
-import { sealedTocEntries, tocRows, type SealedToc, type SealedTocSegment, type TargetVersion } from './versions.js';
+import { sealedTocEntries, type SealedToc, type SealedTocSegment } from './versions.js';
+import { tocRows, type TargetVersion } from '../catalog/toc-rows.js';
 
 export interface RebuildResult {
   packs: number;

@@ -5,9 +5,9 @@
  */
 import * as path from 'node:path';
 import { integrity, notFound, StrataError } from '../errors.js';
-import type { SnapshotRow } from '../repo/catalog.js';
+import type { SnapshotRow } from '../catalog/catalog.js';
 import type { Repository } from '../repo/repository.js';
-import type { CatalogService } from '../repo/service.js';
+import type { CatalogService } from '../catalog/service.js';
 import type { When } from '../util/when.js';
 import { decodeTree, findEntry, type Tree, type TreeEntry } from './tree.js';
 

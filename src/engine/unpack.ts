@@ -10,7 +10,7 @@ import { writeSync } from 'node:fs';
 import { integrity, interrupted } from '../errors.js';
 import type { Repository } from '../repo/repository.js';
 import { ID_BYTES, PIECE_FIELDS, type UnpackAnswer } from '../workers/unpacker.js';
-import type { Piece } from './resolve.js';
+import type { Piece } from '../catalog/resolve.js';
 import { verifiedPieces, type BoundVersion } from './verify.js';
 
 /**

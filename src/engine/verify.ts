@@ -24,11 +24,11 @@
  * chain is followed once per process however many ranges are read.
  */
 import { integrity, StrataError } from '../errors.js';
-import { BlockList, contentMark } from './blocklist.js';
-import type { SnapshotRow, TocRow, VersionRow } from '../repo/catalog.js';
+import { BlockList, contentMark } from '../catalog/blocklist.js';
+import type { SnapshotRow, TocRow, VersionRow } from '../catalog/catalog.js';
 import type { Repository } from '../repo/repository.js';
-import type { VersionRecord } from '../repo/service.js';
-import type { Piece } from './resolve.js';
+import type { VersionRecord } from '../catalog/service.js';
+import type { Piece } from '../catalog/resolve.js';
 import { Snapshot, type SnapshotRecord, metaAad } from './snapshot.js';
 import type { TreeEntry } from './tree.js';
 import { entryAt, sealedTocEntries, type SealedEntry, type SealedRef, type SealedToc } from './versions.js';

@@ -13,20 +13,13 @@
 import type { Keyring } from '../crypto/keyring.js';
 import { StrataError } from '../errors.js';
 import type { Storage } from '../storage/storage.js';
+import type { Claim, ClaimVerifier } from '../catalog/remote.js';
 import { decodePackIndex } from './pack.js';
-
-/** Where the catalog says a block is. */
-export interface Claim {
-  pack: string;
-  packSize: number;
-  offset: number;
-  length: number;
-}
 
 /** Bytes read from a pack's end at first: its index fits for any pack of ordinary size. */
 const TAIL = 64 * 1024;
 
-export class ClaimChecker {
+export class ClaimChecker implements ClaimVerifier {
   /** Per pack: where its authenticated index puts each block (id hex -> offset, length), or null when it does not open. */
   private readonly packs = new Map<string, Promise<Map<string, [number, number]> | null>>();
 

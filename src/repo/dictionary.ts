@@ -34,8 +34,6 @@ const MAX_RATIO = 0.75;
  */
 const MIN_BITS = 1;
 const MAX_BITS = 6.5;
-/** Larger than any dictionary a writer makes, and than a server takes (64 KiB). */
-const MAX_SEALED = 64 * 1024;
 /** zstd reads a dictionary starting with its magic number as a trained one, not as raw content. */
 const ZSTD_DICT_MAGIC = Buffer.from([0x37, 0xa4, 0x30, 0xec]);
 
@@ -60,16 +58,6 @@ export function openDictionary(keyring: Keyring, name: string, sealed: Uint8Arra
 }
 
 /** A dictionary's sealed bytes from a store. */
-export async function fetchDictionary(storage: Storage, name: string): Promise<Buffer> {
-  try {
-    // A hostile repository could offer a "dictionary" of any size: it is not read whole unless small.
-    if ((await storage.stat({ kind: 'dict', name })).size > MAX_SEALED) throw integrity(`dictionary ${name} is larger than any dictionary`);
-    return await storage.get({ kind: 'dict', name });
-  } catch (e) {
-    if ((e as { code?: string }).code === 'not_found') throw integrity(`dictionary ${name} is missing from the repository`);
-    throw e;
-  }
-}
 
 /** Where a reader gets a dictionary's sealed bytes: the store, or a cache in front of it (passed over when `fresh`). */
 export type DictionarySource = (name: string, fresh?: boolean) => Promise<Buffer>;

@@ -12,19 +12,10 @@
 import { createHash } from 'node:crypto';
 import type { Keyring } from '../crypto/keyring.js';
 import { integrity } from '../errors.js';
-import { BLOB_KINDS, type BlobKind } from './catalog.js';
+import { BLOB_KINDS, type BlobKind } from '../catalog/catalog.js';
+import { PACK_END, type PackEntry } from '../catalog/packs.js';
 
-export const PACK_MAGIC = Buffer.from('STRATAPK');
-export const PACK_END = Buffer.from('STRATAPE');
 const INDEX_AAD = 'strata pack index';
-
-export interface PackEntry {
-  id: Buffer;
-  kind: BlobKind;
-  offset: number;
-  length: number;
-  size: number;
-}
 
 interface IndexJson {
   blobs: [string, BlobKind, number, number, number][];

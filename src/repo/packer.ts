@@ -12,9 +12,10 @@
  * while the other is written.
  */
 import type { Keyring } from '../crypto/keyring.js';
-import type { BlobKind } from './catalog.js';
-import { encodePack, PACK_MAGIC } from './pack.js';
-import type { CatalogService } from './service.js';
+import type { BlobKind } from '../catalog/catalog.js';
+import { encodePack } from './pack.js';
+import { PACK_MAGIC } from '../catalog/packs.js';
+import type { CatalogService } from '../catalog/service.js';
 
 // 8 MiB: a writer holds two pack buffers, and at 16 MiB they alone were a sixth of
 // a backup's memory; larger packs measured no faster here.

@@ -15,11 +15,12 @@ import { LocalStorage } from '../storage/local.js';
 import type { Storage } from '../storage/storage.js';
 import { addDictionary, decodeBlock, type Dictionary } from './blockcodec.js';
 import { allDictionaries, decodeWithDictionaries, loadDictionary, sealDictionary } from './dictionary.js';
-import { Catalog, type BlobKind } from './catalog.js';
+import { Catalog, type BlobKind } from '../catalog/catalog.js';
 import type { UnpackPool } from '../workers/unpack-pool.js';
+import { ClaimChecker } from './claims.js';
 import { DEFAULT_PACK_SIZE, Packer } from './packer.js';
-import type { RemoteService } from './remote.js';
-import { LocalService, type CatalogService } from './service.js';
+import type { RemoteService } from '../catalog/remote.js';
+import { LocalService, type CatalogService } from '../catalog/service.js';
 
 /**
  * 2: blocks may be compressed with a dictionary (repo/dictionary.ts) and pack
@@ -393,7 +394,7 @@ export class KeylessRepository {
 
 /** The code for a repository on a server, loaded only for one (it pulls in HTTP and TLS). */
 async function remoteModules() {
-  const [http, service, cache] = await Promise.all([import('../storage/http.js'), import('./remote.js'), import('../storage/cache.js')]);
+  const [http, service, cache] = await Promise.all([import('../storage/http.js'), import('../catalog/remote.js'), import('../storage/cache.js')]);
   return { HttpStorage: http.HttpStorage, RemoteService: service.RemoteService, ...cache };
 }
 
@@ -416,7 +417,7 @@ async function connect(url: string, options: RemoteOptions): Promise<{ storage: 
 async function remoteService(storage: HttpStorage, config: RepoConfig, remote: RemoteOptions, keyring?: Keyring): Promise<RemoteService> {
   const { RemoteService, BlockCache, DEFAULT_CACHE_BYTES } = await remoteModules();
   const cache = remote.cacheDir == null ? undefined : BlockCache.open(remote.cacheDir, config.id, remote.cacheBytes ?? DEFAULT_CACHE_BYTES);
-  return new RemoteService(storage, cache, keyring);
+  return new RemoteService(storage, cache, keyring && new ClaimChecker(storage, keyring));
 }
 
 /**

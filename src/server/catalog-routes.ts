@@ -1,6 +1,6 @@
 /**
  * The catalog's routes: what a client asks of the keeper of a repository's
- * catalog (src/repo/service.ts), answered here by the same LocalService a
+ * catalog (src/catalog/service.ts), answered here by the same LocalService a
  * local repository uses. The server never holds a key: it sees keyed ids,
  * sealed bytes, sizes and offsets, and builds each version's TOC itself from
  * the block list the client sends (the seed's claim 1).
@@ -11,9 +11,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { StrataError } from '../errors.js';
-import { Catalog } from '../repo/catalog.js';
-import { PACK_MAGIC } from '../repo/pack.js';
-import { LocalService } from '../repo/service.js';
+import { Catalog } from '../catalog/catalog.js';
+import { PACK_MAGIC } from '../catalog/packs.js';
+import { LocalService } from '../catalog/service.js';
 import {
   BLOCKS_PER_READ,
   CLAIM_BYTES,
@@ -28,7 +28,7 @@ import {
   rowToJson,
   snapshotToJson,
   WireError,
-} from '../repo/wire.js';
+} from '../catalog/wire.js';
 import type { LocalStorage } from '../storage/local.js';
 import { HttpError, sendJson, type RequestContext, type Route } from './http.js';
 import { parseRange } from './range.js';

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { Dictionary } from '../repo/blockcodec.js';
-import type { BlobKind } from '../repo/catalog.js';
+import type { BlobKind } from '../catalog/catalog.js';
 import type { DictionaryBuilder } from '../repo/dictionary.js';
 import { ID_BYTES, slotLayout, type ConfirmRequest, type DictionaryMessage, type ConfirmResponse, type SealRequest, type SealResponse, type SlotLayout, type StatRequest, type StatResponse } from './sealer.js';
 

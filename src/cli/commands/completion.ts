@@ -6,10 +6,9 @@ export function register(program: Command): void {
     .command('completion')
     .description('print a shell completion script (commands, options and their choices) for bash or zsh')
     .addArgument(new Argument('<shell>', 'bash or zsh').choices(['bash', 'zsh']))
-    .action(async (shell: 'bash' | 'zsh') => {
-      // Every command's options: the program with all of them, not just this one's module.
-      const { buildProgram } = await import('../main.js');
-      const full = await buildProgram();
+    .action((shell: 'bash' | 'zsh', _opts: unknown, command: Command) => {
+      // The program this command is part of, built with every command (see buildProgram).
+      const full = command.parent!;
       process.stdout.write(shell === 'bash' ? bashScript(full) : zshScript(full));
     });
 }

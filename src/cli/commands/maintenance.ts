@@ -5,7 +5,7 @@ import { parseDuration, type Policy } from '../../engine/policy.js';
 import { prune, type PruneResult } from '../../engine/prune.js';
 import { rebuildCatalog } from '../../engine/rebuild.js';
 import { ExitCode, usageError } from '../../errors.js';
-import { HOST_ID, isStale, type LeaseRow } from '../../repo/lease.js';
+import { HOST_ID, isStale, type LeaseRow } from '../../catalog/lease.js';
 import { KeylessRepository, Repository } from '../../repo/repository.js';
 import { formatBytes } from '../../util/size.js';
 import { credentials, globals, openRepo, remoteOptions, repoPath } from '../context.js';

@@ -7,7 +7,7 @@
  * target) ends in an integrity error rather than a hang or wrong bytes.
  */
 import { integrity } from '../errors.js';
-import type { Catalog, TocRow, TocSpan } from '../repo/catalog.js';
+import type { Catalog, TocRow, TocSpan } from './catalog.js';
 import { BlockList } from './blocklist.js';
 
 export interface Piece {

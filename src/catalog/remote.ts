@@ -7,20 +7,17 @@
  * Sealed blocks go through the local block cache when there is one.
  */
 import { createHash } from 'node:crypto';
-import type { Keyring } from '../crypto/keyring.js';
-import { ClaimChecker, type Claim } from './claims.js';
-import { fetchDictionary } from './dictionary.js';
-import { BlockList } from '../engine/blocklist.js';
-import type { Piece } from '../engine/resolve.js';
+import { BlockList } from './blocklist.js';
+import type { Piece } from './resolve.js';
 import { ExitCode, integrity, StrataError } from '../errors.js';
 import type { BlockCache } from '../storage/cache.js';
 import type { HttpStorage, Reply } from '../storage/http.js';
 import type { SnapshotRow, TocRow, VersionRow } from './catalog.js';
-import type { PackEntry } from './pack.js';
-import type { PackInfo, VersionProblem } from '../engine/check.js';
-import type { PrunePlan } from '../engine/prune.js';
+import type { PackEntry } from './packs.js';
+import type { PackInfo, VersionProblem } from './check.js';
+import type { PrunePlan } from './prune.js';
 import type { RangeSpec } from '../util/range.js';
-import type { BackupStart, CatalogService, ReadPlan, ResealedToc, SnapshotChoice, StoredVersionRow, VersionRecord, VersionUpload } from './service.js';
+import { fetchDictionary, type BackupStart, type CatalogService, type ReadPlan, type ResealedToc, type SnapshotChoice, type StoredVersionRow, type VersionRecord, type VersionUpload } from './service.js';
 import {
   BLOCKS_PER_READ,
   CLAIM_BYTES,
@@ -45,6 +42,20 @@ const KNOWN_LIMIT = 2_000_000;
 const RENEW_MS = 5_000;
 const VERSION_ROW = 64;
 
+/** Where the server says a block is. */
+export interface Claim {
+  pack: string;
+  packSize: number;
+  offset: number;
+  length: number;
+}
+
+/** Checks claims against the packs' sealed indexes, which takes the key (repo/claims.ts). */
+export interface ClaimVerifier {
+  /** For each claim, whether its pack's sealed index vouches for it (undefined: no claim). */
+  holds(ids: readonly Buffer[], claims: readonly (Claim | undefined)[]): Promise<boolean[]>;
+}
+
 /** Error codes a server answers with whose exit code is not 1, as a local repository gives them. */
 const REMOTE_EXIT_CODES: Record<string, number> = {
   locked: ExitCode.locked,
@@ -62,16 +73,16 @@ export class RemoteService implements CatalogService {
   private readonly renewals = new Map<string, NodeJS.Timeout>();
 
   /** Checks the server's claims that blocks are stored, when this client has the key (see missing). */
-  private readonly claims?: ClaimChecker;
+  private readonly claims?: ClaimVerifier;
   /** Blocks whose stored copy the server claimed but its pack does not vouch for: stored again as spares. */
   private readonly forged = new Set<string>();
 
   constructor(
     readonly http: HttpStorage,
     private readonly cache?: BlockCache,
-    keyring?: Keyring,
+    claims?: ClaimVerifier,
   ) {
-    if (keyring) this.claims = new ClaimChecker(http, keyring);
+    this.claims = claims;
   }
 
   private async json<T>(method: string, route: string, what: string, body?: unknown): Promise<T> {

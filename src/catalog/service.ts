@@ -6,19 +6,18 @@
  * chunks, ids and seals; the keeper finds what changed against the previous
  * version and builds the TOC (diffBlocks, tocRows), the same code either way.
  */
-import { fetchDictionary } from './dictionary.js';
 import { integrity, StrataError } from '../errors.js';
-import { BlockList } from '../engine/blocklist.js';
-import { blocksOf, blocksOfMany, resolveRange, type Piece } from '../engine/resolve.js';
-import { diffBlocks, wholeRef, type TocEntries } from '../engine/toc.js';
-import { tocRows, type TargetVersion } from '../engine/versions.js';
+import { BlockList } from './blocklist.js';
+import { blocksOf, blocksOfMany, resolveRange, type Piece } from './resolve.js';
+import { diffBlocks, wholeRef, type TocEntries } from './toc.js';
+import { tocRows, type TargetVersion } from './toc-rows.js';
 import type { Storage } from '../storage/storage.js';
 import { resolveRange as resolveByteRange, type RangeSpec } from '../util/range.js';
 import { GONE, retryStale, type Catalog, type SnapshotRow, type TocRow, type VersionRow } from './catalog.js';
-import type { PackInfo, VersionProblem } from '../engine/check.js';
-import type { PrunePlan } from '../engine/prune.js';
+import type { PackInfo, VersionProblem } from './check.js';
+import type { PrunePlan } from './prune.js';
 import { Lease } from './lease.js';
-import type { PackEntry } from './pack.js';
+import type { PackEntry } from './packs.js';
 
 /** A version with where its TOC ends (-1 for none): a reader checks it against the tree's size. */
 export interface StoredVersionRow extends VersionRow {
@@ -497,9 +496,9 @@ export class LocalService implements CatalogService {
 }
 
 /** Maintenance code, loaded when maintenance runs (most commands never do). */
-const checking = () => import('../engine/check.js');
-const forgetting = () => import('../engine/forget.js');
-const pruning = () => import('../engine/prune.js');
+const checking = () => import('./check.js');
+const forgetting = () => import('./forget.js');
+const pruning = () => import('./prune.js');
 
 /**
  * The TOC entries of a version: one ref to the parent's version when the file
@@ -568,3 +567,16 @@ function storedOnly(catalog: Catalog, list: BlockList): BlockList {
   return out;
 }
 
+/** A dictionary's sealed bytes from the store: a hostile repository could offer a "dictionary" of any size, so it is not read whole unless small. */
+export async function fetchDictionary(storage: Storage, name: string): Promise<Buffer> {
+  try {
+    if ((await storage.stat({ kind: 'dict', name })).size > MAX_SEALED_DICTIONARY) throw integrity(`dictionary ${name} is larger than any dictionary`);
+    return await storage.get({ kind: 'dict', name });
+  } catch (e) {
+    if ((e as { code?: string }).code === 'not_found') throw integrity(`dictionary ${name} is missing from the repository`);
+    throw e;
+  }
+}
+
+/** Larger than any dictionary a writer makes (repo/dictionary.ts), and than a server takes. */
+export const MAX_SEALED_DICTIONARY = 64 * 1024;

@@ -5,11 +5,11 @@
  * decoder checks lengths and ranges: a hostile peer gets an error, never a
  * misread.
  */
-import { BlockList, ID_BYTES } from '../engine/blocklist.js';
-import type { Piece } from '../engine/resolve.js';
+import { BlockList, ID_BYTES } from './blocklist.js';
+import type { Piece } from './resolve.js';
 import { StrataError } from '../errors.js';
 import { BLOB_KINDS, GONE, type BlobKind, type SnapshotRow, type TocRow } from './catalog.js';
-import type { PackEntry } from './pack.js';
+import type { PackEntry } from './packs.js';
 import type { VersionUpload } from './service.js';
 
 export class WireError extends StrataError {

@@ -1,0 +1,124 @@
+/**
+ * Layers with a direction (docs/ARCHITECTURE.md): each module imports only
+ * from its own layer or the ones below, and no chain of imports comes back
+ * to where it started. Read from the sources, type-only imports included:
+ * a type is a dependency too.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ROOT } from './helpers.js';
+
+/** Lowest first. A directory not named here is an error: a new one needs a place. */
+export const LAYERS: readonly (readonly string[])[] = [
+  ['errors.ts', 'version.ts', 'util'],
+  ['crypto', 'chunker'],
+  ['storage'],
+  ['catalog'],
+  ['repo', 'workers'],
+  ['engine'],
+  ['cli', 'server'],
+];
+
+/** Front ends that must stand on less than their layer allows: the server serves storage and the catalog, never keys. */
+const NARROWER: Record<string, number> = { server: 3 };
+
+const SRC = path.join(ROOT, 'src');
+
+function sources(dir = SRC): string[] {
+  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) return sources(p);
+    return e.name.endsWith('.ts') ? [p] : [];
+  });
+}
+
+/** The top-level part of src a module belongs to: its directory, or the file itself. */
+function part(file: string): string {
+  return path.relative(SRC, file).split(path.sep)[0]!;
+}
+
+export function layerOf(file: string): number {
+  const i = LAYERS.findIndex((l) => l.includes(part(file)));
+  if (i < 0) throw new Error(`${path.relative(ROOT, file)}: ${part(file)} has no layer in test/architecture.test.ts`);
+  return i;
+}
+
+/** Every relative import of a module (static, dynamic, type-only, re-export), as absolute .ts paths. */
+export function importsOf(file: string, text = fs.readFileSync(file, 'utf8')): string[] {
+  const specs = [...text.matchAll(/(?:from\s*|import\s*\(\s*|^import\s+)'(\.{1,2}\/[^']+)'/gm)].map((m) => m[1]!);
+  return specs.map((s) => path.resolve(path.dirname(file), s.replace(/\.js$/, '.ts')));
+}
+
+export function wrongWay(files: readonly string[], imports: (f: string) => string[]): string[] {
+  const out: string[] = [];
+  for (const f of files) {
+    const mine = NARROWER[part(f)] ?? layerOf(f);
+    for (const t of imports(f)) if (part(t) !== part(f) && layerOf(t) > mine) out.push(`${path.relative(SRC, f)} -> ${path.relative(SRC, t)}`);
+  }
+  return out;
+}
+
+/** Import cycles, each as the modules around it (one per strongly connected set). */
+export function cycles(files: readonly string[], imports: (f: string) => string[]): string[][] {
+  const index = new Map<string, number>();
+  const low = new Map<string, number>();
+  const stack: string[] = [];
+  const on = new Set<string>();
+  const out: string[][] = [];
+  let n = 0;
+  const visit = (v: string) => {
+    index.set(v, n);
+    low.set(v, n++);
+    stack.push(v);
+    on.add(v);
+    for (const w of imports(v)) {
+      if (!index.has(w)) {
+        visit(w);
+        low.set(v, Math.min(low.get(v)!, low.get(w)!));
+      } else if (on.has(w)) low.set(v, Math.min(low.get(v)!, index.get(w)!));
+    }
+    if (low.get(v) === index.get(v)) {
+      const set: string[] = [];
+      let w: string;
+      do {
+        w = stack.pop()!;
+        on.delete(w);
+        set.push(path.relative(SRC, w));
+      } while (w !== v);
+      if (set.length > 1 || imports(v).includes(v)) out.push(set.sort());
+    }
+  };
+  for (const f of files) if (!index.has(f)) visit(f);
+  return out;
+}
+
+describe('architecture', () => {
+  const files = sources();
+  const cache = new Map<string, string[]>();
+  const imports = (f: string) => {
+    let list = cache.get(f);
+    if (!list) cache.set(f, (list = importsOf(f).filter((t) => t.startsWith(SRC))));
+    return list;
+  };
+
+  it('every module imports only from its own layer or below (the server from storage and the catalog only)', () => {
+    expect(wrongWay(files, imports)).toEqual([]);
+  });
+
+  it('no import cycles', () => {
+    expect(cycles(files, imports)).toEqual([]);
+  });
+
+  it('the checks catch what they are for: a wrong-way import and a cycle', () => {
+    const a = path.join(SRC, 'catalog', 'a.ts');
+    const b = path.join(SRC, 'catalog', 'b.ts');
+    const fake: Record<string, string> = {
+      [a]: "import { x } from '../engine/backup.js';\nimport type { Y } from './b.js';",
+      [b]: "const m = () => import('./a.js');",
+    };
+    const fakeImports = (f: string) => importsOf(f, fake[f] ?? '');
+    expect(wrongWay([a, b], fakeImports)).toEqual(['catalog/a.ts -> engine/backup.ts']);
+    expect(cycles([a, b], fakeImports)).toEqual([['catalog/a.ts', 'catalog/b.ts']]);
+  });
+});
