@@ -102,7 +102,7 @@ describe('reference chains', () => {
     const latest = async (r: Repository) => {
       const snap = await findSnapshot(r, { kind: 'latest' });
       const f = await openFile(snap, file);
-      return { snap, version: f.version, entries: (await verifier(r).bind(snap, file, r.keyring.pathId(file), f.version)).truth.entries };
+      return { snap, version: f.version, entries: await (await verifier(r).bind(snap, file, r.keyring.pathId(file), f.version)).truth.entries.all() };
     };
     // The latest version sealed again (with the key) with every root naming a snapshot that is not there.
     const { version, entries } = await latest(repo);
@@ -126,7 +126,7 @@ describe('reference chains', () => {
     for (const id of ids.slice(-4, -1)) {
       const snap = await findSnapshot(r, { kind: 'id', prefix: id });
       const f = await openFile(snap, file);
-      for (const e of (await verifier(r).bind(snap, file, r.keyring.pathId(file), f.version)).truth.entries) if (e.length === 7) named.add(e[5]);
+      for (const e of await (await verifier(r).bind(snap, file, r.keyring.pathId(file), f.version)).truth.entries.all()) if (e.length === 7) named.add(e[5]);
     }
     const gone = new Set([0, ...[...named].map((id) => ids.indexOf(id)).filter((i) => i >= 0 && i < ids.length - 4)]);
     await forget(r, { ids: [...gone].map((i) => ids[i]!) });

@@ -5,13 +5,13 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { backup } from '../src/engine/backup.js';
 import { check } from '../src/engine/check.js';
 import { forget, forgetWithoutKey } from '../src/engine/forget.js';
 import { applyPolicy, parseDuration } from '../src/engine/policy.js';
 import { prune } from '../src/engine/prune.js';
-import { openFile } from '../src/engine/read.js';
+import { openFile, readRange } from '../src/engine/read.js';
 import { rebuildCatalog } from '../src/engine/rebuild.js';
 import { resolveRange, type ResolveStats } from '../src/catalog/resolve.js';
 import { findSnapshot, listSnapshots } from '../src/engine/snapshot.js';
@@ -284,6 +284,39 @@ describe('a TOC longer than one sealed segment', () => {
     expect((await check(fresh, { readData: true })).errors).toEqual([]);
     fresh.close();
   });
+});
+
+describe('a range read of a TOC sealed in segments', () => {
+  it('opens only the segments the range falls in, and reads every range byte-exact', async () => {
+    const repo = await makeRepo({ chunkAvg: 1024 });
+    const dir = tempDir();
+    const file = path.join(dir, 'big.bin');
+    const rng = new Rng(6);
+    const data = rng.bytes(20_000_000);
+    fs.writeFileSync(file, data);
+    const id = (await backup(repo, { paths: [dir] })).snapshot;
+    repo.close();
+    // About 20,000 data entries: five segments.
+    const r = await Repository.open(repo.root, { password: async () => 'test-password' });
+    const reads = vi.spyOn(r, 'readBlob');
+    const f = await openFile(await findSnapshot(r, { kind: 'id', prefix: id }), file);
+    const head = JSON.parse((await r.readBlob((await r.service.versionRecord(f.version.id))!.toc!, 'toc')).toString('utf8')) as SealedToc;
+    expect(head.segments!.length).toBeGreaterThanOrEqual(4);
+    reads.mockClear();
+    const range = async (start: number, length: number) => {
+      const parts: Buffer[] = [];
+      for await (const p of readRange(r, f.version, start, start + length - 1)) parts.push(Buffer.from(p));
+      expect(Buffer.concat(parts).equals(data.subarray(start, start + length)), `${start}+${length}`).toBe(true);
+    };
+    // Near the end: the head and the last segment or two, not all of them.
+    await range(data.length - 5000, 4096);
+    const tocReads = () => reads.mock.calls.filter((c) => c[1] === 'toc').length;
+    expect(tocReads()).toBeLessThanOrEqual(3);
+    // Across every segment boundary, and random ranges.
+    for (let k = 0; k < 40; k++) await range(rng.int(data.length - 200_000), 1 + rng.int(200_000));
+    await range(0, data.length);
+    r.close();
+  }, 120_000);
 });
 
 describe('prune beside a running backup', () => {

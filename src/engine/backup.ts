@@ -704,7 +704,7 @@ class BackupRun {
       const bound = await v.bind(this.parent, abs, pathId, row);
       const blocks = new BlockList();
       for await (const p of v.expected(bound, 0, bound.truth.size - 1)) blocks.push(p.from === 0 && p.length === p.blockSize ? p.block : null, p.length);
-      return { entries: bound.truth.entries, blocks };
+      return { entries: await bound.truth.entries.all(), blocks };
     } catch (e) {
       if (e instanceof StrataError && e.code === 'integrity') {
         this.warn(`${abs}: its version in the parent snapshot cannot be checked against its sealed TOC (${e.message}); stored without references to it`, false);

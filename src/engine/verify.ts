@@ -31,7 +31,7 @@ import type { VersionRecord } from '../catalog/service.js';
 import type { Piece } from '../catalog/resolve.js';
 import { Snapshot, type SnapshotRecord, metaAad } from './snapshot.js';
 import type { TreeEntry } from './tree.js';
-import { entryAt, sealedTocEntries, type SealedEntry, type SealedRef, type SealedToc } from './versions.js';
+import { entryAt, sealedTocSegment, type SealedEntry, type SealedRef, type SealedToc } from './versions.js';
 
 /** What a version is, as its sealed TOC says. */
 export interface Truth {
@@ -41,7 +41,91 @@ export interface Truth {
   owner: string | null;
   size: number;
   /** Ordered entries covering 0 … size-1 exactly. */
-  entries: SealedEntry[];
+  entries: SealedEntries;
+}
+
+/**
+ * A sealed TOC's entries. A long TOC is sealed in segments (4,096 entries
+ * each): a read opens only the ones its range falls in, so a 4 KiB read of a
+ * 4 GiB baseline does not open all 32. Each segment is checked as it is
+ * opened: well formed, contiguous, and continuing where its neighbour ends.
+ */
+export class SealedEntries {
+  private readonly opened = new Map<number, Promise<SealedEntry[]>>();
+  private readonly segments: readonly string[];
+
+  constructor(
+    private readonly repo: Repository,
+    private readonly head: SealedToc,
+    private readonly hex: string,
+  ) {
+    this.segments = head.segments ?? [];
+  }
+
+  /** How many pieces: its segments, or 1 for a TOC sealed whole. */
+  get count(): number {
+    return Math.max(1, this.segments.length);
+  }
+
+  /** Piece k's entries, checked. */
+  piece(k: number): Promise<SealedEntry[]> {
+    let p = this.opened.get(k);
+    if (!p) {
+      p = this.open(k);
+      this.opened.set(k, p);
+      p.catch(() => this.opened.delete(k));
+    }
+    return p;
+  }
+
+  private async open(k: number): Promise<SealedEntry[]> {
+    const entries = this.segments.length === 0 ? this.head.entries : await sealedTocSegment(this.repo, this.head, k);
+    const last = k === this.count - 1;
+    if (entries.length === 0 && !(last && this.head.size === 0 && this.segments.length === 0)) throw integrity(`sealed TOC ${this.hex} has an empty piece`);
+    let cursor = k === 0 ? 0 : entries[0]?.[0];
+    for (const e of entries) {
+      const ok = Array.isArray(e) && e[0] === cursor && Number.isSafeInteger(e[1]) && e[1] >= e[0] && typeof e[2] === 'string' && (e.length === 3 || wellFormedRef(e));
+      if (!ok) throw integrity(`sealed TOC ${this.hex} has a malformed entry at ${cursor}`);
+      cursor = e[1] + 1;
+    }
+    if (last && cursor !== this.head.size) throw integrity(`sealed TOC ${this.hex} covers ${cursor} bytes of ${this.head.size}`);
+    if (!last && cursor! > this.head.size) throw integrity(`sealed TOC ${this.hex} covers more than its ${this.head.size} bytes`);
+    return entries;
+  }
+
+  /** The piece after `k`, checked to begin where `k` ends. */
+  async next(k: number, current: readonly SealedEntry[]): Promise<SealedEntry[] | undefined> {
+    if (k + 1 >= this.count) return undefined;
+    const next = await this.piece(k + 1);
+    if (next[0]![0] !== current[current.length - 1]![1] + 1) throw integrity(`sealed TOC ${this.hex}: segment ${k + 1} does not continue segment ${k}`);
+    return next;
+  }
+
+  /** The piece and index of the entry holding `offset` (pieces are opened by interpolation, then halving). */
+  async locate(offset: number): Promise<{ piece: number; list: SealedEntry[]; i: number }> {
+    let lo = 0;
+    let hi = this.count - 1;
+    let k = Math.min(hi, Math.floor((offset / Math.max(1, this.head.size)) * this.count));
+    for (;;) {
+      const list = await this.piece(k);
+      if (list.length > 0 && offset < list[0]![0]) hi = k - 1;
+      else if (list.length > 0 && offset > list[list.length - 1]![1]) lo = k + 1;
+      else return { piece: k, list, i: entryAt(list, offset) };
+      if (lo > hi) throw integrity(`sealed TOC ${this.hex} has no entry at ${offset}`);
+      k = (lo + hi) >> 1;
+    }
+  }
+
+  /** Every entry, in order. */
+  async all(): Promise<SealedEntry[]> {
+    const out: SealedEntry[] = [];
+    for (let k = 0; k < this.count; k++) {
+      const list = await this.piece(k);
+      if (k > 0 && list[0]![0] !== out[out.length - 1]![1] + 1) throw integrity(`sealed TOC ${this.hex}: segment ${k} does not continue segment ${k - 1}`);
+      for (const e of list) out.push(e);
+    }
+    return out;
+  }
 }
 
 /** A version bound to a snapshot's file: what a read of it is checked against. */
@@ -123,15 +207,8 @@ export class Verifier {
     if (typeof t?.snapshot !== 'string' || typeof t.path !== 'string' || !Number.isSafeInteger(t.size) || t.size < 0 || !Array.isArray(t.entries)) {
       throw integrity(`sealed TOC ${hex} is not valid`);
     }
-    const entries = await sealedTocEntries(this.repo, t);
-    let cursor = 0;
-    for (const e of entries) {
-      const ok = Array.isArray(e) && e[0] === cursor && Number.isSafeInteger(e[1]) && e[1] >= e[0] && typeof e[2] === 'string' && (e.length === 3 || wellFormedRef(e));
-      if (!ok) throw integrity(`sealed TOC ${hex} has a malformed entry at ${cursor}`);
-      cursor = e[1] + 1;
-    }
-    if (cursor !== t.size) throw integrity(`sealed TOC ${hex} covers ${cursor} bytes of ${t.size}`);
-    return { id, owner: t.snapshot, path: t.path, size: t.size, entries };
+    if (t.segments !== undefined && (!Array.isArray(t.segments) || t.segments.some((x) => typeof x !== 'string') || t.entries.length > 0)) throw integrity(`sealed TOC ${hex} is not valid`);
+    return { id, owner: t.snapshot, path: t.path, size: t.size, entries: new SealedEntries(this.repo, t, hex) };
   }
 
   /**
@@ -225,7 +302,7 @@ export class Verifier {
         if (t.size !== rec.size) throw integrity(`${where}: the catalog says ${rec.size} bytes, its sealed TOC ${t.size}`, { version: id });
         return t;
       }
-      if (rec.size === 0) return { owner: null, size: 0, entries: [] };
+      if (rec.size === 0) return { owner: null, size: 0, entries: new SealedEntries(this.repo, { snapshot: '', path: '', size: 0, entries: [] }, 'of an empty file') };
       // Stored without a sealed TOC (unchanged since its parent: older strata, or a rebuilt catalog): one ref to an older version.
       const rows = await this.repo.service.toc(id);
       const target = rows[0]?.target;
@@ -356,11 +433,15 @@ export class Verifier {
       const f = stack.pop()!;
       if (f.depth > MAX_HOPS) throw integrity(`${b.absPath}: reference chain deeper than ${MAX_HOPS}`);
       if (f.start < 0) throw integrity(`${b.absPath}: a sealed reference points before the start of its target`, { path: b.absPath });
-      const entries = f.truth.entries;
-      let i = entryAt(entries, f.start);
+      const view = f.truth.entries;
+      let { piece, list, i } = await view.locate(f.start);
       let cursor = f.start;
       while (cursor <= f.end) {
-        const e = entries[i++];
+        if (i === list.length) {
+          const next = await view.next(piece, list);
+          if (next) [piece, list, i] = [piece + 1, next, 0];
+        }
+        const e = list[i++];
         // Past its end: said only once the bytes before it went out (a read of those is fine).
         if (!e || e[0] > cursor || e[1] < cursor) throw integrity(`${b.absPath}: a sealed reference points past the end of its target`, { path: b.absPath });
         const pieceEnd = Math.min(e[1], f.end);

@@ -10,7 +10,7 @@ import { MAX_DEPTH, tocRows, type TargetVersion } from '../catalog/toc-rows.js';
 import type { CatalogService } from '../catalog/service.js';
 import type { BlockList } from '../catalog/blocklist.js';
 import type { Packer } from '../repo/packer.js';
-import { integrity } from '../errors.js';
+import { integrity, StrataError } from '../errors.js';
 import { minorGc } from '../util/gc.js';
 import type { Repository } from '../repo/repository.js';
 import type { TocEntry } from '../catalog/toc.js';
@@ -191,12 +191,22 @@ export async function sealToc(
 export async function sealedTocEntries(repo: Repository, t: SealedToc): Promise<SealedEntry[]> {
   if (!t.segments) return t.entries;
   const all: SealedEntry[] = [];
-  for (const [i, hex] of t.segments.entries()) {
-    const seg = JSON.parse((await repo.readBlob(Buffer.from(hex, 'hex'), 'toc')).toString('utf8')) as SealedTocSegment;
-    if (seg.segment !== i || seg.snapshot !== t.snapshot || seg.path !== t.path) throw integrity(`TOC segment ${hex.slice(0, 16)} belongs elsewhere`);
-    all.push(...seg.entries);
-  }
+  for (let k = 0; k < t.segments.length; k++) all.push(...(await sealedTocSegment(repo, t, k)));
   return all;
+}
+
+/** Segment k of a long sealed TOC, checked to be that TOC's. */
+export async function sealedTocSegment(repo: Repository, t: SealedToc, k: number): Promise<SealedEntry[]> {
+  const hex = t.segments![k]!;
+  let seg: SealedTocSegment;
+  try {
+    seg = JSON.parse((await repo.readBlob(Buffer.from(hex, 'hex'), 'toc')).toString('utf8')) as SealedTocSegment;
+  } catch (e) {
+    if (e instanceof StrataError) throw e;
+    throw integrity(`TOC segment ${hex.slice(0, 16)} is not valid`);
+  }
+  if (seg?.segment !== k || seg.snapshot !== t.snapshot || seg.path !== t.path || !Array.isArray(seg.entries)) throw integrity(`TOC segment ${hex.slice(0, 16)} belongs elsewhere`);
+  return seg.entries;
 }
 
 function* sealedEntries(v: NewVersion): Generator<SealedEntry> {
