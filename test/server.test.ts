@@ -15,8 +15,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseRange } from '../src/server/range.js';
 import { routeTable } from '../src/server/routes.js';
 import { HttpStorage } from '../src/storage/http.js';
-import { LocalStorage } from '../src/storage/local.js';
-import { StorageError, type Storage } from '../src/storage/storage.js';
 import { BIN, cliEnv, ROOT, Rng, strata, tempDir } from './helpers.js';
 
 /** Token commands and the server need no password: none is in their environment. */
@@ -610,112 +608,12 @@ describe('serve: options and shutdown', () => {
   });
 });
 
-/** What every Storage must do, whatever carries the bytes. */
-function storageContract(label: string, make: () => Promise<Storage>): void {
-  describe(`Storage contract: ${label}`, () => {
-    let st: Storage;
-    const h = (i: number) => ({ kind: 'pack' as const, name: hex(`${label} ${i}`) });
-    const rng = new Rng(9);
-    const a = rng.bytes(70_000);
-
-    beforeAll(async () => {
-      st = await make();
-    });
-    afterAll(async () => {
-      await st.close();
-    });
-
-    it('put then get; parts are written in order; the same bytes again are fine', async () => {
-      await st.put(h(1), a);
-      expect((await st.get(h(1))).equals(a)).toBe(true);
-      const parts = [a.subarray(0, 1), a.subarray(1, 40_000), new Uint8Array(0), a.subarray(40_000)];
-      await st.put(h(2), parts);
-      expect((await st.get(h(2))).equals(a)).toBe(true);
-      await st.put(h(1), a);
-      await st.put(h(9), new Uint8Array(0));
-      expect((await st.get(h(9))).length).toBe(0);
-    });
-
-    it('read returns exactly the range asked for, or short_read', async () => {
-      expect((await st.read(h(1), 0, 10)).equals(a.subarray(0, 10))).toBe(true);
-      expect((await st.read(h(1), 12_345, 20_000)).equals(a.subarray(12_345, 32_345))).toBe(true);
-      expect((await st.read(h(1), a.length - 1, 1)).equals(a.subarray(a.length - 1))).toBe(true);
-      expect((await st.read(h(1), a.length, 0)).length).toBe(0);
-      for (const [off, len] of [
-        [a.length - 5, 10],
-        [a.length, 1],
-        [a.length + 10, 0],
-        [-1, 5],
-        [0, Number.MAX_SAFE_INTEGER],
-      ] as const) {
-        const e = await st.read(h(1), off, len).catch((x: unknown) => x);
-        expect(e, `${off} ${len}`).toBeInstanceOf(StorageError);
-        expect((e as StorageError).code).toBe('short_read');
-      }
-    });
-
-    it('many reads at once across more objects than stay open: every one returns its bytes', async () => {
-      const objects = Array.from({ length: 40 }, (_, i) => ({ h: h(100 + i), bytes: rng.bytes(5000) }));
-      for (const o of objects) await st.put(o.h, o.bytes);
-      const reads = Array.from({ length: 400 }, (_, i) => {
-        const o = objects[(i * 7) % objects.length]!;
-        const off = (i * 13) % 4000;
-        return st.read(o.h, off, 1000).then((b) => b.equals(o.bytes.subarray(off, off + 1000)));
-      });
-      expect((await Promise.all(reads)).every(Boolean)).toBe(true);
-      for (const o of objects) await st.delete(o.h);
-    });
-
-    it('missing objects: not_found from get, read and stat; exists is false', async () => {
-      const missing = h(404);
-      for (const op of [() => st.get(missing), () => st.read(missing, 0, 1), () => st.stat(missing)]) {
-        const e = await op().catch((x: unknown) => x);
-        expect(e).toBeInstanceOf(StorageError);
-        expect((e as StorageError).code).toBe('not_found');
-      }
-      expect(await st.exists(missing)).toBe(false);
-      expect(await st.exists(h(1))).toBe(true);
-    });
-
-    it('stat gives the size and a recent time', async () => {
-      const { size, mtimeMs } = await st.stat(h(1));
-      expect(size).toBe(a.length);
-      expect(Math.abs(mtimeMs - Date.now())).toBeLessThan(60_000);
-    });
-
-    it('list yields the names of one kind; config and keys', async () => {
-      const names: string[] = [];
-      for await (const n of st.list('pack')) names.push(n);
-      expect(names.sort()).toEqual([h(1).name, h(2).name, h(9).name].sort());
-      await st.put({ kind: 'config', name: 'config' }, Buffer.from('{}'));
-      await st.put({ kind: 'key', name: 'aaaabbbbccccdddd' }, Buffer.from('{"k":1}'));
-      const keys: string[] = [];
-      for await (const n of st.list('key')) keys.push(n);
-      expect(keys).toEqual(['aaaabbbbccccdddd']);
-      const configs: string[] = [];
-      for await (const n of st.list('config')) configs.push(n);
-      expect(configs).toEqual(['config']);
-      expect((await st.get({ kind: 'config', name: 'config' })).toString()).toBe('{}');
-    });
-
-    it('delete removes; deleting again is not an error', async () => {
-      await st.delete(h(2));
-      expect(await st.exists(h(2))).toBe(false);
-      await st.delete(h(2));
-      expect(await st.sweepTemporary(0)).toBe(0);
-    });
-  });
-}
-
-storageContract('LocalStorage', async () => new LocalStorage(path.join(tempDir(), 'local')));
-
 let contractServer: { url: string; token: string } | undefined;
-storageContract('HttpStorage', async () => {
+beforeAll(async () => {
   const dir = path.join(tempDir(), 'srv');
   const token = addToken(dir, 'c', 'admin');
   const s = await serve(dir, ['--quiet']);
   contractServer = { url: s.url, token };
-  return new HttpStorage(s.url, { token });
 });
 
 describe('HttpStorage specifics', () => {

@@ -129,7 +129,10 @@ describe('restore on worker threads', () => {
     const version = await repo.service.version(snap.row.seq, repo.keyring.pathId(bad));
     const loc = repo.catalog.blockLocation(repo.catalog.tocAt(version!.id, Math.floor(version!.size / 2))!.block!)!;
     const fd = fs.openSync(path.join(repo.root, 'packs', loc.pack.slice(0, 2), loc.pack), 'r+');
-    fs.writeSync(fd, Buffer.from([0x5a ^ 0xff]), 0, 1, loc.offset + 40);
+    // Flipped, not set: a set byte may already have that value.
+    const byte = Buffer.alloc(1);
+    fs.readSync(fd, byte, 0, 1, loc.offset + 40);
+    fs.writeSync(fd, Buffer.from([byte[0]! ^ 0xff]), 0, 1, loc.offset + 40);
     fs.closeSync(fd);
     const again = tempDir('strata-restore-');
     await expect(restore(repo, snap, { target: again })).rejects.toMatchObject({ code: 'integrity' });

@@ -12,6 +12,7 @@ import { calibrateScrypt, keyFileBinding, keyFileProblem, unwrapKey, wrapKey, ty
 import { ExitCode, noRepository, StrataError, usageError, wrongKey } from '../errors.js';
 import type { HttpStorage } from '../storage/http.js';
 import { LocalStorage } from '../storage/local.js';
+import { locate } from '../storage/location.js';
 import type { Storage } from '../storage/storage.js';
 import { addDictionary, decodeBlock, type Dictionary } from './blockcodec.js';
 import { allDictionaries, decodeWithDictionaries, loadDictionary, sealDictionary } from './dictionary.js';
@@ -70,8 +71,6 @@ export interface RemoteOptions {
   cacheBytes?: number;
 }
 
-export const isUrl = (where: string): boolean => /^https?:\/\//i.test(where);
-
 export class Repository {
   private readonly cache = new Map<string, Buffer>();
   private readonly cacheLimit = 16;
@@ -110,8 +109,9 @@ export class Repository {
   }
 
   static async init(root: string, password: string, opts: InitOptions = {}, remote: RemoteOptions = {}): Promise<Repository> {
-    if (isUrl(root)) return Repository.initRemote(root, password, opts, remote);
-    const dir = path.resolve(root);
+    const where = locate(root);
+    if (where.kind === 'server') return Repository.initRemote(where.url, password, opts, remote);
+    const dir = where.dir;
     if (fs.existsSync(dir)) {
       if (!fs.statSync(dir).isDirectory()) throw usageError(`${dir} exists and is not a directory`);
       if (fs.readdirSync(dir).length > 0) {
@@ -140,8 +140,9 @@ export class Repository {
   }
 
   static async open(root: string, creds: Credentials, _opts: { readonly?: boolean } = {}, options: RemoteOptions = {}): Promise<Repository> {
-    if (isUrl(root)) {
-      const { storage, remote } = await connect(root, options);
+    const where = locate(root);
+    if (where.kind === 'server') {
+      const { storage, remote } = await connect(where.url, options);
       try {
         const cached = cachedConfig(storage, remote);
         let config = parseConfig(cached?.text ?? (await readRemoteConfig(storage, remote)), storage.location);
@@ -160,7 +161,7 @@ export class Repository {
         throw e;
       }
     }
-    const dir = path.resolve(root);
+    const dir = where.dir;
     const config = readConfig(dir);
     const storage = new LocalStorage(dir, true);
     const keyring = await unlock(storage, config, creds);
@@ -173,8 +174,9 @@ export class Repository {
    * packs); the old catalog.db, if any, is renamed and its new name returned.
    */
   static async openForRebuild(root: string, creds: Credentials): Promise<{ repo: Repository; previous?: string }> {
-    if (isUrl(root)) throw new StrataError('local_only', 'rebuild-catalog runs on the server, against the repository directory', ExitCode.usage);
-    const dir = path.resolve(root);
+    const where = locate(root);
+    if (where.kind === 'server') throw new StrataError('local_only', 'rebuild-catalog runs on the server, against the repository directory', ExitCode.usage);
+    const dir = where.dir;
     const config = readConfig(dir);
     const storage = new LocalStorage(dir);
     const keyring = await unlock(storage, config, creds);
@@ -372,8 +374,9 @@ export class KeylessRepository {
   ) {}
 
   static async open(root: string, options: RemoteOptions = {}): Promise<KeylessRepository> {
-    if (isUrl(root)) {
-      const { storage, remote } = await connect(root, options);
+    const where = locate(root);
+    if (where.kind === 'server') {
+      const { storage, remote } = await connect(where.url, options);
       try {
         const config = parseConfig(cachedConfig(storage, remote)?.text ?? (await readRemoteConfig(storage, remote)), storage.location);
         return new KeylessRepository(storage.location, await remoteService(storage, config, remote));
@@ -382,7 +385,7 @@ export class KeylessRepository {
         throw e;
       }
     }
-    const dir = path.resolve(root);
+    const dir = where.dir;
     readConfig(dir);
     return new KeylessRepository(dir, new LocalService(openCatalog(dir), new LocalStorage(dir)));
   }

@@ -72,7 +72,8 @@ export class LocalStorage implements Storage {
     const target = this.file(h);
     await fs.mkdir(path.dirname(target), { recursive: true });
     const parts = Array.isArray(data) ? (data as readonly Uint8Array[]) : [data as Uint8Array];
-    await this.ensureSpace(parts.reduce((n, p) => n + p.byteLength, 0));
+    const size = parts.reduce((n, p) => n + p.byteLength, 0);
+    await this.ensureSpace(size);
     const tmp = path.join(path.dirname(target), `.tmp-${randomBytes(8).toString('hex')}`);
     const fh = await fs.open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
     try {
@@ -85,7 +86,22 @@ export class LocalStorage implements Storage {
       throw e;
     }
     await fh.close();
-    await fs.rename(tmp, target);
+    try {
+      // A hard link fails if the name exists, where a rename would replace it.
+      await fs.link(tmp, target);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') {
+        if (!(await sameContent(target, size, await hashStream(partsOf(parts))))) throw new StorageError('conflict', `${h.kind} ${h.name} already exists with other content; objects are never replaced`);
+      } else if (code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP' || code === 'EXDEV') {
+        // A file system without hard links: check, then rename (a narrow race).
+        if (await this.exists(h)) {
+          if (!(await sameContent(target, size, await hashStream(partsOf(parts))))) throw new StorageError('conflict', `${h.kind} ${h.name} already exists with other content; objects are never replaced`);
+        } else await fs.rename(tmp, target);
+      } else throw e;
+    } finally {
+      await fs.rm(tmp, { force: true });
+    }
   }
 
   /**
@@ -324,4 +340,8 @@ async function readdirOrEmpty(dir: string): Promise<string[]> {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw e;
   }
+}
+
+async function* partsOf(parts: readonly Uint8Array[]): AsyncIterable<Uint8Array> {
+  yield* parts;
 }

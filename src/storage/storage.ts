@@ -4,6 +4,9 @@
  * HTTP and S3-compatible stores later) must honour this contract:
  *
  * - `put` is atomic: a reader sees the whole object or none of it.
+ * - `put` writes once: the same bytes again under a name are fine (a retried
+ *   upload), other bytes are refused with code "conflict" and the first stay.
+ *   Names are content hashes or random, so nothing is ever replaced.
  * - `read` returns exactly `length` bytes from `offset`, or throws a
  *   StorageError with code "short_read" (never a shorter buffer).
  * - `get` of a missing object throws a StorageError with code "not_found".
@@ -37,7 +40,7 @@ export interface Storage {
 }
 
 export class StorageError extends StrataError {
-  constructor(code: 'not_found' | 'short_read' | 'io', message: string) {
+  constructor(code: 'not_found' | 'short_read' | 'io' | 'conflict', message: string) {
     super(code, message);
   }
 }

@@ -1,0 +1,95 @@
+/**
+ * Retries as a wrapper around any Storage: a store reached over a network
+ * (S3, say) fails now and then for reasons that pass. Only transient
+ * failures are tried again; an answer (not found, a short object, a
+ * conflicting write) is final. Every operation may be repeated safely: puts
+ * write once (the same bytes again are fine) and deletes of what is gone are
+ * not errors. The HTTP driver retries its own requests, its catalog calls
+ * included, and needs no wrapper.
+ */
+import { StorageError, type Handle, type Kind, type Storage } from './storage.js';
+
+export interface RetryPolicy {
+  /** Tries in all, the first included. */
+  attempts: number;
+  /** Wait before the second try; doubled for each one after. */
+  delayMs: number;
+}
+
+export const DEFAULT_RETRY: RetryPolicy = { attempts: 4, delayMs: 250 };
+
+/** Failures worth another try: an I/O error, a dropped or refused connection, a timeout. */
+export function transient(e: unknown): boolean {
+  if (e instanceof StorageError) return e.code === 'io';
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ECONNRESET' || code === 'ECONNREFUSED' || code === 'ETIMEDOUT' || code === 'EPIPE' || code === 'EAI_AGAIN' || code === 'EBUSY' || code === 'EAGAIN';
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+export class RetryingStorage implements Storage {
+  /** Tries made again, over the wrapper's life (for tests and progress). */
+  retried = 0;
+
+  constructor(
+    private readonly inner: Storage,
+    private readonly policy: RetryPolicy = DEFAULT_RETRY,
+  ) {}
+
+  get location(): string {
+    return this.inner.location;
+  }
+
+  private async again<T>(op: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await op();
+      } catch (e) {
+        if (attempt >= this.policy.attempts || !transient(e)) throw e;
+        this.retried++;
+        await sleep(this.policy.delayMs * 2 ** (attempt - 1));
+      }
+    }
+  }
+
+  put(h: Handle, data: Uint8Array | readonly Uint8Array[]): Promise<void> {
+    return this.again(() => this.inner.put(h, data));
+  }
+
+  get(h: Handle): Promise<Buffer> {
+    return this.again(() => this.inner.get(h));
+  }
+
+  read(h: Handle, offset: number, length: number): Promise<Buffer> {
+    return this.again(() => this.inner.read(h, offset, length));
+  }
+
+  stat(h: Handle): Promise<{ size: number; mtimeMs: number }> {
+    return this.again(() => this.inner.stat(h));
+  }
+
+  exists(h: Handle): Promise<boolean> {
+    return this.again(() => this.inner.exists(h));
+  }
+
+  /** A listing is tried again from the start while it has yielded nothing; past that, a failure ends it. */
+  async *list(kind: Kind): AsyncIterable<string> {
+    const first = await this.again(async () => {
+      const it = this.inner.list(kind)[Symbol.asyncIterator]();
+      return { it, step: await it.next() };
+    });
+    for (let step = first.step; !step.done; step = await first.it.next()) yield step.value;
+  }
+
+  delete(h: Handle): Promise<void> {
+    return this.again(() => this.inner.delete(h));
+  }
+
+  sweepTemporary(olderThanMs: number): Promise<number> {
+    return this.again(() => this.inner.sweepTemporary(olderThanMs));
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
