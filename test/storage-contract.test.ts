@@ -17,6 +17,17 @@ import { serve, token } from './server-helpers.js';
 
 const hex = (s: string) => createHash('sha256').update(s).digest('hex');
 
+/** putStream through the flaky store: made again (with a new source) when the store failed before taking it. */
+async function retryStream<T>(op: () => Promise<T>): Promise<T> {
+  for (let i = 0; ; i++) {
+    try {
+      return await op();
+    } catch (e) {
+      if (i > 2 || !(e instanceof StorageError) || !/injected/.test(e.message)) throw e;
+    }
+  }
+}
+
 /** What every Storage must do, whatever carries the bytes. */
 function storageContract(label: string, make: () => Promise<Storage>): void {
   describe(`Storage contract: ${label}`, () => {
@@ -116,6 +127,45 @@ function storageContract(label: string, make: () => Promise<Storage>): void {
       await st.delete(name);
     });
 
+    it('putStream: created, identical, conflict; a source that fails or falls short leaves nothing', async () => {
+      const name = h(8);
+      const from = async function* (...parts: Buffer[]) {
+        yield* parts;
+      };
+      const bytes = rng.bytes(100_000);
+      expect(await retryStream(() => st.putStream(name, from(bytes.subarray(0, 10), bytes.subarray(10)), bytes.length))).toBe('created');
+      expect((await st.get(name)).equals(bytes)).toBe(true);
+      expect(await retryStream(() => st.putStream(name, from(bytes), bytes.length))).toBe('identical');
+      expect(await retryStream(() => st.putStream(name, from(rng.bytes(100_000)), bytes.length))).toBe('conflict');
+      expect((await st.get(name)).equals(bytes)).toBe(true);
+      const short = h(10);
+      await expect(retryStream(() => st.putStream(short, from(bytes.subarray(0, 5)), 10))).rejects.toBeInstanceOf(StorageError);
+      const failing = async function* () {
+        yield bytes.subarray(0, 5);
+        throw new Error('the client went away');
+      };
+      await expect(retryStream(() => st.putStream(short, failing(), 10))).rejects.toThrow();
+      expect(await st.exists(short)).toBe(false);
+      await st.delete(name);
+    });
+
+    it('stream gives exactly the range asked for, in pieces; past the end is short_read', async () => {
+      const big = h(11);
+      const bytes = rng.bytes(9_000_000);
+      await st.put(big, bytes);
+      const collect = async (start: number, end: number) => {
+        const parts: Buffer[] = [];
+        for await (const p of st.stream(big, start, end)) parts.push(p);
+        return Buffer.concat(parts);
+      };
+      expect((await collect(0, bytes.length - 1)).equals(bytes)).toBe(true);
+      expect((await collect(4_194_300, 8_388_700)).equals(bytes.subarray(4_194_300, 8_388_701))).toBe(true);
+      expect((await collect(5, 5)).equals(bytes.subarray(5, 6))).toBe(true);
+      await expect(collect(0, bytes.length)).rejects.toMatchObject({ code: 'short_read' });
+      await expect(collect(0, 10).then(() => st.stream(h(404), 0, 1)[Symbol.asyncIterator]().next())).rejects.toMatchObject({ code: 'not_found' });
+      await st.delete(big);
+    });
+
     it('delete removes; deleting again is not an error', async () => {
       await st.delete(h(2));
       expect(await st.exists(h(2))).toBe(false);
@@ -156,6 +206,14 @@ class Flaky implements Storage {
   async put(h: Handle, data: Uint8Array | readonly Uint8Array[]) {
     this.trip('put', h, data.length);
     return this.inner.put(h, data);
+  }
+  async putStream(h: Handle, source: AsyncIterable<Uint8Array>, size: number) {
+    this.trip('putStream', h, size);
+    return this.inner.putStream(h, source, size);
+  }
+  async *stream(h: Handle, start: number, end: number) {
+    this.trip('stream', h, start, end);
+    yield* this.inner.stream(h, start, end);
   }
   async get(h: Handle) {
     this.trip('get', h);

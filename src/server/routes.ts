@@ -10,11 +10,10 @@
  * key; only DELETE (admin) removes anything. The append role adds a key file
  * only to a repository without one (init); further key files need admin.
  */
-import * as fs from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
-import { Transform } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { LocalStorage } from '../storage/local.js';
-import type { Handle, Kind } from '../storage/storage.js';
+import type { Handle, Kind, Storage } from '../storage/storage.js';
 import { HttpError, sendJson, type RequestContext, type Route } from './http.js';
 import { parseRange } from './range.js';
 import { CatalogKeeper, catalogRoutes } from './catalog-routes.js';
@@ -43,47 +42,35 @@ function handleOf(ctx: RequestContext): Handle {
   return { kind, name };
 }
 
-export function objectRoutes(storage: LocalStorage): Route[] {
+export function objectRoutes(storage: Storage): Route[] {
   const getObject = async (ctx: RequestContext) => {
     const h = handleOf(ctx);
-    let fh: fs.FileHandle;
-    try {
-      fh = await fs.open(storage.file(h), 'r');
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new HttpError(404, 'not_found', `${h.kind} ${h.name} not found`);
-      throw e;
+    const st = await storage.stat(h);
+    const range = parseRange(ctx.req.headers.range, st.size);
+    const headers: Record<string, string> = {
+      'Content-Type': 'application/octet-stream',
+      'Accept-Ranges': 'bytes',
+      'Last-Modified': new Date(st.mtimeMs).toUTCString(),
+    };
+    if (range.kind === 'unsatisfiable') {
+      throw new HttpError(416, 'range_not_satisfiable', range.reason, { 'Content-Range': `bytes */${st.size}` });
     }
-    try {
-      const st = await fh.stat();
-      if (!st.isFile()) throw new HttpError(404, 'not_found', `${h.kind} ${h.name} not found`);
-      const range = parseRange(ctx.req.headers.range, st.size);
-      const headers: Record<string, string> = {
-        'Content-Type': 'application/octet-stream',
-        'Accept-Ranges': 'bytes',
-        'Last-Modified': new Date(st.mtimeMs).toUTCString(),
-      };
-      if (range.kind === 'unsatisfiable') {
-        throw new HttpError(416, 'range_not_satisfiable', range.reason, { 'Content-Range': `bytes */${st.size}` });
-      }
-      const [start, end] = range.kind === 'range' ? [range.start, range.end] : [0, st.size - 1];
-      const length = end - start + 1;
-      if (range.kind === 'range') headers['Content-Range'] = `bytes ${start}-${end}/${st.size}`;
-      headers['Content-Length'] = String(length);
-      ctx.res.writeHead(range.kind === 'range' ? 206 : 200, headers);
-      if (ctx.req.method === 'HEAD' || length === 0) {
-        ctx.res.end();
-        return;
-      }
-      const count = new Transform({
-        transform(chunk: Buffer, _enc, done) {
-          ctx.bytesOut += chunk.length;
-          done(null, chunk);
-        },
-      });
-      await pipeline(fh.createReadStream({ start, end, autoClose: false }), count, ctx.res);
-    } finally {
-      await fh.close();
+    const [start, end] = range.kind === 'range' ? [range.start, range.end] : [0, st.size - 1];
+    const length = end - start + 1;
+    if (range.kind === 'range') headers['Content-Range'] = `bytes ${start}-${end}/${st.size}`;
+    headers['Content-Length'] = String(length);
+    ctx.res.writeHead(range.kind === 'range' ? 206 : 200, headers);
+    if (ctx.req.method === 'HEAD' || length === 0) {
+      ctx.res.end();
+      return;
     }
+    const count = new Transform({
+      transform(chunk: Buffer, _enc, done) {
+        ctx.bytesOut += chunk.length;
+        done(null, chunk);
+      },
+    });
+    await pipeline(Readable.from(storage.stream(h, start, end)), count, ctx.res);
   };
 
   return [
@@ -131,7 +118,7 @@ export function objectRoutes(storage: LocalStorage): Route[] {
             yield chunk;
           }
         })();
-        const outcome = await storage.putOnce(h, counted, size);
+        const outcome = await storage.putStream(h, counted, size);
         if (outcome === 'conflict') throw new HttpError(409, 'conflict', `${h.kind} ${h.name} already exists with other content; objects are never replaced`);
         sendJson(ctx, outcome === 'created' ? 201 : 200, { kind: h.kind, name: h.name, size, created: outcome === 'created' });
       },
@@ -151,7 +138,7 @@ export function objectRoutes(storage: LocalStorage): Route[] {
   ];
 }
 
-async function otherKeyExists(storage: LocalStorage, name: string): Promise<boolean> {
+async function otherKeyExists(storage: Storage, name: string): Promise<boolean> {
   for await (const other of storage.list('key')) if (other !== name && NAMES.key.test(other)) return true;
   return false;
 }

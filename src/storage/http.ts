@@ -33,6 +33,8 @@ export interface Reply {
 /** Statuses worth another try: the server or a proxy in front of it had trouble. */
 const RETRY_STATUS = new Set([500, 502, 503, 504]);
 
+const STREAM_PIECE = 4 * 1024 * 1024;
+
 export class HttpStorage implements Storage {
   readonly location: string;
   /** Body bytes sent and received, for statistics. */
@@ -80,6 +82,30 @@ export class HttpStorage implements Storage {
     const r = await this.request('PUT', this.path(h.kind, h.name), { body: parts });
     if (r.status === 200 || r.status === 201) return;
     throw this.failure(r, 'PUT', h);
+  }
+
+  async putStream(h: Handle, source: AsyncIterable<Uint8Array>, size: number): Promise<'created' | 'identical' | 'conflict'> {
+    const parts: Uint8Array[] = [];
+    let got = 0;
+    for await (const chunk of source) {
+      got += chunk.byteLength;
+      if (got > size) throw new StorageError('io', `${h.kind} ${h.name}: more than the announced ${size} bytes`);
+      parts.push(chunk);
+    }
+    if (got !== size) throw new StorageError('short_read', `${h.kind} ${h.name}: upload ended after ${got} of ${size} bytes`);
+    const existed = await this.exists(h);
+    try {
+      await this.put(h, parts);
+    } catch (e) {
+      if (e instanceof StrataError && e.code === 'conflict') return 'conflict';
+      throw e;
+    }
+    return existed ? 'identical' : 'created';
+  }
+
+  /** Ranges of at most 4 MiB at a time: each is one request, retried on its own. */
+  async *stream(h: Handle, start: number, end: number): AsyncIterable<Buffer> {
+    for (let at = start; at <= end; at += STREAM_PIECE) yield await this.read(h, at, Math.min(STREAM_PIECE, end - at + 1));
   }
 
   async get(h: Handle): Promise<Buffer> {

@@ -110,7 +110,7 @@ export class LocalStorage implements Storage {
    * same bytes were already there (a retried upload), or "conflict" when other
    * bytes are. If `source` fails or falls short, nothing is left behind.
    */
-  async putOnce(h: Handle, source: AsyncIterable<Uint8Array>, size: number): Promise<'created' | 'identical' | 'conflict'> {
+  async putStream(h: Handle, source: AsyncIterable<Uint8Array>, size: number): Promise<'created' | 'identical' | 'conflict'> {
     const target = this.file(h);
     if (await this.exists(h)) {
       // Drain the upload before answering, so the connection stays usable.
@@ -179,6 +179,23 @@ export class LocalStorage implements Storage {
       return await fs.readFile(this.file(h));
     } catch (e) {
       throw this.translate(e, h);
+    }
+  }
+
+  async *stream(h: Handle, start: number, end: number): AsyncIterable<Buffer> {
+    let fh: fs.FileHandle;
+    try {
+      fh = await fs.open(this.file(h), 'r');
+    } catch (e) {
+      throw this.translate(e, h);
+    }
+    try {
+      if (end < start) return;
+      const size = (await fh.stat()).size;
+      if (start < 0 || end >= size) throw new StorageError('short_read', `${h.kind} ${h.name}: wanted bytes ${start}-${end}, it has ${size}`);
+      for await (const chunk of fh.createReadStream({ start, end, autoClose: false })) yield chunk as Buffer;
+    } finally {
+      await fh.close();
     }
   }
 

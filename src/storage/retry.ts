@@ -56,8 +56,31 @@ export class RetryingStorage implements Storage {
     return this.again(() => this.inner.put(h, data));
   }
 
+  /** Not tried again: the source is read as it is sent, and cannot be read twice. */
+  putStream(h: Handle, source: AsyncIterable<Uint8Array>, size: number): Promise<'created' | 'identical' | 'conflict'> {
+    return this.inner.putStream(h, source, size);
+  }
+
   get(h: Handle): Promise<Buffer> {
     return this.again(() => this.inner.get(h));
+  }
+
+  /** Tried again from where it stopped: a stream that fails part way goes on with the rest of the range. */
+  async *stream(h: Handle, start: number, end: number): AsyncIterable<Buffer> {
+    let at = start;
+    for (let attempt = 1; at <= end; attempt++) {
+      try {
+        for await (const chunk of this.inner.stream(h, at, end)) {
+          at += chunk.length;
+          yield chunk;
+        }
+        return;
+      } catch (e) {
+        if (attempt >= this.policy.attempts || !transient(e)) throw e;
+        this.retried++;
+        await sleep(this.policy.delayMs * 2 ** (attempt - 1));
+      }
+    }
   }
 
   read(h: Handle, offset: number, length: number): Promise<Buffer> {

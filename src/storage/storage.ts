@@ -26,7 +26,16 @@ export interface Storage {
   readonly location: string;
   /** Stores an object made of `data` (one buffer, or parts written in order). */
   put(h: Handle, data: Uint8Array | readonly Uint8Array[]): Promise<void>;
+  /**
+   * put() streamed from `source` (`size` bytes), for what arrives in pieces
+   * (a server's uploads): "created", "identical" when the same bytes were
+   * there (a retried upload), or "conflict" when other bytes are. If `source`
+   * fails or falls short, nothing is left behind.
+   */
+  putStream(h: Handle, source: AsyncIterable<Uint8Array>, size: number): Promise<'created' | 'identical' | 'conflict'>;
   get(h: Handle): Promise<Buffer>;
+  /** Bytes start…end (inclusive) as a stream, for answers too large to hold (a server sending a pack). */
+  stream(h: Handle, start: number, end: number): AsyncIterable<Buffer>;
   read(h: Handle, offset: number, length: number): Promise<Buffer>;
   /** Size and last modification time (ms since the epoch). */
   stat(h: Handle): Promise<{ size: number; mtimeMs: number }>;
