@@ -82,7 +82,12 @@ export interface BackupStart {
   parent?: SnapshotRow;
 }
 
-export interface CatalogService {
+/**
+ * What a reader asks: snapshots, versions, their TOC rows and pieces, sealed
+ * blobs. A front end that only reads (a mount, a web UI) is given this, and
+ * nothing that writes.
+ */
+export interface CatalogReader {
   /** True when the catalog is kept elsewhere (answers cost a round trip). */
   readonly remote: boolean;
 
@@ -90,18 +95,10 @@ export interface CatalogService {
   snapshotsByPrefix(prefix: string): Promise<SnapshotRow[]>;
   snapshotBySeq(seq: number): Promise<SnapshotRow | undefined>;
   version(snapshot: number, path: Buffer): Promise<StoredVersionRow | undefined>;
-  /**
-   * A parent's versions of many paths (a directory's files), in the order
-   * given, as a backup compares with them: without where their TOCs end.
-   */
-  parentVersions(snapshot: number, paths: readonly Buffer[]): Promise<(VersionRow | undefined)[]>;
   versionById(id: number): Promise<VersionRow | undefined>;
+  versionRecord(version: number): Promise<VersionRecord | undefined>;
   /** The block pieces of [start, end] (inclusive) of a version, in order. */
   pieces(version: number, start: number, end: number): AsyncIterable<Piece>;
-  /** A version as its sequence of blocks (what the next version is aligned with). */
-  blockList(version: number, size: number): Promise<BlockList>;
-  /** blockList() of many versions (a directory's files), at once. */
-  blockLists(versions: readonly { id: number; size: number }[]): Promise<BlockList[]>;
   toc(version: number): Promise<TocRow[]>;
   /** A blob's sealed bytes, wherever its pack is. */
   readSealed(id: Buffer): Promise<Buffer>;
@@ -109,13 +106,14 @@ export interface CatalogService {
   sealedDictionary(name: string, fresh?: boolean): Promise<Buffer>;
   /** A read plan for a path (keyed id) and a range; undefined when the client must look itself. */
   planRead(path: Buffer, choice: SnapshotChoice, range: RangeSpec | undefined): Promise<ReadPlan | undefined>;
-
-  /** True when the block is known to be stored. May say false for a stored block; `missing` is exact. */
-  hasBlock(id: Buffer): boolean;
-  /** hasBlock for many blocks at once. */
-  hasBlocks(ids: readonly Buffer[]): boolean[];
-  /** Of `ids`, those the repository lacks (any it has are safe from prune from now on). */
-  missing(ids: readonly Buffer[]): Promise<Buffer[]>;
+  /** The sealed bytes of a block's spare copies (catalog schema 7), for a reader whose first copy fails. */
+  spares(id: Buffer): Promise<Buffer[]>;
+  /**
+   * The sealed TOCs and snapshot records kept for snapshots a forget without
+   * the key removed (FORMAT.md §12), which reads through stale sealed TOCs
+   * follow; empty once every TOC is resealed.
+   */
+  retainedBlobs(): Promise<{ tocs: Buffer[]; records: Buffer[] }>;
   /**
    * Small facts a client verified with the key, kept between processes
    * (in the block cache of a remote client; none locally, where checking
@@ -123,11 +121,29 @@ export interface CatalogService {
    */
   fact?(key: string): Buffer | undefined;
   putFact?(key: string, value: Buffer): void;
-  /** The sealed bytes of a block's spare copies (catalog schema 7), for a reader whose first copy fails. */
-  spares(id: Buffer): Promise<Buffer[]>;
+
+  close(): Promise<void>;
+}
+
+/** What a backup adds: blocks and packs, a snapshot and its versions, under a lease. */
+export interface BackupWriter {
+  /**
+   * A parent's versions of many paths (a directory's files), in the order
+   * given, as a backup compares with them: without where their TOCs end.
+   */
+  parentVersions(snapshot: number, paths: readonly Buffer[]): Promise<(VersionRow | undefined)[]>;
+  /** A version as its sequence of blocks (what the next version is aligned with). */
+  blockList(version: number, size: number): Promise<BlockList>;
+  /** blockList() of many versions (a directory's files), at once. */
+  blockLists(versions: readonly { id: number; size: number }[]): Promise<BlockList[]>;
+  /** True when the block is known to be stored. May say false for a stored block; `missing` is exact. */
+  hasBlock(id: Buffer): boolean;
+  /** hasBlock for many blocks at once. */
+  hasBlocks(ids: readonly Buffer[]): boolean[];
+  /** Of `ids`, those the repository lacks (any it has are safe from prune from now on). */
+  missing(ids: readonly Buffer[]): Promise<Buffer[]>;
   /** Stores a pack and indexes its blobs (relocating them, for prune's repacking). */
   putPack(name: string, bytes: Buffer, entries: readonly PackEntry[], relocate?: boolean): Promise<void>;
-
   /** Takes a backup lease and picks the parent: the given snapshot, or the newest of the lineage at or before `time`. */
   startBackup(lineage: Buffer, time: number, parent: number | 'auto'): Promise<BackupStart>;
   /** With `inherits`, the snapshot's versions are only what changed since `parent`, plus tombstones (see catalog.ts, SCHEMA_5). */
@@ -137,26 +153,24 @@ export interface CatalogService {
   commitSnapshot(seq: number, root: Buffer, record: Buffer, meta: Buffer, blobs: readonly Buffer[]): Promise<void>;
   /** Releases a backup's or a maintenance's lease. */
   endLease(lease: string): Promise<void>;
+}
 
+/** What forget and prune do to the catalog, under the one maintenance lease. */
+export interface Maintenance {
   /** Takes the one maintenance lease (forget, prune), waiting up to `waitMs` for another to end. */
   startMaintenance(waitMs?: number, onWait?: (message: string) => void): Promise<string>;
   /** The catalog's half of forget (see forgetInCatalog); `touched` versions need their TOCs resealed. */
   forgetSnapshots(candidates: readonly number[]): Promise<{ removed: number[]; inUse: number[]; touched: number[] }>;
-  versionRecord(version: number): Promise<VersionRecord | undefined>;
-  /**
-   * The sealed TOCs and snapshot records kept for snapshots a forget without
-   * the key removed (FORMAT.md §12), which reads through stale sealed TOCs
-   * follow; empty once every TOC is resealed.
-   */
-  retainedBlobs(): Promise<{ tocs: Buffer[]; records: Buffer[] }>;
   /** Versions whose sealed TOCs a forget without the key left for resealing. */
   staleTocs(): Promise<number[]>;
   setVersionTocs(list: readonly ResealedToc[]): Promise<void>;
   /** The catalog's half of prune: phase one (see pruneMark), then the sweep once live blobs moved. */
   pruneMark(dryRun: boolean, wholePacks?: boolean): Promise<PrunePlan>;
   pruneSweep(packs: readonly string[], started: number): Promise<{ deletedPacks: number; orphanPacks: number; bytesFreed: number }>;
+}
 
-  /** The catalog's halves of check (see engine/check.ts); reading and decoding blocks is the client's. */
+/** The catalog's halves of check (see catalog/check.ts); reading and decoding blocks is the client's. */
+export interface Checker {
   checkPacks(): Promise<{ packs: PackInfo[]; errors: string[]; warnings: string[]; bad: string[] }>;
   packBlobs(pack: string): Promise<PackEntry[]>;
   checkPass(which: 'current' | 'new'): Promise<number>;
@@ -164,9 +178,10 @@ export interface CatalogService {
   checkTocs(): Promise<{ versions: number; problems: VersionProblem[]; bad: string[] }>;
   damage(bad: readonly string[]): Promise<{ version: number; ranges: [number, number][] }[]>;
   repair(bad: readonly string[]): Promise<number>;
-
-  close(): Promise<void>;
 }
+
+/** Every role: what the repository holds (locally, or a client of a server's). */
+export interface CatalogService extends CatalogReader, BackupWriter, Maintenance, Checker {}
 
 /** The catalog in this process, over a local block store. */
 export class LocalService implements CatalogService {

@@ -226,7 +226,7 @@ export class Verifier {
   }
 
   private async findSnapshot(id: string): Promise<Snapshot | undefined> {
-    const row = (await this.repo.service.snapshotsByPrefix(id)).find((r) => r.id === id);
+    const row = (await this.repo.reader.snapshotsByPrefix(id)).find((r) => r.id === id);
     if (row) return new Snapshot(this.repo, row);
     const record = (await this.kept()).records.get(id);
     if (!record) return undefined;
@@ -241,7 +241,7 @@ export class Verifier {
     this.retained ??= (async () => {
       const tocs = new Map<string, Buffer>();
       const records = new Map<string, SnapshotRecord>();
-      const { tocs: tocIds, records: recordIds } = await this.repo.service.retainedBlobs();
+      const { tocs: tocIds, records: recordIds } = await this.repo.reader.retainedBlobs();
       for (const id of tocIds) {
         const t = await this.sealed(id).catch(() => undefined);
         if (t) tocs.set(`${t.owner}/${t.path}`, id);
@@ -277,7 +277,7 @@ export class Verifier {
     if (!t) {
       t = (async () => {
         const where = `${absPath} in snapshot ${snapshot.id.slice(0, 8)}`;
-        const rec = await this.repo.service.versionRecord(v.id);
+        const rec = await this.repo.reader.versionRecord(v.id);
         if (!rec || !rec.path.equals(pathId)) throw integrity(`${where}: the catalog's version ${v.id} is not this file's`, { path: absPath, version: v.id });
         const truth = await this.content(rec, v.id, where);
         if (!truth.id || !this.remembered(snapshot.id, pathId)?.equals(truth.id)) {
@@ -304,7 +304,7 @@ export class Verifier {
       }
       if (rec.size === 0) return { owner: null, size: 0, entries: new SealedEntries(this.repo, { snapshot: '', path: '', size: 0, entries: [] }, 'of an empty file') };
       // Stored without a sealed TOC (unchanged since its parent: older strata, or a rebuilt catalog): one ref to an older version.
-      const rows = await this.repo.service.toc(id);
+      const rows = await this.repo.reader.toc(id);
       const target = rows[0]?.target;
       const whole =
         rows.length > 0 &&
@@ -314,7 +314,7 @@ export class Verifier {
         rows.every((r, i) => r.block === null && r.target === target && r.target_start === r.start && r.start === (i === 0 ? 0 : rows[i - 1]!.end + 1)) &&
         rows[rows.length - 1]!.end === rec.size - 1;
       if (!whole) throw integrity(`${where}: version ${id} has no sealed TOC and is not one reference to an older version`, { version: id });
-      const next = await this.repo.service.versionRecord(target);
+      const next = await this.repo.reader.versionRecord(target);
       if (!next || !next.path.equals(rec.path) || next.size !== rec.size) throw integrity(`${where}: version ${id} refers to a version of another file`, { version: id });
       rec = next;
       id = target;
@@ -369,7 +369,7 @@ export class Verifier {
       const snapshot = await this.snapshot(id);
       if (!snapshot) throw integrity(`${absPath}: its history refers to snapshot ${id.slice(0, 8)}, which is not in the repository`, { path: absPath });
       if (snapshot.row.seq >= 0) {
-        const v = await this.repo.service.version(snapshot.row.seq, pathId);
+        const v = await this.repo.reader.version(snapshot.row.seq, pathId);
         if (!v) throw integrity(`${absPath}: its history refers to its version in snapshot ${id.slice(0, 8)}, which has none`, { path: absPath });
         return (await this.bind(snapshot, absPath, pathId, v)).truth;
       }
@@ -393,14 +393,14 @@ export class Verifier {
    * with a keyed MAC, so a warm read skips the lookups that proved it.
    */
   private remembered(id: string, pathId: Buffer): Buffer | undefined {
-    const v = this.repo.service.fact?.(`version ${id}/${pathId.toString('hex')}`);
+    const v = this.repo.reader.fact?.(`version ${id}/${pathId.toString('hex')}`);
     if (!v || v.length !== 64) return undefined;
     const toc = v.subarray(0, 32);
     return this.factMac(id, pathId, toc).equals(v.subarray(32)) ? Buffer.from(toc) : undefined;
   }
 
   private remember(id: string, pathId: Buffer, truth: Truth): void {
-    if (truth.id && this.repo.service.putFact) this.repo.service.putFact(`version ${id}/${pathId.toString('hex')}`, Buffer.concat([truth.id, this.factMac(id, pathId, truth.id)]));
+    if (truth.id && this.repo.reader.putFact) this.repo.reader.putFact(`version ${id}/${pathId.toString('hex')}`, Buffer.concat([truth.id, this.factMac(id, pathId, truth.id)]));
   }
 
   private factMac(id: string, pathId: Buffer, toc: Buffer): Buffer {
@@ -531,7 +531,7 @@ export async function sealedDisagreement(repo: Repository, snapshot: Snapshot, a
     const bound = await verifier(repo).bind(snapshot, absPath, repo.keyring.pathId(absPath), v, entry);
     if (v.size === 0) return undefined;
     const version: BoundVersion = { ...v, bound };
-    for await (const _ of verifiedPieces(repo, version, 0, v.size - 1, repo.service.pieces(v.id, 0, v.size - 1)));
+    for await (const _ of verifiedPieces(repo, version, 0, v.size - 1, repo.reader.pieces(v.id, 0, v.size - 1)));
     return undefined;
   } catch (e) {
     if (e instanceof StrataError && e.code === 'integrity') return e.message;
@@ -562,8 +562,8 @@ export async function checkTocRows(repo: Repository, version: BoundVersion, rows
       })();
     } else {
       if (r.target === null || r.target_start === null || r.target >= version.id) throw wrong(r.start);
-      const t = await repo.service.versionById(r.target);
-      const row = t && (await repo.service.snapshotBySeq(t.snapshot));
+      const t = await repo.reader.versionById(r.target);
+      const row = t && (await repo.reader.snapshotBySeq(t.snapshot));
       const snap = row && (await v.snapshot(row.id));
       if (!t || !snap) throw wrong(r.start);
       let target: Binding;

@@ -21,7 +21,7 @@ import type { UnpackPool } from '../workers/unpack-pool.js';
 import { ClaimChecker } from './claims.js';
 import { DEFAULT_PACK_SIZE, Packer } from './packer.js';
 import type { RemoteService } from '../catalog/remote.js';
-import { LocalService, type CatalogService } from '../catalog/service.js';
+import { LocalService, type CatalogReader, type CatalogService } from '../catalog/service.js';
 
 /**
  * 2: blocks may be compressed with a dictionary (repo/dictionary.ts) and pack
@@ -93,6 +93,11 @@ export class Repository {
   /** The chunker's keyed gear table: made when a backup first asks, as reads never need it. */
   get gear(): Uint32Array {
     return (this.gearCache ??= gearTable(this.keyring.chunkerSeed));
+  }
+
+  /** The catalog's reading role alone: what a read-only front end is given. */
+  get reader(): CatalogReader {
+    return this.service;
   }
 
   /** True for a repository behind `strata serve`. */
