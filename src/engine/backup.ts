@@ -43,6 +43,14 @@ export interface BackupOptions {
   /** Snapshot time in ms since the epoch (default: now). */
   time?: number;
   excludes?: string[];
+  /** Exclude patterns matched without regard to case. */
+  iexcludes?: string[];
+  /** A directory holding a file of one of these names is left out ("NAME", or "NAME:TEXT" when the file must start with TEXT). */
+  excludeIfPresent?: string[];
+  /** Files larger than this many bytes are left out. */
+  excludeLargerThan?: number;
+  /** Directories on another file system than their parent's (mount points) are stored empty. */
+  oneFileSystem?: boolean;
   /** Snapshot id (or prefix) to compare against instead of the automatic parent. */
   parent?: string;
   host?: string;
@@ -71,6 +79,9 @@ export interface BackupResult {
   filesChanged: number;
   filesUnchanged: number;
   dirs: number;
+  /** Files left out by --exclude-larger-than, and directories by --exclude-if-present or --exclude-caches. */
+  filesExcluded: number;
+  dirsExcluded: number;
   bytesRead: number;
   /** Bytes the repository grew by (packs written). */
   bytesAdded: number;
@@ -170,6 +181,7 @@ class BackupRun {
   private readonly host: string;
   private readonly sources: string[];
   private readonly excludes: ExcludeMatcher;
+  private readonly markers: Marker[];
   private readonly packer: Packer;
   private readonly versions: VersionBatch;
   private pool?: SealPool;
@@ -198,7 +210,8 @@ class BackupRun {
     if (opts.paths.length === 0) throw usageError('backup needs at least one PATH');
     this.host = opts.host ?? os.hostname();
     this.sources = normalizeSources(opts.paths);
-    this.excludes = new ExcludeMatcher(opts.excludes ?? []);
+    this.excludes = new ExcludeMatcher(opts.excludes ?? [], opts.iexcludes ?? []);
+    this.markers = (opts.excludeIfPresent ?? []).map(parseMarker);
     this.packer = repo.newPacker();
     this.chunker = new Chunker(repo.chunker, repo.gear, windowBytes(READ_SIZE, repo.chunker.max));
     this.versions = new VersionBatch(repo.service, repo.keyring, this.packer, repo.compressionLevel, {
@@ -211,6 +224,8 @@ class BackupRun {
       parent: null,
       time: new Date(this.time).toISOString(),
       filesNew: 0,
+      filesExcluded: 0,
+      dirsExcluded: 0,
       filesChanged: 0,
       filesUnchanged: 0,
       dirs: 0,
@@ -379,9 +394,9 @@ class BackupRun {
     this.opts.onProgress?.(this.progress);
   }
 
-  private async saveNode(abs: string, name: string, st: EntryStat, prev: TreeEntry | undefined, plan: PlanNode | undefined, known?: KnownVersion): Promise<TreeEntry | undefined> {
+  private async saveNode(abs: string, name: string, st: EntryStat, prev: TreeEntry | undefined, plan: PlanNode | undefined, known?: KnownVersion, parentDev?: bigint): Promise<TreeEntry | undefined> {
     this.checkAbort();
-    if (st.isDirectory()) return this.saveDir(abs, name, st, prev, plan);
+    if (st.isDirectory()) return this.saveDir(abs, name, st, prev, plan, parentDev);
     if (st.isFile()) return this.saveFile(abs, name, st, prev, known);
     if (st.isSymbolicLink()) {
       try {
@@ -396,16 +411,23 @@ class BackupRun {
     return undefined;
   }
 
-  private async saveDir(abs: string, name: string, st: EntryStat, prev: TreeEntry | undefined, plan: PlanNode | undefined): Promise<TreeEntry> {
+  private async saveDir(abs: string, name: string, st: EntryStat, prev: TreeEntry | undefined, plan: PlanNode | undefined, parentDev?: bigint): Promise<TreeEntry | undefined> {
     const partial = plan !== undefined && !plan.source;
+    // Its file system, when mount points are not crossed (asked of directories only: files need no device).
+    const dev = this.opts.oneFileSystem && !partial ? deviceOf(abs) : undefined;
+    const mountPoint = dev !== undefined && parentDev !== undefined && dev !== parentDev;
     let names: string[];
-    if (partial) names = [...plan.children.keys()];
+    if (partial || mountPoint) names = partial ? [...plan.children.keys()] : [];
     else {
       try {
         names = await readNames(abs);
       } catch (e) {
         this.warn(`cannot read directory ${abs}: ${describe(e)}`, true);
         names = [];
+      }
+      if (this.markers.length > 0 && this.markers.some((m) => names.includes(m.name) && hasMarker(`${abs}/${m.name}`, m))) {
+        this.r.dirsExcluded++;
+        return undefined;
       }
     }
     names.sort(compareNames);
@@ -428,7 +450,7 @@ class BackupRun {
       while (ahead.length > 0) {
         const batch = await ahead.shift()!;
         fill();
-        yield batch;
+        yield this.opts.excludeLargerThan === undefined ? batch : batch.filter((c) => !this.tooLarge(c));
       }
     }.call(this);
 
@@ -488,7 +510,7 @@ class BackupRun {
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
       for (const c of batch) {
-        const entry = await this.saveNode(c.abs, c.name, c.st, c.prev, partial ? plan.children.get(c.name) : undefined, c.known);
+        const entry = await this.saveNode(c.abs, c.name, c.st, c.prev, partial ? plan.children.get(c.name) : undefined, c.known, dev);
         if (!entry) continue;
         kept?.set(entry.name, entry.type);
         if (prevTree && entries.length === 0 && same < prevTree.entries.length && sameEntry(entry, prevTree.entries[same]!)) {
@@ -509,6 +531,13 @@ class BackupRun {
     const tree: Tree = { entries };
     const id = await this.storeBlob('tree', encodeTree(tree));
     return { ...metadata(name, 'dir', st), tree: id.toString('hex') };
+  }
+
+  /** A file over --exclude-larger-than: left out (and counted). */
+  private tooLarge(c: Stated): boolean {
+    if (!c.st?.isFile() || c.st.size <= BigInt(this.opts.excludeLargerThan!)) return false;
+    this.r.filesExcluded++;
+    return true;
   }
 
   /**
@@ -951,4 +980,45 @@ const ENTRY_FIELDS = ['name', 'type', 'mode', 'uid', 'gid', 'mtimeNs', 'ctimeNs'
 /** Whether two tree entries say the same thing (the parent's tree can then be reused). */
 function sameEntry(a: TreeEntry, b: TreeEntry): boolean {
   return ENTRY_FIELDS.every((k) => a[k] === b[k]);
+}
+
+/** A file whose presence leaves its directory out (--exclude-if-present, --exclude-caches). */
+interface Marker {
+  name: string;
+  /** What the file must start with, if anything. */
+  header?: Buffer;
+}
+
+/** The marker of a cache directory (https://bford.info/cachedir/). */
+export const CACHEDIR_TAG = 'CACHEDIR.TAG:Signature: 8a477f597d28d172789f06886806bc55';
+
+function parseMarker(spec: string): Marker {
+  const colon = spec.indexOf(':');
+  const name = colon < 0 ? spec : spec.slice(0, colon);
+  if (name === '' || name.includes('/')) throw usageError(`--exclude-if-present needs a file name (NAME or NAME:TEXT), not "${spec}"`);
+  return colon < 0 ? { name } : { name, header: Buffer.from(spec.slice(colon + 1)) };
+}
+
+/** Whether the marker file is there (a regular file) and starts as it must. */
+function hasMarker(file: string, m: Marker): boolean {
+  let fd: number | undefined;
+  try {
+    fd = fsSync.openSync(osPath(file), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    if (!fsSync.fstatSync(fd).isFile()) return false;
+    if (!m.header) return true;
+    const head = Buffer.alloc(m.header.length);
+    return fsSync.readSync(fd, head, 0, head.length, 0) === head.length && head.equals(m.header);
+  } catch {
+    return false;
+  } finally {
+    if (fd !== undefined) fsSync.closeSync(fd);
+  }
+}
+
+function deviceOf(dir: string): bigint | undefined {
+  try {
+    return fsSync.lstatSync(osPath(dir), { bigint: true }).dev;
+  } catch {
+    return undefined;
+  }
 }

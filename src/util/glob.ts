@@ -36,12 +36,18 @@ export class ExcludeMatcher {
   private readonly names: RegExp[] = [];
   private readonly paths: RegExp[] = [];
 
-  constructor(patterns: readonly string[]) {
-    for (const p of patterns) {
-      const trimmed = p.length > 1 ? p.replace(/\/+$/, '') : p;
-      if (!trimmed.includes('/')) this.names.push(new RegExp('^' + toRegExp(trimmed) + '$'));
-      else if (trimmed.startsWith('/')) this.paths.push(new RegExp('^' + toRegExp(trimmed) + '$'));
-      else this.paths.push(new RegExp('(?:^|/)' + toRegExp(trimmed) + '$'));
+  /** `ignoringCase` patterns match without regard to case (--iexclude). */
+  constructor(patterns: readonly string[], ignoringCase: readonly string[] = []) {
+    for (const [list, flags] of [
+      [patterns, ''],
+      [ignoringCase, 'i'],
+    ] as const) {
+      for (const p of list) {
+        const trimmed = p.length > 1 ? p.replace(/\/+$/, '') : p;
+        if (!trimmed.includes('/')) this.names.push(new RegExp('^' + toRegExp(trimmed) + '$', flags));
+        else if (trimmed.startsWith('/')) this.paths.push(new RegExp('^' + toRegExp(trimmed) + '$', flags));
+        else this.paths.push(new RegExp('(?:^|/)' + toRegExp(trimmed) + '$', flags));
+      }
     }
   }
 

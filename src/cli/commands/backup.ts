@@ -1,8 +1,9 @@
 import type { Command } from 'commander';
 import { ExitCode, usageError } from '../../errors.js';
-import { backup } from '../../engine/backup.js';
+import * as fs from 'node:fs';
+import { backup, CACHEDIR_TAG } from '../../engine/backup.js';
 import { splitTags } from '../../engine/filter.js';
-import { formatBytes } from '../../util/size.js';
+import { formatBytes, parseSize } from '../../util/size.js';
 import { parseIsoTime } from '../../util/when.js';
 import { globals, openRepo } from '../context.js';
 import { interruptSignal } from '../signals.js';
@@ -12,15 +13,26 @@ export function register(program: Command): void {
   program
     .command('backup')
     .description('back up files and directories (stored by absolute path) as a new snapshot')
-    .argument('<path...>', 'files or directories to back up')
+    .argument('[path...]', 'files or directories to back up')
     .option('--tag <tag[,tag...]>', 'tag the snapshot (repeatable; a comma separates tags)', collect)
     .option('--time <iso8601>', "the snapshot's time (default: now)")
     .option('--exclude <glob>', 'skip matching paths (repeatable)', collect)
+    .option('--exclude-file <file>', 'skip paths matching the patterns in FILE, one a line (repeatable)', collect)
+    .option('--iexclude <glob>', 'like --exclude, ignoring case (repeatable)', collect)
+    .option('--iexclude-file <file>', 'like --exclude-file, ignoring case (repeatable)', collect)
+    .option('--exclude-if-present <name[:text]>', 'skip a directory holding a file NAME (that starts with TEXT, if given) (repeatable)', collect)
+    .option('--exclude-caches', 'skip directories marked as caches (a CACHEDIR.TAG file)')
+    .option('--exclude-larger-than <size>', 'skip files larger than SIZE (e.g. 500M)')
+    .option('-x, --one-file-system', 'do not cross into other file systems: a mount point is stored as an empty directory')
+    .option('--files-from <file>', 'back up the paths listed in FILE, one a line, besides those given (repeatable)', collect)
     .option('--parent <snapshot>', 'compare against this snapshot instead of the latest one of the same host and paths')
     .option('--host <name>', 'host name to record (default: this machine)')
     .option('--force', 'read every file, even if its size, times and inode are unchanged')
-    .action(async (paths: string[], opts: { tag?: string[]; time?: string; exclude?: string[]; parent?: string; host?: string; force?: boolean }, cmd: Command) => {
+    .action(async (given: string[], opts: BackupFlags, cmd: Command) => {
       const g = globals(cmd);
+      const paths = [...given, ...(opts.filesFrom ?? []).flatMap((f) => listFile(f, '--files-from'))];
+      if (paths.length === 0) throw usageError('backup needs at least one PATH (or --files-from FILE)');
+      const excludeLargerThan = opts.excludeLargerThan === undefined ? undefined : parseSize(opts.excludeLargerThan);
       let time: number | undefined;
       if (opts.time !== undefined) {
         time = parseIsoTime(opts.time, 'start');
@@ -34,7 +46,11 @@ export function register(program: Command): void {
           paths,
           tags: [...new Set((opts.tag ?? []).flatMap(splitTags))],
           time,
-          excludes: opts.exclude ?? [],
+          excludes: [...(opts.exclude ?? []), ...(opts.excludeFile ?? []).flatMap((f) => listFile(f, '--exclude-file'))],
+          iexcludes: [...(opts.iexclude ?? []), ...(opts.iexcludeFile ?? []).flatMap((f) => listFile(f, '--iexclude-file'))],
+          excludeIfPresent: [...(opts.excludeIfPresent ?? []), ...(opts.excludeCaches ? [CACHEDIR_TAG] : [])],
+          excludeLargerThan,
+          oneFileSystem: opts.oneFileSystem,
           parent: opts.parent,
           host: opts.host,
           force: opts.force,
@@ -48,6 +64,7 @@ export function register(program: Command): void {
         else if (g.quiet) line(r.snapshot);
         else {
           line(`Files: ${r.filesNew} new, ${r.filesChanged} changed, ${r.filesUnchanged} unchanged; ${plural(r.dirs, 'directory', 'directories')}`);
+          if (r.filesExcluded + r.dirsExcluded > 0) line(`Left out: ${plural(r.filesExcluded, 'file')} larger than ${opts.excludeLargerThan}, ${plural(r.dirsExcluded, 'directory', 'directories')} with a marker file`);
           line(
             `Data:  ${formatBytes(r.bytesRead)} read, ${formatBytes(r.bytesAdded)} added (${plural(r.blocksNew, 'new block')}, ${r.blocksReused} reused; ${plural(r.dataEntries, 'data entry', 'data entries')} + ${plural(r.refEntries, 'ref entry', 'ref entries')})`,
           );
@@ -62,6 +79,37 @@ export function register(program: Command): void {
         repo.close();
       }
     });
+}
+
+interface BackupFlags {
+  tag?: string[];
+  time?: string;
+  exclude?: string[];
+  excludeFile?: string[];
+  iexclude?: string[];
+  iexcludeFile?: string[];
+  excludeIfPresent?: string[];
+  excludeCaches?: boolean;
+  excludeLargerThan?: string;
+  oneFileSystem?: boolean;
+  filesFrom?: string[];
+  parent?: string;
+  host?: string;
+  force?: boolean;
+}
+
+/** The lines of a list file (patterns, paths): blank lines and lines starting with # are skipped. */
+function listFile(file: string, option: string): string[] {
+  let text: string;
+  try {
+    text = file === '-' ? fs.readFileSync(0, 'utf8') : fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw usageError(`${option}: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  return text
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !l.startsWith('#'));
 }
 
 function collect(value: string, previous: string[] = []): string[] {
