@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { FORMAT_VERSION } from '../src/repo/repository.js';
+import { FORMAT_VERSION } from '../src/repo/config.js';
 import { BIN, cliEnv, initCliRepo, ROOT, Rng, strata, tempDir } from './helpers.js';
 
 interface SnapJson {

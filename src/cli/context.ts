@@ -6,7 +6,8 @@
 import * as fs from 'node:fs';
 import type { Command } from 'commander';
 import { usageError, wrongKey } from '../errors.js';
-import { Repository, type Credentials, type RemoteOptions } from '../repo/repository.js';
+import { Repository, type RemoteOptions } from '../repo/repository.js';
+import { type Credentials } from '../repo/unlock.js';
 import { promptHidden } from './prompt.js';
 
 export interface GlobalOptions {

@@ -8,8 +8,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { chunkerParams, DEFAULT_AVG, gearTable, type ChunkerParams } from '../chunker/fastcdc.js';
 import { Keyring } from '../crypto/keyring.js';
-import { calibrateScrypt, keyFileBinding, keyFileProblem, unwrapKey, wrapKey, type ScryptParams, type WrappedKey } from '../crypto/password.js';
-import { ExitCode, noRepository, StrataError, usageError, wrongKey } from '../errors.js';
+import { calibrateScrypt, wrapKey, type ScryptParams } from '../crypto/password.js';
+import { ExitCode, noRepository, StrataError, usageError } from '../errors.js';
 import type { HttpStorage } from '../storage/http.js';
 import { LocalStorage } from '../storage/local.js';
 import { locate } from '../storage/location.js';
@@ -19,40 +19,11 @@ import { allDictionaries, decodeWithDictionaries, loadDictionary, sealDictionary
 import { Catalog, type BlobKind } from '../catalog/catalog.js';
 import type { UnpackPool } from '../workers/unpack-pool.js';
 import { ClaimChecker } from './claims.js';
+import { FORMAT_VERSION, parseConfig, readConfig, type RepoConfig } from './config.js';
+import { unlock, type Credentials, type ExportedKey } from './unlock.js';
 import { DEFAULT_PACK_SIZE, Packer } from './packer.js';
 import type { RemoteService } from '../catalog/remote.js';
 import { LocalService, type CatalogReader, type CatalogService } from '../catalog/service.js';
-
-/**
- * 2: blocks may be compressed with a dictionary (repo/dictionary.ts) and pack
- * indexes are binary. Writers keep a version-1 repository readable by the
- * strata that made it: no dictionaries, JSON pack indexes.
- */
-export const FORMAT_VERSION = 2;
-
-export interface RepoConfig {
-  strata: 'repository';
-  version: number;
-  id: string;
-  created: string;
-  chunker: { algorithm: 'fastcdc-gear32'; min: number; avg: number; max: number };
-  compression: { algorithm: 'zstd'; level: number };
-  cipher: 'aes-256-gcm';
-  packSize: number;
-}
-
-export interface ExportedKey {
-  strata: 'key';
-  repository: string;
-  key: string;
-}
-
-export interface Credentials {
-  /** Path of an exported key file: skips key derivation. */
-  keyFile?: string;
-  /** Asked only when no key file is given. */
-  password?: () => Promise<string>;
-}
 
 export interface InitOptions {
   chunkAvg?: number;
@@ -467,85 +438,6 @@ async function readRemoteConfig(storage: HttpStorage, remote: RemoteOptions): Pr
     }
   }
   return text;
-}
-
-function readConfig(dir: string): RepoConfig {
-  let text: string;
-  try {
-    text = fs.readFileSync(path.join(dir, 'config'), 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') throw noRepository(`no repository at ${dir} (create one with "strata init")`);
-    if (code === 'EACCES') throw noRepository(`cannot read repository at ${dir}: permission denied`);
-    throw e;
-  }
-  return parseConfig(text, dir);
-}
-
-function parseConfig(text: string, dir: string): RepoConfig {
-  let config: RepoConfig;
-  try {
-    config = JSON.parse(text) as RepoConfig;
-  } catch {
-    throw noRepository(`${dir} is not a strata repository (config is not valid JSON)`);
-  }
-  if (config?.strata !== 'repository') throw noRepository(`${dir} is not a strata repository`);
-  if (typeof config.version !== 'number' || config.version > FORMAT_VERSION) {
-    throw new StrataError('format', `repository format version ${config.version} is newer than this strata supports (${FORMAT_VERSION}); upgrade strata`);
-  }
-  return config;
-}
-
-async function unlock(storage: Storage, config: RepoConfig, creds: Credentials): Promise<Keyring> {
-  if (creds.keyFile) return new Keyring(readExportedKey(creds.keyFile, config.id));
-  if (!creds.password) throw wrongKey('no password given: set STRATA_PASSWORD, use --password-file or --key-file, or run on a terminal');
-  // Whoever can add a key file chooses its scrypt parameters: files out of bounds (or damaged) are
-  // skipped before any derivation, so one bad file never stops the good ones from opening.
-  const keys: (WrappedKey & { name: string })[] = [];
-  const skipped: string[] = [];
-  for await (const name of storage.list('key')) {
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse((await storage.get({ kind: 'key', name })).toString('utf8'));
-    } catch {
-      skipped.push(`${name}: not valid JSON`);
-      continue;
-    }
-    const problem = keyFileProblem(parsed);
-    if (problem) skipped.push(`${name}: ${problem}`);
-    else keys.push({ ...(parsed as WrappedKey), name });
-  }
-  if (keys.length === 0 && skipped.length === 0) throw noRepository(`repository at ${storage.location} has no keys`);
-  const password = await creds.password();
-  // Cheapest first: a file with a high cost is tried only when the others fail.
-  keys.sort((a, b) => a.N * a.r * a.p - b.N * b.r * b.p);
-  for (const k of keys) {
-    const master = await unwrapKey(k, password);
-    if (!master) continue;
-    // A file copied from another repository may open with the same password: it is not ours.
-    if (k.repository !== undefined && k.repository !== keyFileBinding(master, config.id)) continue;
-    const keyring = new Keyring(master);
-    keyring.keyFile = k.name;
-    return keyring;
-  }
-  const why = skipped.length > 0 ? ` (${skipped.length} unusable key ${skipped.length === 1 ? 'file was' : 'files were'} skipped: ${skipped.slice(0, 3).join('; ')})` : '';
-  throw wrongKey(`wrong password: no key in this repository opens with it${why}`);
-}
-
-function readExportedKey(file: string, repoId: string): Buffer {
-  let parsed: ExportedKey;
-  try {
-    parsed = JSON.parse(fs.readFileSync(file, 'utf8')) as ExportedKey;
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code) throw usageError(`cannot read key file ${file}: ${code === 'ENOENT' ? 'no such file' : code}`);
-    throw wrongKey(`${file} is not a strata key file`);
-  }
-  if (parsed?.strata !== 'key' || typeof parsed.key !== 'string') throw wrongKey(`${file} is not a strata key file`);
-  if (parsed.repository !== repoId) throw wrongKey(`key file ${file} belongs to another repository`);
-  const master = Buffer.from(parsed.key, 'base64');
-  if (master.length !== 32) throw wrongKey(`key file ${file} is damaged`);
-  return master;
 }
 
 /** Opens the catalog for writing (upgrading its schema if needed), or read-only where writing is not allowed. */

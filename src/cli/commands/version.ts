@@ -1,6 +1,6 @@
 /** `strata version`: this strata, the Node.js running it, and the repository format it writes. */
 import type { Command } from 'commander';
-import { FORMAT_VERSION } from '../../repo/repository.js';
+import { FORMAT_VERSION } from '../../repo/config.js';
 import { VERSION } from '../../version.js';
 import { globals } from '../context.js';
 import { line, printJson } from '../output.js';
