@@ -9,7 +9,7 @@
 import { createHash } from 'node:crypto';
 import { BlockList } from './blocklist.js';
 import type { Piece } from './resolve.js';
-import { integrity, isErrorCode, StrataError } from '../errors.js';
+import { ExitCode, integrity, StrataError } from '../errors.js';
 import type { BlockCache } from '../storage/cache.js';
 import type { HttpStorage, Reply } from '../storage/http.js';
 import type { SnapshotRow, TocRow, VersionRow } from './catalog.js';
@@ -18,7 +18,20 @@ import type { PackInfo, VersionProblem } from './check.js';
 import type { PrunePlan } from './prune.js';
 import type { RangeSpec } from '../util/range.js';
 import { fetchDictionary, type BackupStart, type CatalogService, type ReadPlan, type ResealedToc, type SnapshotChoice, type StoredVersionRow, type VersionRecord, type VersionUpload } from './service.js';
-import { BLOCKS_PER_READ, CLAIM_BYTES, MAX_LOCK_WAIT_MS, decodeBlockList, decodeIds, encodeIds, encodeVersions, packEntriesFromJson, packEntriesToJson, pieceFromJson, rowFromJson, snapshotFromJson } from './wire.js';
+import {
+  BLOCKS_PER_READ,
+  CLAIM_BYTES,
+  MAX_LOCK_WAIT_MS,
+  decodeBlockList,
+  decodeIds,
+  encodeIds,
+  encodeVersions,
+  packEntriesFromJson,
+  packEntriesToJson,
+  pieceFromJson,
+  rowFromJson,
+  snapshotFromJson,
+} from './wire.js';
 
 /** Ids per "which of these do you have?" request. */
 const MISSING_BATCH = 32_768;
@@ -44,6 +57,14 @@ export interface ClaimVerifier {
 }
 
 /** Error codes a server answers with whose exit code is not 1, as a local repository gives them. */
+const REMOTE_EXIT_CODES: Record<string, number> = {
+  locked: ExitCode.locked,
+  no_repository: ExitCode.noRepository,
+  wrong_key: ExitCode.wrongKey,
+  local_only: ExitCode.usage,
+  usage: ExitCode.usage,
+};
+
 export class RemoteService implements CatalogService {
   readonly remote = true;
   private known = new Set<string>();
@@ -78,20 +99,18 @@ export class RemoteService implements CatalogService {
   }
 
   private refusal(r: Reply, method: string, what: string): Error {
-    if (r.status === 401 || r.status === 403) return this.http.refusal(r, method, what);
-    let code: unknown;
+    if (r.status === 401 || r.status === 403 || r.status >= 500) return this.http.refusal(r, method, what);
+    let code = 'remote';
     let message = `${method} ${what}: ${r.status}`;
     try {
       const j = JSON.parse(r.body.toString('utf8')) as { error?: unknown; message?: unknown };
-      code = j.error;
+      if (typeof j.error === 'string') code = j.error;
       if (typeof j.message === 'string') message = j.message.slice(0, 500);
     } catch {
       // Not one of ours.
     }
-    // A server's own trouble, or not a strata server: an I/O error, as the HTTP driver says.
-    if (!isErrorCode(code) || code === 'internal') return this.http.refusal(r, method, what);
-    // The same error as a local repository gives, exit code included (the table in errors.ts).
-    return StrataError.fromWire(code, `${this.http.location}: ${message}`);
+    // The same error as a local repository gives, exit code included.
+    return new StrataError(code, `${this.http.location}: ${message}`, REMOTE_EXIT_CODES[code] ?? ExitCode.error);
   }
 
   async snapshots(): Promise<SnapshotRow[]> {

@@ -4,7 +4,7 @@
  * anything a user can cause (set STRATA_DEBUG=1 to see one).
  */
 import { Command, CommanderError } from 'commander';
-import { EXIT_MEANINGS, ExitCode, StrataError } from '../errors.js';
+import { ExitCode, StrataError } from '../errors.js';
 import { chalk, printJson } from './output.js';
 import { commandFinished } from './signals.js';
 import { VERSION } from '../version.js';
@@ -22,6 +22,16 @@ Environment (an option given on the command line wins over its variable):
   STRATA_DEBUG          print a stack trace with errors
   NO_COLOR              no colours`;
 
+const CODES: Record<number, string> = {
+  0: 'success',
+  1: 'error',
+  2: 'usage error (bad option or argument)',
+  3: 'incomplete: a backup could not read some sources (the snapshot is partial), or a restore left some paths as they were',
+  10: 'no repository at the given location',
+  11: 'repository is locked',
+  12: 'wrong password or key, or no password given',
+  130: 'interrupted',
+};
 
 /** The exit codes a command can end with (help lists only these). */
 function exitCodesOf(command: string | undefined): number[] {
@@ -52,7 +62,7 @@ function exitCodesOf(command: string | undefined): number[] {
 }
 
 function exitCodes(command: string | undefined): string {
-  return `\nExit codes:\n${exitCodesOf(command).map((c) => `  ${String(c).padEnd(4)} ${EXIT_MEANINGS[c]}`).join('\n')}\n${ENVIRONMENT}`;
+  return `\nExit codes:\n${exitCodesOf(command).map((c) => `  ${String(c).padEnd(4)} ${CODES[c]}`).join('\n')}\n${ENVIRONMENT}`;
 }
 
 type Registrar = () => Promise<{ register: (program: Command) => void }>;

@@ -10,21 +10,18 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { ERRORS, StrataError, type ErrorCode } from '../errors.js';
+import { StrataError } from '../errors.js';
 import { StorageError } from '../storage/storage.js';
 import { roleAllows, type Role, type TokenEntry, type TokenStore } from './tokens.js';
 
-/** An answer to a request that cannot be served: its status is its code's (ERRORS in errors.ts). */
 export class HttpError extends Error {
-  readonly status: number;
-
   constructor(
-    readonly code: ErrorCode,
+    readonly status: number,
+    readonly code: string,
     message: string,
     readonly headers: Record<string, string> = {},
   ) {
     super(message);
-    this.status = ERRORS[code].http;
   }
 }
 
@@ -108,7 +105,7 @@ async function dispatch(routes: readonly Route[], tokens: TokenStore, ctx: Reque
   const url = req.url ?? '';
   const q = url.indexOf('?');
   const pathname = q < 0 ? url : url.slice(0, q);
-  if (!pathname.startsWith('/')) throw new HttpError('bad_request', 'the request target must be a path');
+  if (!pathname.startsWith('/')) throw new HttpError(400, 'bad_request', 'the request target must be a path');
 
   const onPath: { route: Route; params: Record<string, string> }[] = [];
   for (const route of routes) {
@@ -117,14 +114,14 @@ async function dispatch(routes: readonly Route[], tokens: TokenStore, ctx: Reque
   }
   const hit = onPath.find((r) => r.route.method === req.method);
   if (!hit || hit.route.role !== null) ctx.token = authenticate(req, tokens);
-  if (onPath.length === 0) throw new HttpError('no_route', 'no such route');
+  if (onPath.length === 0) throw new HttpError(404, 'no_route', 'no such route');
   if (!hit) {
     const allow = [...new Set(onPath.map((r) => r.route.method))].join(', ');
-    throw new HttpError('method_not_allowed', `${req.method} is not allowed here (allowed: ${allow})`, { Allow: allow });
+    throw new HttpError(405, 'method_not_allowed', `${req.method} is not allowed here (allowed: ${allow})`, { Allow: allow });
   }
   const { route, params } = hit;
   if (route.role !== null && !roleAllows(ctx.token!.role, route.role)) {
-    throw new HttpError('forbidden', `this needs a token with the ${route.role} role; token ${ctx.token!.name} has ${ctx.token!.role}`);
+    throw new HttpError(403, 'forbidden', `this needs a token with the ${route.role} role; token ${ctx.token!.name} has ${ctx.token!.role}`);
   }
   checkBody(req, route.maxBody);
   ctx.params = params;
@@ -134,10 +131,10 @@ async function dispatch(routes: readonly Route[], tokens: TokenStore, ctx: Reque
 function authenticate(req: IncomingMessage, tokens: TokenStore): TokenEntry {
   const header = req.headers.authorization;
   const challenge = { 'WWW-Authenticate': 'Bearer realm="strata"' };
-  if (!header) throw new HttpError('unauthorized', 'a bearer token is required (Authorization: Bearer TOKEN)', challenge);
+  if (!header) throw new HttpError(401, 'unauthorized', 'a bearer token is required (Authorization: Bearer TOKEN)', challenge);
   const m = /^Bearer +(\S+) *$/i.exec(header);
   const entry = m ? tokens.verify(m[1]!) : undefined;
-  if (!entry) throw new HttpError('unauthorized', 'the token is not valid (unknown or revoked)', challenge);
+  if (!entry) throw new HttpError(401, 'unauthorized', 'the token is not valid (unknown or revoked)', challenge);
   return entry;
 }
 
@@ -145,12 +142,12 @@ function checkBody(req: IncomingMessage, maxBody: number): void {
   const length = req.headers['content-length'];
   const chunked = req.headers['transfer-encoding'] !== undefined;
   if (maxBody === 0) {
-    if (chunked || (length !== undefined && length !== '0')) throw new HttpError('body_too_large', 'this request takes no body', { Connection: 'close' });
+    if (chunked || (length !== undefined && length !== '0')) throw new HttpError(413, 'body_too_large', 'this request takes no body', { Connection: 'close' });
     return;
   }
-  if (length === undefined || chunked) throw new HttpError('length_required', 'send the body with a Content-Length (no chunked uploads)', { Connection: 'close' });
-  if (!/^\d{1,15}$/.test(length)) throw new HttpError('bad_request', 'Content-Length is not a number', { Connection: 'close' });
-  if (Number(length) > maxBody) throw new HttpError('body_too_large', `the body may be at most ${maxBody} bytes here`, { Connection: 'close' });
+  if (length === undefined || chunked) throw new HttpError(411, 'length_required', 'send the body with a Content-Length (no chunked uploads)', { Connection: 'close' });
+  if (!/^\d{1,15}$/.test(length)) throw new HttpError(400, 'bad_request', 'Content-Length is not a number', { Connection: 'close' });
+  if (Number(length) > maxBody) throw new HttpError(413, 'body_too_large', `the body may be at most ${maxBody} bytes here`, { Connection: 'close' });
 }
 
 /** Turns any failure into a JSON error; a response already under way is cut off instead. */
@@ -160,7 +157,7 @@ function fail(ctx: RequestContext, e: unknown): void {
     res.destroy();
     return;
   }
-  if (ctx.req.destroyed && !ctx.req.complete && !(e instanceof HttpError)) {
+  if (ctx.req.destroyed && !(e instanceof HttpError)) {
     // The client went away (an aborted upload): nobody to answer.
     res.destroy();
     return;
@@ -172,15 +169,15 @@ function fail(ctx: RequestContext, e: unknown): void {
   const errno = (e as NodeJS.ErrnoException)?.code;
   if (e instanceof HttpError) {
     ({ status, code, message, headers } = e);
+  } else if (e instanceof StorageError && e.code === 'not_found') {
+    [status, code, message] = [404, 'not_found', e.message];
   } else if (e instanceof StorageError && e.code === 'short_read') {
     [status, code, message] = [400, 'bad_request', e.message];
   } else if (errno === 'ENOSPC') {
     [status, code, message] = [507, 'insufficient_storage', 'the server is out of disk space'];
   } else if (e instanceof StrataError) {
-    // Its status is its code's, and the client makes the same error of it (exit code included).
-    [status, code, message] = [e.httpStatus, e.code, e.message];
-    // One that is not about the request is still the server's problem.
-    if (status >= 500) process.stderr.write(`strata serve: ${e.message}\n`);
+    // A StrataError that is not about the request is still the server's problem.
+    process.stderr.write(`strata serve: ${e.message}\n`);
   } else {
     process.stderr.write(`strata serve: internal error: ${(e as Error)?.message ?? String(e)}\n`);
     if (process.env.STRATA_DEBUG) process.stderr.write(`${(e as Error)?.stack}\n`);

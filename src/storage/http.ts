@@ -9,7 +9,7 @@
  */
 import * as http from 'node:http';
 import * as https from 'node:https';
-import { isErrorCode, StrataError } from '../errors.js';
+import { ExitCode, StrataError } from '../errors.js';
 import { StorageError, type Handle, type Kind, type Storage } from './storage.js';
 
 export interface HttpStorageOptions {
@@ -58,10 +58,10 @@ export class HttpStorage implements Storage {
     try {
       base = new URL(url);
     } catch {
-      throw new StrataError('usage', `not a URL: ${url}`);
+      throw new StrataError('usage', `not a URL: ${url}`, ExitCode.usage);
     }
-    if (base.protocol !== 'http:' && base.protocol !== 'https:') throw new StrataError('usage', `not an http(s) URL: ${url}`);
-    if (base.username || base.password) throw new StrataError('usage', 'put the token in STRATA_TOKEN, not in the URL');
+    if (base.protocol !== 'http:' && base.protocol !== 'https:') throw new StrataError('usage', `not an http(s) URL: ${url}`, ExitCode.usage);
+    if (base.username || base.password) throw new StrataError('usage', 'put the token in STRATA_TOKEN, not in the URL', ExitCode.usage);
     this.prefix = base.pathname.replace(/\/+$/, '');
     this.base = base;
     this.location = `${base.origin}${this.prefix}`;
@@ -259,14 +259,9 @@ export class HttpStorage implements Storage {
   /** The error for an answer that is not the one hoped for. */
   refusal(r: Reply, method: string, what: string): Error {
     const message = errorMessage(r);
-    const code = errorCode(r);
-    // A code of the table other than those the driver words itself: the same error as the server's (errors.ts).
-    if (isErrorCode(code) && !['not_found', 'conflict', 'unauthorized', 'forbidden', 'insufficient_storage', 'internal', 'bad_request'].includes(code)) {
-      return StrataError.fromWire(code, `${this.location}: ${message}`);
-    }
     switch (r.status) {
       case 401:
-        return new StrataError('unauthorized', `${this.location} refused the token (${message}); check the token, or ask for a new one`);
+        return new StrataError('unauthorized', `${this.location} refused the token (${message}); check the token, or ask for a new one`, ExitCode.wrongKey);
       case 403:
         return new StrataError('forbidden', `${this.location} does not allow ${method} of ${what} with this token: ${message}`);
       case 404:
@@ -291,14 +286,6 @@ function drained(req: http.ClientRequest): Promise<void> {
     req.on('drain', done);
     req.on('close', done);
   });
-}
-
-function errorCode(r: Reply): unknown {
-  try {
-    return (JSON.parse(r.body.toString('utf8')) as { error?: unknown }).error;
-  } catch {
-    return undefined;
-  }
 }
 
 function errorMessage(r: Reply): string {
