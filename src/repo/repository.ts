@@ -104,7 +104,7 @@ export class Repository {
   /** The catalog itself, for what only runs where it lives (maintenance). */
   get catalog(): Catalog {
     if (!this.localCatalog) {
-      throw new StrataError('local_only', `this command runs where the repository is: on the server, against its directory (not ${this.root})`, ExitCode.usage);
+      throw new StrataError('local_only', `this command runs where the repository is: on the server, against its directory (not ${this.root})`);
     }
     return this.localCatalog;
   }
@@ -173,7 +173,7 @@ export class Repository {
    * packs); the old catalog.db, if any, is renamed and its new name returned.
    */
   static async openForRebuild(root: string, creds: Credentials): Promise<{ repo: Repository; previous?: string }> {
-    if (isUrl(root)) throw new StrataError('local_only', 'rebuild-catalog runs on the server, against the repository directory', ExitCode.usage);
+    if (isUrl(root)) throw new StrataError('local_only', 'rebuild-catalog runs on the server, against the repository directory');
     const dir = path.resolve(root);
     const config = readConfig(dir);
     const storage = new LocalStorage(dir);
