@@ -33,13 +33,13 @@ const NAMES: Record<Kind, RegExp> = {
 
 function kindOf(param: string): Kind {
   if (param === 'config' || param === 'key' || param === 'pack' || param === 'dict') return param;
-  throw new HttpError(404, 'no_kind', 'no such object kind (config, key, pack or dict)');
+  throw new HttpError('no_kind', 'no such object kind (config, key, pack or dict)');
 }
 
 function handleOf(ctx: RequestContext): Handle {
   const kind = kindOf(ctx.params.kind!);
   const name = ctx.params.name!;
-  if (!NAMES[kind].test(name)) throw new HttpError(400, 'bad_name', `invalid ${kind} name`);
+  if (!NAMES[kind].test(name)) throw new HttpError('bad_name', `invalid ${kind} name`);
   return { kind, name };
 }
 
@@ -50,12 +50,12 @@ export function objectRoutes(storage: LocalStorage): Route[] {
     try {
       fh = await fs.open(storage.file(h), 'r');
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new HttpError(404, 'not_found', `${h.kind} ${h.name} not found`);
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new HttpError('not_found', `${h.kind} ${h.name} not found`);
       throw e;
     }
     try {
       const st = await fh.stat();
-      if (!st.isFile()) throw new HttpError(404, 'not_found', `${h.kind} ${h.name} not found`);
+      if (!st.isFile()) throw new HttpError('not_found', `${h.kind} ${h.name} not found`);
       const range = parseRange(ctx.req.headers.range, st.size);
       const headers: Record<string, string> = {
         'Content-Type': 'application/octet-stream',
@@ -63,7 +63,7 @@ export function objectRoutes(storage: LocalStorage): Route[] {
         'Last-Modified': new Date(st.mtimeMs).toUTCString(),
       };
       if (range.kind === 'unsatisfiable') {
-        throw new HttpError(416, 'range_not_satisfiable', range.reason, { 'Content-Range': `bytes */${st.size}` });
+        throw new HttpError('range_not_satisfiable', range.reason, { 'Content-Range': `bytes */${st.size}` });
       }
       const [start, end] = range.kind === 'range' ? [range.start, range.end] : [0, st.size - 1];
       const length = end - start + 1;
@@ -117,12 +117,12 @@ export function objectRoutes(storage: LocalStorage): Route[] {
         const h = handleOf(ctx);
         const size = Number(ctx.req.headers['content-length']);
         if (h.kind !== 'pack' && size > MAX_SMALL_BYTES) {
-          throw new HttpError(413, 'body_too_large', `a ${h.kind} object may be at most ${MAX_SMALL_BYTES} bytes`, { Connection: 'close' });
+          throw new HttpError('body_too_large', `a ${h.kind} object may be at most ${MAX_SMALL_BYTES} bytes`, { Connection: 'close' });
         }
         if (h.kind === 'key' && ctx.token!.role !== 'admin' && (await otherKeyExists(storage, h.name))) {
           // A key file names the scrypt cost every password client pays and may wrap another master key:
           // the append role adds the first one (init), further ones need admin.
-          throw new HttpError(403, 'forbidden', 'adding a key file to a repository that has one needs a token with the admin role');
+          throw new HttpError('forbidden', 'adding a key file to a repository that has one needs a token with the admin role');
         }
         if (/^100-continue$/i.test(ctx.req.headers.expect ?? '')) ctx.res.writeContinue();
         const counted = (async function* () {
@@ -132,7 +132,7 @@ export function objectRoutes(storage: LocalStorage): Route[] {
           }
         })();
         const outcome = await storage.putOnce(h, counted, size);
-        if (outcome === 'conflict') throw new HttpError(409, 'conflict', `${h.kind} ${h.name} already exists with other content; objects are never replaced`);
+        if (outcome === 'conflict') throw new HttpError('conflict', `${h.kind} ${h.name} already exists with other content; objects are never replaced`);
         sendJson(ctx, outcome === 'created' ? 201 : 200, { kind: h.kind, name: h.name, size, created: outcome === 'created' });
       },
     },
@@ -143,7 +143,7 @@ export function objectRoutes(storage: LocalStorage): Route[] {
       maxBody: 0,
       handle: async (ctx) => {
         const h = handleOf(ctx);
-        if (!(await storage.exists(h))) throw new HttpError(404, 'not_found', `${h.kind} ${h.name} not found`);
+        if (!(await storage.exists(h))) throw new HttpError('not_found', `${h.kind} ${h.name} not found`);
         await storage.delete(h);
         ctx.res.writeHead(204).end();
       },
