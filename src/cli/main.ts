@@ -4,7 +4,7 @@
  * anything a user can cause (set STRATA_DEBUG=1 to see one).
  */
 import { Command, CommanderError } from 'commander';
-import { EXIT_MEANINGS, ExitCode, StrataError, type ErrorCode, type ExitCodeValue } from '../errors.js';
+import { ERRORS, EXIT_MEANINGS, StrataError, type ErrorCode, type ExitCodeValue } from '../errors.js';
 import { chalk, printJson } from './output.js';
 import { commandFinished } from './signals.js';
 import { VERSION } from '../version.js';
@@ -138,7 +138,7 @@ export async function main(argv: string[]): Promise<void> {
   } catch (e) {
     if (e instanceof CommanderError) {
       // Help and version are "errors" to commander; their exit code is 0.
-      process.exitCode = e.exitCode === 0 ? 0 : ExitCode.usage;
+      process.exitCode = e.exitCode === 0 ? 0 : ERRORS.usage.exit;
       if (json && e.exitCode !== 0) printJson({ error: 'usage' satisfies ErrorCode, message: e.message.replace(/^error: /, '') });
       return;
     }
@@ -163,7 +163,7 @@ export async function main(argv: string[]): Promise<void> {
       if (process.env.STRATA_DEBUG) process.stderr.write(`${err?.stack}\n`);
     }
     if (json) printJson({ error: code, message: err?.message ?? String(e) });
-    process.exitCode = ExitCode.error;
+    process.exitCode = ERRORS[code].exit;
   } finally {
     commandFinished();
   }
