@@ -65,6 +65,15 @@ describe('the table', () => {
   });
 });
 
+describe('docs/openapi.yaml', () => {
+  it('its list of error codes names only codes of the table', () => {
+    const text = fs.readFileSync(path.join(ROOT, 'docs', 'openapi.yaml'), 'utf8');
+    const listed = [...text.split('A stable code from')[1]!.split('message:')[0]!.matchAll(/\b([a-z]+(?:_[a-z]+)+)\b/g)].map((m) => m[1]!);
+    expect(listed.length).toBeGreaterThan(20);
+    for (const code of listed) expect(ERROR_CODES, code).toContain(code);
+  });
+});
+
 describe('over the wire, every code of the table', () => {
   let url = '';
   let server: http.Server;
