@@ -48,7 +48,7 @@ export const ERRORS = {
   usage: { exit: usage, http: 400 },
   password_mismatch: { exit: usage, http: 400 },
   bad_key_file: { exit: usage, http: 400 },
-  // Asked of a server, but it runs where the repository is.
+  // A command that runs only where the repository is, asked of a server.
   local_only: { exit: usage, http: 409 },
   ambiguous: { exit: error, http: 400 },
   is_directory: { exit: error, http: 400 },
@@ -74,7 +74,7 @@ export const ERRORS = {
   no_repository: { exit: ExitCode.noRepository, http: 404 },
 
   // Who may do what. A server never checks a repository key (it holds none);
-  // 403, as 401 would tell a client its token was refused.
+  // were one reported, 403: a 401 says the token was refused.
   wrong_key: { exit: ExitCode.wrongKey, http: 403 },
   // A refused token is, to the user, a wrong credential: 12 as a wrong key.
   unauthorized: { exit: ExitCode.wrongKey, http: 401 },
@@ -109,6 +109,7 @@ export const ERRORS = {
   internal: { exit: error, http: 500 },
   // A server's answer this client cannot place (an unknown code, a proxy's page).
   remote: { exit: error, http: 502 },
+  // A request cut short by the server shutting down.
   interrupted: { exit: ExitCode.interrupted, http: 503 },
 } as const satisfies Record<string, ErrorRow>;
 
