@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_AVG } from '../src/chunker/fastcdc.js';
+import { EXIT_MEANINGS } from '../src/errors.js';
 import { cliEnv, ROOT, strata } from './helpers.js';
 
 const README = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
@@ -74,9 +75,13 @@ describe('help, man page and README agree with the code', () => {
     expect(codes(help('forget'))).toContain(11);
     expect(codes(help('token', 'add'))).not.toContain(12);
     expect(codes(help())).toEqual([0, 1, 2, 3, 10, 11, 12, 130]);
-    // The README's table lists the same codes.
+    // The README's table and the man page's EXIT STATUS list the same codes.
     const table = [...README.split('## Exit codes')[1]!.split('\n## ')[0]!.matchAll(/^\| (\d+) \|/gm)].map((m) => Number(m[1]));
     expect(table).toEqual(codes(help()));
+    const status = MAN.slice(MAN.indexOf('.SH EXIT STATUS'), MAN.indexOf('.SH', MAN.indexOf('.SH EXIT STATUS') + 1));
+    expect([...status.matchAll(/^\.TP\n\.B (\d+)$/gm)].map((m) => Number(m[1]))).toEqual(codes(help()));
+    // Help says what the error table's exit codes mean, in its words.
+    for (const [code, meaning] of Object.entries(EXIT_MEANINGS)) expect(help()).toContain(`  ${code.padEnd(4)} ${meaning}`);
   });
 
   it('the man page and README quote the default block size the code uses', () => {

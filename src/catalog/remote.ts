@@ -9,9 +9,9 @@
 import { createHash } from 'node:crypto';
 import { BlockList } from './blocklist.js';
 import type { Piece } from './resolve.js';
-import { ExitCode, integrity, StrataError } from '../errors.js';
+import { integrity, StrataError } from '../errors.js';
 import type { BlockCache } from '../storage/cache.js';
-import type { HttpStorage, Reply } from '../storage/http.js';
+import { serverAnswer, type HttpStorage, type Reply } from '../storage/http.js';
 import type { SnapshotRow, TocRow, VersionRow } from './catalog.js';
 import type { PackEntry } from './packs.js';
 import type { PackInfo, VersionProblem } from './check.js';
@@ -56,15 +56,6 @@ export interface ClaimVerifier {
   holds(ids: readonly Buffer[], claims: readonly (Claim | undefined)[]): Promise<boolean[]>;
 }
 
-/** Error codes a server answers with whose exit code is not 1, as a local repository gives them. */
-const REMOTE_EXIT_CODES: Record<string, number> = {
-  locked: ExitCode.locked,
-  no_repository: ExitCode.noRepository,
-  wrong_key: ExitCode.wrongKey,
-  local_only: ExitCode.usage,
-  usage: ExitCode.usage,
-};
-
 export class RemoteService implements CatalogService {
   readonly remote = true;
   private known = new Set<string>();
@@ -99,18 +90,12 @@ export class RemoteService implements CatalogService {
   }
 
   private refusal(r: Reply, method: string, what: string): Error {
+    // Token trouble and the server's own failures read the same as on the object routes.
     if (r.status === 401 || r.status === 403 || r.status >= 500) return this.http.refusal(r, method, what);
-    let code = 'remote';
-    let message = `${method} ${what}: ${r.status}`;
-    try {
-      const j = JSON.parse(r.body.toString('utf8')) as { error?: unknown; message?: unknown };
-      if (typeof j.error === 'string') code = j.error;
-      if (typeof j.message === 'string') message = j.message.slice(0, 500);
-    } catch {
-      // Not one of ours.
-    }
+    const { code, message } = serverAnswer(r);
     // The same error as a local repository gives, exit code included.
-    return new StrataError(code, `${this.http.location}: ${message}`, REMOTE_EXIT_CODES[code] ?? ExitCode.error);
+    if (code) return new StrataError(code, `${this.http.location}: ${message}`);
+    return new StrataError('remote', `${this.http.location}: ${method} ${what}: ${r.status} ${message}`);
   }
 
   async snapshots(): Promise<SnapshotRow[]> {

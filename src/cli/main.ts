@@ -4,7 +4,7 @@
  * anything a user can cause (set STRATA_DEBUG=1 to see one).
  */
 import { Command, CommanderError } from 'commander';
-import { ExitCode, StrataError } from '../errors.js';
+import { ERRORS, EXIT_MEANINGS, StrataError, type ErrorCode, type ExitCodeValue } from '../errors.js';
 import { chalk, printJson } from './output.js';
 import { commandFinished } from './signals.js';
 import { VERSION } from '../version.js';
@@ -22,22 +22,11 @@ Environment (an option given on the command line wins over its variable):
   STRATA_DEBUG          print a stack trace with errors
   NO_COLOR              no colours`;
 
-const CODES: Record<number, string> = {
-  0: 'success',
-  1: 'error',
-  2: 'usage error (bad option or argument)',
-  3: 'incomplete: a backup could not read some sources (the snapshot is partial), or a restore left some paths as they were',
-  10: 'no repository at the given location',
-  11: 'repository is locked',
-  12: 'wrong password or key, or no password given',
-  130: 'interrupted',
-};
-
 /** The exit codes a command can end with (help lists only these). */
-function exitCodesOf(command: string | undefined): number[] {
+function exitCodesOf(command: string | undefined): ExitCodeValue[] {
   switch (command) {
     case undefined:
-      return [0, 1, 2, 3, 10, 11, 12, 130];
+      return Object.keys(EXIT_MEANINGS).map(Number) as ExitCodeValue[];
     case 'backup':
       return [0, 1, 2, 3, 10, 11, 12, 130];
     case 'restore':
@@ -62,7 +51,7 @@ function exitCodesOf(command: string | undefined): number[] {
 }
 
 function exitCodes(command: string | undefined): string {
-  return `\nExit codes:\n${exitCodesOf(command).map((c) => `  ${String(c).padEnd(4)} ${CODES[c]}`).join('\n')}\n${ENVIRONMENT}`;
+  return `\nExit codes:\n${exitCodesOf(command).map((c) => `  ${String(c).padEnd(4)} ${EXIT_MEANINGS[c]}`).join('\n')}\n${ENVIRONMENT}`;
 }
 
 type Registrar = () => Promise<{ register: (program: Command) => void }>;
@@ -149,8 +138,8 @@ export async function main(argv: string[]): Promise<void> {
   } catch (e) {
     if (e instanceof CommanderError) {
       // Help and version are "errors" to commander; their exit code is 0.
-      process.exitCode = e.exitCode === 0 ? 0 : ExitCode.usage;
-      if (json && e.exitCode !== 0) printJson({ error: 'usage', message: e.message.replace(/^error: /, '') });
+      process.exitCode = e.exitCode === 0 ? 0 : ERRORS.usage.exit;
+      if (json && e.exitCode !== 0) printJson({ error: 'usage' satisfies ErrorCode, message: e.message.replace(/^error: /, '') });
       return;
     }
     if (e instanceof StrataError) {
@@ -161,16 +150,20 @@ export async function main(argv: string[]): Promise<void> {
       return;
     }
     const err = e as NodeJS.ErrnoException;
+    // --json names only codes of the error table.
+    let code: ErrorCode = 'internal';
     if (err?.code === 'ENOSPC' || err?.code === 'SQLITE_FULL') {
+      code = 'no_space';
       process.stderr.write(`${chalk.red('strata:')} no space left on device; nothing was committed\n`);
     } else if (err?.code === 'EACCES' || err?.code === 'EPERM' || err?.code === 'EROFS') {
+      code = 'io';
       process.stderr.write(`${chalk.red('strata:')} permission denied: ${err.path ?? err.message}\n`);
     } else {
       process.stderr.write(`${chalk.red('strata: internal error:')} ${err?.message ?? String(e)}\n`);
       if (process.env.STRATA_DEBUG) process.stderr.write(`${err?.stack}\n`);
     }
-    if (json) printJson({ error: err?.code ?? 'internal', message: err?.message ?? String(e) });
-    process.exitCode = ExitCode.error;
+    if (json) printJson({ error: code, message: err?.message ?? String(e) });
+    process.exitCode = ERRORS[code].exit;
   } finally {
     commandFinished();
   }

@@ -6,7 +6,7 @@
 import { createHmac, hkdfSync, randomBytes, scrypt as scryptCb } from 'node:crypto';
 import * as os from 'node:os';
 import { promisify } from 'node:util';
-import { ExitCode, StrataError } from '../errors.js';
+import { StrataError } from '../errors.js';
 import { open, seal } from './keyring.js';
 
 const scrypt = promisify(scryptCb) as (pw: string, salt: Buffer, len: number, opts: object) => Promise<Buffer>;
@@ -87,7 +87,7 @@ export function keyFileProblem(key: unknown): string | undefined {
 
 export async function deriveWrappingKey(password: string, salt: Buffer, params: ScryptParams): Promise<Buffer> {
   const problem = scryptProblem(params);
-  if (problem) throw new StrataError('bad_key_file', `scrypt parameters out of bounds: ${problem}`, ExitCode.usage);
+  if (problem) throw new StrataError('bad_key_file', `scrypt parameters out of bounds: ${problem}`);
   return scrypt(password, salt, 32, { N: params.N, r: params.r, p: params.p, maxmem: 256 * params.N * params.r + 1024 * 1024 });
 }
 

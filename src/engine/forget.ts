@@ -10,7 +10,7 @@
  * forgotten version is rewritten again when that one's turn comes. The blocks
  * themselves are reclaimed later by prune.
  */
-import { ExitCode, integrity, StrataError, usageError } from '../errors.js';
+import { integrity, StrataError, usageError } from '../errors.js';
 import { type TocRow } from '../catalog/catalog.js';
 import type { Repository } from '../repo/repository.js';
 import { isFilterEmpty, matchesFilter, type SnapshotFilter } from './filter.js';
@@ -140,7 +140,6 @@ async function forgetGroups(service: CatalogService, all: readonly CandidateGrou
           'no_space',
           `no space left on device: removed ${n} ${n === 1 ? 'snapshot' : 'snapshots'} (${result.removed.map((id) => id.slice(0, 8)).join(', ')}) and rewrote the refs of ${touched.length} later file ${touched.length === 1 ? 'version' : 'versions'} in the catalog, ` +
             `but could not write their new sealed tables of contents; the remaining snapshots read as before. Free some space and run "strata prune" (or forget again) to write them`,
-          ExitCode.error,
           { removed: result.removed, rewrittenVersions: touched.length, staleTocs: touched.length },
         );
       }

@@ -79,7 +79,7 @@ export class Repository {
   /** The catalog itself, for what only runs where it lives (maintenance). */
   get catalog(): Catalog {
     if (!this.localCatalog) {
-      throw new StrataError('local_only', `this command runs where the repository is: on the server, against its directory (not ${this.root})`, ExitCode.usage);
+      throw new StrataError('local_only', `this command runs where the repository is: on the server, against its directory (not ${this.root})`);
     }
     return this.localCatalog;
   }
@@ -151,7 +151,7 @@ export class Repository {
    */
   static async openForRebuild(root: string, creds: Credentials): Promise<{ repo: Repository; previous?: string }> {
     const where = locate(root);
-    if (where.kind === 'server') throw new StrataError('local_only', 'rebuild-catalog runs on the server, against the repository directory', ExitCode.usage);
+    if (where.kind === 'server') throw new StrataError('local_only', 'rebuild-catalog runs on the server, against the repository directory');
     const dir = where.dir;
     const config = readConfig(dir);
     const storage = new LocalStorage(dir);

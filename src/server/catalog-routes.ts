@@ -27,7 +27,6 @@ import {
   pieceToJson,
   rowToJson,
   snapshotToJson,
-  WireError,
 } from '../catalog/wire.js';
 import type { LocalStorage } from '../storage/local.js';
 import { HttpError, sendJson, type RequestContext, type Route } from './http.js';
@@ -51,7 +50,7 @@ export class CatalogKeeper {
   get(): LocalService {
     if (this.service) return this.service;
     const root = this.storage.location;
-    if (!fs.existsSync(path.join(root, 'config'))) throw new HttpError(404, 'no_repository', 'no repository here yet: run "strata init" against this server');
+    if (!fs.existsSync(path.join(root, 'config'))) throw new HttpError('no_repository', 'no repository here yet: run "strata init" against this server');
     this.service = new LocalService(new Catalog(path.join(root, 'catalog.db')), this.storage, true);
     return this.service;
   }
@@ -69,7 +68,7 @@ async function body(ctx: RequestContext): Promise<Buffer> {
     chunks.push(c);
   }
   const buf = Buffer.concat(chunks);
-  if (buf.length !== Number(ctx.req.headers['content-length'])) throw new HttpError(400, 'bad_request', 'the body is shorter than its Content-Length');
+  if (buf.length !== Number(ctx.req.headers['content-length'])) throw new HttpError('bad_request', 'the body is shorter than its Content-Length');
   return buf;
 }
 
@@ -81,7 +80,7 @@ async function jsonBody(ctx: RequestContext): Promise<Record<string, unknown>> {
   } catch {
     // Below.
   }
-  throw new HttpError(400, 'bad_json', 'the body must be a JSON object');
+  throw new HttpError('bad_json', 'the body must be a JSON object');
 }
 
 function sendBinary(ctx: RequestContext, buf: Buffer): void {
@@ -93,7 +92,7 @@ function sendBinary(ctx: RequestContext, buf: Buffer): void {
 /** The bytes, or the one range a Range header asks for (206), as object GETs serve it. */
 function sendRange(ctx: RequestContext, buf: Buffer): void {
   const range = parseRange(ctx.req.headers.range, buf.length);
-  if (range.kind === 'unsatisfiable') throw new HttpError(416, 'range_not_satisfiable', range.reason, { 'Content-Range': `bytes */${buf.length}` });
+  if (range.kind === 'unsatisfiable') throw new HttpError('range_not_satisfiable', range.reason, { 'Content-Range': `bytes */${buf.length}` });
   if (range.kind === 'none') {
     ctx.res.setHeader('Accept-Ranges', 'bytes');
     return sendBinary(ctx, buf);
@@ -111,60 +110,33 @@ function query(ctx: RequestContext): URLSearchParams {
 }
 
 function int(s: string | null | undefined, what: string): number {
-  if (s === null || s === undefined || !/^\d{1,15}$/.test(s)) throw new HttpError(400, 'bad_request', `${what} must be a whole number`);
+  if (s === null || s === undefined || !/^\d{1,15}$/.test(s)) throw new HttpError('bad_request', `${what} must be a whole number`);
   return Number(s);
 }
 
 function id(s: string | undefined, what: string): Buffer {
-  if (!s || !/^[0-9a-f]{64}$/.test(s)) throw new HttpError(400, 'bad_request', `${what} must be 64 hex digits`);
+  if (!s || !/^[0-9a-f]{64}$/.test(s)) throw new HttpError('bad_request', `${what} must be 64 hex digits`);
   return Buffer.from(s, 'hex');
 }
 
 function b64(v: unknown, what: string): Buffer {
-  if (typeof v !== 'string' || v.length > 1 << 20 || !/^[A-Za-z0-9+/]*={0,2}$/.test(v)) throw new HttpError(400, 'bad_request', `${what} must be base64`);
+  if (typeof v !== 'string' || v.length > 1 << 20 || !/^[A-Za-z0-9+/]*={0,2}$/.test(v)) throw new HttpError('bad_request', `${what} must be base64`);
   return Buffer.from(v, 'base64');
 }
 
 function num(v: unknown, what: string): number {
-  if (!Number.isSafeInteger(v) || (v as number) < 0) throw new HttpError(400, 'bad_request', `${what} must be a whole number`);
+  if (!Number.isSafeInteger(v) || (v as number) < 0) throw new HttpError('bad_request', `${what} must be a whole number`);
   return v as number;
-}
-
-const STATUS: Record<string, [number, string]> = {
-  bad_request: [400, 'bad_request'],
-  bad_version: [400, 'bad_version'],
-  not_found: [404, 'not_found'],
-  missing_blocks: [409, 'missing_blocks'],
-  stale_target: [409, 'stale_target'],
-  locked: [409, 'locked'],
-  local_only: [409, 'local_only'],
-  integrity: [409, 'integrity'],
-};
-
-/** Runs a handler, turning what the engine says about a request into the right status. */
-function guarded(handle: (ctx: RequestContext) => Promise<void>): (ctx: RequestContext) => Promise<void> {
-  return async (ctx) => {
-    try {
-      await handle(ctx);
-    } catch (e) {
-      if (e instanceof WireError) throw new HttpError(400, 'bad_request', e.message);
-      if (e instanceof StrataError && STATUS[e.code]) {
-        const [status, code] = STATUS[e.code]!;
-        throw new HttpError(status, code, e.message);
-      }
-      throw e;
-    }
-  };
 }
 
 export function catalogRoutes(keeper: CatalogKeeper): Route[] {
   const svc = () => keeper.get();
   const version = async (ctx: RequestContext) => {
     const v = await svc().versionById(int(ctx.params.version, 'version'));
-    if (!v) throw new HttpError(404, 'not_found', 'no such version');
+    if (!v) throw new HttpError('not_found', 'no such version');
     return v;
   };
-  const routes: Route[] = [
+  return [
     {
       method: 'GET',
       path: '/v1/snapshots',
@@ -172,7 +144,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       maxBody: 0,
       handle: async (ctx) => {
         const prefix = query(ctx).get('prefix');
-        if (prefix !== null && !/^[0-9a-f]{1,64}$/.test(prefix)) throw new HttpError(400, 'bad_request', 'prefix must be hex');
+        if (prefix !== null && !/^[0-9a-f]{1,64}$/.test(prefix)) throw new HttpError('bad_request', 'prefix must be hex');
         const rows = prefix !== null ? await svc().snapshotsByPrefix(prefix) : await svc().snapshots();
         sendJson(ctx, 200, { snapshots: rows.map(snapshotToJson) });
       },
@@ -184,7 +156,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       maxBody: 0,
       handle: async (ctx) => {
         const row = await svc().snapshotBySeq(int(ctx.params.seq, 'seq'));
-        if (!row) throw new HttpError(404, 'not_found', 'no such snapshot');
+        if (!row) throw new HttpError('not_found', 'no such snapshot');
         sendJson(ctx, 200, snapshotToJson(row));
       },
     },
@@ -195,7 +167,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       maxBody: 0,
       handle: async (ctx) => {
         const v = await svc().version(int(ctx.params.seq, 'seq'), id(ctx.params.path, 'path'));
-        if (!v) throw new HttpError(404, 'not_found', 'no such version');
+        if (!v) throw new HttpError('not_found', 'no such version');
         sendJson(ctx, 200, v);
       },
     },
@@ -227,19 +199,13 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       handle: async (ctx) => {
         const q = query(ctx);
         const prefix = q.get('prefix');
-        if (prefix !== null && !/^[0-9a-f]{1,64}$/.test(prefix)) throw new HttpError(400, 'bad_request', 'prefix must be hex');
+        if (prefix !== null && !/^[0-9a-f]{1,64}$/.test(prefix)) throw new HttpError('bad_request', 'prefix must be hex');
         const choice = prefix !== null ? { prefix } : { until: q.get('until') === null ? Number.MAX_SAFE_INTEGER : int(q.get('until'), 'until') };
         const opt = (k: string) => (q.get(k) === null ? undefined : int(q.get(k), k));
         const spec = { start: opt('start'), end: opt('end'), suffix: opt('suffix') };
         const hasSpec = spec.start !== undefined || spec.end !== undefined || spec.suffix !== undefined;
-        let plan;
-        try {
-          plan = await svc().planRead(id(ctx.params.path, 'path'), choice, hasSpec ? spec : undefined);
-        } catch (e) {
-          if (e instanceof StrataError && e.code === 'range_not_satisfiable') throw new HttpError(416, 'range_not_satisfiable', e.message);
-          throw e;
-        }
-        if (!plan) throw new HttpError(404, 'not_found', 'no plan: look the path up in the trees');
+        const plan = await svc().planRead(id(ctx.params.path, 'path'), choice, hasSpec ? spec : undefined);
+        if (!plan) throw new HttpError('not_found', 'no plan: look the path up in the trees');
         sendJson(ctx, 200, {
           snapshot: snapshotToJson(plan.snapshot),
           newer: plan.newer.map(snapshotToJson),
@@ -269,7 +235,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
         const q = query(ctx);
         const start = int(q.get('start'), 'start');
         const end = int(q.get('end'), 'end');
-        if (end < start || end >= v.size) throw new HttpError(416, 'range_not_satisfiable', `the version has ${v.size} bytes`);
+        if (end < start || end >= v.size) throw new HttpError('range_not_satisfiable', `the version has ${v.size} bytes`);
         const pieces = [];
         let next: number | null = null;
         for await (const p of svc().pieces(v.id, start, end)) {
@@ -309,7 +275,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       maxBody: 0,
       handle: async (ctx) => {
         const block = id(ctx.params.id, 'block id');
-        if (!keeperCatalog(keeper).blockLocation(block)) throw new HttpError(404, 'not_found', 'no such block');
+        if (!keeperCatalog(keeper).blockLocation(block)) throw new HttpError('not_found', 'no such block');
         sendRange(ctx, await svc().readSealed(block));
       },
     },
@@ -320,7 +286,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       maxBody: BLOCKS_PER_READ * 32,
       handle: async (ctx) => {
         const ids = decodeIds(await body(ctx));
-        if (ids.length === 0) throw new HttpError(400, 'bad_request', 'no block ids');
+        if (ids.length === 0) throw new HttpError('bad_request', 'no block ids');
         const catalog = keeperCatalog(keeper);
         // The answer stops at its size bound (after at least one block); the client asks again for the rest.
         const take: { id: Buffer; found: boolean }[] = [];
@@ -398,21 +364,21 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       maxBody: MAX_JSON_BYTES,
       handle: async (ctx) => {
         const name = ctx.params.name!;
-        if (!/^[0-9a-f]{64}$/.test(name)) throw new HttpError(400, 'bad_name', 'invalid pack name');
+        if (!/^[0-9a-f]{64}$/.test(name)) throw new HttpError('bad_name', 'invalid pack name');
         const j = await jsonBody(ctx);
         const s = svc();
         let size: number;
         try {
           size = (await s.storage.stat({ kind: 'pack', name })).size;
         } catch {
-          throw new HttpError(409, 'no_pack', `upload pack ${name.slice(0, 16)} before its index`);
+          throw new HttpError('no_pack', `upload pack ${name.slice(0, 16)} before its index`);
         }
         const entries = packEntriesFromJson(j.entries, size, PACK_MAGIC.length);
         // Moving blocks already indexed elsewhere is prune's repacking: admin only.
         const relocate = j.relocate === true;
-        if (relocate && ctx.token?.role !== 'admin') throw new HttpError(403, 'forbidden', 'moving indexed blocks (repacking) needs the admin role');
+        if (relocate && ctx.token?.role !== 'admin') throw new HttpError('forbidden', 'moving indexed blocks (repacking) needs the admin role');
         // Copies of blocks indexed elsewhere whose first copy the client found forged: kept as spares, never moved.
-        if (j.replaces !== undefined && !Array.isArray(j.replaces)) throw new HttpError(400, 'bad_request', 'replaces must be a list of block ids');
+        if (j.replaces !== undefined && !Array.isArray(j.replaces)) throw new HttpError('bad_request', 'replaces must be a list of block ids');
         const spares = new Set(((j.replaces as unknown[] | undefined) ?? []).map((h) => id(h as string, 'replaces').toString('hex')));
         if (keeperCatalog(keeper).packIndexed(name)) return sendJson(ctx, 200, { indexed: false });
         s.indexPack(name, size, entries, relocate, spares);
@@ -437,7 +403,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       role: 'append',
       maxBody: 0,
       handle: async (ctx) => {
-        if (!svc().renew(ctx.params.lease!)) throw new HttpError(404, 'not_found', 'no such lease (it went stale: start again)');
+        if (!svc().renew(ctx.params.lease!)) throw new HttpError('not_found', 'no such lease (it went stale: start again)');
         ctx.res.writeHead(204).end();
       },
     },
@@ -471,7 +437,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       handle: async (ctx) => {
         held(keeper, ctx.params.lease!);
         const j = await jsonBody(ctx);
-        if (!Array.isArray(j.snapshots)) throw new HttpError(400, 'bad_request', 'snapshots must be a list of numbers');
+        if (!Array.isArray(j.snapshots)) throw new HttpError('bad_request', 'snapshots must be a list of numbers');
         sendJson(ctx, 200, await svc().forgetSnapshots(j.snapshots.map((s) => num(s, 'snapshot'))));
       },
     },
@@ -493,13 +459,13 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       handle: async (ctx) => {
         held(keeper, ctx.params.lease!);
         const j = await jsonBody(ctx);
-        if (!Array.isArray(j.tocs)) throw new HttpError(400, 'bad_request', 'tocs must be a list');
+        if (!Array.isArray(j.tocs)) throw new HttpError('bad_request', 'tocs must be a list');
         const ids = (v: unknown, what: string) => {
-          if (!Array.isArray(v)) throw new HttpError(400, 'bad_request', `${what} must be a list of ids`);
+          if (!Array.isArray(v)) throw new HttpError('bad_request', `${what} must be a list of ids`);
           return v.map((x) => id(x as string, what));
         };
         const list = j.tocs.map((t: unknown) => {
-          if (typeof t !== 'object' || t === null) throw new HttpError(400, 'bad_request', 'each TOC is an object');
+          if (typeof t !== 'object' || t === null) throw new HttpError('bad_request', 'each TOC is an object');
           const o = t as Record<string, unknown>;
           return { version: num(o.version, 'version'), toc: id(o.toc as string, 'toc'), segments: ids(o.segments, 'segments'), old: ids(o.old, 'old') };
         });
@@ -527,7 +493,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       handle: async (ctx) => {
         held(keeper, ctx.params.lease!);
         const j = await jsonBody(ctx);
-        if (!Array.isArray(j.packs) || !j.packs.every((p) => typeof p === 'string' && /^[0-9a-f]{64}$/.test(p))) throw new HttpError(400, 'bad_request', 'packs must be a list of pack names');
+        if (!Array.isArray(j.packs) || !j.packs.every((p) => typeof p === 'string' && /^[0-9a-f]{64}$/.test(p))) throw new HttpError('bad_request', 'packs must be a list of pack names');
         sendJson(ctx, 200, await svc().pruneSweep(j.packs as string[], num(j.started, 'started')));
       },
     },
@@ -552,7 +518,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       maxBody: 0,
       handle: async (ctx) => {
         const name = packName(ctx.params.name);
-        if (!keeperCatalog(keeper).packIndexed(name)) throw new HttpError(404, 'not_found', 'no such pack in the catalog');
+        if (!keeperCatalog(keeper).packIndexed(name)) throw new HttpError('not_found', 'no such pack in the catalog');
         sendJson(ctx, 200, { blobs: packEntriesToJson(await svc().packBlobs(name)) });
       },
     },
@@ -574,7 +540,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       maxBody: MAX_JSON_BYTES,
       handle: async (ctx) => {
         const j = await jsonBody(ctx);
-        if (j.which !== 'current' && j.which !== 'new') throw new HttpError(400, 'bad_request', 'which must be "current" or "new"');
+        if (j.which !== 'current' && j.which !== 'new') throw new HttpError('bad_request', 'which must be "current" or "new"');
         sendJson(ctx, 200, { pass: await svc().checkPass(j.which) });
       },
     },
@@ -620,13 +586,13 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       maxBody: MAX_JSON_BYTES,
       handle: async (ctx) => {
         const j = await jsonBody(ctx);
-        if (typeof j.id !== 'string' || !/^[0-9a-f]{64}$/.test(j.id)) throw new HttpError(400, 'bad_request', 'id must be 64 hex digits');
-        if (typeof j.lease !== 'string') throw new HttpError(400, 'bad_request', 'lease must be a string');
+        if (typeof j.id !== 'string' || !/^[0-9a-f]{64}$/.test(j.id)) throw new HttpError('bad_request', 'id must be 64 hex digits');
+        if (typeof j.lease !== 'string') throw new HttpError('bad_request', 'lease must be a string');
         const parent = j.parent === null ? null : num(j.parent, 'parent');
         const cat = keeperCatalog(keeper);
         // A retried request finds its snapshot already begun.
         const again = cat.pendingSnapshots().find((p) => p.id === j.id);
-        if (j.inherits !== undefined && typeof j.inherits !== 'boolean') throw new HttpError(400, 'bad_request', 'inherits must be true or false');
+        if (j.inherits !== undefined && typeof j.inherits !== 'boolean') throw new HttpError('bad_request', 'inherits must be true or false');
         const seq = again ? again.seq : await svc().beginSnapshot(j.id, num(j.time, 'time'), b64(j.lineage, 'lineage'), b64(j.meta, 'meta'), parent, j.lease, j.inherits === true);
         sendJson(ctx, 201, { seq });
       },
@@ -655,9 +621,9 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
         const j = await jsonBody(ctx);
         const cat = keeperCatalog(keeper);
         const row = cat.snapshotBySeq(seq);
-        if (!row) throw new HttpError(404, 'not_found', 'no such snapshot');
+        if (!row) throw new HttpError('not_found', 'no such snapshot');
         const blobs = Array.isArray(j.blobs) ? j.blobs.map((b) => id(b as string, 'blob')) : undefined;
-        if (!blobs || blobs.length > 10_000_000) throw new HttpError(400, 'bad_request', 'blobs must be a list of ids');
+        if (!blobs || blobs.length > 10_000_000) throw new HttpError('bad_request', 'blobs must be a list of ids');
         // Committed already (a retried request): nothing to do.
         if (!cat.pendingSnapshots().some((p) => p.seq === seq)) return sendJson(ctx, 200, { seq });
         await svc().commitSnapshot(seq, id(j.root as string, 'root'), id(j.record as string, 'record'), b64(j.meta, 'meta'), blobs);
@@ -665,7 +631,6 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       },
     },
   ];
-  return routes.map((r) => ({ ...r, handle: guarded(r.handle) }));
 }
 
 function keeperCatalog(keeper: CatalogKeeper): Catalog {
@@ -673,20 +638,20 @@ function keeperCatalog(keeper: CatalogKeeper): Catalog {
 }
 
 function packName(s: string | undefined): string {
-  if (!s || !/^[0-9a-f]{64}$/.test(s)) throw new HttpError(400, 'bad_name', 'invalid pack name');
+  if (!s || !/^[0-9a-f]{64}$/.test(s)) throw new HttpError('bad_name', 'invalid pack name');
   return s;
 }
 
 function blockList(v: unknown): string[] {
-  if (!Array.isArray(v) || !v.every((b) => typeof b === 'string' && /^[0-9a-f]{64}$/.test(b))) throw new HttpError(400, 'bad_request', 'blocks must be a list of block ids');
+  if (!Array.isArray(v) || !v.every((b) => typeof b === 'string' && /^[0-9a-f]{64}$/.test(b))) throw new HttpError('bad_request', 'blocks must be a list of block ids');
   return v as string[];
 }
 
 function held(keeper: CatalogKeeper, lease: string): void {
-  if (!keeper.get().holds(lease, 'maintenance')) throw new HttpError(409, 'no_lease', 'this needs the maintenance lease (it went stale, or was never taken)');
+  if (!keeper.get().holds(lease, 'maintenance')) throw new HttpError('no_lease', 'this needs the maintenance lease (it went stale, or was never taken)');
 }
 
 function pending(keeper: CatalogKeeper, seq: number): number {
-  if (!keeperCatalog(keeper).pendingSnapshots().some((p) => p.seq === seq)) throw new HttpError(409, 'not_pending', 'that snapshot is not being written');
+  if (!keeperCatalog(keeper).pendingSnapshots().some((p) => p.seq === seq)) throw new HttpError('not_pending', 'that snapshot is not being written');
   return seq;
 }

@@ -4,24 +4,24 @@
  * request log. No framework: the surface is a handful of routes, and every
  * byte of a request is checked here before a handler sees it.
  *
- * Errors are always `{"error": CODE, "message": TEXT}`. Anything a client can
- * send maps to a 4xx; a 500 means a bug and says nothing about internals.
+ * Errors are always `{"error": CODE, "message": TEXT}`, the status from the
+ * error table (errors.ts). Anything a client can send maps to a 4xx; a 5xx is
+ * the server's own failure and says nothing about internals.
  */
-import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { StrataError } from '../errors.js';
-import { StorageError } from '../storage/storage.js';
+import { httpStatus, StrataError, type ErrorCode } from '../errors.js';
 import { roleAllows, type Role, type TokenEntry, type TokenStore } from './tokens.js';
 
-export class HttpError extends Error {
+/** An error a route answers with, and the headers the answer needs; its status comes from the error table. */
+export class HttpError extends StrataError {
   constructor(
-    readonly status: number,
-    readonly code: string,
+    code: ErrorCode,
     message: string,
     readonly headers: Record<string, string> = {},
   ) {
-    super(message);
+    super(code, message);
   }
 }
 
@@ -76,13 +76,6 @@ export function sendJson(ctx: RequestContext, status: number, body: unknown, hea
   if (ctx.req.method !== 'HEAD') ctx.bytesOut += text.length;
 }
 
-const REASONS: Record<number, string> = {
-  400: 'bad_request',
-  408: 'request_timeout',
-  413: 'body_too_large',
-  431: 'headers_too_large',
-};
-
 /**
  * Makes the request handler for `routes`. Order of checks: authentication
  * (unless the route is open), then route and method, then role, then body size.
@@ -105,7 +98,7 @@ async function dispatch(routes: readonly Route[], tokens: TokenStore, ctx: Reque
   const url = req.url ?? '';
   const q = url.indexOf('?');
   const pathname = q < 0 ? url : url.slice(0, q);
-  if (!pathname.startsWith('/')) throw new HttpError(400, 'bad_request', 'the request target must be a path');
+  if (!pathname.startsWith('/')) throw new HttpError('bad_request', 'the request target must be a path');
 
   const onPath: { route: Route; params: Record<string, string> }[] = [];
   for (const route of routes) {
@@ -114,14 +107,14 @@ async function dispatch(routes: readonly Route[], tokens: TokenStore, ctx: Reque
   }
   const hit = onPath.find((r) => r.route.method === req.method);
   if (!hit || hit.route.role !== null) ctx.token = authenticate(req, tokens);
-  if (onPath.length === 0) throw new HttpError(404, 'no_route', 'no such route');
+  if (onPath.length === 0) throw new HttpError('no_route', 'no such route');
   if (!hit) {
     const allow = [...new Set(onPath.map((r) => r.route.method))].join(', ');
-    throw new HttpError(405, 'method_not_allowed', `${req.method} is not allowed here (allowed: ${allow})`, { Allow: allow });
+    throw new HttpError('method_not_allowed', `${req.method} is not allowed here (allowed: ${allow})`, { Allow: allow });
   }
   const { route, params } = hit;
   if (route.role !== null && !roleAllows(ctx.token!.role, route.role)) {
-    throw new HttpError(403, 'forbidden', `this needs a token with the ${route.role} role; token ${ctx.token!.name} has ${ctx.token!.role}`);
+    throw new HttpError('forbidden', `this needs a token with the ${route.role} role; token ${ctx.token!.name} has ${ctx.token!.role}`);
   }
   checkBody(req, route.maxBody);
   ctx.params = params;
@@ -131,10 +124,10 @@ async function dispatch(routes: readonly Route[], tokens: TokenStore, ctx: Reque
 function authenticate(req: IncomingMessage, tokens: TokenStore): TokenEntry {
   const header = req.headers.authorization;
   const challenge = { 'WWW-Authenticate': 'Bearer realm="strata"' };
-  if (!header) throw new HttpError(401, 'unauthorized', 'a bearer token is required (Authorization: Bearer TOKEN)', challenge);
+  if (!header) throw new HttpError('unauthorized', 'a bearer token is required (Authorization: Bearer TOKEN)', challenge);
   const m = /^Bearer +(\S+) *$/i.exec(header);
   const entry = m ? tokens.verify(m[1]!) : undefined;
-  if (!entry) throw new HttpError(401, 'unauthorized', 'the token is not valid (unknown or revoked)', challenge);
+  if (!entry) throw new HttpError('unauthorized', 'the token is not valid (unknown or revoked)', challenge);
   return entry;
 }
 
@@ -142,12 +135,12 @@ function checkBody(req: IncomingMessage, maxBody: number): void {
   const length = req.headers['content-length'];
   const chunked = req.headers['transfer-encoding'] !== undefined;
   if (maxBody === 0) {
-    if (chunked || (length !== undefined && length !== '0')) throw new HttpError(413, 'body_too_large', 'this request takes no body', { Connection: 'close' });
+    if (chunked || (length !== undefined && length !== '0')) throw new HttpError('body_too_large', 'this request takes no body', { Connection: 'close' });
     return;
   }
-  if (length === undefined || chunked) throw new HttpError(411, 'length_required', 'send the body with a Content-Length (no chunked uploads)', { Connection: 'close' });
-  if (!/^\d{1,15}$/.test(length)) throw new HttpError(400, 'bad_request', 'Content-Length is not a number', { Connection: 'close' });
-  if (Number(length) > maxBody) throw new HttpError(413, 'body_too_large', `the body may be at most ${maxBody} bytes here`, { Connection: 'close' });
+  if (length === undefined || chunked) throw new HttpError('length_required', 'send the body with a Content-Length (no chunked uploads)', { Connection: 'close' });
+  if (!/^\d{1,15}$/.test(length)) throw new HttpError('bad_request', 'Content-Length is not a number', { Connection: 'close' });
+  if (Number(length) > maxBody) throw new HttpError('body_too_large', `the body may be at most ${maxBody} bytes here`, { Connection: 'close' });
 }
 
 /** Turns any failure into a JSON error; a response already under way is cut off instead. */
@@ -157,30 +150,29 @@ function fail(ctx: RequestContext, e: unknown): void {
     res.destroy();
     return;
   }
-  if (ctx.req.destroyed && !(e instanceof HttpError)) {
-    // The client went away (an aborted upload): nobody to answer.
+  if (ctx.req.destroyed && !ctx.req.complete && !(e instanceof HttpError)) {
+    // The client went away (an aborted upload): nobody to answer. A body read to its end is destroyed too.
     res.destroy();
     return;
   }
-  let status = 500;
-  let code = 'internal';
+  let code: ErrorCode = 'internal';
   let message = 'internal server error';
   let headers: Record<string, string> = {};
-  const errno = (e as NodeJS.ErrnoException)?.code;
-  if (e instanceof HttpError) {
-    ({ status, code, message, headers } = e);
-  } else if (e instanceof StorageError && e.code === 'not_found') {
-    [status, code, message] = [404, 'not_found', e.message];
-  } else if (e instanceof StorageError && e.code === 'short_read') {
-    [status, code, message] = [400, 'bad_request', e.message];
-  } else if (errno === 'ENOSPC') {
-    [status, code, message] = [507, 'insufficient_storage', 'the server is out of disk space'];
-  } else if (e instanceof StrataError) {
-    // A StrataError that is not about the request is still the server's problem.
-    process.stderr.write(`strata serve: ${e.message}\n`);
+  if (e instanceof StrataError) {
+    code = e.code;
+    message = e.message;
+    if (e instanceof HttpError) headers = e.headers;
+  } else if ((e as NodeJS.ErrnoException)?.code === 'ENOSPC') {
+    [code, message] = ['insufficient_storage', 'the server is out of disk space'];
   } else {
     process.stderr.write(`strata serve: internal error: ${(e as Error)?.message ?? String(e)}\n`);
     if (process.env.STRATA_DEBUG) process.stderr.write(`${(e as Error)?.stack}\n`);
+  }
+  const status = httpStatus(code);
+  if (e instanceof StrataError && status >= 500) {
+    // The server's own failure: its log says why; the client learns only what kind.
+    process.stderr.write(`strata serve: ${e.message}\n`);
+    message = `the server failed (${code}); its log says why`;
   }
   // A body the handler did not read is not drained: the connection is closed instead.
   if (!ctx.req.complete) headers = { ...headers, Connection: 'close' };
@@ -193,7 +185,8 @@ function fail(ctx: RequestContext, e: unknown): void {
  */
 export function handleClientErrors(server: Server, log: LogOptions): void {
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+    const code: ErrorCode = err.code === 'HPE_HEADER_OVERFLOW' ? 'headers_too_large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'request_timeout' : 'bad_request';
+    const status = httpStatus(code);
     if (err.code !== 'ECONNRESET' && err.code !== 'EPIPE') logLine(log, `- - ${status} ${err.code ?? 'error'}`);
     // With an answer still owed on this connection, a 400 would arrive in its place: just close.
     const busy = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage !== undefined;
@@ -201,22 +194,18 @@ export function handleClientErrors(server: Server, log: LogOptions): void {
       socket.destroy();
       return;
     }
-    const body = JSON.stringify({ error: REASONS[status], message: clientErrorMessage(status) }) + '\n';
+    const body = JSON.stringify({ error: code, message: CLIENT_ERRORS[code] }) + '\n';
     socket.end(
-      `HTTP/1.1 ${status} ${statusText(status)}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
     );
   });
 }
 
-function clientErrorMessage(status: number): string {
-  if (status === 431) return 'the request headers are too large';
-  if (status === 408) return 'the request headers took too long';
-  return 'malformed HTTP request';
-}
-
-function statusText(status: number): string {
-  return status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request';
-}
+const CLIENT_ERRORS: Partial<Record<ErrorCode, string>> = {
+  headers_too_large: 'the request headers are too large',
+  request_timeout: 'the request headers took too long',
+  bad_request: 'malformed HTTP request',
+};
 
 export function logLine(log: LogOptions, text: string): void {
   if (log.quiet) return;

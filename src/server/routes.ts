@@ -32,13 +32,13 @@ const NAMES: Record<Kind, RegExp> = {
 
 function kindOf(param: string): Kind {
   if (param === 'config' || param === 'key' || param === 'pack' || param === 'dict') return param;
-  throw new HttpError(404, 'no_kind', 'no such object kind (config, key, pack or dict)');
+  throw new HttpError('no_kind', 'no such object kind (config, key, pack or dict)');
 }
 
 function handleOf(ctx: RequestContext): Handle {
   const kind = kindOf(ctx.params.kind!);
   const name = ctx.params.name!;
-  if (!NAMES[kind].test(name)) throw new HttpError(400, 'bad_name', `invalid ${kind} name`);
+  if (!NAMES[kind].test(name)) throw new HttpError('bad_name', `invalid ${kind} name`);
   return { kind, name };
 }
 
@@ -53,7 +53,7 @@ export function objectRoutes(storage: Storage): Route[] {
       'Last-Modified': new Date(st.mtimeMs).toUTCString(),
     };
     if (range.kind === 'unsatisfiable') {
-      throw new HttpError(416, 'range_not_satisfiable', range.reason, { 'Content-Range': `bytes */${st.size}` });
+      throw new HttpError('range_not_satisfiable', range.reason, { 'Content-Range': `bytes */${st.size}` });
     }
     const [start, end] = range.kind === 'range' ? [range.start, range.end] : [0, st.size - 1];
     const length = end - start + 1;
@@ -104,12 +104,12 @@ export function objectRoutes(storage: Storage): Route[] {
         const h = handleOf(ctx);
         const size = Number(ctx.req.headers['content-length']);
         if (h.kind !== 'pack' && size > MAX_SMALL_BYTES) {
-          throw new HttpError(413, 'body_too_large', `a ${h.kind} object may be at most ${MAX_SMALL_BYTES} bytes`, { Connection: 'close' });
+          throw new HttpError('body_too_large', `a ${h.kind} object may be at most ${MAX_SMALL_BYTES} bytes`, { Connection: 'close' });
         }
         if (h.kind === 'key' && ctx.token!.role !== 'admin' && (await otherKeyExists(storage, h.name))) {
           // A key file names the scrypt cost every password client pays and may wrap another master key:
           // the append role adds the first one (init), further ones need admin.
-          throw new HttpError(403, 'forbidden', 'adding a key file to a repository that has one needs a token with the admin role');
+          throw new HttpError('forbidden', 'adding a key file to a repository that has one needs a token with the admin role');
         }
         if (/^100-continue$/i.test(ctx.req.headers.expect ?? '')) ctx.res.writeContinue();
         const counted = (async function* () {
@@ -119,7 +119,7 @@ export function objectRoutes(storage: Storage): Route[] {
           }
         })();
         const outcome = await storage.putStream(h, counted, size);
-        if (outcome === 'conflict') throw new HttpError(409, 'conflict', `${h.kind} ${h.name} already exists with other content; objects are never replaced`);
+        if (outcome === 'conflict') throw new HttpError('conflict', `${h.kind} ${h.name} already exists with other content; objects are never replaced`);
         sendJson(ctx, outcome === 'created' ? 201 : 200, { kind: h.kind, name: h.name, size, created: outcome === 'created' });
       },
     },
@@ -130,7 +130,7 @@ export function objectRoutes(storage: Storage): Route[] {
       maxBody: 0,
       handle: async (ctx) => {
         const h = handleOf(ctx);
-        if (!(await storage.exists(h))) throw new HttpError(404, 'not_found', `${h.kind} ${h.name} not found`);
+        if (!(await storage.exists(h))) throw new HttpError('not_found', `${h.kind} ${h.name} not found`);
         await storage.delete(h);
         ctx.res.writeHead(204).end();
       },

@@ -9,7 +9,7 @@
  */
 import * as http from 'node:http';
 import * as https from 'node:https';
-import { ExitCode, StrataError } from '../errors.js';
+import { isErrorCode, StrataError, type ErrorCode } from '../errors.js';
 import { StorageError, type Handle, type Kind, type Storage } from './storage.js';
 
 export interface HttpStorageOptions {
@@ -58,10 +58,10 @@ export class HttpStorage implements Storage {
     try {
       base = new URL(url);
     } catch {
-      throw new StrataError('usage', `not a URL: ${url}`, ExitCode.usage);
+      throw new StrataError('usage', `not a URL: ${url}`);
     }
-    if (base.protocol !== 'http:' && base.protocol !== 'https:') throw new StrataError('usage', `not an http(s) URL: ${url}`, ExitCode.usage);
-    if (base.username || base.password) throw new StrataError('usage', 'put the token in STRATA_TOKEN, not in the URL', ExitCode.usage);
+    if (base.protocol !== 'http:' && base.protocol !== 'https:') throw new StrataError('usage', `not an http(s) URL: ${url}`);
+    if (base.username || base.password) throw new StrataError('usage', 'put the token in STRATA_TOKEN, not in the URL');
     this.prefix = base.pathname.replace(/\/+$/, '');
     this.base = base;
     this.location = `${base.origin}${this.prefix}`;
@@ -197,7 +197,7 @@ export class HttpStorage implements Storage {
       try {
         const reply = await this.once(method, path, opts);
         if (!RETRY_STATUS.has(reply.status) || attempt === this.retries) return reply;
-        last = new Error(`${reply.status} ${errorMessage(reply)}`);
+        last = new Error(`${reply.status} ${serverAnswer(reply).message}`);
       } catch (e) {
         last = e as Error;
       }
@@ -252,28 +252,62 @@ export class HttpStorage implements Storage {
     });
   }
 
-  private failure(r: Reply, method: string, h: Handle): Error {
+  private failure(r: Reply, method: string, h: Handle): StrataError {
     return this.refusal(r, method, h.name ? `${h.kind} ${h.name}` : `${h.kind} list`);
   }
 
-  /** The error for an answer that is not the one hoped for. */
-  refusal(r: Reply, method: string, what: string): Error {
-    const message = errorMessage(r);
-    switch (r.status) {
-      case 401:
-        return new StrataError('unauthorized', `${this.location} refused the token (${message}); check the token, or ask for a new one`, ExitCode.wrongKey);
-      case 403:
+  /** The error for an answer that is not the one hoped for: the server's code, so the exit code a local repository gives. */
+  refusal(r: Reply, method: string, what: string): StrataError {
+    const answer = serverAnswer(r);
+    const code = answer.code ?? BY_STATUS[r.status] ?? 'remote';
+    const message = answer.message;
+    switch (code) {
+      case 'unauthorized':
+        return new StrataError('unauthorized', `${this.location} refused the token (${message}); check the token, or ask for a new one`);
+      case 'forbidden':
         return new StrataError('forbidden', `${this.location} does not allow ${method} of ${what} with this token: ${message}`);
-      case 404:
+      case 'not_found':
         return new StorageError('not_found', `${what} not found`);
-      case 409:
+      case 'conflict':
         return new StrataError('conflict', `${what} already exists on ${this.location} with other content`);
-      case 507:
-        return new StorageError('io', `${this.location} is out of disk space`);
+      case 'insufficient_storage':
+        return new StrataError('insufficient_storage', `${this.location} is out of disk space`);
+      case 'short_read':
+      case 'io':
+        return new StorageError(code, `${method} ${what} on ${this.location}: ${r.status} ${message}`);
       default:
-        return new StorageError('io', `${method} ${what} on ${this.location}: ${r.status} ${message}`);
+        return new StrataError(code, `${method} ${what} on ${this.location}: ${r.status} ${message}`);
     }
   }
+}
+
+/** For an answer without a code of ours (a proxy's page, say): what its status alone says. */
+const BY_STATUS: Partial<Record<number, ErrorCode>> = {
+  401: 'unauthorized',
+  403: 'forbidden',
+  404: 'not_found',
+  409: 'conflict',
+  416: 'range_not_satisfiable',
+  507: 'insufficient_storage',
+};
+
+/**
+ * A server's error answer, `{"error": CODE, "message": TEXT}`. A code this
+ * client does not know (a newer server's) is `remote`, a generic error, never
+ * a crash; an answer with no code (not one of ours) has none.
+ */
+export function serverAnswer(r: Reply): { code: ErrorCode | undefined; message: string } {
+  let body: unknown;
+  try {
+    body = JSON.parse(r.body.toString('utf8'));
+  } catch {
+    // Not one of ours: a proxy's page, say.
+  }
+  const { error, message } = typeof body === 'object' && body !== null ? (body as { error?: unknown; message?: unknown }) : {};
+  const text = typeof message === 'string' ? message.slice(0, 300) : (http.STATUS_CODES[r.status] ?? 'unexpected answer');
+  if (isErrorCode(error)) return { code: error, message: text };
+  if (typeof error === 'string') return { code: 'remote', message: `${text} (${error.slice(0, 40)})` };
+  return { code: undefined, message: text };
 }
 
 function drained(req: http.ClientRequest): Promise<void> {
@@ -286,16 +320,6 @@ function drained(req: http.ClientRequest): Promise<void> {
     req.on('drain', done);
     req.on('close', done);
   });
-}
-
-function errorMessage(r: Reply): string {
-  try {
-    const parsed = JSON.parse(r.body.toString('utf8')) as { message?: unknown };
-    if (typeof parsed.message === 'string') return parsed.message.slice(0, 300);
-  } catch {
-    // Not one of ours: a proxy's page, say.
-  }
-  return http.STATUS_CODES[r.status] ?? 'unexpected answer';
 }
 
 function describe(e: Error | undefined): string {

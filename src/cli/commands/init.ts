@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { scryptProblem } from '../../crypto/password.js';
-import { ExitCode, StrataError, usageError } from '../../errors.js';
+import { StrataError, usageError } from '../../errors.js';
 import { Repository } from '../../repo/repository.js';
 import { parseSize } from '../../util/size.js';
 import { globals, readPassword, remoteOptions, repoPath } from '../context.js';
@@ -52,6 +52,6 @@ async function newPassword(g: ReturnType<typeof globals>): Promise<string> {
   const a = await promptHidden('new repository password: ');
   if (a.length === 0) throw usageError('the password is empty');
   const b = await promptHidden('repeat password: ');
-  if (a !== b) throw new StrataError('password_mismatch', 'the passwords do not match', ExitCode.usage);
+  if (a !== b) throw new StrataError('password_mismatch', 'the passwords do not match');
   return a;
 }

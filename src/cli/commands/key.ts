@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import type { Command } from 'commander';
-import { ExitCode, StrataError, usageError } from '../../errors.js';
+import { StrataError, usageError } from '../../errors.js';
 import { addKey, changePassword, listKeys, removeKey } from '../../repo/keys.js';
 import { globals, openRepo } from '../context.js';
 import { formatTime, line, printJson, table } from '../output.js';
@@ -17,7 +17,7 @@ async function newPassword(file: string | undefined): Promise<string> {
     }
   } else if (process.stdin.isTTY) {
     pw = await promptHidden('new password: ');
-    if (pw.length > 0 && (await promptHidden('repeat password: ')) !== pw) throw new StrataError('password_mismatch', 'the passwords do not match', ExitCode.usage);
+    if (pw.length > 0 && (await promptHidden('repeat password: ')) !== pw) throw new StrataError('password_mismatch', 'the passwords do not match');
   } else {
     throw usageError('no new password: use --new-password-file FILE, or run on a terminal');
   }
