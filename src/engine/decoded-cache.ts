@@ -37,13 +37,8 @@ export class DecodedCache {
    * what small reads come back to). A failed load is not kept.
    */
   get<T>(key: string, load: () => Promise<T>, bytes: (value: T) => number, keep = true): Promise<T> {
-    const hit = this.kept.get(key);
-    if (hit) {
-      this.kept.delete(key);
-      this.kept.set(key, hit);
-      this.hits++;
-      return Promise.resolve(hit.value as T);
-    }
+    const hit = this.peek<T>(key);
+    if (hit !== undefined) return Promise.resolve(hit);
     const pending = this.loading.get(key);
     if (pending) {
       this.hits++;
@@ -63,6 +58,16 @@ export class DecodedCache {
     );
     this.loading.set(key, p);
     return p;
+  }
+
+  /** The value under `key` if kept (counted as a hit), else undefined (not counted). */
+  peek<T>(key: string): T | undefined {
+    const hit = this.kept.get(key);
+    if (!hit) return undefined;
+    this.kept.delete(key);
+    this.kept.set(key, hit);
+    this.hits++;
+    return hit.value as T;
   }
 
   private add(key: string, value: unknown, bytes: number): void {

@@ -513,10 +513,15 @@ function cacheTag(repo: Repository): string {
   return t;
 }
 
-/** Fetches and decodes blocks through the process's cache (`keep`: add what it reads). */
+/**
+ * Fetches and decodes blocks through the process's cache. With `keep`, what
+ * it reads is added (and reads of one block under way are shared); without,
+ * the cache is only looked in.
+ */
 function readBlock(repo: Repository, keep: boolean): (id: Buffer) => Promise<Buffer> {
   const tag = cacheTag(repo);
-  return (id) => decodedCache.get(`${tag} block ${id.toString('hex')}`, () => repo.readBlob(id), (b) => b.length, keep);
+  if (!keep) return (id) => Promise.resolve(decodedCache.peek<Buffer>(`${tag} block ${id.toString('hex')}`) ?? repo.readBlob(id));
+  return (id) => decodedCache.get(`${tag} block ${id.toString('hex')}`, () => repo.readBlob(id), (b) => b.length);
 }
 
 /** Joins rows the catalog split to bound read depth back into the TOC's maximal runs. */
