@@ -383,8 +383,11 @@ export class VersionFile {
         ? { start: e.start, end: e.end, kind: 'data' as const, block: e.block.toString('hex'), size: e.end - e.start + 1 }
         : { start: e.start, end: e.end, kind: 'ref' as const, target: { snapshot: targetSnap!, start: e.targetStart, end: e.targetEnd }, offset: e.start - e.targetStart },
     );
-    // A file unchanged since an earlier snapshot has that snapshot's version.
-    const since = version.snapshot === this.snapshot.row.seq ? undefined : (await repo.service.snapshotBySeq(version.snapshot))?.id;
+    // A file unchanged since an earlier snapshot has that snapshot's version. A server's table of a
+    // snapshot's versions gives each the snapshot asked about: the version's own row says whose it is.
+    const seq = this.snapshot.row.seq;
+    const owner = version.snapshot !== seq ? version.snapshot : ((await repo.service.versionById(version.id))?.snapshot ?? seq);
+    const since = owner === seq ? undefined : (await repo.service.snapshotBySeq(owner))?.id;
     return { path: this.path, snapshot: this.snapshot.id, size: version.size, ...(since ? { since } : {}), entries: lines };
   }
 
