@@ -309,6 +309,10 @@ function treeChecks(name: string, open: () => Promise<Repository>, fixture: () =
         expect((await file.readAt(0, file.size)).equals(fx.snaps.find((s) => s.id === h.snapshot)!.notes!)).toBe(true);
       }
       expect(await tree.history(path.join(fx.data, 'never there'))).toEqual([]);
+      // An entry of one snapshot given to another is that snapshot's path: looked up there again.
+      const latest = await SnapshotTree.open(repo);
+      expect((await (await latest.open(notes[0]!.entry)).readAt(0, 14)).toString()).toBe('second, longer');
+      await expect((await SnapshotTree.open(repo, { at: fx.snaps[2]!.id })).open(notes[0]!.entry)).rejects.toMatchObject({ code: 'not_found' });
     });
 
     it('reads a large file across its cached windows, its TOC as strata toc shows it, and a range by WHEN in one step', async () => {

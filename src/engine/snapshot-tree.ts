@@ -43,22 +43,26 @@ export function absolutePath(p: string): string {
   return path.resolve(p);
 }
 
-let rawOf!: (e: Entry) => TreeEntry;
+let rawOf!: (e: Entry, snapshot: Snapshot) => TreeEntry | undefined;
 
 /** A file, directory or symlink of a snapshot, with its stats as stored. */
 export class Entry {
   readonly #raw: TreeEntry;
+  readonly #snapshot: Snapshot;
 
   static {
-    rawOf = (e) => e.#raw;
+    // An entry is taken as it is only by the snapshot it came from: another one looks its path up again.
+    rawOf = (e, snapshot) => (e.#snapshot === snapshot ? e.#raw : undefined);
   }
 
   /** Made by SnapshotTree; `path` is absolute, in the snapshot. */
   constructor(
     readonly path: string,
     raw: TreeEntry,
+    snapshot: Snapshot,
   ) {
     this.#raw = raw;
+    this.#snapshot = snapshot;
   }
 
   get name(): string {
@@ -196,7 +200,7 @@ export class SnapshotTree {
   async lookup(p: string): Promise<Entry | undefined> {
     const abs = normal(p);
     const raw = await this.snapshot.lookup(abs);
-    return raw && new Entry(abs, raw);
+    return raw && new Entry(abs, raw, this.snapshot);
   }
 
   /** The entry at `p`; not there is an error (code not_found). */
@@ -209,7 +213,7 @@ export class SnapshotTree {
   /** A directory's entries, in name order. */
   async list(dir: string | Entry): Promise<Entry[]> {
     const { at, tree } = await this.directory(dir);
-    return tree.entries.map((e) => new Entry(child(at, e.name), e));
+    return tree.entries.map((e) => new Entry(child(at, e.name), e, this.snapshot));
   }
 
   /**
@@ -223,7 +227,7 @@ export class SnapshotTree {
     // Trees strata writes are in name order; any other is sorted, so pages never repeat or skip a name.
     const all = isOrdered(tree) ? tree.entries : [...tree.entries].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     const from = after === undefined ? 0 : firstAfter(all, after);
-    const entries = all.slice(from, from + limit).map((e) => new Entry(child(at, e.name), e));
+    const entries = all.slice(from, from + limit).map((e) => new Entry(child(at, e.name), e, this.snapshot));
     return from + limit < all.length ? { entries, next: entries[entries.length - 1]!.name } : { entries };
   }
 
@@ -234,19 +238,18 @@ export class SnapshotTree {
    * can keep the walk out of a subdirectory.
    */
   async *walk(dir: string | Entry, opts: { descend?: (dir: Entry) => boolean } = {}): AsyncGenerator<Entry> {
-    const top = typeof dir === 'string' ? await this.stat(dir) : dir;
-    await this.directory(top);
-    const stack: Entry[] = [top];
+    const top = await this.directory(dir);
+    const stack: { at: string; tree: Tree | string }[] = [top];
     while (stack.length > 0) {
       const d = stack.pop()!;
-      const tree = await this.snapshot.tree(rawOf(d).tree!);
-      const subdirs: Entry[] = [];
+      const tree = typeof d.tree === 'string' ? await this.snapshot.tree(d.tree) : d.tree;
+      const subdirs: { at: string; tree: string; entry: Entry }[] = [];
       for (const e of tree.entries) {
-        const c = new Entry(child(d.path, e.name), e);
+        const c = new Entry(child(d.at, e.name), e, this.snapshot);
         yield c;
-        if (e.type === 'dir' && e.tree) subdirs.push(c);
+        if (e.type === 'dir' && e.tree) subdirs.push({ at: c.path, tree: e.tree, entry: c });
       }
-      for (let i = subdirs.length - 1; i >= 0; i--) if (!opts.descend || opts.descend(subdirs[i]!)) stack.push(subdirs[i]!);
+      for (let i = subdirs.length - 1; i >= 0; i--) if (!opts.descend || opts.descend(subdirs[i]!.entry)) stack.push(subdirs[i]!);
     }
   }
 
@@ -268,7 +271,7 @@ export class SnapshotTree {
         continue;
       }
       const content = await contentOf(s, abs, raw);
-      out.push({ snapshot: s.id, time: s.time, entry: new Entry(abs, raw), type: raw.type, size: raw.size, changed: content !== before });
+      out.push({ snapshot: s.id, time: s.time, entry: new Entry(abs, raw, s), type: raw.type, size: raw.size, changed: content !== before });
       before = content;
     }
     return out;
@@ -276,16 +279,23 @@ export class SnapshotTree {
 
   /** A file's content as it was; a directory or symlink is an error (codes is_directory, not_file). */
   async open(file: string | Entry): Promise<VersionFile> {
-    const e = typeof file === 'string' ? await this.stat(file) : file;
-    const f = await openEntry(this.snapshot, e.path, rawOf(e));
+    const { at, raw } = await this.entry(file);
+    const f = await openEntry(this.snapshot, at, raw);
     return new VersionFile(this.repo, this.snapshot, f.path, f.version);
   }
 
+  /** The tree entry of a path, or of an entry: as it is if it came from this snapshot, else looked up here. */
+  private async entry(e: string | Entry): Promise<{ at: string; raw: TreeEntry }> {
+    const mine = typeof e === 'string' ? undefined : rawOf(e, this.snapshot);
+    if (mine) return { at: (e as Entry).path, raw: mine };
+    const found = await this.stat(typeof e === 'string' ? e : e.path);
+    return { at: found.path, raw: rawOf(found, this.snapshot)! };
+  }
+
   private async directory(dir: string | Entry): Promise<{ at: string; tree: Tree }> {
-    const e = typeof dir === 'string' ? await this.stat(dir) : dir;
-    const raw = rawOf(e);
-    if (raw.type !== 'dir' || !raw.tree) throw new StrataError('not_directory', `${e.path} is not a directory`);
-    return { at: e.path, tree: await this.snapshot.tree(raw.tree) };
+    const { at, raw } = await this.entry(dir);
+    if (raw.type !== 'dir' || !raw.tree) throw new StrataError('not_directory', `${at} is not a directory`);
+    return { at, tree: await this.snapshot.tree(raw.tree) };
   }
 }
 
