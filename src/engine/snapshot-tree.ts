@@ -21,6 +21,9 @@ import { resolveRange, type RangeSpec } from '../util/range.js';
 import { parseWhen, type When } from '../util/when.js';
 import { decodedCache, DEFAULT_DECODED_CACHE_BYTES, type DecodedCacheStats } from './decoded-cache.js';
 import { openEntry, planRead, readRange, storedVersion } from './read.js';
+
+/** Absolute form of a path given on a command line (relative to the working directory, like backup). */
+export { absolutePath } from './read.js';
 import { findSnapshot, listSnapshots, type Snapshot, type SnapshotMeta } from './snapshot.js';
 import { isOrdered, type EntryType, type Tree, type TreeEntry } from './tree.js';
 import { checkTocRows, verifiedPieces, type BoundVersion } from './verify.js';
@@ -36,11 +39,6 @@ export interface TreeSelector {
   host?: string;
   /** For "latest" and a time: the newest snapshot whose stored paths cover all of these. */
   covering?: string | readonly string[];
-}
-
-/** Absolute form of a path given on a command line (relative to the working directory, like backup). */
-export function absolutePath(p: string): string {
-  return path.resolve(p);
 }
 
 let rawOf!: (e: Entry, snapshot: Snapshot) => TreeEntry | undefined;
