@@ -53,6 +53,7 @@ export const ERRORS = {
   ambiguous: { exit: error, http: 400 },
   is_directory: { exit: error, http: 400 },
   not_file: { exit: error, http: 400 },
+  not_directory: { exit: error, http: 400 },
   no_sources: { exit: error, http: 400 },
   bad_request: { exit: error, http: 400 },
   bad_json: { exit: error, http: 400 },

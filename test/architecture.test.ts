@@ -59,6 +59,33 @@ export function wrongWay(files: readonly string[], imports: (f: string) => strin
   return out;
 }
 
+/**
+ * Readers of a point in time reach the engine through engine/snapshot-tree.ts
+ * alone (docs/ARCHITECTURE.md): the CLI's readers, with what else of the
+ * engine each may import, and every front end in a directory of its own.
+ */
+const READERS: Record<string, readonly string[]> = {
+  'cli/commands/cat.ts': [],
+  'cli/commands/ls.ts': [],
+  'cli/commands/toc.ts': [],
+  'cli/commands/restore.ts': ['engine/restore.ts'],
+};
+
+export function pastTheTree(files: readonly string[], imports: (f: string) => string[], layers = LAYERS): string[] {
+  const out: string[] = [];
+  const frontEnds = layers[layers.length - 1]!.filter((d) => d !== 'cli' && d !== 'server');
+  for (const f of files) {
+    const from = path.relative(SRC, f);
+    const allowed = READERS[from] ?? (frontEnds.includes(part(f)) ? [] : undefined);
+    if (!allowed) continue;
+    for (const t of imports(f)) {
+      const to = path.relative(SRC, t);
+      if (part(t) === 'engine' && to !== 'engine/snapshot-tree.ts' && !allowed.includes(to)) out.push(`${from} -> ${to}`);
+    }
+  }
+  return out;
+}
+
 /** Import cycles, each as the modules around it (one per strongly connected set). */
 export function cycles(files: readonly string[], imports: (f: string) => string[]): string[][] {
   const index = new Map<string, number>();
@@ -110,6 +137,10 @@ describe('architecture', () => {
     expect(cycles(files, imports)).toEqual([]);
   });
 
+  it('cat, ls, toc and restore, and any new front end, read the engine through engine/snapshot-tree.ts', () => {
+    expect(pastTheTree(files, imports)).toEqual([]);
+  });
+
   it('the checks catch what they are for: a wrong-way import and a cycle', () => {
     const a = path.join(SRC, 'catalog', 'a.ts');
     const b = path.join(SRC, 'catalog', 'b.ts');
@@ -120,5 +151,15 @@ describe('architecture', () => {
     const fakeImports = (f: string) => importsOf(f, fake[f] ?? '');
     expect(wrongWay([a, b], fakeImports)).toEqual(['catalog/a.ts -> engine/backup.ts']);
     expect(cycles([a, b], fakeImports)).toEqual([['catalog/a.ts', 'catalog/b.ts']]);
+    // A reader past the tree: the CLI's cat, and a mount in a front end of its own.
+    const cat = path.join(SRC, 'cli', 'commands', 'cat.ts');
+    const mount = path.join(SRC, 'mount', 'fuse.ts');
+    const readers: Record<string, string> = {
+      [cat]: "import { readRange } from '../../engine/read.js';\nimport { SnapshotTree } from '../../engine/snapshot-tree.js';",
+      [mount]: "import { findSnapshot } from '../engine/snapshot.js';\nimport { SnapshotTree } from '../engine/snapshot-tree.js';",
+    };
+    const readerImports = (f: string) => importsOf(f, readers[f] ?? '');
+    const withMount = [...LAYERS.slice(0, -1), [...LAYERS[LAYERS.length - 1]!, 'mount']];
+    expect(pastTheTree([cat, mount], readerImports, withMount)).toEqual(['cli/commands/cat.ts -> engine/read.ts', 'mount/fuse.ts -> engine/snapshot.ts']);
   });
 });

@@ -27,6 +27,11 @@ export function absolutePath(p: string): string {
 export async function openFile(snapshot: Snapshot, absPath: string): Promise<StoredFile> {
   const entry = await snapshot.lookup(absPath);
   if (!entry) throw notFound(`${absPath} is not in snapshot ${snapshot.id.slice(0, 8)}`);
+  return openEntry(snapshot, absPath, entry);
+}
+
+/** openFile() of an entry already looked up. */
+export async function openEntry(snapshot: Snapshot, absPath: string, entry: TreeEntry): Promise<StoredFile> {
   if (entry.type === 'dir') throw new StrataError('is_directory', `${absPath} is a directory`);
   if (entry.type !== 'file') throw new StrataError('not_file', `${absPath} is a ${entry.type}, not a file`);
   return { path: absPath, entry, version: await storedVersion(snapshot, absPath, entry) };
@@ -94,8 +99,18 @@ export async function planRead(repo: Repository, when: When, absPath: string, ho
 /** Blocks fetched ahead of the one being read; refilled in bursts of half, so a server gets them in one request. */
 const PREFETCH = 32;
 
-/** The bytes of [start, end] (inclusive) of a version, block piece by block piece. */
-export async function* readRange(repo: Repository, version: BoundVersion, start: number, end: number, first?: { pieces: Piece[]; next: number | null }): AsyncGenerator<Buffer> {
+/**
+ * The bytes of [start, end] (inclusive) of a version, block piece by block
+ * piece. `readBlock` fetches and decodes a block (a cache may stand in front).
+ */
+export async function* readRange(
+  repo: Repository,
+  version: BoundVersion,
+  start: number,
+  end: number,
+  first?: { pieces: Piece[]; next: number | null },
+  readBlock: (id: Buffer) => Promise<Buffer> = (id) => repo.readBlob(id),
+): AsyncGenerator<Buffer> {
   if (end >= version.size) throw integrity(`read past the end of version ${version.id}`);
   // Reads of the next few blocks start early, so the store works while we decode and write.
   const ahead: { p: Piece; block: Promise<Buffer> }[] = [];
@@ -112,7 +127,7 @@ export async function* readRange(repo: Repository, version: BoundVersion, start:
       due.push(next.value);
     }
     for (const p of due) {
-      const block = repo.readBlob(p.block);
+      const block = readBlock(p.block);
       block.catch(() => {});
       ahead.push({ p, block });
     }

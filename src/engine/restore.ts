@@ -17,16 +17,14 @@
 import { closeSync, constants, fchmodSync, fchownSync, futimesSync, openSync, writevSync, type BigIntStats } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { interrupted, notFound, StrataError, usageError } from '../errors.js';
+import { interrupted, StrataError, usageError } from '../errors.js';
 import { ExcludeMatcher } from '../util/glob.js';
 import { isHole } from '../util/holes.js';
 import { osPath, readNames } from '../util/names.js';
 import type { Repository } from '../repo/repository.js';
-import { readRange, storedVersion } from './read.js';
 import { unpackVersion } from './unpack.js';
-import type { BoundVersion } from './verify.js';
-import { isWithin, splitPath, type Snapshot } from './snapshot.js';
-import type { TreeEntry } from './tree.js';
+import { isWithin, splitPath, Snapshot } from './snapshot.js';
+import { SnapshotTree, type Entry, type VersionFile } from './snapshot-tree.js';
 
 export const OVERWRITE_POLICIES = ['always', 'if-changed', 'never'] as const;
 export type OverwritePolicy = (typeof OVERWRITE_POLICIES)[number];
@@ -85,13 +83,15 @@ export interface RestoreResult {
   durationMs: number;
 }
 
-export async function restore(repo: Repository, snapshot: Snapshot, opts: RestoreOptions): Promise<RestoreResult> {
+/** Restores from a snapshot's tree: its directories, entries and files are reached through it alone. */
+export async function restore(repo: Repository, from: SnapshotTree | Snapshot, opts: RestoreOptions): Promise<RestoreResult> {
   const started = performance.now();
+  const tree = from instanceof Snapshot ? SnapshotTree.of(from) : from;
   const target = path.resolve(opts.target);
   const policy: OverwritePolicy = opts.overwrite ?? 'always';
   const dryRun = opts.dryRun === true;
   const result: RestoreResult = {
-    snapshot: snapshot.id,
+    snapshot: tree.id,
     target,
     overwrite: policy,
     dryRun,
@@ -107,7 +107,7 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
   };
   const exclude = new ExcludeMatcher(opts.exclude ?? []);
   const include = new ExcludeMatcher(opts.include ?? []);
-  const dirTimes: { dest: string; entry: TreeEntry }[] = [];
+  const dirTimes: { dest: string; entry: Entry }[] = [];
   const asRoot = process.getuid?.() === 0;
   if (!dryRun) await fs.mkdir(target, { recursive: true });
   // Paths below are built on the target's real path, so any symlink found under it is one to refuse.
@@ -132,7 +132,7 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
   const destOf = (abs: string) => path.join(base, ...splitPath(abs).slice(stripDepth));
 
   const act = (action: RestoreAction['action'], dest: string, type: string) => result.actions?.push({ action, path: dest, type });
-  const conflict = (dest: string, entry: TreeEntry) => {
+  const conflict = (dest: string, entry: Entry) => {
     const c = { path: dest, reason: `a non-empty directory is where the snapshot has a ${entry.type}; left as it is (--delete replaces it)` };
     result.conflicts.push(c);
     act('conflict', dest, entry.type);
@@ -146,12 +146,12 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
   const mayDelete = (abs: string, name: string) => !exclude.excludes(abs, name) && included(abs, name);
 
   /** Entries to place below `root`, in walk order, the filters applied: a directory with nothing selected below it is left out. */
-  async function* selection(root: string, rootEntry: TreeEntry): AsyncGenerator<{ path: string; entry: TreeEntry }> {
+  async function* selection(rootEntry: Entry): AsyncGenerator<Entry> {
     /** Directories not selected themselves, made once something below them is. */
-    const pending = new Map<string, TreeEntry>();
+    const pending = new Map<string, Entry>();
     const all = (async function* () {
-      yield { path: root, entry: rootEntry };
-      yield* snapshot.walk(root, rootEntry, (p) => !noDescend.has(p));
+      yield rootEntry;
+      if (rootEntry.type === 'dir') yield* tree.walk(rootEntry, { descend: (d) => !noDescend.has(d.path) });
     })();
     for await (const item of all) {
       const name = path.posix.basename(item.path);
@@ -161,17 +161,17 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
       }
       if (!include.empty) {
         if (!included(item.path, name)) {
-          if (item.entry.type === 'dir') pending.set(item.path, item.entry);
+          if (item.type === 'dir') pending.set(item.path, item);
           continue;
         }
-        if (item.entry.type === 'dir') includedDirs.add(item.path);
+        if (item.type === 'dir') includedDirs.add(item.path);
         const above: string[] = [];
         for (let d = item.path; d !== '/' && pending.has(path.posix.dirname(d)); ) {
           d = path.posix.dirname(d);
           above.unshift(d);
         }
         for (const d of above) {
-          yield { path: d, entry: pending.get(d)! };
+          yield pending.get(d)!;
           pending.delete(d);
         }
       }
@@ -191,7 +191,7 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
   };
 
   /** What to do about `st` where a file or symlink goes: keep it, replace it, or leave it as a conflict. */
-  const decide = async (dest: string, st: BigIntStats, entry: TreeEntry): Promise<'skip' | 'replace' | 'conflict'> => {
+  const decide = async (dest: string, st: BigIntStats, entry: Entry): Promise<'skip' | 'replace' | 'conflict'> => {
     if (policy === 'never') return 'skip';
     if (st.isDirectory()) return opts.delete || (await readNames(dest)).length === 0 ? 'replace' : 'conflict';
     if (policy === 'if-changed' && (await unchanged(dest, st, entry))) return 'skip';
@@ -199,7 +199,7 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
   };
 
   /** Handles something in the way of a file or symlink; true when the way is now clear. */
-  const clearWay = async (dest: string, st: BigIntStats, entry: TreeEntry): Promise<boolean> => {
+  const clearWay = async (dest: string, st: BigIntStats, entry: Entry): Promise<boolean> => {
     const d = await decide(dest, st, entry);
     if (d === 'skip') {
       result.skipped++;
@@ -219,8 +219,8 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
   };
 
   /** With `delete`: removes what the directory at `dest` holds that the snapshot's `entry` does not. */
-  const deleteExtras = async (abs: string, dest: string, entry: TreeEntry): Promise<void> => {
-    if (!opts.delete || !entry.tree) return;
+  const deleteExtras = async (abs: string, dest: string, entry: Entry): Promise<void> => {
+    if (!opts.delete || entry.type !== 'dir') return;
     let present: string[];
     try {
       present = await readNames(dest);
@@ -229,7 +229,7 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
       if (code === 'ENOENT' || code === 'ENOTDIR') return;
       throw e;
     }
-    const wanted = new Set((await snapshot.tree(entry.tree)).entries.map((e) => e.name));
+    const wanted = new Set((await tree.list(entry)).map((e) => e.name));
     for (const name of present) {
       const p = path.posix.join(abs, name);
       if (wanted.has(name) || !mayDelete(p, name)) continue;
@@ -241,12 +241,13 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
     }
   };
 
-  const place = async (abs: string, entry: TreeEntry): Promise<void> => {
+  /** `parentOnly`: a parent of a selected path, made, but what else it holds is not the restore's business. */
+  const place = async (abs: string, entry: Entry, parentOnly = false): Promise<void> => {
     if (opts.signal?.aborted) throw interrupted();
     const dest = destOf(abs);
     if (dest === base) {
       // The snapshot's root, or the one path's directory with `strip`: the target itself, which keeps its own metadata.
-      await deleteExtras(abs, dest, entry);
+      if (!parentOnly) await deleteExtras(abs, dest, entry);
       return;
     }
     if (!dryRun && path.dirname(dest) !== checkedDir) {
@@ -269,7 +270,7 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
         dirTimes.push({ dest, entry });
       }
       result.dirs++;
-      await deleteExtras(abs, dest, entry);
+      if (!parentOnly) await deleteExtras(abs, dest, entry);
     } else if (dryRun) {
       const st = await existing(dest);
       if (st && !(await clearWay(dest, st, entry))) return;
@@ -299,7 +300,7 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
       const large = entry.size >= LARGE_FILE;
       const fd = await createFile(dest, entry.mode & 0o777, (st) => clearWay(dest, st, entry));
       if (fd === undefined) return;
-      const done: Promise<void> = fill(fd, () => storedVersion(snapshot, abs, entry), entry, dest)
+      const done: Promise<void> = fill(fd, () => tree.open(entry), entry, dest)
         .then(() => {
           result.files++;
           opts.onProgress?.({ files: result.files, bytes: result.bytes, skippedBytes });
@@ -322,11 +323,11 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
   };
 
   /** Writes a file's content and metadata, and closes it. */
-  const fill = async (fd: number, version: () => Promise<BoundVersion>, entry: TreeEntry, dest: string): Promise<void> => {
+  const fill = async (fd: number, open: () => Promise<VersionFile>, entry: Entry, dest: string): Promise<void> => {
     try {
-      const file = await version();
+      const file = await open();
       if (file.size > INLINE_SIZE && repo.packFile) {
-        await unpackVersion(repo, file, fd, opts.signal, written);
+        await unpackVersion(repo, file.version, fd, opts.signal, written);
       } else if (file.size > 0) {
         // Pieces go out in batches of about 1 MiB, one writev each: a block is 32 KiB on average.
         let batch: Buffer[] = [];
@@ -339,7 +340,8 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
           batch = [];
           batched = 0;
         };
-        for await (const piece of readRange(repo, file, 0, file.size - 1)) {
+        // Each block is read once: kept, it would only push out what small reads come back to.
+        for await (const piece of file.stream(0, file.size - 1, { cache: false, shared: true })) {
           if (opts.signal?.aborted) throw interrupted();
           if (position + batched + piece.length < file.size && isHole(piece)) {
             flush();
@@ -364,20 +366,16 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
     }
   };
 
-  const rootEntries: [string, TreeEntry][] = [];
-  for (const root of roots) {
-    const entry = await snapshot.lookup(root);
-    if (!entry) throw notFound(`${root} is not in snapshot ${snapshot.id.slice(0, 8)}`);
-    rootEntries.push([root, entry]);
-  }
-  if (opts.strip) stripDepth = splitPath(rootEntries[0]![1].type === 'dir' ? roots[0]! : path.posix.dirname(roots[0]!)).length;
+  const rootEntries: Entry[] = [];
+  for (const root of roots) rootEntries.push(await tree.stat(root));
+  if (opts.strip) stripDepth = splitPath(rootEntries[0]!.type === 'dir' ? roots[0]! : path.posix.dirname(roots[0]!)).length;
 
   if (opts.onTotal) {
     const whole = roots.length === 1 && roots[0] === '/' && include.empty && exclude.empty;
-    let total = whole ? snapshot.meta.stats?.bytes : undefined;
+    let total = whole ? tree.stats?.bytes : undefined;
     if (total === undefined) {
       total = 0;
-      for (const [root, entry] of rootEntries) for await (const { entry: e } of selection(root, entry)) if (e.type === 'file') total += e.size;
+      for (const entry of rootEntries) for await (const e of selection(entry)) if (e.type === 'file') total += e.size;
       noDescend.clear();
     }
     opts.onTotal(total);
@@ -387,19 +385,19 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
   const cacheFill = repo.fillCache;
   repo.fillCache = false;
   try {
-    for (const [root, entry] of rootEntries) {
+    for (const entry of rootEntries) {
       // Parents of a selected path are created (once, however many roots share them); a real directory's metadata is restored too.
       let parentAbs = '/';
       if (!opts.strip) {
-        for (const name of splitPath(root).slice(0, -1)) {
+        for (const name of splitPath(entry.path).slice(0, -1)) {
           parentAbs = path.posix.join(parentAbs, name);
           if (placedParents.has(parentAbs)) continue;
           placedParents.add(parentAbs);
-          const parent = await snapshot.lookup(parentAbs);
-          if (parent?.type === 'dir') await placeParent(parentAbs, parent);
+          const parent = await tree.lookup(parentAbs);
+          if (parent?.type === 'dir') await place(parentAbs, parent, true);
         }
       }
-      for await (const { path: p, entry: e } of selection(root, entry)) await place(p, e);
+      for await (const e of selection(entry)) await place(e.path, e);
     }
   } finally {
     // Nothing may still write (or be left open) once this returns.
@@ -407,12 +405,6 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
     repo.fillCache = cacheFill;
   }
   if (failure !== undefined) throw failure;
-
-  /** A parent directory of a selected path: made, but what else it holds is not the restore's business. */
-  async function placeParent(abs: string, entry: TreeEntry): Promise<void> {
-    const dir = { ...entry, tree: undefined };
-    await place(abs, dir);
-  }
 
   // Directory modes and times last (writing inside a directory changes its mtime).
   for (let i = dirTimes.length - 1; i >= 0; i--) {
@@ -424,12 +416,12 @@ export async function restore(repo: Repository, snapshot: Snapshot, opts: Restor
 }
 
 /** True when a file or symlink at `dest` is the snapshot's entry by type, size and modification time (a symlink: by target). */
-async function unchanged(dest: string, st: BigIntStats, entry: TreeEntry): Promise<boolean> {
+async function unchanged(dest: string, st: BigIntStats, entry: Entry): Promise<boolean> {
   if (entry.type === 'symlink') return st.isSymbolicLink() && (await fs.readlink(osPath(dest))).toString() === (entry.target ?? '');
   if (!st.isFile() || st.size !== BigInt(entry.size)) return false;
   // Times are set to the microsecond (utimes takes seconds as a double).
   const micros = (ns: bigint) => ns / 1000n;
-  const d = micros(st.mtimeNs) - micros(BigInt(entry.mtimeNs));
+  const d = micros(st.mtimeNs) - micros(entry.mtimeNs);
   return d >= -1n && d <= 1n;
 }
 
@@ -454,7 +446,7 @@ const UMASK = process.umask();
  * close: for a tree of small files, a round trip through the thread pool
  * per call cost more than the call.
  */
-function setMetadata(fd: number, entry: TreeEntry, asRoot: boolean, created = false): void {
+function setMetadata(fd: number, entry: Entry, asRoot: boolean, created = false): void {
   if (asRoot) {
     try {
       fchownSync(fd, entry.uid, entry.gid);
@@ -470,7 +462,7 @@ function setMetadata(fd: number, entry: TreeEntry, asRoot: boolean, created = fa
 }
 
 /** Through a handle that cannot be a symlink's target: the path may have been replaced by a link since. */
-function setDirMetadata(dest: string, entry: TreeEntry, asRoot: boolean): void {
+function setDirMetadata(dest: string, entry: Entry, asRoot: boolean): void {
   let fd: number;
   try {
     fd = openSync(osPath(dest), constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
@@ -487,8 +479,8 @@ function setDirMetadata(dest: string, entry: TreeEntry, asRoot: boolean): void {
   }
 }
 
-function seconds(ns: string): number {
-  return Number(BigInt(ns) / 1000n) / 1e6;
+function seconds(ns: bigint): number {
+  return Number(ns / 1000n) / 1e6;
 }
 
 async function ensureDir(dest: string): Promise<void> {

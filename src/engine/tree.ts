@@ -116,6 +116,11 @@ export function isSafeName(name: unknown): name is string {
 /** Decoded trees known to be in name order: a name the binary search misses is not there. */
 const ordered = new WeakSet<Tree>();
 
+/** True when `tree` was decoded and found in name order (any tree strata wrote). */
+export function isOrdered(tree: Tree): boolean {
+  return ordered.has(tree);
+}
+
 export function findEntry(tree: Tree, name: string): TreeEntry | undefined {
   let lo = 0;
   let hi = tree.entries.length - 1;

@@ -1,9 +1,8 @@
 import * as fs from 'node:fs';
 import type { Command } from 'commander';
-import { absolutePath, openFile, planRead, readRange } from '../../engine/read.js';
-import { findSnapshot } from '../../engine/snapshot.js';
+import { absolutePath, openFileAt } from '../../engine/snapshot-tree.js';
 import { usageError } from '../../errors.js';
-import { parseRange, resolveRange } from '../../util/range.js';
+import { parseRange } from '../../util/range.js';
 import { parseWhen } from '../../util/when.js';
 import { globals, openRepo } from '../context.js';
 import { printJson } from '../output.js';
@@ -26,19 +25,15 @@ export function register(program: Command): void {
       const repo = await openRepo(cmd, { readonly: true });
       try {
         const abs = absolutePath(p);
-        // From a server, one question finds snapshot, version and pieces, where walking
-        // the trees costs a round trip each; a local read walks them (and checks sizes against them).
-        const plan = repo.remote ? await planRead(repo, when, abs, opts.host, spec) : undefined;
-        const snap = plan?.snapshot ?? (await findSnapshot(repo, when, abs, opts.host));
-        const file = plan?.file ?? (await openFile(snap, abs));
-        const size = file.version.size;
-        const range = plan ? { start: plan.start, end: plan.end } : size === 0 && !spec ? { start: 0, end: -1 } : resolveRange(spec, size);
+        const { tree, file, ...range } = await openFileAt(repo, abs, { at: when, host: opts.host }, spec);
+        const size = file.size;
         const length = Math.max(0, range.end - range.start + 1);
         if (g.json && !opts.output && length > JSON_DATA_LIMIT) throw usageError(`range too large for --json (${length} bytes); add --output FILE`);
         const chunks: Buffer[] = [];
         const out = opts.output ? fs.createWriteStream(opts.output) : g.json ? undefined : process.stdout;
         if (length > 0) {
-          for await (const piece of readRange(repo, file.version, range.start, range.end, plan?.first)) {
+          // Pieces only go out (or are copied for --json): views of cached blocks will do.
+          for await (const piece of file.stream(range.start, range.end, { shared: true })) {
             if (out) {
               if (!out.write(piece)) await new Promise<void>((r) => out.once('drain', () => r()));
             } else chunks.push(Buffer.from(piece));
@@ -47,7 +42,7 @@ export function register(program: Command): void {
         if (out && out !== process.stdout) await new Promise<void>((resolve, reject) => (out as fs.WriteStream).end((e?: Error | null) => (e ? reject(e) : resolve())));
         if (g.json) {
           printJson({
-            snapshot: snap.id,
+            snapshot: tree.id,
             path: abs,
             size,
             start: range.start,

@@ -1,8 +1,5 @@
 import type { Command } from 'commander';
-import { absolutePath } from '../../engine/read.js';
-import { findSnapshot, type Snapshot } from '../../engine/snapshot.js';
-import type { TreeEntry } from '../../engine/tree.js';
-import { notFound } from '../../errors.js';
+import { absolutePath, SnapshotTree, type Entry } from '../../engine/snapshot-tree.js';
 import { displayName } from '../../util/names.js';
 import { parseWhen } from '../../util/when.js';
 import { globals, openRepo } from '../context.js';
@@ -23,41 +20,38 @@ export function register(program: Command): void {
       const repo = await openRepo(cmd, { readonly: true });
       try {
         const abs = p === undefined ? '/' : absolutePath(p);
-        const snap = await findSnapshot(repo, when, p === undefined ? undefined : abs, opts.host);
-        const entry = await snap.lookup(abs);
-        if (!entry) throw notFound(`${abs} is not in snapshot ${snap.id.slice(0, 8)}`);
-        const items: { path: string; entry: TreeEntry }[] = [];
-        if (entry.type !== 'dir') items.push({ path: abs, entry });
-        else if (p === undefined || opts.recursive) for await (const it of snap.walk(abs, entry)) items.push(it);
-        else for (const e of (await snap.tree(entry.tree!)).entries) items.push({ path: abs === '/' ? `/${e.name}` : `${abs}/${e.name}`, entry: e });
-        if (g.json) return printJson({ snapshot: snap.id, path: abs, entries: items.map((i) => toJson(i.path, i.entry)) });
-        lines(items.map((i) => (opts.long ? longLine(i.path, i.entry) : i.entry.type === 'dir' ? displayName(i.path) + '/' : displayName(i.path))));
+        const tree = await SnapshotTree.open(repo, { at: when, host: opts.host, covering: p === undefined ? undefined : abs });
+        const entry = await tree.stat(abs);
+        const items: Entry[] = [];
+        if (entry.type !== 'dir') items.push(entry);
+        else if (p === undefined || opts.recursive) for await (const e of tree.walk(entry)) items.push(e);
+        else for (const e of await tree.list(entry)) items.push(e);
+        if (g.json) return printJson({ snapshot: tree.id, path: abs, entries: items.map(toJson) });
+        lines(items.map((e) => (opts.long ? longLine(e) : e.type === 'dir' ? displayName(e.path) + '/' : displayName(e.path))));
       } finally {
         repo.close();
       }
     });
 }
 
-function toJson(p: string, e: TreeEntry) {
+function toJson(e: Entry) {
   return {
-    path: p,
+    path: e.path,
     name: e.name,
     type: e.type,
     mode: e.mode & 0o7777,
     size: e.size,
-    mtime: new Date(Number(BigInt(e.mtimeNs) / 1_000_000n)).toISOString(),
+    mtime: e.mtime.toISOString(),
     uid: e.uid,
     gid: e.gid,
     ...(e.type === 'symlink' ? { target: e.target } : {}),
   };
 }
 
-function longLine(p: string, e: TreeEntry): string {
+function longLine(e: Entry): string {
   const type = e.type === 'dir' ? 'd' : e.type === 'symlink' ? 'l' : '-';
   const perms = [6, 3, 0].map((s) => ((e.mode >> s) & 4 ? 'r' : '-') + ((e.mode >> s) & 2 ? 'w' : '-') + ((e.mode >> s) & 1 ? 'x' : '-')).join('');
-  const time = formatTime(Number(BigInt(e.mtimeNs) / 1_000_000n));
-  const name = e.type === 'symlink' ? `${displayName(p)} -> ${displayName(e.target ?? '')}` : displayName(p);
+  const time = formatTime(e.mtime.getTime());
+  const name = e.type === 'symlink' ? `${displayName(e.path)} -> ${displayName(e.target ?? '')}` : displayName(e.path);
   return `${type}${perms} ${String(e.uid).padStart(5)} ${String(e.gid).padStart(5)} ${String(e.size).padStart(12)} ${time} ${name}`;
 }
-
-export type { Snapshot };

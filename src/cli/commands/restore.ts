@@ -1,7 +1,7 @@
 import * as path from 'node:path';
 import { Option, type Command } from 'commander';
 import { OVERWRITE_POLICIES, restore, type OverwritePolicy, type RestoreResult } from '../../engine/restore.js';
-import { findSnapshot } from '../../engine/snapshot.js';
+import { SnapshotTree } from '../../engine/snapshot-tree.js';
 import { ExitCode } from '../../errors.js';
 import { displayName } from '../../util/names.js';
 import { formatBytes } from '../../util/size.js';
@@ -46,9 +46,9 @@ export function register(program: Command): void {
       const progress = new Progress(showProgress, 'restoring');
       try {
         const abs = paths.map((p) => path.resolve(p));
-        const snap = await findSnapshot(repo, when, abs, opts.host);
+        const tree = await SnapshotTree.open(repo, { at: when, host: opts.host, covering: abs });
         let total: number | undefined;
-        const r = await restore(repo, snap, {
+        const r = await restore(repo, tree, {
           target: opts.target,
           paths: abs,
           overwrite: opts.overwrite,
