@@ -14,6 +14,7 @@ import type { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseRange } from '../src/server/range.js';
 import { routeTable } from '../src/server/routes.js';
+import { CATALOG_PROTOCOL, requestOf } from '../src/catalog/protocol.js';
 import { HttpStorage } from '../src/storage/http.js';
 import { BIN, cliEnv, ROOT, Rng, strata, tempDir } from './helpers.js';
 
@@ -676,6 +677,20 @@ describe('parseRange', () => {
     expect(parseRange('bytes=0-', 0).kind).toBe('unsatisfiable');
     expect(parseRange('bytes= 1 - 2 ', 10)).toEqual({ kind: 'range', start: 1, end: 2 });
     expect(parseRange('bytes=1e3-', 10000).kind).toBe('unsatisfiable');
+  });
+});
+
+describe('the catalog protocol as data (catalog/protocol.ts)', () => {
+  it('the server serves exactly its methods, with their roles and body limits; a client fills in their paths', () => {
+    const served = routeTable().filter((r) => !r.path.startsWith('/v1/objects') && r.path !== '/v1/health');
+    const table = Object.values(CATALOG_PROTOCOL).map((m) => ({ method: m.method, path: m.path, role: m.role }));
+    const key = (r: { method: string; path: string }) => `${r.method} ${r.path}`;
+    expect(served.map(key).sort()).toEqual(table.map(key).sort());
+    for (const r of served) expect(r.role, key(r)).toBe(table.find((t) => key(t) === key(r))!.role);
+    expect(requestOf('version', { seq: 7, path: 'ab' })).toEqual(['GET', '/v1/snapshots/7/versions/ab']);
+    expect(requestOf('pieces', { version: 3 }, 'start=0&end=9')).toEqual(['GET', '/v1/versions/3/pieces?start=0&end=9']);
+    expect(requestOf('endLease', { lease: 'a/b' })).toEqual(['DELETE', '/v1/leases/a%2Fb']);
+    expect(() => requestOf('toc')).toThrow(/no value for \{version\}/);
   });
 });
 

@@ -17,6 +17,7 @@ import type { PackEntry } from './packs.js';
 import type { PackInfo, VersionProblem } from './check.js';
 import type { PrunePlan } from './prune.js';
 import type { RangeSpec } from '../util/range.js';
+import { requestOf } from './protocol.js';
 import { fetchDictionary, type BackupStart, type CatalogService, type ReadPlan, type ResealedToc, type SnapshotChoice, type StoredVersionRow, type VersionRecord, type VersionUpload } from './service.js';
 import {
   BLOCKS_PER_READ,
@@ -99,19 +100,19 @@ export class RemoteService implements CatalogService {
   }
 
   async snapshots(): Promise<SnapshotRow[]> {
-    const j = await this.json<{ snapshots: unknown[] }>('GET', '/v1/snapshots', 'snapshots');
+    const j = await this.json<{ snapshots: unknown[] }>(...requestOf('snapshots'), 'snapshots');
     return j.snapshots.map(snapshotFromJson);
   }
 
   async snapshotsByPrefix(prefix: string): Promise<SnapshotRow[]> {
     if (!/^[0-9a-f]{1,64}$/.test(prefix)) return [];
-    const j = await this.json<{ snapshots: unknown[] }>('GET', `/v1/snapshots?prefix=${prefix}`, 'snapshots');
+    const j = await this.json<{ snapshots: unknown[] }>(...requestOf('snapshots', {}, `prefix=${prefix}`), 'snapshots');
     return j.snapshots.map(snapshotFromJson);
   }
 
   async snapshotBySeq(seq: number): Promise<SnapshotRow | undefined> {
     try {
-      return snapshotFromJson(await this.json('GET', `/v1/snapshots/${seq}`, `snapshot ${seq}`));
+      return snapshotFromJson(await this.json(...requestOf('snapshot', { seq }), `snapshot ${seq}`));
     } catch (e) {
       if (e instanceof StrataError && e.code === 'not_found') return undefined;
       throw e;
@@ -132,7 +133,7 @@ export class RemoteService implements CatalogService {
     this.asks.set(snapshot, asked);
     if (asked > TABLE_AFTER) return (await this.versionTable(snapshot)).get(path.toString('hex'));
     try {
-      return versionRow(await this.json('GET', `/v1/snapshots/${snapshot}/versions/${path.toString('hex')}`, 'version'), snapshot);
+      return versionRow(await this.json(...requestOf('version', { seq: snapshot, path: path.toString('hex') }), 'version'), snapshot);
     } catch (e) {
       if (e instanceof StrataError && e.code === 'not_found') return undefined;
       throw e;
@@ -141,7 +142,7 @@ export class RemoteService implements CatalogService {
 
   /** A snapshot's versions, fetched once: 64 bytes each (path, id, size, depth, end). */
   private async versionTable(snapshot: number): Promise<Map<string, StoredVersionRow>> {
-    const buf = await this.binary('GET', `/v1/snapshots/${snapshot}/versions`, 'versions');
+    const buf = await this.binary(...requestOf('versions', { seq: snapshot }), 'versions');
     if (buf.length % VERSION_ROW !== 0) throw integrity(`${this.http.location} sent a malformed version table`);
     const table = new Map<string, StoredVersionRow>();
     for (let at = 0; at < buf.length; at += VERSION_ROW) {
@@ -154,7 +155,7 @@ export class RemoteService implements CatalogService {
 
   async versionById(id: number): Promise<VersionRow | undefined> {
     try {
-      return versionRow(await this.json('GET', `/v1/versions/${id}`, `version ${id}`));
+      return versionRow(await this.json(...requestOf('versionById', { version: id }), `version ${id}`));
     } catch (e) {
       if (e instanceof StrataError && e.code === 'not_found') return undefined;
       throw e;
@@ -164,7 +165,7 @@ export class RemoteService implements CatalogService {
   async *pieces(version: number, start: number, end: number): AsyncGenerator<Piece> {
     let from = start;
     while (from <= end) {
-      const j = await this.json<{ pieces: unknown[]; next: unknown }>('GET', `/v1/versions/${version}/pieces?start=${from}&end=${end}`, `version ${version}`);
+      const j = await this.json<{ pieces: unknown[]; next: unknown }>(...requestOf('pieces', { version }, `start=${from}&end=${end}`), `version ${version}`);
       let at = from;
       for (const raw of j.pieces) {
         const p = pieceFromJson(raw);
@@ -182,7 +183,7 @@ export class RemoteService implements CatalogService {
   }
 
   async blockList(version: number, size: number): Promise<BlockList> {
-    const list = decodeBlockList(await this.binary('GET', `/v1/versions/${version}/blocks`, `blocks of version ${version}`));
+    const list = decodeBlockList(await this.binary(...requestOf('blockList', { version }), `blocks of version ${version}`));
     if (list.size !== size) throw integrity(`the blocks of version ${version} add up to ${list.size} bytes, not ${size}`);
     for (let i = 0; i < list.length; i++) {
       const id = list.id(i);
@@ -198,7 +199,7 @@ export class RemoteService implements CatalogService {
   async planRead(path: Buffer, choice: SnapshotChoice, spec: RangeSpec | undefined): Promise<ReadPlan | undefined> {
     const q = new URLSearchParams('prefix' in choice ? { prefix: choice.prefix } : choice.until < Number.MAX_SAFE_INTEGER ? { until: String(choice.until) } : {});
     for (const k of ['start', 'end', 'suffix'] as const) if (spec?.[k] !== undefined) q.set(k, String(spec[k]));
-    const r = await this.http.call('GET', `/v1/paths/${path.toString('hex')}/plan?${q.toString()}`);
+    const r = await this.http.call(...requestOf('planRead', { path: path.toString('hex') }, q));
     // No plan (or a range the client words its own error for): the client looks itself.
     if (r.status === 404 || r.status === 416) return undefined;
     if (r.status !== 200) throw this.refusal(r, 'GET', 'read plan');
@@ -224,7 +225,7 @@ export class RemoteService implements CatalogService {
   }
 
   async toc(version: number): Promise<TocRow[]> {
-    const j = await this.json<{ rows: unknown[] }>('GET', `/v1/versions/${version}/toc`, `TOC of version ${version}`);
+    const j = await this.json<{ rows: unknown[] }>(...requestOf('toc', { version }), `TOC of version ${version}`);
     return j.rows.map(rowFromJson);
   }
 
@@ -284,7 +285,7 @@ export class RemoteService implements CatalogService {
   private async fetchBlocks(batch: { id: Buffer; resolve: (b: Buffer) => void; reject: (e: unknown) => void }[]): Promise<void> {
     try {
       if (batch.length === 1) return batch[0]!.resolve(await this.fetchBlock(batch[0]!.id));
-      const r = await this.binary('POST', '/v1/blocks/read', 'blocks', encodeIds(batch.map((w) => w.id)));
+      const r = await this.binary(...requestOf('readBlocks'), 'blocks', encodeIds(batch.map((w) => w.id)));
       const malformed = () => integrity(`${this.http.location} sent a malformed answer to a block read`);
       let at = 0;
       let i = 0;
@@ -308,7 +309,7 @@ export class RemoteService implements CatalogService {
   }
 
   private async fetchBlock(id: Buffer): Promise<Buffer> {
-    const r = await this.http.call('GET', `/v1/blocks/${id.toString('hex')}`);
+    const r = await this.http.call(...requestOf('block', { id: id.toString('hex') }));
     if (r.status === 404) throw integrity(`block ${id.toString('hex').slice(0, 16)} is not in the repository`, { block: id.toString('hex') });
     if (r.status !== 200) throw this.refusal(r, 'GET', `block ${id.toString('hex').slice(0, 16)}`);
     return r.body;
@@ -342,13 +343,13 @@ export class RemoteService implements CatalogService {
     for (let i = 0; i < ids.length; i += MISSING_BATCH) {
       const batch = ids.slice(i, i + MISSING_BATCH);
       if (!this.claims) {
-        const lacking = decodeIds(await this.binary('POST', '/v1/blocks/missing', 'block list', encodeIds(batch)));
+        const lacking = decodeIds(await this.binary(...requestOf('missing'), 'block list', encodeIds(batch)));
         const set = new Set(lacking.map((b) => b.toString('hex')));
         for (const id of batch) if (!set.has(id.toString('hex'))) this.remember(id);
         out.push(...lacking);
         continue;
       }
-      const claims = decodeClaims(await this.binary('POST', '/v1/blocks/where', 'block list', encodeIds(batch)), batch.length, this.http.location);
+      const claims = decodeClaims(await this.binary(...requestOf('where'), 'block list', encodeIds(batch)), batch.length, this.http.location);
       const holds = await this.claims.holds(batch, claims);
       batch.forEach((id, k) => {
         if (holds[k]) return this.remember(id);
@@ -363,14 +364,14 @@ export class RemoteService implements CatalogService {
     await this.http.put({ kind: 'pack', name }, bytes);
     // Blocks whose stored copy is forged: the server keeps these copies as spares, which readers fall back to.
     const replaces = relocate ? [] : entries.map((e) => e.id.toString('hex')).filter((h) => this.forged.has(h));
-    await this.json('POST', `/v1/packs/${name}`, `pack ${name.slice(0, 16)}`, { entries: packEntriesToJson(entries), ...(relocate ? { relocate } : {}), ...(replaces.length > 0 ? { replaces } : {}) });
+    await this.json(...requestOf('putPack', { name }), `pack ${name.slice(0, 16)}`, { entries: packEntriesToJson(entries), ...(relocate ? { relocate } : {}), ...(replaces.length > 0 ? { replaces } : {}) });
     for (const e of entries) this.remember(e.id);
     for (const h of replaces) this.forged.delete(h);
   }
 
   /** A block's spare copies (sealed), for a reader whose first copy failed to authenticate. */
   async spares(id: Buffer): Promise<Buffer[]> {
-    const r = await this.binary('GET', `/v1/blocks/${id.toString('hex')}/spares`, `spares of block ${id.toString('hex').slice(0, 16)}`);
+    const r = await this.binary(...requestOf('spares', { id: id.toString('hex') }), `spares of block ${id.toString('hex').slice(0, 16)}`);
     const out: Buffer[] = [];
     for (let at = 0; at < r.length; ) {
       if (at + 4 > r.length || at + 4 + r.readUInt32LE(at) > r.length) throw integrity(`${this.http.location} sent a malformed list of spare copies`);
@@ -382,7 +383,7 @@ export class RemoteService implements CatalogService {
   }
 
   async startBackup(lineage: Buffer, time: number, parent: number | 'auto'): Promise<BackupStart> {
-    const j = await this.json<{ lease: unknown; parent: unknown }>('POST', '/v1/backups', 'backup', { lineage: lineage.toString('base64'), time, parent });
+    const j = await this.json<{ lease: unknown; parent: unknown }>(...requestOf('startBackup'), 'backup', { lineage: lineage.toString('base64'), time, parent });
     if (typeof j.lease !== 'string' || !/^[0-9a-f]{32}$/.test(j.lease)) throw integrity(`${this.http.location} sent a malformed lease`);
     const lease = j.lease;
     // The server drops a backup it has not heard from for a while (a client that died).
@@ -392,13 +393,13 @@ export class RemoteService implements CatalogService {
 
   /** The server drops a lease it has not heard about for a while (a client that died). */
   private keepAlive(lease: string): void {
-    const timer = setInterval(() => void this.http.call('POST', `/v1/leases/${lease}/renew`).catch(() => {}), RENEW_MS);
+    const timer = setInterval(() => void this.http.call(...requestOf('renewLease', { lease })).catch(() => {}), RENEW_MS);
     timer.unref();
     this.renewals.set(lease, timer);
   }
 
   async beginSnapshot(id: string, time: number, lineage: Buffer, meta: Buffer, parent: number | null, lease: string, inherits = false): Promise<number> {
-    const j = await this.json<{ seq: unknown }>('POST', '/v1/snapshots', 'snapshot', {
+    const j = await this.json<{ seq: unknown }>(...requestOf('beginSnapshot'), 'snapshot', {
       id,
       time,
       lineage: lineage.toString('base64'),
@@ -412,11 +413,11 @@ export class RemoteService implements CatalogService {
   }
 
   async storeVersions(snapshot: number, list: readonly VersionUpload[]): Promise<void> {
-    if (list.length > 0) await this.binary('POST', `/v1/snapshots/${snapshot}/versions`, 'versions', encodeVersions(list));
+    if (list.length > 0) await this.binary(...requestOf('storeVersions', { seq: snapshot }), 'versions', encodeVersions(list));
   }
 
   async commitSnapshot(seq: number, root: Buffer, record: Buffer, meta: Buffer, blobs: readonly Buffer[]): Promise<void> {
-    await this.json('POST', `/v1/snapshots/${seq}/commit`, 'snapshot commit', {
+    await this.json(...requestOf('commitSnapshot', { seq }), 'snapshot commit', {
       root: root.toString('hex'),
       record: record.toString('hex'),
       meta: meta.toString('base64'),
@@ -428,7 +429,7 @@ export class RemoteService implements CatalogService {
     clearInterval(this.renewals.get(lease));
     this.renewals.delete(lease);
     if (this.maintenance === lease) this.maintenance = undefined;
-    await this.http.call('DELETE', `/v1/leases/${lease}`).catch(() => {});
+    await this.http.call(...requestOf('endLease', { lease })).catch(() => {});
   }
 
   private maintenance?: string;
@@ -445,7 +446,7 @@ export class RemoteService implements CatalogService {
       // The server waits a little itself; longer waits are a loop of requests.
       const left = Math.max(0, deadline - Date.now());
       try {
-        const j = await this.json<{ lease: unknown }>('POST', '/v1/maintenance', 'maintenance', { waitMs: Math.min(left, MAX_LOCK_WAIT_MS) });
+        const j = await this.json<{ lease: unknown }>(...requestOf('startMaintenance'), 'maintenance', { waitMs: Math.min(left, MAX_LOCK_WAIT_MS) });
         if (typeof j.lease !== 'string') throw integrity(`${this.http.location} sent a malformed lease`);
         this.maintenance = j.lease;
         this.keepAlive(j.lease);
@@ -459,7 +460,7 @@ export class RemoteService implements CatalogService {
   }
 
   async forgetSnapshots(candidates: readonly number[]): Promise<{ removed: number[]; inUse: number[]; touched: number[] }> {
-    const j = await this.json<{ removed: unknown; inUse: unknown; touched: unknown }>('POST', `/v1/maintenance/${this.lease}/forget`, 'forget', { snapshots: candidates });
+    const j = await this.json<{ removed: unknown; inUse: unknown; touched: unknown }>(...requestOf('forget', { lease: this.lease }), 'forget', { snapshots: candidates });
     const list = (v: unknown) => {
       if (!Array.isArray(v) || !v.every((n) => Number.isSafeInteger(n))) throw integrity(`${this.http.location} sent a malformed answer to forget`);
       return v as number[];
@@ -474,7 +475,7 @@ export class RemoteService implements CatalogService {
     const known = this.records.get(version);
     if (known) return known;
     try {
-      const j = await this.json<{ snapshot: unknown; path: unknown; size: unknown; toc: unknown }>('GET', `/v1/versions/${version}/record`, `version ${version}`);
+      const j = await this.json<{ snapshot: unknown; path: unknown; size: unknown; toc: unknown }>(...requestOf('versionRecord', { version }), `version ${version}`);
       const hex = (v: unknown) => (typeof v === 'string' && /^[0-9a-f]{64}$/.test(v) ? Buffer.from(v, 'hex') : undefined);
       const path = hex(j.path);
       if (!path || !Number.isSafeInteger(j.snapshot) || !Number.isSafeInteger(j.size)) throw integrity('malformed version record');
@@ -486,7 +487,7 @@ export class RemoteService implements CatalogService {
   }
 
   async retainedBlobs(): Promise<{ tocs: Buffer[]; records: Buffer[] }> {
-    const j = await this.json<{ tocs: unknown; records: unknown }>('GET', '/v1/retained', 'retained blobs');
+    const j = await this.json<{ tocs: unknown; records: unknown }>(...requestOf('retained'), 'retained blobs');
     const ids = (v: unknown) => {
       if (!Array.isArray(v) || !v.every((h) => typeof h === 'string' && /^[0-9a-f]{64}$/.test(h))) throw integrity(`${this.http.location} sent a malformed list of retained blobs`);
       return (v as string[]).map((h) => Buffer.from(h, 'hex'));
@@ -495,22 +496,21 @@ export class RemoteService implements CatalogService {
   }
 
   async staleTocs(): Promise<number[]> {
-    const j = await this.json<{ versions: unknown }>('GET', `/v1/maintenance/${this.lease}/stale`, 'stale TOCs');
+    const j = await this.json<{ versions: unknown }>(...requestOf('staleTocs', { lease: this.lease }), 'stale TOCs');
     if (!Array.isArray(j.versions) || !j.versions.every((n) => Number.isSafeInteger(n))) throw integrity(`${this.http.location} sent a malformed list of stale TOCs`);
     return j.versions as number[];
   }
 
   async setVersionTocs(list: readonly ResealedToc[]): Promise<void> {
     const hex = (ids: readonly Buffer[]) => ids.map((b) => b.toString('hex'));
-    await this.json('POST', `/v1/maintenance/${this.lease}/tocs`, 'TOCs', {
+    await this.json(...requestOf('setVersionTocs', { lease: this.lease }), 'TOCs', {
       tocs: list.map((t) => ({ version: t.version, toc: t.toc.toString('hex'), segments: hex(t.segments), old: hex(t.old) })),
     });
   }
 
   async pruneMark(dryRun: boolean, wholePacks = false): Promise<PrunePlan> {
     const j = await this.json<{ started: unknown; abandonedSnapshots: unknown; unusedBlocks: unknown; deletedBlocks: unknown; packsNeedingKey: unknown; packs: unknown }>(
-      'POST',
-      `/v1/maintenance/${this.lease}/prune`,
+      ...requestOf('pruneMark', { lease: this.lease }),
       'prune',
       { dryRun, wholePacks },
     );
@@ -534,38 +534,38 @@ export class RemoteService implements CatalogService {
   }
 
   async pruneSweep(packs: readonly string[], started: number): Promise<{ deletedPacks: number; orphanPacks: number; bytesFreed: number }> {
-    return this.json('POST', `/v1/maintenance/${this.lease}/sweep`, 'prune', { packs, started });
+    return this.json(...requestOf('pruneSweep', { lease: this.lease }), 'prune', { packs, started });
   }
 
   checkPacks(): Promise<{ packs: PackInfo[]; errors: string[]; warnings: string[]; bad: string[] }> {
-    return this.json('GET', '/v1/check/packs', 'pack check');
+    return this.json(...requestOf('checkPacks'), 'pack check');
   }
 
   async packBlobs(pack: string): Promise<PackEntry[]> {
-    const j = await this.json<{ blobs: unknown }>('GET', `/v1/packs/${pack}/blobs`, `pack ${pack.slice(0, 16)}`);
+    const j = await this.json<{ blobs: unknown }>(...requestOf('packBlobs', { name: pack }), `pack ${pack.slice(0, 16)}`);
     return packEntriesFromJson(j.blobs, Number.MAX_SAFE_INTEGER, 0);
   }
 
   async checkPass(which: 'current' | 'new'): Promise<number> {
-    const j = await this.json<{ pass: unknown }>('POST', '/v1/check/pass', 'check pass', { which });
+    const j = await this.json<{ pass: unknown }>(...requestOf('checkPass'), 'check pass', { which });
     if (!Number.isSafeInteger(j.pass)) throw integrity(`${this.http.location} sent a malformed check pass`);
     return j.pass as number;
   }
 
   async markChecked(pack: string): Promise<void> {
-    await this.json('POST', `/v1/packs/${pack}/checked`, `pack ${pack.slice(0, 16)}`, {});
+    await this.json(...requestOf('markChecked', { name: pack }), `pack ${pack.slice(0, 16)}`, {});
   }
 
   checkTocs(): Promise<{ versions: number; problems: VersionProblem[]; bad: string[] }> {
-    return this.json('GET', '/v1/check/tocs', 'TOC check');
+    return this.json(...requestOf('checkTocs'), 'TOC check');
   }
 
   async damage(bad: readonly string[]): Promise<{ version: number; ranges: [number, number][] }[]> {
-    return (await this.json<{ damage: { version: number; ranges: [number, number][] }[] }>('POST', '/v1/check/damage', 'damage', { blocks: bad })).damage;
+    return (await this.json<{ damage: { version: number; ranges: [number, number][] }[] }>(...requestOf('damage'), 'damage', { blocks: bad })).damage;
   }
 
   async repair(bad: readonly string[]): Promise<number> {
-    return (await this.json<{ repaired: number }>('POST', '/v1/check/repair', 'repair', { blocks: bad })).repaired;
+    return (await this.json<{ repaired: number }>(...requestOf('repair'), 'repair', { blocks: bad })).repaired;
   }
 
   async close(): Promise<void> {

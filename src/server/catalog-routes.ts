@@ -13,29 +13,13 @@ import * as path from 'node:path';
 import { StrataError } from '../errors.js';
 import { Catalog } from '../catalog/catalog.js';
 import { PACK_MAGIC } from '../catalog/packs.js';
+import { CATALOG_PROTOCOL } from '../catalog/protocol.js';
 import { LocalService } from '../catalog/service.js';
-import {
-  BLOCKS_PER_READ,
-  CLAIM_BYTES,
-  MAX_LOCK_WAIT_MS,
-  decodeIds,
-  decodeVersions,
-  encodeBlockList,
-  encodeIds,
-  packEntriesFromJson,
-  packEntriesToJson,
-  pieceToJson,
-  rowToJson,
-  snapshotToJson,
-} from '../catalog/wire.js';
+import { CLAIM_BYTES, MAX_LOCK_WAIT_MS, decodeIds, decodeVersions, encodeBlockList, encodeIds, packEntriesFromJson, packEntriesToJson, pieceToJson, rowToJson, snapshotToJson } from '../catalog/wire.js';
 import type { LocalStorage } from '../storage/local.js';
 import { HttpError, sendJson, type RequestContext, type Route } from './http.js';
 import { parseRange } from './range.js';
 
-/** Bounds on request bodies: a batch of versions (block lists included), an id list, a pack index. */
-export const MAX_VERSIONS_BYTES = 256 * 1024 * 1024;
-const MAX_IDS_BYTES = 32 * 65536;
-const MAX_JSON_BYTES = 16 * 1024 * 1024;
 /** The size an answer to POST /v1/blocks/read stops at. */
 const READ_ANSWER_BYTES = 16 * 1024 * 1024;
 /** Pieces per answer; the client asks again from where one stops. */
@@ -138,10 +122,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
   };
   return [
     {
-      method: 'GET',
-      path: '/v1/snapshots',
-      role: 'read',
-      maxBody: 0,
+      ...CATALOG_PROTOCOL.snapshots,
       handle: async (ctx) => {
         const prefix = query(ctx).get('prefix');
         if (prefix !== null && !/^[0-9a-f]{1,64}$/.test(prefix)) throw new HttpError('bad_request', 'prefix must be hex');
@@ -150,10 +131,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       },
     },
     {
-      method: 'GET',
-      path: '/v1/snapshots/{seq}',
-      role: 'read',
-      maxBody: 0,
+      ...CATALOG_PROTOCOL.snapshot,
       handle: async (ctx) => {
         const row = await svc().snapshotBySeq(int(ctx.params.seq, 'seq'));
         if (!row) throw new HttpError('not_found', 'no such snapshot');
@@ -161,10 +139,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       },
     },
     {
-      method: 'GET',
-      path: '/v1/snapshots/{seq}/versions/{path}',
-      role: 'read',
-      maxBody: 0,
+      ...CATALOG_PROTOCOL.version,
       handle: async (ctx) => {
         const v = await svc().version(int(ctx.params.seq, 'seq'), id(ctx.params.path, 'path'));
         if (!v) throw new HttpError('not_found', 'no such version');
@@ -172,10 +147,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       },
     },
     {
-      method: 'GET',
-      path: '/v1/snapshots/{seq}/versions',
-      role: 'read',
-      maxBody: 0,
+      ...CATALOG_PROTOCOL.versions,
       handle: async (ctx) => {
         // Every version of a snapshot: a backup reads its parent's in one go.
         const rows = keeperCatalog(keeper).versionPaths(int(ctx.params.seq, 'seq'));
@@ -192,10 +164,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       },
     },
     {
-      method: 'GET',
-      path: '/v1/paths/{path}/plan',
-      role: 'read',
-      maxBody: 0,
+      ...CATALOG_PROTOCOL.planRead,
       handle: async (ctx) => {
         const q = query(ctx);
         const prefix = q.get('prefix');
@@ -219,17 +188,11 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       },
     },
     {
-      method: 'GET',
-      path: '/v1/versions/{version}',
-      role: 'read',
-      maxBody: 0,
+      ...CATALOG_PROTOCOL.versionById,
       handle: async (ctx) => sendJson(ctx, 200, await version(ctx)),
     },
     {
-      method: 'GET',
-      path: '/v1/versions/{version}/pieces',
-      role: 'read',
-      maxBody: 0,
+      ...CATALOG_PROTOCOL.pieces,
       handle: async (ctx) => {
         const v = await version(ctx);
         const q = query(ctx);
@@ -249,30 +212,21 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       },
     },
     {
-      method: 'GET',
-      path: '/v1/versions/{version}/blocks',
-      role: 'read',
-      maxBody: 0,
+      ...CATALOG_PROTOCOL.blockList,
       handle: async (ctx) => {
         const v = await version(ctx);
         sendBinary(ctx, encodeBlockList(await svc().blockList(v.id, v.size)));
       },
     },
     {
-      method: 'GET',
-      path: '/v1/versions/{version}/toc',
-      role: 'read',
-      maxBody: 0,
+      ...CATALOG_PROTOCOL.toc,
       handle: async (ctx) => {
         const v = await version(ctx);
         sendJson(ctx, 200, { rows: (await svc().toc(v.id)).map(rowToJson) });
       },
     },
     {
-      method: 'GET',
-      path: '/v1/blocks/{id}',
-      role: 'read',
-      maxBody: 0,
+      ...CATALOG_PROTOCOL.block,
       handle: async (ctx) => {
         const block = id(ctx.params.id, 'block id');
         if (!keeperCatalog(keeper).blockLocation(block)) throw new HttpError('not_found', 'no such block');
@@ -280,10 +234,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       },
     },
     {
-      method: 'POST',
-      path: '/v1/blocks/read',
-      role: 'read',
-      maxBody: BLOCKS_PER_READ * 32,
+      ...CATALOG_PROTOCOL.readBlocks,
       handle: async (ctx) => {
         const ids = decodeIds(await body(ctx));
         if (ids.length === 0) throw new HttpError('bad_request', 'no block ids');
@@ -315,17 +266,11 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       },
     },
     {
-      method: 'POST',
-      path: '/v1/blocks/missing',
-      role: 'append',
-      maxBody: MAX_IDS_BYTES,
+      ...CATALOG_PROTOCOL.missing,
       handle: async (ctx) => sendBinary(ctx, encodeIds(await svc().missing(decodeIds(await body(ctx))))),
     },
     {
-      method: 'POST',
-      path: '/v1/blocks/where',
-      role: 'append',
-      maxBody: MAX_IDS_BYTES,
+      ...CATALOG_PROTOCOL.where,
       handle: async (ctx) => {
         // Where each block is: a client with the key checks the pack vouches for it before leaving it out.
         const ids = decodeIds(await body(ctx));
@@ -343,10 +288,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       },
     },
     {
-      method: 'GET',
-      path: '/v1/blocks/{id}/spares',
-      role: 'read',
-      maxBody: 0,
+      ...CATALOG_PROTOCOL.spares,
       handle: async (ctx) => {
         const frames: Buffer[] = [];
         for (const sealed of await svc().spares(id(ctx.params.id, 'block id'))) {
@@ -358,10 +300,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       },
     },
     {
-      method: 'POST',
-      path: '/v1/packs/{name}',
-      role: 'append',
-      maxBody: MAX_JSON_BYTES,
+      ...CATALOG_PROTOCOL.putPack,
       handle: async (ctx) => {
         const name = ctx.params.name!;
         if (!/^[0-9a-f]{64}$/.test(name)) throw new HttpError('bad_name', 'invalid pack name');
@@ -386,10 +325,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       },
     },
     {
-      method: 'POST',
-      path: '/v1/backups',
-      role: 'append',
-      maxBody: MAX_JSON_BYTES,
+      ...CATALOG_PROTOCOL.startBackup,
       handle: async (ctx) => {
         const j = await jsonBody(ctx);
         const parent = j.parent === 'auto' ? 'auto' : num(j.parent, 'parent');
@@ -398,30 +334,21 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       },
     },
     {
-      method: 'POST',
-      path: '/v1/leases/{lease}/renew',
-      role: 'append',
-      maxBody: 0,
+      ...CATALOG_PROTOCOL.renewLease,
       handle: async (ctx) => {
         if (!svc().renew(ctx.params.lease!)) throw new HttpError('not_found', 'no such lease (it went stale: start again)');
         ctx.res.writeHead(204).end();
       },
     },
     {
-      method: 'DELETE',
-      path: '/v1/leases/{lease}',
-      role: 'append',
-      maxBody: 0,
+      ...CATALOG_PROTOCOL.endLease,
       handle: async (ctx) => {
         await svc().endLease(ctx.params.lease!);
         ctx.res.writeHead(204).end();
       },
     },
     {
-      method: 'POST',
-      path: '/v1/maintenance',
-      role: 'admin',
-      maxBody: MAX_JSON_BYTES,
+      ...CATALOG_PROTOCOL.startMaintenance,
       handle: async (ctx) => {
         const j = await jsonBody(ctx);
         // A client may wait for another maintenance, but not hold a request open for long.
@@ -430,10 +357,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       },
     },
     {
-      method: 'POST',
-      path: '/v1/maintenance/{lease}/forget',
-      role: 'admin',
-      maxBody: MAX_JSON_BYTES,
+      ...CATALOG_PROTOCOL.forget,
       handle: async (ctx) => {
         held(keeper, ctx.params.lease!);
         const j = await jsonBody(ctx);
@@ -442,20 +366,14 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       },
     },
     {
-      method: 'GET',
-      path: '/v1/maintenance/{lease}/stale',
-      role: 'admin',
-      maxBody: 0,
+      ...CATALOG_PROTOCOL.staleTocs,
       handle: async (ctx) => {
         held(keeper, ctx.params.lease!);
         sendJson(ctx, 200, { versions: await svc().staleTocs() });
       },
     },
     {
-      method: 'POST',
-      path: '/v1/maintenance/{lease}/tocs',
-      role: 'admin',
-      maxBody: MAX_JSON_BYTES,
+      ...CATALOG_PROTOCOL.setVersionTocs,
       handle: async (ctx) => {
         held(keeper, ctx.params.lease!);
         const j = await jsonBody(ctx);
@@ -474,10 +392,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       },
     },
     {
-      method: 'POST',
-      path: '/v1/maintenance/{lease}/prune',
-      role: 'admin',
-      maxBody: MAX_JSON_BYTES,
+      ...CATALOG_PROTOCOL.pruneMark,
       handle: async (ctx) => {
         held(keeper, ctx.params.lease!);
         const j = await jsonBody(ctx);
@@ -486,10 +401,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       },
     },
     {
-      method: 'POST',
-      path: '/v1/maintenance/{lease}/sweep',
-      role: 'admin',
-      maxBody: MAX_JSON_BYTES,
+      ...CATALOG_PROTOCOL.pruneSweep,
       handle: async (ctx) => {
         held(keeper, ctx.params.lease!);
         const j = await jsonBody(ctx);
@@ -498,24 +410,15 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       },
     },
     {
-      method: 'GET',
-      path: '/v1/check/packs',
-      role: 'read',
-      maxBody: 0,
+      ...CATALOG_PROTOCOL.checkPacks,
       handle: async (ctx) => sendJson(ctx, 200, await svc().checkPacks()),
     },
     {
-      method: 'GET',
-      path: '/v1/check/tocs',
-      role: 'read',
-      maxBody: 0,
+      ...CATALOG_PROTOCOL.checkTocs,
       handle: async (ctx) => sendJson(ctx, 200, await svc().checkTocs()),
     },
     {
-      method: 'GET',
-      path: '/v1/packs/{name}/blobs',
-      role: 'read',
-      maxBody: 0,
+      ...CATALOG_PROTOCOL.packBlobs,
       handle: async (ctx) => {
         const name = packName(ctx.params.name);
         if (!keeperCatalog(keeper).packIndexed(name)) throw new HttpError('not_found', 'no such pack in the catalog');
@@ -523,10 +426,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       },
     },
     {
-      method: 'POST',
-      path: '/v1/packs/{name}/checked',
-      role: 'admin',
-      maxBody: MAX_JSON_BYTES,
+      ...CATALOG_PROTOCOL.markChecked,
       handle: async (ctx) => {
         await jsonBody(ctx);
         await svc().markChecked(packName(ctx.params.name));
@@ -534,10 +434,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       },
     },
     {
-      method: 'POST',
-      path: '/v1/check/pass',
-      role: 'admin',
-      maxBody: MAX_JSON_BYTES,
+      ...CATALOG_PROTOCOL.checkPass,
       handle: async (ctx) => {
         const j = await jsonBody(ctx);
         if (j.which !== 'current' && j.which !== 'new') throw new HttpError('bad_request', 'which must be "current" or "new"');
@@ -545,34 +442,22 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       },
     },
     {
-      method: 'POST',
-      path: '/v1/check/damage',
-      role: 'read',
-      maxBody: MAX_JSON_BYTES,
+      ...CATALOG_PROTOCOL.damage,
       handle: async (ctx) => sendJson(ctx, 200, { damage: await svc().damage(blockList((await jsonBody(ctx)).blocks)) }),
     },
     {
-      method: 'POST',
-      path: '/v1/check/repair',
-      role: 'admin',
-      maxBody: MAX_JSON_BYTES,
+      ...CATALOG_PROTOCOL.repair,
       handle: async (ctx) => sendJson(ctx, 200, { repaired: await svc().repair(blockList((await jsonBody(ctx)).blocks)) }),
     },
     {
-      method: 'GET',
-      path: '/v1/retained',
-      role: 'read',
-      maxBody: 0,
+      ...CATALOG_PROTOCOL.retained,
       handle: async (ctx) => {
         const { tocs, records } = await svc().retainedBlobs();
         sendJson(ctx, 200, { tocs: tocs.map((b) => b.toString('hex')), records: records.map((b) => b.toString('hex')) });
       },
     },
     {
-      method: 'GET',
-      path: '/v1/versions/{version}/record',
-      role: 'read',
-      maxBody: 0,
+      ...CATALOG_PROTOCOL.versionRecord,
       handle: async (ctx) => {
         const v = await version(ctx);
         const rec = (await svc().versionRecord(v.id))!;
@@ -580,10 +465,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       },
     },
     {
-      method: 'POST',
-      path: '/v1/snapshots',
-      role: 'append',
-      maxBody: MAX_JSON_BYTES,
+      ...CATALOG_PROTOCOL.beginSnapshot,
       handle: async (ctx) => {
         const j = await jsonBody(ctx);
         if (typeof j.id !== 'string' || !/^[0-9a-f]{64}$/.test(j.id)) throw new HttpError('bad_request', 'id must be 64 hex digits');
@@ -598,10 +480,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       },
     },
     {
-      method: 'POST',
-      path: '/v1/snapshots/{seq}/versions',
-      role: 'append',
-      maxBody: MAX_VERSIONS_BYTES,
+      ...CATALOG_PROTOCOL.storeVersions,
       handle: async (ctx) => {
         const seq = pending(keeper, int(ctx.params.seq, 'seq'));
         const list = decodeVersions(await body(ctx));
@@ -612,10 +491,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       },
     },
     {
-      method: 'POST',
-      path: '/v1/snapshots/{seq}/commit',
-      role: 'append',
-      maxBody: MAX_JSON_BYTES,
+      ...CATALOG_PROTOCOL.commitSnapshot,
       handle: async (ctx) => {
         const seq = int(ctx.params.seq, 'seq');
         const j = await jsonBody(ctx);
