@@ -166,6 +166,15 @@ function storageContract(label: string, make: () => Promise<Storage>): void {
       await st.delete(big);
     });
 
+    it('file, where a store has one, names a file holding exactly the object', async () => {
+      if (!st.file) return;
+      const name = h(12);
+      const bytes = rng.bytes(3000);
+      await st.put(name, bytes);
+      expect(fs.readFileSync(st.file(name)).equals(bytes)).toBe(true);
+      await st.delete(name);
+    });
+
     it('delete removes; deleting again is not an error', async () => {
       await st.delete(h(2));
       expect(await st.exists(h(2))).toBe(false);

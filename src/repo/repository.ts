@@ -266,8 +266,8 @@ export class Repository {
    */
   get packFile(): ((pack: string) => string) | undefined {
     const storage = this.storage;
-    if (!(storage instanceof LocalStorage) || !(this.service instanceof LocalService) || !this.localCatalog) return undefined;
-    return (pack) => storage.file({ kind: 'pack', name: pack });
+    if (!storage.file || !(this.service instanceof LocalService) || !this.localCatalog) return undefined;
+    return (pack) => storage.file!({ kind: 'pack', name: pack });
   }
 
   private unpackPool?: Promise<UnpackPool>;

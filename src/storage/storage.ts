@@ -42,6 +42,12 @@ export interface Storage {
   exists(h: Handle): Promise<boolean>;
   list(kind: Kind): AsyncIterable<string>;
   delete(h: Handle): Promise<void>;
+  /**
+   * Where an object is as a file this process may read itself, for a store
+   * that has one (a directory): a restore's worker threads then read runs of
+   * blocks from it directly. Absent for stores without local files.
+   */
+  file?(h: Handle): string;
   /** Removes partial objects that interrupted puts left, older than `olderThanMs`; returns their bytes. */
   sweepTemporary(olderThanMs: number): Promise<number>;
   /** Releases what the store holds open (file handles, connections). */
