@@ -1,10 +1,11 @@
 /** Test helpers: temp dirs, cheap repositories, a seeded PRNG, running the CLI. */
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import Database from 'better-sqlite3';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll } from 'vitest';
+import { afterAll, expect } from 'vitest';
 import { openFile, readRange } from '../src/engine/read.js';
 import { rebuildCatalog } from '../src/engine/rebuild.js';
 import { findSnapshot } from '../src/engine/snapshot.js';
@@ -128,4 +129,20 @@ export function cliForEveryone(): string {
   for (const pkg of RUNTIME_PACKAGES) fs.cpSync(path.join(ROOT, 'node_modules', pkg), path.join(dir, 'node_modules', pkg), { recursive: true, dereference: true });
   fs.chmodSync(dir, 0o755);
   return path.join(dir, 'bin', 'strata.js');
+}
+
+/** Swaps the blocks of the two 4000-byte files' single data rows (which is which depends on their keyed path ids). */
+export function swapSmallBlocks(repo: string): void {
+  const db = new Database(path.join(repo, 'catalog.db'));
+  try {
+    const rows = db.prepare('SELECT t.version, t.block FROM toc t JOIN versions v ON v.id = t.version WHERE v.size = 4000').all() as { version: number; block: Buffer }[];
+    expect(rows).toHaveLength(2);
+    const set = db.prepare('UPDATE toc SET block = ? WHERE version = ?');
+    db.transaction(() => {
+      set.run(rows[1]!.block, rows[0]!.version);
+      set.run(rows[0]!.block, rows[1]!.version);
+    })();
+  } finally {
+    db.close();
+  }
 }

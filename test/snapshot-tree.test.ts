@@ -8,13 +8,12 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backup } from '../src/engine/backup.js';
 import { decodedCacheStats, DEFAULT_DECODED_CACHE_BYTES, openFileAt, setDecodedCacheBytes, SnapshotTree, type Entry, type VersionFile } from '../src/engine/snapshot-tree.js';
 import { Repository } from '../src/repo/repository.js';
 import { decodeName } from '../src/util/names.js';
-import { makeRepo, Rng, tempDir } from './helpers.js';
+import { makeRepo, Rng, swapSmallBlocks, tempDir } from './helpers.js';
 import { serve, token } from './server-helpers.js';
 
 const PASSWORD = { password: async () => 'test-password' };
@@ -425,15 +424,7 @@ describe('a tampered catalog', () => {
     fs.writeFileSync(path.join(dir, 'b'), rng.bytes(4000));
     await backup(made, { paths: [dir] });
     made.close();
-    const db = new Database(path.join(made.root, 'catalog.db'));
-    const rows = db.prepare('SELECT t.version, t.block FROM toc t JOIN versions v ON v.id = t.version WHERE v.size = 4000').all() as { version: number; block: Buffer }[];
-    expect(rows).toHaveLength(2);
-    const set = db.prepare('UPDATE toc SET block = ? WHERE version = ?');
-    db.transaction(() => {
-      set.run(rows[1]!.block, rows[0]!.version);
-      set.run(rows[0]!.block, rows[1]!.version);
-    })();
-    db.close();
+    swapSmallBlocks(made.root);
     return { dir: made.root, a };
   }
 

@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
-import { cliEnv, initCliRepo, Rng, strata, strataAsync, tempDir } from './helpers.js';
+import { cliEnv, initCliRepo, Rng, strata, strataAsync, swapSmallBlocks, tempDir } from './helpers.js';
 import { serve, token, type Server } from './server-helpers.js';
 
 const rng = new Rng(16);
@@ -44,22 +44,6 @@ function sql(repo: string, statement: string, ...params: unknown[]): number {
   const db = new Database(path.join(repo, 'catalog.db'));
   try {
     return db.prepare(statement).run(...params).changes;
-  } finally {
-    db.close();
-  }
-}
-
-/** Swaps the blocks of the two 4000-byte files' single data rows (which is which depends on their keyed path ids). */
-function swapSmall(repo: string): void {
-  const db = new Database(path.join(repo, 'catalog.db'));
-  try {
-    const rows = db.prepare('SELECT t.version, t.block FROM toc t JOIN versions v ON v.id = t.version WHERE v.size = 4000').all() as { version: number; block: Buffer }[];
-    expect(rows).toHaveLength(2);
-    const set = db.prepare('UPDATE toc SET block = ? WHERE version = ?');
-    db.transaction(() => {
-      set.run(rows[1]!.block, rows[0]!.version);
-      set.run(rows[0]!.block, rows[1]!.version);
-    })();
   } finally {
     db.close();
   }
@@ -139,7 +123,7 @@ describe('a tampered local catalog', () => {
     const { repo, env, a } = setup();
     const bytes = fs.readFileSync(a);
     // Both files are 4000 bytes, one block each: the other file's block fits exactly.
-    swapSmall(repo);
+    swapSmallBlocks(repo);
     expectTocCaught(env, a);
     expectCaught(repo, env, a, bytes);
   });
@@ -197,7 +181,7 @@ describe('a tampered local catalog', () => {
 describe('check', () => {
   it('names every disagreement, a bad snapshot root among them, and points at rebuild-catalog, which restores the rows', () => {
     const { repo, env, a, big } = setup();
-    swapSmall(repo);
+    swapSmallBlocks(repo);
     sql(repo, 'UPDATE snapshots SET root = (SELECT root FROM snapshots ORDER BY seq LIMIT 1) WHERE seq = (SELECT MAX(seq) FROM snapshots)');
     const r = strata(['check'], env);
     expect(r.status).toBe(1);
@@ -265,7 +249,7 @@ describe('a hostile server', () => {
     const admin = cliEnv(s.url, { STRATA_TOKEN: token(repo, 'ops', 'admin'), STRATA_CACHE_DIR: path.join(tempDir(), 'cache') });
     const bytes = fs.readFileSync(a);
     expect(strata(['cat', a], reader).raw.equals(bytes)).toBe(true);
-    swapSmall(repo);
+    swapSmallBlocks(repo);
     const cat = strata(['cat', a], reader);
     expect(cat.status, cat.stderr).toBe(1);
     expect(cat.raw.equals(bytes)).toBe(false);
