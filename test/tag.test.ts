@@ -2,7 +2,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { initCliRepo, strata, tempDir } from './helpers.js';
+import { cliEnv, initCliRepo, strata, tempDir } from './helpers.js';
+import { serve, token } from './server-helpers.js';
 
 describe('tag', () => {
   it('adds, removes and sets tags; rebuild-catalog and prune keep the new ones', () => {
@@ -55,5 +56,33 @@ describe('snapshots: Added', () => {
     expect(before[0]).toBeGreaterThan(0);
     expect(strata(['forget', '--keep-last', '1', '--prune', '--quiet'], env).status).toBe(0);
     expect(added()).toEqual([before[1]]);
+  });
+});
+
+describe('tag through a server', () => {
+  it('works through strata serve (admin token): the server points the snapshot at the new record, and the directory sees it', async () => {
+    const { repo, env } = initCliRepo();
+    const src = path.join(tempDir(), 'src');
+    fs.mkdirSync(src);
+    fs.writeFileSync(path.join(src, 'f'), 'f');
+    const r = strata(['backup', src, '--quiet', '--tag', 'old'], env);
+    expect(r.status, r.stderr).toBe(0);
+    const id = r.stdout.trim();
+    const s = await serve(repo);
+    const remote = cliEnv(s.url, { STRATA_TOKEN: token(repo, 'ops', 'admin'), STRATA_CACHE_DIR: path.join(tempDir(), 'cache'), STRATA_PASSWORD: env.STRATA_PASSWORD });
+    const t = strata(['tag', '--add', 'new', '--remove', 'old', id, '--json'], remote);
+    expect(t.status, t.stderr).toBe(0);
+    expect((JSON.parse(t.stdout) as { changed: { tags: string[] }[] }).changed[0]!.tags).toEqual(['new']);
+    const tagsOf = (e: NodeJS.ProcessEnv) => (JSON.parse(strata(['snapshots', '--json'], e).stdout) as { tags: string[] }[]).map((x) => x.tags);
+    expect(tagsOf(remote)).toEqual([['new']]);
+    expect(tagsOf(env)).toEqual([['new']]);
+    // An append token may not: tags are a maintenance change.
+    const append = cliEnv(s.url, { STRATA_TOKEN: token(repo, 'writer', 'append'), STRATA_CACHE_DIR: path.join(tempDir(), 'cache'), STRATA_PASSWORD: env.STRATA_PASSWORD });
+    const refused = strata(['tag', '--add', 'x', id], append);
+    expect(refused.status).not.toBe(0);
+    expect(refused.stderr).toMatch(/admin/);
+    // The sealed truth has the new revision: a rebuilt catalog keeps it.
+    expect(strata(['rebuild-catalog', '--quiet'], env).status).toBe(0);
+    expect(tagsOf(env)).toEqual([['new']]);
   });
 });

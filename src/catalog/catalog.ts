@@ -503,6 +503,21 @@ export class Catalog {
     return row && row.size !== GONE ? row : undefined;
   }
 
+  /** The id of a snapshot's sealed record (null before it is committed). */
+  snapshotRecord(seq: number): Buffer | null {
+    return (this.db.prepare('SELECT record FROM snapshots WHERE seq = ?').pluck().get(seq) as Buffer | null | undefined) ?? null;
+  }
+
+  /** Points a snapshot at a new revision of its record, with its sealed metadata; the old record is left to prune. */
+  setSnapshotRecord(seq: number, record: Buffer, meta: Buffer): void {
+    this.transaction(() => {
+      const old = this.snapshotRecord(seq);
+      this.db.prepare('UPDATE snapshots SET record = ?, meta = ? WHERE seq = ?').run(record, meta, seq);
+      this.db.prepare('INSERT OR IGNORE INTO snapshot_blobs(snapshot, block) VALUES (?, ?)').run(seq, record);
+      if (old && !old.equals(record)) this.db.prepare('DELETE FROM snapshot_blobs WHERE snapshot = ? AND block = ?').run(seq, old);
+    });
+  }
+
   /** A version's row as it is stored: its snapshot, path id, size and sealed TOC. */
   versionRecord(version: number): { snapshot: number; path: Buffer; size: number; toc: Buffer | null } | undefined {
     return this.st.versionRecord.get(version) as { snapshot: number; path: Buffer; size: number; toc: Buffer | null } | undefined;

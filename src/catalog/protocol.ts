@@ -54,6 +54,8 @@ export const CATALOG_PROTOCOL = {
   repair: { method: 'POST', path: '/v1/check/repair', role: 'admin', maxBody: MAX_JSON_BYTES },
   retained: { method: 'GET', path: '/v1/retained', role: 'read', maxBody: 0 },
   versionRecord: { method: 'GET', path: '/v1/versions/{version}/record', role: 'read', maxBody: 0 },
+  snapshotRecord: { method: 'GET', path: '/v1/snapshots/{seq}/record', role: 'read', maxBody: 0 },
+  setSnapshotRecord: { method: 'POST', path: '/v1/maintenance/{lease}/record', role: 'admin', maxBody: MAX_JSON_BYTES },
   beginSnapshot: { method: 'POST', path: '/v1/snapshots', role: 'append', maxBody: MAX_JSON_BYTES },
   storeVersions: { method: 'POST', path: '/v1/snapshots/{seq}/versions', role: 'append', maxBody: MAX_VERSIONS_BYTES },
   commitSnapshot: { method: 'POST', path: '/v1/snapshots/{seq}/commit', role: 'append', maxBody: MAX_JSON_BYTES },

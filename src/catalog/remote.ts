@@ -501,6 +501,17 @@ export class RemoteService implements CatalogService {
     return j.versions as number[];
   }
 
+  async snapshotRecord(seq: number): Promise<Buffer | null> {
+    const j = await this.json<{ record: unknown }>(...requestOf('snapshotRecord', { seq }), `snapshot ${seq}`);
+    if (j.record === null) return null;
+    if (typeof j.record !== 'string' || !/^[0-9a-f]{64}$/.test(j.record)) throw integrity(`${this.http.location} sent a malformed record id`);
+    return Buffer.from(j.record, 'hex');
+  }
+
+  async setSnapshotRecord(seq: number, record: Buffer, meta: Buffer): Promise<void> {
+    await this.json(...requestOf('setSnapshotRecord', { lease: this.lease }), 'snapshot record', { seq, record: record.toString('hex'), meta: meta.toString('base64') });
+  }
+
   async setVersionTocs(list: readonly ResealedToc[]): Promise<void> {
     const hex = (ids: readonly Buffer[]) => ids.map((b) => b.toString('hex'));
     await this.json(...requestOf('setVersionTocs', { lease: this.lease }), 'TOCs', {

@@ -97,6 +97,8 @@ export interface CatalogReader {
   version(snapshot: number, path: Buffer): Promise<StoredVersionRow | undefined>;
   versionById(id: number): Promise<VersionRow | undefined>;
   versionRecord(version: number): Promise<VersionRecord | undefined>;
+  /** The id of a snapshot's sealed record (null before it is committed). */
+  snapshotRecord(seq: number): Promise<Buffer | null>;
   /** The block pieces of [start, end] (inclusive) of a version, in order. */
   pieces(version: number, start: number, end: number): AsyncIterable<Piece>;
   toc(version: number): Promise<TocRow[]>;
@@ -164,6 +166,8 @@ export interface Maintenance {
   /** Versions whose sealed TOCs a forget without the key left for resealing. */
   staleTocs(): Promise<number[]>;
   setVersionTocs(list: readonly ResealedToc[]): Promise<void>;
+  /** Points a snapshot at a new revision of its sealed record (tag), with its sealed metadata; the record must be stored. */
+  setSnapshotRecord(seq: number, record: Buffer, meta: Buffer): Promise<void>;
   /** The catalog's half of prune: phase one (see pruneMark), then the sweep once live blobs moved. */
   pruneMark(dryRun: boolean, wholePacks?: boolean): Promise<PrunePlan>;
   pruneSweep(packs: readonly string[], started: number): Promise<{ deletedPacks: number; orphanPacks: number; bytesFreed: number }>;
@@ -444,6 +448,16 @@ export class LocalService implements CatalogService {
 
   async staleTocs(): Promise<number[]> {
     return this.catalog.staleTocs();
+  }
+
+  async snapshotRecord(seq: number): Promise<Buffer | null> {
+    return this.catalog.snapshotRecord(seq);
+  }
+
+  async setSnapshotRecord(seq: number, record: Buffer, meta: Buffer): Promise<void> {
+    if (!this.catalog.snapshotBySeq(seq)) throw new StrataError('not_found', `no snapshot ${seq}`);
+    if (this.verify && !this.catalog.hasBlock(record)) throw new StrataError('missing_blocks', 'the new snapshot record is not stored');
+    this.catalog.setSnapshotRecord(seq, record, meta);
   }
 
   async setVersionTocs(list: readonly ResealedToc[]): Promise<void> {

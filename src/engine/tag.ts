@@ -29,10 +29,10 @@ export function newTags(old: readonly string[], change: TagChange): string[] {
 
 /** Applies `change` to each snapshot named (ids or unique prefixes), holding the maintenance lease. */
 export async function tagSnapshots(repo: Repository, ids: readonly string[], change: TagChange, opts: { waitMs?: number; onWait?: (m: string) => void } = {}): Promise<TagResult> {
-  const catalog = repo.catalog;
+  const { service } = repo;
   const snaps = await Promise.all(ids.map(async (id) => new Snapshot(repo, await snapshotRowByPrefix(repo.service, id))));
   const result: TagResult = { changed: [], unchanged: [] };
-  const lease = await repo.service.startMaintenance(opts.waitMs, opts.onWait);
+  const lease = await service.startMaintenance(opts.waitMs, opts.onWait);
   try {
     for (const snap of snaps) {
       const tags = newTags(snap.meta.tags, change);
@@ -40,7 +40,7 @@ export async function tagSnapshots(repo: Repository, ids: readonly string[], cha
         result.unchanged.push(snap.id);
         continue;
       }
-      const oldId = catalog.db.prepare('SELECT record FROM snapshots WHERE seq = ?').pluck().get(snap.row.seq) as Buffer | null;
+      const oldId = await service.snapshotRecord(snap.row.seq);
       if (!oldId) continue;
       const old = JSON.parse((await repo.readBlob(oldId, 'snapshot')).toString('utf8')) as SnapshotRecord;
       const record: SnapshotRecord = { ...old, tags, revision: (old.revision ?? 0) + 1 };
@@ -49,16 +49,11 @@ export async function tagSnapshots(repo: Repository, ids: readonly string[], cha
       const packer = repo.newPacker();
       await packer.add(id, 'snapshot', encodeBlock(repo.keyring.encKey, id, plain, repo.compressionLevel), plain.length);
       await packer.flush();
-      const meta = repo.keyring.sealJson({ ...snap.meta, tags }, metaAad(snap.id));
-      catalog.transaction(() => {
-        catalog.db.prepare('UPDATE snapshots SET record = ?, meta = ? WHERE seq = ?').run(id, meta, snap.row.seq);
-        catalog.db.prepare('INSERT OR IGNORE INTO snapshot_blobs(snapshot, block) VALUES (?, ?)').run(snap.row.seq, id);
-        catalog.db.prepare('DELETE FROM snapshot_blobs WHERE snapshot = ? AND block = ?').run(snap.row.seq, oldId);
-      });
+      await service.setSnapshotRecord(snap.row.seq, id, repo.keyring.sealJson({ ...snap.meta, tags }, metaAad(snap.id)));
       result.changed.push({ id: snap.id, tags });
     }
   } finally {
-    await repo.service.endLease(lease);
+    await service.endLease(lease);
   }
   return result;
 }

@@ -392,6 +392,24 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       },
     },
     {
+      ...CATALOG_PROTOCOL.snapshotRecord,
+      handle: async (ctx) => {
+        const seq = int(ctx.params.seq, 'seq');
+        if (!(await svc().snapshotBySeq(seq))) throw new HttpError('not_found', 'no such snapshot');
+        const record = await svc().snapshotRecord(seq);
+        sendJson(ctx, 200, { record: record ? record.toString('hex') : null });
+      },
+    },
+    {
+      ...CATALOG_PROTOCOL.setSnapshotRecord,
+      handle: async (ctx) => {
+        held(keeper, ctx.params.lease!);
+        const j = await jsonBody(ctx);
+        await svc().setSnapshotRecord(num(j.seq, 'seq'), id(j.record as string, 'record'), b64(j.meta, 'meta'));
+        ctx.res.writeHead(204).end();
+      },
+    },
+    {
       ...CATALOG_PROTOCOL.pruneMark,
       handle: async (ctx) => {
         held(keeper, ctx.params.lease!);
