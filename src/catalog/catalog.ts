@@ -503,6 +503,20 @@ export class Catalog {
     return row && row.size !== GONE ? row : undefined;
   }
 
+  /** Committed snapshots whose blobs (trees, record) were never listed: made before schema 3 recorded them. */
+  snapshotsWithoutBlobList(): { seq: number; id: string; root: Buffer | null; record: Buffer | null }[] {
+    return this.db.prepare('SELECT seq, id, root, record FROM snapshots WHERE blobs_known = 0 AND committed = 1').all() as { seq: number; id: string; root: Buffer | null; record: Buffer | null }[];
+  }
+
+  /** Records a snapshot's blobs, found by walking its trees (see snapshotsWithoutBlobList). */
+  setBlobList(seq: number, ids: readonly Buffer[]): void {
+    this.transaction(() => {
+      const insert = this.db.prepare('INSERT OR IGNORE INTO snapshot_blobs(snapshot, block) VALUES (?, ?)');
+      for (const id of ids) insert.run(seq, id);
+      this.db.prepare('UPDATE snapshots SET blobs_known = 1 WHERE seq = ?').run(seq);
+    });
+  }
+
   /** The id of a snapshot's sealed record (null before it is committed). */
   snapshotRecord(seq: number): Buffer | null {
     return (this.db.prepare('SELECT record FROM snapshots WHERE seq = ?').pluck().get(seq) as Buffer | null | undefined) ?? null;

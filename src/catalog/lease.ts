@@ -53,6 +53,18 @@ export function liveLeases(catalog: Catalog): LeaseRow[] {
   return rows.filter((l) => !stale.includes(l));
 }
 
+/**
+ * unlock: removes the leases of processes that are gone, or every lease
+ * with `all`; returns those removed and those still held.
+ */
+export function removeLeases(catalog: Catalog, all: boolean): { removed: LeaseRow[]; held: LeaseRow[] } {
+  const rows = catalog.db.prepare('SELECT * FROM leases').all() as LeaseRow[];
+  const removed = rows.filter((l) => all || isStale(l));
+  const del = catalog.db.prepare('DELETE FROM leases WHERE id = ?');
+  catalog.transaction(() => removed.forEach((l) => del.run(l.id)));
+  return { removed, held: rows.filter((l) => !removed.includes(l)) };
+}
+
 export class Lease {
   private timer?: NodeJS.Timeout;
 

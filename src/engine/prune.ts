@@ -105,9 +105,7 @@ export async function prune(repo: Repository | KeylessRepository, opts: PruneOpt
  * list now: otherwise their subtrees would look unused.
  */
 async function listOldTrees(repo: Repository): Promise<void> {
-  const db = repo.catalog.db;
-  const old = db.prepare('SELECT seq, id, root, record FROM snapshots WHERE blobs_known = 0 AND committed = 1').all() as { seq: number; id: string; root: Buffer | null; record: Buffer | null }[];
-  for (const s of old) {
+  for (const s of repo.catalog.snapshotsWithoutBlobList()) {
     let ids: Buffer[] = [];
     try {
       if (s.root) ids = await treeIds(repo, s.root.toString('hex'), true);
@@ -115,10 +113,6 @@ async function listOldTrees(repo: Repository): Promise<void> {
       throw new StrataError('integrity', `cannot list the directories of snapshot ${s.id.slice(0, 8)} (${(e as Error).message}); run "strata check" before pruning`);
     }
     if (s.record) ids.push(s.record);
-    repo.catalog.transaction(() => {
-      const insert = db.prepare('INSERT OR IGNORE INTO snapshot_blobs(snapshot, block) VALUES (?, ?)');
-      for (const id of ids) insert.run(s.seq, id);
-      db.prepare('UPDATE snapshots SET blobs_known = 1 WHERE seq = ?').run(s.seq);
-    });
+    repo.catalog.setBlobList(s.seq, ids);
   }
 }

@@ -5,7 +5,7 @@ import { parseDuration, type Policy } from '../../engine/policy.js';
 import { prune, type PruneResult } from '../../engine/prune.js';
 import { rebuildCatalog } from '../../engine/rebuild.js';
 import { ExitCode, usageError } from '../../errors.js';
-import { HOST_ID, isStale, type LeaseRow } from '../../catalog/lease.js';
+import { HOST_ID, removeLeases } from '../../catalog/lease.js';
 import { KeylessRepository, Repository } from '../../repo/repository.js';
 import { formatBytes } from '../../util/size.js';
 import { credentials, globals, openRepo, remoteOptions, repoPath } from '../context.js';
@@ -170,14 +170,12 @@ export function register(program: Command): void {
       const g = globals(cmd);
       const repo = await openRepo(cmd);
       try {
-        const rows = repo.catalog.db.prepare('SELECT * FROM leases').all() as LeaseRow[];
-        const gone = rows.filter((l) => opts.removeAll || isStale(l));
-        repo.catalog.transaction(() => gone.forEach((l) => repo.catalog.db.prepare('DELETE FROM leases WHERE id = ?').run(l.id)));
-        const out = { removed: gone.length, remaining: rows.length - gone.length };
+        const { removed, held } = removeLeases(repo.catalog, opts.removeAll === true);
+        const out = { removed: removed.length, remaining: held.length };
         if (g.json) return printJson(out);
         if (!g.quiet) {
           line(`removed ${plural(out.removed, 'lease')}`);
-          for (const l of rows.filter((x) => !gone.includes(x))) line(`still held: ${l.kind} pid ${l.pid}${l.host === HOST_ID ? ' (this host)' : ''} since ${new Date(l.started).toISOString()}`);
+          for (const l of held) line(`still held: ${l.kind} pid ${l.pid}${l.host === HOST_ID ? ' (this host)' : ''} since ${new Date(l.started).toISOString()}`);
         }
       } finally {
         repo.close();
