@@ -86,21 +86,8 @@ export class LocalStorage implements Storage {
       throw e;
     }
     await fh.close();
-    try {
-      // A hard link fails if the name exists, where a rename would replace it.
-      await fs.link(tmp, target);
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'EEXIST') {
-        if (!(await sameContent(target, size, await hashStream(partsOf(parts))))) throw new StorageError('conflict', `${h.kind} ${h.name} already exists with other content; objects are never replaced`);
-      } else if (code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP' || code === 'EXDEV') {
-        // A file system without hard links: check, then rename (a narrow race).
-        if (await this.exists(h)) {
-          if (!(await sameContent(target, size, await hashStream(partsOf(parts))))) throw new StorageError('conflict', `${h.kind} ${h.name} already exists with other content; objects are never replaced`);
-        } else await fs.rename(tmp, target);
-      } else throw e;
-    } finally {
-      await fs.rm(tmp, { force: true });
+    if ((await this.publish(h, tmp, size, () => hashStream(partsOf(parts)))) === 'conflict') {
+      throw new StorageError('conflict', `${h.kind} ${h.name} already exists with other content; objects are never replaced`);
     }
   }
 
@@ -138,16 +125,26 @@ export class LocalStorage implements Storage {
       await fs.rm(tmp, { force: true });
       throw e;
     }
+    return this.publish(h, tmp, size, async () => sha.digest());
+  }
+
+  /**
+   * Gives the written temporary file `tmp` its name, unless the name is
+   * taken: an object is never replaced. `digest` (asked at most once) is the
+   * new bytes' SHA-256, compared with what is there.
+   */
+  private async publish(h: Handle, tmp: string, size: number, digest: () => Promise<Buffer>): Promise<'created' | 'identical' | 'conflict'> {
+    const target = this.file(h);
     try {
       // A hard link fails if the name exists, where a rename would replace it.
       await fs.link(tmp, target);
       return 'created';
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'EEXIST') return (await sameContent(target, size, sha.digest())) ? 'identical' : 'conflict';
+      if (code === 'EEXIST') return (await sameContent(target, size, await digest())) ? 'identical' : 'conflict';
       if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'EXDEV') throw e;
       // A file system without hard links: check, then rename (a narrow race).
-      if (await this.exists(h)) return (await sameContent(target, size, sha.digest())) ? 'identical' : 'conflict';
+      if (await this.exists(h)) return (await sameContent(target, size, await digest())) ? 'identical' : 'conflict';
       await fs.rename(tmp, target);
       return 'created';
     } finally {
