@@ -69,13 +69,7 @@ export class SealedEntries {
 
   /** Piece k's entries, checked. */
   piece(k: number): Promise<SealedEntry[]> {
-    let p = this.opened.get(k);
-    if (!p) {
-      p = this.open(k);
-      this.opened.set(k, p);
-      p.catch(() => this.opened.delete(k));
-    }
-    return p;
+    return once(this.opened, k, () => this.open(k));
   }
 
   private async open(k: number): Promise<SealedEntry[]> {
@@ -151,6 +145,17 @@ const verifiers = new WeakMap<Repository, Verifier>();
  */
 const CACHED = 4096;
 
+/** The promise kept under `key`, made by `make` if there is none; one that fails is forgotten, so a later ask tries again. */
+function once<K, V>(map: Map<K, Promise<V>>, key: K, make: () => Promise<V>): Promise<V> {
+  let p = map.get(key);
+  if (!p) {
+    p = make();
+    map.set(key, p);
+    p.catch(() => map.delete(key));
+  }
+  return p;
+}
+
 /** A Map that forgets its oldest entries past `limit`. */
 class BoundedMap<K, V> extends Map<K, V> {
   constructor(private readonly limit: number) {
@@ -185,14 +190,7 @@ export class Verifier {
 
   /** A sealed TOC, opened, with its segments, checked to cover its size in order. */
   sealed(id: Buffer): Promise<Truth & { path: string }> {
-    const key = id.toString('hex');
-    let t = this.tocs.get(key);
-    if (!t) {
-      t = this.loadSealed(id);
-      this.tocs.set(key, t);
-      t.catch(() => this.tocs.delete(key));
-    }
-    return t;
+    return once(this.tocs, id.toString('hex'), () => this.loadSealed(id));
   }
 
   private async loadSealed(id: Buffer): Promise<Truth & { path: string }> {
@@ -272,24 +270,17 @@ export class Verifier {
   }
 
   private versionOf(snapshot: Snapshot, absPath: string, pathId: Buffer, v: VersionRow, entry?: TreeEntry): Promise<Truth> {
-    const key = `${snapshot.id}/${pathId.toString('hex')}/${v.id}`;
-    let t = this.versions.get(key);
-    if (!t) {
-      t = (async () => {
-        const where = `${absPath} in snapshot ${snapshot.id.slice(0, 8)}`;
-        const rec = await this.repo.reader.versionRecord(v.id);
-        if (!rec || !rec.path.equals(pathId)) throw integrity(`${where}: the catalog's version ${v.id} is not this file's`, { path: absPath, version: v.id });
-        const truth = await this.content(rec, v.id, where);
-        if (!truth.id || !this.remembered(snapshot.id, pathId)?.equals(truth.id)) {
-          await this.owned(truth, snapshot, absPath, entry);
-          this.remember(snapshot.id, pathId, truth);
-        }
-        return truth;
-      })();
-      this.versions.set(key, t);
-      t.catch(() => this.versions.delete(key));
-    }
-    return t;
+    return once(this.versions, `${snapshot.id}/${pathId.toString('hex')}/${v.id}`, async () => {
+      const where = `${absPath} in snapshot ${snapshot.id.slice(0, 8)}`;
+      const rec = await this.repo.reader.versionRecord(v.id);
+      if (!rec || !rec.path.equals(pathId)) throw integrity(`${where}: the catalog's version ${v.id} is not this file's`, { path: absPath, version: v.id });
+      const truth = await this.content(rec, v.id, where);
+      if (!truth.id || !this.remembered(snapshot.id, pathId)?.equals(truth.id)) {
+        await this.owned(truth, snapshot, absPath, entry);
+        this.remember(snapshot.id, pathId, truth);
+      }
+      return truth;
+    });
   }
 
   /** A version record's truth: its sealed TOC, or for a version stored without one, the whole ref it is. */
@@ -348,14 +339,7 @@ export class Verifier {
 
   /** The truth of a sealed ref's target: the version of the same file in snapshot `id`. */
   private versionIn(id: string, absPath: string, pathId: Buffer): Promise<Truth> {
-    const key = `${id}/${pathId.toString('hex')}`;
-    let t = this.versions.get(key);
-    if (!t) {
-      t = this.findVersionIn(id, absPath, pathId);
-      this.versions.set(key, t);
-      t.catch(() => this.versions.delete(key));
-    }
-    return t;
+    return once(this.versions, `${id}/${pathId.toString('hex')}`, () => this.findVersionIn(id, absPath, pathId));
   }
 
   private async findVersionIn(id: string, absPath: string, pathId: Buffer): Promise<Truth> {
