@@ -30,7 +30,7 @@ import { SealPool } from '../workers/pool.js';
 import { findSnapshot, metaAad, Snapshot, type SnapshotMeta, type SnapshotRecord } from './snapshot.js';
 import { diffBlocks } from '../catalog/toc.js';
 import { alignedBlocks, freshChunks, SourceReadError, windowBytes } from './aligned.js';
-import { BlockList, contentMark } from '../catalog/blocklist.js';
+import { BlockList, contentMark, ID_BYTES } from '../catalog/blocklist.js';
 import { encodeTree, findEntry, type Tree, type TreeEntry } from './tree.js';
 import { VersionBatch, type SealedEntry } from './versions.js';
 import { type TargetVersion } from '../catalog/toc-rows.js';
@@ -109,7 +109,13 @@ interface KnownVersion {
   row: VersionRow | undefined;
   /** The row's blocks, when looked up with others (a small file's). */
   blocks?: BlockList;
+  /** Whether the file holds exactly those blocks, when a worker was asked (see askSame). */
+  same?: Promise<boolean>;
 }
+
+/** Files asked of a worker at once (askSame): enough to make the round trip cheap, few enough to keep both workers busy. */
+const SAME_FILES = 64;
+const SAME_BYTES = 1024 * 1024;
 
 /** Parent versions up to this size have their blocks looked up a directory batch at a time. */
 const BATCHED_LIST_BYTES = 1024 * 1024;
@@ -503,6 +509,7 @@ class BackupRun {
       const small = known.filter((k): k is KnownVersion & { row: VersionRow } => k.row !== undefined && k.row.size > 0 && k.row.size <= BATCHED_LIST_BYTES);
       if (this.parent && small.length > 0) (await this.repo.service.blockLists(small.map((k) => k.row))).forEach((list, i) => (small[i]!.blocks = list));
       files.forEach((c, i) => (c.known = known[i]));
+      if (this.parent && !this.opts.force) this.askSame(files);
       // Unchanged files need no I/O but an lstat: let the event loop turn now and then (Ctrl-C, progress).
       this.sinceTurn += batch.length;
       if (this.sinceTurn >= 1000) {
@@ -677,6 +684,7 @@ class BackupRun {
       // Its content mark goes along: readers check an inherited version by stats or by it.
       return prev?.parentContent ? { ...entry, parentContent: prev.parentContent } : entry;
     }
+    if (known?.same && (await known.same)) return this.sameAsParent(entry, known.blocks!, true);
     const { pathId, row: prevRow, blocks: prevBlocks } = known ?? (await this.parentVersions([abs]))[0]!;
     const target: TargetVersion | undefined = prevRow && this.parent ? { id: prevRow.id, snapshotId: this.parent.id, depth: prevRow.depth } : undefined;
     const previous = prevRow && prevRow.size > 0 ? (prevBlocks ?? (await repo.service.blockList(prevRow.id, prevRow.size))) : new BlockList(1);
@@ -685,14 +693,7 @@ class BackupRun {
     entry.size = blocks.size;
     let entries = diffBlocks(previous, blocks);
     if (prevRow && this.parent && !this.opts.force && blocks.size === prevRow.size && entries.dataEntries === 0 && entries.refEntries <= 1) {
-      // Read again (its stats changed: a new inode, a touch) and found the same
-      // bytes: the parent's version serves, with no row and no sealed TOC.
-      this.r.filesUnchanged++;
-      this.r.refEntries += entries.refEntries;
-      this.r.bytesTotal += entry.size;
-      this.progress.files++;
-      this.report();
-      return { ...entry, parentContent: contentMark(repo.keyring, blocks) };
+      return this.sameAsParent(entry, blocks, false);
     }
     // Refs are sealed for good: they are made against the parent as its sealed TOC says, not as the catalog does.
     const sealed = entries.refEntries > 0 && prevRow ? await this.sealedParent(abs, pathId, prevRow) : undefined;
@@ -717,6 +718,73 @@ class BackupRun {
       blocks,
     });
     return entry;
+  }
+
+  /**
+   * A file read again (its stats changed: a new inode, a touch) that holds
+   * its parent version's blocks: that version serves, with no row and no
+   * sealed TOC. Its entry carries the content mark readers check it by.
+   */
+  private sameAsParent(entry: TreeEntry & { size: number }, blocks: BlockList, readElsewhere: boolean): TreeEntry {
+    this.r.filesUnchanged++;
+    if (entry.size > 0) this.r.refEntries++;
+    this.r.bytesTotal += entry.size;
+    if (readElsewhere) {
+      this.r.bytesRead += entry.size;
+      this.r.blocksReused += blocks.length;
+      this.progress.bytesRead += entry.size;
+      this.progress.bytesDone += entry.size;
+    }
+    this.progress.files++;
+    this.report();
+    return { ...entry, parentContent: contentMark(this.repo.keyring, blocks) };
+  }
+
+  /**
+   * Files whose stats changed but not their size (unpacked afresh, touched)
+   * are read and hashed along their parent versions' blocks on the workers,
+   * a group at a time, while this thread goes on: each file's `same` says
+   * whether it holds exactly those bytes. One that does not (or could not be
+   * checked there) is read here as any changed file is.
+   */
+  private askSame(files: readonly { abs: string; st: EntryStat; known?: KnownVersion }[]): void {
+    const asked: { abs: string; st: EntryStat; known: KnownVersion & { blocks: BlockList } }[] = [];
+    let bytes = 0;
+    let blocks = 0;
+    const send = () => {
+      // Flat typed arrays: a message of many small objects costs this thread more to clone than the worker saves it.
+      const stats = new BigInt64Array(asked.length * 4);
+      const counts = new Uint32Array(asked.length);
+      const lengths = new Uint32Array(blocks);
+      const ids = new Uint8Array(blocks * ID_BYTES);
+      let k = 0;
+      asked.forEach(({ st, known }, i) => {
+        stats.set([st.size, st.mtimeNs, st.ctimeNs, st.ino], i * 4);
+        const list = known.blocks;
+        counts[i] = list.length;
+        for (let j = 0; j < list.length; j++, k++) {
+          lengths[k] = list.end(j) - list.start(j) + 1;
+          ids.set(list.id(j)!, k * ID_BYTES);
+        }
+      });
+      const answer = this.pool!.same({ paths: asked.map((a) => a.abs), stats, counts, lengths, ids });
+      asked.forEach((a, i) => (a.known.same = answer.then((res) => res.results[i] === 1, () => false)));
+      asked.length = 0;
+      bytes = 0;
+      blocks = 0;
+    };
+    for (const { abs, st, known } of files) {
+      const list = known?.blocks;
+      if (!known?.row || !list || known.row.size !== Number(st.size) || list.size !== known.row.size) continue;
+      let complete = true;
+      for (let i = 0; i < list.length && complete; i++) complete = list.hasId(i);
+      if (!complete) continue;
+      asked.push({ abs, st, known: known as KnownVersion & { blocks: BlockList } });
+      bytes += known.row.size;
+      blocks += list.length;
+      if (asked.length >= SAME_FILES || bytes >= SAME_BYTES) send();
+    }
+    if (asked.length > 0) send();
   }
 
   /**
