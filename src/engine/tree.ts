@@ -4,6 +4,7 @@
  * owners and link targets live only here, sealed. A file's content is found
  * through the catalog by (snapshot, keyed id of its absolute path).
  */
+import type { EntryStat } from '../util/stat.js';
 import { integrity } from '../errors.js';
 
 export type EntryType = 'file' | 'dir' | 'symlink';
@@ -133,4 +134,20 @@ export function findEntry(tree: Tree, name: string): TreeEntry | undefined {
   }
   // Out of order (not written by strata): look at every entry.
   return ordered.has(tree) ? undefined : tree.entries.find((e) => e.name === name);
+}
+
+
+/** The entry of a path as lstat saw it (a file's size; a directory's tree and a link's target come after). */
+export function entryOfStat(name: string, type: TreeEntry['type'], st: EntryStat): TreeEntry {
+  return {
+    name,
+    type,
+    mode: Number(st.mode),
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    mtimeNs: st.mtimeNs.toString(),
+    ctimeNs: st.ctimeNs.toString(),
+    ino: st.ino.toString(),
+    size: type === 'file' ? Number(st.size) : 0,
+  };
 }
