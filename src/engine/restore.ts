@@ -326,7 +326,7 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
   const fill = async (fd: number, open: () => Promise<VersionFile>, entry: Entry, dest: string): Promise<void> => {
     try {
       const file = await open();
-      if (file.size > INLINE_SIZE && repo.packFile) {
+      if (file.size > INLINE_SIZE && repo.threadReader) {
         await unpackVersion(repo, file.version, fd, opts.signal, written);
       } else if (file.size > 0) {
         // Pieces go out in batches of about 1 MiB, one writev each: a block is 32 KiB on average.

@@ -13,7 +13,7 @@ import { ExitCode, noRepository, StrataError, usageError } from '../errors.js';
 import type { HttpStorage } from '../storage/http.js';
 import { LocalStorage } from '../storage/local.js';
 import { locate } from '../storage/location.js';
-import type { Storage } from '../storage/storage.js';
+import type { Storage, ThreadReaderSpec } from '../storage/storage.js';
 import { addDictionary, decodeBlock, type Dictionary } from './blockcodec.js';
 import { allDictionaries, decodeWithDictionaries, loadDictionary, sealDictionary } from './dictionary.js';
 import { Catalog, type BlobKind } from '../catalog/catalog.js';
@@ -260,14 +260,13 @@ export class Repository {
   }
 
   /**
-   * Where a pack is on disk, when this process reads the repository's files
-   * itself (a restore then hands runs of blocks to worker threads that read
-   * and write them); undefined over a server.
+   * How worker threads read this repository's packs themselves, when this
+   * process reads its store directly (a restore then hands them runs of
+   * blocks to read and write); undefined over a server.
    */
-  get packFile(): ((pack: string) => string) | undefined {
-    const storage = this.storage;
-    if (!storage.file || !(this.service instanceof LocalService) || !this.localCatalog) return undefined;
-    return (pack) => storage.file!({ kind: 'pack', name: pack });
+  get threadReader(): ThreadReaderSpec | undefined {
+    if (!this.storage.threadReader || !(this.service instanceof LocalService) || !this.localCatalog) return undefined;
+    return this.storage.threadReader();
   }
 
   private unpackPool?: Promise<UnpackPool>;
@@ -278,10 +277,12 @@ export class Repository {
    * before it exists: they share one promise, so one pool is made and closed.
    */
   unpackers(): Promise<UnpackPool> {
+    const store = this.threadReader;
+    if (!store) return Promise.reject(new Error('worker threads restore only from a repository this process reads itself'));
     return (this.unpackPool ??= (async () => {
       const { UnpackPool } = await import('../workers/unpack-pool.js');
       // Workers cannot fetch: they get every dictionary up front (a repository has one or two).
-      return new UnpackPool(this.keyring, this.maxBlobSize, await allDictionaries(this.storage, this.dictionarySource, this.keyring));
+      return new UnpackPool(this.keyring, this.maxBlobSize, await allDictionaries(this.storage, this.dictionarySource, this.keyring), store);
     })());
   }
 
