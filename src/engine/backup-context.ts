@@ -30,7 +30,13 @@ export interface BackupOptions {
   estimate?: boolean;
   /** Read every file, even those whose metadata says unchanged (after check --repair). */
   force?: boolean;
+  /** Read and compare as a backup does, but store nothing: no block, no tree, no snapshot. */
+  dryRun?: boolean;
+  /** Each file stored anew (new or changed) and each file of the parent no longer there (removed), as found. */
+  onFile?: (change: FileChange, path: string) => void;
 }
+
+export type FileChange = 'new' | 'changed' | 'removed';
 
 export interface BackupProgress {
   files: number;
@@ -64,6 +70,8 @@ export interface BackupResult {
   /** True when some source could not be read (exit code 3). */
   incomplete: boolean;
   durationMs: number;
+  /** A dry run: nothing was stored, `snapshot` is the id it would have had, and `bytesAdded` counts new blocks before compression. */
+  dryRun?: true;
 }
 
 export interface BackupContext {

@@ -17,7 +17,7 @@ import { diffBlocks } from '../catalog/toc.js';
 import { alignedBlocks, freshChunks, SourceReadError } from './aligned.js';
 import { BlockList, contentMark, ID_BYTES } from '../catalog/blocklist.js';
 import { entryOfStat, type TreeEntry } from './tree.js';
-import type { VersionBatch, SealedEntry } from './versions.js';
+import type { SealedEntry, VersionWriter } from './versions.js';
 import type { TargetVersion } from '../catalog/toc-rows.js';
 import { verifier } from './verify.js';
 import { BackupPart, describe, type BackupContext } from './backup-context.js';
@@ -48,7 +48,7 @@ export class FileSaver extends BackupPart {
     ctx: BackupContext,
     private readonly sink: BlockSink,
     private readonly pool: SealPool,
-    private readonly versions: VersionBatch,
+    private readonly versions: VersionWriter,
     /** Its read window is shared by every file (they are read one at a time). */
     private readonly chunker: Chunker,
   ) {
@@ -117,6 +117,7 @@ export class FileSaver extends BackupPart {
     else if (entries.refEntries > 0) entries = diffBlocks(new BlockList(1), blocks);
     if (prevRow) this.r.filesChanged++;
     else this.r.filesNew++;
+    this.opts.onFile?.(prevRow ? 'changed' : 'new', abs);
     this.r.dataEntries += entries.dataEntries;
     this.r.refEntries += entries.refEntries;
     this.r.bytesTotal += entry.size;

@@ -14,7 +14,7 @@ import { decodeName, osPath, readNames } from '../util/names.js';
 import { lstatAll, PackedStat, STAT_FIELDS, statError, type EntryStat } from '../util/stat.js';
 import type { SealPool } from '../workers/pool.js';
 import { encodeTree, entryOfStat, findEntry, type Tree, type TreeEntry } from './tree.js';
-import type { VersionBatch } from './versions.js';
+import type { VersionWriter } from './versions.js';
 import { BackupPart, describe, type BackupContext } from './backup-context.js';
 import type { BlockSink } from './block-sink.js';
 import type { FileSaver, KnownVersion } from './backup-file.js';
@@ -79,7 +79,7 @@ export class TreeWalker extends BackupPart {
     private readonly sink: BlockSink,
     private readonly files: FileSaver,
     private readonly pool: SealPool,
-    private readonly versions: VersionBatch,
+    private readonly versions: VersionWriter,
     private readonly excludes: ExcludeMatcher,
     private readonly markers: readonly Marker[],
   ) {
@@ -303,7 +303,10 @@ export class TreeWalker extends BackupPart {
    * its tombstone such a path would be inherited from the parent.
    */
   private async tombstones(abs: string, prevTree: Tree, kept: ReadonlyMap<string, TreeEntry['type']>): Promise<void> {
-    const gone = async (p: string) => this.versions.tombstone(this.seq, this.repo.keyring.pathId(p));
+    const gone = async (p: string) => {
+      this.opts.onFile?.('removed', p);
+      await this.versions.tombstone(this.seq, this.repo.keyring.pathId(p));
+    };
     const under = async (dir: string, tree: Tree, depth: number): Promise<void> => {
       if (depth > MAX_TREE_DEPTH) throw new StrataError('integrity', `the parent snapshot's tree under ${dir} is deeper than any real one`);
       for (const e of tree.entries) {

@@ -22,7 +22,7 @@ import { osPath, readNames } from '../util/names.js';
 import { SealPool } from '../workers/pool.js';
 import { findSnapshot, metaAad, Snapshot, type SnapshotMeta, type SnapshotRecord } from './snapshot.js';
 import { windowBytes } from './aligned.js';
-import { VersionBatch } from './versions.js';
+import { NO_VERSIONS, VersionBatch } from './versions.js';
 import { parseWhen } from '../util/when.js';
 import { describe, type BackupContext, type BackupOptions, type BackupProgress, type BackupResult } from './backup-context.js';
 import { BlockSink, MAX_IN_FLIGHT } from './block-sink.js';
@@ -30,7 +30,7 @@ import { FileSaver } from './backup-file.js';
 import { TreeWalker } from './backup-walk.js';
 import { buildPlan, normalizeSources, parseMarker, symlinkOnTheWay, type Marker } from './backup-sources.js';
 
-export type { BackupOptions, BackupProgress, BackupResult } from './backup-context.js';
+export type { BackupOptions, BackupProgress, BackupResult, FileChange } from './backup-context.js';
 export { CACHEDIR_TAG } from './backup-sources.js';
 
 const READ_SIZE = 1024 * 1024;
@@ -126,7 +126,7 @@ class BackupRun {
     // The workers start first: they boot while the lease is taken, the snapshot begun and the trees walked.
     this.pool = new SealPool(repo.keyring, repo.compressionLevel, repo.chunker.max, MAX_IN_FLIGHT);
     try {
-      this.sink = new BlockSink(repo, this.packer, this.pool, this.r, opts.signal, (m, incomplete) => this.warn(m, incomplete));
+      this.sink = new BlockSink(repo, this.packer, this.pool, this.r, opts.signal, (m, incomplete) => this.warn(m, incomplete), opts.dryRun);
       const lineage = repo.keyring.lineageId(this.host, this.sources);
       // The parent is chosen as the lease is taken: a forget then sees it in use and keeps it.
       const chosen = opts.parent ? (await findSnapshot(repo, parseWhen(opts.parent))).row.seq : 'auto';
@@ -150,13 +150,16 @@ class BackupRun {
 
     const meta: SnapshotMeta = { host: this.host, tags: opts.tags ?? [], paths: this.sources, ...(this.parent ? { parent: this.parent.id } : {}) };
     // The snapshot inherits its parent's versions: only changed files get rows, and removed ones tombstones.
-    const seq = await service.beginSnapshot(this.id, this.time, lineage, repo.keyring.sealJson(meta, metaAad(this.id)), this.parent?.row.seq ?? null, leaseId, this.parent !== undefined);
+    const dry = opts.dryRun === true;
+    const seq = dry ? 0 : await service.beginSnapshot(this.id, this.time, lineage, repo.keyring.sealJson(meta, metaAad(this.id)), this.parent?.row.seq ?? null, leaseId, this.parent !== undefined);
     const sink = this.sink!;
     const pool = this.pool!;
-    const versions = new VersionBatch(service, repo.keyring, this.packer, repo.compressionLevel, {
-      maxBlock: repo.chunker.max,
-      seal: (id, plain) => sink.storeSealedElsewhere(id, 'toc', plain),
-    });
+    const versions = dry
+      ? NO_VERSIONS
+      : new VersionBatch(service, repo.keyring, this.packer, repo.compressionLevel, {
+          maxBlock: repo.chunker.max,
+          seal: (id, plain) => sink.storeSealedElsewhere(id, 'toc', plain),
+        });
     const ctx: BackupContext = {
       repo,
       opts,
@@ -178,6 +181,12 @@ class BackupRun {
       const rootStat = await fs.lstat('/', { bigint: true });
       const root = await walker.saveNode('/', '/', rootStat, this.parent?.root, plan);
       await sink.drain();
+      if (dry) {
+        this.r.dryRun = true;
+        this.r.bytesAdded = sink.newBytes;
+        this.r.durationMs = Math.round(performance.now() - this.started);
+        return this.r;
+      }
       await versions.flush();
       await this.packer.flush();
       // What the data, trees and TOCs added; the record's own small pack comes on top.

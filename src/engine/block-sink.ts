@@ -33,7 +33,12 @@ export class BlockSink {
     private readonly r: BackupResult,
     private readonly signal: AbortSignal | undefined,
     private readonly warn: (message: string, incomplete: boolean) => void,
+    /** A dry run: blocks are counted (`newBytes`, before compression), nothing is sealed or written. */
+    private readonly dryRun = false,
   ) {}
+
+  /** Of a dry run: the bytes of the new blocks, as they would go to the workers (before compression). */
+  newBytes = 0;
 
   /** Throws if the backup was interrupted or a block failed. */
   checkAbort(): void {
@@ -56,7 +61,7 @@ export class BlockSink {
    */
   async chooseDictionary(): Promise<void> {
     const { repo } = this;
-    if (!repo.dictionariesAllowed) return;
+    if (!repo.dictionariesAllowed || this.dryRun) return;
     const dict = await repo.dictionary();
     if (dict) return this.pool.useDictionary(dict);
     this.pool.sampleFor(new DictionaryBuilder(), (bytes) => {
@@ -74,6 +79,7 @@ export class BlockSink {
   async storeBlob(kind: 'tree' | 'snapshot', plain: Buffer): Promise<Buffer> {
     const id = this.repo.keyring.blockId(plain);
     this.blobs.add(id.toString('hex'));
+    if (this.dryRun) return id;
     if (!this.packer.has(id)) await this.packer.add(id, kind, encodeBlock(this.repo.keyring.encKey, id, plain, this.repo.compressionLevel), plain.length);
     return id;
   }
@@ -86,6 +92,10 @@ export class BlockSink {
     }
     this.r.blocksNew++;
     this.packer.markPending(id);
+    if (this.dryRun) {
+      this.newBytes += chunk.length;
+      return id;
+    }
     await this.room();
     const size = chunk.length;
     this.track(this.pool.seal(id, chunk, 'data', (_id, sealed) => this.packer.add(id, 'data', sealed, size)));
@@ -94,7 +104,7 @@ export class BlockSink {
 
   /** Has a worker compress and seal a blob whose id is known, unless stored; returns once it is on its way. */
   async storeSealedElsewhere(id: Buffer, kind: BlobKind, plain: Buffer): Promise<void> {
-    if (this.packer.has(id)) return;
+    if (this.dryRun || this.packer.has(id)) return;
     this.packer.markPending(id);
     await this.room();
     this.track(this.pool.seal(id, plain, kind, (_id, sealed) => this.packer.add(id, kind, sealed, plain.length)));
@@ -106,6 +116,7 @@ export class BlockSink {
    * its way; its id comes later, with the worker's answer.
    */
   async storeNewChunk(chunk: Buffer, onId: (id: Buffer) => void): Promise<void> {
+    if (this.dryRun) return onId(await this.storeChunk(chunk));
     await this.room();
     const size = chunk.length;
     this.track(

@@ -1,0 +1,62 @@
+/**
+ * backup --dry-run (reads and compares, stores nothing) and --list (names
+ * each file stored anew and each file gone), through the CLI.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { initCliRepo, strata, tempDir } from './helpers.js';
+
+function ok(args: string[], env: NodeJS.ProcessEnv) {
+  const r = strata(args, env);
+  expect(r.status, `${args.join(' ')}: ${r.stderr}`).toBe(0);
+  return r;
+}
+
+/**
+ * Every file under a repository directory with its size and mtime; the
+ * catalog's by size only (a dry run takes the backup lease, as restic's locks
+ * the repository, and that is a write to the catalog).
+ */
+function contents(dir: string): string[] {
+  return (fs.readdirSync(dir, { recursive: true }) as string[])
+    .map((p) => {
+      const st = fs.statSync(path.join(dir, p));
+      return `${p} ${st.isFile() ? st.size : 'dir'} ${p.startsWith('catalog.db') ? '' : st.mtimeMs}`;
+    })
+    .sort();
+}
+
+describe('backup --dry-run and --list', () => {
+  it('a dry run says what a backup would store (new, changed, removed files) and leaves the repository as it was', () => {
+    const { env, repo } = initCliRepo();
+    const src = tempDir();
+    fs.mkdirSync(path.join(src, 'sub'));
+    for (const n of ['a', 'b', 'sub/c', 'sub/d']) fs.writeFileSync(path.join(src, n), `${n} `.repeat(5000));
+    const first = JSON.parse(ok(['backup', src, '--json', '--list'], env).stdout);
+    expect(first.changes.map((c: { change: string; path: string }) => `${c.change} ${path.relative(src, c.path)}`).sort()).toEqual(['new a', 'new b', 'new sub/c', 'new sub/d']);
+
+    fs.appendFileSync(path.join(src, 'a'), 'more');
+    fs.rmSync(path.join(src, 'sub', 'c'));
+    fs.writeFileSync(path.join(src, 'sub', 'e'), 'a new file with new bytes '.repeat(300));
+    const before = contents(repo);
+    const dry = JSON.parse(ok(['backup', src, '--dry-run', '--list', '--json'], env).stdout);
+    expect(dry).toMatchObject({ dryRun: true, filesNew: 1, filesChanged: 1, filesUnchanged: 2 });
+    expect(dry.bytesAdded).toBeGreaterThan(0);
+    expect(dry.changes.map((c: { change: string; path: string }) => `${c.change} ${path.relative(src, c.path)}`).sort()).toEqual(['changed a', 'new sub/e', 'removed sub/c']);
+    // Nothing stored: the same files, sizes and times (the catalog included), one snapshot still.
+    expect(contents(repo)).toEqual(before);
+    expect(JSON.parse(ok(['snapshots', '--json'], env).stdout)).toHaveLength(1);
+
+    // The text form names them as found; a real backup then finds the same.
+    const text = ok(['backup', src, '-n', '--list'], env).stdout;
+    expect(text).toContain(`changed  ${path.join(src, 'a')}`);
+    expect(text).toContain(`removed  ${path.join(src, 'sub', 'c')}`);
+    expect(text).toMatch(/dry run: nothing was stored/);
+    const real = JSON.parse(ok(['backup', src, '--json'], env).stdout);
+    expect(real).toMatchObject({ filesNew: 1, filesChanged: 1, filesUnchanged: 2 });
+    expect(real.dryRun).toBeUndefined();
+    expect(real.changes).toBeUndefined();
+    expect(JSON.parse(ok(['snapshots', '--json'], env).stdout)).toHaveLength(2);
+  });
+});
