@@ -191,6 +191,7 @@ export class FileSaver extends BackupPart {
       blocks = 0;
     };
     for (const { abs, st, known } of files) {
+      if (abs === this.opts.stdinPath) continue;
       const list = known?.blocks;
       if (!known?.row || !list || known.row.size !== Number(st.size) || list.size !== known.row.size) continue;
       let complete = true;
@@ -236,9 +237,10 @@ export class FileSaver extends BackupPart {
   private async readFile(abs: string, previous: BlockList | undefined): Promise<BlockList | undefined> {
     // Synchronous calls: a tree of small files is otherwise bound by the
     // round trips of open, fstat, read and close through the thread pool.
+    const stdin = abs === this.opts.stdinPath;
     let fd: number;
     try {
-      fd = fsSync.openSync(osPath(abs), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+      fd = stdin ? openStdin() : fsSync.openSync(osPath(abs), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
     } catch (e) {
       this.warn(`cannot read ${abs}: ${describe(e)}`, true);
       return undefined;
@@ -253,10 +255,13 @@ export class FileSaver extends BackupPart {
     };
     try {
       const st = fsSync.fstatSync(fd, { bigint: true });
-      if (!st.isFile()) {
+      if (!st.isFile() && !stdin) {
         this.warn(`skipping ${abs}: no longer a regular file`, false);
         return undefined;
       }
+      // A pipe is read once, front to back: no alignment with the previous version (its refs come from the block lists).
+      const sequential = !st.isFile();
+      const hashHere = !sequential && Number(st.size) <= HASH_HERE;
       const counted = (bytesRead: number, here = true) => {
         this.r.bytesRead += bytesRead;
         // Bytes a worker read cost this thread no memory.
@@ -264,7 +269,7 @@ export class FileSaver extends BackupPart {
         this.progress.bytesRead += bytesRead;
         this.progress.bytesDone += bytesRead;
       };
-      if (previous) {
+      if (previous && !sequential) {
         const ids = this.repo.keyring;
         // Unchanged runs of a large file are read and hashed on the workers, several at once.
         const confirmer = Number(st.size) > HASH_HERE ? { confirm: (start: number, lengths: number[], want: Uint8Array, last: boolean) => this.pool.confirm(fd, start, lengths, want, last), stored: (want: Buffer[]) => this.sink.hasMany(want) } : undefined;
@@ -292,9 +297,9 @@ export class FileSaver extends BackupPart {
         return blocks;
       }
       try {
-        for await (const chunk of freshChunks(fd, this.chunker, counted)) {
+        for await (const chunk of freshChunks(fd, this.chunker, counted, sequential)) {
           this.checkAbort();
-          if (Number(st.size) <= HASH_HERE) {
+          if (hashHere) {
             blocks.push(await this.sink.storeChunk(chunk), chunk.length);
           } else {
             const i = blocks.push(null, chunk.length);
@@ -313,10 +318,10 @@ export class FileSaver extends BackupPart {
         await Promise.race([new Promise<void>((resolve) => (allKnown = resolve)), this.sink.failed]);
         this.checkAbort();
       }
-      this.checkUnchangedWhileRead(fd, st, abs);
+      if (!sequential) this.checkUnchangedWhileRead(fd, st, abs);
       return blocks;
     } finally {
-      fsSync.closeSync(fd);
+      if (!(stdin && fd === 0)) fsSync.closeSync(fd);
     }
   }
 
@@ -330,5 +335,19 @@ export class FileSaver extends BackupPart {
     if (after.size !== before.size || after.mtimeNs !== before.mtimeNs || after.ctimeNs !== before.ctimeNs) {
       this.warn(`${abs} changed while it was read: the stored copy may mix old and new contents; back it up again`, true);
     }
+  }
+}
+
+/**
+ * Standard input for reading: opened anew where it can be (a pipe or a file
+ * then reads blocking, whatever the shell made of descriptor 0), else
+ * descriptor 0 itself (a socket, as a parent process's pipes may be).
+ */
+function openStdin(): number {
+  try {
+    return fsSync.openSync('/dev/stdin', constants.O_RDONLY);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENXIO') return 0;
+    throw e;
   }
 }

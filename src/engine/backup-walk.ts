@@ -127,7 +127,9 @@ export class TreeWalker extends BackupPart {
       const out: Stated[] = [];
       for (const child of names.slice(from, from + CHILD_BATCH)) {
         const childAbs = abs === '/' ? `/${child}` : `${abs}/${child}`;
-        if (partial || !this.excludes.excludes(childAbs, child)) out.push({ name: child, abs: childAbs, st: undefined, error: undefined });
+        // Standard input is a file whose stats are its reader's, made now.
+        if (childAbs === this.opts.stdinPath) out.push({ name: child, abs: childAbs, st: stdinStat(), error: undefined });
+        else if (partial || !this.excludes.excludes(childAbs, child)) out.push({ name: child, abs: childAbs, st: undefined, error: undefined });
       }
       return out;
     };
@@ -251,7 +253,9 @@ export class TreeWalker extends BackupPart {
    * lstat of a directory's entries: on the workers when they have nothing
    * else to do (an unchanged tree), else here. Never rejects.
    */
-  private async statChildren(children: Stated[]): Promise<Stated[]> {
+  private async statChildren(all: Stated[]): Promise<Stated[]> {
+    const children = all.some((c) => c.st) ? all.filter((c) => !c.st) : all;
+    if (children.length === 0) return all;
     const pool = this.pool;
     if (children.length >= STAT_ELSEWHERE && pool.idle) {
       const half = Math.ceil(children.length / 2);
@@ -265,7 +269,7 @@ export class TreeWalker extends BackupPart {
             else c.st = new PackedStat(values, i * STAT_FIELDS);
           }
         });
-        return children;
+        return all;
       } catch {
         // A worker failed: the backup fails with it soon; stat here meanwhile.
       }
@@ -280,7 +284,7 @@ export class TreeWalker extends BackupPart {
       if (f) c.error = statError(f);
       else c.st = new PackedStat(values, i * STAT_FIELDS);
     });
-    return children;
+    return all;
   }
 
   /**
@@ -334,4 +338,11 @@ const ENTRY_FIELDS = ['name', 'type', 'mode', 'uid', 'gid', 'mtimeNs', 'ctimeNs'
 /** Whether two tree entries say the same thing (the parent's tree can then be reused). */
 function sameEntry(a: TreeEntry, b: TreeEntry): boolean {
   return ENTRY_FIELDS.every((k) => a[k] === b[k]);
+}
+
+/** The stats standard input is stored with: a regular file (rw-r--r--) of this process's user, made now. */
+function stdinStat(): EntryStat {
+  const now = BigInt(Date.now()) * 1_000_000n;
+  const values = new BigInt64Array([0o100644n, BigInt(process.getuid?.() ?? 0), BigInt(process.getgid?.() ?? 0), 0n, now, now, 0n]);
+  return new PackedStat(values, 0);
 }

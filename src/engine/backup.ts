@@ -61,6 +61,9 @@ class BackupRun {
     private readonly opts: BackupOptions,
   ) {
     if (opts.paths.length === 0) throw usageError('backup needs at least one PATH');
+    if (opts.stdinPath !== undefined && (!path.posix.isAbsolute(opts.stdinPath) || opts.stdinPath === '/' || opts.paths.length !== 1 || path.resolve(opts.paths[0]!) !== opts.stdinPath)) {
+      throw usageError('standard input is backed up alone, as one file at an absolute path');
+    }
     this.host = opts.host ?? os.hostname();
     this.sources = normalizeSources(opts.paths);
     this.excludes = new ExcludeMatcher(opts.excludes ?? [], opts.iexcludes ?? []);
@@ -106,6 +109,10 @@ class BackupRun {
     const { repo, opts } = this;
     const present: string[] = [];
     for (const p of new Set(opts.paths.map((p) => path.resolve(p)))) {
+      if (p === opts.stdinPath) {
+        present.push(p);
+        continue;
+      }
       try {
         const st = await fs.lstat(p);
         // Paths are stored as given and walked from / without following links: a source

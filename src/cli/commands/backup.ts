@@ -29,12 +29,15 @@ export function register(program: Command): void {
     .option('--parent <snapshot>', 'compare against this snapshot instead of the latest one of the same host and paths')
     .option('--host <name>', 'host name to record (default: this machine)')
     .option('--force', 'read every file, even if its size, times and inode are unchanged')
+    .option('--stdin', 'back up what is piped in on standard input, as one file (a database dump, say)')
+    .option('--stdin-filename <name>', 'the name that file gets in the snapshot, right below / (default: stdin)')
     .option('-n, --dry-run', 'read and compare as a backup does, but store nothing; say what would be added')
     .option('--list', 'name each file stored anew (new, changed) and each file gone since the parent snapshot (removed)')
     .action(async (given: string[], opts: BackupFlags, cmd: Command) => {
       const g = globals(cmd);
-      const paths = [...given, ...(opts.filesFrom ?? []).flatMap((f) => listFile(f, '--files-from'))];
-      if (paths.length === 0) throw usageError('backup needs at least one PATH (or --files-from FILE)');
+      const stdinPath = stdinSource(opts, given);
+      const paths = stdinPath ? [stdinPath] : [...given, ...(opts.filesFrom ?? []).flatMap((f) => listFile(f, '--files-from'))];
+      if (paths.length === 0) throw usageError('backup needs at least one PATH (or --files-from FILE, or --stdin)');
       const excludeLargerThan = opts.excludeLargerThan === undefined ? undefined : parseSize(opts.excludeLargerThan);
       let time: number | undefined;
       if (opts.time !== undefined) {
@@ -61,6 +64,7 @@ export function register(program: Command): void {
           host: opts.host,
           force: opts.force,
           dryRun: opts.dryRun,
+          stdinPath,
           onFile,
           signal,
           estimate: wantsProgress(g),
@@ -109,6 +113,22 @@ interface BackupFlags {
   force?: boolean;
   dryRun?: boolean;
   list?: boolean;
+  stdin?: boolean;
+  stdinFilename?: string;
+}
+
+/** Where --stdin's file goes in the snapshot, or undefined without --stdin; refuses what cannot work. */
+function stdinSource(opts: BackupFlags, given: string[]): string | undefined {
+  if (!opts.stdin) {
+    if (opts.stdinFilename !== undefined) throw usageError('--stdin-filename needs --stdin');
+    return undefined;
+  }
+  if (given.length > 0 || opts.filesFrom) throw usageError('--stdin backs up standard input alone: give no PATH and no --files-from');
+  if (process.stdin.isTTY) throw usageError('--stdin needs data piped in (e.g. pg_dump db | strata backup --stdin --stdin-filename db.sql)');
+  // One name, stored right below /: the directories above a longer path would have no stats of their own.
+  const name = opts.stdinFilename ?? 'stdin';
+  if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\0')) throw usageError(`--stdin-filename "${name}": give one file name, without "/"`);
+  return `/${name}`;
 }
 
 /** The lines of a list file (patterns, paths): blank lines and lines starting with # are skipped. */

@@ -1,6 +1,6 @@
 /**
- * backup --dry-run (reads and compares, stores nothing) and --list (names
- * each file stored anew and each file gone), through the CLI.
+ * backup --dry-run (reads and compares, stores nothing), --list (names
+ * each file stored anew and each file gone) and --stdin, through the CLI.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -58,5 +58,42 @@ describe('backup --dry-run and --list', () => {
     expect(real.dryRun).toBeUndefined();
     expect(real.changes).toBeUndefined();
     expect(JSON.parse(ok(['snapshots', '--json'], env).stdout)).toHaveLength(2);
+  });
+});
+
+describe('backup --stdin', () => {
+  it('stores what is piped in as one file below /; the next dump is an incremental of refs and few data entries', () => {
+    const { env } = initCliRepo();
+    const lines = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => `INSERT INTO t VALUES (${from + i}, 'row ${from + i}');\n`).join('');
+    const first = lines(1, 30000);
+    const r1 = strata(['backup', '--stdin', '--stdin-filename', 'db.sql', '--json'], env, { input: first });
+    expect(r1.status, r1.stderr).toBe(0);
+    expect(JSON.parse(r1.stdout)).toMatchObject({ filesNew: 1, bytesRead: first.length });
+    // A row inserted in the middle: the dump shifts by its length after it.
+    const second = lines(1, 15000) + "INSERT INTO t VALUES (0, 'inserted');\n" + lines(15001, 30000);
+    const r2 = strata(['backup', '--stdin', '--stdin-filename', 'db.sql', '--json'], env, { input: second });
+    expect(r2.status, r2.stderr).toBe(0);
+    const s2 = JSON.parse(r2.stdout);
+    expect(s2).toMatchObject({ filesChanged: 1, bytesTotal: second.length });
+    expect(s2.refEntries).toBeGreaterThanOrEqual(2);
+    expect(s2.dataEntries).toBeLessThanOrEqual(3);
+    expect(ok(['cat', '/db.sql'], env).stdout).toBe(second);
+    expect(ok(['cat', '/db.sql', '--at', r1.stdout ? JSON.parse(r1.stdout).snapshot : ''], env).stdout).toBe(first);
+    const listing = ok(['ls', '/', '-l'], env).stdout;
+    expect(listing).toMatch(/^-rw-r--r-- .* \/db\.sql$/m);
+  });
+
+  it('refuses what cannot work, with a usage error', () => {
+    const { env } = initCliRepo();
+    const src = tempDir();
+    for (const [args, message] of [
+      [['--stdin', src], /standard input alone/],
+      [['--stdin', '--stdin-filename', 'a/b'], /one file name/],
+      [['--stdin-filename', 'x', src], /needs --stdin/],
+    ] as const) {
+      const r = strata(['backup', ...args], env, { input: 'x' });
+      expect(r.status, r.stderr).toBe(2);
+      expect(r.stderr).toMatch(message);
+    }
   });
 });
