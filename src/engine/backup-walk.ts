@@ -46,7 +46,8 @@ class LeafTree {
       const st = c.st!;
       const size = Number(st.size);
       // JSON.stringify(entryOfStat(name, 'file', st)), without making the object: every field but the name is a number or digits.
-      json.push(`{"name":${JSON.stringify(c.name)},"type":"file","mode":${st.mode},"uid":${st.uid},"gid":${st.gid},"mtimeNs":"${st.mtimeNs}","ctimeNs":"${st.ctimeNs}","ino":"${st.ino}","size":${size}}`);
+      const links = st.nlink > 1n ? `,"links":${st.nlink},"dev":"${st.dev}"` : '';
+      json.push(`{"name":${JSON.stringify(c.name)},"type":"file","mode":${st.mode},"uid":${st.uid},"gid":${st.gid},"mtimeNs":"${st.mtimeNs}","ctimeNs":"${st.ctimeNs}","ino":"${st.ino}","size":${size}${links}}`);
       this.bytes += size;
       if (size > 0) this.sized++;
     }
@@ -333,7 +334,7 @@ function compareNames(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-const ENTRY_FIELDS = ['name', 'type', 'mode', 'uid', 'gid', 'mtimeNs', 'ctimeNs', 'ino', 'size', 'tree', 'target'] as const;
+const ENTRY_FIELDS = ['name', 'type', 'mode', 'uid', 'gid', 'mtimeNs', 'ctimeNs', 'ino', 'size', 'links', 'dev', 'tree', 'target'] as const;
 
 /** Whether two tree entries say the same thing (the parent's tree can then be reused). */
 function sameEntry(a: TreeEntry, b: TreeEntry): boolean {
@@ -343,6 +344,6 @@ function sameEntry(a: TreeEntry, b: TreeEntry): boolean {
 /** The stats standard input is stored with: a regular file (rw-r--r--) of this process's user, made now. */
 function stdinStat(): EntryStat {
   const now = BigInt(Date.now()) * 1_000_000n;
-  const values = new BigInt64Array([0o100644n, BigInt(process.getuid?.() ?? 0), BigInt(process.getgid?.() ?? 0), 0n, now, now, 0n]);
+  const values = new BigInt64Array([0o100644n, BigInt(process.getuid?.() ?? 0), BigInt(process.getgid?.() ?? 0), 0n, now, now, 0n, 1n, 0n]);
   return new PackedStat(values, 0);
 }
