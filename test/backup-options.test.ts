@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { initCliRepo, strata, tempDir } from './helpers.js';
+import { initCliRepo, Rng, strata, tempDir } from './helpers.js';
 
 function ok(args: string[], env: NodeJS.ProcessEnv) {
   const r = strata(args, env);
@@ -94,6 +94,37 @@ describe('backup --stdin', () => {
       const r = strata(['backup', ...args], env, { input: 'x' });
       expect(r.status, r.stderr).toBe(2);
       expect(r.stderr).toMatch(message);
+    }
+  });
+});
+
+describe('--compression', () => {
+  it('off stores new blocks as they are, max squeezes them harder, and init sets what auto means; every byte reads back', () => {
+    // Compressible but never repeating (repeats would be deduplicated, not compressed).
+    const rng = new Rng(5);
+    const text = Array.from({ length: 20000 }, (_, i) => `line ${i}: value ${rng.int(1_000_000)} of a text that compresses well\n`).join('');
+    const added = (args: string[], env: NodeJS.ProcessEnv, name: string) => {
+      const src = tempDir();
+      fs.writeFileSync(path.join(src, name), text);
+      const r = JSON.parse(ok(['backup', src, '--json', ...args], env).stdout);
+      expect(ok(['cat', path.join(src, name)], env).stdout).toBe(text);
+      return r.bytesAdded as number;
+    };
+    const { env } = initCliRepo();
+    const off = added(['--compression', 'off'], env, 'a');
+    const auto = added([], env, 'b');
+    const max = added(['--compression', 'max'], env, 'c');
+    expect(off).toBeGreaterThan(text.length);
+    expect(auto).toBeLessThan(text.length / 5);
+    expect(max).toBeLessThanOrEqual(auto);
+    // A repository made with compression off: auto means off.
+    const { env: plain } = initCliRepo(['--compression', 'off']);
+    expect(added([], plain, 'd')).toBeGreaterThan(text.length);
+    expect(added(['--compression', '5'], plain, 'e')).toBeLessThan(text.length / 5);
+    for (const bad of ['20', 'zip', '-1']) {
+      const r = strata(['backup', tempDir(), '--compression', bad], env);
+      expect(r.status, r.stderr).toBe(2);
+      expect(r.stderr).toMatch(/--compression/);
     }
   });
 });

@@ -30,6 +30,8 @@ export interface BackupOptions {
   estimate?: boolean;
   /** Read every file, even those whose metadata says unchanged (after check --repair). */
   force?: boolean;
+  /** zstd level for this backup's new blocks (0: stored uncompressed); default, the repository's. */
+  compressionLevel?: number;
   /** Back up standard input as the file at this absolute path (then the only path). */
   stdinPath?: string;
   /** Read and compare as a backup does, but store nothing: no block, no tree, no snapshot. */

@@ -34,6 +34,8 @@ export type { BackupOptions, BackupProgress, BackupResult, FileChange } from './
 export { CACHEDIR_TAG } from './backup-sources.js';
 
 const READ_SIZE = 1024 * 1024;
+/** zstd's highest level. */
+export const MAX_LEVEL = 19;
 
 export async function backup(repo: Repository, opts: BackupOptions): Promise<BackupResult> {
   const run = new BackupRun(repo, opts);
@@ -61,6 +63,9 @@ class BackupRun {
     private readonly opts: BackupOptions,
   ) {
     if (opts.paths.length === 0) throw usageError('backup needs at least one PATH');
+    if (opts.compressionLevel !== undefined && !(Number.isInteger(opts.compressionLevel) && opts.compressionLevel >= 0 && opts.compressionLevel <= MAX_LEVEL)) {
+      throw usageError(`compression level ${opts.compressionLevel}: use 0 (off) to ${MAX_LEVEL}`);
+    }
     if (opts.stdinPath !== undefined && (!path.posix.isAbsolute(opts.stdinPath) || opts.stdinPath === '/' || opts.paths.length !== 1 || path.resolve(opts.paths[0]!) !== opts.stdinPath)) {
       throw usageError('standard input is backed up alone, as one file at an absolute path');
     }
@@ -91,6 +96,11 @@ class BackupRun {
       incomplete: false,
       durationMs: 0,
     };
+  }
+
+  /** The zstd level of this backup's new blocks. */
+  private get level(): number {
+    return this.opts.compressionLevel ?? this.repo.compressionLevel;
   }
 
   /** Sources, files and directories that could not be read: the snapshot records how many. */
@@ -131,9 +141,9 @@ class BackupRun {
     if (present.length === 0) throw new StrataError('no_sources', 'none of the source paths can be read; nothing backed up');
 
     // The workers start first: they boot while the lease is taken, the snapshot begun and the trees walked.
-    this.pool = new SealPool(repo.keyring, repo.compressionLevel, repo.chunker.max, MAX_IN_FLIGHT);
+    this.pool = new SealPool(repo.keyring, this.level, repo.chunker.max, MAX_IN_FLIGHT);
     try {
-      this.sink = new BlockSink(repo, this.packer, this.pool, this.r, opts.signal, (m, incomplete) => this.warn(m, incomplete), opts.dryRun);
+      this.sink = new BlockSink(repo, this.level, this.packer, this.pool, this.r, opts.signal, (m, incomplete) => this.warn(m, incomplete), opts.dryRun);
       const lineage = repo.keyring.lineageId(this.host, this.sources);
       // The parent is chosen as the lease is taken: a forget then sees it in use and keeps it.
       const chosen = opts.parent ? (await findSnapshot(repo, parseWhen(opts.parent))).row.seq : 'auto';
@@ -163,7 +173,7 @@ class BackupRun {
     const pool = this.pool!;
     const versions = dry
       ? NO_VERSIONS
-      : new VersionBatch(service, repo.keyring, this.packer, repo.compressionLevel, {
+      : new VersionBatch(service, repo.keyring, this.packer, this.level, {
           maxBlock: repo.chunker.max,
           seal: (id, plain) => sink.storeSealedElsewhere(id, 'toc', plain),
         });

@@ -28,6 +28,8 @@ export class BlockSink {
 
   constructor(
     private readonly repo: Repository,
+    /** zstd level of new blocks (0: none). */
+    private readonly level: number,
     private readonly packer: Packer,
     private readonly pool: SealPool,
     private readonly r: BackupResult,
@@ -61,7 +63,8 @@ export class BlockSink {
    */
   async chooseDictionary(): Promise<void> {
     const { repo } = this;
-    if (!repo.dictionariesAllowed || this.dryRun) return;
+    // A repository's dictionary is made from and for compressed blocks.
+    if (!repo.dictionariesAllowed || this.level === 0 || this.dryRun) return;
     const dict = await repo.dictionary();
     if (dict) return this.pool.useDictionary(dict);
     this.pool.sampleFor(new DictionaryBuilder(), (bytes) => {
@@ -80,7 +83,7 @@ export class BlockSink {
     const id = this.repo.keyring.blockId(plain);
     this.blobs.add(id.toString('hex'));
     if (this.dryRun) return id;
-    if (!this.packer.has(id)) await this.packer.add(id, kind, encodeBlock(this.repo.keyring.encKey, id, plain, this.repo.compressionLevel), plain.length);
+    if (!this.packer.has(id)) await this.packer.add(id, kind, encodeBlock(this.repo.keyring.encKey, id, plain, this.level), plain.length);
     return id;
   }
 

@@ -3,6 +3,7 @@ import { ExitCode, usageError } from '../../errors.js';
 import * as fs from 'node:fs';
 import { backup, CACHEDIR_TAG, type FileChange } from '../../engine/backup.js';
 import { displayName } from '../../util/names.js';
+import { parseCompression } from '../compression.js';
 import { splitTags } from '../../engine/filter.js';
 import { formatBytes, parseSize } from '../../util/size.js';
 import { parseIsoTime } from '../../util/when.js';
@@ -29,6 +30,7 @@ export function register(program: Command): void {
     .option('--parent <snapshot>', 'compare against this snapshot instead of the latest one of the same host and paths')
     .option('--host <name>', 'host name to record (default: this machine)')
     .option('--force', 'read every file, even if its size, times and inode are unchanged')
+    .option('--compression <level>', "how hard to compress new blocks: auto (the repository's setting), off, fast, max or a zstd level 1-19", 'auto')
     .option('--stdin', 'back up what is piped in on standard input, as one file (a database dump, say)')
     .option('--stdin-filename <name>', 'the name that file gets in the snapshot, right below / (default: stdin)')
     .option('-n, --dry-run', 'read and compare as a backup does, but store nothing; say what would be added')
@@ -36,6 +38,7 @@ export function register(program: Command): void {
     .action(async (given: string[], opts: BackupFlags, cmd: Command) => {
       const g = globals(cmd);
       const stdinPath = stdinSource(opts, given);
+      const compressionLevel = parseCompression(opts.compression ?? 'auto');
       const paths = stdinPath ? [stdinPath] : [...given, ...(opts.filesFrom ?? []).flatMap((f) => listFile(f, '--files-from'))];
       if (paths.length === 0) throw usageError('backup needs at least one PATH (or --files-from FILE, or --stdin)');
       const excludeLargerThan = opts.excludeLargerThan === undefined ? undefined : parseSize(opts.excludeLargerThan);
@@ -64,6 +67,7 @@ export function register(program: Command): void {
           host: opts.host,
           force: opts.force,
           dryRun: opts.dryRun,
+          compressionLevel,
           stdinPath,
           onFile,
           signal,
@@ -115,6 +119,7 @@ interface BackupFlags {
   list?: boolean;
   stdin?: boolean;
   stdinFilename?: string;
+  compression?: string;
 }
 
 /** Where --stdin's file goes in the snapshot, or undefined without --stdin; refuses what cannot work. */
