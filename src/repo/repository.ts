@@ -115,7 +115,7 @@ export class Repository {
     }
   }
 
-  static async open(root: string, creds: Credentials, _opts: { readonly?: boolean } = {}, options: RemoteOptions = {}): Promise<Repository> {
+  static async open(root: string, creds: Credentials, opts: { readonly?: boolean } = {}, options: RemoteOptions = {}): Promise<Repository> {
     const where = locate(root);
     if (where.kind === 'server') {
       const { storage, remote } = await connect(where.url, options);
@@ -141,7 +141,8 @@ export class Repository {
     const config = readConfig(dir);
     const storage = new LocalStorage(dir, true);
     const keyring = await unlock(storage, config, creds);
-    const catalog = openCatalog(dir);
+    // A command that only reads lets its statements share short read transactions (see CatalogDb).
+    const catalog = openCatalog(dir, { readWindows: opts.readonly });
     return new Repository(dir, storage, config, keyring, new LocalService(catalog, storage), catalog);
   }
 
@@ -442,11 +443,11 @@ async function readRemoteConfig(storage: HttpStorage, remote: RemoteOptions): Pr
 }
 
 /** Opens the catalog for writing (upgrading its schema if needed), or read-only where writing is not allowed. */
-function openCatalog(dir: string): Catalog {
+function openCatalog(dir: string, opts: { readWindows?: boolean } = {}): Catalog {
   const file = path.join(dir, 'catalog.db');
   if (!fs.existsSync(file)) throw noRepository(`repository at ${dir} has no catalog.db (if it was lost, run "strata rebuild-catalog")`);
   try {
-    return new Catalog(file);
+    return new Catalog(file, opts);
   } catch (e) {
     if (e instanceof StrataError && e.code === 'read_only') return new Catalog(file, { readonly: true });
     if (e instanceof StrataError) throw e;
