@@ -490,10 +490,11 @@ function factId(key: string): Buffer {
   return createHash('sha256').update(`strata fact ${key}`).digest();
 }
 
-function parse<T>(r: Reply, where: string): T {
-  if (r.status === 204 || r.body.length === 0) return {} as T;
+/** A JSON answer, parsed (an empty one is an empty object). */
+function parse(r: Reply, where: string): unknown {
+  if (r.status === 204 || r.body.length === 0) return {};
   try {
-    return JSON.parse(r.body.toString('utf8')) as T;
+    return JSON.parse(r.body.toString('utf8')) as unknown;
   } catch {
     throw integrity(`${where} sent a malformed answer`);
   }

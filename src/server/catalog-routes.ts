@@ -3,7 +3,9 @@
  * catalog (src/catalog/service.ts), answered here by the same LocalService a
  * local repository uses. The server never holds a key: it sees keyed ids,
  * sealed bytes, sizes and offsets, and builds each version's TOC itself from
- * the block list the client sends (the seed's claim 1).
+ * the block list the client sends (the seed's claim 1). Each route is a row
+ * of CATALOG_PROTOCOL: its request line, role and body limit, and the codecs
+ * its request is read and its answer sent with (see route()).
  *
  * The catalog opens on first use, once a client has created the repository
  * (its config); until then these routes answer 404 no_repository.
