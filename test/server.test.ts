@@ -14,7 +14,7 @@ import type { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseRange } from '../src/server/range.js';
 import { routeTable } from '../src/server/routes.js';
-import { CATALOG_PROTOCOL, requestOf } from '../src/catalog/protocol.js';
+import { CATALOG_PROTOCOL, requestOf, type ProtocolMethod } from '../src/catalog/protocol.js';
 import { HttpStorage } from '../src/storage/http.js';
 import { BIN, cliEnv, ROOT, Rng, strata, tempDir } from './helpers.js';
 
@@ -723,5 +723,36 @@ describe('docs/openapi.yaml', () => {
     const text = fs.readFileSync(path.join(ROOT, 'docs', 'openapi.yaml'), 'utf8');
     expect(text).toMatch(/^openapi: 3\.1\.\d+$/m);
     expect(text).toMatch(/bearerAuth:\s*\n\s+type: http\s*\n\s+scheme: bearer/);
+  });
+
+  it("gives each catalog method the bodies its protocol row's codecs make: content types, 201 for what is made, 204 for no answer", () => {
+    const lines = fs.readFileSync(path.join(ROOT, 'docs', 'openapi.yaml'), 'utf8').split('\n');
+    /** Per method of the spec: its request body's content types, and its 2xx answers with theirs. */
+    const spec = new Map<string, { request: string[]; answers: Map<string, string[]> }>();
+    let current: string | undefined;
+    let op: { request: string[]; answers: Map<string, string[]> } | undefined;
+    let into: string[] | undefined;
+    for (const line of lines) {
+      if (/^\S/.test(line)) op = undefined;
+      const p = /^ {2}(\/\S*):\s*$/.exec(line);
+      if (p) current = p[1];
+      const m = /^ {4}(get|post|delete):\s*$/.exec(line);
+      if (m && current) spec.set(`${m[1]!.toUpperCase()} ${current}`, (op = { request: [], answers: new Map() }));
+      if (!op) continue;
+      if (/^ {6}requestBody:/.test(line)) into = op.request;
+      const status = /^ {8}'(\d{3})':/.exec(line);
+      if (status) into = status[1]!.startsWith('2') ? op.answers.set(status[1]!, []).get(status[1]!) : undefined;
+      if (/^ {6}responses:/.test(line)) into = undefined;
+      const type = /^ {10,12}(application\/[\w-]+):/.exec(line);
+      if (type && into) into.push(type[1]!);
+    }
+    const contentType = { json: ['application/json'], binary: ['application/octet-stream'], none: [] } as const;
+    for (const [name, m] of Object.entries(CATALOG_PROTOCOL) as [string, ProtocolMethod][]) {
+      const op = spec.get(`${m.method} ${m.path}`);
+      expect(op, name).toBeDefined();
+      expect(op!.request, `${name}: request`).toEqual(contentType[m.request.type]);
+      const answer = m.answer.type === 'none' ? '204' : m.created ? '201' : '200';
+      expect(op!.answers.get(answer), `${name}: ${answer}`).toEqual(contentType[m.answer.type]);
+    }
   });
 });

@@ -173,9 +173,9 @@ export const version = jsonCodec<StoredVersionRow, VersionRow | StoredVersionRow
   (j) => versionRow(j),
 );
 
-/** A version of the table of a snapshot's versions: its path id, and no snapshot (the one asked about). */
+/** A version of the table of a snapshot's versions: its path id (hex), and no snapshot (the one asked about). */
 export interface TableVersion {
-  path: Buffer;
+  path: string;
   id: number;
   size: number;
   depth: number;
@@ -204,7 +204,7 @@ export const versionTable = binaryCodec<TableVersion[], readonly (VersionRow & {
     for (let at = 0; at < buf.length; at += VERSION_ROW) {
       const num = (o: number) => buf.readDoubleLE(at + o);
       const row = versionRow({ id: num(32), size: num(40), depth: num(48), end: num(56) }, 0);
-      out.push({ path: buf.subarray(at, at + 32), id: row.id, size: row.size, depth: row.depth, end: row.end });
+      out.push({ path: buf.toString('hex', at, at + 32), id: row.id, size: row.size, depth: row.depth, end: row.end });
     }
     return out;
   },

@@ -143,7 +143,7 @@ export class RemoteService implements CatalogService {
   /** A snapshot's versions, fetched once: 64 bytes each (path, id, size, depth, end). */
   private async versionTable(snapshot: number): Promise<Map<string, StoredVersionRow>> {
     const table = new Map<string, StoredVersionRow>();
-    for (const { path, ...row } of await this.ask('versions', 'versions', { params: { seq: snapshot } })) table.set(path.toString('hex'), { ...row, snapshot });
+    for (const { path, ...row } of await this.ask('versions', 'versions', { params: { seq: snapshot } })) table.set(path, { ...row, snapshot });
     this.tables.set(snapshot, table);
     return table;
   }
