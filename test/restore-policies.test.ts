@@ -185,3 +185,25 @@ describe('restore progress', () => {
     repo.close();
   });
 });
+
+describe('restored times', () => {
+  it('come back to the microsecond, also on a whole millisecond (a double of epoch seconds, truncated, used to land a microsecond low)', () => {
+    const { env } = initCliRepo();
+    const src = tempDir();
+    const rng = new Rng(77);
+    const want = new Map<string, bigint>();
+    for (let i = 0; i < 200; i++) {
+      const f = path.join(src, `f${i}`);
+      fs.writeFileSync(f, String(i));
+      // Whole milliseconds for half of them, any microsecond for the rest.
+      const us = 1_765_000_000_000_000n + BigInt(rng.int(1_000_000_000)) * (i % 2 ? 1000n : 1n);
+      fs.utimesSync(f, Number(us) / 1e6, Number(us) / 1e6);
+      want.set(`f${i}`, fs.statSync(f, { bigint: true }).mtimeNs / 1000n);
+    }
+    expect(strata(['backup', src], env).status).toBe(0);
+    const target = tempDir();
+    const r = strata(['restore', '--target', target], env);
+    expect(r.status, r.stderr).toBe(0);
+    for (const [name, us] of want) expect(fs.statSync(path.join(target, src, name), { bigint: true }).mtimeNs / 1000n, name).toBe(us);
+  });
+});

@@ -491,8 +491,14 @@ function setDirMetadata(dest: string, entry: Entry, asRoot: boolean): void {
   }
 }
 
+/**
+ * A time for utimes, in seconds. A double near today's epoch carries about a
+ * quarter of a microsecond, and the kernel truncates it: aimed at the middle
+ * of its microsecond, a time lands in that microsecond, not just below it
+ * (a file set to x.123000 s read back as x.122999).
+ */
 function seconds(ns: bigint): number {
-  return Number(ns / 1000n) / 1e6;
+  return (Number(ns / 1000n) + 0.5) / 1e6;
 }
 
 async function ensureDir(dest: string): Promise<void> {
