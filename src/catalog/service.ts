@@ -199,6 +199,32 @@ export class LocalService implements CatalogService {
     private readonly verify = false,
   ) {}
 
+  // --- What a server asks before it answers: what exists, and whether a request was already carried out (a retry).
+
+  /** A snapshot's own versions, by path id (the table a remote client keeps). */
+  versionPaths(seq: number): ReturnType<Catalog['versionPaths']> {
+    return this.catalog.versionPaths(seq);
+  }
+
+  /** A block's sealed length, if the catalog has it. */
+  blockLength(id: Buffer): number | undefined {
+    return this.catalog.blockLocation(id)?.length;
+  }
+
+  packIndexed(name: string): boolean {
+    return this.catalog.packIndexed(name);
+  }
+
+  /** A snapshot being written, by number or id. */
+  pendingSnapshot(which: { seq: number } | { id: string }): { seq: number; id: string } | undefined {
+    return this.catalog.pendingSnapshots().find((p) => ('seq' in which ? p.seq === which.seq : p.id === which.id));
+  }
+
+  /** Whether the snapshot stored a version of its own at this path already. */
+  hasOwnVersion(seq: number, pathId: Buffer): boolean {
+    return this.catalog.ownVersion(seq, pathId) !== undefined;
+  }
+
   async snapshots(): Promise<SnapshotRow[]> {
     return this.catalog.snapshots();
   }

@@ -170,7 +170,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       return v;
     }),
     // Every version of a snapshot: a backup reads its parent's in one go.
-    route('versions', async (_, ctx) => keeperCatalog(keeper).versionPaths(int(ctx.params.seq, 'seq'))),
+    route('versions', async (_, ctx) => svc().versionPaths(int(ctx.params.seq, 'seq'))),
     route('planRead', async (_, ctx) => {
       const q = query(ctx);
       const prefix = q.get('prefix');
@@ -208,17 +208,17 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
     route('toc', async (_, ctx) => await svc().toc((await version(ctx)).id)),
     route('block', async (_, ctx) => {
       const block = id(ctx.params.id, 'block id');
-      if (!keeperCatalog(keeper).blockLocation(block)) throw new HttpError('not_found', 'no such block');
+      if (svc().blockLength(block) === undefined) throw new HttpError('not_found', 'no such block');
       return await svc().readSealed(block);
     }),
     route('readBlocks', async (ids) => {
       if (ids.length === 0) throw new HttpError('bad_request', 'no block ids');
-      const catalog = keeperCatalog(keeper);
+      const service = svc();
       // The answer stops at its size bound (after at least one block); the client asks again for the rest.
       const take: { id: Buffer; found: boolean }[] = [];
       let bound = 0;
       for (const block of ids) {
-        const length = catalog.blockLocation(block)?.length;
+        const length = service.blockLength(block);
         if (take.length > 0 && bound + 4 + (length ?? 0) > READ_ANSWER_BYTES) break;
         take.push({ id: block, found: length !== undefined });
         bound += 4 + (length ?? 0);
@@ -247,7 +247,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       checkPackLayout(index.entries, size, PACK_MAGIC.length);
       // Moving blocks already indexed elsewhere is prune's repacking: admin only.
       if (index.relocate && ctx.token?.role !== 'admin') throw new HttpError('forbidden', 'moving indexed blocks (repacking) needs the admin role');
-      if (keeperCatalog(keeper).packIndexed(name)) return new Existing(false);
+      if (svc().packIndexed(name)) return new Existing(false);
       // Copies of blocks indexed elsewhere whose first copy the client found forged: kept as spares, never moved.
       s.indexPack(name, size, index.entries, index.relocate, new Set(index.replaces));
       return true;
@@ -292,7 +292,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
     route('checkTocs', async () => await svc().checkTocs()),
     route('packBlobs', async (_, ctx) => {
       const name = packName(ctx.params.name);
-      if (!keeperCatalog(keeper).packIndexed(name)) throw new HttpError('not_found', 'no such pack in the catalog');
+      if (!svc().packIndexed(name)) throw new HttpError('not_found', 'no such pack in the catalog');
       return await svc().packBlobs(name);
     }),
     route('markChecked', async (_, ctx) => await svc().markChecked(packName(ctx.params.name))),
@@ -303,31 +303,24 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
     route('versionRecord', async (_, ctx) => (await svc().versionRecord((await version(ctx)).id))!),
     route('beginSnapshot', async (s) => {
       // A retried request finds its snapshot already begun.
-      const again = keeperCatalog(keeper)
-        .pendingSnapshots()
-        .find((p) => p.id === s.id);
+      const again = svc().pendingSnapshot({ id: s.id });
       return again ? again.seq : await svc().beginSnapshot(s.id, s.time, s.lineage, s.meta, s.parent, s.lease, s.inherits);
     }),
     route('storeVersions', async (list, ctx) => {
       const seq = pending(keeper, int(ctx.params.seq, 'seq'));
       // A retried batch: versions already stored are not stored twice.
-      const cat = keeperCatalog(keeper);
-      await svc().storeVersions(seq, list.filter((v) => !cat.ownVersion(seq, v.path)));
+      const service = svc();
+      await service.storeVersions(seq, list.filter((v) => !service.hasOwnVersion(seq, v.path)));
     }),
     route('commitSnapshot', async (c, ctx) => {
       const seq = int(ctx.params.seq, 'seq');
-      const cat = keeperCatalog(keeper);
-      if (!cat.snapshotBySeq(seq)) throw new HttpError('not_found', 'no such snapshot');
+      if (!(await svc().snapshotBySeq(seq))) throw new HttpError('not_found', 'no such snapshot');
       // Committed already (a retried request): nothing to do.
-      if (!cat.pendingSnapshots().some((p) => p.seq === seq)) return new Existing(seq);
+      if (!svc().pendingSnapshot({ seq })) return new Existing(seq);
       await svc().commitSnapshot(seq, c.root, c.record, c.meta, c.blobs);
       return seq;
     }),
   ];
-}
-
-function keeperCatalog(keeper: CatalogKeeper): Catalog {
-  return keeper.get().catalog;
 }
 
 function packName(s: string | undefined): string {
@@ -340,6 +333,6 @@ function held(keeper: CatalogKeeper, lease: string): void {
 }
 
 function pending(keeper: CatalogKeeper, seq: number): number {
-  if (!keeperCatalog(keeper).pendingSnapshots().some((p) => p.seq === seq)) throw new HttpError('not_pending', 'that snapshot is not being written');
+  if (!keeper.get().pendingSnapshot({ seq })) throw new HttpError('not_pending', 'that snapshot is not being written');
   return seq;
 }
