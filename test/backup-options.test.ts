@@ -2,10 +2,11 @@
  * backup --dry-run (reads and compares, stores nothing), --list (names
  * each file stored anew and each file gone) and --stdin, through the CLI.
  */
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { initCliRepo, Rng, strata, tempDir } from './helpers.js';
+import { BIN, initCliRepo, Rng, strata, tempDir } from './helpers.js';
 
 function ok(args: string[], env: NodeJS.ProcessEnv) {
   const r = strata(args, env);
@@ -81,6 +82,22 @@ describe('backup --stdin', () => {
     expect(ok(['cat', '/db.sql', '--at', r1.stdout ? JSON.parse(r1.stdout).snapshot : ''], env).stdout).toBe(first);
     const listing = ok(['ls', '/', '-l'], env).stdout;
     expect(listing).toMatch(/^-rw-r--r-- .* \/db\.sql$/m);
+  });
+
+  it('a wait for a writer that sends nothing more ends at one SIGTERM (exit 130), and stores no snapshot', async () => {
+    const { env } = initCliRepo();
+    // Standard input a pipe kept open and silent after a first line, as a stalled pg_dump's.
+    const child = spawn(process.execPath, [BIN, 'backup', '--stdin'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    child.stdin.write('a first line\n');
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    child.kill('SIGTERM');
+    const code = await Promise.race([exited, new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 15_000))]);
+    if (code === 'hung') child.kill('SIGKILL');
+    expect(code, stderr).toBe(130);
+    expect(JSON.parse(ok(['snapshots', '--json'], env).stdout)).toEqual([]);
   });
 
   it('refuses what cannot work, with a usage error', () => {

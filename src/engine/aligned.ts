@@ -56,8 +56,6 @@ export function windowBytes(readSize: number, maxBlock: number): number {
  */
 const YIELD_EVERY = 8 * 1024 * 1024;
 
-const PAUSE = new Int32Array(new SharedArrayBuffer(4));
-
 /** A sliding window over a file, refilled by large sequential reads. */
 class FileWindow {
   /** File offset of buf[0], and how many bytes of buf are filled. */
@@ -72,8 +70,6 @@ class FileWindow {
     private readonly buf: Buffer,
     maxBlock: number,
     private readonly onRead: (bytes: number, here?: boolean) => void,
-    /** Read from where the descriptor is (a pipe), not at offsets: the window only ever moves forward. */
-    private readonly sequential = false,
   ) {
     // Smaller, a block could not be held whole and a file would seem to end early.
     if (buf.length < windowBytes(0, maxBlock)) throw new Error(`read window of ${buf.length} bytes is too small for blocks of ${maxBlock}`);
@@ -91,13 +87,8 @@ class FileWindow {
       }
       let bytesRead: number;
       try {
-        bytesRead = readSync(this.fd, this.buf, this.filled, this.buf.length - this.filled, this.sequential ? null : this.base + this.filled);
+        bytesRead = readSync(this.fd, this.buf, this.filled, this.buf.length - this.filled, this.base + this.filled);
       } catch (e) {
-        // A non-blocking pipe or socket with nothing in it yet: wait a moment for its writer.
-        if (this.sequential && (e as NodeJS.ErrnoException).code === 'EAGAIN') {
-          Atomics.wait(PAUSE, 0, 0, 2);
-          continue;
-        }
         throw new SourceReadError(e);
       }
       if (bytesRead === 0) this.eof = true;
@@ -125,9 +116,9 @@ class FileWindow {
  * for. The window is refilled by large reads and only a chunk's worth of
  * bytes is ever moved, where pushing reads into the chunker copied them all.
  */
-export async function* freshChunks(fd: number, chunker: Chunker, onRead: (bytes: number, here?: boolean) => void, sequential = false): AsyncGenerator<Buffer> {
+export async function* freshChunks(fd: number, chunker: Chunker, onRead: (bytes: number, here?: boolean) => void): AsyncGenerator<Buffer> {
   const maxBlock = chunker.params.max;
-  const window = new FileWindow(fd, chunker.window, maxBlock, onRead, sequential);
+  const window = new FileWindow(fd, chunker.window, maxBlock, onRead);
   for (let pos = 0; ; ) {
     await window.breathe();
     const available = window.ensure(pos, maxBlock);
@@ -135,6 +126,43 @@ export async function* freshChunks(fd: number, chunker: Chunker, onRead: (bytes:
     const length = chunker.firstCut(window.view(pos, available));
     yield window.view(pos, length);
     pos += length;
+  }
+}
+
+/**
+ * The chunks of a stream (standard input), cut where freshChunks would cut
+ * the same bytes in a file: a cut is made once a whole maximum block is at
+ * hand, or at the end. Views valid until the next one is asked for; the
+ * chunker's window is the only buffer.
+ */
+export async function* streamChunks(source: AsyncIterable<Uint8Array>, chunker: Chunker, onRead: (bytes: number) => void): AsyncGenerator<Buffer> {
+  const maxBlock = chunker.params.max;
+  const buf = chunker.window;
+  let start = 0;
+  let end = 0;
+  for await (const piece of source) {
+    onRead(piece.length);
+    for (let at = 0; at < piece.length; ) {
+      if (end === buf.length) {
+        buf.copy(buf, 0, start, end);
+        end -= start;
+        start = 0;
+      }
+      const n = Math.min(piece.length - at, buf.length - end);
+      buf.set(piece.subarray(at, at + n), end);
+      end += n;
+      at += n;
+      while (end - start >= maxBlock) {
+        const length = chunker.firstCut(buf.subarray(start, start + maxBlock));
+        yield buf.subarray(start, start + length);
+        start += length;
+      }
+    }
+  }
+  while (end > start) {
+    const length = chunker.firstCut(buf.subarray(start, end));
+    yield buf.subarray(start, start + length);
+    start += length;
   }
 }
 

@@ -5,16 +5,17 @@
  * data entries for new blocks and reference blocks into the parent version.
  */
 import * as fsSync from 'node:fs';
+import { addAbortSignal } from 'node:stream';
 import { constants } from 'node:fs';
 import type { Chunker } from '../chunker/fastcdc.js';
-import { StrataError } from '../errors.js';
+import { interrupted, StrataError } from '../errors.js';
 import type { VersionRow } from '../catalog/catalog.js';
 import { GcPacer } from '../util/gc.js';
 import { osPath } from '../util/names.js';
 import type { EntryStat } from '../util/stat.js';
 import type { SealPool } from '../workers/pool.js';
 import { diffBlocks } from '../catalog/toc.js';
-import { alignedBlocks, freshChunks, SourceReadError } from './aligned.js';
+import { alignedBlocks, freshChunks, SourceReadError, streamChunks } from './aligned.js';
 import { BlockList, contentMark, ID_BYTES } from '../catalog/blocklist.js';
 import { entryOfStat, type TreeEntry } from './tree.js';
 import type { SealedEntry, VersionWriter } from './versions.js';
@@ -104,7 +105,7 @@ export class FileSaver extends BackupPart {
     const { pathId, row: prevRow, blocks: prevBlocks } = known ?? (await this.parentVersions([abs]))[0]!;
     const target: TargetVersion | undefined = prevRow && this.parent ? { id: prevRow.id, snapshotId: this.parent.id, depth: prevRow.depth } : undefined;
     const previous = prevRow && prevRow.size > 0 ? (prevBlocks ?? (await repo.service.blockList(prevRow.id, prevRow.size))) : new BlockList(1);
-    const blocks = await this.readFile(abs, prevRow ? previous : undefined);
+    const blocks = abs === this.opts.stdinPath ? await this.readStdin(abs) : await this.readFile(abs, prevRow ? previous : undefined);
     if (!blocks) return undefined;
     entry.size = blocks.size;
     let entries = diffBlocks(previous, blocks);
@@ -237,93 +238,116 @@ export class FileSaver extends BackupPart {
   private async readFile(abs: string, previous: BlockList | undefined): Promise<BlockList | undefined> {
     // Synchronous calls: a tree of small files is otherwise bound by the
     // round trips of open, fstat, read and close through the thread pool.
-    const stdin = abs === this.opts.stdinPath;
     let fd: number;
     try {
-      fd = stdin ? openStdin() : fsSync.openSync(osPath(abs), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+      fd = fsSync.openSync(osPath(abs), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
     } catch (e) {
       this.warn(`cannot read ${abs}: ${describe(e)}`, true);
       return undefined;
     }
+    try {
+      const st = fsSync.fstatSync(fd, { bigint: true });
+      if (!st.isFile()) {
+        this.warn(`skipping ${abs}: no longer a regular file`, false);
+        return undefined;
+      }
+      let blocks: BlockList | undefined;
+      try {
+        if (previous) blocks = await this.alignedWith(fd, st, previous);
+        else blocks = await this.storeFresh(freshChunks(fd, this.chunker, this.counted), Number(st.size) <= HASH_HERE);
+      } catch (e) {
+        if (!(e instanceof SourceReadError)) throw e;
+        this.warn(`cannot read ${abs}: ${describe(e.cause)}`, true);
+        return undefined;
+      }
+      this.checkUnchangedWhileRead(fd, st, abs);
+      return blocks;
+    } finally {
+      fsSync.closeSync(fd);
+    }
+  }
+
+  /** Bytes read: counted, and paced for the collector when read on this thread. */
+  private readonly counted = (bytesRead: number, here = true) => {
+    this.r.bytesRead += bytesRead;
+    // Bytes a worker read cost this thread no memory.
+    if (here) this.gc.add(bytesRead);
+    this.progress.bytesRead += bytesRead;
+    this.progress.bytesDone += bytesRead;
+  };
+
+  /** A file seen before, read along its previous version's cuts (aligned.ts): unchanged runs are confirmed, not chunked. */
+  private async alignedWith(fd: number, st: fsSync.BigIntStats, previous: BlockList): Promise<BlockList> {
+    const ids = this.repo.keyring;
+    // Unchanged runs of a large file are read and hashed on the workers, several at once.
+    const confirmer = Number(st.size) > HASH_HERE ? { confirm: (start: number, lengths: number[], want: Uint8Array, last: boolean) => this.pool.confirm(fd, start, lengths, want, last), stored: (want: Buffer[]) => this.sink.hasMany(want) } : undefined;
     const blocks = new BlockList();
-    // Ids of new files arrive from the workers, in any order.
+    for await (const b of alignedBlocks(fd, this.chunker, previous, (d) => ids.blockId(d), this.counted, confirmer)) {
+      this.checkAbort();
+      if ('run' in b) {
+        blocks.pushFrom(previous, b.run.first, b.run.count);
+        this.r.blocksReused += b.run.count;
+        this.report();
+        continue;
+      }
+      blocks.push(b.id, b.length);
+      if (b.data) await this.sink.storeChunk(b.data, b.id);
+      else this.r.blocksReused++;
+      this.report();
+    }
+    return blocks;
+  }
+
+  /**
+   * New chunks, each stored unless the repository has it: hashed here
+   * (`hashHere`: a small file, whose TOC would otherwise wait a round trip
+   * for its ids) or on the workers, whose ids arrive in any order.
+   */
+  private async storeFresh(chunks: AsyncIterable<Buffer>, hashHere: boolean): Promise<BlockList> {
+    const blocks = new BlockList();
     let waiting = 0;
     let allKnown: (() => void) | undefined;
     const known = (i: number, id: Buffer) => {
       blocks.setId(i, id);
       if (--waiting === 0) allKnown?.();
     };
+    for await (const chunk of chunks) {
+      this.checkAbort();
+      if (hashHere) {
+        blocks.push(await this.sink.storeChunk(chunk), chunk.length);
+      } else {
+        const i = blocks.push(null, chunk.length);
+        waiting++;
+        await this.sink.storeNewChunk(chunk, (id) => known(i, id));
+      }
+      this.report();
+    }
+    // A failed block fails the whole backup (drain rethrows it); until then, wait for the rest.
+    while (waiting > 0) {
+      await Promise.race([new Promise<void>((resolve) => (allKnown = resolve)), this.sink.failed]);
+      this.checkAbort();
+    }
+    return blocks;
+  }
+
+  /**
+   * Standard input (--stdin), read once front to back as a stream: Node's,
+   * so a pipe, a socket or a file all read without blocking this thread,
+   * and an interrupt ends a wait for a slow writer. No alignment with the
+   * previous version: its refs come from the two block lists.
+   */
+  private async readStdin(abs: string): Promise<BlockList | undefined> {
+    const signal = this.opts.signal;
+    const input = signal ? addAbortSignal(signal, process.stdin) : process.stdin;
     try {
-      const st = fsSync.fstatSync(fd, { bigint: true });
-      if (!st.isFile() && !stdin) {
-        this.warn(`skipping ${abs}: no longer a regular file`, false);
-        return undefined;
-      }
-      // A pipe is read once, front to back: no alignment with the previous version (its refs come from the block lists).
-      const sequential = !st.isFile();
-      const hashHere = !sequential && Number(st.size) <= HASH_HERE;
-      const counted = (bytesRead: number, here = true) => {
-        this.r.bytesRead += bytesRead;
-        // Bytes a worker read cost this thread no memory.
-        if (here) this.gc.add(bytesRead);
-        this.progress.bytesRead += bytesRead;
-        this.progress.bytesDone += bytesRead;
-      };
-      if (previous && !sequential) {
-        const ids = this.repo.keyring;
-        // Unchanged runs of a large file are read and hashed on the workers, several at once.
-        const confirmer = Number(st.size) > HASH_HERE ? { confirm: (start: number, lengths: number[], want: Uint8Array, last: boolean) => this.pool.confirm(fd, start, lengths, want, last), stored: (want: Buffer[]) => this.sink.hasMany(want) } : undefined;
-        const read = alignedBlocks(fd, this.chunker, previous, (d) => ids.blockId(d), counted, confirmer);
-        try {
-          for await (const b of read) {
-            this.checkAbort();
-            if ('run' in b) {
-              blocks.pushFrom(previous, b.run.first, b.run.count);
-              this.r.blocksReused += b.run.count;
-              this.report();
-              continue;
-            }
-            blocks.push(b.id, b.length);
-            if (b.data) await this.sink.storeChunk(b.data, b.id);
-            else this.r.blocksReused++;
-            this.report();
-          }
-        } catch (e) {
-          if (!(e instanceof SourceReadError)) throw e;
-          this.warn(`cannot read ${abs}: ${describe(e.cause)}`, true);
-          return undefined;
-        }
-        this.checkUnchangedWhileRead(fd, st, abs);
-        return blocks;
-      }
-      try {
-        for await (const chunk of freshChunks(fd, this.chunker, counted, sequential)) {
-          this.checkAbort();
-          if (hashHere) {
-            blocks.push(await this.sink.storeChunk(chunk), chunk.length);
-          } else {
-            const i = blocks.push(null, chunk.length);
-            waiting++;
-            await this.sink.storeNewChunk(chunk, (id) => known(i, id));
-          }
-          this.report();
-        }
-      } catch (e) {
-        if (!(e instanceof SourceReadError)) throw e;
-        this.warn(`cannot read ${abs}: ${describe(e.cause)}`, true);
-        return undefined;
-      }
-      // A failed block fails the whole backup (drain rethrows it); until then, wait for the rest.
-      while (waiting > 0) {
-        await Promise.race([new Promise<void>((resolve) => (allKnown = resolve)), this.sink.failed]);
-        this.checkAbort();
-      }
-      if (!sequential) this.checkUnchangedWhileRead(fd, st, abs);
-      return blocks;
-    } finally {
-      if (!(stdin && fd === 0)) fsSync.closeSync(fd);
+      return await this.storeFresh(streamChunks(input, this.chunker, this.counted), false);
+    } catch (e) {
+      if (signal?.aborted) throw interrupted();
+      this.warn(`cannot read ${abs} from standard input: ${describe(e)}`, true);
+      return undefined;
     }
   }
+
 
   /**
    * A file written to while it was read may be stored as a prefix or a mix of
@@ -338,16 +362,3 @@ export class FileSaver extends BackupPart {
   }
 }
 
-/**
- * Standard input for reading: opened anew where it can be (a pipe or a file
- * then reads blocking, whatever the shell made of descriptor 0), else
- * descriptor 0 itself (a socket, as a parent process's pipes may be).
- */
-function openStdin(): number {
-  try {
-    return fsSync.openSync('/dev/stdin', constants.O_RDONLY);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENXIO') return 0;
-    throw e;
-  }
-}
