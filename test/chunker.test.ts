@@ -105,3 +105,39 @@ describe('the WebAssembly gear scan', () => {
     expect(check.status).toBe(0);
   });
 });
+
+describe('chunks of a stream (backup --stdin)', () => {
+  it('are cut where a file of the same bytes is cut, however the stream arrives in pieces', async () => {
+    const { freshChunks, streamChunks, windowBytes } = await import('../src/engine/aligned.js');
+    const fs = await import('node:fs');
+    const { tempDir } = await import('./helpers.js');
+    const rng = new Rng(31);
+    for (let round = 0; round < 8; round++) {
+      const p = chunkerParams(2 ** (10 + rng.int(6)));
+      const g = gearTable(Buffer.alloc(32, round + 40));
+      const data = rng.bytes(rng.int(p.max * 12) + (round === 0 ? 0 : 1));
+      if (round % 3 === 1) data.fill(0, rng.int(data.length), rng.int(data.length));
+      const file = `${tempDir()}/f`;
+      fs.writeFileSync(file, data);
+      const fd = fs.openSync(file, 'r');
+      const fromFile: number[] = [];
+      for await (const c of freshChunks(fd, new Chunker(p, g, windowBytes(64 * 1024, p.max)), () => {})) fromFile.push(c.length);
+      fs.closeSync(fd);
+      async function* pieces() {
+        for (let at = 0; at < data.length; ) {
+          const n = 1 + rng.int(rng.int(2) ? 100 : p.max * 3);
+          yield data.subarray(at, at + n);
+          at += n;
+        }
+      }
+      const fromStream: number[] = [];
+      const seen: Buffer[] = [];
+      for await (const c of streamChunks(pieces(), new Chunker(p, g, windowBytes(64 * 1024, p.max)), () => {})) {
+        fromStream.push(c.length);
+        seen.push(Buffer.from(c));
+      }
+      expect(fromStream).toEqual(fromFile);
+      expect(Buffer.concat(seen).equals(data)).toBe(true);
+    }
+  });
+});
