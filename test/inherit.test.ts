@@ -250,6 +250,36 @@ describe('inherited versions', () => {
     for (const n of names) expect((await readWhole(repo, second.snapshot, path.join(src, n))).equals(edited.get(n) ?? original.get(n)!), n).toBe(true);
   });
 
+  it('a file inherited by its content mark is checked without the tree of the snapshot that stored it', async () => {
+    const repo = await makeRepo({ chunkAvg: 1024 });
+    const rng = new Rng(23);
+    const src = tempDir();
+    const data = rng.bytes(5000);
+    fs.writeFileSync(path.join(src, 'f'), data);
+    await backup(repo, { paths: [src], time: Date.UTC(2026, 0, 1) });
+    // Unpacked anew: a new inode, the same bytes, so the second snapshot inherits the first one's version by its mark.
+    fs.rmSync(path.join(src, 'f'));
+    fs.writeFileSync(path.join(src, 'f'), data);
+    const second = await backup(repo, { paths: [src], time: Date.UTC(2026, 0, 2) });
+    expect(second.filesUnchanged).toBe(1);
+    const root = repo.root;
+    repo.close();
+    const fresh = await Repository.open(root, { password: async () => 'test-password' });
+    const snap = await findSnapshot(fresh, { kind: 'id', prefix: second.snapshot });
+    const ownTrees = new Set<string>();
+    for (let dir = src; ; dir = path.dirname(dir)) {
+      const e = dir === '/' ? undefined : await snap.lookup(dir);
+      if (e?.tree) ownTrees.add(e.tree);
+      if (dir === '/') break;
+    }
+    ownTrees.add(snap.root!.tree!);
+    const read = vi.spyOn(fresh, 'readBlob');
+    expect((await readWhole(fresh, second.snapshot, path.join(src, 'f'))).equals(data)).toBe(true);
+    const trees = read.mock.calls.filter(([, kind]) => kind === 'tree').map(([id]) => id.toString('hex'));
+    expect(trees.filter((t) => !ownTrees.has(t))).toEqual([]);
+    fresh.close();
+  });
+
   it('a parent tree that cannot be read stops the backup with a clear error, and --parent another snapshot gets past it', async () => {
     const repo = await makeRepo();
     const dir = tempDir();
