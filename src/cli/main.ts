@@ -68,6 +68,7 @@ const MODULES: [names: string[], load: Registrar][] = [
   [['ls'], () => import('./commands/ls.js')],
   [['cat'], () => import('./commands/cat.js')],
   [['restore'], () => import('./commands/restore.js')],
+  [['mount'], () => import('./commands/mount.js')],
   [['toc'], () => import('./commands/toc.js')],
   [['diff'], () => import('./commands/diff.js')],
   [['find', 'stats'], () => import('./commands/find.js')],
