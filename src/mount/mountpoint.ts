@@ -53,23 +53,31 @@ async function mountsAt(abs: string): Promise<string[]> {
 export async function checkMountpoint(mountpoint: string): Promise<string> {
   const abs = path.resolve(mountpoint);
   const clear = `fusermount3 -u ${abs}`;
+  const stale = () =>
+    new StrataError('mountpoint', `a stale mount is at ${abs} (the process that served it ended without unmounting): clear it with "${clear}" (as root, "umount -l ${abs}" does too), then mount again`);
   let st;
   try {
     st = await fs.stat(abs);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new StrataError('mountpoint', `mountpoint ${abs} does not exist: create an empty directory there first (mkdir -p ${abs})`);
-    if (code === 'ENOTCONN' || code === 'ECONNABORTED') {
-      throw new StrataError('mountpoint', `a stale mount is at ${abs} (the process that served it ended without unmounting): clear it with "${clear}" (as root, "umount -l ${abs}" too), then mount again`);
-    }
+    if (code === 'ENOTCONN' || code === 'ECONNABORTED') throw stale();
     throw new StrataError('mountpoint', `cannot use mountpoint ${abs} (${code ?? (e as Error).message})`);
   }
   if (!st.isDirectory()) throw new StrataError('mountpoint', `mountpoint ${abs} is not a directory`);
   const there = await mountsAt(abs);
+  let names: string[];
+  try {
+    names = await fs.readdir(abs);
+  } catch (e) {
+    // A mount whose process is gone may still answer stat from the kernel's cache, never a listing.
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOTCONN' || code === 'ECONNABORTED') throw stale();
+    throw new StrataError('mountpoint', `cannot list mountpoint ${abs} (${code ?? (e as Error).message})`);
+  }
   if (there.length > 0) {
     throw new StrataError('mountpoint', `${abs} is already a mountpoint (${there[there.length - 1]}): unmount it first ("${there.some((t) => t.startsWith('fuse')) ? clear : `umount ${abs}`}")`);
   }
-  const names = await fs.readdir(abs);
   if (names.length > 0) throw new StrataError('mountpoint', `mountpoint ${abs} is not empty (${names.length} entr${names.length === 1 ? 'y' : 'ies'}): mount on an empty directory`);
   return abs;
 }

@@ -4,7 +4,7 @@ import { parseWhen } from '../../util/when.js';
 import { mount } from '../../mount/fuse.js';
 import { Layout } from '../../mount/layout.js';
 import { globals, openRepo } from '../context.js';
-import { line, printJson } from '../output.js';
+import { line } from '../output.js';
 
 export function register(program: Command): void {
   program
@@ -31,7 +31,8 @@ export function register(program: Command): void {
         process.on('SIGINT', onSignal);
         process.on('SIGTERM', onSignal);
         if (g.json) {
-          printJson({ mountpoint: m.mountpoint, snapshots: trees.length, ...(when ? { snapshot: trees[0]!.id } : {}), pid: process.pid });
+          // One line, as soon as the mount is there: a script reads it to know it may go on.
+          line(JSON.stringify({ mountpoint: m.mountpoint, snapshots: trees.length, ...(when ? { snapshot: trees[0]!.id } : {}), pid: process.pid }));
         } else {
           const what = when ? `snapshot ${trees[0]!.id.slice(0, 8)}` : `${trees.length} snapshot${trees.length === 1 ? '' : 's'}`;
           line(`mounted ${what} read-only at ${m.mountpoint} (unmount: Ctrl-C or fusermount3 -u ${m.mountpoint})`);
