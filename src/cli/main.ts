@@ -38,6 +38,8 @@ function exitCodesOf(command: string | undefined): ExitCodeValue[] {
     case 'rebuild-catalog':
     case 'unlock':
       return [0, 1, 2, 10, 11, 12, 130];
+    case 'mount':
+      return [0, 1, 2, 10, 12];
     case 'serve':
     case 'token add':
     case 'token list':
