@@ -12,8 +12,13 @@ import type { VersionFile } from '../engine/snapshot-tree.js';
 export const CHUNK = 1024 * 1024;
 /** At most this many chunks ahead of a sequential reader. */
 const MAX_AHEAD = 16;
-/** A read this near where the last one ended still counts as in order (the kernel sends reads of one file concurrently). */
-const NEAR = 4 * CHUNK;
+/**
+ * A read this near the furthest one so far still counts as in order: the
+ * kernel sends several reads of a file at once, and they arrive in any order.
+ */
+const NEAR = MAX_AHEAD * CHUNK;
+/** Chunks this far behind the furthest read are kept for reads that arrive late. */
+const BEHIND = 8;
 
 export interface ReadStats {
   reads: number;
@@ -23,13 +28,111 @@ export interface ReadStats {
   chunks: number;
 }
 
+interface Pending {
+  promise: Promise<Buffer>;
+  resolve: (b: Buffer) => void;
+  reject: (e: unknown) => void;
+}
+
+function pending(): Pending {
+  let resolve!: (b: Buffer) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<Buffer>((res, rej) => ((resolve = res), (reject = rej)));
+  // A chunk nobody waits for (the reader went elsewhere) must not fail the process.
+  promise.catch(() => {});
+  return { promise, resolve, reject };
+}
+
+/**
+ * One stream of a file from a chunk on, cut into chunks as it comes: the
+ * blocks are fetched as a long read fetches them (several at once, one
+ * question to the catalog per page), and the stream waits while it is more
+ * than `depth` chunks ahead of the reader.
+ */
+class Pump {
+  readonly chunks = new Map<number, Pending>();
+  private stopped = false;
+  private wake?: () => void;
+  /** The furthest chunk a reader asked for. */
+  front: number;
+  /** Chunks from here on are (or will be) filled by this pump. */
+  readonly from: number;
+
+  constructor(
+    private readonly file: VersionFile,
+    from: number,
+    private depth: () => number,
+    stats: ReadStats,
+  ) {
+    this.from = from;
+    this.front = from;
+    void this.run(stats);
+  }
+
+  /** Chunk `c` of the stream (c >= from). */
+  chunk(c: number): Promise<Buffer> {
+    let p = this.chunks.get(c);
+    if (!p) this.chunks.set(c, (p = pending()));
+    if (this.stopped) p.reject(new Error('stopped'));
+    return p.promise;
+  }
+
+  /** A reader reached chunk `c`: the stream may go on. */
+  reached(c: number): void {
+    if (c > this.front) this.front = c;
+    for (const k of this.chunks.keys()) if (k < this.front - BEHIND) this.chunks.delete(k);
+    this.wake?.();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const p of this.chunks.values()) p.reject(new Error('stopped'));
+    this.chunks.clear();
+    this.wake?.();
+  }
+
+  private async run(stats: ReadStats): Promise<void> {
+    const size = this.file.size;
+    const lastChunk = Math.floor((size - 1) / CHUNK);
+    const length = (c: number) => Math.min(size, (c + 1) * CHUNK) - c * CHUNK;
+    let c = this.from;
+    let buf = Buffer.allocUnsafe(length(c));
+    let at = 0;
+    const stream = this.file.stream(c * CHUNK, size - 1, { cache: false, shared: true });
+    try {
+      for await (const piece of stream) {
+        for (let off = 0; off < piece.length; ) {
+          const n = piece.copy(buf, at, off);
+          at += n;
+          off += n;
+          if (at < buf.length) continue;
+          stats.chunks++;
+          const p = this.chunks.get(c) ?? pending();
+          this.chunks.set(c, p);
+          p.resolve(buf);
+          if (++c > lastChunk) return;
+          while (!this.stopped && c > this.front + this.depth()) await new Promise<void>((r) => (this.wake = r));
+          if (this.stopped) return;
+          buf = Buffer.allocUnsafe(length(c));
+          at = 0;
+        }
+      }
+    } catch (e) {
+      for (const p of this.chunks.values()) p.reject(e);
+      this.stopped = true;
+    } finally {
+      this.wake = undefined;
+      if (this.stopped) await stream.return(undefined);
+    }
+  }
+}
+
 /** One open file: its version and what is being fetched ahead of its reader. */
 export class OpenFile {
-  /** Where the last read ended (exclusive), and how many reads in a row were near it. */
+  /** Where the furthest read ended (exclusive), and how many reads in a row were near it. */
   private lastEnd = -1;
   private run = 0;
-  /** Chunks fetched ahead, by index. */
-  private readonly ahead = new Map<number, Promise<Buffer>>();
+  private pump?: Pump;
 
   constructor(
     readonly file: VersionFile,
@@ -48,19 +151,27 @@ export class OpenFile {
     const end = Math.min(size, position + length);
     const inOrder = this.lastEnd >= 0 && Math.abs(position - this.lastEnd) <= NEAR;
     this.run = inOrder ? this.run + 1 : 0;
-    this.lastEnd = Math.max(end, inOrder ? this.lastEnd : 0);
+    this.lastEnd = inOrder ? Math.max(end, this.lastEnd) : end;
     const first = Math.floor(position / CHUNK);
     const last = Math.floor((end - 1) / CHUNK);
-    if (this.run < 1 && !this.ahead.has(first)) {
-      if (this.ahead.size > 0) this.forget(first, last);
+    if (this.run < 1) {
+      this.pump?.stop();
+      this.pump = undefined;
       return this.file.readAt(position, end - position);
     }
-    // In order: whole chunks, this read's and the next ones, fetched together.
-    const depth = Math.min(MAX_AHEAD, 2 ** Math.min(this.run, 5));
-    const lastChunk = Math.floor((size - 1) / CHUNK);
-    for (let c = first; c <= Math.min(lastChunk, last + depth); c++) if (!this.ahead.has(c)) this.fetch(c);
-    this.forget(first, last + depth);
-    const chunks = await Promise.all(Array.from({ length: last - first + 1 }, (_, i) => this.ahead.get(first + i)!));
+    // In order: from a stream that runs ahead of the reader, further the longer the run.
+    this.pump ??= new Pump(this.file, first, () => Math.min(MAX_AHEAD, 2 ** Math.min(this.run, 5)), this.stats);
+    const pump = this.pump;
+    // A late read from before the stream's start is read as it is.
+    if (first < pump.from) return this.file.readAt(position, end - position);
+    pump.reached(last);
+    let chunks: Buffer[];
+    try {
+      chunks = await Promise.all(Array.from({ length: last - first + 1 }, (_, i) => pump.chunk(first + i)));
+    } catch {
+      // The stream stopped (the reader went elsewhere, or a fetch failed): a read of its own says why, if anything is wrong.
+      return this.file.readAt(position, end - position);
+    }
     this.stats.prefetched++;
     if (first === last) return chunks[0]!.subarray(position - first * CHUNK, end - first * CHUNK);
     const out = Buffer.allocUnsafe(end - position);
@@ -74,30 +185,10 @@ export class OpenFile {
     return out;
   }
 
-  /** Drops what was fetched ahead: the file was closed. */
+  /** Stops fetching ahead: the file was closed. */
   close(): void {
-    this.ahead.clear();
-  }
-
-  /** Starts fetching chunk `c`: streamed, so its blocks come in parallel without pushing out the cache's small reads. */
-  private fetch(c: number): void {
-    const start = c * CHUNK;
-    const end = Math.min(this.file.size, start + CHUNK) - 1;
-    this.stats.chunks++;
-    const p = (async () => {
-      const out = Buffer.allocUnsafe(end - start + 1);
-      let at = 0;
-      for await (const piece of this.file.stream(start, end, { cache: false, shared: true })) at += piece.copy(out, at);
-      return out;
-    })();
-    // A chunk nobody waits for (the reader went elsewhere) must not fail the process.
-    p.catch(() => this.ahead.delete(c));
-    this.ahead.set(c, p);
-  }
-
-  /** Keeps only the chunks in [from, to]. */
-  private forget(from: number, to: number): void {
-    for (const c of this.ahead.keys()) if (c < from || c > to) this.ahead.delete(c);
+    this.pump?.stop();
+    this.pump = undefined;
   }
 }
 
