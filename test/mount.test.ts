@@ -308,6 +308,47 @@ print(c.execute('select name from items where id = 12345').fetchone()[0])`,
     expect(await m.exited).toBe(0);
   });
 
+  it('many snapshots: each under its id, its time (told apart by id within one second) and its tags; latest is the newest', async () => {
+    const repo = await makeRepo();
+    const dir = path.join(tempDir(), 'many');
+    fs.mkdirSync(dir);
+    const base = Date.UTC(2026, 2, 1, 9, 0, 0);
+    const made: { id: string; time: number; text: string; tags: string[] }[] = [];
+    for (let i = 0; i < 30; i++) {
+      const text = `version ${i}\n`;
+      fs.writeFileSync(path.join(dir, 'note.txt'), text);
+      // Two snapshots in each of the first five seconds; then one a day.
+      const time = i < 10 ? base + Math.floor(i / 2) * 1000 + (i % 2) * 300 : base + (i - 9) * 86_400_000;
+      const tags = i % 10 === 0 ? ['monthly', 'keep'] : i % 3 === 0 ? ['daily'] : [];
+      const r = await backupEngine(repo, { paths: [dir], time, tags });
+      made.push({ id: r.snapshot, time, text, tags });
+    }
+    const root = repo.root;
+    repo.close();
+    const manyEnv = { ...env, STRATA_REPO: root, STRATA_PASSWORD: 'test-password' };
+    const mnt = path.join(tempDir(), 'mnt');
+    fs.mkdirSync(mnt);
+    const m = await startMount(mnt, manyEnv);
+    expect(m.ready).toContain('mounted 30 snapshots');
+    const names = await fsp.readdir(path.join(mnt, 'snapshots'));
+    expect(names).toHaveLength(30);
+    for (const s of made) {
+      const name = s.time < base + 5_000 ? `${layoutTimeName(s.time)}-${s.id.slice(0, 8)}` : layoutTimeName(s.time);
+      expect(names).toContain(name);
+      expect(await fsp.readFile(path.join(mnt, 'snapshots', name, dir, 'note.txt'), 'utf8')).toBe(s.text);
+      expect(await fsp.readFile(path.join(mnt, 'ids', s.id.slice(0, 8), dir, 'note.txt'), 'utf8')).toBe(s.text);
+    }
+    expect((await fsp.readdir(path.join(mnt, 'tags'))).sort()).toEqual(['daily', 'keep', 'monthly']);
+    expect(await fsp.readdir(path.join(mnt, 'tags', 'monthly'))).toHaveLength(made.filter((s) => s.tags.includes('monthly')).length);
+    expect(await fsp.readdir(path.join(mnt, 'tags', 'daily'))).toHaveLength(made.filter((s) => s.tags.includes('daily')).length);
+    expect(await fsp.readFile(path.join(mnt, 'latest', dir, 'note.txt'), 'utf8')).toBe('version 29\n');
+    // The snapshots' directories carry their times; the mount's own directories the newest one's.
+    expect((await fsp.stat(path.join(mnt, 'snapshots'))).mtimeMs).toBe(made[29]!.time);
+    expect((await fsp.stat(path.join(mnt, 'ids', made[20]!.id.slice(0, 8)))).mtimeMs).toBe(made[20]!.time);
+    m.proc.kill('SIGTERM');
+    expect(await m.exited).toBe(0);
+  });
+
   it('ends cleanly on fusermount3 -u; a SIGKILLed mount leaves no stale mount behind', async () => {
     const mnt = path.join(tempDir(), 'mnt');
     fs.mkdirSync(mnt);
