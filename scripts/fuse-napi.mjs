@@ -79,6 +79,8 @@ function main() {
   const [cmd, args] = npm ? [process.execPath, [npm]] : ['npm', []];
   const r = spawnSync(cmd, [...args, 'ci', '--prefix', PREFIX, '--no-audit', '--no-fund', '--loglevel', 'error'], {
     cwd: PREFIX,
+    // Compiled here against libfuse 3, as .npmrc has the other addons compiled: no prebuilt binary is used.
+    env: { ...process.env, npm_config_build_from_source: 'true' },
     stdio: ['ignore', 'ignore', 'pipe'],
     encoding: 'utf8',
   });
