@@ -456,9 +456,12 @@ describe('open files of a mount (no FUSE needed)', () => {
     for (let at = 2 * CHUNK + 77; at < truth.length + 5000; at += 65536) await check(b, at, 65536);
     expect(files.stats.chunks).toBeGreaterThan(before);
     expect((await files.get(b)!.read(truth.length, 10)).length).toBe(0);
+    expect(files.stats.held).toBeGreaterThan(0);
     files.release(a);
     files.release(b);
     expect(files.count).toBe(0);
+    // Nothing fetched ahead is held once the files are closed.
+    expect(files.stats.held).toBe(0);
     // The layout: names by time, and by id where two share a second.
     const layout = Layout.of([tree]);
     expect(layout.resolve(`/snapshots/${layoutTimeName(tree.time)}${dir}/f`)).toMatchObject({ kind: 'tree', path: `${dir}/f` });

@@ -19,6 +19,8 @@ const MAX_AHEAD = 16;
 const NEAR = MAX_AHEAD * CHUNK;
 /** Chunks this far behind the furthest read are kept for reads that arrive late. */
 const BEHIND = 8;
+/** Chunks held ahead by all open files together; past it each reader gets one chunk ahead, not more. */
+const BUDGET = 96;
 
 export interface ReadStats {
   reads: number;
@@ -26,6 +28,8 @@ export interface ReadStats {
   prefetched: number;
   /** Chunks fetched ahead. */
   chunks: number;
+  /** Chunks fetched ahead and held now, by all open files. */
+  held: number;
 }
 
 interface Pending {
@@ -51,6 +55,8 @@ function pending(): Pending {
  */
 class Pump {
   readonly chunks = new Map<number, Pending>();
+  /** Chunks filled and not yet dropped. */
+  private readonly filled = new Set<number>();
   private stopped = false;
   private wake?: () => void;
   /** The furthest chunk a reader asked for. */
@@ -61,8 +67,8 @@ class Pump {
   constructor(
     private readonly file: VersionFile,
     from: number,
-    private depth: () => number,
-    stats: ReadStats,
+    private readonly depth: () => number,
+    private readonly stats: ReadStats,
   ) {
     this.from = from;
     this.front = from;
@@ -80,15 +86,22 @@ class Pump {
   /** A reader reached chunk `c`: the stream may go on. */
   reached(c: number): void {
     if (c > this.front) this.front = c;
-    for (const k of this.chunks.keys()) if (k < this.front - BEHIND) this.chunks.delete(k);
+    for (const k of this.chunks.keys()) if (k < this.front - BEHIND) this.drop(k);
     this.wake?.();
   }
 
   stop(): void {
     this.stopped = true;
-    for (const p of this.chunks.values()) p.reject(new Error('stopped'));
-    this.chunks.clear();
+    for (const [k, p] of this.chunks) {
+      p.reject(new Error('stopped'));
+      this.drop(k);
+    }
     this.wake?.();
+  }
+
+  private drop(c: number): void {
+    this.chunks.delete(c);
+    if (this.filled.delete(c)) this.stats.held--;
   }
 
   private async run(stats: ReadStats): Promise<void> {
@@ -107,8 +120,11 @@ class Pump {
           off += n;
           if (at < buf.length) continue;
           stats.chunks++;
+          if (this.stopped) return;
           const p = this.chunks.get(c) ?? pending();
           this.chunks.set(c, p);
+          this.filled.add(c);
+          stats.held++;
           p.resolve(buf);
           if (++c > lastChunk) return;
           while (!this.stopped && c > this.front + this.depth()) await new Promise<void>((r) => (this.wake = r));
@@ -160,7 +176,7 @@ export class OpenFile {
       return this.file.readAt(position, end - position);
     }
     // In order: from a stream that runs ahead of the reader, further the longer the run.
-    this.pump ??= new Pump(this.file, first, () => Math.min(MAX_AHEAD, 2 ** Math.min(this.run, 5)), this.stats);
+    this.pump ??= new Pump(this.file, first, () => (this.stats.held > BUDGET ? 1 : Math.min(MAX_AHEAD, 2 ** Math.min(this.run, 5))), this.stats);
     const pump = this.pump;
     // A late read from before the stream's start is read as it is.
     if (first < pump.from) return this.file.readAt(position, end - position);
@@ -196,7 +212,7 @@ export class OpenFile {
 export class OpenFiles {
   private next = 1;
   private readonly files = new Map<number, OpenFile>();
-  readonly stats: ReadStats = { reads: 0, prefetched: 0, chunks: 0 };
+  readonly stats: ReadStats = { reads: 0, prefetched: 0, chunks: 0, held: 0 };
 
   open(file: VersionFile): number {
     const fd = this.next++;
