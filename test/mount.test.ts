@@ -111,6 +111,8 @@ describe.skipIf(!HAS_FUSE)('strata mount', () => {
     fs.chmodSync(path.join(src, 'sub', 'small.txt'), 0o640);
     fs.symlinkSync('sub/small.txt', path.join(src, 'link'));
     fs.symlinkSync('/nowhere/at/all', path.join(src, 'dangling'));
+    // A name that is not UTF-8 (Latin-1 "café"): shown with its odd byte as \xe9.
+    fs.writeFileSync(Buffer.concat([Buffer.from(path.join(src, 'sub', 'caf')), Buffer.of(0xe9)]), 'latin-1 name\n');
     fs.utimesSync(path.join(src, 'sub', 'small.txt'), new Date('2020-05-06T07:08:09.123Z'), new Date('2020-05-06T07:08:09.123Z'));
     // The edit history: inserts that shift what follows, overwrites, truncation, appends.
     const rng = new Rng(18);
@@ -212,7 +214,9 @@ describe.skipIf(!HAS_FUSE)('strata mount', () => {
     expect((await sh('readlink', [path.join(mnt, 'latest', src, 'link')])).toString()).toBe('sub/small.txt\n');
     expect((await sh('readlink', [path.join(mnt, 'latest', src, 'dangling')])).toString()).toBe('/nowhere/at/all\n');
     expect((await sh('cat', [path.join(mnt, 'latest', src, 'link')])).toString()).toBe('small file\n');
-    expect((await sh('ls', ['-1a', path.join(mnt, 'latest', src, 'sub')])).toString()).toBe('.\n..\ndeeper\nsmall.txt\n');
+    expect(await fsp.readdir(path.join(mnt, 'latest', src, 'sub'))).toEqual(['caf\\xe9', 'deeper', 'small.txt']);
+    expect((await sh('ls', ['-1a', path.join(mnt, 'latest', src, 'sub', 'deeper')])).toString()).toBe('.\n..\nempty\n');
+    expect(await fsp.readFile(path.join(mnt, 'latest', src, 'sub', 'caf\\xe9'), 'utf8')).toBe('latin-1 name\n');
     // Read-only: every change is refused with EROFS.
     const inside = path.join(mnt, 'latest', src);
     for (const attempt of [

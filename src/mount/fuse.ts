@@ -10,6 +10,7 @@ import type { Entry, SnapshotTree } from '../engine/snapshot-tree.js';
 import { errno, loadFuse, type FuseConnection, type FuseInstance, type FuseModule, type FuseOperations, type FuseStats } from './binding.js';
 import { OpenFiles } from './handles.js';
 import type { Layout, LayoutDir } from './layout.js';
+import { shownName, storedPath } from './names.js';
 import { checkDevice, checkMountpoint } from './mountpoint.js';
 import * as fs from 'node:fs/promises';
 
@@ -111,7 +112,9 @@ export function operations(fuse: FuseModule, layout: Layout, files: OpenFiles, r
     const place = layout.resolve(p);
     if (!place) return undefined;
     if (place.kind === 'layout') return { layout: place.dir };
-    const entry = await place.tree.lookup(place.path);
+    // A name with bytes that are not UTF-8 is shown with them as \xNN: looked up as stored.
+    const other = storedPath(place.path);
+    const entry = (await place.tree.lookup(place.path)) ?? (other !== undefined ? await place.tree.lookup(other) : undefined);
     return entry && { entry, tree: place.tree, root: place.path === '/' };
   };
   const statsOf = (f: NonNullable<Awaited<ReturnType<typeof find>>>): FuseStats =>
@@ -147,7 +150,7 @@ export function operations(fuse: FuseModule, layout: Layout, files: OpenFiles, r
         }
         if (f.entry.type !== 'dir') return cb(errno(fuse, 'ENOTDIR'));
         const entries = await f.tree.list(f.entry);
-        return cb(0, ['.', '..', ...entries.map((e) => e.name)], [self, self, ...entries.map((e) => entryStats(e))]);
+        return cb(0, ['.', '..', ...entries.map((e) => shownName(e.name))], [self, self, ...entries.map((e) => entryStats(e))]);
       })().catch((e) => cb(fail('list', p, e)));
     },
     readlink(p, cb) {
@@ -159,10 +162,10 @@ export function operations(fuse: FuseModule, layout: Layout, files: OpenFiles, r
     open(p, flags, cb) {
       if ((flags & O_ACCMODE) !== 0) return cb(EROFS);
       (async () => {
-        const place = layout.resolve(p);
-        if (!place) return cb(ENOENT);
-        if (place.kind === 'layout') return cb(errno(fuse, 'EISDIR'));
-        const file = await place.tree.open(place.path);
+        const f = await find(p);
+        if (!f) return cb(ENOENT);
+        if ('layout' in f) return cb(errno(fuse, 'EISDIR'));
+        const file = await f.tree.open(f.entry);
         // The pages of a file once read stay valid: the snapshot never changes.
         return cb(0, { fd: files.open(file), keepCache: true });
       })().catch((e) => cb(fail('open', p, e)));
