@@ -434,6 +434,8 @@ describe('open files of a mount (no FUSE needed)', () => {
     fs.mkdirSync(dir);
     const truth = new Rng(42).bytes(5 * CHUNK + 12345);
     fs.writeFileSync(path.join(dir, 'f'), truth);
+    const long = new Rng(43).bytes(12 * CHUNK);
+    fs.writeFileSync(path.join(dir, 'g'), long);
     await backupEngine(repo, { paths: [dir] });
     const tree = await SnapshotTree.open(repo);
     const files = new OpenFiles();
@@ -448,7 +450,7 @@ describe('open files of a mount (no FUSE needed)', () => {
     }
     expect(files.stats.prefetched).toBeGreaterThan(30);
     expect(files.stats.chunks).toBeLessThanOrEqual(6);
-    // Seeks: random reads, each read as it is; then in order again from the middle, past the end, and at the end.
+    // Random reads, however near each other, are each read as they are: nothing is fetched ahead for them.
     const b = files.open(await tree.open(path.join(dir, 'f')));
     const rng = new Rng(5);
     const before = files.stats.chunks;
@@ -457,8 +459,17 @@ describe('open files of a mount (no FUSE needed)', () => {
       await check(b, at, 1 + rng.int(70_000));
       await check(b, rng.int(truth.length), 4096);
     }
+    expect(files.stats.chunks).toBe(before);
+    // In order again from the middle, past the end, and at the end.
     for (let at = 2 * CHUNK + 77; at < truth.length + 5000; at += 65536) await check(b, at, 65536);
     expect(files.stats.chunks).toBeGreaterThan(before);
+    // A read late, near the stream, of a chunk it already passed and dropped: read as it is (it used to wait for ever).
+    const c = files.open(await tree.open(path.join(dir, 'g')));
+    const checkLong = async (at: number, len: number) => expect((await files.get(c)!.read(at, len)).equals(long.subarray(at, at + len))).toBe(true);
+    for (let at = 0; at < long.length; at += 131072) await checkLong(at, 131072);
+    const late = checkLong(CHUNK + 12345, 4096);
+    await Promise.race([late, new Promise((_, reject) => setTimeout(() => reject(new Error('a late read never came back')), 5000))]);
+    files.release(c);
     expect((await files.get(b)!.read(truth.length, 10)).length).toBe(0);
     expect(files.stats.held).toBeGreaterThan(0);
     files.release(a);

@@ -13,10 +13,13 @@ export const CHUNK = 1024 * 1024;
 /** At most this many chunks ahead of a sequential reader. */
 const MAX_AHEAD = 16;
 /**
- * A read this near the furthest one so far still counts as in order: the
- * kernel sends several reads of a file at once, and they arrive in any order.
+ * A read that does not follow another but is this near the furthest one so
+ * far neither continues nor ends a run: the kernel sends several reads of a
+ * file at once, and they arrive in any order. Further away, it is a seek.
  */
 const NEAR = MAX_AHEAD * CHUNK;
+/** Reads remembered to tell whether the next one follows one of them. */
+const RECENT = 32;
 /** Chunks this far behind the furthest read are kept for reads that arrive late. */
 const BEHIND = 8;
 /** Chunks held ahead by all open files together; past it each reader gets one chunk ahead, not more. */
@@ -57,6 +60,8 @@ class Pump {
   readonly chunks = new Map<number, Pending>();
   /** Chunks filled and not yet dropped. */
   private readonly filled = new Set<number>();
+  /** The chunk being filled: those before it were filled (and may be dropped by now). */
+  private next: number;
   private stopped = false;
   private wake?: () => void;
   /** The furthest chunk a reader asked for. */
@@ -72,13 +77,17 @@ class Pump {
   ) {
     this.from = from;
     this.front = from;
+    this.next = from;
     void this.run(stats);
   }
 
-  /** Chunk `c` of the stream (c >= from). */
+  /** Chunk `c` of the stream (c >= from); one the stream already passed and dropped is refused. */
   chunk(c: number): Promise<Buffer> {
     let p = this.chunks.get(c);
-    if (!p) this.chunks.set(c, (p = pending()));
+    if (!p) {
+      if (c < this.next) return Promise.reject(new Error('passed'));
+      this.chunks.set(c, (p = pending()));
+    }
     if (this.stopped) p.reject(new Error('stopped'));
     return p.promise;
   }
@@ -109,6 +118,7 @@ class Pump {
     const lastChunk = Math.floor((size - 1) / CHUNK);
     const length = (c: number) => Math.min(size, (c + 1) * CHUNK) - c * CHUNK;
     let c = this.from;
+    this.next = c;
     let buf = Buffer.allocUnsafe(length(c));
     let at = 0;
     const stream = this.file.stream(c * CHUNK, size - 1, { cache: false, shared: true });
@@ -126,7 +136,8 @@ class Pump {
           this.filled.add(c);
           stats.held++;
           p.resolve(buf);
-          if (++c > lastChunk) return;
+          this.next = ++c;
+          if (c > lastChunk) return;
           while (!this.stopped && c > this.front + this.depth()) await new Promise<void>((r) => (this.wake = r));
           if (this.stopped) return;
           buf = Buffer.allocUnsafe(length(c));
@@ -147,6 +158,8 @@ class Pump {
 export class OpenFile {
   /** Where the furthest read ended (exclusive), and how many reads in a row were near it. */
   private lastEnd = -1;
+  /** The last reads, [start, end): a read that starts where one ended, or ends where one started, follows it. */
+  private readonly recent: [number, number][] = [];
   private run = 0;
   private pump?: Pump;
 
@@ -165,9 +178,12 @@ export class OpenFile {
     const size = this.file.size;
     if (position >= size || length <= 0) return Buffer.alloc(0);
     const end = Math.min(size, position + length);
-    const inOrder = this.lastEnd >= 0 && Math.abs(position - this.lastEnd) <= NEAR;
-    this.run = inOrder ? this.run + 1 : 0;
-    this.lastEnd = inOrder ? Math.max(end, this.lastEnd) : end;
+    const follows = this.recent.some(([s, e]) => e === position || s === end);
+    const near = this.lastEnd >= 0 && Math.abs(position - this.lastEnd) <= NEAR;
+    this.run = follows ? this.run + 1 : near ? this.run : 0;
+    this.lastEnd = follows || near ? Math.max(end, this.lastEnd) : end;
+    this.recent.push([position, end]);
+    if (this.recent.length > RECENT) this.recent.shift();
     const first = Math.floor(position / CHUNK);
     const last = Math.floor((end - 1) / CHUNK);
     if (this.run < 1) {
