@@ -37,8 +37,8 @@ const common = {
   platform: 'node',
   target: 'node20',
   format: 'cjs',
-  // Native addons load their binaries from their own directories.
-  external: ['better-sqlite3', 'zstd-napi'],
+  // Native addons load their binaries from their own directories (fuse-napi, optional, only for strata mount).
+  external: ['better-sqlite3', 'zstd-napi', 'fuse-napi'],
   // import.meta has no CommonJS meaning: give it the bundle's own URL.
   define: { 'import.meta.url': '__bundleUrl' },
   banner: { js: "const __bundleUrl = require('node:url').pathToFileURL(__filename).href;" },

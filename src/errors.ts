@@ -97,6 +97,9 @@ export const ERRORS = {
   unsafe_path: { exit: error, http: 409 },
 
   // Failures of the machine, not of the request.
+  // FUSE (strata mount) is not installed or usable here; a mountpoint that cannot take a mount.
+  no_fuse: { exit: error, http: 501 },
+  mountpoint: { exit: error, http: 409 },
   no_space: { exit: error, http: 507 },
   insufficient_storage: { exit: error, http: 507 },
   io: { exit: error, http: 500 },

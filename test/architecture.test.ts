@@ -17,7 +17,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['catalog'],
   ['repo', 'workers'],
   ['engine'],
-  ['cli', 'server'],
+  ['cli', 'server', 'mount'],
 ];
 
 /** Front ends that must stand on less than their layer allows: the server serves storage and the catalog, never keys. */
@@ -68,6 +68,7 @@ const READERS: Record<string, readonly string[]> = {
   'cli/commands/cat.ts': [],
   'cli/commands/ls.ts': [],
   'cli/commands/toc.ts': [],
+  'cli/commands/mount.ts': [],
   'cli/commands/restore.ts': ['engine/restore.ts'],
 };
 

@@ -38,6 +38,8 @@ function exitCodesOf(command: string | undefined): ExitCodeValue[] {
     case 'rebuild-catalog':
     case 'unlock':
       return [0, 1, 2, 10, 11, 12, 130];
+    case 'mount':
+      return [0, 1, 2, 10, 12];
     case 'serve':
     case 'token add':
     case 'token list':
@@ -68,6 +70,7 @@ const MODULES: [names: string[], load: Registrar][] = [
   [['ls'], () => import('./commands/ls.js')],
   [['cat'], () => import('./commands/cat.js')],
   [['restore'], () => import('./commands/restore.js')],
+  [['mount'], () => import('./commands/mount.js')],
   [['toc'], () => import('./commands/toc.js')],
   [['diff'], () => import('./commands/diff.js')],
   [['find', 'stats'], () => import('./commands/find.js')],

@@ -171,6 +171,11 @@ export class SnapshotTree {
     return new SnapshotTree(repo, await findSnapshot(repo, whenOf(selector.at), selector.covering, selector.host));
   }
 
+  /** Every snapshot of the repository (of one host, with `host`), oldest first. */
+  static async all(repo: Repository, opts: { host?: string } = {}): Promise<SnapshotTree[]> {
+    return (await listSnapshots(repo)).filter((s) => !opts.host || s.meta.host === opts.host).map((s) => new SnapshotTree(repo, s));
+  }
+
   /** The tree of a snapshot the engine already holds. */
   static of(snapshot: Snapshot): SnapshotTree {
     return new SnapshotTree(snapshot.repo, snapshot);

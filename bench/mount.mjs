@@ -1,0 +1,142 @@
+#!/usr/bin/env node
+// npm run bench:mount -- [--size 256M] [--runs 5] [--snapshots 1000] [--dir .bench-mount]
+//
+// strata mount, read-only (needs /dev/fuse, fusermount3 and the fuse-napi
+// binding; python3 for the O_DIRECT reads):
+// - a sequential read of one file through the mount (dd bs=1M, a fresh mount
+//   each run) beside `strata restore` and `strata cat` of the same file;
+// - 1,000 random 4 KiB reads at distinct offsets with O_DIRECT, so that each
+//   reaches strata: cold (blocks not yet decoded) and warm (again), p50 and p99;
+// - a repository of --snapshots snapshots: mount start to the ready line, the
+//   first `ls` of snapshots/ and `ls -l ids/`.
+// The file is seeded pseudo-random data. Figures are medians of --runs.
+import { execFileSync, spawn } from 'node:child_process';
+import { createCipheriv } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { arg, log, ROOT, size as sizeOf, STRATA } from './args.mjs';
+
+const size = sizeOf(arg('size', '256M'));
+const runs = Number(arg('runs', '5'));
+const snapshots = Number(arg('snapshots', '1000'));
+const dir = path.resolve(arg('dir', path.join(ROOT, '.bench-mount')));
+const env = { ...process.env, STRATA_PASSWORD: 'bench' };
+
+fs.rmSync(dir, { recursive: true, force: true });
+const src = path.join(dir, 'src');
+fs.mkdirSync(src, { recursive: true });
+const file = path.join(src, 'data.bin');
+const cipher = createCipheriv('aes-256-ctr', Buffer.alloc(32, 7), Buffer.alloc(16));
+const zeros = Buffer.alloc(8 * 1024 * 1024);
+const fd = fs.openSync(file, 'w');
+for (let done = 0; done < size; done += zeros.length) fs.writeSync(fd, cipher.update(zeros.subarray(0, Math.min(zeros.length, size - done))));
+fs.closeSync(fd);
+
+const repo = path.join(dir, 'repo');
+const key = path.join(dir, 'repo.key');
+const strata = (args, opts = {}) => execFileSync('node', [STRATA, '--repo', repo, ...args], { env, ...opts });
+strata(['init', '--scrypt-n', '1024', '-q']);
+strata(['key', 'export', key]);
+strata(['--key-file', key, 'backup', src, '-q']);
+const mnt = path.join(dir, 'mnt');
+fs.mkdirSync(mnt);
+
+const seconds = (f) => {
+  const t = process.hrtime.bigint();
+  f();
+  return Number(process.hrtime.bigint() - t) / 1e9;
+};
+
+/** Runs `strata mount` until `f` is done with it; f gets the time the ready line took. */
+async function mounted(repoDir, keyFile, f) {
+  const t = process.hrtime.bigint();
+  const p = spawn('node', [STRATA, '--repo', repoDir, '--key-file', keyFile, 'mount', mnt], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise((resolve, reject) => {
+    p.stdout.once('data', resolve);
+    p.once('exit', (code) => reject(new Error(`strata mount exited with ${code}`)));
+  });
+  const ready = Number(process.hrtime.bigint() - t) / 1e9;
+  try {
+    return await f(ready);
+  } finally {
+    const exited = new Promise((r) => p.once('exit', r));
+    p.kill('SIGTERM');
+    await exited;
+  }
+}
+
+const LATENCY = `
+import mmap, os, random, sys, time
+path = sys.argv[1]
+random.seed(1)
+offs = [o * 4096 for o in random.sample(range(os.stat(path).st_size // 4096), 1000)]
+fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+buf = mmap.mmap(-1, 4096)
+for _ in range(2):
+    lat = []
+    for o in offs:
+        t = time.perf_counter(); os.preadv(fd, [buf], o); lat.append((time.perf_counter() - t) * 1000)
+    lat.sort()
+    print(lat[500], lat[990])
+`;
+
+const inMount = path.join(mnt, 'latest', file);
+const results = { mountRead: [], restore: [], cat: [], cold50: [], cold99: [], warm50: [], warm99: [] };
+for (let run = 0; run < runs; run++) {
+  await mounted(repo, key, () => results.mountRead.push(seconds(() => execFileSync('dd', [`if=${inMount}`, 'of=/dev/null', 'bs=1M', 'status=none']))));
+  const target = path.join(dir, 'restored');
+  fs.rmSync(target, { recursive: true, force: true });
+  results.restore.push(seconds(() => strata(['--key-file', key, 'restore', file, '--target', target, '-q'])));
+  fs.rmSync(target, { recursive: true, force: true });
+  results.cat.push(seconds(() => strata(['--key-file', key, 'cat', file, '-o', '/dev/null'])));
+  await mounted(repo, key, () => {
+    const [cold, warm] = execFileSync('python3', ['-c', LATENCY, inMount]).toString().trim().split('\n').map((l) => l.split(' ').map(Number));
+    results.cold50.push(cold[0]);
+    results.cold99.push(cold[1]);
+    results.warm50.push(warm[0]);
+    results.warm99.push(warm[1]);
+  });
+  log(`run ${run + 1}/${runs}: mount ${results.mountRead.at(-1).toFixed(2)} s, restore ${results.restore.at(-1).toFixed(2)} s, cat ${results.cat.at(-1).toFixed(2)} s`);
+}
+
+// Many snapshots of a small tree: made in this process, through the engine (a CLI backup each would take minutes).
+const many = { ready: [], ls: [], lsl: [] };
+if (snapshots > 0) {
+  const { Repository } = await import('../dist/repo/repository.js');
+  const { backup } = await import('../dist/engine/backup.js');
+  const manyRepo = path.join(dir, 'many');
+  const small = path.join(dir, 'small');
+  fs.mkdirSync(small);
+  const r = await Repository.init(manyRepo, 'bench', { scrypt: { N: 1024, r: 8, p: 1 } });
+  const t0 = Date.UTC(2024, 0, 1);
+  for (let i = 0; i < snapshots; i++) {
+    fs.writeFileSync(path.join(small, 'note.txt'), `version ${i}\n`);
+    await backup(r, { paths: [small], time: t0 + i * 3_600_000, tags: i % 7 === 0 ? ['weekly'] : [] });
+  }
+  r.close();
+  const manyKey = path.join(dir, 'many.key');
+  execFileSync('node', [STRATA, '--repo', manyRepo, 'key', 'export', manyKey], { env });
+  for (let run = 0; run < runs; run++) {
+    await mounted(manyRepo, manyKey, (ready) => {
+      many.ready.push(ready);
+      many.ls.push(seconds(() => execFileSync('ls', [path.join(mnt, 'snapshots')])));
+      many.lsl.push(seconds(() => execFileSync('ls', ['-l', path.join(mnt, 'ids')])));
+    });
+  }
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const mib = size / 1024 ** 2;
+console.log(`| strata mount, ${mib.toFixed(0)} MiB file, medians of ${runs} | result |`);
+console.log('|---|---|');
+console.log(`| sequential read through the mount (dd bs=1M) | ${median(results.mountRead).toFixed(2)} s (${(mib / median(results.mountRead)).toFixed(0)} MiB/s) |`);
+console.log(`| strata restore of the file | ${median(results.restore).toFixed(2)} s: mount/restore throughput ${(median(results.restore) / median(results.mountRead)).toFixed(2)}x |`);
+console.log(`| strata cat of the file | ${median(results.cat).toFixed(2)} s |`);
+console.log(`| random 4 KiB reads (O_DIRECT), cold, p50 / p99 | ${median(results.cold50).toFixed(3)} / ${median(results.cold99).toFixed(1)} ms |`);
+console.log(`| the same reads again, warm, p50 / p99 | ${median(results.warm50).toFixed(3)} / ${median(results.warm99).toFixed(1)} ms |`);
+if (snapshots > 0) {
+  console.log(`| ${snapshots} snapshots: start to ready line | ${(median(many.ready) * 1000).toFixed(0)} ms |`);
+  console.log(`| then ls snapshots/ | ${(median(many.ls) * 1000).toFixed(0)} ms |`);
+  console.log(`| then ls -l ids/ | ${(median(many.lsl) * 1000).toFixed(0)} ms |`);
+}
+fs.rmSync(dir, { recursive: true, force: true });
