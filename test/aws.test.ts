@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseIni, s3Settings, signRequest, uriEncode, type S3Settings } from '../src/storage/aws.js';
 import { backoff } from '../src/storage/retry.js';
+import { locate } from '../src/storage/location.js';
 import { parseS3Url } from '../src/storage/s3.js';
 import { tempDir } from './helpers.js';
 
@@ -88,6 +89,17 @@ describe('Signature Version 4', () => {
   it('uriEncode leaves only unreserved characters', () => {
     expect(uriEncode("a b/c!'()*~._-")).toBe('a%20b%2Fc%21%27%28%29%2A~._-');
     expect(uriEncode('a b/c', true)).toBe('a%20b/c');
+  });
+});
+
+describe('s3:// locations', () => {
+  it('bucket and prefix; a malformed one is a usage error', () => {
+    expect(parseS3Url('s3://my-bucket')).toEqual({ bucket: 'my-bucket', prefix: '' });
+    expect(parseS3Url('s3://my-bucket/')).toEqual({ bucket: 'my-bucket', prefix: '' });
+    expect(parseS3Url('s3://my-bucket/a/b/')).toEqual({ bucket: 'my-bucket', prefix: 'a/b/' });
+    for (const bad of ['s3://', 's3://B', 's3://ab', 's3://bucket/../x', 's3://bucket/a//b', 's3://bucket?x']) expect(parseS3Url(bad), bad).toBeUndefined();
+    expect(locate('s3://my-bucket/a')).toEqual({ kind: 's3', url: 's3://my-bucket/a', bucket: 'my-bucket', prefix: 'a/' });
+    expect(() => locate('s3://B_/x')).toThrow(expect.objectContaining({ exitCode: 2, message: expect.stringMatching(/not an S3 location/) }));
   });
 });
 

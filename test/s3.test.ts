@@ -5,12 +5,17 @@
  * bucket. Run with `npm run test:s3`; skipped, saying why, when no gateway
  * answers.
  */
+import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { refreshCatalog } from '../src/engine/rebuild.js';
+import { Repository } from '../src/repo/repository.js';
+import { locate } from '../src/storage/location.js';
 import { RetryingStorage } from '../src/storage/retry.js';
 import { S3Storage } from '../src/storage/s3.js';
-import { Rng } from './helpers.js';
-import { bucketName, freshStore, gatewayProblem, OPTIONS } from './s3-helpers.js';
+import { cliEnv, Rng, strata, tempDir } from './helpers.js';
+import { bucketName, freshStore, gatewayProblem, OPTIONS, s3Env } from './s3-helpers.js';
 import { hex, storageContract } from './storage-contract.js';
 
 const problem = await gatewayProblem();
@@ -176,5 +181,155 @@ suite('S3: retries through RetryingStorage', () => {
       await st.close();
       proxy.close();
     }
+  });
+});
+
+/** A repository on a new bucket through the CLI, with a catalog cache of its own (one "client"). */
+function cliClient(url: string, cacheDir = tempDir('strata-s3-cache-'), extra: Record<string, string | undefined> = {}) {
+  return { env: cliEnv(url, { ...s3Env(), STRATA_CACHE_DIR: cacheDir, ...extra }), cacheDir };
+}
+
+const snapshotIds = (env: NodeJS.ProcessEnv) => (JSON.parse(strata(['snapshots', '--json'], env).stdout) as { id: string }[]).map((s) => s.id);
+
+async function packSizes(url: string): Promise<Map<string, number>> {
+  const where = locate(url) as { bucket: string; prefix: string };
+  const st = new S3Storage(where, OPTIONS);
+  const out = new Map<string, number>();
+  for await (const name of st.list('pack')) out.set(name, (await st.stat({ kind: 'pack', name })).size);
+  await st.close();
+  return out;
+}
+
+suite('strata on S3, end to end', () => {
+  const rng = new Rng(2020);
+  const src = tempDir('strata-s3-src-');
+  const big = path.join(src, 'big.bin');
+  const data = rng.bytes(3 * 1024 * 1024);
+  const url = `s3://${bucketName('e2e')}/backups/host1`;
+  const a = cliClient(url);
+
+  beforeAll(() => {
+    fs.writeFileSync(big, data);
+    fs.mkdirSync(path.join(src, 'd'));
+    fs.writeFileSync(path.join(src, 'd', 'small.txt'), 'version one\n');
+  });
+
+  it('init creates the missing bucket; a second init finds the repository there', () => {
+    const r = strata(['init', '--scrypt-n', '1024'], a.env);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`created strata repository [0-9a-f]{8} at ${url}/`));
+    const again = strata(['init', '--scrypt-n', '1024'], a.env);
+    expect(again.status).toBe(1);
+    expect(again.stderr).toMatch(/a repository already exists at s3:\/\//);
+  });
+
+  it('backup, an incremental that uploads only what changed, cat --range, restore --at, check --read-data', async () => {
+    expect(strata(['backup', src], a.env).status).toBe(0);
+    const first = await packSizes(url);
+    const changed = Buffer.from(data);
+    rng.bytes(100).copy(changed, 1_000_000);
+    fs.writeFileSync(big, changed);
+    fs.writeFileSync(path.join(src, 'd', 'small.txt'), 'version two\n');
+    const inc = strata(['backup', src, '--json'], a.env);
+    expect(inc.status).toBe(0);
+    const after = await packSizes(url);
+    const added = [...after].filter(([n]) => !first.has(n)).reduce((s, [, size]) => s + size, 0);
+    // One changed block or two of a 3 MiB file, the changed small file, trees, TOCs and the record.
+    expect(added).toBeGreaterThan(0);
+    expect(added).toBeLessThan(400 * 1024);
+    const [s1, s2] = snapshotIds(a.env);
+    expect(strata(['cat', big, '--range', '999990+30', '--at', s1!], a.env).raw.equals(data.subarray(999_990, 1_000_020))).toBe(true);
+    expect(strata(['cat', big, '--range', '999990+30'], a.env).raw.equals(changed.subarray(999_990, 1_000_020))).toBe(true);
+    expect(strata(['cat', path.join(src, 'd', 'small.txt'), '--at', s1!], a.env).stdout).toBe('version one\n');
+    const target = tempDir();
+    const r = strata(['restore', '--at', s1!, '--target', target], a.env);
+    expect(r.status, r.stderr).toBe(0);
+    expect(fs.readFileSync(path.join(target, big)).equals(data)).toBe(true);
+    expect(fs.readFileSync(path.join(target, src, 'd', 'small.txt'), 'utf8')).toBe('version one\n');
+    const check = strata(['check', '--read-data'], a.env);
+    expect(check.status, check.stderr).toBe(0);
+    expect(check.stdout).toMatch(/no errors found/);
+    expect(s2).toBeDefined();
+  });
+
+  it('the local catalog deleted: rebuilt from the bucket on the next command, which then reads as before', () => {
+    const before = snapshotIds(a.env);
+    fs.rmSync(path.join(a.cacheDir, 'catalogs'), { recursive: true });
+    expect(snapshotIds(a.env)).toEqual(before);
+    expect(strata(['cat', big, '--range', '0+16', '--at', before[0]!], a.env).raw.equals(data.subarray(0, 16))).toBe(true);
+    expect(strata(['check', '--read-data'], a.env).status).toBe(0);
+    // rebuild-catalog keeps the old cache beside the new one.
+    const r = strata(['rebuild-catalog'], a.env);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/rebuilt: 2 snapshots/);
+    expect(r.stdout).toMatch(/the old catalog is kept as .*catalog\.db\..*\.old/);
+  });
+
+  it('another client, with a catalog of its own, sees the first one\'s snapshots, and the first sees its', () => {
+    const b = cliClient(url);
+    expect(snapshotIds(b.env)).toEqual(snapshotIds(a.env));
+    fs.writeFileSync(path.join(src, 'd', 'from-b.txt'), 'b was here\n');
+    expect(strata(['backup', src], b.env).status).toBe(0);
+    expect(snapshotIds(a.env)).toHaveLength(3);
+    expect(strata(['cat', path.join(src, 'd', 'from-b.txt')], a.env).stdout).toBe('b was here\n');
+    fs.rmSync(path.join(src, 'd', 'from-b.txt'));
+  });
+
+  it('a cache that knows every pack in the bucket is used as it is; one that lacks some, or knows packs gone, is rebuilt', async () => {
+    const creds = { password: async () => 'pw' };
+    const open = async () => refreshCatalog(await Repository.open(url, creds, {}, { cacheDir: a.cacheDir, s3: OPTIONS }));
+    const same = await open();
+    expect(same.rebuilt).toBeUndefined();
+    expect(same.repo.cachedCatalog).toMatch(new RegExp(`^${a.cacheDir}/catalogs/[0-9a-f]{32}/catalog\\.db$`));
+    same.repo.close();
+    // Another client's backup adds packs: the cache is rebuilt with its snapshot.
+    const b = cliClient(url);
+    expect(strata(['backup', path.join(src, 'd')], b.env).status).toBe(0);
+    const behind = await open();
+    expect(behind.rebuilt?.snapshots).toBe(snapshotIds(b.env).length);
+    behind.repo.close();
+    expect((await open()).rebuilt).toBeUndefined();
+  });
+
+  it('forget and prune: the space goes, what is kept still reads, check is clean, and another client follows', async () => {
+    const ids = snapshotIds(a.env);
+    const before = await packSizes(url);
+    const f = strata(['forget', ids[0]!, '--prune'], a.env);
+    expect(f.status, f.stderr).toBe(0);
+    expect(snapshotIds(a.env)).toEqual(ids.slice(1));
+    const after = await packSizes(url);
+    expect([...before.keys()].some((n) => !after.has(n))).toBe(true);
+    expect(strata(['cat', big, '--range', '999990+30'], a.env).raw.equals(fs.readFileSync(big).subarray(999_990, 1_000_020))).toBe(true);
+    expect(strata(['check', '--read-data'], a.env).status).toBe(0);
+    const c = cliClient(url);
+    expect(snapshotIds(c.env)).toEqual(ids.slice(1));
+  });
+});
+
+suite('strata on S3: faults on the command line', () => {
+  it('wrong credentials exit 12, no bucket exits 10, a bucket of another user exits 1, each saying why', async () => {
+    const url = `s3://${bucketName('clifaults')}/r`;
+    const a = cliClient(url);
+    expect(strata(['init', '--scrypt-n', '1024'], a.env).status).toBe(0);
+    const wrong = strata(['snapshots'], cliClient(url, undefined, { AWS_SECRET_ACCESS_KEY: 'wrong' }).env);
+    expect(wrong.status).toBe(12);
+    expect(wrong.stderr).toMatch(/refused the S3 credentials \(403 SignatureDoesNotMatch/);
+    const missing = strata(['snapshots'], cliClient(`s3://${bucketName('nobucket')}/r`).env);
+    expect(missing.status).toBe(10);
+    expect(missing.stderr).toMatch(/no bucket strata-nobucket-\w+ at http:\/\/127\.0\.0\.1:\d+ \(strata init creates it\)/);
+    const empty = strata(['snapshots'], cliClient(`s3://${locate(url).kind === 's3' ? (locate(url) as { bucket: string }).bucket : ''}/elsewhere`).env);
+    expect(empty.status).toBe(10);
+    expect(empty.stderr).toMatch(/no repository at s3:\/\/.*\/elsewhere\/ \(create one with "strata init"\)/);
+    const other = cliClient(url, undefined, { AWS_ACCESS_KEY_ID: 'STRATAOTHER', AWS_SECRET_ACCESS_KEY: 'STRATAOTHERSECRET' });
+    const denied = strata(['snapshots'], other.env);
+    expect(denied.status).toBe(1);
+    expect(denied.stderr).toMatch(/does not allow GET of s3:\/\/.*config with these credentials \(403 AccessDenied/);
+    const init = strata(['init', '--scrypt-n', '1024'], other.env);
+    expect(init.status).toBe(1);
+    expect(init.stderr).toMatch(/exists and these credentials may not use it/);
+    const none = strata(['snapshots'], cliClient(url, undefined, { AWS_ACCESS_KEY_ID: undefined, AWS_SECRET_ACCESS_KEY: undefined }).env);
+    expect(none.status).toBe(12);
+    expect(none.stderr).toMatch(/no S3 credentials: set AWS_ACCESS_KEY_ID/);
   });
 });

@@ -124,13 +124,13 @@ describe('RetryingStorage', () => {
 });
 
 describe('locate: the one place a repository location picks its driver', () => {
-  it('a directory, file://, http(s)://; S3 and unknown schemes are clear usage errors', () => {
+  it('a directory, file://, http(s)://, s3://; unknown schemes are clear usage errors', () => {
     expect(locate('repo')).toEqual({ kind: 'directory', dir: path.resolve('repo') });
     expect(locate('/tmp/x y')).toEqual({ kind: 'directory', dir: '/tmp/x y' });
     expect(locate('file:///tmp/a%20b')).toEqual({ kind: 'directory', dir: '/tmp/a b' });
     expect(locate('http://127.0.0.1:8080')).toEqual({ kind: 'server', url: 'http://127.0.0.1:8080' });
     expect(locate('HTTPS://host:1')).toEqual({ kind: 'server', url: 'HTTPS://host:1' });
-    expect(() => locate('s3://bucket/prefix')).toThrow(/S3 repositories are not supported yet/);
+    expect(locate('s3://bucket/prefix')).toEqual({ kind: 's3', url: 's3://bucket/prefix', bucket: 'bucket', prefix: 'prefix/' });
     expect(() => locate('ftp://host/x')).toThrow(/unknown kind of repository location ftp:/);
     for (const bad of ['s3://b', 'ftp://h']) {
       try {

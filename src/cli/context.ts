@@ -28,7 +28,7 @@ export function globals(cmd: Command): GlobalOptions {
 
 export function repoPath(g: GlobalOptions): string {
   const repo = g.repo ?? process.env.STRATA_REPO;
-  if (!repo) throw usageError('no repository given: use --repo DIR or set STRATA_REPO');
+  if (!repo) throw usageError('no repository given: use --repo DIR|URL|s3://BUCKET/PREFIX or set STRATA_REPO');
   return repo;
 }
 
@@ -70,5 +70,14 @@ export function remoteOptions(g: GlobalOptions): RemoteOptions {
 export async function openRepo(cmd: Command, opts: { readonly?: boolean } = {}): Promise<Repository> {
   const g = globals(cmd);
   const where = repoPath(g);
-  return Repository.open(where, credentials(g), opts, remoteOptions(g));
+  const repo = await Repository.open(where, credentials(g), opts, remoteOptions(g));
+  if (!repo.cachedCatalog) return repo;
+  // A repository in a bucket: its catalog here is a cache, brought up to date first.
+  try {
+    const { refreshCatalog } = await import('../engine/rebuild.js');
+    return (await refreshCatalog(repo)).repo;
+  } catch (e) {
+    repo.close();
+    throw e;
+  }
 }

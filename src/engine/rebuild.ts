@@ -234,3 +234,27 @@ async function unchangedVersions(
   }
   return made;
 }
+
+/**
+ * A repository whose catalog is a local cache (one in a bucket) with that
+ * cache brought up to date: rebuilt from the packs when the bucket holds
+ * packs it does not know (another client's backup, a crash between a pack's
+ * upload and its indexing) or lacks packs it knows (another client's
+ * prune), as found by one listing. Returns the repository to go on with: a
+ * new one when the cache was rebuilt. Other repositories are returned as
+ * they are.
+ */
+export async function refreshCatalog(repo: Repository, onProgress: (m: string) => void = () => {}): Promise<{ repo: Repository; rebuilt?: RebuildResult }> {
+  if (!repo.cachedCatalog) return { repo };
+  const drift = await repo.catalogDrift();
+  if (drift.added.length === 0 && drift.removed.length === 0) return { repo };
+  const next = repo.rebuilding();
+  let rebuilt: RebuildResult;
+  try {
+    rebuilt = await rebuildCatalog(next.repo, onProgress);
+  } catch (e) {
+    next.discard();
+    throw e;
+  }
+  return { repo: next.install(), rebuilt };
+}
