@@ -52,3 +52,6 @@ export async function freshStore(label: string, opts: S3StorageOptions = {}): Pr
   await st.createBucket();
   return st;
 }
+
+/** Where scripts/ceph-rgw-up.sh keeps the running cluster (.ci/run says), for tests that stop and start its gateway. */
+export const CEPH_DIR = process.env.STRATA_TEST_CEPH_DIR ?? '/tmp/strata-ceph';

@@ -5,6 +5,7 @@
  * bucket. Run with `npm run test:s3`; skipped, saying why, when no gateway
  * answers.
  */
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
@@ -14,8 +15,8 @@ import { Repository } from '../src/repo/repository.js';
 import { locate } from '../src/storage/location.js';
 import { RetryingStorage } from '../src/storage/retry.js';
 import { S3Storage } from '../src/storage/s3.js';
-import { cliEnv, Rng, strata, tempDir } from './helpers.js';
-import { bucketName, freshStore, gatewayProblem, OPTIONS, s3Env } from './s3-helpers.js';
+import { cliEnv, Rng, strata, strataAsync, tempDir } from './helpers.js';
+import { bucketName, CEPH_DIR, freshStore, gatewayProblem, OPTIONS, s3Env } from './s3-helpers.js';
 import { hex, storageContract } from './storage-contract.js';
 
 const problem = await gatewayProblem();
@@ -332,4 +333,66 @@ suite('strata on S3: faults on the command line', () => {
     expect(none.status).toBe(12);
     expect(none.stderr).toMatch(/no S3 credentials: set AWS_ACCESS_KEY_ID/);
   });
+});
+
+/** The gateway's process, from the pid file ceph-rgw-up.sh's cluster writes; undefined when this suite did not start it. */
+function gatewayPid(): number | undefined {
+  try {
+    return Number(fs.readFileSync(path.join(CEPH_DIR, 'run', 'client.rgw.pid'), 'utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+const canRestart = !problem && gatewayPid() !== undefined && fs.existsSync(path.join(CEPH_DIR, 'ceph.conf'));
+if (!problem && !canRestart) console.warn(`S3 gateway-restart test skipped: no cluster of scripts/ceph-rgw-up.sh in ${CEPH_DIR} (set STRATA_TEST_CEPH_DIR)`);
+
+(canRestart ? describe : describe.skip)('strata on S3: the gateway killed mid-backup', () => {
+  it('the backup retries through a short outage, fails cleanly in a long one; nothing half-written is taken for data; check is clean; the next backup completes', async () => {
+    const rng = new Rng(77);
+    const src = tempDir('strata-s3-kill-');
+    const files = Array.from({ length: 8 }, (_, i) => ({ file: path.join(src, `f${i}.bin`), bytes: rng.bytes(5 * 1024 * 1024) }));
+    for (const f of files) fs.writeFileSync(f.file, f.bytes);
+    const url = `s3://${bucketName('kill')}/r`;
+    const a = cliClient(url);
+    expect(strata(['init', '--scrypt-n', '1024'], a.env).status).toBe(0);
+    const startGateway = async () => {
+      const restart = spawnSync('radosgw', ['-c', path.join(CEPH_DIR, 'ceph.conf'), '-n', 'client.rgw']);
+      expect(restart.status, restart.stderr.toString()).toBe(0);
+      for (let i = 0; i < 100 && (await gatewayProblem()); i++) await new Promise((r) => setTimeout(r, 100));
+    };
+    /** A backup during which the gateway dies once its first new pack is in the bucket; `downMs` later it starts again (undefined: once the backup ended). */
+    const backupThroughOutage = async (downMs: number | undefined) => {
+      const before = (await packSizes(url)).size;
+      const child = strataAsync(['backup', src], a.env);
+      let stderr = '';
+      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+      const exited = new Promise<number>((resolve) => child.on('exit', (code) => resolve(code ?? -1)));
+      for (let i = 0; i < 400 && (await packSizes(url)).size === before; i++) await new Promise((r) => setTimeout(r, 25));
+      process.kill(gatewayPid()!, 'SIGKILL');
+      if (downMs !== undefined) {
+        await new Promise((r) => setTimeout(r, downMs));
+        await startGateway();
+      }
+      const code = await exited;
+      if (downMs === undefined) await startGateway();
+      return { code, stderr };
+    };
+    // A short outage: the backup gets through on its retries.
+    const short = await backupThroughOutage(1500);
+    expect(short.code, short.stderr).toBe(0);
+    // One longer than the retries: the backup fails with a clear error, and leaves nothing taken for data.
+    for (const f of files.slice(0, 4)) fs.writeFileSync(f.file, (f.bytes = rng.bytes(f.bytes.length)));
+    const long = await backupThroughOutage(undefined);
+    expect(long.code).toBe(1);
+    expect(long.stderr).toMatch(/^strata: .*at http:\/\/127\.0\.0\.1:7480: connection refused \(is the S3 endpoint running\?\)$/m);
+    const check = strata(['check', '--read-data'], a.env);
+    expect(check.status, check.stdout + check.stderr).toBe(0);
+    const again = strata(['backup', src], a.env);
+    expect(again.status, again.stderr).toBe(0);
+    const target = tempDir();
+    expect(strata(['restore', '--target', target], a.env).status).toBe(0);
+    for (const f of files) expect(fs.readFileSync(path.join(target, f.file)).equals(f.bytes)).toBe(true);
+    expect(strata(['check', '--read-data'], a.env).status).toBe(0);
+  }, 120_000);
 });

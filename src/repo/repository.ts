@@ -540,9 +540,9 @@ type S3Where = Extract<Location, { kind: 's3' }>;
 
 /** A bucket's store, through the retry wrapper, and the driver itself (for the bucket and its endpoint). */
 async function connectS3(where: S3Where, options: RemoteOptions): Promise<{ storage: Storage; s3: S3Storage }> {
-  const [{ S3Storage }, { RetryingStorage }] = await Promise.all([import('../storage/s3.js'), import('../storage/retry.js')]);
+  const [{ S3Storage, S3_RETRY }, { RetryingStorage }] = await Promise.all([import('../storage/s3.js'), import('../storage/retry.js')]);
   const s3 = new S3Storage({ bucket: where.bucket, prefix: where.prefix }, options.s3);
-  return { storage: new RetryingStorage(s3), s3 };
+  return { storage: new RetryingStorage(s3, S3_RETRY), s3 };
 }
 
 /**

@@ -22,7 +22,7 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import { StrataError } from '../errors.js';
 import { EMPTY_SHA256, s3Settings, signRequest, uriEncode, type S3Settings, type S3SettingsOptions } from './aws.js';
-import { DEFAULT_RETRY, retrying, type RetryPolicy } from './retry.js';
+import { retrying, type RetryPolicy } from './retry.js';
 import { StorageError, type Handle, type Kind, type Storage } from './storage.js';
 
 const NAME = /^[0-9a-zA-Z_.-]+$/;
@@ -98,6 +98,13 @@ const sha256 = (parts: Body) => {
 
 const RETRY_STATUS = new Set([500, 502, 503, 504]);
 
+/**
+ * How an S3 store is retried (through RetryingStorage, and each part of an
+ * upload here): six tries over about 8 s (4 to 12 s with jitter), long
+ * enough for a gateway restarting or a load balancer failing over.
+ */
+export const S3_RETRY: RetryPolicy = { attempts: 6, delayMs: 250 };
+
 export class S3Storage implements Storage {
   readonly location: string;
   readonly counters: S3Counters = { requests: {}, bytesSent: 0, bytesReceived: 0 };
@@ -126,7 +133,7 @@ export class S3Storage implements Storage {
     this.multipartThreshold = Math.max(opts.multipartThreshold ?? 64 * 1024 * 1024, this.partSize);
     this.partsAtOnce = opts.partsAtOnce ?? 4;
     this.pageSize = opts.pageSize ?? 1000;
-    this.retry = opts.retry ?? DEFAULT_RETRY;
+    this.retry = opts.retry ?? S3_RETRY;
   }
 
   /** The endpoint, for messages. */
