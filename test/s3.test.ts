@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SharedLeases } from '../src/catalog/shared-lease.js';
 import { refreshCatalog } from '../src/engine/rebuild.js';
 import { Repository } from '../src/repo/repository.js';
 import { locate } from '../src/storage/location.js';
@@ -305,6 +306,143 @@ suite('strata on S3, end to end', () => {
     expect(strata(['check', '--read-data'], a.env).status).toBe(0);
     const c = cliClient(url);
     expect(snapshotIds(c.env)).toEqual(ids.slice(1));
+  });
+});
+
+suite('leases in the bucket: clients with catalogs of their own coordinate through conditional objects', () => {
+  let st: S3Storage;
+  beforeAll(async () => {
+    st = await freshStore('leases');
+  });
+  afterAll(() => st.close());
+  const body = (s: string) => Buffer.from(s);
+
+  it('create only when absent; replace only the version named (Ceph wants If-Match without quotes)', async () => {
+    const l = st.leases;
+    const first = await l.create('x', body('one'));
+    expect(first).toBeTruthy();
+    expect(await l.create('x', body('two'))).toBeUndefined();
+    const second = await l.replace('x', body('three'), first!);
+    expect(second).toBeTruthy();
+    expect(await l.replace('x', body('four'), first!)).toBeUndefined();
+    expect((await l.read('x'))?.body.toString()).toBe('three');
+    // A retried write whose first answer was lost finds its own bytes there.
+    expect(await l.create('x', body('three'))).toBe(second);
+    const names: string[] = [];
+    for await (const n of l.names()) names.push(n);
+    expect(names).toEqual(['x']);
+    await l.remove('x');
+    expect(await l.read('x')).toBeUndefined();
+  });
+
+  it('maintenance waits for (or refuses) a live backup anywhere; a backup refuses a live maintenance; expired leases are taken over', async () => {
+    const a = new SharedLeases(st.leases, 50);
+    const b = new SharedLeases(st.leases, 50);
+    const backup = await a.acquireBackup();
+    await expect(b.acquireMaintenance()).rejects.toMatchObject({ code: 'locked', exitCode: 11, message: expect.stringMatching(/a backup \(pid \d+ on this host\) started .* is running; use --lock-wait/) });
+    const waited: string[] = [];
+    setTimeout(() => void backup.release(), 1500);
+    const m = await b.acquireMaintenance(10_000, (msg) => waited.push(msg));
+    expect(waited).toEqual([expect.stringMatching(/^waiting for a backup/)]);
+    await expect(a.acquireBackup()).rejects.toMatchObject({ code: 'locked', message: expect.stringMatching(/a maintenance .* is running; run the backup when it has finished/) });
+    await expect(a.acquireMaintenance()).rejects.toMatchObject({ code: 'locked' });
+    // Renewed while held: its expiry moves on.
+    const before = JSON.parse((await st.leases.read('maintenance'))!.body.toString()).expires as number;
+    await new Promise((r) => setTimeout(r, 200));
+    expect(JSON.parse((await st.leases.read('maintenance'))!.body.toString()).expires).toBeGreaterThan(before);
+    await m.release();
+    expect(await st.leases.read('maintenance')).toBeUndefined();
+    // A dead client's leases: expired, they block nobody; the maintenance lease is taken over and the backup's removed.
+    const dead = { host: 'elsewhere', pid: 1, started: 0, expires: Date.now() - 1 };
+    await st.leases.create('maintenance', Buffer.from(JSON.stringify({ kind: 'maintenance', id: 'dead', ...dead })));
+    await st.leases.create('backup-dead', Buffer.from(JSON.stringify({ kind: 'backup', id: 'dead', ...dead })));
+    const slow = new SharedLeases(st.leases, 60_000);
+    const taken = await slow.acquireMaintenance();
+    expect(await st.leases.read('backup-dead')).toBeUndefined();
+    // A holder whose lease was taken over (it stopped renewing) finds out, and does not remove its successor's.
+    const now = (await st.leases.read('maintenance'))!;
+    expect(await st.leases.replace('maintenance', Buffer.from(JSON.stringify({ kind: 'maintenance', id: 'successor', ...dead, expires: Date.now() + 30_000 })), now.etag)).toBeTruthy();
+    await taken.renew();
+    expect(taken.lost).toBe(true);
+    await taken.release();
+    expect(JSON.parse((await st.leases.read('maintenance'))!.body.toString()).id).toBe('successor');
+    await st.leases.remove('maintenance');
+  });
+});
+
+suite('strata on S3: two clients, each with its own catalog', () => {
+  const rng = new Rng(4242);
+  const url = `s3://${bucketName('two')}/r`;
+  const a = cliClient(url);
+  const b = cliClient(url);
+  const srcA = tempDir('strata-s3-a-');
+  const srcB = tempDir('strata-s3-b-');
+
+  beforeAll(() => {
+    // Each has files of its own and a file in common (the same bytes), backed up at once.
+    const common = rng.bytes(2 * 1024 * 1024);
+    for (const [dir, own] of [[srcA, rng.bytes(3 * 1024 * 1024)], [srcB, rng.bytes(3 * 1024 * 1024)]] as const) {
+      fs.writeFileSync(path.join(dir, 'own.bin'), own);
+      fs.writeFileSync(path.join(dir, 'common.bin'), common);
+    }
+    expect(strata(['init', '--scrypt-n', '1024'], a.env).status).toBe(0);
+  });
+
+  const run = (args: string[], env: NodeJS.ProcessEnv) =>
+    new Promise<{ code: number; stderr: string }>((resolve) => {
+      const child = strataAsync(args, env);
+      let stderr = '';
+      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+      child.on('exit', (code) => resolve({ code: code ?? -1, stderr }));
+    });
+
+  it('back up at once; each then reads both snapshots, and check is clean', async () => {
+    const [ra, rb] = await Promise.all([run(['backup', srcA], a.env), run(['backup', srcB], b.env)]);
+    expect(ra.code, ra.stderr).toBe(0);
+    expect(rb.code, rb.stderr).toBe(0);
+    for (const c of [a, b]) {
+      expect(snapshotIds(c.env)).toHaveLength(2);
+      expect(strata(['cat', path.join(srcB, 'own.bin'), '--range', '0+64'], c.env).raw.equals(fs.readFileSync(path.join(srcB, 'own.bin')).subarray(0, 64))).toBe(true);
+      expect(strata(['cat', path.join(srcA, 'common.bin'), '--range', '1M+64'], c.env).raw.equals(fs.readFileSync(path.join(srcA, 'common.bin')).subarray(1 << 20, (1 << 20) + 64))).toBe(true);
+    }
+    const check = strata(['check', '--read-data'], b.env);
+    expect(check.status, check.stdout + check.stderr).toBe(0);
+  });
+
+  it("prune waits for another client's backup (its lease in the bucket), or is refused with exit 11", async () => {
+    const s3 = new S3Storage(locate(url) as { bucket: string; prefix: string }, OPTIONS);
+    const lease = await new SharedLeases(s3.leases).acquireBackup();
+    const refused = strata(['prune'], a.env);
+    expect(refused.status).toBe(11);
+    expect(refused.stderr).toMatch(/repository is locked: a backup \(pid \d+ on this host\) started .* is running; use --lock-wait to wait for it/);
+    setTimeout(() => void lease.release(), 1500);
+    const waited = await run(['prune', '--lock-wait', '20s'], a.env);
+    expect(waited.code, waited.stderr).toBe(0);
+    expect(waited.stderr).toMatch(/waiting for a backup/);
+    await s3.close();
+  });
+
+  it('a command that read the bucket before another client changed it does not act on what it read: run again, it does', async () => {
+    const creds = { password: async () => 'pw' };
+    const open = async () => (await refreshCatalog(await Repository.open(url, creds, {}, { cacheDir: a.cacheDir, s3: OPTIONS }))).repo;
+    // Another client backs up after this one read the bucket: maintenance now would take its packs for leftovers.
+    const early = await open();
+    fs.writeFileSync(path.join(srcB, 'new.bin'), rng.bytes(100_000));
+    expect(strata(['backup', srcB], b.env).status).toBe(0);
+    await expect(early.service.startMaintenance()).rejects.toMatchObject({ code: 'locked', message: expect.stringMatching(/another client backed up since this command read the repository/) });
+    early.close();
+    // Another client prunes after this one read the bucket: a backup now would reuse blocks that are gone.
+    const before = await open();
+    const ids = snapshotIds(b.env);
+    const forgot = strata(['forget', ids[0]!, '--prune'], b.env);
+    expect(forgot.status, forgot.stderr).toBe(0);
+    await expect(before.service.startBackup(Buffer.alloc(32), Date.now(), 'auto')).rejects.toMatchObject({ code: 'locked', message: expect.stringMatching(/another client pruned the repository since this command read it/) });
+    before.close();
+    const again = await open();
+    const { lease } = await again.service.startBackup(Buffer.alloc(32), Date.now(), 'auto');
+    await again.service.endLease(lease);
+    again.close();
+    expect(strata(['check', '--read-data'], a.env).status).toBe(0);
   });
 });
 

@@ -25,6 +25,7 @@ import { unlock, type Credentials, type ExportedKey } from './unlock.js';
 import { DEFAULT_PACK_SIZE, Packer } from './packer.js';
 import type { RemoteService } from '../catalog/remote.js';
 import { LocalService, type CatalogReader, type CatalogService } from '../catalog/service.js';
+import { packDrift, SharedLeases } from '../catalog/shared-lease.js';
 
 export interface InitOptions {
   chunkAvg?: number;
@@ -140,7 +141,7 @@ export class Repository {
         removeCatalog(file);
         catalog = new Catalog(file);
       });
-      return new Repository(storage.location, storage, config, keyring, new LocalService(catalog!, storage), catalog, file);
+      return new Repository(storage.location, storage, config, keyring, new LocalService(catalog!, storage, false, new SharedLeases(s3.leases)), catalog, file);
     } catch (e) {
       await storage.close();
       throw e;
@@ -163,7 +164,8 @@ export class Repository {
       const file = await s3CatalogFile(s3, config.id, options);
       const previous = fresh ? setAside(file) : undefined;
       const catalog = new Catalog(file);
-      return { repo: new Repository(storage.location, storage, config, keyring, new LocalService(catalog, storage), catalog, file), previous };
+      const service = new LocalService(catalog, storage, false, new SharedLeases(s3.leases));
+      return { repo: new Repository(storage.location, storage, config, keyring, service, catalog, file), previous };
     } catch (e) {
       await storage.close();
       throw e;
@@ -176,11 +178,8 @@ export class Repository {
    * means the cache is up to date (the bucket changes only by packs added
    * and removed). One listing of the bucket's packs.
    */
-  async catalogDrift(): Promise<{ added: string[]; removed: string[] }> {
-    const known = new Set(this.catalog.packNames());
-    const added: string[] = [];
-    for await (const name of this.storage.list('pack')) if (!known.delete(name)) added.push(name);
-    return { added, removed: [...known] };
+  catalogDrift(): Promise<{ added: string[]; removed: string[] }> {
+    return packDrift(this.catalog, this.storage);
   }
 
   /**
@@ -193,7 +192,8 @@ export class Repository {
     if (!file) throw new StrataError('local_only', `the catalog of ${this.root} is not a cache`);
     const next = `${file}.rebuild-${process.pid}-${randomBytes(4).toString('hex')}`;
     const catalog = new Catalog(next);
-    const repo = new Repository(this.root, this.storage, this.config, this.keyring, new LocalService(catalog, this.storage), catalog, next);
+    const shared = (this.service as LocalService).shared;
+    const repo = new Repository(this.root, this.storage, this.config, this.keyring, new LocalService(catalog, this.storage, false, shared), catalog, next);
     return {
       repo,
       install: () => {
@@ -202,7 +202,7 @@ export class Repository {
         removeCatalog(file);
         fs.renameSync(next, file);
         const installed = new Catalog(file);
-        return new Repository(this.root, this.storage, this.config, this.keyring, new LocalService(installed, this.storage), installed, file);
+        return new Repository(this.root, this.storage, this.config, this.keyring, new LocalService(installed, this.storage, false, shared), installed, file);
       },
       discard: () => {
         catalog.close();

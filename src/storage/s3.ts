@@ -23,7 +23,7 @@ import * as https from 'node:https';
 import { StrataError } from '../errors.js';
 import { EMPTY_SHA256, s3Settings, signRequest, uriEncode, type S3Settings, type S3SettingsOptions } from './aws.js';
 import { retrying, type RetryPolicy } from './retry.js';
-import { StorageError, type Handle, type Kind, type Storage } from './storage.js';
+import { StorageError, type ConditionalObjects, type Handle, type Kind, type Storage } from './storage.js';
 
 const NAME = /^[0-9a-zA-Z_.-]+$/;
 const DIRS: Record<Exclude<Kind, 'config'>, string> = { key: 'keys/', pack: 'packs/', dict: 'dicts/' };
@@ -558,9 +558,63 @@ export class S3Storage implements Storage {
     return freed;
   }
 
+  /**
+   * Leases, as objects under PREFIX/leases/ written conditionally
+   * (ConditionalObjects): created with If-None-Match: *, renewed with
+   * If-Match on the version last written. Each step is tried again on
+   * transient failures; a write whose answer was lost is recognised by its
+   * body (each holder writes its own id and a new expiry in every version).
+   */
+  get leases(): ConditionalObjects {
+    const base = `${this.where.prefix}leases/`;
+    const keyOf = (name: string) => {
+      if (!NAME.test(name) || name.startsWith('.')) throw new StorageError('io', `invalid lease name ${JSON.stringify(name)}`);
+      return base + name;
+    };
+    const again = <T>(op: () => Promise<T>) => retrying(this.retry, op);
+    const read = async (name: string) => {
+      const key = keyOf(name);
+      const a = await again(() => this.exchange('GET', key, { what: 'GET lease' }));
+      if (a.status === 404) return undefined;
+      if (a.status !== 200) throw this.failure(a, 'GET', key);
+      return { body: a.body, etag: bareEtag(a.headers.etag) };
+    };
+    /** After a 412: the write went through if what is there is what we wrote (a retry after a lost answer). */
+    const ours = async (name: string, body: Buffer) => {
+      const now = await read(name);
+      return now?.body.equals(body) ? now.etag : undefined;
+    };
+    const write = async (name: string, body: Buffer, condition: Record<string, string>) => {
+      const key = keyOf(name);
+      const a = await again(() => this.exchange('PUT', key, { body: [body], headers: { ...condition, 'Content-Type': 'application/json' }, what: 'PUT lease' }));
+      if (a.status === 200) return bareEtag(a.headers.etag);
+      if (a.status === 412 || a.status === 404 || (a.status === 409 && xmlValues(a.body.toString('utf8'), 'Code')[0] === 'ConditionalRequestConflict')) return ours(name, body);
+      throw this.failure(a, 'PUT', key);
+    };
+    return {
+      create: (name, body) => write(name, body, { 'If-None-Match': '*' }),
+      // Ceph RGW compares If-Match with the ETag without its quotes; AWS takes either.
+      replace: (name, body, etag) => write(name, body, { 'If-Match': etag }),
+      read,
+      names: async function* (this: S3Storage) {
+        for await (const key of this.keys(base)) yield key.slice(base.length);
+      }.bind(this),
+      remove: async (name) => {
+        const key = keyOf(name);
+        const a = await again(() => this.exchange('DELETE', key, { what: 'DELETE lease' }));
+        if (a.status !== 204 && a.status !== 200 && a.status !== 404) throw this.failure(a, 'DELETE', key);
+      },
+    };
+  }
+
   async close(): Promise<void> {
     this.agent.destroy();
   }
+}
+
+/** An ETag as a bare value (S3 quotes them; RGW wants If-Match without). */
+function bareEtag(etag: string | string[] | undefined): string {
+  return String(etag ?? '').replace(/^W\//, '').replace(/^"|"$/g, '');
 }
 
 /** `parts` cut into pieces of `size` bytes (the last shorter), each a list of slices of them: nothing copied. */
