@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { HttpStorage } from '../src/storage/http.js';
 import { LocalStorage } from '../src/storage/local.js';
 import { locate } from '../src/storage/location.js';
+import { CoalescingStorage } from '../src/storage/coalesce.js';
 import { RetryingStorage, transient } from '../src/storage/retry.js';
 import { StorageError, type Handle, type Kind, type Storage } from '../src/storage/storage.js';
 import { tempDir } from './helpers.js';
@@ -89,6 +90,44 @@ class Flaky implements Storage {
 }
 
 storageContract('RetryingStorage over a store that fails every third call', async () => new RetryingStorage(new Flaky(new LocalStorage(path.join(tempDir(), 'flaky'))), { attempts: 3, delayMs: 1 }));
+
+storageContract('CoalescingStorage over a directory', async () => new CoalescingStorage(new LocalStorage(path.join(tempDir(), 'coalesce'))));
+
+describe('CoalescingStorage', () => {
+  it('joins reads of neighbouring ranges asked in one turn into one request; each caller gets exactly its bytes', async () => {
+    const inner = new LocalStorage(path.join(tempDir(), 'co'));
+    const calls: [number, number][] = [];
+    const counting = Object.assign(Object.create(inner) as LocalStorage, {
+      read: (h: Handle, offset: number, length: number) => {
+        calls.push([offset, length]);
+        return inner.read(h, offset, length);
+      },
+    });
+    const st = new CoalescingStorage(counting, { gap: 1000, span: 100_000 });
+    const h = { kind: 'pack' as const, name: hex('co') };
+    const bytes = Buffer.from(Array.from({ length: 300_000 }, (_, i) => (i * 7) % 251));
+    await st.put(h, bytes);
+    // Ten neighbours (gaps of 500), one far away, one overlapping another, in no order.
+    const asks: [number, number][] = [...Array.from({ length: 10 }, (_, i) => [i * 2500, 2000] as [number, number]).reverse(), [200_000, 10], [1000, 3000]];
+    const got = await Promise.all(asks.map(([o, l]) => st.read(h, o, l)));
+    asks.forEach(([o, l], i) => expect(got[i]!.equals(bytes.subarray(o, o + l)), `${o}+${l}`).toBe(true));
+    expect(calls.sort((a, b) => a[0] - b[0])).toEqual([
+      [0, 24_500],
+      [200_000, 10],
+    ]);
+    // No longer than the span: a run past it is cut in two.
+    calls.length = 0;
+    await Promise.all(Array.from({ length: 30 }, (_, i) => st.read(h, i * 5000, 5000)));
+    expect(calls).toHaveLength(2);
+    // A joined read that fails is made again one by one: only the read past the end fails, with its own short_read.
+    calls.length = 0;
+    const results = await Promise.allSettled([st.read(h, 299_000, 500), st.read(h, 299_600, 1000)]);
+    expect(results[0]).toMatchObject({ status: 'fulfilled' });
+    expect(results[1]).toMatchObject({ status: 'rejected', reason: { code: 'short_read' } });
+    expect(calls).toHaveLength(3);
+    expect(st.reads).toBe(44);
+  });
+});
 
 describe('RetryingStorage', () => {
   it('tries transient failures again, up to its attempts, and never an answer', async () => {

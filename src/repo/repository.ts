@@ -538,11 +538,16 @@ async function readRemoteConfig(storage: HttpStorage, remote: RemoteOptions): Pr
 
 type S3Where = Extract<Location, { kind: 's3' }>;
 
-/** A bucket's store, through the retry wrapper, and the driver itself (for the bucket and its endpoint). */
+/** A bucket's store, through the retry and coalescing wrappers, and the driver itself (for the bucket, its endpoint and leases). */
 async function connectS3(where: S3Where, options: RemoteOptions): Promise<{ storage: Storage; s3: S3Storage }> {
-  const [{ S3Storage, S3_RETRY }, { RetryingStorage }] = await Promise.all([import('../storage/s3.js'), import('../storage/retry.js')]);
+  const [{ S3Storage, S3_RETRY }, { RetryingStorage }, { CoalescingStorage }] = await Promise.all([
+    import('../storage/s3.js'),
+    import('../storage/retry.js'),
+    import('../storage/coalesce.js'),
+  ]);
   const s3 = new S3Storage({ bucket: where.bucket, prefix: where.prefix }, options.s3);
-  return { storage: new RetryingStorage(s3, S3_RETRY), s3 };
+  // Each read is a request: those asked together (a restore's blocks) are merged, then retried as one.
+  return { storage: new CoalescingStorage(new RetryingStorage(s3, S3_RETRY)), s3 };
 }
 
 /**
