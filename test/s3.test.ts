@@ -13,10 +13,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SharedLeases } from '../src/catalog/shared-lease.js';
 import { refreshCatalog } from '../src/engine/rebuild.js';
 import { Repository } from '../src/repo/repository.js';
+import { CoalescingStorage } from '../src/storage/coalesce.js';
 import { locate } from '../src/storage/location.js';
 import { RetryingStorage } from '../src/storage/retry.js';
 import { S3Storage } from '../src/storage/s3.js';
-import { cliEnv, Rng, strata, strataAsync, tempDir } from './helpers.js';
+import { cliEnv, readWhole, Rng, strata, strataAsync, tempDir } from './helpers.js';
 import { bucketName, CEPH_DIR, freshStore, gatewayProblem, OPTIONS, s3Env } from './s3-helpers.js';
 import { hex, storageContract } from './storage-contract.js';
 
@@ -253,6 +254,23 @@ suite('strata on S3, end to end', () => {
     expect(check.status, check.stderr).toBe(0);
     expect(check.stdout).toMatch(/no errors found/);
     expect(s2).toBeDefined();
+  });
+
+  it('a long read asks for its blocks in long bursts, merged into few ranged GETs (7 here, where bursts of 32 blocks took 12)', async () => {
+    const repo = (await refreshCatalog(await Repository.open(url, { password: async () => 'pw' }, {}, { cacheDir: a.cacheDir, s3: OPTIONS }))).repo;
+    try {
+      expect(repo.readAhead).toBe(256);
+      const storage = repo.storage as CoalescingStorage;
+      const [, s2] = snapshotIds(a.env);
+      const before = { reads: storage.reads, requests: storage.requests };
+      const bytes = await readWhole(repo, s2!, big);
+      expect(bytes.equals(fs.readFileSync(big))).toBe(true);
+      // About a hundred blocks of a 3 MiB file in two packs, and the trees and TOC its reads are checked against.
+      expect(storage.reads - before.reads).toBeGreaterThan(50);
+      expect(storage.requests - before.requests).toBeLessThanOrEqual(8);
+    } finally {
+      repo.close();
+    }
   });
 
   it('the local catalog deleted: rebuilt from the bucket on the next command, which then reads as before', () => {

@@ -46,8 +46,19 @@ export interface RemoteOptions {
   s3?: S3StorageOptions;
 }
 
+/**
+ * Blocks a long read fetches ahead of the one it is at, refilled in bursts
+ * of half: so a server gets them in one request. A store where each read is
+ * a request of its own, merged with its neighbours (S3), is kept busy with
+ * longer bursts: 256 blocks are about 8 MiB.
+ */
+const READ_AHEAD = 32;
+const READ_AHEAD_BY_REQUEST = 256;
+
 export class Repository {
   private readonly cache = new Map<string, Buffer>();
+  /** Blocks a long read asks for ahead of the one it is at (engine/read.ts). */
+  readonly readAhead: number;
   private readonly cacheLimit = 16;
   readonly chunker: ChunkerParams;
   private gearCache?: Uint32Array;
@@ -68,6 +79,8 @@ export class Repository {
     readonly cachedCatalog?: string,
   ) {
     this.chunker = { min: config.chunker.min, avg: config.chunker.avg, max: config.chunker.max };
+    // No local files and no server to batch for us: every read is a request.
+    this.readAhead = !storage.file && service instanceof LocalService ? READ_AHEAD_BY_REQUEST : READ_AHEAD;
   }
 
   /** The chunker's keyed gear table: made when a backup first asks, as reads never need it. */
