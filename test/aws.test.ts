@@ -11,7 +11,7 @@ import { parseIni, s3Settings, signRequest, uriEncode, type S3Settings } from '.
 import { backoff } from '../src/storage/retry.js';
 import { locate } from '../src/storage/location.js';
 import { parseS3Url } from '../src/storage/s3.js';
-import { tempDir } from './helpers.js';
+import { cliEnv, strata, tempDir } from './helpers.js';
 
 describe('S3 settings: credentials, region and endpoint as the AWS tools find them', () => {
   const home = tempDir();
@@ -100,6 +100,14 @@ describe('s3:// locations', () => {
     for (const bad of ['s3://', 's3://B', 's3://ab', 's3://bucket/../x', 's3://bucket/a//b', 's3://bucket?x']) expect(parseS3Url(bad), bad).toBeUndefined();
     expect(locate('s3://my-bucket/a')).toEqual({ kind: 's3', url: 's3://my-bucket/a', bucket: 'my-bucket', prefix: 'a/' });
     expect(() => locate('s3://B_/x')).toThrow(expect.objectContaining({ exitCode: 2, message: expect.stringMatching(/not an S3 location/) }));
+  });
+
+  it('strata serve and its tokens keep a directory: a bucket is a usage error that says clients use it directly', () => {
+    for (const args of [['serve'], ['token', 'list']]) {
+      const r = strata([...args, '--repo', 's3://some-bucket/x'], cliEnv('unused'));
+      expect(r.status, args.join(' ')).toBe(2);
+      expect(r.stderr).toMatch(/strata serve keeps a repository directory; s3:\/\/some-bucket\/x is a bucket, which clients use directly/);
+    }
   });
 });
 

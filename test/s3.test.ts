@@ -296,20 +296,39 @@ suite('strata on S3, end to end', () => {
     fs.rmSync(path.join(src, 'd', 'from-b.txt'));
   });
 
-  it('a cache that knows every pack in the bucket is used as it is; one that lacks some, or knows packs gone, is rebuilt', async () => {
+  it('a cache that knows every pack in the bucket is used as it is; new packs are added to it; packs gone make it rebuilt', async () => {
     const creds = { password: async () => 'pw' };
     const open = async () => refreshCatalog(await Repository.open(url, creds, {}, { cacheDir: a.cacheDir, s3: OPTIONS }));
-    const same = await open();
-    expect(same.rebuilt).toBeUndefined();
-    expect(same.repo.cachedCatalog).toMatch(new RegExp(`^${a.cacheDir}/catalogs/[0-9a-f]{32}/catalog\\.db$`));
-    same.repo.close();
-    // Another client's backup adds packs: the cache is rebuilt with its snapshot.
+    const first = await open();
+    expect(first.rebuilt ?? first.added).toBeUndefined();
+    expect(first.repo.cachedCatalog).toMatch(new RegExp(`^${a.cacheDir}/catalogs/[0-9a-f]{32}/catalog\\.db$`));
+    first.repo.close();
+    // Another client's backup adds packs: they are added to the cache, with its snapshot, and nothing else is read.
     const b = cliClient(url);
     expect(strata(['backup', path.join(src, 'd')], b.env).status).toBe(0);
     const behind = await open();
-    expect(behind.rebuilt?.snapshots).toBe(snapshotIds(b.env).length);
+    expect(behind.rebuilt).toBeUndefined();
+    expect(behind.added).toMatchObject({ snapshots: 1, damagedPacks: [], problems: [] });
+    expect((await behind.repo.service.snapshots()).map((x) => x.id)).toEqual(snapshotIds(b.env));
     behind.repo.close();
-    expect((await open()).rebuilt).toBeUndefined();
+    // Another client's tag: a new record, in force here too.
+    const last = snapshotIds(b.env).at(-1)!;
+    expect(strata(['tag', last, '--add', 'from-b'], b.env).status).toBe(0);
+    const tagged = await open();
+    expect(tagged.added).toMatchObject({ snapshots: 0, packs: 1, problems: [] });
+    tagged.repo.close();
+    const listed = JSON.parse(strata(['snapshots', '--json'], a.env).stdout) as { id: string; tags: string[] }[];
+    expect(listed.find((x) => x.id === last)?.tags).toEqual(['from-b']);
+    const same = await open();
+    expect(same.rebuilt ?? same.added).toBeUndefined();
+    same.repo.close();
+    // Another client's prune removes packs: the cache is rebuilt from every pack.
+    expect(strata(['forget', last, '--prune'], b.env).status).toBe(0);
+    const pruned = await open();
+    expect(pruned.rebuilt?.snapshots).toBe(snapshotIds(b.env).length);
+    pruned.repo.close();
+    expect(snapshotIds(a.env)).toEqual(snapshotIds(b.env));
+    expect(strata(['check', '--read-data'], a.env).status).toBe(0);
   });
 
   it('forget and prune: the space goes, what is kept still reads, check is clean, and another client follows', async () => {

@@ -395,6 +395,11 @@ export class Catalog {
     }
   }
 
+  /** A consistent copy of the whole catalog in a new file (to change a cache's copy and swap it in whole). */
+  copyTo(file: string): void {
+    this.db.prepare('VACUUM INTO ?').run(file);
+  }
+
   /** The names of every pack the catalog knows (for a cache held against a store's listing). */
   packNames(): string[] {
     return this.db.prepare('SELECT name FROM packs').pluck().all() as string[];

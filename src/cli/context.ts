@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import type { Command } from 'commander';
 import { usageError, wrongKey } from '../errors.js';
 import { Repository, type RemoteOptions } from '../repo/repository.js';
+import { locate } from '../storage/location.js';
 import { type Credentials } from '../repo/unlock.js';
 import { promptHidden } from './prompt.js';
 
@@ -30,6 +31,18 @@ export function repoPath(g: GlobalOptions): string {
   const repo = g.repo ?? process.env.STRATA_REPO;
   if (!repo) throw usageError('no repository given: use --repo DIR|URL|s3://BUCKET/PREFIX or set STRATA_REPO');
   return repo;
+}
+
+/**
+ * The repository directory a server keeps (serve, token): a directory, never
+ * a server's URL or a bucket, whose clients use it directly.
+ */
+export function serverDir(g: GlobalOptions): string {
+  const where = repoPath(g);
+  const kind = locate(where).kind;
+  if (kind === 's3') throw usageError(`strata serve keeps a repository directory; ${where} is a bucket, which clients use directly with --repo ${where}`);
+  if (kind !== 'directory') throw usageError(`strata serve keeps a repository directory, not ${where}`);
+  return where;
 }
 
 /** Reads the password from STRATA_PASSWORD, a password file, or a terminal prompt. */

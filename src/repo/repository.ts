@@ -197,13 +197,14 @@ export class Repository {
 
   /**
    * For rebuilding a cached catalog: this repository (its key and store) on
-   * a new, empty catalog beside the cache, which install() then puts in its
-   * place, returning the repository opened on it.
+   * a new catalog beside the cache, empty or a copy of it, which install()
+   * then puts in its place, returning the repository opened on it.
    */
-  rebuilding(): { repo: Repository; install(): Repository; discard(): void } {
+  rebuilding(from: 'empty' | 'copy' = 'empty'): { repo: Repository; install(): Repository; discard(): void } {
     const file = this.cachedCatalog;
     if (!file) throw new StrataError('local_only', `the catalog of ${this.root} is not a cache`);
     const next = `${file}.rebuild-${process.pid}-${randomBytes(4).toString('hex')}`;
+    if (from === 'copy') this.catalog.copyTo(next);
     const catalog = new Catalog(next);
     const shared = (this.service as LocalService).shared;
     const repo = new Repository(this.root, this.storage, this.config, this.keyring, new LocalService(catalog, this.storage, false, shared), catalog, next);
