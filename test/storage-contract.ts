@@ -4,10 +4,10 @@
  * the retry wrapper in storage-contract.test.ts, and against S3 (a real Ceph
  * RGW) in s3.test.ts.
  */
-import * as fs from 'node:fs';
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { StorageError, type Storage } from '../src/storage/storage.js';
+import { openThreadReader } from '../src/storage/thread-reader.js';
 import { Rng } from './helpers.js';
 
 export const hex = (s: string) => createHash('sha256').update(s).digest('hex');
@@ -161,12 +161,21 @@ export function storageContract(label: string, make: () => Promise<Storage>): vo
       await st.delete(big);
     });
 
-    it('file, where a store has one, names a file holding exactly the object', async () => {
-      if (!st.file) return;
+    it('a thread reader, where a store has one, reads exact ranges, and fails on a range past the end or a missing object', async () => {
+      const spec = st.threadReader?.();
+      if (!spec) return;
       const name = h(12);
       const bytes = rng.bytes(3000);
       await st.put(name, bytes);
-      expect(fs.readFileSync(st.file(name)).equals(bytes)).toBe(true);
+      const reader = openThreadReader(spec);
+      try {
+        expect(reader.read(name, 0, 3000).equals(bytes)).toBe(true);
+        expect(reader.read(name, 1000, 17).equals(bytes.subarray(1000, 1017))).toBe(true);
+        expect(() => reader.read(name, 2990, 11)).toThrow(expect.objectContaining({ code: 'short_read' }));
+        expect(() => reader.read(h(405), 0, 1)).toThrow(expect.objectContaining({ code: 'not_found' }));
+      } finally {
+        reader.close();
+      }
       await st.delete(name);
     });
 

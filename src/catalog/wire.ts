@@ -18,23 +18,53 @@ export class WireError extends StrataError {
   }
 }
 
-const isCount = (n: unknown): n is number => Number.isSafeInteger(n) && (n as number) >= 0;
+export const isCount = (n: unknown): n is number => Number.isSafeInteger(n) && (n as number) >= 0;
 const HEX_ID = /^[0-9a-f]{64}$/;
 
-function hexId(s: unknown, what: string): Buffer {
+export function hexId(s: unknown, what: string): Buffer {
   if (typeof s !== 'string' || !HEX_ID.test(s)) throw new WireError(`${what} must be 64 hex digits`);
   return Buffer.from(s, 'hex');
 }
 
-function base64(s: unknown, what: string, max = 1 << 20): Buffer {
+export function base64(s: unknown, what: string, max = 1 << 20): Buffer {
   if (typeof s !== 'string' || s.length > max || !/^[A-Za-z0-9+/]*={0,2}$/.test(s)) throw new WireError(`${what} must be base64`);
   return Buffer.from(s, 'base64');
 }
 
-function count(n: unknown, what: string): number {
+export function count(n: unknown, what: string): number {
   if (!isCount(n)) throw new WireError(`${what} must be a whole number`);
   return n;
 }
+
+// --- codecs
+
+/**
+ * How one body of the protocol travels, written once for both ends: the
+ * sending end encodes a `Sent`, the receiving end decodes a `T` (checking
+ * everything; `where` names the peer in the errors of what it sent). A JSON
+ * body is encoded to a value for JSON.stringify and decoded from the parsed
+ * value; a binary body to and from bytes; `none` is no body at all.
+ */
+export interface Codec<T, Sent = T> {
+  readonly type: 'json' | 'binary' | 'none';
+  encode(value: Sent): unknown;
+  decode(body: unknown, where: string): T;
+}
+
+export function jsonCodec<T, Sent = T>(encode: (value: Sent) => unknown, decode: (json: unknown, where: string) => T): Codec<T, Sent> {
+  return { type: 'json', encode, decode };
+}
+
+export function binaryCodec<T, Sent = T>(encode: (value: Sent) => Buffer, decode: (body: Buffer, where: string) => T): Codec<T, Sent> {
+  return { type: 'binary', encode, decode: (body, where) => decode(body as Buffer, where) };
+}
+
+/** No body: a request that says all in its path, an answer that is its status (204). */
+export const NO_BODY: Codec<void> = {
+  type: 'none',
+  encode: () => undefined,
+  decode: () => undefined,
+};
 
 // --- snapshots
 
@@ -113,27 +143,29 @@ export function packEntriesToJson(entries: readonly PackEntry[]): PackEntryJson[
   return entries.map((e) => [e.id.toString('hex'), e.kind, e.offset, e.length, e.size]);
 }
 
-/** Entries of a pack of `packSize` bytes: inside it, after its magic, not overlapping. */
-export function packEntriesFromJson(j: unknown, packSize: number, magic: number): PackEntry[] {
+/** A pack index's entries as sent: ids, known kinds, whole numbers (where they lie is checkPackLayout's). */
+export function packEntriesFromJson(j: unknown): PackEntry[] {
   if (!Array.isArray(j) || j.length === 0) throw new WireError('a pack index lists its blobs');
-  const entries = j.map((x: unknown) => {
+  return j.map((x: unknown) => {
     if (!Array.isArray(x) || x.length !== 5) throw new WireError('malformed pack entry');
     const [id, kind, offset, length, size] = x as unknown[];
     if (typeof kind !== 'string' || !BLOB_KINDS.includes(kind as BlobKind)) throw new WireError('unknown blob kind');
     return { id: hexId(id, 'blob id'), kind: kind as BlobKind, offset: count(offset, 'offset'), length: count(length, 'length'), size: count(size, 'size') };
   });
+}
+
+/** Entries of a pack of `packSize` bytes: inside it, after its magic, not overlapping. */
+export function checkPackLayout(entries: readonly PackEntry[], packSize: number, magic: number): void {
   const sorted = [...entries].sort((a, b) => a.offset - b.offset);
   let end = magic;
   for (const e of sorted) {
     if (e.offset < end || e.length === 0 || e.offset + e.length > packSize) throw new WireError('pack entries overlap or lie outside the pack');
     end = e.offset + e.length;
   }
-  return entries;
 }
 
 // --- binary: ids, block lists and versions
 
-/** Concatenated 32-byte ids. */
 /** How long one POST /v1/maintenance may wait for another maintenance to end; a client waiting longer asks again. */
 export const MAX_LOCK_WAIT_MS = 10_000;
 
@@ -143,6 +175,7 @@ export const BLOCKS_PER_READ = 64;
 /** One answer of POST /v1/blocks/where: pack name (32 bytes), offset, length, pack size (f64le each). */
 export const CLAIM_BYTES = 56;
 
+/** Concatenated 32-byte ids. */
 export function encodeIds(ids: readonly Uint8Array[]): Buffer {
   const out = Buffer.allocUnsafe(ids.length * ID_BYTES);
   ids.forEach((id, i) => out.set(id.subarray(0, ID_BYTES), i * ID_BYTES));

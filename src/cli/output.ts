@@ -90,6 +90,13 @@ export class Progress {
     if (this.spinner) this.spinner.render();
   }
 
+  /** Prints a line of output (stdout) without tearing the spinner line. */
+  line(text: string): void {
+    if (this.spinner) this.spinner.clear();
+    line(text);
+    if (this.spinner) this.spinner.render();
+  }
+
   stop(): void {
     this.stopped = true;
     this.spinner?.stop();

@@ -56,6 +56,8 @@ export function windowBytes(readSize: number, maxBlock: number): number {
  */
 const YIELD_EVERY = 8 * 1024 * 1024;
 
+const PAUSE = new Int32Array(new SharedArrayBuffer(4));
+
 /** A sliding window over a file, refilled by large sequential reads. */
 class FileWindow {
   /** File offset of buf[0], and how many bytes of buf are filled. */
@@ -70,6 +72,8 @@ class FileWindow {
     private readonly buf: Buffer,
     maxBlock: number,
     private readonly onRead: (bytes: number, here?: boolean) => void,
+    /** Read from where the descriptor is (a pipe), not at offsets: the window only ever moves forward. */
+    private readonly sequential = false,
   ) {
     // Smaller, a block could not be held whole and a file would seem to end early.
     if (buf.length < windowBytes(0, maxBlock)) throw new Error(`read window of ${buf.length} bytes is too small for blocks of ${maxBlock}`);
@@ -87,8 +91,13 @@ class FileWindow {
       }
       let bytesRead: number;
       try {
-        bytesRead = readSync(this.fd, this.buf, this.filled, this.buf.length - this.filled, this.base + this.filled);
+        bytesRead = readSync(this.fd, this.buf, this.filled, this.buf.length - this.filled, this.sequential ? null : this.base + this.filled);
       } catch (e) {
+        // A non-blocking pipe or socket with nothing in it yet: wait a moment for its writer.
+        if (this.sequential && (e as NodeJS.ErrnoException).code === 'EAGAIN') {
+          Atomics.wait(PAUSE, 0, 0, 2);
+          continue;
+        }
         throw new SourceReadError(e);
       }
       if (bytesRead === 0) this.eof = true;
@@ -116,9 +125,9 @@ class FileWindow {
  * for. The window is refilled by large reads and only a chunk's worth of
  * bytes is ever moved, where pushing reads into the chunker copied them all.
  */
-export async function* freshChunks(fd: number, chunker: Chunker, onRead: (bytes: number, here?: boolean) => void): AsyncGenerator<Buffer> {
+export async function* freshChunks(fd: number, chunker: Chunker, onRead: (bytes: number, here?: boolean) => void, sequential = false): AsyncGenerator<Buffer> {
   const maxBlock = chunker.params.max;
-  const window = new FileWindow(fd, chunker.window, maxBlock, onRead);
+  const window = new FileWindow(fd, chunker.window, maxBlock, onRead, sequential);
   for (let pos = 0; ; ) {
     await window.breathe();
     const available = window.ensure(pos, maxBlock);

@@ -116,6 +116,8 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
   let checkedDir = '';
   /** Files still being written, and the first error one of them met. */
   const writing = new Set<Promise<void>>();
+  /** Files made, by what their hard-linked names share (Entry.linkGroup): the next such name becomes a link. */
+  const linked = new Map<string, string>();
   /** Of `writing`, the large files. */
   let largeWriting = 0;
   let failure: unknown;
@@ -297,9 +299,19 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
     } else {
       // Created here, right after its directory was checked; looked up and written off this
       // loop: a tree of small files is bound by round trips through the thread pool, which overlap.
+      const group = entry.linkGroup;
+      const first = group === undefined ? undefined : linked.get(group);
+      if (first !== undefined) {
+        // Another name of a file this restore made: a hard link to it, one file again as it was.
+        if (!(await linkFile(first, dest, (st) => clearWay(dest, st, entry)))) return;
+        result.files++;
+        opts.onProgress?.({ files: result.files, bytes: result.bytes, skippedBytes });
+        return;
+      }
       const large = entry.size >= LARGE_FILE;
       const fd = await createFile(dest, entry.mode & 0o777, (st) => clearWay(dest, st, entry));
       if (fd === undefined) return;
+      if (group !== undefined) linked.set(group, dest);
       const done: Promise<void> = fill(fd, () => tree.open(entry), entry, dest)
         .then(() => {
           result.files++;
@@ -326,7 +338,7 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
   const fill = async (fd: number, open: () => Promise<VersionFile>, entry: Entry, dest: string): Promise<void> => {
     try {
       const file = await open();
-      if (file.size > INLINE_SIZE && repo.packFile) {
+      if (file.size > INLINE_SIZE && repo.threadReader) {
         await unpackVersion(repo, file.version, fd, opts.signal, written);
       } else if (file.size > 0) {
         // Pieces go out in batches of about 1 MiB, one writev each: a block is 32 KiB on average.
@@ -526,6 +538,19 @@ async function createFile(dest: string, mode: number, clear: (st: BigIntStats) =
   }
   if (!(await clear(await fs.lstat(osPath(dest), { bigint: true })))) return undefined;
   return openSync(osPath(dest), flags, mode);
+}
+
+/** A hard link at `dest` to `existing`; whatever was at `dest` goes first if `clear` says so (else no link: false). */
+async function linkFile(existing: string, dest: string, clear: (st: BigIntStats) => Promise<boolean>): Promise<boolean> {
+  try {
+    await fs.link(osPath(existing), osPath(dest));
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  }
+  if (!(await clear(await fs.lstat(osPath(dest), { bigint: true })))) return false;
+  await fs.link(osPath(existing), osPath(dest));
+  return true;
 }
 
 /** Writes every byte of `parts` at `position` (writev may write less than asked). */

@@ -99,6 +99,16 @@ export class Entry {
     return new Date(Number(this.mtimeNs / 1_000_000n));
   }
 
+  /**
+   * For a file that had other names (hard links) when backed up: what its
+   * names share, so that restore makes them one file again. Undefined for a
+   * file of one name.
+   */
+  get linkGroup(): string | undefined {
+    const r = this.#raw;
+    return r.type === 'file' && r.links !== undefined && r.dev !== undefined ? `${r.dev}:${r.ino}` : undefined;
+  }
+
   /** A symlink's target; undefined for anything else. */
   get target(): string | undefined {
     return this.#raw.type === 'symlink' ? this.#raw.target : undefined;

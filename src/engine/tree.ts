@@ -4,6 +4,7 @@
  * owners and link targets live only here, sealed. A file's content is found
  * through the catalog by (snapshot, keyed id of its absolute path).
  */
+import type { EntryStat } from '../util/stat.js';
 import { integrity } from '../errors.js';
 
 export type EntryType = 'file' | 'dir' | 'symlink';
@@ -19,6 +20,13 @@ export interface TreeEntry {
   ctimeNs: string;
   ino: string;
   size: number;
+  /**
+   * A file with other names (hard links): how many it had, and its device
+   * (decimal), so that restore makes one file of the names with this device
+   * and inode. Absent for a file of one name.
+   */
+  links?: number;
+  dev?: string;
   /** Subtree id (hex) of a directory. */
   tree?: string;
   /** Target of a symlink. */
@@ -82,6 +90,7 @@ function entryProblem(e: TreeEntry): string | undefined {
   if (!isDecimal(e.mtimeNs) || !isDecimal(e.ctimeNs) || !isDecimal(e.ino)) return 'has an invalid time or inode';
   if (e.type === 'dir' && !(typeof e.tree === 'string' && TREE_ID.test(e.tree))) return 'has an invalid subtree id';
   if (e.type === 'symlink' && !(typeof e.target === 'string' && e.target.length > 0 && !e.target.includes('\0'))) return 'has an invalid link target';
+  if ((e.links !== undefined || e.dev !== undefined) && !(e.type === 'file' && Number.isSafeInteger(e.links) && e.links! >= 2 && isDecimal(e.dev))) return 'has an invalid hard link count or device';
   if (e.parentContent !== undefined && !(typeof e.parentContent === 'string' && CONTENT_MARK.test(e.parentContent) && e.type === 'file')) return 'has an invalid parentContent mark';
   return undefined;
 }
@@ -133,4 +142,26 @@ export function findEntry(tree: Tree, name: string): TreeEntry | undefined {
   }
   // Out of order (not written by strata): look at every entry.
   return ordered.has(tree) ? undefined : tree.entries.find((e) => e.name === name);
+}
+
+
+/** The entry of a path as lstat saw it (a file's size; a directory's tree and a link's target come after). */
+export function entryOfStat(name: string, type: TreeEntry['type'], st: EntryStat): TreeEntry {
+  const entry: TreeEntry = {
+    name,
+    type,
+    mode: Number(st.mode),
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    mtimeNs: st.mtimeNs.toString(),
+    ctimeNs: st.ctimeNs.toString(),
+    ino: st.ino.toString(),
+    size: type === 'file' ? Number(st.size) : 0,
+  };
+  // In this order (the backup's LeafTree writes the same JSON from stats alone).
+  if (type === 'file' && st.nlink > 1n) {
+    entry.links = Number(st.nlink);
+    entry.dev = st.dev.toString();
+  }
+  return entry;
 }

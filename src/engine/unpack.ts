@@ -25,8 +25,8 @@ const MIN_BATCH_BYTES = 128 * 1024;
 const IN_FLIGHT_PER_WORKER = 2;
 
 class Batch {
-  readonly files: string[] = [];
-  private readonly fileIndex = new Map<string, number>();
+  readonly packs: string[] = [];
+  private readonly packIndex = new Map<string, number>();
   readonly pieces: Piece[] = [];
   private readonly numbers = new Float64Array(BATCH_PIECES * PIECE_FIELDS);
   private readonly ids = new Uint8Array(BATCH_PIECES * ID_BYTES);
@@ -34,11 +34,11 @@ class Batch {
 
   constructor(private readonly limit: number) {}
 
-  add(p: Piece, file: string, offset: number, length: number): void {
-    let f = this.fileIndex.get(file);
+  add(p: Piece, pack: string, offset: number, length: number): void {
+    let f = this.packIndex.get(pack);
     if (f === undefined) {
-      f = this.files.push(file) - 1;
-      this.fileIndex.set(file, f);
+      f = this.packs.push(pack) - 1;
+      this.packIndex.set(pack, f);
     }
     const i = this.pieces.length;
     this.pieces.push(p);
@@ -53,7 +53,7 @@ class Batch {
 
   message(fd: number, size: number) {
     const n = this.pieces.length;
-    return { fd, size, files: this.files, pieces: this.numbers.slice(0, n * PIECE_FIELDS), ids: this.ids.slice(0, n * ID_BYTES) };
+    return { fd, size, packs: this.packs, pieces: this.numbers.slice(0, n * PIECE_FIELDS), ids: this.ids.slice(0, n * ID_BYTES) };
   }
 }
 
@@ -64,8 +64,6 @@ class Batch {
  * other read, and a block that moved (prune repacked it) is found anew.
  */
 export async function unpackVersion(repo: Repository, version: BoundVersion, fd: number, signal?: AbortSignal, onBytes?: (n: number) => void): Promise<number> {
-  const packFile = repo.packFile;
-  if (!packFile) throw new Error('unpackVersion needs a repository on this machine');
   const pool = await repo.unpackers();
   const catalog = repo.catalog;
   const limit = pool.size * IN_FLIGHT_PER_WORKER;
@@ -98,7 +96,7 @@ export async function unpackVersion(repo: Repository, version: BoundVersion, fd:
         for (const [i, p] of pending.entries()) {
           const loc = locations[i];
           if (!loc) throw integrity(`block ${p.block.toString('hex').slice(0, 16)} is not in the repository`, { block: p.block.toString('hex') });
-          batch.add(p, packFile(loc.pack), loc.offset, loc.length);
+          batch.add(p, loc.pack, loc.offset, loc.length);
           if (!batch.full) continue;
           send(batch);
           batch = new Batch(batchBytes);

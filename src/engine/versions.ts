@@ -236,6 +236,16 @@ function sealVersion(keyring: Keyring, packer: Packer, level: number, v: NewVers
  * touched again (100k files when each unchanged one still had a row: 1,000
  * a batch 12.9 s, 10,000 a batch 10 s). Tombstones go in the same batches.
  */
+/** Where a backup puts its versions and tombstones. */
+export type VersionWriter = Pick<VersionBatch, 'add' | 'tombstone' | 'flush'>;
+
+/** A dry run's: versions are made (and counted by the backup), none is stored. */
+export const NO_VERSIONS: VersionWriter = {
+  add: async () => {},
+  tombstone: async () => {},
+  flush: async () => {},
+};
+
 export class VersionBatch {
   private pending: { v: NewVersion; toc: SealedTocIds }[] = [];
   private entries = 0;

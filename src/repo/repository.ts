@@ -14,7 +14,7 @@ import type { HttpStorage } from '../storage/http.js';
 import { LocalStorage } from '../storage/local.js';
 import { locate, type Location } from '../storage/location.js';
 import type { S3Storage, S3StorageOptions } from '../storage/s3.js';
-import type { Storage } from '../storage/storage.js';
+import type { Storage, ThreadReaderSpec } from '../storage/storage.js';
 import { addDictionary, decodeBlock, type Dictionary } from './blockcodec.js';
 import { allDictionaries, decodeWithDictionaries, loadDictionary, sealDictionary } from './dictionary.js';
 import { Catalog, type BlobKind } from '../catalog/catalog.js';
@@ -80,7 +80,7 @@ export class Repository {
   ) {
     this.chunker = { min: config.chunker.min, avg: config.chunker.avg, max: config.chunker.max };
     // No local files and no server to batch for us: every read is a request.
-    this.readAhead = !storage.file && service instanceof LocalService ? READ_AHEAD_BY_REQUEST : READ_AHEAD;
+    this.readAhead = !storage.threadReader && service instanceof LocalService ? READ_AHEAD_BY_REQUEST : READ_AHEAD;
   }
 
   /** The chunker's keyed gear table: made when a backup first asks, as reads never need it. */
@@ -225,7 +225,7 @@ export class Repository {
     };
   }
 
-  static async open(root: string, creds: Credentials, _opts: { readonly?: boolean } = {}, options: RemoteOptions = {}): Promise<Repository> {
+  static async open(root: string, creds: Credentials, opts: { readonly?: boolean } = {}, options: RemoteOptions = {}): Promise<Repository> {
     const where = locate(root);
     if (where.kind === 's3') return (await Repository.openS3(where, creds, options)).repo;
     if (where.kind === 'server') {
@@ -252,7 +252,8 @@ export class Repository {
     const config = readConfig(dir);
     const storage = new LocalStorage(dir, true);
     const keyring = await unlock(storage, config, creds);
-    const catalog = openCatalog(dir);
+    // A command that only reads lets its statements share short read transactions (see CatalogDb).
+    const catalog = openCatalog(dir, { readWindows: opts.readonly });
     return new Repository(dir, storage, config, keyring, new LocalService(catalog, storage), catalog);
   }
 
@@ -367,14 +368,13 @@ export class Repository {
   }
 
   /**
-   * Where a pack is on disk, when this process reads the repository's files
-   * itself (a restore then hands runs of blocks to worker threads that read
-   * and write them); undefined over a server.
+   * How worker threads read this repository's packs themselves, when this
+   * process reads its store directly (a restore then hands them runs of
+   * blocks to read and write); undefined over a server.
    */
-  get packFile(): ((pack: string) => string) | undefined {
-    const storage = this.storage;
-    if (!storage.file || !(this.service instanceof LocalService) || !this.localCatalog) return undefined;
-    return (pack) => storage.file!({ kind: 'pack', name: pack });
+  get threadReader(): ThreadReaderSpec | undefined {
+    if (!this.storage.threadReader || !(this.service instanceof LocalService) || !this.localCatalog) return undefined;
+    return this.storage.threadReader();
   }
 
   private unpackPool?: Promise<UnpackPool>;
@@ -385,10 +385,12 @@ export class Repository {
    * before it exists: they share one promise, so one pool is made and closed.
    */
   unpackers(): Promise<UnpackPool> {
+    const store = this.threadReader;
+    if (!store) return Promise.reject(new Error('worker threads restore only from a repository this process reads itself'));
     return (this.unpackPool ??= (async () => {
       const { UnpackPool } = await import('../workers/unpack-pool.js');
       // Workers cannot fetch: they get every dictionary up front (a repository has one or two).
-      return new UnpackPool(this.keyring, this.maxBlobSize, await allDictionaries(this.storage, this.dictionarySource, this.keyring));
+      return new UnpackPool(this.keyring, this.maxBlobSize, await allDictionaries(this.storage, this.dictionarySource, this.keyring), store);
     })());
   }
 
@@ -591,11 +593,11 @@ function removeCatalog(file: string): void {
 }
 
 /** Opens the catalog for writing (upgrading its schema if needed), or read-only where writing is not allowed. */
-function openCatalog(dir: string): Catalog {
+function openCatalog(dir: string, opts: { readWindows?: boolean } = {}): Catalog {
   const file = path.join(dir, 'catalog.db');
   if (!fs.existsSync(file)) throw noRepository(`repository at ${dir} has no catalog.db (if it was lost, run "strata rebuild-catalog")`);
   try {
-    return new Catalog(file);
+    return new Catalog(file, opts);
   } catch (e) {
     if (e instanceof StrataError && e.code === 'read_only') return new Catalog(file, { readonly: true });
     if (e instanceof StrataError) throw e;

@@ -3,10 +3,10 @@
  * Writes go to a temporary name, are synced, then renamed into place.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { constants, readSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { StorageError, type Handle, type Kind, type Storage } from './storage.js';
+import { StorageError, type Handle, type Kind, type Storage, type ThreadReader, type ThreadReaderSpec } from './storage.js';
 
 const NAME = /^[0-9a-zA-Z_.-]+$/;
 /** Kinds kept in one directory each (packs are spread over 256). */
@@ -51,6 +51,10 @@ export class LocalStorage implements Storage {
     private readonly syncReads = false,
   ) {
     this.location = root;
+  }
+
+  threadReader(): ThreadReaderSpec {
+    return { driver: 'directory', root: this.root };
   }
 
   /** The file an object is stored in (its name checked: no path can leave the root). */
@@ -358,4 +362,64 @@ async function readdirOrEmpty(dir: string): Promise<string[]> {
 
 async function* partsOf(parts: readonly Uint8Array[]): AsyncIterable<Uint8Array> {
   yield* parts;
+}
+
+/**
+ * A directory's objects read synchronously by a thread of its own (a
+ * restore's workers): the last few files stay open, and a range past an
+ * object's end fails before anything is allocated for it.
+ */
+export class DirectoryThreadReader implements ThreadReader {
+  private readonly store: LocalStorage;
+  private readonly open = new Map<string, { fd: number; size: number }>();
+  private buf = Buffer.allocUnsafe(1024 * 1024);
+
+  constructor(root: string) {
+    this.store = new LocalStorage(root);
+  }
+
+  read(h: Handle, offset: number, length: number): Buffer {
+    const { fd, size } = this.opened(h);
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > size) {
+      throw new StorageError('short_read', `${h.kind} ${h.name}: wanted ${length} bytes at ${offset}, it has ${size}`);
+    }
+    if (this.buf.length < length) this.buf = Buffer.allocUnsafe(Math.max(length, this.buf.length * 2));
+    let got = 0;
+    while (got < length) {
+      const n = readSync(fd, this.buf, got, length - got, offset + got);
+      if (n === 0) break;
+      got += n;
+    }
+    if (got < length) throw new StorageError('short_read', `${h.kind} ${h.name}: wanted ${length} bytes at ${offset}, got ${got}`);
+    return this.buf.subarray(0, length);
+  }
+
+  private opened(h: Handle): { fd: number; size: number } {
+    const file = this.store.file(h);
+    let p = this.open.get(file);
+    if (p) {
+      this.open.delete(file);
+      this.open.set(file, p);
+      return p;
+    }
+    let fd: number;
+    try {
+      fd = openSync(file, 'r');
+    } catch (e) {
+      throw (e as NodeJS.ErrnoException).code === 'ENOENT' ? new StorageError('not_found', `${h.kind} ${h.name} not found`) : e;
+    }
+    p = { fd, size: fstatSync(fd).size };
+    this.open.set(file, p);
+    if (this.open.size > OPEN_HANDLES) {
+      const [oldest, old] = this.open.entries().next().value!;
+      this.open.delete(oldest);
+      closeSync(old.fd);
+    }
+    return p;
+  }
+
+  close(): void {
+    for (const { fd } of this.open.values()) closeSync(fd);
+    this.open.clear();
+  }
 }

@@ -43,15 +43,29 @@ export interface Storage {
   list(kind: Kind): AsyncIterable<string>;
   delete(h: Handle): Promise<void>;
   /**
-   * Where an object is as a file this process may read itself, for a store
-   * that has one (a directory): a restore's worker threads then read runs of
-   * blocks from it directly. Absent for stores without local files.
+   * How another thread of this process reads this store itself, for a store
+   * whose objects are files here (a directory): a restore's worker threads
+   * then read runs of blocks without a round trip to this one. Absent for
+   * stores reached over a network.
    */
-  file?(h: Handle): string;
+  threadReader?(): ThreadReaderSpec;
   /** Removes partial objects that interrupted puts left, older than `olderThanMs`; returns their bytes. */
   sweepTemporary(olderThanMs: number): Promise<number>;
   /** Releases what the store holds open (file handles, connections). */
   close(): Promise<void>;
+}
+
+/** What a thread needs to open its own reader of a store (it crosses threads as it is). */
+export interface ThreadReaderSpec {
+  driver: 'directory';
+  root: string;
+}
+
+/** Synchronous ranged reads of a store's objects, in a thread of its own (storage/thread-reader.ts opens one). */
+export interface ThreadReader {
+  /** Exactly `length` bytes at `offset` of the object (a view valid until the next read), or a `short_read` error. */
+  read(h: Handle, offset: number, length: number): Buffer;
+  close(): void;
 }
 
 export class StorageError extends StrataError {

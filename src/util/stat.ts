@@ -7,11 +7,11 @@ import { constants, type BigIntStats } from 'node:fs';
 
 export type EntryStat = Pick<
   BigIntStats,
-  'mode' | 'uid' | 'gid' | 'size' | 'mtimeNs' | 'ctimeNs' | 'ino' | 'isFile' | 'isDirectory' | 'isSymbolicLink' | 'isFIFO' | 'isSocket' | 'isBlockDevice' | 'isCharacterDevice'
+  'mode' | 'uid' | 'gid' | 'size' | 'mtimeNs' | 'ctimeNs' | 'ino' | 'nlink' | 'dev' | 'isFile' | 'isDirectory' | 'isSymbolicLink' | 'isFIFO' | 'isSocket' | 'isBlockDevice' | 'isCharacterDevice'
 >;
 
-/** Numbers per path: mode, uid, gid, size, mtimeNs, ctimeNs, ino (as signed 64-bit). */
-export const STAT_FIELDS = 7;
+/** Numbers per path: mode, uid, gid, size, mtimeNs, ctimeNs, ino, nlink, dev (as signed 64-bit). */
+export const STAT_FIELDS = 9;
 
 /** An lstat that failed, as it crosses threads. */
 export interface StatFailure {
@@ -28,6 +28,8 @@ export function packStat(st: BigIntStats, into: BigInt64Array, i: number): void 
   into[at + 4] = st.mtimeNs;
   into[at + 5] = st.ctimeNs;
   into[at + 6] = BigInt.asIntN(64, st.ino);
+  into[at + 7] = st.nlink;
+  into[at + 8] = BigInt.asIntN(64, st.dev);
 }
 
 /** lstat of every path: the packed values, and a failure (or null) per path. */
@@ -72,6 +74,12 @@ export class PackedStat implements EntryStat {
   }
   get ino(): bigint {
     return BigInt.asUintN(64, this.values[this.at + 6]!);
+  }
+  get nlink(): bigint {
+    return this.values[this.at + 7]!;
+  }
+  get dev(): bigint {
+    return BigInt.asUintN(64, this.values[this.at + 8]!);
   }
 
   private is(type: number): boolean {

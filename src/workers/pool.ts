@@ -12,7 +12,7 @@ import { Worker } from 'node:worker_threads';
 import type { Dictionary } from '../repo/blockcodec.js';
 import type { BlobKind } from '../catalog/catalog.js';
 import type { DictionaryBuilder } from '../repo/dictionary.js';
-import { ID_BYTES, slotLayout, type ConfirmRequest, type DictionaryMessage, type ConfirmResponse, type SealRequest, type SealResponse, type SlotLayout, type StatRequest, type StatResponse } from './sealer.js';
+import { ID_BYTES, slotLayout, type ConfirmRequest, type DictionaryMessage, type ConfirmResponse, type SameRequest, type SameResponse, type SealRequest, type SealResponse, type SlotLayout, type StatRequest, type StatResponse } from './sealer.js';
 
 /**
  * A worker's bundled script (npm run build writes dist/workers/NAME.cjs).
@@ -73,10 +73,11 @@ export class SealPool {
       // Workers allocate little on the JS heap (blocks live in the shared buffer): a small young generation keeps each isolate lean.
       const worker = new Worker(script, { workerData: { encKey: keys.encKey, idKey: keys.idKey, level, shared: this.shared, layout: this.layout }, resourceLimits: { maxYoungGenerationSizeMb: 4 } });
       const w: Slot = { worker, busy: 0, stats: 0, batch: [], batchBytes: 0 };
-      worker.on('message', (res: SealResponse[] | ConfirmResponse | StatResponse | 'ready') => {
+      worker.on('message', (res: SealResponse[] | ConfirmResponse | SameResponse | StatResponse | 'ready') => {
         if (res === 'ready') this.ready++;
         else if (Array.isArray(res)) res.forEach((r) => this.settle(w, r));
         else if ('confirm' in res) this.answered(w, res.confirm, res);
+        else if ('same' in res) this.answered(w, res.same, res);
         else this.answered(w, res.stat, res);
       });
       worker.on('error', (e) => {
@@ -140,7 +141,7 @@ export class SealPool {
   /** Requests one worker answers on its own (confirm, stat), by seq. */
   private readonly asked = new Map<number, { resolve: (r: never) => void; reject: (e: unknown) => void; stat: boolean }>();
 
-  private answered(w: Slot, seq: number, res: ConfirmResponse | StatResponse): void {
+  private answered(w: Slot, seq: number, res: ConfirmResponse | SameResponse | StatResponse): void {
     const p = this.asked.get(seq);
     this.asked.delete(seq);
     w.busy--;
@@ -149,7 +150,7 @@ export class SealPool {
   }
 
   /** Sends the request made for its seq to the least busy worker; resolves with that worker's answer. */
-  private ask<T extends ConfirmResponse | StatResponse>(request: (seq: number) => ConfirmRequest | StatRequest, stat: boolean): Promise<T> {
+  private ask<T extends ConfirmResponse | SameResponse | StatResponse>(request: (seq: number) => ConfirmRequest | SameRequest | StatRequest, stat: boolean): Promise<T> {
     if (this.failure) return Promise.reject(this.failure);
     const w = this.workers.reduce((a, b) => (b.busy < a.busy ? b : a));
     const seq = this.seq++;
@@ -168,6 +169,14 @@ export class SealPool {
    */
   confirm(fd: number, start: number, lengths: number[], ids: Uint8Array, last: boolean): Promise<ConfirmResponse> {
     return this.ask((seq) => ({ confirm: seq, fd, start, lengths, ids, last }), false);
+  }
+
+  /**
+   * Has a worker read files seen before and hash them along their parent
+   * versions' blocks: which of them hold exactly those bytes (see SameRequest).
+   */
+  same(files: Omit<SameRequest, 'same'>): Promise<SameResponse> {
+    return this.ask((seq) => ({ same: seq, ...files }), false);
   }
 
   /** Workers that have started (loaded their modules): until then a request would wait. */

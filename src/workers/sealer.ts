@@ -6,7 +6,7 @@
  * transferred buffers: nothing is allocated per block across threads, so no
  * thread accumulates dead block memory between collections.
  */
-import { lstatSync } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, openSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { blockId } from '../crypto/keyring.js';
 import { encodeBlock, type Dictionary } from '../repo/blockcodec.js';
@@ -61,6 +61,29 @@ export interface ConfirmResponse {
   error?: string;
 }
 
+/**
+ * Files seen before whose stats changed but not their size (a new inode, a
+ * touch): the worker opens each, checks that it is the file the main thread
+ * stat'ed, reads it whole and hashes it along its parent version's blocks.
+ */
+export interface SameRequest {
+  same: number;
+  paths: string[];
+  /** Per file, as the main thread's lstat saw it: size, mtimeNs, ctimeNs, ino. */
+  stats: BigInt64Array;
+  /** Per file, how many blocks its parent version has; their lengths and ids (ID_BYTES each), all files one after another. */
+  counts: Uint32Array;
+  lengths: Uint32Array;
+  ids: Uint8Array;
+}
+
+export interface SameResponse {
+  same: number;
+  /** Per file: 1 if it holds exactly its parent version's blocks, and did not change while read. */
+  results: Uint8Array;
+  bytesRead: number;
+}
+
 /** lstat of a directory's entries (see util/stat.ts). */
 export interface StatRequest {
   stat: number;
@@ -93,9 +116,10 @@ if (parentPort) {
   const port = parentPort;
   let readBuf = Buffer.allocUnsafe(0);
   // Requests come in batches (fewer messages, fewer wake-ups); so do answers.
-  port.on('message', (batch: SealRequest[] | ConfirmRequest | StatRequest | DictionaryMessage) => {
+  port.on('message', (batch: SealRequest[] | ConfirmRequest | SameRequest | StatRequest | DictionaryMessage) => {
     if (Array.isArray(batch)) port.postMessage(batch.map(handle));
     else if ('confirm' in batch) port.postMessage(confirm(batch));
+    else if ('same' in batch) port.postMessage(same(batch));
     // A Buffer arrives as a plain Uint8Array.
     else if ('dictionary' in batch) dict = { ref: Buffer.from(batch.dictionary.ref), bytes: batch.dictionary.bytes };
     else {
@@ -122,6 +146,41 @@ if (parentPort) {
     } catch (e) {
       return { confirm: req.confirm, count: 0, bytesRead, error: (e as Error).message };
     }
+  };
+  const same = (req: SameRequest): SameResponse => {
+    const results = new Uint8Array(req.paths.length);
+    let bytesRead = 0;
+    let block = 0;
+    req.paths.forEach((path, i) => {
+      const [size, mtimeNs, ctimeNs, ino] = req.stats.subarray(i * 4, i * 4 + 4);
+      const first = block;
+      block += req.counts[i]!;
+      let fd: number | undefined;
+      try {
+        fd = openSync(osPath(path), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+        const before = fstatSync(fd, { bigint: true });
+        if (!before.isFile() || before.ino !== ino || before.size !== size || before.mtimeNs !== mtimeNs || before.ctimeNs !== ctimeNs) return;
+        const n = Number(size);
+        // One byte more than expected: a file that grew since is not the same.
+        if (readBuf.length < n + 1) readBuf = Buffer.allocUnsafe(n + 1);
+        const got = readInto(fd, readBuf, n + 1, 0);
+        bytesRead += got;
+        if (got !== n) return;
+        let at = 0;
+        for (let k = first; k < block; k++) {
+          const length = req.lengths[k]!;
+          if (at + length > n || !blockId(idKey, readBuf.subarray(at, at + length)).equals(req.ids.subarray(k * ID_BYTES, (k + 1) * ID_BYTES))) return;
+          at += length;
+        }
+        const after = fstatSync(fd, { bigint: true });
+        if (at === n && after.size === before.size && after.mtimeNs === before.mtimeNs && after.ctimeNs === before.ctimeNs) results[i] = 1;
+      } catch {
+        // Not confirmed: the main thread reads the file itself, and says what is wrong with it.
+      } finally {
+        if (fd !== undefined) closeSync(fd);
+      }
+    });
+    return { same: req.same, results, bytesRead };
   };
   const handle = (req: SealRequest): SealResponse => {
     try {

@@ -1,11 +1,12 @@
 /**
- * Worker threads that restore runs of blocks from pack files into an output
+ * Worker threads that restore runs of blocks from packs into an output
  * file (see unpacker.ts). Workers keep the process alive only while they have
  * work, so a pool can be left open.
  */
 import * as os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { Dictionary } from '../repo/blockcodec.js';
+import type { ThreadReaderSpec } from '../storage/storage.js';
 import { workerScript } from './pool.js';
 import type { UnpackAnswer, UnpackBatch } from './unpacker.js';
 
@@ -20,11 +21,11 @@ export class UnpackPool {
   private seq = 0;
   private failure?: Error;
 
-  constructor(keys: { encKey: Uint8Array; idKey: Uint8Array }, maxSize: number, dictionaries: readonly Dictionary[], readonly size = Math.max(1, Math.min(os.availableParallelism(), 8))) {
+  constructor(keys: { encKey: Uint8Array; idKey: Uint8Array }, maxSize: number, dictionaries: readonly Dictionary[], store: ThreadReaderSpec, readonly size = Math.max(1, Math.min(os.availableParallelism(), 8))) {
     const script = workerScript('unpacker');
     for (let i = 0; i < size; i++) {
       // Blocks are decoded and written in the worker and dropped at once: a small young generation keeps each isolate lean.
-      const worker = new Worker(script, { workerData: { encKey: keys.encKey, idKey: keys.idKey, maxSize, dictionaries }, resourceLimits: { maxYoungGenerationSizeMb: 4 } });
+      const worker = new Worker(script, { workerData: { encKey: keys.encKey, idKey: keys.idKey, maxSize, dictionaries, store }, resourceLimits: { maxYoungGenerationSizeMb: 4 } });
       const w: Unpacker = { worker, busy: 0 };
       worker.on('message', (a: UnpackAnswer) => {
         const p = this.waiting.get(a.seq);

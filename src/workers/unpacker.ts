@@ -1,7 +1,7 @@
 /**
- * Worker thread: restores runs of blocks straight from pack files into the
- * file being restored. It reads the sealed bytes (adjacent blocks of a pack in
- * one read), authenticates, decompresses and checks each block, and writes
+ * Worker thread: restores runs of blocks straight from packs into the file
+ * being restored. It reads the sealed bytes through its own reader of the
+ * store (adjacent blocks of a pack in one read), authenticates, decompresses and checks each block, and writes
  * its piece at its place in the output with pwrite. The main thread only
  * resolves which pieces go where: a restore's reads, decoding and writes run
  * on every core, and no block crosses between threads.
@@ -11,7 +11,8 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { addDictionary, decodeBlock, type Dictionary } from '../repo/blockcodec.js';
 import { GcPacer } from '../util/gc.js';
 import { isHole } from '../util/holes.js';
-import { readInto } from '../util/read.js';
+import { openThreadReader } from '../storage/thread-reader.js';
+import type { ThreadReaderSpec } from '../storage/storage.js';
 
 /** Numbers per piece in UnpackBatch.pieces. */
 export const PIECE_FIELDS = 7;
@@ -23,9 +24,9 @@ export interface UnpackBatch {
   fd: number;
   /** The output file's size: its last piece is always written, so the file ends where it should. */
   size: number;
-  /** Pack files the blocks are in. */
-  files: string[];
-  /** Per piece: file index, sealed offset, sealed length, block size, piece start in the block, piece length, position in the output. */
+  /** Packs the blocks are in. */
+  packs: string[];
+  /** Per piece: pack index, sealed offset, sealed length, block size, piece start in the block, piece length, position in the output. */
   pieces: Float64Array;
   /** Block ids, ID_BYTES per piece. */
   ids: Uint8Array;
@@ -42,47 +43,16 @@ export interface UnpackAnswer {
 
 /** Sealed bytes read in one go at most (a run of adjacent blocks). */
 const RUN_BYTES = 4 * 1024 * 1024;
-const OPEN_FILES = 16;
 /** Output gathered for one write at most. */
 const WRITE_BYTES = 1024 * 1024;
 
 if (parentPort) {
-  const { encKey, idKey, maxSize, dictionaries } = workerData as { encKey: Uint8Array; idKey: Uint8Array; maxSize: number; dictionaries: Dictionary[] };
+  const { encKey, idKey, maxSize, dictionaries, store } = workerData as { encKey: Uint8Array; idKey: Uint8Array; maxSize: number; dictionaries: Dictionary[]; store: ThreadReaderSpec };
+  const reader = openThreadReader(store);
   // A dictionary's ref arrives as a Uint8Array: Buffers do not survive the trip between threads.
   for (const d of dictionaries) addDictionary({ ref: Buffer.from(d.ref), bytes: d.bytes });
   const port = parentPort;
   const pacer = new GcPacer(4 * 1024 * 1024);
-  const open = new Map<string, { fd: number; size: number }>();
-  let buf = Buffer.allocUnsafe(1024 * 1024);
-
-  const pack = (file: string): { fd: number; size: number } => {
-    let p = open.get(file);
-    if (p) {
-      open.delete(file);
-      open.set(file, p);
-      return p;
-    }
-    const fd = fs.openSync(file, 'r');
-    p = { fd, size: fs.fstatSync(fd).size };
-    open.set(file, p);
-    if (open.size > OPEN_FILES) {
-      const [oldest, old] = open.entries().next().value!;
-      open.delete(oldest);
-      fs.closeSync(old.fd);
-    }
-    return p;
-  };
-
-  /** The sealed bytes at [position, position + length) of a pack; never allocates past what the pack holds. */
-  const readFully = (file: string, length: number, position: number): Buffer => {
-    const { fd, size } = pack(file);
-    if (position + length > size) throw new Error(`short read: wanted ${length} bytes at ${position}, the pack has ${size}`);
-    if (buf.length < length) buf = Buffer.allocUnsafe(Math.max(length, buf.length * 2));
-    const got = readInto(fd, buf, length, position);
-    if (got < length) throw new Error(`short read: wanted ${length} bytes at ${position}, got ${got}`);
-    return buf.subarray(0, length);
-  };
-
   const writeFully = (fd: number, data: Uint8Array, position: number): void => {
     let done = 0;
     while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done, position + done);
@@ -115,7 +85,7 @@ if (parentPort) {
         let runEnd = runStart + f(i, 2);
         let j = i + 1;
         while (j < n && f(j, 0) === f(i, 0) && f(j, 1) === runEnd && runEnd + f(j, 2) - runStart <= RUN_BYTES) runEnd += f(j++, 2);
-        const sealed = readFully(b.files[f(i, 0)]!, runEnd - runStart, runStart);
+        const sealed = reader.read({ kind: 'pack', name: b.packs[f(i, 0)]! }, runStart, runEnd - runStart);
         for (; i < j; i++) {
           const from = f(i, 1) - runStart;
           const plain = decodeBlock(encKey, idKey, b.ids.subarray(i * ID_BYTES, (i + 1) * ID_BYTES), sealed.subarray(from, from + f(i, 2)), maxSize);

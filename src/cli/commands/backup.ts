@@ -1,7 +1,9 @@
 import type { Command } from 'commander';
 import { ExitCode, usageError } from '../../errors.js';
 import * as fs from 'node:fs';
-import { backup, CACHEDIR_TAG } from '../../engine/backup.js';
+import { backup, CACHEDIR_TAG, type FileChange } from '../../engine/backup.js';
+import { displayName } from '../../util/names.js';
+import { parseCompression } from '../compression.js';
 import { splitTags } from '../../engine/filter.js';
 import { formatBytes, parseSize } from '../../util/size.js';
 import { parseIsoTime } from '../../util/when.js';
@@ -28,10 +30,17 @@ export function register(program: Command): void {
     .option('--parent <snapshot>', 'compare against this snapshot instead of the latest one of the same host and paths')
     .option('--host <name>', 'host name to record (default: this machine)')
     .option('--force', 'read every file, even if its size, times and inode are unchanged')
+    .option('--compression <level>', "how hard to compress new blocks: auto (the repository's setting), off, fast, max or a zstd level 1-19", 'auto')
+    .option('--stdin', 'back up what is piped in on standard input, as one file (a database dump, say)')
+    .option('--stdin-filename <name>', 'the name that file gets in the snapshot, right below / (default: stdin)')
+    .option('-n, --dry-run', 'read and compare as a backup does, but store nothing; say what would be added')
+    .option('--list', 'name each file stored anew (new, changed) and each file gone since the parent snapshot (removed)')
     .action(async (given: string[], opts: BackupFlags, cmd: Command) => {
       const g = globals(cmd);
-      const paths = [...given, ...(opts.filesFrom ?? []).flatMap((f) => listFile(f, '--files-from'))];
-      if (paths.length === 0) throw usageError('backup needs at least one PATH (or --files-from FILE)');
+      const stdinPath = stdinSource(opts, given);
+      const compressionLevel = parseCompression(opts.compression ?? 'auto');
+      const paths = stdinPath ? [stdinPath] : [...given, ...(opts.filesFrom ?? []).flatMap((f) => listFile(f, '--files-from'))];
+      if (paths.length === 0) throw usageError('backup needs at least one PATH (or --files-from FILE, or --stdin)');
       const excludeLargerThan = opts.excludeLargerThan === undefined ? undefined : parseSize(opts.excludeLargerThan);
       let time: number | undefined;
       if (opts.time !== undefined) {
@@ -41,6 +50,9 @@ export function register(program: Command): void {
       const repo = await openRepo(cmd);
       const progress = new Progress(wantsProgress(g), 'scanning');
       const signal = interruptSignal();
+      // Listed as found; with --json, in the summary (as restore --dry-run lists its actions).
+      const changes: { change: FileChange; path: string }[] = [];
+      const onFile = !opts.list ? undefined : g.json ? (change: FileChange, p: string) => void changes.push({ change, path: p }) : (change: FileChange, p: string) => progress.line(`${change.padEnd(8)} ${displayName(p)}`);
       try {
         const r = await backup(repo, {
           paths,
@@ -54,21 +66,28 @@ export function register(program: Command): void {
           parent: opts.parent,
           host: opts.host,
           force: opts.force,
+          dryRun: opts.dryRun,
+          compressionLevel,
+          stdinPath,
+          onFile,
           signal,
           estimate: wantsProgress(g),
           onProgress: (p) => progress.update(p.bytesDone, p.bytesTotal, `${p.files}${p.filesTotal ? `/${p.filesTotal}` : ''} files`),
           onWarning: (m) => progress.warn(m),
         });
         progress.stop();
-        if (g.json) printJson({ ...r, ...repo.traffic });
-        else if (g.quiet) line(r.snapshot);
+        if (g.json) printJson({ ...r, ...repo.traffic, ...(opts.list ? { changes } : {}) });
+        else if (g.quiet) {
+          if (!r.dryRun) line(r.snapshot);
+        }
         else {
           line(`Files: ${r.filesNew} new, ${r.filesChanged} changed, ${r.filesUnchanged} unchanged; ${plural(r.dirs, 'directory', 'directories')}`);
           if (r.filesExcluded + r.dirsExcluded > 0) line(`Left out: ${plural(r.filesExcluded, 'file')} larger than ${opts.excludeLargerThan}, ${plural(r.dirsExcluded, 'directory', 'directories')} with a marker file`);
           line(
-            `Data:  ${formatBytes(r.bytesRead)} read, ${formatBytes(r.bytesAdded)} added (${plural(r.blocksNew, 'new block')}, ${r.blocksReused} reused; ${plural(r.dataEntries, 'data entry', 'data entries')} + ${plural(r.refEntries, 'ref entry', 'ref entries')})`,
+            `Data:  ${formatBytes(r.bytesRead)} read, ${formatBytes(r.bytesAdded)} ${r.dryRun ? 'to add before compression' : 'added'} (${plural(r.blocksNew, 'new block')}, ${r.blocksReused} reused; ${plural(r.dataEntries, 'data entry', 'data entries')} + ${plural(r.refEntries, 'ref entry', 'ref entries')})`,
           );
-          line(`snapshot ${chalk.bold(shortId(r.snapshot))} saved (${r.snapshot}) in ${(r.durationMs / 1000).toFixed(1)}s`);
+          if (r.dryRun) line(`dry run: nothing was stored (${(r.durationMs / 1000).toFixed(1)}s)`);
+          else line(`snapshot ${chalk.bold(shortId(r.snapshot))} saved (${r.snapshot}) in ${(r.durationMs / 1000).toFixed(1)}s`);
         }
         if (r.incomplete) {
           if (!g.json) warn(`${plural(r.warnings.filter((w) => !w.startsWith('skipping')).length, 'source')} could not be read; the snapshot is incomplete`);
@@ -96,6 +115,25 @@ interface BackupFlags {
   parent?: string;
   host?: string;
   force?: boolean;
+  dryRun?: boolean;
+  list?: boolean;
+  stdin?: boolean;
+  stdinFilename?: string;
+  compression?: string;
+}
+
+/** Where --stdin's file goes in the snapshot, or undefined without --stdin; refuses what cannot work. */
+function stdinSource(opts: BackupFlags, given: string[]): string | undefined {
+  if (!opts.stdin) {
+    if (opts.stdinFilename !== undefined) throw usageError('--stdin-filename needs --stdin');
+    return undefined;
+  }
+  if (given.length > 0 || opts.filesFrom) throw usageError('--stdin backs up standard input alone: give no PATH and no --files-from');
+  if (process.stdin.isTTY) throw usageError('--stdin needs data piped in (e.g. pg_dump db | strata backup --stdin --stdin-filename db.sql)');
+  // One name, stored right below /: the directories above a longer path would have no stats of their own.
+  const name = opts.stdinFilename ?? 'stdin';
+  if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\0')) throw usageError(`--stdin-filename "${name}": give one file name, without "/"`);
+  return `/${name}`;
 }
 
 /** The lines of a list file (patterns, paths): blank lines and lines starting with # are skipped. */

@@ -6,6 +6,7 @@ import { parseSize } from '../../util/size.js';
 import { globals, readPassword, remoteOptions, repoPath } from '../context.js';
 import { line, printJson } from '../output.js';
 import { promptHidden } from '../prompt.js';
+import { parseCompression } from '../compression.js';
 
 export function register(program: Command): void {
   program
@@ -14,7 +15,8 @@ export function register(program: Command): void {
     .option('--chunk-avg <size>', 'average block size, a power of two (default 32K)')
     .option('--scrypt-n <N>', 'scrypt cost N (default: calibrated to about 0.5 s on this machine)')
     .option('--pack-size <size>', 'target pack file size (default 8M)')
-    .action(async (opts: { chunkAvg?: string; scryptN?: string; packSize?: string }, cmd: Command) => {
+    .option('--compression <level>', 'how hard backups compress new blocks by default: off, fast, max or a zstd level 1-19 (default 3)')
+    .action(async (opts: { chunkAvg?: string; scryptN?: string; packSize?: string; compression?: string }, cmd: Command) => {
       const g = globals(cmd);
       const where = repoPath(g);
       const password = await newPassword(g);
@@ -29,6 +31,7 @@ export function register(program: Command): void {
         chunkAvg: opts.chunkAvg ? parseSize(opts.chunkAvg) : undefined,
         packSize: opts.packSize ? packSize(parseSize(opts.packSize)) : undefined,
         scrypt,
+        compressionLevel: opts.compression === undefined ? undefined : parseCompression(opts.compression, false),
       }, remoteOptions(g));
       const out = { repository: repo.root, id: repo.config.id, chunker: repo.config.chunker };
       repo.close();

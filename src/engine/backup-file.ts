@@ -1,0 +1,353 @@
+/**
+ * A file in a backup: inherited from the parent snapshot when its stats are
+ * those of the parent's (not read), read and found the same (no row, no
+ * sealed TOC), or stored as a new version: a baseline, or an incremental of
+ * data entries for new blocks and reference blocks into the parent version.
+ */
+import * as fsSync from 'node:fs';
+import { constants } from 'node:fs';
+import type { Chunker } from '../chunker/fastcdc.js';
+import { StrataError } from '../errors.js';
+import type { VersionRow } from '../catalog/catalog.js';
+import { GcPacer } from '../util/gc.js';
+import { osPath } from '../util/names.js';
+import type { EntryStat } from '../util/stat.js';
+import type { SealPool } from '../workers/pool.js';
+import { diffBlocks } from '../catalog/toc.js';
+import { alignedBlocks, freshChunks, SourceReadError } from './aligned.js';
+import { BlockList, contentMark, ID_BYTES } from '../catalog/blocklist.js';
+import { entryOfStat, type TreeEntry } from './tree.js';
+import type { SealedEntry, VersionWriter } from './versions.js';
+import type { TargetVersion } from '../catalog/toc-rows.js';
+import { verifier } from './verify.js';
+import { BackupPart, describe, type BackupContext } from './backup-context.js';
+import type { BlockSink } from './block-sink.js';
+
+/** A file's path id and its parent version, looked up with its directory's other files. */
+export interface KnownVersion {
+  pathId: Buffer;
+  row: VersionRow | undefined;
+  /** The row's blocks, when looked up with others (a small file's). */
+  blocks?: BlockList;
+  /** Whether the file holds exactly those blocks, when a worker was asked (see askSame). */
+  same?: Promise<boolean>;
+}
+
+/** Files asked of a worker at once (askSame): enough to make the round trip cheap, few enough to keep both workers busy. */
+const SAME_FILES = 64;
+const SAME_BYTES = 1024 * 1024;
+/**
+ * New files up to this size are hashed here: a worker would hash them off
+ * this thread, but the file's TOC would then wait a round trip for the ids,
+ * and in a tree of small files those waits add up to most of the time.
+ */
+const HASH_HERE = 4 * 1024 * 1024;
+
+export class FileSaver extends BackupPart {
+  constructor(
+    ctx: BackupContext,
+    private readonly sink: BlockSink,
+    private readonly pool: SealPool,
+    private readonly versions: VersionWriter,
+    /** Its read window is shared by every file (they are read one at a time). */
+    private readonly chunker: Chunker,
+  ) {
+    super(ctx);
+  }
+
+  private readonly gc = new GcPacer(4 * 1024 * 1024);
+
+  /** True when the parent has this file as it is now (same size, times and inode): it is inherited as it was. */
+  unchangedSince(prev: TreeEntry | undefined, st: EntryStat): boolean {
+    return (
+      !this.opts.force &&
+      prev?.type === 'file' &&
+      st.isFile() &&
+      prev.size === Number(st.size) &&
+      prev.mtimeNs === st.mtimeNs.toString() &&
+      prev.ctimeNs === st.ctimeNs.toString() &&
+      prev.ino === st.ino.toString()
+    );
+  }
+
+  /** Counts files inherited unread from the parent snapshot (`sized` of them not empty, each one ref). */
+  inherited(files: number, sized: number, bytes: number): void {
+    this.r.filesUnchanged += files;
+    this.r.refEntries += sized;
+    this.r.bytesTotal += bytes;
+    this.progress.bytesDone += bytes;
+    this.progress.files += files;
+    this.report();
+  }
+
+  /**
+   * The path ids of files and their parent versions, in one question to the
+   * catalog (sorted lookups in one read transaction; over a network, one
+   * round trip) instead of one per file.
+   */
+  async parentVersions(paths: readonly string[]): Promise<KnownVersion[]> {
+    const pathIds = paths.map((p) => this.repo.keyring.pathId(p));
+    const rows = this.parent && paths.length > 0 ? await this.repo.service.parentVersions(this.parent.row.seq, pathIds) : [];
+    return pathIds.map((pathId, i) => ({ pathId, row: rows[i] }));
+  }
+
+  async save(abs: string, name: string, st: EntryStat, prev: TreeEntry | undefined, known?: KnownVersion): Promise<TreeEntry | undefined> {
+    const { repo } = this;
+    const entry = entryOfStat(name, 'file', st);
+    if (this.unchangedSince(prev, st)) {
+      // Inherited from the parent snapshot: no row in the catalog, nothing sealed.
+      this.inherited(1, entry.size > 0 ? 1 : 0, entry.size);
+      // Its content mark goes along: readers check an inherited version by stats or by it.
+      return prev?.parentContent ? { ...entry, parentContent: prev.parentContent } : entry;
+    }
+    if (known?.same && (await known.same)) return this.sameAsParent(entry, known.blocks!, true);
+    const { pathId, row: prevRow, blocks: prevBlocks } = known ?? (await this.parentVersions([abs]))[0]!;
+    const target: TargetVersion | undefined = prevRow && this.parent ? { id: prevRow.id, snapshotId: this.parent.id, depth: prevRow.depth } : undefined;
+    const previous = prevRow && prevRow.size > 0 ? (prevBlocks ?? (await repo.service.blockList(prevRow.id, prevRow.size))) : new BlockList(1);
+    const blocks = await this.readFile(abs, prevRow ? previous : undefined);
+    if (!blocks) return undefined;
+    entry.size = blocks.size;
+    let entries = diffBlocks(previous, blocks);
+    if (prevRow && this.parent && !this.opts.force && blocks.size === prevRow.size && entries.dataEntries === 0 && entries.refEntries <= 1) {
+      return this.sameAsParent(entry, blocks, false);
+    }
+    // Refs are sealed for good: they are made against the parent as its sealed TOC says, not as the catalog does.
+    const sealed = entries.refEntries > 0 && prevRow ? await this.sealedParent(abs, pathId, prevRow) : undefined;
+    if (sealed) entries = diffBlocks(sealed.blocks, blocks);
+    else if (entries.refEntries > 0) entries = diffBlocks(new BlockList(1), blocks);
+    if (prevRow) this.r.filesChanged++;
+    else this.r.filesNew++;
+    this.opts.onFile?.(prevRow ? 'changed' : 'new', abs);
+    this.r.dataEntries += entries.dataEntries;
+    this.r.refEntries += entries.refEntries;
+    this.r.bytesTotal += entry.size;
+    this.progress.files++;
+    this.report();
+    await this.versions.add({
+      snapshotSeq: this.seq,
+      snapshotId: this.id,
+      pathId,
+      size: entry.size,
+      entries,
+      target: entries.refEntries > 0 ? target : undefined,
+      targetEntries: entries.refEntries > 0 ? sealed?.entries : undefined,
+      where: abs,
+      blocks,
+    });
+    return entry;
+  }
+
+  /**
+   * A file read again (its stats changed: a new inode, a touch) that holds
+   * its parent version's blocks: that version serves, with no row and no
+   * sealed TOC. Its entry carries the content mark readers check it by.
+   */
+  private sameAsParent(entry: TreeEntry & { size: number }, blocks: BlockList, readElsewhere: boolean): TreeEntry {
+    this.r.filesUnchanged++;
+    if (entry.size > 0) this.r.refEntries++;
+    this.r.bytesTotal += entry.size;
+    if (readElsewhere) {
+      this.r.bytesRead += entry.size;
+      this.r.blocksReused += blocks.length;
+      this.progress.bytesRead += entry.size;
+      this.progress.bytesDone += entry.size;
+    }
+    this.progress.files++;
+    this.report();
+    return { ...entry, parentContent: contentMark(this.repo.keyring, blocks) };
+  }
+
+  /**
+   * Files whose stats changed but not their size (unpacked afresh, touched)
+   * are read and hashed along their parent versions' blocks on the workers,
+   * a group at a time, while this thread goes on: each file's `same` says
+   * whether it holds exactly those bytes. One that does not (or could not be
+   * checked there) is read here as any changed file is.
+   */
+  askSame(files: readonly { abs: string; st: EntryStat; known?: KnownVersion }[]): void {
+    const asked: { abs: string; st: EntryStat; known: KnownVersion & { blocks: BlockList } }[] = [];
+    let bytes = 0;
+    let blocks = 0;
+    const send = () => {
+      // Flat typed arrays: a message of many small objects costs this thread more to clone than the worker saves it.
+      const stats = new BigInt64Array(asked.length * 4);
+      const counts = new Uint32Array(asked.length);
+      const lengths = new Uint32Array(blocks);
+      const ids = new Uint8Array(blocks * ID_BYTES);
+      let k = 0;
+      asked.forEach(({ st, known }, i) => {
+        stats.set([st.size, st.mtimeNs, st.ctimeNs, st.ino], i * 4);
+        const list = known.blocks;
+        counts[i] = list.length;
+        for (let j = 0; j < list.length; j++, k++) {
+          lengths[k] = list.end(j) - list.start(j) + 1;
+          ids.set(list.id(j)!, k * ID_BYTES);
+        }
+      });
+      const answer = this.pool.same({ paths: asked.map((a) => a.abs), stats, counts, lengths, ids });
+      asked.forEach((a, i) => (a.known.same = answer.then((res) => res.results[i] === 1, () => false)));
+      asked.length = 0;
+      bytes = 0;
+      blocks = 0;
+    };
+    for (const { abs, st, known } of files) {
+      if (abs === this.opts.stdinPath) continue;
+      const list = known?.blocks;
+      if (!known?.row || !list || known.row.size !== Number(st.size) || list.size !== known.row.size) continue;
+      let complete = true;
+      for (let i = 0; i < list.length && complete; i++) complete = list.hasId(i);
+      if (!complete) continue;
+      asked.push({ abs, st, known: known as KnownVersion & { blocks: BlockList } });
+      bytes += known.row.size;
+      blocks += list.length;
+      if (asked.length >= SAME_FILES || bytes >= SAME_BYTES) send();
+    }
+    if (asked.length > 0) send();
+  }
+
+  /**
+   * The parent version as its sealed TOCs say (checked as a read checks
+   * them): its entries, from which the refs sealed now take their roots, and
+   * its blocks, against which they are made (a piece of a block has no id, and
+   * is not matched). Undefined if that cannot be had: the file is then
+   * stored without refs.
+   */
+  private async sealedParent(abs: string, pathId: Buffer, row: VersionRow): Promise<{ entries: readonly SealedEntry[]; blocks: BlockList } | undefined> {
+    if (!this.parent) return undefined;
+    try {
+      const v = verifier(this.repo);
+      const bound = await v.bind(this.parent, abs, pathId, row);
+      const blocks = new BlockList();
+      for await (const p of v.expected(bound, 0, bound.truth.size - 1)) blocks.push(p.from === 0 && p.length === p.blockSize ? p.block : null, p.length);
+      return { entries: await bound.truth.entries.all(), blocks };
+    } catch (e) {
+      if (e instanceof StrataError && e.code === 'integrity') {
+        this.warn(`${abs}: its version in the parent snapshot cannot be checked against its sealed TOC (${e.message}); stored without references to it`, false);
+        return undefined;
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * Reads and chunks a file, sending new blocks to be sealed; undefined if
+   * unreadable. A file seen before is hashed here, so its unchanged blocks
+   * cost no compression; a new file is hashed in the workers, off this thread.
+   */
+  private async readFile(abs: string, previous: BlockList | undefined): Promise<BlockList | undefined> {
+    // Synchronous calls: a tree of small files is otherwise bound by the
+    // round trips of open, fstat, read and close through the thread pool.
+    const stdin = abs === this.opts.stdinPath;
+    let fd: number;
+    try {
+      fd = stdin ? openStdin() : fsSync.openSync(osPath(abs), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    } catch (e) {
+      this.warn(`cannot read ${abs}: ${describe(e)}`, true);
+      return undefined;
+    }
+    const blocks = new BlockList();
+    // Ids of new files arrive from the workers, in any order.
+    let waiting = 0;
+    let allKnown: (() => void) | undefined;
+    const known = (i: number, id: Buffer) => {
+      blocks.setId(i, id);
+      if (--waiting === 0) allKnown?.();
+    };
+    try {
+      const st = fsSync.fstatSync(fd, { bigint: true });
+      if (!st.isFile() && !stdin) {
+        this.warn(`skipping ${abs}: no longer a regular file`, false);
+        return undefined;
+      }
+      // A pipe is read once, front to back: no alignment with the previous version (its refs come from the block lists).
+      const sequential = !st.isFile();
+      const hashHere = !sequential && Number(st.size) <= HASH_HERE;
+      const counted = (bytesRead: number, here = true) => {
+        this.r.bytesRead += bytesRead;
+        // Bytes a worker read cost this thread no memory.
+        if (here) this.gc.add(bytesRead);
+        this.progress.bytesRead += bytesRead;
+        this.progress.bytesDone += bytesRead;
+      };
+      if (previous && !sequential) {
+        const ids = this.repo.keyring;
+        // Unchanged runs of a large file are read and hashed on the workers, several at once.
+        const confirmer = Number(st.size) > HASH_HERE ? { confirm: (start: number, lengths: number[], want: Uint8Array, last: boolean) => this.pool.confirm(fd, start, lengths, want, last), stored: (want: Buffer[]) => this.sink.hasMany(want) } : undefined;
+        const read = alignedBlocks(fd, this.chunker, previous, (d) => ids.blockId(d), counted, confirmer);
+        try {
+          for await (const b of read) {
+            this.checkAbort();
+            if ('run' in b) {
+              blocks.pushFrom(previous, b.run.first, b.run.count);
+              this.r.blocksReused += b.run.count;
+              this.report();
+              continue;
+            }
+            blocks.push(b.id, b.length);
+            if (b.data) await this.sink.storeChunk(b.data, b.id);
+            else this.r.blocksReused++;
+            this.report();
+          }
+        } catch (e) {
+          if (!(e instanceof SourceReadError)) throw e;
+          this.warn(`cannot read ${abs}: ${describe(e.cause)}`, true);
+          return undefined;
+        }
+        this.checkUnchangedWhileRead(fd, st, abs);
+        return blocks;
+      }
+      try {
+        for await (const chunk of freshChunks(fd, this.chunker, counted, sequential)) {
+          this.checkAbort();
+          if (hashHere) {
+            blocks.push(await this.sink.storeChunk(chunk), chunk.length);
+          } else {
+            const i = blocks.push(null, chunk.length);
+            waiting++;
+            await this.sink.storeNewChunk(chunk, (id) => known(i, id));
+          }
+          this.report();
+        }
+      } catch (e) {
+        if (!(e instanceof SourceReadError)) throw e;
+        this.warn(`cannot read ${abs}: ${describe(e.cause)}`, true);
+        return undefined;
+      }
+      // A failed block fails the whole backup (drain rethrows it); until then, wait for the rest.
+      while (waiting > 0) {
+        await Promise.race([new Promise<void>((resolve) => (allKnown = resolve)), this.sink.failed]);
+        this.checkAbort();
+      }
+      if (!sequential) this.checkUnchangedWhileRead(fd, st, abs);
+      return blocks;
+    } finally {
+      if (!(stdin && fd === 0)) fsSync.closeSync(fd);
+    }
+  }
+
+  /**
+   * A file written to while it was read may be stored as a prefix or a mix of
+   * old and new bytes: what was read is kept (it is all there is), but the
+   * backup says so and ends with exit 3.
+   */
+  private checkUnchangedWhileRead(fd: number, before: fsSync.BigIntStats, abs: string): void {
+    const after = fsSync.fstatSync(fd, { bigint: true });
+    if (after.size !== before.size || after.mtimeNs !== before.mtimeNs || after.ctimeNs !== before.ctimeNs) {
+      this.warn(`${abs} changed while it was read: the stored copy may mix old and new contents; back it up again`, true);
+    }
+  }
+}
+
+/**
+ * Standard input for reading: opened anew where it can be (a pipe or a file
+ * then reads blocking, whatever the shell made of descriptor 0), else
+ * descriptor 0 itself (a socket, as a parent process's pipes may be).
+ */
+function openStdin(): number {
+  try {
+    return fsSync.openSync('/dev/stdin', constants.O_RDONLY);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENXIO') return 0;
+    throw e;
+  }
+}
