@@ -194,6 +194,15 @@ function cliClient(url: string, cacheDir = tempDir('strata-s3-cache-'), extra: R
 
 const snapshotIds = (env: NodeJS.ProcessEnv) => (JSON.parse(strata(['snapshots', '--json'], env).stdout) as { id: string }[]).map((s) => s.id);
 
+/** How many packs the bucket holds (one listing, quick enough to watch a backup with). */
+async function packCount(url: string): Promise<number> {
+  const st = new S3Storage(locate(url) as { bucket: string; prefix: string }, OPTIONS);
+  let n = 0;
+  for await (const _ of st.list('pack')) n++;
+  await st.close();
+  return n;
+}
+
 async function packSizes(url: string): Promise<Map<string, number>> {
   const where = locate(url) as { bucket: string; prefix: string };
   const st = new S3Storage(where, OPTIONS);
@@ -538,13 +547,17 @@ if (!problem && !canRestart) console.warn(`S3 gateway-restart test skipped: no c
     };
     /** A backup during which the gateway dies once its first new pack is in the bucket; `downMs` later it starts again (undefined: once the backup ended). */
     const backupThroughOutage = async (downMs: number | undefined) => {
-      const before = (await packSizes(url)).size;
+      // New bytes in every file, so the backup has several packs to upload after its first.
+      for (const f of files) fs.writeFileSync(f.file, (f.bytes = rng.bytes(f.bytes.length)));
+      const before = await packCount(url);
       const child = strataAsync(['backup', src], a.env);
       let stderr = '';
       child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
       const exited = new Promise<number>((resolve) => child.on('exit', (code) => resolve(code ?? -1)));
-      for (let i = 0; i < 400 && (await packSizes(url)).size === before; i++) await new Promise((r) => setTimeout(r, 25));
+      for (let i = 0; i < 2000 && (await packCount(url)) === before; i++) await new Promise((r) => setTimeout(r, 5));
       process.kill(gatewayPid()!, 'SIGKILL');
+      // The outage must come in the middle of the backup, or this test says nothing.
+      expect(child.exitCode, 'the backup ended before the gateway was stopped').toBeNull();
       if (downMs !== undefined) {
         await new Promise((r) => setTimeout(r, downMs));
         await startGateway();
@@ -557,7 +570,6 @@ if (!problem && !canRestart) console.warn(`S3 gateway-restart test skipped: no c
     const short = await backupThroughOutage(1500);
     expect(short.code, short.stderr).toBe(0);
     // One longer than the retries: the backup fails with a clear error, and leaves nothing taken for data.
-    for (const f of files.slice(0, 4)) fs.writeFileSync(f.file, (f.bytes = rng.bytes(f.bytes.length)));
     const long = await backupThroughOutage(undefined);
     expect(long.code).toBe(1);
     expect(long.stderr).toMatch(/^strata: .*at http:\/\/127\.0\.0\.1:7480: connection refused \(is the S3 endpoint running\?\)$/m);
