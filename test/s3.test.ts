@@ -490,6 +490,23 @@ suite('strata on S3: two clients, each with its own catalog', () => {
     again.close();
     expect(strata(['check', '--read-data'], a.env).status).toBe(0);
   });
+
+  it('a cache another process here is working on (a lease in it) is not swapped under it; once it is done, the next command brings it up to date', async () => {
+    const creds = { password: async () => 'pw' };
+    const open = async () => refreshCatalog(await Repository.open(url, creds, {}, { cacheDir: a.cacheDir, s3: OPTIONS }));
+    const working = (await open()).repo;
+    const { lease } = await working.service.startBackup(Buffer.alloc(32), Date.now(), 'auto');
+    fs.writeFileSync(path.join(srcB, 'newer.bin'), rng.bytes(100_000));
+    expect(strata(['backup', srcB], b.env).status).toBe(0);
+    const beside = await open();
+    expect(beside.added ?? beside.rebuilt).toBeUndefined();
+    beside.repo.close();
+    await working.service.endLease(lease);
+    working.close();
+    const after = await open();
+    expect(after.added?.snapshots).toBe(1);
+    after.repo.close();
+  });
 });
 
 suite('strata on S3: faults on the command line', () => {

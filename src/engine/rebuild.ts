@@ -288,13 +288,17 @@ async function unchangedVersions(
  * does not know (another client's backup or tag, a crash between a pack's
  * upload and its indexing) are added (`added`); when packs it knows are gone
  * (another client's prune), or adding them meets a problem, it is rebuilt
- * from every pack (`rebuilt`). Returns the repository to go on with: a new
- * one when the cache changed. Other repositories are returned as they are.
+ * from every pack (`rebuilt`); left as it is while another process here
+ * holds a lease on it. Returns the repository to go on with: a new one when
+ * the cache changed. Other repositories are returned as they are.
  */
 export async function refreshCatalog(repo: Repository, onProgress: (m: string) => void = () => {}): Promise<{ repo: Repository; rebuilt?: RebuildResult; added?: RebuildResult }> {
   if (!repo.cachedCatalog) return { repo };
   const drift = await repo.catalogDrift();
   if (drift.added.length === 0 && drift.removed.length === 0) return { repo };
+  // Another process here is working on this cache (its packs may be the new ones): it is not swapped
+  // under it. This command goes on with the cache as it is; the leases keep a maintenance from acting on it.
+  if (repo.catalogBusy()) return { repo };
   if (drift.removed.length === 0) {
     // Only packs added (other clients' backups, tags): they are indexed into a copy of the cache.
     const next = repo.rebuilding('copy');

@@ -25,6 +25,7 @@ import { unlock, type Credentials, type ExportedKey } from './unlock.js';
 import { DEFAULT_PACK_SIZE, Packer } from './packer.js';
 import type { RemoteService } from '../catalog/remote.js';
 import { LocalService, type CatalogReader, type CatalogService } from '../catalog/service.js';
+import { liveLeases } from '../catalog/lease.js';
 import { packDrift, SharedLeases } from '../catalog/shared-lease.js';
 
 export interface InitOptions {
@@ -193,6 +194,11 @@ export class Repository {
    */
   catalogDrift(): Promise<{ added: string[]; removed: string[] }> {
     return packDrift(this.catalog, this.storage);
+  }
+
+  /** Whether another process of this machine holds a lease in the catalog (a backup, forget or prune under way here). */
+  catalogBusy(): boolean {
+    return liveLeases(this.catalog).length > 0;
   }
 
   /**
