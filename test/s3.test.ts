@@ -245,6 +245,10 @@ suite('strata on S3, end to end', () => {
     fs.writeFileSync(path.join(src, 'd', 'small.txt'), 'version two\n');
     const inc = strata(['backup', src, '--json'], a.env);
     expect(inc.status).toBe(0);
+    // What went over the wire, as through a server: a block or two, the trees, TOCs and record.
+    const sent = (JSON.parse(inc.stdout) as { bytesSent: number; bytesReceived: number }).bytesSent;
+    expect(sent).toBeGreaterThan(1000);
+    expect(sent).toBeLessThan(400 * 1024);
     const after = await packSizes(url);
     const added = [...after].filter(([n]) => !first.has(n)).reduce((s, [, size]) => s + size, 0);
     // One changed block or two of a 3 MiB file, the changed small file, trees, TOCs and the record.

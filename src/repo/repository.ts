@@ -421,7 +421,7 @@ export class Repository {
   /** Data blocks fetched from the store by this process (cache misses). */
   blocksRead = 0;
 
-  /** Bytes sent to and received from a server (0 for a local repository). */
+  /** Bytes sent to and received from a server or an S3 endpoint (0 for a local repository). */
   get traffic(): { bytesSent: number; bytesReceived: number } {
     const s = this.storage as Partial<HttpStorage>;
     return { bytesSent: s.bytesSent ?? 0, bytesReceived: s.bytesReceived ?? 0 };

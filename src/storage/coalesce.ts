@@ -46,6 +46,15 @@ export class CoalescingStorage implements Storage {
     return this.inner.location;
   }
 
+  /** The traffic the store beneath counts, if it does (a network store's). */
+  get bytesSent(): number {
+    return (this.inner as Partial<{ bytesSent: number }>).bytesSent ?? 0;
+  }
+
+  get bytesReceived(): number {
+    return (this.inner as Partial<{ bytesReceived: number }>).bytesReceived ?? 0;
+  }
+
   read(h: Handle, offset: number, length: number): Promise<Buffer> {
     this.reads++;
     // What is not a plain range of bytes goes straight through, to get its own answer.

@@ -66,6 +66,15 @@ export class RetryingStorage implements Storage {
     return this.inner.location;
   }
 
+  /** The traffic the store beneath counts, if it does (a network store's). */
+  get bytesSent(): number {
+    return (this.inner as Partial<{ bytesSent: number }>).bytesSent ?? 0;
+  }
+
+  get bytesReceived(): number {
+    return (this.inner as Partial<{ bytesReceived: number }>).bytesReceived ?? 0;
+  }
+
   private again<T>(op: () => Promise<T>): Promise<T> {
     return retrying(this.policy, op, () => this.retried++);
   }

@@ -136,6 +136,15 @@ export class S3Storage implements Storage {
     this.retry = opts.retry ?? S3_RETRY;
   }
 
+  /** Body bytes sent and received (as HttpStorage counts them: what a command's --json reports). */
+  get bytesSent(): number {
+    return this.counters.bytesSent;
+  }
+
+  get bytesReceived(): number {
+    return this.counters.bytesReceived;
+  }
+
   /** The endpoint, for messages. */
   get endpoint(): string {
     return this.settings.endpoint.origin;
