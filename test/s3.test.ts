@@ -102,6 +102,32 @@ suite('S3Storage on Ceph RGW', () => {
   });
 });
 
+suite('S3: a gateway that ignores byte ranges', () => {
+  it('read and stream cut the range from the whole object it sends; past the end is still short_read', async () => {
+    const owned = await freshStore('noranges');
+    const h = { kind: 'pack' as const, name: hex('noranges') };
+    const bytes = new Rng(5).bytes(3 * 1024 * 1024 + 17);
+    await owned.put(h, bytes);
+    const proxy = await faultyProxy(() => 'no-ranges');
+    const st = new S3Storage(owned.where, { ...OPTIONS, endpoint: proxy.url });
+    try {
+      expect((await st.read(h, 1_000_000, 5000)).equals(bytes.subarray(1_000_000, 1_005_000))).toBe(true);
+      expect((await st.read(h, 0, 10)).equals(bytes.subarray(0, 10))).toBe(true);
+      await expect(st.read(h, bytes.length - 5, 10)).rejects.toMatchObject({ code: 'short_read' });
+      const parts: Buffer[] = [];
+      for await (const p of st.stream(h, 2_000_000, 2_500_000)) parts.push(p);
+      expect(Buffer.concat(parts).equals(bytes.subarray(2_000_000, 2_500_001))).toBe(true);
+      await expect((async () => {
+        for await (const _ of st.stream(h, 10, bytes.length)) void _;
+      })()).rejects.toMatchObject({ code: 'short_read' });
+    } finally {
+      await st.close();
+      await owned.close();
+      proxy.close();
+    }
+  });
+});
+
 suite('S3 faults: clear errors with the exit codes of the error table', () => {
   it('wrong credentials (12), a missing bucket (10), another user\'s bucket (access denied, 1)', async () => {
     const owned = await freshStore('faults');
@@ -126,7 +152,7 @@ suite('S3 faults: clear errors with the exit codes of the error table', () => {
  * A proxy in front of the gateway that answers some requests itself, as an
  * overloaded or failing store does: 503 SlowDown, or silence.
  */
-async function faultyProxy(fault: (n: number) => 'slowdown' | 'silence' | undefined): Promise<{ url: string; close(): void; requests: number }> {
+async function faultyProxy(fault: (n: number) => 'slowdown' | 'silence' | 'no-ranges' | undefined): Promise<{ url: string; close(): void; requests: number }> {
   const target = new URL(OPTIONS.endpoint!);
   const state = { requests: 0 };
   const server = http.createServer((req, res) => {
@@ -142,7 +168,10 @@ async function faultyProxy(fault: (n: number) => 'slowdown' | 'silence' | undefi
       req.resume();
       return;
     }
-    const up = http.request({ hostname: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
+    // A gateway that ignores byte ranges: Range is not signed, so it can be dropped on the way.
+    const headers = { ...req.headers };
+    if (f === 'no-ranges') delete headers.range;
+    const up = http.request({ hostname: target.hostname, port: target.port, method: req.method, path: req.url, headers }, (r) => {
       res.writeHead(r.statusCode ?? 502, r.headers);
       r.pipe(res);
     });

@@ -444,10 +444,15 @@ export class S3Storage implements Storage {
       return Buffer.alloc(0);
     }
     const a = await this.exchange('GET', key, { headers: { Range: `bytes=${offset}-${offset + length - 1}` }, what: 'GET range' });
-    if (a.status === 206 || (a.status === 200 && offset === 0)) {
-      if (a.body.length === length && (a.status === 200 || String(a.headers['content-range']).startsWith(`bytes ${offset}-`))) return a.body;
-      const size = /\/(\d+)$/.exec(String(a.headers['content-range']))?.[1] ?? String(a.body.length);
+    if (a.status === 206) {
+      if (a.body.length === length && String(a.headers['content-range']).startsWith(`bytes ${offset}-`)) return a.body;
+      const size = /\/(\d+)$/.exec(String(a.headers['content-range']))?.[1] ?? '?';
       throw new StorageError('short_read', `${h.kind} ${h.name}: wanted ${length} bytes at ${offset}, it has ${size}`);
+    }
+    if (a.status === 200) {
+      // A gateway that ignores byte ranges sends the whole object: the range is cut from it.
+      if (a.body.length >= offset + length) return a.body.subarray(offset, offset + length);
+      throw new StorageError('short_read', `${h.kind} ${h.name}: wanted ${length} bytes at ${offset}, it has ${a.body.length}`);
     }
     if (a.status === 416) throw new StorageError('short_read', `${h.kind} ${h.name}: wanted ${length} bytes at ${offset}, past its end`);
     throw this.failure(a, 'GET', key);
@@ -469,15 +474,28 @@ export class S3Storage implements Storage {
       }
       const range = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(String(a.headers['content-range']));
       const size = Number(range?.[3] ?? a.headers['content-length']);
-      if (a.status === 206 ? Number(range?.[1]) !== start || Number(range?.[2]) !== end : start !== 0 || size !== end + 1) {
+      if (a.status === 206 ? Number(range?.[1]) !== start || Number(range?.[2]) !== end : !(size > end)) {
         throw new StorageError('short_read', `${h.kind} ${h.name}: wanted bytes ${start}-${end}, it has ${size}`);
       }
+      // A whole object (a gateway that ignores byte ranges): the bytes before start are skipped, those after end left.
+      let skip = a.status === 200 ? start : 0;
       let got = 0;
       try {
-        for await (const c of a.res) {
-          got += (c as Buffer).length;
-          this.counters.bytesReceived += (c as Buffer).length;
-          yield c as Buffer;
+        for await (const chunk of a.res) {
+          let c = chunk as Buffer;
+          this.counters.bytesReceived += c.length;
+          if (skip > 0) {
+            const n = Math.min(skip, c.length);
+            skip -= n;
+            c = c.subarray(n);
+          }
+          c = c.subarray(0, end - start + 1 - got);
+          if (c.length === 0) {
+            if (got === end - start + 1) break;
+            continue;
+          }
+          got += c.length;
+          yield c;
         }
       } catch (e) {
         throw new StorageError('io', `reading ${h.kind} ${h.name} from ${this.endpoint}: ${(e as Error).message}`);
