@@ -18,7 +18,7 @@ import { locate } from '../src/storage/location.js';
 import { RetryingStorage } from '../src/storage/retry.js';
 import { S3Storage } from '../src/storage/s3.js';
 import { cliEnv, readWhole, Rng, strata, strataAsync, tempDir } from './helpers.js';
-import { bucketName, CEPH_DIR, freshStore, gatewayProblem, OPTIONS, s3Env } from './s3-helpers.js';
+import { bucketName, CEPH_DIR, ENDPOINT, freshStore, gatewayProblem, OPTIONS, s3Env } from './s3-helpers.js';
 import { hex, storageContract } from './storage-contract.js';
 
 const problem = await gatewayProblem();
@@ -563,6 +563,12 @@ suite('strata on S3: faults on the command line', () => {
     const init = strata(['init', '--scrypt-n', '1024'], other.env);
     expect(init.status).toBe(1);
     expect(init.stderr).toMatch(/exists and these credentials may not use it/);
+    // --s3-endpoint wins over the environment's endpoint.
+    const elsewhere = cliClient(url, a.cacheDir, { AWS_ENDPOINT_URL_S3: 'http://127.0.0.1:9' }).env;
+    const refused = strata(['snapshots'], elsewhere);
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toMatch(/at http:\/\/127\.0\.0\.1:9: connection refused/);
+    expect(strata(['snapshots', '--s3-endpoint', ENDPOINT], elsewhere).status).toBe(0);
     const none = strata(['snapshots'], cliClient(url, undefined, { AWS_ACCESS_KEY_ID: undefined, AWS_SECRET_ACCESS_KEY: undefined }).env);
     expect(none.status).toBe(12);
     expect(none.stderr).toMatch(/no S3 credentials: set AWS_ACCESS_KEY_ID/);

@@ -17,6 +17,7 @@ export interface GlobalOptions {
   caCert?: string;
   cacheDir?: string;
   cache?: boolean;
+  s3Endpoint?: string;
   passwordFile?: string;
   keyFile?: string;
   json?: boolean;
@@ -77,7 +78,7 @@ export function remoteOptions(g: GlobalOptions): RemoteOptions {
   const token = g.token ?? process.env.STRATA_TOKEN;
   const caFile = g.caCert ?? process.env.STRATA_CA_CERT;
   const cacheDir = g.cache === false ? null : (g.cacheDir ?? undefined);
-  return { ...(token ? { token } : {}), ...(caFile ? { caFile } : {}), ...(cacheDir !== undefined ? { cacheDir } : {}) };
+  return { ...(token ? { token } : {}), ...(caFile ? { caFile } : {}), ...(cacheDir !== undefined ? { cacheDir } : {}), ...(g.s3Endpoint ? { s3: { endpoint: g.s3Endpoint } } : {}) };
 }
 
 export async function openRepo(cmd: Command, opts: { readonly?: boolean } = {}): Promise<Repository> {
