@@ -102,12 +102,16 @@ describe('s3:// locations', () => {
     expect(() => locate('s3://B_/x')).toThrow(expect.objectContaining({ exitCode: 2, message: expect.stringMatching(/not an S3 location/) }));
   });
 
-  it('strata serve and its tokens keep a directory: a bucket is a usage error that says clients use it directly', () => {
+  it('strata serve and its tokens keep a directory, and --no-key is a server admin\'s: a bucket is a usage error that says why', () => {
     for (const args of [['serve'], ['token', 'list']]) {
       const r = strata([...args, '--repo', 's3://some-bucket/x'], cliEnv('unused'));
       expect(r.status, args.join(' ')).toBe(2);
       expect(r.stderr).toMatch(/strata serve keeps a repository directory; s3:\/\/some-bucket\/x is a bucket, which clients use directly/);
     }
+    // Maintenance without the key is a server admin's; a bucket's clients hold the key.
+    const r = strata(['prune', '--no-key', '--repo', 's3://some-bucket/x'], cliEnv('unused'));
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/--no-key is for a server's admin: a repository in a bucket .* is kept by its clients, which open it with the key/);
   });
 });
 
