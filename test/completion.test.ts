@@ -40,7 +40,7 @@ describe('completion', () => {
     expect(complete('strata forget --keep-t')).toEqual(['--keep-tag']);
     expect(complete('strata completion ')).toEqual(['bash', 'zsh']);
     // Every option restore --help shows is offered.
-    const shown = [...strata(['restore', '--help'], env).stdout.matchAll(/^ {2}(?:-\w, )?(--[a-z-]+)/gm)].map((m) => m[1]!);
+    const shown = [...strata(['restore', '--help'], env).stdout.matchAll(/^ {2}(?:-\w, )?(--[a-z0-9-]+)/gm)].map((m) => m[1]!);
     const offered = complete('strata restore --');
     for (const o of shown) expect(offered, o).toContain(o);
   });

@@ -60,6 +60,11 @@ export class BlockIndex extends CatalogDb {
     return this.reading(() => ids.map((id) => this.blockSt.blockLocation.get(id) as BlockLocation | undefined));
   }
 
+  /** The names of every pack the catalog knows (for a cache held against a store's listing). */
+  packNames(): string[] {
+    return this.db.prepare('SELECT name FROM packs').pluck().all() as string[];
+  }
+
   packIndexed(name: string): boolean {
     return this.db.prepare('SELECT 1 FROM packs WHERE name = ?').get(name) !== undefined;
   }

@@ -273,6 +273,11 @@ export class CatalogDb {
     }
   }
 
+  /** A consistent copy of the whole catalog in a new file (to change a cache's copy and swap it in whole). */
+  copyTo(file: string): void {
+    this.db.prepare('VACUUM INTO ?').run(file);
+  }
+
   /**
    * Closes the catalog. The last writer to leave turns WAL off, so a
    * repository at rest can be read where its directory cannot be written.

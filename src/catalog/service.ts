@@ -17,6 +17,7 @@ import { GONE, retryStale, type Catalog, type SnapshotRow, type TocRow, type Ver
 import type { PackInfo, VersionProblem } from './check.js';
 import type { PrunePlan } from './prune.js';
 import { Lease } from './lease.js';
+import { checkNotBehind, type SharedLease, type SharedLeases } from './shared-lease.js';
 import type { PackEntry } from './packs.js';
 
 /** A version with where its TOC ends (-1 for none): a reader checks it against the tree's size. */
@@ -191,12 +192,19 @@ export interface CatalogService extends CatalogReader, BackupWriter, Maintenance
 export class LocalService implements CatalogService {
   readonly remote = false;
   private readonly leases = new Map<string, Lease>();
+  /** Leases held in the store beside those in the catalog (shared), by the catalog lease's id. */
+  private readonly storeLeases = new Map<string, SharedLease>();
 
   constructor(
     readonly catalog: Catalog,
     readonly storage: Storage,
     /** Served repositories check what clients send; a local client is trusted. */
     private readonly verify = false,
+    /**
+     * For a catalog kept as a cache by each of several clients (a bucket's):
+     * leases in the store, taken first, so that clients coordinate.
+     */
+    readonly shared?: SharedLeases,
   ) {}
 
   // --- What a server asks before it answers: what exists, and whether a request was already carried out (a retry).
@@ -223,6 +231,19 @@ export class LocalService implements CatalogService {
   /** Whether the snapshot stored a version of its own at this path already. */
   hasOwnVersion(seq: number, pathId: Buffer): boolean {
     return this.catalog.ownVersion(seq, pathId) !== undefined;
+  }
+
+  /** The store's lease of `kind` (when leases are shared), checked against a catalog behind the store; undefined otherwise. */
+  private async storeLease(kind: 'backup' | 'maintenance', waitMs?: number, onWait?: (message: string) => void): Promise<SharedLease | undefined> {
+    if (!this.shared) return undefined;
+    const lease = kind === 'backup' ? await this.shared.acquireBackup() : await this.shared.acquireMaintenance(waitMs, onWait);
+    try {
+      await checkNotBehind(this.catalog, this.storage, kind);
+    } catch (e) {
+      await lease.release();
+      throw e;
+    }
+    return lease;
   }
 
   async snapshots(): Promise<SnapshotRow[]> {
@@ -386,17 +407,24 @@ export class LocalService implements CatalogService {
 
   async startBackup(lineage: Buffer, time: number, parent: number | 'auto', opts: { renew?: boolean } = {}): Promise<BackupStart> {
     let row: SnapshotRow | undefined;
-    // The parent is chosen in the lease's transaction: a forget then sees it in use and keeps it.
-    const { lease } = await Lease.acquire(this.catalog, 'backup', {
-      renew: opts.renew,
-      within: () => {
-        row = parent === 'auto' ? this.catalog.parentCandidate(lineage, time) : this.catalog.snapshotBySeq(parent);
-        if (parent !== 'auto' && !row) throw new StrataError('not_found', `snapshot ${parent} is gone`);
-        return { parent: row?.seq ?? null, value: undefined };
-      },
-    });
-    this.leases.set(lease.id, lease);
-    return { lease: lease.id, ...(row ? { parent: row } : {}) };
+    const shared = await this.storeLease('backup');
+    try {
+      // The parent is chosen in the lease's transaction: a forget then sees it in use and keeps it.
+      const { lease } = await Lease.acquire(this.catalog, 'backup', {
+        renew: opts.renew,
+        within: () => {
+          row = parent === 'auto' ? this.catalog.parentCandidate(lineage, time) : this.catalog.snapshotBySeq(parent);
+          if (parent !== 'auto' && !row) throw new StrataError('not_found', `snapshot ${parent} is gone`);
+          return { parent: row?.seq ?? null, value: undefined };
+        },
+      });
+      this.leases.set(lease.id, lease);
+      if (shared) this.storeLeases.set(lease.id, shared);
+      return { lease: lease.id, ...(row ? { parent: row } : {}) };
+    } catch (e) {
+      await shared?.release();
+      throw e;
+    }
   }
 
   async beginSnapshot(id: string, time: number, lineage: Buffer, meta: Buffer, parent: number | null, lease: string, inherits = false): Promise<number> {
@@ -445,18 +473,27 @@ export class LocalService implements CatalogService {
   async endLease(lease: string): Promise<void> {
     this.leases.get(lease)?.release();
     this.leases.delete(lease);
+    await this.storeLeases.get(lease)?.release();
+    this.storeLeases.delete(lease);
   }
 
   async startMaintenance(waitMs?: number, onWait?: (message: string) => void, opts: { renew?: boolean } = {}): Promise<string> {
-    const { lease } = await Lease.acquire(this.catalog, 'maintenance', { waitMs, onWait, renew: opts.renew });
-    this.leases.set(lease.id, lease);
-    return lease.id;
+    const shared = await this.storeLease('maintenance', waitMs, onWait);
+    try {
+      const { lease } = await Lease.acquire(this.catalog, 'maintenance', { waitMs, onWait, renew: opts.renew });
+      this.leases.set(lease.id, lease);
+      if (shared) this.storeLeases.set(lease.id, shared);
+      return lease.id;
+    } catch (e) {
+      await shared?.release();
+      throw e;
+    }
   }
 
   /** Whether this process holds `lease`, of that kind and still live, for a client (a served repository checks before maintenance). */
   holds(lease: string, kind: 'backup' | 'maintenance'): boolean {
     const l = this.leases.get(lease);
-    return l !== undefined && l.kind === kind && l.renew();
+    return l !== undefined && l.kind === kind && !this.storeLeases.get(lease)?.lost && l.renew();
   }
 
   async forgetSnapshots(candidates: readonly number[]): Promise<{ removed: number[]; inUse: number[]; touched: number[] }> {
@@ -545,6 +582,8 @@ export class LocalService implements CatalogService {
   async close(): Promise<void> {
     for (const l of this.leases.values()) l.release();
     this.leases.clear();
+    await Promise.all([...this.storeLeases.values()].map((l) => l.release()));
+    this.storeLeases.clear();
     await this.storage.close();
     this.catalog.close();
   }

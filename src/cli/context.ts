@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import type { Command } from 'commander';
 import { usageError, wrongKey } from '../errors.js';
 import { Repository, type RemoteOptions } from '../repo/repository.js';
+import { locate } from '../storage/location.js';
 import { type Credentials } from '../repo/unlock.js';
 import { promptHidden } from './prompt.js';
 
@@ -16,6 +17,7 @@ export interface GlobalOptions {
   caCert?: string;
   cacheDir?: string;
   cache?: boolean;
+  s3Endpoint?: string;
   passwordFile?: string;
   keyFile?: string;
   json?: boolean;
@@ -28,8 +30,20 @@ export function globals(cmd: Command): GlobalOptions {
 
 export function repoPath(g: GlobalOptions): string {
   const repo = g.repo ?? process.env.STRATA_REPO;
-  if (!repo) throw usageError('no repository given: use --repo DIR or set STRATA_REPO');
+  if (!repo) throw usageError('no repository given: use --repo DIR|URL|s3://BUCKET/PREFIX or set STRATA_REPO');
   return repo;
+}
+
+/**
+ * The repository directory a server keeps (serve, token): a directory, never
+ * a server's URL or a bucket, whose clients use it directly.
+ */
+export function serverDir(g: GlobalOptions): string {
+  const where = repoPath(g);
+  const kind = locate(where).kind;
+  if (kind === 's3') throw usageError(`strata serve keeps a repository directory; ${where} is a bucket, which clients use directly with --repo ${where}`);
+  if (kind !== 'directory') throw usageError(`strata serve keeps a repository directory, not ${where}`);
+  return where;
 }
 
 /** Reads the password from STRATA_PASSWORD, a password file, or a terminal prompt. */
@@ -64,11 +78,20 @@ export function remoteOptions(g: GlobalOptions): RemoteOptions {
   const token = g.token ?? process.env.STRATA_TOKEN;
   const caFile = g.caCert ?? process.env.STRATA_CA_CERT;
   const cacheDir = g.cache === false ? null : (g.cacheDir ?? undefined);
-  return { ...(token ? { token } : {}), ...(caFile ? { caFile } : {}), ...(cacheDir !== undefined ? { cacheDir } : {}) };
+  return { ...(token ? { token } : {}), ...(caFile ? { caFile } : {}), ...(cacheDir !== undefined ? { cacheDir } : {}), ...(g.s3Endpoint ? { s3: { endpoint: g.s3Endpoint } } : {}) };
 }
 
 export async function openRepo(cmd: Command, opts: { readonly?: boolean } = {}): Promise<Repository> {
   const g = globals(cmd);
   const where = repoPath(g);
-  return Repository.open(where, credentials(g), opts, remoteOptions(g));
+  const repo = await Repository.open(where, credentials(g), opts, remoteOptions(g));
+  if (!repo.cachedCatalog) return repo;
+  // A repository in a bucket: its catalog here is a cache, brought up to date first.
+  try {
+    const { refreshCatalog } = await import('../engine/rebuild.js');
+    return (await refreshCatalog(repo)).repo;
+  } catch (e) {
+    repo.close();
+    throw e;
+  }
 }

@@ -17,8 +17,12 @@ Environment (an option given on the command line wins over its variable):
   STRATA_KEY_FILE       a key from "strata key export" (--key-file)
   STRATA_TOKEN          a server's bearer token (--token)
   STRATA_CA_CERT        a certificate to trust for a server's TLS (--ca-cert)
-  STRATA_CACHE_DIR      the block cache (--cache-dir; else $XDG_CACHE_HOME/strata
-                        or ~/.cache/strata)
+  STRATA_CACHE_DIR      the block cache and S3 catalogs (--cache-dir; else
+                        $XDG_CACHE_HOME/strata or ~/.cache/strata)
+  AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID,
+  AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE
+                        an s3:// repository's endpoint, region and credentials
+                        (else the profile in ~/.aws/credentials)
   STRATA_DEBUG          print a stack trace with errors
   NO_COLOR              no colours`;
 
@@ -106,10 +110,11 @@ export async function buildProgram(argv: readonly string[] = []): Promise<Comman
   const program = new Command('strata')
     .description('backups as a baseline plus incrementals: any byte range of any file at any point in time')
     .version(VERSION)
-    .option('-r, --repo <dir|url>', 'repository directory, or http(s)://HOST:PORT of a strata server (or STRATA_REPO)')
+    .option('-r, --repo <dir|url>', 'repository directory, http(s)://HOST:PORT of a strata server, or s3://BUCKET/PREFIX (or STRATA_REPO)')
     .option('--token <token>', 'bearer token for a server (or STRATA_TOKEN)')
     .option('--ca-cert <file>', "trust this certificate (PEM) for a server's TLS (or STRATA_CA_CERT)")
-    .option('--cache-dir <dir>', 'block cache for a server (or STRATA_CACHE_DIR; default ~/.cache/strata)')
+    .option('--s3-endpoint <url>', 'the endpoint of an s3:// repository (else AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, the profile, AWS)')
+    .option('--cache-dir <dir>', 'block cache for a server, catalogs of S3 repositories (or STRATA_CACHE_DIR; default ~/.cache/strata)')
     .option('--no-cache', 'do not cache blocks from a server')
     .option('--password-file <file>', 'read the password from FILE (or STRATA_PASSWORD_FILE)')
     .option('--key-file <file>', 'use an exported key instead of a password (or STRATA_KEY_FILE)')

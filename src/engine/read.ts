@@ -96,8 +96,6 @@ export async function planRead(repo: Repository, when: When, absPath: string, ho
   return { snapshot, file: { path: absPath, version }, start: plan.start, end: plan.end, first: { pieces: plan.pieces, next: plan.next } };
 }
 
-/** Blocks fetched ahead of the one being read; refilled in bursts of half, so a server gets them in one request. */
-const PREFETCH = 32;
 
 /**
  * The bytes of [start, end] (inclusive) of a version, block piece by block
@@ -117,11 +115,12 @@ export async function* readRange(
   const source = first ? planned(repo, version, end, first) : repo.service.pieces(version.id, start, end);
   // Each piece is checked against the sealed TOCs before its block is even fetched.
   const pieces = verifiedPieces(repo, version, start, end, source)[Symbol.asyncIterator]();
+  const readAhead = repo.readAhead;
   const fill = async () => {
-    if (ahead.length > PREFETCH / 2) return;
+    if (ahead.length > readAhead / 2) return;
     // Pieces are checked one await at a time: the reads start together, in one turn, so a server gets them in one request.
     const due: Piece[] = [];
-    while (ahead.length + due.length < PREFETCH) {
+    while (ahead.length + due.length < readAhead) {
       const next = await pieces.next();
       if (next.done) break;
       due.push(next.value);

@@ -28,13 +28,27 @@ export interface RebuildResult {
 
 /** Rebuilds the catalog of `repo` (opened on a fresh, empty catalog file). */
 export async function rebuildCatalog(repo: Repository, onProgress: (m: string) => void = () => {}): Promise<RebuildResult> {
-  const { catalog, storage, keyring } = repo;
   const r: RebuildResult = { packs: 0, blocks: 0, snapshots: 0, versions: 0, damagedPacks: [], problems: [] };
+  const names: string[] = [];
+  for await (const name of repo.storage.list('pack')) names.push(name);
+  const { records, tocs } = await indexPacks(repo, names, r, onProgress);
+  await restoreSnapshots(repo, latestRecords(records), tocs, new Map(), r, onProgress);
+  return r;
+}
+
+/**
+ * Indexes the packs `names` (each pack's sealed index) in the catalog, and
+ * returns the snapshot records and sealed TOCs they hold.
+ */
+async function indexPacks(
+  repo: Repository,
+  names: readonly string[],
+  r: RebuildResult,
+  onProgress: (m: string) => void,
+): Promise<{ records: SnapshotRecord[]; tocs: Map<string, SealedToc> }> {
+  const { catalog, storage, keyring } = repo;
   const records: SnapshotRecord[] = [];
   const tocs = new Map<string, SealedToc>();
-
-  const names: string[] = [];
-  for await (const name of storage.list('pack')) names.push(name);
   for (const [i, name] of names.entries()) {
     onProgress(`reading pack ${i + 1}/${names.length}`);
     try {
@@ -65,12 +79,48 @@ export async function rebuildCatalog(repo: Repository, onProgress: (m: string) =
     }
   }
 
-  // A snapshot whose tags changed has several records: the highest revision is the one in force.
+  return { records, tocs };
+}
+
+/** The sealed meta the catalog keeps for a snapshot, from its record. */
+function sealedMetaOf(repo: Repository, s: SnapshotRecord): Buffer {
+  const meta = { host: s.host, tags: s.tags, paths: s.paths, ...(s.parent ? { parent: s.parent } : {}), ...(s.stats ? { stats: s.stats } : {}), ...(s.unreadable ? { unreadable: s.unreadable } : {}), root: s.root, time: s.time };
+  return repo.keyring.sealJson(meta, metaAad(s.id));
+}
+
+/** A snapshot whose tags changed has several records: the highest revision is the one in force. */
+function latestRecords(records: readonly SnapshotRecord[]): SnapshotRecord[] {
   const latest = new Map<string, SnapshotRecord>();
   for (const s of records) if ((latest.get(s.id)?.revision ?? -1) < (s.revision ?? 0)) latest.set(s.id, s);
-  records.splice(0, records.length, ...latest.values());
+  return [...latest.values()];
+}
+
+/**
+ * Puts the snapshots of `records` in the catalog with their versions, from
+ * their sealed TOCs. `seqOf` holds the snapshots the catalog has already (by
+ * id), which new ones may have as parents; it gains the new ones.
+ */
+async function restoreSnapshots(
+  repo: Repository,
+  records: SnapshotRecord[],
+  tocs: ReadonlyMap<string, SealedToc>,
+  seqOf: Map<string, number>,
+  r: RebuildResult,
+  onProgress: (m: string) => void,
+): Promise<void> {
+  const { catalog, keyring } = repo;
   // Parents before children, so every ref finds its target version.
   const byId = new Map(records.map((s) => [s.id, s]));
+  /** A parent's record: one being restored, or (when adding to a catalog) one it has, read from the store. */
+  const parentOf = async (s: SnapshotRecord): Promise<SnapshotRecord | undefined> => {
+    if (!s.parent) return undefined;
+    const here = byId.get(s.parent);
+    if (here) return here;
+    const seq = seqOf.get(s.parent);
+    const record = seq === undefined ? null : catalog.snapshotRecord(seq);
+    if (!record) return undefined;
+    return JSON.parse((await repo.readBlob(record, 'snapshot')).toString('utf8')) as SnapshotRecord;
+  };
   const ordered: SnapshotRecord[] = [];
   const placed = new Set<string>();
   const place = (s: SnapshotRecord, depth = 0) => {
@@ -83,12 +133,10 @@ export async function rebuildCatalog(repo: Repository, onProgress: (m: string) =
 
   const tocsBySnapshot = new Map<string, SealedToc[]>();
   for (const t of tocs.values()) tocsBySnapshot.set(t.snapshot, [...(tocsBySnapshot.get(t.snapshot) ?? []), t]);
-  const seqOf = new Map<string, number>();
   const seenByLineage = new Map<string, Seen>();
   for (const s of ordered) {
     onProgress(`restoring snapshot ${s.id.slice(0, 8)}`);
-    const meta = { host: s.host, tags: s.tags, paths: s.paths, ...(s.parent ? { parent: s.parent } : {}), ...(s.stats ? { stats: s.stats } : {}), ...(s.unreadable ? { unreadable: s.unreadable } : {}), root: s.root, time: s.time };
-    const sealedMeta = keyring.sealJson(meta, metaAad(s.id));
+    const sealedMeta = sealedMetaOf(repo, s);
     const seq = catalog.beginSnapshot(s.id, Date.parse(s.time), keyring.lineageId(s.host, s.paths), sealedMeta, s.parent ? (seqOf.get(s.parent) ?? null) : null);
     seqOf.set(s.id, seq);
     for (const t of tocsBySnapshot.get(s.id) ?? []) {
@@ -124,12 +172,11 @@ export async function rebuildCatalog(repo: Repository, onProgress: (m: string) =
     const sealed = (pathHex: string) => tocs.has(`${s.id}/${pathHex}`);
     const lineage = keyring.lineageId(s.host, s.paths).toString('hex');
     if (!seenByLineage.has(lineage)) seenByLineage.set(lineage, new Map());
-    r.versions += await unchangedVersions(repo, s, seq, s.parent ? byId.get(s.parent) : undefined, seqOf, sealed, seenByLineage.get(lineage)!, r.problems);
+    r.versions += await unchangedVersions(repo, s, seq, await parentOf(s), seqOf, sealed, seenByLineage.get(lineage)!, r.problems);
     const blobs = [Buffer.from((s as SnapshotRecord & { recordId: string }).recordId, 'hex'), ...(await treeIds(repo, s.root, false))];
     catalog.commitSnapshot(seq, Buffer.from(s.root, 'hex'), blobs[0]!, sealedMeta, blobs);
     r.snapshots++;
   }
-  return r;
 }
 
 /** Deeper than any real tree: a bound against a crafted one that contains itself. */
@@ -233,4 +280,65 @@ async function unchangedVersions(
     }
   }
   return made;
+}
+
+/**
+ * A repository whose catalog is a local cache (one in a bucket) with that
+ * cache brought up to date, as found by one listing of the packs: packs it
+ * does not know (another client's backup or tag, a crash between a pack's
+ * upload and its indexing) are added (`added`); when packs it knows are gone
+ * (another client's prune), or adding them meets a problem, it is rebuilt
+ * from every pack (`rebuilt`); left as it is while another process here
+ * holds a lease on it. Returns the repository to go on with: a new one when
+ * the cache changed. Other repositories are returned as they are.
+ */
+export async function refreshCatalog(repo: Repository, onProgress: (m: string) => void = () => {}): Promise<{ repo: Repository; rebuilt?: RebuildResult; added?: RebuildResult }> {
+  if (!repo.cachedCatalog) return { repo };
+  const drift = await repo.catalogDrift();
+  if (drift.added.length === 0 && drift.removed.length === 0) return { repo };
+  // Another process here is working on this cache (its packs may be the new ones): it is not swapped
+  // under it. This command goes on with the cache as it is; the leases keep a maintenance from acting on it.
+  if (repo.catalogBusy()) return { repo };
+  if (drift.removed.length === 0) {
+    // Only packs added (other clients' backups, tags): they are indexed into a copy of the cache.
+    const next = repo.rebuilding('copy');
+    try {
+      const added = await addPacks(next.repo, drift.added, onProgress);
+      if (added.damagedPacks.length === 0 && added.problems.length === 0) return { repo: next.install(), added };
+    } catch {
+      // A rebuild from every pack is the reference: it decides.
+    }
+    next.discard();
+  }
+  const next = repo.rebuilding();
+  let rebuilt: RebuildResult;
+  try {
+    rebuilt = await rebuildCatalog(next.repo, onProgress);
+  } catch (e) {
+    next.discard();
+    throw e;
+  }
+  return { repo: next.install(), rebuilt };
+}
+
+/**
+ * Indexes packs the catalog lacks, and restores the snapshots whose records
+ * they hold (a new record of a snapshot it has, a tag's, replaces the one in
+ * force if its revision is higher), as a rebuild would, without reading the
+ * packs it knows.
+ */
+async function addPacks(repo: Repository, names: readonly string[], onProgress: (m: string) => void): Promise<RebuildResult> {
+  const { catalog } = repo;
+  const r: RebuildResult = { packs: 0, blocks: 0, snapshots: 0, versions: 0, damagedPacks: [], problems: [] };
+  const { records, tocs } = await indexPacks(repo, names, r, onProgress);
+  const seqOf = new Map(catalog.snapshots().map((row) => [row.id, row.seq]));
+  const latest = latestRecords(records);
+  for (const s of latest.filter((x) => seqOf.has(x.id))) {
+    const seq = seqOf.get(s.id)!;
+    const current = catalog.snapshotRecord(seq);
+    const inForce = current ? (JSON.parse((await repo.readBlob(current, 'snapshot')).toString('utf8')) as SnapshotRecord) : undefined;
+    if ((s.revision ?? 0) > (inForce?.revision ?? 0)) catalog.setSnapshotRecord(seq, Buffer.from((s as SnapshotRecord & { recordId: string }).recordId, 'hex'), sealedMetaOf(repo, s));
+  }
+  await restoreSnapshots(repo, latest.filter((x) => !seqOf.has(x.id)), tocs, seqOf, r, onProgress);
+  return r;
 }

@@ -12,7 +12,8 @@ import { calibrateScrypt, wrapKey, type ScryptParams } from '../crypto/password.
 import { ExitCode, noRepository, StrataError, usageError } from '../errors.js';
 import type { HttpStorage } from '../storage/http.js';
 import { LocalStorage } from '../storage/local.js';
-import { locate } from '../storage/location.js';
+import { locate, type Location } from '../storage/location.js';
+import type { S3Storage, S3StorageOptions } from '../storage/s3.js';
 import type { Storage, ThreadReaderSpec } from '../storage/storage.js';
 import { addDictionary, decodeBlock, type Dictionary } from './blockcodec.js';
 import { allDictionaries, decodeWithDictionaries, loadDictionary, sealDictionary } from './dictionary.js';
@@ -24,6 +25,8 @@ import { unlock, type Credentials, type ExportedKey } from './unlock.js';
 import { DEFAULT_PACK_SIZE, Packer } from './packer.js';
 import type { RemoteService } from '../catalog/remote.js';
 import { LocalService, type CatalogReader, type CatalogService } from '../catalog/service.js';
+import { liveLeases } from '../catalog/lease.js';
+import { packDrift, SharedLeases } from '../catalog/shared-lease.js';
 
 export interface InitOptions {
   chunkAvg?: number;
@@ -40,10 +43,23 @@ export interface RemoteOptions {
   /** Where sealed blocks are cached; null for no cache. */
   cacheDir?: string | null;
   cacheBytes?: number;
+  /** For an s3:// repository: the endpoint, region and credentials when not from the environment. */
+  s3?: S3StorageOptions;
 }
+
+/**
+ * Blocks a long read fetches ahead of the one it is at, refilled in bursts
+ * of half: so a server gets them in one request. A store where each read is
+ * a request of its own, merged with its neighbours (S3), is kept busy with
+ * longer bursts: 256 blocks are about 8 MiB.
+ */
+const READ_AHEAD = 32;
+const READ_AHEAD_BY_REQUEST = 256;
 
 export class Repository {
   private readonly cache = new Map<string, Buffer>();
+  /** Blocks a long read asks for ahead of the one it is at (engine/read.ts). */
+  readonly readAhead: number;
   private readonly cacheLimit = 16;
   readonly chunker: ChunkerParams;
   private gearCache?: Uint32Array;
@@ -57,8 +73,15 @@ export class Repository {
     /** Who keeps the catalog: this process, or the server. */
     readonly service: CatalogService,
     private readonly localCatalog?: Catalog,
+    /**
+     * For a repository in a bucket: the catalog is a local cache, in this
+     * file, rebuilt from the bucket when it lacks what the bucket holds.
+     */
+    readonly cachedCatalog?: string,
   ) {
     this.chunker = { min: config.chunker.min, avg: config.chunker.avg, max: config.chunker.max };
+    // No local files and no server to batch for us: every read is a request.
+    this.readAhead = !storage.threadReader && service instanceof LocalService ? READ_AHEAD_BY_REQUEST : READ_AHEAD;
   }
 
   /** The chunker's keyed gear table: made when a backup first asks, as reads never need it. */
@@ -87,6 +110,7 @@ export class Repository {
   static async init(root: string, password: string, opts: InitOptions = {}, remote: RemoteOptions = {}): Promise<Repository> {
     const where = locate(root);
     if (where.kind === 'server') return Repository.initRemote(where.url, password, opts, remote);
+    if (where.kind === 's3') return Repository.initS3(where, password, opts, remote);
     const dir = where.dir;
     if (fs.existsSync(dir)) {
       if (!fs.statSync(dir).isDirectory()) throw usageError(`${dir} exists and is not a directory`);
@@ -115,8 +139,101 @@ export class Repository {
     }
   }
 
+  /**
+   * A new repository in a bucket, made when missing: the key and config go
+   * in the bucket, the catalog starts empty in the cache directory.
+   */
+  private static async initS3(where: S3Where, password: string, opts: InitOptions, options: RemoteOptions): Promise<Repository> {
+    const { storage, s3 } = await connectS3(where, options);
+    try {
+      await s3.createBucket();
+      if (await storage.exists({ kind: 'config', name: 'config' })) throw new StrataError('exists', `a repository already exists at ${storage.location}`);
+      let file = '';
+      let catalog: Catalog | undefined;
+      const { config, keyring } = await writeNewRepository(storage, password, opts, async (config) => {
+        file = await s3CatalogFile(s3, config.id, options);
+        removeCatalog(file);
+        catalog = new Catalog(file);
+      });
+      return new Repository(storage.location, storage, config, keyring, new LocalService(catalog!, storage, false, new SharedLeases(s3.leases)), catalog, file);
+    } catch (e) {
+      await storage.close();
+      throw e;
+    }
+  }
+
+  /** A repository in a bucket, on its local catalog (made empty if there is none: see cachedCatalog). */
+  private static async openS3(where: S3Where, creds: Credentials, options: RemoteOptions, fresh = false): Promise<{ repo: Repository; previous?: string }> {
+    const { storage, s3 } = await connectS3(where, options);
+    try {
+      let text: string;
+      try {
+        text = (await storage.get({ kind: 'config', name: 'config' })).toString('utf8');
+      } catch (e) {
+        if (e instanceof StrataError && e.code === 'not_found') throw noRepository(`no repository at ${storage.location} (create one with "strata init")`);
+        throw e;
+      }
+      const config = parseConfig(text, storage.location);
+      const keyring = await unlock(storage, config, creds);
+      const file = await s3CatalogFile(s3, config.id, options);
+      const previous = fresh ? setAside(file) : undefined;
+      const catalog = new Catalog(file);
+      const service = new LocalService(catalog, storage, false, new SharedLeases(s3.leases));
+      return { repo: new Repository(storage.location, storage, config, keyring, service, catalog, file), previous };
+    } catch (e) {
+      await storage.close();
+      throw e;
+    }
+  }
+
+  /**
+   * The packs of a repository in a bucket that its local catalog does not
+   * know, and those it knows that the bucket no longer holds: none of either
+   * means the cache is up to date (the bucket changes only by packs added
+   * and removed). One listing of the bucket's packs.
+   */
+  catalogDrift(): Promise<{ added: string[]; removed: string[] }> {
+    return packDrift(this.catalog, this.storage);
+  }
+
+  /** Whether another process of this machine holds a lease in the catalog (a backup, forget or prune under way here). */
+  catalogBusy(): boolean {
+    return liveLeases(this.catalog).length > 0;
+  }
+
+  /**
+   * For rebuilding a cached catalog: this repository (its key and store) on
+   * a new catalog beside the cache, empty or a copy of it, which install()
+   * then puts in its place, returning the repository opened on it.
+   */
+  rebuilding(from: 'empty' | 'copy' = 'empty'): { repo: Repository; install(): Repository; discard(): void } {
+    const file = this.cachedCatalog;
+    if (!file) throw new StrataError('local_only', `the catalog of ${this.root} is not a cache`);
+    const next = `${file}.rebuild-${process.pid}-${randomBytes(4).toString('hex')}`;
+    if (from === 'copy') this.catalog.copyTo(next);
+    const catalog = new Catalog(next);
+    const shared = (this.service as LocalService).shared;
+    const repo = new Repository(this.root, this.storage, this.config, this.keyring, new LocalService(catalog, this.storage, false, shared), catalog, next);
+    return {
+      repo,
+      install: () => {
+        catalog.close();
+        this.localCatalog?.close();
+        removeCatalog(file);
+        fs.renameSync(next, file);
+        const installed = new Catalog(file);
+        return new Repository(this.root, this.storage, this.config, this.keyring, new LocalService(installed, this.storage, false, shared), installed, file);
+      },
+      discard: () => {
+        catalog.close();
+        removeCatalog(next);
+      },
+    };
+  }
+
   static async open(root: string, creds: Credentials, opts: { readonly?: boolean } = {}, options: RemoteOptions = {}): Promise<Repository> {
     const where = locate(root);
+    if (where.kind === 's3') return (await Repository.openS3(where, creds, options)).repo;
     if (where.kind === 'server') {
       const { storage, remote } = await connect(where.url, options);
       try {
@@ -150,20 +267,16 @@ export class Repository {
    * Opens a repository on a new, empty catalog (for rebuilding it from the
    * packs); the old catalog.db, if any, is renamed and its new name returned.
    */
-  static async openForRebuild(root: string, creds: Credentials): Promise<{ repo: Repository; previous?: string }> {
+  static async openForRebuild(root: string, creds: Credentials, options: RemoteOptions = {}): Promise<{ repo: Repository; previous?: string }> {
     const where = locate(root);
     if (where.kind === 'server') throw new StrataError('local_only', 'rebuild-catalog runs on the server, against the repository directory');
+    if (where.kind === 's3') return Repository.openS3(where, creds, options, true);
     const dir = where.dir;
     const config = readConfig(dir);
     const storage = new LocalStorage(dir);
     const keyring = await unlock(storage, config, creds);
     const file = path.join(dir, 'catalog.db');
-    let previous: string | undefined;
-    if (fs.existsSync(file)) {
-      previous = `${file}.${new Date().toISOString().replace(/[:.]/g, '-')}.old`;
-      fs.renameSync(file, previous);
-      for (const ext of ['-wal', '-shm']) if (fs.existsSync(file + ext)) fs.renameSync(file + ext, previous + ext);
-    }
+    const previous = setAside(file);
     const catalog = new Catalog(file);
     return { repo: new Repository(dir, storage, config, keyring, new LocalService(catalog, storage), catalog), previous };
   }
@@ -308,7 +421,7 @@ export class Repository {
   /** Data blocks fetched from the store by this process (cache misses). */
   blocksRead = 0;
 
-  /** Bytes sent to and received from a server (0 for a local repository). */
+  /** Bytes sent to and received from a server or an S3 endpoint (0 for a local repository). */
   get traffic(): { bytesSent: number; bytesReceived: number } {
     const s = this.storage as Partial<HttpStorage>;
     return { bytesSent: s.bytesSent ?? 0, bytesReceived: s.bytesReceived ?? 0 };
@@ -321,7 +434,7 @@ export class Repository {
 }
 
 /** Writes a new repository's key, then (last: a store with a config is a complete repository) its config. */
-async function writeNewRepository(storage: Storage, password: string, opts: InitOptions, beforeConfig: () => Promise<void>): Promise<{ config: RepoConfig; keyring: Keyring }> {
+async function writeNewRepository(storage: Storage, password: string, opts: InitOptions, beforeConfig: (config: RepoConfig) => Promise<void>): Promise<{ config: RepoConfig; keyring: Keyring }> {
   const params = chunkerParams(opts.chunkAvg ?? DEFAULT_AVG);
   const keyring = Keyring.generate();
   const config: RepoConfig = {
@@ -336,7 +449,7 @@ async function writeNewRepository(storage: Storage, password: string, opts: Init
   };
   const wrapped = await wrapKey(keyring.master, password, opts.scrypt ?? (await calibrateScrypt()), config.id);
   await storage.put({ kind: 'key', name: randomBytes(8).toString('hex') }, Buffer.from(JSON.stringify(wrapped, null, 2)));
-  await beforeConfig();
+  await beforeConfig(config);
   await storage.put({ kind: 'config', name: 'config' }, Buffer.from(JSON.stringify(config, null, 2) + '\n'));
   return { config, keyring };
 }
@@ -353,6 +466,9 @@ export class KeylessRepository {
 
   static async open(root: string, options: RemoteOptions = {}): Promise<KeylessRepository> {
     const where = locate(root);
+    if (where.kind === 's3') {
+      throw usageError(`--no-key is for a server's admin: a repository in a bucket (${root}) is kept by its clients, which open it with the key`);
+    }
     if (where.kind === 'server') {
       const { storage, remote } = await connect(where.url, options);
       try {
@@ -440,6 +556,46 @@ async function readRemoteConfig(storage: HttpStorage, remote: RemoteOptions): Pr
     }
   }
   return text;
+}
+
+type S3Where = Extract<Location, { kind: 's3' }>;
+
+/** A bucket's store, through the retry and coalescing wrappers, and the driver itself (for the bucket, its endpoint and leases). */
+async function connectS3(where: S3Where, options: RemoteOptions): Promise<{ storage: Storage; s3: S3Storage }> {
+  const [{ S3Storage, S3_RETRY }, { RetryingStorage }, { CoalescingStorage }] = await Promise.all([
+    import('../storage/s3.js'),
+    import('../storage/retry.js'),
+    import('../storage/coalesce.js'),
+  ]);
+  const s3 = new S3Storage({ bucket: where.bucket, prefix: where.prefix }, options.s3);
+  // Each read is a request: those asked together (a restore's blocks) are merged, then retried as one.
+  return { storage: new CoalescingStorage(new RetryingStorage(s3, S3_RETRY)), s3 };
+}
+
+/**
+ * Where the catalog of a repository in a bucket is kept on this machine:
+ * under the cache directory, one per endpoint, bucket, prefix and repository
+ * id (a repository made again at the same place gets a new catalog).
+ */
+async function s3CatalogFile(s3: S3Storage, id: string, options: RemoteOptions): Promise<string> {
+  const base = options.cacheDir ?? (await import('../storage/cache.js')).defaultCacheDir();
+  const name = createHash('sha256').update(`${s3.endpoint}\n${s3.location}\n${id}`).digest('hex').slice(0, 32);
+  const dir = path.join(base, 'catalogs', name);
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return path.join(dir, 'catalog.db');
+}
+
+/** Renames a catalog (and its -wal, -shm) aside as FILE.<time>.old; returns the new name, if there was one. */
+function setAside(file: string): string | undefined {
+  if (!fs.existsSync(file)) return undefined;
+  const previous = `${file}.${new Date().toISOString().replace(/[:.]/g, '-')}.old`;
+  fs.renameSync(file, previous);
+  for (const ext of ['-wal', '-shm']) if (fs.existsSync(file + ext)) fs.renameSync(file + ext, previous + ext);
+  return previous;
+}
+
+function removeCatalog(file: string): void {
+  for (const ext of ['', '-wal', '-shm']) fs.rmSync(file + ext, { force: true });
 }
 
 /** Opens the catalog for writing (upgrading its schema if needed), or read-only where writing is not allowed. */

@@ -4,19 +4,28 @@
  * failures are tried again; an answer (not found, a short object, a
  * conflicting write) is final. Every operation may be repeated safely: puts
  * write once (the same bytes again are fine) and deletes of what is gone are
- * not errors. The HTTP driver retries its own requests, its catalog calls
- * included, and needs no wrapper.
+ * not errors. The S3 driver is used through it; the HTTP driver retries its
+ * own requests, its catalog calls included, and needs no wrapper.
  */
 import { StorageError, type Handle, type Kind, type Storage } from './storage.js';
 
 export interface RetryPolicy {
   /** Tries in all, the first included. */
   attempts: number;
-  /** Wait before the second try; doubled for each one after. */
+  /** Wait before the second try; doubled for each one after, each wait jittered. */
   delayMs: number;
 }
 
 export const DEFAULT_RETRY: RetryPolicy = { attempts: 4, delayMs: 250 };
+
+/**
+ * The wait before try `attempt + 1`: delayMs doubled per try made, then
+ * spread over ±50% so that clients which failed together (a store that was
+ * overloaded, 503 SlowDown) do not come back together.
+ */
+export function backoff(policy: RetryPolicy, attempt: number, random = Math.random()): number {
+  return policy.delayMs * 2 ** (attempt - 1) * (0.5 + random);
+}
 
 /** Failures worth another try: an I/O error, a dropped or refused connection, a timeout. */
 export function transient(e: unknown): boolean {
@@ -26,6 +35,23 @@ export function transient(e: unknown): boolean {
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/**
+ * `op` tried again on transient failures, up to the policy's attempts, with
+ * backoff: for a driver's own steps that the wrapper cannot repeat alone
+ * (one part of a multipart upload, whose source is read once).
+ */
+export async function retrying<T>(policy: RetryPolicy, op: () => Promise<T>, onRetry: () => void = () => {}): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await op();
+    } catch (e) {
+      if (attempt >= policy.attempts || !transient(e)) throw e;
+      onRetry();
+      await sleep(backoff(policy, attempt));
+    }
+  }
+}
 
 export class RetryingStorage implements Storage {
   /** Tries made again, over the wrapper's life (for tests and progress). */
@@ -40,16 +66,17 @@ export class RetryingStorage implements Storage {
     return this.inner.location;
   }
 
-  private async again<T>(op: () => Promise<T>): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await op();
-      } catch (e) {
-        if (attempt >= this.policy.attempts || !transient(e)) throw e;
-        this.retried++;
-        await sleep(this.policy.delayMs * 2 ** (attempt - 1));
-      }
-    }
+  /** The traffic the store beneath counts, if it does (a network store's). */
+  get bytesSent(): number {
+    return (this.inner as Partial<{ bytesSent: number }>).bytesSent ?? 0;
+  }
+
+  get bytesReceived(): number {
+    return (this.inner as Partial<{ bytesReceived: number }>).bytesReceived ?? 0;
+  }
+
+  private again<T>(op: () => Promise<T>): Promise<T> {
+    return retrying(this.policy, op, () => this.retried++);
   }
 
   put(h: Handle, data: Uint8Array | readonly Uint8Array[]): Promise<void> {
@@ -78,7 +105,7 @@ export class RetryingStorage implements Storage {
       } catch (e) {
         if (attempt >= this.policy.attempts || !transient(e)) throw e;
         this.retried++;
-        await sleep(this.policy.delayMs * 2 ** (attempt - 1));
+        await sleep(backoff(this.policy, attempt));
       }
     }
   }

@@ -73,3 +73,20 @@ export class StorageError extends StrataError {
     super(code, message);
   }
 }
+
+/**
+ * Small objects that may be replaced, but only conditionally: what a store
+ * shared by several machines offers for leases (an S3 bucket does). Not
+ * part of Storage, whose objects are written once. `etag` names one
+ * version of an object; a write against another version fails (undefined).
+ */
+export interface ConditionalObjects {
+  /** Creates `name` unless it exists; its etag, or undefined when the name is taken. */
+  create(name: string, body: Buffer): Promise<string | undefined>;
+  /** Replaces `name` if it is still the version `etag`; the new etag, or undefined when it changed or is gone. */
+  replace(name: string, body: Buffer, etag: string): Promise<string | undefined>;
+  /** The object and its etag, or undefined. */
+  read(name: string): Promise<{ body: Buffer; etag: string } | undefined>;
+  names(): AsyncIterable<string>;
+  remove(name: string): Promise<void>;
+}

@@ -143,7 +143,7 @@ export function register(program: Command): void {
     .description('rebuild catalog.db from the packs alone (the old one is kept beside it)')
     .action(async (_opts: unknown, cmd: Command) => {
       const g = globals(cmd);
-      const { repo, previous } = await Repository.openForRebuild(repoPath(g), credentials(g));
+      const { repo, previous } = await Repository.openForRebuild(repoPath(g), credentials(g), remoteOptions(g));
       const progress = new Progress(wantsProgress(g), 'rebuilding');
       try {
         const r = await rebuildCatalog(repo, (m) => progress.text(m));

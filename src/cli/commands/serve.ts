@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import type { Command } from 'commander';
 import { usageError } from '../../errors.js';
 import { DEFAULTS, isLoopback, startServer } from '../../server/serve.js';
-import { globals, repoPath } from '../context.js';
+import { globals, serverDir } from '../context.js';
 
 interface ServeFlags {
   listen: string;
@@ -31,7 +31,7 @@ export function register(program: Command): void {
     .option('--drain-timeout <seconds>', `on SIGTERM/SIGINT, wait this long for requests in flight (default ${DEFAULTS.drainTimeoutMs / 1000})`)
     .action(async (opts: ServeFlags, cmd: Command) => {
       const g = globals(cmd);
-      const dir = repoPath(g);
+      const dir = serverDir(g);
       const { host, port } = parseListen(opts.listen);
       if (!!opts.tlsCert !== !!opts.tlsKey) throw usageError('--tls-cert and --tls-key go together');
       const tls = opts.tlsCert && opts.tlsKey ? { cert: readPem(opts.tlsCert, '--tls-cert'), key: readPem(opts.tlsKey, '--tls-key') } : undefined;

@@ -6,7 +6,7 @@ import type { Command } from 'commander';
 import { usageError } from '../../errors.js';
 import { isRole, ROLES, TokenStore, type Role } from '../../server/tokens.js';
 import { prepareDir } from '../../server/serve.js';
-import { globals, repoPath } from '../context.js';
+import { globals, serverDir } from '../context.js';
 import { line, printJson, table } from '../output.js';
 
 export function register(program: Command): void {
@@ -19,7 +19,7 @@ export function register(program: Command): void {
     .action((name: string, opts: { role: string }, cmd: Command) => {
       const g = globals(cmd);
       if (!isRole(opts.role)) throw usageError(`--role must be one of ${ROLES.join(', ')}`);
-      const store = new TokenStore(prepareDir(repoPath(g)));
+      const store = new TokenStore(prepareDir(serverDir(g)));
       const { entry, token: secret } = store.add(name, opts.role as Role);
       if (g.json) printJson({ name: entry.name, role: entry.role, token: secret });
       else {
@@ -32,7 +32,7 @@ export function register(program: Command): void {
     .description('list tokens: name, role, creation time')
     .action((_opts: unknown, cmd: Command) => {
       const g = globals(cmd);
-      const tokens = new TokenStore(repoPath(g)).list().map((t) => ({ name: t.name, role: t.role, created: t.created }));
+      const tokens = new TokenStore(serverDir(g)).list().map((t) => ({ name: t.name, role: t.role, created: t.created }));
       if (g.json) printJson(tokens);
       else if (tokens.length > 0) line(table([['Name', 'Role', 'Created'], ...tokens.map((t) => [t.name, t.role, t.created])]));
       else if (!g.quiet) process.stderr.write('no tokens\n');
@@ -43,7 +43,7 @@ export function register(program: Command): void {
     .argument('<name>', 'the token to revoke')
     .action((name: string, _opts: unknown, cmd: Command) => {
       const g = globals(cmd);
-      const entry = new TokenStore(repoPath(g)).revoke(name);
+      const entry = new TokenStore(serverDir(g)).revoke(name);
       if (g.json) printJson({ name: entry.name, role: entry.role, revoked: true });
       else if (!g.quiet) line(`token ${entry.name} revoked`);
     });

@@ -1,0 +1,641 @@
+/**
+ * S3 repositories against a real Ceph RGW (scripts/ceph-rgw-up.sh; .ci/run
+ * starts it): the Storage contract, what the S3 driver adds (create-only
+ * puts, multipart, paging, retries), its faults, and strata end to end on a
+ * bucket. Run with `npm run test:s3`; skipped, saying why, when no gateway
+ * answers.
+ */
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SharedLeases } from '../src/catalog/shared-lease.js';
+import { refreshCatalog } from '../src/engine/rebuild.js';
+import { Repository } from '../src/repo/repository.js';
+import { CoalescingStorage } from '../src/storage/coalesce.js';
+import { locate } from '../src/storage/location.js';
+import { RetryingStorage } from '../src/storage/retry.js';
+import { S3Storage } from '../src/storage/s3.js';
+import { cliEnv, readWhole, Rng, strata, strataAsync, tempDir } from './helpers.js';
+import { bucketName, CEPH_DIR, ENDPOINT, freshStore, gatewayProblem, OPTIONS, s3Env } from './s3-helpers.js';
+import { hex, storageContract } from './storage-contract.js';
+
+const problem = await gatewayProblem();
+if (problem) console.warn(`S3 suite skipped: ${problem}`);
+const suite = problem ? describe.skip : describe;
+
+if (!problem) {
+  storageContract('S3Storage on Ceph RGW, through RetryingStorage', async () => new RetryingStorage(await freshStore('contract')));
+  // Small parts and pages, so that the contract's 9 MB object goes up in parts and listings take several pages.
+  storageContract('S3Storage on Ceph RGW, multipart from 5 MiB, 2 keys a page', async () =>
+    freshStore('contract-mp', { multipartThreshold: 5 * 1024 * 1024, partSize: 5 * 1024 * 1024, pageSize: 2 }),
+  );
+}
+
+suite('S3Storage on Ceph RGW', () => {
+  const rng = new Rng(20);
+  let st: S3Storage;
+  beforeAll(async () => {
+    st = await freshStore('driver', { multipartThreshold: 5 * 1024 * 1024, partSize: 5 * 1024 * 1024 });
+  });
+  afterAll(() => st.close());
+
+  it('create-only puts: of two different writes of one name at once, exactly one wins and the other is a conflict', async () => {
+    for (let round = 0; round < 5; round++) {
+      const h = { kind: 'pack' as const, name: hex(`race ${round}`) };
+      const a = rng.bytes(300_000);
+      const b = rng.bytes(300_000);
+      const results = await Promise.allSettled([st.put(h, a), st.put(h, b)]);
+      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+      const lost = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+      expect(lost.reason).toMatchObject({ code: 'conflict' });
+      const kept = await st.get(h);
+      expect(kept.equals(results[0]!.status === 'fulfilled' ? a : b)).toBe(true);
+    }
+  });
+
+  it('a large put goes up in parts, completed create-only: a second one of other bytes is a conflict', async () => {
+    const h = { kind: 'pack' as const, name: hex('multipart') };
+    const bytes = rng.bytes(12 * 1024 * 1024);
+    const before = st.counters.requests['PUT part'] ?? 0;
+    await st.put(h, [bytes.subarray(0, 1000), bytes.subarray(1000)]);
+    expect((st.counters.requests['PUT part'] ?? 0) - before).toBe(3);
+    expect((await st.get(h)).equals(bytes)).toBe(true);
+    await st.put(h, bytes);
+    const other = Buffer.from(bytes);
+    other.writeUInt8(other.readUInt8(7_000_000) ^ 1, 7_000_000);
+    await expect(st.put(h, other)).rejects.toMatchObject({ code: 'conflict' });
+    expect((await st.get(h)).equals(bytes)).toBe(true);
+  });
+
+  it('putStream of a large object holds a few parts at a time, and a source failing half way leaves no object and no upload', async () => {
+    const h = { kind: 'pack' as const, name: hex('stream-mp') };
+    const total = 23 * 1024 * 1024;
+    const chunk = rng.bytes(1024 * 1024);
+    async function* source(fail: boolean) {
+      for (let sent = 0; sent < total; sent += chunk.length) {
+        if (fail && sent > 12 * 1024 * 1024) throw new Error('the client went away');
+        yield chunk;
+      }
+    }
+    await expect(st.putStream(h, source(true), total)).rejects.toThrow(/went away/);
+    expect(await st.exists(h)).toBe(false);
+    expect(await st.sweepTemporary(0)).toBe(0);
+    expect(await st.putStream(h, source(false), total)).toBe('created');
+    const { size } = await st.stat(h);
+    expect(size).toBe(total);
+    expect((await st.read(h, 22 * 1024 * 1024, 1024 * 1024)).equals(chunk)).toBe(true);
+    expect(await st.putStream(h, source(false), total)).toBe('identical');
+  });
+
+  it('sweepTemporary aborts an interrupted multipart upload and counts its parts', async () => {
+    const key = 'repo/packs/aa/' + hex('abandoned');
+    const raw = st as unknown as { exchange(m: string, k: string, o: object): Promise<{ status: number; body: Buffer }> };
+    const started = await raw.exchange('POST', key, { query: { uploads: '' } });
+    const uploadId = /<UploadId>([^<]+)</.exec(started.body.toString())![1]!;
+    const part = await raw.exchange('PUT', key, { query: { partNumber: '1', uploadId }, body: [rng.bytes(6 * 1024 * 1024)] });
+    expect(part.status).toBe(200);
+    expect(await st.sweepTemporary(3_600_000)).toBe(0);
+    expect(await st.sweepTemporary(0)).toBe(6 * 1024 * 1024);
+    expect(await st.sweepTemporary(0)).toBe(0);
+  });
+});
+
+suite('S3: a gateway that ignores byte ranges', () => {
+  it('read and stream cut the range from the whole object it sends; past the end is still short_read', async () => {
+    const owned = await freshStore('noranges');
+    const h = { kind: 'pack' as const, name: hex('noranges') };
+    const bytes = new Rng(5).bytes(3 * 1024 * 1024 + 17);
+    await owned.put(h, bytes);
+    const proxy = await faultyProxy(() => 'no-ranges');
+    const st = new S3Storage(owned.where, { ...OPTIONS, endpoint: proxy.url });
+    try {
+      expect((await st.read(h, 1_000_000, 5000)).equals(bytes.subarray(1_000_000, 1_005_000))).toBe(true);
+      expect((await st.read(h, 0, 10)).equals(bytes.subarray(0, 10))).toBe(true);
+      await expect(st.read(h, bytes.length - 5, 10)).rejects.toMatchObject({ code: 'short_read' });
+      const parts: Buffer[] = [];
+      for await (const p of st.stream(h, 2_000_000, 2_500_000)) parts.push(p);
+      expect(Buffer.concat(parts).equals(bytes.subarray(2_000_000, 2_500_001))).toBe(true);
+      await expect((async () => {
+        for await (const _ of st.stream(h, 10, bytes.length)) void _;
+      })()).rejects.toMatchObject({ code: 'short_read' });
+    } finally {
+      await st.close();
+      await owned.close();
+      proxy.close();
+    }
+  });
+});
+
+suite('S3 faults: clear errors with the exit codes of the error table', () => {
+  it('wrong credentials (12), a missing bucket (10), another user\'s bucket (access denied, 1)', async () => {
+    const owned = await freshStore('faults');
+    const config = { kind: 'config' as const, name: 'config' };
+    await owned.put(config, Buffer.from('{}'));
+    const wrong = new S3Storage(owned.where, { ...OPTIONS, credentials: { accessKeyId: 'STRATAKEY', secretAccessKey: 'not the secret' } });
+    await expect(wrong.get(config)).rejects.toMatchObject({ code: 'unauthorized', exitCode: 12, message: expect.stringMatching(/refused the S3 credentials.*SignatureDoesNotMatch/) });
+    const unknown = new S3Storage(owned.where, { ...OPTIONS, credentials: { accessKeyId: 'NOSUCHKEY', secretAccessKey: 'x' } });
+    await expect(unknown.get(config)).rejects.toMatchObject({ code: 'unauthorized', exitCode: 12, message: expect.stringMatching(/InvalidAccessKeyId/) });
+    const missing = new S3Storage({ bucket: bucketName('missing'), prefix: '' }, OPTIONS);
+    await expect(missing.get(config)).rejects.toMatchObject({ code: 'no_repository', exitCode: 10, message: expect.stringMatching(/no bucket strata-missing-.* \(strata init creates it\)/) });
+    expect(await missing.bucketExists()).toBe(false);
+    const other = new S3Storage(owned.where, { ...OPTIONS, credentials: { accessKeyId: 'STRATAOTHER', secretAccessKey: 'STRATAOTHERSECRET' } });
+    await expect(other.get(config)).rejects.toMatchObject({ code: 'forbidden', exitCode: 1, message: expect.stringMatching(/does not allow GET .*AccessDenied/) });
+    await expect(other.put({ kind: 'pack', name: hex('x') }, Buffer.from('x'))).rejects.toMatchObject({ code: 'forbidden' });
+    await expect(other.createBucket()).rejects.toMatchObject({ code: 'forbidden', message: expect.stringMatching(/exists and these credentials may not use it/) });
+    for (const s of [owned, wrong, unknown, missing, other]) await s.close();
+  });
+});
+
+/**
+ * A proxy in front of the gateway that answers some requests itself, as an
+ * overloaded or failing store does: 503 SlowDown, or silence.
+ */
+async function faultyProxy(fault: (n: number) => 'slowdown' | 'silence' | 'no-ranges' | undefined): Promise<{ url: string; close(): void; requests: number }> {
+  const target = new URL(OPTIONS.endpoint!);
+  const state = { requests: 0 };
+  const server = http.createServer((req, res) => {
+    const n = ++state.requests;
+    const f = fault(n);
+    if (f === 'slowdown') {
+      req.resume();
+      res.writeHead(503, { 'Content-Type': 'application/xml' });
+      res.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>');
+      return;
+    }
+    if (f === 'silence') {
+      req.resume();
+      return;
+    }
+    // A gateway that ignores byte ranges: Range is not signed, so it can be dropped on the way.
+    const headers = { ...req.headers };
+    if (f === 'no-ranges') delete headers.range;
+    const up = http.request({ hostname: target.hostname, port: target.port, method: req.method, path: req.url, headers }, (r) => {
+      res.writeHead(r.statusCode ?? 502, r.headers);
+      r.pipe(res);
+    });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  return {
+    // The signature names the host it was made for: the proxy passes the Host header on.
+    url: `http://127.0.0.1:${port}`,
+    close: () => server.close(),
+    get requests() {
+      return state.requests;
+    },
+  };
+}
+
+suite('S3: retries through RetryingStorage', () => {
+  it('503 SlowDown and silent requests are tried again, with backoff, until they pass', async () => {
+    const bucket = bucketName('retry');
+    await new S3Storage({ bucket, prefix: '' }, OPTIONS).createBucket();
+    const proxy = await faultyProxy((n) => (n % 3 === 0 ? 'slowdown' : n % 7 === 0 ? 'silence' : undefined));
+    const bare = new S3Storage({ bucket, prefix: '' }, { ...OPTIONS, endpoint: proxy.url, timeoutMs: 500 });
+    const st = new RetryingStorage(bare, { attempts: 5, delayMs: 10 });
+    try {
+      const rng = new Rng(3);
+      const objects = Array.from({ length: 12 }, (_, i) => ({ h: { kind: 'pack' as const, name: hex(`retry ${i}`) }, bytes: rng.bytes(10_000) }));
+      for (const o of objects) await st.put(o.h, o.bytes);
+      for (const o of objects) expect((await st.read(o.h, 100, 1000)).equals(o.bytes.subarray(100, 1100))).toBe(true);
+      const names: string[] = [];
+      for await (const n of st.list('pack')) names.push(n);
+      expect(names.sort()).toEqual(objects.map((o) => o.h.name).sort());
+      expect(st.retried).toBeGreaterThan(5);
+      // Without the wrapper, the same store fails.
+      const failures = await Promise.all(objects.map((o) => bare.get(o.h).then(() => 0, (e: { code?: string }) => (expect(e.code).toBe('io'), 1))));
+      expect(failures.reduce((a: number, b: number) => a + b, 0)).toBeGreaterThan(0);
+    } finally {
+      await st.close();
+      proxy.close();
+    }
+  });
+});
+
+/** A repository on a new bucket through the CLI, with a catalog cache of its own (one "client"). */
+function cliClient(url: string, cacheDir = tempDir('strata-s3-cache-'), extra: Record<string, string | undefined> = {}) {
+  return { env: cliEnv(url, { ...s3Env(), STRATA_CACHE_DIR: cacheDir, ...extra }), cacheDir };
+}
+
+const snapshotIds = (env: NodeJS.ProcessEnv) => (JSON.parse(strata(['snapshots', '--json'], env).stdout) as { id: string }[]).map((s) => s.id);
+
+/** How many packs the bucket holds (one listing, quick enough to watch a backup with). */
+async function packCount(url: string): Promise<number> {
+  const st = new S3Storage(locate(url) as { bucket: string; prefix: string }, OPTIONS);
+  let n = 0;
+  for await (const _ of st.list('pack')) n++;
+  await st.close();
+  return n;
+}
+
+async function packSizes(url: string): Promise<Map<string, number>> {
+  const where = locate(url) as { bucket: string; prefix: string };
+  const st = new S3Storage(where, OPTIONS);
+  const out = new Map<string, number>();
+  for await (const name of st.list('pack')) out.set(name, (await st.stat({ kind: 'pack', name })).size);
+  await st.close();
+  return out;
+}
+
+suite('strata on S3, end to end', () => {
+  const rng = new Rng(2020);
+  const src = tempDir('strata-s3-src-');
+  const big = path.join(src, 'big.bin');
+  const data = rng.bytes(3 * 1024 * 1024);
+  const url = `s3://${bucketName('e2e')}/backups/host1`;
+  const a = cliClient(url);
+
+  beforeAll(() => {
+    fs.writeFileSync(big, data);
+    fs.mkdirSync(path.join(src, 'd'));
+    fs.writeFileSync(path.join(src, 'd', 'small.txt'), 'version one\n');
+  });
+
+  it('init creates the missing bucket; a second init finds the repository there', () => {
+    const r = strata(['init', '--scrypt-n', '1024'], a.env);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`created strata repository [0-9a-f]{8} at ${url}/`));
+    const again = strata(['init', '--scrypt-n', '1024'], a.env);
+    expect(again.status).toBe(1);
+    expect(again.stderr).toMatch(/a repository already exists at s3:\/\//);
+  });
+
+  it('backup, an incremental that uploads only what changed, cat --range, restore --at, check --read-data', async () => {
+    expect(strata(['backup', src], a.env).status).toBe(0);
+    const first = await packSizes(url);
+    const changed = Buffer.from(data);
+    rng.bytes(100).copy(changed, 1_000_000);
+    fs.writeFileSync(big, changed);
+    fs.writeFileSync(path.join(src, 'd', 'small.txt'), 'version two\n');
+    const inc = strata(['backup', src, '--json'], a.env);
+    expect(inc.status).toBe(0);
+    // What went over the wire, as through a server: a block or two, the trees, TOCs and record.
+    const sent = (JSON.parse(inc.stdout) as { bytesSent: number; bytesReceived: number }).bytesSent;
+    expect(sent).toBeGreaterThan(1000);
+    expect(sent).toBeLessThan(400 * 1024);
+    const after = await packSizes(url);
+    const added = [...after].filter(([n]) => !first.has(n)).reduce((s, [, size]) => s + size, 0);
+    // One changed block or two of a 3 MiB file, the changed small file, trees, TOCs and the record.
+    expect(added).toBeGreaterThan(0);
+    expect(added).toBeLessThan(400 * 1024);
+    const [s1, s2] = snapshotIds(a.env);
+    expect(strata(['cat', big, '--range', '999990+30', '--at', s1!], a.env).raw.equals(data.subarray(999_990, 1_000_020))).toBe(true);
+    expect(strata(['cat', big, '--range', '999990+30'], a.env).raw.equals(changed.subarray(999_990, 1_000_020))).toBe(true);
+    expect(strata(['cat', path.join(src, 'd', 'small.txt'), '--at', s1!], a.env).stdout).toBe('version one\n');
+    const target = tempDir();
+    const r = strata(['restore', '--at', s1!, '--target', target], a.env);
+    expect(r.status, r.stderr).toBe(0);
+    expect(fs.readFileSync(path.join(target, big)).equals(data)).toBe(true);
+    expect(fs.readFileSync(path.join(target, src, 'd', 'small.txt'), 'utf8')).toBe('version one\n');
+    const check = strata(['check', '--read-data'], a.env);
+    expect(check.status, check.stderr).toBe(0);
+    expect(check.stdout).toMatch(/no errors found/);
+    expect(s2).toBeDefined();
+  });
+
+  it('a long read asks for its blocks in long bursts, merged into few ranged GETs (7 here, where bursts of 32 blocks took 12)', async () => {
+    const repo = (await refreshCatalog(await Repository.open(url, { password: async () => 'pw' }, {}, { cacheDir: a.cacheDir, s3: OPTIONS }))).repo;
+    try {
+      expect(repo.readAhead).toBe(256);
+      const storage = repo.storage as CoalescingStorage;
+      const [, s2] = snapshotIds(a.env);
+      const before = { reads: storage.reads, requests: storage.requests };
+      const bytes = await readWhole(repo, s2!, big);
+      expect(bytes.equals(fs.readFileSync(big))).toBe(true);
+      // About a hundred blocks of a 3 MiB file in two packs, and the trees and TOC its reads are checked against.
+      expect(storage.reads - before.reads).toBeGreaterThan(50);
+      expect(storage.requests - before.requests).toBeLessThanOrEqual(8);
+    } finally {
+      repo.close();
+    }
+  });
+
+  it('the local catalog deleted: rebuilt from the bucket on the next command, which then reads as before', () => {
+    const before = snapshotIds(a.env);
+    fs.rmSync(path.join(a.cacheDir, 'catalogs'), { recursive: true });
+    expect(snapshotIds(a.env)).toEqual(before);
+    expect(strata(['cat', big, '--range', '0+16', '--at', before[0]!], a.env).raw.equals(data.subarray(0, 16))).toBe(true);
+    expect(strata(['check', '--read-data'], a.env).status).toBe(0);
+    // rebuild-catalog keeps the old cache beside the new one.
+    const r = strata(['rebuild-catalog'], a.env);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/rebuilt: 2 snapshots/);
+    expect(r.stdout).toMatch(/the old catalog is kept as .*catalog\.db\..*\.old/);
+  });
+
+  it('another client, with a catalog of its own, sees the first one\'s snapshots, and the first sees its', () => {
+    const b = cliClient(url);
+    expect(snapshotIds(b.env)).toEqual(snapshotIds(a.env));
+    fs.writeFileSync(path.join(src, 'd', 'from-b.txt'), 'b was here\n');
+    expect(strata(['backup', src], b.env).status).toBe(0);
+    expect(snapshotIds(a.env)).toHaveLength(3);
+    expect(strata(['cat', path.join(src, 'd', 'from-b.txt')], a.env).stdout).toBe('b was here\n');
+    fs.rmSync(path.join(src, 'd', 'from-b.txt'));
+  });
+
+  it('a cache that knows every pack in the bucket is used as it is; new packs are added to it; packs gone make it rebuilt', async () => {
+    const creds = { password: async () => 'pw' };
+    const open = async () => refreshCatalog(await Repository.open(url, creds, {}, { cacheDir: a.cacheDir, s3: OPTIONS }));
+    const first = await open();
+    expect(first.rebuilt ?? first.added).toBeUndefined();
+    expect(first.repo.cachedCatalog).toMatch(new RegExp(`^${a.cacheDir}/catalogs/[0-9a-f]{32}/catalog\\.db$`));
+    first.repo.close();
+    // Another client's backup adds packs: they are added to the cache, with its snapshot, and nothing else is read.
+    const b = cliClient(url);
+    expect(strata(['backup', path.join(src, 'd')], b.env).status).toBe(0);
+    const behind = await open();
+    expect(behind.rebuilt).toBeUndefined();
+    expect(behind.added).toMatchObject({ snapshots: 1, damagedPacks: [], problems: [] });
+    expect((await behind.repo.service.snapshots()).map((x) => x.id)).toEqual(snapshotIds(b.env));
+    behind.repo.close();
+    // Another client's tag: a new record, in force here too.
+    const last = snapshotIds(b.env).at(-1)!;
+    expect(strata(['tag', last, '--add', 'from-b'], b.env).status).toBe(0);
+    const tagged = await open();
+    expect(tagged.added).toMatchObject({ snapshots: 0, packs: 1, problems: [] });
+    tagged.repo.close();
+    const listed = JSON.parse(strata(['snapshots', '--json'], a.env).stdout) as { id: string; tags: string[] }[];
+    expect(listed.find((x) => x.id === last)?.tags).toEqual(['from-b']);
+    const same = await open();
+    expect(same.rebuilt ?? same.added).toBeUndefined();
+    same.repo.close();
+    // Another client's prune removes packs: the cache is rebuilt from every pack.
+    expect(strata(['forget', last, '--prune'], b.env).status).toBe(0);
+    const pruned = await open();
+    expect(pruned.rebuilt?.snapshots).toBe(snapshotIds(b.env).length);
+    pruned.repo.close();
+    expect(snapshotIds(a.env)).toEqual(snapshotIds(b.env));
+    expect(strata(['check', '--read-data'], a.env).status).toBe(0);
+  });
+
+  it('forget and prune: the space goes, what is kept still reads, check is clean, and another client follows', async () => {
+    const ids = snapshotIds(a.env);
+    const before = await packSizes(url);
+    const f = strata(['forget', ids[0]!, '--prune'], a.env);
+    expect(f.status, f.stderr).toBe(0);
+    expect(snapshotIds(a.env)).toEqual(ids.slice(1));
+    const after = await packSizes(url);
+    expect([...before.keys()].some((n) => !after.has(n))).toBe(true);
+    expect(strata(['cat', big, '--range', '999990+30'], a.env).raw.equals(fs.readFileSync(big).subarray(999_990, 1_000_020))).toBe(true);
+    expect(strata(['check', '--read-data'], a.env).status).toBe(0);
+    const c = cliClient(url);
+    expect(snapshotIds(c.env)).toEqual(ids.slice(1));
+  });
+});
+
+suite('leases in the bucket: clients with catalogs of their own coordinate through conditional objects', () => {
+  let st: S3Storage;
+  beforeAll(async () => {
+    st = await freshStore('leases');
+  });
+  afterAll(() => st.close());
+  const body = (s: string) => Buffer.from(s);
+
+  it('create only when absent; replace only the version named (Ceph wants If-Match without quotes)', async () => {
+    const l = st.leases;
+    const first = await l.create('x', body('one'));
+    expect(first).toBeTruthy();
+    expect(await l.create('x', body('two'))).toBeUndefined();
+    const second = await l.replace('x', body('three'), first!);
+    expect(second).toBeTruthy();
+    expect(await l.replace('x', body('four'), first!)).toBeUndefined();
+    expect((await l.read('x'))?.body.toString()).toBe('three');
+    // A retried write whose first answer was lost finds its own bytes there.
+    expect(await l.create('x', body('three'))).toBe(second);
+    const names: string[] = [];
+    for await (const n of l.names()) names.push(n);
+    expect(names).toEqual(['x']);
+    await l.remove('x');
+    expect(await l.read('x')).toBeUndefined();
+  });
+
+  it('maintenance waits for (or refuses) a live backup anywhere; a backup refuses a live maintenance; expired leases are taken over', async () => {
+    const a = new SharedLeases(st.leases, 50);
+    const b = new SharedLeases(st.leases, 50);
+    const backup = await a.acquireBackup();
+    await expect(b.acquireMaintenance()).rejects.toMatchObject({ code: 'locked', exitCode: 11, message: expect.stringMatching(/a backup \(pid \d+ on this host\) started .* is running; use --lock-wait/) });
+    const waited: string[] = [];
+    setTimeout(() => void backup.release(), 1500);
+    const m = await b.acquireMaintenance(10_000, (msg) => waited.push(msg));
+    expect(waited).toEqual([expect.stringMatching(/^waiting for a backup/)]);
+    await expect(a.acquireBackup()).rejects.toMatchObject({ code: 'locked', message: expect.stringMatching(/a maintenance .* is running; run the backup when it has finished/) });
+    await expect(a.acquireMaintenance()).rejects.toMatchObject({ code: 'locked' });
+    // Renewed while held: its expiry moves on.
+    const before = JSON.parse((await st.leases.read('maintenance'))!.body.toString()).expires as number;
+    await new Promise((r) => setTimeout(r, 200));
+    expect(JSON.parse((await st.leases.read('maintenance'))!.body.toString()).expires).toBeGreaterThan(before);
+    await m.release();
+    expect(await st.leases.read('maintenance')).toBeUndefined();
+    // A dead client's leases: expired, they block nobody; the maintenance lease is taken over and the backup's removed.
+    const dead = { host: 'elsewhere', pid: 1, started: 0, expires: Date.now() - 1 };
+    await st.leases.create('maintenance', Buffer.from(JSON.stringify({ kind: 'maintenance', id: 'dead', ...dead })));
+    await st.leases.create('backup-dead', Buffer.from(JSON.stringify({ kind: 'backup', id: 'dead', ...dead })));
+    const slow = new SharedLeases(st.leases, 60_000);
+    const taken = await slow.acquireMaintenance();
+    expect(await st.leases.read('backup-dead')).toBeUndefined();
+    // A holder whose lease was taken over (it stopped renewing) finds out, and does not remove its successor's.
+    const now = (await st.leases.read('maintenance'))!;
+    expect(await st.leases.replace('maintenance', Buffer.from(JSON.stringify({ kind: 'maintenance', id: 'successor', ...dead, expires: Date.now() + 30_000 })), now.etag)).toBeTruthy();
+    await taken.renew();
+    expect(taken.lost).toBe(true);
+    await taken.release();
+    expect(JSON.parse((await st.leases.read('maintenance'))!.body.toString()).id).toBe('successor');
+    await st.leases.remove('maintenance');
+  });
+});
+
+suite('strata on S3: two clients, each with its own catalog', () => {
+  const rng = new Rng(4242);
+  const url = `s3://${bucketName('two')}/r`;
+  const a = cliClient(url);
+  const b = cliClient(url);
+  const srcA = tempDir('strata-s3-a-');
+  const srcB = tempDir('strata-s3-b-');
+
+  beforeAll(() => {
+    // Each has files of its own and a file in common (the same bytes), backed up at once.
+    const common = rng.bytes(2 * 1024 * 1024);
+    for (const [dir, own] of [[srcA, rng.bytes(3 * 1024 * 1024)], [srcB, rng.bytes(3 * 1024 * 1024)]] as const) {
+      fs.writeFileSync(path.join(dir, 'own.bin'), own);
+      fs.writeFileSync(path.join(dir, 'common.bin'), common);
+    }
+    expect(strata(['init', '--scrypt-n', '1024'], a.env).status).toBe(0);
+  });
+
+  const run = (args: string[], env: NodeJS.ProcessEnv) =>
+    new Promise<{ code: number; stderr: string }>((resolve) => {
+      const child = strataAsync(args, env);
+      let stderr = '';
+      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+      child.on('exit', (code) => resolve({ code: code ?? -1, stderr }));
+    });
+
+  it('back up at once; each then reads both snapshots, and check is clean', async () => {
+    const [ra, rb] = await Promise.all([run(['backup', srcA], a.env), run(['backup', srcB], b.env)]);
+    expect(ra.code, ra.stderr).toBe(0);
+    expect(rb.code, rb.stderr).toBe(0);
+    for (const c of [a, b]) {
+      expect(snapshotIds(c.env)).toHaveLength(2);
+      expect(strata(['cat', path.join(srcB, 'own.bin'), '--range', '0+64'], c.env).raw.equals(fs.readFileSync(path.join(srcB, 'own.bin')).subarray(0, 64))).toBe(true);
+      expect(strata(['cat', path.join(srcA, 'common.bin'), '--range', '1M+64'], c.env).raw.equals(fs.readFileSync(path.join(srcA, 'common.bin')).subarray(1 << 20, (1 << 20) + 64))).toBe(true);
+    }
+    const check = strata(['check', '--read-data'], b.env);
+    expect(check.status, check.stdout + check.stderr).toBe(0);
+  });
+
+  it("prune waits for another client's backup (its lease in the bucket), or is refused with exit 11", async () => {
+    const s3 = new S3Storage(locate(url) as { bucket: string; prefix: string }, OPTIONS);
+    const lease = await new SharedLeases(s3.leases).acquireBackup();
+    const refused = strata(['prune'], a.env);
+    expect(refused.status).toBe(11);
+    expect(refused.stderr).toMatch(/repository is locked: a backup \(pid \d+ on this host\) started .* is running; use --lock-wait to wait for it/);
+    setTimeout(() => void lease.release(), 1500);
+    const waited = await run(['prune', '--lock-wait', '20s'], a.env);
+    expect(waited.code, waited.stderr).toBe(0);
+    expect(waited.stderr).toMatch(/waiting for a backup/);
+    await s3.close();
+  });
+
+  it('a command that read the bucket before another client changed it does not act on what it read: run again, it does', async () => {
+    const creds = { password: async () => 'pw' };
+    const open = async () => (await refreshCatalog(await Repository.open(url, creds, {}, { cacheDir: a.cacheDir, s3: OPTIONS }))).repo;
+    // Another client backs up after this one read the bucket: maintenance now would take its packs for leftovers.
+    const early = await open();
+    fs.writeFileSync(path.join(srcB, 'new.bin'), rng.bytes(100_000));
+    expect(strata(['backup', srcB], b.env).status).toBe(0);
+    await expect(early.service.startMaintenance()).rejects.toMatchObject({ code: 'locked', message: expect.stringMatching(/another client backed up since this command read the repository/) });
+    early.close();
+    // Another client prunes after this one read the bucket: a backup now would reuse blocks that are gone.
+    const before = await open();
+    const ids = snapshotIds(b.env);
+    const forgot = strata(['forget', ids[0]!, '--prune'], b.env);
+    expect(forgot.status, forgot.stderr).toBe(0);
+    await expect(before.service.startBackup(Buffer.alloc(32), Date.now(), 'auto')).rejects.toMatchObject({ code: 'locked', message: expect.stringMatching(/another client pruned the repository since this command read it/) });
+    before.close();
+    const again = await open();
+    const { lease } = await again.service.startBackup(Buffer.alloc(32), Date.now(), 'auto');
+    await again.service.endLease(lease);
+    again.close();
+    expect(strata(['check', '--read-data'], a.env).status).toBe(0);
+  });
+
+  it('a cache another process here is working on (a lease in it) is not swapped under it; once it is done, the next command brings it up to date', async () => {
+    const creds = { password: async () => 'pw' };
+    const open = async () => refreshCatalog(await Repository.open(url, creds, {}, { cacheDir: a.cacheDir, s3: OPTIONS }));
+    const working = (await open()).repo;
+    const { lease } = await working.service.startBackup(Buffer.alloc(32), Date.now(), 'auto');
+    fs.writeFileSync(path.join(srcB, 'newer.bin'), rng.bytes(100_000));
+    expect(strata(['backup', srcB], b.env).status).toBe(0);
+    const beside = await open();
+    expect(beside.added ?? beside.rebuilt).toBeUndefined();
+    beside.repo.close();
+    await working.service.endLease(lease);
+    working.close();
+    const after = await open();
+    expect(after.added?.snapshots).toBe(1);
+    after.repo.close();
+  });
+});
+
+suite('strata on S3: faults on the command line', () => {
+  it('wrong credentials exit 12, no bucket exits 10, a bucket of another user exits 1, each saying why', async () => {
+    const url = `s3://${bucketName('clifaults')}/r`;
+    const a = cliClient(url);
+    expect(strata(['init', '--scrypt-n', '1024'], a.env).status).toBe(0);
+    const wrong = strata(['snapshots'], cliClient(url, undefined, { AWS_SECRET_ACCESS_KEY: 'wrong' }).env);
+    expect(wrong.status).toBe(12);
+    expect(wrong.stderr).toMatch(/refused the S3 credentials \(403 SignatureDoesNotMatch/);
+    const missing = strata(['snapshots'], cliClient(`s3://${bucketName('nobucket')}/r`).env);
+    expect(missing.status).toBe(10);
+    expect(missing.stderr).toMatch(/no bucket strata-nobucket-\w+ at http:\/\/127\.0\.0\.1:\d+ \(strata init creates it\)/);
+    const empty = strata(['snapshots'], cliClient(`s3://${locate(url).kind === 's3' ? (locate(url) as { bucket: string }).bucket : ''}/elsewhere`).env);
+    expect(empty.status).toBe(10);
+    expect(empty.stderr).toMatch(/no repository at s3:\/\/.*\/elsewhere\/ \(create one with "strata init"\)/);
+    const other = cliClient(url, undefined, { AWS_ACCESS_KEY_ID: 'STRATAOTHER', AWS_SECRET_ACCESS_KEY: 'STRATAOTHERSECRET' });
+    const denied = strata(['snapshots'], other.env);
+    expect(denied.status).toBe(1);
+    expect(denied.stderr).toMatch(/does not allow GET of s3:\/\/.*config with these credentials \(403 AccessDenied/);
+    const init = strata(['init', '--scrypt-n', '1024'], other.env);
+    expect(init.status).toBe(1);
+    expect(init.stderr).toMatch(/exists and these credentials may not use it/);
+    // --s3-endpoint wins over the environment's endpoint.
+    const elsewhere = cliClient(url, a.cacheDir, { AWS_ENDPOINT_URL_S3: 'http://127.0.0.1:9' }).env;
+    const refused = strata(['snapshots'], elsewhere);
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toMatch(/at http:\/\/127\.0\.0\.1:9: connection refused/);
+    expect(strata(['snapshots', '--s3-endpoint', ENDPOINT], elsewhere).status).toBe(0);
+    const none = strata(['snapshots'], cliClient(url, undefined, { AWS_ACCESS_KEY_ID: undefined, AWS_SECRET_ACCESS_KEY: undefined }).env);
+    expect(none.status).toBe(12);
+    expect(none.stderr).toMatch(/no S3 credentials: set AWS_ACCESS_KEY_ID/);
+  });
+});
+
+/** The gateway's process, from the pid file ceph-rgw-up.sh's cluster writes; undefined when this suite did not start it. */
+function gatewayPid(): number | undefined {
+  try {
+    return Number(fs.readFileSync(path.join(CEPH_DIR, 'run', 'client.rgw.pid'), 'utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+const canRestart = !problem && gatewayPid() !== undefined && fs.existsSync(path.join(CEPH_DIR, 'ceph.conf'));
+if (!problem && !canRestart) console.warn(`S3 gateway-restart test skipped: no cluster of scripts/ceph-rgw-up.sh in ${CEPH_DIR} (set STRATA_TEST_CEPH_DIR)`);
+
+(canRestart ? describe : describe.skip)('strata on S3: the gateway killed mid-backup', () => {
+  it('the backup retries through a short outage, fails cleanly in a long one; nothing half-written is taken for data; check is clean; the next backup completes', async () => {
+    const rng = new Rng(77);
+    const src = tempDir('strata-s3-kill-');
+    const files = Array.from({ length: 8 }, (_, i) => ({ file: path.join(src, `f${i}.bin`), bytes: rng.bytes(5 * 1024 * 1024) }));
+    for (const f of files) fs.writeFileSync(f.file, f.bytes);
+    const url = `s3://${bucketName('kill')}/r`;
+    const a = cliClient(url);
+    expect(strata(['init', '--scrypt-n', '1024'], a.env).status).toBe(0);
+    const startGateway = async () => {
+      const restart = spawnSync('radosgw', ['-c', path.join(CEPH_DIR, 'ceph.conf'), '-n', 'client.rgw']);
+      expect(restart.status, restart.stderr.toString()).toBe(0);
+      for (let i = 0; i < 100 && (await gatewayProblem()); i++) await new Promise((r) => setTimeout(r, 100));
+    };
+    /** A backup during which the gateway dies once its first new pack is in the bucket; `downMs` later it starts again (undefined: once the backup ended). */
+    const backupThroughOutage = async (downMs: number | undefined) => {
+      // New bytes in every file, so the backup has several packs to upload after its first.
+      for (const f of files) fs.writeFileSync(f.file, (f.bytes = rng.bytes(f.bytes.length)));
+      const before = await packCount(url);
+      const child = strataAsync(['backup', src], a.env);
+      let stderr = '';
+      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+      const exited = new Promise<number>((resolve) => child.on('exit', (code) => resolve(code ?? -1)));
+      for (let i = 0; i < 2000 && (await packCount(url)) === before; i++) await new Promise((r) => setTimeout(r, 5));
+      process.kill(gatewayPid()!, 'SIGKILL');
+      // The outage must come in the middle of the backup, or this test says nothing.
+      expect(child.exitCode, 'the backup ended before the gateway was stopped').toBeNull();
+      if (downMs !== undefined) {
+        await new Promise((r) => setTimeout(r, downMs));
+        await startGateway();
+      }
+      const code = await exited;
+      if (downMs === undefined) await startGateway();
+      return { code, stderr };
+    };
+    // A short outage: the backup gets through on its retries.
+    const short = await backupThroughOutage(1500);
+    expect(short.code, short.stderr).toBe(0);
+    // One longer than the retries: the backup fails with a clear error, and leaves nothing taken for data.
+    const long = await backupThroughOutage(undefined);
+    expect(long.code).toBe(1);
+    expect(long.stderr).toMatch(/^strata: .*at http:\/\/127\.0\.0\.1:7480: connection refused \(is the S3 endpoint running\?\)$/m);
+    const check = strata(['check', '--read-data'], a.env);
+    expect(check.status, check.stdout + check.stderr).toBe(0);
+    const again = strata(['backup', src], a.env);
+    expect(again.status, again.stderr).toBe(0);
+    const target = tempDir();
+    expect(strata(['restore', '--target', target], a.env).status).toBe(0);
+    for (const f of files) expect(fs.readFileSync(path.join(target, f.file)).equals(f.bytes)).toBe(true);
+    expect(strata(['check', '--read-data'], a.env).status).toBe(0);
+  }, 120_000);
+});
