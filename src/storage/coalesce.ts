@@ -9,7 +9,7 @@
  * one by one, so each caller gets its own answer (a short_read is its own).
  * Everything else passes through.
  */
-import type { Handle, Kind, Storage } from './storage.js';
+import { WrappedStorage, type Handle, type Kind, type Storage } from './storage.js';
 
 interface Waiting {
   offset: number;
@@ -25,7 +25,7 @@ export interface CoalesceOptions {
   span?: number;
 }
 
-export class CoalescingStorage implements Storage {
+export class CoalescingStorage extends WrappedStorage implements Storage {
   /** Reads asked for, and the requests they took (for tests and statistics). */
   reads = 0;
   requests = 0;
@@ -35,24 +35,12 @@ export class CoalescingStorage implements Storage {
   private readonly span: number;
 
   constructor(
-    private readonly inner: Storage,
+    inner: Storage,
     opts: CoalesceOptions = {},
   ) {
+    super(inner);
     this.gap = opts.gap ?? 64 * 1024;
     this.span = opts.span ?? 8 * 1024 * 1024;
-  }
-
-  get location(): string {
-    return this.inner.location;
-  }
-
-  /** The traffic the store beneath counts, if it does (a network store's). */
-  get bytesSent(): number {
-    return (this.inner as Partial<{ bytesSent: number }>).bytesSent ?? 0;
-  }
-
-  get bytesReceived(): number {
-    return (this.inner as Partial<{ bytesReceived: number }>).bytesReceived ?? 0;
   }
 
   read(h: Handle, offset: number, length: number): Promise<Buffer> {

@@ -10,6 +10,7 @@
 import * as http from 'node:http';
 import * as https from 'node:https';
 import { isErrorCode, StrataError, type ErrorCode } from '../errors.js';
+import { drained } from './drain.js';
 import { StorageError, type Handle, type Kind, type Storage } from './storage.js';
 
 export interface HttpStorageOptions {
@@ -310,17 +311,6 @@ export function serverAnswer(r: Reply): { code: ErrorCode | undefined; message: 
   return { code: undefined, message: text };
 }
 
-function drained(req: http.ClientRequest): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      req.off('drain', done);
-      req.off('close', done);
-      resolve();
-    };
-    req.on('drain', done);
-    req.on('close', done);
-  });
-}
 
 function describe(e: Error | undefined): string {
   const code = (e as NodeJS.ErrnoException | undefined)?.code;

@@ -7,7 +7,7 @@
  * not errors. The S3 driver is used through it; the HTTP driver retries its
  * own requests, its catalog calls included, and needs no wrapper.
  */
-import { StorageError, type Handle, type Kind, type Storage } from './storage.js';
+import { StorageError, WrappedStorage, type Handle, type Kind, type Storage } from './storage.js';
 
 export interface RetryPolicy {
   /** Tries in all, the first included. */
@@ -53,26 +53,16 @@ export async function retrying<T>(policy: RetryPolicy, op: () => Promise<T>, onR
   }
 }
 
-export class RetryingStorage implements Storage {
+/** A store whose calls are tried again on transient failures (see transient). */
+export class RetryingStorage extends WrappedStorage implements Storage {
   /** Tries made again, over the wrapper's life (for tests and progress). */
   retried = 0;
 
   constructor(
-    private readonly inner: Storage,
+    inner: Storage,
     private readonly policy: RetryPolicy = DEFAULT_RETRY,
-  ) {}
-
-  get location(): string {
-    return this.inner.location;
-  }
-
-  /** The traffic the store beneath counts, if it does (a network store's). */
-  get bytesSent(): number {
-    return (this.inner as Partial<{ bytesSent: number }>).bytesSent ?? 0;
-  }
-
-  get bytesReceived(): number {
-    return (this.inner as Partial<{ bytesReceived: number }>).bytesReceived ?? 0;
+  ) {
+    super(inner);
   }
 
   private again<T>(op: () => Promise<T>): Promise<T> {

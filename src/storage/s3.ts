@@ -22,6 +22,7 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import { StrataError } from '../errors.js';
 import { EMPTY_SHA256, s3Settings, signRequest, uriEncode, type S3Settings, type S3SettingsOptions } from './aws.js';
+import { drained } from './drain.js';
 import { retrying, type RetryPolicy } from './retry.js';
 import { StorageError, type ConditionalObjects, type Handle, type Kind, type Storage } from './storage.js';
 
@@ -311,7 +312,7 @@ export class S3Storage implements Storage {
     const parts = Array.isArray(data) ? (data as Body) : [data as Uint8Array];
     const size = parts.reduce((n, p) => n + p.byteLength, 0);
     const key = this.key(h);
-    const result = size > this.multipartThreshold ? await this.multipart(key, slices(parts, this.partSize), size) : await this.putOnce(key, parts);
+    const result = size > this.multipartThreshold ? await this.multipart(key, rechunk(parts, this.partSize), size) : await this.putOnce(key, parts);
     if (result === 'exists' && !(await this.holds(h, size, sha256(parts)))) {
       throw new StorageError('conflict', `${h.kind} ${h.name} already exists with other content; objects are never replaced`);
     }
@@ -644,28 +645,8 @@ function bareEtag(etag: string | string[] | undefined): string {
   return String(etag ?? '').replace(/^W\//, '').replace(/^"|"$/g, '');
 }
 
-/** `parts` cut into pieces of `size` bytes (the last shorter), each a list of slices of them: nothing copied. */
-function* slices(parts: Body, size: number): Iterable<Uint8Array[]> {
-  let piece: Uint8Array[] = [];
-  let room = size;
-  for (const p of parts) {
-    for (let at = 0; at < p.byteLength; ) {
-      const n = Math.min(room, p.byteLength - at);
-      piece.push(p.subarray(at, at + n));
-      at += n;
-      room -= n;
-      if (room === 0) {
-        yield piece;
-        piece = [];
-        room = size;
-      }
-    }
-  }
-  if (piece.length > 0) yield piece;
-}
-
-/** A source regrouped into pieces of `size` bytes (the last shorter), one piece held at a time. */
-async function* rechunk(source: AsyncIterable<Uint8Array>, size: number): AsyncIterable<Uint8Array[]> {
+/** A source regrouped into pieces of `size` bytes (the last shorter), each a list of slices of it (nothing copied), one piece held at a time. */
+async function* rechunk(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, size: number): AsyncIterable<Uint8Array[]> {
   let piece: Uint8Array[] = [];
   let room = size;
   for await (const p of source) {
@@ -696,14 +677,3 @@ async function* checkedSource(source: AsyncIterable<Uint8Array>, size: number, h
   if (got !== size) throw new StorageError('short_read', `${h.kind} ${h.name}: upload ended after ${got} of ${size} bytes`);
 }
 
-function drained(req: http.ClientRequest): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      req.off('drain', done);
-      req.off('close', done);
-      resolve();
-    };
-    req.on('drain', done);
-    req.on('close', done);
-  });
-}

@@ -68,6 +68,24 @@ export interface ThreadReader {
   close(): void;
 }
 
+/** A store around another (retries, merged reads): where it is and the traffic it makes are the inner one's. */
+export abstract class WrappedStorage {
+  constructor(protected readonly inner: Storage) {}
+
+  get location(): string {
+    return this.inner.location;
+  }
+
+  /** The traffic the store beneath counts, if it does (a network store's). */
+  get bytesSent(): number {
+    return (this.inner as Partial<{ bytesSent: number }>).bytesSent ?? 0;
+  }
+
+  get bytesReceived(): number {
+    return (this.inner as Partial<{ bytesReceived: number }>).bytesReceived ?? 0;
+  }
+}
+
 export class StorageError extends StrataError {
   constructor(code: 'not_found' | 'short_read' | 'io' | 'conflict', message: string) {
     super(code, message);
