@@ -166,14 +166,7 @@ export class Repository {
   private static async openS3(where: S3Where, creds: Credentials, options: RemoteOptions, fresh = false): Promise<{ repo: Repository; previous?: string }> {
     const { storage, s3 } = await connectS3(where, options);
     try {
-      let text: string;
-      try {
-        text = (await storage.get({ kind: 'config', name: 'config' })).toString('utf8');
-      } catch (e) {
-        if (e instanceof StrataError && e.code === 'not_found') throw noRepository(`no repository at ${storage.location} (create one with "strata init")`);
-        throw e;
-      }
-      const config = parseConfig(text, storage.location);
+      const config = parseConfig(await configText(storage), storage.location);
       const keyring = await unlock(storage, config, creds);
       const file = await s3CatalogFile(s3, config.id, options);
       const previous = fresh ? setAside(file) : undefined;
@@ -536,14 +529,18 @@ function cachedConfig(storage: HttpStorage, remote: RemoteOptions): { text: stri
   }
 }
 
-async function readRemoteConfig(storage: HttpStorage, remote: RemoteOptions): Promise<string> {
-  let text: string;
+/** A store's config object, as text; a store without one holds no repository. */
+async function configText(storage: Storage): Promise<string> {
   try {
-    text = (await storage.get({ kind: 'config', name: 'config' })).toString('utf8');
+    return (await storage.get({ kind: 'config', name: 'config' })).toString('utf8');
   } catch (e) {
     if (e instanceof StrataError && e.code === 'not_found') throw noRepository(`no repository at ${storage.location} (create one with "strata init")`);
     throw e;
   }
+}
+
+async function readRemoteConfig(storage: HttpStorage, remote: RemoteOptions): Promise<string> {
+  const text = await configText(storage);
   const file = configFile(storage, remote);
   if (file) {
     try {
