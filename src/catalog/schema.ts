@@ -241,7 +241,14 @@ export class CatalogDb {
   private closeWindow(): void {
     if (!this.window) return;
     this.window = false;
-    if (this.db.open && this.db.inTransaction) this.dbSt.commit.run();
+    if (!this.db.open || !this.db.inTransaction) return;
+    try {
+      this.dbSt.commit.run();
+    } catch {
+      // A statement still running (none does here today): the window ends a turn later.
+      this.window = true;
+      setImmediate(() => this.closeWindow());
+    }
   }
 
   /** Runs `fn`, turning SQLite's "busy" into a typed "locked" error. */
