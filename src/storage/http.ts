@@ -10,7 +10,7 @@
 import * as http from 'node:http';
 import * as https from 'node:https';
 import { isErrorCode, StrataError, type ErrorCode } from '../errors.js';
-import { drained } from './drain.js';
+import { drained, headStat } from './http-common.js';
 import { StorageError, type Handle, type Kind, type Storage } from './storage.js';
 
 export interface HttpStorageOptions {
@@ -138,10 +138,7 @@ export class HttpStorage implements Storage {
   async stat(h: Handle): Promise<{ size: number; mtimeMs: number }> {
     const r = await this.request('HEAD', this.path(h.kind, h.name));
     if (r.status !== 200) throw this.failure(r, 'HEAD', h);
-    const size = Number(r.headers['content-length']);
-    const mtimeMs = Date.parse(String(r.headers['last-modified']));
-    if (!Number.isSafeInteger(size) || Number.isNaN(mtimeMs)) throw new StorageError('io', `${this.location}: no size or time for ${h.kind} ${h.name}`);
-    return { size, mtimeMs };
+    return headStat(r.headers, this.location, h);
   }
 
   async exists(h: Handle): Promise<boolean> {

@@ -22,7 +22,7 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import { StrataError } from '../errors.js';
 import { EMPTY_SHA256, s3Settings, signRequest, uriEncode, type S3Settings, type S3SettingsOptions } from './aws.js';
-import { drained } from './drain.js';
+import { drained, headStat } from './http-common.js';
 import { retrying, type RetryPolicy } from './retry.js';
 import { StorageError, type ConditionalObjects, type Handle, type Kind, type Storage } from './storage.js';
 
@@ -512,10 +512,7 @@ export class S3Storage implements Storage {
     const key = this.key(h);
     const a = await this.exchange('HEAD', key, { what: 'HEAD' });
     if (a.status !== 200) throw this.failure(a, 'HEAD', key);
-    const size = Number(a.headers['content-length']);
-    const mtimeMs = Date.parse(String(a.headers['last-modified']));
-    if (!Number.isSafeInteger(size) || Number.isNaN(mtimeMs)) throw new StorageError('io', `${this.endpoint}: no size or time for ${h.kind} ${h.name}`);
-    return { size, mtimeMs };
+    return headStat(a.headers, this.endpoint, h);
   }
 
   async exists(h: Handle): Promise<boolean> {
