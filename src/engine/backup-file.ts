@@ -98,7 +98,8 @@ export class FileSaver extends BackupPart {
     if (this.unchangedSince(prev, st)) {
       // Inherited from the parent snapshot: no row in the catalog, nothing sealed.
       this.inherited(1, entry.size > 0 ? 1 : 0, entry.size);
-      // Its content mark goes along: readers check an inherited version by stats or by it.
+      // Its content mark or block goes along: readers check an inherited version by stats or by them.
+      if (prev?.block) return { ...entry, block: prev.block };
       return prev?.parentContent ? { ...entry, parentContent: prev.parentContent } : entry;
     }
     if (known?.same && (await known.same)) return this.sameAsParent(entry, known.blocks!, true);
@@ -113,7 +114,7 @@ export class FileSaver extends BackupPart {
       return this.sameAsParent(entry, blocks, false);
     }
     // Refs are sealed for good: they are made against the parent as its sealed TOC says, not as the catalog does.
-    const sealed = entries.refEntries > 0 && prevRow ? await this.sealedParent(abs, pathId, prevRow) : undefined;
+    const sealed = entries.refEntries > 0 && prevRow ? await this.sealedParent(abs, pathId, prevRow, prev) : undefined;
     if (sealed) entries = diffBlocks(sealed.blocks, blocks);
     else if (entries.refEntries > 0) entries = diffBlocks(new BlockList(1), blocks);
     if (prevRow) this.r.filesChanged++;
@@ -124,6 +125,8 @@ export class FileSaver extends BackupPart {
     this.r.bytesTotal += entry.size;
     this.progress.files++;
     this.report();
+    // One block: the entry names it and is the file's truth; no sealed TOC (format 3).
+    const one = this.repo.blocksInEntries && entries.length === 1 && entries.dataEntries === 1 ? blocks.id(0) : null;
     await this.versions.add({
       snapshotSeq: this.seq,
       snapshotId: this.id,
@@ -134,8 +137,9 @@ export class FileSaver extends BackupPart {
       targetEntries: entries.refEntries > 0 ? sealed?.entries : undefined,
       where: abs,
       blocks,
+      inEntry: one !== null,
     });
-    return entry;
+    return one ? { ...entry, block: one.toString('hex') } : entry;
   }
 
   /**
@@ -155,6 +159,8 @@ export class FileSaver extends BackupPart {
     }
     this.progress.files++;
     this.report();
+    const one = this.repo.blocksInEntries && blocks.length === 1 ? blocks.id(0) : null;
+    if (one) return { ...entry, block: one.toString('hex') };
     return { ...entry, parentContent: contentMark(this.repo.keyring, blocks) };
   }
 
@@ -213,11 +219,11 @@ export class FileSaver extends BackupPart {
    * is not matched). Undefined if that cannot be had: the file is then
    * stored without refs.
    */
-  private async sealedParent(abs: string, pathId: Buffer, row: VersionRow): Promise<{ entries: readonly SealedEntry[]; blocks: BlockList } | undefined> {
+  private async sealedParent(abs: string, pathId: Buffer, row: VersionRow, prev: TreeEntry | undefined): Promise<{ entries: readonly SealedEntry[]; blocks: BlockList } | undefined> {
     if (!this.parent) return undefined;
     try {
       const v = verifier(this.repo);
-      const bound = await v.bind(this.parent, abs, pathId, row);
+      const bound = await v.bind(this.parent, abs, pathId, row, prev?.type === 'file' ? prev : undefined);
       const blocks = new BlockList();
       for await (const p of v.expected(bound, 0, bound.truth.size - 1)) blocks.push(p.from === 0 && p.length === p.blockSize ? p.block : null, p.length);
       return { entries: await bound.truth.entries.all(), blocks };

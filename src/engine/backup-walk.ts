@@ -13,7 +13,7 @@ import type { ExcludeMatcher } from '../util/glob.js';
 import { decodeName, osPath, readNames } from '../util/names.js';
 import { lstatAll, PackedStat, STAT_FIELDS, statError, type EntryStat } from '../util/stat.js';
 import type { SealPool } from '../workers/pool.js';
-import { encodeTree, entryOfStat, findEntry, type Tree, type TreeEntry } from './tree.js';
+import { encodeTree, entryOfStat, findEntry, leafId, type Tree, type TreeEntry } from './tree.js';
 import type { VersionWriter } from './versions.js';
 import { BackupPart, describe, type BackupContext } from './backup-context.js';
 import type { BlockSink } from './block-sink.js';
@@ -168,7 +168,7 @@ export class TreeWalker extends BackupPart {
         leaf.add(r.value);
       }
       if (leaf) {
-        const reused = this.reuseLeaf(name, st, prevId, leaf);
+        const reused = this.reuseLeaf(name, st, prev!, leaf);
         if (reused) return reused;
       }
       batches = (async function* () {
@@ -221,12 +221,13 @@ export class TreeWalker extends BackupPart {
     if (prevTree && kept) await this.tombstones(abs, prevTree, kept);
     if (prevTree && prev?.tree && entries.length === 0 && same === prevTree.entries.length && same > 0 && this.sink.has(Buffer.from(prev.tree, 'hex'))) {
       this.sink.blobs.add(prev.tree);
-      return { ...entryOfStat(name, 'dir', st), tree: prev.tree };
+      return { ...entryOfStat(name, 'dir', st), tree: prev.tree, ...(prev.leaf ? { leaf: prev.leaf } : {}) };
     }
     if (entries.length === 0) for (let k = 0; k < same; k++) entries.push(prevTree!.entries[k]!);
     const tree: Tree = { entries };
     const id = await this.sink.storeBlob('tree', encodeTree(tree));
-    return { ...entryOfStat(name, 'dir', st), tree: id.toString('hex') };
+    const leaf = leafId(entries, this.repo.keyring.blockIdOfPieces());
+    return { ...entryOfStat(name, 'dir', st), tree: id.toString('hex'), ...(leaf ? { leaf } : {}) };
   }
 
   /** A file over --exclude-larger-than: left out (and counted). */
@@ -241,13 +242,14 @@ export class TreeWalker extends BackupPart {
    * (same names, sizes, times, inodes, modes and owners): every file is then
    * inherited unread.
    */
-  private reuseLeaf(name: string, st: EntryStat, prevId: string, leaf: LeafTree): TreeEntry | undefined {
-    const tree = leaf.id();
-    if (tree.toString('hex') !== prevId || !this.sink.has(tree)) return undefined;
+  private reuseLeaf(name: string, st: EntryStat, prev: TreeEntry, leaf: LeafTree): TreeEntry | undefined {
+    // The parent's tree as the stats make it: itself, or (its files carry blocks or marks) its leaf id.
+    const prevId = prev.tree!;
+    if (leaf.id().toString('hex') !== (prev.leaf ?? prevId) || !this.sink.has(Buffer.from(prevId, 'hex'))) return undefined;
     this.files.inherited(leaf.files, leaf.sized, leaf.bytes);
     this.r.dirs++;
     this.sink.blobs.add(prevId);
-    return { ...entryOfStat(name, 'dir', st), tree: prevId };
+    return { ...entryOfStat(name, 'dir', st), tree: prevId, ...(prev.leaf ? { leaf: prev.leaf } : {}) };
   }
 
   /**

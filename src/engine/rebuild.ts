@@ -249,6 +249,13 @@ async function unchangedVersions(
         continue;
       }
       if (sealed(pathHex)) continue;
+      if (e.block) {
+        // A file of one block (format 3): its tree entry names the block, and that is the version.
+        catalog.insertVersion(seq, pathId, e.size, null, tocRows(catalog, [{ kind: 'data', start: 0, end: e.size - 1, block: Buffer.from(e.block, 'hex') }], undefined));
+        remember();
+        made++;
+        continue;
+      }
       if (e.size === 0) {
         // An empty file needs no parent to be read back.
         catalog.insertVersion(seq, pathId, 0, null, []);

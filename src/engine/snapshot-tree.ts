@@ -527,7 +527,8 @@ async function contentOf(s: Snapshot, abs: string, raw: TreeEntry): Promise<stri
   if (raw.type === 'dir') return `dir ${raw.tree}`;
   if (raw.type === 'symlink') return `symlink ${raw.target}`;
   const v = await storedVersion(s, abs, raw);
-  return `file ${v.bound.truth.id?.toString('hex') ?? 'empty'}`;
+  // A file of one block is named by it (format 3: no sealed TOC); any other by its sealed TOC.
+  return raw.block ? `block ${raw.block}` : `file ${v.bound.truth.id?.toString('hex') ?? 'empty'}`;
 }
 
 const tags = new WeakMap<Repository, string>();

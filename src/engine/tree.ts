@@ -29,6 +29,14 @@ export interface TreeEntry {
   dev?: string;
   /** Subtree id (hex) of a directory. */
   tree?: string;
+  /**
+   * A directory of files only, some of which carry `block` or
+   * `parentContent`: the id its tree would have without those fields (keyed,
+   * as a tree id is). The next backup makes that id from the stats alone and,
+   * when it matches, reuses the tree without reading it. Absent when it
+   * would equal `tree`.
+   */
+  leaf?: string;
   /** Target of a symlink. */
   target?: string;
   /**
@@ -38,10 +46,32 @@ export interface TreeEntry {
    * TOC, and find it again when the parent has been forgotten.
    */
   parentContent?: string;
+  /**
+   * A file whose content is one block (format 3): that block's id (hex). The
+   * entry is then the file's truth, as a sealed TOC would be, and none is
+   * sealed for it (a tree of small files otherwise seals one per file).
+   */
+  block?: string;
 }
 
 export interface Tree {
   entries: TreeEntry[];
+}
+
+/**
+ * The leaf id of a directory's entries (see TreeEntry.leaf): the id of
+ * their tree with only what stats say, or undefined when that is the tree
+ * itself (no entry carries more) or it holds something other than files.
+ */
+export function leafId(entries: readonly TreeEntry[], hash: { update(piece: string): void; digest(): Buffer }): string | undefined {
+  if (!entries.some((e) => e.block !== undefined || e.parentContent !== undefined) || entries.some((e) => e.type !== 'file')) return undefined;
+  hash.update('{"entries":[');
+  entries.forEach((e, i) => {
+    const { block: _b, parentContent: _p, ...stats } = e;
+    hash.update((i > 0 ? ',' : '') + JSON.stringify(stats));
+  });
+  hash.update(']}');
+  return hash.digest().toString('hex');
 }
 
 export function encodeTree(tree: Tree): Buffer {
@@ -89,9 +119,11 @@ function entryProblem(e: TreeEntry): string | undefined {
   if (!isCount(e.mode) || !isCount(e.uid) || !isCount(e.gid)) return 'has an invalid mode or owner';
   if (!isDecimal(e.mtimeNs) || !isDecimal(e.ctimeNs) || !isDecimal(e.ino)) return 'has an invalid time or inode';
   if (e.type === 'dir' && !(typeof e.tree === 'string' && TREE_ID.test(e.tree))) return 'has an invalid subtree id';
+  if (e.leaf !== undefined && !(e.type === 'dir' && typeof e.leaf === 'string' && TREE_ID.test(e.leaf))) return 'has an invalid leaf id';
   if (e.type === 'symlink' && !(typeof e.target === 'string' && e.target.length > 0 && !e.target.includes('\0'))) return 'has an invalid link target';
   if ((e.links !== undefined || e.dev !== undefined) && !(e.type === 'file' && Number.isSafeInteger(e.links) && e.links! >= 2 && isDecimal(e.dev))) return 'has an invalid hard link count or device';
   if (e.parentContent !== undefined && !(typeof e.parentContent === 'string' && CONTENT_MARK.test(e.parentContent) && e.type === 'file')) return 'has an invalid parentContent mark';
+  if (e.block !== undefined && !(typeof e.block === 'string' && TREE_ID.test(e.block) && e.type === 'file' && e.size > 0 && e.parentContent === undefined)) return 'has an invalid block id';
   return undefined;
 }
 

@@ -274,6 +274,9 @@ export class Verifier {
       const where = `${absPath} in snapshot ${snapshot.id.slice(0, 8)}`;
       const rec = await this.repo.reader.versionRecord(v.id);
       if (!rec || !rec.path.equals(pathId)) throw integrity(`${where}: the catalog's version ${v.id} is not this file's`, { path: absPath, version: v.id });
+      // A file of one block (format 3) has no sealed TOC: its tree entry names the block.
+      const mine = entry ?? (rec.toc ? undefined : await snapshot.lookup(absPath));
+      if (mine?.type === 'file' && mine.block) return blockInEntry(this.repo, snapshot.id, pathId, mine.size, mine.block);
       const truth = await this.content(rec, v.id, where);
       if (!truth.id || !this.remembered(snapshot.id, pathId)?.equals(truth.id)) {
         await this.owned(truth, snapshot, absPath, entry);
@@ -358,7 +361,9 @@ export class Verifier {
         if (!v) throw integrity(`${absPath}: its history refers to its version in snapshot ${id.slice(0, 8)}, which has none`, { path: absPath });
         return (await this.bind(snapshot, absPath, pathId, v)).truth;
       }
-      // Removed by a forget without the key: its own sealed TOC, or (unchanged there) its parent's version.
+      // Removed by a forget without the key: its entry's block, its own sealed TOC, or (unchanged there) its parent's version.
+      const mine = await snapshot.lookup(absPath);
+      if (mine?.type === 'file' && mine.block) return blockInEntry(this.repo, id, pathId, mine.size, mine.block);
       const kept = await this.kept();
       const toc = kept.tocs.get(`${id}/${pathId.toString('hex')}`);
       if (toc) return this.sealed(toc);
@@ -443,6 +448,12 @@ export class Verifier {
       }
     }
   }
+}
+
+/** The truth of a file whose tree entry names its one block (TreeEntry.block): the entry, authenticated with its tree, says it all. */
+function blockInEntry(repo: Repository, snapshotId: string, pathId: Buffer, size: number, block: string): Truth {
+  const head: SealedToc = { snapshot: snapshotId, path: pathId.toString('hex'), size, entries: [[0, size - 1, block]] };
+  return { owner: snapshotId, size, entries: new SealedEntries(repo, head, `in the tree entry of ${head.path.slice(0, 16)}`) };
 }
 
 /** A ref entry's fields after [start, end, target snapshot] (see SealedEntry). */

@@ -129,6 +129,8 @@ export interface NewVersion {
   where?: string;
   /** The version's blocks (what the catalog's keeper diffs against the parent); a backup's VersionBatch needs them. */
   blocks?: BlockList;
+  /** One data block, named by the file's tree entry (TreeEntry.block): nothing is sealed for it. */
+  inEntry?: boolean;
 }
 
 export interface SealedTocIds {
@@ -247,7 +249,7 @@ export const NO_VERSIONS: VersionWriter = {
 };
 
 export class VersionBatch {
-  private pending: { v: NewVersion; toc: SealedTocIds }[] = [];
+  private pending: { v: NewVersion; toc: SealedTocIds | undefined }[] = [];
   private entries = 0;
 
   constructor(
@@ -269,7 +271,7 @@ export class VersionBatch {
   private gone: { snapshotSeq: number; path: Buffer }[] = [];
 
   async add(v: NewVersion): Promise<void> {
-    this.pending.push({ v, toc: await sealVersion(this.keyring, this.packer, this.level, v, this.sealer) });
+    this.pending.push({ v, toc: v.inEntry ? undefined : await sealVersion(this.keyring, this.packer, this.level, v, this.sealer) });
     this.entries += v.entries.length;
     if (this.pending.length >= this.maxVersions || this.entries >= this.maxEntries) await this.flush();
   }
@@ -284,7 +286,7 @@ export class VersionBatch {
     this.entries = 0;
     const snapshot = pending[0]?.v.snapshotSeq ?? gone[0]!.snapshotSeq;
     await this.service.storeVersions(snapshot, [
-      ...pending.map(({ v, toc }) => ({ path: v.pathId, size: v.size, toc: toc.id, segments: toc.segments, blocks: changedBlocks(v) })),
+      ...pending.map(({ v, toc }) => ({ path: v.pathId, size: v.size, toc: toc?.id ?? null, segments: toc?.segments ?? [], blocks: changedBlocks(v) })),
       ...gone.map(({ path }) => ({ path, size: GONE, toc: null, segments: [] })),
     ]);
   }

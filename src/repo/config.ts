@@ -8,10 +8,12 @@ import { noRepository, StrataError } from '../errors.js';
 
 /**
  * 2: blocks may be compressed with a dictionary (repo/dictionary.ts) and pack
- * indexes are binary. Writers keep a version-1 repository readable by the
- * strata that made it: no dictionaries, JSON pack indexes.
+ * indexes are binary. 3: a file of one block has its block id in its tree
+ * entry and no sealed TOC. Writers keep an older repository readable by the
+ * strata that made it: version 1 gets no dictionaries and JSON pack indexes,
+ * versions 1 and 2 a sealed TOC for every version.
  */
-export const FORMAT_VERSION = 2;
+export const FORMAT_VERSION = 3;
 
 export interface RepoConfig {
   strata: 'repository';

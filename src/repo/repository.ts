@@ -345,6 +345,11 @@ export class Repository {
     return this.config.version >= 2 && this.compressionLevel > 0;
   }
 
+  /** Whether a file of one block is recorded in its tree entry instead of a sealed TOC (format 3). */
+  get blocksInEntries(): boolean {
+    return this.config.version >= 3;
+  }
+
   /** The dictionary new blocks are compressed with: the repository's first, if it has one. */
   async dictionary(): Promise<Dictionary | undefined> {
     if (!this.dictionariesAllowed) return undefined;
