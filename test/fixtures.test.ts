@@ -82,8 +82,10 @@ describe('schema 5 catalogs', () => {
     const pruned = JSON.parse(strata(['prune', '--json'], env).stdout) as { deletedBlocks: number };
     expect(pruned.deletedBlocks).toBeGreaterThan(0);
     db = new Database(catalog, { readonly: true });
-    expect(db.prepare("SELECT value FROM info WHERE key = 'schema'").pluck().get()).toBe('7');
+    expect(db.prepare("SELECT value FROM info WHERE key = 'schema'").pluck().get()).toBe('8');
     expect(db.prepare("SELECT name FROM sqlite_master WHERE name = 'toc_block'").get()).toBeUndefined();
+    // Schema 8: versions indexed once by path (unique with the snapshot), by snapshot, and not by TOC.
+    expect(db.prepare("SELECT name FROM sqlite_master WHERE tbl_name = 'versions' AND type = 'index' ORDER BY name").pluck().all()).toEqual(['versions_path', 'versions_snapshot']);
     const block = db.prepare('SELECT block FROM toc WHERE block IS NOT NULL').pluck().get() as Buffer;
     const { pack, offset } = db.prepare('SELECT p.name AS pack, b.offset FROM blocks b JOIN packs p ON p.id = b.pack WHERE b.id = ?').get(block) as { pack: string; offset: number };
     db.close();
