@@ -68,6 +68,7 @@ const READERS: Record<string, readonly string[]> = {
   'cli/commands/cat.ts': [],
   'cli/commands/ls.ts': [],
   'cli/commands/toc.ts': [],
+  'cli/commands/blame.ts': [],
   'cli/commands/mount.ts': [],
   'cli/commands/restore.ts': ['engine/restore.ts'],
 };

@@ -77,6 +77,7 @@ const MODULES: [names: string[], load: Registrar][] = [
   [['mount'], () => import('./commands/mount.js')],
   [['toc'], () => import('./commands/toc.js')],
   [['diff'], () => import('./commands/diff.js')],
+  [['blame'], () => import('./commands/blame.js')],
   [['find', 'stats'], () => import('./commands/find.js')],
   [['tag'], () => import('./commands/tag.js')],
   [['key'], () => import('./commands/key.js')],
