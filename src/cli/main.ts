@@ -83,6 +83,7 @@ const MODULES: [names: string[], load: Registrar][] = [
   [['key'], () => import('./commands/key.js')],
   [['check', 'forget', 'prune', 'rebuild-catalog', 'unlock'], () => import('./commands/maintenance.js')],
   [['serve'], () => import('./commands/serve.js')],
+  [['ui'], () => import('./commands/ui.js')],
   [['token'], () => import('./commands/token.js')],
   [['version'], () => import('./commands/version.js')],
   [['completion'], () => import('./commands/completion.js')],
