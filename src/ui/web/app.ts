@@ -111,10 +111,13 @@ function Timeline() {
   const [active, setActive] = useState(-1);
   const list = useMemo(() => [...(s.value ?? [])].reverse(), [s.value]);
   const body = useRef<HTMLTableSectionElement>(null);
-  useEffect(() => {
-    if (active >= 0) (body.current?.children[active] as HTMLElement | undefined)?.focus();
-  }, [active]);
+  const move = (i: number) => {
+    setActive(i);
+    (body.current?.children[i] as HTMLElement | undefined)?.focus();
+  };
   const open = (i: number) => go('browse', { at: list[i]!.id, path: '/' });
+  // The row a key was pressed on is the one focused, whatever the last render knew.
+  const rowOf = (e: KeyboardEvent) => [...(body.current?.children ?? [])].indexOf((e.target as HTMLElement).closest('tr')!);
   return html`
     <h1>Timeline</h1>
     <${Status} ...${s} />
@@ -124,7 +127,7 @@ function Timeline() {
         <thead>
           <tr><th scope="col">Time</th><th scope="col">Snapshot</th><th scope="col">Host</th><th scope="col">Tags</th><th scope="col">Files</th><th scope="col">Size</th><th scope="col">Added</th></tr>
         </thead>
-        <tbody ref=${body} onKeyDown=${(e: KeyboardEvent) => listKeys(e, active, list.length, setActive, open)}>
+        <tbody ref=${body} onKeyDown=${(e: KeyboardEvent) => listKeys(e, rowOf(e), list.length, move, open)}>
           ${list.map(
             (x, i) => html`<tr key=${x.id} tabindex=${i === Math.max(0, active) ? 0 : -1} data-snapshot=${x.id} aria-selected=${i === active} onFocus=${() => setActive(i)} onClick=${() => open(i)}>
               <td><a href=${href('browse', { at: x.id, path: '/' })} tabindex="-1">${time(x.time)}</a></td>
@@ -157,7 +160,13 @@ function Browser(props: { at: string; path: string }) {
   const [pages, setPages] = useState<Map<number, Entry[]>>(new Map());
   const [error, setError] = useState<string | undefined>();
   const [scroll, setScroll] = useState(0);
-  const [active, setActive] = useState(0);
+  const [active, setActiveState] = useState(0);
+  // Keys may come faster than renders: the handler reads the latest selection from here.
+  const activeRef = useRef(0);
+  const setActive = (i: number) => {
+    activeRef.current = i;
+    setActiveState(i);
+  };
   const pending = useRef(new Set<number>());
   const generation = useRef(0);
   const viewport = useRef<HTMLDivElement>(null);
@@ -223,7 +232,7 @@ function Browser(props: { at: string; path: string }) {
       go('browse', { at, path: parent(path) });
       return;
     }
-    listKeys(e, active, total ?? 0, move, (i) => open(entryAt(i)), VIEW_ROWS);
+    listKeys(e, activeRef.current, total ?? 0, move, (i) => open(entryAt(i)), VIEW_ROWS);
   };
   const sortBy = (key: typeof sort) => {
     if (key === sort) setOrder(order === 'asc' ? 'desc' : 'asc');
@@ -541,7 +550,8 @@ function App() {
   let page;
   switch (route.page) {
     case 'browse':
-      page = html`<${Browser} at=${at} path=${path} />`;
+      // A new directory starts afresh: no search, no selection, at the top.
+      page = html`<${Browser} key=${at + '\0' + path} at=${at} path=${path} />`;
       break;
     case 'history':
       page = html`<${History} at=${at} path=${path} />`;
