@@ -214,18 +214,41 @@ export class UiApi {
       ...(r.kind === 'range' ? { 'content-range': `bytes ${r.start}-${r.end}/${size}` } : {}),
     });
     if (to < from) return void res.end();
-    // Pieces only go out: views of cached blocks will do.
-    for await (const piece of file.stream(from, to, { shared: true })) {
-      if (res.destroyed) return;
-      if (!res.write(piece)) await new Promise<void>((resolve) => (res.once('drain', resolve), res.once('close', resolve)));
+    // Pieces only go out: views of cached blocks will do. The next piece is asked for before the
+    // socket has taken this one, so reading and decoding go on while the bytes go out.
+    const pieces = file.stream(from, to, { shared: true });
+    let next = pieces.next();
+    try {
+      for (let r = await next; !r.done; r = await next) {
+        next = pieces.next();
+        if (res.destroyed) break;
+        if (!res.write(r.value)) await drained(res);
+      }
+    } finally {
+      // A client gone mid-stream: the piece asked for ahead is let go, and the stream closed.
+      next.catch(() => undefined);
+      await pieces.return(undefined).catch(() => undefined);
     }
-    res.end();
+    if (!res.destroyed) res.end();
   }
 
   private async times(ids: string[]): Promise<Record<string, number | null>> {
     const all = new Map((await this.all()).map((t) => [t.id, t.time]));
     return Object.fromEntries([...new Set(ids)].map((id) => [id, all.get(id) ?? null]));
   }
+}
+
+/** Until the response takes more, or is gone (each wait leaves no listener behind). */
+function drained(res: ServerResponse): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
 }
 
 function entryJson(e: Entry): EntryJson {
