@@ -11,6 +11,7 @@ import { backup } from '../src/engine/backup.js';
 import { SnapshotTree } from '../src/engine/snapshot-tree.js';
 import { Repository } from '../src/repo/repository.js';
 import { cliEnv, makeRepo, Rng, strata, tempDir } from './helpers.js';
+import { client, serve, token } from './server-helpers.js';
 import { login, request, startUi, type RunningUi } from './ui-helpers.js';
 
 const PASSWORD = { password: async () => 'test-password' };
@@ -245,6 +246,34 @@ describe('strata ui: the API', () => {
     }
     expect(fs.readdirSync(base).sort()).toEqual(['afile', 'out']);
     expect((await request(ui, '/api/restore', { method: 'POST', headers: { cookie, 'content-type': 'text/plain' }, body: '{}' })).status).toBe(400);
+  });
+
+  it('--open hands the link to xdg-open', async () => {
+    const bin = tempDir();
+    const said = path.join(bin, 'opened');
+    fs.writeFileSync(path.join(bin, 'xdg-open'), `#!/bin/sh\nprintf '%s' "$1" > ${said}\n`, { mode: 0o755 });
+    const other = await startUi({ ...env, PATH: `${bin}:${process.env.PATH}` }, ['--open']);
+    for (let i = 0; i < 100 && !fs.existsSync(said); i++) await new Promise((r) => setTimeout(r, 50));
+    expect(fs.readFileSync(said, 'utf8')).toBe(other.url);
+    // Ctrl-C: it stops at once, and says it stopped well.
+    const exited = new Promise<number | null>((r) => other.proc.once('exit', (code) => r(code)));
+    other.proc.kill('SIGINT');
+    expect(await exited).toBe(0);
+  });
+
+  it('a served repository answers the same', async () => {
+    const srv = await serve(root);
+    const remote = await startUi(client(srv.url, token(root, 'ui-reader', 'read'), { STRATA_PASSWORD: 'test-password' }));
+    const c = await login(remote);
+    const get = async (p: string, headers: Record<string, string> = {}) => request(remote, p, { headers: { cookie: c, ...headers } });
+    expect((await get('/api/snapshots')).json()).toEqual(await api('/api/snapshots'));
+    const list = `/api/list?${q({ at: ids[3]!, path: path.join(dir, 'many'), sort: 'size', offset: 100, limit: 50 })}`;
+    expect((await get(list)).json()).toEqual(await api(list));
+    const blame = `/api/blame?${q({ at: ids[3]!, path: file, start: 1000, end: 150_000 })}`;
+    expect((await get(blame)).json()).toEqual(await api(blame));
+    const part = await get(`/api/download?${q({ at: ids[2]!, path: file })}`, { range: 'bytes=45000-70000' });
+    expect(part.status).toBe(206);
+    expect(part.body.equals(versions[2]!.subarray(45_000, 70_001))).toBe(true);
   });
 
   it('listens on loopback only, unless told otherwise', () => {
