@@ -180,6 +180,24 @@ describe('strata ui in chromium', () => {
     await shot('restore');
   });
 
+  it('a selection made with the keyboard, restored together', async () => {
+    const target = path.join(tempDir(), 'selection');
+    await page.goto(`${ui.origin}/#/browse?at=${ids[2]}&path=${encodeURIComponent(dir)}`);
+    await page.waitForSelector('.spacer .row[data-path$="report.bin"]');
+    await page.locator('[role=grid]').focus();
+    await page.keyboard.press('Space');
+    await page.keyboard.press('ArrowDown');
+    await page.keyboard.press('Space');
+    expect(await page.locator('.spacer .row[aria-selected=true]').count()).toBe(2);
+    await page.click('#restore-selection');
+    expect(await page.locator('ul[aria-label="Paths to restore"] li').allTextContents()).toEqual([path.join(dir, 'many'), file]);
+    await page.getByLabel('Target directory').fill(target);
+    await page.getByRole('button', { name: 'Restore' }).click();
+    await page.waitForSelector('text=Done:');
+    expect(fs.readFileSync(path.join(target, file)).equals(versions[2]!)).toBe(true);
+    expect(fs.readdirSync(path.join(target, dir, 'many')).length).toBe(3000);
+  });
+
   it('refuses another site and a browser without the session cookie', async () => {
     // A page of another origin posts a restore to the UI, as a script would (its answer is hidden
     // from the page anyway) and as a form that navigates there: the server refuses both.

@@ -99,11 +99,15 @@ export interface RestoreJob {
   error?: { code: string; message: string };
 }
 
-type Params = Record<string, string | number | undefined>;
+type Params = Record<string, string | number | string[] | undefined>;
 
+/** A query string; a list is the parameter repeated. */
 export function query(params: Params): string {
   const q = new URLSearchParams();
-  for (const [k, v] of Object.entries(params)) if (v !== undefined) q.set(k, String(v));
+  for (const [k, v] of Object.entries(params)) {
+    if (Array.isArray(v)) for (const x of v) q.append(k, x);
+    else if (v !== undefined) q.set(k, String(v));
+  }
   return q.toString();
 }
 

@@ -24,12 +24,14 @@ function currentRoute(): Route {
   return { page: p.replace(/^\//, '') || 'timeline', params: new URLSearchParams(q ?? '') };
 }
 
-export function href(page: string, params: Record<string, string | number | undefined> = {}): string {
+type Params = Record<string, string | number | string[] | undefined>;
+
+export function href(page: string, params: Params = {}): string {
   const q = query(params);
   return `#/${page}${q ? '?' + q : ''}`;
 }
 
-function go(page: string, params: Record<string, string | number | undefined> = {}): void {
+function go(page: string, params: Params = {}): void {
   location.hash = href(page, params);
 }
 
@@ -167,6 +169,7 @@ function Browser(props: { at: string; path: string }) {
     activeRef.current = i;
     setActiveState(i);
   };
+  const [chosen, setChosen] = useState<Map<string, string>>(new Map());
   const pending = useRef(new Set<number>());
   const generation = useRef(0);
   const viewport = useRef<HTMLDivElement>(null);
@@ -226,7 +229,21 @@ function Browser(props: { at: string; path: string }) {
     if (i * ROW < v.scrollTop) v.scrollTop = i * ROW;
     else if ((i + 1) * ROW > v.scrollTop + v.clientHeight) v.scrollTop = (i + 1) * ROW - v.clientHeight;
   };
+  const toggle = (e: Entry | undefined) => {
+    if (!e) return;
+    setChosen((m) => {
+      const n = new Map(m);
+      if (n.has(e.path)) n.delete(e.path);
+      else n.set(e.path, e.name);
+      return n;
+    });
+  };
   const onKey = (e: KeyboardEvent) => {
+    if (e.key === ' ') {
+      e.preventDefault();
+      toggle(entryAt(activeRef.current));
+      return;
+    }
     if ((e.key === 'Backspace' || (e.altKey && e.key === 'ArrowUp')) && path !== '/') {
       e.preventDefault();
       go('browse', { at, path: parent(path) });
@@ -249,9 +266,11 @@ function Browser(props: { at: string; path: string }) {
   const rows = [];
   for (let i = first; i <= last; i++) {
     const e = entryAt(i);
-    rows.push(html`<div role="row" id=${'row-' + i} key=${i} class=${'row' + (i === active ? ' active' : '')} aria-selected=${i === active} aria-rowindex=${i + 2} style=${{ top: `${i * ROW}px` }} onClick=${() => (setActive(i), open(e))} data-path=${e?.path}>
+    const on = e !== undefined && chosen.has(e.path);
+    rows.push(html`<div role="row" id=${'row-' + i} key=${i} class=${'row' + (i === active ? ' active' : '') + (on ? ' chosen' : '')} aria-selected=${on} aria-current=${i === active ? 'true' : undefined} aria-rowindex=${i + 2} style=${{ top: `${i * ROW}px` }} onClick=${() => (setActive(i), open(e))} data-path=${e?.path}>
       ${e
-        ? html`<span role="gridcell" class="col-name">${e.type === 'dir' ? '📁 ' : e.type === 'symlink' ? '↪ ' : ''}${e.name}${e.type === 'symlink' ? ` → ${e.target}` : ''}</span>
+        ? html`<span role="gridcell" class="col-pick"><input type="checkbox" tabindex="-1" aria-label=${`Select ${e.name}`} checked=${on} onClick=${(ev: Event) => (ev.stopPropagation(), setActive(i), toggle(e))} /></span>
+            <span role="gridcell" class="col-name">${e.type === 'dir' ? '📁 ' : e.type === 'symlink' ? '↪ ' : ''}${e.name}${e.type === 'symlink' ? ` → ${e.target}` : ''}</span>
             <span role="gridcell" class="col-size num">${e.type === 'file' ? bytes(e.size) : ''}</span>
             <span role="gridcell" class="col-mtime">${time(e.mtime)}</span>
             <span role="gridcell" class="col-type">${e.type}</span>`
@@ -265,17 +284,19 @@ function Browser(props: { at: string; path: string }) {
     <div class="toolbar">
       <label>Search names <input type="search" value=${search} onInput=${(e: Event) => setSearch((e.target as HTMLInputElement).value)} placeholder="part of a name" /></label>
       <span role="status" aria-live="polite">${total === null ? 'Loading…' : `${total} entr${total === 1 ? 'y' : 'ies'}`}</span>
-      ${selected && html`<a class="button" href=${href('restore', { at, path: selected.path })}>Restore ${selected.name}…</a>`}
+      ${chosen.size > 0
+        ? html`<a class="button" id="restore-selection" href=${href('restore', { at, path, p: [...chosen.keys()] })}>Restore ${chosen.size} selected…</a>`
+        : selected && html`<a class="button" href=${href('restore', { at, path: selected.path })}>Restore ${selected.name}…</a>`}
       <a class="button" href=${href('restore', { at, path })}>Restore this directory…</a>
     </div>
     <${Status} error=${error} />
     <div role="grid" aria-label=${`Entries of ${path}`} aria-rowcount=${(total ?? 0) + 1} aria-activedescendant=${total ? 'row-' + active : undefined} tabindex="0" class="grid" onKeyDown=${onKey}>
-      <div role="row" class="row head" aria-rowindex="1">${header('name', 'Name')}${header('size', 'Size')}${header('mtime', 'Modified')}${header('type', 'Type')}</div>
+      <div role="row" class="row head" aria-rowindex="1"><span role="columnheader" class="col-pick"><span class="sr-only">Selected</span></span>${header('name', 'Name')}${header('size', 'Size')}${header('mtime', 'Modified')}${header('type', 'Type')}</div>
       <div class="viewport" ref=${viewport} style=${{ height: `${VIEW_ROWS * ROW}px` }} onScroll=${(e: Event) => setScroll((e.target as HTMLElement).scrollTop)}>
         <div class="spacer" style=${{ height: `${(total ?? 0) * ROW}px` }}>${rows}</div>
       </div>
     </div>
-    <p class="hint">Arrow keys, Page Up/Down, Home and End move; Enter opens; Backspace goes up.</p>
+    <p class="hint">Arrow keys, Page Up/Down, Home and End move; Enter opens; Space selects for a restore; Backspace goes up.</p>
   `;
 }
 
@@ -496,7 +517,8 @@ function DownloadPage(props: { at: string; path: string; start?: string; end?: s
   </${FileFrame}>`;
 }
 
-function RestorePage(props: { at: string; path: string }) {
+function RestorePage(props: { at: string; path: string; paths: string[] }) {
+  const paths = props.paths.length > 0 ? props.paths : [props.path];
   const [target, setTarget] = useState('');
   const [overwrite, setOverwrite] = useState('never');
   const [job, setJob] = useState<RestoreJob | undefined>();
@@ -509,10 +531,11 @@ function RestorePage(props: { at: string; path: string }) {
   const start = (e: Event) => {
     e.preventDefault();
     setError(undefined);
-    post<RestoreJob>('restore', { at: props.at, paths: [props.path], target, overwrite }).then(setJob, (err: Error) => setError(err.message));
+    post<RestoreJob>('restore', { at: props.at, paths, target, overwrite }).then(setJob, (err: Error) => setError(err.message));
   };
   return html`<${FileFrame} page="restore" ...${props}>
-    <p>Restores <span class="mono">${props.path}</span> as it was in snapshot <span class="mono">${short(props.at)}</span> below a directory of this machine (its stored path is recreated there).</p>
+    <p>Restores, as they were in snapshot <span class="mono">${short(props.at)}</span>, below a directory of this machine (their stored paths are recreated there):</p>
+    <ul class="mono" aria-label="Paths to restore">${paths.slice(0, 100).map((p) => html`<li>${p}</li>`)}${paths.length > 100 ? html`<li>… ${paths.length - 100} more</li>` : ''}</ul>
     <form class="toolbar" onSubmit=${start}>
       <label>Target directory <input name="target" required value=${target} onInput=${(e: Event) => setTarget((e.target as HTMLInputElement).value)} placeholder="/tmp/restored" /></label>
       <label>Existing files <select value=${overwrite} onChange=${(e: Event) => setOverwrite((e.target as HTMLSelectElement).value)}>
@@ -572,7 +595,7 @@ function App() {
       page = html`<${DownloadPage} at=${at} path=${path} start=${p.start} end=${p.end} />`;
       break;
     case 'restore':
-      page = html`<${RestorePage} at=${at} path=${path} />`;
+      page = html`<${RestorePage} at=${at} path=${path} paths=${route.params.getAll('p')} />`;
       break;
     default:
       page = html`<${Timeline} />`;
