@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', 'coverage/', '.bench/', '.bench-scale/', '.bench-memory/', '.bench-mount/'] },
+  { ignores: ['dist/', 'node_modules/', 'coverage/', '.bench/', '.bench-scale/', '.bench-memory/', '.bench-mount/', '.bench-ui/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -79,7 +79,22 @@ function writeCodeCache() {
   }
 }
 
+/** strata ui's web app: one script and one style sheet for the browser, which the ui server hands out from dist/web (src/ui/server.ts). */
+const webApp = {
+  entryPoints: { app: 'src/ui/web/app.ts' },
+  outdir: 'dist/web',
+  bundle: true,
+  platform: 'browser',
+  format: 'esm',
+  target: 'es2020',
+  minify: true,
+  legalComments: 'none',
+  logLevel: 'warning',
+  absWorkingDir: root,
+};
+
 await Promise.all([
+  esbuild.build(webApp).then(() => fs.copyFileSync(path.join(root, 'src/ui/web/app.css'), path.join(root, 'dist/web/app.css'))),
   esbuild.build({ ...common, entryPoints: ['src/cli/main.ts'], outfile: 'dist/strata.cjs' }),
   esbuild.build({ ...common, entryPoints: ['src/workers/sealer.ts', 'src/workers/unpacker.ts'], outdir: 'dist/workers', outExtension: { '.js': '.cjs' } }),
 ]);

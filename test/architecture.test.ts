@@ -17,7 +17,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['catalog'],
   ['repo', 'workers'],
   ['engine'],
-  ['cli', 'server', 'mount'],
+  ['cli', 'server', 'mount', 'ui'],
 ];
 
 /** Front ends that must stand on less than their layer allows: the server serves storage and the catalog, never keys. */
@@ -68,8 +68,11 @@ const READERS: Record<string, readonly string[]> = {
   'cli/commands/cat.ts': [],
   'cli/commands/ls.ts': [],
   'cli/commands/toc.ts': [],
+  'cli/commands/blame.ts': [],
   'cli/commands/mount.ts': [],
   'cli/commands/restore.ts': ['engine/restore.ts'],
+  // The web app's restore is the CLI's.
+  'ui/restore-job.ts': ['engine/restore.ts'],
 };
 
 export function pastTheTree(files: readonly string[], imports: (f: string) => string[], layers = LAYERS): string[] {

@@ -22,8 +22,8 @@ const help = (...words: string[]) => {
 const roff = (text: string) => text.replace(/-/g, '\\-');
 
 const COMMANDS = [
-  ['init'], ['backup'], ['snapshots'], ['ls'], ['cat'], ['restore'], ['mount'], ['toc'], ['key', 'export'], ['key', 'list'], ['key', 'add'], ['key', 'remove'], ['key', 'passwd'], ['diff'], ['find'], ['stats'], ['tag'], ['check'], ['forget'], ['prune'],
-  ['rebuild-catalog'], ['unlock'], ['serve'], ['token', 'add'], ['token', 'list'], ['token', 'revoke'], ['version'], ['completion'],
+  ['init'], ['backup'], ['snapshots'], ['ls'], ['cat'], ['restore'], ['mount'], ['toc'], ['blame'], ['key', 'export'], ['key', 'list'], ['key', 'add'], ['key', 'remove'], ['key', 'passwd'], ['diff'], ['find'], ['stats'], ['tag'], ['check'], ['forget'], ['prune'],
+  ['rebuild-catalog'], ['unlock'], ['serve'], ['ui'], ['token', 'add'], ['token', 'list'], ['token', 'revoke'], ['version'], ['completion'],
 ];
 
 function envVarsInCode(): string[] {

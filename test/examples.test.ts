@@ -173,6 +173,7 @@ class Session {
     if (!/(^|\/)strata(\.js)? /.test(text)) return;
     let command = this.local(text);
     if (/^strata serve /.test(command)) return this.serve();
+    if (/^strata ui\b/.test(command)) return this.ui(command);
     // Key derivation tuned for a test run; everything else is as written.
     if (/^strata init\b/.test(command) && !command.includes('--scrypt-n')) command = command.replace('strata init', 'strata init --scrypt-n 1024');
     command = this.ids_(command);
@@ -190,6 +191,24 @@ class Session {
       const seed = this.sh('strata backup ~/Documents ~/mail ~/Mail --time 2026-02-28T12:00:00Z --tag daily,release --quiet');
       expect(seed.status, seed.stderr).toBe(0);
     }
+  }
+
+  /** `strata ui` as written, until it prints its link; then stopped as Ctrl-C would. */
+  private async ui(command: string): Promise<void> {
+    const proc = spawn('sh', ['-c', `exec ${command}`], { cwd: this.cwd, env: this.env, stdio: ['ignore', 'pipe', 'inherit'] });
+    servers.push(proc);
+    const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
+    await new Promise<void>((resolve, reject) => {
+      let out = '';
+      proc.stdout!.on('data', (c: Buffer) => {
+        out += c.toString();
+        if (/strata ui: open http:\/\/127\.0\.0\.1:\d+\/\?token=\S+\n/.test(out)) resolve();
+      });
+      void exited.then((code) => reject(new Error(`${command} exited with ${code}`)));
+    });
+    proc.kill('SIGINT');
+    expect(await exited).toBe(0);
+    this.ran++;
   }
 
   /** `strata serve` on loopback instead of the example's address and certificate; its URL replaces the example's. */

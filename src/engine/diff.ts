@@ -115,7 +115,7 @@ async function piecesOf(repo: Repository, version: number, size: number): Promis
 }
 
 /** The ranges of `mine` (in its file's coordinates) whose block bytes `other` does not hold. */
-function missingFrom(mine: readonly Piece[], other: readonly Piece[]): Range[] {
+export function missingFrom(mine: readonly Piece[], other: readonly Piece[]): Range[] {
   // Per block, the parts of it `other` holds, sorted and merged.
   const held = new Map<string, Range[]>();
   for (const p of other) {

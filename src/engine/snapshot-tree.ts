@@ -26,9 +26,10 @@ import { openEntry, planRead, readRange, storedVersion } from './read.js';
 export { absolutePath } from './read.js';
 import { findSnapshot, listSnapshots, type Snapshot, type SnapshotMeta } from './snapshot.js';
 import { isOrdered, type EntryType, type Tree, type TreeEntry } from './tree.js';
-import { checkTocRows, verifiedPieces, type BoundVersion } from './verify.js';
+import { missingFrom, type Range } from './diff.js';
+import { checkTocRows, verifiedPieces, verifier, type BoundVersion, type SourcedPiece } from './verify.js';
 
-export type { EntryType, DecodedCacheStats, RangeSpec, When };
+export type { EntryType, DecodedCacheStats, Range, RangeSpec, When };
 export { DEFAULT_DECODED_CACHE_BYTES };
 
 /** Which snapshot a tree shows; by default the latest. */
@@ -143,6 +144,22 @@ export interface TocView {
   /** The earlier snapshot whose version this is, when the file was unchanged since. */
   since?: string;
   entries: TocLine[];
+}
+
+/** A run of a version's bytes that one snapshot wrote (see VersionFile.blame). */
+export interface BlameSpan {
+  start: number;
+  end: number;
+  /** The snapshot whose data entry holds these bytes: the last to change them. */
+  snapshot: string;
+}
+
+/** What two versions of a file hold that the other lacks, as inclusive byte ranges (see VersionFile.compare). */
+export interface VersionChanges {
+  /** Bytes of the newer version the older one lacks (the newer one's offsets). */
+  added: Range[];
+  /** Bytes of the older version the newer one lacks (the older one's offsets). */
+  removed: Range[];
 }
 
 export interface StreamOptions {
@@ -412,6 +429,47 @@ export class VersionFile {
     const owner = version.snapshot !== seq ? version.snapshot : ((await repo.service.versionById(version.id))?.snapshot ?? seq);
     const since = owner === seq ? undefined : (await repo.service.snapshotBySeq(owner))?.id;
     return { path: this.path, snapshot: this.snapshot.id, size: version.size, ...(since ? { since } : {}), entries: lines };
+  }
+
+  /**
+   * Which snapshot last changed each part of [start, end] (inclusive): the
+   * version's reference blocks are followed back through the sealed TOCs,
+   * a reference to a reference too (the seed's FIG. 7), to the data entries
+   * that hold the bytes; the snapshot whose TOC holds a data entry wrote
+   * those bytes. Adjacent parts of one snapshot are one span. No block is read.
+   */
+  async blame(start = 0, end = this.size - 1): Promise<BlameSpan[]> {
+    if (!isCount(start) || !Number.isSafeInteger(end) || end < start - 1) throw usageError(`${this.path}: no byte range ${start}-${end}`);
+    if (end >= this.size) throw rangeNotSatisfiable(`${this.path}: bytes ${start}-${end} are past the end of the file (${this.size} bytes)`);
+    const out: BlameSpan[] = [];
+    for await (const p of this.sourced(start, end)) {
+      const snapshot = p.owner ?? this.snapshot.id;
+      const last = out[out.length - 1];
+      if (last && last.snapshot === snapshot && last.end + 1 === p.at) last.end = p.at + p.length - 1;
+      else out.push({ start: p.at, end: p.at + p.length - 1, snapshot });
+    }
+    return out;
+  }
+
+  /**
+   * The bytes this version and `other` (another version of the file, or of
+   * any file) do not share, from their sealed TOCs alone: a byte is shared
+   * when the other holds the same byte of the same block anywhere, so bytes
+   * moved by an insertion are not changes. As fine as the blocks.
+   */
+  async compare(other: VersionFile): Promise<VersionChanges> {
+    const [mine, theirs] = await Promise.all([this.allPieces(), other.allPieces()]);
+    return { added: missingFrom(mine, theirs), removed: missingFrom(theirs, mine) };
+  }
+
+  private async allPieces(): Promise<SourcedPiece[]> {
+    const out: SourcedPiece[] = [];
+    if (this.size > 0) for await (const p of this.sourced(0, this.size - 1)) out.push(p);
+    return out;
+  }
+
+  private sourced(start: number, end: number): AsyncGenerator<SourcedPiece> {
+    return verifier(this.repo).expected(this.version.bound, start, end);
   }
 
   /** Engine use: the first pieces a server's read plan brought for [start, end]. */

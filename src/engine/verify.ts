@@ -122,6 +122,11 @@ export class SealedEntries {
   }
 }
 
+/** A piece as the sealed TOCs give it, with the snapshot whose data entry it is (null: an empty file's). */
+export interface SourcedPiece extends Piece {
+  owner: string | null;
+}
+
 /** A version bound to a snapshot's file: what a read of it is checked against. */
 export interface Binding {
   absPath: string;
@@ -416,8 +421,12 @@ export class Verifier {
     return [await this.versionIn(e[2], b.absPath, b.pathId), e[3]];
   }
 
-  /** The pieces of [start, end] of a bound version, resolved through the sealed TOCs alone. */
-  async *expected(b: Binding, start: number, end: number): AsyncGenerator<Piece> {
+  /**
+   * The pieces of [start, end] of a bound version, resolved through the
+   * sealed TOCs alone; each names the snapshot whose sealed TOC holds its
+   * data entry: the one that wrote those bytes.
+   */
+  async *expected(b: Binding, start: number, end: number): AsyncGenerator<SourcedPiece> {
     if (end < start) return;
     const stack: { truth: Truth; start: number; end: number; at: number; depth: number }[] = [{ truth: b.truth, start, end, at: start, depth: 0 }];
     while (stack.length > 0) {
@@ -438,7 +447,7 @@ export class Verifier {
         const pieceEnd = Math.min(e[1], f.end);
         const at = f.at + (cursor - f.start);
         if (e.length === 3) {
-          yield { block: Buffer.from(e[2], 'hex'), blockSize: e[1] - e[0] + 1, from: cursor - e[0], length: pieceEnd - cursor + 1, at };
+          yield { block: Buffer.from(e[2], 'hex'), blockSize: e[1] - e[0] + 1, from: cursor - e[0], length: pieceEnd - cursor + 1, at, owner: f.truth.owner };
         } else {
           if (pieceEnd < f.end) stack.push({ ...f, start: pieceEnd + 1, at: at + (pieceEnd - cursor + 1) });
           const [truth, base] = await this.refTarget(e, b);

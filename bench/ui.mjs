@@ -1,0 +1,198 @@
+#!/usr/bin/env node
+// npm run bench:ui [-- --snapshots 1000 --entries 100000 --file 64M --range 32M --runs 5 --fresh]
+//
+// strata ui against its targets, in Debian's chromium (headless, through
+// playwright-core) and over HTTP:
+// - the timeline of a repository of 1,000 snapshots, painted: from the
+//   navigation's start to the first frame after the last row is in the page
+//   (performance.now() in the page), first on a fresh server, then on reloads;
+// - the first page of a 100,000-entry directory, likewise;
+// - a range download (HTTP Range) against `strata cat --range` of the same
+//   range to /dev/null: the first of each, then the median of --runs more,
+//   in MB/s (cat's time includes its start, as a user waits for it).
+// The repositories are kept in .bench-ui/ between runs (--fresh makes them again).
+import { spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { chromium } from 'playwright-core';
+import { arg, flag, log, ROOT, size, STRATA } from './args.mjs';
+
+const dist = (m) => import(path.join(ROOT, 'dist', m));
+const { Repository } = await dist('repo/repository.js');
+const { backup } = await dist('engine/backup.js');
+
+const opts = {
+  snapshots: Number(arg('snapshots', '1000')),
+  entries: Number(arg('entries', '100000')),
+  file: size(arg('file', '64M')),
+  range: size(arg('range', '32M')),
+  runs: Number(arg('runs', '5')),
+};
+const work = path.join(ROOT, '.bench-ui');
+if (flag('fresh')) fs.rmSync(work, { recursive: true, force: true });
+fs.mkdirSync(work, { recursive: true });
+const PASSWORD = 'bench';
+const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+
+/** A repository of `snapshots` snapshots of a small directory, one file changed each time. */
+async function manySnapshots() {
+  const dir = path.join(work, `snapshots-${opts.snapshots}`);
+  if (fs.existsSync(path.join(dir, 'done'))) return path.join(dir, 'repo');
+  fs.rmSync(dir, { recursive: true, force: true });
+  const src = path.join(dir, 'src');
+  fs.mkdirSync(src, { recursive: true });
+  const repo = await Repository.init(path.join(dir, 'repo'), PASSWORD, { scrypt: { N: 1024, r: 8, p: 1 } });
+  const t = performance.now();
+  for (let i = 0; i < opts.snapshots; i++) {
+    fs.writeFileSync(path.join(src, `f${i % 20}`), `version ${i}\n`.repeat(100 + i));
+    await backup(repo, { paths: [src], time: Date.UTC(2024, 0, 1) + i * 3_600_000, tags: i % 7 === 0 ? ['weekly'] : [] });
+    if (i % 100 === 99) log(`  ${i + 1} snapshots (${((performance.now() - t) / 1000).toFixed(0)} s)`);
+  }
+  repo.close();
+  fs.writeFileSync(path.join(dir, 'done'), '');
+  return path.join(dir, 'repo');
+}
+
+/** A repository of one snapshot: a directory of `entries` files, and a large file of random bytes. */
+async function bigTree() {
+  const dir = path.join(work, `tree-${opts.entries}-${opts.file}`);
+  if (fs.existsSync(path.join(dir, 'done'))) return { repo: path.join(dir, 'repo'), src: path.join(dir, 'src') };
+  fs.rmSync(dir, { recursive: true, force: true });
+  const src = path.join(dir, 'src');
+  fs.mkdirSync(path.join(src, 'many'), { recursive: true });
+  for (let i = 0; i < opts.entries; i++) fs.writeFileSync(path.join(src, 'many', `file-${String(i).padStart(6, '0')}.txt`), '');
+  const big = fs.openSync(path.join(src, 'big.bin'), 'w');
+  let seed = 99;
+  for (let done = 0; done < opts.file; done += 1 << 20) {
+    const b = Buffer.allocUnsafe(Math.min(1 << 20, opts.file - done));
+    for (let i = 0; i < b.length; i += 4) {
+      seed ^= seed << 13;
+      seed ^= seed >>> 17;
+      seed ^= seed << 5;
+      b.writeUInt32LE(seed >>> 0, i);
+    }
+    fs.writeSync(big, b);
+  }
+  fs.closeSync(big);
+  const repo = await Repository.init(path.join(dir, 'repo'), PASSWORD, { scrypt: { N: 1024, r: 8, p: 1 } });
+  await backup(repo, { paths: [src] });
+  repo.close();
+  fs.writeFileSync(path.join(dir, 'done'), '');
+  return { repo: path.join(dir, 'repo'), src };
+}
+
+const env = (repo) => ({ ...process.env, STRATA_REPO: repo, STRATA_PASSWORD: PASSWORD });
+
+async function startUi(repo) {
+  const proc = spawn(process.execPath, [STRATA, 'ui', '--listen', '127.0.0.1:0'], { env: env(repo), stdio: ['ignore', 'pipe', 'inherit'] });
+  const url = await new Promise((resolve, reject) => {
+    let out = '';
+    proc.stdout.on('data', (c) => {
+      out += c;
+      const m = /open (http:\/\/\S+)\n/.exec(out);
+      if (m) resolve(m[1]);
+    });
+    proc.on('exit', (code) => reject(new Error(`strata ui exited with ${code}`)));
+  });
+  return { proc, url, origin: new URL(url).origin, stop: () => new Promise((r) => (proc.once('exit', r), proc.kill('SIGTERM'))) };
+}
+
+/** ms from the navigation's start to the first frame after `ready` holds. */
+async function painted(page, ready) {
+  await page.waitForFunction(ready, undefined, { timeout: 60_000, polling: 'raf' });
+  return page.evaluate(() => new Promise((r) => globalThis.requestAnimationFrame(() => r(performance.now()))));
+}
+
+log(`preparing (${work})`);
+const snapshotsRepo = await manySnapshots();
+const tree = await bigTree();
+const browser = await chromium.launch({ executablePath: process.env.STRATA_CHROMIUM ?? '/usr/bin/chromium', headless: true, args: ['--no-sandbox'] });
+const results = [];
+try {
+  // The timeline.
+  {
+    const ui = await startUi(snapshotsRepo);
+    const page = await (await browser.newContext()).newPage();
+    const rows = `() => document.querySelectorAll('table.timeline tbody tr').length === ${opts.snapshots}`;
+    await page.goto(ui.url);
+    const first = await painted(page, rows);
+    const again = [];
+    for (let i = 0; i < opts.runs; i++) {
+      // Past the server's one-second memory of the list: each reload reads the snapshots again.
+      await new Promise((r) => setTimeout(r, 1100));
+      await page.goto('about:blank');
+      await page.goto(`${ui.origin}/#/`);
+      again.push(await painted(page, rows));
+    }
+    results.push(['timeline of ' + opts.snapshots + ' snapshots painted, fresh server (ms)', first.toFixed(0)], ['same, reloads, median (ms)', median(again).toFixed(0)]);
+    await ui.stop();
+  }
+  // The first page of the big directory, and the range download.
+  {
+    const ui = await startUi(tree.repo);
+    const ctx = await browser.newContext();
+    const page = await ctx.newPage();
+    await page.goto(ui.url);
+    await page.waitForSelector('table.timeline tbody tr');
+    const dir = path.join(tree.src, 'many');
+    const target = `${ui.origin}/#/browse?at=latest&path=${encodeURIComponent(dir)}`;
+    const firstRow = `() => document.querySelector('.spacer .row[data-path]') !== null`;
+    await page.goto('about:blank');
+    await page.goto(target);
+    const first = await painted(page, firstRow);
+    const again = [];
+    for (let i = 0; i < opts.runs; i++) {
+      await page.goto('about:blank');
+      await page.goto(target);
+      again.push(await painted(page, firstRow));
+    }
+    results.push([`first page of a ${opts.entries}-entry directory painted, fresh server (ms)`, first.toFixed(0)], ['same, reloads, median (ms)', median(again).toFixed(0)]);
+
+    const cookie = (await ctx.cookies()).map((c) => `${c.name}=${c.value}`).join('; ');
+    const file = path.join(tree.src, 'big.bin');
+    const start = Math.floor((opts.file - opts.range) / 2);
+    const end = start + opts.range - 1;
+    const u = new URL(`${ui.origin}/api/download?path=${encodeURIComponent(file)}`);
+    const download = () =>
+      new Promise((resolve, reject) => {
+        const t = performance.now();
+        let n = 0;
+        http
+          .get({ host: u.hostname, port: u.port, path: u.pathname + u.search, headers: { cookie, range: `bytes=${start}-${end}` }, agent: false }, (res) => {
+            res.on('data', (c) => (n += c.length));
+            res.on('end', () => (n === opts.range && res.statusCode === 206 ? resolve(performance.now() - t) : reject(new Error(`got ${n} bytes, status ${res.statusCode}`))));
+          })
+          .on('error', reject);
+      });
+    const cat = () => {
+      const t = performance.now();
+      const r = spawnSync(process.execPath, [STRATA, 'cat', file, '--range', `${start}-${end}`, '-o', '/dev/null'], { env: env(tree.repo) });
+      if (r.status !== 0) throw new Error(r.stderr.toString());
+      return performance.now() - t;
+    };
+    // The first of each is reported apart: the server's first download also warms its process.
+    const firstUi = await download();
+    const firstCat = cat();
+    const ui_ = [];
+    const cli = [];
+    for (let i = 0; i < opts.runs; i++) {
+      ui_.push(await download());
+      cli.push(cat());
+    }
+    const mbs = (ms) => (opts.range / 1e6 / (ms / 1000)).toFixed(0);
+    results.push(
+      [`range download of ${opts.range >> 20} MiB, HTTP Range, first (MB/s)`, mbs(firstUi)],
+      [`strata cat --range of the same range to /dev/null, first (MB/s)`, mbs(firstCat)],
+      [`range download, median of the next ${opts.runs} (MB/s)`, mbs(median(ui_))],
+      [`strata cat --range, median of the next ${opts.runs} (MB/s)`, mbs(median(cli))],
+      ['ratio download / cat, medians', (median(cli) / median(ui_)).toFixed(2)],
+    );
+    await ui.stop();
+  }
+} finally {
+  await browser.close();
+}
+console.log('| measure | value |\n|---|---|');
+for (const [k, v] of results) console.log(`| ${k} | ${v} |`);

@@ -1,0 +1,609 @@
+/**
+ * The web app of `strata ui` (preact with htm, bundled by esbuild into
+ * dist/ui/app.js). Pages, each at a hash route so the server has one page to
+ * give: the timeline of snapshots, a file browser at a point in time, and
+ * for a file its history, change map, comparison of two versions, byte-range
+ * blame, hex and text preview, download, and restore. Everything is reachable
+ * by keyboard: lists move with the arrow keys and open with Enter.
+ */
+import { render, type ComponentChildren } from 'preact';
+import { useCallback, useEffect, useMemo, useRef, useState } from 'preact/hooks';
+import { html } from 'htm/preact';
+import { downloadUrl, get, post, query, type Blame, type ChangeMap, type Comparison, type Entry, type Listing, type Preview, type RestoreJob, type Snapshot, type Span, type Version } from './api.js';
+
+// ---------------------------------------------------------------- routing
+
+interface Route {
+  page: string;
+  params: URLSearchParams;
+}
+
+function currentRoute(): Route {
+  const hash = location.hash.replace(/^#/, '') || '/';
+  const [p, q] = hash.split('?', 2) as [string, string | undefined];
+  return { page: p.replace(/^\//, '') || 'timeline', params: new URLSearchParams(q ?? '') };
+}
+
+type Params = Record<string, string | number | string[] | undefined>;
+
+export function href(page: string, params: Params = {}): string {
+  const q = query(params);
+  return `#/${page}${q ? '?' + q : ''}`;
+}
+
+function go(page: string, params: Params = {}): void {
+  location.hash = href(page, params);
+}
+
+// ---------------------------------------------------------------- formatting
+
+const short = (id: string) => id.slice(0, 8);
+const time = (ms: number | null | undefined) => (ms === null || ms === undefined ? '(forgotten)' : new Date(ms).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z'));
+const hex = (n: number) => '0x' + n.toString(16).toUpperCase();
+
+function bytes(n: number | null | undefined): string {
+  if (n === null || n === undefined) return '–';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${n} B` : `${v.toFixed(1)} ${units[i]}`;
+}
+
+/** A colour per snapshot, the same on every page (golden-angle hues). */
+function colour(id: string, order: Map<string, number>): string {
+  const k = order.get(id) ?? 0;
+  return `hsl(${Math.round((k * 137.508) % 360)} 65% 52%)`;
+}
+
+// ---------------------------------------------------------------- shared state
+
+let snapshotsOnce: Promise<Snapshot[]> | undefined;
+function loadSnapshots(): Promise<Snapshot[]> {
+  snapshotsOnce ??= get<{ snapshots: Snapshot[] }>('snapshots').then((r) => r.snapshots);
+  snapshotsOnce.catch(() => (snapshotsOnce = undefined));
+  return snapshotsOnce;
+}
+
+function useAsync<T>(load: () => Promise<T>, deps: unknown[]): { value?: T; error?: string; loading: boolean } {
+  const [state, setState] = useState<{ value?: T; error?: string; loading: boolean }>({ loading: true });
+  useEffect(() => {
+    let live = true;
+    setState((s) => ({ ...s, loading: true, error: undefined }));
+    load().then(
+      (value) => live && setState({ value, loading: false }),
+      (e: Error) => live && setState({ error: e.message, loading: false }),
+    );
+    return () => void (live = false);
+    // Run again when `deps` change, as the caller says.
+  }, deps);
+  return state;
+}
+
+function useOrder(): Map<string, number> {
+  const s = useAsync(loadSnapshots, []);
+  return useMemo(() => new Map((s.value ?? []).map((x, i) => [x.id, i])), [s.value]);
+}
+
+function Status(props: { error?: string; loading?: boolean }) {
+  if (props.error) return html`<p class="error" role="alert">${props.error}</p>`;
+  if (props.loading) return html`<p class="loading" role="status">Loading…</p>`;
+  return null;
+}
+
+/** Arrow keys move through `count` items, Home/End jump, Enter opens. */
+function listKeys(e: KeyboardEvent, index: number, count: number, move: (i: number) => void, open: (i: number) => void, page = 10): void {
+  const to = { ArrowDown: index + 1, ArrowUp: index - 1, PageDown: index + page, PageUp: index - page, Home: 0, End: count - 1 }[e.key];
+  if (to !== undefined) {
+    e.preventDefault();
+    move(Math.max(0, Math.min(count - 1, to)));
+  } else if (e.key === 'Enter' && index >= 0 && index < count) {
+    e.preventDefault();
+    open(index);
+  }
+}
+
+// ---------------------------------------------------------------- timeline
+
+function Timeline() {
+  const s = useAsync(loadSnapshots, []);
+  const [active, setActive] = useState(-1);
+  const list = useMemo(() => [...(s.value ?? [])].reverse(), [s.value]);
+  const body = useRef<HTMLTableSectionElement>(null);
+  const move = (i: number) => {
+    setActive(i);
+    (body.current?.children[i] as HTMLElement | undefined)?.focus();
+  };
+  const open = (i: number) => go('browse', { at: list[i]!.id, path: '/' });
+  // The row a key was pressed on is the one focused, whatever the last render knew.
+  const rowOf = (e: KeyboardEvent) => [...(body.current?.children ?? [])].indexOf((e.target as HTMLElement).closest('tr')!);
+  return html`
+    <h1>Timeline</h1>
+    <${Status} ...${s} />
+    ${s.value &&
+    html`<p>${list.length} snapshot${list.length === 1 ? '' : 's'}, newest first. Arrow keys move, Enter opens a snapshot's files.</p>
+      <table class="timeline" aria-label="Snapshots">
+        <thead>
+          <tr><th scope="col">Time</th><th scope="col">Snapshot</th><th scope="col">Host</th><th scope="col">Tags</th><th scope="col">Files</th><th scope="col">Size</th><th scope="col">Added</th></tr>
+        </thead>
+        <tbody ref=${body} onKeyDown=${(e: KeyboardEvent) => listKeys(e, rowOf(e), list.length, move, open)}>
+          ${list.map(
+            (x, i) => html`<tr key=${x.id} tabindex=${i === Math.max(0, active) ? 0 : -1} data-snapshot=${x.id} aria-selected=${i === active} onFocus=${() => setActive(i)} onClick=${() => open(i)}>
+              <td><a href=${href('browse', { at: x.id, path: '/' })} tabindex="-1">${time(x.time)}</a></td>
+              <td class="mono">${short(x.id)}</td>
+              <td>${x.host}</td>
+              <td>${x.tags.join(', ')}</td>
+              <td class="num">${x.files ?? '–'}</td>
+              <td class="num">${bytes(x.bytes)}</td>
+              <td class="num">${bytes(x.added)}</td>
+            </tr>`,
+          )}
+        </tbody>
+      </table>`}
+  `;
+}
+
+// ---------------------------------------------------------------- file browser
+
+const ROW = 28;
+const PAGE = 200;
+const VIEW_ROWS = 18;
+
+function Browser(props: { at: string; path: string }) {
+  const { at, path } = props;
+  const [sort, setSort] = useState<'name' | 'size' | 'mtime' | 'type'>('name');
+  const [order, setOrder] = useState<'asc' | 'desc'>('asc');
+  const [search, setSearch] = useState('');
+  const [q, setQ] = useState('');
+  const [total, setTotal] = useState<number | null>(null);
+  const [pages, setPages] = useState<Map<number, Entry[]>>(new Map());
+  const [error, setError] = useState<string | undefined>();
+  const [scroll, setScroll] = useState(0);
+  const [active, setActiveState] = useState(0);
+  // Keys may come faster than renders: the handler reads the latest selection from here.
+  const activeRef = useRef(0);
+  const setActive = (i: number) => {
+    activeRef.current = i;
+    setActiveState(i);
+  };
+  const [chosen, setChosen] = useState<Map<string, string>>(new Map());
+  const pending = useRef(new Set<number>());
+  const generation = useRef(0);
+  const viewport = useRef<HTMLDivElement>(null);
+
+  // Typing settles for a moment before the server is asked.
+  useEffect(() => {
+    const t = setTimeout(() => setQ(search), 200);
+    return () => clearTimeout(t);
+  }, [search]);
+
+  const fetchPage = useCallback(
+    (n: number) => {
+      if (pending.current.has(n)) return;
+      pending.current.add(n);
+      const gen = generation.current;
+      get<Listing>('list', { at, path, sort, order, q: q || undefined, offset: n * PAGE, limit: PAGE }).then(
+        (r) => {
+          if (gen !== generation.current) return;
+          setTotal(r.total);
+          setPages((m) => new Map(m).set(n, r.entries));
+        },
+        (e: Error) => gen === generation.current && setError(e.message),
+      );
+    },
+    [at, path, sort, order, q],
+  );
+
+  useEffect(() => {
+    generation.current++;
+    pending.current = new Set();
+    setPages(new Map());
+    setTotal(null);
+    setError(undefined);
+    setActive(0);
+    setScroll(0);
+    if (viewport.current) viewport.current.scrollTop = 0;
+    fetchPage(0);
+  }, [fetchPage]);
+
+  const first = Math.floor(scroll / ROW);
+  const last = Math.min((total ?? 0) - 1, first + VIEW_ROWS + 4);
+  useEffect(() => {
+    if (total === null) return;
+    for (let n = Math.floor(first / PAGE); n <= Math.floor(Math.max(first, last) / PAGE); n++) if (!pages.has(n)) fetchPage(n);
+  }, [first, last, total, pages, fetchPage]);
+
+  const entryAt = (i: number) => pages.get(Math.floor(i / PAGE))?.[i % PAGE];
+  const open = (e: Entry | undefined) => {
+    if (!e) return;
+    if (e.type === 'dir') go('browse', { at, path: e.path });
+    else if (e.type === 'file') go('history', { at, path: e.path });
+  };
+  const move = (i: number) => {
+    setActive(i);
+    const v = viewport.current;
+    if (!v) return;
+    if (i * ROW < v.scrollTop) v.scrollTop = i * ROW;
+    else if ((i + 1) * ROW > v.scrollTop + v.clientHeight) v.scrollTop = (i + 1) * ROW - v.clientHeight;
+  };
+  const toggle = (e: Entry | undefined) => {
+    if (!e) return;
+    setChosen((m) => {
+      const n = new Map(m);
+      if (n.has(e.path)) n.delete(e.path);
+      else n.set(e.path, e.name);
+      return n;
+    });
+  };
+  const onKey = (e: KeyboardEvent) => {
+    if (e.key === ' ') {
+      e.preventDefault();
+      toggle(entryAt(activeRef.current));
+      return;
+    }
+    if ((e.key === 'Backspace' || (e.altKey && e.key === 'ArrowUp')) && path !== '/') {
+      e.preventDefault();
+      go('browse', { at, path: parent(path) });
+      return;
+    }
+    listKeys(e, activeRef.current, total ?? 0, move, (i) => open(entryAt(i)), VIEW_ROWS);
+  };
+  const sortBy = (key: typeof sort) => {
+    if (key === sort) setOrder(order === 'asc' ? 'desc' : 'asc');
+    else {
+      setSort(key);
+      setOrder('asc');
+    }
+  };
+  const header = (key: typeof sort, label: string) =>
+    html`<span role="columnheader" class=${'col-' + key} aria-sort=${sort === key ? (order === 'asc' ? 'ascending' : 'descending') : 'none'}>
+      <button type="button" onClick=${() => sortBy(key)} aria-label=${`Sort by ${label}`}>${label}${sort === key ? (order === 'asc' ? ' ▲' : ' ▼') : ''}</button>
+    </span>`;
+
+  const rows = [];
+  for (let i = first; i <= last; i++) {
+    const e = entryAt(i);
+    const on = e !== undefined && chosen.has(e.path);
+    rows.push(html`<div role="row" id=${'row-' + i} key=${i} class=${'row' + (i === active ? ' active' : '') + (on ? ' chosen' : '')} aria-selected=${on} aria-current=${i === active ? 'true' : undefined} aria-rowindex=${i + 2} style=${{ top: `${i * ROW}px` }} onClick=${() => (setActive(i), open(e))} data-path=${e?.path}>
+      ${e
+        ? html`<span role="gridcell" class="col-pick"><input type="checkbox" tabindex="-1" aria-label=${`Select ${e.name}`} checked=${on} onClick=${(ev: Event) => (ev.stopPropagation(), setActive(i), toggle(e))} /></span>
+            <span role="gridcell" class="col-name">${e.type === 'dir' ? '📁 ' : e.type === 'symlink' ? '↪ ' : ''}${e.name}${e.type === 'symlink' ? ` → ${e.target}` : ''}</span>
+            <span role="gridcell" class="col-size num">${e.type === 'file' ? bytes(e.size) : ''}</span>
+            <span role="gridcell" class="col-mtime">${time(e.mtime)}</span>
+            <span role="gridcell" class="col-type">${e.type}</span>`
+        : html`<span role="gridcell" class="col-name loading">…</span>`}
+    </div>`);
+  }
+  const selected = entryAt(active);
+  return html`
+    <h1>Files at ${short(at)}</h1>
+    <${Crumbs} at=${at} path=${path} />
+    <div class="toolbar">
+      <label>Search names <input type="search" value=${search} onInput=${(e: Event) => setSearch((e.target as HTMLInputElement).value)} placeholder="part of a name" /></label>
+      <span role="status" aria-live="polite">${total === null ? 'Loading…' : `${total} entr${total === 1 ? 'y' : 'ies'}`}</span>
+      ${chosen.size > 0
+        ? html`<a class="button" id="restore-selection" href=${href('restore', { at, path, p: [...chosen.keys()] })}>Restore ${chosen.size} selected…</a>`
+        : selected && html`<a class="button" href=${href('restore', { at, path: selected.path })}>Restore ${selected.name}…</a>`}
+      <a class="button" href=${href('restore', { at, path })}>Restore this directory…</a>
+    </div>
+    <${Status} error=${error} />
+    <div role="grid" aria-label=${`Entries of ${path}`} aria-rowcount=${(total ?? 0) + 1} aria-activedescendant=${total ? 'row-' + active : undefined} tabindex="0" class="grid" onKeyDown=${onKey}>
+      <div role="row" class="row head" aria-rowindex="1"><span role="columnheader" class="col-pick"><span class="sr-only">Selected</span></span>${header('name', 'Name')}${header('size', 'Size')}${header('mtime', 'Modified')}${header('type', 'Type')}</div>
+      <div class="viewport" ref=${viewport} style=${{ height: `${VIEW_ROWS * ROW}px` }} onScroll=${(e: Event) => setScroll((e.target as HTMLElement).scrollTop)}>
+        <div class="spacer" style=${{ height: `${(total ?? 0) * ROW}px` }}>${rows}</div>
+      </div>
+    </div>
+    <p class="hint">Arrow keys, Page Up/Down, Home and End move; Enter opens; Space selects for a restore; Backspace goes up.</p>
+  `;
+}
+
+const parent = (p: string) => p.slice(0, p.lastIndexOf('/')) || '/';
+
+function Crumbs(props: { at: string; path: string }) {
+  const parts = props.path.split('/').filter((x) => x);
+  return html`<nav aria-label="Path" class="crumbs">
+    <a href=${href('browse', { at: props.at, path: '/' })}>/</a>
+    ${parts.map((name, i) => html`<a href=${href('browse', { at: props.at, path: '/' + parts.slice(0, i + 1).join('/') })}>${name}</a>${i < parts.length - 1 ? ' / ' : ''}`)}
+  </nav>`;
+}
+
+// ---------------------------------------------------------------- a file's pages
+
+const FILE_PAGES: [string, string][] = [
+  ['history', 'History'],
+  ['map', 'Change map'],
+  ['compare', 'Compare'],
+  ['blame', 'Blame'],
+  ['preview', 'Preview'],
+  ['download', 'Download'],
+  ['restore', 'Restore'],
+];
+
+function FileNav(props: { page: string; at: string; path: string }) {
+  return html`<nav aria-label="File" class="tabs">
+    ${FILE_PAGES.map(([p, label]) => html`<a href=${href(p, { at: props.at, path: props.path })} aria-current=${p === props.page ? 'page' : undefined}>${label}</a>`)}
+  </nav>`;
+}
+
+function FileFrame(props: { page: string; at: string; path: string; children: ComponentChildren }) {
+  return html`<h1>${props.path}</h1>
+    <${Crumbs} at=${props.at} path=${parent(props.path)} />
+    <p>In snapshot <span class="mono">${short(props.at)}</span></p>
+    <${FileNav} ...${props} />
+    <section aria-label=${FILE_PAGES.find(([p]) => p === props.page)?.[1]}>${props.children}</section>`;
+}
+
+function History(props: { at: string; path: string }) {
+  const r = useAsync(() => get<{ versions: Version[] }>('history', props), [props.at, props.path]);
+  const order = useOrder();
+  return html`<${FileFrame} page="history" ...${props}>
+    <${Status} ...${r} />
+    ${r.value &&
+    html`<table aria-label="Versions">
+      <thead><tr><th scope="col">Time</th><th scope="col">Snapshot</th><th scope="col">Size</th><th scope="col">Bytes changed</th><th scope="col">Data bytes</th><th scope="col">Reference bytes</th><th scope="col">Views</th></tr></thead>
+      <tbody>
+        ${r.value.versions.map(
+          (v) => html`<tr key=${v.snapshot} class=${v.changed ? 'changed' : 'same'} data-snapshot=${v.snapshot}>
+            <td>${time(v.time)}</td>
+            <td class="mono"><span class="swatch" style=${{ background: colour(v.snapshot, order) }}></span>${short(v.snapshot)}</td>
+            <td class="num">${bytes(v.size)}</td>
+            <td class="num">${v.changed ? bytes(v.bytesChanged) : 'unchanged'}</td>
+            <td class="num">${bytes(v.dataBytes)}</td>
+            <td class="num">${bytes(v.refBytes)}</td>
+            <td>${v.type === 'file' && html`<a href=${href('map', { at: v.snapshot, path: props.path })}>map</a> <a href=${href('preview', { at: v.snapshot, path: props.path })}>preview</a>`}</td>
+          </tr>`,
+        )}
+      </tbody>
+    </table>`}
+  </${FileFrame}>`;
+}
+
+/** A bar along the file: one segment per span, coloured, its offsets in its title (shown on hover) and label. */
+function Bar(props: { size: number; label: string; spans: { start: number; end: number; colour: string; title: string; kind?: string }[] }) {
+  const size = Math.max(1, props.size);
+  return html`<div class="bar" role="img" aria-label=${props.label}>
+    ${props.spans.map(
+      (s) => html`<div class=${'seg ' + (s.kind ?? '')} title=${s.title} style=${{ left: `${(s.start / size) * 100}%`, width: `max(1px, ${((s.end - s.start + 1) / size) * 100}%)`, background: s.colour }}></div>`,
+    )}
+  </div>`;
+}
+
+function Legend(props: { ids: string[]; order: Map<string, number>; times: Record<string, number | null> }) {
+  return html`<ul class="legend" aria-label="Snapshots in this map">
+    ${props.ids.map((id) => html`<li key=${id}><span class="swatch" style=${{ background: colour(id, props.order) }}></span><span class="mono">${short(id)}</span> ${time(props.times[id])}</li>`)}
+  </ul>`;
+}
+
+function ChangeMapPage(props: { at: string; path: string }) {
+  const r = useAsync(() => get<ChangeMap>('toc', props), [props.at, props.path]);
+  const order = useOrder();
+  const m = r.value;
+  const ids = m ? [...new Set(m.sources.map((s) => s.snapshot))] : [];
+  return html`<${FileFrame} page="map" ...${props}>
+    <${Status} ...${r} />
+    ${m &&
+    html`<p>${bytes(m.size)}, ${m.entries.length} TOC entries${m.since ? html`, unchanged since <span class="mono">${short(m.since)}</span>` : ''}. Hover a segment for its offsets.</p>
+      <h2>Table of contents</h2>
+      <${Bar}
+        size=${m.size}
+        label="Data entries and reference blocks along the file"
+        spans=${m.entries.map((e) => ({
+          start: e.start,
+          end: e.end,
+          kind: e.kind,
+          colour: e.kind === 'data' ? colour(m.since ?? m.snapshot, order) : '#c8ccd2',
+          title: e.kind === 'data' ? `data ${hex(e.start)}–${hex(e.end)} (${e.size} B), block ${e.block.slice(0, 16)}` : `reference ${hex(e.start)}–${hex(e.end)} → snapshot ${short(e.target.snapshot)} ${hex(e.target.start)}–${hex(e.target.end)} (offset ${e.offset >= 0 ? '+' : '-'}${hex(Math.abs(e.offset))})`,
+        }))}
+      />
+      <h2>Where each byte comes from</h2>
+      <${Bar} size=${m.size} label="The snapshot that wrote each part of the file" spans=${m.sources.map((s) => ({ start: s.start, end: s.end, colour: colour(s.snapshot, order), title: `${hex(s.start)}–${hex(s.end)} (${s.end - s.start + 1} B) from snapshot ${short(s.snapshot)}` }))} />
+      <${Legend} ids=${ids} order=${order} times=${m.times} />
+      <details>
+        <summary>Entries</summary>
+        <table aria-label="TOC entries">
+          <thead><tr><th scope="col">Start</th><th scope="col">End</th><th scope="col">Kind</th><th scope="col">Points at</th></tr></thead>
+          <tbody>
+            ${m.entries.slice(0, 2000).map(
+              (e) => html`<tr><td class="mono">${hex(e.start)}</td><td class="mono">${hex(e.end)}</td><td>${e.kind === 'data' ? 'data' : 'reference'}</td>
+                <td class="mono">${e.kind === 'data' ? `block ${e.block.slice(0, 16)} (${e.size} B)` : `${short(e.target.snapshot)} ${hex(e.target.start)}–${hex(e.target.end)} (offset ${e.offset})`}</td></tr>`,
+            )}
+          </tbody>
+        </table>
+      </details>`}
+  </${FileFrame}>`;
+}
+
+function ComparePage(props: { at: string; path: string; a?: string; b?: string }) {
+  const h_ = useAsync(() => get<{ versions: Version[] }>('history', { at: props.at, path: props.path }), [props.at, props.path]);
+  const files = (h_.value?.versions ?? []).filter((v) => v.type === 'file');
+  const changed = files.filter((v) => v.changed);
+  const b = props.b ?? props.at;
+  const a = props.a ?? [...changed].reverse().find((v) => v.time < (files.find((x) => x.snapshot === b)?.time ?? Infinity))?.snapshot ?? files[0]?.snapshot;
+  const r = useAsync(() => (a && b ? get<Comparison>('compare', { path: props.path, a, b }) : Promise.resolve(undefined)), [props.path, a, b]);
+  const pick = (which: 'a' | 'b', id: string) => go('compare', { at: props.at, path: props.path, a: which === 'a' ? id : a, b: which === 'b' ? id : b });
+  const select = (which: 'a' | 'b', value: string | undefined, label: string) =>
+    html`<label>${label} <select value=${value} onChange=${(e: Event) => pick(which, (e.target as HTMLSelectElement).value)}>
+      ${files.map((v) => html`<option value=${v.snapshot}>${time(v.time)} ${short(v.snapshot)}${v.changed ? '' : ' (unchanged)'}</option>`)}
+    </select></label>`;
+  const c = r.value;
+  return html`<${FileFrame} page="compare" ...${props}>
+    <${Status} ...${h_} />
+    <div class="toolbar">${select('a', a, 'Older version')} ${select('b', b, 'Newer version')}</div>
+    <${Status} error=${r.error} />
+    ${c &&
+    html`<p>${bytes(c.bytesAdded)} of the newer version (${bytes(c.b.size)}) are not in the older; ${bytes(c.bytesRemoved)} of the older (${bytes(c.a.size)}) are gone.</p>
+      <h2>Changed in the newer version</h2>
+      <${Bar} size=${c.b.size} label="Changed ranges of the newer version" spans=${c.added.map(([s, e]) => ({ start: s, end: e, colour: '#d9534f', title: `${hex(s)}–${hex(e)} (${e - s + 1} B)` }))} />
+      <${Ranges} list=${c.added} label="Changed ranges of the newer version" />
+      <h2>Gone from the older version</h2>
+      <${Bar} size=${c.a.size} label="Ranges of the older version that are gone" spans=${c.removed.map(([s, e]) => ({ start: s, end: e, colour: '#777', title: `${hex(s)}–${hex(e)} (${e - s + 1} B)` }))} />
+      <${Ranges} list=${c.removed} label="Ranges of the older version that are gone" />`}
+  </${FileFrame}>`;
+}
+
+function Ranges(props: { list: [number, number][]; label: string }) {
+  if (props.list.length === 0) return html`<p>None.</p>`;
+  return html`<ul class="ranges" aria-label=${props.label}>
+    ${props.list.slice(0, 500).map(([s, e]) => html`<li class="mono">${s}–${e} (${e - s + 1} B)</li>`)}
+    ${props.list.length > 500 ? html`<li>… ${props.list.length - 500} more</li>` : ''}
+  </ul>`;
+}
+
+function RangeForm(props: { start: string; end: string; onSubmit: (start: string, end: string) => void; label: string; endLabel?: string }) {
+  const [start, setStart] = useState(props.start);
+  const [end, setEnd] = useState(props.end);
+  useEffect(() => (setStart(props.start), setEnd(props.end)), [props.start, props.end]);
+  return html`<form class="toolbar" onSubmit=${(e: Event) => (e.preventDefault(), props.onSubmit(start.trim(), end.trim()))}>
+    <label>Start byte <input name="start" inputmode="numeric" value=${start} onInput=${(e: Event) => setStart((e.target as HTMLInputElement).value)} /></label>
+    <label>${props.endLabel ?? 'End byte (inclusive)'} <input name="end" inputmode="numeric" value=${end} onInput=${(e: Event) => setEnd((e.target as HTMLInputElement).value)} /></label>
+    <button type="submit">${props.label}</button>
+  </form>`;
+}
+
+function BlamePage(props: { at: string; path: string; start?: string; end?: string }) {
+  const order = useOrder();
+  const r = useAsync(() => get<Blame>('blame', props), [props.at, props.path, props.start, props.end]);
+  const b = r.value;
+  return html`<${FileFrame} page="blame" ...${props}>
+    <${RangeForm} start=${props.start ?? '0'} end=${props.end ?? ''} label="Blame" onSubmit=${(start: string, end: string) => go('blame', { at: props.at, path: props.path, start, end: end || undefined })} />
+    <${Status} ...${r} />
+    ${b &&
+    html`<p>Bytes ${b.start}–${b.end} of ${b.size}: which snapshot last changed each part, following reference blocks back.</p>
+      <${Bar} size=${b.end - b.start + 1} label="The snapshot that last changed each part of the range" spans=${b.spans.map((s: Span) => ({ start: s.start - b.start, end: s.end - b.start, colour: colour(s.snapshot, order), title: `${hex(s.start)}–${hex(s.end)} from snapshot ${short(s.snapshot)}` }))} />
+      <table aria-label="Blame">
+        <thead><tr><th scope="col">Start</th><th scope="col">End</th><th scope="col">Length</th><th scope="col">Snapshot</th><th scope="col">Time</th></tr></thead>
+        <tbody>
+          ${b.spans.map(
+            (s) => html`<tr data-snapshot=${s.snapshot}><td class="mono">${s.start}</td><td class="mono">${s.end}</td><td class="num">${s.end - s.start + 1}</td>
+              <td class="mono"><span class="swatch" style=${{ background: colour(s.snapshot, order) }}></span><a href=${href('map', { at: s.snapshot, path: props.path })}>${short(s.snapshot)}</a></td><td>${time(b.times[s.snapshot])}</td></tr>`,
+          )}
+        </tbody>
+      </table>`}
+  </${FileFrame}>`;
+}
+
+function PreviewPage(props: { at: string; path: string; start?: string; length?: string }) {
+  const r = useAsync(() => get<Preview>('preview', props), [props.at, props.path, props.start, props.length]);
+  const p = r.value;
+  const lines = useMemo(() => {
+    if (!p) return [];
+    const data = Uint8Array.from(atob(p.data), (c) => c.charCodeAt(0));
+    const out: string[] = [];
+    for (let i = 0; i < data.length; i += 16) {
+      const row = data.subarray(i, i + 16);
+      const hexes = [...row].map((x) => x.toString(16).padStart(2, '0')).join(' ');
+      const text = [...row].map((x) => (x >= 0x20 && x < 0x7f ? String.fromCharCode(x) : '.')).join('');
+      out.push(`${(p.start + i).toString(16).padStart(10, '0')}  ${hexes.padEnd(47)}  ${text}`);
+    }
+    return out;
+  }, [p]);
+  return html`<${FileFrame} page="preview" ...${props}>
+    <${RangeForm} start=${props.start ?? '0'} end=${props.length ?? '4096'} endLabel="Length (up to 65536)" label="Show" onSubmit=${(start: string, length: string) => go('preview', { at: props.at, path: props.path, start, length })} />
+    <${Status} ...${r} />
+    ${p && html`<p>Bytes ${p.start}–${p.start + p.length - 1} of ${p.size}, as hex and text.</p><pre class="hex" tabindex="0" aria-label="Hex and text">${lines.join('\n')}</pre>`}
+  </${FileFrame}>`;
+}
+
+function DownloadPage(props: { at: string; path: string; start?: string; end?: string }) {
+  const link = props.start !== undefined ? downloadUrl({ at: props.at, path: props.path, start: props.start, end: props.end || undefined }) : undefined;
+  return html`<${FileFrame} page="download" ...${props}>
+    <p><a class="button" id="download-file" href=${downloadUrl({ at: props.at, path: props.path })} download>Download the whole file</a></p>
+    <h2>A range</h2>
+    <${RangeForm} start=${props.start ?? '0'} end=${props.end ?? ''} label="Make link" onSubmit=${(start: string, end: string) => go('download', { at: props.at, path: props.path, start, end: end || undefined })} />
+    ${link && html`<p><a class="button" id="download-range" href=${link} download>Download bytes ${props.start}–${props.end || 'end'}</a></p>`}
+  </${FileFrame}>`;
+}
+
+function RestorePage(props: { at: string; path: string; paths: string[] }) {
+  const paths = props.paths.length > 0 ? props.paths : [props.path];
+  const [target, setTarget] = useState('');
+  const [overwrite, setOverwrite] = useState('never');
+  const [job, setJob] = useState<RestoreJob | undefined>();
+  const [error, setError] = useState<string | undefined>();
+  useEffect(() => {
+    if (!job || job.state !== 'running') return;
+    const t = setTimeout(() => get<RestoreJob>('restore', { job: job.id }).then(setJob, (e: Error) => setError(e.message)), 250);
+    return () => clearTimeout(t);
+  }, [job]);
+  const start = (e: Event) => {
+    e.preventDefault();
+    setError(undefined);
+    post<RestoreJob>('restore', { at: props.at, paths, target, overwrite }).then(setJob, (err: Error) => setError(err.message));
+  };
+  return html`<${FileFrame} page="restore" ...${props}>
+    <p>Restores, as they were in snapshot <span class="mono">${short(props.at)}</span>, below a directory of this machine (their stored paths are recreated there):</p>
+    <ul class="mono" aria-label="Paths to restore">${paths.slice(0, 100).map((p) => html`<li>${p}</li>`)}${paths.length > 100 ? html`<li>… ${paths.length - 100} more</li>` : ''}</ul>
+    <form class="toolbar" onSubmit=${start}>
+      <label>Target directory <input name="target" required value=${target} onInput=${(e: Event) => setTarget((e.target as HTMLInputElement).value)} placeholder="/tmp/restored" /></label>
+      <label>Existing files <select value=${overwrite} onChange=${(e: Event) => setOverwrite((e.target as HTMLSelectElement).value)}>
+        <option value="never">keep them</option><option value="if-changed">replace unless size and time match</option><option value="always">replace them</option>
+      </select></label>
+      <button type="submit" disabled=${job?.state === 'running'}>Restore</button>
+    </form>
+    <${Status} error=${error ?? job?.error?.message} />
+    ${job &&
+    html`<div role="status" aria-live="polite" class="progress">
+      <progress max=${job.total ?? 1} value=${job.total ? job.bytes : job.state === 'done' ? 1 : undefined} aria-label="Restore progress"></progress>
+      <span>${job.state === 'done' ? `Done: ${job.result?.files ?? job.files} files, ${bytes(job.result?.bytes ?? job.bytes)} into ${job.target}` : job.state === 'failed' ? 'Failed' : `${job.files} files, ${bytes(job.bytes)}${job.total ? ` of ${bytes(job.total)}` : ''}`}</span>
+    </div>`}
+  </${FileFrame}>`;
+}
+
+// ---------------------------------------------------------------- the app
+
+function App() {
+  const [route, setRoute] = useState(currentRoute());
+  useEffect(() => {
+    const on = () => setRoute(currentRoute());
+    addEventListener('hashchange', on);
+    return () => removeEventListener('hashchange', on);
+  }, []);
+  const main = useRef<HTMLElement>(null);
+  useEffect(() => {
+    document.title = `strata – ${route.page}`;
+    // A new page: focus goes to its heading, so a keyboard or screen reader starts there.
+    main.current?.querySelector<HTMLElement>('h1')?.focus();
+  }, [route]);
+  const p = Object.fromEntries(route.params) as Record<string, string>;
+  const at = p.at ?? 'latest';
+  const path = p.path ?? '/';
+  let page;
+  switch (route.page) {
+    case 'browse':
+      // A new directory starts afresh: no search, no selection, at the top.
+      page = html`<${Browser} key=${at + '\0' + path} at=${at} path=${path} />`;
+      break;
+    case 'history':
+      page = html`<${History} at=${at} path=${path} />`;
+      break;
+    case 'map':
+      page = html`<${ChangeMapPage} at=${at} path=${path} />`;
+      break;
+    case 'compare':
+      page = html`<${ComparePage} at=${at} path=${path} a=${p.a} b=${p.b} />`;
+      break;
+    case 'blame':
+      page = html`<${BlamePage} at=${at} path=${path} start=${p.start} end=${p.end} />`;
+      break;
+    case 'preview':
+      page = html`<${PreviewPage} at=${at} path=${path} start=${p.start} length=${p.length} />`;
+      break;
+    case 'download':
+      page = html`<${DownloadPage} at=${at} path=${path} start=${p.start} end=${p.end} />`;
+      break;
+    case 'restore':
+      page = html`<${RestorePage} at=${at} path=${path} paths=${route.params.getAll('p')} />`;
+      break;
+    default:
+      page = html`<${Timeline} />`;
+  }
+  return html`<header><a href="#/" class="brand">strata</a><nav aria-label="Main"><a href="#/">Timeline</a> <a href=${href('browse', { at: 'latest', path: '/' })}>Latest files</a></nav></header>
+    <main ref=${main} key=${route.page}>${page}</main>`;
+}
+
+// The one-time token has done its work: it leaves the address bar and the history.
+if (location.search) history.replaceState(null, '', '/' + location.hash);
+render(html`<${App} />`, document.getElementById('app')!);
