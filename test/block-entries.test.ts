@@ -7,7 +7,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { backup } from '../src/engine/backup.js';
 import { check } from '../src/engine/check.js';
 import { forgetWithoutKey } from '../src/engine/forget.js';
@@ -153,5 +153,30 @@ describe('a file of one block', () => {
     expect((await entryOf(repo, s, f))?.block).toBeUndefined();
     expect((await readWhole(repo, s, f)).toString()).toBe('a few bytes');
     repo.close();
+  });
+
+  it('a file of more blocks names its sealed TOC: inherited later, it is checked without the tree of the snapshot that stored it', async () => {
+    const repo = await makeRepo({ chunkAvg: 1024 });
+    const src = tempDir();
+    const f = path.join(src, 'f');
+    const data = new Rng(33).bytes(5000); // more than the 4 KiB maximum block: several blocks
+    fs.writeFileSync(f, data);
+    const first = (await backup(repo, { paths: [src], time: Date.UTC(2026, 0, 1) })).snapshot;
+    const toc = (await entryOf(repo, first, f))?.toc;
+    expect(toc).toBe(ownRow(repo, first, f)!.toc!.toString('hex'));
+    fs.writeFileSync(path.join(src, 'g'), 'another file: the directory changes');
+    const second = (await backup(repo, { paths: [src], time: Date.UTC(2026, 0, 2) })).snapshot;
+    expect((await entryOf(repo, second, f))?.toc).toBe(toc);
+    const root = repo.root;
+    repo.close();
+    const fresh = await Repository.open(root, { password });
+    const snap = await findSnapshot(fresh, { kind: 'id', prefix: second });
+    const ownTrees = new Set<string>([snap.root!.tree!]);
+    for (let dir = src; dir !== '/'; dir = path.dirname(dir)) ownTrees.add((await snap.lookup(dir))!.tree!);
+    const read = vi.spyOn(fresh, 'readBlob');
+    expect((await readWhole(fresh, second, f)).equals(data)).toBe(true);
+    const trees = read.mock.calls.filter(([, kind]) => kind === 'tree').map(([id]) => id.toString('hex'));
+    expect(trees.filter((t) => !ownTrees.has(t))).toEqual([]);
+    fresh.close();
   });
 });

@@ -98,11 +98,11 @@ export class FileSaver extends BackupPart {
     if (this.unchangedSince(prev, st)) {
       // Inherited from the parent snapshot: no row in the catalog, nothing sealed.
       this.inherited(1, entry.size > 0 ? 1 : 0, entry.size);
-      // Its content mark or block goes along: readers check an inherited version by stats or by them.
+      // Its block, content mark and TOC id go along: readers check an inherited version by them or by stats.
       if (prev?.block) return { ...entry, block: prev.block };
-      return prev?.parentContent ? { ...entry, parentContent: prev.parentContent } : entry;
+      return { ...entry, ...(prev?.parentContent ? { parentContent: prev.parentContent } : {}), ...(prev?.toc ? { toc: prev.toc } : {}) };
     }
-    if (known?.same && (await known.same)) return this.sameAsParent(entry, known.blocks!, true);
+    if (known?.same && (await known.same)) return this.sameAsParent(entry, known.blocks!, true, prev);
     const { pathId, row: prevRow, blocks: prevBlocks } = known ?? (await this.parentVersions([abs]))[0]!;
     const target: TargetVersion | undefined = prevRow && this.parent ? { id: prevRow.id, snapshotId: this.parent.id, depth: prevRow.depth } : undefined;
     const previous = prevRow && prevRow.size > 0 ? (prevBlocks ?? (await repo.service.blockList(prevRow.id, prevRow.size))) : new BlockList(1);
@@ -111,7 +111,7 @@ export class FileSaver extends BackupPart {
     entry.size = blocks.size;
     let entries = diffBlocks(previous, blocks);
     if (prevRow && this.parent && !this.opts.force && blocks.size === prevRow.size && entries.dataEntries === 0 && entries.refEntries <= 1) {
-      return this.sameAsParent(entry, blocks, false);
+      return this.sameAsParent(entry, blocks, false, prev);
     }
     // Refs are sealed for good: they are made against the parent as its sealed TOC says, not as the catalog does.
     const sealed = entries.refEntries > 0 && prevRow ? await this.sealedParent(abs, pathId, prevRow, prev) : undefined;
@@ -127,7 +127,7 @@ export class FileSaver extends BackupPart {
     this.report();
     // One block: the entry names it and is the file's truth; no sealed TOC (format 3).
     const one = this.repo.blocksInEntries && entries.length === 1 && entries.dataEntries === 1 ? blocks.id(0) : null;
-    await this.versions.add({
+    const toc = await this.versions.add({
       snapshotSeq: this.seq,
       snapshotId: this.id,
       pathId,
@@ -139,7 +139,8 @@ export class FileSaver extends BackupPart {
       blocks,
       inEntry: one !== null,
     });
-    return one ? { ...entry, block: one.toString('hex') } : entry;
+    if (one) return { ...entry, block: one.toString('hex') };
+    return toc && this.repo.blocksInEntries ? { ...entry, toc: toc.toString('hex') } : entry;
   }
 
   /**
@@ -147,7 +148,7 @@ export class FileSaver extends BackupPart {
    * its parent version's blocks: that version serves, with no row and no
    * sealed TOC. Its entry carries the content mark readers check it by.
    */
-  private sameAsParent(entry: TreeEntry & { size: number }, blocks: BlockList, readElsewhere: boolean): TreeEntry {
+  private sameAsParent(entry: TreeEntry & { size: number }, blocks: BlockList, readElsewhere: boolean, prev?: TreeEntry): TreeEntry {
     this.r.filesUnchanged++;
     if (entry.size > 0) this.r.refEntries++;
     this.r.bytesTotal += entry.size;
@@ -161,7 +162,8 @@ export class FileSaver extends BackupPart {
     this.report();
     const one = this.repo.blocksInEntries && blocks.length === 1 ? blocks.id(0) : null;
     if (one) return { ...entry, block: one.toString('hex') };
-    return { ...entry, parentContent: contentMark(this.repo.keyring, blocks) };
+    // The mark proves the version this file's whatever becomes of its sealed TOC; the TOC id, when the parent's entry names it, spares readers the mark's walk.
+    return { ...entry, parentContent: contentMark(this.repo.keyring, blocks), ...(prev?.toc && this.repo.blocksInEntries ? { toc: prev.toc } : {}) };
   }
 
   /**

@@ -52,6 +52,13 @@ export interface TreeEntry {
    * sealed for it (a tree of small files otherwise seals one per file).
    */
   block?: string;
+  /**
+   * A file of more blocks (format 3): the id (hex) of the sealed TOC of its
+   * version when this entry was written. A reader whose sealed TOC has this
+   * id knows the version is this file's without the tree of the snapshot
+   * that stored it. Only a hint: a forget may reseal the TOC under a new id.
+   */
+  toc?: string;
 }
 
 export interface Tree {
@@ -64,10 +71,10 @@ export interface Tree {
  * itself (no entry carries more) or it holds something other than files.
  */
 export function leafId(entries: readonly TreeEntry[], hash: { update(piece: string): void; digest(): Buffer }): string | undefined {
-  if (!entries.some((e) => e.block !== undefined || e.parentContent !== undefined) || entries.some((e) => e.type !== 'file')) return undefined;
+  if (!entries.some((e) => e.block !== undefined || e.toc !== undefined || e.parentContent !== undefined) || entries.some((e) => e.type !== 'file')) return undefined;
   hash.update('{"entries":[');
   entries.forEach((e, i) => {
-    const { block: _b, parentContent: _p, ...stats } = e;
+    const { block: _b, toc: _t, parentContent: _p, ...stats } = e;
     hash.update((i > 0 ? ',' : '') + JSON.stringify(stats));
   });
   hash.update(']}');
@@ -124,6 +131,7 @@ function entryProblem(e: TreeEntry): string | undefined {
   if ((e.links !== undefined || e.dev !== undefined) && !(e.type === 'file' && Number.isSafeInteger(e.links) && e.links! >= 2 && isDecimal(e.dev))) return 'has an invalid hard link count or device';
   if (e.parentContent !== undefined && !(typeof e.parentContent === 'string' && CONTENT_MARK.test(e.parentContent) && e.type === 'file')) return 'has an invalid parentContent mark';
   if (e.block !== undefined && !(typeof e.block === 'string' && TREE_ID.test(e.block) && e.type === 'file' && e.size > 0 && e.parentContent === undefined)) return 'has an invalid block id';
+  if (e.toc !== undefined && !(typeof e.toc === 'string' && TREE_ID.test(e.toc) && e.type === 'file' && e.block === undefined)) return 'has an invalid TOC id';
   return undefined;
 }
 

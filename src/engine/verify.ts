@@ -329,6 +329,8 @@ export class Verifier {
     const owner = await this.snapshot(truth.owner);
     if (!owner) throw integrity(`${where}: the catalog gives it the version of snapshot ${truth.owner.slice(0, 8)}, which is not in the repository`, { path: absPath });
     const mine = entry ?? (await snapshot.lookup(absPath));
+    // Its entry names this sealed TOC (format 3): written by the backup that stored or kept this version.
+    if (mine?.toc && truth.id && mine.toc === truth.id.toString('hex') && mine.size === truth.size) return;
     // Read again at backup and found the same bytes (see TreeEntry.parentContent): its mark names the
     // content. Asked first, since it needs no tree of the owner (a tree unpacked anew has a new one each time).
     if (mine?.parentContent && mine.size === truth.size && (await this.contentMarkOf(truth, absPath)) === mine.parentContent) return;

@@ -243,7 +243,7 @@ export type VersionWriter = Pick<VersionBatch, 'add' | 'tombstone' | 'flush'>;
 
 /** A dry run's: versions are made (and counted by the backup), none is stored. */
 export const NO_VERSIONS: VersionWriter = {
-  add: async () => {},
+  add: async () => undefined,
   tombstone: async () => {},
   flush: async () => {},
 };
@@ -270,10 +270,13 @@ export class VersionBatch {
 
   private gone: { snapshotSeq: number; path: Buffer }[] = [];
 
-  async add(v: NewVersion): Promise<void> {
-    this.pending.push({ v, toc: v.inEntry ? undefined : await sealVersion(this.keyring, this.packer, this.level, v, this.sealer) });
+  /** Adds a version; returns the id of its sealed TOC (none for one named by its tree entry). */
+  async add(v: NewVersion): Promise<Buffer | undefined> {
+    const toc = v.inEntry ? undefined : await sealVersion(this.keyring, this.packer, this.level, v, this.sealer);
+    this.pending.push({ v, toc });
     this.entries += v.entries.length;
     if (this.pending.length >= this.maxVersions || this.entries >= this.maxEntries) await this.flush();
+    return toc?.id;
   }
 
   /** Hands the waiting versions to the catalog's keeper, which builds their TOCs from the blocks. */
