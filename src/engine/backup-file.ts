@@ -135,6 +135,7 @@ export class FileSaver extends BackupPart {
       entries,
       target: entries.refEntries > 0 ? target : undefined,
       targetEntries: entries.refEntries > 0 ? sealed?.entries : undefined,
+      targetOwner: entries.refEntries > 0 ? sealed?.owner : undefined,
       where: abs,
       blocks,
       inEntry: one !== null,
@@ -221,14 +222,14 @@ export class FileSaver extends BackupPart {
    * is not matched). Undefined if that cannot be had: the file is then
    * stored without refs.
    */
-  private async sealedParent(abs: string, pathId: Buffer, row: VersionRow, prev: TreeEntry | undefined): Promise<{ entries: readonly SealedEntry[]; blocks: BlockList } | undefined> {
+  private async sealedParent(abs: string, pathId: Buffer, row: VersionRow, prev: TreeEntry | undefined): Promise<{ entries: readonly SealedEntry[]; blocks: BlockList; owner: string | null } | undefined> {
     if (!this.parent) return undefined;
     try {
       const v = verifier(this.repo);
       const bound = await v.bind(this.parent, abs, pathId, row, prev?.type === 'file' ? prev : undefined);
       const blocks = new BlockList();
       for await (const p of v.expected(bound, 0, bound.truth.size - 1)) blocks.push(p.from === 0 && p.length === p.blockSize ? p.block : null, p.length);
-      return { entries: await bound.truth.entries.all(), blocks };
+      return { entries: await bound.truth.entries.all(), blocks, owner: bound.truth.owner };
     } catch (e) {
       if (e instanceof StrataError && e.code === 'integrity') {
         this.warn(`${abs}: its version in the parent snapshot cannot be checked against its sealed TOC (${e.message}); stored without references to it`, false);

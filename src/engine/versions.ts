@@ -60,7 +60,7 @@ export function entryAt(entries: readonly SealedEntry[], offset: number): number
  * that would be deeper than MAX_DEPTH, and then it is split where the
  * target's entries begin, each piece taking its entry's way.
  */
-export function* sealedRef(start: number, end: number, target: string, ts: number, under: readonly SealedEntry[], where: string): Generator<SealedRef> {
+export function* sealedRef(start: number, end: number, target: string, ts: number, under: readonly SealedEntry[], where: string, owner?: string | null): Generator<SealedRef> {
   const te = ts + (end - start);
   const i = entryAt(under, ts);
   const first = under[i];
@@ -68,7 +68,8 @@ export function* sealedRef(start: number, end: number, target: string, ts: numbe
   if (!first || first[0] > ts || first[1] < ts || !last || last[1] < te) throw integrity(`${where}: a reference to its previous version lies outside that version's sealed TOC`);
   const one = (s: number, e: number, u: SealedEntry): SealedRef => {
     const uts = ts + (s - start);
-    if (u.length === 3) return [s, e, target, uts, 1];
+    // In a data entry of a version the target inherited, the snapshot that stored it is the root: a reader checks it there, without the target's trees.
+    if (u.length === 3) return owner && owner !== target ? [s, e, target, uts, 1, owner, uts] : [s, e, target, uts, 1];
     const [rs, ro] = sealedRoot(u);
     return [s, e, target, uts, sealedDepth(u), rs, ro + (uts - u[0])];
   };
@@ -125,6 +126,8 @@ export interface NewVersion {
   target?: TargetVersion;
   /** The target's entries as its verified sealed TOC has them: the refs sealed here then carry their depth and root (see SealedEntry). */
   targetEntries?: readonly SealedEntry[];
+  /** The snapshot whose sealed TOC those entries are (the target's, or one it inherited the version from). */
+  targetOwner?: string | null;
   /** The file, for errors. */
   where?: string;
   /** The version's blocks (what the catalog's keeper diffs against the parent); a backup's VersionBatch needs them. */
@@ -214,7 +217,7 @@ export async function sealedTocSegment(repo: Repository, t: SealedToc, k: number
 function* sealedEntries(v: NewVersion): Generator<SealedEntry> {
   for (const e of v.entries) {
     if (e.kind === 'data') yield [e.start, e.end, e.block.toString('hex')];
-    else if (v.targetEntries) yield* sealedRef(e.start, e.end, v.target!.snapshotId, e.targetStart, v.targetEntries, v.where ?? 'a file');
+    else if (v.targetEntries) yield* sealedRef(e.start, e.end, v.target!.snapshotId, e.targetStart, v.targetEntries, v.where ?? 'a file', v.targetOwner);
     else yield [e.start, e.end, v.target!.snapshotId, e.targetStart];
   }
 }
