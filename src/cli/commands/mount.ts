@@ -28,9 +28,9 @@ function tagsOf(tags: string[] | undefined): string[] {
   return [...new Set((tags ?? []).flatMap((t) => t.split(',')).filter((t) => t.length > 0))];
 }
 
-/** A commit as a line of text, or JSON. */
-function reportCommit(json: boolean | undefined, r: CommitResult | undefined | null): void {
-  if (json) return printJson(r ?? { snapshot: null });
+/** A commit as lines of text, or JSON (`oneLine`: as one line, after a mount's ready line). */
+function reportCommit(json: boolean | undefined, r: CommitResult | undefined | null, oneLine = false): void {
+  if (json) return oneLine ? line(JSON.stringify(r ?? { snapshot: null })) : printJson(r ?? { snapshot: null });
   if (!r) return line('nothing to commit: no changes since the snapshot was mounted');
   line(`committed snapshot ${r.snapshot} (parent ${shortId(r.parent)})`);
   line(
@@ -147,7 +147,7 @@ async function mountWritableTree(g: GlobalOptions, repo: Repository, mountpoint:
   await control.close();
   // Unmounted cleanly: the changes become a snapshot.
   try {
-    reportCommit(g.json, await overlay.commit());
+    reportCommit(g.json, await overlay.commit(), true);
   } catch (e) {
     process.stderr.write(`strata mount: the changes were not committed, and are kept in ${overlay.dir}: commit them with "strata commit --at ${overlay.tree.id}" once the cause is fixed\n`);
     throw e;
