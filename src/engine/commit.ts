@@ -18,7 +18,6 @@ import { diffBlocks } from '../catalog/toc.js';
 import type { TargetVersion } from '../catalog/toc-rows.js';
 import type { Repository } from '../repo/repository.js';
 import { SealPool } from '../workers/pool.js';
-import { streamChunks, windowBytes } from './aligned.js';
 import type { BackupResult } from './backup-context.js';
 import { BlockSink, MAX_IN_FLIGHT } from './block-sink.js';
 import { metaAad, Snapshot, snapshotRowByPrefix, type SnapshotMeta, type SnapshotRecord } from './snapshot.js';
@@ -93,7 +92,7 @@ export interface CommitResult {
   durationMs: number;
 }
 
-/** Bytes of a changed range read at a time. */
+/** Bytes of a changed file read at a time. */
 const READ_SIZE = 1024 * 1024;
 /** Deeper than any real tree. */
 const MAX_TREE_DEPTH = 4096;
@@ -185,7 +184,7 @@ class CommitRun {
     this.seq = await service.beginSnapshot(this.id, this.time, parent.row.lineage, repo.keyring.sealJson(meta, metaAad(this.id)), parent.row.seq, lease, true);
     const sink = this.sink;
     this.versions = new VersionBatch(service, repo.keyring, this.packer, level, { maxBlock: repo.chunker.max, seal: (id, plain) => sink.storeSealedElsewhere(id, 'toc', plain) });
-    this.chunker = new Chunker(repo.chunker, repo.gear, windowBytes(READ_SIZE, repo.chunker.max));
+    this.chunker = new Chunker(repo.chunker, repo.gear);
     try {
       await sink.chooseDictionary();
       const top = await this.dir('/', root, parent.root, 0);
@@ -296,61 +295,61 @@ class CommitRun {
   }
 
   /**
-   * The blocks of a changed file: the base's blocks that no changed byte
-   * touches, as they are (ids and lengths, not read); the stretches between
-   * them read and chunked, from the start of the first touched block to the
-   * start of the next untouched one (past `baseKept`, to the end of the file).
+   * The blocks of a changed file, as chunking the whole file would cut it: a
+   * chunk's end depends only on its own bytes, so wherever a cut lands on the
+   * start of a base block that no written byte touches, that block and the
+   * untouched ones after it are the file's blocks as they are (ids and
+   * lengths, not read); between them the file is read and chunked, from the
+   * start of the first touched block until a cut lands on an untouched one.
    */
   private async blocksOf(at: string, node: ChangedFile, base: BlockList | undefined): Promise<BlockList> {
     const out = new BlockList();
     const size = node.size;
     const n = base?.length ?? 0;
     const kept = Math.min(node.baseKept, size, base?.size ?? 0);
-    const dirty = node.dirty;
-    let d = 0;
-    const clean = (i: number): boolean => {
+    // Which base blocks hold their bytes at their place still: whole, with an id, before `kept`, no
+    // written byte in them, and not the base's last block cut short by its end when the file grew.
+    const clean = new Uint8Array(n);
+    for (let i = 0, d = 0; i < n; i++) {
       const s = base!.start(i);
       const e = base!.end(i);
-      while (d < dirty.length && dirty[d]![1] <= s) d++;
-      return base!.hasId(i) && e < kept && !(d < dirty.length && dirty[d]![0] <= e);
-    };
+      while (d < node.dirty.length && node.dirty[d]![1] <= s) d++;
+      const written = d < node.dirty.length && node.dirty[d]![0] <= e;
+      clean[i] = base!.hasId(i) && e < kept && !written && !(e === base!.size - 1 && size !== base!.size) ? 1 : 0;
+    }
+    const max = this.chunker.params.max;
+    let window: Buffer = Buffer.alloc(0);
+    let windowAt = 0;
     let pos = 0;
     let i = 0;
     while (pos < size) {
-      if (i < n && clean(i)) {
+      while (i < n && base!.start(i) < pos) i++;
+      if (i < n && base!.start(i) === pos && clean[i]) {
         let j = i + 1;
-        while (j < n && clean(j)) j++;
+        while (j < n && clean[j]) j++;
         out.pushFrom(base!, i, j - i);
         this.r.blocksReused += j - i;
         pos = base!.end(j - 1) + 1;
         i = j;
         continue;
       }
-      let j = i;
-      while (j < n && base!.start(j) < kept && !clean(j)) j++;
-      const end = j < n && base!.start(j) < kept ? base!.start(j) : size;
-      await this.rechunk(node, pos, end, out);
-      pos = end;
-      i = j;
+      // One chunk from here: it needs `max` bytes, or the rest of the file.
+      const need = Math.min(max, size - pos);
+      if (pos < windowAt || pos + need > windowAt + window.length) {
+        const length = Math.min(size - pos, Math.max(READ_SIZE, need));
+        window = await node.read(pos, length);
+        if (window.length !== length) throw new StrataError('internal', `${at}: a read of ${length} bytes at ${pos} gave ${window.length}`);
+        windowAt = pos;
+        this.r.bytesRead += length;
+      }
+      const here = window.subarray(pos - windowAt, pos - windowAt + need);
+      const chunk = here.subarray(0, this.chunker.firstCut(here));
+      out.push(await this.sink.storeChunk(chunk), chunk.length);
+      this.sink.checkAbort();
+      pos += chunk.length;
     }
     if (out.size !== size) throw new StrataError('internal', `${at}: its blocks make ${out.size} bytes, not ${size}`);
     return out;
-  }
-
-  /** Reads [start, end) of a changed file and stores its chunks (those the repository has are only counted). */
-  private async rechunk(node: ChangedFile, start: number, end: number, out: BlockList): Promise<void> {
-    const source = async function* (): AsyncGenerator<Buffer> {
-      for (let at = start; at < end; at += READ_SIZE) {
-        const length = Math.min(READ_SIZE, end - at);
-        const b = await node.read(at, length);
-        if (b.length !== length) throw new StrataError('internal', `a read of ${length} bytes at ${at} gave ${b.length}`);
-        yield b;
-      }
-    };
-    for await (const chunk of streamChunks(source(), this.chunker, (bytes) => (this.r.bytesRead += bytes))) {
-      out.push(await this.sink.storeChunk(chunk), chunk.length);
-      this.sink.checkAbort();
-    }
   }
 
   /** Tombstones for the parent's files under `at` that are no longer files there (see backup-walk.ts). */
