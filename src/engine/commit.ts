@@ -322,8 +322,12 @@ class CommitRun {
     let windowAt = 0;
     let pos = 0;
     let i = 0;
+    /** The first clean base block at or after block i. */
+    let nextClean = 0;
     while (pos < size) {
       while (i < n && base!.start(i) < pos) i++;
+      nextClean = Math.max(nextClean, i);
+      while (nextClean < n && !clean[nextClean]) nextClean++;
       if (i < n && base!.start(i) === pos && clean[i]) {
         let j = i + 1;
         while (j < n && clean[j]) j++;
@@ -336,7 +340,9 @@ class CommitRun {
       // One chunk from here: it needs `max` bytes, or the rest of the file.
       const need = Math.min(max, size - pos);
       if (pos < windowAt || pos + need > windowAt + window.length) {
-        const length = Math.min(size - pos, Math.max(READ_SIZE, need));
+        // Up to where chunking is likely to meet the untouched blocks again, at most READ_SIZE at a time.
+        const until = nextClean < n ? base!.start(nextClean) + max : size;
+        const length = Math.min(size - pos, Math.max(need, Math.min(READ_SIZE, until - pos)));
         window = await node.read(pos, length);
         if (window.length !== length) throw new StrataError('internal', `${at}: a read of ${length} bytes at ${pos} gave ${window.length}`);
         windowAt = pos;
