@@ -154,10 +154,7 @@ if (imageSize > 0) {
   fs.rmSync(image);
   const cacheDir = path.join(dir, 'cache');
   const MIB = 1024 * 1024;
-  const piece = Buffer.alloc(MIB);
-  cipher.update(zeros.subarray(0, MIB)).copy(piece);
   const pieceFile = path.join(dir, 'piece');
-  fs.writeFileSync(pieceFile, piece);
   let seed = 1;
   const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
   for (let run = 0; run < runs; run++) {
@@ -170,6 +167,8 @@ if (imageSize > 0) {
         }),
       );
       const target = path.join(mnt, image);
+      // Bytes never written before: none of them is in the repository yet.
+      fs.writeFileSync(pieceFile, cipher.update(zeros.subarray(0, MIB)));
       if (how === 'one') {
         const at4k = Math.floor((rand() * (imageSize - MIB)) / 4096);
         execFileSync('dd', [`if=${pieceFile}`, `of=${target}`, 'bs=4096', `seek=${at4k}`, 'count=256', 'conv=notrunc,fsync', 'status=none']);
@@ -177,7 +176,7 @@ if (imageSize > 0) {
         // 256 writes of 4 KiB at distinct random places, in one process, then one fsync.
         const offsets = new Set();
         while (offsets.size < 256) offsets.add(Math.floor((rand() * imageSize) / 4096) * 4096);
-        execFileSync('python3', ['-c', 'import os,sys\nfd=os.open(sys.argv[1],os.O_WRONLY)\nb=open(sys.argv[2],"rb").read(4096)\nfor o in sys.argv[3:]: os.pwrite(fd,b,int(o))\nos.fsync(fd)\nos.close(fd)', target, pieceFile, ...[...offsets].map(String)]);
+        execFileSync('python3', ['-c', 'import os,sys\nfd=os.open(sys.argv[1],os.O_WRONLY)\nb=open(sys.argv[2],"rb").read()\nfor i,o in enumerate(sys.argv[3:]): os.pwrite(fd,b[i*4096:(i+1)*4096],int(o))\nos.fsync(fd)\nos.close(fd)', target, pieceFile, ...[...offsets].map(String)]);
       }
       const overlayKiB = Number.parseInt(execFileSync('du', ['-sk', ready.overlay]).toString(), 10);
       const t = process.hrtime.bigint();
