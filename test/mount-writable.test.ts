@@ -267,6 +267,11 @@ describe.skipIf(!HAS_FUSE)('strata mount --writable', () => {
         dirs.push(d);
       }
     }
+    // More files written than the overlay keeps open at once.
+    await both(async (r) => {
+      await fsp.mkdir(path.join(r, 'many'));
+      for (let k = 0; k < 100; k++) await fsp.writeFile(path.join(r, 'many', `f${k}`), `file ${k}\n`.repeat(k));
+    });
     await expectSameTree(mine, truth);
     // Unmounting commits.
     m.proc.kill('SIGTERM');

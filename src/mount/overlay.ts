@@ -42,6 +42,8 @@ const S_IFLNK = 0o120000;
 /** Names libfuse gives files removed while open: never committed. */
 const HIDDEN = /^\.fuse_hidden[0-9a-f]+$/;
 const JOURNAL = 'journal';
+/** Data files kept open at once. */
+const OPEN_DATA_FILES = 64;
 
 type Kind = 'file' | 'dir' | 'symlink';
 
@@ -179,6 +181,10 @@ export class Overlay {
   private root!: Node;
   private journal!: fs.FileHandle;
   private readonly files = new Map<number, fs.FileHandle>();
+  /** Data files in use now, and by how many. */
+  private readonly using = new Map<number, number>();
+  /** Data files written since they were last synced. */
+  private readonly unsyncedData = new Set<number>();
   private readonly byData = new Map<number, Node>();
   private nextData = 1;
   /** Journal lines written since the last sync, and all lines after the header. */
@@ -319,7 +325,11 @@ export class Overlay {
   private readonly treeOf = () => this.tree;
 
   /** The node at a path of the mount, or undefined. */
-  async lookup(p: string): Promise<Node | undefined> {
+  lookup(p: string): Promise<Node | undefined> {
+    return this.reading(() => this.lookupNow(p));
+  }
+
+  private async lookupNow(p: string): Promise<Node | undefined> {
     let n = this.root;
     for (const name of names(p)) {
       if (n.type !== 'dir') return undefined;
@@ -350,7 +360,11 @@ export class Overlay {
   }
 
   /** Names of a directory as they are now. */
-  async list(node: Node): Promise<[string, Node][]> {
+  list(node: Node): Promise<[string, Node][]> {
+    return this.reading(() => this.listNow(node));
+  }
+
+  private async listNow(node: Node): Promise<[string, Node][]> {
     return [...(await node.entries(this.treeOf))];
   }
 
@@ -449,7 +463,7 @@ export class Overlay {
         n.size = r.n;
         n.mtimeNs = BigInt(r.m);
         n.touched = true;
-        if (!replay) await (await this.dataFile(r.d)).truncate(r.n);
+        if (!replay) await this.withData(r.d, (f) => f.truncate(r.n));
         return;
       }
       case 'committed':
@@ -463,13 +477,46 @@ export class Overlay {
     this.nextData = Math.max(this.nextData, d + 1);
   }
 
+  /** A data file, open (at most OPEN_DATA_FILES at once: a tree of many files written stays within the process's limit). */
   private async dataFile(d: number): Promise<fs.FileHandle> {
     let f = this.files.get(d);
-    if (!f) {
-      f = await fs.open(path.join(this.dir, 'data', String(d)), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+    if (f) {
+      // Most recently used last.
+      this.files.delete(d);
       this.files.set(d, f);
+      return f;
+    }
+    f = await fs.open(path.join(this.dir, 'data', String(d)), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+    this.files.set(d, f);
+    for (const [old, h] of this.files) {
+      if (this.files.size <= OPEN_DATA_FILES) break;
+      if (this.using.has(old)) continue;
+      this.files.delete(old);
+      // Closing keeps what was written (fsync through a new handle syncs it all the same).
+      await h.close();
     }
     return f;
+  }
+
+  /** Runs `work` with a data file open: it is not closed meanwhile to make room for another. */
+  private async withData<T>(d: number, work: (f: fs.FileHandle) => Promise<T>): Promise<T> {
+    this.using.set(d, (this.using.get(d) ?? 0) + 1);
+    try {
+      return await work(await this.dataFile(d));
+    } finally {
+      const left = this.using.get(d)! - 1;
+      if (left > 0) this.using.set(d, left);
+      else this.using.delete(d);
+    }
+  }
+
+  /** Syncs the data files written since their last sync (of one node, or all). */
+  private async syncData(n?: Node): Promise<void> {
+    const which = n ? (n.data !== undefined && this.unsyncedData.has(n.data) ? [n.data] : []) : [...this.unsyncedData];
+    for (const d of which) {
+      await this.withData(d, (f) => f.datasync());
+      this.unsyncedData.delete(d);
+    }
   }
 
   /** A file's data number, given it (journaled) on its first change. */
@@ -519,8 +566,10 @@ export class Overlay {
   write(p: string | undefined, n: Node, at: number, bytes: Buffer): Promise<void> {
     return this.queue.run(async () => {
       const d = await this.cow(p, n);
-      const f = await this.dataFile(d);
-      for (let done = 0; done < bytes.length; ) done += (await f.write(bytes, done, bytes.length - done, at + done)).bytesWritten;
+      await this.withData(d, async (f) => {
+        for (let done = 0; done < bytes.length; ) done += (await f.write(bytes, done, bytes.length - done, at + done)).bytesWritten;
+      });
+      this.unsyncedData.add(d);
       const r: Rec = { o: 'w', d, at, n: bytes.length, m: now().toString() };
       await this.apply(r, false);
       await this.log(r, false);
@@ -540,14 +589,17 @@ export class Overlay {
   /** What was written to a file is on disk, and its journal lines too. */
   sync(n?: Node): Promise<void> {
     return this.queue.run(async () => {
-      const files = n ? (n.data !== undefined && this.files.has(n.data) ? [this.files.get(n.data)!] : []) : [...this.files.values()];
-      for (const f of files) await f.datasync();
+      await this.syncData(n);
       await this.syncJournal();
     });
   }
 
   /** `length` bytes of a file from `at` (fewer at its end). */
-  async read(n: Node, at: number, length: number): Promise<Buffer> {
+  read(n: Node, at: number, length: number): Promise<Buffer> {
+    return this.reading(() => this.readNow(n, at, length));
+  }
+
+  private async readNow(n: Node, at: number, length: number): Promise<Buffer> {
     const end = Math.min(n.size, at + length);
     if (at >= end) return Buffer.alloc(0);
     const out = Buffer.alloc(end - at);
@@ -569,16 +621,34 @@ export class Overlay {
       await Promise.all(gaps.map(async ([s, e]) => (await v.readAt(s, e - s)).copy(out, s - at)));
     }
     if (n.data !== undefined && n.extents.length > 0) {
-      const f = await this.dataFile(n.data);
-      for (const [s, e] of n.extents) {
-        const a = Math.max(s, at);
-        const b = Math.min(e, end);
-        if (a >= b) continue;
-        const { bytesRead } = await f.read(out, a - at, b - a, a);
-        if (bytesRead !== b - a) out.fill(0, a - at + bytesRead, b - at);
+      const extents = n.extents.filter(([s, e]) => s < end && e > at);
+      if (extents.length > 0) {
+        await this.withData(n.data, async (f) => {
+          for (const [s, e] of extents) {
+            const a = Math.max(s, at);
+            const b = Math.min(e, end);
+            const { bytesRead } = await f.read(out, a - at, b - a, a);
+            if (bytesRead !== b - a) out.fill(0, a - at + bytesRead, b - at);
+          }
+        });
       }
     }
     return out;
+  }
+
+  /** Reads and lookups under way, which a rebase waits for; while one is made, new ones wait for it. */
+  private readers = 0;
+  private drained?: () => void;
+  private rebasing?: Promise<void>;
+
+  private async reading<T>(work: () => Promise<T>): Promise<T> {
+    while (this.rebasing) await this.rebasing;
+    this.readers++;
+    try {
+      return await work();
+    } finally {
+      if (--this.readers === 0) this.drained?.();
+    }
   }
 
   /** Whether a node is its snapshot's entry at `at`, with all below it. */
@@ -609,7 +679,7 @@ export class Overlay {
    */
   commit(opts: CommitOptions = {}): Promise<CommitResult | undefined> {
     return this.queue.run(async () => {
-      for (const f of this.files.values()) await f.datasync();
+      await this.syncData();
       await this.syncJournal();
       if (this.clean(this.root, '/')) return undefined;
       const repo = this.tree.repo;
@@ -622,9 +692,23 @@ export class Overlay {
 
   /** Every node now stands for itself in `next` (the snapshot just committed), unchanged. */
   private async rebase(next: SnapshotTree): Promise<void> {
+    let done!: () => void;
+    this.rebasing = new Promise<void>((resolve) => (done = resolve));
+    try {
+      if (this.readers > 0) await new Promise<void>((resolve) => (this.drained = resolve));
+      this.drained = undefined;
+      await this.rebaseNow(next);
+    } finally {
+      this.rebasing = undefined;
+      done();
+    }
+  }
+
+  private async rebaseNow(next: SnapshotTree): Promise<void> {
     const old = this.dir;
     await this.closeFiles();
     this.byData.clear();
+    this.unsyncedData.clear();
     this.nextData = 1;
     const visit = (n: Node, at: string) => {
       n.base = at;
@@ -660,7 +744,7 @@ export class Overlay {
   /** Syncs and lets go: the overlay stays for the next mount, or goes if it holds nothing. */
   close(): Promise<void> {
     return this.queue.run(async () => {
-      for (const f of this.files.values()) await f.datasync().catch(() => {});
+      await this.syncData().catch(() => {});
       await this.syncJournal().catch(() => {});
       await this.closeFiles();
       if (this.records === 0) await fs.rm(this.dir, { recursive: true, force: true });
