@@ -12,7 +12,10 @@ import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, initCliRepo, Rng, strata, tempDir } from './helpers.js';
+import { backup } from '../src/engine/backup.js';
+import { SnapshotTree } from '../src/engine/snapshot-tree.js';
+import { Overlay } from '../src/mount/overlay.js';
+import { BIN, initCliRepo, makeRepo, readWhole, Rng, strata, tempDir } from './helpers.js';
 
 const run = promisify(execFile);
 const HAS_FUSE = fs.existsSync('/dev/fuse');
@@ -200,6 +203,8 @@ describe.skipIf(!HAS_FUSE)('strata mount --writable', () => {
     await both((r) => fsp.unlink(path.join(r, 'link')));
     await both((r) => fsp.symlink('renamed.txt', path.join(r, 'newlink')));
     await both((r) => fsp.chmod(path.join(r, 'renamed.txt'), 0o600));
+    const when = new Date('2021-02-03T04:05:06.789Z');
+    await both((r) => fsp.utimes(path.join(r, 'newdir', 'new.txt'), when, when));
     // cp and dd in child processes: an application writing through the mount.
     await both((r) => run('cp', [path.join(truth, 'medium.bin'), path.join(r, 'copy.bin')]));
     await expectSameTree(mine, truth);
@@ -222,7 +227,9 @@ describe.skipIf(!HAS_FUSE)('strata mount --writable', () => {
     expect(refs.some((e) => e.offset === 100)).toBe(true);
     expect(data.length).toBeLessThanOrEqual(40);
     expect(data.reduce((s, e) => s + (e.end - e.start + 1), 0)).toBeLessThan(256 * 1024);
-    await expectSameTree(restoreTo(env, first.snapshot, src), truth);
+    const restored = restoreTo(env, first.snapshot, src);
+    await expectSameTree(restored, truth);
+    expect((await fsp.stat(path.join(restored, 'newdir', 'new.txt'))).mtime.toISOString()).toBe(when.toISOString());
     // Its blocks are those a backup of the same bytes makes: such a backup stores no new block.
     const again = cli(['backup', path.join(truth, 'big.bin'), '--json'], env);
     expect((JSON.parse(again.stdout) as { blocksNew: number }).blocksNew).toBe(0);
@@ -235,7 +242,7 @@ describe.skipIf(!HAS_FUSE)('strata mount --writable', () => {
     const files = ['big.bin', 'medium.bin', 'renamed.txt', 'newdir/new.txt', 'copy.bin'];
     const dirs = ['newdir', 'moved'];
     for (let k = 0; k < 60; k++) {
-      const op = rng.int(8);
+      const op = rng.int(9);
       if (op <= 2 && files.length > 0) {
         const f = rng.pick(files);
         const size = (await fsp.stat(path.join(truth, f))).size;
@@ -265,6 +272,11 @@ describe.skipIf(!HAS_FUSE)('strata mount --writable', () => {
         const d = `${rng.pick(dirs)}/d${k}`;
         await both((r) => fsp.mkdir(path.join(r, d)));
         dirs.push(d);
+      } else if (op === 8 && files.length > 0) {
+        // Rewritten whole: opened with O_TRUNC.
+        const f = rng.pick(files);
+        const bytes = rng.bytes(rng.int(30_000));
+        await both((r) => fsp.writeFile(path.join(r, f), bytes));
       }
     }
     // More files written than the overlay keeps open at once.
@@ -369,5 +381,63 @@ describe.skipIf(!HAS_FUSE)('strata mount --writable', () => {
     expect(await m.exited).toBe(1);
     expect(m.err()).toContain(`the changes were not committed, and are kept in ${overlay}`);
     expect(fs.existsSync(path.join(overlay, 'journal'))).toBe(true);
+  });
+});
+
+// The overlay and the commit without FUSE: these run everywhere.
+describe('a writable mount\'s overlay, without a mount', () => {
+  it('journals changes, replays them in a new process\'s overlay, and commits them as an incremental of the mounted snapshot', async () => {
+    const repo = await makeRepo({ chunkAvg: 4096 });
+    try {
+      const src = path.join(tempDir(), 'src');
+      fs.mkdirSync(src);
+      const rng = new Rng(42);
+      const original = rng.bytes(400_000);
+      fs.writeFileSync(path.join(src, 'img'), original);
+      fs.writeFileSync(path.join(src, 'old.txt'), 'old\n');
+      const parent = (await backup(repo, { paths: [src] })).snapshot;
+      const tree = await SnapshotTree.open(repo, { at: parent });
+      const root = path.join(tempDir(), 'overlays');
+      const ov = await Overlay.open({ root, repository: 'r', tree });
+      const img = (await ov.lookup(`${src}/img`))!;
+      const patch = rng.bytes(3000);
+      await ov.write(`${src}/img`, img, 100_000, patch);
+      await ov.truncate(`${src}/img`, img, 390_000);
+      await ov.rename(`${src}/old.txt`, `${src}/new.txt`);
+      const made = await ov.create(`${src}/made.bin`, 0o640);
+      await ov.write(`${src}/made.bin`, made, 10, Buffer.from('made'));
+      await ov.sync();
+      // Only what was written is on disk.
+      expect(fs.statSync(path.join(ov.dir, 'data', String(img.data))).blocks * 512).toBeLessThan(64 * 1024);
+      const want = Buffer.from(original.subarray(0, 390_000));
+      patch.copy(want, 100_000);
+      expect((await ov.read(img, 0, 1_000_000)).equals(want)).toBe(true);
+
+      // Another overlay of the same snapshot, as the next mount would open it: the same tree, replayed.
+      const again = await Overlay.open({ root, repository: 'r', tree });
+      expect(again.resumed).toBe(6);
+      expect((await again.read((await again.lookup(`${src}/img`))!, 0, 1_000_000)).equals(want)).toBe(true);
+      expect(await again.lookup(`${src}/old.txt`)).toBeUndefined();
+      expect((await again.read((await again.lookup(`${src}/made.bin`))!, 0, 100)).equals(Buffer.concat([Buffer.alloc(10), Buffer.from('made')]))).toBe(true);
+      const r = (await again.commit())!;
+      expect(r.parent).toBe(parent);
+      expect(r).toMatchObject({ filesNew: 2, filesChanged: 1, filesRemoved: 1 });
+      expect(await readWhole(repo, r.snapshot, `${src}/img`)).toEqual(want);
+      expect(await readWhole(repo, r.snapshot, `${src}/new.txt`)).toEqual(Buffer.from('old\n'));
+      expect(await readWhole(repo, parent, `${src}/img`)).toEqual(original);
+      // An incremental: most of the image is refs to the mounted version.
+      const toc = await (await (await SnapshotTree.open(repo, { at: r.snapshot })).open(`${src}/img`)).toc();
+      const dataBytes = toc.entries.filter((e) => e.kind === 'data').reduce((n, e) => n + e.end - e.start + 1, 0);
+      expect(dataBytes).toBeLessThan(60_000);
+      // Committed: the overlay now stands on the new snapshot, with nothing changed.
+      expect(again.tree.id).toBe(r.snapshot);
+      expect(again.changed).toBe(false);
+      expect(await again.commit()).toBeUndefined();
+      await again.close();
+      await ov.close().catch(() => {});
+      expect(fs.readdirSync(root)).toEqual([]);
+    } finally {
+      repo.close();
+    }
   });
 });
