@@ -26,6 +26,7 @@ import * as path from 'node:path';
 import { StrataError } from '../errors.js';
 import { commitChanges, type ChangedNode, type CommitOptions, type CommitResult } from '../engine/commit.js';
 import { SnapshotTree, type VersionFile } from '../engine/snapshot-tree.js';
+import { OpenFiles } from './handles.js';
 import { storedPath } from './names.js';
 
 /** A file system error, by its errno name (ENOENT, EEXIST...), as FUSE answers it. */
@@ -62,6 +63,8 @@ export class Node {
   /** Its data file's number, once written. */
   data?: number;
   version?: Promise<VersionFile>;
+  /** Its snapshot version's reader that fetches ahead (handles.ts), while it is open. */
+  stream?: number;
   target?: string;
 
   constructor(
@@ -186,6 +189,8 @@ export class Overlay {
   /** Data files written since they were last synced. */
   private readonly unsyncedData = new Set<number>();
   private readonly byData = new Map<number, Node>();
+  /** Readers of snapshot versions, for files read while open. */
+  private readonly streams = new OpenFiles();
   private nextData = 1;
   /** Journal lines written since the last sync, and all lines after the header. */
   private unsynced = false;
@@ -618,7 +623,12 @@ export class Overlay {
       if (n.base === undefined) throw new FsError('EIO');
       n.version ??= this.tree.open(n.base);
       const v = await n.version;
-      await Promise.all(gaps.map(async ([s, e]) => (await v.readAt(s, e - s)).copy(out, s - at)));
+      if (gaps.length === 1 && gaps[0]![0] === at && gaps[0]![1] === end) {
+        // All of it the snapshot's: read as the read-only mount reads, fetched ahead of a reader that goes in order.
+        n.stream ??= this.streams.open(v);
+        const b = await this.streams.get(n.stream)!.read(at, end - at);
+        b.copy(out, 0);
+      } else await Promise.all(gaps.map(async ([s, e]) => (await v.readAt(s, e - s)).copy(out, s - at)));
     }
     if (n.data !== undefined && n.extents.length > 0) {
       const extents = n.extents.filter(([s, e]) => s < end && e > at);
@@ -649,6 +659,13 @@ export class Overlay {
     } finally {
       if (--this.readers === 0) this.drained?.();
     }
+  }
+
+  /** A file no longer open: its reader stops fetching ahead. */
+  closed(n: Node): void {
+    if (n.stream === undefined) return;
+    this.streams.release(n.stream);
+    n.stream = undefined;
   }
 
   /** Whether a node is its snapshot's entry at `at`, with all below it. */
@@ -714,6 +731,7 @@ export class Overlay {
       n.base = at;
       n.touched = false;
       n.version = undefined;
+      this.closed(n);
       if (n.type === 'file') {
         n.baseKept = n.size;
         n.extents = [];

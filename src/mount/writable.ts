@@ -51,9 +51,12 @@ export function writableOperations(fuse: FuseModule, overlay: Overlay, report: (
     if (!n) throw new FsError('ENOENT');
     return n;
   };
+  /** Handles open on each node: its reader goes when the last one closes. */
+  const opened = new Map<Node, number>();
   const open = (n: Node): number => {
     const fd = next++;
     handles.set(fd, n);
+    opened.set(n, (opened.get(n) ?? 0) + 1);
     return fd;
   };
   const nodeOf = (fd: number | bigint): Node => {
@@ -136,6 +139,12 @@ export function writableOperations(fuse: FuseModule, overlay: Overlay, report: (
       handles.delete(Number(fd));
       // What was written is on disk once the file is closed.
       if (!n) return cb(0);
+      const left = (opened.get(n) ?? 1) - 1;
+      if (left > 0) opened.set(n, left);
+      else {
+        opened.delete(n);
+        overlay.closed(n);
+      }
       answer('close', p, cb, async () => overlay.sync(n));
     },
     fsyncdir(_p: string | null, _dataSync: boolean, _fd: number, cb: (code: number) => void) {
