@@ -212,8 +212,11 @@ describe.skipIf(!HAS_FUSE)('strata mount --writable', () => {
     const { stdout: du } = await run('du', ['-sk', ready.overlay]);
     expect(Number.parseInt(du, 10)).toBeLessThan(1500);
 
-    // A backup meanwhile: the commit's parent stays the mounted snapshot.
-    expect(cli(['backup', src, '-q'], env).status).toBe(0);
+    // A backup, and a forget of it and a prune, meanwhile: the commit's parent stays the mounted snapshot.
+    const other = cli(['backup', src, '--json'], env);
+    expect(other.status, other.stderr).toBe(0);
+    const forget = cli(['forget', (JSON.parse(other.stdout) as { snapshot: string }).snapshot, '--prune'], env);
+    expect(forget.status, forget.stderr).toBe(0);
     const c = cli(['commit', mnt, '--json'], env);
     expect(c.status, c.stderr).toBe(0);
     const first = JSON.parse(c.stdout) as { snapshot: string; parent: string; filesNew: number; filesChanged: number; filesRemoved: number };
