@@ -16,6 +16,7 @@ import { backup } from '../src/engine/backup.js';
 import { SnapshotTree } from '../src/engine/snapshot-tree.js';
 import { Overlay } from '../src/mount/overlay.js';
 import { BIN, initCliRepo, makeRepo, readWhole, Rng, strata, tempDir } from './helpers.js';
+import { client, serve, token } from './server-helpers.js';
 
 const run = promisify(execFile);
 const HAS_FUSE = fs.existsSync('/dev/fuse');
@@ -354,6 +355,34 @@ describe.skipIf(!HAS_FUSE)('strata mount --writable', () => {
     m.proc.kill('SIGTERM');
     expect(await m.exited).toBe(0);
     expect(m.out().trim().split('\n').pop()).toBe(JSON.stringify({ snapshot: null }));
+  });
+
+  it('a repository behind strata serve: changes committed through the server, with an append token', async () => {
+    const made = initCliRepo(['--chunk-avg', '4K']);
+    const server = await serve(made.repo);
+    const env2 = client(server.url, token(made.repo, 'laptop', 'append'));
+    const here = path.join(tempDir(), 'src');
+    fs.mkdirSync(here);
+    const rng = new Rng(77);
+    fs.writeFileSync(path.join(here, 'img'), rng.bytes(500_000));
+    const b = cli(['backup', here, '--json'], env2);
+    expect(b.status, b.stderr).toBe(0);
+    const first = (JSON.parse(b.stdout) as { snapshot: string }).snapshot;
+    const truth = path.join(tempDir(), 'truth');
+    fs.cpSync(here, truth, { recursive: true });
+    const mnt = path.join(tempDir(), 'mnt');
+    fs.mkdirSync(mnt);
+    const m = await startMount(mnt, env2, ['--writable']);
+    const patch = rng.bytes(5000);
+    await writeAt(path.join(mnt, here, 'img'), 250_000, patch);
+    await writeAt(path.join(truth, 'img'), 250_000, patch);
+    await fsp.writeFile(path.join(mnt, here, 'new'), 'new\n');
+    await fsp.writeFile(path.join(truth, 'new'), 'new\n');
+    m.proc.kill('SIGTERM');
+    expect(await m.exited, m.err()).toBe(0);
+    const committed = JSON.parse(m.out().trim().split('\n').pop()!) as { snapshot: string; parent: string };
+    expect(committed.parent).toBe(first);
+    await expectSameTree(restoreTo(env2, committed.snapshot, here), truth);
   });
 
   it('says what is wrong: no mount at the path, the overlay in use, the mounted snapshot forgotten (the changes are kept)', async () => {
