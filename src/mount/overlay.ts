@@ -184,6 +184,8 @@ export class Overlay {
   private root!: Node;
   private journal!: fs.FileHandle;
   private readonly files = new Map<number, fs.FileHandle>();
+  /** Data files made since data/ was last synced. */
+  private newNames = false;
   /** Data files in use now, and by how many. */
   private readonly using = new Map<number, number>();
   /** Data files written since they were last synced. */
@@ -491,8 +493,16 @@ export class Overlay {
       this.files.set(d, f);
       return f;
     }
-    f = await fs.open(path.join(this.dir, 'data', String(d)), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
-    this.files.set(d, f);
+    const where = path.join(this.dir, 'data', String(d));
+    const opened: fs.FileHandle = await fs.open(where, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600).then(
+      (h) => {
+        // A new name in data/: synced with the next sync, as its bytes are.
+        this.newNames = true;
+        return h;
+      },
+      (e: NodeJS.ErrnoException) => (e.code === 'EEXIST' ? fs.open(where, fs.constants.O_RDWR) : Promise.reject(e)),
+    );
+    this.files.set(d, opened);
     for (const [old, h] of this.files) {
       if (this.files.size <= OPEN_DATA_FILES) break;
       if (this.using.has(old)) continue;
@@ -500,7 +510,7 @@ export class Overlay {
       // Closing keeps what was written (fsync through a new handle syncs it all the same).
       await h.close();
     }
-    return f;
+    return opened;
   }
 
   /** Runs `work` with a data file open: it is not closed meanwhile to make room for another. */
@@ -521,6 +531,10 @@ export class Overlay {
     for (const d of which) {
       await this.withData(d, (f) => f.datasync());
       this.unsyncedData.delete(d);
+    }
+    if (which.length > 0 && this.newNames) {
+      this.newNames = false;
+      await syncDir(path.join(this.dir, 'data'));
     }
   }
 
