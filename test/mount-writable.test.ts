@@ -323,7 +323,7 @@ describe.skipIf(!HAS_FUSE)('strata mount --writable', () => {
     await fsp.rename(path.join(truth, 'sub'), path.join(truth, 'sub2'));
     m.proc.kill('SIGKILL');
     await m.exited;
-    await until('the killed mount to go', async () => !(await mountedAt(mnt)));
+    await until('the killed mount to go', async () => !(await mountedAt(mnt)), 30_000);
 
     m = await startMount(mnt, env, ['--writable', '--at', parent]);
     expect((JSON.parse(m.ready) as { resumed: number }).resumed).toBeGreaterThan(0);
@@ -333,7 +333,7 @@ describe.skipIf(!HAS_FUSE)('strata mount --writable', () => {
     await writeAt(path.join(truth, 'big.bin'), BIG - 10, Buffer.from('past the old end of the file'));
     m.proc.kill('SIGKILL');
     await m.exited;
-    await until('the killed mount to go', async () => !(await mountedAt(mnt)));
+    await until('the killed mount to go', async () => !(await mountedAt(mnt)), 30_000);
     const c = cli(['commit', '--at', parent, '--json'], env);
     expect(c.status, c.stderr).toBe(0);
     const made = JSON.parse(c.stdout) as { snapshot: string; parent: string };
@@ -348,7 +348,7 @@ describe.skipIf(!HAS_FUSE)('strata mount --writable', () => {
     await writeAt(path.join(mine, 'big.bin'), 0, Buffer.from('to be discarded'));
     m.proc.kill('SIGKILL');
     await m.exited;
-    await until('the killed mount to go', async () => !(await mountedAt(mnt)));
+    await until('the killed mount to go', async () => !(await mountedAt(mnt)), 30_000);
     m = await startMount(mnt, env, ['--writable', '--at', parent, '--discard']);
     expect((JSON.parse(m.ready) as { resumed: number }).resumed).toBe(0);
     await expectSameTree(mine, src);

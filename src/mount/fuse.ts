@@ -217,6 +217,8 @@ export interface KernelCaching {
   kernelCache: boolean;
   entryTimeout: number;
   attrTimeout: number;
+  /** Operations that may take longer than OP_TIMEOUT_MS (false: as long as they take). */
+  untimed?: readonly string[];
 }
 
 /** Mounts the operations `build` makes at `mountpoint` (checked first); resolves once the kernel shows them. */
@@ -236,14 +238,15 @@ export async function mountWith(
   let gone!: () => void;
   const done = new Promise<void>((resolve) => (gone = resolve)).finally(() => clearInterval(alive));
   let stopping: Promise<void> | undefined;
+  const { untimed, ...kernel } = caching;
   const instance: FuseInstance = new Fuse(abs, build(Fuse, report), {
     fsname: 'strata',
     subtype: 'strata',
     autoUnmount: true,
-    ...caching,
+    ...kernel,
     maxRead: MAX_READ,
     maxConcurrency: CONCURRENCY,
-    timeout: { default: OP_TIMEOUT_MS },
+    timeout: { default: OP_TIMEOUT_MS, ...Object.fromEntries((untimed ?? []).map((op) => [op, false])) },
     ...(opts.debug ? { debug: true } : {}),
     onError(error, operation) {
       const e = error as NodeJS.ErrnoException;

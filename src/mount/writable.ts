@@ -212,5 +212,7 @@ export function mountWritable(mountpoint: string, overlay: Overlay, opts: MountO
     kernelCache: false,
     entryTimeout: 1,
     attrTimeout: 1,
+    // Changes wait while a commit runs, however long it takes: an error would tell a writer its bytes were lost.
+    untimed: ['write', 'create', 'open', 'release', 'flush', 'fsync', 'fsyncdir', 'truncate', 'ftruncate', 'unlink', 'rename', 'mkdir', 'rmdir', 'symlink', 'chmod', 'chown', 'utimens', 'mknod'],
   });
 }
