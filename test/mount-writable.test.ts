@@ -445,9 +445,15 @@ describe('a writable mount\'s overlay, without a mount', () => {
       patch.copy(want, 100_000);
       expect((await ov.read(img, 0, 1_000_000)).equals(want)).toBe(true);
 
+      // A line a crash cut short, never synced: left out, and cut off before the next line is appended.
+      fs.appendFileSync(path.join(ov.dir, 'journal'), '{"o":"mk","p":"/tor');
       // Another overlay of the same snapshot, as the next mount would open it: the same tree, replayed.
       const again = await Overlay.open({ root, repository: 'r', tree });
       expect(again.resumed).toBe(6);
+      await again.chmod(`${src}/new.txt`, 0o600);
+      const third = await Overlay.open({ root, repository: 'r', tree });
+      expect(third.resumed).toBe(7);
+      await third.close();
       expect((await again.read((await again.lookup(`${src}/img`))!, 0, 1_000_000)).equals(want)).toBe(true);
       expect(await again.lookup(`${src}/old.txt`)).toBeUndefined();
       expect((await again.read((await again.lookup(`${src}/made.bin`))!, 0, 100)).equals(Buffer.concat([Buffer.alloc(10), Buffer.from('made')]))).toBe(true);

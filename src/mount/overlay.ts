@@ -275,7 +275,11 @@ export class Overlay {
         recs.push(JSON.parse(lines[i]!) as Rec);
       } catch {
         // The last line cut short by a crash: it was never synced, so never answered as done.
-        if (i >= lines.length - 2) break;
+        // It goes, so that the lines appended from now on start on a line of their own.
+        if (i >= lines.length - 2) {
+          await fs.truncate(file, Buffer.byteLength(`${lines.slice(0, i).join('\n')}\n`));
+          break;
+        }
         throw new StrataError('format', `${file}: line ${i + 1} is damaged`);
       }
     }
