@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run bench:mount -- [--size 256M] [--runs 5] [--snapshots 1000] [--dir .bench-mount]
+// npm run bench:mount -- [--size 256M] [--runs 5] [--snapshots 1000] [--image 1G] [--dir .bench-mount]
 //
 // strata mount, read-only (needs /dev/fuse, fusermount3 and the fuse-napi
 // binding; python3 for the O_DIRECT reads):
@@ -9,6 +9,11 @@
 //   reaches strata: cold (blocks not yet decoded) and warm (again), p50 and p99;
 // - a repository of --snapshots snapshots: mount start to the ready line, the
 //   first `ls` of snapshots/ and `ls -l ids/`.
+// - writable (--image, 0 to leave it out): 1 MiB written into an image of
+//   that size through `strata mount --writable` (dd conv=notrunc,fsync), in
+//   one piece and as 256 scattered 4 KiB writes, then `strata commit`: the
+//   overlay's size on disk, the bytes the commit added to the repository and
+//   how long it took.
 // The file is seeded pseudo-random data. Figures are medians of --runs.
 import { execFileSync, spawn } from 'node:child_process';
 import { createCipheriv } from 'node:crypto';
@@ -19,6 +24,7 @@ import { arg, log, ROOT, size as sizeOf, STRATA } from './args.mjs';
 const size = sizeOf(arg('size', '256M'));
 const runs = Number(arg('runs', '5'));
 const snapshots = Number(arg('snapshots', '1000'));
+const imageSize = sizeOf(arg('image', '1G'));
 const dir = path.resolve(arg('dir', path.join(ROOT, '.bench-mount')));
 const env = { ...process.env, STRATA_PASSWORD: 'bench' };
 
@@ -28,9 +34,13 @@ fs.mkdirSync(src, { recursive: true });
 const file = path.join(src, 'data.bin');
 const cipher = createCipheriv('aes-256-ctr', Buffer.alloc(32, 7), Buffer.alloc(16));
 const zeros = Buffer.alloc(8 * 1024 * 1024);
-const fd = fs.openSync(file, 'w');
-for (let done = 0; done < size; done += zeros.length) fs.writeSync(fd, cipher.update(zeros.subarray(0, Math.min(zeros.length, size - done))));
-fs.closeSync(fd);
+/** A file of `bytes` pseudo-random bytes. */
+function randomFile(where, bytes) {
+  const fd = fs.openSync(where, 'w');
+  for (let done = 0; done < bytes; done += zeros.length) fs.writeSync(fd, cipher.update(zeros.subarray(0, Math.min(zeros.length, bytes - done))));
+  fs.closeSync(fd);
+}
+randomFile(file, size);
 
 const repo = path.join(dir, 'repo');
 const key = path.join(dir, 'repo.key');
@@ -125,6 +135,64 @@ if (snapshots > 0) {
   }
 }
 
+// Writable: 1 MiB into an image, committed.
+const writable = { oneOverlay: [], oneAdded: [], oneCommit: [], oneWall: [], scatterOverlay: [], scatterAdded: [], scatterCommit: [], scatterWall: [] };
+if (imageSize > 0) {
+  const imageDir = path.join(dir, 'images');
+  fs.mkdirSync(imageDir);
+  const image = path.join(imageDir, 'disk.img');
+  randomFile(image, imageSize);
+  const imageRepo = path.join(dir, 'image-repo');
+  const at = (args) => execFileSync('node', [STRATA, '--repo', imageRepo, '--key-file', key2(), ...args], { env, maxBuffer: 1 << 26 }).toString();
+  execFileSync('node', [STRATA, '--repo', imageRepo, 'init', '--scrypt-n', '1024', '-q'], { env });
+  function key2() {
+    const k = path.join(dir, 'image-repo.key');
+    if (!fs.existsSync(k)) execFileSync('node', [STRATA, '--repo', imageRepo, 'key', 'export', k], { env });
+    return k;
+  }
+  const base = JSON.parse(at(['backup', imageDir, '--json'])).snapshot;
+  fs.rmSync(image);
+  const cacheDir = path.join(dir, 'cache');
+  const MIB = 1024 * 1024;
+  const pieceFile = path.join(dir, 'piece');
+  let seed = 1;
+  const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  for (let run = 0; run < runs; run++) {
+    for (const how of ['one', 'scatter']) {
+      const p = spawn('node', [STRATA, '--repo', imageRepo, '--key-file', key2(), '--cache-dir', cacheDir, 'mount', mnt, '--writable', '--at', base, '--json'], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+      const ready = JSON.parse(
+        await new Promise((resolve, reject) => {
+          p.stdout.once('data', (d) => resolve(d.toString().split('\n')[0]));
+          p.once('exit', (code) => reject(new Error(`strata mount --writable exited with ${code}`)));
+        }),
+      );
+      const target = path.join(mnt, image);
+      // Bytes never written before: none of them is in the repository yet.
+      fs.writeFileSync(pieceFile, cipher.update(zeros.subarray(0, MIB)));
+      if (how === 'one') {
+        const at4k = Math.floor((rand() * (imageSize - MIB)) / 4096);
+        execFileSync('dd', [`if=${pieceFile}`, `of=${target}`, 'bs=4096', `seek=${at4k}`, 'count=256', 'conv=notrunc,fsync', 'status=none']);
+      } else {
+        // 256 writes of 4 KiB at distinct random places, in one process, then one fsync.
+        const offsets = new Set();
+        while (offsets.size < 256) offsets.add(Math.floor((rand() * imageSize) / 4096) * 4096);
+        execFileSync('python3', ['-c', 'import os,sys\nfd=os.open(sys.argv[1],os.O_WRONLY)\nb=open(sys.argv[2],"rb").read()\nfor i,o in enumerate(sys.argv[3:]): os.pwrite(fd,b[i*4096:(i+1)*4096],int(o))\nos.fsync(fd)\nos.close(fd)', target, pieceFile, ...[...offsets].map(String)]);
+      }
+      const overlayKiB = Number.parseInt(execFileSync('du', ['-sk', ready.overlay]).toString(), 10);
+      const t = process.hrtime.bigint();
+      const c = JSON.parse(at(['--cache-dir', cacheDir, 'commit', mnt, '--json']));
+      writable[`${how}Wall`].push(Number(process.hrtime.bigint() - t) / 1e9);
+      writable[`${how}Commit`].push(c.durationMs / 1000);
+      writable[`${how}Added`].push(c.bytesAdded);
+      writable[`${how}Overlay`].push(overlayKiB);
+      const exited = new Promise((r) => p.once('exit', r));
+      p.kill('SIGTERM');
+      await exited;
+    }
+    log(`run ${run + 1}/${runs}: 1 MiB in one piece committed ${(writable.oneAdded.at(-1) / MIB).toFixed(2)} MiB in ${writable.oneWall.at(-1).toFixed(2)} s; scattered ${(writable.scatterAdded.at(-1) / MIB).toFixed(2)} MiB in ${writable.scatterWall.at(-1).toFixed(2)} s`);
+  }
+}
+
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const mib = size / 1024 ** 2;
 console.log(`| strata mount, ${mib.toFixed(0)} MiB file, medians of ${runs} | result |`);
@@ -138,5 +206,15 @@ if (snapshots > 0) {
   console.log(`| ${snapshots} snapshots: start to ready line | ${(median(many.ready) * 1000).toFixed(0)} ms |`);
   console.log(`| then ls snapshots/ | ${(median(many.ls) * 1000).toFixed(0)} ms |`);
   console.log(`| then ls -l ids/ | ${(median(many.lsl) * 1000).toFixed(0)} ms |`);
+}
+if (imageSize > 0) {
+  const mb = (b) => (b / 1024 ** 2).toFixed(2);
+  console.log('');
+  console.log(`| strata mount --writable, 1 MiB into a ${(imageSize / 1024 ** 3).toFixed(2)} GiB image, medians of ${runs} | one piece | 256 scattered 4 KiB writes |`);
+  console.log('|---|---|---|');
+  console.log(`| overlay on disk before the commit (du) | ${median(writable.oneOverlay)} KiB | ${median(writable.scatterOverlay)} KiB |`);
+  console.log(`| new data the commit added (packs written) | ${mb(median(writable.oneAdded))} MiB | ${mb(median(writable.scatterAdded))} MiB |`);
+  console.log(`| the commit in the mount (durationMs) | ${median(writable.oneCommit).toFixed(2)} s | ${median(writable.scatterCommit).toFixed(2)} s |`);
+  console.log(`| strata commit MOUNTPOINT, start to exit | ${median(writable.oneWall).toFixed(2)} s | ${median(writable.scatterWall).toFixed(2)} s |`);
 }
 fs.rmSync(dir, { recursive: true, force: true });

@@ -69,7 +69,9 @@ const READERS: Record<string, readonly string[]> = {
   'cli/commands/ls.ts': [],
   'cli/commands/toc.ts': [],
   'cli/commands/blame.ts': [],
-  'cli/commands/mount.ts': [],
+  // A writable mount's changes become a snapshot through the engine's one way to make one from a change set.
+  'cli/commands/mount.ts': ['engine/commit.ts'],
+  'mount/overlay.ts': ['engine/commit.ts'],
   'cli/commands/restore.ts': ['engine/restore.ts'],
   // The web app's restore is the CLI's.
   'ui/restore-job.ts': ['engine/restore.ts'],

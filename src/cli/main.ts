@@ -41,9 +41,11 @@ function exitCodesOf(command: string | undefined): ExitCodeValue[] {
     case 'check':
     case 'rebuild-catalog':
     case 'unlock':
+    case 'commit':
       return [0, 1, 2, 10, 11, 12, 130];
     case 'mount':
-      return [0, 1, 2, 10, 12];
+      // 11: a writable mount's commit at unmount found the repository locked.
+      return [0, 1, 2, 10, 11, 12];
     case 'serve':
     case 'token add':
     case 'token list':
@@ -74,7 +76,7 @@ const MODULES: [names: string[], load: Registrar][] = [
   [['ls'], () => import('./commands/ls.js')],
   [['cat'], () => import('./commands/cat.js')],
   [['restore'], () => import('./commands/restore.js')],
-  [['mount'], () => import('./commands/mount.js')],
+  [['mount', 'commit'], () => import('./commands/mount.js')],
   [['toc'], () => import('./commands/toc.js')],
   [['diff'], () => import('./commands/diff.js')],
   [['blame'], () => import('./commands/blame.js')],

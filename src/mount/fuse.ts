@@ -43,7 +43,7 @@ export interface MountOptions {
   debug?: boolean;
 }
 
-function timespec(ns: bigint): { seconds: number; nanoseconds: number } {
+export function timespec(ns: bigint): { seconds: number; nanoseconds: number } {
   let s = ns / 1_000_000_000n;
   let n = ns % 1_000_000_000n;
   if (n < 0n) {
@@ -80,7 +80,7 @@ function entryStats(e: Entry, root?: SnapshotTree): FuseStats {
 }
 
 /** The errno an error of a read or lookup answers with. */
-function errnoOf(fuse: FuseModule, e: unknown): number {
+export function errnoOf(fuse: FuseModule, e: unknown): number {
   if (e instanceof StrataError) {
     switch (e.code) {
       case 'not_found':
@@ -204,26 +204,49 @@ export function operations(fuse: FuseModule, layout: Layout, files: OpenFiles, r
  * however it ends (even SIGKILL): a helper of libfuse's watches it.
  */
 export async function mount(mountpoint: string, layout: Layout, opts: MountOptions = {}): Promise<MountHandle> {
+  const files = new OpenFiles();
+  return mountWith(mountpoint, (Fuse, report) => operations(Fuse, layout, files, report), opts, files, {
+    kernelCache: true,
+    entryTimeout: KERNEL_TIMEOUT,
+    attrTimeout: KERNEL_TIMEOUT,
+  });
+}
+
+/** How long the kernel may keep what it was told, and whether it may keep a file's pages between opens. */
+export interface KernelCaching {
+  kernelCache: boolean;
+  entryTimeout: number;
+  attrTimeout: number;
+  /** Operations that may take longer than OP_TIMEOUT_MS (false: as long as they take). */
+  untimed?: readonly string[];
+}
+
+/** Mounts the operations `build` makes at `mountpoint` (checked first); resolves once the kernel shows them. */
+export async function mountWith(
+  mountpoint: string,
+  build: (fuse: FuseModule, report: (message: string) => void) => FuseOperations,
+  opts: MountOptions,
+  files: OpenFiles,
+  caching: KernelCaching,
+): Promise<MountHandle> {
   const Fuse = loadFuse();
   await checkDevice();
   const abs = await checkMountpoint(mountpoint);
-  const files = new OpenFiles();
   const report = opts.onError ?? (() => {});
   // The binding's threads do not keep Node's event loop alive: this does, while mounted.
   const alive = setInterval(() => {}, 1 << 30);
   let gone!: () => void;
   const done = new Promise<void>((resolve) => (gone = resolve)).finally(() => clearInterval(alive));
   let stopping: Promise<void> | undefined;
-  const instance: FuseInstance = new Fuse(abs, operations(Fuse, layout, files, report), {
+  const { untimed, ...kernel } = caching;
+  const instance: FuseInstance = new Fuse(abs, build(Fuse, report), {
     fsname: 'strata',
     subtype: 'strata',
     autoUnmount: true,
-    kernelCache: true,
-    entryTimeout: KERNEL_TIMEOUT,
-    attrTimeout: KERNEL_TIMEOUT,
+    ...kernel,
     maxRead: MAX_READ,
     maxConcurrency: CONCURRENCY,
-    timeout: { default: OP_TIMEOUT_MS },
+    timeout: { default: OP_TIMEOUT_MS, ...Object.fromEntries((untimed ?? []).map((op) => [op, false])) },
     ...(opts.debug ? { debug: true } : {}),
     onError(error, operation) {
       const e = error as NodeJS.ErrnoException;
