@@ -490,7 +490,7 @@ export class Overlay {
 
   /** A data file, open (at most OPEN_DATA_FILES at once: a tree of many files written stays within the process's limit). */
   private async dataFile(d: number): Promise<fs.FileHandle> {
-    let f = this.files.get(d);
+    const f = this.files.get(d);
     if (f) {
       // Most recently used last.
       this.files.delete(d);
