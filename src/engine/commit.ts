@@ -266,7 +266,9 @@ class CommitRun {
     this.r.refEntries += entries.refEntries;
     this.r.bytesTotal += blocks.size;
     const refs = entries.refEntries > 0 && here !== undefined;
-    await this.versions.add({
+    // One block: the entry names it and no TOC is sealed (format 3), as a backup does.
+    const one = this.repo.blocksInEntries && entries.length === 1 && entries.dataEntries === 1 ? blocks.id(0) : null;
+    const toc = await this.versions.add({
       snapshotSeq: this.seq,
       snapshotId: this.id,
       pathId: this.repo.keyring.pathId(at),
@@ -276,8 +278,10 @@ class CommitRun {
       targetEntries: refs ? here.entries : undefined,
       where: at,
       blocks,
+      inEntry: one !== null,
     });
-    return { ...stats(node, prev), type: 'file', size: blocks.size };
+    const names = one ? { block: one.toString('hex') } : toc && this.repo.blocksInEntries ? { toc: toc.toString('hex') } : {};
+    return { ...stats(node, prev), type: 'file', size: blocks.size, ...names };
   }
 
   /** The parent's version of the file at `at`, checked against its sealed TOC (undefined: it has none there). */
