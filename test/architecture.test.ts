@@ -17,7 +17,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['catalog'],
   ['repo', 'workers'],
   ['engine'],
-  ['cli', 'server', 'mount'],
+  ['cli', 'server', 'mount', 'items'],
 ];
 
 /** Front ends that must stand on less than their layer allows: the server serves storage and the catalog, never keys. */
@@ -69,6 +69,7 @@ const READERS: Record<string, readonly string[]> = {
   'cli/commands/ls.ts': [],
   'cli/commands/toc.ts': [],
   'cli/commands/mount.ts': [],
+  'cli/commands/items.ts': [],
   'cli/commands/restore.ts': ['engine/restore.ts'],
 };
 

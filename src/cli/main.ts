@@ -76,6 +76,7 @@ const MODULES: [names: string[], load: Registrar][] = [
   [['restore'], () => import('./commands/restore.js')],
   [['mount'], () => import('./commands/mount.js')],
   [['toc'], () => import('./commands/toc.js')],
+  [['items', 'item', 'sql'], () => import('./commands/items.js')],
   [['diff'], () => import('./commands/diff.js')],
   [['find', 'stats'], () => import('./commands/find.js')],
   [['tag'], () => import('./commands/tag.js')],

@@ -566,3 +566,6 @@ function toEntry(r: TocRow): TocEntry {
   if (r.block) return { kind: 'data', start: r.start, end: r.end, block: r.block };
   return { kind: 'ref', start: r.start, end: r.end, targetStart: r.target_start!, targetEnd: r.target_start! + (r.end - r.start) };
 }
+
+/** Datasets told by content, for the manifest and the item readers (engine/datasets.ts). */
+export { DATASET_TYPES, describeContent, detectDataset, HEAD_BYTES, type DatasetType, type Detected } from './datasets.js';
