@@ -295,3 +295,73 @@ describe('strata items, item, sql', () => {
     expect(e.stderr).toMatch(/has no entry missing/);
   });
 });
+
+describe('strata manifest', () => {
+  it('lists the datasets by content at backup, inherits unchanged ones, drops what changed or went, and survives a rebuilt catalog', async () => {
+    const { repo, env } = initCliRepo();
+    const dir = path.join(tempDir(), 'm');
+    fs.mkdirSync(path.join(dir, 'deep/er'), { recursive: true });
+    const f = (n: string) => path.join(dir, n);
+    fs.writeFileSync(f('inbox'), mbox([message(1), message(2), message(3)]));
+    fs.writeFileSync(f('notes.txt'), 'From the notes, nothing.\n');
+    fs.writeFileSync(f('deep/er/x.txt'), 'x\n'.repeat(1000));
+    execFileSync('zip', ['-q', f('deep/bundle.bin'), 'deep/er/x.txt'], { cwd: dir });
+    execFileSync('tar', ['-cf', f('t.tar'), 'notes.txt'], { cwd: dir });
+    new Database(f('deep/er/app.sqlite')).exec('CREATE TABLE a (x); CREATE TABLE b (y)');
+    execFileSync('truncate', ['-s', '2M', f('disk.img')]);
+    execFileSync('sfdisk', ['-q', f('disk.img')], { input: 'label: gpt\n,1M\n' });
+    const json = <T>(args: string[]): T => {
+      const r = strata([...args, '--json'], env);
+      expect(r.status, r.stderr).toBe(0);
+      return JSON.parse(r.stdout) as T;
+    };
+    type Manifest = { snapshot: string; datasets: { path: string; type: string; size: number; items?: number }[] };
+    const first = json<{ snapshot: string }>(['backup', dir]).snapshot;
+    const m1 = json<Manifest>(['manifest']);
+    expect(m1.datasets.map((d) => [path.relative(dir, d.path), d.type])).toEqual([
+      ['deep/bundle.bin', 'zip'],
+      ['deep/er/app.sqlite', 'sqlite'],
+      ['disk.img', 'disk'],
+      ['inbox', 'mbox'],
+      ['t.tar', 'tar'],
+    ]);
+    expect(json<Manifest>(['manifest', '--type', 'sqlite']).datasets.map((d) => d.path)).toEqual([f('deep/er/app.sqlite')]);
+    const counted = json<Manifest>(['manifest', '--count']);
+    expect(Object.fromEntries(counted.datasets.map((d) => [path.basename(d.path), d.items]))).toEqual({ 'bundle.bin': 1, 'app.sqlite': 2, 'disk.img': undefined, inbox: 3, 't.tar': 1 });
+    const text = strata(['manifest'], env);
+    expect(text.stdout).toMatch(/^disk image \(GPT\)\s+2097152\s+\S*disk\.img$/m);
+
+    // The zip becomes text, the tar goes, the mailbox grows; the rest is not read again.
+    fs.writeFileSync(f('deep/bundle.bin'), 'not a zip any more\n');
+    fs.rmSync(f('t.tar'));
+    fs.appendFileSync(f('inbox'), mbox([message(4)]));
+    const second = json<{ snapshot: string; filesUnchanged: number }>(['backup', dir]);
+    expect(second.filesUnchanged).toBeGreaterThanOrEqual(3);
+    const m2 = json<Manifest>(['manifest']);
+    expect(m2.datasets.map((d) => [path.basename(d.path), d.type, d.size])).toEqual([
+      ['app.sqlite', 'sqlite', fs.statSync(f('deep/er/app.sqlite')).size],
+      ['disk.img', 'disk', 2097152],
+      ['inbox', 'mbox', fs.statSync(f('inbox')).size],
+    ]);
+    // A later snapshot does not change an earlier one's.
+    expect(json<Manifest>(['manifest', '--at', first]).datasets).toHaveLength(5);
+    // The next backup, with nothing changed, keeps the list as it is.
+    json(['backup', dir]);
+    expect(json<Manifest>(['manifest']).datasets).toEqual(m2.datasets);
+
+    // Sealed in the snapshot's record: a catalog rebuilt from the packs has it too.
+    fs.rmSync(path.join(repo, 'catalog.db'));
+    for (const ext of ['-wal', '-shm']) fs.rmSync(path.join(repo, `catalog.db${ext}`), { force: true });
+    expect(strata(['rebuild-catalog'], env).status).toBe(0);
+    expect(json<Manifest>(['manifest']).datasets).toEqual(m2.datasets);
+    expect(json<Manifest>(['manifest', '--at', first]).datasets).toHaveLength(5);
+
+    // Through a server, as on the directory.
+    const srv = await serve(repo);
+    const c = client(srv.url, token(repo, 'manifest-reader', 'read'));
+    const r = strata(['manifest', '--json', '--type', 'mbox'], c);
+    expect(r.status, r.stderr).toBe(0);
+    expect((JSON.parse(r.stdout) as Manifest).datasets.map((d) => d.path)).toEqual([f('inbox')]);
+    expect(strata(['manifest', '--type', 'nope'], env).status).toBe(2);
+  });
+});

@@ -56,14 +56,12 @@ const OTHER: [Buffer, string][] = [
   [Buffer.from([0x7f, 0x45, 0x4c, 0x46]), 'an ELF executable'],
 ];
 
-/** An mbox starts with a "From " line (sender and date), and a header follows. */
+/** An mbox starts with a "From " line (sender, then a date with digits), and a header field follows. */
 function isMbox(b: Buffer): boolean {
-  if (b.length < 7 || b.toString('latin1', 0, 5) !== 'From ') return false;
   const nl = b.indexOf(10);
-  if (nl < 0) return b.length >= HEAD_BYTES;
-  // The next line is a header field ("Name: value") or folded text.
-  const next = b.toString('latin1', nl + 1, Math.min(b.length, nl + 200));
-  return /^[!-9;-~]+:/.test(next) || next.length === 0;
+  if (nl < 0 || nl > 1000) return false;
+  if (!/^From \S+ +\S.*\d/.test(b.toString('latin1', 0, nl))) return false;
+  return /^[!-9;-~]+:/.test(b.toString('latin1', nl + 1, Math.min(b.length, nl + 200)));
 }
 
 /** A tar header: a ustar magic, or a v7 header whose checksum is right. */

@@ -27,6 +27,8 @@ export { absolutePath } from './read.js';
 import { findSnapshot, listSnapshots, type Snapshot, type SnapshotMeta } from './snapshot.js';
 import { isOrdered, type EntryType, type Tree, type TreeEntry } from './tree.js';
 import { checkTocRows, verifiedPieces, type BoundVersion } from './verify.js';
+import type { DatasetType } from './datasets.js';
+import { manifestEntries, type DatasetEntry } from './manifest.js';
 
 export type { EntryType, DecodedCacheStats, RangeSpec, When };
 export { DEFAULT_DECODED_CACHE_BYTES };
@@ -202,6 +204,20 @@ export class SnapshotTree {
   /** The absolute paths the backup was given. */
   get paths(): readonly string[] {
     return this.snapshot.meta.paths;
+  }
+
+  /**
+   * The snapshot's manifest: the datasets it holds (mailboxes, archives,
+   * databases, disk images), told by content at backup, in path order.
+   * Only paths the snapshot has as files are listed.
+   */
+  async datasets(opts: { type?: DatasetType } = {}): Promise<DatasetEntry[]> {
+    const out: DatasetEntry[] = [];
+    for (const e of manifestEntries(this.snapshot.meta.datasets)) {
+      if (opts.type && e.type !== opts.type) continue;
+      if ((await this.snapshot.lookup(e.path))?.type === 'file') out.push(e);
+    }
+    return out;
   }
 
   /** The backup's totals (absent in snapshots made before they were kept). */
@@ -569,3 +585,4 @@ function toEntry(r: TocRow): TocEntry {
 
 /** Datasets told by content, for the manifest and the item readers (engine/datasets.ts). */
 export { DATASET_TYPES, describeContent, detectDataset, HEAD_BYTES, type DatasetType, type Detected } from './datasets.js';
+export type { DatasetEntry } from './manifest.js';

@@ -4,7 +4,7 @@
  * and `sql` show. Everything is read through one RangeReader, whose
  * `fetched` is what the command cost.
  */
-import { describeContent, detectDataset, HEAD_BYTES, openFileAt, type DatasetType, type Detected, type SnapshotTree, type When } from '../engine/snapshot-tree.js';
+import { describeContent, detectDataset, HEAD_BYTES, openFileAt, type DatasetType, type Detected, type SnapshotTree, type VersionFile, type When } from '../engine/snapshot-tree.js';
 import { StrataError, usageError } from '../errors.js';
 import type { Repository } from '../repo/repository.js';
 import { findMessage, mboxMessages, messageBytes } from './mbox.js';
@@ -29,7 +29,12 @@ export class Dataset {
   /** The file at `path` (absolute, in the snapshot) as it was at `at`, its type told from its first bytes. */
   static async open(repo: Repository, path: string, at: When): Promise<Dataset> {
     const { tree, file } = await openFileAt(repo, path, { at });
-    const reader = new RangeReader(file);
+    return Dataset.of(tree, file);
+  }
+
+  /** A file of a tree (a path, or a file already open) as a dataset. */
+  static async of(tree: SnapshotTree, file: string | VersionFile): Promise<Dataset> {
+    const reader = new RangeReader(typeof file === 'string' ? await tree.open(file) : file);
     const head = await reader.read(0, Math.min(HEAD_BYTES, reader.size));
     return new Dataset(tree, reader, detectDataset(head), describeContent(head, reader.size));
   }

@@ -6,11 +6,12 @@
  */
 import * as fs from 'node:fs';
 import type { Command } from 'commander';
-import { absolutePath } from '../../engine/snapshot-tree.js';
+import { absolutePath, DATASET_TYPES, SnapshotTree, type DatasetEntry, type DatasetType } from '../../engine/snapshot-tree.js';
 import { usageError } from '../../errors.js';
-import { Dataset } from '../../items/dataset.js';
+import { Dataset, ITEM_TYPES } from '../../items/dataset.js';
 import type { SqlValue } from '../../items/sqlite.js';
 import type { Repository } from '../../repo/repository.js';
+import { displayName } from '../../util/names.js';
 import { formatBytes } from '../../util/size.js';
 import { parseWhen } from '../../util/when.js';
 import { globals, openRepo } from '../context.js';
@@ -22,6 +23,7 @@ const STATS = ['--stats', 'print the bytes fetched and the dataset size on stder
 const JSON_DATA_LIMIT = 64 * 1024 * 1024;
 
 export function register(program: Command): void {
+  registerManifest(program);
   program
     .command('items')
     .description('list the items of a dataset: messages of an mbox, entries of a zip or tar, tables of a SQLite database')
@@ -154,4 +156,41 @@ function textValue(v: SqlValue): string {
   if (v === null) return '';
   if (v instanceof Uint8Array) return `x'${Buffer.from(v).toString('hex')}'`;
   return String(v);
+}
+
+export function registerManifest(program: Command): void {
+  program
+    .command('manifest')
+    .description('list the datasets a snapshot holds (mailboxes, archives, databases, disk images), told by content at backup')
+    .option(...AT)
+    .option('--type <type>', `only datasets of this type: ${DATASET_TYPES.join(', ')}`)
+    .option('--host <name>', 'only consider snapshots of this host')
+    .option('--count', 'count the items of each dataset strata reads (reads zip and SQLite directories; scans mailboxes and tar archives)')
+    .option(...STATS)
+    .action(async (opts: { at: string; type?: string; host?: string; count?: boolean; stats?: boolean }, cmd: Command) => {
+      const g = globals(cmd);
+      const when = parseWhen(opts.at);
+      if (opts.type !== undefined && !(DATASET_TYPES as readonly string[]).includes(opts.type)) throw usageError(`--type is one of ${DATASET_TYPES.join(', ')}, not ${opts.type}`);
+      const repo = await openRepo(cmd, { readonly: true });
+      try {
+        const tree = await SnapshotTree.open(repo, { at: when, host: opts.host });
+        const rows: (DatasetEntry & { items?: number })[] = [];
+        let fetched = 0;
+        for (const e of await tree.datasets({ type: opts.type as DatasetType | undefined })) {
+          if (!opts.count || !ITEM_TYPES.includes(e.type)) {
+            rows.push(e);
+            continue;
+          }
+          const ds = await Dataset.of(tree, e.path);
+          rows.push({ ...e, items: (await ds.items()).length });
+          fetched += ds.fetched;
+        }
+        if (opts.stats) process.stderr.write(`fetched ${formatBytes(fetched)}; ${repo.blocksRead} blocks read, ${formatBytes(repo.traffic.bytesReceived)} received\n`);
+        if (g.json) return printJson({ snapshot: tree.id, fetched, blocksRead: repo.blocksRead, ...repo.traffic, datasets: rows });
+        if (rows.length === 0) return;
+        lines(table([['type', 'size', ...(opts.count ? ['items'] : []), 'path'], ...rows.map((r) => [r.what, String(r.size), ...(opts.count ? [r.items === undefined ? '-' : String(r.items)] : []), displayName(r.path)])]).split('\n'));
+      } finally {
+        repo.close();
+      }
+    });
 }
