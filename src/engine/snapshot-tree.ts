@@ -337,6 +337,12 @@ const STREAM_KEPT = 1024 * 1024;
 
 /** One version of a file, read at any offset; every byte checked against the sealed TOCs. */
 export class VersionFile {
+  /**
+   * Bytes of the blocks this file's reads were given, from the repository
+   * or the process's cache of decoded blocks: a whole block each time a read
+   * needs it (what the item readers report as `fetched`).
+   */
+  blockBytes = 0;
   /** A server's read plan: the first pieces of the range it was made for. */
   private primed?: { start: number; end: number; first: { pieces: Piece[]; next: number | null } };
 
@@ -366,7 +372,15 @@ export class VersionFile {
     const out = Buffer.allocUnsafe(length);
     if (length === 0) return out;
     const end = offset + length - 1;
-    const block = readBlock(this.repo, true);
+    const read = this.counted(readBlock(this.repo, true));
+    // A block two pieces share is asked for once.
+    const asked = new Map<string, Promise<Buffer>>();
+    const block = (id: Buffer) => {
+      const key = id.toString('hex');
+      let b = asked.get(key);
+      if (!b) asked.set(key, (b = read(id)));
+      return b;
+    };
     const copies: Promise<void>[] = [];
     for await (const p of this.piecesOf(offset, end)) {
       const from = Math.max(offset, p.at);
@@ -393,7 +407,7 @@ export class VersionFile {
     const planned = this.primed?.start === start && this.primed.end === end ? this.primed.first : undefined;
     this.primed = undefined;
     if (end < start) return;
-    const blocks = readBlock(this.repo, opts.cache ?? end - start < STREAM_KEPT);
+    const blocks = this.counted(readBlock(this.repo, opts.cache ?? end - start < STREAM_KEPT));
     for await (const piece of readRange(this.repo, this.version, start, end, planned, blocks)) yield opts.shared ? piece : Buffer.from(piece);
   }
 
@@ -428,6 +442,14 @@ export class VersionFile {
     const owner = version.snapshot !== seq ? version.snapshot : ((await repo.service.versionById(version.id))?.snapshot ?? seq);
     const since = owner === seq ? undefined : (await repo.service.snapshotBySeq(owner))?.id;
     return { path: this.path, snapshot: this.snapshot.id, size: version.size, ...(since ? { since } : {}), entries: lines };
+  }
+
+  private counted(read: (id: Buffer) => Promise<Buffer>): (id: Buffer) => Promise<Buffer> {
+    return (id) =>
+      read(id).then((b) => {
+        this.blockBytes += b.length;
+        return b;
+      });
   }
 
   /** Engine use: the first pieces a server's read plan brought for [start, end]. */

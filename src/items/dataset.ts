@@ -51,9 +51,14 @@ export class Dataset {
     return this.detected?.type;
   }
 
-  /** Bytes read from the repository and the cache, for this dataset and any file read beside it (a WAL). */
+  /** Bytes of blocks read from the repository and the cache, for this dataset and any file read beside it (a WAL). */
   get fetched(): number {
     return this.reader.fetched + this.extra.reduce((n, r) => n + r.fetched, 0);
+  }
+
+  /** Bytes the format's reads asked for (rounded out to read blocks), here and beside it. */
+  get requested(): number {
+    return this.reader.requested + this.extra.reduce((n, r) => n + r.requested, 0);
   }
 
   /** The type this is, if it is one of `types`; else an error (wrong_format) that says what it is. */

@@ -4,7 +4,8 @@
  * blocks, since format parsers read the same few bytes again and again (a
  * zip's directory, a tar header, a SQLite page). Every reader of an item
  * goes through one of these, so `fetched` counts all it took from the
- * repository and the process's cache of decoded blocks.
+ * repository and the process's cache of decoded blocks (whole blocks), and
+ * `requested` what the format asked for.
  */
 import type { VersionFile } from '../engine/snapshot-tree.js';
 import { rangeNotSatisfiable, usageError } from '../errors.js';
@@ -13,12 +14,14 @@ import { rangeNotSatisfiable, usageError } from '../errors.js';
 export const READ_BLOCK = 64 * 1024;
 /** Blocks kept (2 MiB): enough for a zip's directory or a SQLite b-tree's upper pages. */
 const KEPT_BLOCKS = 32;
+/** The longest window a stream reads at once. */
+const STREAM_WINDOW = 1024 * 1024;
 /** Reads longer than this bypass the kept blocks: they would only push out what small reads come back to. */
 const DIRECT = 1024 * 1024;
 
 export class RangeReader {
-  /** Bytes read from the repository and from the cache of decoded blocks. */
-  fetched = 0;
+  /** Bytes the format's reads asked for, rounded out to the read blocks. */
+  requested = 0;
   private readonly kept = new Map<number, Buffer>();
 
   constructor(
@@ -36,6 +39,11 @@ export class RangeReader {
 
   get size(): number {
     return this.file.size;
+  }
+
+  /** Bytes of the blocks read from the repository and from the cache of decoded blocks. */
+  get fetched(): number {
+    return this.file.blockBytes;
   }
 
   get path(): string {
@@ -81,18 +89,37 @@ export class RangeReader {
     return out;
   }
 
-  /** The bytes of [start, end) in pieces as the repository holds them, for a reader that goes through in order. */
+  /**
+   * The bytes of [start, end) in order, for a reader that may stop early (a
+   * scan for one message): windows that grow from one read block to
+   * STREAM_WINDOW, the next one asked for while the last is used, so a short
+   * scan fetches little and a long one keeps the repository busy.
+   */
   async *stream(start = 0, end = this.size): AsyncGenerator<Buffer> {
-    if (end <= start) return;
-    for await (const piece of this.file.stream(start, end - 1, { shared: true })) {
-      this.fetched += piece.length;
+    let at = start;
+    let window = this.blockSize;
+    let next: Promise<Buffer> | undefined;
+    const ask = (from: number, length: number) => {
+      // Through the kept blocks: a message streamed out after the scan that found it is not fetched twice.
+      const p = this.read(from, length);
+      p.catch(() => {});
+      return p;
+    };
+    while (at < end) {
+      const length = Math.min(window, end - at);
+      const piece = await (next ?? ask(at, length));
+      next = undefined;
+      at += piece.length;
+      window = Math.min(STREAM_WINDOW, window * 2);
+      // Read ahead only once the scan has shown it goes on.
+      if (window === STREAM_WINDOW && at < end) next = ask(at, Math.min(window, end - at));
       yield piece;
     }
   }
 
   private async fetch(offset: number, length: number): Promise<Buffer> {
     const b = await this.file.readAt(offset, length);
-    this.fetched += b.length;
+    this.requested += b.length;
     return b;
   }
 
