@@ -139,7 +139,7 @@ for (const c of cases) {
 }
 
 // Through a server, with no client cache: what came over the wire against what was fetched.
-const serve = spawn('node', [STRATA, '--repo', repo, 'serve', '--listen', '127.0.0.1:0'], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+const serve = spawn('node', [STRATA, '--repo', repo, 'serve', '--listen', '127.0.0.1:0'], { env, stdio: ['ignore', 'pipe', 'ignore'] });
 const url = await new Promise((resolve) => {
   let out = '';
   serve.stdout.on('data', (d) => {

@@ -208,7 +208,7 @@ describe('strata items, item, sql', () => {
     expect(text.status).toBe(1);
     expect(text.stderr).toMatch(/a\.txt is text, not an mbox mailbox/);
     const dbItem = run(['item', file('app.db'), 'people']);
-    expect(dbItem.stderr).toMatch(/is a SQLite database, not an mbox mailbox, a zip archive or a tar archive/);
+    expect(dbItem.stderr).toMatch(/is a SQLite database, not an mbox mailbox, a zip archive, a tar archive or a disk image/);
     expect(run(['items', file('mail.mbox'), '--json']).status).toBe(0);
   });
 
@@ -327,7 +327,7 @@ describe('strata manifest', () => {
     ]);
     expect(json<Manifest>(['manifest', '--type', 'sqlite']).datasets.map((d) => d.path)).toEqual([f('deep/er/app.sqlite')]);
     const counted = json<Manifest>(['manifest', '--count']);
-    expect(Object.fromEntries(counted.datasets.map((d) => [path.basename(d.path), d.items]))).toEqual({ 'bundle.bin': 1, 'app.sqlite': 2, 'disk.img': undefined, inbox: 3, 't.tar': 1 });
+    expect(Object.fromEntries(counted.datasets.map((d) => [path.basename(d.path), d.items]))).toEqual({ 'bundle.bin': 1, 'app.sqlite': 2, 'disk.img': 1, inbox: 3, 't.tar': 1 });
     const text = strata(['manifest'], env);
     expect(text.stdout).toMatch(/^disk image \(GPT\)\s+2097152\s+\S*disk\.img$/m);
 
@@ -363,5 +363,89 @@ describe('strata manifest', () => {
     expect(r.status, r.stderr).toBe(0);
     expect((JSON.parse(r.stdout) as Manifest).datasets.map((d) => d.path)).toEqual([f('inbox')]);
     expect(strata(['manifest', '--type', 'nope'], env).status).toBe(2);
+  });
+});
+
+describe('strata items and item on disk images', () => {
+  it('lists partitions (GPT, MBR) and reads directories and files of ext4 and FAT inside them, byte for byte, locally and served', async () => {
+    const { repo, env } = initCliRepo();
+    const dir = path.join(tempDir(), 'img');
+    const root = path.join(tempDir(), 'root');
+    fs.mkdirSync(path.join(root, 'etc'), { recursive: true });
+    fs.mkdirSync(path.join(root, 'big'));
+    fs.writeFileSync(path.join(root, 'etc/hostname'), 'imaged\n');
+    const one = new Rng(42).bytes(1024 * 1024);
+    fs.writeFileSync(path.join(root, 'big/one.bin'), one);
+    fs.mkdirSync(dir);
+    const gpt = path.join(dir, 'gpt.img');
+    const mbr = path.join(dir, 'mbr.img');
+    // GPT: an ext4 file system made from a directory (mkfs.ext4 -d) in partition 1, nothing in 2.
+    execFileSync('truncate', ['-s', '40M', gpt]);
+    execFileSync('sfdisk', ['-q', gpt], { input: 'label: gpt\n,24M\n,\n' });
+    execFileSync('mkfs.ext4', ['-q', '-F', '-d', root, '-E', 'offset=1048576', gpt, '24M']);
+    // MBR: one FAT16 partition, files put there by mtools.
+    execFileSync('truncate', ['-s', '20M', mbr]);
+    execFileSync('sfdisk', ['-q', mbr], { input: 'label: dos\n,16M,6\n' });
+    execFileSync('mkfs.vfat', ['-F', '16', '--offset', '2048', mbr, '16384']);
+    const mt = { env: { ...process.env, MTOOLS_SKIP_CHECK: '1' } };
+    execFileSync('mmd', ['-i', `${mbr}@@1M`, '::/DOCS'], mt);
+    execFileSync('mcopy', ['-i', `${mbr}@@1M`, path.join(root, 'big/one.bin'), '::/DOCS/ONE.BIN'], mt);
+    execFileSync('mcopy', ['-i', `${mbr}@@1M`, path.join(root, 'etc/hostname'), '::/HOSTNAME'], mt);
+    expect(strata(['backup', dir, '-q'], env).status).toBe(0);
+    const json = <T>(args: string[], e = env): T & Summary => {
+      const r = strata([...args, '--json'], e);
+      expect(r.status, r.stderr).toBe(0);
+      return JSON.parse(r.stdout) as T & Summary;
+    };
+
+    const parts = json<{ items: { number: number; offset: number; size: number; filesystem?: string; table: string }[] }>(['items', gpt]);
+    expect(parts.type).toBe('disk');
+    // The oracle: the table as sfdisk reads it back.
+    const table = JSON.parse(execFileSync('sfdisk', ['--json', gpt]).toString()) as { partitiontable: { partitions: { start: number; size: number }[] } };
+    const fsOf = ['ext', null];
+    expect(parts.items.map((p) => [p.number, p.offset, p.size, p.filesystem ?? null, p.table])).toEqual(
+      table.partitiontable.partitions.map((p, i) => [i + 1, p.start * 512, p.size * 512, fsOf[i], 'gpt']),
+    );
+    expect(parts.items[0]!.size).toBe(24 * 1048576);
+    const etc = json<{ items: { name: string; type: string; size: number }[] }>(['items', gpt, '--path', 'p1:/etc']);
+    expect(etc.items).toMatchObject([{ name: 'hostname', type: 'file', size: 7 }]);
+    expect(json<{ items: { name: string; type: string }[] }>(['items', gpt, '--path', 'p1:/']).items.map((e) => [e.name, e.type])).toEqual([
+      ['big', 'dir'],
+      ['etc', 'dir'],
+      ['lost+found', 'dir'],
+    ]);
+    const file = strata(['item', gpt, 'p1:/big/one.bin'], env);
+    expect(file.status, file.stderr).toBe(0);
+    expect(file.raw.equals(one)).toBe(true);
+    // One file needs its blocks and the file system's metadata, not the image.
+    const j = json<{ length: number }>(['item', gpt, '/big/one.bin']);
+    expect(j.length).toBe(one.length);
+    expect(j.fetched).toBeLessThan(one.length + 1024 * 1024);
+
+    expect(json<{ items: { number: number; type: string; filesystem: string; table: string }[] }>(['items', mbr]).items).toMatchObject([{ number: 1, type: '0x06', filesystem: 'fat', table: 'mbr' }]);
+    expect(json<{ items: { name: string; type: string }[] }>(['items', mbr, '--path', '/']).items.map((e) => [e.name, e.type])).toEqual([
+      ['DOCS', 'dir'],
+      ['HOSTNAME', 'file'],
+    ]);
+    expect(strata(['item', mbr, 'p1:/DOCS/ONE.BIN'], env).raw.equals(one)).toBe(true);
+    expect(strata(['item', mbr, '/HOSTNAME'], env).stdout).toBe('imaged\n');
+
+    for (const [args, code, msg] of [
+      [['item', gpt, 'p1:/etc/none'], 1, /has no \/etc\/none in partition 1/],
+      [['item', gpt, 'p3:/x'], 1, /has no partition 3 \(it has p1, p2\)/],
+      [['item', gpt, 'p2:/x'], 1, /partition 2 of .* holds no file system/],
+      [['item', gpt, 'p1:/etc'], 1, /\/etc is a directory/],
+    ] as const) {
+      const r = strata([...args], env);
+      expect(r.status, r.stderr).toBe(code);
+      expect(r.stderr).toMatch(msg);
+    }
+
+    const srv = await serve(repo);
+    const c = client(srv.url, token(repo, 'disk-reader', 'read'));
+    const served = strata(['item', gpt, 'p1:/big/one.bin'], c);
+    expect(served.status, served.stderr).toBe(0);
+    expect(served.raw.equals(one)).toBe(true);
+    expect(strata(['item', mbr, '/HOSTNAME'], c).stdout).toBe('imaged\n');
   });
 });

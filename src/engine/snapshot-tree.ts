@@ -338,11 +338,12 @@ const STREAM_KEPT = 1024 * 1024;
 /** One version of a file, read at any offset; every byte checked against the sealed TOCs. */
 export class VersionFile {
   /**
-   * Bytes of the blocks this file's reads were given, from the repository
-   * or the process's cache of decoded blocks: a whole block each time a read
-   * needs it (what the item readers report as `fetched`).
+   * Bytes of the distinct blocks this file's reads were given, from the
+   * repository or the process's cache of decoded blocks: each block whole,
+   * once (what the item readers report as `fetched`).
    */
   blockBytes = 0;
+  private readonly blocksSeen = new Set<string>();
   /** A server's read plan: the first pieces of the range it was made for. */
   private primed?: { start: number; end: number; first: { pieces: Piece[]; next: number | null } };
 
@@ -447,7 +448,11 @@ export class VersionFile {
   private counted(read: (id: Buffer) => Promise<Buffer>): (id: Buffer) => Promise<Buffer> {
     return (id) =>
       read(id).then((b) => {
-        this.blockBytes += b.length;
+        const key = id.toString('hex');
+        if (!this.blocksSeen.has(key)) {
+          this.blocksSeen.add(key);
+          this.blockBytes += b.length;
+        }
         return b;
       });
   }

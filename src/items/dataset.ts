@@ -7,6 +7,7 @@
 import { describeContent, detectDataset, HEAD_BYTES, openFileAt, type DatasetType, type Detected, type SnapshotTree, type VersionFile, type When } from '../engine/snapshot-tree.js';
 import { StrataError, usageError } from '../errors.js';
 import type { Repository } from '../repo/repository.js';
+import { fileBytes, listDirectory, partitions } from './disk.js';
 import { findMessage, mboxMessages, messageBytes } from './mbox.js';
 import { RangeReader } from './reader.js';
 import { runQuery, sqlTables, type SqlResult, type SqlValue } from './sqlite.js';
@@ -14,7 +15,7 @@ import { findTarEntry, tarEntries } from './tar.js';
 import { findZipEntry, zipEntries, zipEntryBytes } from './zip.js';
 
 /** The types `items` and `item` read. */
-export const ITEM_TYPES: readonly DatasetType[] = ['mbox', 'zip', 'tar', 'sqlite'];
+export const ITEM_TYPES: readonly DatasetType[] = ['mbox', 'zip', 'tar', 'sqlite', 'disk'];
 
 export class Dataset {
   private constructor(
@@ -65,14 +66,19 @@ export class Dataset {
   expect(types: readonly DatasetType[], doing: string): DatasetType {
     const t = this.type;
     if (t && types.includes(t)) return t;
-    if (t === 'disk' || t === 'qcow2') throw new StrataError('wrong_format', `${this.path} is ${this.what}: strata does not ${doing} disk images yet`);
+    if (t === 'qcow2' && types.includes('disk')) throw new StrataError('wrong_format', `${this.path} is ${this.what}: strata does not ${doing} qcow2 images yet, only raw ones (MBR, GPT)`);
     throw new StrataError('wrong_format', `${this.path} is ${this.what}, not ${list(types)}`);
   }
 
   /** Its items, as rows for a table or JSON; `match` keeps those with TEXT in a name, subject, sender or id. */
   async items(opts: { match?: string; inner?: string; count?: boolean } = {}): Promise<Record<string, unknown>[]> {
     const type = this.expect(ITEM_TYPES, 'list the items of');
-    if (opts.inner !== undefined && type !== 'zip' && type !== 'tar') throw usageError(`--path names a directory inside an archive; ${this.path} is a ${this.what}`);
+    if (opts.inner !== undefined && type !== 'zip' && type !== 'tar' && type !== 'disk') throw usageError(`--path names a directory inside an archive or a disk image; ${this.path} is ${this.what}`);
+    if (type === 'disk') {
+      // File system metadata is read a few KiB at a time: no need to round reads out further.
+      this.reader.align(4096);
+      return this.diskItems(opts.inner, opts.match);
+    }
     const under = opts.inner?.replace(/^\/+/, '').replace(/\/*$/, '/');
     const inside = (name: string) => under === undefined || under === '/' || name.replace(/^\.\//, '').startsWith(under);
     const text = opts.match?.toLowerCase();
@@ -94,7 +100,11 @@ export class Dataset {
 
   /** One item's bytes (a message, an archive entry), a piece at a time, with its name and size where known. */
   async item(item: string): Promise<{ name: string; size?: number; bytes: AsyncGenerator<Buffer> }> {
-    const type = this.expect(['mbox', 'zip', 'tar'], 'take items out of');
+    const type = this.expect(['mbox', 'zip', 'tar', 'disk'], 'take items out of');
+    if (type === 'disk') {
+      this.reader.align(4096);
+      return { name: item, bytes: fileBytes(this.reader, item) };
+    }
     if (type === 'mbox') {
       const m = await findMessage(this.reader, item);
       return { name: m.messageId ? `<${m.messageId}>` : `message ${m.number}`, bytes: messageBytes(this.reader, m) };
@@ -108,6 +118,17 @@ export class Dataset {
     if (e.type === 'dir') throw new StrataError('is_directory', `${e.name} is a directory in ${this.path}`);
     if (e.type !== 'file') throw new StrataError('not_file', `${e.name} is a ${e.type === 'other' ? 'special file' : e.type} in ${this.path}${e.linkname ? ` (to ${e.linkname})` : ''}`);
     return { name: e.name, size: e.size, bytes: this.reader.stream(e.dataOffset, e.dataOffset + e.size) };
+  }
+
+  /** A disk image's partitions, or with `inner` ("p1:/etc"), a directory of a file system in one. */
+  private async diskItems(inner: string | undefined, match: string | undefined): Promise<Record<string, unknown>[]> {
+    const text = match?.toLowerCase();
+    if (inner === undefined) {
+      const { table, partitions: all } = await partitions(this.reader);
+      return all.filter((p) => text === undefined || (p.name ?? '').toLowerCase().includes(text)).map((p) => ({ ...p, table }));
+    }
+    const entries = await listDirectory(this.reader, inner);
+    return entries.filter((e) => text === undefined || e.name.toLowerCase().includes(text)).map((e) => ({ ...e }));
   }
 
   /** A read-only query, on the database as its last commit left it (its WAL applied when it was backed up beside it). */

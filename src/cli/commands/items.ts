@@ -26,11 +26,11 @@ export function register(program: Command): void {
   registerManifest(program);
   program
     .command('items')
-    .description('list the items of a dataset: messages of an mbox, entries of a zip or tar, tables of a SQLite database')
+    .description('list the items of a dataset: messages of an mbox, entries of a zip or tar, tables of a SQLite database, partitions of a disk image')
     .argument('<path>', 'the dataset (absolute, or relative to the current directory)')
     .option(...AT)
     .option('--match <text>', 'only items whose name, subject, sender or Message-ID contains TEXT (any case)')
-    .option('--path <inner>', 'only entries of an archive under this directory')
+    .option('--path <inner>', 'only entries of an archive under this directory; in a disk image, the directory pN:/DIR of partition N')
     .option('--count', 'for a SQLite database: count the rows of each table (reads the tables)')
     .option(...STATS)
     .action(async (p: string, opts: { at: string; match?: string; path?: string; count?: boolean; stats?: boolean }, cmd: Command) => {
@@ -46,9 +46,9 @@ export function register(program: Command): void {
 
   program
     .command('item')
-    .description("write one item of a dataset: a message of an mbox (by number or Message-ID, as RFC 822), an archive entry's bytes")
+    .description("write one item of a dataset: a message of an mbox (by number or Message-ID, as RFC 822), an archive entry's bytes, a file of a disk image (pN:/PATH)")
     .argument('<path>', 'the dataset (absolute, or relative to the current directory)')
-    .argument('<item>', 'a message number (1 for the first) or Message-ID, or an entry name')
+    .argument('<item>', 'a message number (1 for the first) or Message-ID, an entry name, or pN:/PATH in a disk image (/PATH with one file system)')
     .option(...AT)
     .option('-o, --output <file>', 'write to FILE instead of stdout (made only once the item is read whole and checked)')
     .option(...STATS)
@@ -142,6 +142,10 @@ function textRows(type: string, items: Record<string, unknown>[]): string[] {
   if (items.length === 0) return [];
   if (type === 'mbox') return table([['#', 'offset', 'size', 'date', 'from', 'subject'], ...items.map((m) => [s(m.number), s(m.offset), s(m.size), s(m.date), s(m.from), s(m.subject)])]).split('\n');
   if (type === 'zip') return table([['size', 'compressed', 'mtime', 'name'], ...items.map((e) => [s(e.size), s(e.compressedSize), s(e.mtime), s(e.name)])]).split('\n');
+  if (type === 'disk' && 'number' in items[0]!) {
+    return table([['partition', 'offset', 'size', 'type', 'filesystem', 'name'], ...items.map((p) => [`p${s(p.number)}`, s(p.offset), s(p.size), s(p.type), s(p.filesystem), s(p.name)])]).split('\n');
+  }
+  if (type === 'disk') return table([['type', 'size', 'mtime', 'name'], ...items.map((e) => [s(e.type), s(e.size), s(e.mtime), s(e.name)])]).split('\n');
   if (type === 'tar') return table([['type', 'size', 'mtime', 'name'], ...items.map((e) => [s(e.type), s(e.size), s(e.mtime), e.linkname ? `${s(e.name)} -> ${s(e.linkname)}` : s(e.name)])]).split('\n');
   return table([['name', 'type', 'rows', 'columns'], ...items.map((t) => [s(t.name), s(t.type), s(t.rows), (t.columns as string[]).join(', ')])]).split('\n');
 }
