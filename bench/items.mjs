@@ -10,6 +10,8 @@
 //   a pass over the mailbox);
 // - one 1 MiB entry of a zip of --size (made by `zip` from seeded random files);
 // - a point query by primary key and one by index on a SQLite database of --size;
+// - one 1 MiB file of an ext4 file system in a raw GPT disk image of --size
+//   (beside: the image dumped, then the file taken out by debugfs);
 // - the same through `strata serve` with no client cache: bytes on the wire
 //   against bytes fetched.
 // Each command is a fresh process (a cold cache of decoded blocks). Figures
@@ -86,6 +88,22 @@ let rows = 0;
 }
 log(`sqlite: ${rows} rows, ${fs.statSync(dbPath).size} bytes`);
 
+// A raw disk image of --size: GPT, one ext4 partition made by mkfs.ext4 -d from 1 MiB files filling half of it.
+const image = path.join(src, 'disk.img');
+{
+  const tree = path.join(dir, 'imgsrc');
+  fs.mkdirSync(path.join(tree, 'data'), { recursive: true });
+  const n = Math.max(2, Math.floor(size / 2 / (1024 * 1024)));
+  for (let i = 0; i < n; i++) fs.writeFileSync(path.join(tree, 'data', `f${String(i).padStart(5, '0')}.bin`), random(1024 * 1024));
+  execFileSync('truncate', ['-s', String(size), image]);
+  execFileSync('sfdisk', ['-q', image], { input: 'label: gpt\n,\n' });
+  const sectors = Math.floor((size - 2 * 1024 * 1024) / 1024);
+  execFileSync('mkfs.ext4', ['-q', '-F', '-d', tree, '-E', 'offset=1048576', image, `${sectors}k`]);
+  fs.rmSync(tree, { recursive: true });
+}
+const imageFile = `/data/f${String(Math.floor(size / 4 / (1024 * 1024))).padStart(5, '0')}.bin`;
+log(`disk: ${fs.statSync(image).size} bytes`);
+
 const repo = path.join(dir, 'repo');
 const key = path.join(dir, 'repo.key');
 const strata = (args, opts = {}) => execFileSync('node', [STRATA, ...args], { env: { ...env, ...(opts.env ?? {}) }, maxBuffer: 1 << 30, ...opts });
@@ -111,6 +129,12 @@ const cases = [
   { name: `one message (#${late}, by Message-ID) of the mbox`, file: mbox, args: ['item', mbox, `m${late - 1}@example.org`], baseline: () => execFileSync('python3', ['-c', `import mailbox,sys; m=mailbox.mbox(sys.argv[1]); sys.stdout.buffer.write(m.get_bytes(${late - 1}))`, tmp], { maxBuffer: 1 << 30 }) },
   { name: 'one 1 MiB entry of the zip', file: zip, args: ['item', zip, entry], baseline: () => execFileSync('unzip', ['-p', tmp, entry], { maxBuffer: 1 << 30 }) },
   { name: 'point query by primary key', file: dbPath, args: ['sql', dbPath, `SELECT sku FROM items WHERE id = ${Math.floor(rows / 3)}`], baseline: () => execFileSync('sqlite3', [tmp, `SELECT sku FROM items WHERE id = ${Math.floor(rows / 3)}`]) },
+  {
+    name: 'one 1 MiB file of an ext4 disk image',
+    file: image,
+    args: ['item', image, `p1:${imageFile}`],
+    baseline: () => execFileSync('debugfs', ['-R', `dump ${imageFile} ${tmp}.out`, `${tmp}?offset=1048576`], { stdio: 'ignore' }),
+  },
   { name: 'point query by index', file: dbPath, args: ['sql', dbPath, `SELECT id FROM items WHERE sku = 'sku-${(Math.floor(rows / 5) * 2654435761) % 4294967296}'`], baseline: () => execFileSync('sqlite3', [tmp, `SELECT id FROM items WHERE sku = 'sku-${(Math.floor(rows / 5) * 2654435761) % 4294967296}'`]) },
 ];
 
@@ -133,6 +157,7 @@ for (const c of cases) {
       }).seconds,
     );
     fs.rmSync(tmp, { force: true });
+    fs.rmSync(`${tmp}.out`, { force: true });
   }
   results.push({ name: c.name, size: fileSize, fetched, item: median(itemRuns), dump: median(dumpRuns) });
   log(`${c.name}: ${median(itemRuns).toFixed(3)} s, fetched ${fetched} of ${fileSize}; dump and extract ${median(dumpRuns).toFixed(3)} s`);

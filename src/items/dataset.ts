@@ -62,6 +62,14 @@ export class Dataset {
     return this.reader.requested + this.extra.reduce((n, r) => n + r.requested, 0);
   }
 
+  /** `f` is told after each read of the repository, with what has been asked for so far. */
+  onProgress(f: (requested: number) => void): void {
+    this.reader.onRead = () => f(this.requested);
+    this.progress = f;
+  }
+
+  private progress?: (requested: number) => void;
+
   /** The type this is, if it is one of `types`; else an error (wrong_format) that says what it is. */
   expect(types: readonly DatasetType[], doing: string): DatasetType {
     const t = this.type;
@@ -142,6 +150,8 @@ export class Dataset {
     const e = await this.tree.lookup(`${this.path}-wal`);
     if (!e || e.type !== 'file' || e.size === 0) return undefined;
     const r = new RangeReader(await this.tree.open(e));
+    const f = this.progress;
+    if (f) r.onRead = () => f(this.requested);
     this.extra.push(r);
     return r;
   }

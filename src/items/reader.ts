@@ -22,6 +22,8 @@ const DIRECT = 1024 * 1024;
 export class RangeReader {
   /** Bytes the format's reads asked for, rounded out to the read blocks. */
   requested = 0;
+  /** Told after each read of the repository (progress on a long scan). */
+  onRead?: () => void;
   private readonly kept = new Map<number, Buffer>();
 
   constructor(
@@ -120,6 +122,7 @@ export class RangeReader {
   private async fetch(offset: number, length: number): Promise<Buffer> {
     const b = await this.file.readAt(offset, length);
     this.requested += b.length;
+    this.onRead?.();
     return b;
   }
 

@@ -15,7 +15,7 @@ import { displayName } from '../../util/names.js';
 import { formatBytes } from '../../util/size.js';
 import { parseWhen } from '../../util/when.js';
 import { globals, openRepo } from '../context.js';
-import { line, lines, printJson, table } from '../output.js';
+import { line, lines, printJson, Progress, table, wantsProgress } from '../output.js';
 
 const AT = ['--at <when>', 'latest, a snapshot id or prefix, or an ISO 8601 date/time', 'latest'] as const;
 const STATS = ['--stats', 'print the bytes fetched and the dataset size on stderr'] as const;
@@ -36,12 +36,13 @@ export function register(program: Command): void {
     .action(async (p: string, opts: { at: string; match?: string; path?: string; count?: boolean; stats?: boolean }, cmd: Command) => {
       const g = globals(cmd);
       const when = parseWhen(opts.at);
-      await withDataset(cmd, p, when, async (repo, ds) => {
+      await withDataset(cmd, p, when, async (repo, ds, done) => {
         const items = await ds.items({ match: opts.match, inner: opts.path, count: opts.count });
+        done();
         report(repo, ds, opts.stats);
         if (g.json) return printJson({ ...summary(repo, ds), items });
         lines(textRows(ds.type!, items));
-      });
+      }, { progress: true });
     });
 
   program
@@ -55,7 +56,7 @@ export function register(program: Command): void {
     .action(async (p: string, item: string, opts: { at: string; output?: string; stats?: boolean }, cmd: Command) => {
       const g = globals(cmd);
       const when = parseWhen(opts.at);
-      await withDataset(cmd, p, when, async (repo, ds) => {
+      await withDataset(cmd, p, when, async (repo, ds, done) => {
         const it = await ds.item(item);
         if (g.json && !opts.output && (it.size ?? 0) > JSON_DATA_LIMIT) throw usageError(`${it.name} is too large for --json (${it.size} bytes); add --output FILE`);
         let length = 0;
@@ -85,9 +86,10 @@ export function register(program: Command): void {
             } else if (!process.stdout.write(piece)) await new Promise<void>((r) => process.stdout.once('drain', () => r()));
           }
         }
+        done();
         report(repo, ds, opts.stats);
         if (g.json) printJson({ ...summary(repo, ds), item: it.name, length, ...(opts.output ? { output: opts.output } : { data: Buffer.concat(chunks).toString('base64') }) });
-      });
+      }, { progress: opts.output !== undefined || !process.stdout.isTTY });
     });
 
   program
@@ -118,11 +120,16 @@ export function register(program: Command): void {
     });
 }
 
-async function withDataset(cmd: Command, p: string, when: ReturnType<typeof parseWhen>, use: (repo: Repository, ds: Dataset) => Promise<void>): Promise<void> {
+async function withDataset(cmd: Command, p: string, when: ReturnType<typeof parseWhen>, use: (repo: Repository, ds: Dataset, stopProgress: () => void) => Promise<void>, opts: { progress?: boolean } = {}): Promise<void> {
   const repo = await openRepo(cmd, { readonly: true });
+  // A spinner on a terminal, while nothing goes to it but the spinner: a pass over a large mailbox takes a while.
+  const progress = new Progress(opts.progress === true && wantsProgress(globals(cmd)), 'reading');
   try {
-    await use(repo, await Dataset.open(repo, absolutePath(p), when));
+    const ds = await Dataset.open(repo, absolutePath(p), when);
+    ds.onProgress((requested) => progress.update(requested, ds.size, `${formatBytes(ds.fetched)} fetched`));
+    await use(repo, ds, () => progress.stop());
   } finally {
+    progress.stop();
     repo.close();
   }
 }
