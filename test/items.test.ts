@@ -391,6 +391,10 @@ describe('strata items and item on disk images', () => {
     execFileSync('mmd', ['-i', `${mbr}@@1M`, '::/DOCS'], mt);
     execFileSync('mcopy', ['-i', `${mbr}@@1M`, path.join(root, 'big/one.bin'), '::/DOCS/ONE.BIN'], mt);
     execFileSync('mcopy', ['-i', `${mbr}@@1M`, path.join(root, 'etc/hostname'), '::/HOSTNAME'], mt);
+    // The GPT image as qcow2 (qemu-img), with 64 KiB clusters, and compressed.
+    const qcow = path.join(dir, 'vm.qcow2');
+    execFileSync('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', gpt, qcow]);
+    execFileSync('qemu-img', ['convert', '-c', '-f', 'raw', '-O', 'qcow2', gpt, path.join(dir, 'packed.qcow2')]);
     expect(strata(['backup', dir, '-q'], env).status).toBe(0);
     const json = <T>(args: string[], e = env): T & Summary => {
       const r = strata([...args, '--json'], e);
@@ -429,6 +433,16 @@ describe('strata items and item on disk images', () => {
     ]);
     expect(strata(['item', mbr, 'p1:/DOCS/ONE.BIN'], env).raw.equals(one)).toBe(true);
     expect(strata(['item', mbr, '/HOSTNAME'], env).stdout).toBe('imaged\n');
+
+    // qcow2: the same disk through its cluster tables.
+    const q = json<{ items: { number: number; offset: number; size: number; filesystem?: string }[] }>(['items', qcow]);
+    expect(q.type).toBe('qcow2');
+    expect(q.items.map((p) => [p.number, p.offset, p.size, p.filesystem ?? null])).toEqual(parts.items.map((p) => [p.number, p.offset, p.size, p.filesystem ?? null]));
+    expect(strata(['item', qcow, 'p1:/big/one.bin'], env).raw.equals(one)).toBe(true);
+    expect(strata(['item', qcow, 'p1:/etc/hostname'], env).stdout).toBe('imaged\n');
+    const packed = strata(['item', path.join(dir, 'packed.qcow2'), 'p1:/etc/hostname'], env);
+    expect(packed.status).toBe(1);
+    expect(packed.stderr).toMatch(/packed\.qcow2 is a qcow2 image with compressed clusters, which strata does not read/);
 
     for (const [args, code, msg] of [
       [['item', gpt, 'p1:/etc/none'], 1, /has no \/etc\/none in partition 1/],

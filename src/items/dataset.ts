@@ -9,13 +9,14 @@ import { StrataError, usageError } from '../errors.js';
 import type { Repository } from '../repo/repository.js';
 import { fileBytes, listDirectory, partitions } from './disk.js';
 import { findMessage, mboxMessages, messageBytes } from './mbox.js';
+import { Qcow2Image, type ByteSource } from './qcow2.js';
 import { RangeReader } from './reader.js';
 import { runQuery, sqlTables, type SqlResult, type SqlValue } from './sqlite.js';
 import { findTarEntry, tarEntries } from './tar.js';
 import { findZipEntry, zipEntries, zipEntryBytes } from './zip.js';
 
 /** The types `items` and `item` read. */
-export const ITEM_TYPES: readonly DatasetType[] = ['mbox', 'zip', 'tar', 'sqlite', 'disk'];
+export const ITEM_TYPES: readonly DatasetType[] = ['mbox', 'zip', 'tar', 'sqlite', 'disk', 'qcow2'];
 
 export class Dataset {
   private constructor(
@@ -71,22 +72,17 @@ export class Dataset {
   private progress?: (requested: number) => void;
 
   /** The type this is, if it is one of `types`; else an error (wrong_format) that says what it is. */
-  expect(types: readonly DatasetType[], doing: string): DatasetType {
+  expect(types: readonly DatasetType[]): DatasetType {
     const t = this.type;
     if (t && types.includes(t)) return t;
-    if (t === 'qcow2' && types.includes('disk')) throw new StrataError('wrong_format', `${this.path} is ${this.what}: strata does not ${doing} qcow2 images yet, only raw ones (MBR, GPT)`);
     throw new StrataError('wrong_format', `${this.path} is ${this.what}, not ${list(types)}`);
   }
 
   /** Its items, as rows for a table or JSON; `match` keeps those with TEXT in a name, subject, sender or id. */
   async items(opts: { match?: string; inner?: string; count?: boolean } = {}): Promise<Record<string, unknown>[]> {
-    const type = this.expect(ITEM_TYPES, 'list the items of');
-    if (opts.inner !== undefined && type !== 'zip' && type !== 'tar' && type !== 'disk') throw usageError(`--path names a directory inside an archive or a disk image; ${this.path} is ${this.what}`);
-    if (type === 'disk') {
-      // File system metadata is read a few KiB at a time: no need to round reads out further.
-      this.reader.align(4096);
-      return this.diskItems(opts.inner, opts.match);
-    }
+    const type = this.expect(ITEM_TYPES);
+    if (opts.inner !== undefined && type !== 'zip' && type !== 'tar' && type !== 'disk' && type !== 'qcow2') throw usageError(`--path names a directory inside an archive or a disk image; ${this.path} is ${this.what}`);
+    if (type === 'disk' || type === 'qcow2') return this.diskItems(opts.inner, opts.match);
     const under = opts.inner?.replace(/^\/+/, '').replace(/\/*$/, '/');
     const inside = (name: string) => under === undefined || under === '/' || name.replace(/^\.\//, '').startsWith(under);
     const text = opts.match?.toLowerCase();
@@ -108,11 +104,8 @@ export class Dataset {
 
   /** One item's bytes (a message, an archive entry), a piece at a time, with its name and size where known. */
   async item(item: string): Promise<{ name: string; size?: number; bytes: AsyncGenerator<Buffer> }> {
-    const type = this.expect(['mbox', 'zip', 'tar', 'disk'], 'take items out of');
-    if (type === 'disk') {
-      this.reader.align(4096);
-      return { name: item, bytes: fileBytes(this.reader, item) };
-    }
+    const type = this.expect(['mbox', 'zip', 'tar', 'disk', 'qcow2']);
+    if (type === 'disk' || type === 'qcow2') return { name: item, bytes: fileBytes(await this.image(), item) };
     if (type === 'mbox') {
       const m = await findMessage(this.reader, item);
       return { name: m.messageId ? `<${m.messageId}>` : `message ${m.number}`, bytes: messageBytes(this.reader, m) };
@@ -128,20 +121,28 @@ export class Dataset {
     return { name: e.name, size: e.size, bytes: this.reader.stream(e.dataOffset, e.dataOffset + e.size) };
   }
 
+  /** The disk a raw image or a qcow2 image holds. */
+  private async image(): Promise<ByteSource> {
+    // File system metadata is read a few KiB at a time: no need to round reads out further.
+    this.reader.align(4096);
+    return this.type === 'qcow2' ? Qcow2Image.open(this.reader) : this.reader;
+  }
+
   /** A disk image's partitions, or with `inner` ("p1:/etc"), a directory of a file system in one. */
   private async diskItems(inner: string | undefined, match: string | undefined): Promise<Record<string, unknown>[]> {
     const text = match?.toLowerCase();
+    const image = await this.image();
     if (inner === undefined) {
-      const { table, partitions: all } = await partitions(this.reader);
+      const { table, partitions: all } = await partitions(image);
       return all.filter((p) => text === undefined || (p.name ?? '').toLowerCase().includes(text)).map((p) => ({ ...p, table }));
     }
-    const entries = await listDirectory(this.reader, inner);
+    const entries = await listDirectory(image, inner);
     return entries.filter((e) => text === undefined || e.name.toLowerCase().includes(text)).map((e) => ({ ...e }));
   }
 
   /** A read-only query, on the database as its last commit left it (its WAL applied when it was backed up beside it). */
   async sql(query: string, onRow?: (row: SqlValue[], columns: string[]) => void): Promise<SqlResult> {
-    this.expect(['sqlite'], 'run SQL on');
+    this.expect(['sqlite']);
     return runQuery(this.reader, await this.wal(), query, onRow);
   }
 

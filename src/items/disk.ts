@@ -13,7 +13,7 @@
  */
 import { createRequire } from 'node:module';
 import { integrity, notFound, StrataError, usageError } from '../errors.js';
-import type { RangeReader } from './reader.js';
+import type { ByteSource } from './qcow2.js';
 
 export interface Partition {
   /** 1 for the first, as `pN:` names it. */
@@ -37,7 +37,7 @@ export interface DiskEntry {
 const require = createRequire(import.meta.url);
 
 /** The image's partitions; an image with a file system and no table is partition 1, the whole image. */
-export async function partitions(reader: RangeReader): Promise<{ table: 'mbr' | 'gpt' | 'none'; partitions: Partition[] }> {
+export async function partitions(reader: ByteSource): Promise<{ table: 'mbr' | 'gpt' | 'none'; partitions: Partition[] }> {
   const fsHere = await filesystemAt(reader, 0, reader.size);
   if (fsHere) return { table: 'none', partitions: [{ number: 1, offset: 0, size: reader.size, type: 'none', filesystem: fsHere }] };
   const info = require('partitioninfo') as typeof import('partitioninfo');
@@ -68,7 +68,7 @@ export async function partitions(reader: RangeReader): Promise<{ table: 'mbr' | 
 }
 
 /** Which file system starts at `offset`, from its superblock or boot sector. */
-async function filesystemAt(reader: RangeReader, offset: number, size: number): Promise<'ext' | 'fat' | undefined> {
+async function filesystemAt(reader: ByteSource, offset: number, size: number): Promise<'ext' | 'fat' | undefined> {
   if (size < 2048 || offset + 2048 > reader.size) return undefined;
   const b = await reader.read(offset, 2048);
   if (b.readUInt16LE(1024 + 56) === 0xef53) return 'ext';
@@ -78,7 +78,7 @@ async function filesystemAt(reader: RangeReader, offset: number, size: number): 
 }
 
 /** "p2:/etc/hosts" or "/etc/hosts" (the only file system): the partition and the path in it. */
-export async function resolveInner(reader: RangeReader, spec: string): Promise<{ partition: Partition; path: string }> {
+export async function resolveInner(reader: ByteSource, spec: string): Promise<{ partition: Partition; path: string }> {
   const m = /^p([0-9]+):(.*)$/.exec(spec);
   const { partitions: all } = await partitions(reader);
   let partition: Partition | undefined;
@@ -100,7 +100,7 @@ export async function resolveInner(reader: RangeReader, spec: string): Promise<{
 }
 
 /** A directory's entries in a partition's file system. */
-export async function listDirectory(reader: RangeReader, spec: string): Promise<DiskEntry[]> {
+export async function listDirectory(reader: ByteSource, spec: string): Promise<DiskEntry[]> {
   const { partition, path } = await resolveInner(reader, spec);
   const fs = await openFilesystem(reader, partition);
   try {
@@ -111,7 +111,7 @@ export async function listDirectory(reader: RangeReader, spec: string): Promise<
 }
 
 /** A file's bytes in a partition's file system, a piece at a time. */
-export async function* fileBytes(reader: RangeReader, spec: string): AsyncGenerator<Buffer> {
+export async function* fileBytes(reader: ByteSource, spec: string): AsyncGenerator<Buffer> {
   const { partition, path } = await resolveInner(reader, spec);
   const fs = await openFilesystem(reader, partition);
   try {
@@ -128,7 +128,7 @@ interface Filesystem {
 }
 
 /** One read of the image, through a disk the libraries may write to (kept in memory). */
-function imageDisk(reader: RangeReader, base = 0) {
+function imageDisk(reader: ByteSource, base = 0) {
   const writes: { at: number; data: Buffer }[] = [];
   const state: { failure?: unknown } = {};
   const read = async (buffer: Buffer, bufferOffset: number, length: number, offset: number) => {
@@ -216,7 +216,7 @@ function loadExt2fs(): Ext2fs {
   return ext2fs;
 }
 
-async function openFilesystem(reader: RangeReader, partition: Partition): Promise<Filesystem> {
+async function openFilesystem(reader: ByteSource, partition: Partition): Promise<Filesystem> {
   const disk = imageDisk(reader);
   const failed = (e: unknown, path: string): unknown => {
     if (disk.failure) return disk.failure;

@@ -149,10 +149,10 @@ function textRows(type: string, items: Record<string, unknown>[]): string[] {
   if (items.length === 0) return [];
   if (type === 'mbox') return table([['#', 'offset', 'size', 'date', 'from', 'subject'], ...items.map((m) => [s(m.number), s(m.offset), s(m.size), s(m.date), s(m.from), s(m.subject)])]).split('\n');
   if (type === 'zip') return table([['size', 'compressed', 'mtime', 'name'], ...items.map((e) => [s(e.size), s(e.compressedSize), s(e.mtime), s(e.name)])]).split('\n');
-  if (type === 'disk' && 'number' in items[0]!) {
+  if ((type === 'disk' || type === 'qcow2') && 'number' in items[0]!) {
     return table([['partition', 'offset', 'size', 'type', 'filesystem', 'name'], ...items.map((p) => [`p${s(p.number)}`, s(p.offset), s(p.size), s(p.type), s(p.filesystem), s(p.name)])]).split('\n');
   }
-  if (type === 'disk') return table([['type', 'size', 'mtime', 'name'], ...items.map((e) => [s(e.type), s(e.size), s(e.mtime), s(e.name)])]).split('\n');
+  if (type === 'disk' || type === 'qcow2') return table([['type', 'size', 'mtime', 'name'], ...items.map((e) => [s(e.type), s(e.size), s(e.mtime), s(e.name)])]).split('\n');
   if (type === 'tar') return table([['type', 'size', 'mtime', 'name'], ...items.map((e) => [s(e.type), s(e.size), s(e.mtime), e.linkname ? `${s(e.name)} -> ${s(e.linkname)}` : s(e.name)])]).split('\n');
   return table([['name', 'type', 'rows', 'columns'], ...items.map((t) => [s(t.name), s(t.type), s(t.rows), (t.columns as string[]).join(', ')])]).split('\n');
 }
