@@ -208,7 +208,7 @@ describe('strata items, item, sql', () => {
     expect(text.status).toBe(1);
     expect(text.stderr).toMatch(/a\.txt is text, not an mbox mailbox/);
     const dbItem = run(['item', file('app.db'), 'people']);
-    expect(dbItem.stderr).toMatch(/is a SQLite database, not an mbox mailbox, a zip archive, a tar archive or a disk image/);
+    expect(dbItem.stderr).toMatch(/is a SQLite database, not an mbox mailbox, a zip archive, a tar archive, a disk image or a qcow2 image/);
     expect(run(['items', file('mail.mbox'), '--json']).status).toBe(0);
   });
 
