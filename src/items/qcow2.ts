@@ -56,7 +56,8 @@ export class Qcow2Image implements ByteSource {
     const l1Offset = Number(h.readBigUInt64BE(40));
     const clusterSize = 2 ** clusterBits;
     const needed = Math.ceil(size / clusterSize / (clusterSize / 8));
-    if (l1Size < needed || l1Offset + l1Size * 8 > file.size) throw integrity(`${file.path}: its qcow2 L1 table does not cover the disk or lies past the file's end`);
+    // An L1 table of 64 MiB maps 2^39 clusters: more is no image, and is not held in memory.
+    if (l1Size < needed || l1Size > 8 * 1024 * 1024 || l1Offset + l1Size * 8 > file.size) throw integrity(`${file.path}: its qcow2 L1 table does not cover the disk or lies past the file's end`);
     return new Qcow2Image(file, size, clusterBits, await file.read(l1Offset, l1Size * 8));
   }
 
