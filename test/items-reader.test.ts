@@ -10,6 +10,7 @@ import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { backup } from '../src/engine/backup.js';
 import { describeContent, detectDataset, HEAD_BYTES, SnapshotTree } from '../src/engine/snapshot-tree.js';
+import { Dataset } from '../src/items/dataset.js';
 import { READ_BLOCK, RangeReader } from '../src/items/reader.js';
 import { makeRepo, Rng, tempDir } from './helpers.js';
 
@@ -107,6 +108,12 @@ describe('datasets told by content', () => {
       execFileSync('truncate', ['-s', '4M', f(name)]);
       execFileSync('sfdisk', ['-q', f(name)], { input: label });
     }
+    // File systems without a partition table.
+    execFileSync('mkfs.ext4', ['-q', '-F', f('ext.img'), '2M']);
+    for (const bits of ['16', '32']) {
+      execFileSync('truncate', ['-s', '40M', f(`fat${bits}.img`)]);
+      execFileSync('mkfs.vfat', ['-F', bits, f(`fat${bits}.img`)]);
+    }
     const qcow = Buffer.alloc(512);
     qcow.writeUInt32BE(0x514649fb, 0);
     fs.writeFileSync(f('vm.data'), qcow);
@@ -120,6 +127,9 @@ describe('datasets told by content', () => {
       ['gpt.img', 'disk', 'disk image (GPT)'],
       ['mbr.img', 'disk', 'disk image (MBR)'],
       ['vm.data', 'qcow2', 'qcow2 disk image'],
+      ['ext.img', 'disk', 'disk image (ext2/3/4 file system)'],
+      ['fat16.img', 'disk', 'disk image (FAT file system)'],
+      ['fat32.img', 'disk', 'disk image (FAT file system)'],
       ['x.txt', undefined, ''],
     ];
     for (const [name, type, what] of cases) {
@@ -133,5 +143,29 @@ describe('datasets told by content', () => {
     expect(describeContent(head(f('z.data')), 100)).toBe('a zip archive');
     // "From " at the start of a text that is no mailbox.
     expect(detectDataset(Buffer.from('From here we go, said the text.\nAnd on.\n'))).toBeUndefined();
+  });
+});
+
+describe('a file system image read in this process', () => {
+  it('leaves no process-wide handler of ext2fs behind, and reads a bare ext4 image (no partition table)', async () => {
+    const dir = tempDir();
+    const root = tempDir();
+    fs.writeFileSync(path.join(root, 'hello.txt'), 'hello from ext4\n');
+    const img = path.join(dir, 'fs.img');
+    execFileSync('mkfs.ext4', ['-q', '-F', '-d', root, img, '4M']);
+    const repo = await makeRepo();
+    try {
+      await backup(repo, { paths: [dir] });
+      const before = [process.listeners('uncaughtException').length, process.listeners('unhandledRejection').length];
+      const ds = await Dataset.of(await SnapshotTree.open(repo), img);
+      expect(await ds.items()).toMatchObject([{ number: 1, offset: 0, size: 4 * 1024 * 1024, filesystem: 'ext', table: 'none' }]);
+      expect((await ds.items({ inner: '/' })).map((e) => e.name)).toEqual(['hello.txt', 'lost+found']);
+      const parts: Buffer[] = [];
+      for await (const piece of (await ds.item('/hello.txt')).bytes) parts.push(Buffer.from(piece));
+      expect(Buffer.concat(parts).toString()).toBe('hello from ext4\n');
+      expect([process.listeners('uncaughtException').length, process.listeners('unhandledRejection').length]).toEqual(before);
+    } finally {
+      repo.close();
+    }
   });
 });

@@ -25,6 +25,11 @@ export function detectDataset(head: Uint8Array): Detected | undefined {
   if (b.length >= 4 && (b.readUInt32BE(0) === 0x504b0304 || b.readUInt32BE(0) === 0x504b0506)) return { type: 'zip', what: zipWhat(b) };
   if (isMbox(b)) return { type: 'mbox', what: 'mbox mailbox' };
   if (isTar(b)) return { type: 'tar', what: 'tar archive' };
+  // A file system image without a partition table: an ext2/3/4 superblock at 1024, or a FAT boot sector.
+  if (b.length >= 1082 && b.readUInt16LE(1080) === 0xef53) return { type: 'disk', what: 'disk image (ext2/3/4 file system)' };
+  if (b.length >= 512 && b[510] === 0x55 && b[511] === 0xaa && (/^FAT1[26]/.test(b.toString('latin1', 54, 59)) || b.toString('latin1', 82, 87) === 'FAT32')) {
+    return { type: 'disk', what: 'disk image (FAT file system)' };
+  }
   if (b.length >= 520 && b[510] === 0x55 && b[511] === 0xaa) {
     if (b.toString('latin1', 512, 520) === 'EFI PART') return { type: 'disk', what: 'disk image (GPT)' };
     if (hasMbrPartitions(b)) return { type: 'disk', what: 'disk image (MBR)' };
