@@ -38,7 +38,8 @@ const common = {
   target: 'node20',
   format: 'cjs',
   // Native addons load their binaries from their own directories (fuse-napi, optional, only for strata mount).
-  external: ['better-sqlite3', 'zstd-napi', 'fuse-napi'],
+  // The disk image readers (a WebAssembly build inlined in 370 KiB of JavaScript) load only when used.
+  external: ['better-sqlite3', 'zstd-napi', 'fuse-napi', 'ext2fs', 'fatfs', 'partitioninfo', 'file-disk'],
   // import.meta has no CommonJS meaning: give it the bundle's own URL.
   define: { 'import.meta.url': '__bundleUrl' },
   banner: { js: "const __bundleUrl = require('node:url').pathToFileURL(__filename).href;" },

@@ -65,6 +65,8 @@ export const ERRORS = {
   length_required: { exit: error, http: 411 },
   body_too_large: { exit: error, http: 413 },
   range_not_satisfiable: { exit: error, http: 416 },
+  // A file asked for as one kind of dataset (strata items, item, sql) that is another.
+  wrong_format: { exit: error, http: 415 },
   headers_too_large: { exit: error, http: 431 },
   request_timeout: { exit: error, http: 408 },
 

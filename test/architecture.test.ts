@@ -17,7 +17,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['catalog'],
   ['repo', 'workers'],
   ['engine'],
-  ['cli', 'server', 'mount', 'ui'],
+  ['cli', 'server', 'mount', 'ui', 'items'],
 ];
 
 /** Front ends that must stand on less than their layer allows: the server serves storage and the catalog, never keys. */
@@ -72,6 +72,7 @@ const READERS: Record<string, readonly string[]> = {
   // A writable mount's changes become a snapshot through the engine's one way to make one from a change set.
   'cli/commands/mount.ts': ['engine/commit.ts'],
   'mount/overlay.ts': ['engine/commit.ts'],
+  'cli/commands/items.ts': [],
   'cli/commands/restore.ts': ['engine/restore.ts'],
   // The web app's restore is the CLI's.
   'ui/restore-job.ts': ['engine/restore.ts'],

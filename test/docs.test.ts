@@ -23,7 +23,7 @@ const roff = (text: string) => text.replace(/-/g, '\\-');
 
 const COMMANDS = [
   ['init'], ['backup'], ['snapshots'], ['ls'], ['cat'], ['restore'], ['mount'], ['toc'], ['blame'], ['key', 'export'], ['key', 'list'], ['key', 'add'], ['key', 'remove'], ['key', 'passwd'], ['diff'], ['find'], ['stats'], ['tag'], ['check'], ['forget'], ['prune'],
-  ['rebuild-catalog'], ['unlock'], ['serve'], ['ui'], ['token', 'add'], ['token', 'list'], ['token', 'revoke'], ['version'], ['completion'],
+  ['rebuild-catalog'], ['unlock'], ['serve'], ['ui'], ['items'], ['item'], ['sql'], ['manifest'], ['token', 'add'], ['token', 'list'], ['token', 'revoke'], ['version'], ['completion'],
 ];
 
 function envVarsInCode(): string[] {

@@ -8,6 +8,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import Database from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BIN, ROOT, Rng, tempDir } from './helpers.js';
 
@@ -97,10 +98,25 @@ class Session {
       while (s.length < n) s += rng.pick(words) + (rng.int(12) === 0 ? '\n' : ' ');
       return s.slice(0, n);
     };
-    for (const [p, size] of [['Documents/report.txt', 50_000], ['Documents/notes/todo.txt', 3_000], ['mail/inbox.mbox', 300_000], ['Mail/inbox', 1_200_000]] as const) {
+    for (const [p, size] of [['Documents/report.txt', 50_000], ['Documents/notes/todo.txt', 3_000], ['Mail/inbox', 1_200_000]] as const) {
       fs.mkdirSync(path.dirname(path.join(home, p)), { recursive: true });
       fs.writeFileSync(path.join(home, p), text(size));
     }
+    // Datasets the item readers open: a mailbox with the message the examples ask for, a
+    // document that is a zip (by zip), a SQLite database.
+    fs.mkdirSync(path.join(home, 'mail'));
+    const messages = Array.from({ length: 600 }, (_, i) => `From a@example.org Sat Feb 28 12:00:00 2026\nFrom: a@example.org\nSubject: note ${i}\nMessage-ID: <${i === 300 ? 'id' : `m${i}`}@example.org>\n\n${text(400)}\n\n`);
+    fs.writeFileSync(path.join(home, 'mail/inbox.mbox'), messages.join(''));
+    const doc = path.join(d, 'doc');
+    fs.mkdirSync(path.join(doc, 'word'), { recursive: true });
+    fs.writeFileSync(path.join(doc, '[Content_Types].xml'), '<Types/>');
+    fs.writeFileSync(path.join(doc, 'word/document.xml'), `<document>${text(5000)}</document>`);
+    spawnSync('zip', ['-qr', path.join(home, 'Documents/report.docx'), '[Content_Types].xml', 'word'], { cwd: doc });
+    const db = new Database(path.join(home, 'Documents/budget.sqlite'));
+    db.exec('CREATE TABLE items (id INTEGER PRIMARY KEY, what TEXT, amount REAL)');
+    const add = db.prepare('INSERT INTO items VALUES (?, ?, ?)');
+    for (let i = 1; i <= 100; i++) add.run(i, `item ${i}`, i * 1.5);
+    db.close();
     fs.mkdirSync(path.join(d, 'demo'));
     fs.writeFileSync(path.join(d, 'demo', 'notes.txt'), text(600_039));
     fs.writeFileSync(path.join(d, 'big.img'), rng.bytes(200_000));

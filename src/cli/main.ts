@@ -78,6 +78,7 @@ const MODULES: [names: string[], load: Registrar][] = [
   [['restore'], () => import('./commands/restore.js')],
   [['mount', 'commit'], () => import('./commands/mount.js')],
   [['toc'], () => import('./commands/toc.js')],
+  [['items', 'item', 'sql', 'manifest'], () => import('./commands/items.js')],
   [['diff'], () => import('./commands/diff.js')],
   [['blame'], () => import('./commands/blame.js')],
   [['find', 'stats'], () => import('./commands/find.js')],

@@ -5,6 +5,7 @@
  */
 import type { Repository } from '../repo/repository.js';
 import type { Snapshot } from './snapshot.js';
+import type { DatasetCollector } from './manifest.js';
 
 export interface BackupOptions {
   paths: string[];
@@ -94,6 +95,8 @@ export interface BackupContext {
   report(): void;
   /** Throws if the backup was interrupted or a block failed. */
   checkAbort(): void;
+  /** Told of each file stored, for the manifest (absent in a dry run). */
+  readonly datasets?: DatasetCollector;
 }
 
 /** A part of a backup: the context's members, as its own. */
@@ -106,7 +109,7 @@ export abstract class BackupPart {
   protected readonly seq: number;
   protected readonly id: string;
 
-  constructor(private readonly ctx: BackupContext) {
+  constructor(protected readonly ctx: BackupContext) {
     ({ repo: this.repo, opts: this.opts, r: this.r, progress: this.progress, parent: this.parent, seq: this.seq, id: this.id } = ctx);
   }
 

@@ -270,6 +270,7 @@ export class FileSaver extends BackupPart {
         return undefined;
       }
       this.checkUnchangedWhileRead(fd, st, abs);
+      this.ctx.datasets?.stored(abs, fd, blocks.size);
       return blocks;
     } finally {
       fsSync.closeSync(fd);

@@ -29,6 +29,7 @@ import { BlockSink, MAX_IN_FLIGHT } from './block-sink.js';
 import { FileSaver } from './backup-file.js';
 import { TreeWalker } from './backup-walk.js';
 import { buildPlan, normalizeSources, parseMarker, symlinkOnTheWay, type Marker } from './backup-sources.js';
+import { DatasetCollector, manifestEntries } from './manifest.js';
 
 export type { BackupOptions, BackupProgress, BackupResult, FileChange } from './backup-context.js';
 export { CACHEDIR_TAG } from './backup-sources.js';
@@ -188,6 +189,7 @@ class BackupRun {
       warn: (m, incomplete) => this.warn(m, incomplete),
       report: () => this.report(),
       checkAbort: () => sink.checkAbort(),
+      ...(dry ? {} : { datasets: new DatasetCollector(manifestEntries(this.parent?.meta.datasets)) }),
     };
     const chunker = new Chunker(repo.chunker, repo.gear, windowBytes(READ_SIZE, repo.chunker.max));
     const files = new FileSaver(ctx, sink, pool, versions, chunker);
@@ -208,13 +210,15 @@ class BackupRun {
       await this.packer.flush();
       // What the data, trees and TOCs added; the record's own small pack comes on top.
       const stats = { files: this.r.filesNew + this.r.filesChanged + this.r.filesUnchanged, dirs: this.r.dirs, bytes: this.r.bytesTotal, bytesAdded: this.packer.bytesWritten };
-      const partial = this.unreadable > 0 ? { unreadable: this.unreadable } : {};
-      const record: SnapshotRecord = { strata: 'snapshot', id: this.id, time: this.r.time, root: root!.tree!, ...meta, stats, ...partial };
+      const found = await ctx.datasets!.entries(async (p) => (await this.parent?.lookup(p))?.type === 'file');
+      // What the record and the sealed meta add when there is any: the count of what could not be read, and the manifest.
+      const extra = { ...(this.unreadable > 0 ? { unreadable: this.unreadable } : {}), ...(found.length > 0 ? { datasets: found } : {}) };
+      const record: SnapshotRecord = { strata: 'snapshot', id: this.id, time: this.r.time, root: root!.tree!, ...meta, stats, ...extra };
       const recordId = await sink.storeBlob('snapshot', Buffer.from(JSON.stringify(record), 'utf8'));
       await this.packer.flush();
       this.r.bytesAdded = this.packer.bytesWritten;
       const blobs = [...sink.blobs].map((h) => Buffer.from(h, 'hex'));
-      await service.commitSnapshot(seq, Buffer.from(root!.tree!, 'hex'), recordId, repo.keyring.sealJson({ ...meta, stats, ...partial, root: record.root, time: record.time }, metaAad(this.id)), blobs);
+      await service.commitSnapshot(seq, Buffer.from(root!.tree!, 'hex'), recordId, repo.keyring.sealJson({ ...meta, stats, ...extra, root: record.root, time: record.time }, metaAad(this.id)), blobs);
     } catch (e) {
       // Keep what was stored: the next backup reuses every indexed block.
       await sink.drain().catch(() => {});

@@ -28,6 +28,8 @@ import { findSnapshot, listSnapshots, type Snapshot, type SnapshotMeta } from '.
 import { isOrdered, type EntryType, type Tree, type TreeEntry } from './tree.js';
 import { missingFrom, type Range } from './diff.js';
 import { checkTocRows, verifiedPieces, verifier, type BoundVersion, type SourcedPiece } from './verify.js';
+import type { DatasetType } from './datasets.js';
+import { manifestEntries, type DatasetEntry } from './manifest.js';
 
 export type { EntryType, DecodedCacheStats, Range, RangeSpec, When };
 export { DEFAULT_DECODED_CACHE_BYTES };
@@ -221,6 +223,20 @@ export class SnapshotTree {
     return this.snapshot.meta.paths;
   }
 
+  /**
+   * The snapshot's manifest: the datasets it holds (mailboxes, archives,
+   * databases, disk images), told by content at backup, in path order.
+   * Only paths the snapshot has as files are listed.
+   */
+  async datasets(opts: { type?: DatasetType } = {}): Promise<DatasetEntry[]> {
+    const out: DatasetEntry[] = [];
+    for (const e of manifestEntries(this.snapshot.meta.datasets)) {
+      if (opts.type && e.type !== opts.type) continue;
+      if ((await this.snapshot.lookup(e.path))?.type === 'file') out.push(e);
+    }
+    return out;
+  }
+
   /** The backup's totals (absent in snapshots made before they were kept). */
   get stats(): SnapshotMeta['stats'] {
     return this.snapshot.meta.stats;
@@ -338,6 +354,13 @@ const STREAM_KEPT = 1024 * 1024;
 
 /** One version of a file, read at any offset; every byte checked against the sealed TOCs. */
 export class VersionFile {
+  /**
+   * Bytes of the distinct blocks this file's reads were given, from the
+   * repository or the process's cache of decoded blocks: each block whole,
+   * once (what the item readers report as `fetched`).
+   */
+  blockBytes = 0;
+  private readonly blocksSeen = new Set<string>();
   /** A server's read plan: the first pieces of the range it was made for. */
   private primed?: { start: number; end: number; first: { pieces: Piece[]; next: number | null } };
 
@@ -367,7 +390,15 @@ export class VersionFile {
     const out = Buffer.allocUnsafe(length);
     if (length === 0) return out;
     const end = offset + length - 1;
-    const block = readBlock(this.repo, true);
+    const read = this.counted(readBlock(this.repo, true));
+    // A block two pieces share is asked for once.
+    const asked = new Map<string, Promise<Buffer>>();
+    const block = (id: Buffer) => {
+      const key = id.toString('hex');
+      let b = asked.get(key);
+      if (!b) asked.set(key, (b = read(id)));
+      return b;
+    };
     const copies: Promise<void>[] = [];
     for await (const p of this.piecesOf(offset, end)) {
       const from = Math.max(offset, p.at);
@@ -394,7 +425,7 @@ export class VersionFile {
     const planned = this.primed?.start === start && this.primed.end === end ? this.primed.first : undefined;
     this.primed = undefined;
     if (end < start) return;
-    const blocks = readBlock(this.repo, opts.cache ?? end - start < STREAM_KEPT);
+    const blocks = this.counted(readBlock(this.repo, opts.cache ?? end - start < STREAM_KEPT));
     for await (const piece of readRange(this.repo, this.version, start, end, planned, blocks)) yield opts.shared ? piece : Buffer.from(piece);
   }
 
@@ -470,6 +501,18 @@ export class VersionFile {
 
   private sourced(start: number, end: number): AsyncGenerator<SourcedPiece> {
     return verifier(this.repo).expected(this.version.bound, start, end);
+  }
+
+  private counted(read: (id: Buffer) => Promise<Buffer>): (id: Buffer) => Promise<Buffer> {
+    return (id) =>
+      read(id).then((b) => {
+        const key = id.toString('hex');
+        if (!this.blocksSeen.has(key)) {
+          this.blocksSeen.add(key);
+          this.blockBytes += b.length;
+        }
+        return b;
+      });
   }
 
   /** Engine use: the first pieces a server's read plan brought for [start, end]. */
@@ -625,3 +668,7 @@ function toEntry(r: TocRow): TocEntry {
   if (r.block) return { kind: 'data', start: r.start, end: r.end, block: r.block };
   return { kind: 'ref', start: r.start, end: r.end, targetStart: r.target_start!, targetEnd: r.target_start! + (r.end - r.start) };
 }
+
+/** Datasets told by content, for the manifest and the item readers (engine/datasets.ts). */
+export { DATASET_TYPES, describeContent, detectDataset, HEAD_BYTES, type DatasetType, type Detected } from './datasets.js';
+export type { DatasetEntry } from './manifest.js';

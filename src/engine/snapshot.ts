@@ -10,6 +10,7 @@ import type { Repository } from '../repo/repository.js';
 import type { CatalogService } from '../catalog/service.js';
 import type { When } from '../util/when.js';
 import { decodeTree, findEntry, type Tree, type TreeEntry } from './tree.js';
+import type { DatasetEntry } from './manifest.js';
 
 export interface SnapshotMeta {
   host: string;
@@ -26,6 +27,8 @@ export interface SnapshotMeta {
    */
   root?: string;
   time?: string;
+  /** The manifest: the datasets the snapshot holds, told by content (engine/manifest.ts). Absent before it was kept. */
+  datasets?: DatasetEntry[];
 }
 
 export interface SnapshotRecord extends SnapshotMeta {

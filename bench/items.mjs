@@ -1,0 +1,203 @@
+#!/usr/bin/env node
+// npm run bench:items -- [--size 1G] [--runs 5] [--dir .bench-items]
+//
+// Items inside backed-up files, fetching only what they need, beside what a
+// restic or borg user must do (dump the whole file, then extract: timed here
+// as `strata cat` of the whole file to a temporary file, then the tool that
+// extracts):
+// - one message of an mbox of --size (a message near the start by number,
+//   and one near the end by Message-ID: an mbox has no index, so that one is
+//   a pass over the mailbox);
+// - one 1 MiB entry of a zip of --size (made by `zip` from seeded random files);
+// - a point query by primary key and one by index on a SQLite database of --size;
+// - one 1 MiB file of an ext4 file system in a raw GPT disk image of --size
+//   (beside: the image dumped, then the file taken out by debugfs);
+// - the same through `strata serve` with no client cache: bytes on the wire
+//   against bytes fetched.
+// Each command is a fresh process (a cold cache of decoded blocks). Figures
+// are medians of --runs; `fetched` is the command's own --json figure.
+import { execFileSync, spawn } from 'node:child_process';
+import { createCipheriv } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import Database from 'better-sqlite3';
+import { arg, log, ROOT, size as sizeOf, STRATA } from './args.mjs';
+
+const size = sizeOf(arg('size', '1G'));
+const runs = Number(arg('runs', '5'));
+const dir = path.resolve(arg('dir', path.join(ROOT, '.bench-items')));
+const env = { ...process.env, STRATA_PASSWORD: 'bench' };
+delete env.NODE_EXTRA_CA_CERTS;
+
+fs.rmSync(dir, { recursive: true, force: true });
+const src = path.join(dir, 'src');
+fs.mkdirSync(src, { recursive: true });
+const cipher = createCipheriv('aes-256-ctr', Buffer.alloc(32, 9), Buffer.alloc(16));
+const random = (n) => cipher.update(Buffer.alloc(n));
+
+// An mbox of messages of about 4 KiB: headers, then base64 of random bytes (as an attachment is).
+const mbox = path.join(src, 'mail.mbox');
+let messages = 0;
+{
+  const fd = fs.openSync(mbox, 'w');
+  let written = 0;
+  const batch = [];
+  while (written < size) {
+    const i = messages++;
+    const body = random(2900).toString('base64').replace(/.{76}/g, '$&\n');
+    const m = `From sender${i}@example.org Mon Jan  1 00:00:00 2024\nFrom: Sender ${i} <sender${i}@example.org>\nTo: someone@example.org\nSubject: message ${i}\nDate: Mon, 1 Jan 2024 00:00:00 +0000\nMessage-ID: <m${i}@example.org>\n\n${body}\n\n`;
+    batch.push(m);
+    written += m.length;
+    if (batch.length === 1000) fs.writeSync(fd, batch.splice(0).join(''));
+  }
+  fs.writeSync(fd, batch.join(''));
+  fs.closeSync(fd);
+}
+log(`mbox: ${messages} messages, ${fs.statSync(mbox).size} bytes`);
+
+// A zip of 1 MiB files of random bytes, by zip.
+const zipDir = path.join(dir, 'zipsrc');
+fs.mkdirSync(zipDir);
+const files = Math.max(2, Math.floor(size / (1024 * 1024)));
+for (let i = 0; i < files; i++) fs.writeFileSync(path.join(zipDir, `f${String(i).padStart(5, '0')}.bin`), random(1024 * 1024));
+const zip = path.join(src, 'archive.zip');
+execFileSync('zip', ['-q', '-r', zip, '.'], { cwd: zipDir });
+fs.rmSync(zipDir, { recursive: true });
+const entry = `f${String(Math.floor(files / 2)).padStart(5, '0')}.bin`;
+log(`zip: ${files} entries, ${fs.statSync(zip).size} bytes`);
+
+// A SQLite database of rows of about 1 KiB, with an index on a text column.
+const dbPath = path.join(src, 'app.db');
+let rows = 0;
+{
+  const db = new Database(dbPath);
+  db.pragma('journal_mode = DELETE');
+  db.exec('CREATE TABLE items (id INTEGER PRIMARY KEY, sku TEXT, payload TEXT)');
+  const add = db.prepare('INSERT INTO items VALUES (?, ?, ?)');
+  const per = 1100;
+  const target = Math.floor(size / per);
+  const step = 10_000;
+  for (let from = 0; from < target; from += step) {
+    db.transaction(() => {
+      for (let i = from; i < Math.min(target, from + step); i++) add.run(i, `sku-${(i * 2654435761) % 4294967296}`, random(750).toString('base64'));
+    })();
+  }
+  rows = target;
+  db.exec('CREATE INDEX items_sku ON items (sku)');
+  db.close();
+}
+log(`sqlite: ${rows} rows, ${fs.statSync(dbPath).size} bytes`);
+
+// A raw disk image of --size: GPT, one ext4 partition made by mkfs.ext4 -d from 1 MiB files filling half of it.
+const image = path.join(src, 'disk.img');
+{
+  const tree = path.join(dir, 'imgsrc');
+  fs.mkdirSync(path.join(tree, 'data'), { recursive: true });
+  const n = Math.max(2, Math.floor(size / 2 / (1024 * 1024)));
+  for (let i = 0; i < n; i++) fs.writeFileSync(path.join(tree, 'data', `f${String(i).padStart(5, '0')}.bin`), random(1024 * 1024));
+  execFileSync('truncate', ['-s', String(size), image]);
+  execFileSync('sfdisk', ['-q', image], { input: 'label: gpt\n,\n' });
+  const sectors = Math.floor((size - 2 * 1024 * 1024) / 1024);
+  execFileSync('mkfs.ext4', ['-q', '-F', '-d', tree, '-E', 'offset=1048576', image, `${sectors}k`]);
+  fs.rmSync(tree, { recursive: true });
+}
+const imageFile = `/data/f${String(Math.floor(size / 4 / (1024 * 1024))).padStart(5, '0')}.bin`;
+log(`disk: ${fs.statSync(image).size} bytes`);
+
+const repo = path.join(dir, 'repo');
+const key = path.join(dir, 'repo.key');
+const strata = (args, opts = {}) => execFileSync('node', [STRATA, ...args], { env: { ...env, ...(opts.env ?? {}) }, maxBuffer: 1 << 30, ...opts });
+strata(['--repo', repo, 'init', '--scrypt-n', '1024', '-q']);
+strata(['--repo', repo, 'key', 'export', key]);
+const local = ['--repo', repo, '--key-file', key];
+let t = process.hrtime.bigint();
+strata([...local, 'backup', src, '-q']);
+log(`backup: ${(Number(process.hrtime.bigint() - t) / 1e9).toFixed(1)} s`);
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const timed = (f) => {
+  const s = process.hrtime.bigint();
+  const out = f();
+  return { seconds: Number(process.hrtime.bigint() - s) / 1e9, out };
+};
+
+const tmp = path.join(dir, 'dump');
+const early = 10;
+const late = messages - 10;
+const cases = [
+  { name: `one message (#${early}) of the mbox`, file: mbox, args: ['item', mbox, String(early)], baseline: () => execFileSync('python3', ['-c', `import mailbox,sys; m=mailbox.mbox(sys.argv[1]); sys.stdout.buffer.write(m.get_bytes(${early - 1}))`, tmp]) },
+  { name: `one message (#${late}, by Message-ID) of the mbox`, file: mbox, args: ['item', mbox, `m${late - 1}@example.org`], baseline: () => execFileSync('python3', ['-c', `import mailbox,sys; m=mailbox.mbox(sys.argv[1]); sys.stdout.buffer.write(m.get_bytes(${late - 1}))`, tmp], { maxBuffer: 1 << 30 }) },
+  { name: 'one 1 MiB entry of the zip', file: zip, args: ['item', zip, entry], baseline: () => execFileSync('unzip', ['-p', tmp, entry], { maxBuffer: 1 << 30 }) },
+  { name: 'point query by primary key', file: dbPath, args: ['sql', dbPath, `SELECT sku FROM items WHERE id = ${Math.floor(rows / 3)}`], baseline: () => execFileSync('sqlite3', [tmp, `SELECT sku FROM items WHERE id = ${Math.floor(rows / 3)}`]) },
+  {
+    name: 'one 1 MiB file of an ext4 disk image',
+    file: image,
+    args: ['item', image, `p1:${imageFile}`],
+    baseline: () => execFileSync('debugfs', ['-R', `dump ${imageFile} ${tmp}.out`, `${tmp}?offset=1048576`], { stdio: 'ignore' }),
+  },
+  { name: 'point query by index', file: dbPath, args: ['sql', dbPath, `SELECT id FROM items WHERE sku = 'sku-${(Math.floor(rows / 5) * 2654435761) % 4294967296}'`], baseline: () => execFileSync('sqlite3', [tmp, `SELECT id FROM items WHERE sku = 'sku-${(Math.floor(rows / 5) * 2654435761) % 4294967296}'`]) },
+];
+
+const results = [];
+for (const c of cases) {
+  const itemRuns = [];
+  const dumpRuns = [];
+  let fetched = 0;
+  let fileSize = 0;
+  for (let r = 0; r < runs; r++) {
+    const { seconds, out } = timed(() => strata([...local, ...c.args, '--json'], { stdio: ['ignore', 'pipe', 'inherit'] }));
+    const j = JSON.parse(out.toString());
+    fetched = j.fetched;
+    fileSize = j.size;
+    itemRuns.push(seconds);
+    dumpRuns.push(
+      timed(() => {
+        strata([...local, 'cat', c.file, '-o', tmp]);
+        c.baseline();
+      }).seconds,
+    );
+    fs.rmSync(tmp, { force: true });
+    fs.rmSync(`${tmp}.out`, { force: true });
+  }
+  results.push({ name: c.name, size: fileSize, fetched, item: median(itemRuns), dump: median(dumpRuns) });
+  log(`${c.name}: ${median(itemRuns).toFixed(3)} s, fetched ${fetched} of ${fileSize}; dump and extract ${median(dumpRuns).toFixed(3)} s`);
+}
+
+// Through a server, with no client cache: what came over the wire against what was fetched.
+const serve = spawn('node', [STRATA, '--repo', repo, 'serve', '--listen', '127.0.0.1:0'], { env, stdio: ['ignore', 'pipe', 'ignore'] });
+const url = await new Promise((resolve) => {
+  let out = '';
+  serve.stdout.on('data', (d) => {
+    out += d;
+    const m = /listening on (\S+)\n/.exec(out);
+    if (m) resolve(m[1]);
+  });
+});
+const token = JSON.parse(strata(['--repo', repo, 'token', 'add', 'bench', '--role', 'read', '--json']).toString()).token;
+const remote = ['--repo', url, '--token', token, '--key-file', key, '--no-cache'];
+const wire = [];
+try {
+  for (const c of cases) {
+    const secs = [];
+    let j;
+    for (let r = 0; r < runs; r++) {
+      const { seconds, out } = timed(() => strata([...remote, ...c.args, '--json'], { stdio: ['ignore', 'pipe', 'inherit'] }));
+      j = JSON.parse(out.toString());
+      secs.push(seconds);
+    }
+    wire.push({ name: c.name, seconds: median(secs), fetched: j.fetched, received: j.bytesReceived, sent: j.bytesSent });
+    log(`served ${c.name}: ${median(secs).toFixed(3)} s, fetched ${j.fetched}, received ${j.bytesReceived} (${(j.bytesReceived / j.fetched).toFixed(2)}x)`);
+  }
+} finally {
+  serve.kill('SIGTERM');
+}
+
+const mib = (n) => (n / 1024 / 1024).toFixed(2);
+console.log(`\nDatasets of ${mib(size)} MiB; medians of ${runs} runs, each a fresh process.\n`);
+console.log('| item | strata item / sql | fetched | of the file | dump whole file + extract | ratio |');
+console.log('| --- | --- | --- | --- | --- | --- |');
+for (const r of results) console.log(`| ${r.name} | ${r.item.toFixed(3)} s | ${mib(r.fetched)} MiB | ${((100 * r.fetched) / r.size).toFixed(3)}% | ${r.dump.toFixed(2)} s | ${(r.dump / r.item).toFixed(1)}x |`);
+console.log('\nThrough `strata serve`, no client cache:\n');
+console.log('| item | time | fetched | received | received / fetched |');
+console.log('| --- | --- | --- | --- | --- |');
+for (const w of wire) console.log(`| ${w.name} | ${w.seconds.toFixed(3)} s | ${mib(w.fetched)} MiB | ${mib(w.received)} MiB | ${(w.received / w.fetched).toFixed(2)} |`);

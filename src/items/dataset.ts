@@ -1,0 +1,166 @@
+/**
+ * One dataset of a snapshot (a mailbox, an archive, a database) opened by
+ * what its content says it is, and its items: what `strata items`, `item`
+ * and `sql` show. Everything is read through one RangeReader, whose
+ * `fetched` is what the command cost.
+ */
+import { describeContent, detectDataset, HEAD_BYTES, openFileAt, type DatasetType, type Detected, type SnapshotTree, type VersionFile, type When } from '../engine/snapshot-tree.js';
+import { StrataError, usageError } from '../errors.js';
+import type { Repository } from '../repo/repository.js';
+import { fileBytes, listDirectory, partitions } from './disk.js';
+import { findMessage, mboxMessages, messageBytes } from './mbox.js';
+import { Qcow2Image, type ByteSource } from './qcow2.js';
+import { RangeReader } from './reader.js';
+import { runQuery, sqlTables, type SqlResult, type SqlValue } from './sqlite.js';
+import { findTarEntry, tarEntries } from './tar.js';
+import { findZipEntry, zipEntries, zipEntryBytes } from './zip.js';
+
+/** The types `items` and `item` read. */
+export const ITEM_TYPES: readonly DatasetType[] = ['mbox', 'zip', 'tar', 'sqlite', 'disk', 'qcow2'];
+
+export class Dataset {
+  private constructor(
+    readonly tree: SnapshotTree,
+    readonly reader: RangeReader,
+    readonly detected: Detected | undefined,
+    /** What the file is, for a person (a dataset's `what`, or "gzip data", "text"...). */
+    readonly what: string,
+    private readonly extra: RangeReader[] = [],
+  ) {}
+
+  /** The file at `path` (absolute, in the snapshot) as it was at `at`, its type told from its first bytes. */
+  static async open(repo: Repository, path: string, at: When): Promise<Dataset> {
+    const { tree, file } = await openFileAt(repo, path, { at });
+    return Dataset.of(tree, file);
+  }
+
+  /** A file of a tree (a path, or a file already open) as a dataset. */
+  static async of(tree: SnapshotTree, file: string | VersionFile): Promise<Dataset> {
+    const reader = new RangeReader(typeof file === 'string' ? await tree.open(file) : file);
+    const head = await reader.read(0, Math.min(HEAD_BYTES, reader.size));
+    return new Dataset(tree, reader, detectDataset(head), describeContent(head, reader.size));
+  }
+
+  get path(): string {
+    return this.reader.path;
+  }
+
+  get size(): number {
+    return this.reader.size;
+  }
+
+  get type(): DatasetType | undefined {
+    return this.detected?.type;
+  }
+
+  /** Bytes of blocks read from the repository and the cache, for this dataset and any file read beside it (a WAL). */
+  get fetched(): number {
+    return this.reader.fetched + this.extra.reduce((n, r) => n + r.fetched, 0);
+  }
+
+  /** Bytes the format's reads asked for (rounded out to read blocks), here and beside it. */
+  get requested(): number {
+    return this.reader.requested + this.extra.reduce((n, r) => n + r.requested, 0);
+  }
+
+  /** `f` is told after each read of the repository, with what has been asked for so far. */
+  onProgress(f: (requested: number) => void): void {
+    this.reader.onRead = () => f(this.requested);
+    this.progress = f;
+  }
+
+  private progress?: (requested: number) => void;
+
+  /** The type this is, if it is one of `types`; else an error (wrong_format) that says what it is. */
+  expect(types: readonly DatasetType[]): DatasetType {
+    const t = this.type;
+    if (t && types.includes(t)) return t;
+    throw new StrataError('wrong_format', `${this.path} is ${this.what}, not ${list(types)}`);
+  }
+
+  /** Its items, as rows for a table or JSON; `match` keeps those with TEXT in a name, subject, sender or id. */
+  async items(opts: { match?: string; inner?: string; count?: boolean } = {}): Promise<Record<string, unknown>[]> {
+    const type = this.expect(ITEM_TYPES);
+    if (opts.inner !== undefined && type !== 'zip' && type !== 'tar' && type !== 'disk' && type !== 'qcow2') throw usageError(`--path names a directory inside an archive or a disk image; ${this.path} is ${this.what}`);
+    if (type === 'disk' || type === 'qcow2') return this.diskItems(opts.inner, opts.match);
+    const under = opts.inner?.replace(/^\/+/, '').replace(/\/*$/, '/');
+    const inside = (name: string) => under === undefined || under === '/' || name.replace(/^\.\//, '').startsWith(under);
+    const text = opts.match?.toLowerCase();
+    const has = (...fields: (string | undefined)[]) => text === undefined || fields.some((f) => f?.toLowerCase().includes(text));
+    const out: Record<string, unknown>[] = [];
+    if (type === 'mbox') {
+      for await (const m of mboxMessages(this.reader)) if (has(m.subject, m.from, m.messageId)) out.push({ ...m });
+    } else if (type === 'zip') {
+      for (const e of await zipEntries(this.reader)) if (inside(e.name) && has(e.name)) out.push({ name: e.name, size: e.size, compressedSize: e.compressedSize, mtime: e.mtime });
+    } else if (type === 'tar') {
+      for await (const e of tarEntries(this.reader)) {
+        if (inside(e.name) && has(e.name)) out.push({ name: e.name, type: e.type, size: e.size, mtime: new Date(e.mtime * 1000).toISOString(), ...(e.linkname ? { linkname: e.linkname } : {}) });
+      }
+    } else {
+      for (const t of await sqlTables(this.reader, await this.wal(), { count: opts.count })) if (has(t.name)) out.push({ ...t });
+    }
+    return out;
+  }
+
+  /** One item's bytes (a message, an archive entry), a piece at a time, with its name and size where known. */
+  async item(item: string): Promise<{ name: string; size?: number; bytes: AsyncGenerator<Buffer> }> {
+    const type = this.expect(['mbox', 'zip', 'tar', 'disk', 'qcow2']);
+    if (type === 'disk' || type === 'qcow2') return { name: item, bytes: fileBytes(await this.image(), item) };
+    if (type === 'mbox') {
+      const m = await findMessage(this.reader, item);
+      return { name: m.messageId ? `<${m.messageId}>` : `message ${m.number}`, bytes: messageBytes(this.reader, m) };
+    }
+    if (type === 'zip') {
+      const e = await findZipEntry(this.reader, item);
+      if (e.name.endsWith('/')) throw new StrataError('is_directory', `${e.name} is a directory in ${this.path}`);
+      return { name: e.name, size: e.size, bytes: zipEntryBytes(this.reader, e) };
+    }
+    const e = await findTarEntry(this.reader, item);
+    if (e.type === 'dir') throw new StrataError('is_directory', `${e.name} is a directory in ${this.path}`);
+    if (e.type !== 'file') throw new StrataError('not_file', `${e.name} is a ${e.type === 'other' ? 'special file' : e.type} in ${this.path}${e.linkname ? ` (to ${e.linkname})` : ''}`);
+    return { name: e.name, size: e.size, bytes: this.reader.stream(e.dataOffset, e.dataOffset + e.size) };
+  }
+
+  /** The disk a raw image or a qcow2 image holds. */
+  private async image(): Promise<ByteSource> {
+    // File system metadata is read a few KiB at a time: no need to round reads out further.
+    this.reader.align(4096);
+    return this.type === 'qcow2' ? Qcow2Image.open(this.reader) : this.reader;
+  }
+
+  /** A disk image's partitions, or with `inner` ("p1:/etc"), a directory of a file system in one. */
+  private async diskItems(inner: string | undefined, match: string | undefined): Promise<Record<string, unknown>[]> {
+    const text = match?.toLowerCase();
+    const image = await this.image();
+    if (inner === undefined) {
+      const { table, partitions: all } = await partitions(image);
+      return all.filter((p) => text === undefined || (p.name ?? '').toLowerCase().includes(text)).map((p) => ({ ...p, table }));
+    }
+    const entries = await listDirectory(image, inner);
+    return entries.filter((e) => text === undefined || e.name.toLowerCase().includes(text)).map((e) => ({ ...e }));
+  }
+
+  /** A read-only query, on the database as its last commit left it (its WAL applied when it was backed up beside it). */
+  async sql(query: string, onRow?: (row: SqlValue[], columns: string[]) => void): Promise<SqlResult> {
+    this.expect(['sqlite']);
+    return runQuery(this.reader, await this.wal(), query, onRow);
+  }
+
+  /** The database's -wal file in the same snapshot, when there is one with content. */
+  private async wal(): Promise<RangeReader | undefined> {
+    const e = await this.tree.lookup(`${this.path}-wal`);
+    if (!e || e.type !== 'file' || e.size === 0) return undefined;
+    const r = new RangeReader(await this.tree.open(e));
+    const f = this.progress;
+    if (f) r.onRead = () => f(this.requested);
+    this.extra.push(r);
+    return r;
+  }
+}
+
+const NAMES: Record<DatasetType, string> = { mbox: 'an mbox mailbox', zip: 'a zip archive', tar: 'a tar archive', sqlite: 'a SQLite database', disk: 'a disk image', qcow2: 'a qcow2 image' };
+
+function list(types: readonly DatasetType[]): string {
+  const names = types.map((t) => NAMES[t]);
+  return names.length === 1 ? names[0]! : `${names.slice(0, -1).join(', ')} or ${names[names.length - 1]}`;
+}
