@@ -19,6 +19,7 @@ import { RetryingStorage } from '../src/storage/retry.js';
 import { S3Storage } from '../src/storage/s3.js';
 import { cliEnv, readWhole, Rng, strata, strataAsync, tempDir } from './helpers.js';
 import { bucketName, CEPH_DIR, ENDPOINT, freshStore, gatewayProblem, OPTIONS, s3Env } from './s3-helpers.js';
+import { client, serve, type Server } from './server-helpers.js';
 import { hex, storageContract } from './storage-contract.js';
 
 const problem = await gatewayProblem();
@@ -639,3 +640,105 @@ if (!problem && !canRestart) console.warn(`S3 gateway-restart test skipped: no c
     expect(strata(['check', '--read-data'], a.env).status).toBe(0);
   }, 120_000);
 });
+
+suite('two strata serve over one bucket', () => {
+  const rng = new Rng(2021);
+  const src = tempDir('strata-s3-serve-src-');
+  const big = path.join(src, 'big.bin');
+  const data = rng.bytes(2 * 1024 * 1024 + 12345);
+  const url = `s3://${bucketName('serve')}/repo`;
+  const direct = cliClient(url);
+  // The servers' tokens: under one cache directory, which both are given (each keeps a catalog file of its own there).
+  const serverCache = tempDir('strata-s3-servers-');
+  const serverEnv = { ...s3Env(), STRATA_CACHE_DIR: serverCache };
+  let A: Server;
+  let B: Server;
+  let tok: string;
+  const via = (s: Server) => client(s.url, tok);
+  const ids = (env: NodeJS.ProcessEnv) => (JSON.parse(strata(['snapshots', '--json'], env).stdout) as { id: string }[]).map((s) => s.id);
+
+  beforeAll(async () => {
+    fs.writeFileSync(big, data);
+    fs.mkdirSync(path.join(src, 'd'));
+    fs.writeFileSync(path.join(src, 'd', 'small.txt'), 'one\n');
+    const init = strata(['init', '--scrypt-n', '1024'], direct.env);
+    expect(init.status, init.stderr).toBe(0);
+    const r = strata(['token', 'add', 'ci', '--role', 'append', '--json'], cliEnv(url, { ...serverEnv, STRATA_PASSWORD: undefined }));
+    expect(r.status, r.stderr).toBe(0);
+    tok = (JSON.parse(r.stdout) as { token: string }).token;
+    [A, B] = await Promise.all([serve(url, 0, serverEnv), serve(url, 0, serverEnv)]);
+  });
+
+  it('a backup through one server reads through the other at once, byte-exact; an incremental through the other reads through the first', () => {
+    const first = strata(['backup', src], via(A));
+    expect(first.status, first.stderr).toBe(0);
+    const [s1] = ids(via(A));
+    expect(ids(via(B))).toEqual([s1]);
+    expect(strata(['cat', big], via(B)).raw.equals(data)).toBe(true);
+    const target = tempDir();
+    const restored = strata(['restore', '--at', s1!, '--target', target], via(B));
+    expect(restored.status, restored.stderr).toBe(0);
+    expect(fs.readFileSync(path.join(target, big)).equals(data)).toBe(true);
+    expect(fs.readFileSync(path.join(target, src, 'd', 'small.txt'), 'utf8')).toBe('one\n');
+
+    // Through B: an incremental on A's snapshot (its parent), sending only what changed.
+    const changed = Buffer.from(data);
+    rng.bytes(100).copy(changed, 1_000_000);
+    fs.writeFileSync(big, changed);
+    fs.writeFileSync(path.join(src, 'd', 'small.txt'), 'two\n');
+    const inc = strata(['backup', src, '--json'], via(B));
+    expect(inc.status, inc.stderr).toBe(0);
+    expect((JSON.parse(inc.stdout) as { bytesSent: number }).bytesSent).toBeLessThan(400 * 1024);
+    const both = ids(via(A));
+    expect(both).toHaveLength(2);
+    expect(ids(via(B))).toEqual(both);
+    expect(strata(['cat', big], via(A)).raw.equals(changed)).toBe(true);
+    expect(strata(['cat', big, '--at', s1!], via(A)).raw.equals(data)).toBe(true);
+    expect(strata(['cat', path.join(src, 'd', 'small.txt')], via(A)).stdout).toBe('two\n');
+    // A client of the bucket itself reads both (from the sealed packs, as ever).
+    expect(ids(direct.env)).toEqual(both);
+  });
+
+  it('a client backing up to the bucket directly while both serve: its snapshot reads through each server, a restore through one goes on meanwhile, check is clean', async () => {
+    fs.writeFileSync(path.join(src, 'd', 'direct.txt'), 'straight to the bucket\n');
+    const target = tempDir();
+    const [backup, restore] = await Promise.all([runAsync(['backup', src], direct.env), runAsync(['restore', '--target', target], via(A))]);
+    expect(backup.code, backup.stderr).toBe(0);
+    expect(restore.code, restore.stderr).toBe(0);
+    expect(fs.readFileSync(path.join(target, big)).equals(fs.readFileSync(big))).toBe(true);
+    const all = ids(direct.env);
+    expect(all).toHaveLength(3);
+    for (const s of [A, B]) {
+      expect(ids(via(s))).toEqual(all);
+      expect(strata(['cat', path.join(src, 'd', 'direct.txt')], via(s)).stdout).toBe('straight to the bucket\n');
+    }
+    const check = strata(['check', '--read-data'], direct.env);
+    expect(check.status, check.stdout + check.stderr).toBe(0);
+  });
+
+  it('a server started later fills its catalog from the bucket before it answers; stopped, it leaves no catalog behind', async () => {
+    const C = await serve(url, 0, serverEnv);
+    expect(ids(via(C))).toEqual(ids(direct.env));
+    expect(strata(['cat', big, '--range', '1000000+100'], via(C)).raw.equals(fs.readFileSync(big).subarray(1_000_000, 1_000_100))).toBe(true);
+    const [dir] = fs.readdirSync(path.join(serverCache, 'servers'));
+    const catalogs = () => fs.readdirSync(path.join(serverCache, 'servers', dir!)).filter((f) => /^catalog-.*\.db$/.test(f));
+    expect(catalogs()).toHaveLength(3);
+    C.proc.kill('SIGTERM');
+    expect(await C.exited).toBe(0);
+    expect(catalogs()).toHaveLength(2);
+  });
+
+  it('a bucket without a repository: serve says so and exits', async () => {
+    await expect(serve(`s3://${bucketName('none')}/x`, 0, serverEnv)).rejects.toThrow(/no repository in s3:\/\/.*strata init --repo/);
+  });
+});
+
+/** Runs the CLI without blocking the test's process (so servers it started answer). */
+function runAsync(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = strataAsync(args, env);
+    let stderr = '';
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    child.on('exit', (code) => resolve({ code: code ?? -1, stderr }));
+  });
+}
