@@ -654,6 +654,7 @@ suite('two strata serve over one bucket', () => {
   let A: Server;
   let B: Server;
   let tok: string;
+  let admin: string;
   const via = (s: Server) => client(s.url, tok);
   const ids = (env: NodeJS.ProcessEnv) => (JSON.parse(strata(['snapshots', '--json'], env).stdout) as { id: string }[]).map((s) => s.id);
 
@@ -666,6 +667,8 @@ suite('two strata serve over one bucket', () => {
     const r = strata(['token', 'add', 'ci', '--role', 'append', '--json'], cliEnv(url, { ...serverEnv, STRATA_PASSWORD: undefined }));
     expect(r.status, r.stderr).toBe(0);
     tok = (JSON.parse(r.stdout) as { token: string }).token;
+    const r2 = strata(['token', 'add', 'ops', '--role', 'admin', '--json'], cliEnv(url, { ...serverEnv, STRATA_PASSWORD: undefined }));
+    admin = (JSON.parse(r2.stdout) as { token: string }).token;
     [A, B] = await Promise.all([serve(url, 0, serverEnv), serve(url, 0, serverEnv)]);
   });
 
@@ -714,6 +717,40 @@ suite('two strata serve over one bucket', () => {
     }
     const check = strata(['check', '--read-data'], direct.env);
     expect(check.status, check.stdout + check.stderr).toBe(0);
+  });
+
+  it('two backups at once, one through each server: each server then lists and reads both', async () => {
+    const other = tempDir('strata-s3-serve-other-');
+    const otherBytes = rng.bytes(700_000);
+    fs.writeFileSync(path.join(other, 'other.bin'), otherBytes);
+    fs.writeFileSync(path.join(src, 'd', 'small.txt'), 'three\n');
+    const before = ids(direct.env).length;
+    const [ra, rb] = await Promise.all([runAsync(['backup', src], via(A)), runAsync(['backup', other], via(B))]);
+    expect(ra.code, ra.stderr).toBe(0);
+    expect(rb.code, rb.stderr).toBe(0);
+    const all = ids(via(A));
+    expect(all).toHaveLength(before + 2);
+    expect(ids(via(B))).toEqual(all);
+    for (const s of [A, B]) {
+      expect(strata(['cat', path.join(other, 'other.bin')], via(s)).raw.equals(otherBytes)).toBe(true);
+      expect(strata(['cat', path.join(src, 'd', 'small.txt')], via(s)).stdout).toBe('three\n');
+    }
+  });
+
+  it("a server's leases are the bucket's: a maintenance held there refuses a backup through a server, and a backup held there a prune through one (exit 11)", async () => {
+    const s3 = new S3Storage(locate(url) as { bucket: string; prefix: string }, OPTIONS);
+    const leases = new SharedLeases(s3.leases);
+    const maintenance = await leases.acquireMaintenance();
+    const refused = strata(['backup', src], via(B));
+    expect(refused.status, refused.stderr).toBe(11);
+    expect(refused.stderr).toMatch(/a maintenance .* is running/);
+    await maintenance.release();
+    const backup = await leases.acquireBackup();
+    const pruned = strata(['prune'], client(A.url, admin));
+    expect(pruned.status, pruned.stderr).toBe(11);
+    expect(pruned.stderr).toMatch(/a backup \(pid \d+ on this host\) started .* is running/);
+    await backup.release();
+    await s3.close();
   });
 
   it('a server started later fills its catalog from the bucket before it answers; stopped, it leaves no catalog behind', async () => {
