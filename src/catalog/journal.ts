@@ -27,20 +27,10 @@
  * see docs/ARCHITECTURE.md.
  */
 import { StrataError } from '../errors.js';
-import type { ConditionalObjects, Storage } from '../storage/storage.js';
-import type { Catalog } from './catalog.js';
+import type { ConditionalObjects } from '../storage/storage.js';
 import { newSnapshot, packIndex, snapshotCommit, versionUploads, type NewSnapshot, type SnapshotCommit } from './messages.js';
 import type { PackEntry } from './packs.js';
-import type { VersionUpload } from './service.js';
-
-/** What a follower needs of the service it replays into. */
-export interface JournalTarget {
-  readonly catalog: Catalog;
-  readonly storage: Storage;
-  indexPack(name: string, size: number, entries: readonly PackEntry[], relocate?: boolean): void;
-  storeVersions(snapshot: number, list: readonly VersionUpload[]): Promise<void>;
-  commitSnapshot(seq: number, root: Buffer, record: Buffer, meta: Buffer, blobs: readonly Buffer[]): Promise<void>;
-}
+import type { FollowResult, Journal, JournalTarget, VersionUpload } from './service.js';
 
 interface CommitEntry {
   begin: NewSnapshot & { parentId: string | null };
@@ -55,14 +45,7 @@ interface Writing {
   batches: number;
 }
 
-export interface FollowResult {
-  packs: number;
-  snapshots: number;
-  /** Snapshots left out this time, and why. */
-  problems: string[];
-}
-
-export class CatalogJournal {
+export class CatalogJournal implements Journal {
   private readonly writing = new Map<number, Writing>();
 
   constructor(private readonly objects: ConditionalObjects) {}

@@ -19,7 +19,6 @@ import type { PrunePlan } from './prune.js';
 import { Lease } from './lease.js';
 import { checkNotBehind, type SharedLease, type SharedLeases } from './shared-lease.js';
 import type { PackEntry } from './packs.js';
-import type { CatalogJournal } from './journal.js';
 
 /** A version with where its TOC ends (-1 for none): a reader checks it against the tree's size. */
 export interface StoredVersionRow extends VersionRow {
@@ -35,6 +34,37 @@ export interface VersionUpload {
   segments: readonly Buffer[];
   /** The version's blocks in order; absent for a file unchanged since the parent snapshot. */
   blocks?: BlockList;
+}
+
+/** What a follower of a bucket's catalog journal (catalog/journal.ts) replays into. */
+export interface JournalTarget {
+  readonly catalog: Catalog;
+  readonly storage: Storage;
+  indexPack(name: string, size: number, entries: readonly PackEntry[], relocate?: boolean): void;
+  storeVersions(snapshot: number, list: readonly VersionUpload[]): Promise<void>;
+  commitSnapshot(seq: number, root: Buffer, record: Buffer, meta: Buffer, blobs: readonly Buffer[]): Promise<void>;
+}
+
+export interface FollowResult {
+  packs: number;
+  snapshots: number;
+  /** Snapshots left out this time, and why. */
+  problems: string[];
+}
+
+/** A bucket's catalog journal (catalog/journal.ts, CatalogJournal), as the service writes and follows it. */
+export interface Journal {
+  recordPack(name: string, entries: readonly PackEntry[], relocate: boolean): Promise<void>;
+  began(seq: number, id: string, inherits: boolean): void;
+  recordVersions(seq: number, list: readonly VersionUpload[]): Promise<void>;
+  recordCommit(
+    seq: number,
+    row: Pick<SnapshotRow, 'id' | 'time' | 'lineage' | 'meta' | 'parent'> & { lease: string },
+    parentId: string | null,
+    commit: { root: Buffer; record: Buffer; meta: Buffer; blobs: readonly Buffer[] },
+  ): Promise<void>;
+  done(seq: number): void;
+  follow(target: JournalTarget): Promise<FollowResult>;
 }
 
 /** A version's own record: where it belongs and its sealed TOC (for resealing after a forget). */
@@ -207,7 +237,7 @@ export class LocalService implements CatalogService {
      */
     readonly shared?: SharedLeases,
     /** For the same: what this catalog gains is written to the bucket's journal too, for servers to follow (journal.ts). */
-    readonly journal?: CatalogJournal,
+    readonly journal?: Journal,
   ) {}
 
   // --- What a server asks before it answers: what exists, and whether a request was already carried out (a retry).
@@ -500,7 +530,7 @@ export class LocalService implements CatalogService {
   }
 
   /** Brings this catalog up to date with the journal of its bucket (what other servers and clients wrote). */
-  async followJournal(): Promise<{ packs: number; snapshots: number; problems: string[] }> {
+  async followJournal(): Promise<FollowResult> {
     if (!this.journal) return { packs: 0, snapshots: 0, problems: [] };
     return this.journal.follow({
       catalog: this.catalog,

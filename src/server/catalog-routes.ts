@@ -16,7 +16,9 @@ import { StrataError } from '../errors.js';
 import { Catalog } from '../catalog/catalog.js';
 import { PACK_MAGIC } from '../catalog/packs.js';
 import { CATALOG_PROTOCOL, type AnswerSent, type ProtocolMethod, type ProtocolName, type RequestOf } from '../catalog/protocol.js';
+import type { CatalogJournal } from '../catalog/journal.js';
 import { LocalService } from '../catalog/service.js';
+import type { SharedLeases } from '../catalog/shared-lease.js';
 import { MAX_LOCK_WAIT_MS, checkPackLayout, type Codec } from '../catalog/wire.js';
 import type { Storage } from '../storage/storage.js';
 import { HttpError, sendJson, type RequestContext, type Route } from './http.js';
@@ -27,20 +29,36 @@ const READ_ANSWER_BYTES = 16 * 1024 * 1024;
 /** Pieces per answer; the client asks again from where one stops. */
 export const PIECES_PER_PAGE = 8192;
 
+/** A repository in a bucket: its catalog cache here, and the bucket's leases and journal. */
+export interface BucketCatalog {
+  file: string;
+  shared: SharedLeases;
+  journal: CatalogJournal;
+  /** Told what each follow of the journal added, and what it left out. */
+  onFollow: (message: string) => void;
+}
+
 export class CatalogKeeper {
   private queued?: Promise<void>;
   private following: Promise<void> = Promise.resolve();
 
+  private service?: LocalService;
+
   /**
-   * `service`: the catalog already open (a repository in a bucket, whose
-   * catalog here is a cache that follows the bucket's journal); without it,
-   * the repository directory's catalog.db, opened on first use.
+   * Without `bucket`, the repository directory's catalog.db, opened on first
+   * use. With it (a repository in a bucket), the catalog is a cache in
+   * `bucket.file`, opened at once, that follows the bucket's journal.
    */
   constructor(
     private readonly storage: Storage,
-    private service?: LocalService,
-    private readonly onFollow: (message: string) => void = () => {},
-  ) {}
+    private readonly bucket?: BucketCatalog,
+  ) {
+    if (bucket) this.service = this.open(bucket.file);
+  }
+
+  private open(file: string): LocalService {
+    return new LocalService(new Catalog(file), this.storage, true, this.bucket?.shared, this.bucket?.journal);
+  }
 
   /**
    * For a catalog that follows a bucket's journal: brought up to date with
@@ -58,8 +76,9 @@ export class CatalogKeeper {
       .then(async () => {
         this.queued = undefined;
         const r = await service.followJournal();
-        if (r.packs > 0 || r.snapshots > 0) this.onFollow(`journal: ${r.packs} packs and ${r.snapshots} snapshots added`);
-        for (const p of r.problems) this.onFollow(`journal: ${p}`);
+        const log = this.bucket!.onFollow;
+        if (r.packs > 0 || r.snapshots > 0) log(`journal: ${r.packs} packs and ${r.snapshots} snapshots added`);
+        for (const p of r.problems) log(`journal: ${p}`);
       });
     this.queued = next;
     this.following = next;
@@ -71,7 +90,7 @@ export class CatalogKeeper {
     if (this.service) return this.service;
     const root = this.storage.location;
     if (!fs.existsSync(path.join(root, 'config'))) throw new HttpError('no_repository', 'no repository here yet: run "strata init" against this server');
-    this.service = new LocalService(new Catalog(path.join(root, 'catalog.db')), this.storage, true);
+    this.service = this.open(path.join(root, 'catalog.db'));
     return this.service;
   }
 

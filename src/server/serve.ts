@@ -13,9 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { LocalStorage } from '../storage/local.js';
 import type { S3StorageOptions } from '../storage/s3.js';
 import type { Storage } from '../storage/storage.js';
-import { Catalog } from '../catalog/catalog.js';
 import { CatalogJournal } from '../catalog/journal.js';
-import { LocalService } from '../catalog/service.js';
 import { SharedLeases } from '../catalog/shared-lease.js';
 import { handleClientErrors, handler, logLine, type LogOptions } from './http.js';
 import { CatalogKeeper, catalogRoutes } from './catalog-routes.js';
@@ -169,7 +167,7 @@ async function serveBucket(
   const remove = () => {
     for (const f of [file, `${file}-wal`, `${file}-shm`]) fs.rmSync(f, { force: true });
   };
-  let service: LocalService | undefined;
+  let keeper: CatalogKeeper | undefined;
   /** After the keeper closed the catalog. */
   const close = async () => {
     remove();
@@ -179,13 +177,12 @@ async function serveBucket(
     if (!(await storage.exists({ kind: 'config', name: 'config' }))) {
       throw new StrataError('no_repository', `no repository in ${s3.location}: create it with "strata init --repo ${s3.location}"`);
     }
-    service = new LocalService(new Catalog(file), storage, true, new SharedLeases(s3.leases), new CatalogJournal(s3.journal));
-    const keeper = new CatalogKeeper(storage, service, (m) => logLine(log, m));
+    keeper = new CatalogKeeper(storage, { file, shared: new SharedLeases(s3.leases), journal: new CatalogJournal(s3.journal), onFollow: (m) => logLine(log, m) });
     // The cache starts empty: filled before the first request.
     await keeper.fresh();
     return { storage, keeper, close };
   } catch (e) {
-    await service?.close();
+    await keeper?.close();
     await close();
     throw e;
   }
