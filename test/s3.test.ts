@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { SharedLeases } from '../src/catalog/shared-lease.js';
 import { refreshCatalog } from '../src/engine/rebuild.js';
 import { Repository } from '../src/repo/repository.js';
@@ -751,6 +751,27 @@ suite('two strata serve over one bucket', () => {
     expect(pruned.stderr).toMatch(/a backup \(pid \d+ on this host\) started .* is running/);
     await backup.release();
     await s3.close();
+  });
+
+  it('a damaged journal entry is left out, said in the log, and the rest still served', async () => {
+    const s3 = new S3Storage(locate(url) as { bucket: string; prefix: string }, OPTIONS);
+    // A pack the bucket holds whose journal entry is not JSON, and a commit that is not one.
+    const pack = hex('journal-damage');
+    await s3.put({ kind: 'pack', name: pack }, Buffer.from('STRATAPK not a pack'));
+    await s3.journal.create(`p.${pack}`, Buffer.from('{"entries": [ broken'));
+    await s3.journal.create(`c.${hex('no-such-snapshot')}`, Buffer.from('{"begin": {}}'));
+    await s3.close();
+    const all = ids(direct.env);
+    expect(ids(via(A))).toEqual(all);
+    expect(strata(['cat', big, '--range', '0+64'], via(A)).raw.equals(fs.readFileSync(big).subarray(0, 64))).toBe(true);
+    expect(ids(via(A))).toEqual(all);
+    // The server's log comes in while this process waits on the commands above: read once it has.
+    await vi.waitFor(() => {
+      // Said once, not at every request.
+      expect(A.log().split(`journal: pack ${pack.slice(0, 16)}`)).toHaveLength(2);
+      expect(A.log()).toMatch(new RegExp(`journal: pack ${pack.slice(0, 16)}: `));
+      expect(A.log()).toMatch(new RegExp(`journal: snapshot ${hex('no-such-snapshot').slice(0, 8)}: id must be 64 hex digits`));
+    });
   });
 
   it('a server started later fills its catalog from the bucket before it answers; stopped, it leaves no catalog behind', async () => {

@@ -29,7 +29,8 @@
 import { StrataError } from '../errors.js';
 import type { ConditionalObjects } from '../storage/storage.js';
 import { newSnapshot, packIndex, snapshotCommit, versionUploads, type NewSnapshot, type SnapshotCommit } from './messages.js';
-import type { PackEntry } from './packs.js';
+import { PACK_MAGIC, type PackEntry } from './packs.js';
+import { checkPackLayout } from './wire.js';
 import type { FollowResult, Journal, JournalTarget, VersionUpload } from './service.js';
 
 interface CommitEntry {
@@ -103,17 +104,24 @@ export class CatalogJournal implements Journal {
     }
     const knownPacks = new Set(catalog.packNames());
     for (const name of packs.filter((p) => !knownPacks.has(p))) {
-      const entry = await this.objects.read(`p.${name}`);
-      if (!entry) continue;
       const size = await target.storage.stat({ kind: 'pack', name }).then(
         (s) => s.size,
         () => undefined,
       );
       // Not stored (yet, or any more: its upload failed, or a prune removed it).
       if (size === undefined) continue;
-      const index = packIndex.decode(JSON.parse(entry.body.toString('utf8')), `journal entry p.${name}`);
-      target.indexPack(name, size, index.entries, index.relocate);
-      r.packs++;
+      try {
+        const entry = await this.objects.read(`p.${name}`);
+        if (!entry) continue;
+        const index = packIndex.decode(JSON.parse(entry.body.toString('utf8')), `journal entry p.${name}`);
+        checkPackLayout(index.entries, size, PACK_MAGIC.length);
+        target.indexPack(name, size, index.entries, index.relocate);
+        r.packs++;
+      } catch (e) {
+        // A damaged entry: its pack stays unknown here (and so do snapshots that need it).
+        if (!(e instanceof SyntaxError) && !(e instanceof StrataError)) throw e;
+        r.problems.push(`pack ${name.slice(0, 16)}: ${(e as Error).message}`);
+      }
     }
 
     const known = new Set(catalog.snapshots().map((s) => s.id));
@@ -121,7 +129,12 @@ export class CatalogJournal implements Journal {
     const entries = new Map<string, CommitEntry>();
     for (const id of todo) {
       const e = await this.objects.read(`c.${id}`);
-      if (e) entries.set(id, readCommit(e.body, id));
+      try {
+        if (e) entries.set(id, readCommit(e.body, id));
+      } catch (err) {
+        if (!(err instanceof SyntaxError) && !(err instanceof StrataError)) throw err;
+        r.problems.push(`snapshot ${id.slice(0, 8)}: ${(err as Error).message}`);
+      }
     }
     todo = todo.filter((id) => entries.has(id));
     // Parents first: a snapshot waits for its parent while the parent is still to come.

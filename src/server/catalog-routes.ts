@@ -41,6 +41,7 @@ export interface BucketCatalog {
 export class CatalogKeeper {
   private queued?: Promise<void>;
   private following: Promise<void> = Promise.resolve();
+  private readonly told = new Set<string>();
 
   private service?: LocalService;
 
@@ -78,7 +79,11 @@ export class CatalogKeeper {
         const r = await service.followJournal();
         const log = this.bucket!.onFollow;
         if (r.packs > 0 || r.snapshots > 0) log(`journal: ${r.packs} packs and ${r.snapshots} snapshots added`);
-        for (const p of r.problems) log(`journal: ${p}`);
+        for (const p of r.problems) {
+          // A damaged entry stays damaged: said once.
+          if (!this.told.has(p)) log(`journal: ${p}`);
+          this.told.add(p);
+        }
       });
     this.queued = next;
     this.following = next;
