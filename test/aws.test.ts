@@ -102,11 +102,18 @@ describe('s3:// locations', () => {
     expect(() => locate('s3://B_/x')).toThrow(expect.objectContaining({ exitCode: 2, message: expect.stringMatching(/not an S3 location/) }));
   });
 
-  it('strata serve and its tokens keep a directory, and --no-key is a server admin\'s: a bucket is a usage error that says why', () => {
+  it('a bucket\'s server keeps its tokens under the cache directory; a server\'s URL is no place for one; --no-key is a server admin\'s', () => {
+    const cache = path.join(tempDir(), 'cache');
+    const listed = strata(['token', 'list', '--json', '--repo', 's3://some-bucket/x'], cliEnv('unused', { STRATA_CACHE_DIR: cache }));
+    expect(listed.status, listed.stderr).toBe(0);
+    expect(JSON.parse(listed.stdout)).toEqual([]);
+    const added = strata(['token', 'add', 'ci', '--role', 'read', '--repo', 's3://some-bucket/x'], cliEnv('unused', { STRATA_CACHE_DIR: cache }));
+    expect(added.status, added.stderr).toBe(0);
+    expect(fs.readdirSync(path.join(cache, 'servers'))).toHaveLength(1);
     for (const args of [['serve'], ['token', 'list']]) {
-      const r = strata([...args, '--repo', 's3://some-bucket/x'], cliEnv('unused'));
+      const r = strata([...args, '--repo', 'http://127.0.0.1:9/'], cliEnv('unused'));
       expect(r.status, args.join(' ')).toBe(2);
-      expect(r.stderr).toMatch(/strata serve keeps a repository directory; s3:\/\/some-bucket\/x is a bucket, which clients use directly/);
+      expect(r.stderr).toMatch(/strata serve keeps a repository directory or a bucket, not http/);
     }
     // Maintenance without the key is a server admin's; a bucket's clients hold the key.
     const r = strata(['prune', '--no-key', '--repo', 's3://some-bucket/x'], cliEnv('unused'));

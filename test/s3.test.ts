@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { SharedLeases } from '../src/catalog/shared-lease.js';
 import { refreshCatalog } from '../src/engine/rebuild.js';
 import { Repository } from '../src/repo/repository.js';
@@ -19,6 +19,7 @@ import { RetryingStorage } from '../src/storage/retry.js';
 import { S3Storage } from '../src/storage/s3.js';
 import { cliEnv, readWhole, Rng, strata, strataAsync, tempDir } from './helpers.js';
 import { bucketName, CEPH_DIR, ENDPOINT, freshStore, gatewayProblem, OPTIONS, s3Env } from './s3-helpers.js';
+import { client, serve, type Server } from './server-helpers.js';
 import { hex, storageContract } from './storage-contract.js';
 
 const problem = await gatewayProblem();
@@ -639,3 +640,163 @@ if (!problem && !canRestart) console.warn(`S3 gateway-restart test skipped: no c
     expect(strata(['check', '--read-data'], a.env).status).toBe(0);
   }, 120_000);
 });
+
+suite('two strata serve over one bucket', () => {
+  const rng = new Rng(2021);
+  const src = tempDir('strata-s3-serve-src-');
+  const big = path.join(src, 'big.bin');
+  const data = rng.bytes(2 * 1024 * 1024 + 12345);
+  const url = `s3://${bucketName('serve')}/repo`;
+  const direct = cliClient(url);
+  // The servers' tokens: under one cache directory, which both are given (each keeps a catalog file of its own there).
+  const serverCache = tempDir('strata-s3-servers-');
+  const serverEnv = { ...s3Env(), STRATA_CACHE_DIR: serverCache };
+  let A: Server;
+  let B: Server;
+  let tok: string;
+  let admin: string;
+  const via = (s: Server) => client(s.url, tok);
+  const ids = (env: NodeJS.ProcessEnv) => (JSON.parse(strata(['snapshots', '--json'], env).stdout) as { id: string }[]).map((s) => s.id);
+
+  beforeAll(async () => {
+    fs.writeFileSync(big, data);
+    fs.mkdirSync(path.join(src, 'd'));
+    fs.writeFileSync(path.join(src, 'd', 'small.txt'), 'one\n');
+    const init = strata(['init', '--scrypt-n', '1024'], direct.env);
+    expect(init.status, init.stderr).toBe(0);
+    const r = strata(['token', 'add', 'ci', '--role', 'append', '--json'], cliEnv(url, { ...serverEnv, STRATA_PASSWORD: undefined }));
+    expect(r.status, r.stderr).toBe(0);
+    tok = (JSON.parse(r.stdout) as { token: string }).token;
+    const r2 = strata(['token', 'add', 'ops', '--role', 'admin', '--json'], cliEnv(url, { ...serverEnv, STRATA_PASSWORD: undefined }));
+    admin = (JSON.parse(r2.stdout) as { token: string }).token;
+    [A, B] = await Promise.all([serve(url, 0, serverEnv), serve(url, 0, serverEnv)]);
+  });
+
+  it('a backup through one server reads through the other at once, byte-exact; an incremental through the other reads through the first', () => {
+    const first = strata(['backup', src], via(A));
+    expect(first.status, first.stderr).toBe(0);
+    const [s1] = ids(via(A));
+    expect(ids(via(B))).toEqual([s1]);
+    expect(strata(['cat', big], via(B)).raw.equals(data)).toBe(true);
+    const target = tempDir();
+    const restored = strata(['restore', '--at', s1!, '--target', target], via(B));
+    expect(restored.status, restored.stderr).toBe(0);
+    expect(fs.readFileSync(path.join(target, big)).equals(data)).toBe(true);
+    expect(fs.readFileSync(path.join(target, src, 'd', 'small.txt'), 'utf8')).toBe('one\n');
+
+    // Through B: an incremental on A's snapshot (its parent), sending only what changed.
+    const changed = Buffer.from(data);
+    rng.bytes(100).copy(changed, 1_000_000);
+    fs.writeFileSync(big, changed);
+    fs.writeFileSync(path.join(src, 'd', 'small.txt'), 'two\n');
+    const inc = strata(['backup', src, '--json'], via(B));
+    expect(inc.status, inc.stderr).toBe(0);
+    expect((JSON.parse(inc.stdout) as { bytesSent: number }).bytesSent).toBeLessThan(400 * 1024);
+    const both = ids(via(A));
+    expect(both).toHaveLength(2);
+    expect(ids(via(B))).toEqual(both);
+    expect(strata(['cat', big], via(A)).raw.equals(changed)).toBe(true);
+    expect(strata(['cat', big, '--at', s1!], via(A)).raw.equals(data)).toBe(true);
+    expect(strata(['cat', path.join(src, 'd', 'small.txt')], via(A)).stdout).toBe('two\n');
+    // A client of the bucket itself reads both (from the sealed packs, as ever).
+    expect(ids(direct.env)).toEqual(both);
+  });
+
+  it('a client backing up to the bucket directly while both serve: its snapshot reads through each server, a restore through one goes on meanwhile, check is clean', async () => {
+    fs.writeFileSync(path.join(src, 'd', 'direct.txt'), 'straight to the bucket\n');
+    const target = tempDir();
+    const [backup, restore] = await Promise.all([runAsync(['backup', src], direct.env), runAsync(['restore', '--target', target], via(A))]);
+    expect(backup.code, backup.stderr).toBe(0);
+    expect(restore.code, restore.stderr).toBe(0);
+    expect(fs.readFileSync(path.join(target, big)).equals(fs.readFileSync(big))).toBe(true);
+    const all = ids(direct.env);
+    expect(all).toHaveLength(3);
+    for (const s of [A, B]) {
+      expect(ids(via(s))).toEqual(all);
+      expect(strata(['cat', path.join(src, 'd', 'direct.txt')], via(s)).stdout).toBe('straight to the bucket\n');
+    }
+    const check = strata(['check', '--read-data'], direct.env);
+    expect(check.status, check.stdout + check.stderr).toBe(0);
+  });
+
+  it('two backups at once, one through each server: each server then lists and reads both', async () => {
+    const other = tempDir('strata-s3-serve-other-');
+    const otherBytes = rng.bytes(700_000);
+    fs.writeFileSync(path.join(other, 'other.bin'), otherBytes);
+    fs.writeFileSync(path.join(src, 'd', 'small.txt'), 'three\n');
+    const before = ids(direct.env).length;
+    const [ra, rb] = await Promise.all([runAsync(['backup', src], via(A)), runAsync(['backup', other], via(B))]);
+    expect(ra.code, ra.stderr).toBe(0);
+    expect(rb.code, rb.stderr).toBe(0);
+    const all = ids(via(A));
+    expect(all).toHaveLength(before + 2);
+    expect(ids(via(B))).toEqual(all);
+    for (const s of [A, B]) {
+      expect(strata(['cat', path.join(other, 'other.bin')], via(s)).raw.equals(otherBytes)).toBe(true);
+      expect(strata(['cat', path.join(src, 'd', 'small.txt')], via(s)).stdout).toBe('three\n');
+    }
+  });
+
+  it("a server's leases are the bucket's: a maintenance held there refuses a backup through a server, and a backup held there a prune through one (exit 11)", async () => {
+    const s3 = new S3Storage(locate(url) as { bucket: string; prefix: string }, OPTIONS);
+    const leases = new SharedLeases(s3.leases);
+    const maintenance = await leases.acquireMaintenance();
+    const refused = strata(['backup', src], via(B));
+    expect(refused.status, refused.stderr).toBe(11);
+    expect(refused.stderr).toMatch(/a maintenance .* is running/);
+    await maintenance.release();
+    const backup = await leases.acquireBackup();
+    const pruned = strata(['prune'], client(A.url, admin));
+    expect(pruned.status, pruned.stderr).toBe(11);
+    expect(pruned.stderr).toMatch(/a backup \(pid \d+ on this host\) started .* is running/);
+    await backup.release();
+    await s3.close();
+  });
+
+  it('a damaged journal entry is left out, said in the log, and the rest still served', async () => {
+    const s3 = new S3Storage(locate(url) as { bucket: string; prefix: string }, OPTIONS);
+    // A pack the bucket holds whose journal entry is not JSON, and a commit that is not one.
+    const pack = hex('journal-damage');
+    await s3.put({ kind: 'pack', name: pack }, Buffer.from('STRATAPK not a pack'));
+    await s3.journal.create(`p.${pack}`, Buffer.from('{"entries": [ broken'));
+    await s3.journal.create(`c.${hex('no-such-snapshot')}`, Buffer.from('{"begin": {}}'));
+    await s3.close();
+    const all = ids(direct.env);
+    expect(ids(via(A))).toEqual(all);
+    expect(strata(['cat', big, '--range', '0+64'], via(A)).raw.equals(fs.readFileSync(big).subarray(0, 64))).toBe(true);
+    expect(ids(via(A))).toEqual(all);
+    // The server's log comes in while this process waits on the commands above: read once it has.
+    await vi.waitFor(() => {
+      // Said once, not at every request.
+      expect(A.log().split(`journal: pack ${pack.slice(0, 16)}`)).toHaveLength(2);
+      expect(A.log()).toMatch(new RegExp(`journal: pack ${pack.slice(0, 16)}: `));
+      expect(A.log()).toMatch(new RegExp(`journal: snapshot ${hex('no-such-snapshot').slice(0, 8)}: id must be 64 hex digits`));
+    });
+  });
+
+  it('a server started later fills its catalog from the bucket before it answers; stopped, it leaves no catalog behind', async () => {
+    const C = await serve(url, 0, serverEnv);
+    expect(ids(via(C))).toEqual(ids(direct.env));
+    expect(strata(['cat', big, '--range', '1000000+100'], via(C)).raw.equals(fs.readFileSync(big).subarray(1_000_000, 1_000_100))).toBe(true);
+    const [dir] = fs.readdirSync(path.join(serverCache, 'servers'));
+    const catalogs = () => fs.readdirSync(path.join(serverCache, 'servers', dir!)).filter((f) => /^catalog-.*\.db$/.test(f));
+    expect(catalogs()).toHaveLength(3);
+    C.proc.kill('SIGTERM');
+    expect(await C.exited).toBe(0);
+    expect(catalogs()).toHaveLength(2);
+  });
+
+  it('a bucket without a repository: serve says so and exits', async () => {
+    await expect(serve(`s3://${bucketName('none')}/x`, 0, serverEnv)).rejects.toThrow(/no repository in s3:\/\/.*strata init --repo/);
+  });
+});
+
+/** Runs the CLI without blocking the test's process (so servers it started answer). */
+function runAsync(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = strataAsync(args, env);
+    let stderr = '';
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    child.on('exit', (code) => resolve({ code: code ?? -1, stderr }));
+  });
+}

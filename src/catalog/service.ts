@@ -36,6 +36,37 @@ export interface VersionUpload {
   blocks?: BlockList;
 }
 
+/** What a follower of a bucket's catalog journal (catalog/journal.ts) replays into. */
+export interface JournalTarget {
+  readonly catalog: Catalog;
+  readonly storage: Storage;
+  indexPack(name: string, size: number, entries: readonly PackEntry[], relocate?: boolean): void;
+  storeVersions(snapshot: number, list: readonly VersionUpload[]): Promise<void>;
+  commitSnapshot(seq: number, root: Buffer, record: Buffer, meta: Buffer, blobs: readonly Buffer[]): Promise<void>;
+}
+
+export interface FollowResult {
+  packs: number;
+  snapshots: number;
+  /** Snapshots left out this time, and why. */
+  problems: string[];
+}
+
+/** A bucket's catalog journal (catalog/journal.ts, CatalogJournal), as the service writes and follows it. */
+export interface Journal {
+  recordPack(name: string, entries: readonly PackEntry[], relocate: boolean): Promise<void>;
+  began(seq: number, id: string, inherits: boolean): void;
+  recordVersions(seq: number, list: readonly VersionUpload[]): Promise<void>;
+  recordCommit(
+    seq: number,
+    row: Pick<SnapshotRow, 'id' | 'time' | 'lineage' | 'meta' | 'parent'> & { lease: string },
+    parentId: string | null,
+    commit: { root: Buffer; record: Buffer; meta: Buffer; blobs: readonly Buffer[] },
+  ): Promise<void>;
+  done(seq: number): void;
+  follow(target: JournalTarget): Promise<FollowResult>;
+}
+
 /** A version's own record: where it belongs and its sealed TOC (for resealing after a forget). */
 export interface VersionRecord {
   snapshot: number;
@@ -205,6 +236,8 @@ export class LocalService implements CatalogService {
      * leases in the store, taken first, so that clients coordinate.
      */
     readonly shared?: SharedLeases,
+    /** For the same: what this catalog gains is written to the bucket's journal too, for servers to follow (journal.ts). */
+    readonly journal?: Journal,
   ) {}
 
   // --- What a server asks before it answers: what exists, and whether a request was already carried out (a retry).
@@ -376,7 +409,14 @@ export class LocalService implements CatalogService {
 
   async putPack(name: string, bytes: Buffer, entries: readonly PackEntry[], relocate = false): Promise<void> {
     await this.storage.put({ kind: 'pack', name }, bytes);
+    await this.journal?.recordPack(name, entries, relocate);
     this.indexPack(name, bytes.length, entries, relocate);
+  }
+
+  /** indexPack, for a pack a client uploaded: written to the journal first (when there is one). */
+  async indexUploadedPack(name: string, size: number, entries: readonly PackEntry[], relocate = false, spares?: ReadonlySet<string>): Promise<void> {
+    await this.journal?.recordPack(name, entries, relocate);
+    this.indexPack(name, size, entries, relocate, spares);
   }
 
   /**
@@ -428,10 +468,18 @@ export class LocalService implements CatalogService {
   }
 
   async beginSnapshot(id: string, time: number, lineage: Buffer, meta: Buffer, parent: number | null, lease: string, inherits = false): Promise<number> {
-    return this.catalog.beginSnapshot(id, time, lineage, meta, parent, lease, inherits);
+    const seq = this.catalog.beginSnapshot(id, time, lineage, meta, parent, lease, inherits);
+    this.journal?.began(seq, id, inherits);
+    return seq;
   }
 
   async storeVersions(snapshot: number, list: readonly VersionUpload[]): Promise<void> {
+    if (this.journal && this.pendingSnapshot({ seq: snapshot })) await this.journal.recordVersions(snapshot, list);
+    await this.storeVersionsHere(snapshot, list);
+  }
+
+  /** storeVersions in this catalog alone (also what a journal's follower replays). */
+  async storeVersionsHere(snapshot: number, list: readonly VersionUpload[]): Promise<void> {
     const snap = this.catalog.snapshotBySeq(snapshot);
     if (!snap) throw new StrataError('not_found', `no pending snapshot ${snapshot}`);
     const parent = snap.parent !== null ? this.catalog.snapshotBySeq(snap.parent) : undefined;
@@ -467,7 +515,35 @@ export class LocalService implements CatalogService {
         throw new StrataError('missing_blocks', `${lacking.length} blocks the snapshot uses are not stored (first: ${lacking[0]!.toString('hex').slice(0, 16)})`);
       }
     }
+    if (this.journal && this.pendingSnapshot({ seq })) {
+      if (!this.verify) {
+        // A direct client is trusted, but what the journal says is committed must be whole: a follower replays it.
+        const lacking = this.catalog.transaction(() => this.catalog.unstoredBlocks(seq, [root, record, ...blobs]));
+        if (lacking.length > 0) throw new StrataError('missing_blocks', `${lacking.length} blocks the snapshot uses are not stored`);
+      }
+      const row = this.catalog.snapshotBySeq(seq)!;
+      const parentId = row.parent === null ? null : (this.catalog.snapshotBySeq(row.parent)?.id ?? null);
+      await this.journal.recordCommit(seq, { ...row, lease: '' }, parentId, { root, record, meta, blobs });
+    }
     this.catalog.commitSnapshot(seq, root, record, meta, blobs);
+    this.journal?.done(seq);
+  }
+
+  /** Brings this catalog up to date with the journal of its bucket (what other servers and clients wrote). */
+  async followJournal(): Promise<FollowResult> {
+    if (!this.journal) return { packs: 0, snapshots: 0, problems: [] };
+    return this.journal.follow({
+      catalog: this.catalog,
+      storage: this.storage,
+      indexPack: (name, size, entries, relocate) => this.indexPack(name, size, entries, relocate),
+      // A batch sent again (its first try failed after the journal had it) is in the journal twice: stored once.
+      storeVersions: (seq, list) => this.storeVersionsHere(seq, list.filter((v) => !this.hasOwnVersion(seq, v.path))),
+      commitSnapshot: async (seq, root, record, meta, blobs) => {
+        const lacking = this.catalog.transaction(() => this.catalog.unstoredBlocks(seq, [root, record, ...blobs]));
+        if (lacking.length > 0) throw new StrataError('missing_blocks', `${lacking.length} blocks it uses are not stored`);
+        this.catalog.commitSnapshot(seq, root, record, meta, blobs);
+      },
+    });
   }
 
   async endLease(lease: string): Promise<void> {

@@ -3,10 +3,13 @@
  * credentials (key file, or a password from the environment, a file or a
  * prompt on a terminal).
  */
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import type { Command } from 'commander';
 import { usageError, wrongKey } from '../errors.js';
 import { Repository, type RemoteOptions } from '../repo/repository.js';
+import { defaultCacheDir } from '../storage/cache.js';
 import { locate } from '../storage/location.js';
 import { type Credentials } from '../repo/unlock.js';
 import { promptHidden } from './prompt.js';
@@ -35,14 +38,19 @@ export function repoPath(g: GlobalOptions): string {
 }
 
 /**
- * The repository directory a server keeps (serve, token): a directory, never
- * a server's URL or a bucket, whose clients use it directly.
+ * The directory a server keeps (serve, token): the repository directory; for
+ * a repository in a bucket, a directory of the server's own under the cache
+ * directory, one per bucket and prefix (its tokens, and each running
+ * server's catalog cache). Never a server's URL.
  */
 export function serverDir(g: GlobalOptions): string {
   const where = repoPath(g);
-  const kind = locate(where).kind;
-  if (kind === 's3') throw usageError(`strata serve keeps a repository directory; ${where} is a bucket, which clients use directly with --repo ${where}`);
-  if (kind !== 'directory') throw usageError(`strata serve keeps a repository directory, not ${where}`);
+  const at = locate(where);
+  if (at.kind === 's3') {
+    const name = createHash('sha256').update(`s3://${at.bucket}/${at.prefix}`).digest('hex').slice(0, 32);
+    return path.join(g.cacheDir ?? defaultCacheDir(), 'servers', name);
+  }
+  if (at.kind !== 'directory') throw usageError(`strata serve keeps a repository directory or a bucket, not ${where}`);
   return where;
 }
 

@@ -27,6 +27,7 @@ import type { RemoteService } from '../catalog/remote.js';
 import { LocalService, type CatalogReader, type CatalogService } from '../catalog/service.js';
 import { liveLeases } from '../catalog/lease.js';
 import { packDrift, SharedLeases } from '../catalog/shared-lease.js';
+import { CatalogJournal } from '../catalog/journal.js';
 
 export interface InitOptions {
   chunkAvg?: number;
@@ -155,7 +156,7 @@ export class Repository {
         removeCatalog(file);
         catalog = new Catalog(file);
       });
-      return new Repository(storage.location, storage, config, keyring, new LocalService(catalog!, storage, false, new SharedLeases(s3.leases)), catalog, file);
+      return new Repository(storage.location, storage, config, keyring, new LocalService(catalog!, storage, false, new SharedLeases(s3.leases), new CatalogJournal(s3.journal)), catalog, file);
     } catch (e) {
       await storage.close();
       throw e;
@@ -171,7 +172,7 @@ export class Repository {
       const file = await s3CatalogFile(s3, config.id, options);
       const previous = fresh ? setAside(file) : undefined;
       const catalog = new Catalog(file);
-      const service = new LocalService(catalog, storage, false, new SharedLeases(s3.leases));
+      const service = new LocalService(catalog, storage, false, new SharedLeases(s3.leases), new CatalogJournal(s3.journal));
       return { repo: new Repository(storage.location, storage, config, keyring, service, catalog, file), previous };
     } catch (e) {
       await storage.close();
@@ -205,8 +206,8 @@ export class Repository {
     const next = `${file}.rebuild-${process.pid}-${randomBytes(4).toString('hex')}`;
     if (from === 'copy') this.catalog.copyTo(next);
     const catalog = new Catalog(next);
-    const shared = (this.service as LocalService).shared;
-    const repo = new Repository(this.root, this.storage, this.config, this.keyring, new LocalService(catalog, this.storage, false, shared), catalog, next);
+    const { shared, journal } = this.service as LocalService;
+    const repo = new Repository(this.root, this.storage, this.config, this.keyring, new LocalService(catalog, this.storage, false, shared, journal), catalog, next);
     return {
       repo,
       install: () => {
@@ -215,7 +216,7 @@ export class Repository {
         removeCatalog(file);
         fs.renameSync(next, file);
         const installed = new Catalog(file);
-        return new Repository(this.root, this.storage, this.config, this.keyring, new LocalService(installed, this.storage, false, shared), installed, file);
+        return new Repository(this.root, this.storage, this.config, this.keyring, new LocalService(installed, this.storage, false, shared, journal), installed, file);
       },
       discard: () => {
         catalog.close();

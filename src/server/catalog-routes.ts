@@ -16,9 +16,11 @@ import { StrataError } from '../errors.js';
 import { Catalog } from '../catalog/catalog.js';
 import { PACK_MAGIC } from '../catalog/packs.js';
 import { CATALOG_PROTOCOL, type AnswerSent, type ProtocolMethod, type ProtocolName, type RequestOf } from '../catalog/protocol.js';
+import type { CatalogJournal } from '../catalog/journal.js';
 import { LocalService } from '../catalog/service.js';
+import type { SharedLeases } from '../catalog/shared-lease.js';
 import { MAX_LOCK_WAIT_MS, checkPackLayout, type Codec } from '../catalog/wire.js';
-import type { LocalStorage } from '../storage/local.js';
+import type { Storage } from '../storage/storage.js';
 import { HttpError, sendJson, type RequestContext, type Route } from './http.js';
 import { parseRange } from './range.js';
 
@@ -27,17 +29,73 @@ const READ_ANSWER_BYTES = 16 * 1024 * 1024;
 /** Pieces per answer; the client asks again from where one stops. */
 export const PIECES_PER_PAGE = 8192;
 
+/** A repository in a bucket: its catalog cache here, and the bucket's leases and journal. */
+export interface BucketCatalog {
+  file: string;
+  shared: SharedLeases;
+  journal: CatalogJournal;
+  /** Told what each follow of the journal added, and what it left out. */
+  onFollow: (message: string) => void;
+}
+
 export class CatalogKeeper {
+  private queued?: Promise<void>;
+  private following: Promise<void> = Promise.resolve();
+  private readonly told = new Set<string>();
+
   private service?: LocalService;
 
-  constructor(private readonly storage: LocalStorage) {}
+  /**
+   * Without `bucket`, the repository directory's catalog.db, opened on first
+   * use. With it (a repository in a bucket), the catalog is a cache in
+   * `bucket.file`, opened at once, that follows the bucket's journal.
+   */
+  constructor(
+    private readonly storage: Storage,
+    private readonly bucket?: BucketCatalog,
+  ) {
+    if (bucket) this.service = this.open(bucket.file);
+  }
+
+  private open(file: string): LocalService {
+    return new LocalService(new Catalog(file), this.storage, true, this.bucket?.shared, this.bucket?.journal);
+  }
+
+  /**
+   * For a catalog that follows a bucket's journal: brought up to date with
+   * what other servers and clients committed, before a request that names
+   * snapshots is answered. One follow at a time; a request arriving while
+   * one runs waits for the next, which starts after it arrived (so it sees
+   * every commit made before it), shared with whoever else arrives meanwhile.
+   */
+  fresh(): Promise<void> {
+    if (!this.service?.journal) return Promise.resolve();
+    if (this.queued) return this.queued;
+    const service = this.service;
+    const next = this.following
+      .catch(() => {})
+      .then(async () => {
+        this.queued = undefined;
+        const r = await service.followJournal();
+        const log = this.bucket!.onFollow;
+        if (r.packs > 0 || r.snapshots > 0) log(`journal: ${r.packs} packs and ${r.snapshots} snapshots added`);
+        for (const p of r.problems) {
+          // A damaged entry stays damaged: said once.
+          if (!this.told.has(p)) log(`journal: ${p}`);
+          this.told.add(p);
+        }
+      });
+    this.queued = next;
+    this.following = next;
+    return next;
+  }
 
   /** The repository's catalog service, opened (and created) on first use. */
   get(): LocalService {
     if (this.service) return this.service;
     const root = this.storage.location;
     if (!fs.existsSync(path.join(root, 'config'))) throw new HttpError('no_repository', 'no repository here yet: run "strata init" against this server');
-    this.service = new LocalService(new Catalog(path.join(root, 'catalog.db')), this.storage, true);
+    this.service = this.open(path.join(root, 'catalog.db'));
     return this.service;
   }
 
@@ -155,11 +213,13 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
   };
   return [
     route('snapshots', async (_, ctx) => {
+      await keeper.fresh();
       const prefix = query(ctx).get('prefix');
       if (prefix !== null && !/^[0-9a-f]{1,64}$/.test(prefix)) throw new HttpError('bad_request', 'prefix must be hex');
       return prefix !== null ? await svc().snapshotsByPrefix(prefix) : await svc().snapshots();
     }),
     route('snapshot', async (_, ctx) => {
+      await keeper.fresh();
       const row = await svc().snapshotBySeq(int(ctx.params.seq, 'seq'));
       if (!row) throw new HttpError('not_found', 'no such snapshot');
       return row;
@@ -172,6 +232,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
     // Every version of a snapshot: a backup reads its parent's in one go.
     route('versions', async (_, ctx) => svc().versionPaths(int(ctx.params.seq, 'seq'))),
     route('planRead', async (_, ctx) => {
+      await keeper.fresh();
       const q = query(ctx);
       const prefix = q.get('prefix');
       if (prefix !== null && !/^[0-9a-f]{1,64}$/.test(prefix)) throw new HttpError('bad_request', 'prefix must be hex');
@@ -249,16 +310,16 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       if (index.relocate && ctx.token?.role !== 'admin') throw new HttpError('forbidden', 'moving indexed blocks (repacking) needs the admin role');
       if (svc().packIndexed(name)) return new Existing(false);
       // Copies of blocks indexed elsewhere whose first copy the client found forged: kept as spares, never moved.
-      s.indexPack(name, size, index.entries, index.relocate, new Set(index.replaces));
+      await s.indexUploadedPack(name, size, index.entries, index.relocate, new Set(index.replaces));
       return true;
     }),
-    route('startBackup', async (start) => await svc().startBackup(start.lineage, start.time, start.parent, { renew: false })),
+    route('startBackup', async (start) => (await keeper.fresh(), await svc().startBackup(start.lineage, start.time, start.parent, { renew: false }))),
     route('renewLease', async (_, ctx) => {
       if (!svc().renew(ctx.params.lease!)) throw new HttpError('not_found', 'no such lease (it went stale: start again)');
     }),
     route('endLease', async (_, ctx) => await svc().endLease(ctx.params.lease!)),
     // A client may wait for another maintenance, but not hold a request open for long.
-    route('startMaintenance', async (waitMs) => await svc().startMaintenance(Math.min(waitMs, MAX_LOCK_WAIT_MS), undefined, { renew: false })),
+    route('startMaintenance', async (waitMs) => (await keeper.fresh(), await svc().startMaintenance(Math.min(waitMs, MAX_LOCK_WAIT_MS), undefined, { renew: false }))),
     route('forget', async (snapshots, ctx) => {
       held(keeper, ctx.params.lease!);
       return await svc().forgetSnapshots(snapshots);

@@ -9,14 +9,22 @@ import * as https from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import * as path from 'node:path';
 import { StrataError, usageError } from '../errors.js';
+import { randomBytes } from 'node:crypto';
 import { LocalStorage } from '../storage/local.js';
+import type { S3StorageOptions } from '../storage/s3.js';
+import type { Storage } from '../storage/storage.js';
+import { CatalogJournal } from '../catalog/journal.js';
+import { SharedLeases } from '../catalog/shared-lease.js';
 import { handleClientErrors, handler, logLine, type LogOptions } from './http.js';
 import { CatalogKeeper, catalogRoutes } from './catalog-routes.js';
 import { objectRoutes } from './routes.js';
 import { serverDir, TokenStore } from './tokens.js';
 
 export interface ServeOptions {
+  /** The repository directory; for a repository in a bucket, the directory of the server's tokens and catalog cache. */
   dir: string;
+  /** A repository in a bucket: served from there, stateless (see serveBucket). */
+  bucket?: { bucket: string; prefix: string; s3?: S3StorageOptions };
   host: string;
   port: number;
   tls?: { cert: Buffer; key: Buffer };
@@ -56,11 +64,23 @@ export function isLoopback(host: string): boolean {
 
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const root = prepareDir(opts.dir);
-  const storage = new LocalStorage(root);
-  // Partial uploads a previous run left behind (one killed mid-request).
-  await storage.sweepTemporary(60 * 60 * 1000).catch(() => 0);
+  let storage: Storage;
+  let keeper: CatalogKeeper;
+  let closeStorage = async () => {};
+  if (opts.bucket) {
+    const served = await serveBucket(root, opts.bucket, opts.log);
+    ({ storage, keeper } = served);
+    closeStorage = served.close;
+  } else {
+    const local = new LocalStorage(root);
+    // Partial uploads a previous run left behind (one killed mid-request).
+    await local.sweepTemporary(60 * 60 * 1000).catch(() => 0);
+    storage = local;
+    keeper = new CatalogKeeper(storage);
+  }
   const tokens = new TokenStore(root);
-  if (tokens.list().length === 0) logLine({ ...opts.log, quiet: false }, `no tokens yet: add one with "strata token add NAME --role ROLE --repo ${root}"`);
+  const repoName = opts.bucket ? `s3://${opts.bucket.bucket}/${opts.bucket.prefix}` : root;
+  if (tokens.list().length === 0) logLine({ ...opts.log, quiet: false }, `no tokens yet: add one with "strata token add NAME --role ROLE --repo ${repoName}"`);
 
   const serverOptions: http.ServerOptions = {
     maxHeaderSize: MAX_HEADER_BYTES,
@@ -70,7 +90,6 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     // How often node checks the timeouts above; a short headers timeout needs a short interval.
     connectionsCheckingInterval: Math.max(50, Math.min(30_000, Math.floor(opts.headersTimeoutMs / 4))),
   };
-  const keeper = new CatalogKeeper(storage);
   const onRequest = handler([...objectRoutes(storage), ...catalogRoutes(keeper)], tokens, opts.log);
   let closing = false;
   const server = opts.tls
@@ -94,7 +113,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e: NodeJS.ErrnoException) => {
       const why = e.code === 'EADDRINUSE' ? 'address in use' : e.code === 'EACCES' ? 'permission denied' : e.code === 'EADDRNOTAVAIL' ? 'no such local address' : (e.code ?? e.message);
-      reject(new StrataError('listen', `cannot listen on ${opts.host}:${opts.port}: ${why}`));
+      const failure = new StrataError('listen', `cannot listen on ${opts.host}:${opts.port}: ${why}`);
+      void keeper.close().then(closeStorage).then(() => reject(failure), () => reject(failure));
     });
     server.listen(opts.port, opts.host, () => resolve());
   });
@@ -117,7 +137,53 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       await closed;
     }
     await keeper.close();
+    await closeStorage();
     return cut;
   };
   return { url, server, shutdown };
+}
+
+/**
+ * A repository in a bucket, served without state of its own: the truth is
+ * the bucket; this server's catalog is a cache of its own (a new file for
+ * each run, under DIR, removed when it stops), filled and kept up to date
+ * from the bucket's catalog journal (catalog/journal.ts), which every
+ * server and client over the bucket writes. Leases are the bucket's, so
+ * servers and clients coordinate.
+ */
+async function serveBucket(
+  dir: string,
+  where: NonNullable<ServeOptions['bucket']>,
+  log: LogOptions,
+): Promise<{ storage: Storage; keeper: CatalogKeeper; close(): Promise<void> }> {
+  const [{ S3Storage, S3_RETRY }, { RetryingStorage }, { CoalescingStorage }] = await Promise.all([
+    import('../storage/s3.js'),
+    import('../storage/retry.js'),
+    import('../storage/coalesce.js'),
+  ]);
+  const s3 = new S3Storage({ bucket: where.bucket, prefix: where.prefix }, where.s3);
+  const storage = new CoalescingStorage(new RetryingStorage(s3, S3_RETRY));
+  const file = path.join(dir, `catalog-${process.pid}-${randomBytes(4).toString('hex')}.db`);
+  const remove = () => {
+    for (const f of [file, `${file}-wal`, `${file}-shm`]) fs.rmSync(f, { force: true });
+  };
+  let keeper: CatalogKeeper | undefined;
+  /** After the keeper closed the catalog. */
+  const close = async () => {
+    remove();
+    await s3.close();
+  };
+  try {
+    if (!(await storage.exists({ kind: 'config', name: 'config' }))) {
+      throw new StrataError('no_repository', `no repository in ${s3.location}: create it with "strata init --repo ${s3.location}"`);
+    }
+    keeper = new CatalogKeeper(storage, { file, shared: new SharedLeases(s3.leases), journal: new CatalogJournal(s3.journal), onFollow: (m) => logLine(log, m) });
+    // The cache starts empty: filled before the first request.
+    await keeper.fresh();
+    return { storage, keeper, close };
+  } catch (e) {
+    await keeper?.close();
+    await close();
+    throw e;
+  }
 }

@@ -591,15 +591,28 @@ export class S3Storage implements Storage {
    * body (each holder writes its own id and a new expiry in every version).
    */
   get leases(): ConditionalObjects {
-    const base = `${this.where.prefix}leases/`;
+    return this.conditional('leases');
+  }
+
+  /**
+   * The catalog journal, under PREFIX/journal/ (see catalog/journal.ts):
+   * objects created once each, with the same conditional writes as leases.
+   */
+  get journal(): ConditionalObjects {
+    return this.conditional('journal');
+  }
+
+  private conditional(dir: 'leases' | 'journal'): ConditionalObjects {
+    const what = dir === 'leases' ? 'lease' : 'journal entry';
+    const base = `${this.where.prefix}${dir}/`;
     const keyOf = (name: string) => {
-      if (!NAME.test(name) || name.startsWith('.')) throw new StorageError('io', `invalid lease name ${JSON.stringify(name)}`);
+      if (!NAME.test(name) || name.startsWith('.')) throw new StorageError('io', `invalid ${what} name ${JSON.stringify(name)}`);
       return base + name;
     };
     const again = <T>(op: () => Promise<T>) => retrying(this.retry, op);
     const read = async (name: string) => {
       const key = keyOf(name);
-      const a = await again(() => this.exchange('GET', key, { what: 'GET lease' }));
+      const a = await again(() => this.exchange('GET', key, { what: `GET ${what}` }));
       if (a.status === 404) return undefined;
       if (a.status !== 200) throw this.failure(a, 'GET', key);
       return { body: a.body, etag: bareEtag(a.headers.etag) };
@@ -611,7 +624,7 @@ export class S3Storage implements Storage {
     };
     const write = async (name: string, body: Buffer, condition: Record<string, string>) => {
       const key = keyOf(name);
-      const a = await again(() => this.exchange('PUT', key, { body: [body], headers: { ...condition, 'Content-Type': 'application/json' }, what: 'PUT lease' }));
+      const a = await again(() => this.exchange('PUT', key, { body: [body], headers: { ...condition, 'Content-Type': 'application/json' }, what: `PUT ${what}` }));
       if (a.status === 200) return bareEtag(a.headers.etag);
       if (a.status === 412 || a.status === 404 || (a.status === 409 && xmlValues(a.body.toString('utf8'), 'Code')[0] === 'ConditionalRequestConflict')) return ours(name, body);
       throw this.failure(a, 'PUT', key);
@@ -626,7 +639,7 @@ export class S3Storage implements Storage {
       }.bind(this),
       remove: async (name) => {
         const key = keyOf(name);
-        const a = await again(() => this.exchange('DELETE', key, { what: 'DELETE lease' }));
+        const a = await again(() => this.exchange('DELETE', key, { what: `DELETE ${what}` }));
         if (a.status !== 204 && a.status !== 200 && a.status !== 404) throw this.failure(a, 'DELETE', key);
       },
     };

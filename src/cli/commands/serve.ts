@@ -6,7 +6,8 @@ import * as fs from 'node:fs';
 import type { Command } from 'commander';
 import { usageError } from '../../errors.js';
 import { DEFAULTS, isLoopback, startServer } from '../../server/serve.js';
-import { globals, serverDir } from '../context.js';
+import { locate } from '../../storage/location.js';
+import { globals, repoPath, serverDir } from '../context.js';
 
 interface ServeFlags {
   listen: string;
@@ -21,7 +22,7 @@ interface ServeFlags {
 export function register(program: Command): void {
   program
     .command('serve')
-    .description('serve the repository directory to strata clients over HTTP(S)')
+    .description('serve the repository (a directory, or s3://BUCKET/PREFIX) to strata clients over HTTP(S)')
     .option('--listen <host:port>', 'address to listen on (port 0 picks a free port)', '127.0.0.1:8733')
     .option('--tls-cert <file>', 'serve HTTPS with this certificate (PEM; needs --tls-key)')
     .option('--tls-key <file>', 'private key of --tls-cert (PEM)')
@@ -32,6 +33,8 @@ export function register(program: Command): void {
     .action(async (opts: ServeFlags, cmd: Command) => {
       const g = globals(cmd);
       const dir = serverDir(g);
+      const where = locate(repoPath(g));
+      const bucket = where.kind === 's3' ? { bucket: where.bucket, prefix: where.prefix, ...(g.s3Endpoint ? { s3: { endpoint: g.s3Endpoint } } : {}) } : undefined;
       const { host, port } = parseListen(opts.listen);
       if (!!opts.tlsCert !== !!opts.tlsKey) throw usageError('--tls-cert and --tls-key go together');
       const tls = opts.tlsCert && opts.tlsKey ? { cert: readPem(opts.tlsCert, '--tls-cert'), key: readPem(opts.tlsKey, '--tls-key') } : undefined;
@@ -40,6 +43,7 @@ export function register(program: Command): void {
       }
       const running = await startServer({
         dir,
+        ...(bucket ? { bucket } : {}),
         host,
         port,
         tls,
