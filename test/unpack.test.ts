@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { backup } from '../src/engine/backup.js';
 import { restore } from '../src/engine/restore.js';
 import { findSnapshot } from '../src/engine/snapshot.js';
-import type { Repository } from '../src/repo/repository.js';
+import { Repository } from '../src/repo/repository.js';
 import { UnpackPool } from '../src/workers/unpack-pool.js';
 import { makeRepo, Rng, tempDir } from './helpers.js';
 
@@ -137,8 +137,11 @@ describe('restore on worker threads', () => {
     fs.readSync(fd, byte, 0, 1, loc.offset + 40);
     fs.writeSync(fd, Buffer.from([byte[0]! ^ 0xff]), 0, 1, loc.offset + 40);
     fs.closeSync(fd);
+    // Opened again, as the next command would: what this one read is not kept anywhere in between.
+    const fresh = await Repository.open(repo.root, { password: async () => 'test-password' });
     const again = tempDir('strata-restore-');
-    await expect(restore(repo, snap, { target: again })).rejects.toMatchObject({ code: 'integrity' });
+    await expect(restore(fresh, await findSnapshot(fresh, { kind: 'id', prefix: snap.id }), { target: again })).rejects.toMatchObject({ code: 'integrity' });
+    fresh.close();
     expect(fs.existsSync(path.join(again, bad))).toBe(false);
     // Whatever else was written is whole, and stays as it is: nothing writes after the restore has failed.
     const state = () => fs.readdirSync(path.join(again, src)).map((n) => `${n} ${fs.statSync(path.join(again, src, n)).size}`);
