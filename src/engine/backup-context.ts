@@ -51,6 +51,31 @@ export interface BackupProgress {
   filesTotal?: number;
 }
 
+/** A run's result before anything is counted. */
+export function emptyResult(snapshot: string, parent: string | null, time: number): BackupResult {
+  return {
+    snapshot,
+    parent,
+    time: new Date(time).toISOString(),
+    filesNew: 0,
+    filesChanged: 0,
+    filesUnchanged: 0,
+    filesExcluded: 0,
+    dirsExcluded: 0,
+    dirs: 0,
+    bytesRead: 0,
+    bytesAdded: 0,
+    bytesTotal: 0,
+    blocksNew: 0,
+    blocksReused: 0,
+    dataEntries: 0,
+    refEntries: 0,
+    warnings: [],
+    incomplete: false,
+    durationMs: 0,
+  };
+}
+
 export interface BackupResult {
   snapshot: string;
   parent: string | null;

@@ -13,7 +13,7 @@ import type { ExcludeMatcher } from '../util/glob.js';
 import { decodeName, osPath, readNames } from '../util/names.js';
 import { lstatAll, PackedStat, STAT_FIELDS, statError, type EntryStat } from '../util/stat.js';
 import type { SealPool } from '../workers/pool.js';
-import { encodeTree, entryOfStat, findEntry, leafId, type Tree, type TreeEntry } from './tree.js';
+import { encodeTree, entryOfStat, findEntry, goneFiles, leafId, type Tree, type TreeEntry } from './tree.js';
 import type { VersionWriter } from './versions.js';
 import { BackupPart, describe, type BackupContext } from './backup-context.js';
 import type { BlockSink } from './block-sink.js';
@@ -69,8 +69,6 @@ interface Stated {
   st: EntryStat | undefined;
   error: unknown;
 }
-/** Deeper than any real tree: a bound against a parent tree that contains itself. */
-const MAX_TREE_DEPTH = 4096;
 
 export class TreeWalker extends BackupPart {
   private sinceTurn = 0;
@@ -303,31 +301,12 @@ export class TreeWalker extends BackupPart {
     }
   }
 
-  /**
-   * Marks as gone every file of the parent's directory that this one no
-   * longer holds as a file: removed, excluded, unreadable or now of another
-   * type, and every file under a directory that went the same way. Without
-   * its tombstone such a path would be inherited from the parent.
-   */
-  private async tombstones(abs: string, prevTree: Tree, kept: ReadonlyMap<string, TreeEntry['type']>): Promise<void> {
-    const gone = async (p: string) => {
+  /** Tombstones for the parent's files this directory no longer holds (see goneFiles). */
+  private tombstones(abs: string, prevTree: Tree, kept: ReadonlyMap<string, TreeEntry['type']>): Promise<void> {
+    return goneFiles(abs, prevTree, kept, (id) => this.parentTree(id), async (p) => {
       this.opts.onFile?.('removed', p);
       await this.versions.tombstone(this.seq, this.repo.keyring.pathId(p));
-    };
-    const under = async (dir: string, tree: Tree, depth: number): Promise<void> => {
-      if (depth > MAX_TREE_DEPTH) throw new StrataError('integrity', `the parent snapshot's tree under ${dir} is deeper than any real one`);
-      for (const e of tree.entries) {
-        const p = `${dir}/${e.name}`;
-        if (e.type === 'file') await gone(p);
-        else if (e.type === 'dir' && e.tree) await under(p, await this.parentTree(e.tree), depth + 1);
-      }
-    };
-    for (const e of prevTree.entries) {
-      if (kept.get(e.name) === e.type) continue;
-      const p = abs === '/' ? `/${e.name}` : `${abs}/${e.name}`;
-      if (e.type === 'file') await gone(p);
-      else if (e.type === 'dir' && e.tree) await under(p, await this.parentTree(e.tree), 1);
-    }
+    });
   }
 }
 
@@ -336,7 +315,7 @@ function compareNames(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-const ENTRY_FIELDS = ['name', 'type', 'mode', 'uid', 'gid', 'mtimeNs', 'ctimeNs', 'ino', 'size', 'links', 'dev', 'tree', 'target'] as const;
+const ENTRY_FIELDS = ['name', 'type', 'mode', 'uid', 'gid', 'mtimeNs', 'ctimeNs', 'ino', 'size', 'links', 'dev', 'tree', 'target', 'leaf', 'block', 'toc', 'parentContent'] as const;
 
 /** Whether two tree entries say the same thing (the parent's tree can then be reused). */
 function sameEntry(a: TreeEntry, b: TreeEntry): boolean {

@@ -24,7 +24,7 @@ import { findSnapshot, metaAad, Snapshot, type SnapshotMeta, type SnapshotRecord
 import { windowBytes } from './aligned.js';
 import { NO_VERSIONS, VersionBatch } from './versions.js';
 import { parseWhen } from '../util/when.js';
-import { describe, type BackupContext, type BackupOptions, type BackupProgress, type BackupResult } from './backup-context.js';
+import { describe, emptyResult, type BackupContext, type BackupOptions, type BackupProgress, type BackupResult } from './backup-context.js';
 import { BlockSink, MAX_IN_FLIGHT } from './block-sink.js';
 import { FileSaver } from './backup-file.js';
 import { TreeWalker } from './backup-walk.js';
@@ -76,27 +76,7 @@ class BackupRun {
     this.markers = (opts.excludeIfPresent ?? []).map(parseMarker);
     this.packer = repo.newPacker();
     this.time = opts.time ?? Date.now();
-    this.r = {
-      snapshot: this.id,
-      parent: null,
-      time: new Date(this.time).toISOString(),
-      filesNew: 0,
-      filesExcluded: 0,
-      dirsExcluded: 0,
-      filesChanged: 0,
-      filesUnchanged: 0,
-      dirs: 0,
-      bytesRead: 0,
-      bytesAdded: 0,
-      bytesTotal: 0,
-      blocksNew: 0,
-      blocksReused: 0,
-      dataEntries: 0,
-      refEntries: 0,
-      warnings: [],
-      incomplete: false,
-      durationMs: 0,
-    };
+    this.r = emptyResult(this.id, null, this.time);
   }
 
   /** The zstd level of this backup's new blocks. */

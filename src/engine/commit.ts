@@ -18,10 +18,10 @@ import { diffBlocks } from '../catalog/toc.js';
 import type { TargetVersion } from '../catalog/toc-rows.js';
 import type { Repository } from '../repo/repository.js';
 import { SealPool } from '../workers/pool.js';
-import type { BackupResult } from './backup-context.js';
+import { emptyResult, type BackupResult } from './backup-context.js';
 import { BlockSink, MAX_IN_FLIGHT } from './block-sink.js';
 import { metaAad, Snapshot, snapshotRowByPrefix, type SnapshotMeta, type SnapshotRecord } from './snapshot.js';
-import { encodeTree, findEntry, type Tree, type TreeEntry } from './tree.js';
+import { encodeTree, findEntry, goneFiles, MAX_TREE_DEPTH, type Tree, type TreeEntry } from './tree.js';
 import { VersionBatch, type SealedEntry, type VersionWriter } from './versions.js';
 import { verifier } from './verify.js';
 
@@ -94,8 +94,6 @@ export interface CommitResult {
 
 /** Bytes of a changed file read at a time. */
 const READ_SIZE = 1024 * 1024;
-/** Deeper than any real tree. */
-const MAX_TREE_DEPTH = 4096;
 
 /** Makes a snapshot of `parentId`'s tree with `root`'s changes; `parentId` is a full id. */
 export async function commitChanges(repo: Repository, parentId: string, root: ChangedDir, opts: CommitOptions = {}): Promise<CommitResult> {
@@ -152,27 +150,7 @@ class CommitRun {
     private readonly opts: CommitOptions,
   ) {
     this.packer = repo.newPacker();
-    this.r = {
-      snapshot: this.id,
-      parent: parent.id,
-      time: new Date(time).toISOString(),
-      filesNew: 0,
-      filesChanged: 0,
-      filesUnchanged: 0,
-      filesExcluded: 0,
-      dirsExcluded: 0,
-      dirs: 0,
-      bytesRead: 0,
-      bytesAdded: 0,
-      bytesTotal: 0,
-      blocksNew: 0,
-      blocksReused: 0,
-      dataEntries: 0,
-      refEntries: 0,
-      warnings: [],
-      incomplete: false,
-      durationMs: 0,
-    };
+    this.r = emptyResult(this.id, parent.id, time);
   }
 
   async run(root: ChangedDir, lease: string, started: number): Promise<CommitResult> {
@@ -362,26 +340,12 @@ class CommitRun {
     return out;
   }
 
-  /** Tombstones for the parent's files under `at` that are no longer files there (see backup-walk.ts). */
-  private async tombstones(at: string, prevTree: Tree, kept: ReadonlyMap<string, TreeEntry['type']>): Promise<void> {
-    const gone = async (p: string) => {
+  /** Tombstones for the parent's files under `at` that are no longer files there (see goneFiles). */
+  private tombstones(at: string, prevTree: Tree, kept: ReadonlyMap<string, TreeEntry['type']>): Promise<void> {
+    return goneFiles(at, prevTree, kept, (id) => this.parent.tree(id), async (p) => {
       this.removed++;
       await this.versions.tombstone(this.seq, this.repo.keyring.pathId(p));
-    };
-    const under = async (dir: string, tree: Tree, depth: number): Promise<void> => {
-      if (depth > MAX_TREE_DEPTH) throw new StrataError('integrity', `the parent snapshot's tree under ${dir} is deeper than any real one`);
-      for (const e of tree.entries) {
-        const p = `${dir}/${e.name}`;
-        if (e.type === 'file') await gone(p);
-        else if (e.type === 'dir' && e.tree) await under(p, await this.parent.tree(e.tree), depth + 1);
-      }
-    };
-    for (const e of prevTree.entries) {
-      if (kept.get(e.name) === e.type) continue;
-      const p = at === '/' ? `/${e.name}` : `${at}/${e.name}`;
-      if (e.type === 'file') await gone(p);
-      else if (e.type === 'dir' && e.tree) await under(p, await this.parent.tree(e.tree), 1);
-    }
+    });
   }
 }
 

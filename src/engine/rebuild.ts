@@ -11,7 +11,7 @@ import { decodePackIndex } from '../repo/pack.js';
 import type { Repository } from '../repo/repository.js';
 import { contentMark } from '../catalog/blocklist.js';
 import { metaAad, type SnapshotRecord } from './snapshot.js';
-import { decodeTree, findEntry, treeIds, type Tree, type TreeEntry } from './tree.js';
+import { decodeTree, findEntry, MAX_TREE_DEPTH, treeIds, type Tree, type TreeEntry } from './tree.js';
 import { sealedTocEntries, type SealedToc, type SealedTocSegment } from './versions.js';
 import { tocRows, type TargetVersion } from '../catalog/toc-rows.js';
 
@@ -179,8 +179,6 @@ async function restoreSnapshots(
   }
 }
 
-/** Deeper than any real tree: a bound against a crafted one that contains itself. */
-const MAX_TREE_DEPTH = 4096;
 
 /**
  * Per lineage, each path's latest restored version: the snapshot holding it

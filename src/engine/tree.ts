@@ -81,6 +81,33 @@ export function leafId(entries: readonly TreeEntry[], hash: { update(piece: stri
   return hash.digest().toString('hex');
 }
 
+/** Deeper than any real tree: a bound against a crafted one that contains itself. */
+export const MAX_TREE_DEPTH = 4096;
+
+/**
+ * Every file of a parent directory's tree that a new one no longer holds as
+ * a file (removed, excluded, unreadable or now of another type), and every
+ * file under a directory that went the same way: each is handed to `gone`.
+ * `kept` is what the new directory holds, by name. Without its tombstone
+ * such a path would be inherited from the parent.
+ */
+export async function goneFiles(at: string, prevTree: Tree, kept: ReadonlyMap<string, EntryType>, tree: (id: string) => Promise<Tree>, gone: (path: string) => Promise<void>): Promise<void> {
+  const under = async (dir: string, t: Tree, depth: number): Promise<void> => {
+    if (depth > MAX_TREE_DEPTH) throw integrity(`the parent snapshot's tree under ${dir} is deeper than any real one`);
+    for (const e of t.entries) {
+      const p = `${dir}/${e.name}`;
+      if (e.type === 'file') await gone(p);
+      else if (e.type === 'dir' && e.tree) await under(p, await tree(e.tree), depth + 1);
+    }
+  };
+  for (const e of prevTree.entries) {
+    if (kept.get(e.name) === e.type) continue;
+    const p = at === '/' ? `/${e.name}` : `${at}/${e.name}`;
+    if (e.type === 'file') await gone(p);
+    else if (e.type === 'dir' && e.tree) await under(p, await tree(e.tree), 1);
+  }
+}
+
 export function encodeTree(tree: Tree): Buffer {
   return Buffer.from(JSON.stringify(tree), 'utf8');
 }
