@@ -229,7 +229,8 @@ describe.skipIf(!HAS_FUSE)('strata mount --writable', () => {
     const data = toc.filter((e) => e.kind === 'data');
     expect(refs.length).toBeGreaterThanOrEqual(3);
     expect(refs.some((e) => e.offset === 100)).toBe(true);
-    expect(data.length).toBeLessThanOrEqual(40);
+    // How many depends on where the keyed chunker cuts: the bound is loose, the bytes' below is what counts.
+    expect(data.length).toBeLessThanOrEqual(64);
     expect(data.reduce((s, e) => s + (e.end - e.start + 1), 0)).toBeLessThan(256 * 1024);
     const restored = restoreTo(env, first.snapshot, src);
     await expectSameTree(restored, truth);
