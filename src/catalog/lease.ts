@@ -10,6 +10,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import * as os from 'node:os';
 import { locked } from '../errors.js';
 import type { Catalog } from './catalog.js';
+import { processAlive } from '../util/process.js';
 
 export type LeaseKind = 'backup' | 'maintenance';
 
@@ -29,17 +30,9 @@ export interface LeaseRow {
 /** This host, as the catalog sees it (hashed: the catalog holds no plaintext names). */
 export const HOST_ID = createHash('sha256').update(`strata host ${os.hostname()}`).digest('hex').slice(0, 16);
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 export function isStale(l: LeaseRow, now = Date.now()): boolean {
-  return l.heartbeat < now - LEASE_MS || (l.host === HOST_ID && !alive(l.pid));
+  return l.heartbeat < now - LEASE_MS || (l.host === HOST_ID && !processAlive(l.pid));
 }
 
 /** Leases whose holders are still working. Stale ones are removed on the way. */

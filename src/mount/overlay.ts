@@ -28,6 +28,7 @@ import { commitChanges, type ChangedNode, type CommitOptions, type CommitResult 
 import { SnapshotTree, type VersionFile } from '../engine/snapshot-tree.js';
 import { OpenFiles } from './handles.js';
 import { storedPath } from './names.js';
+import { processAlive } from '../util/process.js';
 
 /** A file system error, by its errno name (ENOENT, EEXIST...), as FUSE answers it. */
 export class FsError extends Error {
@@ -128,15 +129,6 @@ function join(dir: string, name: string): string {
   return dir === '/' ? `/${name}` : `${dir}/${name}`;
 }
 
-/** Whether process `pid` is alive. */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** Adds [start, end) to sorted, apart ranges. */
 export function addRange(ranges: [number, number][], start: number, end: number): void {
@@ -238,7 +230,7 @@ export class Overlay {
   private async claim(): Promise<void> {
     const owner = path.join(this.dir, 'owner');
     const pid = Number.parseInt(await fs.readFile(owner, 'utf8').catch(() => ''), 10);
-    if (Number.isSafeInteger(pid) && pid !== process.pid && alive(pid)) {
+    if (Number.isSafeInteger(pid) && pid !== process.pid && processAlive(pid)) {
       throw new StrataError('conflict', `the changes to snapshot ${this.tree.id.slice(0, 8)} (${this.dir}) are in use by process ${pid}, a writable mount: commit them there ("strata commit MOUNTPOINT") or unmount it first`);
     }
     await fs.writeFile(owner, `${process.pid}\n`);

@@ -2,18 +2,7 @@
 import type * as http from 'node:http';
 import { StorageError, type Handle } from './storage.js';
 
-/** Settles when `req` can take more (drain) or is gone (close): a write that returned false waits for it. */
-export function drained(req: http.ClientRequest): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      req.off('drain', done);
-      req.off('close', done);
-      resolve();
-    };
-    req.on('drain', done);
-    req.on('close', done);
-  });
-}
+export { drained } from '../util/drained.js';
 
 /** An object's size and time from a HEAD answer's headers; `where` names the store in the error. */
 export function headStat(headers: http.IncomingHttpHeaders, where: string, h: Handle): { size: number; mtimeMs: number } {

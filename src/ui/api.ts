@@ -9,6 +9,7 @@ import { StrataError, usageError } from '../errors.js';
 import type { Repository } from '../repo/repository.js';
 import { SnapshotTree, type Entry, type TocView } from '../engine/snapshot-tree.js';
 import { parseRange } from '../server/range.js';
+import { drained } from '../util/drained.js';
 
 /** The most entries one page of a listing holds. */
 export const MAX_PAGE = 1000;
@@ -238,18 +239,6 @@ export class UiApi {
   }
 }
 
-/** Until the response takes more, or is gone (each wait leaves no listener behind). */
-function drained(res: ServerResponse): Promise<void> {
-  return new Promise<void>((resolve) => {
-    const done = () => {
-      res.off('drain', done);
-      res.off('close', done);
-      resolve();
-    };
-    res.on('drain', done);
-    res.on('close', done);
-  });
-}
 
 function entryJson(e: Entry): EntryJson {
   return { name: e.name, path: e.path, type: e.type, size: e.size, mtime: e.mtime.getTime(), mode: e.mode & 0o7777, ...(e.type === 'symlink' ? { target: e.target } : {}) };
