@@ -139,10 +139,12 @@ describe('strata ui in chromium', () => {
     expect(e).toBeGreaterThanOrEqual(119_999);
     await shot('compare');
     await page.goto(`${ui.origin}/#/blame?at=${ids[2]}&path=${encodeURIComponent(file)}`);
+    // The whole file's blame comes first: the range is asked once it is shown, and its answer awaited.
+    await page.waitForSelector('table[aria-label=Blame] tbody tr');
     await page.getByLabel('Start byte').fill('90000');
     await page.getByLabel('End byte (inclusive)').fill('130000');
     await page.getByLabel('End byte (inclusive)').press('Enter');
-    await page.waitForSelector('table[aria-label=Blame] tbody tr');
+    await page.waitForFunction(() => document.querySelector('table[aria-label=Blame] tbody tr td')?.textContent === '90000');
     const blamed = await page.locator('table[aria-label=Blame] tbody tr').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-snapshot')));
     expect(blamed).toContain(ids[1]);
     expect(blamed).toContain(ids[0]);
