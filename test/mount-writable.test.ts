@@ -17,6 +17,7 @@ import { SnapshotTree } from '../src/engine/snapshot-tree.js';
 import { Overlay } from '../src/mount/overlay.js';
 import { BIN, initCliRepo, makeRepo, readWhole, Rng, strata, tempDir } from './helpers.js';
 import { client, serve, token } from './server-helpers.js';
+import { mountedAt, until } from './mount-helpers.js';
 
 const run = promisify(execFile);
 const HAS_FUSE = fs.existsSync('/dev/fuse');
@@ -49,19 +50,6 @@ async function startMount(dir: string, env: NodeJS.ProcessEnv, args: string[]): 
   const m = { dir, proc, ready, out: () => out, err: () => err, exited };
   mounted.push(m);
   return m;
-}
-
-async function mountedAt(dir: string): Promise<boolean> {
-  const text = await fsp.readFile('/proc/self/mountinfo', 'utf8');
-  return text.split('\n').some((l) => l.split(' ')[4] === dir);
-}
-
-async function until(what: string, test: () => Promise<boolean>, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await test())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 afterAll(async () => {

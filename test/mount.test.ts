@@ -17,6 +17,7 @@ import { CHUNK, OpenFiles } from '../src/mount/handles.js';
 import { Layout, timeName as layoutTimeName } from '../src/mount/layout.js';
 import { BIN, initCliRepo, makeRepo, ROOT, Rng, strata, tempDir } from './helpers.js';
 import { client, serve, token } from './server-helpers.js';
+import { mountedAt, until } from './mount-helpers.js';
 
 const run = promisify(execFile);
 const HAS_FUSE = fs.existsSync('/dev/fuse');
@@ -55,19 +56,6 @@ async function startMount(dir: string, env: NodeJS.ProcessEnv, args: string[] = 
 async function sh(cmd: string, args: string[], opts: { cwd?: string } = {}): Promise<Buffer> {
   const r = await run(cmd, args, { encoding: 'buffer', maxBuffer: 256 * 1024 * 1024, ...opts });
   return r.stdout;
-}
-
-async function mountedAt(dir: string): Promise<boolean> {
-  const text = await fsp.readFile('/proc/self/mountinfo', 'utf8');
-  return text.split('\n').some((l) => l.split(' ')[4] === dir);
-}
-
-async function until(what: string, test: () => Promise<boolean>, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await test())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 afterAll(async () => {
