@@ -114,6 +114,8 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
   const base = dryRun ? await fs.realpath(target).catch(() => target) : await fs.realpath(target);
   // Consecutive entries often share a directory; placing one changes only itself, never the directories above it.
   let checkedDir = '';
+  // Directories found real (no symlink) inside the target; forgotten whenever this restore removes anything.
+  const realDirs = new Set<string>();
   /** Files still being written, and the first error one of them met. */
   const writing = new Set<Promise<void>>();
   /** Files made, by what their hard-linked names share (Entry.linkGroup): the next such name becomes a link. */
@@ -216,7 +218,7 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
       return false;
     }
     act('replace', dest, entry.type);
-    if (!dryRun) await fs.rm(osPath(dest), { recursive: st.isDirectory(), force: true });
+    if (!dryRun) await removePath(dest, st.isDirectory());
     return true;
   };
 
@@ -238,9 +240,16 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
       const at = path.join(dest, name);
       const st = await fs.lstat(osPath(at));
       act('delete', at, st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'file');
-      if (!dryRun) await fs.rm(osPath(at), { recursive: true, force: true });
+      if (!dryRun) await removePath(at, true);
       result.deleted++;
     }
+  };
+
+  /** Removes what is at `at`: a name checked to be a real directory may now be another thing (two names one on a case-insensitive file system). */
+  const removePath = async (at: string, recursive: boolean): Promise<void> => {
+    realDirs.clear();
+    checkedDir = '';
+    await fs.rm(osPath(at), { recursive, force: true });
   };
 
   /** `parentOnly`: a parent of a selected path, made, but what else it holds is not the restore's business. */
@@ -253,7 +262,7 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
       return;
     }
     if (!dryRun && path.dirname(dest) !== checkedDir) {
-      await checkParent(path.dirname(dest), base);
+      await checkParent(path.dirname(dest), base, realDirs);
       checkedDir = path.dirname(dest);
     }
     if (entry.type === 'dir') {
@@ -265,7 +274,7 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
           return;
         }
         act('replace', dest, 'dir');
-        if (!dryRun) await fs.rm(osPath(dest), { force: true });
+        if (!dryRun) await removePath(dest, false);
       } else if (!st) act('create', dest, 'dir');
       if (!dryRun) {
         await ensureDir(dest);
@@ -442,12 +451,16 @@ async function unchanged(dest: string, st: BigIntStats, entry: Entry): Promise<b
  * no symlink: one that became a link since it was made (two names that are
  * one on a case-insensitive file system) would lead outside.
  */
-async function checkParent(dir: string, base: string): Promise<void> {
-  for (let d = dir; d !== base; d = path.dirname(d)) {
+async function checkParent(dir: string, base: string, realDirs: Set<string>): Promise<void> {
+  // Up to the first directory found real before (its own parents were checked then): one lstat per new directory, not one per level.
+  const found: string[] = [];
+  for (let d = dir; d !== base && !realDirs.has(d); d = path.dirname(d)) {
     if (!isWithin(d, base) || !(await fs.lstat(osPath(d))).isDirectory()) {
       throw new StrataError('unsafe_path', `refusing to restore into ${dir}: ${d} is not a directory inside the target`);
     }
+    found.push(d);
   }
+  for (const d of found) realDirs.add(d);
 }
 
 /** The mode a new file gets from open(2) when asked for `mode`. */

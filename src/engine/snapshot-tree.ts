@@ -27,7 +27,7 @@ export { absolutePath } from './read.js';
 import { findSnapshot, listSnapshots, type Snapshot, type SnapshotMeta } from './snapshot.js';
 import { isOrdered, type EntryType, type Tree, type TreeEntry } from './tree.js';
 import { missingFrom, type Range } from './diff.js';
-import { checkTocRows, verifiedPieces, verifier, type BoundVersion, type SourcedPiece } from './verify.js';
+import { checkTocRows, IN_ENTRY, verifiedPieces, verifier, type BoundVersion, type SourcedPiece } from './verify.js';
 import type { DatasetType } from './datasets.js';
 import { manifestEntries, type DatasetEntry } from './manifest.js';
 
@@ -440,7 +440,9 @@ export class VersionFile {
    * With `blocks`, one reference block per unchanged block of the target.
    */
   async toc(opts: { blocks?: boolean } = {}): Promise<TocView> {
-    const { repo, version } = this;
+    const { repo } = this;
+    // A version read from its entry alone has no catalog rows in hand: the TOC shows the catalog's, checked.
+    const version = this.version.id === IN_ENTRY ? await this.catalogVersion() : this.version;
     const rows = coalesce(await repo.service.toc(version.id));
     await checkTocRows(repo, version, rows);
     const target = rows.find((r) => r.target !== null)?.target ?? null;
@@ -460,6 +462,13 @@ export class VersionFile {
     const owner = version.snapshot !== seq ? version.snapshot : ((await repo.service.versionById(version.id))?.snapshot ?? seq);
     const since = owner === seq ? undefined : (await repo.service.snapshotBySeq(owner))?.id;
     return { path: this.path, snapshot: this.snapshot.id, size: version.size, ...(since ? { since } : {}), entries: lines };
+  }
+
+  /** The catalog's version of this file, for a version read from its entry alone. */
+  private async catalogVersion(): Promise<BoundVersion> {
+    const entry = await this.snapshot.lookup(this.path);
+    if (!entry) throw integrity(`${this.path} is no longer in snapshot ${this.snapshot.id.slice(0, 8)}`);
+    return storedVersion(this.snapshot, this.path, entry);
   }
 
   /**

@@ -139,6 +139,22 @@ export interface BoundVersion extends VersionRow {
   bound: Binding;
 }
 
+/**
+ * The id of a version read from its tree entry alone (see entryVersion): a
+ * file of one block, named by its entry, needs no catalog row to be read.
+ */
+export const IN_ENTRY = 0;
+
+/**
+ * A file whose tree entry names its one block (format 3), bound for reading
+ * without the catalog: the entry, authenticated with its tree, is the file's
+ * whole TOC. Only a read of its bytes may use it (its id is IN_ENTRY).
+ */
+export function entryVersion(snapshot: { id: string; row: { seq: number } }, absPath: string, pathId: Buffer, entry: TreeEntry & { block: string }, repo: Repository): BoundVersion {
+  const truth = blockInEntry(repo, snapshot.id, pathId, entry.size, entry.block);
+  return { id: IN_ENTRY, snapshot: snapshot.row.seq, size: entry.size, depth: 0, bound: { absPath, pathId, truth } };
+}
+
 /** Hops a sealed chain may take: the same bound as the catalog's reads (a cycle cannot be sealed, but still). */
 const MAX_HOPS = 10_000;
 
@@ -485,6 +501,11 @@ function wellFormedRef(e: unknown[]): boolean {
 export async function* verifiedPieces(repo: Repository, version: BoundVersion, start: number, end: number, pieces: AsyncIterable<Piece>): AsyncGenerator<Piece> {
   const b = version.bound;
   if (end >= b.truth.size) throw integrity(`${b.absPath}: read past the end of its sealed size`, { path: b.absPath });
+  // Read from its tree entry: the truth is all there is to read by.
+  if (version.id === IN_ENTRY) {
+    yield* verifier(repo).expected(b, start, end);
+    return;
+  }
   const expected = verifier(repo).expected(b, start, end)[Symbol.asyncIterator]();
   const expect = async (): Promise<IteratorResult<Piece>> => {
     try {

@@ -36,6 +36,8 @@ interface Slot {
   /** Requests not yet posted: sent together, at BATCH_BYTES or when this turn of the event loop ends. */
   batch: SealRequest[];
   batchBytes: number;
+  /** Batches posted and not yet answered. */
+  posted: number;
 }
 
 /**
@@ -44,6 +46,13 @@ interface Slot {
  * TOCs) wait for the end of the turn, a message costing more than sealing them.
  */
 const BATCH_BYTES = 128 * 1024;
+/**
+ * While a worker has this many batches it has not answered, new requests
+ * wait for an answer and go out with it: in a tree of small files a block
+ * is made per turn of the event loop, and a message per block would cost
+ * this thread more than the worker spends sealing it.
+ */
+const POSTED_AHEAD = 1;
 
 interface Waiting {
   plainLength: number;
@@ -72,10 +81,14 @@ export class SealPool {
     for (let i = 0; i < size; i++) {
       // Workers allocate little on the JS heap (blocks live in the shared buffer): a small young generation keeps each isolate lean.
       const worker = new Worker(script, { workerData: { encKey: keys.encKey, idKey: keys.idKey, level, shared: this.shared, layout: this.layout }, resourceLimits: { maxYoungGenerationSizeMb: 4 } });
-      const w: Slot = { worker, busy: 0, stats: 0, batch: [], batchBytes: 0 };
+      const w: Slot = { worker, busy: 0, stats: 0, batch: [], batchBytes: 0, posted: 0 };
       worker.on('message', (res: SealResponse[] | ConfirmResponse | SameResponse | StatResponse | 'ready') => {
         if (res === 'ready') this.ready++;
-        else if (Array.isArray(res)) res.forEach((r) => this.settle(w, r));
+        else if (Array.isArray(res)) {
+          w.posted--;
+          res.forEach((r) => this.settle(w, r));
+          if (w.posted < POSTED_AHEAD) this.post(w);
+        }
         else if ('confirm' in res) this.answered(w, res.confirm, res);
         else if ('same' in res) this.answered(w, res.same, res);
         else this.answered(w, res.stat, res);
@@ -134,7 +147,7 @@ export class SealPool {
       w.batch.push({ seq, slot, length: data.length, hash: id === null });
       w.batchBytes += data.length;
       if (w.batchBytes >= BATCH_BYTES) this.post(w);
-      else if (w.batch.length === 1) setImmediate(() => this.post(w));
+      else if (w.batch.length === 1) setImmediate(() => w.posted < POSTED_AHEAD && this.post(w));
     });
   }
 
@@ -216,11 +229,14 @@ export class SealPool {
   private post(w: Slot): void {
     if (w.batch.length === 0) return;
     w.worker.postMessage(w.batch);
+    w.posted++;
+    (globalThis as any).__posts = ((globalThis as any).__posts ?? 0) + 1; (globalThis as any).__reqs = ((globalThis as any).__reqs ?? 0) + w.batch.length;
     w.batch = [];
     w.batchBytes = 0;
   }
 
   async close(): Promise<void> {
+    if (process.env.POOLDBG) console.error("posts", (globalThis as any).__posts, "reqs", (globalThis as any).__reqs);
     await Promise.all(this.workers.map((w) => w.worker.terminate()));
   }
 }
