@@ -13,6 +13,7 @@ import { restore } from '../src/engine/restore.js';
 import { findSnapshot } from '../src/engine/snapshot.js';
 import { Repository } from '../src/repo/repository.js';
 import { UnpackPool } from '../src/workers/unpack-pool.js';
+import { PIECE_FIELDS } from '../src/workers/unpacker.js';
 import { makeRepo, Rng, tempDir } from './helpers.js';
 
 /** Two versions of a 3 MB file, the second with edits (so it reads through refs), in 64 KiB packs. */
@@ -117,9 +118,15 @@ describe('restore on worker threads', () => {
     const busy = new Map<number, number>();
     let most = 0;
     vi.spyOn(UnpackPool.prototype, 'run').mockImplementation(function (this: UnpackPool, batch) {
-      busy.set(batch.fd, (busy.get(batch.fd) ?? 0) + 1);
+      // Each piece names its output file (a batch may write several small files).
+      const fds = new Set<number>();
+      for (let i = 7; i < batch.pieces.length; i += PIECE_FIELDS) fds.add(batch.pieces[i]!);
+      for (const fd of fds) busy.set(fd, (busy.get(fd) ?? 0) + 1);
       most = Math.max(most, busy.size);
-      return run.call(this, batch).finally(() => (busy.get(batch.fd) === 1 ? busy.delete(batch.fd) : busy.set(batch.fd, busy.get(batch.fd)! - 1)));
+      return run.call(this, batch).finally(() => {
+        for (const fd of fds) if (busy.get(fd) === 1) busy.delete(fd);
+        else busy.set(fd, busy.get(fd)! - 1);
+      });
     });
     const target = tempDir('strata-restore-');
     await restore(repo, snap, { target });
@@ -152,6 +159,58 @@ describe('restore on worker threads', () => {
     }
     await new Promise((r) => setTimeout(r, 100));
     expect(state()).toEqual(seen);
+    repo.close();
+  });
+
+  it('small files go to the workers many to a message: byte-exact, and a damaged one fails the restore, never a cut or empty file', async () => {
+    const repo = await makeRepo({ chunkAvg: 4096, packSize: 64 * 1024 });
+    const src = tempDir();
+    const rng = new Rng(12);
+    const files = new Map<string, Buffer>();
+    // One-block files (named by their entries), small files of a few blocks, empty ones, in a few directories.
+    for (let i = 0; i < 300; i++) {
+      const dir = path.join(src, `d${i % 7}`);
+      fs.mkdirSync(dir, { recursive: true });
+      const size = i % 50 === 0 ? 0 : i % 3 === 0 ? 5000 + rng.int(40_000) : 1 + rng.int(900);
+      files.set(path.join(dir, `f${i}`), rng.bytes(size));
+    }
+    for (const [f, data] of files) fs.writeFileSync(f, data);
+    const snap = await findSnapshot(repo, { kind: 'id', prefix: (await backup(repo, { paths: [src] })).snapshot });
+    const run = UnpackPool.prototype.run;
+    let most = 0;
+    vi.spyOn(UnpackPool.prototype, 'run').mockImplementation(function (this: UnpackPool, batch) {
+      const fds = new Set<number>();
+      for (let i = 7; i < batch.pieces.length; i += PIECE_FIELDS) fds.add(batch.pieces[i]!);
+      most = Math.max(most, fds.size);
+      return run.call(this, batch);
+    });
+    const target = tempDir('strata-restore-');
+    const result = await restore(repo, snap, { target });
+    vi.restoreAllMocks();
+    for (const [f, data] of files) expect(fs.readFileSync(path.join(target, f)).equals(data), f).toBe(true);
+    expect(result.files).toBe(files.size);
+    expect(result.bytes).toBe([...files.values()].reduce((a, b) => a + b.length, 0));
+    expect(most).toBeGreaterThan(1);
+
+    // Damage the one block of a small file.
+    const bad = [...files.keys()].find((f) => files.get(f)!.length > 100 && files.get(f)!.length < 900)!;
+    const version = await repo.service.version(snap.row.seq, repo.keyring.pathId(bad));
+    const loc = repo.catalog.blockLocation(repo.catalog.tocAt(version!.id, 0)!.block!)!;
+    const fd = fs.openSync(path.join(repo.root, 'packs', loc.pack.slice(0, 2), loc.pack), 'r+');
+    const byte = Buffer.alloc(1);
+    fs.readSync(fd, byte, 0, 1, loc.offset + 40);
+    fs.writeSync(fd, Buffer.from([byte[0]! ^ 0xff]), 0, 1, loc.offset + 40);
+    fs.closeSync(fd);
+    const fresh = await Repository.open(repo.root, { password: async () => 'test-password' });
+    const again = tempDir('strata-restore-');
+    await expect(restore(fresh, await findSnapshot(fresh, { kind: 'id', prefix: snap.id }), { target: again })).rejects.toMatchObject({ code: 'integrity' });
+    fresh.close();
+    expect(fs.existsSync(path.join(again, bad))).toBe(false);
+    // Every other file there is whole or absent.
+    for (const [f, data] of files) {
+      const at = path.join(again, f);
+      if (fs.existsSync(at) && fs.statSync(at).size === data.length) expect(fs.readFileSync(at).equals(data), f).toBe(true);
+    }
     repo.close();
   });
 });

@@ -146,6 +146,16 @@ export async function main(argv: string[]): Promise<void> {
   });
   const program = await buildProgram(argv);
   const json = argv.includes('--json');
+  // Node exits once nothing is left to wait on, even while a command still awaits a promise no one
+  // will settle: that must never pass for success (a restore cut short would exit 0).
+  let settled = false;
+  const unfinished = () => {
+    if (settled) return;
+    process.stderr.write(`${chalk.red('strata: internal error:')} stopped before the command finished; what it did may be incomplete\n`);
+    process.exitCode = ERRORS.internal.exit;
+  };
+  // Not 'exit': that comes for process.exit() too (a second Ctrl-C), whose code stands.
+  process.on('beforeExit', unfinished);
   try {
     await program.parseAsync(argv);
   } catch (e) {
@@ -178,6 +188,8 @@ export async function main(argv: string[]): Promise<void> {
     if (json) printJson({ error: code, message: err?.message ?? String(e) });
     process.exitCode = ERRORS[code].exit;
   } finally {
+    settled = true;
+    process.off('beforeExit', unfinished);
     commandFinished();
   }
 }

@@ -35,7 +35,7 @@ export async function openEntry(snapshot: Snapshot, absPath: string, entry: Tree
   if (entry.type === 'dir') throw new StrataError('is_directory', `${absPath} is a directory`);
   if (entry.type !== 'file') throw new StrataError('not_file', `${absPath} is a ${entry.type}, not a file`);
   // A file of one block is read by its entry alone: no catalog lookup down the snapshot's chain.
-  if (entry.block && entry.size > 0) return { path: absPath, entry, version: entryVersion(snapshot, absPath, snapshot.repo.keyring.pathId(absPath), { ...entry, block: entry.block }, snapshot.repo) };
+  if (entry.block && entry.size > 0) return { path: absPath, entry, version: entryVersion(snapshot, absPath, { ...entry, block: entry.block }, snapshot.repo) };
   return { path: absPath, entry, version: await storedVersion(snapshot, absPath, entry) };
 }
 

@@ -22,7 +22,7 @@ import { ExcludeMatcher } from '../util/glob.js';
 import { isHole } from '../util/holes.js';
 import { osPath, readNames } from '../util/names.js';
 import type { Repository } from '../repo/repository.js';
-import { unpackVersion } from './unpack.js';
+import { SmallFileWriter, unpackVersion } from './unpack.js';
 import { isWithin, splitPath, Snapshot } from './snapshot.js';
 import { SnapshotTree, type Entry, type VersionFile } from './snapshot-tree.js';
 
@@ -114,14 +114,14 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
   const base = dryRun ? await fs.realpath(target).catch(() => target) : await fs.realpath(target);
   // Consecutive entries often share a directory; placing one changes only itself, never the directories above it.
   let checkedDir = '';
-  // Directories found real (no symlink) inside the target; forgotten whenever this restore removes anything.
-  const realDirs = new Set<string>();
   /** Files still being written, and the first error one of them met. */
   const writing = new Set<Promise<void>>();
   /** Files made, by what their hard-linked names share (Entry.linkGroup): the next such name becomes a link. */
   const linked = new Map<string, string>();
   /** Of `writing`, the large files. */
   let largeWriting = 0;
+  // Small files go to the workers many to a message (a repository this process reads itself).
+  const small = !dryRun && repo.threadReader ? new SmallFileWriter(repo) : undefined;
   let failure: unknown;
   let skippedBytes = 0;
 
@@ -247,7 +247,6 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
 
   /** Removes what is at `at`: a name checked to be a real directory may now be another thing (two names one on a case-insensitive file system). */
   const removePath = async (at: string, recursive: boolean): Promise<void> => {
-    realDirs.clear();
     checkedDir = '';
     await fs.rm(osPath(at), { recursive, force: true });
   };
@@ -262,7 +261,7 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
       return;
     }
     if (!dryRun && path.dirname(dest) !== checkedDir) {
-      await checkParent(path.dirname(dest), base, realDirs);
+      await checkParent(path.dirname(dest), base);
       checkedDir = path.dirname(dest);
     }
     if (entry.type === 'dir') {
@@ -277,7 +276,8 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
         if (!dryRun) await removePath(dest, false);
       } else if (!st) act('create', dest, 'dir');
       if (!dryRun) {
-        await ensureDir(dest);
+        // What was not a directory was removed above.
+        await ensureDir(dest, { st: st?.isDirectory() ? st : undefined });
         dirTimes.push({ dest, entry });
       }
       result.dirs++;
@@ -333,7 +333,11 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
         });
       writing.add(done);
       if (large) largeWriting++;
-      while (writing.size >= FILES_AT_ONCE || largeWriting >= LARGE_FILES_AT_ONCE) await Promise.race(writing);
+      while (writing.size >= FILES_AT_ONCE || largeWriting >= LARGE_FILES_AT_ONCE) {
+        // Files gathered for the workers go out before anything waits for them.
+        small?.flush();
+        await Promise.race(writing);
+      }
       if (failure !== undefined) throw failure;
     }
   };
@@ -349,6 +353,8 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
       const file = await open();
       if (file.size > INLINE_SIZE && repo.threadReader) {
         await unpackVersion(repo, file.version, fd, opts.signal, written);
+      } else if (file.size > 0 && small) {
+        written(await small.write(file.version, fd));
       } else if (file.size > 0) {
         // Pieces go out in batches of about 1 MiB, one writev each: a block is 32 KiB on average.
         let batch: Buffer[] = [];
@@ -422,6 +428,7 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
     }
   } finally {
     // Nothing may still write (or be left open) once this returns.
+    small?.flush();
     await Promise.all(writing);
     repo.fillCache = cacheFill;
   }
@@ -451,16 +458,13 @@ async function unchanged(dest: string, st: BigIntStats, entry: Entry): Promise<b
  * no symlink: one that became a link since it was made (two names that are
  * one on a case-insensitive file system) would lead outside.
  */
-async function checkParent(dir: string, base: string, realDirs: Set<string>): Promise<void> {
-  // Up to the first directory found real before (its own parents were checked then): one lstat per new directory, not one per level.
-  const found: string[] = [];
-  for (let d = dir; d !== base && !realDirs.has(d); d = path.dirname(d)) {
+async function checkParent(dir: string, base: string): Promise<void> {
+  // Every level, every time: a directory checked before may have been swapped for a link since.
+  for (let d = dir; d !== base; d = path.dirname(d)) {
     if (!isWithin(d, base) || !(await fs.lstat(osPath(d))).isDirectory()) {
       throw new StrataError('unsafe_path', `refusing to restore into ${dir}: ${d} is not a directory inside the target`);
     }
-    found.push(d);
   }
-  for (const d of found) realDirs.add(d);
 }
 
 /** The mode a new file gets from open(2) when asked for `mode`. */
@@ -514,13 +518,25 @@ function seconds(ns: bigint): number {
   return (Number(ns / 1000n) + 0.5) / 1e6;
 }
 
-async function ensureDir(dest: string): Promise<void> {
+/**
+ * Makes `dest` a directory, writable by us until the end. `seen`: what an
+ * lstat of it just found (undefined: nothing), so it need not be looked at again.
+ */
+async function ensureDir(dest: string, seen?: { st: BigIntStats | undefined }): Promise<void> {
   const at = osPath(dest);
+  if (seen && !seen.st) {
+    try {
+      return await fs.mkdir(at, { mode: 0o700 });
+    } catch (e) {
+      // Something came since it was looked at: as if it had not been.
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+  }
   try {
-    const st = await fs.lstat(at);
+    const st = seen?.st?.isDirectory() ? seen.st : await fs.lstat(at, { bigint: true });
     if (st.isDirectory()) {
       // Stays writable while we fill it; its stored mode is applied at the end.
-      await fs.chmod(at, (st.mode & 0o7777) | 0o700);
+      await fs.chmod(at, Number(st.mode & 0o7777n) | 0o700);
       return;
     }
     await fs.rm(at, { force: true });

@@ -150,9 +150,18 @@ export const IN_ENTRY = 0;
  * without the catalog: the entry, authenticated with its tree, is the file's
  * whole TOC. Only a read of its bytes may use it (its id is IN_ENTRY).
  */
-export function entryVersion(snapshot: { id: string; row: { seq: number } }, absPath: string, pathId: Buffer, entry: TreeEntry & { block: string }, repo: Repository): BoundVersion {
-  const truth = blockInEntry(repo, snapshot.id, pathId, entry.size, entry.block);
-  return { id: IN_ENTRY, snapshot: snapshot.row.seq, size: entry.size, depth: 0, bound: { absPath, pathId, truth } };
+export function entryVersion(snapshot: { id: string; row: { seq: number } }, absPath: string, entry: TreeEntry & { block: string }, repo: Repository): BoundVersion {
+  const head: SealedToc = { snapshot: snapshot.id, path: '', size: entry.size, entries: [[0, entry.size - 1, entry.block]] };
+  const truth: Truth = { owner: snapshot.id, size: entry.size, entries: new SealedEntries(repo, head, `in the tree entry of ${absPath}`) };
+  // Its path id is made only if asked for: a read of one block follows no reference, and a restore of many small files would spend a keyed hash on each.
+  const bound: Binding = {
+    absPath,
+    get pathId() {
+      return repo.keyring.pathId(absPath);
+    },
+    truth,
+  };
+  return { id: IN_ENTRY, snapshot: snapshot.row.seq, size: entry.size, depth: 0, bound };
 }
 
 /** Hops a sealed chain may take: the same bound as the catalog's reads (a cycle cannot be sealed, but still). */

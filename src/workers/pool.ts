@@ -230,13 +230,11 @@ export class SealPool {
     if (w.batch.length === 0) return;
     w.worker.postMessage(w.batch);
     w.posted++;
-    (globalThis as any).__posts = ((globalThis as any).__posts ?? 0) + 1; (globalThis as any).__reqs = ((globalThis as any).__reqs ?? 0) + w.batch.length;
     w.batch = [];
     w.batchBytes = 0;
   }
 
   async close(): Promise<void> {
-    if (process.env.POOLDBG) console.error("posts", (globalThis as any).__posts, "reqs", (globalThis as any).__reqs);
     await Promise.all(this.workers.map((w) => w.worker.terminate()));
   }
 }

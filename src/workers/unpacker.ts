@@ -15,18 +15,20 @@ import { openThreadReader } from '../storage/thread-reader.js';
 import type { ThreadReaderSpec } from '../storage/storage.js';
 
 /** Numbers per piece in UnpackBatch.pieces. */
-export const PIECE_FIELDS = 7;
+export const PIECE_FIELDS = 9;
 export const ID_BYTES = 32;
 
 export interface UnpackBatch {
   seq: number;
-  /** The output file's descriptor (the process shares descriptors between threads). */
-  fd: number;
-  /** The output file's size: its last piece is always written, so the file ends where it should. */
-  size: number;
   /** Packs the blocks are in. */
   packs: string[];
-  /** Per piece: pack index, sealed offset, sealed length, block size, piece start in the block, piece length, position in the output. */
+  /**
+   * Per piece: pack index, sealed offset, sealed length, block size, piece
+   * start in the block, piece length, position in the output, the output
+   * file's descriptor (the process shares descriptors between threads), and
+   * that file's size (its last piece is always written, so the file ends
+   * where it should). One batch may write many small files.
+   */
   pieces: Float64Array;
   /** Block ids, ID_BYTES per piece. */
   ids: Uint8Array;
@@ -58,10 +60,11 @@ if (parentPort) {
     while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done, position + done);
   };
 
-  // Pieces that follow each other in the output are gathered and written with one pwrite.
+  // Pieces that follow each other in one output are gathered and written with one pwrite.
   const out = Buffer.allocUnsafe(WRITE_BYTES);
   let outLength = 0;
   let outAt = 0;
+  let outFd = -1;
 
   port.on('message', (b: UnpackBatch) => {
     const n = b.pieces.length / PIECE_FIELDS;
@@ -71,7 +74,7 @@ if (parentPort) {
     let doneBytes = 0;
     let gatheredBytes = 0;
     const flush = (next: number) => {
-      writeFully(b.fd, out.subarray(0, outLength), outAt);
+      writeFully(outFd, out.subarray(0, outLength), outAt);
       outLength = 0;
       done = next;
       doneBytes += gatheredBytes;
@@ -93,16 +96,20 @@ if (parentPort) {
           pacer.add(plain.length);
           const piece = plain.subarray(f(i, 4), f(i, 4) + f(i, 5));
           const at = f(i, 6);
-          const hole = at + piece.length < b.size && isHole(piece);
-          if (outLength > 0 && (hole || outAt + outLength !== at || outLength + piece.length > WRITE_BYTES)) flush(i);
+          const fd = f(i, 7);
+          const hole = at + piece.length < f(i, 8) && isHole(piece);
+          if (outLength > 0 && (hole || outFd !== fd || outAt + outLength !== at || outLength + piece.length > WRITE_BYTES)) flush(i);
           if (hole || piece.length > WRITE_BYTES) {
             // A run of zeros is left unwritten: the new file reads zeros there, and takes no space (sparse).
-            if (!hole) writeFully(b.fd, piece, at);
+            if (!hole) writeFully(fd, piece, at);
             done = i + 1;
             doneBytes += piece.length;
             continue;
           }
-          if (outLength === 0) outAt = at;
+          if (outLength === 0) {
+            outAt = at;
+            outFd = fd;
+          }
           out.set(piece, outLength);
           outLength += piece.length;
           gatheredBytes += piece.length;
