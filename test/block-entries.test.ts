@@ -16,6 +16,7 @@ import { rebuildCatalog } from '../src/engine/rebuild.js';
 import { findSnapshot } from '../src/engine/snapshot.js';
 import { BLOB_KINDS } from '../src/catalog/catalog.js';
 import { KeylessRepository, Repository } from '../src/repo/repository.js';
+import { FileSaver } from '../src/engine/backup-file.js';
 import { loseCatalogAndRebuild, makeRepo, readWhole, Rng, tempDir } from './helpers.js';
 
 const password = async () => 'test-password';
@@ -179,5 +180,36 @@ describe('a file of one block', () => {
     const trees = read.mock.calls.filter(([, kind]) => kind === 'tree').map(([id]) => id.toString('hex'));
     expect(trees.filter((t) => !ownTrees.has(t))).toEqual([]);
     fresh.close();
+  });
+
+  it('read again (a new inode) with the bytes of its parent entry: no catalog lookup; one that changed is looked up and stored', async () => {
+    const repo = await makeRepo({ chunkAvg: 1024 });
+    const dir = tempDir();
+    const rng = new Rng(33);
+    const files = Array.from({ length: 40 }, (_, i) => path.join(dir, `f${i}`));
+    const data = new Map(files.map((f) => [f, rng.bytes(200)]));
+    for (const f of files) fs.writeFileSync(f, data.get(f)!);
+    await backup(repo, { paths: [dir] });
+    // Unpacked afresh: every file a new inode; one of them with other bytes of the same size.
+    const edited = files[7]!;
+    data.set(edited, rng.bytes(200));
+    for (const f of files) {
+      fs.rmSync(f);
+      fs.writeFileSync(f, data.get(f)!);
+    }
+    const looked: string[] = [];
+    const lookup = FileSaver.prototype.parentVersions;
+    vi.spyOn(FileSaver.prototype, 'parentVersions').mockImplementation(function (this: FileSaver, paths) {
+      looked.push(...paths);
+      return lookup.call(this, paths);
+    });
+    const r = await backup(repo, { paths: [dir] });
+    vi.restoreAllMocks();
+    expect(looked).toEqual([edited]);
+    expect(r.filesChanged).toBe(1);
+    expect(r.filesUnchanged).toBe(files.length - 1);
+    for (const f of files) expect((await readWhole(repo, r.snapshot, f)).equals(data.get(f)!), f).toBe(true);
+    expect((await check(repo, { readData: true })).errors).toEqual([]);
+    repo.close();
   });
 });

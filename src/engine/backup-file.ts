@@ -32,6 +32,12 @@ export interface KnownVersion {
   blocks?: BlockList;
   /** Whether the file holds exactly those blocks, when a worker was asked (see askSame). */
   same?: Promise<boolean>;
+  /**
+   * The parent's tree entry names the version's one block (format 3), of
+   * this size: `blocks` is that block, and `row` was not looked up (it is,
+   * if the file turns out changed).
+   */
+  entrySize?: number;
 }
 
 /** Files asked of a worker at once (askSame): enough to make the round trip cheap, few enough to keep both workers busy. */
@@ -86,6 +92,13 @@ export class FileSaver extends BackupPart {
    * catalog (sorted lookups in one read transaction; over a network, one
    * round trip) instead of one per file.
    */
+  /** The parent version of a file whose parent entry names its one block (see KnownVersion.entrySize): no catalog lookup. */
+  fromEntry(abs: string, prev: TreeEntry & { block: string }): KnownVersion {
+    const blocks = new BlockList();
+    blocks.push(Buffer.from(prev.block, 'hex'), prev.size);
+    return { pathId: this.repo.keyring.pathId(abs), row: undefined, blocks, entrySize: prev.size };
+  }
+
   async parentVersions(paths: readonly string[]): Promise<KnownVersion[]> {
     const pathIds = paths.map((p) => this.repo.keyring.pathId(p));
     const rows = this.parent && paths.length > 0 ? await this.repo.service.parentVersions(this.parent.row.seq, pathIds) : [];
@@ -103,7 +116,8 @@ export class FileSaver extends BackupPart {
       return { ...entry, ...(prev?.parentContent ? { parentContent: prev.parentContent } : {}), ...(prev?.toc ? { toc: prev.toc } : {}) };
     }
     if (known?.same && (await known.same)) return this.sameAsParent(entry, known.blocks!, true, prev);
-    const { pathId, row: prevRow, blocks: prevBlocks } = known ?? (await this.parentVersions([abs]))[0]!;
+    // Not the parent's bytes after all: its version is looked up as any changed file's.
+    const { pathId, row: prevRow, blocks: prevBlocks } = known && known.entrySize === undefined ? known : (await this.parentVersions([abs]))[0]!;
     const target: TargetVersion | undefined = prevRow && this.parent ? { id: prevRow.id, snapshotId: this.parent.id, depth: prevRow.depth } : undefined;
     const previous = prevRow && prevRow.size > 0 ? (prevBlocks ?? (await repo.service.blockList(prevRow.id, prevRow.size))) : new BlockList(1);
     const blocks = abs === this.opts.stdinPath ? await this.readStdin(abs) : await this.readFile(abs, prevRow ? previous : undefined);
@@ -203,12 +217,13 @@ export class FileSaver extends BackupPart {
     for (const { abs, st, known } of files) {
       if (abs === this.opts.stdinPath) continue;
       const list = known?.blocks;
-      if (!known?.row || !list || known.row.size !== Number(st.size) || list.size !== known.row.size) continue;
+      const size = known?.row?.size ?? known?.entrySize;
+      if (size === undefined || !list || size !== Number(st.size) || list.size !== size) continue;
       let complete = true;
       for (let i = 0; i < list.length && complete; i++) complete = list.hasId(i);
       if (!complete) continue;
       asked.push({ abs, st, known: known as KnownVersion & { blocks: BlockList } });
-      bytes += known.row.size;
+      bytes += size;
       blocks += list.length;
       if (asked.length >= SAME_FILES || bytes >= SAME_BYTES) send();
     }

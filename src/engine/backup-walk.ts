@@ -190,13 +190,18 @@ export class TreeWalker extends BackupPart {
         else this.warn(`cannot read ${c.abs}: ${describe(c.error)}`, true);
       }
       // A file the parent has as it is now is inherited: no catalog lookup, no row.
-      const files = batch.filter((c) => c.st.isFile() && !this.files.unchangedSince(c.prev, c.st));
+      const changed = batch.filter((c) => c.st.isFile() && !this.files.unchangedSince(c.prev, c.st));
+      // A file whose parent entry names its one block, of the size it has now, is read against that block: its version is looked up only if it differs.
+      const byEntry = (c: (typeof batch)[number]): c is (typeof batch)[number] & { prev: TreeEntry & { block: string } } =>
+        this.parent !== undefined && c.prev?.type === 'file' && c.prev.block !== undefined && c.prev.size > 0 && c.prev.size === Number(c.st.size);
+      for (const c of changed) if (byEntry(c)) c.known = this.files.fromEntry(c.abs, c.prev);
+      const files = changed.filter((c) => c.known === undefined);
       const known = await this.files.parentVersions(files.map((c) => c.abs));
       // The small ones' blocks in one catalog read: each of them is read and aligned with them next.
       const small = known.filter((k): k is KnownVersion & { row: VersionRow } => k.row !== undefined && k.row.size > 0 && k.row.size <= BATCHED_LIST_BYTES);
       if (this.parent && small.length > 0) (await this.repo.service.blockLists(small.map((k) => k.row))).forEach((list, i) => (small[i]!.blocks = list));
       files.forEach((c, i) => (c.known = known[i]));
-      if (this.parent && !this.opts.force) this.files.askSame(files);
+      if (this.parent && !this.opts.force) this.files.askSame(changed);
       // Unchanged files need no I/O but an lstat: let the event loop turn now and then (Ctrl-C, progress).
       this.sinceTurn += batch.length;
       if (this.sinceTurn >= 1000) {
