@@ -212,6 +212,60 @@ describe('FIFOs, device nodes and extended attributes', () => {
     expect(t.stderr).toContain(`${path.join(again, src, 'null')}: character device not restored: device nodes are made only when restoring as root`);
     expect(t.stdout).toMatch(/1 FIFO or device node.*not restored/);
   });
+
+  it.skipIf(!asRoot)('a target without extended attributes (ramfs) names and counts each refused, exit 3; a source over the bound keeps what fits, exit 3 (needs root to mount ramfs and tmpfs)', () => {
+    const mounts: string[] = [];
+    const mountAt = (type: string): string | undefined => {
+      const dir = tempDir();
+      try {
+        execFileSync('mount', ['-t', type, 'none', dir], { stdio: 'ignore' });
+      } catch {
+        return undefined;
+      }
+      mounts.push(dir);
+      return dir;
+    };
+    try {
+      const src = mountAt('tmpfs');
+      const target = mountAt('ramfs');
+      if (!src || !target) return void console.warn('skipped: cannot mount tmpfs and ramfs here (no CAP_SYS_ADMIN)');
+      const { env } = initCliRepo();
+      const f = path.join(src, 'f');
+      fs.writeFileSync(f, 'f');
+      // Two values of 40,000 bytes: the first (in name order) fits in an entry's 64 KiB, the second does not.
+      try {
+        xattr.setAttributeSync(f, 'user.a', Buffer.alloc(40_000, 1));
+        xattr.setAttributeSync(f, 'user.b', Buffer.alloc(40_000, 2));
+      } catch {
+        return void console.warn('skipped: this tmpfs takes no user.* attributes of 40,000 bytes');
+      }
+      xattr.setAttributeSync(f, 'user.c', Buffer.from('small'));
+      execFileSync('mkfifo', [path.join(src, 'pipe')]);
+      const b = strata(['backup', src, '--json'], env);
+      expect(b.status, b.stderr).toBe(3);
+      const j = JSON.parse(b.stdout);
+      expect(j.xattrsLeftOut).toBe(1);
+      expect(j.warnings).toEqual([`${f}: extended attribute user.b left out: the attributes of one entry are kept up to 64 KiB`]);
+      expect(JSON.parse(ok(['ls', '--json', f], env).stdout).entries[0].xattrs).toEqual(['user.a', 'user.c']);
+
+      // Into ramfs, which keeps no extended attributes: the file and the FIFO are made, the attributes named.
+      const r = strata(['restore', '--target', target, '--json'], env);
+      expect(r.status, r.stderr).toBe(3);
+      const rj = JSON.parse(r.stdout);
+      const at = path.join(target, f);
+      expect(rj.notRestored).toEqual(['user.a', 'user.c'].map((name) => ({ path: at, what: `extended attribute ${name}`, reason: expect.stringMatching(/not supported/i) })));
+      expect(rj).toMatchObject({ files: 1, specials: 1, xattrs: 0 });
+      expect(fs.readFileSync(at, 'utf8')).toBe('f');
+      expect(fs.lstatSync(path.join(target, src, 'pipe')).isFIFO()).toBe(true);
+      // ramfs is a source without attributes too: nothing to warn about.
+      ok(['backup', target], env);
+      // And --no-xattrs asks for none: exit 0.
+      const again = strata(['restore', '--target', target, '--no-xattrs'], env);
+      expect(again.status, again.stderr).toBe(0);
+    } finally {
+      for (const m of mounts.reverse()) execFileSync('umount', [m]);
+    }
+  });
 });
 
 function* walk(dir: string): Generator<string> {
