@@ -213,6 +213,40 @@ describe('FIFOs, device nodes and extended attributes', () => {
     expect(t.stdout).toMatch(/1 FIFO or device node.*not restored/);
   });
 
+  it('names that are not UTF-8: attributes below such a directory, and of it, round-trip; a file of such a name is said once, not failed', () => {
+    const src = tempDir();
+    if (!takesUserXattrs(src)) return void console.warn(`skipped: ${src} takes no user.* extended attributes`);
+    const { env } = initCliRepo();
+    // Latin-1 "café" as a directory, a file of a UTF-8 name in it, and a file of a Latin-1 name.
+    const bytes = (...parts: (string | Buffer)[]) => Buffer.concat(parts.map((x) => (typeof x === 'string' ? Buffer.from(x) : x)));
+    const dir = bytes(src, '/caf', Buffer.of(0xe9));
+    fs.mkdirSync(dir);
+    fs.writeFileSync(bytes(dir, '/inner.txt'), 'inner');
+    fs.writeFileSync(bytes(src, '/f', Buffer.of(0xff)), 'odd');
+    // The binding takes text: the attributes are set here through descriptors, as strata reads them.
+    const fd = fs.openSync(dir, 'r');
+    try {
+      xattr.setAttributeSync(`/proc/self/fd/${fd}/.`, 'user.dir', Buffer.from('of the directory'));
+      xattr.setAttributeSync(`/proc/self/fd/${fd}/inner.txt`, 'user.file', Buffer.from('of the file'));
+    } finally {
+      fs.closeSync(fd);
+    }
+    const b = strata(['backup', src, '--json'], env);
+    expect(b.status, b.stderr).toBe(0);
+    expect(JSON.parse(b.stdout).warnings).toEqual([`extended attributes not read of 1 entry whose names are not UTF-8, which the attribute binding takes names as (${src}/f\\xff)`]);
+    const target = tempDir();
+    const r = JSON.parse(ok(['restore', '--target', target, '--json'], env).stdout);
+    expect(r).toMatchObject({ xattrs: 2, notRestored: [] });
+    const back = fs.openSync(bytes(target, src, '/caf', Buffer.of(0xe9)), 'r');
+    try {
+      expect(attrsOf(`/proc/self/fd/${back}/.`)).toEqual({ 'user.dir': Buffer.from('of the directory').toString('hex') });
+      expect(attrsOf(`/proc/self/fd/${back}/inner.txt`)).toEqual({ 'user.file': Buffer.from('of the file').toString('hex') });
+    } finally {
+      fs.closeSync(back);
+    }
+    expect(fs.readFileSync(bytes(target, src, '/f', Buffer.of(0xff)), 'utf8')).toBe('odd');
+  });
+
   it.skipIf(!asRoot)('a target without extended attributes (ramfs) names and counts each refused, exit 3; a source over the bound keeps what fits, exit 3 (needs root to mount ramfs and tmpfs)', () => {
     const mounts: string[] = [];
     const mountAt = (type: string): string | undefined => {

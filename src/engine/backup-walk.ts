@@ -10,7 +10,7 @@ import * as fs from 'node:fs/promises';
 import { StrataError } from '../errors.js';
 import type { VersionRow } from '../catalog/catalog.js';
 import type { ExcludeMatcher } from '../util/glob.js';
-import { decodeName, osPath, readNames } from '../util/names.js';
+import { decodeName, displayName, osPath, readNames } from '../util/names.js';
 import { lstatAll, PackedStat, STAT_FIELDS, statError, type EntryStat } from '../util/stat.js';
 import type { SealPool } from '../workers/pool.js';
 import { encodeTree, entryOfStat, findEntry, goneFiles, leafId, type Tree, type TreeEntry } from './tree.js';
@@ -138,11 +138,26 @@ export class TreeWalker extends BackupPart {
       else delete entry.xattrs;
       return;
     }
-    const { attrs, problems } = readXattrs(abs);
+    const { attrs, problems, unnamed } = readXattrs(abs, entry.type === 'dir');
+    if (unnamed) {
+      this.unnamed.push(abs);
+      return;
+    }
     for (const p of problems) this.warn(`${abs}: ${p}`, true);
     this.r.xattrsLeftOut += problems.length;
     if (attrs.length > 0) entry.xattrs = attrs.map(([n, v]) => [n, v.toString('base64')]);
     else delete entry.xattrs;
+  }
+
+  /** Entries whose own names are not UTF-8 and whose attributes could therefore not be read. */
+  private readonly unnamed: string[] = [];
+
+  /** Says, once, what the walk could not read for want of a name in UTF-8. */
+  finish(): void {
+    const n = this.unnamed.length;
+    if (n === 0) return;
+    const shown = this.unnamed.slice(0, 3).map(displayName).join(', ');
+    this.warn(`extended attributes not read of ${n} ${n === 1 ? 'entry' : 'entries'} whose names are not UTF-8, which the attribute binding takes names as (${shown}${n > 3 ? ', ...' : ''})`, false);
   }
 
   /** Whether the parent snapshot read extended attributes: an entry of it without any then had none. */
@@ -197,8 +212,10 @@ export class TreeWalker extends BackupPart {
 
     const prevId = prev?.type === 'dir' && prev.tree && this.parent ? prev.tree : undefined;
     let batches: AsyncIterable<Stated[]> = statted;
-    // A parent that did not read attributes says nothing of them: each entry is read then.
-    if (prevId && !this.opts.force && (this.opts.noXattrs || this.parentXattrs)) {
+    // The leaf says nothing of attributes: it stands for the parent's tree only when the parent
+    // read them exactly when this backup does (its tree may hold some this one must leave out,
+    // or lack some it must read).
+    if (prevId && !this.opts.force && this.parentXattrs === !this.opts.noXattrs) {
       // A directory of files only: its tree can be made from the stats alone. If
       // that is the parent's tree, the directory is unchanged and the parent's
       // tree is not even read (100k entries: 0.4 s of reading and parsing).

@@ -179,6 +179,7 @@ class BackupRun {
       const plan = buildPlan(present);
       const rootStat = await fs.lstat('/', { bigint: true });
       const root = await walker.saveNode('/', '/', rootStat, this.parent?.root, plan);
+      walker.finish();
       await sink.drain();
       if (dry) {
         this.r.dryRun = true;

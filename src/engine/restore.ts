@@ -167,15 +167,16 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
    * ensureDir's caller): only the target's own can be taken, by what is
    * made right in it. That ACL is removed from what had none.
    */
-  const inheritsAcl = !opts.noXattrs && !dryRun && hasXattr(base, DEFAULT_ACL);
+  const inheritsAcl = !opts.noXattrs && !dryRun && hasXattr(base, true, DEFAULT_ACL);
   const inheriting = (dest: string) => inheritsAcl && path.dirname(dest) === base;
   /** An entry's extended attributes, set on what is at `dest` (after its data and owner, before its times). */
   const setXattrs = (dest: string, entry: Entry) => {
     if (opts.noXattrs || dryRun) return;
     const attrs = entry.xattrs;
-    if (inheriting(dest) && !attrs.some(([name]) => name === ACCESS_ACL)) dropXattr(dest, ACCESS_ACL);
+    const dir = entry.type === 'dir';
+    if (inheriting(dest) && !attrs.some(([name]) => name === ACCESS_ACL)) dropXattr(dest, dir, ACCESS_ACL);
     if (attrs.length === 0) return;
-    const failed = writeXattrs(dest, attrs);
+    const failed = writeXattrs(dest, dir, attrs);
     result.xattrs += attrs.length - failed.length;
     for (const f of failed) missed({ path: dest, what: `extended attribute ${f.name}`, reason: f.reason });
   };
@@ -317,7 +318,7 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
       if (!dryRun) {
         await ensureDir(dest);
         // Its own default ACL (if it has one) is set at the end: until then, what is made in it must not take one.
-        if (!opts.noXattrs) dropXattr(dest, DEFAULT_ACL);
+        if (!opts.noXattrs) dropXattr(dest, true, DEFAULT_ACL);
         dirTimes.push({ dest, entry });
       }
       result.dirs++;

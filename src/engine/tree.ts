@@ -42,8 +42,8 @@ export interface TreeEntry {
   /** Subtree id (hex) of a directory. */
   tree?: string;
   /**
-   * A directory of files only, some of which carry `block` or
-   * `parentContent`: the id its tree would have without those fields (keyed,
+   * A directory of files only, some of which carry `block`, `toc`,
+   * `parentContent` or `xattrs`: the id its tree would have without those fields (keyed,
    * as a tree id is). The next backup makes that id from the stats alone and,
    * when it matches, reuses the tree without reading it. Absent when it
    * would equal `tree`.
@@ -93,10 +93,11 @@ export interface Tree {
  * itself (no entry carries more) or it holds something other than files.
  */
 export function leafId(entries: readonly TreeEntry[], hash: { update(piece: string): void; digest(): Buffer }): string | undefined {
-  if (!entries.some((e) => e.block !== undefined || e.toc !== undefined || e.parentContent !== undefined) || entries.some((e) => e.type !== 'file')) return undefined;
+  if (!entries.some((e) => e.block !== undefined || e.toc !== undefined || e.parentContent !== undefined || e.xattrs !== undefined) || entries.some((e) => e.type !== 'file')) return undefined;
   hash.update('{"entries":[');
   entries.forEach((e, i) => {
-    const { block: _b, toc: _t, parentContent: _p, ...stats } = e;
+    // Attributes too: a file whose stats (its ctime among them) are unchanged has its attributes unchanged.
+    const { block: _b, toc: _t, parentContent: _p, xattrs: _x, ...stats } = e;
     hash.update((i > 0 ? ',' : '') + JSON.stringify(stats));
   });
   hash.update(']}');

@@ -8,12 +8,17 @@
  * Read and written through @napi-rs/xattr (a binary for the platform, from
  * the npm registry), whose calls never follow a symlink (llistxattr,
  * lgetxattr, lsetxattr): what is read or written is the entry at the path,
- * never what a link points at. It takes paths as text, so a path that is not
- * UTF-8 (util/names.ts) has its attributes neither read nor written: that is
- * said, and counted, as any attribute that could not be.
+ * never what a link points at. It takes paths as text. A path that is not
+ * UTF-8 (util/names.ts) is reached through a descriptor: its directory's
+ * (/proc/self/fd/N/NAME), or for a directory whose own name is not UTF-8,
+ * its own (/proc/self/fd/N/.). Any other entry whose own name is not UTF-8
+ * cannot be named to the binding: `readXattrs` says so (`unnamed`), and
+ * `writeXattrs` counts it as not set.
  */
+import { closeSync, constants, openSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { osPath } from './names.js';
+import * as path from 'node:path';
+import { hasEscapedBytes, osPath } from './names.js';
 
 /** All of an entry's attributes, names and values, at most this many bytes (more are left out, with a warning). */
 export const XATTR_ENTRY_BYTES = 64 * 1024;
@@ -55,17 +60,47 @@ function reason(e: unknown): string {
   return (e as Error).message.replace(/ \(os error \d+\)$/, '').replace(/^./, (c) => c.toLowerCase());
 }
 
+/** O_PATH (Linux): a descriptor that only names a place, which needs no read permission. Node does not export it. */
+const O_PATH = 0o10000000;
+
+/**
+ * `fn` given a path of text for the entry at `p` (a directory when `dir`),
+ * through a descriptor held while it runs when `p` is not UTF-8; undefined
+ * when the entry's own name is not UTF-8 and it is not a directory.
+ */
+function asText<T>(p: string, dir: boolean, fn: (text: string) => T): T | undefined {
+  if (!hasEscapedBytes(p)) return fn(p);
+  const name = path.posix.basename(p);
+  if (hasEscapedBytes(name) && !dir) return undefined;
+  const [opened, rest] = hasEscapedBytes(name) ? [p, '.'] : [path.posix.dirname(p), name];
+  const fd = openSync(osPath(opened), O_PATH | constants.O_DIRECTORY | (rest === '.' ? constants.O_NOFOLLOW : 0));
+  try {
+    return fn(`/proc/self/fd/${fd}/${rest}`);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 export interface ReadXattrs {
   /** What was read (empty when none). */
   attrs: XattrList;
   /** Attributes, or the whole list, that could not be read or were over the bound: why, for a warning. */
   problems: string[];
+  /** The entry's own name is not UTF-8 (and it is no directory): the binding cannot be told where it is. Nothing was read. */
+  unnamed?: true;
 }
 
-/** The kept attributes of the entry at `p` (never through a symlink). */
-export function readXattrs(p: string): ReadXattrs {
+/** The kept attributes of the entry at `p` (a directory when `dir`), never through a symlink. */
+export function readXattrs(p: string, dir: boolean): ReadXattrs {
+  try {
+    return asText(p, dir, readAt) ?? { attrs: [], problems: [], unnamed: true };
+  } catch (e) {
+    return { attrs: [], problems: [`cannot list extended attributes: ${reason(e)}`] };
+  }
+}
+
+function readAt(p: string): ReadXattrs {
   const problems: string[] = [];
-  if (typeof osPath(p) !== 'string') return { attrs: [], problems: ['its path is not UTF-8, which extended attributes are read by'] };
   let names: string[];
   try {
     names = load().listAttributesSync(p);
@@ -98,43 +133,50 @@ export function readXattrs(p: string): ReadXattrs {
 export const ACCESS_ACL = 'system.posix_acl_access';
 export const DEFAULT_ACL = 'system.posix_acl_default';
 
-/** Whether the entry at `p` has the attribute (false when that cannot be told). */
-export function hasXattr(p: string, name: string): boolean {
-  if (typeof osPath(p) !== 'string') return false;
+/** Whether the entry at `p` (a directory when `dir`) has the attribute (false when that cannot be told). */
+export function hasXattr(p: string, dir: boolean, name: string): boolean {
   try {
-    return load().getAttributeSync(p, name) !== null;
+    return asText(p, dir, (t) => load().getAttributeSync(t, name) !== null) ?? false;
   } catch {
     return false;
   }
 }
 
-/** Removes the attribute from the entry at `p` if it has it (never through a symlink); what cannot be removed stays. */
-export function dropXattr(p: string, name: string): void {
-  if (!hasXattr(p, name)) return;
+/** Removes the attribute from the entry at `p` (a directory when `dir`) if it has it, never through a symlink; what cannot be removed stays. */
+export function dropXattr(p: string, dir: boolean, name: string): void {
   try {
-    load().removeAttributeSync(p, name);
+    asText(p, dir, (t) => {
+      if (load().getAttributeSync(t, name) !== null) load().removeAttributeSync(t, name);
+    });
   } catch {
     // Nothing to do about it: the entry keeps it.
   }
 }
 
-/** Sets each attribute on the entry at `p` (never through a symlink); returns why each that could not be set failed. */
-export function writeXattrs(p: string, attrs: XattrList): { name: string; reason: string }[] {
+/** Sets each attribute on the entry at `p` (a directory when `dir`), never through a symlink; returns why each that could not be set failed. */
+export function writeXattrs(p: string, dir: boolean, attrs: XattrList): { name: string; reason: string }[] {
   if (attrs.length === 0) return [];
-  if (typeof osPath(p) !== 'string') return attrs.map(([name]) => ({ name, reason: 'its path is not UTF-8, which extended attributes are written by' }));
+  const all = (why: string) => attrs.map(([name]) => ({ name, reason: why }));
   let b: Binding;
   try {
     b = load();
   } catch (e) {
-    return attrs.map(([name]) => ({ name, reason: (e as Error).message }));
+    return all((e as Error).message);
   }
-  const failed: { name: string; reason: string }[] = [];
-  for (const [name, value] of attrs) {
-    try {
-      b.setAttributeSync(p, name, value);
-    } catch (e) {
-      failed.push({ name, reason: reason(e) });
-    }
+  try {
+    const failed = asText(p, dir, (t) => {
+      const out: { name: string; reason: string }[] = [];
+      for (const [name, value] of attrs) {
+        try {
+          b.setAttributeSync(t, name, value);
+        } catch (e) {
+          out.push({ name, reason: reason(e) });
+        }
+      }
+      return out;
+    });
+    return failed ?? all('its name is not UTF-8, which extended attributes are set by');
+  } catch (e) {
+    return all(reason(e));
   }
-  return failed;
 }
