@@ -16,6 +16,7 @@ const xattr = createRequire(import.meta.url)('@napi-rs/xattr') as {
   listAttributesSync(p: string): string[];
   getAttributeSync(p: string, name: string): Buffer | null;
   setAttributeSync(p: string, name: string, value: Uint8Array): void;
+  removeAttributeSync(p: string, name: string): void;
 };
 
 const asRoot = process.getuid?.() === 0;
@@ -211,6 +212,33 @@ describe('FIFOs, device nodes and extended attributes', () => {
     expect(t.status).toBe(3);
     expect(t.stderr).toContain(`${path.join(again, src, 'null')}: character device not restored: device nodes are made only when restoring as root`);
     expect(t.stdout).toMatch(/1 FIFO or device node.*not restored/);
+  });
+
+  it('a directory of files only, reused unread while its stats stand, still sees an attribute set, removed or left out', () => {
+    const src = tempDir();
+    if (!takesUserXattrs(src)) return void console.warn(`skipped: ${src} takes no user.* extended attributes`);
+    const { env } = initCliRepo();
+    const dir = path.join(src, 'files');
+    fs.mkdirSync(dir);
+    for (let i = 0; i < 5; i++) fs.writeFileSync(path.join(dir, `f${i}`), `file ${i}\n`.repeat(100));
+    xattr.setAttributeSync(path.join(dir, 'f1'), 'user.one', Buffer.from('1'));
+    const names = () => Object.fromEntries((JSON.parse(ok(['ls', '--json', dir], env).stdout).entries as { name: string; xattrs?: string[] }[]).map((e) => [e.name, e.xattrs ?? []]));
+    ok(['backup', src], env);
+    expect(names()).toMatchObject({ f1: ['user.one'], f2: [] });
+    // Nothing changed: the same tree.
+    const again = JSON.parse(ok(['backup', src, '--json'], env).stdout);
+    expect(again).toMatchObject({ filesUnchanged: 5, filesNew: 0, filesChanged: 0 });
+    expect(names()).toMatchObject({ f1: ['user.one'], f2: [] });
+    // An attribute set on one file and removed from another: their ctimes moved, the directory is read again.
+    xattr.setAttributeSync(path.join(dir, 'f2'), 'user.two', Buffer.from('2'));
+    xattr.removeAttributeSync(path.join(dir, 'f1'), 'user.one');
+    ok(['backup', src], env);
+    expect(names()).toMatchObject({ f1: [], f2: ['user.two'] });
+    // Left out, then read again, the stats unchanged all along.
+    ok(['backup', src, '--no-xattrs'], env);
+    expect(names()).toMatchObject({ f1: [], f2: [] });
+    ok(['backup', src], env);
+    expect(names()).toMatchObject({ f1: [], f2: ['user.two'] });
   });
 
   it('names that are not UTF-8: attributes below such a directory, and of it, round-trip; a file of such a name is said once, not failed', () => {
