@@ -88,8 +88,8 @@ export class TreeWalker extends BackupPart {
 
   async saveNode(abs: string, name: string, st: EntryStat, prev: TreeEntry | undefined, plan: PlanNode | undefined, known?: KnownVersion, parentDev?: bigint): Promise<TreeEntry | undefined> {
     const entry = await this.entryOf(abs, name, st, prev, plan, known, parentDev);
-    // The root's entry is the snapshot's own (its tree is all a record keeps of it).
-    if (entry && !this.opts.noXattrs && abs !== '/') this.addXattrs(abs, entry, prev);
+    // The root's entry is the snapshot's own (its tree is all a record keeps of it); standard input is no path on disk.
+    if (entry && !this.opts.noXattrs && abs !== '/' && abs !== this.opts.stdinPath) this.addXattrs(abs, entry, prev);
     return entry;
   }
 

@@ -371,10 +371,9 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
         return;
       }
       const at = osPath(dest);
-      // By path, never through a handle: opening a FIFO waits for a writer. lchown and lutimes follow no link.
+      // By path, never through a handle: opening a FIFO waits for a writer. lchown and lutimes follow
+      // no link; the mode was given to mknod (and no chmod follows: it would follow a link put here since).
       if (asRoot) await fs.lchown(at, entry.uid, entry.gid).catch(() => {});
-      // chown clears setuid and setgid bits; mknod made the node with its mode.
-      if (asRoot && (entry.mode & 0o6000) !== 0) await fs.chmod(at, entry.mode & 0o7777).catch(() => {});
       setXattrs(dest, entry);
       const t = seconds(entry.mtimeNs);
       await fs.lutimes(at, t, t).catch(() => {});
