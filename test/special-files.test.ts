@@ -175,6 +175,18 @@ describe('FIFOs, device nodes and extended attributes', () => {
     const back = JSON.parse(ok(['ls', '--json', '-R', src], env).stdout).entries as { path: string; xattrs?: string[] }[];
     expect(back.find((e) => e.path === at('sub'))?.xattrs).toEqual(['system.posix_acl_default', 'user.dir']);
     expect(back.find((e) => e.path === at('sub/null'))?.xattrs).toEqual(['trusted.dev']);
+
+    // Another device under the same name: changed, with both numbers; a FIFO whose mode changed: metadata.
+    const before = (JSON.parse(ok(['snapshots', '--json'], env).stdout) as { id: string }[]).at(-1)!.id;
+    fs.rmSync(at('sub/null'));
+    execFileSync('mknod', ['-m', '0600', at('sub/null'), 'c', '1', '5']);
+    fs.chmodSync(at('sub/pipe'), 0o600);
+    const latest = JSON.parse(ok(['backup', src, '--json'], env).stdout).snapshot;
+    const dd = ok(['diff', before, latest], env).stdout;
+    expect(dd).toContain(`M ${at('sub/null')} (character device 1,3 -> 1,5)`);
+    expect(dd).toContain(`U ${at('sub/pipe')}`);
+    const dj = JSON.parse(ok(['diff', before, latest, '--json'], env).stdout);
+    expect(dj.changed).toContainEqual(expect.objectContaining({ path: at('sub/null'), type: 'chardev', rdev1: String(nul.rdev), rdev2: String(fs.statSync(at('sub/null'), { bigint: true }).rdev) }));
   });
 
   it.skipIf(!asRoot)('a device node and a root-only attribute restored by another user are named and counted, exit 3; FIFOs and user attributes come back (needs root to make the device and to run as another user)', () => {
