@@ -3,6 +3,7 @@
  * built bin/strata.js in a child process.
  */
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import Database from 'better-sqlite3';
 import * as path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -313,18 +314,24 @@ describe('backup sources that misbehave', () => {
     expect(link.stderr).toContain(`source ${path.join(top, 'link')} is a symlink: stored as a link, not followed`);
   });
 
-  it('a FIFO is skipped with a warning', () => {
+  it('a socket is skipped with a warning; a FIFO is stored as one, never read', async () => {
     const { env } = initCliRepo();
     const src = tempDir();
     fs.writeFileSync(path.join(src, 'a'), 'a');
-    const fifo = path.join(src, 'pipe');
-    const mk = strata(['--version'], env);
-    expect(mk.status).toBe(0);
-    require_mkfifo(fifo);
-    const r = strata(['backup', src], env);
-    expect(r.status).toBe(0);
-    expect(r.stderr).toMatch(/skipping .*pipe: a FIFO/);
-    expect(strata(['ls', src], env).stdout).not.toContain('pipe');
+    require_mkfifo(path.join(src, 'pipe'));
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(path.join(src, 'sock'), resolve));
+    try {
+      const r = strata(['backup', src], env);
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/skipping .*sock: a socket/);
+      expect(r.stderr).not.toContain('pipe');
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+    const listed = strata(['ls', '-l', src], env).stdout;
+    expect(listed).toMatch(/^prw.* \/.*\/pipe$/m);
+    expect(listed).not.toContain('sock');
   });
 
   it('an unchanged file is not read again: it keeps its version, with no new row in the catalog', () => {

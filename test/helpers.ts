@@ -117,7 +117,14 @@ export function initCliRepo(extra: string[] = []): { repo: string; env: NodeJS.P
 }
 
 /** Packages the bundled CLI loads at run time (native addons and what they require). */
-const RUNTIME_PACKAGES = ['better-sqlite3', 'bindings', 'file-uri-to-path', 'zstd-napi'];
+const RUNTIME_PACKAGES = [
+  'better-sqlite3',
+  'bindings',
+  'file-uri-to-path',
+  'zstd-napi',
+  // The extended attributes binding and its binary for this platform (a package of its own).
+  ...fs.readdirSync(path.join(ROOT, 'node_modules', '@napi-rs')).filter((n) => n.startsWith('xattr')).map((n) => `@napi-rs/${n}`),
+];
 
 /**
  * A copy of the built CLI that any user can run: the checkout may sit where

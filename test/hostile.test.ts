@@ -25,7 +25,7 @@ import { makeRepo, tempDir } from './helpers.js';
 const NS = '1700000000000000000';
 
 function entry(name: string, type: TreeEntry['type'], more: Partial<TreeEntry> = {}): TreeEntry {
-  const mode = { file: 0o100644, dir: 0o40755, symlink: 0o120777 }[type];
+  const mode = { file: 0o100644, dir: 0o40755, symlink: 0o120777, fifo: 0o10644, chardev: 0o20666, blockdev: 0o60660 }[type];
   return { name, type, mode, uid: 0, gid: 0, mtimeNs: NS, ctimeNs: NS, ino: '1', size: 0, ...more };
 }
 
@@ -217,7 +217,7 @@ describe('1. tree entry names', () => {
     const repo = await makeRepo();
     const out = (...names: string[]) => names.map((n) => entry(n, 'file'));
     // A repeat next to its twin, and repeats in a tree out of name order (where the check cannot lean on the order).
-    for (const entries of [[entry('a', 'file'), entry('a', 'dir', { tree: '00'.repeat(32) })], out('b', 'a', 'b'), out('a', 'c', 'b', 'a'), out('a', 'b', 'c', 'a'), [null], ['a'], [{ ...entry('a', 'file'), type: 'fifo' }]]) {
+    for (const entries of [[entry('a', 'file'), entry('a', 'dir', { tree: '00'.repeat(32) })], out('b', 'a', 'b'), out('a', 'c', 'b', 'a'), out('a', 'b', 'c', 'a'), [null], ['a'], [{ ...entry('a', 'file'), type: 'socket' }]]) {
       const { target, untouched } = arena();
       await expect(restoreInto(repo, await treeSnapshot(repo, entries), target)).rejects.toMatchObject({ code: 'integrity' });
       untouched();
@@ -249,6 +249,23 @@ describe('1. tree entry names', () => {
       entry('a', 'symlink', { target: '/tmp\0/x' }),
       entry('a', 'symlink', { target: '' }),
       entry('a', 'symlink'),
+      // FIFOs and devices: an unknown type, a device without its number (or with one it cannot have).
+      entry('a', 'socket' as TreeEntry['type']),
+      entry('a', 'chardev'),
+      entry('a', 'blockdev', { rdev: '-5' }),
+      entry('a', 'fifo', { rdev: '259' }),
+      entry('a', 'file', { rdev: '259' }),
+      // Extended attributes: not pairs, a name not kept, out of order or repeated, not base64, a default ACL on a file, over the bound.
+      entry('a', 'file', { xattrs: {} as unknown as TreeEntry['xattrs'] }),
+      entry('a', 'file', { xattrs: [] }),
+      entry('a', 'file', { xattrs: [['user.a']] as unknown as TreeEntry['xattrs'] }),
+      entry('a', 'file', { xattrs: [['system.nfs4_acl', 'AA==']] }),
+      entry('a', 'file', { xattrs: [['user.b', 'AA=='], ['user.a', 'AA==']] }),
+      entry('a', 'file', { xattrs: [['user.a', 'AA=='], ['user.a', 'AA==']] }),
+      entry('a', 'file', { xattrs: [['user.a', 'not base64!']] }),
+      entry('a', 'file', { xattrs: [['user.a', 'AA=A']] }),
+      entry('a', 'file', { xattrs: [['system.posix_acl_default', 'AA==']] }),
+      entry('a', 'file', { xattrs: [['user.a', Buffer.alloc(40 * 1024).toString('base64')], ['user.b', Buffer.alloc(40 * 1024).toString('base64')]] }),
     ];
     for (const e of malformed) {
       const { target, untouched } = arena();

@@ -4,6 +4,7 @@
  * Host and Origin), and what each API answers, against the bytes and the
  * history the test wrote and against the engine's own answers.
  */
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -40,6 +41,8 @@ describe('strata ui: the API', () => {
       names.push(name);
     }
     file = path.join(dir, 'f.bin');
+    // A FIFO: listed as one, never read.
+    execFileSync('mkfifo', [path.join(dir, 'pipe')]);
     let data = rng.bytes(200_000);
     const steps = [
       () => data,
@@ -139,6 +142,22 @@ describe('strata ui: the API', () => {
     expect(big.entries.length).toBe(1000);
     expect((await request(ui, `/api/list?${q({ at: ids[3]!, path: file })}`, { headers: { cookie } })).json()).toMatchObject({ error: { code: 'not_directory' } });
     expect((await request(ui, `/api/list?${q({ at: ids[3]!, path: dir, sort: 'evil' })}`, { headers: { cookie } })).status).toBe(400);
+  });
+
+  it('a FIFO is listed, stat\'ed and has a history; its preview and download are refused (not a file), never a crash', async () => {
+    const pipe = path.join(dir, 'pipe');
+    const listed = (await api(`/api/list?${q({ at: ids[3]!, path: dir })}`)) as unknown as { entries: { name: string; type: string }[] };
+    expect(listed.entries.find((e) => e.name === 'pipe')).toMatchObject({ type: 'fifo' });
+    expect(await api(`/api/stat?${q({ at: ids[3]!, path: pipe })}`)).toMatchObject({ entry: { name: 'pipe', type: 'fifo', size: 0 } });
+    const h = (await api(`/api/history?${q({ at: ids[3]!, path: pipe })}`)) as unknown as { versions: { type: string; changed: boolean }[] };
+    expect(h.versions.map((v) => v.type)).toEqual(['fifo', 'fifo', 'fifo', 'fifo']);
+    expect(h.versions.map((v) => v.changed)).toEqual([true, false, false, false]);
+    for (const route of ['/api/preview', '/api/download']) {
+      const r = await request(ui, `${route}?${q({ at: ids[3]!, path: pipe })}`, { headers: { cookie } });
+      expect(r.status, route).toBeGreaterThanOrEqual(400);
+      expect(r.status, route).toBeLessThan(500);
+      expect(r.json(), route).toMatchObject({ error: { code: 'not_file', message: expect.stringMatching(/is a FIFO, not a file/) } });
+    }
   });
 
   it("history: every version with its size, bytes changed, data and reference bytes", async () => {

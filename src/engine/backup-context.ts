@@ -37,6 +37,8 @@ export interface BackupOptions {
   stdinPath?: string;
   /** Read and compare as a backup does, but store nothing: no block, no tree, no snapshot. */
   dryRun?: boolean;
+  /** Extended attributes are not read (nor kept from the parent). */
+  noXattrs?: boolean;
   /** Each file stored anew (new or changed) and each file of the parent no longer there (removed), as found. */
   onFile?: (change: FileChange, path: string) => void;
 }
@@ -63,6 +65,8 @@ export function emptyResult(snapshot: string, parent: string | null, time: numbe
     filesExcluded: 0,
     dirsExcluded: 0,
     dirs: 0,
+    specials: 0,
+    xattrsLeftOut: 0,
     bytesRead: 0,
     bytesAdded: 0,
     bytesTotal: 0,
@@ -87,6 +91,10 @@ export interface BackupResult {
   /** Files left out by --exclude-larger-than, and directories by --exclude-if-present or --exclude-caches. */
   filesExcluded: number;
   dirsExcluded: number;
+  /** FIFOs and device nodes stored. */
+  specials: number;
+  /** Extended attributes that could not be read or were over the bound of one entry (each a warning; exit 3). */
+  xattrsLeftOut: number;
   bytesRead: number;
   /** Bytes the repository grew by (packs written). */
   bytesAdded: number;

@@ -10,7 +10,7 @@ import * as fs from 'node:fs/promises';
 import { StrataError } from '../errors.js';
 import type { VersionRow } from '../catalog/catalog.js';
 import type { ExcludeMatcher } from '../util/glob.js';
-import { decodeName, osPath, readNames } from '../util/names.js';
+import { decodeName, displayName, osPath, readNames } from '../util/names.js';
 import { lstatAll, PackedStat, STAT_FIELDS, statError, type EntryStat } from '../util/stat.js';
 import type { SealPool } from '../workers/pool.js';
 import { encodeTree, entryOfStat, findEntry, goneFiles, leafId, type Tree, type TreeEntry } from './tree.js';
@@ -19,6 +19,7 @@ import { BackupPart, describe, type BackupContext } from './backup-context.js';
 import type { BlockSink } from './block-sink.js';
 import type { FileSaver, KnownVersion } from './backup-file.js';
 import { hasMarker, deviceOf, type Marker, type PlanNode } from './backup-sources.js';
+import { readXattrs } from '../util/xattrs.js';
 
 /** Parent versions up to this size have their blocks looked up a directory batch at a time. */
 const BATCHED_LIST_BYTES = 1024 * 1024;
@@ -86,6 +87,13 @@ export class TreeWalker extends BackupPart {
   }
 
   async saveNode(abs: string, name: string, st: EntryStat, prev: TreeEntry | undefined, plan: PlanNode | undefined, known?: KnownVersion, parentDev?: bigint): Promise<TreeEntry | undefined> {
+    const entry = await this.entryOf(abs, name, st, prev, plan, known, parentDev);
+    // The root's entry is the snapshot's own (its tree is all a record keeps of it); standard input is no path on disk.
+    if (entry && !this.opts.noXattrs && abs !== '/' && abs !== this.opts.stdinPath) this.addXattrs(abs, entry, prev);
+    return entry;
+  }
+
+  private async entryOf(abs: string, name: string, st: EntryStat, prev: TreeEntry | undefined, plan: PlanNode | undefined, known?: KnownVersion, parentDev?: bigint): Promise<TreeEntry | undefined> {
     this.checkAbort();
     if (st.isDirectory()) return this.saveDir(abs, name, st, prev, plan, parentDev);
     if (st.isFile()) return this.files.save(abs, name, st, prev, known);
@@ -97,9 +105,64 @@ export class TreeWalker extends BackupPart {
         return undefined;
       }
     }
-    const kind = st.isFIFO() ? 'a FIFO' : st.isSocket() ? 'a socket' : st.isBlockDevice() ? 'a block device' : st.isCharacterDevice() ? 'a character device' : 'not a regular file';
-    this.warn(`skipping ${abs}: ${kind}`, false);
+    if (st.isFIFO()) {
+      this.r.specials++;
+      return entryOfStat(name, 'fifo', st);
+    }
+    if (st.isCharacterDevice() || st.isBlockDevice()) {
+      // The device's number is not among the stats packed for a directory's batch (devices are rare): asked for here.
+      let rdev: bigint;
+      try {
+        const full = await fs.lstat(osPath(abs), { bigint: true });
+        if (full.ino !== st.ino || (full.mode & BigInt(fsSync.constants.S_IFMT)) !== (st.mode & BigInt(fsSync.constants.S_IFMT))) throw Object.assign(new Error('replaced'), { code: 'ENOENT' });
+        rdev = full.rdev;
+      } catch (e) {
+        this.warn(`cannot read ${abs}: ${describe(e)}`, true);
+        return undefined;
+      }
+      this.r.specials++;
+      return { ...entryOfStat(name, st.isCharacterDevice() ? 'chardev' : 'blockdev', st), rdev: rdev.toString() };
+    }
+    this.warn(`skipping ${abs}: ${st.isSocket() ? 'a socket' : 'not a regular file'}`, false);
     return undefined;
+  }
+
+  /**
+   * The entry's extended attributes: the parent's, when the parent read them
+   * and the entry's ctime and inode are its own (setting or removing one
+   * changes the ctime), else read from disk.
+   */
+  private addXattrs(abs: string, entry: TreeEntry, prev: TreeEntry | undefined): void {
+    if (this.parentXattrs && !this.opts.force && prev && prev.type === entry.type && prev.ctimeNs === entry.ctimeNs && prev.ino === entry.ino) {
+      if (prev.xattrs) entry.xattrs = prev.xattrs;
+      else delete entry.xattrs;
+      return;
+    }
+    const { attrs, problems, unnamed } = readXattrs(abs, entry.type === 'dir');
+    if (unnamed) {
+      this.unnamed.push(abs);
+      return;
+    }
+    for (const p of problems) this.warn(`${abs}: ${p}`, true);
+    this.r.xattrsLeftOut += problems.length;
+    if (attrs.length > 0) entry.xattrs = attrs.map(([n, v]) => [n, v.toString('base64')]);
+    else delete entry.xattrs;
+  }
+
+  /** Entries whose own names are not UTF-8 and whose attributes could therefore not be read. */
+  private readonly unnamed: string[] = [];
+
+  /** Says, once, what the walk could not read for want of a name in UTF-8. */
+  finish(): void {
+    const n = this.unnamed.length;
+    if (n === 0) return;
+    const shown = this.unnamed.slice(0, 3).map(displayName).join(', ');
+    this.warn(`extended attributes not read of ${n} ${n === 1 ? 'entry' : 'entries'} whose names are not UTF-8, which the attribute binding takes names as (${shown}${n > 3 ? ', ...' : ''})`, false);
+  }
+
+  /** Whether the parent snapshot read extended attributes: an entry of it without any then had none. */
+  private get parentXattrs(): boolean {
+    return this.parent?.meta.xattrs === true;
   }
 
   private async saveDir(abs: string, name: string, st: EntryStat, prev: TreeEntry | undefined, plan: PlanNode | undefined, parentDev?: bigint): Promise<TreeEntry | undefined> {
@@ -149,7 +212,10 @@ export class TreeWalker extends BackupPart {
 
     const prevId = prev?.type === 'dir' && prev.tree && this.parent ? prev.tree : undefined;
     let batches: AsyncIterable<Stated[]> = statted;
-    if (prevId && !this.opts.force) {
+    // The leaf says nothing of attributes: it stands for the parent's tree only when the parent
+    // read them exactly when this backup does (its tree may hold some this one must leave out,
+    // or lack some it must read).
+    if (prevId && !this.opts.force && this.parentXattrs === !this.opts.noXattrs) {
       // A directory of files only: its tree can be made from the stats alone. If
       // that is the parent's tree, the directory is unchanged and the parent's
       // tree is not even read (100k entries: 0.4 s of reading and parsing).
@@ -320,11 +386,11 @@ function compareNames(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-const ENTRY_FIELDS = ['name', 'type', 'mode', 'uid', 'gid', 'mtimeNs', 'ctimeNs', 'ino', 'size', 'links', 'dev', 'tree', 'target', 'leaf', 'block', 'toc', 'parentContent'] as const;
+const ENTRY_FIELDS = ['name', 'type', 'mode', 'uid', 'gid', 'mtimeNs', 'ctimeNs', 'ino', 'size', 'links', 'dev', 'tree', 'target', 'rdev', 'leaf', 'block', 'toc', 'parentContent'] as const;
 
 /** Whether two tree entries say the same thing (the parent's tree can then be reused). */
 function sameEntry(a: TreeEntry, b: TreeEntry): boolean {
-  return ENTRY_FIELDS.every((k) => a[k] === b[k]);
+  return ENTRY_FIELDS.every((k) => a[k] === b[k]) && (a.xattrs === b.xattrs || JSON.stringify(a.xattrs) === JSON.stringify(b.xattrs));
 }
 
 /** The stats standard input is stored with: a regular file (rw-r--r--) of this process's user, made now. */

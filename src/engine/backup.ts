@@ -146,7 +146,7 @@ class BackupRun {
     this.r.parent = this.parent?.id ?? null;
     if (opts.estimate) await this.estimate(present);
 
-    const meta: SnapshotMeta = { host: this.host, tags: opts.tags ?? [], paths: this.sources, ...(this.parent ? { parent: this.parent.id } : {}) };
+    const meta: SnapshotMeta = { host: this.host, tags: opts.tags ?? [], paths: this.sources, ...(this.parent ? { parent: this.parent.id } : {}), ...(opts.noXattrs ? {} : { xattrs: true as const }) };
     // The snapshot inherits its parent's versions: only changed files get rows, and removed ones tombstones.
     const dry = opts.dryRun === true;
     const seq = dry ? 0 : await service.beginSnapshot(this.id, this.time, lineage, repo.keyring.sealJson(meta, metaAad(this.id)), this.parent?.row.seq ?? null, leaseId, this.parent !== undefined);
@@ -179,6 +179,7 @@ class BackupRun {
       const plan = buildPlan(present);
       const rootStat = await fs.lstat('/', { bigint: true });
       const root = await walker.saveNode('/', '/', rootStat, this.parent?.root, plan);
+      walker.finish();
       await sink.drain();
       if (dry) {
         this.r.dryRun = true;

@@ -21,7 +21,8 @@ import { SealPool } from '../workers/pool.js';
 import { emptyResult, type BackupResult } from './backup-context.js';
 import { BlockSink, MAX_IN_FLIGHT } from './block-sink.js';
 import { metaAad, Snapshot, snapshotRowByPrefix, type SnapshotMeta, type SnapshotRecord } from './snapshot.js';
-import { encodeTree, findEntry, goneFiles, MAX_TREE_DEPTH, type Tree, type TreeEntry } from './tree.js';
+import { encodeTree, findEntry, goneFiles, MAX_TREE_DEPTH, type SpecialType, type Tree, type TreeEntry } from './tree.js';
+import type { XattrList } from '../util/xattrs.js';
 import { VersionBatch, type SealedEntry, type VersionWriter } from './versions.js';
 import { verifier } from './verify.js';
 
@@ -32,6 +33,8 @@ export interface ChangedStats {
   uid: number;
   gid: number;
   mtimeNs: bigint;
+  /** Extended attributes it keeps (those of the parent snapshot's entry it came from). */
+  xattrs?: XattrList;
   /**
    * True when this is exactly the parent snapshot's entry at the same path
    * (for a directory: and everything below it): it is then inherited as it is.
@@ -63,7 +66,14 @@ export interface ChangedLink extends ChangedStats {
   target: string;
 }
 
-export type ChangedNode = ChangedDir | ChangedFile | ChangedLink;
+/** A FIFO or device node of the parent snapshot (a writable mount makes none: it renames, removes or chmods them). */
+export interface ChangedSpecial extends ChangedStats {
+  type: SpecialType;
+  /** A device's number. */
+  rdev?: bigint;
+}
+
+export type ChangedNode = ChangedDir | ChangedFile | ChangedLink | ChangedSpecial;
 
 export interface CommitOptions {
   /** Snapshot time in ms (default: now). */
@@ -216,7 +226,8 @@ class CommitRun {
       const before = prevTree ? findEntry(prevTree, c.name) : undefined;
       if (c.type === 'dir') entries.push(await this.dir(p, c, before, depth + 1));
       else if (c.type === 'file') entries.push(await this.file(p, c, before));
-      else entries.push(c.unchanged && before?.type === 'symlink' ? before : { ...stats(c, before), type: 'symlink', target: c.target });
+      else if (c.type === 'symlink') entries.push(c.unchanged && before?.type === 'symlink' ? before : { ...stats(c, before), type: 'symlink', target: c.target });
+      else entries.push(c.unchanged && before?.type === c.type ? before : { ...stats(c, before), type: c.type, ...(c.rdev !== undefined ? { rdev: c.rdev.toString() } : {}) });
     }
     if (prevTree) await this.tombstones(at, prevTree, new Map(entries.map((e) => [e.name, e.type])));
     this.r.dirs++;
@@ -352,5 +363,6 @@ class CommitRun {
 /** A tree entry's common fields for a changed node; the inode of the entry it replaces is kept. */
 function stats(node: ChangedStats, prev: TreeEntry | undefined): Omit<TreeEntry, 'type'> {
   const ns = node.mtimeNs.toString();
-  return { name: node.name, mode: node.mode, uid: node.uid, gid: node.gid, mtimeNs: ns, ctimeNs: ns, ino: prev?.ino ?? '0', size: 0 };
+  const xattrs = node.xattrs && node.xattrs.length > 0 ? { xattrs: node.xattrs.map(([n, v]): [string, string] => [n, v.toString('base64')]) } : {};
+  return { name: node.name, mode: node.mode, uid: node.uid, gid: node.gid, mtimeNs: ns, ctimeNs: ns, ino: prev?.ino ?? '0', size: 0, ...xattrs };
 }

@@ -1,6 +1,7 @@
 /**
- * Diff: what changed between two snapshots. Files and symlinks added,
- * removed, changed, or changed only in their metadata; and for a changed
+ * Diff: what changed between two snapshots. Files, symlinks, FIFOs and
+ * device nodes added, removed, changed, or changed only in their metadata
+ * (extended attributes included); and for a changed
  * file, which bytes are new, worked out from the two versions' TOCs alone.
  *
  * Each version resolves to pieces of stored blocks (block id, place in the
@@ -16,7 +17,7 @@ import type { Repository } from '../repo/repository.js';
 import { storedVersion } from './read.js';
 import type { Piece } from '../catalog/resolve.js';
 import type { Snapshot } from './snapshot.js';
-import type { EntryType, TreeEntry } from './tree.js';
+import { isSpecial, type EntryType, type TreeEntry } from './tree.js';
 
 /** An inclusive byte range. */
 export type Range = [start: number, end: number];
@@ -36,6 +37,9 @@ export interface ChangedFile extends DiffEntry {
   /** A symlink's targets. */
   target1?: string;
   target2?: string;
+  /** A device's numbers (st_rdev, decimal). */
+  rdev1?: string;
+  rdev2?: string;
 }
 
 export interface DiffResult {
@@ -44,7 +48,7 @@ export interface DiffResult {
   added: DiffEntry[];
   removed: DiffEntry[];
   changed: ChangedFile[];
-  /** Same content, other mode, owner or modification time. */
+  /** Same content, other mode, owner, modification time or extended attributes. */
   metadata: DiffEntry[];
   /** The total length of the changed files' `ranges`. */
   bytesChanged: number;
@@ -86,13 +90,19 @@ async function listAll(snap: Snapshot, p: string, e: TreeEntry, into: DiffEntry[
 }
 
 function sameMetadata(x: TreeEntry, y: TreeEntry): boolean {
-  return x.mode === y.mode && x.uid === y.uid && x.gid === y.gid && x.mtimeNs === y.mtimeNs;
+  return x.mode === y.mode && x.uid === y.uid && x.gid === y.gid && x.mtimeNs === y.mtimeNs && JSON.stringify(x.xattrs ?? []) === JSON.stringify(y.xattrs ?? []);
 }
 
 async function diffLeaf(repo: Repository, a: Snapshot, b: Snapshot, p: string, x: TreeEntry, y: TreeEntry, r: DiffResult): Promise<void> {
   if (x.type === 'symlink') {
     if (x.target !== y.target) r.changed.push({ path: p, type: 'symlink', size1: x.size, size2: y.size, ranges: [], replaced: [], target1: x.target!, target2: y.target! });
     else if (!sameMetadata(x, y)) r.metadata.push({ path: p, type: 'symlink' });
+    return;
+  }
+  if (isSpecial(x.type)) {
+    // A FIFO or device holds no data: a device whose number changed is another device.
+    if (x.rdev !== y.rdev) r.changed.push({ path: p, type: x.type, size1: 0, size2: 0, ranges: [], replaced: [], rdev1: x.rdev!, rdev2: y.rdev! });
+    else if (!sameMetadata(x, y)) r.metadata.push({ path: p, type: x.type });
     return;
   }
   const [va, vb] = await Promise.all([storedVersion(a, p, x), storedVersion(b, p, y)]);

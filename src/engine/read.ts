@@ -11,7 +11,7 @@ import { Snapshot } from './snapshot.js';
 import type { When } from '../util/when.js';
 import { resolveRange as resolveByteRange, type RangeSpec } from '../util/range.js';
 import { entryVersion, IN_ENTRY, verifiedPieces, verifier, type BoundVersion } from './verify.js';
-import type { TreeEntry } from './tree.js';
+import { TYPE_NAMES, type TreeEntry } from './tree.js';
 
 export interface StoredFile {
   path: string;
@@ -33,7 +33,7 @@ export async function openFile(snapshot: Snapshot, absPath: string): Promise<Sto
 /** openFile() of an entry already looked up. */
 export async function openEntry(snapshot: Snapshot, absPath: string, entry: TreeEntry): Promise<StoredFile> {
   if (entry.type === 'dir') throw new StrataError('is_directory', `${absPath} is a directory`);
-  if (entry.type !== 'file') throw new StrataError('not_file', `${absPath} is a ${entry.type}, not a file`);
+  if (entry.type !== 'file') throw new StrataError('not_file', `${absPath} is a ${TYPE_NAMES[entry.type]}, not a file: it holds no data`);
   // A file of one block is read by its entry alone: no catalog lookup down the snapshot's chain.
   if (entry.block && entry.size > 0) return { path: absPath, entry, version: entryVersion(snapshot, absPath, { ...entry, block: entry.block }, snapshot.repo) };
   return { path: absPath, entry, version: await storedVersion(snapshot, absPath, entry) };

@@ -21,10 +21,13 @@ import { interrupted, StrataError, usageError } from '../errors.js';
 import { ExcludeMatcher } from '../util/glob.js';
 import { isHole } from '../util/holes.js';
 import { osPath, readNames } from '../util/names.js';
+import { makeNode } from '../util/nodes.js';
+import { ACCESS_ACL, DEFAULT_ACL, dropXattr, hasXattr, writeXattrs } from '../util/xattrs.js';
 import type { Repository } from '../repo/repository.js';
 import { SmallFileWriter, unpackVersion } from './unpack.js';
 import { isWithin, splitPath, Snapshot } from './snapshot.js';
 import { SnapshotTree, type Entry, type VersionFile } from './snapshot-tree.js';
+import { isSpecial, TYPE_NAMES, type EntryType } from './tree.js';
 
 export const OVERWRITE_POLICIES = ['always', 'if-changed', 'never'] as const;
 export type OverwritePolicy = (typeof OVERWRITE_POLICIES)[number];
@@ -51,6 +54,18 @@ export interface RestoreOptions {
   /** Given, the bytes of the files selected are counted first (a walk of the trees when paths or filters narrow the selection). */
   onTotal?: (bytes: number) => void;
   onConflict?: (c: RestoreConflict) => void;
+  /** Extended attributes are not set. */
+  noXattrs?: boolean;
+  /** Told of each thing that could not be restored, as it is found. */
+  onNotRestored?: (n: NotRestored) => void;
+}
+
+/** Something of the snapshot that this restore could not make: a device node (not as root), an extended attribute. */
+export interface NotRestored {
+  path: string;
+  /** What of it: "character device", "block device", "FIFO", or "extended attribute NAME". */
+  what: string;
+  reason: string;
 }
 
 export interface RestoreConflict {
@@ -72,12 +87,18 @@ export interface RestoreResult {
   files: number;
   dirs: number;
   symlinks: number;
+  /** FIFOs and device nodes made. */
+  specials: number;
+  /** Extended attributes set. */
+  xattrs: number;
   bytes: number;
   /** Files and symlinks (and directories with what is below them) left as they were by the policy. */
   skipped: number;
   deleted: number;
   /** Non-empty directories left where a file or symlink belongs. */
   conflicts: RestoreConflict[];
+  /** What could not be made or set (exit 3): device nodes when not root, extended attributes the target refused. */
+  notRestored: NotRestored[];
   /** With `dryRun`: what would be done (entries that would be kept as they are are only counted). */
   actions?: RestoreAction[];
   durationMs: number;
@@ -98,10 +119,13 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
     files: 0,
     dirs: 0,
     symlinks: 0,
+    specials: 0,
+    xattrs: 0,
     bytes: 0,
     skipped: 0,
     deleted: 0,
     conflicts: [],
+    notRestored: [],
     ...(dryRun ? { actions: [] } : {}),
     durationMs: 0,
   };
@@ -135,9 +159,33 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
   let stripDepth = 0;
   const destOf = (abs: string) => path.join(base, ...splitPath(abs).slice(stripDepth));
 
+  const missed = (n: NotRestored) => {
+    result.notRestored.push(n);
+    opts.onNotRestored?.(n);
+  };
+  /**
+   * A new entry takes its directory's default ACL, but a directory this
+   * restore makes or enters has it only once the restore ends (see
+   * ensureDir's caller): only the target's own can be taken, by what is
+   * made right in it. That ACL is removed from what had none.
+   */
+  const inheritsAcl = !opts.noXattrs && !dryRun && hasXattr(base, true, DEFAULT_ACL);
+  const inheriting = (dest: string) => inheritsAcl && path.dirname(dest) === base;
+  /** An entry's extended attributes, set on what is at `dest` (after its data and owner, before its times). */
+  const setXattrs = (dest: string, entry: Entry) => {
+    if (opts.noXattrs || dryRun) return;
+    const attrs = entry.xattrs;
+    const dir = entry.type === 'dir';
+    if (inheriting(dest) && !attrs.some(([name]) => name === ACCESS_ACL)) dropXattr(dest, dir, ACCESS_ACL);
+    if (attrs.length === 0) return;
+    const failed = writeXattrs(dest, dir, attrs);
+    result.xattrs += attrs.length - failed.length;
+    for (const f of failed) missed({ path: dest, what: `extended attribute ${f.name}`, reason: f.reason });
+  };
+
   const act = (action: RestoreAction['action'], dest: string, type: string) => result.actions?.push({ action, path: dest, type });
   const conflict = (dest: string, entry: Entry) => {
-    const c = { path: dest, reason: `a non-empty directory is where the snapshot has a ${entry.type}; left as it is (--delete replaces it)` };
+    const c = { path: dest, reason: `a non-empty directory is where the snapshot has a ${TYPE_NAMES[entry.type]}; left as it is (--delete replaces it)` };
     result.conflicts.push(c);
     act('conflict', dest, entry.type);
     opts.onConflict?.(c);
@@ -278,6 +326,8 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
       if (!dryRun) {
         // What was not a directory was removed above.
         await ensureDir(dest, { st: st?.isDirectory() ? st : undefined });
+        // Its own default ACL (if it has one) is set at the end: until then, what is made in it must not take one.
+        if (!opts.noXattrs) dropXattr(dest, true, DEFAULT_ACL);
         dirTimes.push({ dest, entry });
       }
       result.dirs++;
@@ -287,7 +337,10 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
       if (st && !(await clearWay(dest, st, entry))) return;
       if (!st) act('create', dest, entry.type);
       if (entry.type === 'symlink') result.symlinks++;
-      else {
+      else if (isSpecial(entry.type)) {
+        if (entry.type !== 'fifo' && !asRoot) missed({ path: dest, what: TYPE_NAMES[entry.type], reason: DEVICES_AS_ROOT });
+        else result.specials++;
+      } else {
         result.files++;
         result.bytes += entry.size;
       }
@@ -302,9 +355,38 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
         await fs.symlink(osPath(entry.target ?? ''), at);
       }
       if (asRoot) await fs.lchown(at, entry.uid, entry.gid).catch(() => {});
+      setXattrs(dest, entry);
       const t = seconds(entry.mtimeNs);
       await fs.lutimes(at, t, t).catch(() => {});
       result.symlinks++;
+    } else if (isSpecial(entry.type)) {
+      if (entry.type !== 'fifo' && !asRoot) {
+        missed({ path: dest, what: TYPE_NAMES[entry.type], reason: DEVICES_AS_ROOT });
+        return;
+      }
+      const make = () => makeNode(dest, entry.type as 'fifo' | 'chardev' | 'blockdev', entry.mode, entry.rdev);
+      try {
+        try {
+          await make();
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+          const st = await existing(dest);
+          if (st && !(await clearWay(dest, st, entry))) return;
+          await make();
+        }
+      } catch (e) {
+        // A container without the right to make devices, a file system that makes no FIFOs.
+        missed({ path: dest, what: TYPE_NAMES[entry.type], reason: (e as Error).message });
+        return;
+      }
+      const at = osPath(dest);
+      // By path, never through a handle: opening a FIFO waits for a writer. lchown and lutimes follow
+      // no link; the mode was given to mknod (and no chmod follows: it would follow a link put here since).
+      if (asRoot) await fs.lchown(at, entry.uid, entry.gid).catch(() => {});
+      setXattrs(dest, entry);
+      const t = seconds(entry.mtimeNs);
+      await fs.lutimes(at, t, t).catch(() => {});
+      result.specials++;
     } else {
       // Created here, right after its directory was checked; looked up and written off this
       // loop: a tree of small files is bound by round trips through the thread pool, which overlap.
@@ -383,7 +465,8 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
         flush();
       }
       // (The last piece is always written, so holes never cut a file short.)
-      setMetadata(fd, entry, asRoot, true);
+      // A file made under a default ACL has its mode from the ACL, not the umask: set it.
+      setMetadata(fd, entry, asRoot, !inheriting(dest), () => setXattrs(dest, entry));
     } catch (e) {
       // A file cut short by a damaged repository must not pass for the real one.
       await fs.rm(osPath(dest), { force: true }).catch(() => {});
@@ -437,7 +520,7 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
   // Directory modes and times last (writing inside a directory changes its mtime).
   for (let i = dirTimes.length - 1; i >= 0; i--) {
     const { dest, entry } = dirTimes[i]!;
-    setDirMetadata(dest, entry, asRoot);
+    setDirMetadata(dest, entry, asRoot, () => setXattrs(dest, entry));
   }
   result.durationMs = Math.round(performance.now() - started);
   return result;
@@ -445,6 +528,7 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
 
 /** True when a file or symlink at `dest` is the snapshot's entry by type, size and modification time (a symlink: by target). */
 async function unchanged(dest: string, st: BigIntStats, entry: Entry): Promise<boolean> {
+  if (isSpecial(entry.type)) return typeOfStat(st) === entry.type && (entry.type === 'fifo' || st.rdev === entry.rdev);
   if (entry.type === 'symlink') return st.isSymbolicLink() && (await fs.readlink(osPath(dest))).toString() === (entry.target ?? '');
   if (!st.isFile() || st.size !== BigInt(entry.size)) return false;
   // Times are set to the microsecond (utimes takes seconds as a double).
@@ -467,6 +551,19 @@ async function checkParent(dir: string, base: string): Promise<void> {
   }
 }
 
+const DEVICES_AS_ROOT = 'device nodes are made only when restoring as root';
+
+/** The type of what is on disk, in a tree entry's words. */
+function typeOfStat(st: BigIntStats): EntryType | undefined {
+  if (st.isFile()) return 'file';
+  if (st.isDirectory()) return 'dir';
+  if (st.isSymbolicLink()) return 'symlink';
+  if (st.isFIFO()) return 'fifo';
+  if (st.isCharacterDevice()) return 'chardev';
+  if (st.isBlockDevice()) return 'blockdev';
+  return undefined;
+}
+
 /** The mode a new file gets from open(2) when asked for `mode`. */
 const UMASK = process.umask();
 
@@ -475,7 +572,7 @@ const UMASK = process.umask();
  * close: for a tree of small files, a round trip through the thread pool
  * per call cost more than the call.
  */
-function setMetadata(fd: number, entry: Entry, asRoot: boolean, created = false): void {
+function setMetadata(fd: number, entry: Entry, asRoot: boolean, created = false, beforeTimes?: () => void): void {
   if (asRoot) {
     try {
       fchownSync(fd, entry.uid, entry.gid);
@@ -486,12 +583,14 @@ function setMetadata(fd: number, entry: Entry, asRoot: boolean, created = false)
   // A file made with its mode needs no chmod, unless the umask took bits away or it has setuid, setgid or sticky bits (chown clears some).
   const mode = entry.mode & 0o7777;
   if (!created || mode !== (mode & 0o777 & ~UMASK)) fchmodSync(fd, mode);
+  // Extended attributes after the owner (chown drops file capabilities) and the mode (an ACL's mask is the group's bits).
+  beforeTimes?.();
   const t = seconds(entry.mtimeNs);
   futimesSync(fd, t, t);
 }
 
 /** Through a handle that cannot be a symlink's target: the path may have been replaced by a link since. */
-function setDirMetadata(dest: string, entry: Entry, asRoot: boolean): void {
+function setDirMetadata(dest: string, entry: Entry, asRoot: boolean, beforeTimes: () => void): void {
   let fd: number;
   try {
     fd = openSync(osPath(dest), constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
@@ -500,7 +599,7 @@ function setDirMetadata(dest: string, entry: Entry, asRoot: boolean): void {
     return;
   }
   try {
-    setMetadata(fd, entry, asRoot);
+    setMetadata(fd, entry, asRoot, false, beforeTimes);
   } catch {
     // A mode or time the file system refuses: the directory stays as it is.
   } finally {

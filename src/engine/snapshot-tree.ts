@@ -26,12 +26,14 @@ import { openEntry, planRead, readRange, storedVersion } from './read.js';
 export { absolutePath } from './read.js';
 import { findSnapshot, listSnapshots, type Snapshot, type SnapshotMeta } from './snapshot.js';
 import { isOrdered, type EntryType, type Tree, type TreeEntry } from './tree.js';
+import type { XattrList } from '../util/xattrs.js';
 import { missingFrom, type Range } from './diff.js';
 import { checkTocRows, IN_ENTRY, verifiedPieces, verifier, type BoundVersion, type SourcedPiece } from './verify.js';
 import type { DatasetType } from './datasets.js';
 import { manifestEntries, type DatasetEntry } from './manifest.js';
 
-export type { EntryType, DecodedCacheStats, Range, RangeSpec, When };
+export type { EntryType, DecodedCacheStats, Range, RangeSpec, When, XattrList };
+export { isSpecial, TYPE_NAMES } from './tree.js';
 export { DEFAULT_DECODED_CACHE_BYTES };
 
 /** Which snapshot a tree shows; by default the latest. */
@@ -46,7 +48,7 @@ export interface TreeSelector {
 
 let rawOf!: (e: Entry, snapshot: Snapshot) => TreeEntry | undefined;
 
-/** A file, directory or symlink of a snapshot, with its stats as stored. */
+/** A file, directory, symlink, FIFO or device node of a snapshot, with its stats as stored. */
 export class Entry {
   readonly #raw: TreeEntry;
   readonly #snapshot: Snapshot;
@@ -115,6 +117,17 @@ export class Entry {
   /** A symlink's target; undefined for anything else. */
   get target(): string | undefined {
     return this.#raw.type === 'symlink' ? this.#raw.target : undefined;
+  }
+
+  /** A character or block device's number (st_rdev); undefined for anything else. */
+  get rdev(): bigint | undefined {
+    const r = this.#raw;
+    return (r.type === 'chardev' || r.type === 'blockdev') && r.rdev !== undefined ? BigInt(r.rdev) : undefined;
+  }
+
+  /** Extended attributes as stored, [name, value] in name order (none when the backup kept none). */
+  get xattrs(): XattrList {
+    return (this.#raw.xattrs ?? []).map(([name, value]) => [name, Buffer.from(value, 'base64')]);
   }
 }
 
@@ -636,6 +649,7 @@ function pieceAt(pieces: readonly Piece[], at: number): number {
 async function contentOf(s: Snapshot, abs: string, raw: TreeEntry): Promise<string> {
   if (raw.type === 'dir') return `dir ${raw.tree}`;
   if (raw.type === 'symlink') return `symlink ${raw.target}`;
+  if (raw.type !== 'file') return `${raw.type} ${raw.rdev ?? ''}`;
   const v = await storedVersion(s, abs, raw);
   // A file of one block is named by it (format 3: no sealed TOC); any other by its sealed TOC.
   return raw.block ? `block ${raw.block}` : `file ${v.bound.truth.id?.toString('hex') ?? 'empty'}`;

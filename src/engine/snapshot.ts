@@ -17,6 +17,8 @@ export interface SnapshotMeta {
   tags: string[];
   paths: string[];
   parent?: string;
+  /** The backup read extended attributes: an entry without any had none (absent: not read, by --no-xattrs or an older strata). */
+  xattrs?: true;
   stats?: { files: number; dirs: number; bytes: number; bytesAdded: number };
   /** How many sources, files and directories the backup could not read (absent: none; the backup exited 3). */
   unreadable?: number;

@@ -6,8 +6,20 @@
  */
 import type { EntryStat } from '../util/stat.js';
 import { integrity } from '../errors.js';
+import { isKeptXattr, XATTR_ENTRY_BYTES } from '../util/xattrs.js';
 
-export type EntryType = 'file' | 'dir' | 'symlink';
+/** FIFOs and character and block devices: nodes that hold no data, only their stats (and a device's number). */
+export type SpecialType = 'fifo' | 'chardev' | 'blockdev';
+export type EntryType = 'file' | 'dir' | 'symlink' | SpecialType;
+
+export const SPECIAL_TYPES: readonly SpecialType[] = ['fifo', 'chardev', 'blockdev'];
+
+export function isSpecial(type: EntryType): type is SpecialType {
+  return type === 'fifo' || type === 'chardev' || type === 'blockdev';
+}
+
+/** What a person calls each type, in messages. */
+export const TYPE_NAMES: Record<EntryType, string> = { file: 'file', dir: 'directory', symlink: 'symlink', fifo: 'FIFO', chardev: 'character device', blockdev: 'block device' };
 
 export interface TreeEntry {
   name: string;
@@ -30,8 +42,8 @@ export interface TreeEntry {
   /** Subtree id (hex) of a directory. */
   tree?: string;
   /**
-   * A directory of files only, some of which carry `block` or
-   * `parentContent`: the id its tree would have without those fields (keyed,
+   * A directory of files only, some of which carry `block`, `toc`,
+   * `parentContent` or `xattrs`: the id its tree would have without those fields (keyed,
    * as a tree id is). The next backup makes that id from the stats alone and,
    * when it matches, reuses the tree without reading it. Absent when it
    * would equal `tree`.
@@ -39,6 +51,8 @@ export interface TreeEntry {
   leaf?: string;
   /** Target of a symlink. */
   target?: string;
+  /** A character or block device's number (st_rdev, decimal). */
+  rdev?: string;
   /**
    * A file whose stats changed but whose content, read again, is its version
    * in the parent snapshot: it has no version of its own. The mark
@@ -59,7 +73,15 @@ export interface TreeEntry {
    * that stored it. Only a hint: a forget may reseal the TOC under a new id.
    */
   toc?: string;
+  /**
+   * Extended attributes (util/xattrs.ts says which): [name, value in
+   * base64] pairs in name order, at most XATTR_ENTRY_BYTES in all. Absent
+   * when there are none (or the backup was told not to read them).
+   */
+  xattrs?: Xattrs;
 }
+
+export type Xattrs = [name: string, base64: string][];
 
 export interface Tree {
   entries: TreeEntry[];
@@ -71,10 +93,11 @@ export interface Tree {
  * itself (no entry carries more) or it holds something other than files.
  */
 export function leafId(entries: readonly TreeEntry[], hash: { update(piece: string): void; digest(): Buffer }): string | undefined {
-  if (!entries.some((e) => e.block !== undefined || e.toc !== undefined || e.parentContent !== undefined) || entries.some((e) => e.type !== 'file')) return undefined;
+  if (!entries.some((e) => e.block !== undefined || e.toc !== undefined || e.parentContent !== undefined || e.xattrs !== undefined) || entries.some((e) => e.type !== 'file')) return undefined;
   hash.update('{"entries":[');
   entries.forEach((e, i) => {
-    const { block: _b, toc: _t, parentContent: _p, ...stats } = e;
+    // Attributes too: a file whose stats (its ctime among them) are unchanged has its attributes unchanged.
+    const { block: _b, toc: _t, parentContent: _p, xattrs: _x, ...stats } = e;
     hash.update((i > 0 ? ',' : '') + JSON.stringify(stats));
   });
   hash.update(']}');
@@ -148,18 +171,40 @@ const isDecimal = (s: unknown) => typeof s === 'string' && DECIMAL.test(s);
 
 /** What makes an entry unusable, if anything: restore and ls trust every field below. */
 function entryProblem(e: TreeEntry): string | undefined {
-  if (e.type !== 'file' && e.type !== 'dir' && e.type !== 'symlink') return 'has unknown type';
+  if (e.type !== 'file' && e.type !== 'dir' && e.type !== 'symlink' && !isSpecial(e.type)) return `has an unknown type ${JSON.stringify(e.type)} (written by a newer strata?)`;
   if (!isCount(e.size)) return 'has an invalid size';
   if (!isCount(e.mode) || !isCount(e.uid) || !isCount(e.gid)) return 'has an invalid mode or owner';
   if (!isDecimal(e.mtimeNs) || !isDecimal(e.ctimeNs) || !isDecimal(e.ino)) return 'has an invalid time or inode';
   if (e.type === 'dir' && !(typeof e.tree === 'string' && TREE_ID.test(e.tree))) return 'has an invalid subtree id';
   if (e.leaf !== undefined && !(e.type === 'dir' && typeof e.leaf === 'string' && TREE_ID.test(e.leaf))) return 'has an invalid leaf id';
   if (e.type === 'symlink' && !(typeof e.target === 'string' && e.target.length > 0 && !e.target.includes('\0'))) return 'has an invalid link target';
+  if ((e.rdev !== undefined || e.type === 'chardev' || e.type === 'blockdev') && !((e.type === 'chardev' || e.type === 'blockdev') && isDecimal(e.rdev) && !e.rdev!.startsWith('-'))) return 'has an invalid device number';
+  if (e.xattrs !== undefined && !validXattrs(e.xattrs, e.type)) return 'has invalid extended attributes';
   if ((e.links !== undefined || e.dev !== undefined) && !(e.type === 'file' && Number.isSafeInteger(e.links) && e.links! >= 2 && isDecimal(e.dev))) return 'has an invalid hard link count or device';
   if (e.parentContent !== undefined && !(typeof e.parentContent === 'string' && CONTENT_MARK.test(e.parentContent) && e.type === 'file')) return 'has an invalid parentContent mark';
   if (e.block !== undefined && !(typeof e.block === 'string' && TREE_ID.test(e.block) && e.type === 'file' && e.size > 0 && e.parentContent === undefined)) return 'has an invalid block id';
   if (e.toc !== undefined && !(typeof e.toc === 'string' && TREE_ID.test(e.toc) && e.type === 'file' && e.block === undefined)) return 'has an invalid TOC id';
   return undefined;
+}
+
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/** Pairs of a kept name and canonical base64, names strictly ascending (hence unique), within the bound. */
+function validXattrs(x: unknown, type: EntryType): boolean {
+  if (!Array.isArray(x) || x.length === 0) return false;
+  let bytes = 0;
+  let before = '';
+  for (const pair of x as unknown[]) {
+    if (!Array.isArray(pair) || pair.length !== 2) return false;
+    const [name, value] = pair as unknown[];
+    if (typeof name !== 'string' || typeof value !== 'string' || !isKeptXattr(name) || !(name > before)) return false;
+    if (name === 'system.posix_acl_default' && type !== 'dir') return false;
+    if (value.length % 4 !== 0 || !BASE64.test(value)) return false;
+    bytes += name.length + (value.length / 4) * 3 - (value.endsWith('==') ? 2 : value.endsWith('=') ? 1 : 0);
+    if (bytes > XATTR_ENTRY_BYTES) return false;
+    before = name;
+  }
+  return true;
 }
 
 /**

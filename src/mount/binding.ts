@@ -23,6 +23,8 @@ export interface FuseStats {
   ino?: number;
   blksize?: number;
   blocks?: number;
+  /** A device node's number. */
+  rdev?: number | bigint;
   atime: { seconds: number; nanoseconds: number };
   mtime: { seconds: number; nanoseconds: number };
   ctime: { seconds: number; nanoseconds: number };

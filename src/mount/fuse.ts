@@ -71,6 +71,8 @@ function entryStats(e: Entry, root?: SnapshotTree): FuseStats {
     gid: e.gid,
     size,
     nlink: e.type === 'dir' ? 2 : 1,
+    // A FIFO or device shows as one (its mode says which); the kernel, not this mount, answers its opens.
+    ...(e.rdev !== undefined ? { rdev: e.rdev } : {}),
     blksize: 128 * 1024,
     blocks: Math.ceil(size / 512),
     atime: t,

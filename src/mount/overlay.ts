@@ -25,7 +25,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { StrataError } from '../errors.js';
 import { commitChanges, type ChangedNode, type CommitOptions, type CommitResult } from '../engine/commit.js';
-import { SnapshotTree, type VersionFile } from '../engine/snapshot-tree.js';
+import { isSpecial, SnapshotTree, type EntryType, type VersionFile, type XattrList } from '../engine/snapshot-tree.js';
 import { OpenFiles } from './handles.js';
 import { storedPath } from './names.js';
 import { processAlive } from '../util/process.js';
@@ -47,9 +47,10 @@ const JOURNAL = 'journal';
 /** Data files kept open at once. */
 const OPEN_DATA_FILES = 64;
 
-type Kind = 'file' | 'dir' | 'symlink';
+/** What a node is: a mount makes files, directories and symlinks; FIFOs and devices come from the snapshot only. */
+type Kind = EntryType;
 
-/** A file, directory or symlink of the changed tree. */
+/** A file, directory, symlink, FIFO or device node of the changed tree. */
 export class Node {
   /** Changed itself (its bytes, stats, or for a directory its names). */
   touched = false;
@@ -67,6 +68,10 @@ export class Node {
   /** Its snapshot version's reader that fetches ahead (handles.ts), while it is open. */
   stream?: number;
   target?: string;
+  /** A device's number (from the snapshot). */
+  rdev?: bigint;
+  /** Extended attributes of the snapshot's entry it came from. */
+  xattrs?: XattrList;
 
   constructor(
     readonly type: Kind,
@@ -88,6 +93,9 @@ export class Node {
           const n = new Node(e.type, e.path, e.mode, e.uid, e.gid, e.mtimeNs);
           if (e.type === 'file') n.size = n.baseKept = e.size;
           if (e.type === 'symlink') n.target = e.target ?? '';
+          if (e.rdev !== undefined) n.rdev = e.rdev;
+          const x = e.xattrs;
+          if (x.length > 0) n.xattrs = x;
           map.set(e.name, n);
         }
       }
@@ -687,7 +695,7 @@ export class Overlay {
   }
 
   private changeSet(n: Node, name: string, at: string): ChangedNode {
-    const common = { name, mode: n.mode, uid: n.uid, gid: n.gid, mtimeNs: n.mtimeNs, unchanged: this.clean(n, at) };
+    const common = { name, mode: n.mode, uid: n.uid, gid: n.gid, mtimeNs: n.mtimeNs, unchanged: this.clean(n, at), ...(n.xattrs ? { xattrs: n.xattrs } : {}) };
     if (n.type === 'dir') {
       return {
         ...common,
@@ -696,6 +704,7 @@ export class Overlay {
       };
     }
     if (n.type === 'symlink') return { ...common, type: 'symlink', target: n.target ?? '' };
+    if (isSpecial(n.type)) return { ...common, type: n.type, ...(n.rdev !== undefined ? { rdev: n.rdev } : {}) };
     return { ...common, type: 'file', size: n.size, ...(n.base !== undefined ? { base: n.base } : {}), baseKept: n.base !== undefined ? n.baseKept : 0, dirty: n.extents, read: async (o, l) => this.read(n, o, l) };
   }
 
@@ -792,6 +801,6 @@ async function syncDir(dir: string): Promise<void> {
 
 /** Stats of a node as the mount shows them. */
 export function nodeStats(n: Node): { mode: number; uid: number; gid: number; size: number; mtimeNs: bigint } {
-  const size = n.type === 'file' ? n.size : n.type === 'symlink' ? Buffer.byteLength(n.target ?? '') : 4096;
+  const size = n.type === 'file' ? n.size : n.type === 'symlink' ? Buffer.byteLength(n.target ?? '') : n.type === 'dir' ? 4096 : 0;
   return { mode: n.mode, uid: n.uid, gid: n.gid, size, mtimeNs: n.mtimeNs };
 }

@@ -25,7 +25,7 @@ interface Timespec {
 function fuseStats(n: Node): FuseStats {
   const s = nodeStats(n);
   const t = timespec(s.mtimeNs);
-  return { mode: s.mode, uid: s.uid, gid: s.gid, size: s.size, nlink: n.type === 'dir' ? 2 : 1, blksize: 4096, blocks: Math.ceil(s.size / 512), atime: t, mtime: t, ctime: t };
+  return { mode: s.mode, uid: s.uid, gid: s.gid, size: s.size, nlink: n.type === 'dir' ? 2 : 1, ...(n.rdev !== undefined ? { rdev: n.rdev } : {}), blksize: 4096, blocks: Math.ceil(s.size / 512), atime: t, mtime: t, ctime: t };
 }
 
 /** The operations of a writable mount of `overlay`. */

@@ -35,6 +35,7 @@ export function register(program: Command): void {
     .option('--stdin-filename <name>', 'the name that file gets in the snapshot, right below / (default: stdin)')
     .option('-n, --dry-run', 'read and compare as a backup does, but store nothing; say what would be added')
     .option('--list', 'name each file stored anew (new, changed) and each file gone since the parent snapshot (removed)')
+    .option('--no-xattrs', 'do not store extended attributes (user.*, security.*, trusted.*, POSIX ACLs)')
     .action(async (given: string[], opts: BackupFlags, cmd: Command) => {
       const g = globals(cmd);
       const stdinPath = stdinSource(opts, given);
@@ -66,6 +67,7 @@ export function register(program: Command): void {
           parent: opts.parent,
           host: opts.host,
           force: opts.force,
+          noXattrs: opts.xattrs === false,
           dryRun: opts.dryRun,
           compressionLevel,
           stdinPath,
@@ -81,7 +83,7 @@ export function register(program: Command): void {
           if (!r.dryRun) line(r.snapshot);
         }
         else {
-          line(`Files: ${r.filesNew} new, ${r.filesChanged} changed, ${r.filesUnchanged} unchanged; ${plural(r.dirs, 'directory', 'directories')}`);
+          line(`Files: ${r.filesNew} new, ${r.filesChanged} changed, ${r.filesUnchanged} unchanged; ${plural(r.dirs, 'directory', 'directories')}${r.specials > 0 ? `; ${plural(r.specials, 'FIFO or device node', 'FIFOs and device nodes')}` : ''}`);
           if (r.filesExcluded + r.dirsExcluded > 0) line(`Left out: ${plural(r.filesExcluded, 'file')} larger than ${opts.excludeLargerThan}, ${plural(r.dirsExcluded, 'directory', 'directories')} with a marker file`);
           line(
             `Data:  ${formatBytes(r.bytesRead)} read, ${formatBytes(r.bytesAdded)} ${r.dryRun ? 'to add before compression' : 'added'} (${plural(r.blocksNew, 'new block')}, ${r.blocksReused} reused; ${plural(r.dataEntries, 'data entry', 'data entries')} + ${plural(r.refEntries, 'ref entry', 'ref entries')})`,
@@ -90,7 +92,11 @@ export function register(program: Command): void {
           else line(`snapshot ${chalk.bold(shortId(r.snapshot))} saved (${r.snapshot}) in ${(r.durationMs / 1000).toFixed(1)}s`);
         }
         if (r.incomplete) {
-          if (!g.json) warn(`${plural(r.warnings.filter((w) => !w.startsWith('skipping')).length, 'source')} could not be read; the snapshot is incomplete`);
+          if (!g.json) {
+            const sources = r.warnings.filter((w) => !w.startsWith('skipping')).length - r.xattrsLeftOut;
+            const what = [sources > 0 ? `${plural(sources, 'source')} could not be read` : '', r.xattrsLeftOut > 0 ? `${plural(r.xattrsLeftOut, 'extended attribute')} could not be kept` : ''].filter((x) => x);
+            warn(`${what.join(', ')}; the snapshot is incomplete`);
+          }
           process.exitCode = ExitCode.incomplete;
         }
       } finally {
@@ -117,6 +123,7 @@ interface BackupFlags {
   force?: boolean;
   dryRun?: boolean;
   list?: boolean;
+  xattrs?: boolean;
   stdin?: boolean;
   stdinFilename?: string;
   compression?: string;

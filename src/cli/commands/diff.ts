@@ -2,6 +2,8 @@
 import type { Command } from 'commander';
 import { diffSnapshots, type Range } from '../../engine/diff.js';
 import { findSnapshot } from '../../engine/snapshot.js';
+import { TYPE_NAMES } from '../../engine/snapshot-tree.js';
+import { deviceParts } from '../../util/nodes.js';
 import { formatBytes } from '../../util/size.js';
 import { parseWhen } from '../../util/when.js';
 import { globals, openRepo } from '../context.js';
@@ -30,6 +32,7 @@ export function register(program: Command): void {
         for (const e of r.removed) out.push(`- ${show(e.path, e.type)}`);
         for (const c of r.changed) {
           if (c.type === 'symlink') out.push(`M ${c.path} -> ${c.target2} (was -> ${c.target1})`);
+          else if (c.rdev1 !== undefined) out.push(`M ${c.path} (${TYPE_NAMES[c.type]} ${device(c.rdev1)} -> ${device(c.rdev2!)})`);
           else {
             out.push(`M ${c.path} (${c.size1} -> ${c.size2} bytes)`);
             if (c.ranges.length > 0) out.push(`    changed bytes ${ranges(c.ranges)}`);
@@ -47,4 +50,10 @@ export function register(program: Command): void {
         repo.close();
       }
     });
+}
+
+/** A device number as ls -l shows it: major, minor. */
+function device(rdev: string): string {
+  const { major, minor } = deviceParts(BigInt(rdev));
+  return `${major},${minor}`;
 }

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
-import { absolutePath, SnapshotTree, type Entry } from '../../engine/snapshot-tree.js';
+import { absolutePath, SnapshotTree, type Entry, type EntryType } from '../../engine/snapshot-tree.js';
+import { deviceParts as splitDevice } from '../../util/nodes.js';
 import { displayName } from '../../util/names.js';
 import { parseWhen } from '../../util/when.js';
 import { globals, openRepo } from '../context.js';
@@ -45,13 +46,26 @@ function toJson(e: Entry) {
     uid: e.uid,
     gid: e.gid,
     ...(e.type === 'symlink' ? { target: e.target } : {}),
+    ...(e.rdev !== undefined ? deviceParts(e.rdev) : {}),
+    ...(e.xattrs.length > 0 ? { xattrs: e.xattrs.map(([name]) => name) } : {}),
   };
 }
 
 function longLine(e: Entry): string {
-  const type = e.type === 'dir' ? 'd' : e.type === 'symlink' ? 'l' : '-';
+  const type = TYPE_LETTERS[e.type];
   const perms = [6, 3, 0].map((s) => ((e.mode >> s) & 4 ? 'r' : '-') + ((e.mode >> s) & 2 ? 'w' : '-') + ((e.mode >> s) & 1 ? 'x' : '-')).join('');
   const time = formatTime(e.mtime.getTime());
   const name = e.type === 'symlink' ? `${displayName(e.path)} -> ${displayName(e.target ?? '')}` : displayName(e.path);
-  return `${type}${perms} ${String(e.uid).padStart(5)} ${String(e.gid).padStart(5)} ${String(e.size).padStart(12)} ${time} ${name}`;
+  // A device's numbers where its size would be, as ls -l shows them.
+  const dev = e.rdev !== undefined ? deviceParts(e.rdev) : undefined;
+  const size = dev ? `${dev.major}, ${dev.minor}` : String(e.size);
+  return `${type}${perms} ${String(e.uid).padStart(5)} ${String(e.gid).padStart(5)} ${size.padStart(12)} ${time} ${name}`;
+}
+
+const TYPE_LETTERS: Record<EntryType, string> = { file: '-', dir: 'd', symlink: 'l', fifo: 'p', chardev: 'c', blockdev: 'b' };
+
+/** A device number as JSON: its major and minor parts. */
+function deviceParts(rdev: bigint): { major: number; minor: number } {
+  const { major, minor } = splitDevice(rdev);
+  return { major: Number(major), minor: Number(minor) };
 }

@@ -22,6 +22,7 @@ interface RestoreFlags {
   include?: string[];
   exclude?: string[];
   strip?: boolean;
+  xattrs?: boolean;
 }
 
 export function register(program: Command): void {
@@ -38,6 +39,7 @@ export function register(program: Command): void {
     .option('--include <glob>', 'restore only entries matching GLOB, and everything below a matching directory (repeatable)', collect)
     .option('--exclude <glob>', 'leave out entries matching GLOB, and everything below them (repeatable)', collect)
     .option('--strip', "restore the one PATH's contents straight into the target, without PATH's own directories")
+    .option('--no-xattrs', 'do not set extended attributes (user.*, security.*, trusted.*, POSIX ACLs)')
     .action(async (paths: string[], opts: RestoreFlags, cmd: Command) => {
       const g = globals(cmd);
       const when = parseWhen(opts.at);
@@ -57,13 +59,15 @@ export function register(program: Command): void {
           include: opts.include,
           exclude: opts.exclude,
           strip: opts.strip,
+          noXattrs: opts.xattrs === false,
           signal: interruptSignal(),
           onTotal: showProgress ? (bytes) => (total = bytes) : undefined,
           onProgress: (p) => progress.update(p.bytes + p.skippedBytes, total, `${p.files} files`),
           onConflict: g.json ? undefined : (c) => progress.warn(`${displayName(c.path)}: ${c.reason}`),
+          onNotRestored: g.json ? undefined : (n) => progress.warn(`${displayName(n.path)}: ${n.what} not restored: ${n.reason}`),
         });
         progress.stop();
-        if (r.conflicts.length > 0) process.exitCode = ExitCode.incomplete;
+        if (r.conflicts.length > 0 || r.notRestored.length > 0) process.exitCode = ExitCode.incomplete;
         if (g.json) printJson(r);
         else printRestore(r, g.quiet ?? false);
       } finally {
@@ -79,11 +83,13 @@ function printRestore(r: RestoreResult, quiet: boolean): void {
     lines(r.actions.map((a) => `${verb[a.action].padEnd(13)} ${displayName(a.path)}${a.type === 'dir' ? '/' : ''}`));
   }
   if (quiet) return;
-  const what = `${plural(r.files, 'file')}, ${plural(r.dirs, 'directory', 'directories')}, ${plural(r.symlinks, 'symlink')} (${formatBytes(r.bytes)})`;
+  const specials = r.specials > 0 ? `, ${plural(r.specials, 'FIFO or device node', 'FIFOs and device nodes')}` : '';
+  const what = `${plural(r.files, 'file')}, ${plural(r.dirs, 'directory', 'directories')}, ${plural(r.symlinks, 'symlink')}${specials} (${formatBytes(r.bytes)})`;
   const extra = [
     r.skipped > 0 ? `${r.skipped} left as they were (--overwrite ${r.overwrite})` : '',
     r.deleted > 0 || r.actions ? `${r.deleted} ${r.dryRun ? 'to delete' : 'deleted'}` : '',
     r.conflicts.length > 0 ? `${plural(r.conflicts.length, 'directory', 'directories')} in the way left alone` : '',
+    r.notRestored.length > 0 ? `${r.notRestored.length} not restored (named above)` : '',
   ].filter((x) => x);
   const tail = extra.length > 0 ? `; ${extra.join(', ')}` : '';
   if (r.dryRun) line(`would restore ${what} from snapshot ${shortId(r.snapshot)} to ${r.target}${tail}; nothing was written`);

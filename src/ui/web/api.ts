@@ -14,7 +14,8 @@ export interface Snapshot {
 export interface Entry {
   name: string;
   path: string;
-  type: 'file' | 'dir' | 'symlink';
+  /** fifo, chardev, blockdev: nodes that hold no data (shown, never opened). */
+  type: 'file' | 'dir' | 'symlink' | 'fifo' | 'chardev' | 'blockdev';
   size: number;
   mtime: number;
   mode: number;

@@ -273,7 +273,7 @@ function Browser(props: { at: string; path: string }) {
             <span role="gridcell" class="col-name">${e.type === 'dir' ? '📁 ' : e.type === 'symlink' ? '↪ ' : ''}${e.name}${e.type === 'symlink' ? ` → ${e.target}` : ''}</span>
             <span role="gridcell" class="col-size num">${e.type === 'file' ? bytes(e.size) : ''}</span>
             <span role="gridcell" class="col-mtime">${time(e.mtime)}</span>
-            <span role="gridcell" class="col-type">${e.type}</span>`
+            <span role="gridcell" class="col-type">${TYPE_LABELS[e.type] ?? e.type}</span>`
         : html`<span role="gridcell" class="col-name loading">…</span>`}
     </div>`);
   }
@@ -607,3 +607,6 @@ function App() {
 // The one-time token has done its work: it leaves the address bar and the history.
 if (location.search) history.replaceState(null, '', '/' + location.hash);
 render(html`<${App} />`, document.getElementById('app')!);
+
+/** The type column's words: a FIFO or a device is said, not shown as a file. */
+const TYPE_LABELS: Record<string, string> = { fifo: 'FIFO', chardev: 'char device', blockdev: 'block device' };
