@@ -790,6 +790,122 @@ suite('two strata serve over one bucket', () => {
   });
 });
 
+suite('forget, tag and prune through one server, seen at once through another', () => {
+  const rng = new Rng(2022);
+  const src = tempDir('strata-s3-maint-src-');
+  const big = path.join(src, 'big.bin');
+  const note = path.join(src, 'note.txt');
+  const url = `s3://${bucketName('maint')}/repo`;
+  const direct = cliClient(url);
+  const serverCache = tempDir('strata-s3-maint-servers-');
+  const serverEnv = { ...s3Env(), STRATA_CACHE_DIR: serverCache };
+  let A: Server;
+  let B: Server;
+  let tok: string;
+  let admin: string;
+  const via = (s: Server) => client(s.url, tok);
+  const ops = (s: Server) => client(s.url, admin);
+  const list = (env: NodeJS.ProcessEnv) => JSON.parse(strata(['snapshots', '--json'], env).stdout) as { id: string; tags: string[] }[];
+  /** big.bin and note.txt of each snapshot, as written. */
+  const versions: { big: Buffer; note: string }[] = [];
+  let ids: string[] = [];
+  /** Each snapshot's root tree (hex), as B has it. */
+  let roots: string[] = [];
+
+  beforeAll(async () => {
+    expect(strata(['init', '--scrypt-n', '1024'], direct.env).status).toBe(0);
+    const add = (name: string, role: string) => {
+      const r = strata(['token', 'add', name, '--role', role, '--json'], cliEnv(url, { ...serverEnv, STRATA_PASSWORD: undefined }));
+      expect(r.status, r.stderr).toBe(0);
+      return (JSON.parse(r.stdout) as { token: string }).token;
+    };
+    tok = add('ci', 'append');
+    admin = add('ops', 'admin');
+    [A, B] = await Promise.all([serve(url, 0, serverEnv), serve(url, 0, serverEnv)]);
+    // Three snapshots: the first's big.bin is its own (a whole new file after it), the later two share most of theirs.
+    for (const [i, s] of [A, A, B].entries()) {
+      const bytes = i === 2 ? Buffer.concat([versions[1]!.big.subarray(0, 1_500_000), rng.bytes(4000), versions[1]!.big.subarray(1_500_000)]) : rng.bytes(1_800_000 + i * 1000);
+      fs.writeFileSync(big, bytes);
+      fs.writeFileSync(note, `version ${i}\n`);
+      versions.push({ big: bytes, note: `version ${i}\n` });
+      const r = strata(['backup', src], via(s));
+      expect(r.status, r.stderr).toBe(0);
+    }
+    ids = list(direct.env).map((x) => x.id);
+    expect(ids).toHaveLength(3);
+  });
+
+  it('a tag and a forget through A are seen through B at once; what B reads of the others is byte-exact', async () => {
+    expect(list(via(B)).map((x) => x.id)).toEqual(ids);
+    const rows = (await (await fetch(`${B.url}/v1/snapshots`, { headers: { Authorization: `Bearer ${tok}` } })).json()) as { snapshots: { id: string; root: string }[] };
+    roots = ids.map((id) => rows.snapshots.find((x) => x.id === id)!.root);
+    const tagged = strata(['tag', ids[1]!, '--add', 'keep'], ops(A));
+    expect(tagged.status, tagged.stderr).toBe(0);
+    expect(list(via(B)).find((x) => x.id === ids[1])!.tags).toEqual(['keep']);
+    const forgot = strata(['forget', ids[0]!], ops(A));
+    expect(forgot.status, forgot.stderr).toBe(0);
+    expect(list(via(B)).map((x) => x.id)).toEqual(ids.slice(1));
+    for (const [i, id] of ids.entries()) {
+      if (i === 0) continue;
+      expect(strata(['cat', big, '--at', id], via(B)).raw.equals(versions[i]!.big)).toBe(true);
+      expect(strata(['cat', note, '--at', id], via(B)).stdout).toBe(versions[i]!.note);
+    }
+    // Tagged again through B, seen through A.
+    expect(strata(['tag', ids[2]!, '--add', 'last'], ops(B)).status).toBe(0);
+    expect(list(via(A)).find((x) => x.id === ids[2])!.tags).toEqual(['last']);
+  });
+
+  it('a prune through A: a restore through B of a kept snapshot is byte-exact, of the forgotten one a clean not-found; a backup through B goes on', async () => {
+    // B's catalog as it stands: the root tree of a kept snapshot, and of the forgotten one (its blocks still stored until the prune).
+    const get = (p: string) => fetch(`${B.url}${p}`, { headers: { Authorization: `Bearer ${tok}` } });
+    const rows = (await (await get('/v1/snapshots')).json()) as { snapshots: { id: string; root: string }[] };
+    const kept = rows.snapshots.find((x) => x.id === ids[1])!.root;
+    const keptBytes = Buffer.from(await (await get(`/v1/blocks/${kept}`)).arrayBuffer());
+    expect(keptBytes.length).toBeGreaterThan(0);
+    expect((await get(`/v1/blocks/${roots[0]}`)).status).toBe(200);
+    const pruned = strata(['prune', '--json'], ops(A));
+    expect(pruned.status, pruned.stderr).toBe(0);
+    const r = JSON.parse(pruned.stdout) as { deletedPacks: number; deletedBlocks: number };
+    expect(r.deletedBlocks).toBeGreaterThan(0);
+    expect(r.deletedPacks).toBeGreaterThan(0);
+    // Asked of B before anything makes it follow the journal: the kept one reads as before, byte for byte (wherever the prune put it).
+    const moved = await get(`/v1/blocks/${kept}`);
+    expect(moved.status).toBe(200);
+    expect(Buffer.from(await moved.arrayBuffer()).equals(keptBytes)).toBe(true);
+    // The forgotten snapshot's root tree is gone with its pack: not found, not other bytes.
+    const dropped = await get(`/v1/blocks/${roots[0]}`);
+    expect(dropped.status).toBe(404);
+    expect(((await dropped.json()) as { error: string }).error).toBe('not_found');
+    for (const i of [1, 2]) {
+      const target = tempDir();
+      const restored = strata(['restore', '--at', ids[i]!, '--target', target], via(B));
+      expect(restored.status, restored.stderr).toBe(0);
+      expect(fs.readFileSync(path.join(target, big)).equals(versions[i]!.big)).toBe(true);
+      expect(fs.readFileSync(path.join(target, note), 'utf8')).toBe(versions[i]!.note);
+    }
+    const gone = strata(['restore', '--at', ids[0]!, '--target', tempDir()], via(B));
+    expect(gone.status).toBe(1);
+    expect(gone.stderr).toMatch(/no snapshot with id /);
+    expect(gone.stderr).not.toMatch(/ at |integrity/i);
+    fs.writeFileSync(note, 'after the prune\n');
+    const after = strata(['backup', src], via(B));
+    expect(after.status, after.stderr).toBe(0);
+    expect(strata(['cat', note], via(A)).stdout).toBe('after the prune\n');
+    const check = strata(['check', '--read-data'], direct.env);
+    expect(check.status, check.stdout + check.stderr).toBe(0);
+  });
+
+  it('a server started after all this replays it to the same snapshots, tags and bytes', async () => {
+    const C = await serve(url, 0, serverEnv);
+    expect(list(via(C))).toEqual(list(via(A)));
+    const latest = list(via(C)).at(-1)!.id;
+    expect(strata(['cat', big, '--at', latest], via(C)).raw.equals(versions[2]!.big)).toBe(true);
+    expect(strata(['cat', big, '--at', ids[1]!], via(C)).raw.equals(versions[1]!.big)).toBe(true);
+    C.proc.kill('SIGTERM');
+    expect(await C.exited).toBe(0);
+  });
+});
+
 /** Runs the CLI without blocking the test's process (so servers it started answer). */
 function runAsync(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; stderr: string }> {
   return new Promise((resolve) => {
