@@ -10,7 +10,10 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { CatalogJournal, logName } from '../src/catalog/journal.js';
+import { Catalog } from '../src/catalog/catalog.js';
+import { CatalogJournal, logName, logSeq } from '../src/catalog/journal.js';
+import { PACK_MAGIC } from '../src/catalog/packs.js';
+import { LocalService } from '../src/catalog/service.js';
 import { SharedLeases } from '../src/catalog/shared-lease.js';
 import { refreshCatalog } from '../src/engine/rebuild.js';
 import { Repository } from '../src/repo/repository.js';
@@ -788,6 +791,48 @@ suite('two strata serve over one bucket', () => {
   it('a bucket without a repository: serve says so and exits', async () => {
     await expect(serve(`s3://${bucketName('none')}/x`, 0, serverEnv)).rejects.toThrow(/no repository in s3:\/\/.*strata init --repo/);
   });
+});
+
+suite('the catalog journal on Ceph RGW', () => {
+  /** A pack record of one block (a pack the follower indexes; its file need not exist). */
+  const recordPack = (j: CatalogJournal, label: string) =>
+    j.recordPack(hex(`pack ${label}`), PACK_MAGIC.length + 100, [{ id: Buffer.from(hex(`block ${label}`), 'hex'), kind: 'data', offset: PACK_MAGIC.length, length: 100, size: 90 }], false);
+  /** What `run` asked of the store: requests by kind, and bytes received. */
+  const cost = async (s3: S3Storage, run: () => Promise<unknown>) => {
+    const before = { ...s3.counters.requests };
+    const bytes = s3.counters.bytesReceived;
+    await run();
+    const requests: Record<string, number> = {};
+    for (const [k, n] of Object.entries(s3.counters.requests)) if (n !== (before[k] ?? 0)) requests[k] = n - (before[k] ?? 0);
+    return { requests, bytes: s3.counters.bytesReceived - bytes };
+  };
+
+  it('numbers have no gaps when two writers append at once; a follow of 300 records then finds nothing new in one listing of a few names', async () => {
+    const s3 = await freshStore('journal');
+    const [w1, w2] = [new CatalogJournal(s3.journal), new CatalogJournal(s3.journal)];
+    await Promise.all([w1, w2].map(async (w, k) => {
+      for (let i = 0; i < 150; i++) await recordPack(w, `${k}.${i}`);
+    }));
+    const names: string[] = [];
+    for await (const n of s3.journal.names({ prefix: 'l.' })) names.push(n);
+    expect(names.map((n) => logSeq(n))).toEqual(Array.from({ length: 300 }, (_, i) => 300 - i));
+
+    const follower = new LocalService(new Catalog(path.join(tempDir(), 'catalog.db')), s3, true, undefined, new CatalogJournal(s3.journal));
+    const cold = await cost(s3, async () => expect((await follower.followJournal()).packs).toBe(300));
+    // A first page of a few names, then the rest in one.
+    expect(cold.requests).toEqual({ LIST: 2, 'GET journal entry': 300 });
+    // Idle: one listing, answered with a few names.
+    for (let i = 0; i < 3; i++) {
+      const idle = await cost(s3, async () => expect(await follower.followJournal()).toMatchObject({ records: 0, packs: 0 }));
+      expect(idle.requests).toEqual({ LIST: 1 });
+      expect(idle.bytes).toBeLessThan(2000);
+    }
+    // One record more: the same listing finds it, and it is read.
+    await recordPack(w1, 'one more');
+    const one = await cost(s3, async () => expect(await follower.followJournal()).toMatchObject({ records: 1, packs: 1 }));
+    expect(one.requests).toEqual({ LIST: 1, 'GET journal entry': 1 });
+    await follower.close();
+  }, 120_000);
 });
 
 suite('forget, tag and prune through one server, seen at once through another', () => {
