@@ -951,6 +951,55 @@ suite('forget, tag and prune through one server, seen at once through another', 
   });
 });
 
+suite('a bucket written before the catalog journal', () => {
+  it('a server refuses it, saying what to run; rebuild-catalog with the key writes the journal, and servers then serve it byte-exact', async () => {
+    const rng = new Rng(2023);
+    const src = tempDir('strata-s3-prejournal-src-');
+    const file = path.join(src, 'f.bin');
+    const url = `s3://${bucketName('prejournal')}/repo`;
+    const direct = cliClient(url);
+    expect(strata(['init', '--scrypt-n', '1024'], direct.env).status).toBe(0);
+    const contents = [rng.bytes(900_000)];
+    contents.push(Buffer.concat([contents[0]!.subarray(0, 400_000), rng.bytes(3000), contents[0]!.subarray(400_000)]));
+    for (const c of contents) {
+      fs.writeFileSync(file, c);
+      expect(strata(['backup', src], direct.env).status).toBe(0);
+    }
+    const ids = snapshotIds(direct.env);
+    // What such a bucket holds: everything but the journal.
+    const s3 = new S3Storage(locate(url) as { bucket: string; prefix: string }, OPTIONS);
+    for await (const name of s3.journal.names()) await s3.journal.remove(name);
+    await s3.close();
+
+    const serverEnv = { ...s3Env(), STRATA_CACHE_DIR: tempDir('strata-s3-prejournal-servers-') };
+    const r = strata(['token', 'add', 'ci', '--role', 'append', '--json'], cliEnv(url, { ...serverEnv, STRATA_PASSWORD: undefined }));
+    const tok = (JSON.parse(r.stdout) as { token: string }).token;
+    await expect(serve(url, 0, serverEnv)).rejects.toThrow(/holds \d+ packs and no catalog journal .*run "strata rebuild-catalog --repo s3:\/\/strata-prejournal-/);
+
+    const rebuilt = strata(['rebuild-catalog', '--json'], direct.env);
+    expect(rebuilt.status, rebuilt.stderr).toBe(0);
+    const wrote = (JSON.parse(rebuilt.stdout) as { journal: { packs: number; snapshots: number } }).journal;
+    expect(wrote.snapshots).toBe(2);
+    expect(wrote.packs).toBeGreaterThan(0);
+
+    const A = await serve(url, 0, serverEnv);
+    const env = client(A.url, tok);
+    expect(snapshotIds(env)).toEqual(ids);
+    for (const [i, id] of ids.entries()) expect(strata(['cat', file, '--at', id], env).raw.equals(contents[i]!)).toBe(true);
+    // An incremental through the server, on a parent that came from the packs: it sends what changed.
+    const third = Buffer.from(contents[1]!);
+    rng.bytes(50).copy(third, 10_000);
+    fs.writeFileSync(file, third);
+    const inc = strata(['backup', src, '--json'], env);
+    expect(inc.status, inc.stderr).toBe(0);
+    expect((JSON.parse(inc.stdout) as { bytesSent: number }).bytesSent).toBeLessThan(300_000);
+    expect(strata(['cat', file], env).raw.equals(third)).toBe(true);
+    // Once written, nothing more to write.
+    const again = strata(['rebuild-catalog', '--json'], direct.env);
+    expect((JSON.parse(again.stdout) as { journal: unknown }).journal).toEqual({ packs: 0, snapshots: 0 });
+  }, 120_000);
+});
+
 /** Runs the CLI without blocking the test's process (so servers it started answer). */
 function runAsync(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; stderr: string }> {
   return new Promise((resolve) => {

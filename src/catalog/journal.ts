@@ -45,6 +45,9 @@ import type { ConditionalObjects } from '../storage/storage.js';
 import { newSnapshot, packIndex, snapshotCommit, versionUploads, type NewSnapshot, type SnapshotCommit } from './messages.js';
 import { PACK_MAGIC, type PackEntry } from './packs.js';
 import { base64, checkPackLayout, hexId } from './wire.js';
+import { BlockList } from './blocklist.js';
+import { GONE, type Catalog } from './catalog.js';
+import { blocksOf } from './resolve.js';
 import type { FollowResult, Journal, JournalTarget, JournaledToc, VersionUpload } from './service.js';
 
 const LOG = 'l.';
@@ -52,6 +55,8 @@ const DIGITS = 16;
 const TOP = 9_999_999_999_999_999n;
 /** Names a follow asks for first: when nothing is new, the answer holds the newest it knows. */
 const FIRST_PAGE = 4;
+/** Versions in a batch the seeding of a journal writes. */
+const SEED_BATCH = 2000;
 /** Records read ahead of the one applied, on a follow with many to apply. */
 const READ_AHEAD = 16;
 
@@ -200,6 +205,99 @@ export class CatalogJournal implements Journal {
   /** Before a prune deletes these packs' files (their rows are gone from the catalog). */
   async recordPrune(packs: readonly string[]): Promise<void> {
     if (packs.length > 0) await this.append({ kind: 'prune', packs });
+  }
+
+  /**
+   * Writes into the journal what `catalog` holds and the journal lacks: the
+   * packs, and the committed snapshots (parents first), with their versions
+   * as block lists. For a repository written before the journal: a client
+   * with the key rebuilds its catalog from the packs, then writes it here, so
+   * that servers (which have no key) can follow. Snapshots a journal from
+   * before the numbered log committed (`c.SNAPSHOT` with its batches) are
+   * taken as they are. Reads every record first.
+   */
+  async seed(catalog: Catalog, onProgress: (m: string) => void = () => {}): Promise<{ packs: number; snapshots: number }> {
+    const packs = new Set<string>();
+    const snapshots = new Set<string>();
+    const names: string[] = [];
+    for await (const name of this.objects.names({ prefix: LOG })) if (logSeq(name) !== undefined) names.push(name);
+    for (const [i, name] of names.entries()) {
+      if (i % 100 === 0) onProgress(`reading the catalog journal: ${i} of ${names.length} records`);
+      const got = await this.objects.read(name);
+      let r: LogRecord;
+      try {
+        if (!got) continue;
+        r = readRecord(got.body);
+      } catch {
+        continue;
+      }
+      if (r.kind === 'pack') packs.add(r.name);
+      else if (r.kind === 'commit') snapshots.add(r.id);
+    }
+    const out = { packs: 0, snapshots: 0 };
+    const blocksIn = catalog.db.prepare('SELECT id, kind, offset, length, size FROM blocks WHERE pack = ? ORDER BY offset');
+    for (const p of catalog.db.prepare('SELECT id, name, size FROM packs ORDER BY id').all() as { id: number; name: string; size: number }[]) {
+      if (packs.has(p.name)) continue;
+      const entries = (blocksIn.all(p.id) as (Omit<PackEntry, 'kind'> & { kind: number })[]).map((b) => ({ ...b, kind: (['data', 'tree', 'toc', 'snapshot'] as const)[b.kind]! }));
+      // A pack whose every block is indexed in another has nothing to say.
+      if (entries.length === 0) continue;
+      await this.recordPack(p.name, p.size, entries, false);
+      out.packs++;
+      if (out.packs % 100 === 0) onProgress(`writing the catalog journal: ${out.packs} packs`);
+    }
+    const rows = catalog.db.prepare('SELECT seq, id, time, lineage, meta, root, record, parent, inherits FROM snapshots WHERE committed = 1 ORDER BY seq').all() as {
+      seq: number;
+      id: string;
+      time: number;
+      lineage: Buffer;
+      meta: Buffer;
+      root: Buffer;
+      record: Buffer;
+      parent: number | null;
+      inherits: number;
+    }[];
+    const own = catalog.db.prepare('SELECT id, path, size, toc FROM versions WHERE snapshot = ? ORDER BY path');
+    const blobsOf = catalog.db.prepare('SELECT block FROM snapshot_blobs WHERE snapshot = ?').pluck();
+    for (const s of rows) {
+      if (snapshots.has(s.id)) continue;
+      onProgress(`writing the catalog journal: snapshot ${s.id.slice(0, 8)}`);
+      const legacy = await this.objects.read(`c.${s.id}`);
+      if (legacy) {
+        try {
+          const j = JSON.parse(legacy.body.toString('utf8')) as Record<string, unknown>;
+          const record = readRecord(Buffer.from(JSON.stringify({ ...j, kind: 'commit', id: s.id })));
+          if (record.kind === 'commit') {
+            await this.append({ kind: 'commit', id: s.id, begin: j.begin, batches: j.batches, commit: j.commit });
+            out.snapshots++;
+            continue;
+          }
+        } catch {
+          // Written again below from the catalog.
+        }
+      }
+      const parentId = s.parent === null ? null : (catalog.snapshotBySeq(s.parent)?.id ?? null);
+      this.began(s.seq, s.id, s.inherits === 1);
+      const versions = own.all(s.seq) as { id: number; path: Buffer; size: number; toc: Buffer | null }[];
+      for (let i = 0; i < versions.length; i += SEED_BATCH) {
+        await this.recordVersions(
+          s.seq,
+          versions.slice(i, i + SEED_BATCH).map((v) =>
+            v.size === GONE
+              ? { path: v.path, size: GONE, toc: null, segments: [] }
+              : { path: v.path, size: v.size, toc: v.toc, segments: [], blocks: v.size === 0 ? new BlockList(1) : blocksOf(catalog, v.id, v.size) },
+          ),
+        );
+      }
+      await this.recordCommit(s.seq, { id: s.id, time: s.time, lineage: s.lineage, meta: s.meta, parent: s.parent, lease: '' }, parentId, {
+        root: s.root,
+        record: s.record,
+        meta: s.meta,
+        blobs: blobsOf.all(s.seq) as Buffer[],
+      });
+      this.done(s.seq);
+      out.snapshots++;
+    }
+    return out;
   }
 
   /** Brings `target`'s catalog up to date with the journal (see the module comment). */
