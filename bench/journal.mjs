@@ -12,6 +12,7 @@
 //   that stops at the newest record applied.
 // Requests and bytes received per idle follow, and its median time.
 import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
