@@ -277,6 +277,11 @@ export class LocalService implements CatalogService {
     return this.catalog.packIndexed(name);
   }
 
+  /** Every pack the catalog knows (a server over a bucket holds them against the bucket's). */
+  packNames(): string[] {
+    return this.catalog.packNames();
+  }
+
   /** A snapshot being written, by number or id. */
   pendingSnapshot(which: { seq: number } | { id: string }): { seq: number; id: string } | undefined {
     return this.catalog.pendingSnapshots().find((p) => ('seq' in which ? p.seq === which.seq : p.id === which.id));

@@ -197,7 +197,7 @@ async function serveBucket(
  * to run; otherwise its log says so once.
  */
 async function checkJournaled(location: string, storage: Storage, keeper: CatalogKeeper, journal: CatalogJournal, log: LogOptions): Promise<void> {
-  const known = new Set(keeper.get().catalog.packNames());
+  const known = new Set(keeper.get().packNames());
   let unnamed = 0;
   for await (const name of storage.list('pack')) if (!known.has(name)) unnamed++;
   const fix = `run "strata rebuild-catalog --repo ${location}" once with the key: it writes into the journal what the packs hold`;
