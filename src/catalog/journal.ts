@@ -34,8 +34,9 @@
  *
  * Following (follow()) applies the new records in order through the same
  * catalog calls the writer made, so the follower builds the same catalog.
- * Applying a record twice changes nothing (a follower meets its own records
- * again). A commit whose parent or blocks are not there (yet) waits, and is
+ * A process passes over the records it wrote (it applies each itself once
+ * written), and stops short of a number it is creating; applying a record
+ * twice changes nothing besides. A commit whose parent or blocks are not there (yet) waits, and is
  * tried again after each record that may bring them; a damaged record is
  * left out and said once.
  */
@@ -102,6 +103,14 @@ export class CatalogJournal implements Journal {
   private appending: Promise<unknown> = Promise.resolve();
   /** The newest record this follower applied. */
   private applied = 0;
+  /**
+   * Records this process wrote and applies itself (after writing each): a
+   * follow running meanwhile passes over them rather than apply one before
+   * the writer does.
+   */
+  private readonly own = new Set<number>();
+  /** Numbers this process is creating now: a follow stops short of them (the name may yet be another writer's). */
+  private readonly claiming = new Set<number>();
   /** Commits whose parent or blocks were not there yet, tried again as records come. */
   private readonly waiting = new Map<string, CommitRecord>();
 
@@ -128,8 +137,17 @@ export class CatalogJournal implements Journal {
       for (let tries = 0; tries < 64; tries++) {
         this.next ??= Math.max(await this.newest(), this.applied) + 1;
         const seq = this.next;
-        if ((await this.objects.create(logName(seq), body)) !== undefined) {
+        this.claiming.add(seq);
+        let made: string | undefined;
+        try {
+          made = await this.objects.create(logName(seq), body);
+        } finally {
+          // In the same turn as the record becomes this process's own: no follow sees it as neither.
+          this.claiming.delete(seq);
+        }
+        if (made !== undefined) {
           this.next = seq + 1;
+          if (seq > this.applied) this.own.add(seq);
           return seq;
         }
         // Taken by another writer: the newest is looked up again.
@@ -256,7 +274,7 @@ export class CatalogJournal implements Journal {
       parent: number | null;
       inherits: number;
     }[];
-    const own = catalog.db.prepare('SELECT id, path, size, toc FROM versions WHERE snapshot = ? ORDER BY path');
+    const ownVersions = catalog.db.prepare('SELECT id, path, size, toc FROM versions WHERE snapshot = ? ORDER BY path');
     const blobsOf = catalog.db.prepare('SELECT block FROM snapshot_blobs WHERE snapshot = ?').pluck();
     for (const s of rows) {
       if (snapshots.has(s.id)) continue;
@@ -277,7 +295,7 @@ export class CatalogJournal implements Journal {
       }
       const parentId = s.parent === null ? null : (catalog.snapshotBySeq(s.parent)?.id ?? null);
       this.began(s.seq, s.id, s.inherits === 1);
-      const versions = own.all(s.seq) as { id: number; path: Buffer; size: number; toc: Buffer | null }[];
+      const versions = ownVersions.all(s.seq) as { id: number; path: Buffer; size: number; toc: Buffer | null }[];
       for (let i = 0; i < versions.length; i += SEED_BATCH) {
         await this.recordVersions(
           s.seq,
@@ -327,7 +345,12 @@ export class CatalogJournal implements Journal {
     };
     for (let i = 0; i < fresh.length; i++) {
       const seq = fresh[i]!;
+      if (this.claiming.has(seq)) break;
       if (seq !== this.applied + 1) r.problems.push(`records ${this.applied + 1} to ${seq - 1} are missing`);
+      if (this.own.delete(seq)) {
+        this.applied = seq;
+        continue;
+      }
       const got = await read(i);
       this.applied = seq;
       r.records++;
@@ -341,7 +364,17 @@ export class CatalogJournal implements Journal {
         r.problems.push(`record ${seq}: ${(e as Error).message}`);
         continue;
       }
-      await this.apply(target, record, r);
+      try {
+        await this.apply(target, record, r);
+      } catch (e) {
+        if (!(e instanceof StrataError)) throw e;
+        // A failure that may pass: this record is applied again at the next follow.
+        if (e.code === 'io') {
+          this.applied = seq - 1;
+          throw e;
+        }
+        r.problems.push(`record ${seq}: ${e.message}`);
+      }
     }
     // Commits still waiting (a failure to read their batches, say) are tried again each time.
     if (this.waiting.size > 0) await this.retryWaiting(target, r);
@@ -423,7 +456,7 @@ export class CatalogJournal implements Journal {
           r.snapshots++;
           progress = true;
         } catch (e) {
-          if (!(e instanceof StrataError)) throw e;
+          if (!(e instanceof StrataError) || e.code === 'io') throw e;
           // Its parent or blocks may come with a later record (one a key holder writes for an older bucket).
           if (e.code === 'not_found' || e.code === 'missing_blocks') continue;
           this.waiting.delete(id);
