@@ -895,9 +895,11 @@ suite('forget, tag and prune through one server, seen at once through another', 
       expect(strata(['cat', big, '--at', id], via(B)).raw.equals(versions[i]!.big)).toBe(true);
       expect(strata(['cat', note, '--at', id], via(B)).stdout).toBe(versions[i]!.note);
     }
-    // Tagged again through B, seen through A.
+    // Tagged again through B, seen through A; and by a client of the bucket itself, seen through both.
     expect(strata(['tag', ids[2]!, '--add', 'last'], ops(B)).status).toBe(0);
     expect(list(via(A)).find((x) => x.id === ids[2])!.tags).toEqual(['last']);
+    expect(strata(['tag', ids[2]!, '--add', 'direct'], direct.env).status).toBe(0);
+    for (const s of [A, B]) expect(list(via(s)).find((x) => x.id === ids[2])!.tags).toEqual(['last', 'direct']);
   });
 
   it('a prune through A: a restore through B of a kept snapshot is byte-exact, of the forgotten one a clean not-found; a backup through B goes on', async () => {
