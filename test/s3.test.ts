@@ -1000,6 +1000,40 @@ suite('a bucket written before the catalog journal', () => {
     const again = strata(['rebuild-catalog', '--json'], direct.env);
     expect((JSON.parse(again.stdout) as { journal: unknown }).journal).toEqual({ packs: 0, snapshots: 0 });
   }, 120_000);
+
+  it('a journal of the first servers over buckets (p. and c. entries, no numbered records): refused alike; rebuild-catalog writes the numbered journal (the old batches stay) and servers serve it', async () => {
+    const src = tempDir('strata-s3-oldjournal-src-');
+    const file = path.join(src, 'f.bin');
+    const url = `s3://${bucketName('oldjournal')}/repo`;
+    const direct = cliClient(url);
+    expect(strata(['init', '--scrypt-n', '1024'], direct.env).status).toBe(0);
+    const contents = [new Rng(2024).bytes(500_000), new Rng(2025).bytes(600_000)];
+    for (const c of contents) {
+      fs.writeFileSync(file, c);
+      expect(strata(['backup', src], direct.env).status).toBe(0);
+    }
+    const ids = snapshotIds(direct.env);
+    // The journal as those servers wrote it: each commit as c.ID (its batches stay v.ID.N), each pack as p.PACK.
+    const s3 = new S3Storage(locate(url) as { bucket: string; prefix: string }, OPTIONS);
+    for await (const name of s3.journal.names({ prefix: 'l.' })) {
+      const r = JSON.parse((await s3.journal.read(name))!.body.toString('utf8')) as Record<string, unknown>;
+      if (r.kind === 'commit') await s3.journal.create(`c.${r.id as string}`, Buffer.from(JSON.stringify({ begin: r.begin, batches: r.batches, commit: r.commit })));
+      if (r.kind === 'pack') await s3.journal.create(`p.${r.name as string}`, Buffer.from(JSON.stringify({ entries: r.entries })));
+      await s3.journal.remove(name);
+    }
+    await s3.close();
+    const serverEnv = { ...s3Env(), STRATA_CACHE_DIR: tempDir('strata-s3-oldjournal-servers-') };
+    const r = strata(['token', 'add', 'ci', '--role', 'read', '--json'], cliEnv(url, { ...serverEnv, STRATA_PASSWORD: undefined }));
+    const tok = (JSON.parse(r.stdout) as { token: string }).token;
+    await expect(serve(url, 0, serverEnv)).rejects.toThrow(/no catalog journal .*rebuild-catalog/);
+    const rebuilt = strata(['rebuild-catalog', '--json'], direct.env);
+    expect(rebuilt.status, rebuilt.stderr).toBe(0);
+    expect((JSON.parse(rebuilt.stdout) as { journal: { snapshots: number } }).journal.snapshots).toBe(2);
+    const A = await serve(url, 0, serverEnv);
+    const env = client(A.url, tok);
+    expect(snapshotIds(env)).toEqual(ids);
+    for (const [i, id] of ids.entries()) expect(strata(['cat', file, '--at', id], env).raw.equals(contents[i]!)).toBe(true);
+  }, 120_000);
 });
 
 /** Runs the CLI without blocking the test's process (so servers it started answer). */
