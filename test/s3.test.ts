@@ -10,6 +10,10 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { Catalog } from '../src/catalog/catalog.js';
+import { CatalogJournal, logName, logSeq } from '../src/catalog/journal.js';
+import { PACK_MAGIC } from '../src/catalog/packs.js';
+import { LocalService } from '../src/catalog/service.js';
 import { SharedLeases } from '../src/catalog/shared-lease.js';
 import { refreshCatalog } from '../src/engine/rebuild.js';
 import { Repository } from '../src/repo/repository.js';
@@ -755,11 +759,10 @@ suite('two strata serve over one bucket', () => {
 
   it('a damaged journal entry is left out, said in the log, and the rest still served', async () => {
     const s3 = new S3Storage(locate(url) as { bucket: string; prefix: string }, OPTIONS);
-    // A pack the bucket holds whose journal entry is not JSON, and a commit that is not one.
-    const pack = hex('journal-damage');
-    await s3.put({ kind: 'pack', name: pack }, Buffer.from('STRATAPK not a pack'));
-    await s3.journal.create(`p.${pack}`, Buffer.from('{"entries": [ broken'));
-    await s3.journal.create(`c.${hex('no-such-snapshot')}`, Buffer.from('{"begin": {}}'));
+    // A record that is not JSON, and a commit that is not one, at the end of the log.
+    const newest = await new CatalogJournal(s3.journal).newest();
+    await s3.journal.create(logName(newest + 1), Buffer.from('{"kind": "pack", "entries": [ broken'));
+    await s3.journal.create(logName(newest + 2), Buffer.from(JSON.stringify({ kind: 'commit', id: hex('no-such-snapshot'), begin: {} })));
     await s3.close();
     const all = ids(direct.env);
     expect(ids(via(A))).toEqual(all);
@@ -768,9 +771,8 @@ suite('two strata serve over one bucket', () => {
     // The server's log comes in while this process waits on the commands above: read once it has.
     await vi.waitFor(() => {
       // Said once, not at every request.
-      expect(A.log().split(`journal: pack ${pack.slice(0, 16)}`)).toHaveLength(2);
-      expect(A.log()).toMatch(new RegExp(`journal: pack ${pack.slice(0, 16)}: `));
-      expect(A.log()).toMatch(new RegExp(`journal: snapshot ${hex('no-such-snapshot').slice(0, 8)}: id must be 64 hex digits`));
+      expect(A.log().split(`journal: record ${newest + 1}: `)).toHaveLength(2);
+      expect(A.log()).toMatch(new RegExp(`journal: record ${newest + 2}: id must be 64 hex digits`));
     });
   });
 
@@ -789,6 +791,249 @@ suite('two strata serve over one bucket', () => {
   it('a bucket without a repository: serve says so and exits', async () => {
     await expect(serve(`s3://${bucketName('none')}/x`, 0, serverEnv)).rejects.toThrow(/no repository in s3:\/\/.*strata init --repo/);
   });
+});
+
+suite('the catalog journal on Ceph RGW', () => {
+  /** A pack record of one block (a pack the follower indexes; its file need not exist). */
+  const recordPack = (j: CatalogJournal, label: string) =>
+    j.recordPack(hex(`pack ${label}`), PACK_MAGIC.length + 100, [{ id: Buffer.from(hex(`block ${label}`), 'hex'), kind: 'data', offset: PACK_MAGIC.length, length: 100, size: 90 }], false);
+  /** What `run` asked of the store: requests by kind, and bytes received. */
+  const cost = async (s3: S3Storage, run: () => Promise<unknown>) => {
+    const before = { ...s3.counters.requests };
+    const bytes = s3.counters.bytesReceived;
+    await run();
+    const requests: Record<string, number> = {};
+    for (const [k, n] of Object.entries(s3.counters.requests)) if (n !== (before[k] ?? 0)) requests[k] = n - (before[k] ?? 0);
+    return { requests, bytes: s3.counters.bytesReceived - bytes };
+  };
+
+  it('numbers have no gaps when two writers append at once; a follow of 300 records then finds nothing new in one listing of a few names', async () => {
+    const s3 = await freshStore('journal');
+    const [w1, w2] = [new CatalogJournal(s3.journal), new CatalogJournal(s3.journal)];
+    await Promise.all([w1, w2].map(async (w, k) => {
+      for (let i = 0; i < 150; i++) await recordPack(w, `${k}.${i}`);
+    }));
+    const names: string[] = [];
+    for await (const n of s3.journal.names({ prefix: 'l.' })) names.push(n);
+    expect(names.map((n) => logSeq(n))).toEqual(Array.from({ length: 300 }, (_, i) => 300 - i));
+
+    const follower = new LocalService(new Catalog(path.join(tempDir(), 'catalog.db')), s3, true, undefined, new CatalogJournal(s3.journal));
+    const cold = await cost(s3, async () => expect((await follower.followJournal()).packs).toBe(300));
+    // A first page of a few names, then the rest in one.
+    expect(cold.requests).toEqual({ LIST: 2, 'GET journal entry': 300 });
+    // Idle: one listing, answered with a few names.
+    for (let i = 0; i < 3; i++) {
+      const idle = await cost(s3, async () => expect(await follower.followJournal()).toMatchObject({ records: 0, packs: 0 }));
+      expect(idle.requests).toEqual({ LIST: 1 });
+      expect(idle.bytes).toBeLessThan(2000);
+    }
+    // One record more: the same listing finds it, and it is read.
+    await recordPack(w1, 'one more');
+    const one = await cost(s3, async () => expect(await follower.followJournal()).toMatchObject({ records: 1, packs: 1 }));
+    expect(one.requests).toEqual({ LIST: 1, 'GET journal entry': 1 });
+    await follower.close();
+  }, 120_000);
+});
+
+suite('forget, tag and prune through one server, seen at once through another', () => {
+  const rng = new Rng(2022);
+  const src = tempDir('strata-s3-maint-src-');
+  const big = path.join(src, 'big.bin');
+  const note = path.join(src, 'note.txt');
+  const url = `s3://${bucketName('maint')}/repo`;
+  const direct = cliClient(url);
+  const serverCache = tempDir('strata-s3-maint-servers-');
+  const serverEnv = { ...s3Env(), STRATA_CACHE_DIR: serverCache };
+  let A: Server;
+  let B: Server;
+  let tok: string;
+  let admin: string;
+  const via = (s: Server) => client(s.url, tok);
+  const ops = (s: Server) => client(s.url, admin);
+  const list = (env: NodeJS.ProcessEnv) => JSON.parse(strata(['snapshots', '--json'], env).stdout) as { id: string; tags: string[] }[];
+  /** big.bin and note.txt of each snapshot, as written. */
+  const versions: { big: Buffer; note: string }[] = [];
+  let ids: string[] = [];
+  /** Each snapshot's root tree (hex), as B has it. */
+  let roots: string[] = [];
+
+  beforeAll(async () => {
+    expect(strata(['init', '--scrypt-n', '1024'], direct.env).status).toBe(0);
+    const add = (name: string, role: string) => {
+      const r = strata(['token', 'add', name, '--role', role, '--json'], cliEnv(url, { ...serverEnv, STRATA_PASSWORD: undefined }));
+      expect(r.status, r.stderr).toBe(0);
+      return (JSON.parse(r.stdout) as { token: string }).token;
+    };
+    tok = add('ci', 'append');
+    admin = add('ops', 'admin');
+    [A, B] = await Promise.all([serve(url, 0, serverEnv), serve(url, 0, serverEnv)]);
+    // Three snapshots: the first's big.bin is its own (a whole new file after it), the later two share most of theirs.
+    for (const [i, s] of [A, A, B].entries()) {
+      const bytes = i === 2 ? Buffer.concat([versions[1]!.big.subarray(0, 1_500_000), rng.bytes(4000), versions[1]!.big.subarray(1_500_000)]) : rng.bytes(1_800_000 + i * 1000);
+      fs.writeFileSync(big, bytes);
+      fs.writeFileSync(note, `version ${i}\n`);
+      versions.push({ big: bytes, note: `version ${i}\n` });
+      const r = strata(['backup', src], via(s));
+      expect(r.status, r.stderr).toBe(0);
+    }
+    ids = list(direct.env).map((x) => x.id);
+    expect(ids).toHaveLength(3);
+  });
+
+  it('a tag and a forget through A are seen through B at once; what B reads of the others is byte-exact', async () => {
+    expect(list(via(B)).map((x) => x.id)).toEqual(ids);
+    const rows = (await (await fetch(`${B.url}/v1/snapshots`, { headers: { Authorization: `Bearer ${tok}` } })).json()) as { snapshots: { id: string; root: string }[] };
+    roots = ids.map((id) => rows.snapshots.find((x) => x.id === id)!.root);
+    const tagged = strata(['tag', ids[1]!, '--add', 'keep'], ops(A));
+    expect(tagged.status, tagged.stderr).toBe(0);
+    expect(list(via(B)).find((x) => x.id === ids[1])!.tags).toEqual(['keep']);
+    const forgot = strata(['forget', ids[0]!], ops(A));
+    expect(forgot.status, forgot.stderr).toBe(0);
+    expect(list(via(B)).map((x) => x.id)).toEqual(ids.slice(1));
+    for (const [i, id] of ids.entries()) {
+      if (i === 0) continue;
+      expect(strata(['cat', big, '--at', id], via(B)).raw.equals(versions[i]!.big)).toBe(true);
+      expect(strata(['cat', note, '--at', id], via(B)).stdout).toBe(versions[i]!.note);
+    }
+    // Tagged again through B, seen through A; and by a client of the bucket itself, seen through both.
+    expect(strata(['tag', ids[2]!, '--add', 'last'], ops(B)).status).toBe(0);
+    expect(list(via(A)).find((x) => x.id === ids[2])!.tags).toEqual(['last']);
+    expect(strata(['tag', ids[2]!, '--add', 'direct'], direct.env).status).toBe(0);
+    for (const s of [A, B]) expect(list(via(s)).find((x) => x.id === ids[2])!.tags).toEqual(['last', 'direct']);
+  });
+
+  it('a prune through A: a restore through B of a kept snapshot is byte-exact, of the forgotten one a clean not-found; a backup through B goes on', async () => {
+    // B's catalog as it stands: the root tree of a kept snapshot, and of the forgotten one (its blocks still stored until the prune).
+    const get = (p: string) => fetch(`${B.url}${p}`, { headers: { Authorization: `Bearer ${tok}` } });
+    const rows = (await (await get('/v1/snapshots')).json()) as { snapshots: { id: string; root: string }[] };
+    const kept = rows.snapshots.find((x) => x.id === ids[1])!.root;
+    const keptBytes = Buffer.from(await (await get(`/v1/blocks/${kept}`)).arrayBuffer());
+    expect(keptBytes.length).toBeGreaterThan(0);
+    expect((await get(`/v1/blocks/${roots[0]}`)).status).toBe(200);
+    const pruned = strata(['prune', '--json'], ops(A));
+    expect(pruned.status, pruned.stderr).toBe(0);
+    const r = JSON.parse(pruned.stdout) as { deletedPacks: number; deletedBlocks: number };
+    expect(r.deletedBlocks).toBeGreaterThan(0);
+    expect(r.deletedPacks).toBeGreaterThan(0);
+    // Asked of B before anything makes it follow the journal: the kept one reads as before, byte for byte (wherever the prune put it).
+    const moved = await get(`/v1/blocks/${kept}`);
+    expect(moved.status).toBe(200);
+    expect(Buffer.from(await moved.arrayBuffer()).equals(keptBytes)).toBe(true);
+    // The forgotten snapshot's root tree is gone with its pack: not found, not other bytes.
+    const dropped = await get(`/v1/blocks/${roots[0]}`);
+    expect(dropped.status).toBe(404);
+    expect(((await dropped.json()) as { error: string }).error).toBe('not_found');
+    for (const i of [1, 2]) {
+      const target = tempDir();
+      const restored = strata(['restore', '--at', ids[i]!, '--target', target], via(B));
+      expect(restored.status, restored.stderr).toBe(0);
+      expect(fs.readFileSync(path.join(target, big)).equals(versions[i]!.big)).toBe(true);
+      expect(fs.readFileSync(path.join(target, note), 'utf8')).toBe(versions[i]!.note);
+    }
+    const gone = strata(['restore', '--at', ids[0]!, '--target', tempDir()], via(B));
+    expect(gone.status).toBe(1);
+    expect(gone.stderr).toMatch(/no snapshot with id /);
+    expect(gone.stderr).not.toMatch(/ at |integrity/i);
+    fs.writeFileSync(note, 'after the prune\n');
+    const after = strata(['backup', src], via(B));
+    expect(after.status, after.stderr).toBe(0);
+    expect(strata(['cat', note], via(A)).stdout).toBe('after the prune\n');
+    const check = strata(['check', '--read-data'], direct.env);
+    expect(check.status, check.stdout + check.stderr).toBe(0);
+  });
+
+  it('a server started after all this replays it to the same snapshots, tags and bytes', async () => {
+    const C = await serve(url, 0, serverEnv);
+    expect(list(via(C))).toEqual(list(via(A)));
+    const latest = list(via(C)).at(-1)!.id;
+    expect(strata(['cat', big, '--at', latest], via(C)).raw.equals(versions[2]!.big)).toBe(true);
+    expect(strata(['cat', big, '--at', ids[1]!], via(C)).raw.equals(versions[1]!.big)).toBe(true);
+    C.proc.kill('SIGTERM');
+    expect(await C.exited).toBe(0);
+  });
+});
+
+suite('a bucket written before the catalog journal', () => {
+  it('a server refuses it, saying what to run; rebuild-catalog with the key writes the journal, and servers then serve it byte-exact', async () => {
+    const rng = new Rng(2023);
+    const src = tempDir('strata-s3-prejournal-src-');
+    const file = path.join(src, 'f.bin');
+    const url = `s3://${bucketName('prejournal')}/repo`;
+    const direct = cliClient(url);
+    expect(strata(['init', '--scrypt-n', '1024'], direct.env).status).toBe(0);
+    const contents = [rng.bytes(900_000)];
+    contents.push(Buffer.concat([contents[0]!.subarray(0, 400_000), rng.bytes(3000), contents[0]!.subarray(400_000)]));
+    for (const c of contents) {
+      fs.writeFileSync(file, c);
+      expect(strata(['backup', src], direct.env).status).toBe(0);
+    }
+    const ids = snapshotIds(direct.env);
+    // What such a bucket holds: everything but the journal.
+    const s3 = new S3Storage(locate(url) as { bucket: string; prefix: string }, OPTIONS);
+    for await (const name of s3.journal.names()) await s3.journal.remove(name);
+    await s3.close();
+
+    const serverEnv = { ...s3Env(), STRATA_CACHE_DIR: tempDir('strata-s3-prejournal-servers-') };
+    const r = strata(['token', 'add', 'ci', '--role', 'append', '--json'], cliEnv(url, { ...serverEnv, STRATA_PASSWORD: undefined }));
+    const tok = (JSON.parse(r.stdout) as { token: string }).token;
+    await expect(serve(url, 0, serverEnv)).rejects.toThrow(/holds \d+ packs and no catalog journal .*run "strata rebuild-catalog --repo s3:\/\/strata-prejournal-/);
+
+    const rebuilt = strata(['rebuild-catalog', '--json'], direct.env);
+    expect(rebuilt.status, rebuilt.stderr).toBe(0);
+    const wrote = (JSON.parse(rebuilt.stdout) as { journal: { packs: number; snapshots: number } }).journal;
+    expect(wrote.snapshots).toBe(2);
+    expect(wrote.packs).toBeGreaterThan(0);
+
+    const A = await serve(url, 0, serverEnv);
+    const env = client(A.url, tok);
+    expect(snapshotIds(env)).toEqual(ids);
+    for (const [i, id] of ids.entries()) expect(strata(['cat', file, '--at', id], env).raw.equals(contents[i]!)).toBe(true);
+    // An incremental through the server, on a parent that came from the packs: it sends what changed.
+    const third = Buffer.from(contents[1]!);
+    rng.bytes(50).copy(third, 10_000);
+    fs.writeFileSync(file, third);
+    const inc = strata(['backup', src, '--json'], env);
+    expect(inc.status, inc.stderr).toBe(0);
+    expect((JSON.parse(inc.stdout) as { bytesSent: number }).bytesSent).toBeLessThan(300_000);
+    expect(strata(['cat', file], env).raw.equals(third)).toBe(true);
+    // Once written, nothing more to write.
+    const again = strata(['rebuild-catalog', '--json'], direct.env);
+    expect((JSON.parse(again.stdout) as { journal: unknown }).journal).toEqual({ packs: 0, snapshots: 0 });
+  }, 120_000);
+
+  it('a journal of the first servers over buckets (p. and c. entries, no numbered records): refused alike; rebuild-catalog writes the numbered journal (the old batches stay) and servers serve it', async () => {
+    const src = tempDir('strata-s3-oldjournal-src-');
+    const file = path.join(src, 'f.bin');
+    const url = `s3://${bucketName('oldjournal')}/repo`;
+    const direct = cliClient(url);
+    expect(strata(['init', '--scrypt-n', '1024'], direct.env).status).toBe(0);
+    const contents = [new Rng(2024).bytes(500_000), new Rng(2025).bytes(600_000)];
+    for (const c of contents) {
+      fs.writeFileSync(file, c);
+      expect(strata(['backup', src], direct.env).status).toBe(0);
+    }
+    const ids = snapshotIds(direct.env);
+    // The journal as those servers wrote it: each commit as c.ID (its batches stay v.ID.N), each pack as p.PACK.
+    const s3 = new S3Storage(locate(url) as { bucket: string; prefix: string }, OPTIONS);
+    for await (const name of s3.journal.names({ prefix: 'l.' })) {
+      const r = JSON.parse((await s3.journal.read(name))!.body.toString('utf8')) as Record<string, unknown>;
+      if (r.kind === 'commit') await s3.journal.create(`c.${r.id as string}`, Buffer.from(JSON.stringify({ begin: r.begin, batches: r.batches, commit: r.commit })));
+      if (r.kind === 'pack') await s3.journal.create(`p.${r.name as string}`, Buffer.from(JSON.stringify({ entries: r.entries })));
+      await s3.journal.remove(name);
+    }
+    await s3.close();
+    const serverEnv = { ...s3Env(), STRATA_CACHE_DIR: tempDir('strata-s3-oldjournal-servers-') };
+    const r = strata(['token', 'add', 'ci', '--role', 'read', '--json'], cliEnv(url, { ...serverEnv, STRATA_PASSWORD: undefined }));
+    const tok = (JSON.parse(r.stdout) as { token: string }).token;
+    await expect(serve(url, 0, serverEnv)).rejects.toThrow(/no catalog journal .*rebuild-catalog/);
+    const rebuilt = strata(['rebuild-catalog', '--json'], direct.env);
+    expect(rebuilt.status, rebuilt.stderr).toBe(0);
+    expect((JSON.parse(rebuilt.stdout) as { journal: { snapshots: number } }).journal.snapshots).toBe(2);
+    const A = await serve(url, 0, serverEnv);
+    const env = client(A.url, tok);
+    expect(snapshotIds(env)).toEqual(ids);
+    for (const [i, id] of ids.entries()) expect(strata(['cat', file, '--at', id], env).raw.equals(contents[i]!)).toBe(true);
+  }, 120_000);
 });
 
 /** Runs the CLI without blocking the test's process (so servers it started answer). */

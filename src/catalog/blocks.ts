@@ -102,6 +102,26 @@ export class BlockIndex extends CatalogDb {
     });
   }
 
+  /**
+   * Drops packs another catalog's prune removed (a follower of a bucket's
+   * journal), with every block and spare copy they still held: what it
+   * moved out is indexed in its new packs already. Returns how many it knew.
+   */
+  dropPacks(names: readonly string[]): number {
+    return this.transaction(() => {
+      let dropped = 0;
+      for (const name of names) {
+        const id = this.db.prepare('SELECT id FROM packs WHERE name = ?').pluck().get(name) as number | undefined;
+        if (id === undefined) continue;
+        this.db.prepare('DELETE FROM blocks WHERE pack = ?').run(id);
+        this.db.prepare('DELETE FROM spares WHERE pack = ?').run(id);
+        this.db.prepare('DELETE FROM packs WHERE id = ?').run(id);
+        dropped++;
+      }
+      return dropped;
+    });
+  }
+
   /** The spare copies of a block (see SCHEMA_7), newest first. */
   spareLocations(id: Uint8Array): BlockLocation[] {
     return this.blockSt.spares.all(id) as BlockLocation[];

@@ -15,13 +15,15 @@ import { shortcut, tocRows } from './toc-rows.js';
  * `touched`, every version whose sealed TOC is stale: those this forget
  * rewrote, and those earlier forgets left for a client with the key.
  */
-export function forgetInCatalog(catalog: Catalog, candidates: readonly number[]): { removed: number[]; inUse: number[]; touched: number[] } {
+export function forgetInCatalog(
+  catalog: Catalog,
+  candidates: readonly number[],
+  opts: { evenInUse?: boolean } = {},
+): { removed: number[]; inUse: number[]; touched: number[] } {
   return catalog.transaction(() => {
-    // A snapshot a running backup compares against stays until that backup ends.
-    const busy = new Set(liveLeases(catalog).map((l) => l.parent).filter((p): p is number => p !== null));
     const known = candidates.filter((seq) => catalog.snapshotBySeq(seq) !== undefined);
-    const inUse = known.filter((seq) => busy.has(seq));
-    const removed = known.filter((seq) => !busy.has(seq));
+    const removed = opts.evenInUse ? known : forgettable(catalog, candidates);
+    const inUse = known.filter((seq) => !removed.includes(seq));
     const sealed = catalog.sealedBlobsOf(removed);
     const handed = new Set<number>();
     for (const seq of [...removed].sort((a, b) => a - b)) passOn(catalog, seq, handed);
@@ -31,6 +33,17 @@ export function forgetInCatalog(catalog: Catalog, candidates: readonly number[])
     for (const seq of removed) catalog.deleteSnapshot(seq);
     return { removed, inUse, touched: catalog.staleTocs() };
   });
+}
+
+/**
+ * Of `candidates`, the snapshots a forget removes now: those in the catalog
+ * but the ones a running backup compares against, which stay until it ends.
+ * (`evenInUse`: a follower of a bucket's journal, removing what the writer's
+ * forget removed.)
+ */
+export function forgettable(catalog: Catalog, candidates: readonly number[]): number[] {
+  const busy = new Set(liveLeases(catalog).map((l) => l.parent).filter((p): p is number => p !== null));
+  return candidates.filter((seq) => catalog.snapshotBySeq(seq) !== undefined && !busy.has(seq));
 }
 
 /**

@@ -112,11 +112,20 @@ export function pruneMark(catalog: Catalog, dryRun: boolean, wholePacks = false)
 /**
  * Phase two, after the live blobs moved: drops the packs the catalog no
  * longer names, and packs no row names at all (left by an interrupted
- * backup or prune) once they are old and no backup runs.
+ * backup or prune) once they are old and no backup runs. `record` (a
+ * repository in a bucket: its journal) is told which packs go before their
+ * files are deleted, so that no other keeper of the catalog reads them.
  */
-export async function pruneSweep(catalog: Catalog, storage: Storage, emptied: readonly string[], started: number): Promise<{ deletedPacks: number; orphanPacks: number; bytesFreed: number }> {
+export async function pruneSweep(
+  catalog: Catalog,
+  storage: Storage,
+  emptied: readonly string[],
+  started: number,
+  record?: (packs: readonly string[]) => Promise<void>,
+): Promise<{ deletedPacks: number; orphanPacks: number; bytesFreed: number }> {
   const db = catalog.db;
   const out = { deletedPacks: 0, orphanPacks: 0, bytesFreed: 0 };
+  const gone: { name: string; size: number }[] = [];
   for (const name of emptied) {
     const size = catalog.transaction(() => {
       const pack = db.prepare('SELECT id, size FROM packs WHERE name = ?').get(name) as { id: number; size: number } | undefined;
@@ -124,7 +133,10 @@ export async function pruneSweep(catalog: Catalog, storage: Storage, emptied: re
       db.prepare('DELETE FROM packs WHERE id = ?').run(pack.id);
       return pack.size;
     });
-    if (size === undefined) continue;
+    if (size !== undefined) gone.push({ name, size });
+  }
+  await record?.(gone.map((p) => p.name));
+  for (const { name, size } of gone) {
     await storage.delete({ kind: 'pack', name });
     out.deletedPacks++;
     out.bytesFreed += size;
@@ -135,13 +147,17 @@ export async function pruneSweep(catalog: Catalog, storage: Storage, emptied: re
   out.bytesFreed += await storage.sweepTemporary(quiet ? 60_000 : 3_600_000);
   if (quiet) {
     const known = new Set(db.prepare('SELECT name FROM packs').pluck().all() as string[]);
+    const orphans: { name: string; size: number }[] = [];
     for await (const name of storage.list('pack')) {
       if (known.has(name)) continue;
       const st = await storage.stat({ kind: 'pack', name });
-      if (st.mtimeMs >= started - 1000) continue;
+      if (st.mtimeMs < started - 1000) orphans.push({ name, size: st.size });
+    }
+    await record?.(orphans.map((p) => p.name));
+    for (const { name, size } of orphans) {
       await storage.delete({ kind: 'pack', name });
       out.orphanPacks++;
-      out.bytesFreed += st.size;
+      out.bytesFreed += size;
     }
   }
   return out;

@@ -39,22 +39,39 @@ export interface VersionUpload {
 /** What a follower of a bucket's catalog journal (catalog/journal.ts) replays into. */
 export interface JournalTarget {
   readonly catalog: Catalog;
-  readonly storage: Storage;
-  indexPack(name: string, size: number, entries: readonly PackEntry[], relocate?: boolean): void;
+  indexPack(name: string, size: number, entries: readonly PackEntry[], relocate?: boolean, spares?: ReadonlySet<string>): void;
   storeVersions(snapshot: number, list: readonly VersionUpload[]): Promise<void>;
   commitSnapshot(seq: number, root: Buffer, record: Buffer, meta: Buffer, blobs: readonly Buffer[]): Promise<void>;
+  /** Removes these snapshots as the writer's forget did (whatever this catalog's own leases say). */
+  forget(snapshots: readonly number[]): Promise<void>;
+  setVersionTocs(list: readonly ResealedToc[]): void;
+  /** Drops packs a prune removed, with the blocks they still held; how many it knew. */
+  dropPacks(names: readonly string[]): number;
 }
 
 export interface FollowResult {
+  /** Records read. */
+  records: number;
   packs: number;
   snapshots: number;
-  /** Snapshots left out this time, and why. */
+  /** Forgets, tags, resealed TOCs and prunes that changed the catalog. */
+  changes: number;
+  /** What was left out this time, and why. */
   problems: string[];
+}
+
+/** A resealed TOC as the journal names its version: by the snapshot that holds it and its path id. */
+export interface JournaledToc {
+  snapshot: string;
+  path: Buffer;
+  toc: Buffer;
+  segments: readonly Buffer[];
+  old: readonly Buffer[];
 }
 
 /** A bucket's catalog journal (catalog/journal.ts, CatalogJournal), as the service writes and follows it. */
 export interface Journal {
-  recordPack(name: string, entries: readonly PackEntry[], relocate: boolean): Promise<void>;
+  recordPack(name: string, size: number, entries: readonly PackEntry[], relocate: boolean, replaces?: readonly string[]): Promise<void>;
   began(seq: number, id: string, inherits: boolean): void;
   recordVersions(seq: number, list: readonly VersionUpload[]): Promise<void>;
   recordCommit(
@@ -64,6 +81,10 @@ export interface Journal {
     commit: { root: Buffer; record: Buffer; meta: Buffer; blobs: readonly Buffer[] },
   ): Promise<void>;
   done(seq: number): void;
+  recordForget(snapshots: readonly string[]): Promise<void>;
+  recordTag(snapshot: string, record: Buffer, meta: Buffer): Promise<void>;
+  recordTocs(tocs: readonly JournaledToc[]): Promise<void>;
+  recordPrune(packs: readonly string[]): Promise<void>;
   follow(target: JournalTarget): Promise<FollowResult>;
 }
 
@@ -256,6 +277,11 @@ export class LocalService implements CatalogService {
     return this.catalog.packIndexed(name);
   }
 
+  /** Every pack the catalog knows (a server over a bucket holds them against the bucket's). */
+  packNames(): string[] {
+    return this.catalog.packNames();
+  }
+
   /** A snapshot being written, by number or id. */
   pendingSnapshot(which: { seq: number } | { id: string }): { seq: number; id: string } | undefined {
     return this.catalog.pendingSnapshots().find((p) => ('seq' in which ? p.seq === which.seq : p.id === which.id));
@@ -409,13 +435,13 @@ export class LocalService implements CatalogService {
 
   async putPack(name: string, bytes: Buffer, entries: readonly PackEntry[], relocate = false): Promise<void> {
     await this.storage.put({ kind: 'pack', name }, bytes);
-    await this.journal?.recordPack(name, entries, relocate);
+    await this.journal?.recordPack(name, bytes.length, entries, relocate);
     this.indexPack(name, bytes.length, entries, relocate);
   }
 
   /** indexPack, for a pack a client uploaded: written to the journal first (when there is one). */
   async indexUploadedPack(name: string, size: number, entries: readonly PackEntry[], relocate = false, spares?: ReadonlySet<string>): Promise<void> {
-    await this.journal?.recordPack(name, entries, relocate);
+    await this.journal?.recordPack(name, size, entries, relocate, spares ? [...spares] : []);
     this.indexPack(name, size, entries, relocate, spares);
   }
 
@@ -531,11 +557,10 @@ export class LocalService implements CatalogService {
 
   /** Brings this catalog up to date with the journal of its bucket (what other servers and clients wrote). */
   async followJournal(): Promise<FollowResult> {
-    if (!this.journal) return { packs: 0, snapshots: 0, problems: [] };
+    if (!this.journal) return { records: 0, packs: 0, snapshots: 0, changes: 0, problems: [] };
     return this.journal.follow({
       catalog: this.catalog,
-      storage: this.storage,
-      indexPack: (name, size, entries, relocate) => this.indexPack(name, size, entries, relocate),
+      indexPack: (name, size, entries, relocate, spares) => this.indexPack(name, size, entries, relocate, spares),
       // A batch sent again (its first try failed after the journal had it) is in the journal twice: stored once.
       storeVersions: (seq, list) => this.storeVersionsHere(seq, list.filter((v) => !this.hasOwnVersion(seq, v.path))),
       commitSnapshot: async (seq, root, record, meta, blobs) => {
@@ -543,6 +568,9 @@ export class LocalService implements CatalogService {
         if (lacking.length > 0) throw new StrataError('missing_blocks', `${lacking.length} blocks it uses are not stored`);
         this.catalog.commitSnapshot(seq, root, record, meta, blobs);
       },
+      forget: async (seqs) => void (await forgetting()).forgetInCatalog(this.catalog, seqs, { evenInUse: true }),
+      setVersionTocs: (list) => this.setVersionTocsHere(list),
+      dropPacks: (names) => this.catalog.dropPacks(names),
     });
   }
 
@@ -573,7 +601,10 @@ export class LocalService implements CatalogService {
   }
 
   async forgetSnapshots(candidates: readonly number[]): Promise<{ removed: number[]; inUse: number[]; touched: number[] }> {
-    return (await forgetting()).forgetInCatalog(this.catalog, candidates);
+    const { forgetInCatalog, forgettable } = await forgetting();
+    // Written first: a follower then forgets them too even if this process stops half way (and a forget sent again removes nothing more).
+    if (this.journal) await this.journal.recordForget(forgettable(this.catalog, candidates).map((seq) => this.catalog.snapshotBySeq(seq)!.id));
+    return forgetInCatalog(this.catalog, candidates);
   }
 
   async versionRecord(version: number): Promise<VersionRecord | undefined> {
@@ -596,6 +627,7 @@ export class LocalService implements CatalogService {
   async setSnapshotRecord(seq: number, record: Buffer, meta: Buffer): Promise<void> {
     if (!this.catalog.snapshotBySeq(seq)) throw new StrataError('not_found', `no snapshot ${seq}`);
     if (this.verify && !this.catalog.hasBlock(record)) throw new StrataError('missing_blocks', 'the new snapshot record is not stored');
+    await this.journal?.recordTag(this.catalog.snapshotBySeq(seq)!.id, record, meta);
     this.catalog.setSnapshotRecord(seq, record, meta);
   }
 
@@ -604,6 +636,19 @@ export class LocalService implements CatalogService {
       const lacking = list.flatMap((t) => [t.toc, ...t.segments]).filter((id) => !this.catalog.hasBlock(id));
       if (lacking.length > 0) throw new StrataError('missing_blocks', `${lacking.length} TOC blobs are not stored`);
     }
+    if (this.journal) {
+      const named = list.flatMap((t) => {
+        const v = this.catalog.versionRecord(t.version);
+        const snapshot = v && this.catalog.snapshotBySeq(v.snapshot);
+        return v && snapshot ? [{ snapshot: snapshot.id, path: v.path, toc: t.toc, segments: t.segments, old: t.old }] : [];
+      });
+      await this.journal.recordTocs(named);
+    }
+    this.setVersionTocsHere(list);
+  }
+
+  /** setVersionTocs in this catalog alone (also what a journal's follower replays). */
+  setVersionTocsHere(list: readonly ResealedToc[]): void {
     this.catalog.transaction(() => {
       list.forEach((t) => this.catalog.versionById(t.version) && this.catalog.setVersionToc(t.version, t.toc, t.segments, t.old));
       this.catalog.clearStale(list.map((t) => t.version));
@@ -615,7 +660,8 @@ export class LocalService implements CatalogService {
   }
 
   async pruneSweep(packs: readonly string[], started: number): Promise<{ deletedPacks: number; orphanPacks: number; bytesFreed: number }> {
-    return (await pruning()).pruneSweep(this.catalog, this.storage, packs, started);
+    // The packs it removes are written to the journal before their files are deleted: a follower never reads them.
+    return (await pruning()).pruneSweep(this.catalog, this.storage, packs, started, this.journal && ((names) => this.journal!.recordPrune(names)));
   }
 
   async checkPacks(): Promise<{ packs: PackInfo[]; errors: string[]; warnings: string[]; bad: string[] }> {

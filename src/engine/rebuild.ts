@@ -14,6 +14,8 @@ import { metaAad, type SnapshotRecord } from './snapshot.js';
 import { decodeTree, findEntry, MAX_TREE_DEPTH, treeIds, type Tree, type TreeEntry } from './tree.js';
 import { sealedTocEntries, type SealedToc, type SealedTocSegment } from './versions.js';
 import { tocRows, type TargetVersion } from '../catalog/toc-rows.js';
+import { CatalogJournal } from '../catalog/journal.js';
+import { LocalService } from '../catalog/service.js';
 
 export interface RebuildResult {
   packs: number;
@@ -285,6 +287,19 @@ async function unchangedVersions(
     }
   }
   return made;
+}
+
+/**
+ * For a repository in a bucket: writes into its catalog journal what the
+ * catalog (rebuilt from the packs, with the key) holds and the journal
+ * lacks, so that servers over the bucket, which have no key, serve it too: a
+ * bucket written before the journal has none. Undefined for other
+ * repositories.
+ */
+export async function journalCatalog(repo: Repository, onProgress: (m: string) => void = () => {}): Promise<{ packs: number; snapshots: number } | undefined> {
+  const journal = repo.service instanceof LocalService ? repo.service.journal : undefined;
+  if (!repo.cachedCatalog || !(journal instanceof CatalogJournal)) return undefined;
+  return journal.seed(repo.catalog, onProgress);
 }
 
 /**

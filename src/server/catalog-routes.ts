@@ -78,7 +78,9 @@ export class CatalogKeeper {
         this.queued = undefined;
         const r = await service.followJournal();
         const log = this.bucket!.onFollow;
-        if (r.packs > 0 || r.snapshots > 0) log(`journal: ${r.packs} packs and ${r.snapshots} snapshots added`);
+        if (r.packs > 0 || r.snapshots > 0 || r.changes > 0) {
+          log(`journal: ${r.packs} packs and ${r.snapshots} snapshots added${r.changes > 0 ? `, ${r.changes} forgets, tags, resealed TOCs or prunes applied` : ''}`);
+        }
         for (const p of r.problems) {
           // A damaged entry stays damaged: said once.
           if (!this.told.has(p)) log(`journal: ${p}`);
@@ -88,6 +90,11 @@ export class CatalogKeeper {
     this.queued = next;
     this.following = next;
     return next;
+  }
+
+  /** Whether the catalog follows a bucket's journal. */
+  get follows(): boolean {
+    return this.service?.journal !== undefined;
   }
 
   /** The repository's catalog service, opened (and created) on first use. */
@@ -270,7 +277,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
     route('block', async (_, ctx) => {
       const block = id(ctx.params.id, 'block id');
       if (svc().blockLength(block) === undefined) throw new HttpError('not_found', 'no such block');
-      return await svc().readSealed(block);
+      return await readFresh(keeper, block);
     }),
     route('readBlocks', async (ids) => {
       if (ids.length === 0) throw new HttpError('bad_request', 'no block ids');
@@ -287,7 +294,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       return await Promise.all(
         take.map(({ id: block, found }) =>
           // Unreadable here: an empty frame, and the client asks GET /v1/blocks/{id} for the reason.
-          found ? svc().readSealed(block).catch((e: unknown) => (e instanceof StrataError ? Buffer.alloc(0) : Promise.reject(e))) : Buffer.alloc(0),
+          found ? readFresh(keeper, block).catch((e: unknown) => (e instanceof StrataError ? Buffer.alloc(0) : Promise.reject(e))) : Buffer.alloc(0),
         ),
       );
     }),
@@ -382,6 +389,24 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       return seq;
     }),
   ];
+}
+
+/**
+ * A block's sealed bytes. Over a bucket, a pack may be gone because another
+ * server's prune moved the block (or dropped it): the journal is followed
+ * and the block looked up again. A block not in the repository any more is
+ * not found; one whose pack is missing, an integrity error. Never other bytes:
+ * pack names are never reused.
+ */
+async function readFresh(keeper: CatalogKeeper, block: Buffer): Promise<Buffer> {
+  try {
+    return await keeper.get().readSealed(block);
+  } catch (e) {
+    if (!(e instanceof StrataError) || !keeper.follows) throw e;
+    await keeper.fresh();
+    if (keeper.get().blockLength(block) === undefined) throw new HttpError('not_found', 'no such block (a prune removed it)');
+    return await keeper.get().readSealed(block);
+  }
 }
 
 function packName(s: string | undefined): string {

@@ -177,13 +177,41 @@ async function serveBucket(
     if (!(await storage.exists({ kind: 'config', name: 'config' }))) {
       throw new StrataError('no_repository', `no repository in ${s3.location}: create it with "strata init --repo ${s3.location}"`);
     }
-    keeper = new CatalogKeeper(storage, { file, shared: new SharedLeases(s3.leases), journal: new CatalogJournal(s3.journal), onFollow: (m) => logLine(log, m) });
+    const journal = new CatalogJournal(s3.journal);
+    keeper = new CatalogKeeper(storage, { file, shared: new SharedLeases(s3.leases), journal, onFollow: (m) => logLine(log, m) });
     // The cache starts empty: filled before the first request.
     await keeper.fresh();
+    await checkJournaled(s3.location, storage, keeper, journal, log);
     return { storage, keeper, close };
   } catch (e) {
     await keeper?.close();
     await close();
     throw e;
+  }
+}
+
+/**
+ * A bucket whose packs its catalog journal does not name was written (in
+ * part) before the journal: a server, which has no key, cannot read those
+ * packs' snapshots. With no journal at all it refuses to start, saying what
+ * to run; otherwise its log says so once.
+ */
+async function checkJournaled(location: string, storage: Storage, keeper: CatalogKeeper, journal: CatalogJournal, log: LogOptions): Promise<void> {
+  const known = new Set(keeper.get().packNames());
+  let unnamed = 0;
+  for await (const name of storage.list('pack')) if (!known.has(name)) unnamed++;
+  const fix = `run "strata rebuild-catalog --repo ${location}" once with the key: it writes into the journal what the packs hold`;
+  if (journal.position === 0 && unnamed > 0) {
+    throw new StrataError(
+      'catalog',
+      `${location} holds ${unnamed} packs and no catalog journal (it was written by a strata from before the journal): a server has no key to read them with; ${fix}, then start the server again`,
+    );
+  }
+  const waiting = journal.waitingSnapshots.length;
+  if (unnamed > 0 || waiting > 0) {
+    logLine(
+      { ...log, quiet: false },
+      `${unnamed > 0 ? `${unnamed} packs of ${location} are not in its catalog journal (written before it, or uploads under way)` : ''}${unnamed > 0 && waiting > 0 ? '; ' : ''}${waiting > 0 ? `${waiting} snapshots in the journal lack their parent or blocks` : ''}: to serve what they hold, ${fix}`,
+    );
   }
 }

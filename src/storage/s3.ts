@@ -523,14 +523,24 @@ export class S3Storage implements Storage {
     throw this.failure(a, 'HEAD', key);
   }
 
-  /** Every key under `prefix`, page by page. */
-  private async *keys(prefix: string): AsyncIterable<string> {
+  /**
+   * Every key under `prefix` in byte order, page by page (the first of
+   * `firstPage` keys, if given); `retry`: each page tried again on transient
+   * failures (for callers not behind RetryingStorage).
+   */
+  private async *keys(prefix: string, firstPage?: number, retry = false): AsyncIterable<string> {
     let token: string | undefined;
+    let page = Math.min(firstPage ?? this.pageSize, this.pageSize);
     do {
-      const query: Record<string, string> = { 'list-type': '2', prefix, 'max-keys': String(this.pageSize) };
+      const query: Record<string, string> = { 'list-type': '2', prefix, 'max-keys': String(page) };
+      page = this.pageSize;
       if (token) query['continuation-token'] = token;
-      const a = await this.exchange('GET', undefined, { query, what: 'LIST' });
-      if (a.status !== 200) throw this.failure(a, 'GET', undefined);
+      const ask = async () => {
+        const answer = await this.exchange('GET', undefined, { query, what: 'LIST' });
+        if (answer.status !== 200) throw this.failure(answer, 'GET', undefined);
+        return answer;
+      };
+      const a = retry ? await retrying(this.retry, ask) : await ask();
       const xml = a.body.toString('utf8');
       yield* xmlValues(xml, 'Key');
       token = xmlValues(xml, 'IsTruncated')[0] === 'true' ? xmlValues(xml, 'NextContinuationToken')[0] : undefined;
@@ -634,8 +644,8 @@ export class S3Storage implements Storage {
       // Ceph RGW compares If-Match with the ETag without its quotes; AWS takes either.
       replace: (name, body, etag) => write(name, body, { 'If-Match': etag }),
       read,
-      names: async function* (this: S3Storage) {
-        for await (const key of this.keys(base)) yield key.slice(base.length);
+      names: async function* (this: S3Storage, opts: { prefix?: string; firstPage?: number } = {}) {
+        for await (const key of this.keys(base + (opts.prefix ?? ''), opts.firstPage, true)) yield key.slice(base.length);
       }.bind(this),
       remove: async (name) => {
         const key = keyOf(name);

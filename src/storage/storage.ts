@@ -105,6 +105,12 @@ export interface ConditionalObjects {
   replace(name: string, body: Buffer, etag: string): Promise<string | undefined>;
   /** The object and its etag, or undefined. */
   read(name: string): Promise<{ body: Buffer; etag: string } | undefined>;
-  names(): AsyncIterable<string>;
+  /**
+   * The names, in byte order, page by page as they are consumed (a reader
+   * that stops early asks for no more pages): all, or those starting with
+   * `prefix`; `firstPage` bounds the first answer (a reader that expects to
+   * stop at once asks for little).
+   */
+  names(opts?: { prefix?: string; firstPage?: number }): AsyncIterable<string>;
   remove(name: string): Promise<void>;
 }

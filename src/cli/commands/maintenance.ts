@@ -3,7 +3,7 @@ import { check, type Subset } from '../../engine/check.js';
 import { forget, forgetWithoutKey, type ForgetResult } from '../../engine/forget.js';
 import { parseDuration, type Policy } from '../../engine/policy.js';
 import { prune, type PruneResult } from '../../engine/prune.js';
-import { rebuildCatalog } from '../../engine/rebuild.js';
+import { journalCatalog, rebuildCatalog } from '../../engine/rebuild.js';
 import { ExitCode, usageError } from '../../errors.js';
 import { HOST_ID, removeLeases } from '../../catalog/lease.js';
 import { KeylessRepository, Repository } from '../../repo/repository.js';
@@ -147,14 +147,17 @@ export function register(program: Command): void {
       const progress = new Progress(wantsProgress(g), 'rebuilding');
       try {
         const r = await rebuildCatalog(repo, (m) => progress.text(m));
+        // A repository in a bucket: what its catalog journal lacks is written there too, for servers over the bucket.
+        const journal = await journalCatalog(repo, (m) => progress.text(m));
         progress.stop();
         if (r.damagedPacks.length > 0 || r.problems.length > 0) process.exitCode = ExitCode.error;
-        if (g.json) return printJson({ ...r, previous: previous ?? null });
+        if (g.json) return printJson({ ...r, previous: previous ?? null, ...(journal ? { journal } : {}) });
         for (const p of r.damagedPacks) warn(`pack ${p.slice(0, 16)} could not be read; its blocks are missing from the catalog`);
         for (const p of r.problems) warn(p);
         if (!g.quiet) {
           if (previous) line(`the old catalog is kept as ${previous}`);
           line(`rebuilt: ${plural(r.snapshots, 'snapshot')}, ${plural(r.versions, 'file version')}, ${plural(r.blocks, 'block')} in ${plural(r.packs, 'pack')}`);
+          if (journal) line(`written into the bucket's catalog journal: ${plural(journal.packs, 'pack')}, ${plural(journal.snapshots, 'snapshot')}`);
         }
       } finally {
         progress.stop();
