@@ -14,7 +14,7 @@
  * and reported as a conflict. `delete` removes what the target holds below
  * the restored directories that the snapshot does not (filters permitting).
  */
-import { closeSync, constants, fchmodSync, fchownSync, futimesSync, openSync, writevSync, type BigIntStats } from 'node:fs';
+import { closeSync, constants, fchmodSync, fchownSync, futimesSync, openSync, readlinkSync, writevSync, type BigIntStats } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { interrupted, StrataError, usageError } from '../errors.js';
@@ -543,11 +543,34 @@ async function unchanged(dest: string, st: BigIntStats, entry: Entry): Promise<b
  * one on a case-insensitive file system) would lead outside.
  */
 async function checkParent(dir: string, base: string): Promise<void> {
+  if (isWithin(dir, base) && reachedDirectly(dir)) return;
   // Every level, every time: a directory checked before may have been swapped for a link since.
   for (let d = dir; d !== base; d = path.dirname(d)) {
     if (!isWithin(d, base) || !(await fs.lstat(osPath(d))).isDirectory()) {
       throw new StrataError('unsafe_path', `refusing to restore into ${dir}: ${d} is not a directory inside the target`);
     }
+  }
+}
+
+/**
+ * True when `dir` (a real path) is a directory reached through no symlink:
+ * the directory opened there is at that very path, as the kernel names it.
+ * Three calls whatever the depth, where a look at each level costs one per
+ * level. False when that cannot be told here (no /proc): ask level by level.
+ */
+function reachedDirectly(dir: string): boolean {
+  let fd: number;
+  try {
+    fd = openSync(osPath(dir), constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+  } catch {
+    return false;
+  }
+  try {
+    return readlinkSync(`/proc/self/fd/${fd}`, { encoding: 'buffer' }).equals(Buffer.from(osPath(dir)));
+  } catch {
+    return false;
+  } finally {
+    closeSync(fd);
   }
 }
 
