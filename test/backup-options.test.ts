@@ -117,11 +117,17 @@ describe('backup --stdin', () => {
 
 describe('--compression', () => {
   it('off stores new blocks as they are, max squeezes them harder, and init sets what auto means; every byte reads back', () => {
-    // Compressible but never repeating (repeats would be deduplicated, not compressed).
+    // Compressible but never repeating, within a file or between them (repeats would be deduplicated, not compressed).
     const rng = new Rng(5);
-    const text = Array.from({ length: 20000 }, (_, i) => `line ${i}: value ${rng.int(1_000_000)} of a text that compresses well\n`).join('');
+    const texts = new Map<string, string>();
+    const textOf = (name: string) => {
+      if (!texts.has(name)) texts.set(name, Array.from({ length: 20000 }, (_, i) => `line ${i}: value ${rng.int(1_000_000)} of a text that compresses well\n`).join(''));
+      return texts.get(name)!;
+    };
+    const text = textOf('a');
     const added = (args: string[], env: NodeJS.ProcessEnv, name: string) => {
       const src = tempDir();
+      const text = textOf(name);
       fs.writeFileSync(path.join(src, name), text);
       const r = JSON.parse(ok(['backup', src, '--json', ...args], env).stdout);
       expect(ok(['cat', path.join(src, name)], env).stdout).toBe(text);

@@ -31,6 +31,16 @@ async function setup(): Promise<{ repo: Repository; file: string; data: Buffer; 
   return { repo, file, data, first, ids };
 }
 
+/** Flips a byte of a block's sealed bytes in its pack (flipped, not set: a set byte may already have that value). */
+function damage(repo: Repository, block: Buffer): void {
+  const loc = repo.catalog.blockLocation(block)!;
+  const fd = fs.openSync(path.join(repo.root, 'packs', loc.pack.slice(0, 2), loc.pack), 'r+');
+  const byte = Buffer.alloc(1);
+  fs.readSync(fd, byte, 0, 1, loc.offset + 40);
+  fs.writeSync(fd, Buffer.from([byte[0]! ^ 0xff]), 0, 1, loc.offset + 40);
+  fs.closeSync(fd);
+}
+
 async function restoreSnapshot(repo: Repository, id: string): Promise<string> {
   const target = tempDir('strata-restore-');
   await restore(repo, await findSnapshot(repo, { kind: 'id', prefix: id }), { target });
@@ -137,13 +147,7 @@ describe('restore on worker threads', () => {
     // Damage the middle block of a file in the middle of the list.
     const bad = path.join(src, 'f12');
     const version = await repo.service.version(snap.row.seq, repo.keyring.pathId(bad));
-    const loc = repo.catalog.blockLocation(repo.catalog.tocAt(version!.id, Math.floor(version!.size / 2))!.block!)!;
-    const fd = fs.openSync(path.join(repo.root, 'packs', loc.pack.slice(0, 2), loc.pack), 'r+');
-    // Flipped, not set: a set byte may already have that value.
-    const byte = Buffer.alloc(1);
-    fs.readSync(fd, byte, 0, 1, loc.offset + 40);
-    fs.writeSync(fd, Buffer.from([byte[0]! ^ 0xff]), 0, 1, loc.offset + 40);
-    fs.closeSync(fd);
+    damage(repo, repo.catalog.tocAt(version!.id, Math.floor(version!.size / 2))!.block!);
     // Opened again, as the next command would: what this one read is not kept anywhere in between.
     const fresh = await Repository.open(repo.root, { password: async () => 'test-password' });
     const again = tempDir('strata-restore-');
@@ -195,12 +199,7 @@ describe('restore on worker threads', () => {
     // Damage the one block of a small file.
     const bad = [...files.keys()].find((f) => files.get(f)!.length > 100 && files.get(f)!.length < 900)!;
     const version = await repo.service.version(snap.row.seq, repo.keyring.pathId(bad));
-    const loc = repo.catalog.blockLocation(repo.catalog.tocAt(version!.id, 0)!.block!)!;
-    const fd = fs.openSync(path.join(repo.root, 'packs', loc.pack.slice(0, 2), loc.pack), 'r+');
-    const byte = Buffer.alloc(1);
-    fs.readSync(fd, byte, 0, 1, loc.offset + 40);
-    fs.writeSync(fd, Buffer.from([byte[0]! ^ 0xff]), 0, 1, loc.offset + 40);
-    fs.closeSync(fd);
+    damage(repo, repo.catalog.tocAt(version!.id, 0)!.block!);
     const fresh = await Repository.open(repo.root, { password: async () => 'test-password' });
     const again = tempDir('strata-restore-');
     await expect(restore(fresh, await findSnapshot(fresh, { kind: 'id', prefix: snap.id }), { target: again })).rejects.toMatchObject({ code: 'integrity' });
