@@ -135,7 +135,7 @@ async function withDataset(cmd: Command, p: string, when: ReturnType<typeof pars
 }
 
 function summary(repo: Repository, ds: Dataset) {
-  return { snapshot: ds.tree.id, path: ds.path, type: ds.type ?? null, what: ds.what, size: ds.size, fetched: ds.fetched, requested: ds.requested, blocksRead: repo.blocksRead, ...repo.traffic };
+  return { snapshot: ds.tree.id, path: ds.path, type: ds.type ?? null, what: ds.what, size: ds.size, fetched: ds.fetched, ...(ds.indexed ? { indexFetched: ds.indexFetched } : {}), requested: ds.requested, blocksRead: repo.blocksRead, ...repo.traffic };
 }
 
 function report(repo: Repository, ds: Dataset, stats: boolean | undefined): void {
