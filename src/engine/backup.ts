@@ -194,6 +194,7 @@ class BackupRun {
         async (p) => (await this.parent?.lookup(p))?.type === 'file',
         (ids) => ids.forEach((id) => sink.blobs.add(id.toString('hex'))),
       );
+      if (ctx.datasets!.indexesMade > 0) this.r.itemIndexes = { made: ctx.datasets!.indexesMade, bytesScanned: ctx.datasets!.indexScanned };
       // What the record and the sealed meta add when there is any: the count of what could not be read, and the manifest.
       const extra = { ...(this.unreadable > 0 ? { unreadable: this.unreadable } : {}), ...(found.length > 0 ? { datasets: found } : {}) };
       const record: SnapshotRecord = { strata: 'snapshot', id: this.id, time: this.r.time, root: root!.tree!, ...meta, stats, ...extra };

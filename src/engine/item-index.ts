@@ -192,16 +192,18 @@ export class ItemIndex {
   private constructor(
     private readonly read: (id: Buffer) => Promise<Buffer>,
     private readonly root: Root,
+    /** What the file is, for a person, as the manifest says ("mbox mailbox"). */
+    readonly what: string,
   ) {}
 
   /** The index whose root is `rootId` (hex), checked against the file it is said to be of. */
-  static async open(read: (id: Buffer) => Promise<Buffer>, rootId: string, file: { path: string; size: number; type: IndexedType }): Promise<ItemIndex> {
+  static async open(read: (id: Buffer) => Promise<Buffer>, rootId: string, file: { path: string; size: number; type: IndexedType; what: string }): Promise<ItemIndex> {
     const plain = await read(Buffer.from(rootId, 'hex'));
     const root = decodeRoot(plain, rootId);
     if (root.path !== file.path || root.size !== file.size || root.type !== file.type) {
       throw integrity(`${file.path}: its item index is of another version (${root.path}, ${root.size} bytes, ${root.type})`, { path: file.path });
     }
-    const ix = new ItemIndex(read, root);
+    const ix = new ItemIndex(read, root, file.what);
     ix.fetched += plain.length;
     return ix;
   }

@@ -58,7 +58,8 @@ export class DatasetCollector {
     this.inherited = new Map((parent ?? []).map((e) => [e.path, e]));
   }
 
-  /** Bytes of mailboxes and archives scanned for their item indexes (the rest came from their parents' indexes). */
+  /** Item indexes made, and the bytes of mailboxes and archives scanned for them (the rest came from their parents' indexes). */
+  indexesMade = 0;
   indexScanned = 0;
 
   /**
@@ -106,6 +107,7 @@ export class DatasetCollector {
       // Indexed from what the file holds now: only if that is what was stored.
       const after = fs.fstatSync(fd, { bigint: true });
       if (before && (after.size !== before.size || after.mtimeNs !== before.mtimeNs || after.ctimeNs !== before.ctimeNs)) return;
+      this.indexesMade++;
       this.indexScanned += built.scanned;
       entry.index = built.root.toString('hex');
       entry.items = built.count;
@@ -173,4 +175,13 @@ export function manifestEntries(datasets: unknown): DatasetEntry[] {
       ((e as DatasetEntry).index === undefined || (typeof (e as DatasetEntry).index === 'string' && /^[0-9a-f]{64}$/.test((e as DatasetEntry).index!))) &&
       ((e as DatasetEntry).items === undefined || Number.isSafeInteger((e as DatasetEntry).items)),
   );
+}
+
+/** The blobs of the item indexes a manifest names (a rebuilt catalog lists them with the snapshot); an index that cannot be read is left out. */
+export async function manifestBlobs(read: (id: Buffer) => Promise<Buffer>, datasets: unknown): Promise<Buffer[]> {
+  const out: Buffer[] = [];
+  for (const e of manifestEntries(datasets)) {
+    if (e.index) out.push(...(await itemIndexBlobs(read, e.index).catch(() => [])));
+  }
+  return out;
 }

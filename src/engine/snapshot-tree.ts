@@ -246,7 +246,7 @@ export class SnapshotTree {
   async itemIndex(file: VersionFile): Promise<ItemIndex | undefined> {
     const e = manifestEntries(this.snapshot.meta.datasets).find((d) => d.path === file.path);
     if (!e?.index || (e.type !== 'mbox' && e.type !== 'tar')) return undefined;
-    return ItemIndex.open((id) => this.repo.readBlob(id, 'tree'), e.index, { path: file.path, size: file.size, type: e.type });
+    return ItemIndex.open((id) => this.repo.readBlob(id, 'tree'), e.index, { path: file.path, size: file.size, type: e.type, what: e.what });
   }
 
   /** The backup's totals (absent in snapshots made before they were kept). */

@@ -34,11 +34,23 @@ export class Dataset {
     return Dataset.of(tree, file);
   }
 
-  /** A file of a tree (a path, or a file already open) as a dataset. */
+  /**
+   * A file of a tree (a path, or a file already open) as a dataset: its
+   * type told by its first bytes, or, when the backup sealed an item index
+   * of it, by the manifest (nothing of the file is read yet).
+   */
   static async of(tree: SnapshotTree, file: string | VersionFile): Promise<Dataset> {
     const reader = new RangeReader(typeof file === 'string' ? await tree.open(file) : file);
+    const ix = await tree.itemIndex(reader.file);
+    if (ix) {
+      const ds = new Dataset(tree, reader, { type: ix.type, what: ix.what }, ix.what);
+      ds.ix = ix;
+      return ds;
+    }
     const head = await reader.read(0, Math.min(HEAD_BYTES, reader.size));
-    return new Dataset(tree, reader, detectDataset(head), describeContent(head, reader.size));
+    const ds = new Dataset(tree, reader, detectDataset(head), describeContent(head, reader.size));
+    ds.ix = null;
+    return ds;
   }
 
   get path(): string {
@@ -71,8 +83,7 @@ export class Dataset {
   private ix?: ItemIndex | null;
 
   /** The sealed item index of a mailbox or tar archive, when the backup made one. */
-  private async index(): Promise<ItemIndex | undefined> {
-    if (this.ix === undefined) this.ix = (await this.tree.itemIndex(this.reader.file)) ?? null;
+  private index(): ItemIndex | undefined {
     return this.ix ?? undefined;
   }
 
@@ -106,7 +117,7 @@ export class Dataset {
     const text = opts.match?.toLowerCase();
     const has = (...fields: (string | undefined)[]) => text === undefined || fields.some((f) => f?.toLowerCase().includes(text));
     const out: Record<string, unknown>[] = [];
-    const ix = type === 'mbox' || type === 'tar' ? await this.index() : undefined;
+    const ix = type === 'mbox' || type === 'tar' ? this.index() : undefined;
     if (type === 'mbox') {
       const all = ix ? (ix.all() as AsyncGenerator<MboxMessage>) : mboxMessages(this.reader);
       for await (const m of all) if (has(m.subject, m.from, m.messageId)) out.push({ ...m });
@@ -143,8 +154,9 @@ export class Dataset {
 
   /** The message an ITEM names (a number, or a Message-ID), from the item index when there is one. */
   private async message(item: string): Promise<MboxMessage> {
-    const ix = await this.index();
+    const ix = this.index();
     if (!ix) return findMessage(this.reader, item);
+    this.reader.exact = true;
     const id = item.replace(/^<|>$/g, '');
     const m = /^[0-9]+$/.test(item) ? await ix.message(Number(item)) : await ix.messageById(id);
     if (!m) throw notFound(/^[0-9]+$/.test(item) ? `${this.path} has no message ${item}` : `${this.path} has no message with Message-ID <${id}>`);
@@ -158,8 +170,9 @@ export class Dataset {
 
   /** The tar entry named ITEM, from the item index when there is one (its header read again and checked). */
   private async tarEntry(item: string): Promise<TarEntry> {
-    const ix = await this.index();
+    const ix = this.index();
     if (!ix) return findTarEntry(this.reader, item);
+    this.reader.exact = true;
     const e = await ix.tarEntry(item);
     if (!e) throw notFound(`${this.path} has no entry ${item}`);
     const bad = () => integrity(`${this.path}: its item index puts ${e.name} at ${e.offset}, where the archive holds another header`, { path: this.path });
