@@ -30,7 +30,8 @@ export class Dataset {
 
   /** The file at `path` (absolute, in the snapshot) as it was at `at`, its type told from its first bytes. */
   static async open(repo: Repository, path: string, at: When): Promise<Dataset> {
-    const { tree, file } = await openFileAt(repo, path, { at });
+    // The read plan a server sends with the file is for its last byte only: an item reader reads what its format says, not the file from its start.
+    const { tree, file } = await openFileAt(repo, path, { at }, { suffix: 1 });
     return Dataset.of(tree, file);
   }
 
