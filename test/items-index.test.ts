@@ -223,6 +223,31 @@ describe('sealed item indexes', () => {
     expect(l.items.map((m) => m.number)).toEqual([11]);
   });
 
+  it('keeps an inherited index through forget, prune and a rebuilt catalog', () => {
+    // Nothing changed: the mailbox and the archive are inherited, and so are their indexes.
+    const again = json<{ snapshot: string; itemIndexes?: unknown }>(['backup', data]);
+    expect(again.itemIndexes).toBeUndefined();
+    const before = json<{ datasets: { path: string; index?: string }[] }>(['manifest']).datasets;
+    expect(before.find((d) => d.path === mbox())?.index).toMatch(/^[0-9a-f]{64}$/);
+    const r = run(['forget', '--keep-last', '1', '--prune']);
+    expect(r.status, r.stderr).toBe(0);
+    const { msgs } = mboxAt[mboxAt.length - 1]!;
+    const check = () => {
+      const j = json<{ data: string }>(['item', mbox(), `<${msgs[msgs.length - 2]!.id}>`]);
+      expect(Buffer.from(j.data, 'base64').toString()).toBe(msgs[msgs.length - 2]!.text);
+      expect(j.indexFetched).toBeGreaterThan(0);
+      expect(json<{ items: Listed[] }>(['items', tar()]).items.map((e) => (e as unknown as { name: string }).name)).toEqual(tarAt[tarAt.length - 1]!.names);
+    };
+    check();
+    fs.rmSync(path.join(repo, 'catalog.db'));
+    for (const ext of ['-wal', '-shm']) fs.rmSync(path.join(repo, `catalog.db${ext}`), { force: true });
+    expect(run(['rebuild-catalog']).status).toBe(0);
+    expect(run(['prune']).status).toBe(0);
+    expect(json<{ datasets: unknown[] }>(['manifest']).datasets).toEqual(before);
+    check();
+    expect(json<{ errors: unknown[] }>(['check', '--read-data']).errors).toEqual([]);
+  });
+
   it('finds a damaged index an integrity error, never wrong items', () => {
     const m = json<{ datasets: { path: string; index?: string }[] }>(['manifest']);
     const root = m.datasets.find((d) => d.path === mbox())!.index!;
