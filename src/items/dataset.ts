@@ -44,7 +44,7 @@ export class Dataset {
     const reader = new RangeReader(typeof file === 'string' ? await tree.open(file) : file);
     const ix = await tree.itemIndex(reader.file);
     if (ix) {
-      const ds = new Dataset(tree, reader, { type: ix.type, what: ix.what }, ix.what);
+      const ds = new Dataset(tree, reader, { type: ix.type, what: ix.what }, `a ${ix.what}`);
       ds.ix = ix;
       return ds;
     }
