@@ -36,7 +36,7 @@ const FROM_LINE = Buffer.from('\nFrom ');
  * a message is known to begin), numbered on from `number`.
  */
 export class MboxScanner {
-  private current: { offset: number; header: Buffer[]; headerBytes: number; done: boolean } | undefined;
+  private current: { offset: number; header: Buffer[]; headerBytes: number; done: boolean; nl: number; tail: Buffer } | undefined;
   private tail = Buffer.alloc(0);
   private pos: number;
 
@@ -68,7 +68,8 @@ export class MboxScanner {
       // A start across the joint: its first bytes went to the message before, and are given to it again.
       if (s > at) this.take(piece.subarray(at - pos, s - pos));
       if (this.current) out.push(this.finish(s));
-      this.current = { offset: s, header: [], headerBytes: 0, done: false };
+      this.current = { offset: s, header: [], headerBytes: 0, done: false, nl: -1, tail: Buffer.alloc(0) };
+      // A start across the joint: "From" seen at the end of the last piece; it holds no line feed.
       if (s < pos) {
         this.current.header.push(Buffer.from(tail.subarray(tail.length - (pos - s))));
         this.current.headerBytes = pos - s;
@@ -95,14 +96,51 @@ export class MboxScanner {
     return { number: this.number, offset: c.offset, size: end - c.offset, ...headerFields(headerOf(Buffer.concat(c.header))) };
   }
 
+  /**
+   * Keeps the bytes of the current message's header: up to the end of its
+   * first blank line after the "From " line (or HEADER_LIMIT), and no more,
+   * so a body is never copied.
+   */
   private take(piece: Buffer): void {
     const c = this.current;
     if (!c || c.done) return;
-    const part = Buffer.from(piece.subarray(0, HEADER_LIMIT - c.headerBytes));
-    c.header.push(part);
-    c.headerBytes += part.length;
-    if (c.headerBytes >= HEADER_LIMIT || hasBlankLine(Buffer.concat(c.header))) c.done = true;
+    const part = piece.subarray(0, HEADER_LIMIT - c.headerBytes);
+    let from = 0;
+    if (c.nl < 0) {
+      const i = part.indexOf(10);
+      from = i < 0 ? part.length : i + 1;
+      if (i >= 0) c.nl = c.headerBytes + i;
+    }
+    let end = -1;
+    if (c.nl >= 0 && from < part.length) {
+      // A blank line across the joint with what was kept, then one in this part.
+      const joint = Buffer.concat([c.tail, part.subarray(from, from + 3)]);
+      const j = firstBlank(joint, 0);
+      if (j >= 0 && j < c.tail.length) end = from + blankEnd(joint, j) - c.tail.length;
+      else {
+        const k = firstBlank(part, from);
+        if (k >= 0) end = blankEnd(part, k);
+      }
+    }
+    const kept = end >= 0 ? part.subarray(0, end) : part;
+    c.header.push(Buffer.from(kept));
+    c.headerBytes += kept.length;
+    if (c.nl >= 0) c.tail = Buffer.from(Buffer.concat([c.tail, kept.subarray(Math.max(from, kept.length - 3))]).subarray(-3));
+    if (end >= 0 || c.headerBytes >= HEADER_LIMIT) c.done = true;
   }
+}
+
+/** Where the first blank line ("\n\n" or "\r\n\r\n") in `b` from `from` begins, or -1. */
+function firstBlank(b: Buffer, from: number): number {
+  const a = b.indexOf('\n\n', from);
+  const c = b.indexOf('\r\n\r\n', from);
+  if (a < 0) return c;
+  return c < 0 ? a : Math.min(a, c);
+}
+
+/** The end of the blank line that begins at `at`. */
+function blankEnd(b: Buffer, at: number): number {
+  return at + (b[at] === 13 ? 4 : 2);
 }
 
 /** A message's header: from after its "From " line to the first blank line. */
@@ -120,10 +158,6 @@ function blankLine(b: Buffer): number {
   return c < 0 ? a : Math.min(a, c);
 }
 
-function hasBlankLine(b: Buffer): boolean {
-  const nl = b.indexOf(10);
-  return nl >= 0 && blankLine(b.subarray(nl + 1)) >= 0;
-}
 
 export interface TarEntry {
   name: string;
