@@ -223,6 +223,26 @@ describe('sealed item indexes', () => {
     expect(l.items.map((m) => m.number)).toEqual([11]);
   });
 
+  it('scans a mailbox or archive that has no index (stored from standard input), with the same answers', () => {
+    const { snapshot, msgs } = mboxAt[2]!;
+    const bytes = run(['cat', mbox(), '--at', snapshot]).raw;
+    const e = { ...env, STRATA_REPO: initCliRepo().repo };
+    expect(strata(['backup', '--stdin', '--stdin-filename', 'in.mbox', '-q'], e, { input: bytes }).status).toBe(0);
+    const indexed = json<{ items: Listed[] }>(['items', mbox(), '--at', snapshot]);
+    const scanned = json<{ items: Listed[] }>(['items', '/in.mbox'], e);
+    expect(scanned.indexFetched).toBeUndefined();
+    expect(scanned.items).toEqual(indexed.items);
+    const i = msgs.length - 7;
+    const m = json<{ data: string }>(['item', '/in.mbox', `<${msgs[i]!.id}>`], e);
+    expect(Buffer.from(m.data, 'base64').toString()).toBe(msgs[i]!.text);
+    expect(m.indexFetched).toBeUndefined();
+    const t = tarAt[tarAt.length - 1]!;
+    const tarBytes = run(['cat', tar(), '--at', t.snapshot]).raw;
+    expect(strata(['backup', '--stdin', '--stdin-filename', 'in.tar', '-q'], e, { input: tarBytes }).status).toBe(0);
+    expect(json<{ items: { name: string }[] }>(['items', '/in.tar'], e).items.map((x) => x.name)).toEqual(t.names);
+    expect(strata(['item', '/in.tar', 'f3.bin'], e).raw.equals(t.contents.get('f3.bin')!)).toBe(true);
+  });
+
   it('keeps an inherited index through forget, prune and a rebuilt catalog', () => {
     // Nothing changed: the mailbox and the archive are inherited, and so are their indexes.
     const again = json<{ snapshot: string; itemIndexes?: unknown }>(['backup', data]);
