@@ -169,7 +169,7 @@ class BackupRun {
       warn: (m, incomplete) => this.warn(m, incomplete),
       report: () => this.report(),
       checkAbort: () => sink.checkAbort(),
-      ...(dry ? {} : { datasets: new DatasetCollector(manifestEntries(this.parent?.meta.datasets), { keyring: repo.keyring, read: (id) => repo.readBlob(id, 'tree'), write: (plain) => sink.storeBlob('tree', plain) }) }),
+      ...(dry ? {} : { datasets: new DatasetCollector(manifestEntries(this.parent?.meta.datasets), { keyring: repo.keyring, read: (id) => repo.readBlob(id, 'tree'), write: (plain) => sink.storeBlob('tree', plain), checkAbort: () => sink.checkAbort() }) }),
     };
     const chunker = new Chunker(repo.chunker, repo.gear, windowBytes(READ_SIZE, repo.chunker.max));
     const files = new FileSaver(ctx, sink, pool, versions, chunker);

@@ -36,6 +36,8 @@ export interface DatasetEntry {
 /** What an item index needs of the backup: where its blobs go, and the key that marks a version's blocks. */
 export interface IndexSink extends IndexStore {
   keyring: { blockId(data: Uint8Array): Buffer };
+  /** Throws once the backup is interrupted: a long scan stops (and its index is dropped). */
+  checkAbort?: () => void;
 }
 
 /** Entries past this many are not kept: a snapshot's sealed meta is read whenever it is listed. */
@@ -91,6 +93,7 @@ export class DatasetCollector {
       const type = entry.type as IndexedType;
       const from = parent?.index && parent.type === type && previous && complete(previous) ? { root: Buffer.from(parent.index, 'hex'), mark: contentMark(this.sink.keyring, previous), firstChange: firstChange(blocks, previous) } : undefined;
       const read = (position: number, length: number) => {
+        this.sink!.checkAbort?.();
         const b = Buffer.allocUnsafe(length);
         for (let got = 0; got < length; ) {
           const n = fs.readSync(fd, b, got, length - got, position + got);
