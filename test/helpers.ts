@@ -91,7 +91,7 @@ export function cliEnv(repo: string, extra: Record<string, string | undefined> =
 }
 
 /** Runs the built CLI synchronously (`bin`: another copy of it). */
-export function strata(args: string[], env: NodeJS.ProcessEnv, opts: { cwd?: string; input?: string; uid?: number; gid?: number; bin?: string } = {}): CliResult {
+export function strata(args: string[], env: NodeJS.ProcessEnv, opts: { cwd?: string; input?: string | Buffer; uid?: number; gid?: number; bin?: string } = {}): CliResult {
   const r: SpawnSyncReturns<Buffer> = spawnSync(process.execPath, [opts.bin ?? BIN, ...args], {
     env,
     cwd: opts.cwd,

@@ -168,4 +168,47 @@ describe('a file system image read in this process', () => {
       repo.close();
     }
   });
+
+  it('reads FAT12 (a floppy-sized image and a partition of type 1), byte for byte', async () => {
+    const dir = tempDir();
+    const rng = new Rng(12);
+    const a = rng.bytes(200_000);
+    fs.writeFileSync(path.join(dir, 'a.bin'), a);
+    fs.writeFileSync(path.join(dir, 'b.txt'), 'in a subdirectory\n');
+    const images = tempDir();
+    const bare = path.join(images, 'floppy.img');
+    execFileSync('mkfs.vfat', ['-C', '-F', '12', bare, '1440'], { stdio: 'ignore' });
+    execFileSync('mcopy', ['-i', bare, path.join(dir, 'a.bin'), '::']);
+    execFileSync('mmd', ['-i', bare, '::sub']);
+    execFileSync('mcopy', ['-i', bare, path.join(dir, 'b.txt'), '::sub/b.txt']);
+    const mbr = path.join(images, 'mbr.img');
+    execFileSync('truncate', ['-s', '8M', mbr]);
+    execFileSync('sfdisk', ['-q', mbr], { input: 'label: dos\n2048,8192,1\n' });
+    execFileSync('mkfs.vfat', ['-F', '12', '--offset', '2048', mbr, '4096'], { stdio: 'ignore' });
+    execFileSync('mcopy', ['-i', `${mbr}@@1M`, path.join(dir, 'a.bin'), '::']);
+    const repo = await makeRepo();
+    try {
+      await backup(repo, { paths: [images] });
+      const tree = await SnapshotTree.open(repo);
+      const read = async (ds: Dataset, item: string) => {
+        const parts: Buffer[] = [];
+        for await (const piece of (await ds.item(item)).bytes) parts.push(Buffer.from(piece));
+        return Buffer.concat(parts);
+      };
+      const floppy = await Dataset.of(tree, bare);
+      expect(floppy.what).toBe('a disk image (FAT file system)');
+      expect(await floppy.items()).toMatchObject([{ number: 1, filesystem: 'fat', table: 'none' }]);
+      expect((await floppy.items({ inner: '/' })).map((e) => [e.name, e.type])).toEqual([
+        ['A.BIN', 'file'],
+        ['SUB', 'dir'],
+      ]);
+      expect((await read(floppy, '/a.bin')).equals(a)).toBe(true);
+      expect((await read(floppy, '/sub/b.txt')).toString()).toBe('in a subdirectory\n');
+      const part = await Dataset.of(tree, mbr);
+      expect(await part.items()).toMatchObject([{ number: 1, offset: 1024 * 1024, type: '0x01', filesystem: 'fat', table: 'mbr' }]);
+      expect((await read(part, 'p1:/a.bin')).equals(a)).toBe(true);
+    } finally {
+      repo.close();
+    }
+  });
 });

@@ -108,6 +108,8 @@ export interface BackupResult {
   /** True when some source could not be read (exit code 3). */
   incomplete: boolean;
   durationMs: number;
+  /** Item indexes sealed for mailboxes and tar archives stored, and the bytes of them scanned (what their parents' indexes did not cover). Absent when none was made. */
+  itemIndexes?: { made: number; bytesScanned: number };
   /** A dry run: nothing was stored, `snapshot` is the id it would have had, and `bytesAdded` counts new blocks before compression. */
   dryRun?: true;
 }

@@ -120,6 +120,7 @@ export class FileSaver extends BackupPart {
     const { pathId, row: prevRow, blocks: prevBlocks } = known && known.entrySize === undefined ? known : (await this.parentVersions([abs]))[0]!;
     const target: TargetVersion | undefined = prevRow && this.parent ? { id: prevRow.id, snapshotId: this.parent.id, depth: prevRow.depth } : undefined;
     const previous = prevRow && prevRow.size > 0 ? (prevBlocks ?? (await repo.service.blockList(prevRow.id, prevRow.size))) : new BlockList(1);
+    if (abs === this.opts.stdinPath) this.ctx.datasets?.replaced(abs);
     const blocks = abs === this.opts.stdinPath ? await this.readStdin(abs) : await this.readFile(abs, prevRow ? previous : undefined);
     if (!blocks) return undefined;
     entry.size = blocks.size;
@@ -285,7 +286,7 @@ export class FileSaver extends BackupPart {
         return undefined;
       }
       this.checkUnchangedWhileRead(fd, st, abs);
-      this.ctx.datasets?.stored(abs, fd, blocks.size);
+      await this.ctx.datasets?.stored(abs, fd, blocks, st, previous);
       return blocks;
     } finally {
       fsSync.closeSync(fd);

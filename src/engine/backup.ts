@@ -169,7 +169,7 @@ class BackupRun {
       warn: (m, incomplete) => this.warn(m, incomplete),
       report: () => this.report(),
       checkAbort: () => sink.checkAbort(),
-      ...(dry ? {} : { datasets: new DatasetCollector(manifestEntries(this.parent?.meta.datasets)) }),
+      ...(dry ? {} : { datasets: new DatasetCollector(manifestEntries(this.parent?.meta.datasets), { keyring: repo.keyring, read: (id) => repo.readBlob(id, 'tree'), write: (plain) => sink.storeBlob('tree', plain), checkAbort: () => sink.checkAbort() }) }),
     };
     const chunker = new Chunker(repo.chunker, repo.gear, windowBytes(READ_SIZE, repo.chunker.max));
     const files = new FileSaver(ctx, sink, pool, versions, chunker);
@@ -191,7 +191,11 @@ class BackupRun {
       await this.packer.flush();
       // What the data, trees and TOCs added; the record's own small pack comes on top.
       const stats = { files: this.r.filesNew + this.r.filesChanged + this.r.filesUnchanged, dirs: this.r.dirs, bytes: this.r.bytesTotal, bytesAdded: this.packer.bytesWritten };
-      const found = await ctx.datasets!.entries(async (p) => (await this.parent?.lookup(p))?.type === 'file');
+      const found = await ctx.datasets!.entries(
+        async (p) => (await this.parent?.lookup(p))?.type === 'file',
+        (ids) => ids.forEach((id) => sink.blobs.add(id.toString('hex'))),
+      );
+      if (ctx.datasets!.indexesMade > 0) this.r.itemIndexes = { made: ctx.datasets!.indexesMade, bytesScanned: ctx.datasets!.indexScanned };
       // What the record and the sealed meta add when there is any: the count of what could not be read, and the manifest.
       const extra = { ...(this.unreadable > 0 ? { unreadable: this.unreadable } : {}), ...(found.length > 0 ? { datasets: found } : {}) };
       const record: SnapshotRecord = { strata: 'snapshot', id: this.id, time: this.r.time, root: root!.tree!, ...meta, stats, ...extra };

@@ -11,6 +11,7 @@ import { decodePackIndex } from '../repo/pack.js';
 import type { Repository } from '../repo/repository.js';
 import { contentMark } from '../catalog/blocklist.js';
 import { metaAad, type SnapshotRecord } from './snapshot.js';
+import { manifestBlobs } from './manifest.js';
 import { decodeTree, findEntry, MAX_TREE_DEPTH, treeIds, type Tree, type TreeEntry } from './tree.js';
 import { sealedTocEntries, type SealedToc, type SealedTocSegment } from './versions.js';
 import { tocRows, type TargetVersion } from '../catalog/toc-rows.js';
@@ -175,7 +176,7 @@ async function restoreSnapshots(
     const lineage = keyring.lineageId(s.host, s.paths).toString('hex');
     if (!seenByLineage.has(lineage)) seenByLineage.set(lineage, new Map());
     r.versions += await unchangedVersions(repo, s, seq, await parentOf(s), seqOf, sealed, seenByLineage.get(lineage)!, r.problems);
-    const blobs = [Buffer.from((s as SnapshotRecord & { recordId: string }).recordId, 'hex'), ...(await treeIds(repo, s.root, false))];
+    const blobs = [Buffer.from((s as SnapshotRecord & { recordId: string }).recordId, 'hex'), ...(await treeIds(repo, s.root, false)), ...(await manifestBlobs((id) => repo.readBlob(id, 'tree'), s.datasets))];
     catalog.commitSnapshot(seq, Buffer.from(s.root, 'hex'), blobs[0]!, sealedMeta, blobs);
     r.snapshots++;
   }

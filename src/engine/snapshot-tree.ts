@@ -31,6 +31,7 @@ import { missingFrom, type Range } from './diff.js';
 import { checkTocRows, IN_ENTRY, verifiedPieces, verifier, type BoundVersion, type SourcedPiece } from './verify.js';
 import type { DatasetType } from './datasets.js';
 import { manifestEntries, type DatasetEntry } from './manifest.js';
+import { ItemIndex } from './item-index.js';
 
 export type { EntryType, DecodedCacheStats, Range, RangeSpec, When, XattrList };
 export { isSpecial, TYPE_NAMES } from './tree.js';
@@ -248,6 +249,17 @@ export class SnapshotTree {
       if ((await this.snapshot.lookup(e.path))?.type === 'file') out.push(e);
     }
     return out;
+  }
+
+  /**
+   * The sealed item index the backup made of a mailbox or tar archive (the
+   * manifest names it), checked to be of this version of the file; undefined
+   * when it has none (an older snapshot, a file that changed as it was read).
+   */
+  async itemIndex(file: VersionFile): Promise<ItemIndex | undefined> {
+    const e = manifestEntries(this.snapshot.meta.datasets).find((d) => d.path === file.path);
+    if (!e?.index || (e.type !== 'mbox' && e.type !== 'tar')) return undefined;
+    return ItemIndex.open((id) => this.repo.readBlob(id, 'tree'), e.index, { path: file.path, size: file.size, type: e.type, what: e.what });
   }
 
   /** The backup's totals (absent in snapshots made before they were kept). */
@@ -695,3 +707,6 @@ function toEntry(r: TocRow): TocEntry {
 /** Datasets told by content, for the manifest and the item readers (engine/datasets.ts). */
 export { DATASET_TYPES, describeContent, detectDataset, HEAD_BYTES, type DatasetType, type Detected } from './datasets.js';
 export type { DatasetEntry } from './manifest.js';
+/** Items of mailboxes and tar archives (engine/item-scan.ts) and their sealed indexes (engine/item-index.ts). */
+export { MboxScanner, plainTarName, TAR_BLOCK, TarWalk, type MboxMessage, type TarEntry } from './item-scan.js';
+export type { ItemIndex } from './item-index.js';

@@ -4,8 +4,8 @@
  * and `sql` show. Everything is read through one RangeReader, whose
  * `fetched` is what the command cost.
  */
-import { describeContent, detectDataset, HEAD_BYTES, openFileAt, type DatasetType, type Detected, type SnapshotTree, type VersionFile, type When } from '../engine/snapshot-tree.js';
-import { StrataError, usageError } from '../errors.js';
+import { describeContent, detectDataset, HEAD_BYTES, openFileAt, TarWalk, type DatasetType, type Detected, type ItemIndex, type MboxMessage, type SnapshotTree, type TarEntry, type VersionFile, type When } from '../engine/snapshot-tree.js';
+import { integrity, notFound, StrataError, usageError } from '../errors.js';
 import type { Repository } from '../repo/repository.js';
 import { fileBytes, listDirectory, partitions } from './disk.js';
 import { findMessage, mboxMessages, messageBytes } from './mbox.js';
@@ -30,15 +30,28 @@ export class Dataset {
 
   /** The file at `path` (absolute, in the snapshot) as it was at `at`, its type told from its first bytes. */
   static async open(repo: Repository, path: string, at: When): Promise<Dataset> {
-    const { tree, file } = await openFileAt(repo, path, { at });
+    // The read plan a server sends with the file is for its last byte only: an item reader reads what its format says, not the file from its start.
+    const { tree, file } = await openFileAt(repo, path, { at }, { suffix: 1 });
     return Dataset.of(tree, file);
   }
 
-  /** A file of a tree (a path, or a file already open) as a dataset. */
+  /**
+   * A file of a tree (a path, or a file already open) as a dataset: its
+   * type told by its first bytes, or, when the backup sealed an item index
+   * of it, by the manifest (nothing of the file is read yet).
+   */
   static async of(tree: SnapshotTree, file: string | VersionFile): Promise<Dataset> {
     const reader = new RangeReader(typeof file === 'string' ? await tree.open(file) : file);
+    const ix = await tree.itemIndex(reader.file);
+    if (ix) {
+      const ds = new Dataset(tree, reader, { type: ix.type, what: ix.what }, `a ${ix.what}`);
+      ds.ix = ix;
+      return ds;
+    }
     const head = await reader.read(0, Math.min(HEAD_BYTES, reader.size));
-    return new Dataset(tree, reader, detectDataset(head), describeContent(head, reader.size));
+    const ds = new Dataset(tree, reader, detectDataset(head), describeContent(head, reader.size));
+    ds.ix = null;
+    return ds;
   }
 
   get path(): string {
@@ -53,9 +66,26 @@ export class Dataset {
     return this.detected?.type;
   }
 
-  /** Bytes of blocks read from the repository and the cache, for this dataset and any file read beside it (a WAL). */
+  /** Bytes of blocks read from the repository and the cache, for this dataset, its item index and any file read beside it (a WAL). */
   get fetched(): number {
-    return this.reader.fetched + this.extra.reduce((n, r) => n + r.fetched, 0);
+    return this.reader.fetched + this.indexFetched + this.extra.reduce((n, r) => n + r.fetched, 0);
+  }
+
+  /** Bytes of the sealed item index read (part of `fetched`). */
+  get indexFetched(): number {
+    return this.ix?.fetched ?? 0;
+  }
+
+  /** Whether items were found through a sealed item index rather than a scan. */
+  get indexed(): boolean {
+    return this.ix !== undefined && this.ix !== null;
+  }
+
+  private ix?: ItemIndex | null;
+
+  /** The sealed item index of a mailbox or tar archive, when the backup made one. */
+  private index(): ItemIndex | undefined {
+    return this.ix ?? undefined;
   }
 
   /** Bytes the format's reads asked for (rounded out to read blocks), here and beside it. */
@@ -88,12 +118,14 @@ export class Dataset {
     const text = opts.match?.toLowerCase();
     const has = (...fields: (string | undefined)[]) => text === undefined || fields.some((f) => f?.toLowerCase().includes(text));
     const out: Record<string, unknown>[] = [];
+    const ix = type === 'mbox' || type === 'tar' ? this.index() : undefined;
     if (type === 'mbox') {
-      for await (const m of mboxMessages(this.reader)) if (has(m.subject, m.from, m.messageId)) out.push({ ...m });
+      const all = ix ? (ix.all() as AsyncGenerator<MboxMessage>) : mboxMessages(this.reader);
+      for await (const m of all) if (has(m.subject, m.from, m.messageId)) out.push({ ...m });
     } else if (type === 'zip') {
       for (const e of await zipEntries(this.reader)) if (inside(e.name) && has(e.name)) out.push({ name: e.name, size: e.size, compressedSize: e.compressedSize, mtime: e.mtime });
     } else if (type === 'tar') {
-      for await (const e of tarEntries(this.reader)) {
+      for await (const e of ix ? (ix.all() as AsyncGenerator<TarEntry>) : tarEntries(this.reader)) {
         if (inside(e.name) && has(e.name)) out.push({ name: e.name, type: e.type, size: e.size, mtime: new Date(e.mtime * 1000).toISOString(), ...(e.linkname ? { linkname: e.linkname } : {}) });
       }
     } else {
@@ -107,7 +139,7 @@ export class Dataset {
     const type = this.expect(['mbox', 'zip', 'tar', 'disk', 'qcow2']);
     if (type === 'disk' || type === 'qcow2') return { name: item, bytes: fileBytes(await this.image(), item) };
     if (type === 'mbox') {
-      const m = await findMessage(this.reader, item);
+      const m = await this.message(item);
       return { name: m.messageId ? `<${m.messageId}>` : `message ${m.number}`, bytes: messageBytes(this.reader, m) };
     }
     if (type === 'zip') {
@@ -115,10 +147,41 @@ export class Dataset {
       if (e.name.endsWith('/')) throw new StrataError('is_directory', `${e.name} is a directory in ${this.path}`);
       return { name: e.name, size: e.size, bytes: zipEntryBytes(this.reader, e) };
     }
-    const e = await findTarEntry(this.reader, item);
+    const e = await this.tarEntry(item);
     if (e.type === 'dir') throw new StrataError('is_directory', `${e.name} is a directory in ${this.path}`);
     if (e.type !== 'file') throw new StrataError('not_file', `${e.name} is a ${e.type === 'other' ? 'special file' : e.type} in ${this.path}${e.linkname ? ` (to ${e.linkname})` : ''}`);
     return { name: e.name, size: e.size, bytes: this.reader.stream(e.dataOffset, e.dataOffset + e.size) };
+  }
+
+  /** The message an ITEM names (a number, or a Message-ID), from the item index when there is one. */
+  private async message(item: string): Promise<MboxMessage> {
+    const ix = this.index();
+    if (!ix) return findMessage(this.reader, item);
+    this.reader.exact = true;
+    const id = item.replace(/^<|>$/g, '');
+    const m = /^[0-9]+$/.test(item) ? await ix.message(Number(item)) : await ix.messageById(id);
+    if (!m) throw notFound(/^[0-9]+$/.test(item) ? `${this.path} has no message ${item}` : `${this.path} has no message with Message-ID <${id}>`);
+    // The index is this version's (its root says so); a message must still begin and end where it says.
+    const bad = () => integrity(`${this.path}: its item index puts message ${m.number} at ${m.offset} (${m.size} bytes), where the file holds none`, { path: this.path });
+    if (m.size < 5 || m.offset + m.size > this.size) throw bad();
+    if ((await this.reader.read(m.offset, 5)).toString('latin1') !== 'From ') throw bad();
+    if (m.offset + m.size < this.size && (await this.reader.read(m.offset + m.size - 1, 1))[0] !== 10) throw bad();
+    return m;
+  }
+
+  /** The tar entry named ITEM, from the item index when there is one (its header read again and checked). */
+  private async tarEntry(item: string): Promise<TarEntry> {
+    const ix = this.index();
+    if (!ix) return findTarEntry(this.reader, item);
+    this.reader.exact = true;
+    const e = await ix.tarEntry(item);
+    if (!e) throw notFound(`${this.path} has no entry ${item}`);
+    const bad = () => integrity(`${this.path}: its item index puts ${e.name} at ${e.offset}, where the archive holds another header`, { path: this.path });
+    if (e.dataOffset + e.size > this.size) throw bad();
+    const step = new TarWalk(this.path).header(await this.reader.read(e.offset, 512), e.offset);
+    // A pax header may give a size beyond what the header's own field holds (8 GiB).
+    if (step.end || !('entry' in step) || step.entry.type !== e.type || (step.entry.size !== e.size && e.size < 8 ** 11)) throw bad();
+    return e;
   }
 
   /** The disk a raw image or a qcow2 image holds. */

@@ -1,7 +1,7 @@
 /**
  * Raw disk images: their partitions (MBR or GPT, read by partitioninfo),
  * and the files of an ext2/3/4 file system (libext2fs in WebAssembly, the
- * ext2fs package) or a FAT16/FAT32 one (fatfs) inside a partition, each
+ * ext2fs package) or a FAT12/16/32 one (fatfs) inside a partition, each
  * reading the image through range reads. The libraries take a disk they may
  * write to (ext2fs updates access times as it reads): what they write stays
  * in memory, over the image, and is dropped with it.
@@ -93,7 +93,7 @@ export async function resolveInner(reader: ByteSource, spec: string): Promise<{ 
     partition = withFs[0]!;
     inner = spec;
   }
-  if (!partition.filesystem) throw new StrataError('wrong_format', `partition ${partition.number} of ${reader.path} holds no file system strata reads (ext2/3/4, FAT16, FAT32)`);
+  if (!partition.filesystem) throw new StrataError('wrong_format', `partition ${partition.number} of ${reader.path} holds no file system strata reads (ext2/3/4, FAT12, FAT16, FAT32)`);
   const path = `/${inner}`.replace(/\/+/g, '/').replace(/(.)\/$/, '$1');
   if (path.split('/').includes('..')) throw usageError(`${spec}: no ".." in a path inside an image`);
   return { partition, path };

@@ -2,83 +2,31 @@
  * Messages of an mbox mailbox. A message begins with a "From " line at the
  * start of a line; lines of its text that began with "From " were written
  * with a ">" in front (mboxrd: ">From " became ">>From " and so on), which
- * reading undoes. An mbox has no index: its messages are found by one pass
- * over the file, which stops as soon as what was asked for is known.
+ * reading undoes. Without a sealed item index (dataset.ts reads one when
+ * the backup made it), messages are found by one pass over the file, which
+ * stops as soon as what was asked for is known.
  */
 import { notFound } from '../errors.js';
-import { headerFields } from './headers.js';
+import { MboxScanner, type MboxMessage } from '../engine/snapshot-tree.js';
 import type { RangeReader } from './reader.js';
 
-export interface MboxMessage {
-  /** 1 for the first message. */
-  number: number;
-  /** Where its "From " line starts. */
-  offset: number;
-  /** Bytes from its "From " line to the next message. */
-  size: number;
-  date?: string;
-  from?: string;
-  subject?: string;
-  messageId?: string;
-}
-
-/** Headers longer than this are cut when listing (the message itself is never cut). */
-const HEADER_LIMIT = 64 * 1024;
-const FROM_LINE = Buffer.from('\nFrom ');
+export type { MboxMessage };
 
 /**
- * The messages, in order. `until`, asked of each message once its size is
- * known, ends the pass when it says so (after yielding that message).
+ * The messages, in order, in one pass (engine/item-scan.ts finds them).
+ * `until`, asked of each message once its size is known, ends the pass
+ * when it says so (after yielding that message).
  */
 export async function* mboxMessages(reader: RangeReader, until?: (m: MboxMessage) => boolean): AsyncGenerator<MboxMessage> {
-  let current: { offset: number; header: Buffer[]; headerBytes: number; done: boolean } | undefined;
-  let number = 0;
-  let tail = Buffer.alloc(0);
-  let pos = 0;
-  const finish = (end: number): MboxMessage => {
-    const c = current!;
-    number++;
-    return { number, offset: c.offset, size: end - c.offset, ...headerFields(headerOf(Buffer.concat(c.header))) };
-  };
-  const take = (piece: Buffer) => {
-    const c = current;
-    if (!c || c.done) return;
-    const part = Buffer.from(piece.subarray(0, HEADER_LIMIT - c.headerBytes));
-    c.header.push(part);
-    c.headerBytes += part.length;
-    if (c.headerBytes >= HEADER_LIMIT || hasBlankLine(Buffer.concat(c.header))) c.done = true;
-  };
+  const scan = new MboxScanner();
   for await (const piece of reader.stream()) {
-    // Starts of messages in this piece: "\nFrom " here, or across the joint with the last piece.
-    const starts: number[] = [];
-    if (pos === 0 && piece.length >= 5 && piece.toString('latin1', 0, 5) === 'From ') starts.push(0);
-    const joint = Buffer.concat([tail, piece.subarray(0, 5)]);
-    for (let i = joint.indexOf(FROM_LINE); i >= 0 && i < tail.length; i = joint.indexOf(FROM_LINE, i + 1)) starts.push(pos - tail.length + i + 1);
-    for (let i = piece.indexOf(FROM_LINE); i >= 0; i = piece.indexOf(FROM_LINE, i + 1)) starts.push(pos + i + 1);
-    let at = pos;
-    for (const s of starts) {
-      // A start across the joint: its first bytes went to the message before, and are given to it again.
-      if (s > at) take(piece.subarray(at - pos, s - pos));
-      if (current) {
-        const m = finish(s);
-        yield m;
-        if (until?.(m)) return;
-      }
-      current = { offset: s, header: [], headerBytes: 0, done: false };
-      if (s < pos) {
-        current.header.push(Buffer.from(tail.subarray(tail.length - (pos - s))));
-        current.headerBytes = pos - s;
-      }
-      at = Math.max(s, pos);
+    for (const m of scan.push(piece)) {
+      yield m;
+      if (until?.(m)) return;
     }
-    take(piece.subarray(at - pos));
-    tail = Buffer.from(piece.length >= 5 ? piece.subarray(piece.length - 5) : Buffer.concat([tail, piece]).subarray(-5));
-    pos += piece.length;
   }
-  if (current) {
-    const m = finish(pos);
-    yield m;
-  }
+  const last = scan.end();
+  if (last) yield last;
 }
 
 /** The message an ITEM names: a number (1 for the first), or a Message-ID (with or without its angle brackets). */
@@ -160,24 +108,4 @@ function unescapeLine(line: Buffer): Buffer {
   let i = 0;
   while (i < line.length && line[i] === 0x3e) i++;
   return i > 0 && line.toString('latin1', i, i + 5) === 'From ' ? line.subarray(1) : line;
-}
-
-/** A message's header: from after its "From " line to the first blank line. */
-function headerOf(b: Buffer): Buffer {
-  const nl = b.indexOf(10);
-  const rest = nl < 0 ? Buffer.alloc(0) : b.subarray(nl + 1);
-  const blank = blankLine(rest);
-  return blank < 0 ? rest : rest.subarray(0, blank);
-}
-
-function blankLine(b: Buffer): number {
-  const a = b.indexOf('\n\n');
-  const c = b.indexOf('\r\n\r\n');
-  if (a < 0) return c;
-  return c < 0 ? a : Math.min(a, c);
-}
-
-function hasBlankLine(b: Buffer): boolean {
-  const nl = b.indexOf(10);
-  return nl >= 0 && blankLine(b.subarray(nl + 1)) >= 0;
 }

@@ -24,6 +24,12 @@ export class RangeReader {
   requested = 0;
   /** Told after each read of the repository (progress on a long scan). */
   onRead?: () => void;
+  /**
+   * Reads not rounded out (an item whose bounds an index gave: only the
+   * blocks that hold it are fetched). The process's cache of decoded blocks
+   * still spares a second fetch of a block read twice.
+   */
+  exact = false;
   private readonly kept = new Map<number, Buffer>();
 
   constructor(
@@ -59,7 +65,7 @@ export class RangeReader {
     }
     if (offset + length > this.size) throw rangeNotSatisfiable(`${this.path}: ${length} bytes at ${offset} are past its end (${this.size} bytes)`);
     if (length === 0) return Buffer.alloc(0);
-    if (length > DIRECT) return this.fetch(offset, length);
+    if (length > DIRECT || this.exact) return this.fetch(offset, length);
     const bs = this.blockSize;
     const first = Math.floor(offset / bs);
     const last = Math.floor((offset + length - 1) / bs);

@@ -15,6 +15,7 @@
  */
 import { createRequire } from 'node:module';
 import * as fs from 'node:fs';
+import * as v8 from 'node:v8';
 import { StrataError } from '../errors.js';
 import type { RangeReader } from './reader.js';
 
@@ -70,9 +71,18 @@ interface Engine {
 
 let engine: Promise<Engine> | undefined;
 
-/** SQLite in WebAssembly, loaded once per process with its file system registered. */
+/**
+ * SQLite in WebAssembly, loaded once per process with its file system
+ * registered. Its code runs as V8's baseline compiler makes it (Liftoff):
+ * left to tier up, V8 compiles the hot functions of this large module again
+ * in the background, and a process cannot exit until that is done, about a
+ * second after a point query has answered (measured; a scan of a table ran
+ * no slower). Node 20 cannot serialize a compiled module, so there is no
+ * compiled code to keep on disk; compiling it afresh takes some 15 ms.
+ */
 function loadEngine(): Promise<Engine> {
   engine ??= (async () => {
+    v8.setFlagsFromString('--liftoff-only');
     const require = createRequire(import.meta.url);
     const wasmBinary = fs.readFileSync(require.resolve('wa-sqlite/dist/wa-sqlite-async.wasm'));
     // Modules of their own (ES modules, a .wasm beside them): loaded at run time, never bundled.

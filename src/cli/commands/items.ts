@@ -135,7 +135,7 @@ async function withDataset(cmd: Command, p: string, when: ReturnType<typeof pars
 }
 
 function summary(repo: Repository, ds: Dataset) {
-  return { snapshot: ds.tree.id, path: ds.path, type: ds.type ?? null, what: ds.what, size: ds.size, fetched: ds.fetched, requested: ds.requested, blocksRead: repo.blocksRead, ...repo.traffic };
+  return { snapshot: ds.tree.id, path: ds.path, type: ds.type ?? null, what: ds.what, size: ds.size, fetched: ds.fetched, ...(ds.indexed ? { indexFetched: ds.indexFetched } : {}), requested: ds.requested, blocksRead: repo.blocksRead, ...repo.traffic };
 }
 
 function report(repo: Repository, ds: Dataset, stats: boolean | undefined): void {
@@ -176,7 +176,7 @@ export function registerManifest(program: Command): void {
     .option(...AT)
     .option('--type <type>', `only datasets of this type: ${DATASET_TYPES.join(', ')}`)
     .option('--host <name>', 'only consider snapshots of this host')
-    .option('--count', 'count the items of each dataset strata reads (reads zip and SQLite directories; scans mailboxes and tar archives)')
+    .option('--count', 'count the items of each dataset strata reads (reads zip and SQLite directories; mailboxes and tar archives have their count in the manifest, or are scanned)')
     .option(...STATS)
     .action(async (opts: { at: string; type?: string; host?: string; count?: boolean; stats?: boolean }, cmd: Command) => {
       const g = globals(cmd);
@@ -188,7 +188,8 @@ export function registerManifest(program: Command): void {
         const rows: (DatasetEntry & { items?: number })[] = [];
         let fetched = 0;
         for (const e of await tree.datasets({ type: opts.type as DatasetType | undefined })) {
-          if (!opts.count || !ITEM_TYPES.includes(e.type)) {
+          // A dataset with an item index has its count in the manifest already.
+          if (!opts.count || !ITEM_TYPES.includes(e.type) || e.items !== undefined) {
             rows.push(e);
             continue;
           }
