@@ -188,7 +188,7 @@ function itemJson(type: string, inner: string | undefined, r: Record<string, unk
       return { ...r, id: String(r.name), kind: String(r.type), name: String(r.name) };
     default:
       // A disk image: its partitions, or the entries of a directory in one of them.
-      if (inner === undefined) return { ...r, id: `p${String(r.number)}:/`, kind: 'partition', name: `p${String(r.number)}` };
+      if (inner === undefined) return { ...r, label: r.name ?? null, id: `p${String(r.number)}:/`, kind: 'partition', name: `p${String(r.number)}` };
       return { ...r, id: `${inner.replace(/\/+$/, '')}/${String(r.name)}`, kind: String(r.type), name: String(r.name) };
   }
 }
