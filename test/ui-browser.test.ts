@@ -81,18 +81,18 @@ describe('strata ui in chromium', () => {
 
   it('the timeline, and keyboard navigation into a snapshot', async () => {
     await page.goto(ui.url);
-    await page.waitForSelector('table.timeline tbody tr');
+    await page.waitForSelector('.timeline .row[data-snapshot]');
     // The one-time token leaves the address bar.
     expect(page.url()).not.toContain('token');
-    const rows = page.locator('table.timeline tbody tr');
+    const rows = page.locator('.timeline .spacer .row');
     expect(await rows.count()).toBe(3);
     expect(await rows.first().getAttribute('data-snapshot')).toBe(ids[2]);
-    await expect.poll(() => page.locator('table.timeline tbody tr >> nth=2').textContent()).toContain('first');
+    await expect.poll(() => page.locator('.timeline .spacer .row >> nth=2').textContent()).toContain('first');
     await shot('timeline');
-    await rows.first().focus();
+    await page.locator('.grid.timeline').focus();
     await page.keyboard.press('ArrowDown');
     await page.keyboard.press('ArrowDown');
-    expect(await page.evaluate(() => document.activeElement?.getAttribute('data-snapshot'))).toBe(ids[0]);
+    expect(await page.locator('.timeline .row[aria-current=true]').getAttribute('data-snapshot')).toBe(ids[0]);
     await page.keyboard.press('Enter');
     await page.waitForSelector('.spacer .row[data-path]');
     expect(hashParams().get('at')).toBe(ids[0]);

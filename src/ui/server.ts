@@ -92,7 +92,8 @@ export async function startUi(opts: UiOptions): Promise<RunningUi> {
     const route = `${req.method} ${url.pathname}`;
     switch (route) {
       case 'GET /api/snapshots':
-        return json(res, 200, { snapshots: await api.snapshots() });
+        // With `limit`: a page of the timeline, newest first; without, every snapshot (for the pages that colour by snapshot).
+        return json(res, 200, q.get('limit') !== null ? await api.snapshotPage(q) : { snapshots: await api.snapshots() });
       case 'GET /api/list':
         return json(res, 200, await api.list(q));
       case 'GET /api/stat':

@@ -108,49 +108,92 @@ function listKeys(e: KeyboardEvent, index: number, count: number, move: (i: numb
 
 // ---------------------------------------------------------------- timeline
 
+/** The virtualised lists' row height (px) and rows in view. */
+const ROW = 28;
+const VIEW_ROWS = 18;
+const TIMELINE_PAGE = 200;
+
+/**
+ * The snapshots, newest first, in a virtualised list as the file browser's:
+ * pages of TIMELINE_PAGE asked of the server as they scroll into view, only
+ * the rows in view in the document, so tens of thousands stay fast.
+ */
 function Timeline() {
-  const s = useAsync(loadSnapshots, []);
-  const [active, setActive] = useState(-1);
-  const list = useMemo(() => [...(s.value ?? [])].reverse(), [s.value]);
-  const body = useRef<HTMLTableSectionElement>(null);
+  const [total, setTotal] = useState<number | null>(null);
+  const [pages, setPages] = useState<Map<number, Snapshot[]>>(new Map());
+  const [error, setError] = useState<string | undefined>();
+  const [scroll, setScroll] = useState(0);
+  const [active, setActiveState] = useState(0);
+  const activeRef = useRef(0);
+  const setActive = (i: number) => {
+    activeRef.current = i;
+    setActiveState(i);
+  };
+  const pending = useRef(new Set<number>());
+  const viewport = useRef<HTMLDivElement>(null);
+  const fetchPage = useCallback((n: number) => {
+    if (pending.current.has(n)) return;
+    pending.current.add(n);
+    get<{ total: number; snapshots: Snapshot[] }>('snapshots', { offset: n * TIMELINE_PAGE, limit: TIMELINE_PAGE }).then(
+      (r) => {
+        setTotal(r.total);
+        setPages((m) => new Map(m).set(n, r.snapshots));
+      },
+      (e: Error) => (pending.current.delete(n), setError(e.message)),
+    );
+  }, []);
+  useEffect(() => fetchPage(0), [fetchPage]);
+  const first = Math.floor(scroll / ROW);
+  const last = Math.min((total ?? 0) - 1, first + VIEW_ROWS + 4);
+  useEffect(() => {
+    if (total === null) return;
+    for (let n = Math.floor(first / TIMELINE_PAGE); n <= Math.floor(Math.max(first, last) / TIMELINE_PAGE); n++) if (!pages.has(n)) fetchPage(n);
+  }, [first, last, total, pages, fetchPage]);
+  const at = (i: number) => pages.get(Math.floor(i / TIMELINE_PAGE))?.[i % TIMELINE_PAGE];
+  const open = (i: number) => {
+    const x = at(i);
+    if (x) go('browse', { at: x.id, path: '/' });
+  };
   const move = (i: number) => {
     setActive(i);
-    (body.current?.children[i] as HTMLElement | undefined)?.focus();
+    const v = viewport.current;
+    if (!v) return;
+    if (i * ROW < v.scrollTop) v.scrollTop = i * ROW;
+    else if ((i + 1) * ROW > v.scrollTop + v.clientHeight) v.scrollTop = (i + 1) * ROW - v.clientHeight;
   };
-  const open = (i: number) => go('browse', { at: list[i]!.id, path: '/' });
-  // The row a key was pressed on is the one focused, whatever the last render knew.
-  const rowOf = (e: KeyboardEvent) => [...(body.current?.children ?? [])].indexOf((e.target as HTMLElement).closest('tr')!);
+  const rows = [];
+  for (let i = first; i <= last; i++) {
+    const x = at(i);
+    rows.push(html`<div role="row" id=${'snap-' + i} key=${i} class=${'row' + (i === active ? ' active' : '')} aria-current=${i === active ? 'true' : undefined} aria-rowindex=${i + 2} style=${{ top: `${i * ROW}px` }} data-snapshot=${x?.id} onClick=${() => (setActive(i), open(i))}>
+      ${x
+        ? html`<span role="gridcell" class="col-time"><a href=${href('browse', { at: x.id, path: '/' })} tabindex="-1">${time(x.time)}</a></span>
+            <span role="gridcell" class="col-id mono">${short(x.id)}</span>
+            <span role="gridcell" class="col-host">${x.host}</span>
+            <span role="gridcell" class="col-tags">${x.tags.join(', ')}</span>
+            <span role="gridcell" class="col-files num">${x.files ?? '–'}</span>
+            <span role="gridcell" class="col-bytes num">${bytes(x.bytes)}</span>
+            <span role="gridcell" class="col-bytes num">${bytes(x.added)}</span>`
+        : html`<span role="gridcell" class="col-time loading">…</span>`}
+    </div>`);
+  }
+  const head = (cls: string, label: string) => html`<span role="columnheader" class=${cls}>${label}</span>`;
   return html`
     <h1>Timeline</h1>
-    <${Status} ...${s} />
-    ${s.value &&
-    html`<p>${list.length} snapshot${list.length === 1 ? '' : 's'}, newest first. Arrow keys move, Enter opens a snapshot's files.</p>
-      <table class="timeline" aria-label="Snapshots">
-        <thead>
-          <tr><th scope="col">Time</th><th scope="col">Snapshot</th><th scope="col">Host</th><th scope="col">Tags</th><th scope="col">Files</th><th scope="col">Size</th><th scope="col">Added</th></tr>
-        </thead>
-        <tbody ref=${body} onKeyDown=${(e: KeyboardEvent) => listKeys(e, rowOf(e), list.length, move, open)}>
-          ${list.map(
-            (x, i) => html`<tr key=${x.id} tabindex=${i === Math.max(0, active) ? 0 : -1} data-snapshot=${x.id} aria-selected=${i === active} onFocus=${() => setActive(i)} onClick=${() => open(i)}>
-              <td><a href=${href('browse', { at: x.id, path: '/' })} tabindex="-1">${time(x.time)}</a></td>
-              <td class="mono">${short(x.id)}</td>
-              <td>${x.host}</td>
-              <td>${x.tags.join(', ')}</td>
-              <td class="num">${x.files ?? '–'}</td>
-              <td class="num">${bytes(x.bytes)}</td>
-              <td class="num">${bytes(x.added)}</td>
-            </tr>`,
-          )}
-        </tbody>
-      </table>`}
+    <${Status} error=${error} loading=${total === null && !error} />
+    ${total !== null &&
+    html`<p>${total} snapshot${total === 1 ? '' : 's'}, newest first. Arrow keys, Page Up/Down, Home and End move; Enter opens a snapshot's files.</p>
+      <div role="grid" aria-label="Snapshots" aria-rowcount=${total + 1} aria-activedescendant=${total ? 'snap-' + active : undefined} tabindex="0" class="grid timeline" onKeyDown=${(e: KeyboardEvent) => listKeys(e, activeRef.current, total, move, open, VIEW_ROWS)}>
+        <div role="row" class="row head" aria-rowindex="1">${head('col-time', 'Time')}${head('col-id', 'Snapshot')}${head('col-host', 'Host')}${head('col-tags', 'Tags')}${head('col-files num', 'Files')}${head('col-bytes num', 'Size')}${head('col-bytes num', 'Added')}</div>
+        <div class="viewport" ref=${viewport} style=${{ height: `${Math.min(total, VIEW_ROWS) * ROW}px` }} onScroll=${(e: Event) => setScroll((e.target as HTMLElement).scrollTop)}>
+          <div class="spacer" style=${{ height: `${total * ROW}px` }}>${rows}</div>
+        </div>
+      </div>`}
   `;
 }
 
 // ---------------------------------------------------------------- file browser
 
-const ROW = 28;
 const PAGE = 200;
-const VIEW_ROWS = 18;
 
 function Browser(props: { at: string; path: string }) {
   const { at, path } = props;
