@@ -1,7 +1,8 @@
 /**
  * `strata ui`'s datasets and items without a browser: the real command on
  * 127.0.0.1 over a repository holding an mbox, zip and tar archives made by
- * zip and tar, and a SQLite database made by better-sqlite3. The manifest,
+ * zip and tar, a bare ext4 image made by mkfs.ext4,
+ * and a SQLite database made by better-sqlite3. The manifest,
  * item listings and their paging, item bytes byte for byte against
  * `strata item` and the originals, Range downloads, previews, SQL pages
  * against better-sqlite3, SQL errors and a query stopped for its time, and
@@ -66,6 +67,11 @@ describe('strata ui: datasets and items', () => {
       for (let i = 0; i < ROWS; i++) add.run(i, `person ${i}`, i % 10 === 0 ? Buffer.from([i & 255, 0, 1]) : null);
     })();
     db.close();
+    // A bare ext4 image made by mkfs.ext4 from a directory.
+    const root = path.join(tempDir(), 'root');
+    fs.mkdirSync(path.join(root, 'docs'), { recursive: true });
+    fs.writeFileSync(path.join(root, 'docs', 'note.txt'), 'a note inside an image\n'.repeat(300));
+    execFileSync('mkfs.ext4', ['-q', '-F', '-d', root, file('fs.img'), '4M']);
     snap = (JSON.parse(cli(['backup', data, '--json']).stdout) as { snapshot: string }).snapshot;
     ui = await startUi(env);
     cookie = await login(ui);
@@ -78,6 +84,7 @@ describe('strata ui: datasets and items', () => {
     expect(r.datasets).toEqual(truth.datasets);
     expect(r.datasets.map((d) => [path.basename(d.path), d.type])).toEqual([
       ['app.db', 'sqlite'],
+      ['fs.img', 'disk'],
       ['mail.mbox', 'mbox'],
       ['tree.tar', 'tar'],
       ['tree.zip', 'zip'],
@@ -154,6 +161,26 @@ describe('strata ui: datasets and items', () => {
     const known = await request(ui, `/api/item?${q({ at: snap, path: file('tree.zip'), item: 'tree/a.txt' })}`, { headers: { cookie } });
     expect(known.headers['content-length']).toBe(String(30_000));
     expect(known.headers['accept-ranges']).toBe('bytes');
+  });
+
+  it("walks a disk image's partitions and directories, and gives a file's bytes as strata item does", async () => {
+    const img = file('fs.img');
+    const parts = await api<{ inner: string | null; items: { id: string; kind: string; filesystem: string }[] }>(`/api/items?${q({ at: snap, path: img })}`);
+    expect(parts.inner).toBeNull();
+    expect(parts.items).toMatchObject([{ id: 'p1:/', kind: 'partition', name: 'p1', filesystem: 'ext' }]);
+    const top = await api<{ items: { id: string; kind: string }[] }>(`/api/items?${q({ at: snap, path: img, inner: 'p1:/' })}`);
+    expect(top.items.find((e) => e.id === 'p1:/docs')).toMatchObject({ kind: 'dir', name: 'docs' });
+    const docs = await api<{ items: { id: string; kind: string }[] }>(`/api/items?${q({ at: snap, path: img, inner: 'p1:/docs' })}`);
+    expect(docs.items.map((e) => [e.id, e.kind])).toEqual([['p1:/docs/note.txt', 'file']]);
+    const engine = cli(['item', img, 'p1:/docs/note.txt', '--at', snap]).raw;
+    expect(engine.toString()).toBe('a note inside an image\n'.repeat(300));
+    const whole = await request(ui, `/api/item?${q({ at: snap, path: img, item: 'p1:/docs/note.txt' })}`, { headers: { cookie } });
+    expect(whole.body.equals(engine)).toBe(true);
+    // The image does not say the length up front: a range request counts it first.
+    const part = await request(ui, `/api/item?${q({ at: snap, path: img, item: 'p1:/docs/note.txt' })}`, { headers: { cookie, range: 'bytes=100-4999' } });
+    expect(part.status).toBe(206);
+    expect(part.headers['content-range']).toBe(`bytes 100-4999/${engine.length}`);
+    expect(part.body.equals(engine.subarray(100, 5000))).toBe(true);
   });
 
   it("previews a part of an item as bytes, and says whether more follows", async () => {
