@@ -1,15 +1,20 @@
 #!/usr/bin/env node
-// npm run bench:ui [-- --snapshots 1000 --entries 100000 --file 64M --range 32M --runs 5 --fresh]
+// npm run bench:ui [-- --snapshots 1000 --entries 100000 --file 64M --range 32M --messages 1000 --runs 5 --fresh]
 //
 // strata ui against its targets, in Debian's chromium (headless, through
 // playwright-core) and over HTTP:
 // - the timeline of a repository of 1,000 snapshots, painted: from the
 //   navigation's start to the first frame after the last row is in the page
 //   (performance.now() in the page), first on a fresh server, then on reloads;
+//   the list is virtualised: "painted" is its first rows, then End pressed
+//   until the oldest snapshot's row is painted;
 // - the first page of a 100,000-entry directory, likewise;
 // - a range download (HTTP Range) against `strata cat --range` of the same
 //   range to /dev/null: the first of each, then the median of --runs more,
 //   in MB/s (cat's time includes its start, as a user waits for it).
+// - the items of an mbox dataset of 1,000 messages: the items page's first
+//   rows painted on a fresh server (one pass over the mailbox), on reloads
+//   (the server keeps the listing), and `strata items --json` of the same;
 // The repositories are kept in .bench-ui/ between runs (--fresh makes them again).
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -29,6 +34,7 @@ const opts = {
   file: size(arg('file', '64M')),
   range: size(arg('range', '32M')),
   runs: Number(arg('runs', '5')),
+  messages: Number(arg('messages', '1000')),
 };
 const work = path.join(ROOT, '.bench-ui');
 if (flag('fresh')) fs.rmSync(work, { recursive: true, force: true });
@@ -83,6 +89,26 @@ async function bigTree() {
   return { repo: path.join(dir, 'repo'), src };
 }
 
+/** A repository of one snapshot holding an mbox of `messages` messages of 1-4 KiB. */
+async function mailbox() {
+  const dir = path.join(work, `mbox-${opts.messages}`);
+  const mbox = path.join(dir, 'src', 'mail.mbox');
+  if (fs.existsSync(path.join(dir, 'done'))) return { repo: path.join(dir, 'repo'), mbox };
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(path.dirname(mbox), { recursive: true });
+  const parts = [];
+  for (let i = 0; i < opts.messages; i++) {
+    const body = `Line ${i} of a message body, some words to fill it.\n`.repeat(20 + (i % 60));
+    parts.push(`From s${i}@example.org Mon Jan  1 00:00:00 2024\nFrom: Sender ${i} <s${i}@example.org>\nSubject: message ${i}\nDate: Mon, 1 Jan 2024 00:00:00 +0000\nMessage-ID: <m${i}@example.org>\n\n${body}\n`);
+  }
+  fs.writeFileSync(mbox, parts.join(''));
+  const repo = await Repository.init(path.join(dir, 'repo'), PASSWORD, { scrypt: { N: 1024, r: 8, p: 1 } });
+  await backup(repo, { paths: [path.dirname(mbox)] });
+  repo.close();
+  fs.writeFileSync(path.join(dir, 'done'), '');
+  return { repo: path.join(dir, 'repo'), mbox };
+}
+
 const env = (repo) => ({ ...process.env, STRATA_REPO: repo, STRATA_PASSWORD: PASSWORD });
 
 async function startUi(repo) {
@@ -108,6 +134,7 @@ async function painted(page, ready) {
 log(`preparing (${work})`);
 const snapshotsRepo = await manySnapshots();
 const tree = await bigTree();
+const mail = await mailbox();
 const browser = await chromium.launch({ executablePath: process.env.STRATA_CHROMIUM ?? '/usr/bin/chromium', headless: true, args: ['--no-sandbox'] });
 const results = [];
 try {
@@ -115,9 +142,14 @@ try {
   {
     const ui = await startUi(snapshotsRepo);
     const page = await (await browser.newContext()).newPage();
-    const rows = `() => document.querySelectorAll('table.timeline tbody tr').length === ${opts.snapshots}`;
+    const rows = `() => document.querySelector('.timeline .row[data-snapshot]') !== null`;
     await page.goto(ui.url);
     const first = await painted(page, rows);
+    // To the oldest snapshot: End, then its row painted.
+    await page.locator('.grid.timeline').focus();
+    const t = await page.evaluate(() => performance.now());
+    await page.keyboard.press('End');
+    const end = (await painted(page, `() => document.querySelector('.timeline .row[aria-rowindex="${opts.snapshots + 1}"][data-snapshot]') !== null`)) - t;
     const again = [];
     for (let i = 0; i < opts.runs; i++) {
       // Past the server's one-second memory of the list: each reload reads the snapshots again.
@@ -126,7 +158,7 @@ try {
       await page.goto(`${ui.origin}/#/`);
       again.push(await painted(page, rows));
     }
-    results.push(['timeline of ' + opts.snapshots + ' snapshots painted, fresh server (ms)', first.toFixed(0)], ['same, reloads, median (ms)', median(again).toFixed(0)]);
+    results.push(['timeline of ' + opts.snapshots + ' snapshots painted, fresh server (ms)', first.toFixed(0)], ['same, reloads, median (ms)', median(again).toFixed(0)], ['End pressed to the oldest snapshot painted (ms)', end.toFixed(0)]);
     await ui.stop();
   }
   // The first page of the big directory, and the range download.
@@ -135,7 +167,7 @@ try {
     const ctx = await browser.newContext();
     const page = await ctx.newPage();
     await page.goto(ui.url);
-    await page.waitForSelector('table.timeline tbody tr');
+    await page.waitForSelector('.timeline .row[data-snapshot]');
     const dir = path.join(tree.src, 'many');
     const target = `${ui.origin}/#/browse?at=latest&path=${encodeURIComponent(dir)}`;
     const firstRow = `() => document.querySelector('.spacer .row[data-path]') !== null`;
@@ -190,6 +222,40 @@ try {
       ['ratio download / cat, medians', (median(cli) / median(ui_)).toFixed(2)],
     );
     await ui.stop();
+  }
+  // The items of a mailbox.
+  {
+    const fresh = [];
+    const again = [];
+    const firstRow = `() => document.querySelector('table[aria-label=Items] tbody tr') !== null`;
+    for (let i = 0; i < opts.runs; i++) {
+      const ui = await startUi(mail.repo);
+      const page = await (await browser.newContext()).newPage();
+      await page.goto(ui.url);
+      await page.waitForSelector('.timeline .row[data-snapshot]');
+      const target = `${ui.origin}/#/items?at=latest&path=${encodeURIComponent(mail.mbox)}`;
+      await page.goto('about:blank');
+      await page.goto(target);
+      fresh.push(await painted(page, firstRow));
+      await page.goto('about:blank');
+      await page.goto(target);
+      again.push(await painted(page, firstRow));
+      await page.context().close();
+      await ui.stop();
+    }
+    const cli = [];
+    for (let i = 0; i < opts.runs; i++) {
+      const t = performance.now();
+      const r = spawnSync(process.execPath, [STRATA, 'items', mail.mbox, '--json'], { env: env(mail.repo), maxBuffer: 1 << 28 });
+      if (r.status !== 0) throw new Error(r.stderr.toString());
+      if (JSON.parse(r.stdout.toString()).items.length !== opts.messages) throw new Error('strata items: wrong count');
+      cli.push(performance.now() - t);
+    }
+    results.push(
+      [`items page of a ${opts.messages}-message mbox painted, fresh server, median of ${opts.runs} (ms)`, median(fresh).toFixed(0)],
+      ['same, reload (listing kept by the server), median (ms)', median(again).toFixed(0)],
+      [`strata items --json of the same mbox, median (ms)`, median(cli).toFixed(0)],
+    );
   }
 } finally {
   await browser.close();

@@ -122,6 +122,16 @@ describe('strata ui: the API', () => {
     expect(r.snapshots[0]!.files).toBeGreaterThan(2500);
   });
 
+  it('snapshots: the timeline a page at a time, newest first', async () => {
+    const first = (await api(`/api/snapshots?${q({ offset: 0, limit: 3 })}`)) as unknown as { total: number; offset: number; snapshots: { id: string }[] };
+    expect(first.total).toBe(ids.length);
+    expect(first.snapshots.map((s) => s.id)).toEqual([...ids].reverse().slice(0, 3));
+    const rest = (await api(`/api/snapshots?${q({ offset: 3, limit: 3 })}`)) as unknown as { snapshots: { id: string }[] };
+    expect(rest.snapshots.map((s) => s.id)).toEqual([ids[0]]);
+    expect((await request(ui, `/api/snapshots?${q({ limit: 'many' })}`, { headers: { cookie } })).status).toBe(400);
+    expect((await request(ui, `/api/snapshots?${q({ limit: 3 })}`)).status).toBe(403);
+  });
+
   it('list: pages, sorting and search of a 2,500-entry directory, done by the server', async () => {
     const many = path.join(dir, 'many');
     const sorted = [...names].sort();

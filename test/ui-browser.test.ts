@@ -9,10 +9,12 @@
  *
  * Run by `npm run test:ui` (it needs /usr/bin/chromium); `npm test` leaves it out.
  */
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
+import Database from 'better-sqlite3';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backup } from '../src/engine/backup.js';
@@ -20,6 +22,9 @@ import { cliEnv, makeRepo, Rng, ROOT, tempDir } from './helpers.js';
 import { startUi, type RunningUi } from './ui-helpers.js';
 
 const CHROMIUM = process.env.STRATA_CHROMIUM ?? '/usr/bin/chromium';
+/** A message of the test's mailbox, as `strata item` gives it back. */
+const message = (i: number) => `From: Sender ${i} <s${i}@example.org>\nSubject: note ${i}\nDate: Mon, 1 Jan 2024 00:00:00 +0000\nMessage-ID: <m${i}@example.org>\n\nBody of ${i}.\n`;
+
 const SHOTS = process.env.STRATA_UI_SCREENSHOTS ?? path.join(ROOT, 'test-results', 'ui-screenshots');
 
 describe('strata ui in chromium', () => {
@@ -42,6 +47,17 @@ describe('strata ui in chromium', () => {
     dir = path.join(tempDir(), 'home');
     fs.mkdirSync(path.join(dir, 'many'), { recursive: true });
     for (let i = 0; i < 3000; i++) fs.writeFileSync(path.join(dir, 'many', `item-${String(i).padStart(4, '0')}.dat`), Buffer.alloc(i % 97, 7));
+    // Datasets: a mailbox, a zip made by zip, a SQLite database made by better-sqlite3.
+    const apps = path.join(dir, 'work');
+    fs.mkdirSync(apps);
+    fs.writeFileSync(path.join(apps, 'mail.mbox'), Array.from({ length: 50 }, (_, i) => `From s@example.org Mon Jan  1 00:00:00 2024\n${message(i)}\n`).join(''));
+    fs.writeFileSync(path.join(apps, 'random.bin'), rng.bytes(200_000));
+    execFileSync('zip', ['-q', 'tree.zip', 'random.bin'], { cwd: apps });
+    const db = new Database(path.join(apps, 'app.db'));
+    db.exec('CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT)');
+    const add = db.prepare('INSERT INTO people VALUES (?, ?)');
+    for (let i = 0; i < 300; i++) add.run(i, `person ${i}`);
+    db.close();
     file = path.join(dir, 'report.bin');
     let data = rng.bytes(300_000);
     const steps = [() => data, () => Buffer.concat([data.subarray(0, 100_000), rng.bytes(20_000), data.subarray(100_000)]), () => Buffer.concat([data.subarray(0, 250_000), rng.bytes(5_000), data.subarray(255_000)])];
@@ -65,18 +81,18 @@ describe('strata ui in chromium', () => {
 
   it('the timeline, and keyboard navigation into a snapshot', async () => {
     await page.goto(ui.url);
-    await page.waitForSelector('table.timeline tbody tr');
+    await page.waitForSelector('.timeline .row[data-snapshot]');
     // The one-time token leaves the address bar.
     expect(page.url()).not.toContain('token');
-    const rows = page.locator('table.timeline tbody tr');
+    const rows = page.locator('.timeline .spacer .row');
     expect(await rows.count()).toBe(3);
     expect(await rows.first().getAttribute('data-snapshot')).toBe(ids[2]);
-    await expect.poll(() => page.locator('table.timeline tbody tr >> nth=2').textContent()).toContain('first');
+    await expect.poll(() => page.locator('.timeline .spacer .row >> nth=2').textContent()).toContain('first');
     await shot('timeline');
-    await rows.first().focus();
+    await page.locator('.grid.timeline').focus();
     await page.keyboard.press('ArrowDown');
     await page.keyboard.press('ArrowDown');
-    expect(await page.evaluate(() => document.activeElement?.getAttribute('data-snapshot'))).toBe(ids[0]);
+    expect(await page.locator('.timeline .row[aria-current=true]').getAttribute('data-snapshot')).toBe(ids[0]);
     await page.keyboard.press('Enter');
     await page.waitForSelector('.spacer .row[data-path]');
     expect(hashParams().get('at')).toBe(ids[0]);
@@ -236,5 +252,61 @@ describe('strata ui in chromium', () => {
     } finally {
       await stranger.close();
     }
+  });
+  it("a snapshot's datasets: a message found, previewed and downloaded, a zip entry downloaded, SQL run", async () => {
+    const apps = path.join(dir, 'work');
+    await page.goto(`${ui.origin}/#/datasets?at=${ids[2]}`);
+    await page.waitForSelector('table[aria-label=Datasets] tbody tr');
+    const rows = page.locator('table[aria-label=Datasets] tbody tr');
+    expect(await rows.evaluateAll((rs) => rs.map((r) => r.getAttribute('data-path')))).toEqual(['app.db', 'mail.mbox', 'tree.zip'].map((n) => path.join(apps, n)));
+    await shot('datasets');
+    // The keyboard: down to the mailbox, Enter, down to the third message, Enter.
+    await rows.first().focus();
+    await page.keyboard.press('ArrowDown');
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('table[aria-label=Items] tbody tr');
+    await expect.poll(() => page.getByRole('status').first().textContent()).toBe('Items 1–50 of 50');
+    expect(await page.locator('table[aria-label=Items] tbody tr >> nth=2').textContent()).toContain('note 2');
+    await shot('items');
+    await page.locator('table[aria-label=Items] tbody tr').first().focus();
+    await page.keyboard.press('ArrowDown');
+    await page.keyboard.press('ArrowDown');
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('pre.hex');
+    expect(hashParams().get('item')).toBe('3');
+    expect(await page.locator('pre.hex').textContent()).toContain('From: Sender 2 <');
+    await shot('item');
+    const [mail] = await Promise.all([page.waitForEvent('download'), page.click('#download-item')]);
+    expect(fs.readFileSync((await mail.path())!).toString()).toBe(message(2));
+    // Searched on the server.
+    await page.goto(`${ui.origin}/#/items?at=${ids[2]}&path=${encodeURIComponent(path.join(apps, 'mail.mbox'))}`);
+    await page.getByLabel('Search items').fill('NOTE 4');
+    await page.getByLabel('Search items').press('Enter');
+    await expect.poll(() => page.getByRole('status').first().textContent()).toBe('Items 1–11 of 11');
+    // A zip entry, byte for byte.
+    await page.goto(`${ui.origin}/#/items?at=${ids[2]}&path=${encodeURIComponent(path.join(apps, 'tree.zip'))}`);
+    await page.locator('tr[data-item="random.bin"]').click();
+    await page.waitForSelector('pre.hex');
+    const [entry] = await Promise.all([page.waitForEvent('download'), page.click('#download-item')]);
+    expect(fs.readFileSync((await entry.path())!).equals(fs.readFileSync(path.join(apps, 'random.bin')))).toBe(true);
+    // A table opens in the SQL console; its rows come a page at a time.
+    await page.goto(`${ui.origin}/#/items?at=${ids[2]}&path=${encodeURIComponent(path.join(apps, 'app.db'))}`);
+    await page.locator('tr[data-item="people"]').focus();
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('table[aria-label="Query results"] tbody tr');
+    expect(await page.getByLabel(/SQL query/).inputValue()).toBe('SELECT * FROM "people"');
+    await expect.poll(() => page.getByRole('status').first().textContent()).toMatch(/^Rows 1–100, more follow/);
+    await page.getByRole('button', { name: 'Next rows' }).click();
+    await expect.poll(() => page.getByRole('status').first().textContent()).toMatch(/^Rows 101–200, more follow/);
+    expect(await page.locator('table[aria-label="Query results"] tbody tr').first().textContent()).toBe('100person 100');
+    await page.getByLabel(/SQL query/).fill('SELECT count(*) AS n, max(name) FROM people');
+    await page.getByLabel(/SQL query/).press('Control+Enter');
+    await expect.poll(() => page.locator('table[aria-label="Query results"] tbody tr').first().textContent()).toBe('300person 99');
+    expect(await page.locator('table[aria-label="Query results"] thead').textContent()).toBe('nmax(name)');
+    await shot('sql');
+    await page.getByLabel(/SQL query/).fill('DELETE FROM people');
+    await page.getByRole('button', { name: 'Run' }).click();
+    await expect.poll(() => page.getByRole('alert').textContent()).toMatch(/readonly|read-only/i);
+    await shot('sql-error');
   });
 });

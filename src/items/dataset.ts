@@ -11,7 +11,7 @@ import { fileBytes, listDirectory, partitions } from './disk.js';
 import { findMessage, mboxMessages, messageBytes } from './mbox.js';
 import { Qcow2Image, type ByteSource } from './qcow2.js';
 import { RangeReader } from './reader.js';
-import { runQuery, sqlTables, type SqlResult, type SqlValue } from './sqlite.js';
+import { runQuery, sqlTables, type QueryLimits, type SqlResult, type SqlValue } from './sqlite.js';
 import { findTarEntry, tarEntries } from './tar.js';
 import { findZipEntry, zipEntries, zipEntryBytes } from './zip.js';
 
@@ -204,9 +204,9 @@ export class Dataset {
   }
 
   /** A read-only query, on the database as its last commit left it (its WAL applied when it was backed up beside it). */
-  async sql(query: string, onRow?: (row: SqlValue[], columns: string[]) => void): Promise<SqlResult> {
+  async sql(query: string, onRow?: (row: SqlValue[], columns: string[]) => void | boolean, limits?: QueryLimits): Promise<SqlResult> {
     this.expect(['sqlite']);
-    return runQuery(this.reader, await this.wal(), query, onRow);
+    return runQuery(this.reader, await this.wal(), query, onRow, limits);
   }
 
   /** The database's -wal file in the same snapshot, when there is one with content. */

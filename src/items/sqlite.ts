@@ -62,6 +62,7 @@ interface Api {
   row(stmt: number): SqlValue[];
   column_names(stmt: number): string[];
   vfs_register(vfs: object, makeDefault?: boolean): number;
+  progress_handler(db: number, ops: number, handler: ((userData: unknown) => number) | null, userData: unknown): void;
 }
 
 interface Engine {
@@ -275,9 +276,21 @@ function walChecksum(b: Buffer, big: boolean, s0: number, s1: number): [number, 
 }
 
 let opened = 0;
+/**
+ * SQLite's asynchronous build runs one call at a time: a second connection
+ * used while the first waits for a read would corrupt its stack. Callers
+ * (the web app's requests) take turns here.
+ */
+let turn: Promise<unknown> = Promise.resolve();
 
 /** A connection to the database `reader` reads (with its WAL's committed frames, when given), for `use` alone. */
-async function withDatabase<T>(reader: RangeReader, wal: RangeReader | undefined, use: (api: Api, db: number, file: OpenFile) => Promise<T>): Promise<T> {
+function withDatabase<T>(reader: RangeReader, wal: RangeReader | undefined, use: (api: Api, db: number, file: OpenFile) => Promise<T>): Promise<T> {
+  const mine = turn.then(() => openAndUse(reader, wal, use));
+  turn = mine.catch(() => undefined);
+  return mine;
+}
+
+async function openAndUse<T>(reader: RangeReader, wal: RangeReader | undefined, use: (api: Api, db: number, file: OpenFile) => Promise<T>): Promise<T> {
   const header = await reader.read(0, Math.min(100, reader.size));
   if (header.length < 100 || header.toString('latin1', 0, 16) !== 'SQLite format 3\0') throw new StrataError('wrong_format', `${reader.path} is not a SQLite database`);
   const rawPageSize = header.readUInt16BE(16);
@@ -314,19 +327,42 @@ function sqlError(reader: RangeReader, e: unknown): unknown {
   return new StrataError('usage', `${reader.path}: ${message}`);
 }
 
-/** The rows of a read-only query; `onRow` is given each (default: kept in `rows`). */
-export async function runQuery(reader: RangeReader, wal: RangeReader | undefined, sql: string, onRow?: (row: SqlValue[], columns: string[]) => void): Promise<SqlResult> {
+export interface QueryLimits {
+  /** Stop the query once it has run this long (an error, request_timeout): SQLite is interrupted between steps. */
+  timeoutMs?: number;
+}
+
+/**
+ * The rows of a read-only query; `onRow` is given each (default: kept in
+ * `rows`). `onRow` returning false ends the query there, as if it had no
+ * more rows (a page of results was filled).
+ */
+export async function runQuery(reader: RangeReader, wal: RangeReader | undefined, sql: string, onRow?: (row: SqlValue[], columns: string[]) => void | boolean, limits: QueryLimits = {}): Promise<SqlResult> {
   return withDatabase(reader, wal, async (api, db, file) => {
     const out: SqlResult = { columns: [], rows: [] };
-    for await (const stmt of api.statements(db, sql)) {
-      out.columns = api.column_names(stmt);
-      out.rows = [];
-      for (let rc = await api.step(stmt); rc === SQLITE_ROW; rc = await api.step(stmt)) {
-        if (file.failure) throw file.failure;
-        const row = api.row(stmt).map((v) => (v instanceof Uint8Array ? Uint8Array.from(v) : v));
-        if (onRow) onRow(row, out.columns);
-        else out.rows.push(row);
+    let timedOut = false;
+    if (limits.timeoutMs !== undefined) {
+      // Asked every 1,000 virtual machine steps: a query that scans or loops without returning rows is stopped too.
+      const deadline = Date.now() + limits.timeoutMs;
+      api.progress_handler(db, 1000, () => (Date.now() > deadline ? ((timedOut = true), 1) : 0), null);
+    }
+    try {
+      statements: for await (const stmt of api.statements(db, sql)) {
+        out.columns = api.column_names(stmt);
+        out.rows = [];
+        for (let rc = await api.step(stmt); rc === SQLITE_ROW; rc = await api.step(stmt)) {
+          if (file.failure) throw file.failure;
+          const row = api.row(stmt).map((v) => (v instanceof Uint8Array ? Uint8Array.from(v) : v));
+          if (onRow) {
+            if (onRow(row, out.columns) === false) break statements;
+          } else out.rows.push(row);
+        }
       }
+    } catch (e) {
+      if (timedOut) throw new StrataError('request_timeout', `${reader.path}: the query ran longer than ${limits.timeoutMs! / 1000} s and was stopped`);
+      throw e;
+    } finally {
+      if (limits.timeoutMs !== undefined) api.progress_handler(db, 0, null, null);
     }
     return out;
   });

@@ -110,10 +110,24 @@ export async function* zipEntryBytes(reader: RangeReader, e: ZipEntry): AsyncGen
     }
   } else {
     const inflate = zlib.createInflateRaw();
+    // Waits for room in the inflater, or for it to be let go (a reader that stopped early).
+    const room = () =>
+      new Promise<void>((r) => {
+        const done = () => {
+          inflate.off('drain', done);
+          inflate.off('close', done);
+          r();
+        };
+        inflate.on('drain', done);
+        inflate.on('close', done);
+      });
     const feed = (async () => {
       try {
-        for await (const piece of source) if (!inflate.write(piece)) await new Promise<void>((r) => inflate.once('drain', () => r()));
-        inflate.end();
+        for await (const piece of source) {
+          if (inflate.destroyed) break;
+          if (!inflate.write(piece)) await room();
+        }
+        if (!inflate.destroyed) inflate.end();
       } catch (err) {
         inflate.destroy(err as Error);
       }
@@ -129,6 +143,8 @@ export async function* zipEntryBytes(reader: RangeReader, e: ZipEntry): AsyncGen
       if (err instanceof StrataError) throw err;
       throw damaged(reader, `${e.name} does not inflate (${(err as Error).message})`);
     } finally {
+      // Stopped before the end (a range, a client gone): nothing more is fed or inflated.
+      if (!inflate.readableEnded) inflate.destroy();
       await feed;
     }
   }

@@ -57,16 +57,17 @@ export class UiApi {
 
   /** Every snapshot, oldest first (read again at most once a second: backups may add some while the UI runs). */
   async snapshots(): Promise<SnapshotJson[]> {
-    return (await this.all()).map((t) => ({
-      id: t.id,
-      time: t.time,
-      host: t.host,
-      tags: t.tags,
-      paths: t.paths,
-      files: t.stats?.files ?? null,
-      bytes: t.stats?.bytes ?? null,
-      added: t.stats?.bytesAdded ?? null,
-    }));
+    return (await this.all()).map(snapshotJson);
+  }
+
+  /** One page of the timeline, newest first: `offset` and `limit` (up to MAX_PAGE), and how many there are. */
+  async snapshotPage(q: Query): Promise<{ total: number; offset: number; snapshots: SnapshotJson[] }> {
+    const offset = count(q.get('offset') ?? '0', 'offset');
+    const limit = Math.min(MAX_PAGE, Math.max(1, count(q.get('limit') ?? '200', 'limit')));
+    const all = await this.all();
+    const page: SnapshotJson[] = [];
+    for (let i = offset; i < Math.min(all.length, offset + limit); i++) page.push(snapshotJson(all[all.length - 1 - i]!));
+    return { total: all.length, offset, snapshots: page };
   }
 
   private all(): Promise<SnapshotTree[]> {
@@ -239,6 +240,10 @@ export class UiApi {
   }
 }
 
+
+function snapshotJson(t: SnapshotTree): SnapshotJson {
+  return { id: t.id, time: t.time, host: t.host, tags: t.tags, paths: t.paths, files: t.stats?.files ?? null, bytes: t.stats?.bytes ?? null, added: t.stats?.bytesAdded ?? null };
+}
 
 function entryJson(e: Entry): EntryJson {
   return { name: e.name, path: e.path, type: e.type, size: e.size, mtime: e.mtime.getTime(), mode: e.mode & 0o7777, ...(e.type === 'symlink' ? { target: e.target } : {}) };

@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import { httpStatus, StrataError, usageError } from '../errors.js';
 import type { Repository } from '../repo/repository.js';
 import { UiApi } from './api.js';
+import { ItemsApi } from './items-api.js';
 import { restoreRequest, RestoreJobs } from './restore-job.js';
 import { Sessions, type Refusal } from './session.js';
 
@@ -54,6 +55,7 @@ const ASSETS: Record<string, string> = { 'app.js': 'text/javascript; charset=utf
 
 export async function startUi(opts: UiOptions): Promise<RunningUi> {
   const api = new UiApi(opts.repo);
+  const items = new ItemsApi((at) => api.tree(at));
   const jobs = new RestoreJobs(opts.repo);
   const log = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
   const sessions = new Sessions();
@@ -90,7 +92,8 @@ export async function startUi(opts: UiOptions): Promise<RunningUi> {
     const route = `${req.method} ${url.pathname}`;
     switch (route) {
       case 'GET /api/snapshots':
-        return json(res, 200, { snapshots: await api.snapshots() });
+        // With `limit`: a page of the timeline, newest first; without, every snapshot (for the pages that colour by snapshot).
+        return json(res, 200, q.get('limit') !== null ? await api.snapshotPage(q) : { snapshots: await api.snapshots() });
       case 'GET /api/list':
         return json(res, 200, await api.list(q));
       case 'GET /api/stat':
@@ -107,6 +110,16 @@ export async function startUi(opts: UiOptions): Promise<RunningUi> {
         return json(res, 200, await api.preview(q));
       case 'GET /api/download':
         return api.download(q, req.headers.range, withHeaders(res));
+      case 'GET /api/datasets':
+        return json(res, 200, await items.datasets(q));
+      case 'GET /api/items':
+        return json(res, 200, await items.items(q));
+      case 'GET /api/item-preview':
+        return json(res, 200, await items.preview(q));
+      case 'GET /api/item':
+        return items.download(q, req.headers.range, withHeaders(res));
+      case 'GET /api/sql':
+        return json(res, 200, await items.sql(q));
       case 'POST /api/restore': {
         // A form of another site cannot post JSON without a preflight, and the Origin check refuses it.
         if (!/^application\/json\b/.test(req.headers['content-type'] ?? '')) throw usageError('a restore request is JSON');

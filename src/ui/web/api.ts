@@ -129,3 +129,53 @@ export async function post<T>(what: string, body: unknown): Promise<T> {
 export function downloadUrl(params: Params): string {
   return `/api/download?${query(params)}`;
 }
+
+export interface DatasetInfo {
+  path: string;
+  type: string;
+  what: string;
+  size: number;
+}
+
+export interface Item {
+  id: string;
+  kind: string;
+  name: string;
+  [field: string]: unknown;
+}
+
+export interface Items {
+  snapshot: string;
+  path: string;
+  type: string | null;
+  what: string;
+  size: number;
+  inner: string | null;
+  total: number;
+  offset: number;
+  items: Item[];
+}
+
+export interface ItemPreview {
+  item: string;
+  size: number | null;
+  start: number;
+  length: number;
+  more: boolean;
+  data: string;
+}
+
+export type Cell = number | string | null | { base64: string; bytes: number; cut?: boolean } | { text: string; length: number; cut: true };
+
+export interface SqlPage {
+  columns: string[];
+  offset: number;
+  rows: Cell[][];
+  more: boolean;
+  ms: number;
+  fetched: number;
+}
+
+export function itemUrl(params: Params): string {
+  return `/api/item?${query(params)}`;
+}

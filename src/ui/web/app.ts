@@ -9,7 +9,7 @@
 import { render, type ComponentChildren } from 'preact';
 import { useCallback, useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { html } from 'htm/preact';
-import { downloadUrl, get, post, query, type Blame, type ChangeMap, type Comparison, type Entry, type Listing, type Preview, type RestoreJob, type Snapshot, type Span, type Version } from './api.js';
+import { downloadUrl, get, itemUrl, post, query, type Blame, type Cell, type DatasetInfo, type Item, type ItemPreview, type Items, type SqlPage, type ChangeMap, type Comparison, type Entry, type Listing, type Preview, type RestoreJob, type Snapshot, type Span, type Version } from './api.js';
 
 // ---------------------------------------------------------------- routing
 
@@ -108,49 +108,92 @@ function listKeys(e: KeyboardEvent, index: number, count: number, move: (i: numb
 
 // ---------------------------------------------------------------- timeline
 
+/** The virtualised lists' row height (px) and rows in view. */
+const ROW = 28;
+const VIEW_ROWS = 18;
+const TIMELINE_PAGE = 200;
+
+/**
+ * The snapshots, newest first, in a virtualised list as the file browser's:
+ * pages of TIMELINE_PAGE asked of the server as they scroll into view, only
+ * the rows in view in the document, so tens of thousands stay fast.
+ */
 function Timeline() {
-  const s = useAsync(loadSnapshots, []);
-  const [active, setActive] = useState(-1);
-  const list = useMemo(() => [...(s.value ?? [])].reverse(), [s.value]);
-  const body = useRef<HTMLTableSectionElement>(null);
+  const [total, setTotal] = useState<number | null>(null);
+  const [pages, setPages] = useState<Map<number, Snapshot[]>>(new Map());
+  const [error, setError] = useState<string | undefined>();
+  const [scroll, setScroll] = useState(0);
+  const [active, setActiveState] = useState(0);
+  const activeRef = useRef(0);
+  const setActive = (i: number) => {
+    activeRef.current = i;
+    setActiveState(i);
+  };
+  const pending = useRef(new Set<number>());
+  const viewport = useRef<HTMLDivElement>(null);
+  const fetchPage = useCallback((n: number) => {
+    if (pending.current.has(n)) return;
+    pending.current.add(n);
+    get<{ total: number; snapshots: Snapshot[] }>('snapshots', { offset: n * TIMELINE_PAGE, limit: TIMELINE_PAGE }).then(
+      (r) => {
+        setTotal(r.total);
+        setPages((m) => new Map(m).set(n, r.snapshots));
+      },
+      (e: Error) => (pending.current.delete(n), setError(e.message)),
+    );
+  }, []);
+  useEffect(() => fetchPage(0), [fetchPage]);
+  const first = Math.floor(scroll / ROW);
+  const last = Math.min((total ?? 0) - 1, first + VIEW_ROWS + 4);
+  useEffect(() => {
+    if (total === null) return;
+    for (let n = Math.floor(first / TIMELINE_PAGE); n <= Math.floor(Math.max(first, last) / TIMELINE_PAGE); n++) if (!pages.has(n)) fetchPage(n);
+  }, [first, last, total, pages, fetchPage]);
+  const at = (i: number) => pages.get(Math.floor(i / TIMELINE_PAGE))?.[i % TIMELINE_PAGE];
+  const open = (i: number) => {
+    const x = at(i);
+    if (x) go('browse', { at: x.id, path: '/' });
+  };
   const move = (i: number) => {
     setActive(i);
-    (body.current?.children[i] as HTMLElement | undefined)?.focus();
+    const v = viewport.current;
+    if (!v) return;
+    if (i * ROW < v.scrollTop) v.scrollTop = i * ROW;
+    else if ((i + 1) * ROW > v.scrollTop + v.clientHeight) v.scrollTop = (i + 1) * ROW - v.clientHeight;
   };
-  const open = (i: number) => go('browse', { at: list[i]!.id, path: '/' });
-  // The row a key was pressed on is the one focused, whatever the last render knew.
-  const rowOf = (e: KeyboardEvent) => [...(body.current?.children ?? [])].indexOf((e.target as HTMLElement).closest('tr')!);
+  const rows = [];
+  for (let i = first; i <= last; i++) {
+    const x = at(i);
+    rows.push(html`<div role="row" id=${'snap-' + i} key=${i} class=${'row' + (i === active ? ' active' : '')} aria-current=${i === active ? 'true' : undefined} aria-rowindex=${i + 2} style=${{ top: `${i * ROW}px` }} data-snapshot=${x?.id} onClick=${() => (setActive(i), open(i))}>
+      ${x
+        ? html`<span role="gridcell" class="col-time"><a href=${href('browse', { at: x.id, path: '/' })} tabindex="-1">${time(x.time)}</a></span>
+            <span role="gridcell" class="col-id mono">${short(x.id)}</span>
+            <span role="gridcell" class="col-host">${x.host}</span>
+            <span role="gridcell" class="col-tags">${x.tags.join(', ')}</span>
+            <span role="gridcell" class="col-files num">${x.files ?? '–'}</span>
+            <span role="gridcell" class="col-bytes num">${bytes(x.bytes)}</span>
+            <span role="gridcell" class="col-bytes num">${bytes(x.added)}</span>`
+        : html`<span role="gridcell" class="col-time loading">…</span>`}
+    </div>`);
+  }
+  const head = (cls: string, label: string) => html`<span role="columnheader" class=${cls}>${label}</span>`;
   return html`
     <h1>Timeline</h1>
-    <${Status} ...${s} />
-    ${s.value &&
-    html`<p>${list.length} snapshot${list.length === 1 ? '' : 's'}, newest first. Arrow keys move, Enter opens a snapshot's files.</p>
-      <table class="timeline" aria-label="Snapshots">
-        <thead>
-          <tr><th scope="col">Time</th><th scope="col">Snapshot</th><th scope="col">Host</th><th scope="col">Tags</th><th scope="col">Files</th><th scope="col">Size</th><th scope="col">Added</th></tr>
-        </thead>
-        <tbody ref=${body} onKeyDown=${(e: KeyboardEvent) => listKeys(e, rowOf(e), list.length, move, open)}>
-          ${list.map(
-            (x, i) => html`<tr key=${x.id} tabindex=${i === Math.max(0, active) ? 0 : -1} data-snapshot=${x.id} aria-selected=${i === active} onFocus=${() => setActive(i)} onClick=${() => open(i)}>
-              <td><a href=${href('browse', { at: x.id, path: '/' })} tabindex="-1">${time(x.time)}</a></td>
-              <td class="mono">${short(x.id)}</td>
-              <td>${x.host}</td>
-              <td>${x.tags.join(', ')}</td>
-              <td class="num">${x.files ?? '–'}</td>
-              <td class="num">${bytes(x.bytes)}</td>
-              <td class="num">${bytes(x.added)}</td>
-            </tr>`,
-          )}
-        </tbody>
-      </table>`}
+    <${Status} error=${error} loading=${total === null && !error} />
+    ${total !== null &&
+    html`<p>${total} snapshot${total === 1 ? '' : 's'}, newest first. Arrow keys, Page Up/Down, Home and End move; Enter opens a snapshot's files.</p>
+      <div role="grid" aria-label="Snapshots" aria-rowcount=${total + 1} aria-activedescendant=${total ? 'snap-' + active : undefined} tabindex="0" class="grid timeline" onKeyDown=${(e: KeyboardEvent) => listKeys(e, activeRef.current, total, move, open, VIEW_ROWS)}>
+        <div role="row" class="row head" aria-rowindex="1">${head('col-time', 'Time')}${head('col-id', 'Snapshot')}${head('col-host', 'Host')}${head('col-tags', 'Tags')}${head('col-files num', 'Files')}${head('col-bytes num', 'Size')}${head('col-bytes num', 'Added')}</div>
+        <div class="viewport" ref=${viewport} style=${{ height: `${Math.min(total, VIEW_ROWS) * ROW}px` }} onScroll=${(e: Event) => setScroll((e.target as HTMLElement).scrollTop)}>
+          <div class="spacer" style=${{ height: `${total * ROW}px` }}>${rows}</div>
+        </div>
+      </div>`}
   `;
 }
 
 // ---------------------------------------------------------------- file browser
 
-const ROW = 28;
 const PAGE = 200;
-const VIEW_ROWS = 18;
 
 function Browser(props: { at: string; path: string }) {
   const { at, path } = props;
@@ -288,6 +331,7 @@ function Browser(props: { at: string; path: string }) {
         ? html`<a class="button" id="restore-selection" href=${href('restore', { at, path, p: [...chosen.keys()] })}>Restore ${chosen.size} selected…</a>`
         : selected && html`<a class="button" href=${href('restore', { at, path: selected.path })}>Restore ${selected.name}…</a>`}
       <a class="button" href=${href('restore', { at, path })}>Restore this directory…</a>
+      <a href=${href('datasets', { at })}>Datasets in this snapshot</a>
     </div>
     <${Status} error=${error} />
     <div role="grid" aria-label=${`Entries of ${path}`} aria-rowcount=${(total ?? 0) + 1} aria-activedescendant=${total ? 'row-' + active : undefined} tabindex="0" class="grid" onKeyDown=${onKey}>
@@ -488,23 +532,25 @@ function BlamePage(props: { at: string; path: string; start?: string; end?: stri
 function PreviewPage(props: { at: string; path: string; start?: string; length?: string }) {
   const r = useAsync(() => get<Preview>('preview', props), [props.at, props.path, props.start, props.length]);
   const p = r.value;
-  const lines = useMemo(() => {
-    if (!p) return [];
-    const data = Uint8Array.from(atob(p.data), (c) => c.charCodeAt(0));
-    const out: string[] = [];
-    for (let i = 0; i < data.length; i += 16) {
-      const row = data.subarray(i, i + 16);
-      const hexes = [...row].map((x) => x.toString(16).padStart(2, '0')).join(' ');
-      const text = [...row].map((x) => (x >= 0x20 && x < 0x7f ? String.fromCharCode(x) : '.')).join('');
-      out.push(`${(p.start + i).toString(16).padStart(10, '0')}  ${hexes.padEnd(47)}  ${text}`);
-    }
-    return out;
-  }, [p]);
+  const lines = useMemo(() => (p ? hexLines(p.data, p.start) : []), [p]);
   return html`<${FileFrame} page="preview" ...${props}>
     <${RangeForm} start=${props.start ?? '0'} end=${props.length ?? '4096'} endLabel="Length (up to 65536)" label="Show" onSubmit=${(start: string, length: string) => go('preview', { at: props.at, path: props.path, start, length })} />
     <${Status} ...${r} />
     ${p && html`<p>Bytes ${p.start}–${p.start + p.length - 1} of ${p.size}, as hex and text.</p><pre class="hex" tabindex="0" aria-label="Hex and text">${lines.join('\n')}</pre>`}
   </${FileFrame}>`;
+}
+
+/** Base64 bytes as hex dump lines: offset, 16 bytes in hex, the same as text. */
+function hexLines(base64: string, start: number): string[] {
+  const data = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+  const out: string[] = [];
+  for (let i = 0; i < data.length; i += 16) {
+    const row = data.subarray(i, i + 16);
+    const hexes = [...row].map((x) => x.toString(16).padStart(2, '0')).join(' ');
+    const text = [...row].map((x) => (x >= 0x20 && x < 0x7f ? String.fromCharCode(x) : '.')).join('');
+    out.push(`${(start + i).toString(16).padStart(10, '0')}  ${hexes.padEnd(47)}  ${text}`);
+  }
+  return out;
 }
 
 function DownloadPage(props: { at: string; path: string; start?: string; end?: string }) {
@@ -552,6 +598,189 @@ function RestorePage(props: { at: string; path: string; paths: string[] }) {
   </${FileFrame}>`;
 }
 
+// ---------------------------------------------------------------- datasets and their items
+
+/** A table whose rows move with the arrow keys and open with Enter or a click, as the timeline's. */
+function useRowKeys(count: number, open: (i: number) => void) {
+  const [active, setActive] = useState(-1);
+  const body = useRef<HTMLTableSectionElement>(null);
+  const move = (i: number) => {
+    setActive(i);
+    (body.current?.children[i] as HTMLElement | undefined)?.focus();
+  };
+  const rowOf = (e: KeyboardEvent) => [...(body.current?.children ?? [])].indexOf((e.target as HTMLElement).closest('tr')!);
+  return {
+    body,
+    onKeyDown: (e: KeyboardEvent) => listKeys(e, rowOf(e), count, move, open),
+    row: (i: number) => ({ tabindex: i === Math.max(0, active) ? 0 : -1, 'aria-selected': i === active, onFocus: () => setActive(i), onClick: () => open(i) }),
+  };
+}
+
+function DatasetsPage(props: { at: string }) {
+  const r = useAsync(() => get<{ snapshot: string; datasets: DatasetInfo[] }>('datasets', { at: props.at }), [props.at]);
+  const list = r.value?.datasets ?? [];
+  const rows = useRowKeys(list.length, (i) => go('items', { at: r.value!.snapshot, path: list[i]!.path }));
+  return html`<h1>Datasets at ${short(r.value?.snapshot ?? props.at)}</h1>
+    <p>Mailboxes, archives, databases and disk images this snapshot holds, told by their content when they were backed up. Arrow keys move, Enter opens one's items.</p>
+    <${Status} ...${r} />
+    ${r.value &&
+    (list.length === 0
+      ? html`<p>This snapshot holds no datasets.</p>`
+      : html`<table aria-label="Datasets">
+          <thead><tr><th scope="col">Path</th><th scope="col">Type</th><th scope="col">Size</th></tr></thead>
+          <tbody ref=${rows.body} onKeyDown=${rows.onKeyDown}>
+            ${list.map(
+              (d, i) => html`<tr key=${d.path} data-path=${d.path} ...${rows.row(i)}>
+                <td class="mono"><a href=${href('items', { at: r.value!.snapshot, path: d.path })} tabindex="-1">${d.path}</a></td>
+                <td>${d.what}</td>
+                <td class="num">${bytes(d.size)}</td>
+              </tr>`,
+            )}
+          </tbody>
+        </table>`)}`;
+}
+
+function DatasetFrame(props: { page: string; at: string; path: string; type?: string | null; children: ComponentChildren }) {
+  return html`<h1>${props.path}</h1>
+    <p>In snapshot <span class="mono">${short(props.at)}</span> · <a href=${href('datasets', { at: props.at })}>all datasets</a> · <a href=${href('history', { at: props.at, path: props.path })}>the file</a></p>
+    <nav aria-label="Dataset" class="tabs">
+      <a href=${href('items', { at: props.at, path: props.path })} aria-current=${props.page === 'items' ? 'page' : undefined}>Items</a>
+      ${props.type === 'sqlite' && html`<a href=${href('sql', { at: props.at, path: props.path })} aria-current=${props.page === 'sql' ? 'page' : undefined}>SQL console</a>`}
+    </nav>
+    <section aria-label=${props.page === 'sql' ? 'SQL console' : props.page === 'item' ? 'Item' : 'Items'}>${props.children}</section>`;
+}
+
+const ITEMS_PAGE = 100;
+const text = (v: unknown) => (v === undefined || v === null ? '' : String(v));
+
+/** The columns of a dataset's items, by its type (and, in a disk image, whether partitions or files are shown). */
+function itemColumns(type: string | null, inner: string | null): [string, (x: Item) => unknown, string?][] {
+  switch (type) {
+    case 'mbox':
+      return [['#', (m) => m.number, 'num'], ['Date', (m) => m.date], ['From', (m) => m.from], ['Subject', (m) => m.subject], ['Size', (m) => bytes(m.size as number), 'num']];
+    case 'zip':
+      return [['Name', (e) => e.name, 'mono'], ['Size', (e) => bytes(e.size as number), 'num'], ['Compressed', (e) => bytes(e.compressedSize as number), 'num'], ['Modified', (e) => e.mtime]];
+    case 'tar':
+      return [['Name', (e) => (e.linkname ? `${e.name} → ${text(e.linkname)}` : e.name), 'mono'], ['Type', (e) => e.type], ['Size', (e) => bytes(e.size as number), 'num'], ['Modified', (e) => e.mtime]];
+    case 'sqlite':
+      return [['Table', (t) => t.name, 'mono'], ['Type', (t) => t.type], ['Columns', (t) => (t.columns as string[]).join(', ')]];
+    default:
+      if (inner === null) return [['Partition', (p) => p.name, 'mono'], ['Offset', (p) => p.offset, 'num'], ['Size', (p) => bytes(p.size as number), 'num'], ['Type', (p) => p.type], ['File system', (p) => p.filesystem ?? 'none known'], ['Name', (p) => p.label ?? '']];
+      return [['Name', (e) => (e.kind === 'dir' ? `📁 ${e.name}` : e.name), 'mono'], ['Type', (e) => e.kind], ['Size', (e) => (e.kind === 'file' ? bytes(e.size as number) : ''), 'num'], ['Modified', (e) => e.mtime]];
+  }
+}
+
+/** The directory above `inner` in a disk image ("p1:/etc" → "p1:/"), or undefined above a partition's root: the partitions. */
+function innerParent(inner: string): string | undefined {
+  if (/^p\d+:\/*$/.test(inner) || /^\/*$/.test(inner)) return undefined;
+  const up = inner.replace(/\/+$/, '').replace(/\/[^/]*$/, '');
+  return up.endsWith(':') || up === '' ? up + '/' : up;
+}
+
+function ItemsPage(props: { at: string; path: string; inner?: string; q?: string; offset?: string }) {
+  const offset = Number(props.offset ?? 0) || 0;
+  const r = useAsync(() => get<Items>('items', { at: props.at, path: props.path, inner: props.inner, q: props.q, offset, limit: ITEMS_PAGE }), [props.at, props.path, props.inner, props.q, offset]);
+  const [search, setSearch] = useState(props.q ?? '');
+  const v = r.value;
+  const list = v?.items ?? [];
+  const at = v?.snapshot ?? props.at;
+  const to = (o: Record<string, string | number | undefined>) => go('items', { at, path: props.path, inner: props.inner, q: props.q || undefined, ...o });
+  const open = (i: number) => {
+    const x = list[i]!;
+    if (x.kind === 'message' || (x.kind === 'file' && v?.type !== 'sqlite')) go('item', { at, path: props.path, item: x.id });
+    else if (x.kind === 'table' || x.kind === 'view') go('sql', { at, path: props.path, sql: `SELECT * FROM "${x.id.replace(/"/g, '""')}"` });
+    else if ((x.kind === 'partition' && x.filesystem) || (x.kind === 'dir' && props.inner !== undefined)) go('items', { at, path: props.path, inner: x.id });
+  };
+  const rows = useRowKeys(list.length, open);
+  const columns = itemColumns(v?.type ?? null, v?.inner ?? null);
+  return html`<${DatasetFrame} page="items" at=${at} path=${props.path} type=${v?.type}>
+    ${props.inner && html`<p>In <span class="mono">${props.inner}</span> · <a href=${href('items', { at, path: props.path, inner: innerParent(props.inner) })}>up</a></p>`}
+    <form class="toolbar" role="search" onSubmit=${(e: Event) => (e.preventDefault(), to({ q: search || undefined, offset: undefined }))}>
+      <label>Search items <input type="search" name="q" value=${search} onInput=${(e: Event) => setSearch((e.target as HTMLInputElement).value)} placeholder=${v?.type === 'mbox' ? 'subject, sender or Message-ID' : 'part of a name'} /></label>
+      <button type="submit">Search</button>
+      <span role="status" aria-live="polite">${v ? (v.total === 0 ? 'No items' : `Items ${offset + 1}–${offset + list.length} of ${v.total}`) : ''}</span>
+      <button type="button" disabled=${offset === 0} onClick=${() => to({ offset: Math.max(0, offset - ITEMS_PAGE) || undefined })}>Previous page</button>
+      <button type="button" disabled=${!v || offset + list.length >= v.total} onClick=${() => to({ offset: offset + ITEMS_PAGE })}>Next page</button>
+    </form>
+    <${Status} ...${r} />
+    ${v &&
+    html`<p>${v.what}, ${bytes(v.size)}. Arrow keys move; Enter opens ${v.type === 'sqlite' ? 'a table in the SQL console' : 'an item'}.</p>
+      <table aria-label="Items">
+        <thead><tr>${columns.map(([label]) => html`<th scope="col">${label}</th>`)}</tr></thead>
+        <tbody ref=${rows.body} onKeyDown=${rows.onKeyDown}>
+          ${list.map((x, i) => html`<tr key=${x.id} data-item=${x.id} ...${rows.row(i)}>${columns.map(([, f, cls]) => html`<td class=${cls}>${text(f(x))}</td>`)}</tr>`)}
+        </tbody>
+      </table>`}
+  </${DatasetFrame}>`;
+}
+
+const ITEM_PREVIEW = 4096;
+
+function ItemPage(props: { at: string; path: string; item: string; start?: string }) {
+  const start = Number(props.start ?? 0) || 0;
+  const r = useAsync(() => get<ItemPreview>('item-preview', { at: props.at, path: props.path, item: props.item, start, length: ITEM_PREVIEW }), [props.at, props.path, props.item, start]);
+  const p = r.value;
+  const lines = useMemo(() => (p ? hexLines(p.data, p.start) : []), [p]);
+  const page = (s: number) => go('item', { at: props.at, path: props.path, item: props.item, start: s || undefined });
+  return html`<${DatasetFrame} page="item" at=${props.at} path=${props.path}>
+    <h2>${p?.item ?? props.item}</h2>
+    <p><a class="button" id="download-item" href=${itemUrl({ at: props.at, path: props.path, item: props.item })} download>Download this item</a></p>
+    <${Status} ...${r} />
+    ${p &&
+    html`<p>Bytes ${p.start}–${p.start + p.length - 1}${p.size !== null ? ` of ${p.size}` : ''}, as hex and text.</p>
+      <div class="toolbar">
+        <button type="button" disabled=${start === 0} onClick=${() => page(Math.max(0, start - ITEM_PREVIEW))}>Previous ${ITEM_PREVIEW} bytes</button>
+        <button type="button" disabled=${!p.more} onClick=${() => page(start + ITEM_PREVIEW)}>Next ${ITEM_PREVIEW} bytes</button>
+      </div>
+      <pre class="hex" tabindex="0" aria-label="Hex and text">${lines.join('\n')}</pre>`}
+  </${DatasetFrame}>`;
+}
+
+const SQL_PAGE = 100;
+
+function cellText(c: Cell): string {
+  if (c === null) return 'NULL';
+  if (typeof c !== 'object') return String(c);
+  if ('base64' in c) {
+    const b = Uint8Array.from(atob(c.base64), (x) => x.charCodeAt(0));
+    return `x'${[...b].map((x) => x.toString(16).padStart(2, '0')).join('')}${c.cut ? '…' : ''}' (${c.bytes} B)`;
+  }
+  return `${c.text}… (${c.length} characters)`;
+}
+
+function SqlConsole(props: { at: string; path: string; sql?: string; offset?: string }) {
+  const offset = Number(props.offset ?? 0) || 0;
+  const [sql, setSql] = useState(props.sql ?? '');
+  useEffect(() => setSql(props.sql ?? ''), [props.sql]);
+  const r = useAsync(
+    () => (props.sql ? get<SqlPage>('sql', { at: props.at, path: props.path, sql: props.sql, offset, limit: SQL_PAGE }) : Promise.resolve(undefined)),
+    [props.at, props.path, props.sql, offset],
+  );
+  const run = (o: number) => go('sql', { at: props.at, path: props.path, sql: sql.trim() || undefined, offset: o || undefined });
+  const v = r.value;
+  return html`<${DatasetFrame} page="sql" at=${props.at} path=${props.path} type="sqlite">
+    <form class="sql" onSubmit=${(e: Event) => (e.preventDefault(), run(0))}>
+      <label for="sql-text">SQL query (read-only; Ctrl+Enter runs it)</label>
+      <textarea id="sql-text" name="sql" rows="4" spellcheck="false" value=${sql} onInput=${(e: Event) => setSql((e.target as HTMLTextAreaElement).value)}
+        onKeyDown=${(e: KeyboardEvent) => e.key === 'Enter' && (e.ctrlKey || e.metaKey) && (e.preventDefault(), run(0))}></textarea>
+      <div class="toolbar"><button type="submit">Run</button></div>
+    </form>
+    <${Status} ...${r} />
+    ${v &&
+    html`<div class="toolbar">
+        <span role="status" aria-live="polite">${v.rows.length === 0 ? (offset === 0 ? 'No rows' : 'No more rows') : `Rows ${offset + 1}–${offset + v.rows.length}${v.more ? ', more follow' : ''}`} (${v.ms} ms, ${bytes(v.fetched)} fetched)</span>
+        <button type="button" disabled=${offset === 0} onClick=${() => run(Math.max(0, offset - SQL_PAGE))}>Previous rows</button>
+        <button type="button" disabled=${!v.more} onClick=${() => run(offset + SQL_PAGE)}>Next rows</button>
+      </div>
+      <div class="results" tabindex="0" aria-label="Query results, scrollable">
+        <table aria-label="Query results">
+          <thead><tr>${v.columns.map((c) => html`<th scope="col">${c}</th>`)}</tr></thead>
+          <tbody>${v.rows.map((row) => html`<tr>${row.map((c) => html`<td class=${c === null ? 'null' : typeof c === 'number' ? 'num' : typeof c === 'object' ? 'mono' : ''}>${cellText(c)}</td>`)}</tr>`)}</tbody>
+        </table>
+      </div>`}
+  </${DatasetFrame}>`;
+}
+
 // ---------------------------------------------------------------- the app
 
 function App() {
@@ -594,13 +823,25 @@ function App() {
     case 'download':
       page = html`<${DownloadPage} at=${at} path=${path} start=${p.start} end=${p.end} />`;
       break;
+    case 'datasets':
+      page = html`<${DatasetsPage} at=${at} />`;
+      break;
+    case 'items':
+      page = html`<${ItemsPage} key=${at + '\0' + path + '\0' + (p.inner ?? '')} at=${at} path=${path} inner=${p.inner} q=${p.q} offset=${p.offset} />`;
+      break;
+    case 'item':
+      page = html`<${ItemPage} at=${at} path=${path} item=${p.item ?? ''} start=${p.start} />`;
+      break;
+    case 'sql':
+      page = html`<${SqlConsole} at=${at} path=${path} sql=${p.sql} offset=${p.offset} />`;
+      break;
     case 'restore':
       page = html`<${RestorePage} at=${at} path=${path} paths=${route.params.getAll('p')} />`;
       break;
     default:
       page = html`<${Timeline} />`;
   }
-  return html`<header><a href="#/" class="brand">strata</a><nav aria-label="Main"><a href="#/">Timeline</a> <a href=${href('browse', { at: 'latest', path: '/' })}>Latest files</a></nav></header>
+  return html`<header><a href="#/" class="brand">strata</a><nav aria-label="Main"><a href="#/">Timeline</a> <a href=${href('browse', { at: 'latest', path: '/' })}>Latest files</a> <a href=${href('datasets', { at: 'latest' })}>Latest datasets</a></nav></header>
     <main ref=${main} key=${route.page}>${page}</main>`;
 }
 
