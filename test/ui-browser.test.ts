@@ -298,6 +298,7 @@ describe('strata ui in chromium', () => {
     await expect.poll(() => page.getByRole('status').first().textContent()).toMatch(/^Rows 1–100, more follow/);
     await page.getByRole('button', { name: 'Next rows' }).click();
     await expect.poll(() => page.getByRole('status').first().textContent()).toMatch(/^Rows 101–200, more follow/);
+    // The status names the rows shown (not the page asked for while it is on its way).
     expect(await page.locator('table[aria-label="Query results"] tbody tr').first().textContent()).toBe('100person 100');
     await page.getByLabel(/SQL query/).fill('SELECT count(*) AS n, max(name) FROM people');
     await page.getByLabel(/SQL query/).press('Control+Enter');

@@ -768,7 +768,7 @@ function SqlConsole(props: { at: string; path: string; sql?: string; offset?: st
     <${Status} ...${r} />
     ${v &&
     html`<div class="toolbar">
-        <span role="status" aria-live="polite">${v.rows.length === 0 ? (offset === 0 ? 'No rows' : 'No more rows') : `Rows ${offset + 1}–${offset + v.rows.length}${v.more ? ', more follow' : ''}`} (${v.ms} ms, ${bytes(v.fetched)} fetched)</span>
+        <span role="status" aria-live="polite">${v.rows.length === 0 ? (v.offset === 0 ? 'No rows' : 'No more rows') : `Rows ${v.offset + 1}–${v.offset + v.rows.length}${v.more ? ', more follow' : ''}`} (${v.ms} ms, ${bytes(v.fetched)} fetched)</span>
         <button type="button" disabled=${offset === 0} onClick=${() => run(Math.max(0, offset - SQL_PAGE))}>Previous rows</button>
         <button type="button" disabled=${!v.more} onClick=${() => run(offset + SQL_PAGE)}>Next rows</button>
       </div>
