@@ -407,6 +407,54 @@ describe.skipIf(!HAS_FUSE)('strata mount --writable', () => {
 
 // The overlay and the commit without FUSE: these run everywhere.
 describe('a writable mount\'s overlay, without a mount', () => {
+  it('a renamed large file is committed with no new block, and one renamed then edited with only the blocks its edit touched; both restore byte for byte', async () => {
+    const repo = await makeRepo({ chunkAvg: 16 * 1024 });
+    try {
+      const src = path.join(tempDir(), 'src');
+      fs.mkdirSync(src);
+      const rng = new Rng(77);
+      const size = 8 * 1024 * 1024;
+      const a = rng.bytes(size);
+      const b = rng.bytes(size);
+      fs.writeFileSync(path.join(src, 'a.img'), a);
+      fs.writeFileSync(path.join(src, 'b.img'), b);
+      const parent = (await backup(repo, { paths: [src] })).snapshot;
+      const ov = await Overlay.open({ root: path.join(tempDir(), 'overlays'), repository: 'r', tree: await SnapshotTree.open(repo, { at: parent }) });
+      try {
+        // A rename alone: every block is the original's, none is read or stored again.
+        await ov.rename(`${src}/a.img`, `${src}/moved.img`);
+        const moved = (await ov.commit())!;
+        expect(moved).toMatchObject({ filesNew: 1, filesRemoved: 1, blocksNew: 0, bytesRead: 0 });
+        // What it adds is the new version's table of contents (one data entry per block: a reference
+        // names the same path in its target, and the new path has none in the parent), a tree and the record.
+        expect(moved.bytesAdded).toBeLessThan(size / 50);
+        expect((await readWhole(repo, moved.snapshot, `${src}/moved.img`)).equals(a)).toBe(true);
+        const toc = await (await (await SnapshotTree.open(repo, { at: moved.snapshot })).open(`${src}/moved.img`)).toc();
+        expect(toc.entries.every((e) => e.kind === 'data')).toBe(true);
+        // Renamed, then 4 KiB written in its middle: only the blocks around the write are new.
+        await ov.rename(`${src}/b.img`, `${src}/edited.img`);
+        const node = (await ov.lookup(`${src}/edited.img`))!;
+        const patch = rng.bytes(4096);
+        await ov.write(`${src}/edited.img`, node, 3 * 1024 * 1024 + 123, patch);
+        const edited = (await ov.commit())!;
+        expect(edited).toMatchObject({ filesNew: 1, filesRemoved: 1 });
+        expect(edited.blocksNew).toBeGreaterThan(0);
+        expect(edited.blocksNew).toBeLessThan(20);
+        expect(edited.bytesRead).toBeLessThan(size / 8);
+        expect(edited.bytesAdded).toBeLessThan(size / 20);
+        const want = Buffer.from(b);
+        patch.copy(want, 3 * 1024 * 1024 + 123);
+        expect((await readWhole(repo, edited.snapshot, `${src}/edited.img`)).equals(want)).toBe(true);
+        expect((await readWhole(repo, edited.snapshot, `${src}/moved.img`)).equals(a)).toBe(true);
+        expect((await readWhole(repo, parent, `${src}/b.img`)).equals(b)).toBe(true);
+      } finally {
+        await ov.close();
+      }
+    } finally {
+      repo.close();
+    }
+  });
+
   it('journals changes, replays them in a new process\'s overlay, and commits them as an incremental of the mounted snapshot', async () => {
     const repo = await makeRepo({ chunkAvg: 4096 });
     try {
