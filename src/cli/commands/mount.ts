@@ -129,6 +129,8 @@ async function mountWritableTree(g: GlobalOptions, repo: Repository, mountpoint:
   const overlay = await Overlay.open({ root: overlayRoot(g, repo), repository: repo.config.id, tree, discard });
   let m: MountHandle;
   try {
+    // While mounted, forget keeps the snapshot the mount stands on.
+    await overlay.pin();
     m = await mountWritable(mountpoint, overlay, { onError: (message) => process.stderr.write(`strata mount: ${message}\n`) });
   } catch (e) {
     await overlay.close();
