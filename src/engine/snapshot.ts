@@ -204,7 +204,7 @@ export async function findSnapshot(repo: Repository, when: When, absPath?: strin
  * each lookup of a path in it would drop the one to make room for the other,
  * and decode the large tree again (ls -l of 100,000 files, one lookup each).
  */
-class TreeCache {
+export class TreeCache {
   private readonly trees = new Map<string, Tree>();
   private entries = 0;
   private largest = 0;
