@@ -303,6 +303,8 @@ function follow(m: MountHandle, follower: Follower, report: (message: string) =>
       if (failing) report('listing snapshots works again');
       failing = false;
     } catch (e) {
+      // Unmounted meanwhile (the repository may be closed by now): nothing to say.
+      if (stopped) return;
       // Said once, not every tick: the layout stays as it was until the repository answers again.
       if (!failing) report(`list snapshots: ${(e as Error).message}`);
       failing = true;
