@@ -367,6 +367,10 @@ describe.skipIf(!HAS_FUSE)('strata mount --writable', () => {
     await writeAt(path.join(truth, 'img'), 250_000, patch);
     await fsp.writeFile(path.join(mnt, here, 'new'), 'new\n');
     await fsp.writeFile(path.join(truth, 'new'), 'new\n');
+    // The server holds the mount's lease on its snapshot (renewed by the mount): a forget through it keeps the snapshot.
+    const refused = cli(['forget', first], client(server.url, token(made.repo, 'admin', 'admin')));
+    expect(refused.status).toBe(11);
+    expect(refused.stderr).toContain(`not forgetting snapshot ${first.slice(0, 8)} (leased by process ${server.proc.pid} on this host): a writable mount`);
     m.proc.kill('SIGTERM');
     expect(await m.exited, m.err()).toBe(0);
     const committed = JSON.parse(m.out().trim().split('\n').pop()!) as { snapshot: string; parent: string };
@@ -374,7 +378,50 @@ describe.skipIf(!HAS_FUSE)('strata mount --writable', () => {
     await expectSameTree(restoreTo(env2, committed.snapshot, here), truth);
   });
 
-  it('says what is wrong: no mount at the path, the overlay in use, the mounted snapshot forgotten (the changes are kept)', async () => {
+  it('forget keeps the snapshot a writable mount stands on: named, it is refused (exit 11); by a policy, kept with the reason; after a commit, the new snapshot instead', async () => {
+    const made = initCliRepo();
+    const own = { ...made.env, STRATA_CACHE_DIR: path.join(tempDir(), 'cache') };
+    const dir = path.join(tempDir('strata-wpin-'), 'data');
+    fs.mkdirSync(dir);
+    const backupId = () => {
+      const r = cli(['backup', dir, '--json'], own);
+      expect(r.status, r.stderr).toBe(0);
+      return (JSON.parse(r.stdout) as { snapshot: string }).snapshot;
+    };
+    fs.writeFileSync(path.join(dir, 'a.txt'), 'one\n');
+    const first = backupId();
+    fs.writeFileSync(path.join(dir, 'a.txt'), 'two\n');
+    const second = backupId();
+    const ids = () => (JSON.parse(cli(['snapshots', '--json'], own).stdout) as { id: string }[]).map((s) => s.id);
+    const mnt = path.join(tempDir(), 'mnt');
+    fs.mkdirSync(mnt);
+    const m = await startMount(mnt, own, ['--writable', '--at', first]);
+    const named = cli(['forget', first.slice(0, 8)], own);
+    expect(named.status).toBe(11);
+    expect(named.stderr).toContain(`not forgetting snapshot ${first.slice(0, 8)} (leased by process ${m.proc.pid} on this host): a writable mount (strata mount --writable) is based on it; nothing was removed`);
+    expect(named.stderr).not.toMatch(/\n\s+at /);
+    const policy = cli(['forget', '--keep-last', '1', '--json'], own);
+    expect(policy.status, policy.stderr).toBe(0);
+    const result = JSON.parse(policy.stdout) as { removed: string[]; groups: { keep: { id: string; reasons: string[] }[] }[] };
+    expect(result.removed).toEqual([]);
+    expect(result.groups[0]!.keep.find((k) => k.id === first)!.reasons).toEqual([`base of a writable mount (leased by process ${m.proc.pid} on this host)`]);
+    expect(ids()).toEqual([first, second]);
+    // A commit: the mount stands on the new snapshot, which is kept now, and the one below may go.
+    await writeAt(path.join(mnt, dir, 'a.txt'), 0, Buffer.from('ONE'));
+    const c = cli(['commit', mnt, '--json'], own);
+    expect(c.status, c.stderr).toBe(0);
+    const committed = (JSON.parse(c.stdout) as { snapshot: string }).snapshot;
+    expect(cli(['forget', first], own).status).toBe(0);
+    expect(cli(['forget', committed], own).status).toBe(11);
+    expect(ids()).toEqual([second, committed]);
+    m.proc.kill('SIGTERM');
+    expect(await m.exited, m.err()).toBe(0);
+    // Unmounted: nothing holds it.
+    expect(cli(['forget', committed], own).status).toBe(0);
+    expect(ids()).toEqual([second]);
+  });
+
+  it('says what is wrong: no mount at the path, the overlay in use, the mounted snapshot forgotten once its lease is taken away (the changes are kept)', async () => {
     const nowhere = tempDir();
     const r = cli(['commit', nowhere], env);
     expect(r.status).toBe(1);
@@ -394,6 +441,9 @@ describe.skipIf(!HAS_FUSE)('strata mount --writable', () => {
     expect(busy.status).toBe(1);
     expect(busy.stderr).toContain(`in use by process ${m.proc.pid}`);
     await writeAt(path.join(mnt, src, 'medium.bin'), 0, Buffer.from('changed'));
+    // The mount keeps its snapshot from forget; with its lease taken away (unlock --remove-all), a forget goes through.
+    expect(cli(['forget', own], env).status).toBe(11);
+    expect(cli(['unlock', '--remove-all'], env).status).toBe(0);
     expect(cli(['forget', own], env).status).toBe(0);
     const c = cli(['commit', mnt], env);
     expect(c.status).toBe(1);
@@ -407,6 +457,54 @@ describe.skipIf(!HAS_FUSE)('strata mount --writable', () => {
 
 // The overlay and the commit without FUSE: these run everywhere.
 describe('a writable mount\'s overlay, without a mount', () => {
+  it('a renamed large file is committed with no new block, and one renamed then edited with only the blocks its edit touched; both restore byte for byte', async () => {
+    const repo = await makeRepo({ chunkAvg: 16 * 1024 });
+    try {
+      const src = path.join(tempDir(), 'src');
+      fs.mkdirSync(src);
+      const rng = new Rng(77);
+      const size = 8 * 1024 * 1024;
+      const a = rng.bytes(size);
+      const b = rng.bytes(size);
+      fs.writeFileSync(path.join(src, 'a.img'), a);
+      fs.writeFileSync(path.join(src, 'b.img'), b);
+      const parent = (await backup(repo, { paths: [src] })).snapshot;
+      const ov = await Overlay.open({ root: path.join(tempDir(), 'overlays'), repository: 'r', tree: await SnapshotTree.open(repo, { at: parent }) });
+      try {
+        // A rename alone: every block is the original's, none is read or stored again.
+        await ov.rename(`${src}/a.img`, `${src}/moved.img`);
+        const moved = (await ov.commit())!;
+        expect(moved).toMatchObject({ filesNew: 1, filesRemoved: 1, blocksNew: 0, bytesRead: 0 });
+        // What it adds is the new version's table of contents (one data entry per block: a reference
+        // names the same path in its target, and the new path has none in the parent), a tree and the record.
+        expect(moved.bytesAdded).toBeLessThan(size / 50);
+        expect((await readWhole(repo, moved.snapshot, `${src}/moved.img`)).equals(a)).toBe(true);
+        const toc = await (await (await SnapshotTree.open(repo, { at: moved.snapshot })).open(`${src}/moved.img`)).toc();
+        expect(toc.entries.every((e) => e.kind === 'data')).toBe(true);
+        // Renamed, then 4 KiB written in its middle: only the blocks around the write are new.
+        await ov.rename(`${src}/b.img`, `${src}/edited.img`);
+        const node = (await ov.lookup(`${src}/edited.img`))!;
+        const patch = rng.bytes(4096);
+        await ov.write(`${src}/edited.img`, node, 3 * 1024 * 1024 + 123, patch);
+        const edited = (await ov.commit())!;
+        expect(edited).toMatchObject({ filesNew: 1, filesRemoved: 1 });
+        expect(edited.blocksNew).toBeGreaterThan(0);
+        expect(edited.blocksNew).toBeLessThan(20);
+        expect(edited.bytesRead).toBeLessThan(size / 8);
+        expect(edited.bytesAdded).toBeLessThan(size / 20);
+        const want = Buffer.from(b);
+        patch.copy(want, 3 * 1024 * 1024 + 123);
+        expect((await readWhole(repo, edited.snapshot, `${src}/edited.img`)).equals(want)).toBe(true);
+        expect((await readWhole(repo, edited.snapshot, `${src}/moved.img`)).equals(a)).toBe(true);
+        expect((await readWhole(repo, parent, `${src}/b.img`)).equals(b)).toBe(true);
+      } finally {
+        await ov.close();
+      }
+    } finally {
+      repo.close();
+    }
+  });
+
   it('journals changes, replays them in a new process\'s overlay, and commits them as an incremental of the mounted snapshot', async () => {
     const repo = await makeRepo({ chunkAvg: 4096 });
     try {

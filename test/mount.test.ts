@@ -296,8 +296,71 @@ print(c.execute('select name from items where id = 12345').fetchone()[0])`,
     await sh('cmp', [path.join(data, 'f.bin'), path.join(mnt, 'latest', data, 'f.bin')]);
     const part = await sh('dd', [`if=${path.join(mnt, 'latest', data, 'f.bin')}`, 'iflag=skip_bytes,count_bytes', 'skip=123456', 'count=4096', 'status=none']);
     expect(part.equals(bytes.subarray(123456, 123456 + 4096))).toBe(true);
+    // A backup through the server while mounted: shown at once in a listing, latest on it.
+    const writer = { ...client(srv.url, token(repo, 'writer', 'append')), STRATA_PASSWORD: 'pw' };
+    fs.writeFileSync(path.join(data, 'g.txt'), 'made while mounted\n');
+    backup(writer, data);
+    const newest = snapshotIds(writer).at(-1)!;
+    await until('the served snapshot to be listed', async () => (await fsp.readdir(path.join(mnt, 'ids'))).includes(newest.id.slice(0, 8)));
+    expect(await fsp.readFile(path.join(mnt, 'latest', data, 'g.txt'), 'utf8')).toBe('made while mounted\n');
     m.proc.kill('SIGTERM');
     expect(await m.exited).toBe(0);
+  });
+
+  it('follows the repository: a backup made while mounted appears (latest moves to it), a forgotten snapshot goes, and a read of its file after prune fails with EIO, never other bytes', async () => {
+    const { env: own } = initCliRepo();
+    const dir = path.join(tempDir('strata-mount-follow-'), 'data');
+    fs.mkdirSync(dir);
+    // Bytes of their own, in the first snapshot only: prune takes every block of them away.
+    const big = new Rng(99).bytes(24 * 1024 * 1024);
+    fs.writeFileSync(path.join(dir, 'big.bin'), big);
+    fs.writeFileSync(path.join(dir, 'note.txt'), 'one\n');
+    backup(own, dir);
+    const [first] = snapshotIds(own);
+    const mnt = path.join(tempDir(), 'mnt');
+    fs.mkdirSync(mnt);
+    const m = await startMount(mnt, own);
+    expect(await fsp.readlink(path.join(mnt, 'latest'))).toBe(`ids/${first!.id.slice(0, 8)}`);
+    expect(await fsp.readFile(path.join(mnt, 'latest', dir, 'note.txt'), 'utf8')).toBe('one\n');
+    // A file of the first snapshot held open, read once at its start.
+    const held = await fsp.open(path.join(mnt, 'ids', first!.id.slice(0, 8), dir, 'big.bin'), 'r');
+    try {
+      const head = Buffer.alloc(4096);
+      await held.read(head, 0, 4096, 0);
+      expect(head.equals(big.subarray(0, 4096))).toBe(true);
+      // A backup through the CLI while mounted: listed under ids/ and snapshots/, and latest points at it.
+      fs.rmSync(path.join(dir, 'big.bin'));
+      fs.writeFileSync(path.join(dir, 'note.txt'), 'two\n');
+      backup(own, dir);
+      const second = snapshotIds(own).find((s) => s.id !== first!.id)!;
+      await until('the new snapshot to be listed', async () => (await fsp.readdir(path.join(mnt, 'ids'))).includes(second.id.slice(0, 8)));
+      // (Named by its time, or by its time and id if it came in the first snapshot's second.)
+      const secondName = (await fsp.readdir(path.join(mnt, 'snapshots'))).find((n) => n.startsWith(timeName(second.time)));
+      expect(secondName).toBeDefined();
+      expect(await fsp.readlink(path.join(mnt, 'latest'))).toBe(`ids/${second.id.slice(0, 8)}`);
+      expect(await fsp.readFile(path.join(mnt, 'latest', dir, 'note.txt'), 'utf8')).toBe('two\n');
+      await expect(fsp.stat(path.join(mnt, 'latest', dir, 'big.bin'))).rejects.toMatchObject({ code: 'ENOENT' });
+      // The first snapshot is forgotten and pruned: its names go, the kernel's too.
+      const forgot = strata(['forget', first!.id.slice(0, 8), '--prune', '-q'], own);
+      expect(forgot.status, forgot.stderr).toBe(0);
+      await until('the forgotten snapshot to go', async () => !(await fsp.readdir(path.join(mnt, 'ids'))).includes(first!.id.slice(0, 8)));
+      await until('the kernel to forget its name', () =>
+        fsp.stat(path.join(mnt, 'ids', first!.id.slice(0, 8))).then(
+          () => false,
+          (e: NodeJS.ErrnoException) => e.code === 'ENOENT',
+        ),
+      );
+      expect(await fsp.readdir(path.join(mnt, 'snapshots'))).toEqual([secondName]);
+      await expect(fsp.readFile(path.join(mnt, 'snapshots', timeName(first!.time), dir, 'note.txt'))).rejects.toMatchObject({ code: 'ENOENT' });
+      // The open file: bytes never read before (far from the first read, so not fetched ahead) are an I/O error.
+      await expect(held.read(Buffer.alloc(65536), 0, 65536, 20 * 1024 * 1024)).rejects.toMatchObject({ code: 'EIO' });
+    } finally {
+      await held.close();
+    }
+    expect(await fsp.readFile(path.join(mnt, 'latest', dir, 'note.txt'), 'utf8')).toBe('two\n');
+    m.proc.kill('SIGTERM');
+    expect(await m.exited).toBe(0);
+    expect(m.stderr()).toContain('read ');
   });
 
   it('many snapshots: each under its id, its time (told apart by id within one second) and its tags; latest is the newest', async () => {
@@ -468,8 +531,45 @@ describe('open files of a mount (no FUSE needed)', () => {
     // The layout: names by time, and by id where two share a second.
     const layout = Layout.of([tree]);
     expect(layout.resolve(`/snapshots/${layoutTimeName(tree.time)}${dir}/f`)).toMatchObject({ kind: 'tree', path: `${dir}/f` });
-    expect(layout.resolve('/latest')).toMatchObject({ kind: 'tree', path: '/' });
+    expect(layout.resolve('/latest')).toMatchObject({ kind: 'link', link: { target: `ids/${tree.id.slice(0, 8)}` } });
+    expect(layout.resolve(`/ids/${tree.id.slice(0, 8)}`)).toMatchObject({ kind: 'tree', path: '/' });
     expect(layout.resolve('/nothing')).toBeUndefined();
     repo.close();
+  });
+
+  it('the layout follows the repository: a name stays with the snapshot it was given to, and what went is told', () => {
+    const tree = (id: string, time: number, tags: string[] = []) => ({ id: id.padEnd(64, '0'), time, tags }) as unknown as SnapshotTree;
+    const t0 = Date.UTC(2026, 2, 1, 9, 0, 0);
+    const a = tree('aaaaaaaa1', t0);
+    const b = tree('bbbbbbbb1', t0 + 1000, ['x']);
+    const layout = Layout.of([a, b]);
+    const at = (p: string) => {
+      const place = layout.resolve(p);
+      return place?.kind === 'tree' ? place.tree.id : place?.kind === 'link' ? place.link.target : place?.kind;
+    };
+    expect(at('/ids/aaaaaaaa')).toBe(a.id);
+    expect(at(`/snapshots/${layoutTimeName(t0 + 1000)}`)).toBe(b.id);
+    expect(at(`/tags/x/${layoutTimeName(t0 + 1000)}`)).toBe(b.id);
+    expect(at('/latest')).toBe('ids/bbbbbbbb');
+    // A newcomer with a shown snapshot's id prefix and second gets its id added; the shown one keeps its names.
+    const c = tree('aaaaaaaa2', t0 + 1200);
+    expect(layout.update([a, b, c])).toEqual([]);
+    expect(at('/ids/aaaaaaaa')).toBe(a.id);
+    expect(at(`/ids/${c.id}`)).toBe(c.id);
+    expect(at(`/snapshots/${layoutTimeName(t0 + 1000)}`)).toBe(b.id);
+    expect(at(`/snapshots/${layoutTimeName(t0 + 1000)}-aaaaaaaa`)).toBe(c.id);
+    expect(at('/latest')).toBe(`ids/${c.id}`);
+    // b's tag taken off, a forgotten: their paths are told, and a's names are never given to c.
+    const bUntagged = tree('bbbbbbbb1', t0 + 1000);
+    expect(layout.update([bUntagged, c]).sort()).toEqual(['/ids/aaaaaaaa', `/snapshots/${layoutTimeName(t0)}`, '/tags/x', `/tags/x/${layoutTimeName(t0 + 1000)}`].sort());
+    expect(at('/ids/aaaaaaaa')).toBeUndefined();
+    expect(at(`/ids/${c.id}`)).toBe(c.id);
+    expect(at('/tags/x')).toBeUndefined();
+    // b forgotten too: c keeps its name; then none left, and latest goes.
+    expect(layout.update([c])).toEqual(['/ids/bbbbbbbb', `/snapshots/${layoutTimeName(t0 + 1000)}`]);
+    expect(at(`/snapshots/${layoutTimeName(t0 + 1000)}-aaaaaaaa`)).toBe(c.id);
+    expect(layout.update([]).sort()).toEqual([`/ids/${c.id}`, '/latest', `/snapshots/${layoutTimeName(t0 + 1000)}-aaaaaaaa`].sort());
+    expect(layout.resolve('/latest')).toBeUndefined();
+    expect(layout.resolve('/ids')).toMatchObject({ kind: 'layout' });
   });
 });

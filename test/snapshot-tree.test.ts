@@ -460,3 +460,24 @@ describe('a tampered catalog', () => {
     repo.close();
   });
 });
+
+describe('the cache of decoded trees', () => {
+  it('keeps a directory larger than its bound together with the directories above it (a lookup of each of its files used to decode it again)', async () => {
+    const { TreeCache } = await import('../src/engine/snapshot.js');
+    const tree = (n: number) => ({ entries: Array.from({ length: n }, (_, i) => ({ name: `f${i}`, type: 'file' as const, mode: 0o100644, uid: 0, gid: 0, mtimeNs: '0', ctimeNs: '0', ino: '0', size: 0 })) });
+    const cache = new TreeCache(1000);
+    const root = tree(3);
+    const big = tree(1000);
+    // A lookup below the big directory: the root, then the big one, again and again.
+    for (let i = 0; i < 3; i++) {
+      if (!cache.get('root')) cache.add('root', root);
+      if (!cache.get('big')) cache.add('big', big);
+    }
+    expect(cache.get('root')).toBe(root);
+    expect(cache.get('big')).toBe(big);
+    // Still bounded: many small trees push the oldest out.
+    for (let i = 0; i < 1000; i++) cache.add(`small${i}`, tree(5));
+    expect(cache.get('root')).toBeUndefined();
+    expect(cache.get('small999')).toBeDefined();
+  });
+});

@@ -6,8 +6,27 @@
  */
 import { integrity } from '../errors.js';
 import { GONE, type Catalog, type TocRow } from './catalog.js';
-import { liveLeases } from './lease.js';
+import { HOST_ID, liveLeases } from './lease.js';
 import { shortcut, tocRows } from './toc-rows.js';
+
+/** A snapshot kept by forget because a writable mount is based on it (its lease). */
+export interface MountPin {
+  snapshot: number;
+  pid: number;
+  /** Whether the mount runs on the host that answers. */
+  thisHost: boolean;
+  /** When the mount's lease was taken, ms since the epoch. */
+  since: number;
+}
+
+export interface Forgotten {
+  removed: number[];
+  /** Kept: a running backup compares against it, or a writable mount is based on it. */
+  inUse: number[];
+  /** Of `inUse`, those a writable mount is based on (absent: none). */
+  mounted?: MountPin[];
+  touched: number[];
+}
 
 /**
  * The catalog's half of a forget: removes the snapshots (but those a running
@@ -15,15 +34,14 @@ import { shortcut, tocRows } from './toc-rows.js';
  * `touched`, every version whose sealed TOC is stale: those this forget
  * rewrote, and those earlier forgets left for a client with the key.
  */
-export function forgetInCatalog(
-  catalog: Catalog,
-  candidates: readonly number[],
-  opts: { evenInUse?: boolean } = {},
-): { removed: number[]; inUse: number[]; touched: number[] } {
+export function forgetInCatalog(catalog: Catalog, candidates: readonly number[], opts: { evenInUse?: boolean } = {}): Forgotten {
   return catalog.transaction(() => {
     const known = candidates.filter((seq) => catalog.snapshotBySeq(seq) !== undefined);
     const removed = opts.evenInUse ? known : forgettable(catalog, candidates);
     const inUse = known.filter((seq) => !removed.includes(seq));
+    const mounted: MountPin[] = liveLeases(catalog)
+      .filter((l) => l.kind === 'mount' && l.parent !== null && inUse.includes(l.parent))
+      .map((l) => ({ snapshot: l.parent!, pid: l.pid, thisHost: l.host === HOST_ID, since: l.started }));
     const sealed = catalog.sealedBlobsOf(removed);
     const handed = new Set<number>();
     for (const seq of [...removed].sort((a, b) => a - b)) passOn(catalog, seq, handed);
@@ -31,7 +49,7 @@ export function forgetInCatalog(
     for (const v of handed) if (catalog.versionById(v)) touched.add(v);
     catalog.markStale(touched, sealed);
     for (const seq of removed) catalog.deleteSnapshot(seq);
-    return { removed, inUse, touched: catalog.staleTocs() };
+    return { removed, inUse, ...(mounted.length > 0 ? { mounted } : {}), touched: catalog.staleTocs() };
   });
 }
 

@@ -1,7 +1,8 @@
 /**
  * Leases: who is working on the repository right now. Backups hold shared
  * leases (any number run at once); forget and prune hold the one maintenance
- * lease. A lease is renewed every few seconds; one whose holder stopped
+ * lease; a writable mount holds a mount lease naming the snapshot it is based
+ * on, which forget then keeps (prune is not held back by it). A lease is renewed every few seconds; one whose holder stopped
  * renewing (or whose process is gone, on this host) is stale and ignored, so
  * a crashed process blocks nobody for longer than LEASE_MS and no manual
  * unlock is needed.
@@ -12,7 +13,7 @@ import { locked } from '../errors.js';
 import type { Catalog } from './catalog.js';
 import { processAlive } from '../util/process.js';
 
-export type LeaseKind = 'backup' | 'maintenance';
+export type LeaseKind = 'backup' | 'maintenance' | 'mount';
 
 export const LEASE_MS = 30_000;
 const RENEW_MS = 5_000;

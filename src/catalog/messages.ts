@@ -12,6 +12,7 @@ import type { BlockList } from './blocklist.js';
 import type { SnapshotRow, TocRow, VersionRow } from './catalog.js';
 import type { PackInfo, VersionProblem } from './check.js';
 import type { PackEntry } from './packs.js';
+import type { Forgotten } from './forget.js';
 import type { PrunePlan } from './prune.js';
 import type { Piece } from './resolve.js';
 import type { BackupStart, ReadPlan, ResealedToc, StoredVersionRow, VersionRecord, VersionUpload } from './service.js';
@@ -395,6 +396,12 @@ export const lease = jsonCodec<string>(
   },
 );
 
+/** The snapshot a writable mount is based on, to be kept from forget while it is. */
+export const pinRequest = jsonCodec<number>(
+  (snapshot) => ({ snapshot }),
+  (j) => count(fields(j).snapshot, 'snapshot'),
+);
+
 /** How long a request for the maintenance lease may wait (ms). */
 export const maintenanceWait = jsonCodec<number>(
   (waitMs) => ({ waitMs }),
@@ -413,12 +420,6 @@ export const forgetRequest = jsonCodec<number[], readonly number[]>(
   },
 );
 
-export interface Forgotten {
-  removed: number[];
-  inUse: number[];
-  touched: number[];
-}
-
 export const forgotten = jsonCodec<Forgotten>(
   (f) => f,
   (json, where) => {
@@ -427,7 +428,14 @@ export const forgotten = jsonCodec<Forgotten>(
       if (!Array.isArray(v) || !v.every((n) => Number.isSafeInteger(n))) throw malformed(where, 'answer to forget');
       return v as number[];
     };
-    return { removed: list(j.removed), inUse: list(j.inUse), touched: list(j.touched) };
+    const mounted = j.mounted === undefined ? undefined : Array.isArray(j.mounted) ? j.mounted.map((m) => {
+      const f = fields(m);
+      if (typeof f.thisHost !== 'boolean') throw malformed(where, 'answer to forget');
+      return { snapshot: count(f.snapshot, 'snapshot'), pid: count(f.pid, 'pid'), thisHost: f.thisHost, since: count(f.since, 'since') };
+    }) : (() => {
+      throw malformed(where, 'answer to forget');
+    })();
+    return { removed: list(j.removed), inUse: list(j.inUse), ...(mounted ? { mounted } : {}), touched: list(j.touched) };
   },
 );
 

@@ -49,6 +49,7 @@ export const CATALOG_PROTOCOL = {
   spares: { method: 'GET', path: '/v1/blocks/{id}/spares', role: 'read', maxBody: 0, request: NO_BODY, answer: body.spareFrames },
   putPack: { method: 'POST', path: '/v1/packs/{name}', role: 'append', maxBody: MAX_JSON_BYTES, request: body.packIndex, answer: body.packIndexed, created: true },
   startBackup: { method: 'POST', path: '/v1/backups', role: 'append', maxBody: MAX_JSON_BYTES, request: body.backupStart, answer: body.backupStarted, created: true },
+  pinSnapshot: { method: 'POST', path: '/v1/pins', role: 'append', maxBody: MAX_JSON_BYTES, request: body.pinRequest, answer: body.lease, created: true },
   renewLease: { method: 'POST', path: '/v1/leases/{lease}/renew', role: 'append', maxBody: 0, request: NO_BODY, answer: NO_BODY },
   endLease: { method: 'DELETE', path: '/v1/leases/{lease}', role: 'append', maxBody: 0, request: NO_BODY, answer: NO_BODY },
   startMaintenance: { method: 'POST', path: '/v1/maintenance', role: 'admin', maxBody: MAX_JSON_BYTES, request: body.maintenanceWait, answer: body.lease, created: true },

@@ -18,6 +18,7 @@ import type { PackInfo, VersionProblem } from './check.js';
 import type { PrunePlan } from './prune.js';
 import type { RangeSpec } from '../util/range.js';
 import type { Claim } from './messages.js';
+import type { Forgotten } from './forget.js';
 import { CATALOG_PROTOCOL, requestOf, type AnswerOf, type ProtocolMethod, type ProtocolName, type RequestSent } from './protocol.js';
 import { fetchDictionary, type BackupStart, type CatalogService, type ReadPlan, type ResealedToc, type SnapshotChoice, type StoredVersionRow, type VersionRecord, type VersionUpload } from './service.js';
 import { BLOCKS_PER_READ, MAX_LOCK_WAIT_MS } from './wire.js';
@@ -353,6 +354,12 @@ export class RemoteService implements CatalogService {
     return started;
   }
 
+  async pinSnapshot(snapshot: number): Promise<string> {
+    const lease = await this.ask('pinSnapshot', 'pin', { body: snapshot });
+    this.keepAlive(lease);
+    return lease;
+  }
+
   /** The server drops a lease it has not heard about for a while (a client that died). */
   private keepAlive(lease: string): void {
     const timer = setInterval(() => void this.http.call(...requestOf('renewLease', { lease })).catch(() => {}), RENEW_MS);
@@ -405,7 +412,7 @@ export class RemoteService implements CatalogService {
     }
   }
 
-  async forgetSnapshots(candidates: readonly number[]): Promise<{ removed: number[]; inUse: number[]; touched: number[] }> {
+  async forgetSnapshots(candidates: readonly number[]): Promise<Forgotten> {
     return this.ask('forget', 'forget', { params: { lease: this.lease }, body: candidates });
   }
 

@@ -16,6 +16,7 @@ import { resolveRange as resolveByteRange, type RangeSpec } from '../util/range.
 import { GONE, retryStale, type Catalog, type SnapshotRow, type TocRow, type VersionRow } from './catalog.js';
 import type { PackInfo, VersionProblem } from './check.js';
 import type { PrunePlan } from './prune.js';
+import type { Forgotten } from './forget.js';
 import { Lease } from './lease.js';
 import { checkNotBehind, type SharedLease, type SharedLeases } from './shared-lease.js';
 import type { PackEntry } from './packs.js';
@@ -206,7 +207,13 @@ export interface BackupWriter {
   /** Stores versions of a pending snapshot: finds what changed against the parent's version of each path and writes the TOC. */
   storeVersions(snapshot: number, list: readonly VersionUpload[]): Promise<void>;
   commitSnapshot(seq: number, root: Buffer, record: Buffer, meta: Buffer, blobs: readonly Buffer[]): Promise<void>;
-  /** Releases a backup's or a maintenance's lease. */
+  /**
+   * Takes a mount lease naming a snapshot (a writable mount's base): forget
+   * keeps the snapshot while it is held. Released with endLease. Not found:
+   * the snapshot is gone.
+   */
+  pinSnapshot(snapshot: number): Promise<string>;
+  /** Releases a backup's, a maintenance's or a mount's lease. */
   endLease(lease: string): Promise<void>;
 }
 
@@ -215,7 +222,7 @@ export interface Maintenance {
   /** Takes the one maintenance lease (forget, prune), waiting up to `waitMs` for another to end. */
   startMaintenance(waitMs?: number, onWait?: (message: string) => void): Promise<string>;
   /** The catalog's half of forget (see forgetInCatalog); `touched` versions need their TOCs resealed. */
-  forgetSnapshots(candidates: readonly number[]): Promise<{ removed: number[]; inUse: number[]; touched: number[] }>;
+  forgetSnapshots(candidates: readonly number[]): Promise<Forgotten>;
   /** Versions whose sealed TOCs a forget without the key left for resealing. */
   staleTocs(): Promise<number[]>;
   setVersionTocs(list: readonly ResealedToc[]): Promise<void>;
@@ -493,6 +500,19 @@ export class LocalService implements CatalogService {
     }
   }
 
+  async pinSnapshot(snapshot: number, opts: { renew?: boolean } = {}): Promise<string> {
+    // Only in this catalog: a bucket's clients keep catalogs of their own, and its leases in the store name no snapshot.
+    const { lease } = await Lease.acquire(this.catalog, 'mount', {
+      renew: opts.renew,
+      within: () => {
+        if (!this.catalog.snapshotBySeq(snapshot)) throw new StrataError('not_found', `snapshot ${snapshot} is gone`);
+        return { parent: snapshot, value: undefined };
+      },
+    });
+    this.leases.set(lease.id, lease);
+    return lease.id;
+  }
+
   async beginSnapshot(id: string, time: number, lineage: Buffer, meta: Buffer, parent: number | null, lease: string, inherits = false): Promise<number> {
     const seq = this.catalog.beginSnapshot(id, time, lineage, meta, parent, lease, inherits);
     this.journal?.began(seq, id, inherits);
@@ -600,7 +620,7 @@ export class LocalService implements CatalogService {
     return l !== undefined && l.kind === kind && !this.storeLeases.get(lease)?.lost && l.renew();
   }
 
-  async forgetSnapshots(candidates: readonly number[]): Promise<{ removed: number[]; inUse: number[]; touched: number[] }> {
+  async forgetSnapshots(candidates: readonly number[]): Promise<Forgotten> {
     const { forgetInCatalog, forgettable } = await forgetting();
     // Written first: a follower then forgets them too even if this process stops half way (and a forget sent again removes nothing more).
     if (this.journal) await this.journal.recordForget(forgettable(this.catalog, candidates).map((seq) => this.catalog.snapshotBySeq(seq)!.id));

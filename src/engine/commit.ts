@@ -135,6 +135,27 @@ export async function commitChanges(repo: Repository, parentId: string, root: Ch
   }
 }
 
+/** A snapshot kept from forget (see pinSnapshot). */
+export interface Pin {
+  /** The snapshot's full id. */
+  readonly snapshot: string;
+  release(): Promise<void>;
+}
+
+/**
+ * Keeps a snapshot from being forgotten while a writable mount is based on
+ * it: a mount lease naming it, renewed while this process runs. A forget that
+ * names it is refused, one by a policy keeps it (engine/forget.ts). A
+ * repository in a bucket keeps the lease in this machine's catalog only.
+ */
+export async function pinSnapshot(repo: Repository, snapshotId: string): Promise<Pin> {
+  const row = await snapshotRowByPrefix(repo.service, snapshotId);
+  if (row.id !== snapshotId) throw new StrataError('not_found', `no snapshot ${snapshotId}`);
+  const lease = await repo.service.pinSnapshot(row.seq);
+  let released: Promise<void> | undefined;
+  return { snapshot: row.id, release: () => (released ??= repo.service.endLease(lease)) };
+}
+
 /** The parent's version of a file as its sealed TOC says: its blocks (a piece of a block has no id) and entries. */
 interface SealedVersion {
   blocks: BlockList;

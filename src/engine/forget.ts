@@ -10,7 +10,7 @@
  * forgotten version is rewritten again when that one's turn comes. The blocks
  * themselves are reclaimed later by prune.
  */
-import { integrity, StrataError, usageError } from '../errors.js';
+import { integrity, locked, StrataError, usageError } from '../errors.js';
 import { type TocRow } from '../catalog/catalog.js';
 import type { Repository } from '../repo/repository.js';
 import { isFilterEmpty, matchesFilter, type SnapshotFilter } from './filter.js';
@@ -113,16 +113,21 @@ async function forgetGroups(service: CatalogService, all: readonly CandidateGrou
     return result;
   }
 
+  /** Named snapshots kept because a writable mount is based on them: the forget then fails, saying so. */
+  const refused: { id: string; pid: number; thisHost: boolean }[] = [];
   const lease = await service.startMaintenance(opts.waitMs, opts.onWait);
   try {
     const seqOf = new Map(all.flatMap((g) => g.snaps.map((s) => [s.id, s.seq] as const)));
     const idOf = new Map([...seqOf].map(([id, seq]) => [seq, id]));
-    const { removed, inUse, touched } = await service.forgetSnapshots(groups.flatMap((g) => g.remove.map((r) => seqOf.get(r.id)!)));
+    const { removed, inUse, mounted, touched } = await service.forgetSnapshots(groups.flatMap((g) => g.remove.map((r) => seqOf.get(r.id)!)));
     const kept = new Set(inUse);
+    const mounts = new Map((mounted ?? []).map((m) => [m.snapshot, m]));
     for (const g of groups) {
       g.remove = g.remove.filter((r) => {
         if (!kept.has(seqOf.get(r.id)!)) return true;
-        g.keep.push({ id: r.id, time: r.time, reasons: ['parent of a running backup'] });
+        const mount = mounts.get(seqOf.get(r.id)!);
+        g.keep.push({ id: r.id, time: r.time, reasons: [mount ? `base of a writable mount (leased by process ${mount.pid}${mount.thisHost ? ' on this host' : ''})` : 'parent of a running backup'] });
+        if (mount && chosen.has(r.id)) refused.push({ id: r.id, pid: mount.pid, thisHost: mount.thisHost });
         return false;
       });
     }
@@ -146,6 +151,15 @@ async function forgetGroups(service: CatalogService, all: readonly CandidateGrou
     }
   } finally {
     await service.endLease(lease);
+  }
+  if (refused.length > 0) {
+    // The lease's holder: the mount's process, or the server a mount through `strata serve` holds it through.
+    const which = refused.map((r) => `${r.id.slice(0, 8)} (leased by process ${r.pid}${r.thisHost ? ' on this host' : ''})`).join(', ');
+    const done = result.removed.length > 0 ? `; the other snapshots named were removed (${result.removed.map((id) => id.slice(0, 8)).join(', ')})` : '; nothing was removed';
+    throw locked(
+      `not forgetting ${refused.length === 1 ? 'snapshot' : 'snapshots'} ${which}: a writable mount (strata mount --writable) is based on ${refused.length === 1 ? 'it' : 'them'}${done}. ` +
+        'Commit its changes (strata commit MOUNTPOINT: the mount then stands on the new snapshot) or unmount it, then forget again',
+    );
   }
   return result;
 }

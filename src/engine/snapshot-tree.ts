@@ -24,7 +24,7 @@ import { openEntry, planRead, readRange, storedVersion } from './read.js';
 
 /** Absolute form of a path given on a command line (relative to the working directory, like backup). */
 export { absolutePath } from './read.js';
-import { findSnapshot, listSnapshots, type Snapshot, type SnapshotMeta } from './snapshot.js';
+import { findSnapshot, listSnapshots, Snapshot, type SnapshotMeta } from './snapshot.js';
 import { isOrdered, type EntryType, type Tree, type TreeEntry } from './tree.js';
 import type { XattrList } from '../util/xattrs.js';
 import { missingFrom, type Range } from './diff.js';
@@ -204,9 +204,22 @@ export class SnapshotTree {
     return new SnapshotTree(repo, await findSnapshot(repo, whenOf(selector.at), selector.covering, selector.host));
   }
 
-  /** Every snapshot of the repository (of one host, with `host`), oldest first. */
-  static async all(repo: Repository, opts: { host?: string } = {}): Promise<SnapshotTree[]> {
-    return (await listSnapshots(repo)).filter((s) => !opts.host || s.meta.host === opts.host).map((s) => new SnapshotTree(repo, s));
+  /**
+   * Every snapshot of the repository (of one host, with `host`), oldest
+   * first. Trees in `reuse` whose snapshots are still there, with the same
+   * sealed metadata (tags change it), are given back as they are: a caller
+   * that asks again and again (a mount following the repository) opens only
+   * what is new.
+   */
+  static async all(repo: Repository, opts: { host?: string; reuse?: readonly SnapshotTree[] } = {}): Promise<SnapshotTree[]> {
+    const known = new Map((opts.reuse ?? []).filter((t) => t.repo === repo).map((t) => [t.id, t]));
+    const out: SnapshotTree[] = [];
+    for (const row of await repo.service.snapshots()) {
+      const old = known.get(row.id);
+      const tree = old && old.snapshot.row.meta.equals(row.meta) ? old : new SnapshotTree(repo, new Snapshot(repo, row));
+      if (!opts.host || tree.host === opts.host) out.push(tree);
+    }
+    return out;
   }
 
   /** The tree of a snapshot the engine already holds. */

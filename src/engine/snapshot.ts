@@ -200,11 +200,16 @@ export async function findSnapshot(repo: Repository, when: When, absPath?: strin
  * Decoded trees, shared by every Snapshot of a repository (snapshots share
  * most of their trees), least recently used dropped first past 100,000
  * entries in all: a restore checks each file against the snapshot that
- * stored its version, so the same trees are looked up again and again.
+ * stored its version, so the same trees are looked up again and again. The
+ * bound is at least twice the largest tree kept so far, so that a directory
+ * of that many entries and the directories above it fit together: otherwise
+ * each lookup of a path in it would drop the one to make room for the other,
+ * and decode the large tree again (ls -l of 100,000 files, one lookup each).
  */
-class TreeCache {
+export class TreeCache {
   private readonly trees = new Map<string, Tree>();
   private entries = 0;
+  private largest = 0;
 
   constructor(private readonly maxEntries = 100_000) {}
 
@@ -221,8 +226,10 @@ class TreeCache {
     if (this.trees.has(id)) return;
     this.trees.set(id, tree);
     this.entries += tree.entries.length + 1;
+    this.largest = Math.max(this.largest, tree.entries.length + 1);
+    const limit = Math.max(this.maxEntries, 2 * this.largest);
     for (const [oldest, old] of this.trees) {
-      if (this.entries <= this.maxEntries || oldest === id) break;
+      if (this.entries <= limit || oldest === id) break;
       this.trees.delete(oldest);
       this.entries -= old.entries.length + 1;
     }

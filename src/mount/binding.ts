@@ -85,6 +85,8 @@ export interface FuseOptions {
 export interface FuseInstance {
   mount(cb: (err?: Error | null) => void): void;
   unmount(cb: (err?: Error | null) => void): void;
+  /** Asks the kernel to drop a name it keeps (FUSE_NOTIFY_INVAL_ENTRY); never from inside an operation. */
+  invalidateEntry(path: string, cb: (err?: Error | null) => void): void;
 }
 
 export interface FuseModule {

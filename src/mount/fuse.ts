@@ -9,7 +9,7 @@ import { StrataError } from '../errors.js';
 import type { Entry, SnapshotTree } from '../engine/snapshot-tree.js';
 import { errno, loadFuse, type FuseConnection, type FuseInstance, type FuseModule, type FuseOperations, type FuseStats } from './binding.js';
 import { OpenFiles } from './handles.js';
-import type { Layout, LayoutDir } from './layout.js';
+import { LayoutLink, type Layout, type LayoutDir } from './layout.js';
 import { shownName, storedPath } from './names.js';
 import { checkDevice, checkMountpoint } from './mountpoint.js';
 import * as fs from 'node:fs/promises';
@@ -23,6 +23,13 @@ const READ_AHEAD_KB = 4096;
 const CONCURRENCY = 32;
 /** How long one operation may take (a cold read through a slow server). */
 const OP_TIMEOUT_MS = 120_000;
+/**
+ * A mount of the whole repository looks for new and forgotten snapshots this
+ * often; a listing of the mount's own directories, or a name not found in
+ * them, looks at once (at most every MIN_REFRESH_MS).
+ */
+export const REFRESH_MS = 2000;
+const MIN_REFRESH_MS = 200;
 
 const O_ACCMODE = 3;
 const W_OK = 2;
@@ -34,6 +41,8 @@ export interface MountHandle {
   done: Promise<void>;
   /** Unmounts (idempotent); resolves once the mount is gone. */
   stop(): Promise<void>;
+  /** Tells the kernel to drop what it keeps of a path's name (never from inside an operation). */
+  invalidate(p: string): Promise<void>;
   readonly files: OpenFiles;
 }
 
@@ -41,6 +50,8 @@ export interface MountOptions {
   /** Report an operation that failed for a reason other than a missing name (a damaged block, a server gone). */
   onError?: (message: string) => void;
   debug?: boolean;
+  /** For a layout of the whole repository: the snapshots there now, oldest first (the layout follows them). */
+  snapshots?: (shown: readonly SnapshotTree[]) => Promise<SnapshotTree[]>;
 }
 
 export function timespec(ns: bigint): { seconds: number; nanoseconds: number } {
@@ -59,6 +70,12 @@ const gid = process.getgid?.() ?? 0;
 function layoutStats(dir: LayoutDir): FuseStats {
   const t = timespec(BigInt(dir.time) * 1_000_000n);
   return { mode: 0o40555, uid, gid, size: 4096, nlink: 2, blksize: 4096, blocks: 8, atime: t, mtime: t, ctime: t };
+}
+
+function linkStats(link: LayoutLink): FuseStats {
+  const t = timespec(BigInt(link.time) * 1_000_000n);
+  const size = Buffer.byteLength(link.target);
+  return { mode: 0o120777, uid, gid, size, nlink: 1, blksize: 4096, blocks: 0, atime: t, mtime: t, ctime: t };
 }
 
 function entryStats(e: Entry, root?: SnapshotTree): FuseStats {
@@ -100,8 +117,40 @@ export function errnoOf(fuse: FuseModule, e: unknown): number {
   return errno(fuse, 'EIO');
 }
 
-/** The operations of a read-only mount of `layout`. */
-export function operations(fuse: FuseModule, layout: Layout, files: OpenFiles, report: (message: string) => void): FuseOperations {
+/**
+ * Keeps a layout of the whole repository up to date: `refresh` asks for the
+ * snapshots (one at a time; callers then share the answer), and the paths
+ * that no longer lead where they did wait in `gone` for the kernel to be told.
+ */
+export class Follower {
+  private last = 0;
+  private running?: Promise<void>;
+  readonly gone: string[] = [];
+
+  constructor(
+    private readonly layout: Layout,
+    private readonly snapshots: (shown: readonly SnapshotTree[]) => Promise<SnapshotTree[]>,
+  ) {}
+
+  /** Brings the layout up to date, unless it was within `within` ms. */
+  refresh(within = MIN_REFRESH_MS): Promise<void> {
+    if (this.running) return this.running;
+    if (Date.now() - this.last < within) return Promise.resolve();
+    this.running = (async () => {
+      try {
+        const trees = await this.snapshots(this.layout.trees());
+        this.gone.push(...this.layout.update(trees));
+      } finally {
+        this.last = Date.now();
+        this.running = undefined;
+      }
+    })();
+    return this.running;
+  }
+}
+
+/** The operations of a read-only mount of `layout` (kept up to date by `follower`, when given). */
+export function operations(fuse: FuseModule, layout: Layout, files: OpenFiles, report: (message: string) => void, follower?: Follower): FuseOperations {
   const ENOENT = errno(fuse, 'ENOENT');
   const EROFS = errno(fuse, 'EROFS');
   const fail = (what: string, p: string, e: unknown): number => {
@@ -109,18 +158,32 @@ export function operations(fuse: FuseModule, layout: Layout, files: OpenFiles, r
     if (code !== ENOENT) report(`${what} ${p}: ${(e as Error).message}`);
     return code;
   };
-  /** The entry at a mount path inside a snapshot, or a directory of the layout. */
-  const find = async (p: string): Promise<{ layout: LayoutDir } | { entry: Entry; tree: SnapshotTree; root: boolean } | undefined> => {
-    const place = layout.resolve(p);
+  /** Looks at the repository again, if a follower keeps the layout; a failure leaves the layout as it was. */
+  const refresh = async () => {
+    try {
+      await follower?.refresh();
+    } catch (e) {
+      report(`list snapshots: ${(e as Error).message}`);
+    }
+  };
+  /** The entry at a mount path inside a snapshot, or a directory or link of the layout. */
+  const find = async (p: string): Promise<{ layout: LayoutDir } | { link: LayoutLink } | { entry: Entry; tree: SnapshotTree; root: boolean } | undefined> => {
+    let place = layout.resolve(p);
+    // A name of the layout not there yet may be a snapshot made since the last look.
+    if (!place && follower) {
+      await refresh();
+      place = layout.resolve(p);
+    }
     if (!place) return undefined;
     if (place.kind === 'layout') return { layout: place.dir };
+    if (place.kind === 'link') return { link: place.link };
     // A name with bytes that are not UTF-8 is shown with them as \xNN: looked up as stored.
     const other = storedPath(place.path);
     const entry = (await place.tree.lookup(place.path)) ?? (other !== undefined ? await place.tree.lookup(other) : undefined);
     return entry && { entry, tree: place.tree, root: place.path === '/' };
   };
   const statsOf = (f: NonNullable<Awaited<ReturnType<typeof find>>>): FuseStats =>
-    'layout' in f ? layoutStats(f.layout) : entryStats(f.entry, f.root ? f.tree : undefined);
+    'layout' in f ? layoutStats(f.layout) : 'link' in f ? linkStats(f.link) : entryStats(f.entry, f.root ? f.tree : undefined);
   const refuse = (...args: unknown[]) => (args[args.length - 1] as (code: number) => void)(EROFS);
 
   const ops: FuseOperations = {
@@ -136,15 +199,18 @@ export function operations(fuse: FuseModule, layout: Layout, files: OpenFiles, r
     },
     readdir(p, cb) {
       (async () => {
+        if (follower && layout.resolve(p)?.kind === 'layout') await refresh();
         const f = await find(p);
         if (!f) return cb(ENOENT);
         const self = statsOf(f);
+        if ('link' in f) return cb(errno(fuse, 'ENOTDIR'));
         if ('layout' in f) {
           const names = f.layout.names();
           const stats = await Promise.all(
             names.map(async (n) => {
               const e = f.layout.entries.get(n)!;
               if ('entries' in e) return layoutStats(e);
+              if (e instanceof LayoutLink) return linkStats(e);
               return entryStats(await e.stat('/'), e);
             }),
           );
@@ -157,7 +223,8 @@ export function operations(fuse: FuseModule, layout: Layout, files: OpenFiles, r
     },
     readlink(p, cb) {
       find(p).then(
-        (f) => (!f ? cb(ENOENT) : 'entry' in f && f.entry.type === 'symlink' ? cb(0, f.entry.target ?? '') : cb(errno(fuse, 'EINVAL'))),
+        (f) =>
+          !f ? cb(ENOENT) : 'link' in f ? cb(0, f.link.target) : 'entry' in f && f.entry.type === 'symlink' ? cb(0, f.entry.target ?? '') : cb(errno(fuse, 'EINVAL')),
         (e) => cb(fail('readlink', p, e)),
       );
     },
@@ -167,6 +234,7 @@ export function operations(fuse: FuseModule, layout: Layout, files: OpenFiles, r
         const f = await find(p);
         if (!f) return cb(ENOENT);
         if ('layout' in f) return cb(errno(fuse, 'EISDIR'));
+        if ('link' in f) return cb(errno(fuse, 'ELOOP'));
         const file = await f.tree.open(f.entry);
         // The pages of a file once read stay valid: the snapshot never changes.
         return cb(0, { fd: files.open(file), keepCache: true });
@@ -177,7 +245,11 @@ export function operations(fuse: FuseModule, layout: Layout, files: OpenFiles, r
       if (!f) return cb(errno(fuse, 'EBADF'));
       f.read(position, length).then(
         (b) => cb(b.copy(buffer, 0, 0, Math.min(b.length, length))),
-        (e) => cb(fail('read', p, e)),
+        (e) => {
+          // Whatever the cause (a damaged block, a forgotten snapshot whose blocks were pruned), a read fails as I/O.
+          report(`read ${p}: ${(e as Error).message}`);
+          cb(errno(fuse, 'EIO'));
+        },
       );
     },
     release(_p, fd, cb) {
@@ -207,10 +279,51 @@ export function operations(fuse: FuseModule, layout: Layout, files: OpenFiles, r
  */
 export async function mount(mountpoint: string, layout: Layout, opts: MountOptions = {}): Promise<MountHandle> {
   const files = new OpenFiles();
-  return mountWith(mountpoint, (Fuse, report) => operations(Fuse, layout, files, report), opts, files, {
+  const follower = opts.snapshots && layout.followsRepository ? new Follower(layout, opts.snapshots) : undefined;
+  const m = await mountWith(mountpoint, (Fuse, report) => operations(Fuse, layout, files, report, follower), opts, files, {
     kernelCache: true,
     entryTimeout: KERNEL_TIMEOUT,
     attrTimeout: KERNEL_TIMEOUT,
+  });
+  if (follower) follow(m, follower, opts.onError ?? (() => {}));
+  return m;
+}
+
+/**
+ * Every REFRESH_MS until unmounted: the layout brought up to date, and the
+ * kernel told to drop the names that no longer lead where they did (a
+ * forgotten snapshot's, a tag taken off). Their trees then answer ENOENT,
+ * and reads of files still open in them EIO once their blocks are gone.
+ */
+function follow(m: MountHandle, follower: Follower, report: (message: string) => void): void {
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  let failing = false;
+  const tick = async () => {
+    try {
+      await follower.refresh(0);
+      if (failing) report('listing snapshots works again');
+      failing = false;
+    } catch (e) {
+      // Unmounted meanwhile (the repository may be closed by now): nothing to say.
+      if (stopped) return;
+      // Said once, not every tick: the layout stays as it was until the repository answers again.
+      if (!failing) report(`list snapshots: ${(e as Error).message}`);
+      failing = true;
+    }
+    const gone = follower.gone.splice(0).sort();
+    // A path below another that went is dropped with it.
+    const tops = gone.filter((p) => !gone.some((q) => q !== p && p.startsWith(`${q}/`)));
+    for (const p of tops) {
+      if (stopped) return;
+      await m.invalidate(p).catch((e: Error) => report(`forget ${p} in the kernel: ${e.message}`));
+    }
+    if (!stopped) timer = setTimeout(() => void tick(), REFRESH_MS);
+  };
+  timer = setTimeout(() => void tick(), REFRESH_MS);
+  void m.done.then(() => {
+    stopped = true;
+    clearTimeout(timer);
   });
 }
 
@@ -275,7 +388,16 @@ export async function mountWith(
         resolve();
       });
     }));
-  return { mountpoint: abs, done, stop, files };
+  const invalidate = (p: string) =>
+    new Promise<void>((resolve, reject) =>
+      instance.invalidateEntry(p, (err) => {
+        // Not there (the kernel never looked it up, or forgot it already): nothing to drop.
+        const code = (err as NodeJS.ErrnoException | null | undefined)?.code;
+        if (!err || code === 'ENOENT') resolve();
+        else reject(err);
+      }),
+    );
+  return { mountpoint: abs, done, stop, invalidate, files };
 }
 
 /** Raises the kernel's read-ahead for the mount (root only: sysfs; elsewhere the kernel's default stays). */

@@ -24,7 +24,7 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { StrataError } from '../errors.js';
-import { commitChanges, type ChangedNode, type CommitOptions, type CommitResult } from '../engine/commit.js';
+import { commitChanges, pinSnapshot, type ChangedNode, type CommitOptions, type CommitResult, type Pin } from '../engine/commit.js';
 import { isSpecial, SnapshotTree, type EntryType, type VersionFile, type XattrList } from '../engine/snapshot-tree.js';
 import { OpenFiles } from './handles.js';
 import { storedPath } from './names.js';
@@ -202,6 +202,8 @@ export class Overlay {
   resumed = 0;
   /** A snapshot an earlier mount committed these changes as (then they were not replayed). */
   committedBefore?: string;
+  /** The lease that keeps the snapshot below from forget while mounted (see pin()). */
+  private pinned?: Pin;
 
   private constructor(
     private readonly rootDir: string,
@@ -722,8 +724,30 @@ export class Overlay {
       const result = await commitChanges(repo, this.tree.id, this.changeSet(this.root, '/', '/') as Extract<ChangedNode, { type: 'dir' }>, opts);
       await this.log({ o: 'committed', snapshot: result.snapshot }, true);
       await this.rebase(await SnapshotTree.open(repo, { at: result.snapshot }));
+      await this.movePin();
       return result;
     });
+  }
+
+  /**
+   * Keeps the snapshot below from being forgotten from now on (a mount's
+   * overlay), and after each commit the new one instead, until close().
+   */
+  async pin(): Promise<void> {
+    this.pinned ??= await pinSnapshot(this.tree.repo, this.tree.id);
+  }
+
+  /** The pin moves to the snapshot just committed: the mount now stands on it, and the old one may go. */
+  private async movePin(): Promise<void> {
+    const old = this.pinned;
+    if (!old || old.snapshot === this.tree.id) return;
+    try {
+      this.pinned = await pinSnapshot(this.tree.repo, this.tree.id);
+    } catch {
+      // The commit stands; the new snapshot is only left unpinned (a forget of it is then not refused).
+      this.pinned = undefined;
+    }
+    await old.release().catch(() => {});
   }
 
   /** Every node now stands for itself in `next` (the snapshot just committed), unchanged. */
@@ -784,6 +808,8 @@ export class Overlay {
       await this.syncData().catch(() => {});
       await this.syncJournal().catch(() => {});
       await this.closeFiles();
+      await this.pinned?.release().catch(() => {});
+      this.pinned = undefined;
       if (this.records === 0) await fs.rm(this.dir, { recursive: true, force: true });
       else await fs.rm(path.join(this.dir, 'owner'), { force: true });
     });

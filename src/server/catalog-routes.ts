@@ -321,6 +321,7 @@ export function catalogRoutes(keeper: CatalogKeeper): Route[] {
       return true;
     }),
     route('startBackup', async (start) => (await keeper.fresh(), await svc().startBackup(start.lineage, start.time, start.parent, { renew: false }))),
+    route('pinSnapshot', async (snapshot) => (await keeper.fresh(), await svc().pinSnapshot(snapshot, { renew: false }))),
     route('renewLease', async (_, ctx) => {
       if (!svc().renew(ctx.params.lease!)) throw new HttpError('not_found', 'no such lease (it went stale: start again)');
     }),

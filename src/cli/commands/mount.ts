@@ -72,7 +72,11 @@ export function register(program: Command): void {
         if (opts.writable) return await mountWritableTree(g, repo, mountpoint, opts.at ?? 'latest', opts.host, opts.discard === true);
         const trees = when ? [await SnapshotTree.open(repo, { at: when, host: opts.host })] : await SnapshotTree.all(repo, { host: opts.host });
         const layout = when ? Layout.single(trees[0]!) : Layout.of(trees);
-        const m = await mount(mountpoint, layout, { onError: (message) => process.stderr.write(`strata mount: ${message}\n`) });
+        const m = await mount(mountpoint, layout, {
+          onError: (message) => process.stderr.write(`strata mount: ${message}\n`),
+          // The whole repository: snapshots made and forgotten while mounted come and go.
+          ...(when ? {} : { snapshots: (shown: readonly SnapshotTree[]) => SnapshotTree.all(repo, { host: opts.host, reuse: shown }) }),
+        });
         const off = onSignals(m);
         if (g.json) {
           // One line, as soon as the mount is there: a script reads it to know it may go on.
@@ -125,6 +129,8 @@ async function mountWritableTree(g: GlobalOptions, repo: Repository, mountpoint:
   const overlay = await Overlay.open({ root: overlayRoot(g, repo), repository: repo.config.id, tree, discard });
   let m: MountHandle;
   try {
+    // While mounted, forget keeps the snapshot the mount stands on.
+    await overlay.pin();
     m = await mountWritable(mountpoint, overlay, { onError: (message) => process.stderr.write(`strata mount: ${message}\n`) });
   } catch (e) {
     await overlay.close();
