@@ -17,7 +17,7 @@ import { SnapshotTree } from '../src/engine/snapshot-tree.js';
 import { Overlay } from '../src/mount/overlay.js';
 import { BIN, initCliRepo, makeRepo, readWhole, Rng, strata, tempDir } from './helpers.js';
 import { client, serve, token } from './server-helpers.js';
-import { mountedAt, until } from './mount-helpers.js';
+import { killedMountGone, mountedAt } from './mount-helpers.js';
 
 const run = promisify(execFile);
 const HAS_FUSE = fs.existsSync('/dev/fuse');
@@ -312,7 +312,7 @@ describe.skipIf(!HAS_FUSE)('strata mount --writable', () => {
     await fsp.rename(path.join(truth, 'sub'), path.join(truth, 'sub2'));
     m.proc.kill('SIGKILL');
     await m.exited;
-    await until('the killed mount to go', async () => !(await mountedAt(mnt)), 30_000);
+    await killedMountGone(mnt);
 
     m = await startMount(mnt, env, ['--writable', '--at', parent]);
     expect((JSON.parse(m.ready) as { resumed: number }).resumed).toBeGreaterThan(0);
@@ -322,7 +322,7 @@ describe.skipIf(!HAS_FUSE)('strata mount --writable', () => {
     await writeAt(path.join(truth, 'big.bin'), BIG - 10, Buffer.from('past the old end of the file'));
     m.proc.kill('SIGKILL');
     await m.exited;
-    await until('the killed mount to go', async () => !(await mountedAt(mnt)), 30_000);
+    await killedMountGone(mnt);
     const c = cli(['commit', '--at', parent, '--json'], env);
     expect(c.status, c.stderr).toBe(0);
     const made = JSON.parse(c.stdout) as { snapshot: string; parent: string };
@@ -337,7 +337,7 @@ describe.skipIf(!HAS_FUSE)('strata mount --writable', () => {
     await writeAt(path.join(mine, 'big.bin'), 0, Buffer.from('to be discarded'));
     m.proc.kill('SIGKILL');
     await m.exited;
-    await until('the killed mount to go', async () => !(await mountedAt(mnt)), 30_000);
+    await killedMountGone(mnt);
     m = await startMount(mnt, env, ['--writable', '--at', parent, '--discard']);
     expect((JSON.parse(m.ready) as { resumed: number }).resumed).toBe(0);
     await expectSameTree(mine, src);
