@@ -335,7 +335,7 @@ print(c.execute('select name from items where id = 12345').fetchone()[0])`,
       const second = snapshotIds(own).find((s) => s.id !== first!.id)!;
       await until('the new snapshot to be listed', async () => (await fsp.readdir(path.join(mnt, 'ids'))).includes(second.id.slice(0, 8)));
       // (Named by its time, or by its time and id if it came in the first snapshot's second.)
-      const secondName = (await fsp.readdir(path.join(mnt, 'snapshots'))).find((n) => n.startsWith(timeName(second.time)));
+      const secondName = (await fsp.readdir(path.join(mnt, 'snapshots'))).find((n) => n.startsWith(timeName(second.time)) && n !== timeName(first!.time));
       expect(secondName).toBeDefined();
       expect(await fsp.readlink(path.join(mnt, 'latest'))).toBe(`ids/${second.id.slice(0, 8)}`);
       expect(await fsp.readFile(path.join(mnt, 'latest', dir, 'note.txt'), 'utf8')).toBe('two\n');
