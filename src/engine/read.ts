@@ -10,7 +10,7 @@ import type { Piece } from '../catalog/resolve.js';
 import { Snapshot } from './snapshot.js';
 import type { When } from '../util/when.js';
 import { resolveRange as resolveByteRange, type RangeSpec } from '../util/range.js';
-import { entryVersion, IN_ENTRY, verifiedPieces, verifier, type BoundVersion } from './verify.js';
+import { entryVersion, verifiedPieces, verifier, type BoundVersion } from './verify.js';
 import { TYPE_NAMES, type TreeEntry } from './tree.js';
 
 export interface StoredFile {
@@ -58,8 +58,6 @@ export async function storedVersion(snapshot: Snapshot, absPath: string, entry: 
   const bound = await verifier(snapshot.repo).bind(snapshot, absPath, pathId, version, entry);
   return { id: version.id, snapshot: version.snapshot, size: version.size, depth: version.depth, bound };
 }
-
-async function* none(): AsyncGenerator<Piece> {}
 
 /** The pieces a read plan brought, then the rest of the range page by page. */
 async function* planned(repo: Repository, version: BoundVersion, end: number, first: { pieces: Piece[]; next: number | null }): AsyncGenerator<Piece> {
@@ -116,7 +114,7 @@ export async function* readRange(
   if (end >= version.size) throw integrity(`read past the end of version ${version.id}`);
   // Reads of the next few blocks start early, so the store works while we decode and write.
   const ahead: { p: Piece; block: Promise<Buffer> }[] = [];
-  const source = first ? planned(repo, version, end, first) : version.id === IN_ENTRY ? none() : repo.service.pieces(version.id, start, end);
+  const source = first ? planned(repo, version, end, first) : repo.service.pieces(version.id, start, end);
   // Each piece is checked against the sealed TOCs before its block is even fetched.
   const pieces = verifiedPieces(repo, version, start, end, source)[Symbol.asyncIterator]();
   const readAhead = repo.readAhead;

@@ -12,7 +12,7 @@ import type { Repository } from '../repo/repository.js';
 import { ID_BYTES, PIECE_FIELDS, type UnpackAnswer } from '../workers/unpacker.js';
 import type { UnpackPool } from '../workers/unpack-pool.js';
 import type { Piece } from '../catalog/resolve.js';
-import { IN_ENTRY, verifiedPieces, type BoundVersion } from './verify.js';
+import { verifiedPieces, type BoundVersion } from './verify.js';
 
 /**
  * Pieces per message to a worker at most, and the bytes that end a batch
@@ -73,7 +73,7 @@ class Batch {
 /** A version's pieces, each checked against the sealed TOCs (engine/verify.ts) before a worker writes it. */
 function checkedPieces(repo: Repository, version: BoundVersion): AsyncIterable<Piece> {
   const end = version.size - 1;
-  return verifiedPieces(repo, version, 0, end, version.id === IN_ENTRY ? (async function* () {})() : repo.service.pieces(version.id, 0, end));
+  return verifiedPieces(repo, version, 0, end, repo.service.pieces(version.id, 0, end));
 }
 
 /**

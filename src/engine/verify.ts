@@ -510,7 +510,7 @@ function wellFormedRef(e: unknown[]): boolean {
 export async function* verifiedPieces(repo: Repository, version: BoundVersion, start: number, end: number, pieces: AsyncIterable<Piece>): AsyncGenerator<Piece> {
   const b = version.bound;
   if (end >= b.truth.size) throw integrity(`${b.absPath}: read past the end of its sealed size`, { path: b.absPath });
-  // Read from its tree entry: the truth is all there is to read by.
+  // Read from its tree entry: the truth is all there is to read by, and the catalog's pieces are never asked for.
   if (version.id === IN_ENTRY) {
     yield* verifier(repo).expected(b, start, end);
     return;
