@@ -5,18 +5,15 @@
  * them, and a written file's attributes, in what it commits. Skipped, with
  * the reason printed, where there is no /dev/fuse.
  */
-import { execFile, execFileSync, spawn, type ChildProcessByStdio } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
-import type { Readable } from 'node:stream';
-import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BIN, initCliRepo, strata, tempDir } from './helpers.js';
-import { mountedAt } from './mount-helpers.js';
+import { initCliRepo, strata, tempDir } from './helpers.js';
+import { startMount, stopMounts } from './mount-helpers.js';
 
-const run = promisify(execFile);
 const HAS_FUSE = fs.existsSync('/dev/fuse');
 if (!HAS_FUSE) console.warn('no /dev/fuse on this machine: the mount tests of FIFOs and devices were skipped');
 const asRoot = process.getuid?.() === 0;
@@ -24,37 +21,7 @@ if (!asRoot) console.warn('not root: the mount tests of FIFOs and devices leave 
 
 const xattr = createRequire(import.meta.url)('@napi-rs/xattr') as { setAttributeSync(p: string, name: string, value: Uint8Array): void };
 
-interface Mounted {
-  proc: ChildProcessByStdio<null, Readable, Readable>;
-  ready: string;
-  exited: Promise<number | null>;
-  dir: string;
-}
-const mounted: Mounted[] = [];
-
-async function startMount(dir: string, env: NodeJS.ProcessEnv, args: string[]): Promise<Mounted> {
-  const proc = spawn(process.execPath, [BIN, 'mount', dir, '--json', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let err = '';
-  let out = '';
-  proc.stderr.on('data', (c: Buffer) => (err += c.toString()));
-  const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
-  const ready = await new Promise<string>((resolve, reject) => {
-    proc.stdout.on('data', (c: Buffer) => {
-      out += c.toString();
-      if (out.includes('\n')) resolve(out.split('\n')[0]!);
-    });
-    void exited.then((code) => reject(new Error(`mount exited with ${code}: ${err}`)));
-  });
-  const m = { proc, ready, exited, dir };
-  mounted.push(m);
-  return m;
-}
-
-afterAll(async () => {
-  for (const m of mounted) if (m.proc.exitCode === null && m.proc.signalCode === null) m.proc.kill('SIGKILL');
-  await Promise.all(mounted.map((m) => Promise.race([m.exited, new Promise((r) => setTimeout(r, 5000))])));
-  for (const m of mounted) if (await mountedAt(m.dir)) await run('fusermount3', ['-uz', m.dir]).catch(() => {});
-});
+afterAll(stopMounts);
 
 function ok(args: string[], env: NodeJS.ProcessEnv) {
   const r = strata(args, env);

@@ -5,58 +5,24 @@
  * byte against a copy of the tree that took the same changes. Skipped, with
  * the reason printed, only where there is no /dev/fuse.
  */
-import { execFile, spawn, type ChildProcessByStdio } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backup } from '../src/engine/backup.js';
 import { SnapshotTree } from '../src/engine/snapshot-tree.js';
 import { Overlay } from '../src/mount/overlay.js';
-import { BIN, initCliRepo, makeRepo, readWhole, Rng, strata, tempDir } from './helpers.js';
+import { initCliRepo, makeRepo, readWhole, Rng, strata, tempDir } from './helpers.js';
 import { client, serve, token } from './server-helpers.js';
-import { killedMountGone, mountedAt } from './mount-helpers.js';
+import { killedMountGone, startMount, stopMounts } from './mount-helpers.js';
 
 const run = promisify(execFile);
 const HAS_FUSE = fs.existsSync('/dev/fuse');
 if (!HAS_FUSE) console.warn('no /dev/fuse on this machine: the writable strata mount tests were skipped');
 
-interface Mounted {
-  dir: string;
-  proc: ChildProcessByStdio<null, Readable, Readable>;
-  ready: string;
-  out: () => string;
-  err: () => string;
-  exited: Promise<number | null>;
-}
-
-const mounted: Mounted[] = [];
-
-async function startMount(dir: string, env: NodeJS.ProcessEnv, args: string[]): Promise<Mounted> {
-  const proc = spawn(process.execPath, [BIN, 'mount', dir, '--json', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let err = '';
-  let out = '';
-  proc.stderr.on('data', (c: Buffer) => (err += c.toString()));
-  const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
-  const ready = await new Promise<string>((resolve, reject) => {
-    proc.stdout.on('data', (c: Buffer) => {
-      out += c.toString();
-      if (out.includes('\n')) resolve(out.split('\n')[0]!);
-    });
-    void exited.then((code) => reject(new Error(`mount exited with ${code}: ${err}`)));
-  });
-  const m = { dir, proc, ready, out: () => out, err: () => err, exited };
-  mounted.push(m);
-  return m;
-}
-
-afterAll(async () => {
-  for (const m of mounted) if (m.proc.exitCode === null && m.proc.signalCode === null) m.proc.kill('SIGKILL');
-  await Promise.all(mounted.map((m) => Promise.race([m.exited, new Promise((r) => setTimeout(r, 5000))])));
-  for (const m of mounted) if (await mountedAt(m.dir)) await run('fusermount3', ['-uz', m.dir]).catch(() => {});
-});
+afterAll(stopMounts);
 
 /** What a tree holds, path by path: a file's bytes and mode bits, a symlink's target, a directory. */
 async function treeOf(root: string): Promise<Map<string, string | Buffer>> {
