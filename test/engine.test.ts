@@ -170,6 +170,22 @@ describe('snapshot lookup', () => {
     await expect(findSnapshot(repo, { kind: 'id', prefix: 'cd' })).rejects.toThrow(/no snapshot with id/);
     repo.close();
   });
+
+  it('snapshots of the same time are listed alike by every catalog, whatever order each learnt them in (servers over one bucket)', async () => {
+    const time = Date.now();
+    const ids = ['f0' + '1'.repeat(62), '0f' + '2'.repeat(62), '77' + '3'.repeat(62)];
+    const listed: string[][] = [];
+    for (const order of [ids, [...ids].reverse()]) {
+      const repo = await makeRepo();
+      for (const id of order) {
+        const meta = repo.keyring.sealJson({ host: 'h', tags: [], paths: ['/x'] }, metaAad(id));
+        repo.catalog.commitSnapshot(repo.catalog.beginSnapshot(id, time, Buffer.alloc(32), meta, null), Buffer.alloc(32), Buffer.alloc(32), meta);
+      }
+      listed.push(repo.catalog.snapshots().map((s) => s.id));
+      repo.close();
+    }
+    expect(listed[0]).toEqual(listed[1]);
+  });
 });
 
 describe('interruption', () => {

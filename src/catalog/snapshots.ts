@@ -31,9 +31,10 @@ const SNAPSHOT_SQL = {
   inheritance: 'SELECT parent, inherits FROM snapshots WHERE seq = ?',
   commitSnapshot: 'UPDATE snapshots SET committed = 1, root = ?, record = ?, meta = ? WHERE seq = ?',
   insertSnapshotBlob: 'INSERT OR IGNORE INTO snapshot_blobs(snapshot, block) VALUES (?, ?)',
-  snapshots: 'SELECT seq, id, time, lineage, meta, root, parent FROM snapshots WHERE committed = 1 ORDER BY time, seq',
+  // Ties in time go by id, not by seq: each catalog over a bucket numbers its snapshots in the order it learnt them, and all must list them alike.
+  snapshots: 'SELECT seq, id, time, lineage, meta, root, parent FROM snapshots WHERE committed = 1 ORDER BY time, id',
   snapshotBySeq: 'SELECT seq, id, time, lineage, meta, root, parent FROM snapshots WHERE seq = ?',
-  snapshotsByPrefix: "SELECT seq, id, time, lineage, meta, root, parent FROM snapshots WHERE committed = 1 AND id >= ? AND id < ? || 'g' ORDER BY time",
+  snapshotsByPrefix: "SELECT seq, id, time, lineage, meta, root, parent FROM snapshots WHERE committed = 1 AND id >= ? AND id < ? || 'g' ORDER BY time, id",
   parentCandidate: 'SELECT seq, id, time, lineage, meta, root, parent FROM snapshots WHERE committed = 1 AND lineage = ? AND time <= ? ORDER BY time DESC, seq DESC LIMIT 1',
   dataVersion: 'PRAGMA data_version',
 };
