@@ -114,52 +114,87 @@ const VIEW_ROWS = 18;
 const TIMELINE_PAGE = 200;
 
 /**
- * The snapshots, newest first, in a virtualised list as the file browser's:
- * pages of TIMELINE_PAGE asked of the server as they scroll into view, only
- * the rows in view in the document, so tens of thousands stay fast.
+ * A long list shown a window at a time: pages of `pageSize` rows asked of
+ * the server as they scroll into view, only the rows in view in the
+ * document. A new `load` (another sort, search or directory) starts it
+ * afresh; answers to an earlier one are dropped.
  */
-function Timeline() {
+function usePagedRows<T>(load: (offset: number, limit: number) => Promise<{ total: number; rows: T[] }>, pageSize: number) {
   const [total, setTotal] = useState<number | null>(null);
-  const [pages, setPages] = useState<Map<number, Snapshot[]>>(new Map());
+  const [pages, setPages] = useState<Map<number, T[]>>(new Map());
   const [error, setError] = useState<string | undefined>();
   const [scroll, setScroll] = useState(0);
   const [active, setActiveState] = useState(0);
+  // Keys may come faster than renders: handlers read the latest selection from here.
   const activeRef = useRef(0);
   const setActive = (i: number) => {
     activeRef.current = i;
     setActiveState(i);
   };
   const pending = useRef(new Set<number>());
+  const generation = useRef(0);
   const viewport = useRef<HTMLDivElement>(null);
-  const fetchPage = useCallback((n: number) => {
-    if (pending.current.has(n)) return;
-    pending.current.add(n);
-    get<{ total: number; snapshots: Snapshot[] }>('snapshots', { offset: n * TIMELINE_PAGE, limit: TIMELINE_PAGE }).then(
-      (r) => {
-        setTotal(r.total);
-        setPages((m) => new Map(m).set(n, r.snapshots));
-      },
-      (e: Error) => (pending.current.delete(n), setError(e.message)),
-    );
-  }, []);
-  useEffect(() => fetchPage(0), [fetchPage]);
+  const fetchPage = useCallback(
+    (n: number) => {
+      if (pending.current.has(n)) return;
+      pending.current.add(n);
+      const gen = generation.current;
+      load(n * pageSize, pageSize).then(
+        (r) => {
+          if (gen !== generation.current) return;
+          setTotal(r.total);
+          setPages((m) => new Map(m).set(n, r.rows));
+        },
+        (e: Error) => {
+          if (gen !== generation.current) return;
+          pending.current.delete(n);
+          setError(e.message);
+        },
+      );
+    },
+    [load, pageSize],
+  );
+  useEffect(() => {
+    generation.current++;
+    pending.current = new Set();
+    setPages(new Map());
+    setTotal(null);
+    setError(undefined);
+    setActive(0);
+    setScroll(0);
+    if (viewport.current) viewport.current.scrollTop = 0;
+    fetchPage(0);
+  }, [fetchPage]);
   const first = Math.floor(scroll / ROW);
   const last = Math.min((total ?? 0) - 1, first + VIEW_ROWS + 4);
   useEffect(() => {
     if (total === null) return;
-    for (let n = Math.floor(first / TIMELINE_PAGE); n <= Math.floor(Math.max(first, last) / TIMELINE_PAGE); n++) if (!pages.has(n)) fetchPage(n);
-  }, [first, last, total, pages, fetchPage]);
-  const at = (i: number) => pages.get(Math.floor(i / TIMELINE_PAGE))?.[i % TIMELINE_PAGE];
-  const open = (i: number) => {
-    const x = at(i);
-    if (x) go('browse', { at: x.id, path: '/' });
-  };
+    for (let n = Math.floor(first / pageSize); n <= Math.floor(Math.max(first, last) / pageSize); n++) if (!pages.has(n)) fetchPage(n);
+  }, [first, last, total, pages, fetchPage, pageSize]);
+  const at = (i: number): T | undefined => pages.get(Math.floor(i / pageSize))?.[i % pageSize];
+  /** Makes row `i` the active one, scrolled into view. */
   const move = (i: number) => {
     setActive(i);
     const v = viewport.current;
     if (!v) return;
     if (i * ROW < v.scrollTop) v.scrollTop = i * ROW;
     else if ((i + 1) * ROW > v.scrollTop + v.clientHeight) v.scrollTop = (i + 1) * ROW - v.clientHeight;
+  };
+  const onScroll = (e: Event) => setScroll((e.target as HTMLElement).scrollTop);
+  return { total, error, first, last, at, active, activeRef, setActive, move, viewport, onScroll };
+}
+
+/**
+ * The snapshots, newest first, in a virtualised list as the file browser's:
+ * pages of TIMELINE_PAGE asked of the server as they scroll into view, only
+ * the rows in view in the document, so tens of thousands stay fast.
+ */
+function Timeline() {
+  const load = useCallback((offset: number, limit: number) => get<{ total: number; snapshots: Snapshot[] }>('snapshots', { offset, limit }).then((r) => ({ total: r.total, rows: r.snapshots })), []);
+  const { total, error, first, last, at, active, activeRef, setActive, move, viewport, onScroll } = usePagedRows(load, TIMELINE_PAGE);
+  const open = (i: number) => {
+    const x = at(i);
+    if (x) go('browse', { at: x.id, path: '/' });
   };
   const rows = [];
   for (let i = first; i <= last; i++) {
@@ -184,7 +219,7 @@ function Timeline() {
     html`<p>${total} snapshot${total === 1 ? '' : 's'}, newest first. Arrow keys, Page Up/Down, Home and End move; Enter opens a snapshot's files.</p>
       <div role="grid" aria-label="Snapshots" aria-rowcount=${total + 1} aria-activedescendant=${total ? 'snap-' + active : undefined} tabindex="0" class="grid timeline" onKeyDown=${(e: KeyboardEvent) => listKeys(e, activeRef.current, total, move, open, VIEW_ROWS)}>
         <div role="row" class="row head" aria-rowindex="1">${head('col-time', 'Time')}${head('col-id', 'Snapshot')}${head('col-host', 'Host')}${head('col-tags', 'Tags')}${head('col-files num', 'Files')}${head('col-bytes num', 'Size')}${head('col-bytes num', 'Added')}</div>
-        <div class="viewport" ref=${viewport} style=${{ height: `${Math.min(total, VIEW_ROWS) * ROW}px` }} onScroll=${(e: Event) => setScroll((e.target as HTMLElement).scrollTop)}>
+        <div class="viewport" ref=${viewport} style=${{ height: `${Math.min(total, VIEW_ROWS) * ROW}px` }} onScroll=${onScroll}>
           <div class="spacer" style=${{ height: `${total * ROW}px` }}>${rows}</div>
         </div>
       </div>`}
@@ -201,76 +236,23 @@ function Browser(props: { at: string; path: string }) {
   const [order, setOrder] = useState<'asc' | 'desc'>('asc');
   const [search, setSearch] = useState('');
   const [q, setQ] = useState('');
-  const [total, setTotal] = useState<number | null>(null);
-  const [pages, setPages] = useState<Map<number, Entry[]>>(new Map());
-  const [error, setError] = useState<string | undefined>();
-  const [scroll, setScroll] = useState(0);
-  const [active, setActiveState] = useState(0);
-  // Keys may come faster than renders: the handler reads the latest selection from here.
-  const activeRef = useRef(0);
-  const setActive = (i: number) => {
-    activeRef.current = i;
-    setActiveState(i);
-  };
   const [chosen, setChosen] = useState<Map<string, string>>(new Map());
-  const pending = useRef(new Set<number>());
-  const generation = useRef(0);
-  const viewport = useRef<HTMLDivElement>(null);
-
   // Typing settles for a moment before the server is asked.
   useEffect(() => {
     const t = setTimeout(() => setQ(search), 200);
     return () => clearTimeout(t);
   }, [search]);
 
-  const fetchPage = useCallback(
-    (n: number) => {
-      if (pending.current.has(n)) return;
-      pending.current.add(n);
-      const gen = generation.current;
-      get<Listing>('list', { at, path, sort, order, q: q || undefined, offset: n * PAGE, limit: PAGE }).then(
-        (r) => {
-          if (gen !== generation.current) return;
-          setTotal(r.total);
-          setPages((m) => new Map(m).set(n, r.entries));
-        },
-        (e: Error) => gen === generation.current && setError(e.message),
-      );
-    },
+  const load = useCallback(
+    (offset: number, limit: number) => get<Listing>('list', { at, path, sort, order, q: q || undefined, offset, limit }).then((r) => ({ total: r.total, rows: r.entries })),
     [at, path, sort, order, q],
   );
+  const { total, error, first, last, at: entryAt, active, activeRef, setActive, move, viewport, onScroll } = usePagedRows(load, PAGE);
 
-  useEffect(() => {
-    generation.current++;
-    pending.current = new Set();
-    setPages(new Map());
-    setTotal(null);
-    setError(undefined);
-    setActive(0);
-    setScroll(0);
-    if (viewport.current) viewport.current.scrollTop = 0;
-    fetchPage(0);
-  }, [fetchPage]);
-
-  const first = Math.floor(scroll / ROW);
-  const last = Math.min((total ?? 0) - 1, first + VIEW_ROWS + 4);
-  useEffect(() => {
-    if (total === null) return;
-    for (let n = Math.floor(first / PAGE); n <= Math.floor(Math.max(first, last) / PAGE); n++) if (!pages.has(n)) fetchPage(n);
-  }, [first, last, total, pages, fetchPage]);
-
-  const entryAt = (i: number) => pages.get(Math.floor(i / PAGE))?.[i % PAGE];
   const open = (e: Entry | undefined) => {
     if (!e) return;
     if (e.type === 'dir') go('browse', { at, path: e.path });
     else if (e.type === 'file') go('history', { at, path: e.path });
-  };
-  const move = (i: number) => {
-    setActive(i);
-    const v = viewport.current;
-    if (!v) return;
-    if (i * ROW < v.scrollTop) v.scrollTop = i * ROW;
-    else if ((i + 1) * ROW > v.scrollTop + v.clientHeight) v.scrollTop = (i + 1) * ROW - v.clientHeight;
   };
   const toggle = (e: Entry | undefined) => {
     if (!e) return;
@@ -336,7 +318,7 @@ function Browser(props: { at: string; path: string }) {
     <${Status} error=${error} />
     <div role="grid" aria-label=${`Entries of ${path}`} aria-rowcount=${(total ?? 0) + 1} aria-activedescendant=${total ? 'row-' + active : undefined} tabindex="0" class="grid" onKeyDown=${onKey}>
       <div role="row" class="row head" aria-rowindex="1"><span role="columnheader" class="col-pick"><span class="sr-only">Selected</span></span>${header('name', 'Name')}${header('size', 'Size')}${header('mtime', 'Modified')}${header('type', 'Type')}</div>
-      <div class="viewport" ref=${viewport} style=${{ height: `${VIEW_ROWS * ROW}px` }} onScroll=${(e: Event) => setScroll((e.target as HTMLElement).scrollTop)}>
+      <div class="viewport" ref=${viewport} style=${{ height: `${VIEW_ROWS * ROW}px` }} onScroll=${onScroll}>
         <div class="spacer" style=${{ height: `${(total ?? 0) * ROW}px` }}>${rows}</div>
       </div>
     </div>
