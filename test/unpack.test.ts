@@ -10,6 +10,8 @@ import * as path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { backup } from '../src/engine/backup.js';
 import { restore } from '../src/engine/restore.js';
+import { SnapshotTree } from '../src/engine/snapshot-tree.js';
+import { SmallFileWriter } from '../src/engine/unpack.js';
 import { findSnapshot } from '../src/engine/snapshot.js';
 import { Repository } from '../src/repo/repository.js';
 import { UnpackPool } from '../src/workers/unpack-pool.js';
@@ -208,8 +210,72 @@ describe('restore on worker threads', () => {
     // Every other file there is whole or absent.
     for (const [f, data] of files) {
       const at = path.join(again, f);
-      if (fs.existsSync(at) && fs.statSync(at).size === data.length) expect(fs.readFileSync(at).equals(data), f).toBe(true);
+      if (fs.existsSync(at)) expect(fs.readFileSync(at).equals(data), f).toBe(true);
     }
+    repo.close();
+  });
+
+  it('small files are created, written and given their metadata by the workers, in the directory the restore checked', async () => {
+    const repo = await makeRepo();
+    const src = tempDir();
+    const files = new Map<string, { data: Buffer; mode: number; mtime: Date }>();
+    for (let i = 0; i < 60; i++) {
+      const dir = path.join(src, `d${i % 3}`);
+      fs.mkdirSync(dir, { recursive: true });
+      // Modes the umask would take bits from, and one with the setgid bit: set after the creation.
+      const mode = [0o640, 0o666, 0o2755, 0o400][i % 4]!;
+      files.set(path.join(dir, `f${i}`), { data: Buffer.from(`file ${i} `.repeat(i)), mode, mtime: new Date(1_700_000_000_000 + i * 1_234_567) });
+    }
+    for (const [f, { data, mode, mtime }] of files) {
+      fs.writeFileSync(f, data);
+      fs.chmodSync(f, mode);
+      fs.utimesSync(f, mtime, mtime);
+    }
+    const snap = await findSnapshot(repo, { kind: 'id', prefix: (await backup(repo, { paths: [src] })).snapshot });
+    const run = vi.spyOn(UnpackPool.prototype, 'run');
+    const target = tempDir('strata-restore-');
+    const result = await restore(repo, snap, { target });
+    const created = run.mock.calls.reduce((n, [batch]) => n + (batch.nameEnds?.length ?? 0), 0);
+    expect(created).toBe(files.size);
+    expect(result.files).toBe(files.size);
+    for (const [f, { data, mode }] of files) {
+      const at = path.join(target, f);
+      const st = fs.statSync(at);
+      expect(fs.readFileSync(at).equals(data), f).toBe(true);
+      expect(st.mode & 0o7777, f).toBe(mode);
+      // Times are kept to the microsecond.
+      expect(fs.statSync(at, { bigint: true }).mtimeNs / 1000n, f).toBe(fs.statSync(f, { bigint: true }).mtimeNs / 1000n);
+    }
+    repo.close();
+  });
+
+  it('a file made by a worker goes into the directory opened when it was checked, not where a symlink put in its place since leads', async () => {
+    const repo = await makeRepo();
+    const src = tempDir();
+    fs.writeFileSync(path.join(src, 'f'), 'the bytes of f');
+    const snap = await findSnapshot(repo, { kind: 'id', prefix: (await backup(repo, { paths: [src] })).snapshot });
+    const tree = SnapshotTree.of(snap);
+    const file = await tree.open(await tree.stat(path.join(src, 'f')));
+    const root = tempDir();
+    const dir = path.join(root, 'dir');
+    const elsewhere = path.join(root, 'elsewhere');
+    fs.mkdirSync(dir);
+    fs.mkdirSync(elsewhere);
+    const fd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+    // The directory is moved away and a symlink to another takes its name, after it was opened.
+    fs.renameSync(dir, path.join(root, 'moved'));
+    fs.symlinkSync(elsewhere, dir);
+    const writer = new SmallFileWriter(repo);
+    const made = await writer.create(file.version, { dir: fd, name: Buffer.from('f'), mode: 0o600, chmod: -1, uid: -1, gid: -1, mtime: 1_700_000_000 });
+    fs.closeSync(fd);
+    expect(made).toBe('done');
+    expect(fs.readFileSync(path.join(root, 'moved', 'f'), 'utf8')).toBe('the bytes of f');
+    expect(fs.readdirSync(elsewhere)).toEqual([]);
+    // Something already at the name is left as it is, for the restore to decide about.
+    const fd2 = fs.openSync(path.join(root, 'moved'), fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+    expect(await writer.create(file.version, { dir: fd2, name: Buffer.from('f'), mode: 0o600, chmod: -1, uid: -1, gid: -1, mtime: 1 })).toBe('not-made');
+    fs.closeSync(fd2);
+    expect(fs.statSync(path.join(root, 'moved', 'f'), { bigint: true }).mtimeNs / 1_000_000n).toBe(1_700_000_000_000n);
     repo.close();
   });
 });

@@ -20,7 +20,7 @@ import * as path from 'node:path';
 import { interrupted, StrataError, usageError } from '../errors.js';
 import { ExcludeMatcher } from '../util/glob.js';
 import { isHole } from '../util/holes.js';
-import { osPath, readNames } from '../util/names.js';
+import { nameBytes, osPath, readNames } from '../util/names.js';
 import { makeNode } from '../util/nodes.js';
 import { ACCESS_ACL, DEFAULT_ACL, dropXattr, hasXattr, writeXattrs } from '../util/xattrs.js';
 import type { Repository } from '../repo/repository.js';
@@ -138,6 +138,12 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
   const base = dryRun ? await fs.realpath(target).catch(() => target) : await fs.realpath(target);
   // Consecutive entries often share a directory; placing one changes only itself, never the directories above it.
   let checkedDir = '';
+  /** That directory, open, when it could be opened as checked: workers make small files in it through this descriptor. */
+  let dirHandle: DirHandle | undefined;
+  /** Closes the handle of a directory the walk has left, once no file is being made in it. */
+  const leave = (h: DirHandle | undefined) => {
+    if (h && --h.users === 0) closeSync(h.fd);
+  };
   /** Files still being written, and the first error one of them met. */
   const writing = new Set<Promise<void>>();
   /** Files made, by what their hard-linked names share (Entry.linkGroup): the next such name becomes a link. */
@@ -309,7 +315,11 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
       return;
     }
     if (!dryRun && path.dirname(dest) !== checkedDir) {
-      await checkParent(path.dirname(dest), base);
+      leave(dirHandle);
+      dirHandle = undefined;
+      const fd = await checkParent(path.dirname(dest), base);
+      // The walk holds one use of it while it is the current directory.
+      if (fd !== undefined) dirHandle = { fd, users: 1 };
       checkedDir = path.dirname(dest);
     }
     if (entry.type === 'dir') {
@@ -400,14 +410,22 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
         return;
       }
       const large = entry.size >= LARGE_FILE;
-      const fd = await createFile(dest, entry.mode & 0o777, (st) => clearWay(dest, st, entry));
-      if (fd === undefined) return;
-      if (group !== undefined) linked.set(group, dest);
-      const done: Promise<void> = fill(fd, () => tree.open(entry), entry, dest)
-        .then(() => {
+      let done: Promise<void>;
+      const h = dirHandle;
+      if (small && h && group === undefined && entry.size <= INLINE_SIZE && entry.xattrs.length === 0 && !inheriting(dest)) {
+        // Created, written and closed by a worker, in the directory checked above.
+        h.users++;
+        done = makeSmall(h, dest, entry).finally(() => leave(h));
+      } else {
+        const fd = await createFile(dest, entry.mode & 0o777, (st) => clearWay(dest, st, entry));
+        if (fd === undefined) return;
+        if (group !== undefined) linked.set(group, dest);
+        done = fill(fd, () => tree.open(entry), entry, dest).then(() => {
           result.files++;
           opts.onProgress?.({ files: result.files, bytes: result.bytes, skippedBytes });
-        })
+        });
+      }
+      done = done
         .catch((e: unknown) => void (failure ??= e))
         .finally(() => {
           writing.delete(done);
@@ -422,6 +440,39 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
       }
       if (failure !== undefined) throw failure;
     }
+  };
+
+  /**
+   * A small file made by a worker through its directory's handle. Where the
+   * worker did not make it (something is in the way, or an error), or did
+   * not make it whole, it is made here as any other file: the overwrite
+   * policy decides, and any error is worded as usual.
+   */
+  const makeSmall = async (dir: DirHandle, dest: string, entry: Entry): Promise<void> => {
+    const file = await tree.open(entry);
+    const mode = entry.mode & 0o7777;
+    const made = await small!.create(file.version, {
+      dir: dir.fd,
+      name: nameBytes(path.basename(dest)),
+      mode: entry.mode & 0o777,
+      chmod: mode !== (mode & 0o777 & ~UMASK) ? mode : -1,
+      uid: asRoot ? entry.uid : -1,
+      gid: asRoot ? entry.gid : -1,
+      mtime: seconds(entry.mtimeNs),
+    });
+    if (made !== 'done') {
+      if (made === 'failed') await fs.rm(osPath(dest), { force: true });
+      // Checked again: the walk may have moved on, and what it removed since may have changed the way here.
+      const fd = await checkParent(path.dirname(dest), base);
+      if (fd !== undefined) closeSync(fd);
+      const out = await createFile(dest, entry.mode & 0o777, (st) => clearWay(dest, st, entry));
+      if (out === undefined) return;
+      await fill(out, async () => file, entry, dest);
+    } else {
+      result.bytes += file.size;
+    }
+    result.files++;
+    opts.onProgress?.({ files: result.files, bytes: result.bytes, skippedBytes });
   };
 
   const written = (n: number) => {
@@ -513,6 +564,8 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
     // Nothing may still write (or be left open) once this returns.
     small?.flush();
     await Promise.all(writing);
+    leave(dirHandle);
+    dirHandle = undefined;
     repo.fillCache = cacheFill;
   }
   if (failure !== undefined) throw failure;
@@ -542,36 +595,49 @@ async function unchanged(dest: string, st: BigIntStats, entry: Entry): Promise<b
  * no symlink: one that became a link since it was made (two names that are
  * one on a case-insensitive file system) would lead outside.
  */
-async function checkParent(dir: string, base: string): Promise<void> {
-  if (isWithin(dir, base) && reachedDirectly(dir)) return;
+async function checkParent(dir: string, base: string): Promise<number | undefined> {
+  if (isWithin(dir, base)) {
+    const fd = openReached(dir);
+    if (fd !== undefined) return fd;
+  }
   // Every level, every time: a directory checked before may have been swapped for a link since.
   for (let d = dir; d !== base; d = path.dirname(d)) {
     if (!isWithin(d, base) || !(await fs.lstat(osPath(d))).isDirectory()) {
       throw new StrataError('unsafe_path', `refusing to restore into ${dir}: ${d} is not a directory inside the target`);
     }
   }
+  return undefined;
+}
+
+/** A directory open for the files made in it, and how many still use it (the walk, while it is there, and each file being made). */
+interface DirHandle {
+  fd: number;
+  users: number;
 }
 
 /**
- * True when `dir` (a real path) is a directory reached through no symlink:
- * the directory opened there is at that very path, as the kernel names it.
- * Three calls whatever the depth, where a look at each level costs one per
- * level. False when that cannot be told here (no /proc): ask level by level.
+ * `dir` (a real path) open, when it is a directory reached through no
+ * symlink: the directory opened there is at that very path, as the kernel
+ * names it. Three calls whatever the depth, where a look at each level costs
+ * one per level. Undefined when that cannot be told here (no /proc): ask
+ * level by level.
  */
-function reachedDirectly(dir: string): boolean {
+function openReached(dir: string): number | undefined {
   let fd: number;
   try {
     fd = openSync(osPath(dir), constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
   } catch {
-    return false;
+    return undefined;
   }
+  let reached = false;
   try {
-    return readlinkSync(`/proc/self/fd/${fd}`, { encoding: 'buffer' }).equals(Buffer.from(osPath(dir)));
+    reached = readlinkSync(`/proc/self/fd/${fd}`, { encoding: 'buffer' }).equals(Buffer.from(osPath(dir)));
   } catch {
-    return false;
-  } finally {
-    closeSync(fd);
+    // No /proc.
   }
+  if (reached) return fd;
+  closeSync(fd);
+  return undefined;
 }
 
 const DEVICES_AS_ROOT = 'device nodes are made only when restoring as root';

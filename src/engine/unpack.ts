@@ -9,7 +9,7 @@
 import { writeSync } from 'node:fs';
 import { integrity, interrupted } from '../errors.js';
 import type { Repository } from '../repo/repository.js';
-import { ID_BYTES, PIECE_FIELDS, type UnpackAnswer } from '../workers/unpacker.js';
+import { ID_BYTES, MADE, PIECE_FIELDS, type UnpackAnswer, type UnpackBatch } from '../workers/unpacker.js';
 import type { UnpackPool } from '../workers/unpack-pool.js';
 import type { Piece } from '../catalog/resolve.js';
 import { verifiedPieces, type BoundVersion } from './verify.js';
@@ -33,6 +33,9 @@ class Batch {
   readonly fds: number[] = [];
   private numbers = new Float64Array(BATCH_PIECES * PIECE_FIELDS);
   private ids = new Uint8Array(BATCH_PIECES * ID_BYTES);
+  /** Files the worker creates (see UnpackBatch.files). */
+  private readonly files: number[] = [];
+  private readonly names: Buffer[] = [];
   bytes = 0;
 
   constructor(private readonly limit: number) {}
@@ -60,13 +63,24 @@ class Batch {
     this.bytes += p.length;
   }
 
+  /** A file for the worker to create; its pieces are added with the descriptor this returns. */
+  addFile(f: NewFile): number {
+    this.files.push(f.dir, f.mode, f.chmod, f.uid, f.gid, f.mtime);
+    this.names.push(f.name);
+    return -this.names.length;
+  }
+
   get full(): boolean {
     return this.pieces.length >= BATCH_PIECES || this.bytes >= this.limit;
   }
 
-  message() {
+  message(): Omit<UnpackBatch, 'seq'> {
     const n = this.pieces.length;
-    return { packs: this.packs, pieces: this.numbers.slice(0, n * PIECE_FIELDS), ids: this.ids.slice(0, n * ID_BYTES) };
+    const m = { packs: this.packs, pieces: this.numbers.slice(0, n * PIECE_FIELDS), ids: this.ids.slice(0, n * ID_BYTES) };
+    if (this.names.length === 0) return m;
+    let end = 0;
+    const nameEnds = Uint32Array.from(this.names, (name) => (end += name.length));
+    return { ...m, files: Float64Array.from(this.files), names: new Uint8Array(Buffer.concat(this.names)), nameEnds };
   }
 }
 
@@ -163,13 +177,47 @@ const SMALL_BATCH_BYTES = 512 * 1024;
 /** How long a small file may wait for others: a tree of small files makes several in this time, and a lone file is hardly held up. */
 const SMALL_BATCH_WAIT_MS = 2;
 
+/** A file for a worker to create, write and close (see UnpackBatch.files). */
+export interface NewFile {
+  /** Its directory, open (the caller keeps it open until the file is settled). */
+  dir: number;
+  name: Buffer;
+  /** The mode to create it with; the mode to set afterwards (-1: none). */
+  mode: number;
+  chmod: number;
+  /** Owner and group to set (-1: leave them). */
+  uid: number;
+  gid: number;
+  /** Modification (and access) time, seconds. */
+  mtime: number;
+}
+
 /**
- * Writes small files on the workers, many to a message (see unpacker.ts):
- * write() resolves once its file is written whole. Files wait for others
- * until a batch is full, SMALL_BATCH_WAIT_MS have passed, or flush().
+ * What became of a file given to create(): made whole with its metadata;
+ * not made (something is at its name, or it could not be created); or made
+ * but not whole (the caller removes it).
+ */
+export type Made = 'done' | 'not-made' | 'failed';
+
+interface Queued {
+  size: number;
+  pieces: Piece[];
+  /** The file's descriptor, or what the worker is to create. */
+  to: number | NewFile;
+  resolve: (r: number | Made) => void;
+  reject: (e: unknown) => void;
+}
+
+/**
+ * Writes small files on the workers, many to a message (see unpacker.ts).
+ * write() fills a file open here and resolves once it is written whole;
+ * create() has the worker create the file too, write it, set its metadata
+ * and close it: for a tree of small files, that is most of the system calls
+ * a file costs, off this thread. Files wait for others until a batch is
+ * full, SMALL_BATCH_WAIT_MS have passed, or flush().
  */
 export class SmallFileWriter {
-  private files: { fd: number; size: number; pieces: Piece[]; resolve: (bytes: number) => void; reject: (e: unknown) => void }[] = [];
+  private files: Queued[] = [];
   private pieces = 0;
   private bytes = 0;
   private pool?: UnpackPool;
@@ -179,10 +227,19 @@ export class SmallFileWriter {
 
   /** Writes all of `version` into the file open as `fd` (which must stay open until this settles); returns the bytes written. */
   async write(version: BoundVersion, fd: number): Promise<number> {
+    return (await this.queue(version, fd)) as number;
+  }
+
+  /** Creates `file` with all of `version` in it, its mode, owner and times. */
+  async create(version: BoundVersion, file: NewFile): Promise<Made> {
+    return (await this.queue(version, file)) as Made;
+  }
+
+  private async queue(version: BoundVersion, to: number | NewFile): Promise<number | Made> {
     this.pool ??= await this.repo.unpackers();
     const pieces: Piece[] = [];
     for await (const p of checkedPieces(this.repo, version)) pieces.push(p);
-    const done = new Promise<number>((resolve, reject) => this.files.push({ fd, size: version.size, pieces, resolve, reject }));
+    const done = new Promise<number | Made>((resolve, reject) => this.files.push({ to, size: version.size, pieces, resolve, reject }));
     this.pieces += pieces.length;
     this.bytes += version.size;
     if (this.pieces >= SMALL_BATCH_PIECES || this.bytes >= SMALL_BATCH_BYTES) this.flush();
@@ -200,25 +257,36 @@ export class SmallFileWriter {
     this.files = [];
     this.pieces = 0;
     this.bytes = 0;
-    const { repo } = this;
     // Where their blocks are, in one catalog read for all.
-    const locations = repo.catalog.blockLocations(files.flatMap((f) => f.pieces.map((p) => p.block)));
-    const batch = new Batch(Infinity);
-    const sent: { fd: number; size: number; first: number; resolve: (bytes: number) => void; reject: (e: unknown) => void }[] = [];
+    const locations = this.repo.catalog.blockLocations(files.flatMap((f) => f.pieces.map((p) => p.block)));
+    const located = new Map<Queued, number>();
     let k = 0;
     for (const f of files) {
-      const at = k;
+      located.set(f, k);
       k += f.pieces.length;
+    }
+    // Files open here and files the worker creates go in messages of their own: they fail differently.
+    this.send(files.filter((f) => typeof f.to === 'number'), locations, located);
+    this.send(files.filter((f) => typeof f.to !== 'number'), locations, located);
+  }
+
+  private send(files: Queued[], locations: ReturnType<Repository['catalog']['blockLocations']>, located: Map<Queued, number>): void {
+    const { repo } = this;
+    const batch = new Batch(Infinity);
+    const sent: { f: Queued; fd: number; first: number }[] = [];
+    for (const f of files) {
+      const at = located.get(f)!;
       const missing = f.pieces.findIndex((_, i) => !locations[at + i]);
       if (missing >= 0) {
         const block = f.pieces[missing]!.block.toString('hex');
         f.reject(integrity(`block ${block.slice(0, 16)} is not in the repository`, { block }));
         continue;
       }
-      sent.push({ ...f, first: batch.pieces.length });
+      const fd = typeof f.to === 'number' ? f.to : batch.addFile(f.to);
+      sent.push({ f, fd, first: batch.pieces.length });
       f.pieces.forEach((p, i) => {
         const loc = locations[at + i]!;
-        batch.add(p, loc.pack, loc.offset, loc.length, f.fd, f.size);
+        batch.add(p, loc.pack, loc.offset, loc.length, fd, f.size);
       });
     }
     if (sent.length === 0) return;
@@ -226,11 +294,18 @@ export class SmallFileWriter {
       .catch((e: unknown): UnpackAnswer => ({ seq: -1, bytes: 0, failed: 0, error: String(e) }))
       .then(async (a) => {
         repo.blocksRead += a.failed ?? batch.pieces.length;
-        for (const [n, f] of sent.entries()) {
+        for (const [n, { f, fd, first }] of sent.entries()) {
+          if (typeof f.to !== 'number') {
+            // Created by the worker: its answer says how each went. A worker that failed as a whole
+            // may have made any of them: each is taken as made but not whole.
+            const made = a.made ? a.made[-fd - 1] : MADE.failed;
+            f.resolve(made === MADE.done ? 'done' : made === MADE.failed ? 'failed' : 'not-made');
+            continue;
+          }
           const end = sent[n + 1]?.first ?? batch.pieces.length;
           // Pieces a worker could not write are read here, so a damaged block fails as any read would.
           try {
-            if (a.failed !== undefined && a.failed < end) await writeHere(repo, f.fd, batch.pieces.slice(Math.max(a.failed, f.first), end));
+            if (a.failed !== undefined && a.failed < end) await writeHere(repo, f.to, batch.pieces.slice(Math.max(a.failed, first), end));
             f.resolve(f.size);
           } catch (e) {
             f.reject(e);

@@ -17,6 +17,11 @@ import type { ThreadReaderSpec } from '../storage/storage.js';
 /** Numbers per piece in UnpackBatch.pieces. */
 export const PIECE_FIELDS = 9;
 export const ID_BYTES = 32;
+/** Numbers per file in UnpackBatch.files. */
+export const FILE_FIELDS = 6;
+
+/** What became of a file the batch asked to create (UnpackAnswer.made). */
+export const MADE = { done: 0, notMade: 1, failed: 2 } as const;
 
 export interface UnpackBatch {
   seq: number;
@@ -32,6 +37,17 @@ export interface UnpackBatch {
   pieces: Float64Array;
   /** Block ids, ID_BYTES per piece. */
   ids: Uint8Array;
+  /**
+   * Files this worker creates, then fills, gives their metadata and closes
+   * (a piece's descriptor -k-1 names file k). Per file: the descriptor of
+   * its directory (opened by the main thread, which checked it), the mode to
+   * create it with, the mode to set afterwards (-1: none), owner and group
+   * (-1: leave them), and its modification time in seconds.
+   */
+  files?: Float64Array;
+  /** The files' names, one after another; `nameEnds[k]` is where file k's ends. */
+  names?: Uint8Array;
+  nameEnds?: Uint32Array;
 }
 
 export interface UnpackAnswer {
@@ -41,6 +57,13 @@ export interface UnpackAnswer {
   /** The first piece not written, and why (the main thread reads it again and words the error). */
   failed?: number;
   error?: string;
+  /**
+   * Per file of `files`: MADE.done (written whole, metadata set, closed),
+   * MADE.notMade (not created: something is there, or the creation failed),
+   * MADE.failed (created, but not written whole: the main thread removes it
+   * and makes it again). Its failures never stop the other files or set `failed`.
+   */
+  made?: Uint8Array;
 }
 
 /** Sealed bytes read in one go at most (a run of adjacent blocks). */
@@ -69,6 +92,10 @@ if (parentPort) {
   port.on('message', (b: UnpackBatch) => {
     const n = b.pieces.length / PIECE_FIELDS;
     const f = (i: number, k: number) => b.pieces[i * PIECE_FIELDS + k]!;
+    if (b.files) {
+      port.postMessage(makeFiles(b, b.files));
+      return;
+    }
     // Pieces before `done` are written (their bytes in doneBytes); those from `done` on are gathered in `out`.
     let done = 0;
     let doneBytes = 0;
@@ -122,4 +149,77 @@ if (parentPort) {
       port.postMessage({ seq: b.seq, bytes: doneBytes, failed: done, error: (e as Error).message } satisfies UnpackAnswer);
     }
   });
+
+  /**
+   * Creates the batch's files in their directories (through the descriptors
+   * the main thread checked, so a directory swapped for a symlink since leads
+   * nowhere else), writes them and sets their metadata. A file that fails is
+   * only marked: the others go on.
+   */
+  const makeFiles = (b: UnpackBatch, files: Float64Array): UnpackAnswer => {
+    const count = files.length / FILE_FIELDS;
+    const g = (k: number, i: number) => files[k * FILE_FIELDS + i]!;
+    const fds = new Array<number>(count).fill(-1);
+    const made = new Uint8Array(count).fill(MADE.notMade);
+    const flags = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
+    for (let k = 0; k < count; k++) {
+      const name = b.names!.subarray(k === 0 ? 0 : b.nameEnds![k - 1]!, b.nameEnds![k]!);
+      try {
+        fds[k] = fs.openSync(Buffer.concat([Buffer.from(`/proc/self/fd/${g(k, 0)}/`), name]), flags, g(k, 1));
+        made[k] = MADE.done;
+      } catch {
+        // Something is there, or the creation failed: the main thread decides, and words any error.
+      }
+    }
+    const n = b.pieces.length / PIECE_FIELDS;
+    const f = (i: number, k: number) => b.pieces[i * PIECE_FIELDS + k]!;
+    const fileOf = (i: number) => -f(i, 7) - 1;
+    let bytes = 0;
+    for (let i = 0; i < n; ) {
+      const runStart = f(i, 1);
+      let runEnd = runStart + f(i, 2);
+      let j = i + 1;
+      while (j < n && f(j, 0) === f(i, 0) && f(j, 1) === runEnd && runEnd + f(j, 2) - runStart <= RUN_BYTES) runEnd += f(j++, 2);
+      let sealed: Uint8Array | undefined;
+      for (; i < j; i++) {
+        const k = fileOf(i);
+        if (made[k] !== MADE.done) continue;
+        try {
+          sealed ??= reader.read({ kind: 'pack', name: b.packs[f(i, 0)]! }, runStart, runEnd - runStart);
+          const from = f(i, 1) - runStart;
+          const plain = decodeBlock(encKey, idKey, b.ids.subarray(i * ID_BYTES, (i + 1) * ID_BYTES), sealed.subarray(from, from + f(i, 2)), maxSize);
+          if (plain.length !== f(i, 3)) throw new Error(`block is ${plain.length} bytes, its TOC entry says ${f(i, 3)}`);
+          pacer.add(plain.length);
+          const piece = plain.subarray(f(i, 4), f(i, 4) + f(i, 5));
+          const at = f(i, 6);
+          if (!(at + piece.length < f(i, 8) && isHole(piece))) writeFully(fds[k]!, piece, at);
+          bytes += piece.length;
+        } catch {
+          made[k] = MADE.failed;
+        }
+      }
+    }
+    for (let k = 0; k < count; k++) {
+      const fd = fds[k]!;
+      if (fd < 0) continue;
+      try {
+        if (made[k] === MADE.done) {
+          if (g(k, 3) >= 0) {
+            try {
+              fs.fchownSync(fd, g(k, 3), g(k, 4));
+            } catch {
+              // An owner this system cannot set: the file keeps ours (as restore.ts's setMetadata).
+            }
+          }
+          if (g(k, 2) >= 0) fs.fchmodSync(fd, g(k, 2));
+          fs.futimesSync(fd, g(k, 5), g(k, 5));
+        }
+      } catch {
+        made[k] = MADE.failed;
+      } finally {
+        fs.closeSync(fd);
+      }
+    }
+    return { seq: b.seq, bytes, made };
+  };
 }
