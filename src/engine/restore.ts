@@ -748,8 +748,12 @@ const INLINE_SIZE = 64 * 1024;
  */
 const LARGE_FILES_AT_ONCE = 3;
 const LARGE_FILE = 1024 * 1024;
-/** Files in flight at most, small ones included (each holds a descriptor). */
-const FILES_AT_ONCE = 32;
+/**
+ * Files in flight at most, small ones included. Most are small files a worker
+ * creates and holds open only while it writes them; a file made here holds
+ * a descriptor until it is written.
+ */
+const FILES_AT_ONCE = 128;
 
 /** A new file at `dest` for writing; whatever was there goes first if `clear` says so (else no file: undefined). */
 async function createFile(dest: string, mode: number, clear: (st: BigIntStats) => Promise<boolean>): Promise<number | undefined> {
