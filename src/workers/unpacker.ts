@@ -66,6 +66,14 @@ export interface UnpackAnswer {
   made?: Uint8Array;
 }
 
+/** Pieces whose sealed bytes follow each other in one pack, read at once: the piece after them, and their bytes in the pack. */
+interface Run {
+  pack: string;
+  end: number;
+  start: number;
+  bytes: number;
+}
+
 /** Sealed bytes read in one go at most (a run of adjacent blocks). */
 const RUN_BYTES = 4 * 1024 * 1024;
 /** Output gathered for one write at most. */
@@ -81,6 +89,27 @@ if (parentPort) {
   const writeFully = (fd: number, data: Uint8Array, position: number): void => {
     let done = 0;
     while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done, position + done);
+  };
+
+  /** The run of pieces from `i`. */
+  const runFrom = (b: UnpackBatch, i: number): Run => {
+    const f = (i: number, k: number) => b.pieces[i * PIECE_FIELDS + k]!;
+    const n = b.pieces.length / PIECE_FIELDS;
+    const start = f(i, 1);
+    let end = start + f(i, 2);
+    let j = i + 1;
+    while (j < n && f(j, 0) === f(i, 0) && f(j, 1) === end && end + f(j, 2) - start <= RUN_BYTES) end += f(j++, 2);
+    return { pack: b.packs[f(i, 0)]!, end: j, start, bytes: end - start };
+  };
+  const readRun = (run: Run): Uint8Array => reader.read({ kind: 'pack', name: run.pack }, run.start, run.bytes);
+  /** Piece `i`'s bytes: its block authenticated, decoded and checked against its TOC entry's size. */
+  const plainPiece = (b: UnpackBatch, i: number, sealed: Uint8Array, runStart: number): Uint8Array => {
+    const f = (k: number) => b.pieces[i * PIECE_FIELDS + k]!;
+    const from = f(1) - runStart;
+    const plain = decodeBlock(encKey, idKey, b.ids.subarray(i * ID_BYTES, (i + 1) * ID_BYTES), sealed.subarray(from, from + f(2)), maxSize);
+    if (plain.length !== f(3)) throw new Error(`block is ${plain.length} bytes, its TOC entry says ${f(3)}`);
+    pacer.add(plain.length);
+    return plain.subarray(f(4), f(4) + f(5));
   };
 
   // Pieces that follow each other in one output are gathered and written with one pwrite.
@@ -110,18 +139,10 @@ if (parentPort) {
     try {
       outLength = 0;
       for (let i = 0; i < n; ) {
-        // A run: the following pieces whose sealed bytes come right after, in the same pack.
-        const runStart = f(i, 1);
-        let runEnd = runStart + f(i, 2);
-        let j = i + 1;
-        while (j < n && f(j, 0) === f(i, 0) && f(j, 1) === runEnd && runEnd + f(j, 2) - runStart <= RUN_BYTES) runEnd += f(j++, 2);
-        const sealed = reader.read({ kind: 'pack', name: b.packs[f(i, 0)]! }, runStart, runEnd - runStart);
-        for (; i < j; i++) {
-          const from = f(i, 1) - runStart;
-          const plain = decodeBlock(encKey, idKey, b.ids.subarray(i * ID_BYTES, (i + 1) * ID_BYTES), sealed.subarray(from, from + f(i, 2)), maxSize);
-          if (plain.length !== f(i, 3)) throw new Error(`block is ${plain.length} bytes, its TOC entry says ${f(i, 3)}`);
-          pacer.add(plain.length);
-          const piece = plain.subarray(f(i, 4), f(i, 4) + f(i, 5));
+        const run = runFrom(b, i);
+        const sealed = readRun(run);
+        for (; i < run.end; i++) {
+          const piece = plainPiece(b, i, sealed, run.start);
           const at = f(i, 6);
           const fd = f(i, 7);
           const hole = at + piece.length < f(i, 8) && isHole(piece);
@@ -176,21 +197,14 @@ if (parentPort) {
     const fileOf = (i: number) => -f(i, 7) - 1;
     let bytes = 0;
     for (let i = 0; i < n; ) {
-      const runStart = f(i, 1);
-      let runEnd = runStart + f(i, 2);
-      let j = i + 1;
-      while (j < n && f(j, 0) === f(i, 0) && f(j, 1) === runEnd && runEnd + f(j, 2) - runStart <= RUN_BYTES) runEnd += f(j++, 2);
+      const run = runFrom(b, i);
       let sealed: Uint8Array | undefined;
-      for (; i < j; i++) {
+      for (; i < run.end; i++) {
         const k = fileOf(i);
         if (made[k] !== MADE.done) continue;
         try {
-          sealed ??= reader.read({ kind: 'pack', name: b.packs[f(i, 0)]! }, runStart, runEnd - runStart);
-          const from = f(i, 1) - runStart;
-          const plain = decodeBlock(encKey, idKey, b.ids.subarray(i * ID_BYTES, (i + 1) * ID_BYTES), sealed.subarray(from, from + f(i, 2)), maxSize);
-          if (plain.length !== f(i, 3)) throw new Error(`block is ${plain.length} bytes, its TOC entry says ${f(i, 3)}`);
-          pacer.add(plain.length);
-          const piece = plain.subarray(f(i, 4), f(i, 4) + f(i, 5));
+          sealed ??= readRun(run);
+          const piece = plainPiece(b, i, sealed, run.start);
           const at = f(i, 6);
           if (!(at + piece.length < f(i, 8) && isHole(piece))) writeFully(fds[k]!, piece, at);
           bytes += piece.length;
