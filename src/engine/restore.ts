@@ -593,7 +593,9 @@ async function unchanged(dest: string, st: BigIntStats, entry: Entry): Promise<b
 /**
  * Throws unless `dir` is the target or a directory below it reached through
  * no symlink: one that became a link since it was made (two names that are
- * one on a case-insensitive file system) would lead outside.
+ * one on a case-insensitive file system) would lead outside. Returns it
+ * open (the caller closes it) when it was checked by opening it, undefined
+ * when it was checked level by level.
  */
 async function checkParent(dir: string, base: string): Promise<number | undefined> {
   if (isWithin(dir, base)) {
