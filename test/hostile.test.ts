@@ -334,8 +334,9 @@ describe('2. symlinks never lead restore outside the target', () => {
     const { target, outside, untouched } = arena();
     const seq = beginSnapshot(repo);
     addVersion(repo, seq, repo.keyring.pathId('/d/x'), 6, [await dataRow(repo, Buffer.from('inside'))]);
-    // Files before d's own: many are written at once (up to 32), and the swap must come before d/x is placed.
-    const names = Array.from({ length: 48 }, (_, i) => `z${i}`);
+    // Files before d's own: many are written at once (up to 128), and the swap must come before d/x is placed.
+    // (Were d/x placed first, its worker would make it in the directory checked, which the swap then removes.)
+    const names = Array.from({ length: 300 }, (_, i) => `z${i}`);
     for (const n of names) addVersion(repo, seq, repo.keyring.pathId(`/${n}`), 1, [await dataRow(repo, Buffer.from('z'))]);
     const d = await storeTree(repo, [entry('x', 'file', { size: 6 })]);
     const snap = await commit(repo, seq, await storeTree(repo, [entry('d', 'dir', { tree: d }), ...names.map((n) => entry(n, 'file', { size: 1 }))]));
