@@ -164,7 +164,8 @@ describe('sealed item indexes', () => {
       expect(missing.stderr).toMatch(/has no message/);
       expect(run(['item', mbox(), '<none@example.org>', '--at', snapshot]).status).toBe(1);
     }
-  });
+    // Fifty commands, each a process: well over a minute on a busy machine.
+  }, 180_000);
 
   it('scans only what changed: a mailbox appended to reuses its parent index', () => {
     const sizes = mboxAt.map(({ msgs }) => mailbox(msgs).bytes.length);
