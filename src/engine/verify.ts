@@ -47,8 +47,9 @@ export interface Truth {
 /**
  * A sealed TOC's entries. A long TOC is sealed in segments (see
  * SEGMENT_ENTRIES): a read opens only the ones its range falls in, found by
- * the starts the TOC lists (or, in a TOC sealed without them, by a search). Each segment is checked as it is
- * opened: well formed, contiguous, and continuing where its neighbour ends.
+ * the starts the TOC lists (or, in a TOC sealed without them, by a search).
+ * Each segment is checked as it is opened: well formed, contiguous,
+ * beginning where the TOC says, and continuing where its neighbour ends.
  */
 export class SealedEntries {
   private readonly opened = new Map<number, Promise<SealedEntry[]>>();
