@@ -293,6 +293,11 @@ describe('strata items, item, sql', () => {
     const e = run(['item', file('tree.zip'), 'missing'], c);
     expect(e.status).toBe(1);
     expect(e.stderr).toMatch(/has no entry missing/);
+    // Reads of items are placed by the sealed TOCs alone: the server's catalog is never asked for the same pieces.
+    await (await fetch(`${srv.url}/v1/mark-end`)).arrayBuffer();
+    for (let t = 0; t < 500 && !srv.log().includes('/v1/mark-end'); t++) await new Promise((r) => setTimeout(r, 20));
+    expect(srv.log()).toMatch(/ \/v1\/blocks\/(read|[0-9a-f]{64}) 200 /);
+    expect(srv.log()).not.toMatch(/\/pieces/);
   });
 });
 

@@ -18,6 +18,7 @@ import { findSnapshot, listSnapshots } from '../src/engine/snapshot.js';
 import { BLOB_KINDS } from '../src/catalog/catalog.js';
 import { KeylessRepository, Repository } from '../src/repo/repository.js';
 import type { SealedToc } from '../src/engine/versions.js';
+import { SealedEntries } from '../src/engine/verify.js';
 import { loseCatalogAndRebuild, makeRepo, readWhole, Rng, tempDir } from './helpers.js';
 
 /** A 30-version history of one file with scattered edits; returns ids and contents. */
@@ -319,6 +320,49 @@ describe('a range read of a TOC sealed in segments', () => {
     await range(0, data.length);
     r.close();
   }, 120_000);
+});
+
+describe('the starts a segmented TOC lists', () => {
+  it('lead a small read to the one segment that holds it; a TOC without them is searched, and starts that lie are an integrity error', async () => {
+    const repo = await makeRepo({ chunkAvg: 1024 });
+    const dir = tempDir();
+    const file = path.join(dir, 'uneven.bin');
+    const rng = new Rng(8);
+    // Random bytes, then zeros: blocks of very different sizes, so a segment's place is not proportional to its offset.
+    const data = Buffer.concat([rng.bytes(2_000_000), Buffer.alloc(6_000_000), rng.bytes(500_000)]);
+    fs.writeFileSync(file, data);
+    const id = (await backup(repo, { paths: [dir] })).snapshot;
+    const f = await openFile(await findSnapshot(repo, { kind: 'id', prefix: id }), file);
+    const head = JSON.parse((await repo.readBlob((await repo.service.versionRecord(f.version.id))!.toc!, 'toc')).toString('utf8')) as SealedToc;
+    expect(head.segments!.length).toBeGreaterThanOrEqual(8);
+    expect(head.starts).toHaveLength(head.segments!.length);
+    const reads = vi.spyOn(repo, 'readBlob');
+    const tocReads = () => reads.mock.calls.filter((c) => c[1] === 'toc').length;
+    let searched = 0;
+    for (let k = 0; k < 40; k++) {
+      const offset = k === 0 ? data.length - 1 : rng.int(data.length);
+      for (const [view, direct] of [
+        [new SealedEntries(repo, head, 'with starts'), true],
+        [new SealedEntries(repo, { ...head, starts: undefined }, 'without starts'), false],
+      ] as const) {
+        reads.mockClear();
+        const { list, i } = await view.locate(offset);
+        expect(list[i]![0]).toBeLessThanOrEqual(offset);
+        expect(list[i]![1]).toBeGreaterThanOrEqual(offset);
+        if (direct) expect(tocReads()).toBe(1);
+        else searched += tocReads();
+      }
+    }
+    // Without the starts, guesses by proportion open more than one segment a read here.
+    expect(searched).toBeGreaterThan(40);
+    const lying = { ...head, starts: head.starts!.map((s, k) => (k === 2 ? s + 1 : s)) };
+    await expect(new SealedEntries(repo, lying, 'lying').locate(head.starts![2]! + 10)).rejects.toMatchObject({ code: 'integrity', message: expect.stringMatching(/does not begin where the TOC says/) });
+    // Every byte reads the same through the TOC.
+    const parts: Buffer[] = [];
+    for await (const p of readRange(repo, f.version, 0, data.length - 1)) parts.push(Buffer.from(p));
+    expect(Buffer.concat(parts).equals(data)).toBe(true);
+    repo.close();
+  }, 60_000);
 });
 
 describe('prune beside a running backup', () => {

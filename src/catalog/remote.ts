@@ -282,7 +282,7 @@ export class RemoteService implements CatalogService {
 
   private async fetchBlock(id: Buffer): Promise<Buffer> {
     const r = await this.send('block', { params: { id: id.toString('hex') } });
-    if (r.status === 404) throw integrity(`block ${id.toString('hex').slice(0, 16)} is not in the repository`, { block: id.toString('hex') });
+    if (r.status === 404) throw integrity(`block ${id.toString('hex').slice(0, 16)} is not in the repository`, { block: id.toString('hex'), missing: true });
     if (r.status !== 200) throw this.refusal(r, 'GET', `block ${id.toString('hex').slice(0, 16)}`);
     return this.answer('block', r);
   }

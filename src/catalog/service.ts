@@ -415,7 +415,8 @@ export class LocalService implements CatalogService {
     let last: StrataError | undefined;
     for (let attempt = 0; attempt < 3; attempt++) {
       const loc = this.catalog.blockLocation(id);
-      if (!loc) throw integrity(`block ${key.slice(0, 16)} is not in the repository`, { block: key });
+      // `missing`: not there at all, as against there and damaged (an item reader then scans instead of using a pruned index).
+      if (!loc) throw integrity(`block ${key.slice(0, 16)} is not in the repository`, { block: key, missing: true });
       try {
         return await this.storage.read({ kind: 'pack', name: loc.pack }, loc.offset, loc.length);
       } catch (e) {

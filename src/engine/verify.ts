@@ -45,10 +45,11 @@ export interface Truth {
 }
 
 /**
- * A sealed TOC's entries. A long TOC is sealed in segments (4,096 entries
- * each): a read opens only the ones its range falls in, so a 4 KiB read of a
- * 4 GiB baseline does not open all 32. Each segment is checked as it is
- * opened: well formed, contiguous, and continuing where its neighbour ends.
+ * A sealed TOC's entries. A long TOC is sealed in segments (see
+ * SEGMENT_ENTRIES): a read opens only the ones its range falls in, found by
+ * the starts the TOC lists (or, in a TOC sealed without them, by a search).
+ * Each segment is checked as it is opened: well formed, contiguous,
+ * beginning where the TOC says, and continuing where its neighbour ends.
  */
 export class SealedEntries {
   private readonly opened = new Map<number, Promise<SealedEntry[]>>();
@@ -77,6 +78,7 @@ export class SealedEntries {
     const last = k === this.count - 1;
     if (entries.length === 0 && !(last && this.head.size === 0 && this.segments.length === 0)) throw integrity(`sealed TOC ${this.hex} has an empty piece`);
     let cursor = k === 0 ? 0 : entries[0]?.[0];
+    if (this.head.starts && entries[0]?.[0] !== this.head.starts[k]) throw integrity(`sealed TOC ${this.hex}: segment ${k} does not begin where the TOC says`);
     for (const e of entries) {
       const ok = Array.isArray(e) && e[0] === cursor && Number.isSafeInteger(e[1]) && e[1] >= e[0] && typeof e[2] === 'string' && (e.length === 3 || wellFormedRef(e));
       if (!ok) throw integrity(`sealed TOC ${this.hex} has a malformed entry at ${cursor}`);
@@ -99,7 +101,9 @@ export class SealedEntries {
   async locate(offset: number): Promise<{ piece: number; list: SealedEntry[]; i: number }> {
     let lo = 0;
     let hi = this.count - 1;
-    let k = Math.min(hi, Math.floor((offset / Math.max(1, this.head.size)) * this.count));
+    const starts = this.head.starts;
+    // The segment whose start is the last at or before `offset`, where the TOC gives the starts; else a guess by proportion.
+    let k = starts ? Math.max(0, upperBound(starts, offset) - 1) : Math.min(hi, Math.floor((offset / Math.max(1, this.head.size)) * this.count));
     for (;;) {
       const list = await this.piece(k);
       if (list.length > 0 && offset < list[0]![0]) hi = k - 1;
@@ -236,6 +240,7 @@ export class Verifier {
       throw integrity(`sealed TOC ${hex} is not valid`);
     }
     if (t.segments !== undefined && (!Array.isArray(t.segments) || t.segments.some((x) => typeof x !== 'string') || t.entries.length > 0)) throw integrity(`sealed TOC ${hex} is not valid`);
+    if (t.starts !== undefined && !validStarts(t.starts, t.segments, t.size)) throw integrity(`sealed TOC ${hex} is not valid`);
     return { id, owner: t.snapshot, path: t.path, size: t.size, entries: new SealedEntries(this.repo, t, hex) };
   }
 
@@ -491,6 +496,25 @@ export class Verifier {
 function blockInEntry(repo: Repository, snapshotId: string, pathId: Buffer, size: number, block: string): Truth {
   const head: SealedToc = { snapshot: snapshotId, path: pathId.toString('hex'), size, entries: [[0, size - 1, block]] };
   return { owner: snapshotId, size, entries: new SealedEntries(repo, head, `in the tree entry of ${head.path.slice(0, 16)}`) };
+}
+
+/** A sealed TOC's segment starts: one per segment, the first 0, rising, each inside the file. */
+function validStarts(starts: unknown, segments: unknown[] | undefined, size: number): boolean {
+  if (!Array.isArray(starts) || !segments || starts.length !== segments.length || starts.length === 0 || starts[0] !== 0) return false;
+  for (let i = 1; i < starts.length; i++) if (!Number.isSafeInteger(starts[i]) || starts[i] <= starts[i - 1] || starts[i] >= size) return false;
+  return true;
+}
+
+/** The index of the first of `sorted` greater than `x`. */
+function upperBound(sorted: readonly number[], x: number): number {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (sorted[mid]! <= x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 /** A ref entry's fields after [start, end, target snapshot] (see SealedEntry). */

@@ -100,6 +100,12 @@ export interface SealedToc {
   entries: SealedEntry[];
   /** A long TOC's entries live in these blobs (hex ids, in order); `entries` is then empty. */
   segments?: string[];
+  /**
+   * The offset of each segment's first byte (absent in TOCs sealed before
+   * it was kept): a read opens the one segment that holds it, where a
+   * search by interpolation may open several.
+   */
+  starts?: number[];
 }
 
 /** One piece of a long TOC; it names its version so that no two versions share one. */
@@ -113,12 +119,15 @@ export interface SealedTocSegment {
 
 /**
  * Entries per sealed blob: a long TOC is sealed piece by piece, never
- * whole. A read of a few bytes opens the one segment that holds them: at
- * 1,024 entries (about 45 KiB sealed) that costs a small read over a
- * network less than its own blocks. Readers find segments by position, not
- * by this count (TOCs sealed with 4,096 read the same).
+ * whole. A read of a few bytes opens the TOC (which lists every segment)
+ * and the one segment that holds them: at 128 entries a segment is about
+ * 6 KiB sealed, a fifth of an average block, and the list grows by about
+ * 40 bytes a segment (a 1 GiB file's, some 10 KiB). At 1,024 entries, a
+ * query touching a few places of a large database cost more in segments
+ * than in blocks over a network. Readers find segments by the starts the
+ * TOC lists, not by this count (TOCs sealed with 1,024 or 4,096 read the same).
  */
-export const SEGMENT_ENTRIES = 1024;
+export const SEGMENT_ENTRIES = 128;
 
 /** Something to iterate once that knows its length (an array or a TocList). */
 export type Entries = Iterable<TocEntry> & { readonly length: number };
@@ -180,8 +189,10 @@ export async function sealToc(
   };
   if (count <= SEGMENT_ENTRIES) return { id: await seal({ ...head, entries: [...entries] }), segments: [] };
   const segments: Buffer[] = [];
+  const starts: number[] = [];
   let batch: SealedEntry[] = [];
   const sealBatch = async () => {
+    starts.push(batch[0]![0]);
     const segment: SealedTocSegment = { snapshot: head.snapshot, path: head.path, ...(head.generation ? { generation: head.generation } : {}), segment: segments.length, entries: batch };
     segments.push(await seal(segment));
     batch = [];
@@ -195,7 +206,7 @@ export async function sealToc(
     }
   }
   if (batch.length > 0) await sealBatch();
-  return { id: await seal({ ...head, entries: [], segments: segments.map((b) => b.toString('hex')) }), segments };
+  return { id: await seal({ ...head, entries: [], segments: segments.map((b) => b.toString('hex')), starts }), segments };
 }
 
 /** All entries of a sealed TOC, reading its segments if it has them. */

@@ -42,7 +42,10 @@ export class Dataset {
    */
   static async of(tree: SnapshotTree, file: string | VersionFile): Promise<Dataset> {
     const reader = new RangeReader(typeof file === 'string' ? await tree.open(file) : file);
-    const ix = await tree.itemIndex(reader.file);
+    const ix = await tree.itemIndex(reader.file).catch((e: unknown) => {
+      if (indexGone(e)) return undefined;
+      throw e;
+    });
     if (ix) {
       const ds = new Dataset(tree, reader, { type: ix.type, what: ix.what }, `a ${ix.what}`);
       ds.ix = ix;
@@ -73,7 +76,32 @@ export class Dataset {
 
   /** Bytes of the sealed item index read (part of `fetched`). */
   get indexFetched(): number {
-    return this.ix?.fetched ?? 0;
+    return (this.ix?.fetched ?? 0) + this.indexLeft;
+  }
+
+  /** Bytes of an index read before it was found incomplete and left for a scan. */
+  private indexLeft = 0;
+
+  /**
+   * `use` on the item index, or `scan` when there is none, or when a blob
+   * of it is not in the repository (a snapshot made by a strata that did
+   * not list an inherited index's blobs as its own, whose parent was then
+   * forgotten and pruned): the file holds the items all the same. A blob
+   * that is there but damaged stays an integrity error.
+   */
+  private async viaIndex<T>(use: (ix: ItemIndex) => Promise<T>, scan: () => Promise<T>): Promise<T> {
+    const ix = this.index();
+    if (ix) {
+      try {
+        return await use(ix);
+      } catch (e) {
+        if (!indexGone(e)) throw e;
+        this.indexLeft += ix.fetched;
+        this.ix = null;
+        this.reader.exact = false;
+      }
+    }
+    return scan();
   }
 
   /** Whether items were found through a sealed item index rather than a scan. */
@@ -118,16 +146,24 @@ export class Dataset {
     const text = opts.match?.toLowerCase();
     const has = (...fields: (string | undefined)[]) => text === undefined || fields.some((f) => f?.toLowerCase().includes(text));
     const out: Record<string, unknown>[] = [];
-    const ix = type === 'mbox' || type === 'tar' ? this.index() : undefined;
     if (type === 'mbox') {
-      const all = ix ? (ix.all() as AsyncGenerator<MboxMessage>) : mboxMessages(this.reader);
-      for await (const m of all) if (has(m.subject, m.from, m.messageId)) out.push({ ...m });
+      const keep = async (all: AsyncGenerator<MboxMessage>) => {
+        const rows: Record<string, unknown>[] = [];
+        for await (const m of all) if (has(m.subject, m.from, m.messageId)) rows.push({ ...m });
+        return rows;
+      };
+      for (const row of await this.viaIndex((ix) => keep(ix.all() as AsyncGenerator<MboxMessage>), () => keep(mboxMessages(this.reader)))) out.push(row);
     } else if (type === 'zip') {
       for (const e of await zipEntries(this.reader)) if (inside(e.name) && has(e.name)) out.push({ name: e.name, size: e.size, compressedSize: e.compressedSize, mtime: e.mtime });
     } else if (type === 'tar') {
-      for await (const e of ix ? (ix.all() as AsyncGenerator<TarEntry>) : tarEntries(this.reader)) {
-        if (inside(e.name) && has(e.name)) out.push({ name: e.name, type: e.type, size: e.size, mtime: new Date(e.mtime * 1000).toISOString(), ...(e.linkname ? { linkname: e.linkname } : {}) });
-      }
+      const keep = async (all: AsyncGenerator<TarEntry>) => {
+        const rows: Record<string, unknown>[] = [];
+        for await (const e of all) {
+          if (inside(e.name) && has(e.name)) rows.push({ name: e.name, type: e.type, size: e.size, mtime: new Date(e.mtime * 1000).toISOString(), ...(e.linkname ? { linkname: e.linkname } : {}) });
+        }
+        return rows;
+      };
+      for (const row of await this.viaIndex((ix) => keep(ix.all() as AsyncGenerator<TarEntry>), () => keep(tarEntries(this.reader)))) out.push(row);
     } else {
       for (const t of await sqlTables(this.reader, await this.wal(), { count: opts.count })) if (has(t.name)) out.push({ ...t });
     }
@@ -154,9 +190,11 @@ export class Dataset {
   }
 
   /** The message an ITEM names (a number, or a Message-ID), from the item index when there is one. */
-  private async message(item: string): Promise<MboxMessage> {
-    const ix = this.index();
-    if (!ix) return findMessage(this.reader, item);
+  private message(item: string): Promise<MboxMessage> {
+    return this.viaIndex((ix) => this.indexedMessage(ix, item), () => findMessage(this.reader, item));
+  }
+
+  private async indexedMessage(ix: ItemIndex, item: string): Promise<MboxMessage> {
     this.reader.exact = true;
     const id = item.replace(/^<|>$/g, '');
     const m = /^[0-9]+$/.test(item) ? await ix.message(Number(item)) : await ix.messageById(id);
@@ -170,9 +208,11 @@ export class Dataset {
   }
 
   /** The tar entry named ITEM, from the item index when there is one (its header read again and checked). */
-  private async tarEntry(item: string): Promise<TarEntry> {
-    const ix = this.index();
-    if (!ix) return findTarEntry(this.reader, item);
+  private tarEntry(item: string): Promise<TarEntry> {
+    return this.viaIndex((ix) => this.indexedTarEntry(ix, item), () => findTarEntry(this.reader, item));
+  }
+
+  private async indexedTarEntry(ix: ItemIndex, item: string): Promise<TarEntry> {
     this.reader.exact = true;
     const e = await ix.tarEntry(item);
     if (!e) throw notFound(`${this.path} has no entry ${item}`);
@@ -219,6 +259,11 @@ export class Dataset {
     this.extra.push(r);
     return r;
   }
+}
+
+/** A blob not in the repository at all (see viaIndex). */
+function indexGone(e: unknown): boolean {
+  return e instanceof StrataError && e.code === 'integrity' && e.data.missing === true;
 }
 
 const NAMES: Record<DatasetType, string> = { mbox: 'an mbox mailbox', zip: 'a zip archive', tar: 'a tar archive', sqlite: 'a SQLite database', disk: 'a disk image', qcow2: 'a qcow2 image' };
