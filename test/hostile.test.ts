@@ -388,11 +388,10 @@ describe('3. sizes a repository cannot back', () => {
     const size = 1e15;
     const { snap, version } = await fileSnapshot(repo, size, async () => [await dataRow(repo, Buffer.from('hello'))]);
     const heap = process.memoryUsage().heapUsed;
-    const started = performance.now();
     await expect(openFile(snap, '/f')).rejects.toMatchObject({ code: 'integrity', message: expect.stringMatching(/does not end at its size/) });
     await expect(collect(readRows(repo, version, size - 10, size - 1))).rejects.toMatchObject({ code: 'integrity', message: expect.stringMatching(/does not cover/) });
     await expect(restoreInto(repo, snap, target)).rejects.toMatchObject({ code: 'integrity' });
-    expect(performance.now() - started).toBeLessThan(1000);
+    // (A walk of its 1e15 bytes would not end within the test's timeout.)
     expect(process.memoryUsage().heapUsed - heap).toBeLessThan(64 * 1024 * 1024);
     expect(fs.existsSync(path.join(target, 'f'))).toBe(false);
     untouched();
@@ -412,7 +411,8 @@ describe('3. sizes a repository cannot back', () => {
 });
 
 describe('4. reference cycles and endless chains', () => {
-  it('A -> B -> A ends in an integrity error, fast', async () => {
+  // An endless loop would be caught by the test's own timeout: no wall-clock bound here, which load would break.
+  it('A -> B -> A ends in an integrity error', async () => {
     const repo = await makeRepo();
     const { target } = arena();
     let b = 0;
@@ -421,13 +421,11 @@ describe('4. reference cycles and endless chains', () => {
       return [ref(0, 99, b, 0)];
     });
     addRows(repo, b, [ref(0, 99, a.id, 0)]);
-    const started = performance.now();
     expect(() => [...resolveRange(repo.catalog, a.id, 0, 99)]).toThrow(/reference chain/);
     // The next backup's alignment with it, which follows refs page by page, too.
     expect(() => blocksOf(repo.catalog, a.id, 100)).toThrow(/reference chain/);
     await expect(cat(repo, snap, '/f')).rejects.toMatchObject({ code: 'integrity', message: expect.stringMatching(/reference chain/) });
     await expect(restoreInto(repo, snap, target)).rejects.toMatchObject({ code: 'integrity' });
-    expect(performance.now() - started).toBeLessThan(2000);
     expect(fs.existsSync(path.join(target, 'f'))).toBe(false);
     repo.close();
   });
@@ -441,16 +439,14 @@ describe('4. reference cycles and endless chains', () => {
     repo.close();
   });
 
-  it('a cycle under each of 2,000 one-byte refs ends at the first, fast', async () => {
+  it('a cycle under each of 2,000 one-byte refs ends at the first', async () => {
     const repo = await makeRepo();
     const seq = beginSnapshot(repo);
     const width = 2000;
     const a = addVersion(repo, seq, randomBytes(32), width, []);
     const b = addVersion(repo, seq, randomBytes(32), width, [ref(0, width - 1, a, 0)]);
     addRows(repo, a, Array.from({ length: width }, (_, i) => ref(i, i, b, i)));
-    const started = performance.now();
     expect(() => [...resolveRange(repo.catalog, a, 0, width - 1)]).toThrow(/reference chain/);
-    expect(performance.now() - started).toBeLessThan(2000);
     repo.close();
   });
 
