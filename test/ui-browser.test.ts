@@ -131,9 +131,15 @@ describe('strata ui in chromium', () => {
   });
 
   it("a file's history and its change map", async () => {
+    // The pages that colour by snapshot are told each one's colour with their answer: none asks for the list of snapshots.
+    const asked: string[] = [];
+    const onRequest = (r: { url: () => string }) => void asked.push(new URL(r.url()).pathname);
+    page.on('request', onRequest);
     await page.goto(`${ui.origin}/#/history?at=${ids[2]}&path=${encodeURIComponent(file)}`);
     await page.waitForSelector('table[aria-label=Versions] tbody tr');
     expect(await page.locator('table[aria-label=Versions] tbody tr').count()).toBe(3);
+    const historyColours = await page.locator('table[aria-label=Versions] tbody tr').evaluateAll((rows) => Object.fromEntries(rows.map((r) => [r.getAttribute('data-snapshot')!.slice(0, 8), getComputedStyle(r.querySelector('.swatch')!).backgroundColor])));
+    expect(new Set(Object.values(historyColours)).size).toBe(3);
     await shot('history');
     await page.locator('table[aria-label=Versions] tbody tr >> nth=2').getByRole('link', { name: 'map' }).click();
     await page.waitForSelector('.bar .seg');
@@ -142,8 +148,18 @@ describe('strata ui in chromium', () => {
     expect(await page.locator('[aria-label="Data entries and reference blocks along the file"] .seg.ref').first().getAttribute('title')).toMatch(/^reference 0x[0-9A-F]+–0x[0-9A-F]+ → snapshot [0-9a-f]{8}/);
     // Bytes from all three snapshots: the baseline, the insertion, the overwrite.
     expect(await page.locator('.legend li').count()).toBe(3);
+    // Each snapshot in the colour the history gave it.
+    const legendColours = await page.locator('.legend li').evaluateAll((items) => Object.fromEntries(items.map((li) => [li.querySelector('.mono')!.textContent!, getComputedStyle(li.querySelector('.swatch')!).backgroundColor])));
+    expect(legendColours).toEqual(historyColours);
     await page.locator('[aria-label="The snapshot that wrote each part of the file"] .seg').first().hover();
     await shot('change-map');
+    await page.goto(`${ui.origin}/#/blame?at=${ids[2]}&path=${encodeURIComponent(file)}`);
+    await page.waitForSelector('table[aria-label=Blame] tbody tr');
+    const blameColours = await page.locator('table[aria-label=Blame] tbody tr').evaluateAll((rows) => rows.map((r) => [r.getAttribute('data-snapshot')!.slice(0, 8), getComputedStyle(r.querySelector('.swatch')!).backgroundColor]));
+    for (const [id, c] of blameColours) expect(c).toBe(historyColours[id!]);
+    page.off('request', onRequest);
+    expect(asked.filter((p) => p.startsWith('/api/'))).not.toContain('/api/snapshots');
+    expect(asked).toContain('/api/toc');
   });
 
   it('two versions compared, a range blamed, a range previewed', async () => {

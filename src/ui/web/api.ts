@@ -59,6 +59,8 @@ export interface ChangeMap {
   entries: TocLine[];
   sources: Span[];
   times: Record<string, number | null>;
+  /** Each coloured snapshot's place in the repository's list, oldest first: what its colour is made from. */
+  order: Record<string, number>;
 }
 
 export interface Comparison {
@@ -78,6 +80,8 @@ export interface Blame {
   end: number;
   spans: Span[];
   times: Record<string, number | null>;
+  /** Each coloured snapshot's place in the repository's list, oldest first: what its colour is made from. */
+  order: Record<string, number>;
 }
 
 export interface Preview {
