@@ -11,9 +11,9 @@ import { fileBytes, listDirectory, partitions } from './disk.js';
 import { findMessage, mboxMessages, messageBytes } from './mbox.js';
 import { Qcow2Image, type ByteSource } from './qcow2.js';
 import { RangeReader } from './reader.js';
-import { runQuery, sqlTables, type QueryLimits, type SqlResult, type SqlValue } from './sqlite.js';
+import { queryRows, runQuery, sqlTables, type QueryControl, type QueryLimits, type SqlResult, type SqlValue } from './sqlite.js';
 import { findTarEntry, tarEntries } from './tar.js';
-import { findZipEntry, zipEntries, zipEntryBytes } from './zip.js';
+import { findZipEntry, zipEntryBytes, zipEntryStream } from './zip.js';
 
 /** The types `items` and `item` read. */
 export const ITEM_TYPES: readonly DatasetType[] = ['mbox', 'zip', 'tar', 'sqlite', 'disk', 'qcow2'];
@@ -110,28 +110,41 @@ export class Dataset {
 
   /** Its items, as rows for a table or JSON; `match` keeps those with TEXT in a name, subject, sender or id. */
   async items(opts: { match?: string; inner?: string; count?: boolean } = {}): Promise<Record<string, unknown>[]> {
+    const out: Record<string, unknown>[] = [];
+    for await (const r of this.itemStream(opts)) out.push(r);
+    return out;
+  }
+
+  /**
+   * items() one at a time, as the format gives them: a mailbox's messages as
+   * the pass over it (or its index) finds them, a zip's entries as its
+   * central directory is read a window at a time, a tar's as its headers
+   * are walked. A reader that stops early reads no further.
+   */
+  async *itemStream(opts: { match?: string; inner?: string; count?: boolean } = {}): AsyncGenerator<Record<string, unknown>> {
     const type = this.expect(ITEM_TYPES);
     if (opts.inner !== undefined && type !== 'zip' && type !== 'tar' && type !== 'disk' && type !== 'qcow2') throw usageError(`--path names a directory inside an archive or a disk image; ${this.path} is ${this.what}`);
-    if (type === 'disk' || type === 'qcow2') return this.diskItems(opts.inner, opts.match);
+    if (type === 'disk' || type === 'qcow2') {
+      yield* await this.diskItems(opts.inner, opts.match);
+      return;
+    }
     const under = opts.inner?.replace(/^\/+/, '').replace(/\/*$/, '/');
     const inside = (name: string) => under === undefined || under === '/' || name.replace(/^\.\//, '').startsWith(under);
     const text = opts.match?.toLowerCase();
     const has = (...fields: (string | undefined)[]) => text === undefined || fields.some((f) => f?.toLowerCase().includes(text));
-    const out: Record<string, unknown>[] = [];
     const ix = type === 'mbox' || type === 'tar' ? this.index() : undefined;
     if (type === 'mbox') {
       const all = ix ? (ix.all() as AsyncGenerator<MboxMessage>) : mboxMessages(this.reader);
-      for await (const m of all) if (has(m.subject, m.from, m.messageId)) out.push({ ...m });
+      for await (const m of all) if (has(m.subject, m.from, m.messageId)) yield { ...m };
     } else if (type === 'zip') {
-      for (const e of await zipEntries(this.reader)) if (inside(e.name) && has(e.name)) out.push({ name: e.name, size: e.size, compressedSize: e.compressedSize, mtime: e.mtime });
+      for await (const e of zipEntryStream(this.reader)) if (inside(e.name) && has(e.name)) yield { name: e.name, size: e.size, compressedSize: e.compressedSize, mtime: e.mtime };
     } else if (type === 'tar') {
       for await (const e of ix ? (ix.all() as AsyncGenerator<TarEntry>) : tarEntries(this.reader)) {
-        if (inside(e.name) && has(e.name)) out.push({ name: e.name, type: e.type, size: e.size, mtime: new Date(e.mtime * 1000).toISOString(), ...(e.linkname ? { linkname: e.linkname } : {}) });
+        if (inside(e.name) && has(e.name)) yield { name: e.name, type: e.type, size: e.size, mtime: new Date(e.mtime * 1000).toISOString(), ...(e.linkname ? { linkname: e.linkname } : {}) };
       }
     } else {
-      for (const t of await sqlTables(this.reader, await this.wal(), { count: opts.count })) if (has(t.name)) out.push({ ...t });
+      for (const t of await sqlTables(this.reader, await this.wal(), { count: opts.count })) if (has(t.name)) yield { ...t };
     }
-    return out;
   }
 
   /** One item's bytes (a message, an archive entry), a piece at a time, with its name and size where known. */
@@ -207,6 +220,12 @@ export class Dataset {
   async sql(query: string, onRow?: (row: SqlValue[], columns: string[]) => void | boolean, limits?: QueryLimits): Promise<SqlResult> {
     this.expect(['sqlite']);
     return runQuery(this.reader, await this.wal(), query, onRow, limits);
+  }
+
+  /** A read-only query's rows as a cursor kept open between pages (see queryRows in sqlite.ts). */
+  async *queryRows(query: string, control?: QueryControl): AsyncGenerator<{ columns: string[]; row: SqlValue[] }> {
+    this.expect(['sqlite']);
+    yield* queryRows(this.reader, await this.wal(), query, control);
   }
 
   /** The database's -wal file in the same snapshot, when there is one with content. */

@@ -155,8 +155,11 @@ export interface Items {
   what: string;
   size: number;
   inner: string | null;
-  total: number;
+  /** Known once the server's reading reached the end of the listing. */
+  total: number | null;
   offset: number;
+  /** Another item follows this page. */
+  more: boolean;
   items: Item[];
 }
 

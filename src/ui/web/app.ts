@@ -668,9 +668,9 @@ function ItemsPage(props: { at: string; path: string; inner?: string; q?: string
     <form class="toolbar" role="search" onSubmit=${(e: Event) => (e.preventDefault(), to({ q: search || undefined, offset: undefined }))}>
       <label>Search items <input type="search" name="q" value=${search} onInput=${(e: Event) => setSearch((e.target as HTMLInputElement).value)} placeholder=${v?.type === 'mbox' ? 'subject, sender or Message-ID' : 'part of a name'} /></label>
       <button type="submit">Search</button>
-      <span role="status" aria-live="polite">${v ? (v.total === 0 ? 'No items' : `Items ${offset + 1}–${offset + list.length} of ${v.total}`) : ''}</span>
+      <span role="status" aria-live="polite">${v ? (v.total === 0 ? 'No items' : `Items ${offset + 1}–${offset + list.length}${v.total !== null ? ` of ${v.total}` : v.more ? ', more follow' : ''}`) : ''}</span>
       <button type="button" disabled=${offset === 0} onClick=${() => to({ offset: Math.max(0, offset - ITEMS_PAGE) || undefined })}>Previous page</button>
-      <button type="button" disabled=${!v || offset + list.length >= v.total} onClick=${() => to({ offset: offset + ITEMS_PAGE })}>Next page</button>
+      <button type="button" disabled=${!v || !v.more} onClick=${() => to({ offset: offset + ITEMS_PAGE })}>Next page</button>
     </form>
     <${Status} ...${r} />
     ${v &&
