@@ -7,7 +7,7 @@
 import { describeContent, detectDataset, HEAD_BYTES, openFileAt, TarWalk, type DatasetType, type Detected, type ItemIndex, type MboxMessage, type SnapshotTree, type TarEntry, type VersionFile, type When } from '../engine/snapshot-tree.js';
 import { integrity, notFound, StrataError, usageError } from '../errors.js';
 import type { Repository } from '../repo/repository.js';
-import { fileBytes, listDirectory, partitions } from './disk.js';
+import { fileBytes, fileSize, listDirectory, partitions } from './disk.js';
 import { findMessage, mboxMessages, messageBytes } from './mbox.js';
 import { Qcow2Image, type ByteSource } from './qcow2.js';
 import { RangeReader } from './reader.js';
@@ -150,7 +150,11 @@ export class Dataset {
   /** One item's bytes (a message, an archive entry), a piece at a time, with its name and size where known. */
   async item(item: string): Promise<{ name: string; size?: number; bytes: AsyncGenerator<Buffer> }> {
     const type = this.expect(['mbox', 'zip', 'tar', 'disk', 'qcow2']);
-    if (type === 'disk' || type === 'qcow2') return { name: item, bytes: fileBytes(await this.image(), item) };
+    if (type === 'disk' || type === 'qcow2') {
+      // The file system's stat gives the size: a range of the file is served without counting it first.
+      const image = await this.image();
+      return { name: item, size: await fileSize(image, item), bytes: fileBytes(image, item) };
+    }
     if (type === 'mbox') {
       const m = await this.message(item);
       return { name: m.messageId ? `<${m.messageId}>` : `message ${m.number}`, bytes: messageBytes(this.reader, m) };

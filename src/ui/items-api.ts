@@ -25,6 +25,8 @@ export const MAX_SQL_PAGE = 1000;
 export const SQL_TIMEOUT_MS = 10_000;
 /** A text or blob value longer than this is cut in query results: a page of rows stays small. */
 export const SQL_CELL_LIMIT = 4096;
+/** Counted item lengths remembered, most recent last. */
+const KEPT_SIZES = 1024;
 /** Totals of item listings remembered, most recent last. */
 const KEPT_TOTALS = 64;
 
@@ -44,6 +46,8 @@ interface Cursor {
 
 export class ItemsApi {
   private readonly cursors: Cursors<Cursor>;
+  /** Lengths of items their format does not record (a message's text), once counted. */
+  private readonly sizes = new Map<string, number>();
   /** How many items listings held, once a cursor reached their end: later pages say it too. */
   private readonly totals = new Map<string, number>();
 
@@ -129,22 +133,29 @@ export class ItemsApi {
     if (got === 0 && start > 0 && start !== it.size) throw new StrataError('range_not_satisfiable', `byte ${start} is past the end of ${it.name}`);
     const data = Buffer.concat(parts);
     const shown = data.subarray(0, Math.min(length, data.length));
-    return { snapshot: tree.id, path: ds.path, item: it.name, size: it.size ?? null, start, length: shown.length, more: data.length > length, data: shown.toString('base64') };
+    const key = `${tree.id}\0${ds.path}\0${need(q, 'item')}`;
+    // A preview that reached the item's end has counted it.
+    if (it.size === undefined && data.length <= length && (got > 0 || start === 0)) remember(this.sizes, key, start + data.length, KEPT_SIZES);
+    return { snapshot: tree.id, path: ds.path, item: it.name, size: it.size ?? this.sizes.get(key) ?? null, start, length: shown.length, more: data.length > length, data: shown.toString('base64') };
   }
 
   /**
    * An item's bytes, streamed as the item readers give them; an HTTP Range
-   * picks a part. An item whose size its dataset does not record (a message,
-   * a file in a disk image) is counted by a first pass when a range is asked.
+   * picks a part. The size is the format's where it records one (an archive
+   * entry; a file in a disk image, by its stat). A message's text, whose
+   * unescaped length its mailbox does not record, is counted by a first
+   * pass when a range is asked, once: the count is remembered.
    */
   async download(q: Query, rangeHeader: string | undefined, res: ServerResponse): Promise<void> {
-    const { ds } = await this.open(q);
+    const { tree, ds } = await this.open(q);
     const id = need(q, 'item');
+    const key = `${tree.id}\0${ds.path}\0${id}`;
     let it = await ds.item(id);
-    let size = it.size;
+    let size = it.size ?? this.sizes.get(key);
     if (size === undefined && rangeHeader !== undefined) {
       size = 0;
       for await (const piece of it.bytes) size += piece.length;
+      remember(this.sizes, key, size, KEPT_SIZES);
       it = await ds.item(id);
     }
     const base = it.name.replace(/^.*\//, '').replace(/^<(.*)>$/, '$1') || 'item';
