@@ -330,6 +330,9 @@ describe('strata ui: the API', () => {
     const c = await login(remote);
     const get = async (p: string, headers: Record<string, string> = {}) => request(remote, p, { headers: { cookie: c, ...headers } });
     expect((await get('/api/snapshots')).json()).toEqual(await api('/api/snapshots'));
+    for (const page of [`/api/snapshots?${q({ offset: 1, limit: 2 })}`, `/api/history?${q({ at: ids[3]!, path: file })}`, `/api/toc?${q({ at: ids[3]!, path: file })}`]) {
+      expect((await get(page)).json()).toEqual(await api(page));
+    }
     const list = `/api/list?${q({ at: ids[3]!, path: path.join(dir, 'many'), sort: 'size', offset: 100, limit: 50 })}`;
     expect((await get(list)).json()).toEqual(await api(list));
     const blame = `/api/blame?${q({ at: ids[3]!, path: file, start: 1000, end: 150_000 })}`;
