@@ -374,7 +374,7 @@ try {
       const u = new URL(ui.origin);
       const t = performance.now();
       const body = await new Promise((resolve, reject) => {
-        const q = new URLSearchParams({ at: 'latest', path: zipped.zip, offset: '200', limit: '200' });
+        const q = `at=latest&path=${encodeURIComponent(zipped.zip)}&offset=200&limit=200`;
         http
           .get({ host: u.hostname, port: u.port, path: `/api/items?${q}`, headers: { cookie }, agent: false }, (res) => {
             let text = '';
