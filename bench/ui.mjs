@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run bench:ui [-- --snapshots 1000 --lineages 4 --entries 100000 --file 64M --range 32M --messages 1000 --zip-entries 1000000 --runs 5 --fresh]
+// npm run bench:ui [-- --snapshots 1000 --lineages 4 --entries 100000 --file 64M --range 32M --messages 1000 --zip-entries 1000000 --runs 5 --only timeline,tree,mbox,zip --fresh]
 //
 // strata ui against its targets, in Debian's chromium (headless, through
 // playwright-core) and over HTTP:
@@ -41,6 +41,8 @@ const opts = {
   messages: Number(arg('messages', '1000')),
   lineages: Number(arg('lineages', '4')),
   zipEntries: Number(arg('zip-entries', '1000000')),
+  /** Some of timeline,tree,mbox,zip (default all). */
+  only: arg('only', undefined),
 };
 const work = path.join(ROOT, '.bench-ui');
 if (flag('fresh')) fs.rmSync(work, { recursive: true, force: true });
@@ -229,15 +231,16 @@ async function painted(page, ready) {
 }
 
 log(`preparing (${work})`);
-const snapshotsRepo = await manySnapshots();
-const tree = await bigTree();
-const mail = await mailbox();
-const zipped = await bigZip();
+const want = (part) => opts.only === undefined || opts.only.split(',').includes(part);
+const snapshotsRepo = want('timeline') ? await manySnapshots() : undefined;
+const tree = want('tree') ? await bigTree() : undefined;
+const mail = want('mbox') ? await mailbox() : undefined;
+const zipped = want('zip') ? await bigZip() : undefined;
 const browser = await chromium.launch({ executablePath: process.env.STRATA_CHROMIUM ?? '/usr/bin/chromium', headless: true, args: ['--no-sandbox'] });
 const results = [];
 try {
   // The timeline.
-  {
+  if (want('timeline')) {
     const ui = await startUi(snapshotsRepo);
     const page = await (await browser.newContext()).newPage();
     const rows = `() => document.querySelector('.timeline .row[data-snapshot]') !== null`;
@@ -259,7 +262,7 @@ try {
     await ui.stop();
   }
   // The first page of the big directory, and the range download.
-  {
+  if (want('tree')) {
     const ui = await startUi(tree.repo);
     const ctx = await browser.newContext();
     const page = await ctx.newPage();
@@ -321,7 +324,7 @@ try {
     await ui.stop();
   }
   // The items of a mailbox.
-  {
+  if (want('mbox')) {
     const fresh = [];
     const again = [];
     const firstRow = `() => document.querySelector('table[aria-label=Items] tbody tr') !== null`;
@@ -355,7 +358,7 @@ try {
     );
   }
   // The items of a zip of a million entries.
-  {
+  if (want('zip')) {
     const fresh = [];
     const next = [];
     const peaks = [];
