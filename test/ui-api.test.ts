@@ -132,6 +132,34 @@ describe('strata ui: the API', () => {
     expect((await request(ui, `/api/snapshots?${q({ limit: 3 })}`)).status).toBe(403);
   });
 
+  it('the timeline opens only the snapshots of its page: one whose sealed metadata is damaged spoils its own page alone', async () => {
+    const repo = await makeRepo();
+    const src = path.join(tempDir(), 'src');
+    fs.mkdirSync(src);
+    const made: string[] = [];
+    for (let k = 0; k < 5; k++) {
+      fs.writeFileSync(path.join(src, 'a'), `v${k}`);
+      made.push((await backup(repo, { paths: [src], time: Date.UTC(2026, 2, 1 + k) })).snapshot);
+    }
+    // The oldest snapshot's sealed metadata, one byte changed in the catalog.
+    const meta = repo.catalog.db.prepare('SELECT meta FROM snapshots WHERE id = ?').pluck().get(made[0]) as Buffer;
+    meta[meta.length - 1]! ^= 1;
+    repo.catalog.db.prepare('UPDATE snapshots SET meta = ? WHERE id = ?').run(meta, made[0]);
+    const ownRoot = repo.root;
+    repo.close();
+    const other = await startUi(cliEnv(ownRoot, { STRATA_PASSWORD: 'test-password' }));
+    const c = await login(other);
+    const page = (offset: number, limit: number) => request(other, `/api/snapshots?${q({ offset, limit })}`, { headers: { cookie: c } });
+    const newest = await page(0, 4);
+    expect(newest.status).toBe(200);
+    expect(newest.json()).toMatchObject({ total: 5, offset: 0, snapshots: [...made].reverse().slice(0, 4).map((id) => ({ id })) });
+    const oldest = await page(4, 1);
+    expect(oldest.status).toBe(409);
+    expect(oldest.json()).toMatchObject({ error: { code: 'integrity' } });
+    // The newest snapshot's files open without the damaged one's metadata.
+    expect((await request(other, `/api/list?${q({ at: 'latest', path: src })}`, { headers: { cookie: c } })).json()).toMatchObject({ snapshot: made[4], total: 1 });
+  });
+
   it('list: pages, sorting and search of a 2,500-entry directory, done by the server', async () => {
     const many = path.join(dir, 'many');
     const sorted = [...names].sort();
@@ -192,8 +220,14 @@ describe('strata ui: the API', () => {
       expect(map.entries).toEqual((await f.toc()).entries);
       expect(map.sources).toEqual(await f.blame());
       expect(new Set(Object.keys(map.times))).toEqual(new Set((await f.blame()).map((s) => s.snapshot)));
-      const b = (await api(`/api/blame?${q({ at: ids[3]!, path: file, start: 40_000, end: 70_000 })}`)) as unknown as { spans: unknown[] };
+      const b = (await api(`/api/blame?${q({ at: ids[3]!, path: file, start: 40_000, end: 70_000 })}`)) as unknown as { spans: { snapshot: string }[]; order: Record<string, number> };
       expect(b.spans).toEqual(await f.blame(40_000, 70_000));
+      // Each coloured snapshot's place in the whole list, oldest first: the colour is the same on every page.
+      const place = (list: string[]) => Object.fromEntries([...new Set(list)].map((id) => [id, ids.indexOf(id)]));
+      expect(b.order).toEqual(place(b.spans.map((s) => s.snapshot)));
+      expect((map as unknown as { order: Record<string, number> }).order).toEqual(place([...(await f.blame()).map((s) => s.snapshot), ids[3]!]));
+      const h = (await api(`/api/history?${q({ at: ids[3]!, path: file })}`)) as unknown as { order: Record<string, number> };
+      expect(h.order).toEqual(place(ids));
     } finally {
       repo.close();
     }
@@ -296,6 +330,9 @@ describe('strata ui: the API', () => {
     const c = await login(remote);
     const get = async (p: string, headers: Record<string, string> = {}) => request(remote, p, { headers: { cookie: c, ...headers } });
     expect((await get('/api/snapshots')).json()).toEqual(await api('/api/snapshots'));
+    for (const page of [`/api/snapshots?${q({ offset: 1, limit: 2 })}`, `/api/history?${q({ at: ids[3]!, path: file })}`, `/api/toc?${q({ at: ids[3]!, path: file })}`]) {
+      expect((await get(page)).json()).toEqual(await api(page));
+    }
     const list = `/api/list?${q({ at: ids[3]!, path: path.join(dir, 'many'), sort: 'size', offset: 100, limit: 50 })}`;
     expect((await get(list)).json()).toEqual(await api(list));
     const blame = `/api/blame?${q({ at: ids[3]!, path: file, start: 1000, end: 150_000 })}`;

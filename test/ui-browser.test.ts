@@ -50,7 +50,7 @@ describe('strata ui in chromium', () => {
     // Datasets: a mailbox, a zip made by zip, a SQLite database made by better-sqlite3.
     const apps = path.join(dir, 'work');
     fs.mkdirSync(apps);
-    fs.writeFileSync(path.join(apps, 'mail.mbox'), Array.from({ length: 50 }, (_, i) => `From s@example.org Mon Jan  1 00:00:00 2024\n${message(i)}\n`).join(''));
+    fs.writeFileSync(path.join(apps, 'mail.mbox'), Array.from({ length: 150 }, (_, i) => `From s@example.org Mon Jan  1 00:00:00 2024\n${message(i)}\n`).join(''));
     fs.writeFileSync(path.join(apps, 'random.bin'), rng.bytes(200_000));
     execFileSync('zip', ['-q', 'tree.zip', 'random.bin'], { cwd: apps });
     const db = new Database(path.join(apps, 'app.db'));
@@ -131,9 +131,15 @@ describe('strata ui in chromium', () => {
   });
 
   it("a file's history and its change map", async () => {
+    // The pages that colour by snapshot are told each one's colour with their answer: none asks for the list of snapshots.
+    const asked: string[] = [];
+    const onRequest = (r: { url: () => string }) => void asked.push(new URL(r.url()).pathname);
+    page.on('request', onRequest);
     await page.goto(`${ui.origin}/#/history?at=${ids[2]}&path=${encodeURIComponent(file)}`);
     await page.waitForSelector('table[aria-label=Versions] tbody tr');
     expect(await page.locator('table[aria-label=Versions] tbody tr').count()).toBe(3);
+    const historyColours = await page.locator('table[aria-label=Versions] tbody tr').evaluateAll((rows) => Object.fromEntries(rows.map((r) => [r.getAttribute('data-snapshot')!.slice(0, 8), getComputedStyle(r.querySelector('.swatch')!).backgroundColor])));
+    expect(new Set(Object.values(historyColours)).size).toBe(3);
     await shot('history');
     await page.locator('table[aria-label=Versions] tbody tr >> nth=2').getByRole('link', { name: 'map' }).click();
     await page.waitForSelector('.bar .seg');
@@ -142,8 +148,18 @@ describe('strata ui in chromium', () => {
     expect(await page.locator('[aria-label="Data entries and reference blocks along the file"] .seg.ref').first().getAttribute('title')).toMatch(/^reference 0x[0-9A-F]+–0x[0-9A-F]+ → snapshot [0-9a-f]{8}/);
     // Bytes from all three snapshots: the baseline, the insertion, the overwrite.
     expect(await page.locator('.legend li').count()).toBe(3);
+    // Each snapshot in the colour the history gave it.
+    const legendColours = await page.locator('.legend li').evaluateAll((items) => Object.fromEntries(items.map((li) => [li.querySelector('.mono')!.textContent!, getComputedStyle(li.querySelector('.swatch')!).backgroundColor])));
+    expect(legendColours).toEqual(historyColours);
     await page.locator('[aria-label="The snapshot that wrote each part of the file"] .seg').first().hover();
     await shot('change-map');
+    await page.goto(`${ui.origin}/#/blame?at=${ids[2]}&path=${encodeURIComponent(file)}`);
+    await page.waitForSelector('table[aria-label=Blame] tbody tr');
+    const blameColours = await page.locator('table[aria-label=Blame] tbody tr').evaluateAll((rows) => rows.map((r) => [r.getAttribute('data-snapshot')!.slice(0, 8), getComputedStyle(r.querySelector('.swatch')!).backgroundColor]));
+    for (const [id, c] of blameColours) expect(c).toBe(historyColours[id!]);
+    page.off('request', onRequest);
+    expect(asked.filter((p) => p.startsWith('/api/'))).not.toContain('/api/snapshots');
+    expect(asked).toContain('/api/toc');
   });
 
   it('two versions compared, a range blamed, a range previewed', async () => {
@@ -265,7 +281,8 @@ describe('strata ui in chromium', () => {
     await page.keyboard.press('ArrowDown');
     await page.keyboard.press('Enter');
     await page.waitForSelector('table[aria-label=Items] tbody tr');
-    await expect.poll(() => page.getByRole('status').first().textContent()).toBe('Items 1–50 of 50');
+    // Read as far as the page: the count is not known yet.
+    await expect.poll(() => page.getByRole('status').first().textContent()).toBe('Items 1–100, more follow');
     expect(await page.locator('table[aria-label=Items] tbody tr >> nth=2').textContent()).toContain('note 2');
     await shot('items');
     await page.locator('table[aria-label=Items] tbody tr').first().focus();
@@ -278,6 +295,12 @@ describe('strata ui in chromium', () => {
     await shot('item');
     const [mail] = await Promise.all([page.waitForEvent('download'), page.click('#download-item')]);
     expect(fs.readFileSync((await mail.path())!).toString()).toBe(message(2));
+    // The next page goes on to the end, and says the count.
+    await page.goto(`${ui.origin}/#/items?at=${ids[2]}&path=${encodeURIComponent(path.join(apps, 'mail.mbox'))}`);
+    await page.getByRole('button', { name: 'Next page' }).click();
+    await expect.poll(() => page.getByRole('status').first().textContent()).toBe('Items 101–150 of 150');
+    expect(await page.getByRole('button', { name: 'Next page' }).isDisabled()).toBe(true);
+    expect(await page.locator('table[aria-label=Items] tbody tr >> nth=0').textContent()).toContain('note 100');
     // Searched on the server.
     await page.goto(`${ui.origin}/#/items?at=${ids[2]}&path=${encodeURIComponent(path.join(apps, 'mail.mbox'))}`);
     await page.getByLabel('Search items').fill('NOTE 4');

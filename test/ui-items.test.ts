@@ -96,13 +96,16 @@ describe('strata ui: datasets and items', () => {
     const truth = (JSON.parse(cli(['items', file('mail.mbox'), '--json']).stdout) as { items: Record<string, unknown>[] }).items;
     const all: Record<string, unknown>[] = [];
     for (let offset = 0; ; offset += 100) {
-      const r = await api<{ type: string; total: number; offset: number; items: Record<string, unknown>[] }>(`/api/items?${q({ at: snap, path: file('mail.mbox'), offset, limit: 100 })}`);
+      const r = await api<{ type: string; total: number | null; offset: number; more: boolean; items: Record<string, unknown>[] }>(`/api/items?${q({ at: snap, path: file('mail.mbox'), offset, limit: 100 })}`);
       expect(r.type).toBe('mbox');
-      expect(r.total).toBe(MESSAGES);
+      // The count is known once the listing has been read to its end.
+      expect(r.total).toBe(r.more ? null : MESSAGES);
       expect(r.offset).toBe(offset);
       all.push(...r.items);
-      if (r.items.length < 100) break;
+      if (!r.more) break;
     }
+    // A page read again after the end was reached says the count.
+    expect((await api<{ total: number; more: boolean }>(`/api/items?${q({ at: snap, path: file('mail.mbox'), offset: 0, limit: 100 })}`)).total).toBe(MESSAGES);
     expect(all).toHaveLength(MESSAGES);
     expect(all.map(({ id: _id, kind: _kind, name: _name, ...rest }) => rest)).toEqual(truth);
     expect(all[17]).toMatchObject({ id: '18', kind: 'message', from: 'Sender 17 <s17@example.org>', subject: 'note 17', date: 'Mon, 1 Jan 2024 00:17:00 +0000' });
@@ -110,6 +113,42 @@ describe('strata ui: datasets and items', () => {
     expect(found.items.map((m) => m.id)).toEqual(['25', ...Array.from({ length: 10 }, (_, k) => String(241 + k))]);
     const capped = await api<{ items: unknown[] }>(`/api/items?${q({ at: snap, path: file('mail.mbox'), limit: 100000 })}`);
     expect(capped.items).toHaveLength(MESSAGES);
+  });
+
+  it('lists a zip of 20,000 entries a page at a time: its central directory is read as far as the page goes, and the next page goes on from there', async () => {
+    const src = path.join(tempDir(), 'big');
+    fs.mkdirSync(path.join(src, 'entries'), { recursive: true });
+    for (let i = 0; i < 20_000; i++) fs.writeFileSync(path.join(src, 'entries', `entry-with-a-longish-name-${String(i).padStart(5, '0')}.txt`), '');
+    execFileSync('zip', ['-qr', path.join(src, 'many.zip'), 'entries'], { cwd: src });
+    const zip = fs.readFileSync(path.join(src, 'many.zip'));
+    // The central directory's size, from the end record.
+    const dirSize = zip.readUInt32LE(zip.length - 22 + 12);
+    expect(dirSize).toBeGreaterThan(1_500_000);
+    const at = (JSON.parse(cli(['backup', path.join(src, 'many.zip'), '--json']).stdout) as { snapshot: string }).snapshot;
+    const zipPath = path.join(src, 'many.zip');
+    type Page = { total: number | null; more: boolean; fetched: number; items: { id: string; size: number; mtime: string }[] };
+    const page = (offset: number) => api<Page>(`/api/items?${q({ at, path: zipPath, offset, limit: 1000 })}`);
+    const first = await page(0);
+    expect(first.items).toHaveLength(1000);
+    expect(first).toMatchObject({ total: null, more: true });
+    expect(first.fetched).toBeLessThan(dirSize / 3);
+    const all = [...first.items];
+    let fetched = first.fetched;
+    for (let offset = 1000; ; offset += 1000) {
+      const r = await page(offset);
+      all.push(...r.items);
+      fetched += r.fetched;
+      if (!r.more) {
+        expect(r.total).toBe(20_001);
+        break;
+      }
+    }
+    // Each page went on from the last one's end: the directory was read about once in all.
+    expect(fetched).toBeLessThan(dirSize * 1.5 + 512 * 1024);
+    const truth = (JSON.parse(cli(['items', zipPath, '--at', at, '--json']).stdout) as { items: { name: string }[] }).items;
+    expect(all.map((e) => e.id)).toEqual(truth.map((e) => e.name));
+    // Back to an earlier page: read again from the start, the same entries.
+    expect((await page(3000)).items).toEqual(all.slice(3000, 4000));
   });
 
   it('lists zip and tar entries and SQLite tables, and refuses a file that is no dataset', async () => {
@@ -176,7 +215,11 @@ describe('strata ui: datasets and items', () => {
     expect(engine.toString()).toBe('a note inside an image\n'.repeat(300));
     const whole = await request(ui, `/api/item?${q({ at: snap, path: img, item: 'p1:/docs/note.txt' })}`, { headers: { cookie } });
     expect(whole.body.equals(engine)).toBe(true);
-    // The image does not say the length up front: a range request counts it first.
+    // The file system's stat gives the length up front: the file is never counted by reading it.
+    expect(whole.headers['content-length']).toBe(String(engine.length));
+    expect(whole.headers['accept-ranges']).toBe('bytes');
+    const head = await api<{ size: number; more: boolean }>(`/api/item-preview?${q({ at: snap, path: img, item: 'p1:/docs/note.txt', length: 100 })}`);
+    expect(head).toMatchObject({ size: engine.length, more: true });
     const part = await request(ui, `/api/item?${q({ at: snap, path: img, item: 'p1:/docs/note.txt' })}`, { headers: { cookie, range: 'bytes=100-4999' } });
     expect(part.status).toBe(206);
     expect(part.headers['content-range']).toBe(`bytes 100-4999/${engine.length}`);
@@ -191,10 +234,19 @@ describe('strata ui: datasets and items', () => {
     const end = await api<{ length: number; more: boolean; data: string }>(`/api/item-preview?${q({ at: snap, path: file('tree.zip'), item: 'tree/sub/random.bin', start: 299_000, length: 65536 })}`);
     expect(end).toMatchObject({ length: 1000, more: false });
     expect(Buffer.from(end.data, 'base64').equals(original.subarray(299_000))).toBe(true);
+    // A message's text does not say its length (escaped lines lose a byte each) until it has been read to its end.
     const m = await api<{ size: number | null; data: string; more: boolean }>(`/api/item-preview?${q({ at: snap, path: file('mail.mbox'), item: '1' })}`);
-    expect(m.size).toBeNull();
+    expect(m.size).toBe(message(0).length);
     expect(Buffer.from(m.data, 'base64').toString()).toBe(message(0));
     expect(m.more).toBe(false);
+    const itemQuery = q({ at: snap, path: file('mail.mbox'), item: '31' });
+    const part = await api<{ size: number | null; more: boolean }>(`/api/item-preview?${itemQuery}&length=10`);
+    expect(part).toMatchObject({ size: null, more: true });
+    // A Range request counts it once; the count is remembered, for later ranges and previews.
+    const ranged = await request(ui, `/api/item?${itemQuery}`, { headers: { cookie, range: 'bytes=5-9' } });
+    expect(ranged.headers['content-range']).toBe(`bytes 5-9/${message(30).length}`);
+    expect(ranged.body.toString()).toBe(message(30).slice(5, 10));
+    expect((await api<{ size: number | null }>(`/api/item-preview?${itemQuery}&length=10`)).size).toBe(message(30).length);
   });
 
   it('runs read-only SQL a page at a time, with the rows better-sqlite3 gives', async () => {
@@ -216,6 +268,31 @@ describe('strata ui: datasets and items', () => {
     expect(got).toEqual(truth.map(([id, name, photo]) => [id, name, photo === null ? null : { base64: photo.toString('base64'), bytes: photo.length }]));
     const small = await api<{ rows: unknown[][]; more: boolean }>(`/api/sql?${q({ at: snap, path: file('app.db'), sql: 'SELECT count(*) FROM people', limit: 5 })}`);
     expect(small).toMatchObject({ rows: [[ROWS]], more: false });
+  });
+
+  it("keeps a session's query open between pages: the next page goes on where the last ended, without running the query again", async () => {
+    const truth = new Database(file('app.db'), { readonly: true });
+    const sql = 'SELECT id, name FROM people ORDER BY name DESC, id';
+    const want = truth.prepare(sql).raw().all();
+    truth.close();
+    type Page = { rows: unknown[][]; more: boolean; fetched: number; columns: string[] };
+    const page = (offset: number, c = cookie) => request(ui, `/api/sql?${q({ at: snap, path: file('app.db'), sql, offset, limit: 1000 })}`, { headers: { cookie: c } }).then((r) => r.json() as Page);
+    // The sort reads the whole table for the first page; the second takes the sorted rows SQLite holds.
+    const first = await page(0);
+    expect(first.columns).toEqual(['id', 'name']);
+    expect(first.fetched).toBeGreaterThan(20_000);
+    const second = await page(1000);
+    expect(second.fetched).toBeLessThan(first.fetched / 4);
+    const rest: unknown[][] = [];
+    for (let offset = 2000, r = second; r.more; offset += 1000) {
+      r = await page(offset);
+      rest.push(...r.rows);
+    }
+    expect([...first.rows, ...second.rows, ...rest]).toEqual(want);
+    // A page before the cursor runs the query again: the same rows, the table read again.
+    const again = await page(1000);
+    expect(again.rows).toEqual(want.slice(1000, 2000));
+    expect(again.fetched).toBeGreaterThan(first.fetched / 2);
   });
 
   it('says clearly why a query failed: a write, a syntax error, a query that ran too long', async () => {

@@ -106,6 +106,20 @@ export class RemoteService implements CatalogService {
     return this.ask('snapshots', 'snapshots');
   }
 
+  // The protocol has no page of snapshots: the rows come in one request and are cut here (the sealed metadata of the rows left out is never opened).
+  async snapshotPage(offset: number, limit: number): Promise<{ total: number; rows: SnapshotRow[] }> {
+    const all = await this.snapshots();
+    const rows: SnapshotRow[] = [];
+    for (let i = offset; i < Math.min(all.length, offset + limit); i++) rows.push(all[all.length - 1 - i]!);
+    return { total: all.length, rows };
+  }
+
+  async snapshotPositions(ids: readonly string[]): Promise<{ row: SnapshotRow; position: number }[]> {
+    const all = await this.snapshots();
+    const at = new Map(all.map((row, position) => [row.id, { row, position }]));
+    return ids.map((id) => at.get(id)).filter((p) => p !== undefined);
+  }
+
   async snapshotsByPrefix(prefix: string): Promise<SnapshotRow[]> {
     if (!/^[0-9a-f]{1,64}$/.test(prefix)) return [];
     return this.ask('snapshots', 'snapshots', { query: `prefix=${prefix}` });

@@ -146,6 +146,10 @@ export interface CatalogReader {
   readonly remote: boolean;
 
   snapshots(): Promise<SnapshotRow[]>;
+  /** Up to `limit` committed snapshots, newest first, from the `offset`-th, and how many there are. */
+  snapshotPage(offset: number, limit: number): Promise<{ total: number; rows: SnapshotRow[] }>;
+  /** The committed snapshots of these full ids (those still there), each with its place in the list oldest first (0: the oldest). */
+  snapshotPositions(ids: readonly string[]): Promise<{ row: SnapshotRow; position: number }[]>;
   snapshotsByPrefix(prefix: string): Promise<SnapshotRow[]>;
   snapshotBySeq(seq: number): Promise<SnapshotRow | undefined>;
   version(snapshot: number, path: Buffer): Promise<StoredVersionRow | undefined>;
@@ -314,6 +318,14 @@ export class LocalService implements CatalogService {
 
   async snapshots(): Promise<SnapshotRow[]> {
     return this.catalog.snapshots();
+  }
+
+  async snapshotPage(offset: number, limit: number): Promise<{ total: number; rows: SnapshotRow[] }> {
+    return this.catalog.snapshotPage(offset, limit);
+  }
+
+  async snapshotPositions(ids: readonly string[]): Promise<{ row: SnapshotRow; position: number }[]> {
+    return this.catalog.snapshotPositions(ids);
   }
 
   async snapshotsByPrefix(prefix: string): Promise<SnapshotRow[]> {

@@ -34,6 +34,11 @@ const SNAPSHOT_SQL = {
   // Ties in time go by id, not by seq: each catalog over a bucket numbers its snapshots in the order it learnt them, and all must list them alike.
   snapshots: 'SELECT seq, id, time, lineage, meta, root, parent FROM snapshots WHERE committed = 1 ORDER BY time, id',
   snapshotBySeq: 'SELECT seq, id, time, lineage, meta, root, parent FROM snapshots WHERE seq = ?',
+  snapshotCount: 'SELECT count(*) FROM snapshots WHERE committed = 1',
+  snapshotsNewest: 'SELECT seq, id, time, lineage, meta, root, parent FROM snapshots WHERE committed = 1 ORDER BY time DESC, id DESC LIMIT ? OFFSET ?',
+  snapshotById: 'SELECT seq, id, time, lineage, meta, root, parent FROM snapshots WHERE committed = 1 AND id = ?',
+  // Where a snapshot stands in the list oldest first: the committed ones before it in (time, id).
+  snapshotsBeforeOne: 'SELECT count(*) FROM snapshots WHERE committed = 1 AND (time < ? OR (time = ? AND id < ?))',
   snapshotsByPrefix: "SELECT seq, id, time, lineage, meta, root, parent FROM snapshots WHERE committed = 1 AND id >= ? AND id < ? || 'g' ORDER BY time, id",
   parentCandidate: 'SELECT seq, id, time, lineage, meta, root, parent FROM snapshots WHERE committed = 1 AND lineage = ? AND time <= ? ORDER BY time DESC, seq DESC LIMIT 1',
   dataVersion: 'PRAGMA data_version',
@@ -64,6 +69,26 @@ export class SnapshotTable extends BlockIndex {
 
   snapshots(): SnapshotRow[] {
     return this.snapshotSt.snapshots.all() as SnapshotRow[];
+  }
+
+  /** Up to `limit` committed snapshots, newest first, from the `offset`-th, and how many there are (one read). */
+  snapshotPage(offset: number, limit: number): { total: number; rows: SnapshotRow[] } {
+    return this.reading(() => ({
+      total: this.snapshotSt.snapshotCount.pluck().get() as number,
+      rows: this.snapshotSt.snapshotsNewest.all(limit, offset) as SnapshotRow[],
+    }));
+  }
+
+  /** The committed snapshots of these full ids, each with its place in the list oldest first (0: the oldest); ids not there are left out. */
+  snapshotPositions(ids: readonly string[]): { row: SnapshotRow; position: number }[] {
+    return this.reading(() => {
+      const out: { row: SnapshotRow; position: number }[] = [];
+      for (const id of ids) {
+        const row = this.snapshotSt.snapshotById.get(id) as SnapshotRow | undefined;
+        if (row) out.push({ row, position: this.snapshotSt.snapshotsBeforeOne.pluck().get(row.time, row.time, row.id) as number });
+      }
+      return out;
+    });
   }
 
   snapshotBySeq(seq: number): SnapshotRow | undefined {

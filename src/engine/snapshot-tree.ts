@@ -222,6 +222,27 @@ export class SnapshotTree {
     return out;
   }
 
+  /**
+   * Up to `limit` snapshots, newest first, from the `offset`-th, and how
+   * many there are: the catalog gives the page's rows alone, and only their
+   * sealed metadata is opened (a timeline of 100,000 snapshots costs a page).
+   */
+  static async page(repo: Repository, offset: number, limit: number): Promise<{ total: number; trees: SnapshotTree[] }> {
+    if (!isCount(offset) || !Number.isSafeInteger(limit) || limit < 1) throw usageError(`no page of ${limit} snapshots from ${offset}`);
+    const { total, rows } = await repo.service.snapshotPage(offset, limit);
+    return { total, trees: rows.map((row) => new SnapshotTree(repo, new Snapshot(repo, row))) };
+  }
+
+  /**
+   * The snapshots of these full ids that are still in the repository, each
+   * with its place in the list oldest first (0: the oldest), as all() would
+   * give it: a page that colours by snapshot opens only those it shows.
+   */
+  static async numbered(repo: Repository, ids: readonly string[]): Promise<{ tree: SnapshotTree; position: number }[]> {
+    const found = await repo.service.snapshotPositions([...new Set(ids)]);
+    return found.map(({ row, position }) => ({ tree: new SnapshotTree(repo, new Snapshot(repo, row)), position }));
+  }
+
   /** The tree of a snapshot the engine already holds. */
   static of(snapshot: Snapshot): SnapshotTree {
     return new SnapshotTree(snapshot.repo, snapshot);

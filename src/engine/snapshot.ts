@@ -181,12 +181,13 @@ export async function findSnapshot(repo: Repository, when: When, absPath?: strin
       throw e;
     }
   }
-  const all = await listSnapshots(repo);
-  if (all.length === 0) throw notFound('the repository has no snapshots yet');
+  const rows = await repo.service.snapshots();
+  if (rows.length === 0) throw notFound('the repository has no snapshots yet');
   const until = when.kind === 'time' ? when.time : Number.POSITIVE_INFINITY;
-  for (let i = all.length - 1; i >= 0; i--) {
-    const s = all[i]!;
-    if (s.time > until) continue;
+  // Newest first, each snapshot's sealed metadata opened only when its time qualifies: "latest" opens one.
+  for (let i = rows.length - 1; i >= 0; i--) {
+    if (rows[i]!.time > until) continue;
+    const s = new Snapshot(repo, rows[i]!);
     if (host && s.meta.host !== host) continue;
     if (!paths.every((p) => s.covers(p))) continue;
     return s;

@@ -7,13 +7,13 @@
 import { describeContent, detectDataset, HEAD_BYTES, openFileAt, TarWalk, type DatasetType, type Detected, type ItemIndex, type MboxMessage, type SnapshotTree, type TarEntry, type VersionFile, type When } from '../engine/snapshot-tree.js';
 import { integrity, notFound, StrataError, usageError } from '../errors.js';
 import type { Repository } from '../repo/repository.js';
-import { fileBytes, listDirectory, partitions } from './disk.js';
+import { fileBytes, fileSize, listDirectory, partitions } from './disk.js';
 import { findMessage, mboxMessages, messageBytes } from './mbox.js';
 import { Qcow2Image, type ByteSource } from './qcow2.js';
 import { RangeReader } from './reader.js';
-import { runQuery, sqlTables, type QueryLimits, type SqlResult, type SqlValue } from './sqlite.js';
+import { queryRows, runQuery, sqlTables, type QueryControl, type QueryLimits, type SqlResult, type SqlValue } from './sqlite.js';
 import { findTarEntry, tarEntries } from './tar.js';
-import { findZipEntry, zipEntries, zipEntryBytes } from './zip.js';
+import { findZipEntry, zipEntryBytes, zipEntryStream } from './zip.js';
 
 /** The types `items` and `item` read. */
 export const ITEM_TYPES: readonly DatasetType[] = ['mbox', 'zip', 'tar', 'sqlite', 'disk', 'qcow2'];
@@ -96,9 +96,7 @@ export class Dataset {
         return await use(ix);
       } catch (e) {
         if (!indexGone(e)) throw e;
-        this.indexLeft += ix.fetched;
-        this.ix = null;
-        this.reader.exact = false;
+        this.leaveIndex(ix);
       }
     }
     return scan();
@@ -112,6 +110,37 @@ export class Dataset {
   private ix?: ItemIndex | null;
 
   /** The sealed item index of a mailbox or tar archive, when the backup made one. */
+  /**
+   * viaIndex for a listing: the index's items, or, once its blobs turn out
+   * gone, the scan's from where the index's ended (both give a file's items
+   * in the order they lie in it).
+   */
+  private async *streamViaIndex<T>(use: (ix: ItemIndex) => AsyncGenerator<T>, scan: () => AsyncGenerator<T>): AsyncGenerator<T> {
+    const ix = this.index();
+    let given = 0;
+    if (ix) {
+      try {
+        for await (const item of use(ix)) {
+          given++;
+          yield item;
+        }
+        return;
+      } catch (e) {
+        if (!indexGone(e)) throw e;
+        this.leaveIndex(ix);
+      }
+    }
+    let n = 0;
+    for await (const item of scan()) if (n++ >= given) yield item;
+  }
+
+  /** An index whose blobs are gone: what it fetched is counted, and reads go back to scanning. */
+  private leaveIndex(ix: ItemIndex): void {
+    this.indexLeft += ix.fetched;
+    this.ix = null;
+    this.reader.exact = false;
+  }
+
   private index(): ItemIndex | undefined {
     return this.ix ?? undefined;
   }
@@ -138,42 +167,49 @@ export class Dataset {
 
   /** Its items, as rows for a table or JSON; `match` keeps those with TEXT in a name, subject, sender or id. */
   async items(opts: { match?: string; inner?: string; count?: boolean } = {}): Promise<Record<string, unknown>[]> {
+    const out: Record<string, unknown>[] = [];
+    for await (const r of this.itemStream(opts)) out.push(r);
+    return out;
+  }
+
+  /**
+   * items() one at a time, as the format gives them: a mailbox's messages as
+   * the pass over it (or its index) finds them, a zip's entries as its
+   * central directory is read a window at a time, a tar's as its headers
+   * are walked. A reader that stops early reads no further.
+   */
+  async *itemStream(opts: { match?: string; inner?: string; count?: boolean } = {}): AsyncGenerator<Record<string, unknown>> {
     const type = this.expect(ITEM_TYPES);
     if (opts.inner !== undefined && type !== 'zip' && type !== 'tar' && type !== 'disk' && type !== 'qcow2') throw usageError(`--path names a directory inside an archive or a disk image; ${this.path} is ${this.what}`);
-    if (type === 'disk' || type === 'qcow2') return this.diskItems(opts.inner, opts.match);
+    if (type === 'disk' || type === 'qcow2') {
+      yield* await this.diskItems(opts.inner, opts.match);
+      return;
+    }
     const under = opts.inner?.replace(/^\/+/, '').replace(/\/*$/, '/');
     const inside = (name: string) => under === undefined || under === '/' || name.replace(/^\.\//, '').startsWith(under);
     const text = opts.match?.toLowerCase();
     const has = (...fields: (string | undefined)[]) => text === undefined || fields.some((f) => f?.toLowerCase().includes(text));
-    const out: Record<string, unknown>[] = [];
     if (type === 'mbox') {
-      const keep = async (all: AsyncGenerator<MboxMessage>) => {
-        const rows: Record<string, unknown>[] = [];
-        for await (const m of all) if (has(m.subject, m.from, m.messageId)) rows.push({ ...m });
-        return rows;
-      };
-      for (const row of await this.viaIndex((ix) => keep(ix.all() as AsyncGenerator<MboxMessage>), () => keep(mboxMessages(this.reader)))) out.push(row);
+      for await (const m of this.streamViaIndex((ix) => ix.all() as AsyncGenerator<MboxMessage>, () => mboxMessages(this.reader))) if (has(m.subject, m.from, m.messageId)) yield { ...m };
     } else if (type === 'zip') {
-      for (const e of await zipEntries(this.reader)) if (inside(e.name) && has(e.name)) out.push({ name: e.name, size: e.size, compressedSize: e.compressedSize, mtime: e.mtime });
+      for await (const e of zipEntryStream(this.reader)) if (inside(e.name) && has(e.name)) yield { name: e.name, size: e.size, compressedSize: e.compressedSize, mtime: e.mtime };
     } else if (type === 'tar') {
-      const keep = async (all: AsyncGenerator<TarEntry>) => {
-        const rows: Record<string, unknown>[] = [];
-        for await (const e of all) {
-          if (inside(e.name) && has(e.name)) rows.push({ name: e.name, type: e.type, size: e.size, mtime: new Date(e.mtime * 1000).toISOString(), ...(e.linkname ? { linkname: e.linkname } : {}) });
-        }
-        return rows;
-      };
-      for (const row of await this.viaIndex((ix) => keep(ix.all() as AsyncGenerator<TarEntry>), () => keep(tarEntries(this.reader)))) out.push(row);
+      for await (const e of this.streamViaIndex((ix) => ix.all() as AsyncGenerator<TarEntry>, () => tarEntries(this.reader))) {
+        if (inside(e.name) && has(e.name)) yield { name: e.name, type: e.type, size: e.size, mtime: new Date(e.mtime * 1000).toISOString(), ...(e.linkname ? { linkname: e.linkname } : {}) };
+      }
     } else {
-      for (const t of await sqlTables(this.reader, await this.wal(), { count: opts.count })) if (has(t.name)) out.push({ ...t });
+      for (const t of await sqlTables(this.reader, await this.wal(), { count: opts.count })) if (has(t.name)) yield { ...t };
     }
-    return out;
   }
 
   /** One item's bytes (a message, an archive entry), a piece at a time, with its name and size where known. */
   async item(item: string): Promise<{ name: string; size?: number; bytes: AsyncGenerator<Buffer> }> {
     const type = this.expect(['mbox', 'zip', 'tar', 'disk', 'qcow2']);
-    if (type === 'disk' || type === 'qcow2') return { name: item, bytes: fileBytes(await this.image(), item) };
+    if (type === 'disk' || type === 'qcow2') {
+      // The file system's stat gives the size: a range of the file is served without counting it first.
+      const image = await this.image();
+      return { name: item, size: await fileSize(image, item), bytes: fileBytes(image, item) };
+    }
     if (type === 'mbox') {
       const m = await this.message(item);
       return { name: m.messageId ? `<${m.messageId}>` : `message ${m.number}`, bytes: messageBytes(this.reader, m) };
@@ -247,6 +283,12 @@ export class Dataset {
   async sql(query: string, onRow?: (row: SqlValue[], columns: string[]) => void | boolean, limits?: QueryLimits): Promise<SqlResult> {
     this.expect(['sqlite']);
     return runQuery(this.reader, await this.wal(), query, onRow, limits);
+  }
+
+  /** A read-only query's rows as a cursor kept open between pages (see queryRows in sqlite.ts). */
+  async *queryRows(query: string, control?: QueryControl): AsyncGenerator<{ columns: string[]; row: SqlValue[] }> {
+    this.expect(['sqlite']);
+    yield* queryRows(this.reader, await this.wal(), query, control);
   }
 
   /** The database's -wal file in the same snapshot, when there is one with content. */

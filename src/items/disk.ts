@@ -121,9 +121,22 @@ export async function* fileBytes(reader: ByteSource, spec: string): AsyncGenerat
   }
 }
 
+/** A regular file's size in a file system of the image: what its stat says, the file itself unread. */
+export async function fileSize(reader: ByteSource, spec: string): Promise<number> {
+  const { partition, path } = await resolveInner(reader, spec);
+  const fs = await openFilesystem(reader, partition);
+  try {
+    return await fs.size(path);
+  } finally {
+    await fs.close();
+  }
+}
+
 interface Filesystem {
   list(path: string): Promise<DiskEntry[]>;
   read(path: string): AsyncGenerator<Buffer>;
+  /** A regular file's size (anything else is the error read gives). */
+  size(path: string): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -235,6 +248,12 @@ async function openFilesystem(reader: ByteSource, partition: Partition): Promise
       throw failed(e, '/');
     }
     const fs = mounted.promises;
+    const fileStat = async (path: string) => {
+      const st = await fs.lstat(path);
+      if (st.isDirectory()) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' });
+      if (!st.isFile()) throw new StrataError('not_file', `${path} is not a regular file in partition ${partition.number} of ${reader.path}`);
+      return st;
+    };
     return {
       close: async () => {
         try {
@@ -256,12 +275,17 @@ async function openFilesystem(reader: ByteSource, partition: Partition): Promise
             throw failed(e, path);
           }
         },
+        async size(path) {
+          try {
+            return (await fileStat(path)).size;
+          } catch (e) {
+            throw e instanceof StrataError ? e : failed(e, path);
+          }
+        },
         async *read(path) {
           let fh;
           try {
-            const st = await fs.lstat(path);
-            if (st.isDirectory()) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' });
-            if (!st.isFile()) throw new StrataError('not_file', `${path} is not a regular file in partition ${partition.number} of ${reader.path}`);
+            await fileStat(path);
             fh = await fs.open(path, 'r');
             for (let pos = 0; ; ) {
               const b = Buffer.alloc(256 * 1024);
@@ -300,6 +324,11 @@ async function openFilesystem(reader: ByteSource, partition: Partition): Promise
   });
   const call = <R>(f: (cb: (e: Error | null, r: R) => void) => void, path: string) =>
     new Promise<R>((resolve, reject) => f((e, r) => (e ? reject(failed(e, path)) : resolve(r))));
+  const fileStat = async (path: string) => {
+    const st = await call<ExtStat>((cb) => fat.stat(path, cb), path);
+    if (!st.isFile()) throw new StrataError('not_file', `${path} is not a regular file in partition ${partition.number} of ${reader.path}`);
+    return st;
+  };
   return {
     close: async () => {},
     async list(path) {
@@ -318,9 +347,9 @@ async function openFilesystem(reader: ByteSource, partition: Partition): Promise
       }
       return out;
     },
+    size: async (path) => (await fileStat(path)).size,
     async *read(path) {
-      const st = await call<ExtStat>((cb) => fat.stat(path, cb), path);
-      if (!st.isFile()) throw new StrataError('not_file', `${path} is not a regular file in partition ${partition.number} of ${reader.path}`);
+      await fileStat(path);
       try {
         for await (const piece of fat.createReadStream(path) as AsyncIterable<Buffer>) yield piece;
       } catch (e) {

@@ -283,14 +283,37 @@ let opened = 0;
  */
 let turn: Promise<unknown> = Promise.resolve();
 
-/** A connection to the database `reader` reads (with its WAL's committed frames, when given), for `use` alone. */
-function withDatabase<T>(reader: RangeReader, wal: RangeReader | undefined, use: (api: Api, db: number, file: OpenFile) => Promise<T>): Promise<T> {
-  const mine = turn.then(() => openAndUse(reader, wal, use));
+/** Runs `f` in its turn: no other call into SQLite runs until it is done. */
+function inTurn<T>(f: () => Promise<T>): Promise<T> {
+  const mine = turn.then(f);
   turn = mine.catch(() => undefined);
   return mine;
 }
 
-async function openAndUse<T>(reader: RangeReader, wal: RangeReader | undefined, use: (api: Api, db: number, file: OpenFile) => Promise<T>): Promise<T> {
+/** A connection to the database `reader` reads (with its WAL's committed frames, when given), for `use` alone. */
+function withDatabase<T>(reader: RangeReader, wal: RangeReader | undefined, use: (api: Api, db: number, file: OpenFile) => Promise<T>): Promise<T> {
+  return inTurn(async () => {
+    const c = await connect(reader, wal);
+    try {
+      return await use(c.api, c.db, c.file);
+    } catch (e) {
+      throw c.file.failure ?? sqlError(reader, e);
+    } finally {
+      await disconnect(c);
+    }
+  });
+}
+
+interface Connection {
+  api: Api;
+  db: number;
+  file: OpenFile;
+  /** The file's name in the VFS. */
+  name: string;
+}
+
+/** Opens the database read-only (in a turn). */
+async function connect(reader: RangeReader, wal: RangeReader | undefined): Promise<Connection> {
   const header = await reader.read(0, Math.min(100, reader.size));
   if (header.length < 100 || header.toString('latin1', 0, 16) !== 'SQLite format 3\0') throw new StrataError('wrong_format', `${reader.path} is not a SQLite database`);
   const rawPageSize = header.readUInt16BE(16);
@@ -310,13 +333,18 @@ async function openAndUse<T>(reader: RangeReader, wal: RangeReader | undefined, 
   try {
     db = await api.open_v2(name, SQLITE_OPEN_READONLY, vfs.name);
     await api.exec(db, 'PRAGMA query_only = 1');
-    return await use(api, db, file);
+    return { api, db, file, name };
   } catch (e) {
-    throw file.failure ?? sqlError(reader, e);
-  } finally {
     if (db !== undefined) await api.close(db).catch(() => undefined);
     vfs.files.delete(name);
+    throw file.failure ?? sqlError(reader, e);
   }
+}
+
+/** Closes a connection (in a turn). */
+async function disconnect(c: Connection): Promise<void> {
+  await c.api.close(c.db).catch(() => undefined);
+  (await loadEngine()).vfs.files.delete(c.name);
 }
 
 function sqlError(reader: RangeReader, e: unknown): unknown {
@@ -386,4 +414,70 @@ export async function sqlTables(reader: RangeReader, wal: RangeReader | undefine
     }
     return out;
   });
+}
+
+/** Rows a cursor steps in one turn: other connections take theirs between. */
+const ROWS_PER_TURN = 256;
+
+/** What stops a cursor's query: set before each page, so a cursor's time is counted a page at a time. */
+export interface QueryControl {
+  /** Stop at this time (ms since the epoch): an error, request_timeout. */
+  deadline?: number;
+  /** The bound told in that error, in ms. */
+  timeoutMs?: number;
+  /** Told by the cursor: the columns of the statement it is stepping (known before its first row). */
+  columns?: string[];
+}
+
+/**
+ * A read-only query's rows, one at a time, each with its statement's
+ * columns: a cursor a caller may keep open between pages. The connection
+ * stays open while it is; SQLite is stepped a batch of rows at a time, each
+ * batch in its own turn, so an idle cursor keeps no other query waiting.
+ * Returning the generator closes the connection.
+ */
+export async function* queryRows(reader: RangeReader, wal: RangeReader | undefined, sql: string, control: QueryControl = {}): AsyncGenerator<{ columns: string[]; row: SqlValue[] }> {
+  const c = await inTurn(() => connect(reader, wal));
+  const { api, db, file } = c;
+  let timedOut = false;
+  let statements: AsyncIterator<number> | undefined;
+  let stmt: number | undefined;
+  let columns: string[] = [];
+  try {
+    while (true) {
+      const batch = await inTurn(async () => {
+        const out: { columns: string[]; row: SqlValue[] }[] = [];
+        // Asked every 1,000 virtual machine steps: a query that scans or loops without returning rows is stopped too.
+        api.progress_handler(db, 1000, () => (control.deadline !== undefined && Date.now() > control.deadline ? ((timedOut = true), 1) : 0), null);
+        try {
+          statements ??= api.statements(db, sql)[Symbol.asyncIterator]();
+          while (out.length < ROWS_PER_TURN) {
+            if (stmt === undefined) {
+              const n = await statements.next();
+              if (n.done) return { out, done: true };
+              stmt = n.value;
+              columns = control.columns = api.column_names(stmt);
+            }
+            const rc = await api.step(stmt);
+            if (file.failure) throw file.failure;
+            if (rc !== SQLITE_ROW) stmt = undefined;
+            else out.push({ columns, row: api.row(stmt).map((v) => (v instanceof Uint8Array ? Uint8Array.from(v) : v)) });
+          }
+          return { out, done: false };
+        } catch (e) {
+          if (timedOut) throw new StrataError('request_timeout', `${reader.path}: the query ran longer than ${(control.timeoutMs ?? 0) / 1000} s and was stopped`);
+          throw file.failure ?? sqlError(reader, e);
+        } finally {
+          api.progress_handler(db, 0, null, null);
+        }
+      });
+      yield* batch.out;
+      if (batch.done) return;
+    }
+  } finally {
+    await inTurn(async () => {
+      await statements?.return?.(undefined).catch(() => undefined);
+      await disconnect(c);
+    });
+  }
 }

@@ -32,18 +32,40 @@ const LOCAL = 0x04034b50;
 /** The end record and the longest comment after it. */
 const TAIL = 22 + 0xffff;
 
+/** The central directory is read this much at a time: a listing of a million entries holds one window, not the whole directory. */
+const DIR_WINDOW = 256 * 1024;
+
+/** Every entry, as the central directory lists them. */
 export async function zipEntries(reader: RangeReader): Promise<ZipEntry[]> {
-  const { at, size, count } = await directory(reader);
-  const dir = await reader.read(at, size);
   const out: ZipEntry[] = [];
+  for await (const e of zipEntryStream(reader)) out.push(e);
+  return out;
+}
+
+/** The entries in the central directory's order, read a window at a time: a reader that stops early reads no further. */
+export async function* zipEntryStream(reader: RangeReader): AsyncGenerator<ZipEntry> {
+  const { at, size, count } = await directory(reader);
+  const end = at + size;
+  let dir: Buffer = Buffer.alloc(0);
+  let dirAt = at;
   let i = 0;
+  /** Whether `n` bytes from the current entry are in `dir` (read in from the directory when not). */
+  const have = async (n: number) => {
+    if (i + n <= dir.length) return true;
+    const from = dirAt + i;
+    if (from + n > end) return false;
+    dir = await reader.read(from, Math.min(end - from, Math.max(n, DIR_WINDOW)));
+    dirAt = from;
+    i = 0;
+    return true;
+  };
   for (let n = 0; n < count; n++) {
-    if (i + 46 > dir.length || dir.readUInt32LE(i) !== CENTRAL) throw damaged(reader, `its central directory is damaged at entry ${n + 1}`);
-    const flags = dir.readUInt16LE(i + 8);
+    if (!(await have(46)) || dir.readUInt32LE(i) !== CENTRAL) throw damaged(reader, `its central directory is damaged at entry ${n + 1}`);
     const nameLen = dir.readUInt16LE(i + 28);
     const extraLen = dir.readUInt16LE(i + 30);
     const commentLen = dir.readUInt16LE(i + 32);
-    if (i + 46 + nameLen + extraLen + commentLen > dir.length) throw damaged(reader, `its central directory is damaged at entry ${n + 1}`);
+    if (!(await have(46 + nameLen + extraLen + commentLen))) throw damaged(reader, `its central directory is damaged at entry ${n + 1}`);
+    const flags = dir.readUInt16LE(i + 8);
     const nameBytes = dir.subarray(i + 46, i + 46 + nameLen);
     let size = dir.readUInt32LE(i + 24);
     let compressedSize = dir.readUInt32LE(i + 20);
@@ -67,7 +89,7 @@ export async function zipEntries(reader: RangeReader): Promise<ZipEntry[]> {
       }
       e += 4 + len;
     }
-    out.push({
+    const entry: ZipEntry = {
       // Bit 11: the name is UTF-8; otherwise it is IBM 437, which is ASCII for the names one meets.
       name: flags & 0x800 ? nameBytes.toString('utf8') : nameBytes.toString('latin1'),
       size,
@@ -77,18 +99,22 @@ export async function zipEntries(reader: RangeReader): Promise<ZipEntry[]> {
       mtime: dosTime(dir.readUInt16LE(i + 14), dir.readUInt16LE(i + 12)),
       offset,
       encrypted: (flags & 1) !== 0,
-    });
+    };
     i += 46 + nameLen + extraLen + commentLen;
+    yield entry;
   }
-  return out;
 }
 
 export async function findZipEntry(reader: RangeReader, name: string): Promise<ZipEntry> {
   const want = name.replace(/^\/+/, '');
-  const entries = await zipEntries(reader);
-  const e = entries.find((x) => x.name === want) ?? entries.find((x) => x.name === `${want}/`);
-  if (!e) throw notFound(`${reader.path} has no entry ${name}`);
-  return e;
+  // The first entry of that name, else the first directory of it: the directory is read until the name is met.
+  let dir: ZipEntry | undefined;
+  for await (const x of zipEntryStream(reader)) {
+    if (x.name === want) return x;
+    if (x.name === `${want}/`) dir ??= x;
+  }
+  if (!dir) throw notFound(`${reader.path} has no entry ${name}`);
+  return dir;
 }
 
 /** An entry's bytes, decompressed a piece at a time; its CRC-32 and size checked at the end. */

@@ -51,33 +51,20 @@ export interface EntryJson {
 export class UiApi {
   private readonly trees = new Map<string, SnapshotTree>();
   private readonly listings = new Map<string, Entry[]>();
-  private snapshotList?: { at: number; list: Promise<SnapshotTree[]> };
 
   constructor(readonly repo: Repository) {}
 
-  /** Every snapshot, oldest first (read again at most once a second: backups may add some while the UI runs). */
+  /** Every snapshot, oldest first (for scripts: the pages ask for a page, or for the snapshots they show). */
   async snapshots(): Promise<SnapshotJson[]> {
-    return (await this.all()).map(snapshotJson);
+    return (await SnapshotTree.all(this.repo)).map(snapshotJson);
   }
 
-  /** One page of the timeline, newest first: `offset` and `limit` (up to MAX_PAGE), and how many there are. */
+  /** One page of the timeline, newest first: `offset` and `limit` (up to MAX_PAGE), and how many there are; only the page's snapshots are read. */
   async snapshotPage(q: Query): Promise<{ total: number; offset: number; snapshots: SnapshotJson[] }> {
     const offset = count(q.get('offset') ?? '0', 'offset');
     const limit = Math.min(MAX_PAGE, Math.max(1, count(q.get('limit') ?? '200', 'limit')));
-    const all = await this.all();
-    const page: SnapshotJson[] = [];
-    for (let i = offset; i < Math.min(all.length, offset + limit); i++) page.push(snapshotJson(all[all.length - 1 - i]!));
-    return { total: all.length, offset, snapshots: page };
-  }
-
-  private all(): Promise<SnapshotTree[]> {
-    const now = Date.now();
-    if (!this.snapshotList || now - this.snapshotList.at > 1000) {
-      const list = SnapshotTree.all(this.repo);
-      list.catch(() => (this.snapshotList = undefined));
-      this.snapshotList = { at: now, list };
-    }
-    return this.snapshotList.list;
+    const { total, trees } = await SnapshotTree.page(this.repo, offset, limit);
+    return { total, offset, snapshots: trees.map(snapshotJson) };
   }
 
   /** The tree of `at` (a snapshot id, a prefix, latest or a time). */
@@ -148,7 +135,7 @@ export class UiApi {
       } else last = undefined;
       out.push({ snapshot: h.snapshot, time: h.time, type: h.type, size: h.size, changed: h.changed, bytesChanged: h.changed ? bytes.dataBytes : 0, ...bytes });
     }
-    return { path: p, versions: out };
+    return { path: p, versions: out, order: (await this.known(out.map((v) => v.snapshot))).order };
   }
 
   /** A version's TOC and, along the file, the snapshot each byte comes from (its blame). */
@@ -157,7 +144,10 @@ export class UiApi {
     const file = await tree.open(absolute(q.get('path')));
     const toc = await file.toc();
     const sources = await file.blame();
-    return { ...toc, sources, times: await this.times(sources.map((s) => s.snapshot)) };
+    // The data entries are drawn in the colour of the snapshot that wrote them: its order is given too.
+    const ids = sources.map((s) => s.snapshot);
+    const { times, order } = await this.known([...ids, toc.since ?? toc.snapshot]);
+    return { ...toc, sources, times: Object.fromEntries(ids.map((id) => [id, times[id] ?? null])), order };
   }
 
   /** Two versions of a file compared: the bytes each holds that the other lacks. */
@@ -176,7 +166,7 @@ export class UiApi {
     const file = await tree.open(absolute(q.get('path')));
     const { start, end } = rangeOf(q, file.size);
     const spans = await file.blame(start, end);
-    return { snapshot: tree.id, size: file.size, start, end, spans, times: await this.times(spans.map((s) => s.snapshot)) };
+    return { snapshot: tree.id, size: file.size, start, end, spans, ...(await this.known(spans.map((s) => s.snapshot))) };
   }
 
   /** Up to MAX_PREVIEW bytes of a range, base64: the page shows them as hex and text. */
@@ -234,10 +224,23 @@ export class UiApi {
     if (!res.destroyed) res.end();
   }
 
-  private async times(ids: string[]): Promise<Record<string, number | null>> {
-    const all = new Map((await this.all()).map((t) => [t.id, t.time]));
-    return Object.fromEntries([...new Set(ids)].map((id) => [id, all.get(id) ?? null]));
+  /**
+   * Of the snapshots a page colours: each one's time, and its place in the
+   * list oldest first (`order`, what the colour is made from, the same on
+   * every page). A snapshot no longer there has time null and no order.
+   */
+  private async known(ids: readonly string[]): Promise<{ times: Record<string, number | null>; order: Record<string, number> }> {
+    const found = new Map((await SnapshotTree.numbered(this.repo, ids)).map((n) => [n.tree.id, n]));
+    const times: Record<string, number | null> = {};
+    const order: Record<string, number> = {};
+    for (const id of new Set(ids)) {
+      const n = found.get(id);
+      times[id] = n ? n.tree.time : null;
+      if (n) order[id] = n.position;
+    }
+    return { times, order };
   }
+
 }
 
 

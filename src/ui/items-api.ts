@@ -8,11 +8,12 @@
 import type { ServerResponse } from 'node:http';
 import { StrataError, usageError } from '../errors.js';
 import type { SnapshotTree } from '../engine/snapshot-tree.js';
-import { Dataset } from '../items/dataset.js';
-import type { SqlValue } from '../items/sqlite.js';
+import { Dataset, ITEM_TYPES } from '../items/dataset.js';
+import type { QueryControl, SqlValue } from '../items/sqlite.js';
 import { parseRange } from '../server/range.js';
 import { drained } from '../util/drained.js';
 import type { Query } from './api.js';
+import { CURSOR_LIMITS, Cursors, RowCursor, type CursorLimits } from './cursors.js';
 
 /** The most items one page holds. */
 export const MAX_ITEMS_PAGE = 1000;
@@ -24,18 +25,38 @@ export const MAX_SQL_PAGE = 1000;
 export const SQL_TIMEOUT_MS = 10_000;
 /** A text or blob value longer than this is cut in query results: a page of rows stays small. */
 export const SQL_CELL_LIMIT = 4096;
-/** Item listings kept in memory, most recent last: a mailbox's is one pass over it. */
-const KEPT_LISTINGS = 8;
+/** Counted item lengths remembered, most recent last. */
+const KEPT_SIZES = 1024;
+/** Totals of item listings remembered, most recent last. */
+const KEPT_TOTALS = 64;
 
 /** An item as the pages show it: `id` names it to /api/item (or, for a directory, to /api/items as `inner`). */
 export type ItemJson = Record<string, unknown> & { id: string; kind: string; name: string };
 
 type Trees = (at: string | null) => Promise<SnapshotTree>;
 
-export class ItemsApi {
-  private readonly listings = new Map<string, Promise<ItemJson[]>>();
+/** A session's place in a listing of items or in a query's rows, with the dataset it reads. */
+interface Cursor {
+  kind: 'items' | 'sql';
+  ds: Dataset;
+  rows: RowCursor<unknown>;
+  control?: QueryControl;
+  close(): Promise<void>;
+}
 
-  constructor(private readonly tree: Trees) {}
+export class ItemsApi {
+  private readonly cursors: Cursors<Cursor>;
+  /** Lengths of items their format does not record (a message's text), once counted. */
+  private readonly sizes = new Map<string, number>();
+  /** How many items listings held, once a cursor reached their end: later pages say it too. */
+  private readonly totals = new Map<string, number>();
+
+  constructor(
+    private readonly tree: Trees,
+    limits: CursorLimits = CURSOR_LIMITS,
+  ) {
+    this.cursors = new Cursors(limits);
+  }
 
   /** The snapshot's manifest: path, type and size of each dataset. */
   async datasets(q: Query) {
@@ -43,23 +64,57 @@ export class ItemsApi {
     return { snapshot: tree.id, datasets: await tree.datasets() };
   }
 
-  /** A page of a dataset's items (or of a directory `inner` of an image), searched by `q`. */
-  async items(q: Query) {
+  /**
+   * A page of a dataset's items (or of a directory `inner` of an image),
+   * searched by `q`. The items are read as the format gives them, as far as
+   * the page goes: the session's cursor is kept where it ended, so the next
+   * page goes on from there. `total` is known once the end was reached
+   * (null before); `more` says whether another item follows the page.
+   */
+  async items(q: Query, session: string) {
     const { tree, ds } = await this.open(q);
     const inner = q.get('inner') ?? undefined;
     const match = q.get('q') || undefined;
     const offset = count(q.get('offset') ?? '0', 'offset');
     const limit = Math.min(MAX_ITEMS_PAGE, Math.max(1, count(q.get('limit') ?? '200', 'limit')));
-    const key = `${tree.id}\0${ds.path}\0${inner ?? ''}\0${match ?? ''}`;
-    let list = this.listings.get(key);
-    if (!list) {
-      list = ds.items({ inner, match }).then((rows) => rows.map((r) => itemJson(ds.type!, inner, r)));
-      // A failure is not kept: the next request tries again.
-      list.catch(() => this.listings.delete(key));
+    const key = `items\0${tree.id}\0${ds.path}\0${inner ?? ''}\0${match ?? ''}`;
+    let c = this.cursors.take(session, key);
+    if (c && (c.kind !== 'items' || c.rows.position > offset)) {
+      void c.close();
+      c = undefined;
     }
-    remember(this.listings, key, list, KEPT_LISTINGS);
-    const all = await list;
-    return { snapshot: tree.id, path: ds.path, type: ds.type ?? null, what: ds.what, size: ds.size, inner: inner ?? null, total: all.length, offset, items: all.slice(offset, offset + limit) };
+    if (!c) {
+      const type = ds.expect(ITEM_TYPES);
+      const rows = (async function* () {
+        for await (const r of ds.itemStream({ inner, match })) yield itemJson(type, inner, r);
+      })();
+      c = { kind: 'items', ds, rows: new RowCursor(rows), close: () => rows.return(undefined).then(() => undefined) };
+    }
+    const before = c.ds.fetched;
+    let page;
+    try {
+      page = await c.rows.page(offset, limit);
+    } catch (e) {
+      void c.close();
+      throw e;
+    }
+    if (page.total !== undefined) remember(this.totals, key, page.total, KEPT_TOTALS);
+    if (page.more) this.cursors.keep(session, key, c);
+    else void c.close();
+    const kept = c.ds;
+    return {
+      snapshot: tree.id,
+      path: kept.path,
+      type: kept.type ?? null,
+      what: kept.what,
+      size: kept.size,
+      inner: inner ?? null,
+      total: page.total ?? this.totals.get(key) ?? null,
+      offset,
+      more: page.more,
+      items: page.rows,
+      fetched: kept.fetched - before,
+    };
   }
 
   /** Up to MAX_ITEM_PREVIEW bytes of an item from `start`, base64; `size` is null where the item does not say it. */
@@ -78,22 +133,29 @@ export class ItemsApi {
     if (got === 0 && start > 0 && start !== it.size) throw new StrataError('range_not_satisfiable', `byte ${start} is past the end of ${it.name}`);
     const data = Buffer.concat(parts);
     const shown = data.subarray(0, Math.min(length, data.length));
-    return { snapshot: tree.id, path: ds.path, item: it.name, size: it.size ?? null, start, length: shown.length, more: data.length > length, data: shown.toString('base64') };
+    const key = `${tree.id}\0${ds.path}\0${need(q, 'item')}`;
+    // A preview that reached the item's end has counted it.
+    if (it.size === undefined && data.length <= length && (got > 0 || start === 0)) remember(this.sizes, key, start + data.length, KEPT_SIZES);
+    return { snapshot: tree.id, path: ds.path, item: it.name, size: it.size ?? this.sizes.get(key) ?? null, start, length: shown.length, more: data.length > length, data: shown.toString('base64') };
   }
 
   /**
    * An item's bytes, streamed as the item readers give them; an HTTP Range
-   * picks a part. An item whose size its dataset does not record (a message,
-   * a file in a disk image) is counted by a first pass when a range is asked.
+   * picks a part. The size is the format's where it records one (an archive
+   * entry; a file in a disk image, by its stat). A message's text, whose
+   * unescaped length its mailbox does not record, is counted by a first
+   * pass when a range is asked, once: the count is remembered.
    */
   async download(q: Query, rangeHeader: string | undefined, res: ServerResponse): Promise<void> {
-    const { ds } = await this.open(q);
+    const { tree, ds } = await this.open(q);
     const id = need(q, 'item');
+    const key = `${tree.id}\0${ds.path}\0${id}`;
     let it = await ds.item(id);
-    let size = it.size;
+    let size = it.size ?? this.sizes.get(key);
     if (size === undefined && rangeHeader !== undefined) {
       size = 0;
       for await (const piece of it.bytes) size += piece.length;
+      remember(this.sizes, key, size, KEPT_SIZES);
       it = await ds.item(id);
     }
     const base = it.name.replace(/^.*\//, '').replace(/^<(.*)>$/, '$1') || 'item';
@@ -134,35 +196,52 @@ export class ItemsApi {
 
   /**
    * A page of a read-only query's rows: `offset` rows skipped, up to `limit`
-   * kept, and `more` when another row follows. Each page runs the query
-   * again and stops it once the page is full, so no page costs more than
-   * its rows; every run is stopped after SQL_TIMEOUT_MS (or `timeout` ms).
+   * kept, and `more` when another row follows. The query runs once: the
+   * session's cursor (the open connection, SQLite's statement where the
+   * page ended) is kept for the next page, for a minute; a page before it,
+   * or after it has gone, runs the query again and skips to the page. Each
+   * page may run SQL_TIMEOUT_MS (or `timeout` ms) at most.
    */
-  async sql(q: Query) {
+  async sql(q: Query, session: string) {
     const { tree, ds } = await this.open(q);
     const text = need(q, 'sql');
     if (text.trim() === '') throw usageError('the query is empty');
     const offset = count(q.get('offset') ?? '0', 'offset');
     const limit = Math.min(MAX_SQL_PAGE, Math.max(1, count(q.get('limit') ?? '100', 'limit')));
     const timeoutMs = Math.min(SQL_TIMEOUT_MS, Math.max(1, count(q.get('timeout') ?? String(SQL_TIMEOUT_MS), 'timeout')));
-    const rows: unknown[][] = [];
-    let seen = 0;
-    let more = false;
+    const key = `sql\0${tree.id}\0${ds.path}\0${text}`;
+    let c = this.cursors.take(session, key);
+    if (c && (c.kind !== 'sql' || c.rows.position > offset)) {
+      void c.close();
+      c = undefined;
+    }
     const started = Date.now();
-    const r = await ds.sql(
-      text,
-      (row) => {
-        if (seen++ < offset) return true;
-        if (rows.length === limit) {
-          more = true;
-          return false;
-        }
-        rows.push(row.map(cell));
-        return true;
-      },
-      { timeoutMs },
-    );
-    return { snapshot: tree.id, path: ds.path, columns: r.columns, offset, rows, more, ms: Date.now() - started, fetched: ds.fetched };
+    if (!c) {
+      ds.expect(['sqlite']);
+      const control: QueryControl = {};
+      const rows = ds.queryRows(text, control);
+      c = { kind: 'sql', ds, control, rows: new RowCursor(rows), close: () => rows.return(undefined).then(() => undefined) };
+    }
+    const before = c.ds.fetched;
+    c.control!.deadline = started + timeoutMs;
+    c.control!.timeoutMs = timeoutMs;
+    let page;
+    try {
+      page = await c.rows.page(offset, limit);
+    } catch (e) {
+      void c.close();
+      throw e;
+    }
+    if (page.more) this.cursors.keep(session, key, c);
+    else void c.close();
+    const rows = page.rows.map((r) => (r as { row: SqlValue[] }).row.map(cell));
+    const last = page.rows[page.rows.length - 1] as { columns: string[] } | undefined;
+    return { snapshot: tree.id, path: ds.path, columns: last?.columns ?? c.control!.columns ?? [], offset, rows, more: page.more, ms: Date.now() - started, fetched: c.ds.fetched - before };
+  }
+
+  /** Closes the cursors the sessions keep (the server is stopping). */
+  close(): void {
+    this.cursors.closeAll();
   }
 
   private async open(q: Query): Promise<{ tree: SnapshotTree; ds: Dataset }> {

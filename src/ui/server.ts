@@ -88,7 +88,8 @@ export async function startUi(opts: UiOptions): Promise<RunningUi> {
       return page(res);
     }
     if (!url.pathname.startsWith('/api/')) return refuse(res, { status: 403, reason: 'no such page' }, 404);
-    if (!sessions.hasSession(req)) return refuse(res, { status: 403, reason: 'no session: open the link strata ui printed' });
+    const session = sessions.session(req);
+    if (session === undefined) return refuse(res, { status: 403, reason: 'no session: open the link strata ui printed' });
     const route = `${req.method} ${url.pathname}`;
     switch (route) {
       case 'GET /api/snapshots':
@@ -113,13 +114,13 @@ export async function startUi(opts: UiOptions): Promise<RunningUi> {
       case 'GET /api/datasets':
         return json(res, 200, await items.datasets(q));
       case 'GET /api/items':
-        return json(res, 200, await items.items(q));
+        return json(res, 200, await items.items(q, session));
       case 'GET /api/item-preview':
         return json(res, 200, await items.preview(q));
       case 'GET /api/item':
         return items.download(q, req.headers.range, withHeaders(res));
       case 'GET /api/sql':
-        return json(res, 200, await items.sql(q));
+        return json(res, 200, await items.sql(q, session));
       case 'POST /api/restore': {
         // A form of another site cannot post JSON without a preflight, and the Origin check refuses it.
         if (!/^application\/json\b/.test(req.headers['content-type'] ?? '')) throw usageError('a restore request is JSON');
@@ -164,6 +165,7 @@ export async function startUi(opts: UiOptions): Promise<RunningUi> {
     close: () =>
       new Promise<void>((resolve) => {
         jobs.abortAll();
+        items.close();
         server.close(() => resolve());
         server.closeAllConnections();
       }),

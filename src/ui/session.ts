@@ -53,11 +53,18 @@ export class Sessions {
 
   /** Whether the request brings a session cookie this server gave. */
   hasSession(req: IncomingMessage): boolean {
+    return this.session(req) !== undefined;
+  }
+
+  /** Which session the request's cookie names (a name for what the server keeps per session, not the secret), or undefined. */
+  session(req: IncomingMessage): string | undefined {
     const c = cookieOf(req, COOKIE);
     // Every session is compared, so the time taken does not say which one nearly matched.
-    let ok = false;
-    for (const s of this.sessions) ok = matches(c, s) || ok;
-    return ok;
+    let found: number | undefined;
+    this.sessions.forEach((s, i) => {
+      if (matches(c, s)) found = i;
+    });
+    return found === undefined ? undefined : `session ${found + 1}`;
   }
 
   /** Why a request may not be served whatever it brings (wrong Host, another site's Origin), or undefined. */

@@ -59,6 +59,8 @@ export interface ChangeMap {
   entries: TocLine[];
   sources: Span[];
   times: Record<string, number | null>;
+  /** Each coloured snapshot's place in the repository's list, oldest first: what its colour is made from. */
+  order: Record<string, number>;
 }
 
 export interface Comparison {
@@ -78,6 +80,8 @@ export interface Blame {
   end: number;
   spans: Span[];
   times: Record<string, number | null>;
+  /** Each coloured snapshot's place in the repository's list, oldest first: what its colour is made from. */
+  order: Record<string, number>;
 }
 
 export interface Preview {
@@ -151,8 +155,11 @@ export interface Items {
   what: string;
   size: number;
   inner: string | null;
-  total: number;
+  /** Known once the server's reading reached the end of the listing. */
+  total: number | null;
   offset: number;
+  /** Another item follows this page. */
+  more: boolean;
   items: Item[];
 }
 

@@ -53,20 +53,13 @@ function bytes(n: number | null | undefined): string {
   return i === 0 ? `${n} B` : `${v.toFixed(1)} ${units[i]}`;
 }
 
-/** A colour per snapshot, the same on every page (golden-angle hues). */
-function colour(id: string, order: Map<string, number>): string {
-  const k = order.get(id) ?? 0;
+/** A colour per snapshot, the same on every page (golden-angle hues by its place in the list, which the server gives with each answer). */
+function colour(id: string, order: Record<string, number>): string {
+  const k = order[id] ?? 0;
   return `hsl(${Math.round((k * 137.508) % 360)} 65% 52%)`;
 }
 
 // ---------------------------------------------------------------- shared state
-
-let snapshotsOnce: Promise<Snapshot[]> | undefined;
-function loadSnapshots(): Promise<Snapshot[]> {
-  snapshotsOnce ??= get<{ snapshots: Snapshot[] }>('snapshots').then((r) => r.snapshots);
-  snapshotsOnce.catch(() => (snapshotsOnce = undefined));
-  return snapshotsOnce;
-}
 
 function useAsync<T>(load: () => Promise<T>, deps: unknown[]): { value?: T; error?: string; loading: boolean } {
   const [state, setState] = useState<{ value?: T; error?: string; loading: boolean }>({ loading: true });
@@ -81,11 +74,6 @@ function useAsync<T>(load: () => Promise<T>, deps: unknown[]): { value?: T; erro
     // Run again when `deps` change, as the caller says.
   }, deps);
   return state;
-}
-
-function useOrder(): Map<string, number> {
-  const s = useAsync(loadSnapshots, []);
-  return useMemo(() => new Map((s.value ?? []).map((x, i) => [x.id, i])), [s.value]);
 }
 
 function Status(props: { error?: string; loading?: boolean }) {
@@ -363,8 +351,8 @@ function FileFrame(props: { page: string; at: string; path: string; children: Co
 }
 
 function History(props: { at: string; path: string }) {
-  const r = useAsync(() => get<{ versions: Version[] }>('history', props), [props.at, props.path]);
-  const order = useOrder();
+  const r = useAsync(() => get<{ versions: Version[]; order: Record<string, number> }>('history', props), [props.at, props.path]);
+  const order = r.value?.order ?? {};
   return html`<${FileFrame} page="history" ...${props}>
     <${Status} ...${r} />
     ${r.value &&
@@ -397,7 +385,7 @@ function Bar(props: { size: number; label: string; spans: { start: number; end: 
   </div>`;
 }
 
-function Legend(props: { ids: string[]; order: Map<string, number>; times: Record<string, number | null> }) {
+function Legend(props: { ids: string[]; order: Record<string, number>; times: Record<string, number | null> }) {
   return html`<ul class="legend" aria-label="Snapshots in this map">
     ${props.ids.map((id) => html`<li key=${id}><span class="swatch" style=${{ background: colour(id, props.order) }}></span><span class="mono">${short(id)}</span> ${time(props.times[id])}</li>`)}
   </ul>`;
@@ -405,8 +393,8 @@ function Legend(props: { ids: string[]; order: Map<string, number>; times: Recor
 
 function ChangeMapPage(props: { at: string; path: string }) {
   const r = useAsync(() => get<ChangeMap>('toc', props), [props.at, props.path]);
-  const order = useOrder();
   const m = r.value;
+  const order = m?.order ?? {};
   const ids = m ? [...new Set(m.sources.map((s) => s.snapshot))] : [];
   return html`<${FileFrame} page="map" ...${props}>
     <${Status} ...${r} />
@@ -490,9 +478,9 @@ function RangeForm(props: { start: string; end: string; onSubmit: (start: string
 }
 
 function BlamePage(props: { at: string; path: string; start?: string; end?: string }) {
-  const order = useOrder();
   const r = useAsync(() => get<Blame>('blame', props), [props.at, props.path, props.start, props.end]);
   const b = r.value;
+  const order = b?.order ?? {};
   return html`<${FileFrame} page="blame" ...${props}>
     <${RangeForm} start=${props.start ?? '0'} end=${props.end ?? ''} label="Blame" onSubmit=${(start: string, end: string) => go('blame', { at: props.at, path: props.path, start, end: end || undefined })} />
     <${Status} ...${r} />
@@ -680,9 +668,9 @@ function ItemsPage(props: { at: string; path: string; inner?: string; q?: string
     <form class="toolbar" role="search" onSubmit=${(e: Event) => (e.preventDefault(), to({ q: search || undefined, offset: undefined }))}>
       <label>Search items <input type="search" name="q" value=${search} onInput=${(e: Event) => setSearch((e.target as HTMLInputElement).value)} placeholder=${v?.type === 'mbox' ? 'subject, sender or Message-ID' : 'part of a name'} /></label>
       <button type="submit">Search</button>
-      <span role="status" aria-live="polite">${v ? (v.total === 0 ? 'No items' : `Items ${offset + 1}–${offset + list.length} of ${v.total}`) : ''}</span>
+      <span role="status" aria-live="polite">${v ? (v.total === 0 ? 'No items' : `Items ${offset + 1}–${offset + list.length}${v.total !== null ? ` of ${v.total}` : v.more ? ', more follow' : ''}`) : ''}</span>
       <button type="button" disabled=${offset === 0} onClick=${() => to({ offset: Math.max(0, offset - ITEMS_PAGE) || undefined })}>Previous page</button>
-      <button type="button" disabled=${!v || offset + list.length >= v.total} onClick=${() => to({ offset: offset + ITEMS_PAGE })}>Next page</button>
+      <button type="button" disabled=${!v || !v.more} onClick=${() => to({ offset: offset + ITEMS_PAGE })}>Next page</button>
     </form>
     <${Status} ...${r} />
     ${v &&
