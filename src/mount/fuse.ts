@@ -9,6 +9,7 @@ import { StrataError } from '../errors.js';
 import type { Entry, SnapshotTree } from '../engine/snapshot-tree.js';
 import { errno, loadFuse, type FuseConnection, type FuseInstance, type FuseModule, type FuseOperations, type FuseStats } from './binding.js';
 import { OpenFiles } from './handles.js';
+import { direntStats, Listings } from './listings.js';
 import { LayoutLink, type Layout, type LayoutDir } from './layout.js';
 import { shownName, storedPath } from './names.js';
 import { checkDevice, checkMountpoint } from './mountpoint.js';
@@ -150,7 +151,7 @@ export class Follower {
 }
 
 /** The operations of a read-only mount of `layout` (kept up to date by `follower`, when given). */
-export function operations(fuse: FuseModule, layout: Layout, files: OpenFiles, report: (message: string) => void, follower?: Follower): FuseOperations {
+export function operations(fuse: FuseModule, layout: Layout, files: OpenFiles, report: (message: string) => void, follower?: Follower, listings = new Listings()): FuseOperations {
   const ENOENT = errno(fuse, 'ENOENT');
   const EROFS = errno(fuse, 'EROFS');
   const fail = (what: string, p: string, e: unknown): number => {
@@ -217,8 +218,13 @@ export function operations(fuse: FuseModule, layout: Layout, files: OpenFiles, r
           return cb(0, ['.', '..', ...names], [self, self, ...stats]);
         }
         if (f.entry.type !== 'dir') return cb(errno(fuse, 'ENOTDIR'));
-        const entries = await f.tree.list(f.entry);
-        return cb(0, ['.', '..', ...entries.map((e) => shownName(e.name))], [self, self, ...entries.map((e) => entryStats(e))]);
+        const { entry, tree } = f;
+        const l = await listings.get(`${tree.id}\0${entry.path}`, async () => {
+          const entries = await tree.list(entry);
+          const dir = direntStats(entry.mode);
+          return { names: ['.', '..', ...entries.map((e) => shownName(e.name))], stats: [dir, dir, ...entries.map((e) => direntStats(e.mode))] };
+        });
+        return cb(0, l.names, l.stats);
       })().catch((e) => cb(fail('list', p, e)));
     },
     readlink(p, cb) {

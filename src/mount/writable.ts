@@ -10,6 +10,7 @@ import { errno, type FuseConnection, type FuseModule, type FuseOperations, type 
 import { errnoOf, mountWith, timespec, type MountHandle, type MountOptions } from './fuse.js';
 import { OpenFiles } from './handles.js';
 import { FsError, nodeStats, type Node, type Overlay } from './overlay.js';
+import { direntStats } from './listings.js';
 import { shownName } from './names.js';
 
 const O_TRUNC = 0o1000;
@@ -80,8 +81,8 @@ export function writableOperations(fuse: FuseModule, overlay: Overlay, report: (
         const n = await need(p);
         if (n.type !== 'dir') throw new FsError('ENOTDIR');
         const kids = await overlay.list(n);
-        const self = fuseStats(n);
-        cb(0, ['.', '..', ...kids.map(([k]) => shownName(k))], [self, self, ...kids.map(([, c]) => fuseStats(c))]);
+        const self = direntStats(n.mode);
+        cb(0, ['.', '..', ...kids.map(([k]) => shownName(k))], [self, self, ...kids.map(([, c]) => direntStats(c.mode))]);
       })().catch((e) => cb(code('list', p, e)));
     },
     readlink(p, cb) {
