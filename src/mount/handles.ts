@@ -11,7 +11,7 @@ import type { VersionFile } from '../engine/snapshot-tree.js';
 /** Bytes fetched ahead at a time: one chunk, aligned. */
 export const CHUNK = 1024 * 1024;
 /** At most this many chunks ahead of a sequential reader. */
-const MAX_AHEAD = 16;
+const MAX_AHEAD = 8;
 /**
  * A read that does not follow another but is this near the furthest one so
  * far neither continues nor ends a run: the kernel sends several reads of a
@@ -21,9 +21,9 @@ const NEAR = MAX_AHEAD * CHUNK;
 /** Reads remembered to tell whether the next one follows one of them. */
 const RECENT = 32;
 /** Chunks this far behind the furthest read are kept for reads that arrive late. */
-const BEHIND = 8;
+const BEHIND = 4;
 /** Chunks held ahead by all open files together; past it each reader gets one chunk ahead, not more. */
-const BUDGET = 96;
+const BUDGET = 48;
 
 export interface ReadStats {
   reads: number;
@@ -95,7 +95,8 @@ class Pump {
   /** A reader reached chunk `c`: the stream may go on. */
   reached(c: number): void {
     if (c > this.front) this.front = c;
-    for (const k of this.chunks.keys()) if (k < this.front - BEHIND) this.drop(k);
+    // Only filled chunks go: one still being filled may have a reader waiting for it.
+    for (const k of this.filled) if (k < this.front - BEHIND) this.drop(k);
     this.wake?.();
   }
 
