@@ -14,6 +14,7 @@ import { LayoutLink, type Layout, type LayoutDir } from './layout.js';
 import { shownName, storedPath } from './names.js';
 import { checkDevice, checkMountpoint } from './mountpoint.js';
 import * as fs from 'node:fs/promises';
+import type { XattrList } from '../engine/snapshot-tree.js';
 
 /** The kernel may keep names and attributes this long (seconds): snapshots never change. */
 const KERNEL_TIMEOUT = 24 * 3600;
@@ -97,6 +98,16 @@ function entryStats(e: Entry, root?: SnapshotTree): FuseStats {
     mtime: t,
     ctime: t,
   };
+}
+
+/**
+ * The extended attributes a mount shows: all that were stored but POSIX ACLs
+ * (system.*). The kernel answers those itself on a FUSE mount that does not
+ * ask to enforce ACLs (none here), so listing them would name attributes
+ * that cannot be read.
+ */
+export function shownXattrs(list: XattrList): XattrList {
+  return list.filter(([n]) => !n.startsWith('system.'));
 }
 
 /** The errno an error of a read or lookup answers with. */
@@ -270,6 +281,18 @@ export function operations(fuse: FuseModule, layout: Layout, files: OpenFiles, r
     },
     statfs(_p, cb) {
       cb(0, { bsize: 4096, frsize: 4096, blocks: 0, bfree: 0, bavail: 0, files: 0, ffree: 0, favail: 0, namemax: 255, flag: 1 /* ST_RDONLY */ });
+    },
+    listxattr(p, cb) {
+      find(p).then(
+        (f) => (!f ? cb(ENOENT) : cb(0, 'entry' in f ? shownXattrs(f.entry.xattrs).map(([n]) => n) : [])),
+        (e) => cb(fail('listxattr', p, e)),
+      );
+    },
+    getxattr(p, name, _position, cb) {
+      find(p).then(
+        (f) => (!f ? cb(ENOENT) : cb(0, ('entry' in f ? shownXattrs(f.entry.xattrs).find(([n]) => n === name)?.[1] : undefined) ?? null)),
+        (e) => cb(fail('getxattr', p, e)),
+      );
     },
   };
   for (const name of ['write', 'create', 'mknod', 'mkdir', 'unlink', 'rmdir', 'symlink', 'rename', 'link', 'chmod', 'chown', 'truncate', 'ftruncate', 'utimens', 'setxattr', 'removexattr', 'fallocate']) {
