@@ -110,6 +110,26 @@ export function shownXattrs(list: XattrList): XattrList {
   return list.filter(([n]) => !n.startsWith('system.'));
 }
 
+/**
+ * What getxattr answers for `name`: its value; ENODATA (null) for a user.* or
+ * trusted.* name the entry lacks; and EOPNOTSUPP for a system.* name, or a
+ * security.* name it lacks. `ls -l` asks every file for its SELinux label and
+ * ACL, and stops asking on a file system that answers EOPNOTSUPP: answered
+ * ENODATA, a warm `ls -l` of 100,000 entries made 200,000 more round trips.
+ */
+export function xattrAnswer(fuse: FuseModule, list: XattrList, name: string): Buffer | null | number {
+  if (name.startsWith('system.')) return errno(fuse, 'EOPNOTSUPP');
+  const value = list.find(([n]) => n === name)?.[1];
+  if (value) return value;
+  return name.startsWith('security.') ? errno(fuse, 'EOPNOTSUPP') : null;
+}
+
+/** Answers a getxattr with what xattrAnswer says. */
+export function answerXattr(answer: Buffer | null | number, cb: (code: number, value?: Buffer | null) => void): void {
+  if (typeof answer === 'number') cb(answer);
+  else cb(0, answer);
+}
+
 /** The errno an error of a read or lookup answers with. */
 export function errnoOf(fuse: FuseModule, e: unknown): number {
   if (e instanceof StrataError) {
@@ -290,7 +310,7 @@ export function operations(fuse: FuseModule, layout: Layout, files: OpenFiles, r
     },
     getxattr(p, name, _position, cb) {
       find(p).then(
-        (f) => (!f ? cb(ENOENT) : cb(0, ('entry' in f ? shownXattrs(f.entry.xattrs).find(([n]) => n === name)?.[1] : undefined) ?? null)),
+        (f) => (!f ? cb(ENOENT) : answerXattr(xattrAnswer(fuse, 'entry' in f ? f.entry.xattrs : [], name), cb)),
         (e) => cb(fail('getxattr', p, e)),
       );
     },

@@ -7,7 +7,7 @@
  */
 import * as fs from 'node:fs/promises';
 import { errno, type FuseConnection, type FuseModule, type FuseOperations, type FuseStats } from './binding.js';
-import { errnoOf, mountWith, shownXattrs, timespec, type MountHandle, type MountOptions } from './fuse.js';
+import { answerXattr, errnoOf, mountWith, shownXattrs, timespec, xattrAnswer, type MountHandle, type MountOptions } from './fuse.js';
 import { OpenFiles } from './handles.js';
 import { FsError, nodeStats, type Node, type Overlay } from './overlay.js';
 import { direntStats } from './listings.js';
@@ -195,7 +195,7 @@ export function writableOperations(fuse: FuseModule, overlay: Overlay, report: (
     },
     getxattr(p, name, _position, cb) {
       need(p).then(
-        (n) => cb(0, shownXattrs(n.xattrs ?? []).find(([x]) => x === name)?.[1] ?? null),
+        (n) => answerXattr(xattrAnswer(fuse, n.xattrs ?? [], name), cb),
         (e) => cb(code('getxattr', p, e)),
       );
     },
