@@ -11,7 +11,7 @@ import type { VersionFile } from '../engine/snapshot-tree.js';
 /** Bytes fetched ahead at a time: one chunk, aligned. */
 export const CHUNK = 1024 * 1024;
 /** At most this many chunks ahead of a sequential reader. */
-const MAX_AHEAD = 8;
+const MAX_AHEAD = 16;
 /**
  * A read that does not follow another but is this near the furthest one so
  * far neither continues nor ends a run: the kernel sends several reads of a
@@ -21,9 +21,9 @@ const NEAR = MAX_AHEAD * CHUNK;
 /** Reads remembered to tell whether the next one follows one of them. */
 const RECENT = 32;
 /** Chunks this far behind the furthest read are kept for reads that arrive late. */
-const BEHIND = 4;
+const BEHIND = 8;
 /** Chunks held ahead by all open files together; past it each reader gets one chunk ahead, not more. */
-const BUDGET = 48;
+const BUDGET = 96;
 
 export interface ReadStats {
   reads: number;
