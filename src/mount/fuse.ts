@@ -6,7 +6,7 @@
  * it likes; reads are large and many are served at once.
  */
 import { StrataError } from '../errors.js';
-import type { Entry, SnapshotTree } from '../engine/snapshot-tree.js';
+import type { Entry, SnapshotTree, XattrList } from '../engine/snapshot-tree.js';
 import { errno, loadFuse, type FuseConnection, type FuseInstance, type FuseModule, type FuseOperations, type FuseStats } from './binding.js';
 import { OpenFiles } from './handles.js';
 import { direntStats, Listings } from './listings.js';
@@ -14,7 +14,6 @@ import { LayoutLink, type Layout, type LayoutDir } from './layout.js';
 import { shownName, storedPath } from './names.js';
 import { checkDevice, checkMountpoint } from './mountpoint.js';
 import * as fs from 'node:fs/promises';
-import type { XattrList } from '../engine/snapshot-tree.js';
 
 /** The kernel may keep names and attributes this long (seconds): snapshots never change. */
 const KERNEL_TIMEOUT = 24 * 3600;

@@ -6,9 +6,10 @@
  *
  *   journal     one JSON line per change, in order: names made, removed and
  *               renamed, modes, owners, times, extended attributes, sizes,
- *               and where bytes were written. A change of names or stats is synced before it is
- *               answered; writes are synced by fsync, by close, and before a
- *               commit. The next mount of the snapshot replays it.
+ *               and where bytes were written. A change of names or stats is
+ *               synced before it is answered; writes are synced by fsync, by
+ *               close, and before a commit. The next mount of the snapshot
+ *               replays it.
  *   data/<n>    a sparse file per written file: written bytes at their own
  *               offsets, nothing else (4 KiB written into a 20 GiB image
  *               stores 4 KiB). Which ranges hold bytes is the journal's.
