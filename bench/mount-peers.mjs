@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run bench:mount-peers -- [--big 1G] [--huge 4G] [--entries 100000] [--runs 3] [--tools strata,restic,borg] [--dir .bench-mount-peers] [--keep]
+// npm run bench:mount-peers -- [--big 1G] [--huge 4G] [--entries 100000] [--runs 3] [--tools strata,restic,borg] [--dir .bench-mount-peers] [--keep] [--reuse]
 //
 // strata mount beside `restic mount` and `borg mount`, on the same data backed
 // up once by each tool (not timed):
@@ -44,7 +44,9 @@ const tools = wanted.filter((t) => {
 
 const env = { ...process.env, STRATA_PASSWORD: 'bench', RESTIC_PASSWORD: 'bench', BORG_PASSPHRASE: 'bench', BORG_RELOCATED_REPO_ACCESS_IS_OK: 'yes' };
 
-fs.rmSync(dir, { recursive: true, force: true });
+// --reuse: the data and repositories a run with --keep left in --dir (the same --big, --huge, --entries and tools), not made again.
+const reuse = flag('reuse');
+if (!reuse) fs.rmSync(dir, { recursive: true, force: true });
 const data = path.join(dir, 'data');
 const many = path.join(data, 'many');
 fs.mkdirSync(many, { recursive: true });
@@ -55,20 +57,22 @@ function randomFile(where, bytes) {
   for (let done = 0; done < bytes; done += zeros.length) fs.writeSync(fd, cipher.update(zeros.subarray(0, Math.min(zeros.length, bytes - done))));
   fs.closeSync(fd);
 }
-log(`making the data: ${big} + ${huge} bytes, ${entries} small files`);
 const bigFile = path.join(data, 'big.bin');
 const hugeFile = path.join(data, 'huge.bin');
-randomFile(bigFile, big);
-if (huge > 0) randomFile(hugeFile, huge);
-for (let i = 0; i < entries; i++) fs.writeFileSync(path.join(many, `f${String(i).padStart(6, '0')}`), `${i}\n`);
-execFileSync('sync');
+if (!reuse) {
+  log(`making the data: ${big} + ${huge} bytes, ${entries} small files`);
+  randomFile(bigFile, big);
+  if (huge > 0) randomFile(hugeFile, huge);
+  for (let i = 0; i < entries; i++) fs.writeFileSync(path.join(many, `f${String(i).padStart(6, '0')}`), `${i}\n`);
+  execFileSync('sync');
+}
 
 const strataRepo = path.join(dir, 'strata');
 const strataKey = path.join(dir, 'strata.key');
 const resticRepo = path.join(dir, 'restic');
 const borgRepo = path.join(dir, 'borg');
 const run = (cmd, args) => execFileSync(cmd, args, { env, stdio: ['ignore', 'ignore', 'inherit'], maxBuffer: 1 << 26 });
-for (const t of tools) {
+for (const t of reuse ? [] : tools) {
   log(`backing up with ${t}`);
   if (t === 'strata') {
     run('node', [STRATA, '--repo', strataRepo, 'init', '--scrypt-n', '1024', '-q']);
@@ -85,7 +89,7 @@ for (const t of tools) {
 execFileSync('sync');
 
 const mnt = path.join(dir, 'mnt');
-fs.mkdirSync(mnt);
+fs.mkdirSync(mnt, { recursive: true });
 
 /** The command that mounts each tool's repository (borg: its one archive) in the foreground, and where the latest data is in it. */
 const mounts = {

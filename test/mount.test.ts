@@ -15,6 +15,7 @@ import { backup as backupEngine } from '../src/engine/backup.js';
 import { SnapshotTree } from '../src/engine/snapshot-tree.js';
 import { CHUNK, OpenFiles } from '../src/mount/handles.js';
 import { Layout, timeName as layoutTimeName } from '../src/mount/layout.js';
+import { direntStats, Listings } from '../src/mount/listings.js';
 import { BIN, initCliRepo, makeRepo, ROOT, Rng, strata, tempDir } from './helpers.js';
 import { client, serve, token } from './server-helpers.js';
 import { mountedAt, until } from './mount-helpers.js';
@@ -203,6 +204,12 @@ describe.skipIf(!HAS_FUSE)('strata mount', () => {
     expect((await sh('readlink', [path.join(mnt, 'latest', src, 'dangling')])).toString()).toBe('/nowhere/at/all\n');
     expect((await sh('cat', [path.join(mnt, 'latest', src, 'link')])).toString()).toBe('small file\n');
     expect(await fsp.readdir(path.join(mnt, 'latest', src, 'sub'))).toEqual(['caf\\xe9', 'deeper', 'small.txt']);
+    // A listing gives each entry's type (d_type) from the stored mode, the same when listed again (kept).
+    for (let i = 0; i < 2; i++) {
+      const typed = await fsp.readdir(path.join(mnt, 'latest', src), { withFileTypes: true });
+      const kind = (d: fs.Dirent) => (d.isDirectory() ? 'dir' : d.isSymbolicLink() ? 'link' : d.isFile() ? 'file' : 'other');
+      expect(Object.fromEntries(typed.map((d) => [d.name, kind(d)]))).toMatchObject({ 'data.bin': 'file', sub: 'dir', link: 'link', dangling: 'link' });
+    }
     expect((await sh('ls', ['-1a', path.join(mnt, 'latest', src, 'sub', 'deeper')])).toString()).toBe('.\n..\nempty\n');
     expect(await fsp.readFile(path.join(mnt, 'latest', src, 'sub', 'caf\\xe9'), 'utf8')).toBe('latin-1 name\n');
     // Read-only: every change is refused with EROFS.
@@ -479,6 +486,31 @@ print(c.execute('select name from items where id = 12345').fetchone()[0])`,
   });
 });
 
+describe('listings of a mount (no FUSE needed)', () => {
+  it('a directory is listed once and kept, within a bound of entries; a listing gives each entry its type only', async () => {
+    const l = new Listings(10);
+    const make = (n: number) => async () => ({ names: Array.from({ length: n }, (_, i) => `n${i}`), stats: Array.from({ length: n }, () => direntStats(0o100644)) });
+    const a = await l.get('a', make(4));
+    expect(await l.get('a', make(4))).toBe(a);
+    expect(l.made).toBe(1);
+    await l.get('b', make(4));
+    // Over the bound: the least recently used (b, since a was asked for after it) goes.
+    await l.get('a', make(4));
+    await l.get('c', make(4));
+    expect(l.made).toBe(3);
+    await l.get('a', make(4));
+    expect(l.made).toBe(3);
+    await l.get('b', make(4));
+    expect(l.made).toBe(4);
+    // Larger than the bound: made each time, never kept.
+    await l.get('big', make(11));
+    await l.get('big', make(11));
+    expect(l.made).toBe(6);
+    expect(direntStats(0o100644)).toEqual({ mode: 0o100000 });
+    expect(direntStats(0o40755)).toBe(direntStats(0o40500));
+  });
+});
+
 describe('open files of a mount (no FUSE needed)', () => {
   it('reads in order, out of order, concurrently and after seeks give exactly the stored bytes, fetched ahead only in order', async () => {
     const repo = await makeRepo({ chunkAvg: 4096 });
@@ -522,6 +554,15 @@ describe('open files of a mount (no FUSE needed)', () => {
     const late = checkLong(CHUNK + 12345, 4096);
     await Promise.race([late, new Promise((_, reject) => setTimeout(() => reject(new Error('a late read never came back')), 5000))]);
     files.release(c);
+    // Many reads in order at once (the kernel sends several): a chunk a reader waits for is never dropped before it is filled.
+    const d = files.open(await tree.open(path.join(dir, 'g')));
+    const all = Promise.all(Array.from({ length: 12 }, (_, i) => files.get(d)!.read(i * CHUNK, CHUNK)));
+    const got = await Promise.race([all, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('reads in flight never came back')), 10_000))]);
+    expect(Buffer.concat(got).equals(long)).toBe(true);
+    // The mount keeps no set of the blocks a file read (it grew with the file): only an item reader asks for that count.
+    expect(files.get(d)!.file.countBlocks).toBe(false);
+    expect(files.get(d)!.file.blockBytes).toBe(0);
+    files.release(d);
     expect((await files.get(b)!.read(truth.length, 10)).length).toBe(0);
     expect(files.stats.held).toBeGreaterThan(0);
     files.release(a);

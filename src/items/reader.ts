@@ -35,7 +35,9 @@ export class RangeReader {
   constructor(
     readonly file: VersionFile,
     private blockSize = READ_BLOCK,
-  ) {}
+  ) {
+    file.countBlocks = true;
+  }
 
   /** Reads rounded out to `bytes` from now on (a SQLite page: its own cache keeps what it reads again). */
   align(bytes: number): void {

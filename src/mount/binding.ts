@@ -30,6 +30,9 @@ export interface FuseStats {
   ctime: { seconds: number; nanoseconds: number };
 }
 
+/** What a listing needs of an entry's stat: its type bits (the binding fills the rest with zeros). */
+export type DirentStats = Pick<FuseStats, 'mode'> & Partial<FuseStats>;
+
 export interface FuseOpenResult {
   fd: number;
   keepCache?: boolean;
@@ -53,7 +56,7 @@ export interface FuseConnection {
 export interface FuseOperations {
   initWithConfig?(connection: FuseConnection, cb: (code: number, config?: FuseInitConfig) => void): void;
   getattr?(p: string, cb: Callback<FuseStats>): void;
-  readdir?(p: string, cb: (code: number, names?: string[], stats?: FuseStats[]) => void): void;
+  readdir?(p: string, cb: (code: number, names?: string[], stats?: DirentStats[]) => void): void;
   open?(p: string, flags: number, cb: Callback<FuseOpenResult>): void;
   opendir?(p: string, flags: number, cb: Callback<FuseOpenResult>): void;
   read?(p: string, fd: number, buffer: Buffer, length: number, position: number, cb: (bytes: number) => void): void;

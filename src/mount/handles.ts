@@ -95,7 +95,8 @@ class Pump {
   /** A reader reached chunk `c`: the stream may go on. */
   reached(c: number): void {
     if (c > this.front) this.front = c;
-    for (const k of this.chunks.keys()) if (k < this.front - BEHIND) this.drop(k);
+    // Only filled chunks go: one still being filled may have a reader waiting for it.
+    for (const k of this.filled) if (k < this.front - BEHIND) this.drop(k);
     this.wake?.();
   }
 

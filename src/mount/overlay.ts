@@ -5,10 +5,11 @@
  * they are committed.
  *
  *   journal     one JSON line per change, in order: names made, removed and
- *               renamed, modes, owners, times, sizes, and where bytes were
- *               written. A change of names or stats is synced before it is
- *               answered; writes are synced by fsync, by close, and before a
- *               commit. The next mount of the snapshot replays it.
+ *               renamed, modes, owners, times, extended attributes, sizes,
+ *               and where bytes were written. A change of names or stats is
+ *               synced before it is answered; writes are synced by fsync, by
+ *               close, and before a commit. The next mount of the snapshot
+ *               replays it.
  *   data/<n>    a sparse file per written file: written bytes at their own
  *               offsets, nothing else (4 KiB written into a 20 GiB image
  *               stores 4 KiB). Which ranges hold bytes is the journal's.
@@ -29,6 +30,7 @@ import { isSpecial, SnapshotTree, type EntryType, type VersionFile, type XattrLi
 import { OpenFiles } from './handles.js';
 import { storedPath } from './names.js';
 import { processAlive } from '../util/process.js';
+import { isKeptXattr, XATTR_ENTRY_BYTES } from '../util/xattrs.js';
 
 /** A file system error, by its errno name (ENOENT, EEXIST...), as FUSE answers it. */
 export class FsError extends Error {
@@ -38,16 +40,20 @@ export class FsError extends Error {
 }
 
 const S_IFMT = 0o170000;
+const XATTR_CREATE = 1;
+const XATTR_REPLACE = 2;
 const S_IFDIR = 0o040000;
 const S_IFREG = 0o100000;
 const S_IFLNK = 0o120000;
+/** The st_mode type bits of each kind of entry. */
+const TYPE_BITS: Record<Kind, number> = { file: S_IFREG, dir: S_IFDIR, symlink: S_IFLNK, fifo: 0o010000, chardev: 0o020000, blockdev: 0o060000 };
 /** Names libfuse gives files removed while open: never committed. */
 const HIDDEN = /^\.fuse_hidden[0-9a-f]+$/;
 const JOURNAL = 'journal';
 /** Data files kept open at once. */
 const OPEN_DATA_FILES = 64;
 
-/** What a node is: a mount makes files, directories and symlinks; FIFOs and devices come from the snapshot only. */
+/** What a node is: a file, directory, symlink, FIFO or device. */
 type Kind = EntryType;
 
 /** A file, directory, symlink, FIFO or device node of the changed tree. */
@@ -108,7 +114,7 @@ export class Node {
 
 /** A journal line. */
 type Rec =
-  | { o: 'mk'; p: string; t: Kind; mode: number; uid: number; gid: number; m: string; target?: string; d?: number }
+  | { o: 'mk'; p: string; t: Kind; mode: number; uid: number; gid: number; m: string; target?: string; d?: number; rdev?: string }
   | { o: 'rm'; p: string; dir: boolean; m: string }
   | { o: 'mv'; from: string; to: string; m: string }
   | { o: 'mode'; p: string; mode: number }
@@ -117,6 +123,8 @@ type Rec =
   | { o: 'cow'; p: string; d: number }
   | { o: 'w'; d: number; at: number; n: number; m: string }
   | { o: 'size'; d: number; n: number; m: string }
+  | { o: 'xset'; p: string; name: string; v: string; f?: number }
+  | { o: 'xrm'; p: string; name: string }
   | { o: 'committed'; snapshot: string };
 
 interface Header {
@@ -396,6 +404,7 @@ export class Overlay {
         n.touched = true;
         if (r.t === 'dir') n.children = new Map();
         if (r.t === 'symlink') n.target = r.target ?? '';
+        if (r.rdev !== undefined) n.rdev = BigInt(r.rdev);
         if (r.d !== undefined) this.adopt(n, r.d);
         kids.set(name, n);
         this.touchDir(dir, BigInt(r.m));
@@ -450,6 +459,30 @@ export class Overlay {
       case 'time': {
         const n = await this.need(r.p);
         n.mtimeNs = BigInt(r.m);
+        n.touched = true;
+        return;
+      }
+      case 'xset': {
+        const n = await this.need(r.p);
+        const list = n.xattrs ?? [];
+        const at = list.findIndex(([name]) => name === r.name);
+        if (r.f === XATTR_CREATE && at >= 0) throw new FsError('EEXIST');
+        if (r.f === XATTR_REPLACE && at < 0) throw new FsError('ENODATA');
+        const value = Buffer.from(r.v, 'base64');
+        const next: XattrList = [...list.filter(([name]) => name !== r.name), [r.name, value]];
+        next.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+        // The bound a backup keeps an entry's attributes to (names and values together).
+        if (next.reduce((sum, [name, v]) => sum + Buffer.byteLength(name) + v.length, 0) > XATTR_ENTRY_BYTES) throw new FsError('ENOSPC');
+        n.xattrs = next;
+        n.touched = true;
+        return;
+      }
+      case 'xrm': {
+        const n = await this.need(r.p);
+        const list = n.xattrs ?? [];
+        if (!list.some(([name]) => name === r.name)) throw new FsError('ENODATA');
+        const next = list.filter(([name]) => name !== r.name);
+        n.xattrs = next.length > 0 ? next : undefined;
         n.touched = true;
         return;
       }
@@ -556,11 +589,13 @@ export class Overlay {
 
   // The operations of the mount.
 
-  async create(p: string, mode: number, type: Kind = 'file', target?: string): Promise<Node> {
-    const kindBits = type === 'dir' ? S_IFDIR : type === 'symlink' ? S_IFLNK : S_IFREG;
+  /** Makes an entry: `target` is a symlink's, `rdev` a device's number. */
+  async create(p: string, mode: number, type: Kind = 'file', target?: string, rdev?: bigint): Promise<Node> {
+    const kindBits = TYPE_BITS[type];
     await this.change(() => {
       const d = type === 'file' ? this.nextData : undefined;
-      return { o: 'mk', p, t: type, mode: kindBits | (mode & 0o7777), uid, gid, m: now().toString(), ...(target !== undefined ? { target } : {}), ...(d !== undefined ? { d } : {}) };
+      const dev = type === 'chardev' || type === 'blockdev' ? { rdev: (rdev ?? 0n).toString() } : {};
+      return { o: 'mk', p, t: type, mode: kindBits | (mode & 0o7777), uid, gid, m: now().toString(), ...(target !== undefined ? { target } : {}), ...(d !== undefined ? { d } : {}), ...dev };
     });
     const n = await this.lookup(p);
     if (!n) throw new FsError('ENOENT');
@@ -585,6 +620,20 @@ export class Overlay {
 
   utimens(p: string, mtimeNs: bigint): Promise<void> {
     return this.change(() => ({ o: 'time', p, m: mtimeNs.toString() }));
+  }
+
+  /**
+   * Sets an extended attribute (flags: XATTR_CREATE fails if it is there,
+   * XATTR_REPLACE if it is not). Only names a backup keeps can be set.
+   */
+  setXattr(p: string, name: string, value: Buffer, flags: number): Promise<void> {
+    if (!isKeptXattr(name) || name.startsWith('system.')) return Promise.reject(new FsError('ENOTSUP'));
+    if (flags & ~(XATTR_CREATE | XATTR_REPLACE) || flags === (XATTR_CREATE | XATTR_REPLACE)) return Promise.reject(new FsError('EINVAL'));
+    return this.change(() => ({ o: 'xset', p, name, v: value.toString('base64'), ...(flags ? { f: flags } : {}) }));
+  }
+
+  removeXattr(p: string, name: string): Promise<void> {
+    return this.change(() => ({ o: 'xrm', p, name }));
   }
 
   /** Writes bytes into a file (its path, for a file not written before). */

@@ -7,15 +7,23 @@
  */
 import * as fs from 'node:fs/promises';
 import { errno, type FuseConnection, type FuseModule, type FuseOperations, type FuseStats } from './binding.js';
-import { errnoOf, mountWith, timespec, type MountHandle, type MountOptions } from './fuse.js';
+import { answerXattr, errnoOf, mountWith, shownXattrs, timespec, xattrAnswer, type MountHandle, type MountOptions } from './fuse.js';
 import { OpenFiles } from './handles.js';
 import { FsError, nodeStats, type Node, type Overlay } from './overlay.js';
+import { direntStats } from './listings.js';
 import { shownName } from './names.js';
 
 const O_TRUNC = 0o1000;
 const UTIME_NOW = (1 << 30) - 1;
 const UTIME_OMIT = (1 << 30) - 2;
 const RENAME_NOREPLACE = 1;
+/** What mknod makes, by the type bits of its mode. */
+const NODE_TYPES = new Map<number, 'file' | 'fifo' | 'chardev' | 'blockdev'>([
+  [0o100000, 'file'],
+  [0o010000, 'fifo'],
+  [0o020000, 'chardev'],
+  [0o060000, 'blockdev'],
+]);
 
 interface Timespec {
   seconds: number | bigint;
@@ -80,8 +88,8 @@ export function writableOperations(fuse: FuseModule, overlay: Overlay, report: (
         const n = await need(p);
         if (n.type !== 'dir') throw new FsError('ENOTDIR');
         const kids = await overlay.list(n);
-        const self = fuseStats(n);
-        cb(0, ['.', '..', ...kids.map(([k]) => shownName(k))], [self, self, ...kids.map(([, c]) => fuseStats(c))]);
+        const self = direntStats(n.mode);
+        cb(0, ['.', '..', ...kids.map(([k]) => shownName(k))], [self, self, ...kids.map(([, c]) => direntStats(c.mode))]);
       })().catch((e) => cb(code('list', p, e)));
     },
     readlink(p, cb) {
@@ -173,9 +181,29 @@ export function writableOperations(fuse: FuseModule, overlay: Overlay, report: (
       // A snapshot's tree holds a file under one name per version: hard links are not made here.
       cb(errno(fuse, 'EPERM'));
     },
-    mknod(p: string, mode: number, _dev: number, cb: (code: number) => void) {
-      if ((mode & 0o170000) !== 0o100000) return cb(errno(fuse, 'EPERM'));
-      answer('mknod', p, cb, () => overlay.create(p, mode));
+    mknod(p: string, mode: number, dev: number | bigint, cb: (code: number) => void) {
+      // A socket is not kept by a backup (it is a live process's): not made here either.
+      const type = NODE_TYPES.get(mode & 0o170000);
+      if (!type) return cb(errno(fuse, 'EPERM'));
+      answer('mknod', p, cb, () => overlay.create(p, mode, type, undefined, BigInt(dev)));
+    },
+    listxattr(p, cb) {
+      need(p).then(
+        (n) => cb(0, shownXattrs(n.xattrs ?? []).map(([name]) => name)),
+        (e) => cb(code('listxattr', p, e)),
+      );
+    },
+    getxattr(p, name, _position, cb) {
+      need(p).then(
+        (n) => answerXattr(xattrAnswer(fuse, n.xattrs ?? [], name), cb),
+        (e) => cb(code('getxattr', p, e)),
+      );
+    },
+    setxattr(p: string, name: string, value: Buffer, _position: number, flags: number, cb: (code: number) => void) {
+      answer('setxattr', p, cb, () => overlay.setXattr(p, name, Buffer.from(value), flags));
+    },
+    removexattr(p: string, name: string, cb: (code: number) => void) {
+      answer('removexattr', p, cb, () => overlay.removeXattr(p, name));
     },
     chmod(p: string, mode: number, cb: (code: number) => void) {
       answer('chmod', p, cb, () => overlay.chmod(p, mode));
@@ -213,6 +241,6 @@ export function mountWritable(mountpoint: string, overlay: Overlay, opts: MountO
     entryTimeout: 1,
     attrTimeout: 1,
     // Changes wait while a commit runs, however long it takes: an error would tell a writer its bytes were lost.
-    untimed: ['write', 'create', 'open', 'release', 'flush', 'fsync', 'fsyncdir', 'truncate', 'ftruncate', 'unlink', 'rename', 'mkdir', 'rmdir', 'symlink', 'chmod', 'chown', 'utimens', 'mknod'],
+    untimed: ['write', 'create', 'open', 'release', 'flush', 'fsync', 'fsyncdir', 'truncate', 'ftruncate', 'unlink', 'rename', 'mkdir', 'rmdir', 'symlink', 'chmod', 'chown', 'utimens', 'mknod', 'setxattr', 'removexattr'],
   });
 }
