@@ -3,16 +3,13 @@
  * work: this thread resolves the version to block pieces and finds each
  * block's pack and place; workers read runs of blocks, authenticate, decode
  * and write them at their offsets (see workers/unpacker.ts). Only for a
- * repository this process reads itself (from a bucket, this thread fetches
- * each batch's sealed bytes for them); over a server, blocks come through
+ * repository this process reads itself; over a server, blocks come through
  * readRange.
  */
 import { writeSync } from 'node:fs';
 import { integrity, interrupted } from '../errors.js';
 import type { Repository } from '../repo/repository.js';
-import { CoalescingStorage } from '../storage/coalesce.js';
-import type { Storage } from '../storage/storage.js';
-import { ID_BYTES, PIECE_FIELDS, type FetchedRun, type UnpackAnswer, type UnpackBatch } from '../workers/unpacker.js';
+import { ID_BYTES, PIECE_FIELDS, type UnpackAnswer } from '../workers/unpacker.js';
 import type { UnpackPool } from '../workers/unpack-pool.js';
 import type { Piece } from '../catalog/resolve.js';
 import { verifiedPieces, type BoundVersion } from './verify.js';
@@ -27,15 +24,6 @@ const BATCH_BYTES = 2 * 1024 * 1024;
 const MIN_BATCH_BYTES = 128 * 1024;
 /** Batches handed out and not yet answered, per worker: enough to keep each busy, few enough to bound memory. */
 const IN_FLIGHT_PER_WORKER = 2;
-/**
- * From a bucket, batches being fetched or decoded per file at most: each is
- * a few ranged GETs, and a GET's latency, not the workers, is what a
- * restore waits on; 8 batches of 2 MiB keep 16 MiB per file in flight.
- */
-const FETCHING_PER_FILE = 8;
-/** Sealed bytes of a pack between two pieces of a batch fetched (and dropped) to join their GETs, and the longest GET. */
-const FETCH_GAP = 64 * 1024;
-const FETCH_SPAN = 4 * 1024 * 1024;
 
 class Batch {
   readonly packs: string[] = [];
@@ -76,48 +64,10 @@ class Batch {
     return this.pieces.length >= BATCH_PIECES || this.bytes >= this.limit;
   }
 
-  message(): Omit<UnpackBatch, 'seq'> {
+  message() {
     const n = this.pieces.length;
     return { packs: this.packs, pieces: this.numbers.slice(0, n * PIECE_FIELDS), ids: this.ids.slice(0, n * ID_BYTES) };
   }
-
-  /**
-   * The sealed bytes of every piece, for workers that cannot read the store
-   * (a bucket): neighbouring blocks of a pack joined into one ranged GET,
-   * all GETs at once. Each run gets a buffer of its own, moved to the worker.
-   */
-  async fetch(storage: Storage): Promise<FetchedRun[]> {
-    const wanted: { pack: number; start: number; end: number }[] = [];
-    for (let i = 0; i < this.pieces.length; i++) {
-      const f = (k: number) => this.numbers[i * PIECE_FIELDS + k]!;
-      wanted.push({ pack: f(0), start: f(1), end: f(1) + f(2) });
-    }
-    wanted.sort((a, b) => a.pack - b.pack || a.start - b.start);
-    const runs: { pack: number; start: number; end: number }[] = [];
-    for (const w of wanted) {
-      const last = runs.at(-1);
-      if (last && last.pack === w.pack && w.start <= last.end + FETCH_GAP && Math.max(last.end, w.end) - last.start <= FETCH_SPAN) last.end = Math.max(last.end, w.end);
-      else runs.push({ ...w });
-    }
-    return Promise.all(
-      runs.map(async (r) => {
-        const h = { kind: 'pack' as const, name: this.packs[r.pack]! };
-        // Side by side: merged with the other batches' reads, each would wait on one long GET.
-        const alone = storage instanceof CoalescingStorage;
-        const got = await (alone ? storage.readAlone(h, r.start, r.end - r.start) : storage.read(h, r.start, r.end - r.start));
-        // Moved to the worker: a buffer this read alone holds as it is, any other (a view into one it may share) copied first.
-        const own = alone && got.byteOffset === 0 && got.byteLength === got.buffer.byteLength;
-        return { pack: r.pack, offset: r.start, bytes: own ? got : new Uint8Array(got) };
-      }),
-    );
-  }
-}
-
-/** Hands a batch to the pool, its sealed bytes fetched first when the workers cannot read the store themselves. */
-async function runBatch(repo: Repository, pool: UnpackPool, batch: Batch): Promise<UnpackAnswer> {
-  const message = batch.message();
-  if (!repo.threadReader) message.fetched = await batch.fetch(repo.storage);
-  return pool.run(message);
 }
 
 /** A version's pieces, each checked against the sealed TOCs (engine/verify.ts) before a worker writes it. */
@@ -135,14 +85,15 @@ function checkedPieces(repo: Repository, version: BoundVersion): AsyncIterable<P
 export async function unpackVersion(repo: Repository, version: BoundVersion, fd: number, signal?: AbortSignal, onBytes?: (n: number) => void): Promise<number> {
   const pool = await repo.unpackers();
   const catalog = repo.catalog;
-  const limit = repo.threadReader ? pool.size * IN_FLIGHT_PER_WORKER : Math.max(pool.size * IN_FLIGHT_PER_WORKER, FETCHING_PER_FILE);
+  const limit = pool.size * IN_FLIGHT_PER_WORKER;
   const batchBytes = Math.min(BATCH_BYTES, Math.max(MIN_BATCH_BYTES, Math.ceil(version.size / limit)));
   const inFlight: Promise<void>[] = [];
   let written = 0;
   let failure: unknown;
 
   const send = (batch: Batch) => {
-    const done = runBatch(repo, pool, batch)
+    const done = pool
+      .run(batch.message())
       .catch((e: unknown): UnpackAnswer => ({ seq: -1, bytes: 0, failed: 0, error: String(e) }))
       .then(async (a) => {
         repo.blocksRead += a.failed ?? batch.pieces.length;
@@ -271,7 +222,7 @@ export class SmallFileWriter {
       });
     }
     if (sent.length === 0) return;
-    void runBatch(repo, this.pool!, batch)
+    void this.pool!.run(batch.message())
       .catch((e: unknown): UnpackAnswer => ({ seq: -1, bytes: 0, failed: 0, error: String(e) }))
       .then(async (a) => {
         repo.blocksRead += a.failed ?? batch.pieces.length;

@@ -378,18 +378,8 @@ export class Repository {
    * blocks to read and write); undefined over a server.
    */
   get threadReader(): ThreadReaderSpec | undefined {
-    if (!this.storage.threadReader || !this.unpacksHere) return undefined;
+    if (!this.storage.threadReader || !(this.service instanceof LocalService) || !this.localCatalog) return undefined;
     return this.storage.threadReader();
-  }
-
-  /**
-   * Whether a restore hands blocks to worker threads: when this process
-   * keeps the catalog and reads the store itself (a directory, whose packs
-   * the workers read, or a bucket, whose bytes this thread fetches for them
-   * with ranged GETs); not over a server.
-   */
-  get unpacksHere(): boolean {
-    return this.service instanceof LocalService && this.localCatalog !== undefined;
   }
 
   private unpackPool?: Promise<UnpackPool>;
@@ -400,8 +390,8 @@ export class Repository {
    * before it exists: they share one promise, so one pool is made and closed.
    */
   unpackers(): Promise<UnpackPool> {
-    if (!this.unpacksHere) return Promise.reject(new Error('worker threads restore only from a repository this process reads itself'));
     const store = this.threadReader;
+    if (!store) return Promise.reject(new Error('worker threads restore only from a repository this process reads itself'));
     return (this.unpackPool ??= (async () => {
       const { UnpackPool } = await import('../workers/unpack-pool.js');
       // Workers cannot fetch: they get every dictionary up front (a repository has one or two).

@@ -62,17 +62,6 @@ export class CoalescingStorage extends WrappedStorage implements Storage {
     });
   }
 
-  /**
-   * A read made as it is, not merged with others: for a caller that merged
-   * its reads itself and wants them fetched side by side (a restore's
-   * batches), not joined into one long GET that each waits on.
-   */
-  readAlone(h: Handle, offset: number, length: number): Promise<Buffer> {
-    this.reads++;
-    this.requests++;
-    return this.inner.read(h, offset, length);
-  }
-
   private flush(): void {
     this.scheduled = false;
     const all = [...this.pending.values()];

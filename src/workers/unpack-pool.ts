@@ -21,8 +21,7 @@ export class UnpackPool {
   private seq = 0;
   private failure?: Error;
 
-  /** Without `store`, each batch brings its sealed bytes (`fetched`): the workers have no reader of the store. */
-  constructor(keys: { encKey: Uint8Array; idKey: Uint8Array }, maxSize: number, dictionaries: readonly Dictionary[], store: ThreadReaderSpec | undefined, readonly size = Math.max(1, Math.min(os.availableParallelism(), 8))) {
+  constructor(keys: { encKey: Uint8Array; idKey: Uint8Array }, maxSize: number, dictionaries: readonly Dictionary[], store: ThreadReaderSpec, readonly size = Math.max(1, Math.min(os.availableParallelism(), 8))) {
     const script = workerScript('unpacker');
     for (let i = 0; i < size; i++) {
       // Blocks are decoded and written in the worker and dropped at once: a small young generation keeps each isolate lean.
@@ -48,7 +47,7 @@ export class UnpackPool {
     }
   }
 
-  /** Hands a batch to the least busy worker (its fetched bytes moved there); settles when every piece is written or one failed. */
+  /** Hands a batch to the least busy worker; settles when every piece is written or one failed. */
   run(batch: Omit<UnpackBatch, 'seq'>): Promise<UnpackAnswer> {
     if (this.failure) return Promise.reject(this.failure);
     const w = this.workers.reduce((a, b) => (b.busy < a.busy ? b : a));
@@ -56,14 +55,7 @@ export class UnpackPool {
     if (w.busy++ === 0) w.worker.ref();
     return new Promise<UnpackAnswer>((resolve, reject) => {
       this.waiting.set(seq, { w, resolve, reject });
-      try {
-        w.worker.postMessage({ ...batch, seq } satisfies UnpackBatch, (batch.fetched ?? []).map((r) => r.bytes.buffer as ArrayBuffer));
-      } catch (e) {
-        // Not sent (a buffer that cannot be moved): nothing waits on the worker for it.
-        this.waiting.delete(seq);
-        if (--w.busy === 0) w.worker.unref();
-        reject(e);
-      }
+      w.worker.postMessage({ ...batch, seq } satisfies UnpackBatch);
     });
   }
 

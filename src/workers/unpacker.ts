@@ -4,10 +4,7 @@
  * store (adjacent blocks of a pack in one read), authenticates, decompresses and checks each block, and writes
  * its piece at its place in the output with pwrite. The main thread only
  * resolves which pieces go where: a restore's reads, decoding and writes run
- * on every core, and no block crosses between threads. A store reached over
- * a network (a bucket) has no reader here: the main thread fetches the
- * batch's sealed bytes (ranged GETs, many at once) and they come with the
- * batch (`fetched`), moved, not copied; the decoding is still done here.
+ * on every core, and no block crosses between threads.
  */
 import * as fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
@@ -35,15 +32,6 @@ export interface UnpackBatch {
   pieces: Float64Array;
   /** Block ids, ID_BYTES per piece. */
   ids: Uint8Array;
-  /** For a pool without a reader of the store: the sealed bytes of every piece, in runs the main thread fetched. */
-  fetched?: FetchedRun[];
-}
-
-/** Sealed bytes of a pack from `offset` on (`pack` indexes UnpackBatch.packs). */
-export interface FetchedRun {
-  pack: number;
-  offset: number;
-  bytes: Uint8Array;
 }
 
 export interface UnpackAnswer {
@@ -61,8 +49,8 @@ const RUN_BYTES = 4 * 1024 * 1024;
 const WRITE_BYTES = 1024 * 1024;
 
 if (parentPort) {
-  const { encKey, idKey, maxSize, dictionaries, store } = workerData as { encKey: Uint8Array; idKey: Uint8Array; maxSize: number; dictionaries: Dictionary[]; store?: ThreadReaderSpec };
-  const reader = store ? openThreadReader(store) : undefined;
+  const { encKey, idKey, maxSize, dictionaries, store } = workerData as { encKey: Uint8Array; idKey: Uint8Array; maxSize: number; dictionaries: Dictionary[]; store: ThreadReaderSpec };
+  const reader = openThreadReader(store);
   // A dictionary's ref arrives as a Uint8Array: Buffers do not survive the trip between threads.
   for (const d of dictionaries) addDictionary({ ref: Buffer.from(d.ref), bytes: d.bytes });
   const port = parentPort;
@@ -100,7 +88,7 @@ if (parentPort) {
         let runEnd = runStart + f(i, 2);
         let j = i + 1;
         while (j < n && f(j, 0) === f(i, 0) && f(j, 1) === runEnd && runEnd + f(j, 2) - runStart <= RUN_BYTES) runEnd += f(j++, 2);
-        const sealed = b.fetched ? fetchedBytes(b.fetched, f(i, 0), runStart, runEnd - runStart) : reader!.read({ kind: 'pack', name: b.packs[f(i, 0)]! }, runStart, runEnd - runStart);
+        const sealed = reader.read({ kind: 'pack', name: b.packs[f(i, 0)]! }, runStart, runEnd - runStart);
         for (; i < j; i++) {
           const from = f(i, 1) - runStart;
           const plain = decodeBlock(encKey, idKey, b.ids.subarray(i * ID_BYTES, (i + 1) * ID_BYTES), sealed.subarray(from, from + f(i, 2)), maxSize);
@@ -134,19 +122,4 @@ if (parentPort) {
       port.postMessage({ seq: b.seq, bytes: doneBytes, failed: done, error: (e as Error).message } satisfies UnpackAnswer);
     }
   });
-}
-
-/** Bytes [offset, offset + length) of a batch's pack, from the runs fetched for it (joined when they span two). */
-function fetchedBytes(runs: readonly FetchedRun[], pack: number, offset: number, length: number): Uint8Array {
-  const parts: Uint8Array[] = [];
-  let at = offset;
-  const end = offset + length;
-  while (at < end) {
-    const run = runs.find((r) => r.pack === pack && r.offset <= at && at < r.offset + r.bytes.length);
-    if (!run) throw new Error(`bytes ${at}-${end - 1} of the batch's pack ${pack} were not fetched`);
-    const part = run.bytes.subarray(at - run.offset, Math.min(end, run.offset + run.bytes.length) - run.offset);
-    parts.push(part);
-    at += part.length;
-  }
-  return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
 }
