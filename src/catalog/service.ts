@@ -6,6 +6,7 @@
  * chunks, ids and seals; the keeper finds what changed against the previous
  * version and builds the TOC (diffBlocks, tocRows), the same code either way.
  */
+import { copyCatalog } from './checkpoint.js';
 import { integrity, StrataError } from '../errors.js';
 import { BlockList } from './blocklist.js';
 import { blocksOf, blocksOfMany, resolveRange, type Piece } from './resolve.js';
@@ -738,6 +739,11 @@ export class LocalService implements CatalogService {
   async close(): Promise<void> {
     await this.retire();
     await this.storage.close();
+  }
+
+  /** A copy of this catalog in `scratch` as a checkpoint of the journal holds it (catalog/checkpoint.ts); its schema. */
+  copyForCheckpoint(scratch: string): number {
+    return copyCatalog(this.catalog, scratch);
   }
 
   /** Lets go of the leases and closes the catalog, leaving the store open (a catalog replaced by another over the same store). */

@@ -16,7 +16,7 @@ import { StrataError } from '../errors.js';
 import { Catalog } from '../catalog/catalog.js';
 import { PACK_MAGIC } from '../catalog/packs.js';
 import { CATALOG_PROTOCOL, type AnswerSent, type ProtocolMethod, type ProtocolName, type RequestOf } from '../catalog/protocol.js';
-import { copyCatalog, JournalCompacted, type Checkpoint } from '../catalog/checkpoint.js';
+import { JournalCompacted, type Checkpoint } from '../catalog/checkpoint.js';
 import type { CatalogJournal } from '../catalog/journal.js';
 import { LocalService, type FollowResult } from '../catalog/service.js';
 import type { SharedLeases } from '../catalog/shared-lease.js';
@@ -50,7 +50,7 @@ export class CatalogKeeper {
   private readonly told = new Set<string>();
 
   private service?: LocalService;
-  /** Catalog files of this run after the first (each reload from a checkpoint takes a new one), and catalogs being retired. */
+  /** Files of catalogs of this run after the first (each reload from a checkpoint takes a new one), and catalogs being retired. */
   private readonly files: string[] = [];
   private readonly retiring = new Set<{ service: LocalService; timer: NodeJS.Timeout }>();
   /** The newest checkpoint this server knows of (its number), and one being written. */
@@ -176,7 +176,7 @@ export class CatalogKeeper {
     await new Promise((resolve) => setImmediate(resolve));
     const upTo = journal.position;
     const scratch = `${bucket.file}.checkpoint`;
-    const schema = copyCatalog(this.service!.catalog, scratch);
+    const schema = this.service!.copyForCheckpoint(scratch);
     const waiting = journal.waitingRecords();
     this.checkpointed = upTo;
     this.writing = journal
