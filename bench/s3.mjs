@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run bench:s3 -- [--size 256M] [--endpoint http://127.0.0.1:7480] [--json] [--dir .bench-s3]
+// npm run bench:s3 -- [--size 256M] [--endpoint http://127.0.0.1:7480] [--json] [--dir .bench-s3] [--runs 3]
 //
 // strata and restic (its s3 backend) on one S3 gateway (a Ceph RGW from
 // scripts/ceph-rgw-up.sh, credentials STRATAKEY / STRATASECRET unless
@@ -7,7 +7,9 @@
 // an incremental after the mutation, a restore, and a cold 4 KiB range read.
 // Each runs twice: timed straight to the gateway, then through a counting
 // proxy for the requests and bytes it costs. Last, the raw throughput of
-// parallel ranged GETs of strata's own packs, the ceiling of a restore.
+// parallel ranged GETs of strata's own packs, the ceiling of a restore. Then
+// (--runs N) each tool's restore and the raw GETs again, N times in turn, so
+// that a noisy machine weighs on each alike: medians and their ratios.
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
@@ -21,6 +23,7 @@ const opts = {
   endpoint: arg('endpoint', process.env.AWS_ENDPOINT_URL_S3 ?? 'http://127.0.0.1:7480'),
   json: flag('json'),
   dir: path.resolve(arg('dir', path.join(ROOT, '.bench-s3'))),
+  runs: Number(arg('runs', '3')),
 };
 delete process.env.NODE_EXTRA_CA_CERTS;
 const creds = { AWS_ACCESS_KEY_ID: process.env.AWS_ACCESS_KEY_ID ?? 'STRATAKEY', AWS_SECRET_ACCESS_KEY: process.env.AWS_SECRET_ACCESS_KEY ?? 'STRATASECRET', AWS_REGION: 'us-east-1' };
@@ -130,13 +133,40 @@ async function main() {
       const id = await t.oldest(t.env);
       await step('cold 4 KiB range read', t.rangeOnly(path.join(corpus, 'disk.img'), 123 * 4096 * 7, id));
     }
-    if (mode === 'timed') report.raw = await rawGets(all.strata.bucket);
+    if (mode === 'timed') {
+      report.raw = await rawGets(all.strata.bucket);
+      if (opts.runs > 0) report.restores = await restoresInTurn(all);
+    }
   }
   proxy.close();
   fs.rmSync(base, { recursive: true, force: true });
   fs.rmSync(corpus, { recursive: true, force: true });
   if (opts.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
   else print(report);
+}
+
+/** Each tool's restore and the raw GETs, `runs` times in turn: medians, and the restores' throughput as a share of the raw GETs'. */
+async function restoresInTurn(all) {
+  const times = { strata: [], restic: [], raw: [] };
+  for (let i = 0; i < opts.runs; i++) {
+    for (const [name, t] of Object.entries(all)) {
+      const target = path.join(opts.dir, `restore-turn-${name}`);
+      fs.rmSync(target, { recursive: true, force: true });
+      fs.mkdirSync(target);
+      spawnSync('sync');
+      times[name].push((await run(t.restore(target), t.env)).seconds);
+      fs.rmSync(target, { recursive: true, force: true });
+    }
+    times.raw.push((await rawGets(all.strata.bucket)).MiBps);
+    log(`restores in turn ${i + 1}/${opts.runs}: strata ${times.strata.at(-1).toFixed(2)} s, restic ${times.restic.at(-1).toFixed(2)} s, raw GETs ${times.raw.at(-1)} MiB/s`);
+  }
+  const median = (l) => [...l].sort((a, b) => a - b)[Math.floor(l.length / 2)];
+  const MiBps = (s) => +(opts.size / MiB / s).toFixed(1);
+  const out = { runs: opts.runs, strata: { seconds: times.strata, MiBps: MiBps(median(times.strata)) }, restic: { seconds: times.restic, MiBps: MiBps(median(times.restic)) }, raw: { MiBps: times.raw, median: median(times.raw) } };
+  out.strataOfRaw = +(out.strata.MiBps / out.raw.median).toFixed(2);
+  out.resticOfRaw = +(out.restic.MiBps / out.raw.median).toFixed(2);
+  out.strataOfRestic = +(out.strata.MiBps / out.restic.MiBps).toFixed(2);
+  return out;
 }
 
 /** Parallel 4 MiB ranged GETs of every pack strata stored (16 at a time, as its driver's connections): the gateway's ceiling for a restore. */
@@ -175,6 +205,11 @@ function print(r) {
     console.log(`| ${s} | ${a.seconds} | ${b.seconds} | ${a.MiBps ?? ''} | ${b.MiBps ?? ''} | ${ca.total} | ${cb.total} | ${ca.upMiB}/${ca.downMiB} | ${cb.upMiB}/${cb.downMiB} |`);
   }
   console.log(`\nraw parallel ranged GETs of strata's packs: ${r.raw.MiB} MiB in ${r.raw.seconds} s, ${r.raw.MiBps} MiB/s`);
+  if (r.restores) {
+    const t = r.restores;
+    console.log(`\nrestores in turn with the raw GETs (${t.runs} runs, medians): strata ${t.strata.MiBps} MiB/s, restic ${t.restic.MiBps} MiB/s, raw GETs ${t.raw.median} MiB/s`);
+    console.log(`strata ${t.strataOfRaw} of the raw GETs, restic ${t.resticOfRaw}; strata ${t.strataOfRestic} of restic`);
+  }
   console.log('\nrequests by kind (counted pass):');
   for (const tool of ['strata', 'restic']) for (const s of steps) console.log(`  ${tool} ${s}: ${JSON.stringify(r.counted[tool][s].requests)}`);
 }

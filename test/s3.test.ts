@@ -592,6 +592,48 @@ function gatewayPid(): number | undefined {
 const canRestart = !problem && gatewayPid() !== undefined && fs.existsSync(path.join(CEPH_DIR, 'ceph.conf'));
 if (!problem && !canRestart) console.warn(`S3 gateway-restart test skipped: no cluster of scripts/ceph-rgw-up.sh in ${CEPH_DIR} (set STRATA_TEST_CEPH_DIR)`);
 
+suite('strata on S3: a restore of large and small files, and of a damaged pack', () => {
+  const rng = new Rng(4242);
+  const src = tempDir('strata-s3-restore-');
+  const url = `s3://${bucketName('restore')}/r`;
+  const a = cliClient(url);
+  const big = rng.bytes(24 * 1024 * 1024);
+  const smalls = Array.from({ length: 40 }, (_, i) => rng.bytes(1000 + i * 3000));
+
+  beforeAll(() => {
+    fs.writeFileSync(path.join(src, 'big.bin'), big);
+    fs.mkdirSync(path.join(src, 'small'));
+    smalls.forEach((b, i) => fs.writeFileSync(path.join(src, 'small', `f${i}`), b));
+    expect(strata(['init', '--scrypt-n', '1024'], a.env).status).toBe(0);
+    const r = strata(['backup', src], a.env);
+    expect(r.status, r.stderr).toBe(0);
+  });
+
+  it('byte-exact; a damaged pack fails the restore as an integrity error, naming the block', async () => {
+    const target = tempDir();
+    const r = strata(['restore', '--target', target], a.env);
+    expect(r.status, r.stderr).toBe(0);
+    expect(fs.readFileSync(path.join(target, src, 'big.bin')).equals(big)).toBe(true);
+    smalls.forEach((b, i) => expect(fs.readFileSync(path.join(target, src, 'small', `f${i}`)).equals(b)).toBe(true));
+    // One byte of the largest pack changed (the big file's blocks are there).
+    const st = new S3Storage(locate(url) as { bucket: string; prefix: string }, OPTIONS);
+    try {
+      const [name] = [...(await packSizes(url))].sort((x, y) => y[1] - x[1])[0]!;
+      const h = { kind: 'pack' as const, name };
+      const bytes = await st.get(h);
+      bytes[Math.floor(bytes.length / 2)]! ^= 0xff;
+      await st.delete(h);
+      await st.put(h, bytes);
+    } finally {
+      await st.close();
+    }
+    const damaged = strata(['restore', '--target', tempDir(), path.join(src, 'big.bin')], a.env);
+    expect(damaged.status).toBe(1);
+    expect(damaged.stderr).toMatch(/^strata: .*block [0-9a-f]{16}/m);
+    expect(damaged.stderr).not.toMatch(/\n\s+at /);
+  });
+});
+
 (canRestart ? describe : describe.skip)('strata on S3: the gateway killed mid-backup', () => {
   it('the backup retries through a short outage, fails cleanly in a long one; nothing half-written is taken for data; check is clean; the next backup completes', async () => {
     const rng = new Rng(77);
@@ -791,6 +833,143 @@ suite('two strata serve over one bucket', () => {
   it('a bucket without a repository: serve says so and exits', async () => {
     await expect(serve(`s3://${bucketName('none')}/x`, 0, serverEnv)).rejects.toThrow(/no repository in s3:\/\/.*strata init --repo/);
   });
+});
+
+suite('two strata serve over one bucket: checkpoints of the catalog journal, and its compaction', () => {
+  const rng = new Rng(2026);
+  const src = tempDir('strata-s3-compact-src-');
+  const url = `s3://${bucketName('compact')}/repo`;
+  const direct = cliClient(url);
+  const serverCache = tempDir('strata-s3-compact-servers-');
+  const serverEnv = { ...s3Env(), STRATA_CACHE_DIR: serverCache };
+  let tok: string;
+  const via = (s: Server) => client(s.url, tok);
+  const ids = (env: NodeJS.ProcessEnv) => (JSON.parse(strata(['snapshots', '--json'], env).stdout) as { id: string }[]).map((s) => s.id);
+  /** The file's content in each snapshot, by snapshot id. */
+  const contents = new Map<string, Buffer>();
+  const file = path.join(src, 'f.bin');
+  const backup = (env: NodeJS.ProcessEnv) => {
+    const bytes = rng.bytes(200_000);
+    fs.writeFileSync(file, bytes);
+    const r = strata(['backup', src, '--json'], env);
+    expect(r.status, r.stderr).toBe(0);
+    contents.set((JSON.parse(r.stdout) as { snapshot: string }).snapshot, bytes);
+  };
+  const journalNames = async () => {
+    const s3 = new S3Storage(locate(url) as { bucket: string; prefix: string }, OPTIONS);
+    const names: string[] = [];
+    for await (const n of s3.journal.names()) names.push(n);
+    await s3.close();
+    return names;
+  };
+  /** Every snapshot lists through `s`, and reads byte-exact (all of them, or the first and the last two). */
+  const servesAll = (s: Server, all = false) => {
+    expect(new Set(ids(via(s)))).toEqual(new Set(contents.keys()));
+    const list = [...contents];
+    for (const [id, bytes] of all ? list : [list[0]!, ...list.slice(-2)]) expect(strata(['cat', file, '--at', id], via(s)).raw.equals(bytes)).toBe(true);
+  };
+
+  beforeAll(() => {
+    expect(strata(['init', '--scrypt-n', '1024'], direct.env).status).toBe(0);
+    const r = strata(['token', 'add', 'ci', '--role', 'append', '--json'], cliEnv(url, { ...serverEnv, STRATA_PASSWORD: undefined }));
+    expect(r.status, r.stderr).toBe(0);
+    tok = (JSON.parse(r.stdout) as { token: string }).token;
+  });
+
+  it('A writes checkpoints and compacts; B, idle meanwhile, finds its next records gone and reloads from the checkpoint; C starts from it', async () => {
+    const [A, B] = await Promise.all([serve(url, 0, serverEnv, ['--checkpoint-every', '4']), serve(url, 0, serverEnv, ['--checkpoint-every', '0'])]);
+    backup(via(A));
+    // B has applied the first backup's records, then hears nothing while A goes on.
+    servesAll(B);
+    for (let i = 0; i < 6; i++) backup(via(A));
+    expect(ids(via(A))).toHaveLength(7);
+    // Two checkpoints at least, and the records the older one covers gone (with their batches).
+    let names: string[] = [];
+    for (let i = 0; i < 300; i++) {
+      names = await journalNames();
+      if (names.filter((n) => n.startsWith('k.')).length >= 2 && !names.includes(logName(1))) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const checkpoints = names.filter((n) => n.startsWith('k.'));
+    expect(checkpoints.length, names.join(' ')).toBeGreaterThanOrEqual(2);
+    expect(names).not.toContain(logName(1));
+    const [first] = [...contents.keys()];
+    expect(names.filter((n) => n.startsWith(`v.${first}.`))).toEqual([]);
+    expect(A.log()).toMatch(/journal: checkpoint of record \d+ written; \d+ records it makes needless removed/);
+    // B's next records are gone: it starts again from the newest checkpoint, and misses nothing.
+    servesAll(B, true);
+    // (Its log comes in through a pipe this process reads between the synchronous runs of the CLI.)
+    await new Promise((r) => setTimeout(r, 300));
+    expect(B.log()).toMatch(/catalog was loaded again from the checkpoint of record \d+/);
+    // A server started now cannot replay the journal from its first record: it starts from the checkpoint.
+    const C = await serve(url, 0, serverEnv, ['--checkpoint-every', '0']);
+    servesAll(C);
+    // Written after the compaction, by a direct client and through B and C: numbered on, and seen by all.
+    backup(direct.env);
+    backup(via(B));
+    backup(via(C));
+    for (const s of [A, B, C]) servesAll(s);
+    const incremental = strata(['backup', src, '--json'], via(C));
+    expect(incremental.status, incremental.stderr).toBe(0);
+    expect((JSON.parse(incremental.stdout) as { bytesSent: number }).bytesSent).toBeLessThan(100_000);
+    contents.set((JSON.parse(incremental.stdout) as { snapshot: string }).snapshot, fs.readFileSync(file));
+    servesAll(A);
+    const check = strata(['check', '--read-data'], direct.env);
+    expect(check.status, check.stdout + check.stderr).toBe(0);
+    for (const s of [A, B, C]) {
+      s.proc.kill('SIGTERM');
+      expect(await s.exited).toBe(0);
+    }
+    // Nothing of the servers' catalogs is left behind (reloaded ones included).
+    const [dir] = fs.readdirSync(path.join(serverCache, 'servers'));
+    expect(fs.readdirSync(path.join(serverCache, 'servers', dir!)).filter((f) => f.startsWith('catalog-'))).toEqual([]);
+  }, 300_000);
+});
+
+suite('two strata serve over one bucket: check --repair through one, seen by the other', () => {
+  it('the blocks it drops are dropped by the other server too: a backup through it stores them again, and reads byte-exact', async () => {
+    const rng = new Rng(2027);
+    const src = tempDir('strata-s3-repair-src-');
+    const file = path.join(src, 'f.bin');
+    const bytes = rng.bytes(300_000);
+    fs.writeFileSync(file, bytes);
+    const url = `s3://${bucketName('repair')}/repo`;
+    const direct = cliClient(url);
+    const serverEnv = { ...s3Env(), STRATA_CACHE_DIR: tempDir('strata-s3-repair-servers-') };
+    expect(strata(['init', '--scrypt-n', '1024'], direct.env).status).toBe(0);
+    const r = strata(['token', 'add', 'ops', '--role', 'admin', '--json'], cliEnv(url, { ...serverEnv, STRATA_PASSWORD: undefined }));
+    expect(r.status, r.stderr).toBe(0);
+    const admin = (JSON.parse(r.stdout) as { token: string }).token;
+    const [A, B] = await Promise.all([serve(url, 0, serverEnv), serve(url, 0, serverEnv)]);
+    expect(strata(['backup', src], client(A.url, admin)).status).toBe(0);
+    // B knows the snapshot (and its blocks) before the damage.
+    expect(strata(['cat', file], client(B.url, admin)).raw.equals(bytes)).toBe(true);
+    const st = new S3Storage(locate(url) as { bucket: string; prefix: string }, OPTIONS);
+    try {
+      const [name] = [...(await packSizes(url))].sort((x, y) => y[1] - x[1])[0]!;
+      const h = { kind: 'pack' as const, name };
+      const damaged = await st.get(h);
+      damaged[Math.floor(damaged.length / 2)]! ^= 0xff;
+      await st.delete(h);
+      await st.put(h, damaged);
+    } finally {
+      await st.close();
+    }
+    const check = strata(['check', '--read-data', '--repair', '--json'], client(A.url, admin));
+    expect(check.status).toBe(1);
+    expect((JSON.parse(check.stdout) as { repaired: number }).repaired).toBeGreaterThan(0);
+    // Through B, a backup of the file (read again: its time changed) stores the dropped blocks again, rather than name the damaged copies.
+    fs.utimesSync(file, new Date(), new Date(Date.now() + 5000));
+    const again = strata(['backup', src, '--json'], client(B.url, admin));
+    expect(again.status, again.stderr).toBe(0);
+    for (const s of [B, A]) {
+      const cat = strata(['cat', file], client(s.url, admin));
+      expect(cat.status, cat.stderr).toBe(0);
+      expect(cat.raw.equals(bytes)).toBe(true);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(B.log()).toMatch(/forgets, tags, resealed TOCs, prunes or repairs applied/);
+  }, 180_000);
 });
 
 suite('the catalog journal on Ceph RGW', () => {

@@ -16,9 +16,9 @@ export interface Server {
 const running: Server[] = [];
 
 /** `extra`: more of the server's environment (an S3 endpoint and credentials, its cache directory). */
-export async function serve(dir: string, port = 0, extra: Record<string, string | undefined> = {}): Promise<Server> {
+export async function serve(dir: string, port = 0, extra: Record<string, string | undefined> = {}, args: string[] = []): Promise<Server> {
   const env = cliEnv(dir, { STRATA_PASSWORD: undefined, ...extra });
-  const proc = spawn(process.execPath, [BIN, 'serve', '--listen', `127.0.0.1:${port}`], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [BIN, 'serve', '--listen', `127.0.0.1:${port}`, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   proc.stderr.on('data', (c: Buffer) => (err += c.toString()));
   const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));

@@ -30,7 +30,9 @@
  * - `tag`: a snapshot's new sealed record and metadata (a tag);
  * - `tocs`: the sealed TOCs of versions (by snapshot id and path id) that a
  *   forget rewrote, resealed by a client with the key;
- * - `prune`: packs a prune removes, before their files are deleted.
+ * - `prune`: packs a prune removes, before their files are deleted;
+ * - `repair`: blocks `check --repair` drops from the index (damaged or
+ *   missing), each with the pack of the copy dropped, before it does.
  *
  * Following (follow()) applies the new records in order through the same
  * catalog calls the writer made, so the follower builds the same catalog.
@@ -47,8 +49,10 @@ import { newSnapshot, packIndex, snapshotCommit, versionUploads, type NewSnapsho
 import { PACK_MAGIC, type PackEntry } from './packs.js';
 import { base64, checkPackLayout, hexId } from './wire.js';
 import { BlockList } from './blocklist.js';
-import { GONE, type Catalog } from './catalog.js';
+import * as fs from 'node:fs';
+import { Catalog, GONE } from './catalog.js';
 import { blocksOf } from './resolve.js';
+import { JournalCompacted, checkpointNumbers, loadCheckpoint, newestCheckpoint, readCheckpoint, removeCheckpoint, uploadCheckpoint, type Checkpoint } from './checkpoint.js';
 import type { FollowResult, Journal, JournalTarget, JournaledToc, VersionUpload } from './service.js';
 
 const LOG = 'l.';
@@ -78,6 +82,8 @@ interface CommitRecord {
   begin: NewSnapshot & { parentId: string | null };
   batches: number;
   commit: SnapshotCommit;
+  /** The record's number, where known (a commit carried by a checkpoint has none). */
+  at?: number;
 }
 
 type LogRecord =
@@ -86,7 +92,8 @@ type LogRecord =
   | { kind: 'forget'; snapshots: string[] }
   | { kind: 'tag'; snapshot: string; record: Buffer; meta: Buffer }
   | { kind: 'tocs'; tocs: JournaledToc[] }
-  | { kind: 'prune'; packs: string[] };
+  | { kind: 'prune'; packs: string[] }
+  | { kind: 'repair'; blocks: { block: string; pack: string }[] };
 
 /** A snapshot being written here: its batches so far. */
 interface Writing {
@@ -220,6 +227,11 @@ export class CatalogJournal implements Journal {
     });
   }
 
+  /** Before check --repair drops these blocks (hex ids, each with the pack of the copy dropped) from the catalog's index. */
+  async recordRepair(blocks: readonly { block: string; pack: string }[]): Promise<void> {
+    if (blocks.length > 0) await this.append({ kind: 'repair', blocks });
+  }
+
   /** Before a prune deletes these packs' files (their rows are gone from the catalog). */
   async recordPrune(packs: readonly string[]): Promise<void> {
     if (packs.length > 0) await this.append({ kind: 'prune', packs });
@@ -251,6 +263,25 @@ export class CatalogJournal implements Journal {
       }
       if (r.kind === 'pack') packs.add(r.name);
       else if (r.kind === 'commit') snapshots.add(r.id);
+    }
+    // What a checkpoint holds was in records a compaction removed since.
+    const cp = await newestCheckpoint(this.objects);
+    if (cp) {
+      onProgress(`reading the catalog journal's checkpoint of record ${cp.upTo}`);
+      const file = `${catalog.db.name}.checkpoint-${randomBytes(4).toString('hex')}`;
+      await loadCheckpoint(this.objects, cp, file);
+      try {
+        const there = new Catalog(file, { readonly: true });
+        try {
+          for (const name of there.packNames()) packs.add(name);
+          for (const id of there.db.prepare('SELECT id FROM snapshots').pluck().all() as string[]) snapshots.add(id);
+        } finally {
+          there.close();
+        }
+      } finally {
+        for (const f of [file, `${file}-wal`, `${file}-shm`]) fs.rmSync(f, { force: true });
+      }
+      for (const w of cp.waiting) if (typeof w.id === 'string') snapshots.add(w.id);
     }
     const out = { packs: 0, snapshots: 0 };
     const blocksIn = catalog.db.prepare('SELECT id, kind, offset, length, size FROM blocks WHERE pack = ? ORDER BY offset');
@@ -330,6 +361,9 @@ export class CatalogJournal implements Journal {
       fresh.push(seq);
     }
     fresh.reverse();
+    // Records after the newest applied that are no longer there: removed by a compaction (or lost).
+    if (fresh.length > 0 && fresh[0]! > this.applied + 1) await this.compactedPast(fresh[0]! - 1);
+    this.gone = 0;
     const reads = new Map<number, Promise<{ body: Buffer } | undefined>>();
     const read = (i: number) => {
       for (let k = i; k < Math.min(fresh.length, i + READ_AHEAD); k++) {
@@ -355,6 +389,7 @@ export class CatalogJournal implements Journal {
       this.applied = seq;
       r.records++;
       let record: LogRecord;
+      if (!got) await this.compactedPast(seq);
       try {
         if (!got) throw new StrataError('not_found', 'it is gone');
         record = readRecord(got.body);
@@ -365,6 +400,7 @@ export class CatalogJournal implements Journal {
         continue;
       }
       try {
+        if (record.kind === 'commit') record.at = seq;
         await this.apply(target, record, r);
       } catch (e) {
         if (!(e instanceof StrataError)) throw e;
@@ -378,7 +414,125 @@ export class CatalogJournal implements Journal {
     }
     // Commits still waiting (a failure to read their batches, say) are tried again each time.
     if (this.waiting.size > 0) await this.retryWaiting(target, r);
+    // A commit whose batches went: a compaction removed them after this follow listed its record.
+    if (this.gone > 0) await this.compactedPast(this.gone);
     return r;
+  }
+
+  /** The number of the newest commit record found without its batches in this follow (0: none). */
+  private gone = 0;
+
+  /**
+   * Records up to `seq` are not all there: if a checkpoint covers them, a
+   * compaction removed them, and this follower must start again from it
+   * (JournalCompacted); if none does, they are lost, and the follow goes on
+   * without them (saying so).
+   */
+  private async compactedPast(seq: number): Promise<void> {
+    const [newest] = await checkpointNumbers(this.objects, 1);
+    if (newest === undefined || newest < seq) return;
+    const cp = await newestCheckpoint(this.objects);
+    if (cp && cp.upTo >= seq) throw new JournalCompacted(cp);
+  }
+
+  /**
+   * Takes `cp` as where this follower stands: its catalog was just loaded
+   * from it (loadCheckpoint). What this process was writing into the
+   * catalog it replaces is forgotten.
+   */
+  adopt(cp: Checkpoint): string[] {
+    const problems: string[] = [];
+    this.applied = cp.upTo;
+    this.next = undefined;
+    this.writing.clear();
+    for (const seq of this.own) if (seq <= cp.upTo) this.own.delete(seq);
+    this.waiting.clear();
+    for (const w of cp.waiting) {
+      try {
+        const record = readRecord(Buffer.from(JSON.stringify({ ...w, kind: 'commit' })));
+        if (record.kind === 'commit') this.waiting.set(record.id, record);
+      } catch (e) {
+        problems.push(`checkpoint ${cp.upTo}: a waiting commit: ${(e as Error).message}`);
+      }
+    }
+    return problems;
+  }
+
+  /** The commits waiting for their parent or blocks, as records (for a checkpoint). */
+  waitingRecords(): Record<string, unknown>[] {
+    return [...this.waiting.values()].map((c) => ({
+      id: c.id,
+      begin: { ...(newSnapshot.encode(c.begin) as object), parentId: c.begin.parentId },
+      batches: c.batches,
+      commit: snapshotCommit.encode(c.commit),
+    }));
+  }
+
+  /** The newest checkpoint's number, without reading it; undefined when there is none. */
+  async newestCheckpointNumber(): Promise<number | undefined> {
+    return (await checkpointNumbers(this.objects, 1))[0];
+  }
+
+  /** The newest checkpoint (see checkpoint.ts), or undefined. */
+  newestCheckpoint(): Promise<Checkpoint | undefined> {
+    return newestCheckpoint(this.objects);
+  }
+
+  /** Writes a checkpoint's catalog to `file`. */
+  loadCheckpoint(cp: Checkpoint, file: string): Promise<void> {
+    return loadCheckpoint(this.objects, cp, file);
+  }
+
+  /**
+   * Uploads `copy` (a copy of the follower's catalog made when it had applied
+   * `upTo`, with `waiting` still waiting) as a checkpoint, then compacts: the
+   * records the checkpoint before it covered are removed, with the batches of
+   * the commits among them, and every checkpoint but the two newest. A
+   * follower that has not got past them yet starts again from the newest
+   * checkpoint (JournalCompacted). False when another follower wrote a
+   * checkpoint of the same number first.
+   */
+  async checkpoint(copy: string, upTo: number, schema: number, waiting: Record<string, unknown>[]): Promise<{ written: boolean; removed: number }> {
+    const known = await checkpointNumbers(this.objects);
+    if (known.includes(upTo)) return { written: false, removed: 0 };
+    const written = await uploadCheckpoint(this.objects, copy, upTo, schema, waiting);
+    if (!written) return { written, removed: 0 };
+    const all = [upTo, ...known].sort((a, b) => b - a);
+    const previous = all[all.indexOf(upTo) + 1];
+    let removed = 0;
+    if (previous !== undefined) {
+      const keep = new Set(waiting.map((w) => String(w.id)));
+      const before = await readCheckpoint(this.objects, previous).catch(() => undefined);
+      for (const w of before?.waiting ?? []) keep.add(String(w.id));
+      removed = await this.removeRecords(previous, keep);
+    }
+    for (const old of all.slice(2)) await removeCheckpoint(this.objects, old);
+    return { written, removed };
+  }
+
+  /** Removes records up to `upTo`, oldest first, and the batches of the commits among them (but those of `keep`). */
+  private async removeRecords(upTo: number, keep: ReadonlySet<string>): Promise<number> {
+    const names: string[] = [];
+    for await (const name of this.objects.names({ prefix: LOG })) {
+      const seq = logSeq(name);
+      if (seq !== undefined && seq <= upTo) names.push(name);
+    }
+    names.reverse();
+    let removed = 0;
+    for (const name of names) {
+      const got = await this.objects.read(name);
+      try {
+        const record = got && readRecord(got.body);
+        if (record && record.kind === 'commit' && !keep.has(record.id)) {
+          for (let i = 0; i < record.batches; i++) await this.objects.remove(`v.${record.id}.${i}`);
+        }
+      } catch {
+        // A damaged record: removed all the same.
+      }
+      await this.objects.remove(name);
+      removed++;
+    }
+    return removed;
   }
 
   private async apply(target: JournalTarget, record: LogRecord, r: FollowResult): Promise<void> {
@@ -438,6 +592,9 @@ export class CatalogJournal implements Journal {
       case 'prune':
         if (target.dropPacks(record.packs) > 0) r.changes++;
         return;
+      case 'repair':
+        if ((await target.repair(record.blocks)) > 0) r.changes++;
+        return;
     }
   }
 
@@ -483,7 +640,10 @@ export class CatalogJournal implements Journal {
     const batches: VersionUpload[][] = [];
     for (let i = 0; i < e.batches; i++) {
       const batch = await this.objects.read(`v.${e.id}.${i}`);
-      if (!batch) throw new StrataError('integrity', `journal entry v.${e.id.slice(0, 8)}.${i} is missing`);
+      if (!batch) {
+        if (e.at !== undefined) this.gone = Math.max(this.gone, e.at);
+        throw new StrataError('integrity', `journal entry v.${e.id.slice(0, 8)}.${i} is missing`);
+      }
       batches.push(versionUploads.decode(batch.body, `journal entry v.${e.id.slice(0, 8)}.${i}`));
     }
     const seq = catalog.beginSnapshot(e.id, b.time, b.lineage, b.meta, parent, null, b.inherits);
@@ -544,6 +704,15 @@ function readRecord(body: Buffer): LogRecord {
     case 'prune':
       if (!Array.isArray(j.packs) || !j.packs.every((p) => typeof p === 'string' && ID.test(p))) throw bad('no list of packs');
       return { kind: 'prune', packs: j.packs as string[] };
+    case 'repair': {
+      if (!Array.isArray(j.blocks)) throw bad('no list of blocks');
+      const blocks = j.blocks.map((b: unknown) => {
+        const o = (typeof b === 'object' && b !== null ? b : {}) as Record<string, unknown>;
+        if (typeof o.block !== 'string' || !ID.test(o.block) || typeof o.pack !== 'string' || !ID.test(o.pack)) throw bad('a malformed block');
+        return { block: o.block, pack: o.pack };
+      });
+      return { kind: 'repair', blocks };
+    }
     default:
       throw new StrataError('integrity', `a record of unknown kind ${JSON.stringify(j.kind)?.slice(0, 20)}`);
   }

@@ -6,6 +6,7 @@
  * chunks, ids and seals; the keeper finds what changed against the previous
  * version and builds the TOC (diffBlocks, tocRows), the same code either way.
  */
+import { copyCatalog } from './checkpoint.js';
 import { integrity, StrataError } from '../errors.js';
 import { BlockList } from './blocklist.js';
 import { blocksOf, blocksOfMany, resolveRange, type Piece } from './resolve.js';
@@ -48,6 +49,8 @@ export interface JournalTarget {
   setVersionTocs(list: readonly ResealedToc[]): void;
   /** Drops packs a prune removed, with the blocks they still held; how many it knew. */
   dropPacks(names: readonly string[]): number;
+  /** Drops damaged blocks from the index as check --repair did (a spare copy taking a block's place), each only while the pack named holds its indexed copy; how many it dropped. */
+  repair(blocks: readonly { block: string; pack: string }[]): Promise<number>;
 }
 
 export interface FollowResult {
@@ -86,6 +89,7 @@ export interface Journal {
   recordTag(snapshot: string, record: Buffer, meta: Buffer): Promise<void>;
   recordTocs(tocs: readonly JournaledToc[]): Promise<void>;
   recordPrune(packs: readonly string[]): Promise<void>;
+  recordRepair(blocks: readonly { block: string; pack: string }[]): Promise<void>;
   follow(target: JournalTarget): Promise<FollowResult>;
 }
 
@@ -604,6 +608,11 @@ export class LocalService implements CatalogService {
       forget: async (seqs) => void (await forgetting()).forgetInCatalog(this.catalog, seqs, { evenInUse: true }),
       setVersionTocs: (list) => this.setVersionTocsHere(list),
       dropPacks: (names) => this.catalog.dropPacks(names),
+      // Only where the copy dropped is still the indexed one: applied again (a spare took its place), it changes nothing.
+      repair: async (blocks) => {
+        const where = this.catalog.blockLocations(blocks.map((b) => Buffer.from(b.block, 'hex')));
+        return (await checking()).repairBlocks(this.catalog, blocks.filter((b, i) => where[i]?.pack === b.pack).map((b) => b.block));
+      },
     });
   }
 
@@ -722,6 +731,12 @@ export class LocalService implements CatalogService {
   }
 
   async repair(bad: readonly string[]): Promise<number> {
+    // Written first: followers drop the same rows, so a backup through them stores those blocks again too.
+    if (this.journal) {
+      const where = this.catalog.blockLocations(bad.map((b) => Buffer.from(b, 'hex')));
+      const dropped = bad.flatMap((block, i) => (where[i] ? [{ block, pack: where[i].pack }] : []));
+      await this.journal.recordRepair(dropped);
+    }
     return (await checking()).repairBlocks(this.catalog, bad);
   }
 
@@ -735,11 +750,21 @@ export class LocalService implements CatalogService {
   }
 
   async close(): Promise<void> {
+    await this.retire();
+    await this.storage.close();
+  }
+
+  /** A copy of this catalog in `scratch` as a checkpoint of the journal holds it (catalog/checkpoint.ts); its schema. */
+  copyForCheckpoint(scratch: string): number {
+    return copyCatalog(this.catalog, scratch);
+  }
+
+  /** Lets go of the leases and closes the catalog, leaving the store open (a catalog replaced by another over the same store). */
+  async retire(): Promise<void> {
     for (const l of this.leases.values()) l.release();
     this.leases.clear();
     await Promise.all([...this.storeLeases.values()].map((l) => l.release()));
     this.storeLeases.clear();
-    await this.storage.close();
     this.catalog.close();
   }
 }

@@ -16,8 +16,9 @@ import { StrataError } from '../errors.js';
 import { Catalog } from '../catalog/catalog.js';
 import { PACK_MAGIC } from '../catalog/packs.js';
 import { CATALOG_PROTOCOL, type AnswerSent, type ProtocolMethod, type ProtocolName, type RequestOf } from '../catalog/protocol.js';
+import { JournalCompacted, type Checkpoint } from '../catalog/checkpoint.js';
 import type { CatalogJournal } from '../catalog/journal.js';
-import { LocalService } from '../catalog/service.js';
+import { LocalService, type FollowResult } from '../catalog/service.js';
 import type { SharedLeases } from '../catalog/shared-lease.js';
 import { MAX_LOCK_WAIT_MS, checkPackLayout, type Codec } from '../catalog/wire.js';
 import type { Storage } from '../storage/storage.js';
@@ -36,7 +37,12 @@ export interface BucketCatalog {
   journal: CatalogJournal;
   /** Told what each follow of the journal added, and what it left out. */
   onFollow: (message: string) => void;
+  /** Records applied between two checkpoints this server writes (catalog/checkpoint.ts); 0: none. */
+  checkpointEvery?: number;
 }
+
+/** How long a catalog replaced by a checkpoint stays open for the requests that were using it. */
+const RETIRE_AFTER_MS = 30_000;
 
 export class CatalogKeeper {
   private queued?: Promise<void>;
@@ -44,21 +50,70 @@ export class CatalogKeeper {
   private readonly told = new Set<string>();
 
   private service?: LocalService;
+  /** Files of catalogs of this run after the first (each reload from a checkpoint takes a new one), and catalogs being retired. */
+  private readonly files: string[] = [];
+  private readonly retiring = new Set<{ service: LocalService; timer: NodeJS.Timeout }>();
+  /** The newest checkpoint this server knows of (its number), and one being written. */
+  private checkpointed = 0;
+  private writing?: Promise<void>;
 
   /**
    * Without `bucket`, the repository directory's catalog.db, opened on first
    * use. With it (a repository in a bucket), the catalog is a cache in
-   * `bucket.file`, opened at once, that follows the bucket's journal.
+   * `bucket.file`, filled by start() from the newest checkpoint and the
+   * records after it, that follows the bucket's journal.
    */
   constructor(
     private readonly storage: Storage,
     private readonly bucket?: BucketCatalog,
-  ) {
-    if (bucket) this.service = this.open(bucket.file);
-  }
+  ) {}
 
   private open(file: string): LocalService {
     return new LocalService(new Catalog(file), this.storage, true, this.bucket?.shared, this.bucket?.journal);
+  }
+
+  /** For a bucket: the catalog from the newest checkpoint (if any), then every record after it. */
+  async start(): Promise<void> {
+    if (!this.bucket) return;
+    const cp = await this.bucket.journal.newestCheckpoint();
+    if (cp) await this.reload(cp, this.bucket.file);
+    else this.service = this.open(this.bucket.file);
+    await this.fresh();
+  }
+
+  /**
+   * The catalog replaced by checkpoint `cp`'s (loaded into `file`): at start,
+   * or when a compaction removed records this server had not applied yet.
+   */
+  private async reload(cp: Checkpoint, file: string): Promise<void> {
+    const bucket = this.bucket!;
+    for (let tries = 0; ; tries++) {
+      try {
+        await bucket.journal.loadCheckpoint(cp, file);
+        break;
+      } catch (e) {
+        // Replaced by a newer one while being read: that one.
+        if (!(e instanceof StrataError) || e.code !== 'not_found' || tries >= 3) throw e;
+        cp = (await bucket.journal.newestCheckpoint()) ?? cp;
+      }
+    }
+    const old = this.service;
+    this.service = this.open(file);
+    for (const p of bucket.journal.adopt(cp)) bucket.onFollow(`journal: ${p}`);
+    this.checkpointed = Math.max(this.checkpointed, cp.upTo);
+    if (old) {
+      bucket.onFollow(`journal: records this server had not applied were compacted away; its catalog was loaded again from the checkpoint of record ${cp.upTo}`);
+      // Requests under way may still be reading it: it is closed a little later.
+      const entry = { service: old, timer: setTimeout(() => void this.retire(entry), RETIRE_AFTER_MS) };
+      entry.timer.unref();
+      this.retiring.add(entry);
+    }
+  }
+
+  private async retire(entry: { service: LocalService; timer: NodeJS.Timeout }): Promise<void> {
+    clearTimeout(entry.timer);
+    if (!this.retiring.delete(entry)) return;
+    await entry.service.retire().catch(() => {});
   }
 
   /**
@@ -69,37 +124,77 @@ export class CatalogKeeper {
    * every commit made before it), shared with whoever else arrives meanwhile.
    */
   fresh(): Promise<void> {
-    if (!this.service?.journal) return Promise.resolve();
+    if (!this.bucket || !this.service) return Promise.resolve();
     if (this.queued) return this.queued;
-    const service = this.service;
     const next = this.following
       .catch(() => {})
       .then(async () => {
         this.queued = undefined;
-        const r = await service.followJournal();
+        const r = await this.followOnce();
         const log = this.bucket!.onFollow;
         if (r.packs > 0 || r.snapshots > 0 || r.changes > 0) {
-          log(`journal: ${r.packs} packs and ${r.snapshots} snapshots added${r.changes > 0 ? `, ${r.changes} forgets, tags, resealed TOCs or prunes applied` : ''}`);
+          log(`journal: ${r.packs} packs and ${r.snapshots} snapshots added${r.changes > 0 ? `, ${r.changes} forgets, tags, resealed TOCs, prunes or repairs applied` : ''}`);
         }
         for (const p of r.problems) {
           // A damaged entry stays damaged: said once.
           if (!this.told.has(p)) log(`journal: ${p}`);
           this.told.add(p);
         }
+        await this.checkpoint();
       });
     this.queued = next;
     this.following = next;
     return next;
   }
 
+  private async followOnce(): Promise<FollowResult> {
+    try {
+      return await this.service!.followJournal();
+    } catch (e) {
+      if (!(e instanceof JournalCompacted)) throw e;
+      const file = `${this.bucket!.file}.${this.files.length + 1}`;
+      this.files.push(file);
+      await this.reload(e.checkpoint, file);
+      return await this.service!.followJournal();
+    }
+  }
+
+  /**
+   * Every `checkpointEvery` records, a checkpoint of this catalog (unless
+   * another server wrote one meanwhile): copied here, between two follows,
+   * and uploaded (then the journal compacted) without holding up requests.
+   */
+  private async checkpoint(): Promise<void> {
+    const bucket = this.bucket!;
+    const every = bucket.checkpointEvery ?? 0;
+    const journal = bucket.journal;
+    if (every <= 0 || this.writing || journal.position - this.checkpointed < every) return;
+    const newest = (await journal.newestCheckpointNumber()) ?? 0;
+    this.checkpointed = Math.max(this.checkpointed, newest);
+    if (journal.position - this.checkpointed < every) return;
+    // Writes whose record just went in change the catalog in the same turn: after them.
+    await new Promise((resolve) => setImmediate(resolve));
+    const upTo = journal.position;
+    const scratch = `${bucket.file}.checkpoint`;
+    const schema = this.service!.copyForCheckpoint(scratch);
+    const waiting = journal.waitingRecords();
+    this.checkpointed = upTo;
+    this.writing = journal
+      .checkpoint(scratch, upTo, schema, waiting)
+      .then((r) => bucket.onFollow(r.written ? `journal: checkpoint of record ${upTo} written; ${r.removed} records it makes needless removed` : `journal: another server wrote the checkpoint of record ${upTo}`))
+      .catch((e: unknown) => bucket.onFollow(`journal: the checkpoint of record ${upTo} failed: ${(e as Error).message}`))
+      .finally(() => (this.writing = undefined));
+  }
+
   /** Whether the catalog follows a bucket's journal. */
   get follows(): boolean {
-    return this.service?.journal !== undefined;
+    return this.bucket !== undefined;
   }
 
   /** The repository's catalog service, opened (and created) on first use. */
   get(): LocalService {
     if (this.service) return this.service;
+    if (this.bucket) throw new HttpError('no_repository', 'the catalog is not loaded yet');
     const root = this.storage.location;
     if (!fs.existsSync(path.join(root, 'config'))) throw new HttpError('no_repository', 'no repository here yet: run "strata init" against this server');
     this.service = this.open(path.join(root, 'catalog.db'));
@@ -107,8 +202,12 @@ export class CatalogKeeper {
   }
 
   async close(): Promise<void> {
+    await this.writing;
+    for (const entry of [...this.retiring]) await this.retire(entry);
     await this.service?.close();
     this.service = undefined;
+    if (this.bucket) fs.rmSync(`${this.bucket.file}.checkpoint`, { force: true });
+    for (const f of this.files) for (const g of [f, `${f}-wal`, `${f}-shm`]) fs.rmSync(g, { force: true });
   }
 }
 

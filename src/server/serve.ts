@@ -24,7 +24,7 @@ export interface ServeOptions {
   /** The repository directory; for a repository in a bucket, the directory of the server's tokens and catalog cache. */
   dir: string;
   /** A repository in a bucket: served from there, stateless (see serveBucket). */
-  bucket?: { bucket: string; prefix: string; s3?: S3StorageOptions };
+  bucket?: { bucket: string; prefix: string; s3?: S3StorageOptions; checkpointEvery?: number };
   host: string;
   port: number;
   tls?: { cert: Buffer; key: Buffer };
@@ -38,6 +38,8 @@ export interface ServeOptions {
 }
 
 export const DEFAULTS = { headersTimeoutMs: 20_000, idleTimeoutMs: 120_000, drainTimeoutMs: 10_000 };
+/** Records of a bucket's catalog journal between two checkpoints a server writes (catalog/checkpoint.ts). */
+export const CHECKPOINT_EVERY = 1000;
 /** Far above any real header set; node's own default. */
 const MAX_HEADER_BYTES = 16 * 1024;
 /** Whole-request bound: generous, since a pack upload over a slow link takes a while; the idle timeout catches stalls. */
@@ -178,9 +180,9 @@ async function serveBucket(
       throw new StrataError('no_repository', `no repository in ${s3.location}: create it with "strata init --repo ${s3.location}"`);
     }
     const journal = new CatalogJournal(s3.journal);
-    keeper = new CatalogKeeper(storage, { file, shared: new SharedLeases(s3.leases), journal, onFollow: (m) => logLine(log, m) });
-    // The cache starts empty: filled before the first request.
-    await keeper.fresh();
+    keeper = new CatalogKeeper(storage, { file, shared: new SharedLeases(s3.leases), journal, onFollow: (m) => logLine(log, m), checkpointEvery: where.checkpointEvery ?? CHECKPOINT_EVERY });
+    // The cache starts from the newest checkpoint (or empty), and the records after it: filled before the first request.
+    await keeper.start();
     await checkJournaled(s3.location, storage, keeper, journal, log);
     return { storage, keeper, close };
   } catch (e) {

@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import type { Command } from 'commander';
 import { usageError } from '../../errors.js';
-import { DEFAULTS, isLoopback, startServer } from '../../server/serve.js';
+import { CHECKPOINT_EVERY, DEFAULTS, isLoopback, startServer } from '../../server/serve.js';
 import { locate } from '../../storage/location.js';
 import { globals, repoPath, serverDir } from '../context.js';
 
@@ -17,6 +17,7 @@ interface ServeFlags {
   headersTimeout?: string;
   idleTimeout?: string;
   drainTimeout?: string;
+  checkpointEvery?: string;
 }
 
 export function register(program: Command): void {
@@ -30,11 +31,17 @@ export function register(program: Command): void {
     .option('--headers-timeout <seconds>', `time allowed for a request's headers (default ${DEFAULTS.headersTimeoutMs / 1000})`)
     .option('--idle-timeout <seconds>', `close connections silent this long (default ${DEFAULTS.idleTimeoutMs / 1000})`)
     .option('--drain-timeout <seconds>', `on SIGTERM/SIGINT, wait this long for requests in flight (default ${DEFAULTS.drainTimeoutMs / 1000})`)
+    .option('--checkpoint-every <records>', `over a bucket: write a checkpoint of the catalog every this many journal records, and remove the records it makes needless (0: never; default ${CHECKPOINT_EVERY})`)
     .action(async (opts: ServeFlags, cmd: Command) => {
       const g = globals(cmd);
       const dir = serverDir(g);
       const where = locate(repoPath(g));
-      const bucket = where.kind === 's3' ? { bucket: where.bucket, prefix: where.prefix, ...(g.s3Endpoint ? { s3: { endpoint: g.s3Endpoint } } : {}) } : undefined;
+      const every = opts.checkpointEvery === undefined ? undefined : Number(opts.checkpointEvery);
+      if (every !== undefined && (!/^\d{1,9}$/.test(opts.checkpointEvery!) || !Number.isSafeInteger(every))) throw usageError('--checkpoint-every must be a whole number of records');
+      const bucket =
+        where.kind === 's3'
+          ? { bucket: where.bucket, prefix: where.prefix, ...(g.s3Endpoint ? { s3: { endpoint: g.s3Endpoint } } : {}), ...(every !== undefined ? { checkpointEvery: every } : {}) }
+          : undefined;
       const { host, port } = parseListen(opts.listen);
       if (!!opts.tlsCert !== !!opts.tlsKey) throw usageError('--tls-cert and --tls-key go together');
       const tls = opts.tlsCert && opts.tlsKey ? { cert: readPem(opts.tlsCert, '--tls-cert'), key: readPem(opts.tlsKey, '--tls-key') } : undefined;
