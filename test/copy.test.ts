@@ -54,6 +54,7 @@ interface SnapJson {
   unreadable: number;
   files: number;
   bytesTotal: number;
+  copiedFrom: string | null;
 }
 
 const snapshots = (env: NodeJS.ProcessEnv) => JSON.parse(ok(['snapshots', '--json'], env).stdout) as SnapJson[];
@@ -219,6 +220,8 @@ describe('copy', () => {
     const ours = snapshots(to.env);
     expect(ours.map(kept)).toEqual(theirs.map(kept));
     expect(ours.map((s) => s.partial)).toEqual([false, false, false, true]);
+    expect(ours.map((s) => s.copiedFrom)).toEqual(ids);
+    expect(theirs.map((s) => s.copiedFrom)).toEqual(ids.map(() => null));
     for (let i = 0; i < ids.length; i++) {
       const want = restored(from.env, ids[i]!, src);
       // Every kind of entry is there to compare.
