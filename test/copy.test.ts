@@ -37,7 +37,7 @@ interface CopyJson {
   skipped: number;
   bytesRead: number;
   bytesAdded: number;
-  snapshots: { source: string; snapshot?: string; parent: string | null; filesUnchanged: number; refEntries: number }[];
+  snapshots: { source: string; snapshot?: string; parent: string | null; filesUnchanged: number; bytesRead: number; refEntries: number }[];
 }
 
 function copy(env: NodeJS.ProcessEnv, args: string[] = []): CopyJson {
@@ -125,6 +125,7 @@ function makeSource(base: string, rng: Rng): { src: string; edits: ((src: string
   fs.mkdirSync(path.join(src, 'docs', 'deep'), { recursive: true });
   fs.mkdirSync(path.join(src, 'empty'));
   fs.writeFileSync(path.join(src, 'big.bin'), rng.bytes(1_500_000));
+  fs.writeFileSync(path.join(src, 'touched.bin'), rng.bytes(400_000));
   fs.writeFileSync(path.join(src, 'docs', 'a.txt'), 'alpha\n'.repeat(1000));
   fs.writeFileSync(path.join(src, 'docs', 'deep', 'b.txt'), 'beta');
   fs.writeFileSync(path.join(src, 'empty.txt'), '');
@@ -157,6 +158,8 @@ function makeSource(base: string, rng: Rng): { src: string; edits: ((src: string
       // Appended to, touched without a change of bytes, a directory renamed.
       fs.appendFileSync(path.join(s, 'big.bin'), Buffer.alloc(50_000, 7));
       fs.utimesSync(path.join(s, 'docs', 'a.txt'), new Date('2020-01-01T00:00:00Z'), new Date('2020-01-01T00:00:00Z'));
+      // Of many blocks: the copy proves its inherited version by the content mark.
+      fs.utimesSync(path.join(s, 'touched.bin'), new Date('2020-01-01T00:00:00Z'), new Date('2020-01-01T00:00:00Z'));
       fs.renameSync(path.join(s, 'docs', 'deep'), path.join(s, 'docs', 'deeper'));
       fs.writeFileSync(path.join(s, 'docs', 'deeper', 'c.txt'), 'gamma');
     },
@@ -214,6 +217,9 @@ describe('copy', () => {
     expect(first.snapshots.map((s) => s.parent)).toEqual([null, first.snapshots[0]!.snapshot, first.snapshots[1]!.snapshot, null]);
     // Unchanged files were inherited from the copy below, not read again.
     expect(first.snapshots[1]!.filesUnchanged).toBeGreaterThan(0);
+    // The third read the appended big file (1.55 MB) and the new one, not the touched 400 KB one.
+    expect(first.snapshots[2]!.bytesRead).toBeGreaterThan(1_550_000);
+    expect(first.snapshots[2]!.bytesRead).toBeLessThan(1_700_000);
     expect(first.bytesAdded).toBeGreaterThan(0);
 
     const theirs = snapshots(from.env);
