@@ -107,7 +107,7 @@ export async function copySnapshots(source: Repository, dest: Repository, opts: 
   const there = new Map<string, Snapshot>();
   for (const d of await listSnapshots(dest)) there.set(originalOf(d), d);
   const skipped = chosen.filter((s) => there.has(originalOf(s))).map((s) => s.id);
-  const todo = chosen.filter((s) => !there.has(originalOf(s)));
+  const todo = parentsFirst(chosen.filter((s) => !there.has(originalOf(s))));
   const bySourceId = new Map(all.map((s) => [s.id, s]));
   const result: CopyResult = { copied: [], skipped, bytesRead: 0, bytesAdded: 0, durationMs: 0 };
   const progress: CopyProgress = { snapshot: 0, snapshots: todo.length, files: 0, bytesRead: 0, bytesTotal: todo.reduce((n, s) => n + (s.meta.stats?.bytes ?? 0), 0), bytesDone: 0 };
@@ -142,6 +142,27 @@ export async function copySnapshots(source: Repository, dest: Repository, opts: 
   if (opts.dryRun) result.dryRun = true;
   result.durationMs = Math.round(performance.now() - started);
   return result;
+}
+
+/**
+ * Oldest first, but a snapshot after its parent when both are to be copied
+ * (two of the same second are listed by id): it then goes on top of its
+ * parent's copy.
+ */
+function parentsFirst(list: readonly Snapshot[]): Snapshot[] {
+  const byId = new Map(list.map((s) => [s.id, s]));
+  const out: Snapshot[] = [];
+  const placed = new Set<string>();
+  for (const first of list) {
+    // The chain of not yet placed ancestors among `list`, oldest placed first (a loop, not recursion; a cycle ends it).
+    const chain: Snapshot[] = [];
+    for (let s: Snapshot | undefined = first; s && !placed.has(s.id) && !chain.includes(s); s = s.meta.parent ? byId.get(s.meta.parent) : undefined) chain.push(s);
+    for (let i = chain.length - 1; i >= 0; i--) {
+      placed.add(chain[i]!.id);
+      out.push(chain[i]!);
+    }
+  }
+  return out;
 }
 
 async function copyOne(source: Repository, dest: Repository, s: Snapshot, base: Snapshot | undefined, onto: Snapshot | undefined, opts: CopyOptions, progress: CopyProgress): Promise<CopiedSnapshot> {
