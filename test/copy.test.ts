@@ -263,6 +263,9 @@ describe('copy', () => {
     // Nor back: the copies are the source's own snapshots.
     expect(copy(copyEnv(from.env, to.repo))).toMatchObject({ copied: 0, skipped: 4 });
     ok(['check'], to.env);
+    // A backup here of the same tree goes on top of the copy and finds nothing changed: it reads no file.
+    const next = JSON.parse(ok(['backup', src, '--host', 'alpha', '--json'], to.env).stdout) as { parent: string; filesNew: number; filesChanged: number; bytesRead: number };
+    expect(next).toMatchObject({ parent: first.snapshots[2]!.snapshot, filesNew: 0, filesChanged: 0, bytesRead: 0 });
     // The record of where each came from survives a rebuilt catalog.
     ok(['rebuild-catalog', '--quiet'], to.env);
     expect(copy(env)).toMatchObject({ copied: 0, skipped: 4 });

@@ -33,7 +33,7 @@ import { sealedVersionOf } from './commit.js';
 import { matchesFilter, type SnapshotFilter } from './filter.js';
 import { listSnapshots, metaAad, Snapshot, snapshotRowByPrefix, type SnapshotMeta, type SnapshotRecord } from './snapshot.js';
 import { SnapshotTree } from './snapshot-tree.js';
-import { encodeTree, findEntry, goneFiles, MAX_TREE_DEPTH, type Tree, type TreeEntry } from './tree.js';
+import { encodeTree, findEntry, goneFiles, leafId, MAX_TREE_DEPTH, type Tree, type TreeEntry } from './tree.js';
 import { sameFile } from './verify.js';
 import { VersionBatch, type VersionWriter } from './versions.js';
 
@@ -306,7 +306,9 @@ class CopyRun {
     }
     this.r.dirs++;
     const id = await this.sink.storeBlob('tree', encodeTree({ entries }));
-    return { ...statsOf(entry), tree: id.toString('hex') };
+    // As a backup makes it: a later backup here whose parent is this copy reuses an unchanged directory of files unread.
+    const leaf = leafId(entries, this.dest.keyring.blockIdOfPieces());
+    return { ...statsOf(entry), tree: id.toString('hex'), ...(leaf ? { leaf } : {}) };
   }
 
   private async file(at: string, entry: TreeEntry, baseEntry: TreeEntry | undefined, prev: TreeEntry | undefined): Promise<TreeEntry> {
