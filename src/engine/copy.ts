@@ -96,7 +96,7 @@ export function originalOf(s: Snapshot): string {
 /** Copies the chosen snapshots of `source` that `dest` lacks, oldest first. */
 export async function copySnapshots(source: Repository, dest: Repository, opts: CopyOptions = {}): Promise<CopyResult> {
   const started = performance.now();
-  if (source.config.id === dest.config.id) throw usageError('the source and the destination are the same repository');
+  if (source.config.id === dest.config.id) throw usageError('the source and the destination are the same repository (their ids are equal: one is the other, or a copy of its files)');
   const all = await listSnapshots(source);
   let chosen: Snapshot[];
   if (opts.ids && opts.ids.length > 0) {
