@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { cliEnv, initCliRepo, Rng, strata, strataAsync, tempDir } from './helpers.js';
+import { cliEnv, initCliRepo, Rng, ROOT, strata, strataAsync, tempDir } from './helpers.js';
 import { client, serve, token } from './server-helpers.js';
 
 const xattr = createRequire(import.meta.url)('@napi-rs/xattr') as {
@@ -349,6 +349,23 @@ describe('copy', () => {
     expect(restored(cliEnv(far.repo), back.snapshots[1]!.snapshot!, src)).toEqual(restored(from.env, ids[1]!, src));
     expect(copy(into).copied).toBe(0);
     ok(['check'], cliEnv(far.repo));
+  });
+
+  it('copies from a repository of format version 1 (with its key file): every file reads back byte-exact', () => {
+    const source = path.join(tempDir(), 'repo');
+    fs.cpSync(path.join(ROOT, 'fixtures', 'repo-v1'), source, { recursive: true });
+    const expected = JSON.parse(fs.readFileSync(path.join(ROOT, 'fixtures', 'repo-v1.expected.json'), 'utf8')) as { files: Record<string, Record<string, string>> };
+    const to = initCliRepo();
+    const r = JSON.parse(ok(['copy', '--from-repo', source, '--from-key-file', path.join(ROOT, 'fixtures', 'repo-v1.key.json'), '--json'], to.env).stdout) as CopyJson;
+    expect(r.snapshots.map((s) => s.source)).toEqual(Object.keys(expected.files));
+    for (const c of r.snapshots) {
+      for (const [file, sha] of Object.entries(expected.files[c.source]!)) {
+        const cat = strata(['cat', file, '--at', c.snapshot!], to.env);
+        expect(cat.status, cat.stderr).toBe(0);
+        expect(createHash('sha256').update(cat.raw).digest('hex')).toBe(sha);
+      }
+    }
+    ok(['check'], to.env);
   });
 
   it('an interrupted copy leaves the destination clean, and the next one finishes it', async () => {
