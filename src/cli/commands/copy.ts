@@ -80,7 +80,7 @@ async function openSource(from: GlobalOptions): Promise<Repository> {
   try {
     return await openRepository(from, { readonly: true }, FROM_ENV);
   } catch (e) {
-    if (e instanceof StrataError && !e.message.startsWith('no source')) throw new StrataError(e.code, `source repository: ${e.message}`, e.data);
+    if (e instanceof StrataError && !e.message.includes('source repository')) throw new StrataError(e.code, `source repository: ${e.message}`, e.data);
     throw e;
   }
 }
