@@ -22,7 +22,7 @@ const help = (...words: string[]) => {
 const roff = (text: string) => text.replace(/-/g, '\\-');
 
 const COMMANDS = [
-  ['init'], ['backup'], ['snapshots'], ['ls'], ['cat'], ['restore'], ['mount'], ['toc'], ['blame'], ['key', 'export'], ['key', 'list'], ['key', 'add'], ['key', 'remove'], ['key', 'passwd'], ['diff'], ['find'], ['stats'], ['tag'], ['check'], ['forget'], ['prune'],
+  ['init'], ['backup'], ['snapshots'], ['ls'], ['cat'], ['restore'], ['mount'], ['toc'], ['blame'], ['key', 'export'], ['key', 'list'], ['key', 'add'], ['key', 'remove'], ['key', 'passwd'], ['diff'], ['find'], ['stats'], ['tag'], ['copy'], ['check'], ['forget'], ['prune'],
   ['rebuild-catalog'], ['unlock'], ['serve'], ['ui'], ['items'], ['item'], ['sql'], ['manifest'], ['token', 'add'], ['token', 'list'], ['token', 'revoke'], ['version'], ['completion'],
 ];
 
@@ -32,7 +32,7 @@ function envVarsInCode(): string[] {
     for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
       const p = path.join(dir, e.name);
       if (e.isDirectory()) walk(p);
-      else if (p.endsWith('.ts')) for (const m of fs.readFileSync(p, 'utf8').matchAll(/process\.env\.([A-Z_]+)/g)) found.add(m[1]!);
+      else if (p.endsWith('.ts')) for (const m of fs.readFileSync(p, 'utf8').matchAll(/process\.env\.([A-Z_]+)|'(STRATA_[A-Z_]+)'/g)) found.add((m[1] ?? m[2])!);
     }
   };
   walk(path.join(ROOT, 'src'));

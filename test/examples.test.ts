@@ -79,6 +79,7 @@ class Session {
     this.paths = (
       [
         ['/srv/backup/strata', path.join(d, 'repo')],
+        ['/srv/offsite', path.join(d, 'offsite')],
         ['/srv/strata/laptop', path.join(d, 'server')],
         ['/srv/big.img', path.join(d, 'big.img')],
         ['/tmp/demo-repo', path.join(d, 'demo-repo')],

@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { readXattrs, writeXattrs } from '../src/util/xattrs.js';
 import { cliForEveryone, initCliRepo, Rng, strata, tempDir } from './helpers.js';
 
 const xattr = createRequire(import.meta.url)('@napi-rs/xattr') as {
@@ -253,17 +254,28 @@ describe('FIFOs, device nodes and extended attributes', () => {
     expect(names()).toMatchObject({ f1: [], f2: ['user.two'] });
   });
 
-  it('names that are not UTF-8: attributes below such a directory, and of it, round-trip; a file of such a name is said once, not failed', () => {
+  it("names that are not UTF-8: attributes below such a directory, of it, and of a file or FIFO of such a name round-trip; a symlink of such a name is said once and never read through", () => {
     const src = tempDir();
     if (!takesUserXattrs(src)) return void console.warn(`skipped: ${src} takes no user.* extended attributes`);
     const { env } = initCliRepo();
-    // Latin-1 "café" as a directory, a file of a UTF-8 name in it, and a file of a Latin-1 name.
+    // Latin-1 "café" as a directory, a file of a UTF-8 name in it, a file, a FIFO and a symlink of Latin-1 names.
     const bytes = (...parts: (string | Buffer)[]) => Buffer.concat(parts.map((x) => (typeof x === 'string' ? Buffer.from(x) : x)));
     const dir = bytes(src, '/caf', Buffer.of(0xe9));
     fs.mkdirSync(dir);
     fs.writeFileSync(bytes(dir, '/inner.txt'), 'inner');
-    fs.writeFileSync(bytes(src, '/f', Buffer.of(0xff)), 'odd');
-    // The binding takes text: the attributes are set here through descriptors, as strata reads them.
+    // The binding takes text: attributes are set here under names of text, which are then renamed (attributes go along).
+    const named = (name: Buffer, make: (p: string) => void, attrs: Record<string, string>) => {
+      const p = path.join(src, 'ascii-name');
+      make(p);
+      for (const [n, v] of Object.entries(attrs)) xattr.setAttributeSync(p, n, Buffer.from(v));
+      fs.renameSync(p, bytes(src, '/', name));
+    };
+    named(Buffer.of(0x66, 0xff), (p) => fs.writeFileSync(p, 'odd'), { 'user.odd': 'of a file of a Latin-1 name', 'user.empty': '' });
+    if (asRoot) named(Buffer.of(0x70, 0xfe), (p) => execFileSync('mkfifo', [p]), { 'trusted.fifo': 'of a FIFO' });
+    // A symlink of a Latin-1 name to a file with an attribute of its own: the link's entry must not take it.
+    fs.writeFileSync(path.join(src, 'target.txt'), 'target');
+    xattr.setAttributeSync(path.join(src, 'target.txt'), 'user.target', Buffer.from('of the target'));
+    fs.symlinkSync('target.txt', bytes(src, '/l', Buffer.of(0xfd)));
     const fd = fs.openSync(dir, 'r');
     try {
       xattr.setAttributeSync(`/proc/self/fd/${fd}/.`, 'user.dir', Buffer.from('of the directory'));
@@ -273,10 +285,15 @@ describe('FIFOs, device nodes and extended attributes', () => {
     }
     const b = strata(['backup', src, '--json'], env);
     expect(b.status, b.stderr).toBe(0);
-    expect(JSON.parse(b.stdout).warnings).toEqual([`extended attributes not read of 1 entry whose names are not UTF-8, which the attribute binding takes names as (${src}/f\\xff)`]);
+    expect(JSON.parse(b.stdout).warnings).toEqual([`extended attributes not read of 1 entry whose names are not UTF-8: a symlink of such a name is never read through a descriptor, and anything else needs attr's getfattr (${src}/l\\xfd)`]);
+    const listed = (JSON.parse(ok(['ls', src, '--json'], env).stdout) as { entries: { name: string; xattrs?: string[] }[] }).entries;
+    const attrNames = (name: string) => listed.find((e) => e.name === name)?.xattrs ?? [];
+    expect(attrNames('f\udcff')).toEqual(['user.empty', 'user.odd']);
+    expect(attrNames('l\udcfd')).toEqual([]);
+    expect(attrNames('target.txt')).toEqual(['user.target']);
     const target = tempDir();
     const r = JSON.parse(ok(['restore', '--target', target, '--json'], env).stdout);
-    expect(r).toMatchObject({ xattrs: 2, notRestored: [] });
+    expect(r).toMatchObject({ xattrs: 5 + (asRoot ? 1 : 0), notRestored: [] });
     const back = fs.openSync(bytes(target, src, '/caf', Buffer.of(0xe9)), 'r');
     try {
       expect(attrsOf(`/proc/self/fd/${back}/.`)).toEqual({ 'user.dir': Buffer.from('of the directory').toString('hex') });
@@ -285,6 +302,36 @@ describe('FIFOs, device nodes and extended attributes', () => {
       fs.closeSync(back);
     }
     expect(fs.readFileSync(bytes(target, src, '/f', Buffer.of(0xff)), 'utf8')).toBe('odd');
+    // Read back under a second name of text (a hard link made here, by the test).
+    const textName = (name: Buffer) => {
+      const p = path.join(tempDir(), 'x');
+      fs.linkSync(bytes(target, src, '/', name), p);
+      return p;
+    };
+    const hex = (v: string) => Buffer.from(v).toString('hex');
+    expect(attrsOf(textName(Buffer.of(0x66, 0xff)))).toEqual({ 'user.empty': '', 'user.odd': hex('of a file of a Latin-1 name') });
+    if (asRoot) {
+      expect(fs.lstatSync(bytes(target, src, '/p', Buffer.of(0xfe))).isFIFO()).toBe(true);
+      expect(attrsOf(textName(Buffer.of(0x70, 0xfe)))).toMatchObject({ 'trusted.fifo': hex('of a FIFO') });
+    }
+    // The link is a link, and its target has only its own attribute.
+    expect(fs.readlinkSync(bytes(target, src, '/l', Buffer.of(0xfd)), 'utf8')).toBe('target.txt');
+    expect(attrsOf(path.join(target, src, 'target.txt'))).toEqual({ 'user.target': hex('of the target') });
+  });
+
+  it('a symlink whose name is not UTF-8 never has attributes read or set through it; a file of such a name has them read and set', () => {
+    const dir = tempDir();
+    if (!takesUserXattrs(dir)) return void console.warn(`skipped: ${dir} takes no user.* extended attributes`);
+    fs.writeFileSync(path.join(dir, 'target'), 't');
+    xattr.setAttributeSync(path.join(dir, 'target'), 'user.own', Buffer.from('own'));
+    fs.symlinkSync('target', Buffer.concat([Buffer.from(`${dir}/l`), Buffer.of(0xfd)]));
+    // Names as strata holds them: a byte that is not UTF-8 as a lone surrogate (util/names.ts).
+    expect(readXattrs(`${dir}/l\udcfd`, false)).toEqual({ attrs: [], problems: [], unnamed: true });
+    expect(writeXattrs(`${dir}/l\udcfd`, false, [['user.evil', Buffer.from('x')]])).toHaveLength(1);
+    expect(attrsOf(path.join(dir, 'target'))).toEqual({ 'user.own': Buffer.from('own').toString('hex') });
+    fs.writeFileSync(Buffer.concat([Buffer.from(`${dir}/f`), Buffer.of(0xff)]), 'f');
+    expect(writeXattrs(`${dir}/f\udcff`, false, [['user.a', Buffer.of(0, 0x3d, 0xff)], ['user.b=c', Buffer.from('with = in its name')]])).toEqual([]);
+    expect(readXattrs(`${dir}/f\udcff`, false)).toEqual({ attrs: [['user.a', Buffer.of(0, 0x3d, 0xff)], ['user.b=c', Buffer.from('with = in its name')]], problems: [] });
   });
 
   it.skipIf(!asRoot)('a target without extended attributes (ramfs) names and counts each refused, exit 3; a source over the bound keeps what fits, exit 3 (needs root to mount ramfs and tmpfs)', () => {

@@ -31,9 +31,37 @@ export function globals(cmd: Command): GlobalOptions {
   return cmd.optsWithGlobals() as GlobalOptions;
 }
 
-export function repoPath(g: GlobalOptions): string {
-  const repo = g.repo ?? process.env.STRATA_REPO;
-  if (!repo) throw usageError('no repository given: use --repo DIR|URL|s3://BUCKET/PREFIX or set STRATA_REPO');
+/** The environment variables that stand for the options naming a repository and its credentials. */
+export interface RepoEnv {
+  repo: string;
+  password: string;
+  passwordFile: string;
+  keyFile: string;
+  token: string;
+  caCert: string;
+  /** What the repository is called in messages ("repository", "source repository"). */
+  what: string;
+}
+
+export const MAIN_ENV: RepoEnv = { repo: 'STRATA_REPO', password: 'STRATA_PASSWORD', passwordFile: 'STRATA_PASSWORD_FILE', keyFile: 'STRATA_KEY_FILE', token: 'STRATA_TOKEN', caCert: 'STRATA_CA_CERT', what: 'repository' };
+
+/** `strata copy`'s source: the same options and variables with FROM in their names. */
+export const FROM_ENV: RepoEnv = {
+  repo: 'STRATA_FROM_REPO',
+  password: 'STRATA_FROM_PASSWORD',
+  passwordFile: 'STRATA_FROM_PASSWORD_FILE',
+  keyFile: 'STRATA_FROM_KEY_FILE',
+  token: 'STRATA_FROM_TOKEN',
+  caCert: 'STRATA_FROM_CA_CERT',
+  what: 'source repository',
+};
+
+export function repoPath(g: GlobalOptions, env: RepoEnv = MAIN_ENV): string {
+  const repo = g.repo ?? process.env[env.repo];
+  if (!repo) {
+    if (env === MAIN_ENV) throw usageError('no repository given: use --repo DIR|URL|s3://BUCKET/PREFIX or set STRATA_REPO');
+    throw usageError(`no ${env.what} given: use --from-repo DIR|URL|s3://BUCKET/PREFIX or set ${env.repo}`);
+  }
   return repo;
 }
 
@@ -55,10 +83,10 @@ export function serverDir(g: GlobalOptions): string {
 }
 
 /** Reads the password from STRATA_PASSWORD, a password file, or a terminal prompt. */
-export async function readPassword(g: GlobalOptions, prompt = 'repository password: '): Promise<string> {
+export async function readPassword(g: GlobalOptions, prompt = 'repository password: ', env: RepoEnv = MAIN_ENV): Promise<string> {
   // An explicit option beats the environment; a password in the environment beats a file named there.
-  const file = g.passwordFile ?? (process.env.STRATA_PASSWORD ? undefined : process.env.STRATA_PASSWORD_FILE);
-  if (!g.passwordFile && process.env.STRATA_PASSWORD) return process.env.STRATA_PASSWORD;
+  const file = g.passwordFile ?? (process.env[env.password] ? undefined : process.env[env.passwordFile]);
+  if (!g.passwordFile && process.env[env.password]) return process.env[env.password]!;
   if (file) {
     try {
       return fs.readFileSync(file, 'utf8').replace(/\r?\n$/, '');
@@ -67,6 +95,7 @@ export async function readPassword(g: GlobalOptions, prompt = 'repository passwo
     }
   }
   if (process.stdin.isTTY) return promptHidden(prompt);
+  if (env !== MAIN_ENV) throw wrongKey(`no password given for the ${env.what}: set ${env.password} or ${env.passwordFile}, use --from-password-file or --from-key-file, or run on a terminal`);
   throw wrongKey('no password given: set STRATA_PASSWORD or STRATA_PASSWORD_FILE, use --password-file or --key-file, or run on a terminal');
 }
 
@@ -75,24 +104,28 @@ export async function readPassword(g: GlobalOptions, prompt = 'repository passwo
  * then the environment (STRATA_KEY_FILE, then STRATA_PASSWORD, then
  * STRATA_PASSWORD_FILE), then a prompt.
  */
-export function credentials(g: GlobalOptions): Credentials {
-  const keyFile = g.keyFile ?? (g.passwordFile ? undefined : process.env.STRATA_KEY_FILE);
+export function credentials(g: GlobalOptions, env: RepoEnv = MAIN_ENV): Credentials {
+  const keyFile = g.keyFile ?? (g.passwordFile ? undefined : process.env[env.keyFile]);
   if (keyFile) return { keyFile };
-  return { password: () => readPassword(g) };
+  return { password: () => readPassword(g, `${env.what} password: `, env) };
 }
 
 /** How to reach a server, when the repository is one (the token never goes in a URL or a log). */
-export function remoteOptions(g: GlobalOptions): RemoteOptions {
-  const token = g.token ?? process.env.STRATA_TOKEN;
-  const caFile = g.caCert ?? process.env.STRATA_CA_CERT;
+export function remoteOptions(g: GlobalOptions, env: RepoEnv = MAIN_ENV): RemoteOptions {
+  const token = g.token ?? process.env[env.token];
+  const caFile = g.caCert ?? process.env[env.caCert];
   const cacheDir = g.cache === false ? null : (g.cacheDir ?? undefined);
   return { ...(token ? { token } : {}), ...(caFile ? { caFile } : {}), ...(cacheDir !== undefined ? { cacheDir } : {}), ...(g.s3Endpoint ? { s3: { endpoint: g.s3Endpoint } } : {}) };
 }
 
 export async function openRepo(cmd: Command, opts: { readonly?: boolean } = {}): Promise<Repository> {
-  const g = globals(cmd);
-  const where = repoPath(g);
-  const repo = await Repository.open(where, credentials(g), opts, remoteOptions(g));
+  return openRepository(globals(cmd), opts);
+}
+
+/** Opens the repository `g` and `env` name; one in a bucket has its catalog cache brought up to date first. */
+export async function openRepository(g: GlobalOptions, opts: { readonly?: boolean } = {}, env: RepoEnv = MAIN_ENV): Promise<Repository> {
+  const where = repoPath(g, env);
+  const repo = await Repository.open(where, credentials(g, env), opts, remoteOptions(g, env));
   if (!repo.cachedCatalog) return repo;
   // A repository in a bucket: its catalog here is a cache, brought up to date first.
   try {

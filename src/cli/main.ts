@@ -17,6 +17,10 @@ Environment (an option given on the command line wins over its variable):
   STRATA_KEY_FILE       a key from "strata key export" (--key-file)
   STRATA_TOKEN          a server's bearer token (--token)
   STRATA_CA_CERT        a certificate to trust for a server's TLS (--ca-cert)
+  STRATA_FROM_REPO, STRATA_FROM_PASSWORD, STRATA_FROM_PASSWORD_FILE,
+  STRATA_FROM_KEY_FILE, STRATA_FROM_TOKEN, STRATA_FROM_CA_CERT
+                        copy's source repository and its credentials
+                        (--from-repo and the other --from-* options)
   STRATA_CACHE_DIR      the block cache and S3 catalogs (--cache-dir; else
                         $XDG_CACHE_HOME/strata or ~/.cache/strata)
   AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID,
@@ -37,6 +41,7 @@ function exitCodesOf(command: string | undefined): ExitCodeValue[] {
       return [0, 1, 2, 3, 10, 12, 130];
     case 'forget':
     case 'tag':
+    case 'copy':
     case 'prune':
     case 'check':
     case 'rebuild-catalog':
@@ -83,6 +88,7 @@ const MODULES: [names: string[], load: Registrar][] = [
   [['blame'], () => import('./commands/blame.js')],
   [['find', 'stats'], () => import('./commands/find.js')],
   [['tag'], () => import('./commands/tag.js')],
+  [['copy'], () => import('./commands/copy.js')],
   [['key'], () => import('./commands/key.js')],
   [['check', 'forget', 'prune', 'rebuild-catalog', 'unlock'], () => import('./commands/maintenance.js')],
   [['serve'], () => import('./commands/serve.js')],

@@ -149,7 +149,7 @@ export class TreeWalker extends BackupPart {
     else delete entry.xattrs;
   }
 
-  /** Entries whose own names are not UTF-8 and whose attributes could therefore not be read. */
+  /** Entries whose own names are not UTF-8 and whose attributes could not be read (symlinks; anything, without getfattr). */
   private readonly unnamed: string[] = [];
 
   /** Says, once, what the walk could not read for want of a name in UTF-8. */
@@ -157,7 +157,7 @@ export class TreeWalker extends BackupPart {
     const n = this.unnamed.length;
     if (n === 0) return;
     const shown = this.unnamed.slice(0, 3).map(displayName).join(', ');
-    this.warn(`extended attributes not read of ${n} ${n === 1 ? 'entry' : 'entries'} whose names are not UTF-8, which the attribute binding takes names as (${shown}${n > 3 ? ', ...' : ''})`, false);
+    this.warn(`extended attributes not read of ${n} ${n === 1 ? 'entry' : 'entries'} whose names are not UTF-8: a symlink of such a name is never read through a descriptor, and anything else needs attr's getfattr (${shown}${n > 3 ? ', ...' : ''})`, false);
   }
 
   /** Whether the parent snapshot read extended attributes: an entry of it without any then had none. */

@@ -156,11 +156,26 @@ export async function pinSnapshot(repo: Repository, snapshotId: string): Promise
   return { snapshot: row.id, release: () => (released ??= repo.service.endLease(lease)) };
 }
 
-/** The parent's version of a file as its sealed TOC says: its blocks (a piece of a block has no id) and entries. */
-interface SealedVersion {
+/** A snapshot's version of a file as its sealed TOC says: its blocks (a piece of a block has no id), entries and the snapshot whose sealed TOC they are. */
+export interface SealedVersion {
   blocks: BlockList;
   entries: readonly SealedEntry[];
   target: TargetVersion;
+  owner: string | null;
+}
+
+/** `snapshot`'s version of the file at `at`, checked against its sealed TOC (undefined: it has none there). */
+export async function sealedVersionOf(repo: Repository, snapshot: Snapshot, at: string): Promise<SealedVersion | undefined> {
+  const pathId = repo.keyring.pathId(at);
+  const [row] = await repo.service.parentVersions(snapshot.row.seq, [pathId]);
+  if (!row) return undefined;
+  const v = verifier(repo);
+  const bound = await v.bind(snapshot, at, pathId, row);
+  const blocks = new BlockList();
+  if (bound.truth.size > 0) {
+    for await (const p of v.expected(bound, 0, bound.truth.size - 1)) blocks.push(p.from === 0 && p.length === p.blockSize ? p.block : null, p.length);
+  }
+  return { blocks, entries: await bound.truth.entries.all(), target: { id: row.id, snapshotId: snapshot.id, depth: row.depth }, owner: bound.truth.owner };
 }
 
 class CommitRun {
@@ -295,17 +310,8 @@ class CommitRun {
   }
 
   /** The parent's version of the file at `at`, checked against its sealed TOC (undefined: it has none there). */
-  private async sealedVersion(at: string): Promise<SealedVersion | undefined> {
-    const pathId = this.repo.keyring.pathId(at);
-    const [row] = await this.repo.service.parentVersions(this.parent.row.seq, [pathId]);
-    if (!row) return undefined;
-    const v = verifier(this.repo);
-    const bound = await v.bind(this.parent, at, pathId, row);
-    const blocks = new BlockList();
-    if (bound.truth.size > 0) {
-      for await (const p of v.expected(bound, 0, bound.truth.size - 1)) blocks.push(p.from === 0 && p.length === p.blockSize ? p.block : null, p.length);
-    }
-    return { blocks, entries: await bound.truth.entries.all(), target: { id: row.id, snapshotId: this.parent.id, depth: row.depth } };
+  private sealedVersion(at: string): Promise<SealedVersion | undefined> {
+    return sealedVersionOf(this.repo, this.parent, at);
   }
 
   /**

@@ -87,7 +87,7 @@ async function indexPacks(
 
 /** The sealed meta the catalog keeps for a snapshot, from its record. */
 function sealedMetaOf(repo: Repository, s: SnapshotRecord): Buffer {
-  const meta = { host: s.host, tags: s.tags, paths: s.paths, ...(s.parent ? { parent: s.parent } : {}), ...(s.xattrs ? { xattrs: s.xattrs } : {}), ...(s.stats ? { stats: s.stats } : {}), ...(s.unreadable ? { unreadable: s.unreadable } : {}), ...(s.datasets ? { datasets: s.datasets } : {}), root: s.root, time: s.time };
+  const meta = { host: s.host, tags: s.tags, paths: s.paths, ...(s.parent ? { parent: s.parent } : {}), ...(s.xattrs ? { xattrs: s.xattrs } : {}), ...(s.stats ? { stats: s.stats } : {}), ...(s.unreadable ? { unreadable: s.unreadable } : {}), ...(s.datasets ? { datasets: s.datasets } : {}), ...(s.copiedFrom ? { copiedFrom: s.copiedFrom } : {}), ...(s.original ? { original: s.original } : {}), root: s.root, time: s.time };
   return repo.keyring.sealJson(meta, metaAad(s.id));
 }
 

@@ -31,6 +31,10 @@ export interface SnapshotMeta {
   time?: string;
   /** The manifest: the datasets the snapshot holds, told by content (engine/manifest.ts). Absent before it was kept. */
   datasets?: DatasetEntry[];
+  /** A copy made by `strata copy`: the id of the snapshot it was copied from, in the source repository. */
+  copiedFrom?: string;
+  /** A copy: the snapshot its chain of copies started from (the source's `original`, or the source itself). */
+  original?: string;
 }
 
 export interface SnapshotRecord extends SnapshotMeta {

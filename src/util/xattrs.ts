@@ -11,11 +11,22 @@
  * never what a link points at. It takes paths as text. A path that is not
  * UTF-8 (util/names.ts) is reached through a descriptor: its directory's
  * (/proc/self/fd/N/NAME), or for a directory whose own name is not UTF-8,
- * its own (/proc/self/fd/N/.). Any other entry whose own name is not UTF-8
- * cannot be named to the binding: `readXattrs` says so (`unnamed`), and
- * `writeXattrs` counts it as not set.
+ * its own (/proc/self/fd/N/.).
+ *
+ * Any other entry whose own name is not UTF-8 cannot be named to the
+ * binding, whose l* calls on /proc/self/fd/N would act on that magic link,
+ * not on the file. Such an entry is opened with O_PATH | O_NOFOLLOW (a
+ * descriptor of the entry itself, never of what a link points at); when it
+ * is no symlink, attr's getfattr and setfattr are given that descriptor as
+ * their fd 3 and name it /proc/self/fd/3 with their following calls
+ * (getxattr, setxattr): the kernel resolves that magic link to the inode the
+ * descriptor holds, so they reach the entry and follow no link. A symlink of
+ * such a name, or a system without getfattr, stays unread (`unnamed`) and
+ * unset. Names of this kind are rare: a process per entry costs nothing
+ * that matters.
  */
-import { closeSync, constants, openSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { closeSync, constants, fstatSync, openSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { hasEscapedBytes, osPath } from './names.js';
@@ -93,14 +104,13 @@ export interface ReadXattrs {
 /** The kept attributes of the entry at `p` (a directory when `dir`), never through a symlink. */
 export function readXattrs(p: string, dir: boolean): ReadXattrs {
   try {
-    return asText(p, dir, readAt) ?? { attrs: [], problems: [], unnamed: true };
+    return asText(p, dir, readAt) ?? throughDescriptor(p, readByTool) ?? { attrs: [], problems: [], unnamed: true };
   } catch (e) {
     return { attrs: [], problems: [`cannot list extended attributes: ${reason(e)}`] };
   }
 }
 
 function readAt(p: string): ReadXattrs {
-  const problems: string[] = [];
   let names: string[];
   try {
     names = load().listAttributesSync(p);
@@ -110,10 +120,16 @@ function readAt(p: string): ReadXattrs {
     if (/not supported/i.test(why)) return { attrs: [], problems: [] };
     return { attrs: [], problems: [`cannot list extended attributes: ${why}`] };
   }
+  return kept(names, (name) => load().getAttributeSync(p, name));
+}
+
+/** The kept ones of `names` in name order, each read by `get` (null: it could not be), within the bound of one entry. */
+function kept(names: readonly string[], get: (name: string) => Buffer | null): ReadXattrs {
+  const problems: string[] = [];
   const attrs: XattrList = [];
   let bytes = 0;
   for (const name of names.filter(isKeptXattr).sort()) {
-    const value = load().getAttributeSync(p, name);
+    const value = get(name);
     // The binding says null for a read that failed as for one that vanished since the list.
     if (value === null) {
       problems.push(`cannot read extended attribute ${name}`);
@@ -136,7 +152,7 @@ export const DEFAULT_ACL = 'system.posix_acl_default';
 /** Whether the entry at `p` (a directory when `dir`) has the attribute (false when that cannot be told). */
 export function hasXattr(p: string, dir: boolean, name: string): boolean {
   try {
-    return asText(p, dir, (t) => load().getAttributeSync(t, name) !== null) ?? false;
+    return asText(p, dir, (t) => load().getAttributeSync(t, name) !== null) ?? throughDescriptor(p, (fd) => readByTool(fd)?.attrs.some(([n]) => n === name)) ?? false;
   } catch {
     return false;
   }
@@ -145,9 +161,11 @@ export function hasXattr(p: string, dir: boolean, name: string): boolean {
 /** Removes the attribute from the entry at `p` (a directory when `dir`) if it has it, never through a symlink; what cannot be removed stays. */
 export function dropXattr(p: string, dir: boolean, name: string): void {
   try {
-    asText(p, dir, (t) => {
+    const done = asText(p, dir, (t) => {
       if (load().getAttributeSync(t, name) !== null) load().removeAttributeSync(t, name);
+      return true;
     });
+    if (!done) throughDescriptor(p, (fd) => readByTool(fd)?.attrs.some(([n]) => n === name) && attrTool('setfattr', ['-x', name], fd));
   } catch {
     // Nothing to do about it: the entry keeps it.
   }
@@ -175,8 +193,72 @@ export function writeXattrs(p: string, dir: boolean, attrs: XattrList): { name: 
       }
       return out;
     });
-    return failed ?? all('its name is not UTF-8, which extended attributes are set by');
+    return failed ?? throughDescriptor(p, (fd) => writeByTool(fd, attrs)) ?? all("its name is not UTF-8: a symlink of such a name has none set, and anything else needs attr's setfattr");
   } catch (e) {
     return all(reason(e));
   }
+}
+
+/**
+ * `fn` given an O_PATH | O_NOFOLLOW descriptor of the entry at `p` itself;
+ * undefined when the entry is a symlink (it is left alone), or `fn` says
+ * undefined (no tool).
+ */
+function throughDescriptor<T>(p: string, fn: (fd: number) => T | undefined): T | undefined {
+  const fd = openSync(osPath(p), O_PATH | constants.O_NOFOLLOW);
+  try {
+    if (fstatSync(fd).isSymbolicLink()) return undefined;
+    return fn(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** What getfattr or setfattr said when run on the entry the descriptor holds; undefined when the tool is not installed. */
+function attrTool(tool: 'getfattr' | 'setfattr', args: readonly string[], fd: number): { ok: boolean; out: string; why: string } | undefined {
+  // The descriptor is the child's fd 3: /proc/self/fd/3 there is this entry, reached without a name.
+  const r = spawnSync(tool, [...args, '/proc/self/fd/3'], { stdio: ['ignore', 'pipe', 'pipe', fd], encoding: 'latin1', maxBuffer: 16 * XATTR_ENTRY_BYTES });
+  if (r.error) {
+    if ((r.error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    return { ok: false, out: '', why: r.error.message };
+  }
+  const why = r.stderr.split('\n').find((l) => l.trim() !== '') ?? `${tool} exited with ${r.status}`;
+  return { ok: r.status === 0, out: r.stdout, why: why.replace(/^\w+: \/proc\/self\/fd\/3: /, '').replace(/^./, (c) => c.toLowerCase()) };
+}
+
+/** getfattr's escapes in a name (\ooo, octal) undone. */
+function unescapeName(name: string): string {
+  return name.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
+/** The kept attributes of the entry the descriptor holds, read by getfattr (undefined: getfattr is not installed). */
+function readByTool(fd: number): ReadXattrs | undefined {
+  const r = attrTool('getfattr', ['--absolute-names', '--dump', '--match=-', '--encoding=hex'], fd);
+  if (!r) return undefined;
+  if (!r.ok) {
+    if (/not supported/i.test(r.why)) return { attrs: [], problems: [] };
+    return { attrs: [], problems: [`cannot list extended attributes: ${r.why}`] };
+  }
+  // "NAME=0xHEX" lines ("=" in a name is escaped), after "# file: ...".
+  const values = new Map<string, Buffer>();
+  for (const line of r.out.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const eq = line.indexOf('=');
+    const name = Buffer.from(unescapeName(eq < 0 ? line : line.slice(0, eq)), 'latin1').toString('utf8');
+    const hex = eq < 0 ? '0x' : line.slice(eq + 1);
+    if (!/^0x([0-9a-f]{2})*$/i.test(hex)) continue;
+    values.set(name, Buffer.from(hex.slice(2), 'hex'));
+  }
+  return kept([...values.keys()], (name) => values.get(name) ?? null);
+}
+
+/** Sets each attribute on the entry the descriptor holds with setfattr; why each that could not be set failed (undefined: setfattr is not installed). */
+function writeByTool(fd: number, attrs: XattrList): { name: string; reason: string }[] | undefined {
+  const out: { name: string; reason: string }[] = [];
+  for (const [name, value] of attrs) {
+    const r = attrTool('setfattr', ['-n', name, ...(value.length > 0 ? ['-v', `0x${value.toString('hex')}`] : [])], fd);
+    if (!r) return undefined;
+    if (!r.ok) out.push({ name, reason: r.why });
+  }
+  return out;
 }

@@ -31,6 +31,7 @@ export function register(program: Command): void {
           bytesAdded: s.meta.stats?.bytesAdded ?? 0,
           partial: (s.meta.unreadable ?? 0) > 0,
           unreadable: s.meta.unreadable ?? 0,
+          copiedFrom: s.meta.copiedFrom ?? null,
         }));
         if (g.json) return printJson(out);
         if (out.length === 0) return line('no snapshots');
