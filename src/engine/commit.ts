@@ -164,6 +164,46 @@ export interface SealedVersion {
   owner: string | null;
 }
 
+/** Where a changed file's version goes: the snapshot being made, its version batch, and the counts it adds to. */
+export interface VersionTarget {
+  readonly repo: Repository;
+  readonly versions: VersionWriter;
+  readonly seq: number;
+  readonly id: string;
+  readonly r: BackupResult;
+}
+
+/**
+ * Stores `blocks` as the version at `at` of the snapshot being made,
+ * diffed against `here` (the parent's sealed version there, if any): data
+ * entries for what is new, references for what it shares. Returns the tree
+ * entry's fields that name it: its one block (format 3), or its TOC.
+ */
+export async function storeChangedVersion(t: VersionTarget, at: string, blocks: BlockList, here: SealedVersion | undefined): Promise<{ block?: string; toc?: string }> {
+  let entries = diffBlocks(here?.blocks ?? new BlockList(1), blocks);
+  if (entries.refEntries > 0 && !here) entries = diffBlocks(new BlockList(1), blocks);
+  t.r.dataEntries += entries.dataEntries;
+  t.r.refEntries += entries.refEntries;
+  t.r.bytesTotal += blocks.size;
+  const refs = entries.refEntries > 0 && here !== undefined;
+  // One block: the entry names it and no TOC is sealed (format 3), as a backup does.
+  const one = t.repo.blocksInEntries && entries.length === 1 && entries.dataEntries === 1 ? blocks.id(0) : null;
+  const toc = await t.versions.add({
+    snapshotSeq: t.seq,
+    snapshotId: t.id,
+    pathId: t.repo.keyring.pathId(at),
+    size: blocks.size,
+    entries,
+    target: refs ? here.target : undefined,
+    targetEntries: refs ? here.entries : undefined,
+    targetOwner: refs ? here.owner : undefined,
+    where: at,
+    blocks,
+    inEntry: one !== null,
+  });
+  return one ? { block: one.toString('hex') } : toc && t.repo.blocksInEntries ? { toc: toc.toString('hex') } : {};
+}
+
 /** `snapshot`'s version of the file at `at`, checked against its sealed TOC (undefined: it has none there). */
 export async function sealedVersionOf(repo: Repository, snapshot: Snapshot, at: string): Promise<SealedVersion | undefined> {
   const pathId = repo.keyring.pathId(at);
@@ -283,29 +323,9 @@ class CommitRun {
     const here = prev?.type === 'file' ? await this.sealedVersion(at) : undefined;
     const from = node.base === undefined ? undefined : node.base === at ? here : await this.sealedVersion(node.base);
     const blocks = await this.blocksOf(at, node, from?.blocks);
-    let entries = diffBlocks(here?.blocks ?? new BlockList(1), blocks);
-    if (entries.refEntries > 0 && !here) entries = diffBlocks(new BlockList(1), blocks);
     if (prev?.type === 'file') this.r.filesChanged++;
     else this.r.filesNew++;
-    this.r.dataEntries += entries.dataEntries;
-    this.r.refEntries += entries.refEntries;
-    this.r.bytesTotal += blocks.size;
-    const refs = entries.refEntries > 0 && here !== undefined;
-    // One block: the entry names it and no TOC is sealed (format 3), as a backup does.
-    const one = this.repo.blocksInEntries && entries.length === 1 && entries.dataEntries === 1 ? blocks.id(0) : null;
-    const toc = await this.versions.add({
-      snapshotSeq: this.seq,
-      snapshotId: this.id,
-      pathId: this.repo.keyring.pathId(at),
-      size: blocks.size,
-      entries,
-      target: refs ? here.target : undefined,
-      targetEntries: refs ? here.entries : undefined,
-      where: at,
-      blocks,
-      inEntry: one !== null,
-    });
-    const names = one ? { block: one.toString('hex') } : toc && this.repo.blocksInEntries ? { toc: toc.toString('hex') } : {};
+    const names = await storeChangedVersion({ repo: this.repo, versions: this.versions, seq: this.seq, id: this.id, r: this.r }, at, blocks, here);
     return { ...stats(node, prev), type: 'file', size: blocks.size, ...names };
   }
 

@@ -22,14 +22,13 @@
 import { randomBytes } from 'node:crypto';
 import { Chunker } from '../chunker/fastcdc.js';
 import { BlockList, contentMark } from '../catalog/blocklist.js';
-import { diffBlocks } from '../catalog/toc.js';
 import { interrupted, StrataError, usageError } from '../errors.js';
 import type { Packer } from '../repo/packer.js';
 import type { Repository } from '../repo/repository.js';
 import { SealPool } from '../workers/pool.js';
 import { emptyResult, type BackupResult } from './backup-context.js';
 import { BlockSink, MAX_IN_FLIGHT } from './block-sink.js';
-import { sealedVersionOf } from './commit.js';
+import { sealedVersionOf, storeChangedVersion } from './commit.js';
 import { matchesFilter, type SnapshotFilter } from './filter.js';
 import { listSnapshots, metaAad, Snapshot, snapshotRowByPrefix, type SnapshotMeta, type SnapshotRecord } from './snapshot.js';
 import { SnapshotTree } from './snapshot-tree.js';
@@ -328,30 +327,9 @@ class CopyRun {
     // Refs are made against the parent's version at this path as its sealed TOC says.
     const here = prev?.type === 'file' && this.parent ? await sealedVersionOf(this.dest, this.parent, at) : undefined;
     const blocks = await this.read(at);
-    let entries = diffBlocks(here?.blocks ?? new BlockList(1), blocks);
-    if (entries.refEntries > 0 && !here) entries = diffBlocks(new BlockList(1), blocks);
     if (here) this.r.filesChanged++;
     else this.r.filesNew++;
-    this.r.dataEntries += entries.dataEntries;
-    this.r.refEntries += entries.refEntries;
-    this.r.bytesTotal += blocks.size;
-    const refs = entries.refEntries > 0 && here !== undefined;
-    // One block: the entry names it and no TOC is sealed (format 3), as a backup does.
-    const one = this.dest.blocksInEntries && entries.length === 1 && entries.dataEntries === 1 ? blocks.id(0) : null;
-    const toc = await this.versions.add({
-      snapshotSeq: this.seq,
-      snapshotId: this.id,
-      pathId: this.dest.keyring.pathId(at),
-      size: blocks.size,
-      entries,
-      target: refs ? here.target : undefined,
-      targetEntries: refs ? here.entries : undefined,
-      targetOwner: refs ? here.owner : undefined,
-      where: at,
-      blocks,
-      inEntry: one !== null,
-    });
-    const names = one ? { block: one.toString('hex') } : toc && this.dest.blocksInEntries ? { toc: toc.toString('hex') } : {};
+    const names = await storeChangedVersion({ repo: this.dest, versions: this.versions, seq: this.seq, id: this.id, r: this.r }, at, blocks, here);
     return { ...e, size: blocks.size, ...names };
   }
 
