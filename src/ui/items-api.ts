@@ -91,16 +91,8 @@ export class ItemsApi {
       c = { kind: 'items', ds, rows: new RowCursor(rows), close: () => rows.return(undefined).then(() => undefined) };
     }
     const before = c.ds.fetched;
-    let page;
-    try {
-      page = await c.rows.page(offset, limit);
-    } catch (e) {
-      void c.close();
-      throw e;
-    }
+    const page = await this.page(c, session, key, offset, limit);
     if (page.total !== undefined) remember(this.totals, key, page.total, KEPT_TOTALS);
-    if (page.more) this.cursors.keep(session, key, c);
-    else void c.close();
     const kept = c.ds;
     return {
       snapshot: tree.id,
@@ -225,6 +217,14 @@ export class ItemsApi {
     const before = c.ds.fetched;
     c.control!.deadline = started + timeoutMs;
     c.control!.timeoutMs = timeoutMs;
+    const page = await this.page(c, session, key, offset, limit);
+    const rows = page.rows.map((r) => (r as { row: SqlValue[] }).row.map(cell));
+    const last = page.rows[page.rows.length - 1] as { columns: string[] } | undefined;
+    return { snapshot: tree.id, path: ds.path, columns: last?.columns ?? c.control!.columns ?? [], offset, rows, more: page.more, ms: Date.now() - started, fetched: c.ds.fetched - before };
+  }
+
+  /** A page of `c`'s rows; the cursor is kept for the session while more follow, else (or on an error) closed. */
+  private async page(c: Cursor, session: string, key: string, offset: number, limit: number): Promise<Awaited<ReturnType<RowCursor<unknown>['page']>>> {
     let page;
     try {
       page = await c.rows.page(offset, limit);
@@ -234,9 +234,7 @@ export class ItemsApi {
     }
     if (page.more) this.cursors.keep(session, key, c);
     else void c.close();
-    const rows = page.rows.map((r) => (r as { row: SqlValue[] }).row.map(cell));
-    const last = page.rows[page.rows.length - 1] as { columns: string[] } | undefined;
-    return { snapshot: tree.id, path: ds.path, columns: last?.columns ?? c.control!.columns ?? [], offset, rows, more: page.more, ms: Date.now() - started, fetched: c.ds.fetched - before };
+    return page;
   }
 
   /** Closes the cursors the sessions keep (the server is stopping). */
