@@ -72,25 +72,23 @@ export class ItemsApi {
    * (null before); `more` says whether another item follows the page.
    */
   async items(q: Query, session: string) {
-    const { tree, ds } = await this.open(q);
+    const { tree, path } = await this.where(q);
     const inner = q.get('inner') ?? undefined;
     const match = q.get('q') || undefined;
     const offset = count(q.get('offset') ?? '0', 'offset');
     const limit = Math.min(MAX_ITEMS_PAGE, Math.max(1, count(q.get('limit') ?? '200', 'limit')));
-    const key = `items\0${tree.id}\0${ds.path}\0${inner ?? ''}\0${match ?? ''}`;
-    let c = this.cursors.take(session, key);
-    if (c && (c.kind !== 'items' || c.rows.position > offset)) {
-      void c.close();
-      c = undefined;
-    }
+    const key = `items\0${tree.id}\0${path}\0${inner ?? ''}\0${match ?? ''}`;
+    let c = this.kept(session, key, 'items', offset);
+    // A kept cursor's page costs what it reads from here; a new one's, its dataset's opening too.
+    const before = c?.ds.fetched ?? 0;
     if (!c) {
+      const ds = await Dataset.of(tree, path);
       const type = ds.expect(ITEM_TYPES);
       const rows = (async function* () {
         for await (const r of ds.itemStream({ inner, match })) yield itemJson(type, inner, r);
       })();
       c = { kind: 'items', ds, rows: new RowCursor(rows), close: () => rows.return(undefined).then(() => undefined) };
     }
-    const before = c.ds.fetched;
     const page = await this.page(c, session, key, offset, limit);
     if (page.total !== undefined) remember(this.totals, key, page.total, KEPT_TOTALS);
     const kept = c.ds;
@@ -195,32 +193,29 @@ export class ItemsApi {
    * page may run SQL_TIMEOUT_MS (or `timeout` ms) at most.
    */
   async sql(q: Query, session: string) {
-    const { tree, ds } = await this.open(q);
+    const { tree, path } = await this.where(q);
     const text = need(q, 'sql');
     if (text.trim() === '') throw usageError('the query is empty');
     const offset = count(q.get('offset') ?? '0', 'offset');
     const limit = Math.min(MAX_SQL_PAGE, Math.max(1, count(q.get('limit') ?? '100', 'limit')));
     const timeoutMs = Math.min(SQL_TIMEOUT_MS, Math.max(1, count(q.get('timeout') ?? String(SQL_TIMEOUT_MS), 'timeout')));
-    const key = `sql\0${tree.id}\0${ds.path}\0${text}`;
-    let c = this.cursors.take(session, key);
-    if (c && (c.kind !== 'sql' || c.rows.position > offset)) {
-      void c.close();
-      c = undefined;
-    }
+    const key = `sql\0${tree.id}\0${path}\0${text}`;
+    let c = this.kept(session, key, 'sql', offset);
+    const before = c?.ds.fetched ?? 0;
     const started = Date.now();
     if (!c) {
+      const ds = await Dataset.of(tree, path);
       ds.expect(['sqlite']);
       const control: QueryControl = {};
       const rows = ds.queryRows(text, control);
       c = { kind: 'sql', ds, control, rows: new RowCursor(rows), close: () => rows.return(undefined).then(() => undefined) };
     }
-    const before = c.ds.fetched;
     c.control!.deadline = started + timeoutMs;
     c.control!.timeoutMs = timeoutMs;
     const page = await this.page(c, session, key, offset, limit);
     const rows = page.rows.map((r) => (r as { row: SqlValue[] }).row.map(cell));
     const last = page.rows[page.rows.length - 1] as { columns: string[] } | undefined;
-    return { snapshot: tree.id, path: ds.path, columns: last?.columns ?? c.control!.columns ?? [], offset, rows, more: page.more, ms: Date.now() - started, fetched: c.ds.fetched - before };
+    return { snapshot: tree.id, path: c.ds.path, columns: last?.columns ?? c.control!.columns ?? [], offset, rows, more: page.more, ms: Date.now() - started, fetched: c.ds.fetched - before };
   }
 
   /** A page of `c`'s rows; the cursor is kept for the session while more follow, else (or on an error) closed. */
@@ -243,10 +238,26 @@ export class ItemsApi {
   }
 
   private async open(q: Query): Promise<{ tree: SnapshotTree; ds: Dataset }> {
+    const { tree, path } = await this.where(q);
+    return { tree, ds: await Dataset.of(tree, path) };
+  }
+
+  /** The snapshot and the path a request names. */
+  private async where(q: Query): Promise<{ tree: SnapshotTree; path: string }> {
     const tree = await this.tree(q.get('at'));
-    const p = q.get('path');
-    if (!p || !p.startsWith('/') || p.includes('\0')) throw usageError('a path in the snapshot is absolute');
-    return { tree, ds: await Dataset.of(tree, p) };
+    const path = q.get('path');
+    if (!path || !path.startsWith('/') || path.includes('\0')) throw usageError('a path in the snapshot is absolute');
+    return { tree, path };
+  }
+
+  /** The session's cursor for `key` if it can give the page at `offset` (it has not gone past it); else none, and a kept one is closed. */
+  private kept(session: string, key: string, kind: Cursor['kind'], offset: number): Cursor | undefined {
+    const c = this.cursors.take(session, key);
+    if (c && (c.kind !== kind || c.rows.position > offset)) {
+      void c.close();
+      return undefined;
+    }
+    return c;
   }
 }
 
