@@ -11,6 +11,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
+import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { cliEnv, initCliRepo, Rng, ROOT, strata, strataAsync, tempDir } from './helpers.js';
 import { client, serve, token } from './server-helpers.js';
@@ -416,4 +417,98 @@ describe('copy', () => {
       expect(createHash('sha256').update(fs.readFileSync(path.join(target, src, `part${i}`))).digest('hex')).toBe(want);
     }
   }, 180_000);
+  it("carries item indexes over: a copied mailbox or tar archive is read through its index, sealed again with the destination's key", () => {
+    const from = initCliRepo();
+    const data = path.join(tempDir(), 'data');
+    const files = path.join(tempDir(), 'files');
+    fs.mkdirSync(data);
+    fs.mkdirSync(files);
+    const rng = new Rng(44);
+    const messages = Array.from({ length: 2030 }, (_, n) => `From s@example.org Mon Jan  1 00:00:00 2024\nMessage-ID: <m${n}@example.org>\nSubject: s${n}\n\n${'body '.repeat(rng.int(200))}\n>From quoted\n\n`);
+    const message = (n: number) => messages[n]!;
+    const mbox = path.join(data, 'mail.mbox');
+    const tar = path.join(data, 'files.tar');
+    fs.writeFileSync(mbox, Array.from({ length: 2000 }, (_, n) => message(n)).join(''));
+    for (let i = 0; i < 20; i++) fs.writeFileSync(path.join(files, `f${i}.bin`), rng.bytes(rng.int(30_000)));
+    execFileSync('tar', ['--format=gnu', '-cf', tar, ...fs.readdirSync(files).sort()], { cwd: files });
+    ok(['backup', data, '--quiet'], from.env);
+    // The mailbox grows; the archive stays as it was (its copy inherits the index of the first copy).
+    fs.appendFileSync(mbox, Array.from({ length: 30 }, (_, n) => message(2000 + n)).join(''));
+    fs.writeFileSync(path.join(data, 'note.txt'), 'new');
+    ok(['backup', data, '--quiet'], from.env);
+    const to = initCliRepo();
+    expect(copy(copyEnv(to.env, from.repo)).copied).toBe(2);
+    const json = <T>(args: string[], env: NodeJS.ProcessEnv) => JSON.parse(ok([...args, '--json'], env).stdout) as T;
+    type Manifest = { datasets: { path: string; index?: string; items?: number }[] };
+    const [first, second] = snapshots(to.env);
+    const m1 = json<Manifest>(['manifest', '--at', first!.id], to.env).datasets;
+    const m2 = json<Manifest>(['manifest', '--at', second!.id], to.env).datasets;
+    expect(m1.find((d) => d.path === mbox)).toMatchObject({ items: 2000, index: expect.stringMatching(/^[0-9a-f]{64}$/) });
+    expect(m2.find((d) => d.path === mbox)).toMatchObject({ items: 2030 });
+    expect(m2.find((d) => d.path === mbox)!.index).not.toBe(m1.find((d) => d.path === mbox)!.index);
+    expect(m2.find((d) => d.path === tar)!.index).toBe(m1.find((d) => d.path === tar)!.index);
+    // Sealed for the destination: not the source's ids.
+    const src2 = json<Manifest>(['manifest'], from.env).datasets;
+    expect(src2.find((d) => d.path === mbox)!.index).not.toBe(m2.find((d) => d.path === mbox)!.index);
+    for (const [at, count] of [[first!.id, 2000], [second!.id, 2030]] as const) {
+      const listed = json<{ items: { number: number }[]; indexFetched?: number }>(['items', mbox, '--at', at], to.env);
+      expect(listed.items).toHaveLength(count);
+      expect(listed.indexFetched).toBeGreaterThan(0);
+      const one = strata(['item', mbox, String(count), '--at', at], to.env);
+      expect(one.status, one.stderr).toBe(0);
+      expect(one.stdout).toBe(message(count - 1).replace(/^From .*\n/, '').replace('>From quoted', 'From quoted').replace(/\n$/, ''));
+      const entries = json<{ items: { name: string }[]; indexFetched?: number }>(['items', tar, '--at', at], to.env);
+      expect(entries.indexFetched).toBeGreaterThan(0);
+      expect(entries.items.map((e) => e.name)).toEqual(fs.readdirSync(files).sort());
+      expect(strata(['item', tar, 'f7.bin', '--at', at], to.env).raw.equals(fs.readFileSync(path.join(files, 'f7.bin')))).toBe(true);
+    }
+    ok(['check'], to.env);
+    // The first copy's index outlives the snapshot it was made for: the second uses it too.
+    ok(['forget', first!.id, '--prune', '--quiet'], to.env);
+    ok(['check', '--read-data'], to.env);
+    expect(json<{ indexFetched?: number }>(['items', tar], to.env).indexFetched).toBeGreaterThan(0);
+  }, 120_000);
+  it('keeps the source snapshots it reads from a forget of the source meanwhile', async () => {
+    const src = path.join(tempDir(), 'src');
+    fs.mkdirSync(src);
+    const rng = new Rng(77);
+    const from = initCliRepo();
+    fs.writeFileSync(path.join(src, 'a'), rng.bytes(100_000));
+    const first = (await okAsync(['backup', src, '--quiet', '--time', '2026-05-01T00:00:00Z'], from.env)).trim();
+    // The second snapshot a large file of new bytes: its copy takes a while.
+    fs.writeFileSync(path.join(src, 'b'), rng.bytes(48_000_000));
+    const second = (await okAsync(['backup', src, '--quiet', '--time', '2026-05-02T00:00:00Z'], from.env)).trim();
+    const to = initCliRepo();
+    const child = strataAsync(['copy', '--quiet'], copyEnv(to.env, from.repo));
+    let err = '';
+    child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    // Caught while it copies the second snapshot on top of the first's copy: both are leased in the source.
+    const catalog = new Database(path.join(from.repo, 'catalog.db'), { readonly: true });
+    try {
+      for (let n = 0; (catalog.prepare("SELECT count(*) AS n FROM leases WHERE kind = 'mount'").get() as { n: number }).n < 2; n++) {
+        expect(n, 'the copy never leased its source snapshots').toBeLessThan(3000);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    } finally {
+      catalog.close();
+    }
+    child.kill('SIGSTOP');
+    try {
+      const named = strata(['forget', second], from.env);
+      expect(named.status, named.stderr).toBe(11);
+      expect(named.stderr).toContain(`not forgetting snapshot ${second.slice(0, 8)} (leased by process ${child.pid} on this host): a writable mount (strata mount --writable) is based on it, or a copy (strata copy) is reading it; nothing was removed`);
+      const policy = JSON.parse(ok(['forget', '--keep-last', '1', '--prune', '--json'], from.env).stdout) as { removed: string[]; groups: { keep: { id: string; reasons: string[] }[] }[] };
+      expect(policy.removed).toEqual([]);
+      expect(policy.groups[0]!.keep.find((k) => k.id === first)!.reasons).toEqual([`held by a writable mount or a copy (leased by process ${child.pid} on this host)`]);
+    } finally {
+      child.kill('SIGCONT');
+    }
+    expect(await exited, err).toBe(0);
+    const copies = snapshots(to.env);
+    expect(copies).toHaveLength(2);
+    expect(restored(to.env, copies[1]!.id, src)).toEqual(restored(from.env, second, src));
+    // Once the copy has ended, the forget goes through.
+    expect((JSON.parse(ok(['forget', '--keep-last', '1', '--json'], from.env).stdout) as { removed: string[] }).removed).toEqual([first]);
+  }, 120_000);
 });

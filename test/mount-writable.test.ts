@@ -364,13 +364,13 @@ describe.skipIf(!HAS_FUSE)('strata mount --writable', () => {
     const m = await startMount(mnt, own, ['--writable', '--at', first]);
     const named = cli(['forget', first.slice(0, 8)], own);
     expect(named.status).toBe(11);
-    expect(named.stderr).toContain(`not forgetting snapshot ${first.slice(0, 8)} (leased by process ${m.proc.pid} on this host): a writable mount (strata mount --writable) is based on it; nothing was removed`);
+    expect(named.stderr).toContain(`not forgetting snapshot ${first.slice(0, 8)} (leased by process ${m.proc.pid} on this host): a writable mount (strata mount --writable) is based on it, or a copy (strata copy) is reading it; nothing was removed`);
     expect(named.stderr).not.toMatch(/\n\s+at /);
     const policy = cli(['forget', '--keep-last', '1', '--json'], own);
     expect(policy.status, policy.stderr).toBe(0);
     const result = JSON.parse(policy.stdout) as { removed: string[]; groups: { keep: { id: string; reasons: string[] }[] }[] };
     expect(result.removed).toEqual([]);
-    expect(result.groups[0]!.keep.find((k) => k.id === first)!.reasons).toEqual([`base of a writable mount (leased by process ${m.proc.pid} on this host)`]);
+    expect(result.groups[0]!.keep.find((k) => k.id === first)!.reasons).toEqual([`held by a writable mount or a copy (leased by process ${m.proc.pid} on this host)`]);
     expect(ids()).toEqual([first, second]);
     // A commit: the mount stands on the new snapshot, which is kept now, and the one below may go.
     await writeAt(path.join(mnt, dir, 'a.txt'), 0, Buffer.from('ONE'));

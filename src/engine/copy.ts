@@ -28,8 +28,10 @@ import type { Repository } from '../repo/repository.js';
 import { SealPool } from '../workers/pool.js';
 import { emptyResult, type BackupResult } from './backup-context.js';
 import { BlockSink, MAX_IN_FLIGHT } from './block-sink.js';
-import { sealedVersionOf, storeChangedVersion } from './commit.js';
+import { pinSnapshot, sealedVersionOf, storeChangedVersion, type Pin } from './commit.js';
 import { matchesFilter, type SnapshotFilter } from './filter.js';
+import { itemIndexBlobs, resealItemIndex } from './item-index.js';
+import { manifestEntries, type DatasetEntry } from './manifest.js';
 import { listSnapshots, metaAad, Snapshot, snapshotRowByPrefix, type SnapshotMeta, type SnapshotRecord } from './snapshot.js';
 import { SnapshotTree } from './snapshot-tree.js';
 import { encodeTree, findEntry, goneFiles, leafId, MAX_TREE_DEPTH, type Tree, type TreeEntry } from './tree.js';
@@ -165,6 +167,7 @@ function parentsFirst(list: readonly Snapshot[]): Snapshot[] {
 }
 
 async function copyOne(source: Repository, dest: Repository, s: Snapshot, base: Snapshot | undefined, onto: Snapshot | undefined, opts: CopyOptions, progress: CopyProgress): Promise<CopiedSnapshot> {
+  const pins = await pinSources(source, base ? [s, base] : [s]);
   const pool = new SealPool(dest.keyring, dest.compressionLevel, dest.chunker.max, MAX_IN_FLIGHT);
   try {
     const lineage = dest.keyring.lineageId(s.meta.host, s.meta.paths);
@@ -181,7 +184,29 @@ async function copyOne(source: Repository, dest: Repository, s: Snapshot, base: 
     }
   } finally {
     await pool.close();
+    await Promise.all(pins.map((p) => p.release().catch(() => undefined)));
   }
+}
+
+/**
+ * Keeps the source snapshots a copy reads (the one copied, and the ancestor
+ * whose files it compares with) from a forget of the source meanwhile: a
+ * forget by policy keeps them, one that names them is refused. A source that
+ * cannot take the lease (a server token of the `read` role, a read-only
+ * file system) is read without it.
+ */
+async function pinSources(source: Repository, snaps: readonly Snapshot[]): Promise<Pin[]> {
+  const pins: Pin[] = [];
+  for (const s of snaps) {
+    try {
+      pins.push(await pinSnapshot(source, s.id));
+    } catch (e) {
+      if (e instanceof StrataError && (e.code === 'forbidden' || e.code === 'read_only')) continue;
+      await Promise.all(pins.map((p) => p.release().catch(() => undefined)));
+      throw e;
+    }
+  }
+  return pins;
 }
 
 /** Fields of a tree entry that say where its content is in its own repository: made anew in the copy. */
@@ -200,6 +225,10 @@ class CopyRun {
   private seq = 0;
   private bytesRead = 0;
   private readonly tree: SnapshotTree;
+  /** Paths of the source's manifest entries that carry an item index. */
+  private readonly indexed: Set<string>;
+  /** Files this copy stored (not inherited), with their content mark when they have an item index to reseal. */
+  private readonly stored = new Map<string, string | undefined>();
 
   constructor(
     private readonly source: Repository,
@@ -218,14 +247,13 @@ class CopyRun {
     this.r = emptyResult(this.id, parent?.id ?? null, s.time);
     this.chunker = new Chunker(dest.chunker, dest.gear);
     this.tree = SnapshotTree.of(s);
+    this.indexed = new Set(manifestEntries(s.meta.datasets).filter((d) => d.index).map((d) => d.path));
   }
 
   async run(lineage: Buffer, lease: string): Promise<CopiedSnapshot> {
     const { dest, s, parent } = this;
     const service = dest.service;
     const src = s.meta;
-    // The manifest's item indexes are sealed with the source's key: the datasets are kept, their indexes not (readers scan).
-    const datasets = src.datasets?.map(({ index: _i, items: _n, ...d }) => d);
     const meta: SnapshotMeta = {
       host: src.host,
       tags: src.tags,
@@ -242,6 +270,7 @@ class CopyRun {
     try {
       await sink.chooseDictionary();
       const top = await this.dir('/', s.root, this.base?.root, parent?.root, 0);
+      const datasets = await this.datasets();
       await sink.drain();
       await this.versions.flush();
       await this.packer.flush();
@@ -310,6 +339,41 @@ class CopyRun {
     return { ...statsOf(entry), tree: id.toString('hex'), ...(leaf ? { leaf } : {}) };
   }
 
+  /**
+   * The source's manifest for the copy. An item index is sealed with the
+   * source's key and names the source's blobs: a file this copy stored gets
+   * the index sealed again here (resealItemIndex); one it inherited keeps the
+   * index of the destination parent's entry, made for the same version; any
+   * other is left without one (readers then scan it).
+   */
+  private async datasets(): Promise<DatasetEntry[] | undefined> {
+    const list = manifestEntries(this.s.meta.datasets);
+    if (list.length === 0) return undefined;
+    const before = new Map(manifestEntries(this.parent?.meta.datasets).map((d) => [d.path, d]));
+    const store = { read: (id: Buffer) => this.dest.readBlob(id, 'tree'), write: (plain: Buffer) => this.sink.storeBlob('tree', plain) };
+    const out: DatasetEntry[] = [];
+    for (const d of list) {
+      const { index, items: _n, ...plain } = d;
+      const mark = this.stored.get(d.path);
+      const prev = before.get(d.path);
+      let kept: { index: string; items?: number } | undefined;
+      try {
+        if (index && mark) {
+          const built = await resealItemIndex((id) => this.source.readBlob(id, 'tree'), index, { path: d.path, size: d.size, mark }, store);
+          kept = { index: built.root.toString('hex'), items: built.count };
+        } else if (index && !this.stored.has(d.path) && prev?.index && prev.type === d.type && prev.size === d.size) {
+          for (const id of await itemIndexBlobs(store.read, prev.index)) this.sink.blobs.add(id.toString('hex'));
+          kept = { index: prev.index, ...(prev.items !== undefined ? { items: prev.items } : {}) };
+        }
+      } catch {
+        // A damaged or missing index is no reason to fail the copy: readers scan the file.
+        kept = undefined;
+      }
+      out.push({ ...plain, ...kept });
+    }
+    return out;
+  }
+
   private async file(at: string, entry: TreeEntry, baseEntry: TreeEntry | undefined, prev: TreeEntry | undefined): Promise<TreeEntry> {
     const e = statsOf(entry);
     this.progress.files++;
@@ -330,6 +394,8 @@ class CopyRun {
     if (here) this.r.filesChanged++;
     else this.r.filesNew++;
     const names = await storeChangedVersion({ repo: this.dest, versions: this.versions, seq: this.seq, id: this.id, r: this.r }, at, blocks, here);
+    // Stored anew: an item index of the source's version is sealed again for these blocks (see datasets()).
+    this.stored.set(at, this.indexed.has(at) ? contentMark(this.dest.keyring, blocks) : undefined);
     return { ...e, size: blocks.size, ...names };
   }
 

@@ -113,7 +113,7 @@ async function forgetGroups(service: CatalogService, all: readonly CandidateGrou
     return result;
   }
 
-  /** Named snapshots kept because a writable mount is based on them: the forget then fails, saying so. */
+  /** Named snapshots kept because a writable mount is based on them or a copy reads them: the forget then fails, saying so. */
   const refused: { id: string; pid: number; thisHost: boolean }[] = [];
   const lease = await service.startMaintenance(opts.waitMs, opts.onWait);
   try {
@@ -126,7 +126,7 @@ async function forgetGroups(service: CatalogService, all: readonly CandidateGrou
       g.remove = g.remove.filter((r) => {
         if (!kept.has(seqOf.get(r.id)!)) return true;
         const mount = mounts.get(seqOf.get(r.id)!);
-        g.keep.push({ id: r.id, time: r.time, reasons: [mount ? `base of a writable mount (leased by process ${mount.pid}${mount.thisHost ? ' on this host' : ''})` : 'parent of a running backup'] });
+        g.keep.push({ id: r.id, time: r.time, reasons: [mount ? `held by a writable mount or a copy (leased by process ${mount.pid}${mount.thisHost ? ' on this host' : ''})` : 'parent of a running backup'] });
         if (mount && chosen.has(r.id)) refused.push({ id: r.id, pid: mount.pid, thisHost: mount.thisHost });
         return false;
       });
@@ -157,8 +157,8 @@ async function forgetGroups(service: CatalogService, all: readonly CandidateGrou
     const which = refused.map((r) => `${r.id.slice(0, 8)} (leased by process ${r.pid}${r.thisHost ? ' on this host' : ''})`).join(', ');
     const done = result.removed.length > 0 ? `; the other snapshots named were removed (${result.removed.map((id) => id.slice(0, 8)).join(', ')})` : '; nothing was removed';
     throw locked(
-      `not forgetting ${refused.length === 1 ? 'snapshot' : 'snapshots'} ${which}: a writable mount (strata mount --writable) is based on ${refused.length === 1 ? 'it' : 'them'}${done}. ` +
-        'Commit its changes (strata commit MOUNTPOINT: the mount then stands on the new snapshot) or unmount it, then forget again',
+      `not forgetting ${refused.length === 1 ? 'snapshot' : 'snapshots'} ${which}: a writable mount (strata mount --writable) is based on ${refused.length === 1 ? 'it' : 'them'}, or a copy (strata copy) is reading ${refused.length === 1 ? 'it' : 'them'}${done}. ` +
+        "Commit the mount's changes (strata commit MOUNTPOINT: the mount then stands on the new snapshot) or unmount it, or let the copy end, then forget again",
     );
   }
   return result;

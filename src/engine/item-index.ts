@@ -156,6 +156,38 @@ export async function buildItemIndex(o: {
   return { root: rootId, count, blobs: [rootId, ...blobs], scanned: o.size - scanFrom };
 }
 
+/**
+ * An index sealed in another repository, sealed again through `store` for a
+ * copy of its version (strata copy): the items and their offsets are the
+ * file's, not the repository's, so only the blobs' ids and the content mark
+ * (`mark`, of this repository's blocks of the file) change. Each blob is
+ * decoded on the way: a damaged one is an integrity error, never copied.
+ */
+export async function resealItemIndex(read: (id: Buffer) => Promise<Buffer>, rootId: string, file: { path: string; size: number; mark: string }, store: IndexStore): Promise<BuiltIndex> {
+  const root = decodeRoot(await read(Buffer.from(rootId, 'hex')), rootId);
+  if (root.path !== file.path || root.size !== file.size) throw integrity(`${file.path}: its item index is of another version (${root.path}, ${root.size} bytes)`, { path: file.path });
+  const blobs: Buffer[] = [];
+  const segments: Root['segments'] = [];
+  for (const [id, first, count, start, end] of root.segments) {
+    const plain = await read(Buffer.from(id, 'hex'));
+    decodeSegment(plain, id, root.type, first, count, start, end);
+    const copied = await store.write(plain);
+    blobs.push(copied);
+    segments.push([copied.toString('hex'), first, count, start, end]);
+  }
+  let filters: string | undefined;
+  if (root.filters) {
+    const plain = await read(Buffer.from(root.filters, 'hex'));
+    decodeFilters(plain, root.segments.length);
+    const copied = await store.write(plain);
+    blobs.push(copied);
+    filters = copied.toString('hex');
+  }
+  const { filters: _f, ...rest } = root;
+  const rootCopy = await store.write(Buffer.from(JSON.stringify({ ...rest, mark: file.mark, ...(filters ? { filters } : {}), segments } satisfies Root)));
+  return { root: rootCopy, count: root.count, blobs: [rootCopy, ...blobs], scanned: 0 };
+}
+
 function lastEnd(rows: Row[]): number {
   const e = rows[rows.length - 1] as TarEntry;
   return e.dataOffset + Math.ceil(e.size / 512) * 512;
