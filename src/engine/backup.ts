@@ -20,7 +20,7 @@ import type { Repository } from '../repo/repository.js';
 import { ExcludeMatcher } from '../util/glob.js';
 import { osPath, readNames } from '../util/names.js';
 import { SealPool } from '../workers/pool.js';
-import { findSnapshot, metaAad, Snapshot, type SnapshotMeta, type SnapshotRecord } from './snapshot.js';
+import { commitRecord, findSnapshot, metaAad, Snapshot, type SnapshotMeta } from './snapshot.js';
 import { windowBytes } from './aligned.js';
 import { NO_VERSIONS, VersionBatch } from './versions.js';
 import { parseWhen } from '../util/when.js';
@@ -198,12 +198,8 @@ class BackupRun {
       if (ctx.datasets!.indexesMade > 0) this.r.itemIndexes = { made: ctx.datasets!.indexesMade, bytesScanned: ctx.datasets!.indexScanned };
       // What the record and the sealed meta add when there is any: the count of what could not be read, and the manifest.
       const extra = { ...(this.unreadable > 0 ? { unreadable: this.unreadable } : {}), ...(found.length > 0 ? { datasets: found } : {}) };
-      const record: SnapshotRecord = { strata: 'snapshot', id: this.id, time: this.r.time, root: root!.tree!, ...meta, stats, ...extra };
-      const recordId = await sink.storeBlob('snapshot', Buffer.from(JSON.stringify(record), 'utf8'));
-      await this.packer.flush();
+      await commitRecord(repo, { seq, record: { id: this.id, time: this.r.time, root: root!.tree!, ...meta, stats, ...extra }, sink, packer: this.packer });
       this.r.bytesAdded = this.packer.bytesWritten;
-      const blobs = [...sink.blobs].map((h) => Buffer.from(h, 'hex'));
-      await service.commitSnapshot(seq, Buffer.from(root!.tree!, 'hex'), recordId, repo.keyring.sealJson({ ...meta, stats, ...extra, root: record.root, time: record.time }, metaAad(this.id)), blobs);
     } catch (e) {
       // Keep what was stored: the next backup reuses every indexed block.
       await sink.drain().catch(() => {});

@@ -20,7 +20,7 @@ import type { Repository } from '../repo/repository.js';
 import { SealPool } from '../workers/pool.js';
 import { emptyResult, type BackupResult } from './backup-context.js';
 import { BlockSink, MAX_IN_FLIGHT } from './block-sink.js';
-import { metaAad, Snapshot, snapshotRowByPrefix, type SnapshotMeta, type SnapshotRecord } from './snapshot.js';
+import { commitRecord, metaAad, Snapshot, snapshotRowByPrefix, type SnapshotMeta } from './snapshot.js';
 import { encodeTree, findEntry, goneFiles, MAX_TREE_DEPTH, type SpecialType, type Tree, type TreeEntry } from './tree.js';
 import type { XattrList } from '../util/xattrs.js';
 import { VersionBatch, type SealedEntry, type VersionWriter } from './versions.js';
@@ -256,11 +256,7 @@ class CommitRun {
       await this.versions.flush();
       await this.packer.flush();
       const stats = { files: this.r.filesNew + this.r.filesChanged + this.r.filesUnchanged, dirs: this.r.dirs, bytes: this.r.bytesTotal, bytesAdded: this.packer.bytesWritten };
-      const record: SnapshotRecord = { strata: 'snapshot', id: this.id, time: this.r.time, root: top.tree!, ...meta, stats };
-      const recordId = await sink.storeBlob('snapshot', Buffer.from(JSON.stringify(record), 'utf8'));
-      await this.packer.flush();
-      const blobs = [...sink.blobs].map((h) => Buffer.from(h, 'hex'));
-      await service.commitSnapshot(this.seq, Buffer.from(top.tree!, 'hex'), recordId, repo.keyring.sealJson({ ...meta, stats, root: record.root, time: record.time }, metaAad(this.id)), blobs);
+      await commitRecord(repo, { seq: this.seq, record: { id: this.id, time: this.r.time, root: top.tree!, ...meta, stats }, sink, packer: this.packer });
     } catch (e) {
       // What was stored is kept: a later commit or backup reuses every indexed block.
       await sink.drain().catch(() => {});

@@ -32,7 +32,7 @@ import { pinSnapshot, sealedVersionOf, storeChangedVersion, type Pin } from './c
 import { matchesFilter, type SnapshotFilter } from './filter.js';
 import { itemIndexBlobs, resealItemIndex } from './item-index.js';
 import { manifestEntries, type DatasetEntry } from './manifest.js';
-import { listSnapshots, metaAad, Snapshot, snapshotRowByPrefix, type SnapshotMeta, type SnapshotRecord } from './snapshot.js';
+import { commitRecord, listSnapshots, metaAad, Snapshot, snapshotRowByPrefix, type SnapshotMeta } from './snapshot.js';
 import { SnapshotTree } from './snapshot-tree.js';
 import { encodeTree, findEntry, goneFiles, leafId, MAX_TREE_DEPTH, type Tree, type TreeEntry } from './tree.js';
 import { sameFile } from './verify.js';
@@ -276,11 +276,7 @@ class CopyRun {
       await this.packer.flush();
       const stats = { files: src.stats?.files ?? this.r.filesNew + this.r.filesChanged + this.r.filesUnchanged, dirs: src.stats?.dirs ?? this.r.dirs, bytes: src.stats?.bytes ?? this.r.bytesTotal, bytesAdded: this.packer.bytesWritten };
       const extra = { ...(src.unreadable ? { unreadable: src.unreadable } : {}), ...(datasets && datasets.length > 0 ? { datasets } : {}) };
-      const record: SnapshotRecord = { strata: 'snapshot', id: this.id, time: this.r.time, root: top.tree!, ...meta, stats, ...extra };
-      const recordId = await sink.storeBlob('snapshot', Buffer.from(JSON.stringify(record), 'utf8'));
-      await this.packer.flush();
-      const blobs = [...sink.blobs].map((h) => Buffer.from(h, 'hex'));
-      await service.commitSnapshot(this.seq, Buffer.from(top.tree!, 'hex'), recordId, dest.keyring.sealJson({ ...meta, stats, ...extra, root: record.root, time: record.time }, metaAad(this.id)), blobs);
+      await commitRecord(dest, { seq: this.seq, record: { id: this.id, time: this.r.time, root: top.tree!, ...meta, stats, ...extra }, sink, packer: this.packer });
     } catch (e) {
       // What was stored is kept: the next copy reuses every indexed block.
       await sink.drain().catch(() => {});

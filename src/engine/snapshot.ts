@@ -48,6 +48,30 @@ export interface SnapshotRecord extends SnapshotMeta {
 
 export const metaAad = (id: string) => `strata snapshot meta ${id}`;
 
+/**
+ * The last step of making a snapshot (a backup, a copy, a mount's commit):
+ * its record stored as a blob and the packs flushed, then the catalog told
+ * the pending snapshot `seq` is complete, with its sealed meta (the meta,
+ * stats and `extra` fields, with the root and time it is checked against)
+ * and every blob the snapshot uses.
+ */
+export async function commitRecord(
+  repo: Repository,
+  o: {
+    seq: number;
+    record: Omit<SnapshotRecord, 'strata'>;
+    sink: { storeBlob(kind: 'snapshot', plain: Buffer): Promise<Buffer>; readonly blobs: ReadonlySet<string> };
+    packer: { flush(): Promise<void> };
+  },
+): Promise<void> {
+  const record: SnapshotRecord = { strata: 'snapshot', ...o.record };
+  const recordId = await o.sink.storeBlob('snapshot', Buffer.from(JSON.stringify(record), 'utf8'));
+  await o.packer.flush();
+  const blobs = [...o.sink.blobs].map((h) => Buffer.from(h, 'hex'));
+  const { strata: _s, id: _i, revision: _r, ...meta } = record;
+  await repo.service.commitSnapshot(o.seq, Buffer.from(record.root, 'hex'), recordId, repo.keyring.sealJson(meta, metaAad(record.id)), blobs);
+}
+
 /** The root directory of every snapshot: "/" with the stored paths below. */
 const ROOT_ENTRY = (tree: string): TreeEntry => ({
   name: '/',
