@@ -15,7 +15,10 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 export const BIN = path.join(ROOT, 'bin', 'strata.js');
 
 const made: string[] = [];
+/** Repositories makeRepo() made: closed at the end (a test that closes one itself closes it twice, harmlessly), never left to the garbage collector's closing of their files. */
+const repos: Repository[] = [];
 afterAll(() => {
+  for (const r of repos.splice(0)) r.close();
   for (const d of made) fs.rmSync(d, { recursive: true, force: true });
 });
 
@@ -28,7 +31,9 @@ export function tempDir(prefix = 'strata-test-'): string {
 /** A repository with cheap key derivation (tests only). */
 export async function makeRepo(opts: { chunkAvg?: number; packSize?: number } = {}): Promise<Repository> {
   const dir = path.join(tempDir(), 'repo');
-  return Repository.init(dir, 'test-password', { scrypt: { N: 1024, r: 8, p: 1 }, ...opts });
+  const repo = await Repository.init(dir, 'test-password', { scrypt: { N: 1024, r: 8, p: 1 }, ...opts });
+  repos.push(repo);
+  return repo;
 }
 
 /** A whole file as a snapshot holds it (read through the catalog, as cat does). */
