@@ -13,7 +13,9 @@ import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
-import { cliEnv, initCliRepo, Rng, ROOT, strata, strataAsync, tempDir } from './helpers.js';
+import { backup } from '../src/engine/backup.js';
+import { copySnapshots, type CopyProgress } from '../src/engine/copy.js';
+import { cliEnv, initCliRepo, makeRepo, Rng, ROOT, strata, strataAsync, tempDir } from './helpers.js';
 import { client, serve, token } from './server-helpers.js';
 
 const xattr = createRequire(import.meta.url)('@napi-rs/xattr') as {
@@ -511,4 +513,21 @@ describe('copy', () => {
     // Once the copy has ended, the forget goes through.
     expect((JSON.parse(ok(['forget', '--keep-last', '1', '--json'], from.env).stdout) as { removed: string[] }).removed).toEqual([first]);
   }, 120_000);
+  it("reports progress to the end: a directory kept whole from the last copy counts its snapshot's bytes as done", async () => {
+    const src = path.join(tempDir(), 'src');
+    const rng = new Rng(91);
+    fs.mkdirSync(path.join(src, 'same'), { recursive: true });
+    for (let i = 0; i < 5; i++) fs.writeFileSync(path.join(src, 'same', `f${i}`), rng.bytes(20_000));
+    fs.writeFileSync(path.join(src, 'top'), rng.bytes(5000));
+    const from = await makeRepo();
+    const to = await makeRepo();
+    await backup(from, { paths: [src], time: Date.UTC(2026, 5, 1) });
+    fs.writeFileSync(path.join(src, 'top'), rng.bytes(6000));
+    await backup(from, { paths: [src], time: Date.UTC(2026, 5, 2) });
+    let last: CopyProgress | undefined;
+    const r = await copySnapshots(from, to, { onProgress: (p) => (last = { ...p }) });
+    expect(r.copied).toHaveLength(2);
+    expect(last).toMatchObject({ snapshot: 2, snapshots: 2, bytesTotal: 2 * 100_000 + 5000 + 6000 });
+    expect(last!.bytesDone).toBe(last!.bytesTotal);
+  });
 });

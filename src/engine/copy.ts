@@ -133,7 +133,11 @@ export async function copySnapshots(source: Repository, dest: Repository, opts: 
       opts.onSnapshot?.(c);
       continue;
     }
+    const before = progress.bytesDone;
     const c = await copyOne(source, dest, s, base, onto, opts, progress);
+    // A directory kept whole from the last copy counted none of its bytes: the snapshot's are done.
+    progress.bytesDone = before + (s.meta.stats?.bytes ?? 0);
+    opts.onProgress?.(progress);
     result.copied.push(c);
     result.bytesRead += c.bytesRead;
     result.bytesAdded += c.bytesAdded;
