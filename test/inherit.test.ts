@@ -221,12 +221,16 @@ describe('inherited versions', () => {
     fresh.close();
   });
 
-  it('a file unpacked anew with its size and mtime but other bytes is stored as changed, in any of its blocks', async () => {
+  // Small files are checked in groups on the main thread; groups of a megabyte or more on the workers (backup-file.ts, SAME_BYTES).
+  it.each([
+    ['small files, checked here', 300, 6000],
+    ['large files, checked on the workers', 30_000, 400_000],
+  ])('a file unpacked anew with its size and mtime but other bytes is stored as changed, in any of its blocks (%s)', async (_what, odd, even) => {
     const repo = await makeRepo({ chunkAvg: 1024 });
     const rng = new Rng(22);
     const src = tempDir();
     const names = Array.from({ length: 40 }, (_, i) => `f${i}`);
-    const original = new Map(names.map((n, i) => [n, rng.bytes(i % 2 ? 300 : 6000)]));
+    const original = new Map(names.map((n, i) => [n, rng.bytes(i % 2 ? odd : even)]));
     const write = (edited: Map<string, Buffer>) => {
       for (const n of names) {
         const p = path.join(src, n);

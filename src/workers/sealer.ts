@@ -6,7 +6,7 @@
  * transferred buffers: nothing is allocated per block across threads, so no
  * thread accumulates dead block memory between collections.
  */
-import { closeSync, constants, fstatSync, lstatSync, openSync } from 'node:fs';
+import { lstatSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { blockId } from '../crypto/keyring.js';
 import { encodeBlock, type Dictionary } from '../repo/blockcodec.js';
@@ -14,6 +14,7 @@ import { GcPacer } from '../util/gc.js';
 import { readInto } from '../util/read.js';
 import { osPath } from '../util/names.js';
 import { lstatAll, type StatFailure } from '../util/stat.js';
+import { ID_BYTES, sameFile, type ReadBuffer } from './same-file.js';
 
 export interface SlotLayout {
   /** Bytes per slot: id (32), then input (maxBlock), then output (maxBlock + SEAL_OVERHEAD). */
@@ -21,7 +22,7 @@ export interface SlotLayout {
   maxBlock: number;
 }
 
-export const ID_BYTES = 32;
+export { ID_BYTES };
 /** Nonce, encoding flag and tag: a sealed block is at most this much larger than its plaintext. */
 export const SEAL_OVERHEAD = 64;
 
@@ -114,7 +115,8 @@ if (parentPort) {
   let dict: Dictionary | undefined;
   const pacer = new GcPacer(2 * 1024 * 1024);
   const port = parentPort;
-  let readBuf = Buffer.allocUnsafe(0);
+  /** One read buffer for the confirms and sames, grown to the largest asked. */
+  const scratch: ReadBuffer = { buf: Buffer.allocUnsafe(0) };
   // Requests come in batches (fewer messages, fewer wake-ups); so do answers.
   port.on('message', (batch: SealRequest[] | ConfirmRequest | SameRequest | StatRequest | DictionaryMessage) => {
     if (Array.isArray(batch)) port.postMessage(batch.map(handle));
@@ -132,14 +134,14 @@ if (parentPort) {
     let bytesRead = 0;
     try {
       const total = req.lengths.reduce((a, b) => a + b, 0) + (req.last ? 1 : 0);
-      if (readBuf.length < total) readBuf = Buffer.allocUnsafe(total);
-      bytesRead = readInto(req.fd, readBuf, total, req.start);
+      if (scratch.buf.length < total) scratch.buf = Buffer.allocUnsafe(total);
+      bytesRead = readInto(req.fd, scratch.buf, total, req.start);
       let count = 0;
       for (let at = 0; count < req.lengths.length; count++) {
         const length = req.lengths[count]!;
         const isLast = req.last && count === req.lengths.length - 1;
         if (at + length > bytesRead || (isLast && bytesRead !== at + length)) break;
-        if (!blockId(idKey, readBuf.subarray(at, at + length)).equals(req.ids.subarray(count * ID_BYTES, (count + 1) * ID_BYTES))) break;
+        if (!blockId(idKey, scratch.buf.subarray(at, at + length)).equals(req.ids.subarray(count * ID_BYTES, (count + 1) * ID_BYTES))) break;
         at += length;
       }
       return { confirm: req.confirm, count, bytesRead };
@@ -152,33 +154,11 @@ if (parentPort) {
     let bytesRead = 0;
     let block = 0;
     req.paths.forEach((path, i) => {
-      const [size, mtimeNs, ctimeNs, ino] = req.stats.subarray(i * 4, i * 4 + 4);
       const first = block;
       block += req.counts[i]!;
-      let fd: number | undefined;
-      try {
-        fd = openSync(osPath(path), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-        const before = fstatSync(fd, { bigint: true });
-        if (!before.isFile() || before.ino !== ino || before.size !== size || before.mtimeNs !== mtimeNs || before.ctimeNs !== ctimeNs) return;
-        const n = Number(size);
-        // One byte more than expected: a file that grew since is not the same.
-        if (readBuf.length < n + 1) readBuf = Buffer.allocUnsafe(n + 1);
-        const got = readInto(fd, readBuf, n + 1, 0);
-        bytesRead += got;
-        if (got !== n) return;
-        let at = 0;
-        for (let k = first; k < block; k++) {
-          const length = req.lengths[k]!;
-          if (at + length > n || !blockId(idKey, readBuf.subarray(at, at + length)).equals(req.ids.subarray(k * ID_BYTES, (k + 1) * ID_BYTES))) return;
-          at += length;
-        }
-        const after = fstatSync(fd, { bigint: true });
-        if (at === n && after.size === before.size && after.mtimeNs === before.mtimeNs && after.ctimeNs === before.ctimeNs) results[i] = 1;
-      } catch {
-        // Not confirmed: the main thread reads the file itself, and says what is wrong with it.
-      } finally {
-        if (fd !== undefined) closeSync(fd);
-      }
+      const r = sameFile(idKey, path, req.stats.subarray(i * 4, i * 4 + 4), req.lengths.subarray(first, block), req.ids.subarray(first * ID_BYTES, block * ID_BYTES), scratch);
+      bytesRead += r.bytesRead;
+      if (r.same) results[i] = 1;
     });
     return { same: req.same, results, bytesRead };
   };
