@@ -1,7 +1,8 @@
 /**
  * Raw disk images: their partitions (MBR or GPT, read by partitioninfo),
- * and the files of an ext2/3/4 file system (libext2fs in WebAssembly, the
- * ext2fs package) or a FAT12/16/32 one (fatfs) inside a partition, each
+ * and the files of an ext2/3/4 file system (ext4.ts, reading only what lies
+ * on the way to one path; libext2fs in WebAssembly, the ext2fs package, for
+ * what it leaves) or a FAT12/16/32 one (fatfs) inside a partition, each
  * reading the image through range reads. The libraries take a disk they may
  * write to (ext2fs updates access times as it reads): what they write stays
  * in memory, over the image, and is dropped with it.
@@ -13,7 +14,7 @@
  */
 import { createRequire } from 'node:module';
 import { integrity, notFound, StrataError, usageError } from '../errors.js';
-import { Ext4, Ext4Unsupported, type Inode } from './ext4.js';
+import { Ext4, Ext4Unsupported } from './ext4.js';
 import type { ByteSource } from './qcow2.js';
 
 export interface Partition {
@@ -304,40 +305,25 @@ interface FatFs {
 
 /**
  * ext2/3/4 through the hand-written reader (ext4.ts), which reads only the
- * metadata on the way to one path; what it leaves to libext2fs
- * (Ext4Unsupported: features it does not read) goes through a mount of the
- * library, made only then.
+ * metadata on the way to one path; a file system it leaves to libext2fs
+ * (Ext4Unsupported: an incompatible feature it does not know) goes through
+ * a mount of the library.
  */
 async function extFilesystem(reader: ByteSource, partition: Partition, library: () => Promise<Filesystem>): Promise<Filesystem> {
-  let mounted: Promise<Filesystem> | undefined;
-  const lib = () => (mounted ??= library());
-  let ext: Ext4 | undefined;
+  let ext: Ext4;
   try {
     ext = await Ext4.open(reader, partition);
   } catch (e) {
-    if (!(e instanceof Ext4Unsupported)) throw e;
+    if (e instanceof Ext4Unsupported) return library();
+    throw e;
   }
-  const either = async <T>(mine: (fs: Ext4) => Promise<T>, theirs: (fs: Filesystem) => Promise<T>): Promise<T> => {
-    if (ext) {
-      try {
-        return await mine(ext);
-      } catch (e) {
-        if (!(e instanceof Ext4Unsupported)) throw e;
-      }
-    }
-    return theirs(await lib());
-  };
   return {
-    list: (path) => either((fs) => fs.list(path), (fs) => fs.list(path)),
-    size: (path) => either(async (fs) => (await fs.file(path)).size, (fs) => fs.size(path)),
+    list: (path) => ext.list(path),
+    size: async (path) => (await ext.file(path)).size,
     async *read(path) {
-      const inode = await either<Inode | undefined>((fs) => fs.file(path), async () => undefined);
-      if (inode && ext) yield* ext.data(inode);
-      else yield* (await lib()).read(path);
+      yield* ext.data(await ext.file(path));
     },
-    async close() {
-      if (mounted) await (await mounted).close();
-    },
+    close: async () => {},
   };
 }
 

@@ -16,10 +16,10 @@
  * symbolic links and reads each htree level once, so a hostile image
  * cannot make it loop.
  *
- * What this leaves to libext2fs (Ext4Unsupported, raised before any byte
- * is given): file systems with incompat features not listed in SUPPORTED
- * (compression, a journal device, dirdata, unknown ones), checksums other
- * than CRC-32C. A case-folded directory is read whole for a name as it is
+ * What this leaves to libext2fs (Ext4Unsupported, raised as it opens):
+ * file systems with incompat features not listed in SUPPORTED (compression,
+ * a journal device, dirdata, unknown ones) and checksums other than
+ * CRC-32C. A case-folded directory is read whole for a name as it is
  * stored (the kernel would also find it in another case). Encrypted inodes (fscrypt) are refused: without
  * the key their names and bytes are ciphertext. Inline data (small files and
  * directories kept in the inode and its system.data attribute) is read here.
