@@ -158,11 +158,16 @@ export class Ext4 {
   async list(path: string): Promise<Ext4Entry[]> {
     const dir = await this.resolve(path, true);
     if ((dir.mode & S_IFMT) !== S_IFDIR) throw new StrataError('not_directory', `${path} is not a directory in partition ${this.label.partition} of ${this.label.image}`);
-    const out: Ext4Entry[] = [];
+    const named: { ino: number; name: string }[] = [];
     for await (const e of this.entries(dir)) {
       const name = e.name.toString('utf8');
-      if (name === '.' || name === '..') continue;
-      const inode = await this.inode(e.ino);
+      if (name !== '.' && name !== '..') named.push({ ino: e.ino, name });
+    }
+    // In inode order: each block of the inode table read once, not once per entry (an htree keeps names in hash order).
+    named.sort((a, b) => a.ino - b.ino);
+    const out: Ext4Entry[] = [];
+    for (const { ino, name } of named) {
+      const inode = await this.inode(ino);
       const fmt = inode.mode & S_IFMT;
       out.push({ name, type: fmt === S_IFREG ? 'file' : fmt === S_IFDIR ? 'dir' : fmt === S_IFLNK ? 'symlink' : 'other', size: inode.size, mtime: new Date(inode.mtime * 1000).toISOString() });
     }
