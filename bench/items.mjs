@@ -226,6 +226,8 @@ const url = await new Promise((resolve) => {
     if (m) resolve(m[1]);
   });
 });
+// A run with --reuse finds the token an earlier run made: replaced.
+if (reuse && strata(['--repo', repo, 'token', 'list']).toString().includes('bench')) strata(['--repo', repo, 'token', 'revoke', 'bench']);
 const token = JSON.parse(strata(['--repo', repo, 'token', 'add', 'bench', '--role', 'read', '--json']).toString()).token;
 const remote = ['--repo', url, '--token', token, '--key-file', key, '--no-cache'];
 const wire = [];
