@@ -24,8 +24,7 @@ import { makeRepo, Rng, tempDir } from './helpers.js';
 
 /** An image file on disk as the reader's byte source, counting the reads. */
 function fileSource(file: string): ByteSource & { reads: number; bytes: number } {
-  const fd = fs.openSync(file, 'r');
-  const size = fs.fstatSync(fd).size;
+  const size = fs.statSync(file).size;
   const src = {
     path: file,
     size,
@@ -36,7 +35,12 @@ function fileSource(file: string): ByteSource & { reads: number; bytes: number }
       src.reads++;
       src.bytes += length;
       const b = Buffer.alloc(length);
-      fs.readSync(fd, b, 0, length, offset);
+      const fd = fs.openSync(file, 'r');
+      try {
+        fs.readSync(fd, b, 0, length, offset);
+      } finally {
+        fs.closeSync(fd);
+      }
       return b;
     },
   };
