@@ -13,7 +13,7 @@
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { backup } from '../src/engine/backup.js';
 import { SnapshotTree } from '../src/engine/snapshot-tree.js';
 import { Dataset } from '../src/items/dataset.js';
@@ -23,8 +23,15 @@ import type { ByteSource } from '../src/items/qcow2.js';
 import { makeRepo, Rng, tempDir } from './helpers.js';
 
 /** An image file on disk as the reader's byte source, counting the reads. */
+const opened: number[] = [];
+afterAll(() => {
+  for (const fd of opened) fs.closeSync(fd);
+});
+
 function fileSource(file: string): ByteSource & { reads: number; bytes: number } {
-  const size = fs.statSync(file).size;
+  const fd = fs.openSync(file, 'r');
+  opened.push(fd);
+  const size = fs.fstatSync(fd).size;
   const src = {
     path: file,
     size,
@@ -35,12 +42,7 @@ function fileSource(file: string): ByteSource & { reads: number; bytes: number }
       src.reads++;
       src.bytes += length;
       const b = Buffer.alloc(length);
-      const fd = fs.openSync(file, 'r');
-      try {
-        fs.readSync(fd, b, 0, length, offset);
-      } finally {
-        fs.closeSync(fd);
-      }
+      fs.readSync(fd, b, 0, length, offset);
       return b;
     },
   };
