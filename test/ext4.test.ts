@@ -242,9 +242,18 @@ describe('the ext2/3/4 reader', () => {
       ['a byte of a directory block', (img) => poke(img, blockOf(img, '/many', 0) * 4096 + 20, 0x41), (fs4) => fs4.file('/many/entry-5-xxxxx.txt'), /block 0 of directory \d+ fails its checksum/],
       ['a byte of an extent block', (img) => poke(img, leafOf(img, '/frag.bin') * 4096 + 40, 0x41), (fs4) => readAll(fs4, '/frag.bin'), /the extent tree of inode \d+ fails its checksum/],
     ];
-    for (const [what, damage, read, message] of cases) {
+    // The same image with its directories indexed: an htree root.
+    const indexed = path.join(dir, 'damage-indexed.img');
+    fs.copyFileSync(base, indexed);
+    try {
+      execFileSync('e2fsck', ['-fyD', indexed], { stdio: 'ignore' });
+    } catch (e) {
+      if ((e as { status?: number }).status !== 1) throw e;
+    }
+    cases.push(['a byte of an htree root', (img) => poke(img, blockOf(img, '/many', 0) * 4096 + 0x30, 0x41), (fs4) => fs4.file('/many/entry-5-xxxxx.txt'), /the htree of directory \d+ fails its checksum/]);
+    for (const [i, [what, damage, read, message]] of cases.entries()) {
       const img = path.join(dir, 'case.img');
-      fs.copyFileSync(base, img);
+      fs.copyFileSync(i === cases.length - 1 ? indexed : base, img);
       damage(img);
       await expect(
         (async () => read(await open(img)))(),
