@@ -266,6 +266,7 @@ describe('the ext2/3/4 reader', () => {
     mkfs(['-t', 'ext4', '-b', '4096', '-O', '^metadata_csum'], root, plain, '64M');
     const hostile: [string, (img: string) => void, (fs4: Ext4) => Promise<unknown>, RegExp][] = [
       ['an extent past the end', (img) => poke32(img, leafOf(img, '/frag.bin') * 4096 + 12 + 8, 0xfffffff0), (fs4) => readAll(fs4, '/frag.bin'), /maps blocks .* to 4294967280/],
+      ['an index whose second entry starts where its first does (its leaf read twice)', (img) => poke32(img, inodeAt(img, '/frag.bin') + 0x28 + 24, 0), (fs4) => readAll(fs4, '/frag.bin'), /has its index out of order at block 0/],
       ['an extent leaf that says it is an index over itself', (img) => poke16(img, leafOf(img, '/frag.bin') * 4096 + 6, 1), (fs4) => readAll(fs4, '/frag.bin'), /has a node of depth 1/],
       ['a directory entry longer than its block', (img) => poke16(img, blockOf(img, '/many', 0) * 4096 + 4, 8192), (fs4) => fs4.file('/many/entry-5-xxxxx.txt'), /has an entry of 8192 bytes/],
       ['a directory entry naming an inode that does not exist', (img) => poke32(img, blockOf(img, '/many', 0) * 4096 + 24, 0x7fffffff), (fs4) => fs4.list('/many'), /names inode 2147483647/],

@@ -570,7 +570,8 @@ export class Ext4 {
     const max = node.readUInt16LE(4);
     const d = node.readUInt16LE(6);
     const capacity = root ? 4 : Math.floor((this.bs - 12) / 12);
-    if (max === 0 || max > capacity || entries > max || (!root && entries === 0)) throw bad(`has a node of ${entries} entries out of ${max}`);
+    // An index node must point somewhere; a leaf may be empty (as the kernel allows).
+    if (max === 0 || max > capacity || entries > max || (d > 0 && entries === 0)) throw bad(`has a node of ${entries} entries out of ${max}`);
     if (d > MAX_DEPTH || (depth !== undefined && d !== depth)) throw bad(`has a node of depth ${d}`);
     if (!root && this.csum) {
       const tail = 12 + max * 12;
@@ -580,11 +581,12 @@ export class Ext4 {
   }
 
   private async *extentRuns(inode: Inode, blocks: number): AsyncGenerator<Run> {
-    // The next logical block an extent may start at: each is after the last, so no node is read twice.
-    yield* this.extentWalk(inode, blocks, { next: 0, nodes: 0, done: false }, inode.block, true);
+    // The next logical block an extent may start at, and the last index entry's at each depth: each rises
+    // through the walk, so no node is read twice and the walk is bounded by the file's blocks.
+    yield* this.extentWalk(inode, blocks, { next: 0, index: [-1, -1, -1, -1, -1, -1], done: false }, inode.block, true);
   }
 
-  private async *extentWalk(inode: Inode, blocks: number, state: { next: number; nodes: number; done: boolean }, node: Buffer, root: boolean, depth?: number): AsyncGenerator<Run> {
+  private async *extentWalk(inode: Inode, blocks: number, state: { next: number; index: number[]; done: boolean }, node: Buffer, root: boolean, depth?: number): AsyncGenerator<Run> {
     const h = this.extentHeader(inode, node, root, depth);
     for (let i = 0; i < h.entries && !state.done; i++) {
       const e = 12 + 12 * i;
@@ -602,7 +604,9 @@ export class Ext4 {
         yield len > 32768 ? { logical, length: n } : { logical, length: n, physical };
       } else {
         const child = node.readUInt16LE(e + 8) * 2 ** 32 + node.readUInt32LE(e + 4);
-        if (child >= this.blocksCount || child < this.firstDataBlock || ++state.nodes > this.blocksCount) throw this.damaged(`the extent tree of inode ${inode.ino} points at block ${child}`);
+        if (child >= this.blocksCount || child < this.firstDataBlock) throw this.damaged(`the extent tree of inode ${inode.ino} points at block ${child}`);
+        if (logical <= state.index[h.depth]!) throw this.damaged(`the extent tree of inode ${inode.ino} has its index out of order at block ${logical}`);
+        state.index[h.depth] = logical;
         yield* this.extentWalk(inode, blocks, state, await this.block(child), false, h.depth - 1);
       }
     }
