@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run bench:items -- [--size 1G] [--disk-size SIZE] [--runs 5] [--dir .bench-items] [--only mbox,zip,sqlite,disk] [--no-dump]
+// npm run bench:items -- [--size 1G] [--disk-size SIZE] [--index-dirs] [--runs 5] [--dir .bench-items] [--only mbox,zip,sqlite,disk] [--no-dump]
 //
 // Items inside backed-up files, fetching only what they need, beside what a
 // restic or borg user must do (dump the whole file, then extract: timed here
@@ -14,7 +14,9 @@
 // - a point query by primary key and one by index on a SQLite database of --size;
 // - one 1 MiB file of an ext4 file system in a raw GPT disk image of
 //   --disk-size (default --size; beside: the image dumped, then the file
-//   taken out by debugfs);
+//   taken out by debugfs). mke2fs -d writes directories without an htree
+//   (the kernel indexes a directory once it outgrows a block); --index-dirs
+//   indexes them afterwards (e2fsck -fD), as a file system the kernel wrote;
 // - the same through `strata serve` with no client cache: bytes on the wire
 //   against bytes fetched.
 // Each command is a fresh process (a cold cache of decoded blocks). Figures
@@ -38,6 +40,7 @@ const runs = Number(arg('runs', '5'));
 const dir = path.resolve(arg('dir', path.join(ROOT, '.bench-items')));
 const only = new Set(arg('only', 'mbox,zip,sqlite,disk').split(','));
 const dumps = !flag('no-dump');
+const indexDirs = flag('index-dirs');
 const metaFile = path.join(dir, 'meta.json');
 const reuse = flag('reuse') && fs.existsSync(metaFile);
 const meta = reuse ? JSON.parse(fs.readFileSync(metaFile, 'utf8')) : undefined;
@@ -118,8 +121,16 @@ if (only.has('disk') && !reuse) {
   execFileSync('sfdisk', ['-q', image], { input: 'label: gpt\n,\n' });
   const sectors = Math.floor((diskSize - 2 * 1024 * 1024) / 1024);
   execFileSync('mkfs.ext4', ['-q', '-F', '-d', tree, '-E', 'offset=1048576', image, `${sectors}k`]);
+  if (indexDirs) {
+    try {
+      execFileSync('e2fsck', ['-fyD', `${image}?offset=1048576`], { stdio: 'ignore' });
+    } catch (e) {
+      // 1: the file system was changed (its directories indexed).
+      if (e.status !== 1) throw e;
+    }
+  }
   fs.rmSync(tree, { recursive: true });
-  log(`disk: ${fs.statSync(image).size} bytes`);
+  log(`disk: ${fs.statSync(image).size} bytes${indexDirs ? ', directories indexed' : ''}`);
 }
 const imageFile = `/data/f${String(Math.floor(diskSize / 4 / (1024 * 1024))).padStart(5, '0')}.bin`;
 
@@ -215,6 +226,8 @@ const url = await new Promise((resolve) => {
     if (m) resolve(m[1]);
   });
 });
+// A run with --reuse finds the token an earlier run made: replaced.
+if (reuse && strata(['--repo', repo, 'token', 'list']).toString().includes('bench')) strata(['--repo', repo, 'token', 'revoke', 'bench']);
 const token = JSON.parse(strata(['--repo', repo, 'token', 'add', 'bench', '--role', 'read', '--json']).toString()).token;
 const remote = ['--repo', url, '--token', token, '--key-file', key, '--no-cache'];
 const wire = [];

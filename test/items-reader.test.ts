@@ -65,6 +65,9 @@ describe('RangeReader', () => {
       await paged.read(8192, 4096);
       expect(paged.requested).toBe(4096);
       expect(paged.fetched).toBeLessThanOrEqual(2 * MAX_BLOCK);
+      // A read of more pages than are kept (a file system's 1 MiB of data): exact, straight through.
+      expect((await paged.read(4097, 1024 * 1024)).equals(want.subarray(4097, 4097 + 1024 * 1024))).toBe(true);
+      expect(paged.requested).toBe(4096 + 1024 * 1024);
       // A stream goes through the kept blocks: bytes already there cost nothing more.
       const asked = fresh.requested;
       const parts: Buffer[] = [];

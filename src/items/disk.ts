@@ -1,7 +1,8 @@
 /**
  * Raw disk images: their partitions (MBR or GPT, read by partitioninfo),
- * and the files of an ext2/3/4 file system (libext2fs in WebAssembly, the
- * ext2fs package) or a FAT12/16/32 one (fatfs) inside a partition, each
+ * and the files of an ext2/3/4 file system (ext4.ts, reading only what lies
+ * on the way to one path; libext2fs in WebAssembly, the ext2fs package, for
+ * what it leaves) or a FAT12/16/32 one (fatfs) inside a partition, each
  * reading the image through range reads. The libraries take a disk they may
  * write to (ext2fs updates access times as it reads): what they write stays
  * in memory, over the image, and is dropped with it.
@@ -13,6 +14,7 @@
  */
 import { createRequire } from 'node:module';
 import { integrity, notFound, StrataError, usageError } from '../errors.js';
+import { Ext4, Ext4Unsupported } from './ext4.js';
 import type { ByteSource } from './qcow2.js';
 
 export interface Partition {
@@ -239,73 +241,7 @@ async function openFilesystem(reader: ByteSource, partition: Partition): Promise
     if (code === 'EISDIR' || code === 'ISDIR') return new StrataError('is_directory', `${path} is a directory in partition ${partition.number} of ${reader.path}`);
     return integrity(`${reader.path}: partition ${partition.number} cannot be read as ${partition.filesystem === 'ext' ? 'ext2/3/4' : 'FAT'} (${(e as Error).message ?? String(e)})`);
   };
-  if (partition.filesystem === 'ext') {
-    const lib = loadExt2fs();
-    let mounted: ExtFs;
-    try {
-      mounted = await lib.mount(disk, partition.offset);
-    } catch (e) {
-      throw failed(e, '/');
-    }
-    const fs = mounted.promises;
-    const fileStat = async (path: string) => {
-      const st = await fs.lstat(path);
-      if (st.isDirectory()) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' });
-      if (!st.isFile()) throw new StrataError('not_file', `${path} is not a regular file in partition ${partition.number} of ${reader.path}`);
-      return st;
-    };
-    return {
-      close: async () => {
-        try {
-          await lib.umount(mounted);
-        } catch {
-          // Nothing was written to the image: nothing to lose.
-        }
-      },
-        async list(path) {
-          try {
-            const names = (await fs.readdir(path)).sort();
-            const out: DiskEntry[] = [];
-            for (const name of names) {
-              const st = await fs.lstat(`${path === '/' ? '' : path}/${name}`);
-              out.push({ name, type: st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other', size: st.size, mtime: st.mtime.toISOString() });
-            }
-            return out;
-          } catch (e) {
-            throw failed(e, path);
-          }
-        },
-        async size(path) {
-          try {
-            return (await fileStat(path)).size;
-          } catch (e) {
-            throw e instanceof StrataError ? e : failed(e, path);
-          }
-        },
-        async *read(path) {
-          let fh;
-          try {
-            await fileStat(path);
-            fh = await fs.open(path, 'r');
-            for (let pos = 0; ; ) {
-              const b = Buffer.alloc(256 * 1024);
-              const { bytesRead } = await fh.read(b, 0, b.length, pos);
-              if (bytesRead === 0) break;
-              pos += bytesRead;
-              yield b.subarray(0, bytesRead);
-            }
-          } catch (e) {
-            throw e instanceof StrataError ? e : failed(e, path);
-          } finally {
-            try {
-              await fh?.close();
-            } catch {
-              // Closing a file read to its end: nothing to lose.
-            }
-          }
-        },
-    };
-  }
+  if (partition.filesystem === 'ext') return extFilesystem(reader, partition, () => libext2fsFilesystem(reader, partition, disk, failed));
   const fatfs = require('fatfs') as { createFileSystem(vol: object, opts: object): FatFs };
   const vol = {
     sectorSize: 512,
@@ -365,4 +301,97 @@ interface FatFs {
   readdir(p: string, cb: (e: Error | null, names: string[]) => void): void;
   stat(p: string, cb: (e: Error | null, st: ExtStat) => void): void;
   createReadStream(p: string): NodeJS.ReadableStream;
+}
+
+/**
+ * ext2/3/4 through the hand-written reader (ext4.ts), which reads only the
+ * metadata on the way to one path; a file system it leaves to libext2fs
+ * (Ext4Unsupported: an incompatible feature it does not know) goes through
+ * a mount of the library.
+ */
+async function extFilesystem(reader: ByteSource, partition: Partition, library: () => Promise<Filesystem>): Promise<Filesystem> {
+  let ext: Ext4;
+  try {
+    ext = await Ext4.open(reader, partition);
+  } catch (e) {
+    if (e instanceof Ext4Unsupported) return library();
+    throw e;
+  }
+  return {
+    list: (path) => ext.list(path),
+    size: async (path) => (await ext.file(path)).size,
+    async *read(path) {
+      yield* ext.data(await ext.file(path));
+    },
+    close: async () => {},
+  };
+}
+
+/** ext2/3/4 through libext2fs (node-ext2fs): a mount, which reads every group's bitmaps. */
+async function libext2fsFilesystem(reader: ByteSource, partition: Partition, disk: ReturnType<typeof imageDisk>, failed: (e: unknown, path: string) => unknown): Promise<Filesystem> {
+  const lib = loadExt2fs();
+  let mounted: ExtFs;
+  try {
+    mounted = await lib.mount(disk, partition.offset);
+  } catch (e) {
+    throw failed(e, '/');
+  }
+  const fs = mounted.promises;
+  const fileStat = async (path: string) => {
+    const st = await fs.lstat(path);
+    if (st.isDirectory()) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' });
+    if (!st.isFile()) throw new StrataError('not_file', `${path} is not a regular file in partition ${partition.number} of ${reader.path}`);
+    return st;
+  };
+  return {
+    close: async () => {
+      try {
+        await lib.umount(mounted);
+      } catch {
+        // Nothing was written to the image: nothing to lose.
+      }
+    },
+      async list(path) {
+        try {
+          const names = (await fs.readdir(path)).sort();
+          const out: DiskEntry[] = [];
+          for (const name of names) {
+            const st = await fs.lstat(`${path === '/' ? '' : path}/${name}`);
+            out.push({ name, type: st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other', size: st.size, mtime: st.mtime.toISOString() });
+          }
+          return out;
+        } catch (e) {
+          throw failed(e, path);
+        }
+      },
+      async size(path) {
+        try {
+          return (await fileStat(path)).size;
+        } catch (e) {
+          throw e instanceof StrataError ? e : failed(e, path);
+        }
+      },
+      async *read(path) {
+        let fh;
+        try {
+          await fileStat(path);
+          fh = await fs.open(path, 'r');
+          for (let pos = 0; ; ) {
+            const b = Buffer.alloc(256 * 1024);
+            const { bytesRead } = await fh.read(b, 0, b.length, pos);
+            if (bytesRead === 0) break;
+            pos += bytesRead;
+            yield b.subarray(0, bytesRead);
+          }
+        } catch (e) {
+          throw e instanceof StrataError ? e : failed(e, path);
+        } finally {
+          try {
+            await fh?.close();
+          } catch {
+            // Closing a file read to its end: nothing to lose.
+          }
+        }
+      },
+  };
 }

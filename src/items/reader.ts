@@ -67,10 +67,11 @@ export class RangeReader {
     }
     if (offset + length > this.size) throw rangeNotSatisfiable(`${this.path}: ${length} bytes at ${offset} are past its end (${this.size} bytes)`);
     if (length === 0) return Buffer.alloc(0);
-    if (length > DIRECT || this.exact) return this.fetch(offset, length);
     const bs = this.blockSize;
     const first = Math.floor(offset / bs);
     const last = Math.floor((offset + length - 1) / bs);
+    // More blocks than are kept would push out the first before they are copied out.
+    if (length > DIRECT || this.exact || last - first >= KEPT_BLOCKS) return this.fetch(offset, length);
     // Missing blocks in runs: one checked read for each run.
     let b = first;
     while (b <= last) {
