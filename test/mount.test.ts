@@ -8,12 +8,14 @@ import { execFile, spawn, type ChildProcessByStdio } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backup as backupEngine } from '../src/engine/backup.js';
 import { SnapshotTree } from '../src/engine/snapshot-tree.js';
 import { BufferPool } from '../src/mount/buffer-pool.js';
+import type { MemoryLine } from '../src/mount/memory.js';
 import { CHUNK, OpenFiles } from '../src/mount/handles.js';
 import { Layout, timeName as layoutTimeName } from '../src/mount/layout.js';
 import { direntStats, Listings } from '../src/mount/listings.js';
@@ -131,7 +133,8 @@ describe.skipIf(!HAS_FUSE)('strata mount', () => {
   it('every snapshot, whole files and random ranges, byte for byte (cmp, dd, async reads)', async () => {
     const mnt = path.join(tempDir(), 'mnt');
     fs.mkdirSync(mnt);
-    const m = await startMount(mnt, env);
+    const memoryLog = path.join(tempDir(), 'memory.jsonl');
+    const m = await startMount(mnt, { ...env, STRATA_MOUNT_MEMORY_LOG: memoryLog });
     expect(m.ready).toContain(`mounted ${ids.length} snapshots read-only at ${mnt}`);
     const rng = new Rng(7);
     for (let k = 0; k < ids.length; k++) {
@@ -170,8 +173,13 @@ describe.skipIf(!HAS_FUSE)('strata mount', () => {
     await sh('cmp', [path.join(truthDir, `data.${ids.length - 1}`), path.join(mnt, 'latest', src, 'data.bin')]);
     const byTime = (await fsp.readdir(path.join(mnt, 'snapshots'))).find((n) => n === timeName(ids[2]!.time) || n === `${timeName(ids[2]!.time)}-${ids[2]!.id.slice(0, 8)}`)!;
     await sh('cmp', [path.join(truthDir, 'data.2'), path.join(mnt, 'snapshots', byTime, src, 'data.bin')]);
+    // STRATA_MOUNT_MEMORY_LOG: a line of the mount's memory every 200 ms; its young generation stayed at its first size.
+    await until('two lines of the memory log', async () => fs.existsSync(memoryLog) && fs.readFileSync(memoryLog, 'utf8').split('\n').length > 2);
     m.proc.kill('SIGTERM');
     expect(await m.exited).toBe(0);
+    const lines = fs.readFileSync(memoryLog, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as MemoryLine);
+    expect(Object.keys(lines[0]!).sort()).toEqual(['arrayBuffers', 'external', 'heapTotal', 'heapUsed', 'newSpace', 'oldSpace', 'poolInUse', 'poolMade', 'rss', 't']);
+    expect(lines.every((l) => l.rss > 0 && l.newSpace <= 4)).toBe(true);
   });
 
   it('lists the layout and the trees with their stats as stored: modes, sizes, times, owners, symlinks', async () => {
@@ -509,6 +517,25 @@ describe('listings of a mount (no FUSE needed)', () => {
     expect(l.made).toBe(6);
     expect(direntStats(0o100644)).toEqual({ mode: 0o100000 });
     expect(direntStats(0o40755)).toBe(direntStats(0o40500));
+  });
+});
+
+describe('the memory of a mount', () => {
+  it("keeps V8's young generation at its first size in the process that asks (strata mount does, at start)", async () => {
+    // In a process of its own: V8's flags are the process's. Short-lived objects, many surviving a while, as a long read makes them.
+    const script = [
+      "import * as v8 from 'node:v8';",
+      'const { keepYoungGenerationSmall } = await import(process.argv[1]);',
+      "if (process.argv[2] === 'small') keepYoungGenerationSmall();",
+      'let keep = [];',
+      'for (let i = 0; i < 3e6; i++) { keep.push({ i, b: Buffer.allocUnsafe(64) }); if (keep.length > 100000) keep = []; }',
+      "console.log(v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size);",
+    ].join('\n');
+    const memory = pathToFileURL(path.join(ROOT, 'dist', 'mount', 'memory.js')).href;
+    const newSpace = async (mode: string) => Number((await run(process.execPath, ['--input-type=module', '-e', script, memory, mode])).stdout) / 2 ** 20;
+    expect(await newSpace('small')).toBeLessThanOrEqual(4);
+    // Without: it grows (to 32 MiB on Node 20).
+    expect(await newSpace('default')).toBeGreaterThanOrEqual(16);
   });
 });
 
