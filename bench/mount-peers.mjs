@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run bench:mount-peers -- [--big 1G] [--huge 4G] [--entries 100000] [--runs 3] [--tools strata,restic,borg] [--dir .bench-mount-peers] [--keep] [--reuse]
+// npm run bench:mount-peers -- [--big 1G] [--huge 4G] [--entries 100000] [--runs 3] [--tools strata,restic,borg] [--dir .bench-mount-peers] [--keep] [--reuse] [--restore] [--rss-only]
 //
 // strata mount beside `restic mount` and `borg mount`, on the same data backed
 // up once by each tool (not timed):
@@ -10,6 +10,10 @@
 //   then again (warm), named by its real path (a `latest` symlink resolved once);
 // - peak RSS (VmHWM) of the mount process after dd has read the huge file
 //   (--huge, 0 to leave it out) through it.
+// --restore: also `strata restore` of the big file each run (strata only), for
+// the mount's read against restore's throughput on the same file.
+// --rss-only: only the read of the huge file and the peak RSS (and, with
+// STRATA_MOUNT_MEMORY_LOG, strata's largest figures from its memory log).
 // A quick run: --big 64M --huge 256M --entries 2000 --runs 1.
 //
 // Needs /dev/fuse, fusermount3 and the fuse-napi binding (strata); restic and
@@ -141,27 +145,53 @@ async function mounted(tool, f) {
 /** Peak resident memory of a process so far (VmHWM), in MiB. */
 const peakRss = (pid) => Number(/VmHWM:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024;
 
-const results = Object.fromEntries(tools.map((t) => [t, { firstByte: [], seq: [], lsCold: [], lsWarm: [], rss: [] }]));
+const rssOnly = flag('rss-only');
+const withRestore = flag('restore') && !rssOnly;
+const memoryLog = process.env.STRATA_MOUNT_MEMORY_LOG ? path.resolve(process.env.STRATA_MOUNT_MEMORY_LOG) : undefined;
+/** strata's largest figures in its memory log (MiB), by field. */
+const memoryPeaks = (file) =>
+  fs
+    .readFileSync(file, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l))
+    .reduce((m, l) => Object.fromEntries(Object.keys(l).filter((k) => k !== 't').map((k) => [k, Math.max(m[k] ?? 0, l[k])])), {});
+const results = Object.fromEntries(tools.map((t) => [t, { firstByte: [], seq: [], lsCold: [], lsWarm: [], rss: [], restore: [], memory: [] }]));
 for (let r = 0; r < runs; r++) {
   for (const t of tools) {
     const res = results[t];
-    await mounted(t, ({ at, firstByte }) => {
-      res.firstByte.push(firstByte);
-      res.seq.push(seconds(() => execFileSync('dd', [`if=${path.join(at, 'big.bin')}`, 'of=/dev/null', 'bs=1M', 'status=none'])));
-    });
-    await mounted(t, ({ at }) => {
-      // The directory itself, as after `cd`: a path through a `latest` symlink (strata's, restic's) costs a readlink per lookup.
-      const many = fs.realpathSync(path.join(at, 'many'));
-      res.lsCold.push(seconds(() => execFileSync('ls', ['-l', many], { stdio: ['ignore', 'ignore', 'inherit'], maxBuffer: 1 << 28 })));
-      res.lsWarm.push(seconds(() => execFileSync('ls', ['-l', many], { stdio: ['ignore', 'ignore', 'inherit'], maxBuffer: 1 << 28 })));
-    });
+    if (!rssOnly) {
+      await mounted(t, ({ at, firstByte }) => {
+        res.firstByte.push(firstByte);
+        res.seq.push(seconds(() => execFileSync('dd', [`if=${path.join(at, 'big.bin')}`, 'of=/dev/null', 'bs=1M', 'status=none'])));
+      });
+      if (withRestore && t === 'strata') {
+        const target = path.join(dir, 'restored');
+        fs.rmSync(target, { recursive: true, force: true });
+        res.restore.push(seconds(() => run('node', [STRATA, '--repo', strataRepo, '--key-file', strataKey, 'restore', bigFile, '--target', target, '-q'])));
+        fs.rmSync(target, { recursive: true, force: true });
+      }
+      await mounted(t, ({ at }) => {
+        // The directory itself, as after `cd`: a path through a `latest` symlink (strata's, restic's) costs a readlink per lookup.
+        const many = fs.realpathSync(path.join(at, 'many'));
+        res.lsCold.push(seconds(() => execFileSync('ls', ['-l', many], { stdio: ['ignore', 'ignore', 'inherit'], maxBuffer: 1 << 28 })));
+        res.lsWarm.push(seconds(() => execFileSync('ls', ['-l', many], { stdio: ['ignore', 'ignore', 'inherit'], maxBuffer: 1 << 28 })));
+      });
+    }
     if (huge > 0) {
+      if (memoryLog) fs.rmSync(memoryLog, { force: true });
       await mounted(t, ({ at, pid }) => {
         execFileSync('dd', [`if=${path.join(at, 'huge.bin')}`, 'of=/dev/null', 'bs=1M', 'status=none']);
         res.rss.push(peakRss(pid));
       });
+      if (memoryLog && t === 'strata' && fs.existsSync(memoryLog)) res.memory.push(memoryPeaks(memoryLog));
     }
-    log(`run ${r + 1}/${runs} ${t}: first byte ${res.firstByte.at(-1).toFixed(2)} s, read ${(big / 2 ** 20 / res.seq.at(-1)).toFixed(0)} MiB/s, ls -l ${res.lsCold.at(-1).toFixed(2)} / ${res.lsWarm.at(-1).toFixed(2)} s${huge > 0 ? `, peak RSS ${res.rss.at(-1).toFixed(0)} MiB` : ''}`);
+    const parts = [];
+    if (!rssOnly) parts.push(`first byte ${res.firstByte.at(-1).toFixed(2)} s, read ${(big / 2 ** 20 / res.seq.at(-1)).toFixed(0)} MiB/s, ls -l ${res.lsCold.at(-1).toFixed(2)} / ${res.lsWarm.at(-1).toFixed(2)} s`);
+    if (res.restore.length > 0) parts.push(`restore ${(big / 2 ** 20 / res.restore.at(-1)).toFixed(0)} MiB/s`);
+    if (huge > 0) parts.push(`peak RSS ${res.rss.at(-1).toFixed(0)} MiB`);
+    if (res.memory.length > 0) parts.push(`memory log peaks ${JSON.stringify(res.memory.at(-1))}`);
+    log(`run ${r + 1}/${runs} ${t}: ${parts.join(', ')}`);
   }
 }
 
@@ -170,12 +200,18 @@ const mib = (b) => `${(b / 2 ** 20).toFixed(0)} MiB`;
 console.log(`| mounts, medians of ${runs} | ${tools.join(' | ')} |`);
 console.log(`|---|${tools.map(() => '---').join('|')}|`);
 const row = (label, f) => console.log(`| ${label} | ${tools.map((t) => f(results[t])).join(' | ')} |`);
-row('time to first byte (mount command to 1 byte read)', (r) => `${median(r.firstByte).toFixed(2)} s`);
-row(`sequential read of ${mib(big)} (dd bs=1M, fresh mount)`, (r) => `${median(r.seq).toFixed(2)} s (${(big / 2 ** 20 / median(r.seq)).toFixed(0)} MiB/s)`);
-row(`ls -l of ${entries} entries, cold`, (r) => `${median(r.lsCold).toFixed(2)} s`);
-row(`the same ls -l again, warm`, (r) => `${median(r.lsWarm).toFixed(2)} s`);
+if (!rssOnly) {
+  row('time to first byte (mount command to 1 byte read)', (r) => `${median(r.firstByte).toFixed(2)} s`);
+  row(`sequential read of ${mib(big)} (dd bs=1M, fresh mount)`, (r) => `${median(r.seq).toFixed(2)} s (${(big / 2 ** 20 / median(r.seq)).toFixed(0)} MiB/s)`);
+  row(`ls -l of ${entries} entries, cold`, (r) => `${median(r.lsCold).toFixed(2)} s`);
+  row(`the same ls -l again, warm`, (r) => `${median(r.lsWarm).toFixed(2)} s`);
+}
 if (huge > 0) row(`peak RSS of the mount process after reading ${mib(huge)}`, (r) => `${median(r.rss).toFixed(0)} MiB`);
-if (tools.includes('strata')) {
+if (withRestore) {
+  const s = results.strata;
+  console.log(`\nstrata restore of the ${mib(big)} file: ${median(s.restore).toFixed(2)} s (${(big / 2 ** 20 / median(s.restore)).toFixed(0)} MiB/s); the mount's read is ${(median(s.restore) / median(s.seq)).toFixed(2)}x its throughput`);
+}
+if (tools.includes('strata') && !rssOnly) {
   for (const t of tools.filter((x) => x !== 'strata')) {
     const s = results.strata;
     const o = results[t];

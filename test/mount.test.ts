@@ -8,11 +8,14 @@ import { execFile, spawn, type ChildProcessByStdio } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backup as backupEngine } from '../src/engine/backup.js';
 import { SnapshotTree } from '../src/engine/snapshot-tree.js';
+import { BufferPool } from '../src/mount/buffer-pool.js';
+import type { MemoryLine } from '../src/mount/memory.js';
 import { CHUNK, OpenFiles } from '../src/mount/handles.js';
 import { Layout, timeName as layoutTimeName } from '../src/mount/layout.js';
 import { direntStats, Listings } from '../src/mount/listings.js';
@@ -130,7 +133,8 @@ describe.skipIf(!HAS_FUSE)('strata mount', () => {
   it('every snapshot, whole files and random ranges, byte for byte (cmp, dd, async reads)', async () => {
     const mnt = path.join(tempDir(), 'mnt');
     fs.mkdirSync(mnt);
-    const m = await startMount(mnt, env);
+    const memoryLog = path.join(tempDir(), 'memory.jsonl');
+    const m = await startMount(mnt, { ...env, STRATA_MOUNT_MEMORY_LOG: memoryLog });
     expect(m.ready).toContain(`mounted ${ids.length} snapshots read-only at ${mnt}`);
     const rng = new Rng(7);
     for (let k = 0; k < ids.length; k++) {
@@ -169,8 +173,13 @@ describe.skipIf(!HAS_FUSE)('strata mount', () => {
     await sh('cmp', [path.join(truthDir, `data.${ids.length - 1}`), path.join(mnt, 'latest', src, 'data.bin')]);
     const byTime = (await fsp.readdir(path.join(mnt, 'snapshots'))).find((n) => n === timeName(ids[2]!.time) || n === `${timeName(ids[2]!.time)}-${ids[2]!.id.slice(0, 8)}`)!;
     await sh('cmp', [path.join(truthDir, 'data.2'), path.join(mnt, 'snapshots', byTime, src, 'data.bin')]);
+    // STRATA_MOUNT_MEMORY_LOG: a line of the mount's memory every 200 ms; its young generation stayed at its first size.
+    await until('two lines of the memory log', async () => fs.existsSync(memoryLog) && fs.readFileSync(memoryLog, 'utf8').split('\n').length > 2);
     m.proc.kill('SIGTERM');
     expect(await m.exited).toBe(0);
+    const lines = fs.readFileSync(memoryLog, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as MemoryLine);
+    expect(Object.keys(lines[0]!).sort()).toEqual(['arrayBuffers', 'external', 'heapTotal', 'heapUsed', 'newSpace', 'oldSpace', 'poolInUse', 'poolMade', 'rss', 't']);
+    expect(lines.every((l) => l.rss > 0 && l.newSpace <= 4)).toBe(true);
   });
 
   it('lists the layout and the trees with their stats as stored: modes, sizes, times, owners, symlinks', async () => {
@@ -511,6 +520,54 @@ describe('listings of a mount (no FUSE needed)', () => {
   });
 });
 
+describe('the memory of a mount', () => {
+  it("keeps V8's young generation at its first size in the process that asks (strata mount does, at start)", async () => {
+    // In a process of its own: V8's flags are the process's. Short-lived objects, many surviving a while, as a long read makes them.
+    const script = [
+      "import * as v8 from 'node:v8';",
+      'const { keepYoungGenerationSmall } = await import(process.argv[1]);',
+      "if (process.argv[2] === 'small') keepYoungGenerationSmall();",
+      'let keep = [];',
+      'for (let i = 0; i < 3e6; i++) { keep.push({ i, b: Buffer.allocUnsafe(64) }); if (keep.length > 100000) keep = []; }',
+      "console.log(v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size);",
+    ].join('\n');
+    const memory = pathToFileURL(path.join(ROOT, 'dist', 'mount', 'memory.js')).href;
+    const newSpace = async (mode: string) => Number((await run(process.execPath, ['--input-type=module', '-e', script, memory, mode])).stdout) / 2 ** 20;
+    expect(await newSpace('small')).toBeLessThanOrEqual(4);
+    // Without: it grows (to 32 MiB on Node 20).
+    expect(await newSpace('default')).toBeGreaterThanOrEqual(16);
+  });
+});
+
+describe('the buffer pool of a mount', () => {
+  it('lends each buffer to one borrower at a time, lends given-back buffers again, keeps at most its bound', () => {
+    const pool = new BufferPool(4096, 2);
+    const a = pool.take();
+    const b = pool.take();
+    const c = pool.take();
+    expect(new Set([a, b, c]).size).toBe(3);
+    expect([a.length, pool.made, pool.inUse]).toEqual([4096, 3, 3]);
+    pool.give(b);
+    // Given back twice, or never lent: a bug, said at once (a buffer lent twice would serve two readers).
+    expect(() => pool.give(b)).toThrow(/given back/);
+    expect(() => pool.give(Buffer.alloc(4096))).toThrow(/did not lend/);
+    const d = pool.take();
+    expect(d).toBe(b);
+    expect(pool.made).toBe(3);
+    // Many lent at once are all different, and none of them is one still lent.
+    const lent = new Set([a, c, d]);
+    for (let i = 0; i < 10; i++) {
+      const e = pool.take();
+      expect(lent.has(e)).toBe(false);
+      lent.add(e);
+    }
+    expect(pool.inUse).toBe(13);
+    for (const e of lent) pool.give(e);
+    // Only `keep` are kept for later; the rest are left to the garbage collector.
+    expect([pool.inUse, pool.kept]).toEqual([0, 2]);
+  });
+});
+
 describe('open files of a mount (no FUSE needed)', () => {
   it('reads in order, out of order, concurrently and after seeks give exactly the stored bytes, fetched ahead only in order', async () => {
     const repo = await makeRepo({ chunkAvg: 4096 });
@@ -523,8 +580,12 @@ describe('open files of a mount (no FUSE needed)', () => {
     await backupEngine(repo, { paths: [dir] });
     const tree = await SnapshotTree.open(repo);
     const files = new OpenFiles();
+    // The bytes a read hands over are the caller's only until the next turn of the event loop.
+    const copy = (b: Buffer) => Buffer.from(b);
+    const checkWith = async (set: OpenFiles, fd: number, truthOf: Buffer, at: number, len: number) =>
+      expect((await set.get(fd)!.read(at, len, copy)).equals(truthOf.subarray(at, Math.min(truthOf.length, at + len))), `${len} at ${at}`).toBe(true);
     const check = async (fd: number, at: number, len: number) => {
-      const b = await files.get(fd)!.read(at, len);
+      const b = await files.get(fd)!.read(at, len, copy);
       expect(b.equals(truth.subarray(at, Math.min(truth.length, at + len))), `${len} at ${at}`).toBe(true);
     };
     // In order, 128 KiB at a time, four at once (as the kernel sends them): fetched ahead in chunks.
@@ -549,27 +610,54 @@ describe('open files of a mount (no FUSE needed)', () => {
     expect(files.stats.chunks).toBeGreaterThan(before);
     // A read late, near the stream, of a chunk it already passed and dropped: read as it is (it used to wait for ever).
     const c = files.open(await tree.open(path.join(dir, 'g')));
-    const checkLong = async (at: number, len: number) => expect((await files.get(c)!.read(at, len)).equals(long.subarray(at, at + len))).toBe(true);
+    const checkLong = async (at: number, len: number) => expect((await files.get(c)!.read(at, len, copy)).equals(long.subarray(at, at + len))).toBe(true);
     for (let at = 0; at < long.length; at += 131072) await checkLong(at, 131072);
     const late = checkLong(CHUNK + 12345, 4096);
     await Promise.race([late, new Promise((_, reject) => setTimeout(() => reject(new Error('a late read never came back')), 5000))]);
     files.release(c);
     // Many reads in order at once (the kernel sends several): a chunk a reader waits for is never dropped before it is filled.
     const d = files.open(await tree.open(path.join(dir, 'g')));
-    const all = Promise.all(Array.from({ length: 12 }, (_, i) => files.get(d)!.read(i * CHUNK, CHUNK)));
+    const all = Promise.all(Array.from({ length: 12 }, (_, i) => files.get(d)!.read(i * CHUNK, CHUNK, copy)));
     const got = await Promise.race([all, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('reads in flight never came back')), 10_000))]);
     expect(Buffer.concat(got).equals(long)).toBe(true);
+    // Reads across two chunks, many answered at once (the stream ran ahead): the bytes handed over stay right until the next turn
+    // (the FUSE binding copies them a process.nextTick later), though chunks and joined replies come from the pool and go back to it.
+    const own = new OpenFiles();
+    const e = own.open(await tree.open(path.join(dir, 'g')));
+    for (let at = 0; at < CHUNK; at += 131072) await own.get(e)!.read(at, 131072, copy);
+    await until('chunks fetched ahead', async () => own.stats.held >= 8);
+    const copied: Promise<boolean>[] = [];
+    const across = Array.from({ length: 6 }, (_, i) =>
+      own.get(e)!.read((i + 2) * CHUNK - 70_000, 131072, (view) => {
+        const at = (i + 2) * CHUNK - 70_000;
+        copied.push(new Promise((r) => process.nextTick(() => r(view.equals(long.subarray(at, at + 131072))))));
+        return view.length;
+      }),
+    );
+    expect(await Promise.all(across)).toEqual(Array(6).fill(131072));
+    expect(await Promise.all(copied)).toEqual(Array(6).fill(true));
+    own.release(e);
+    // None is lent once the file is closed (the stream gives back the chunk it was filling when its next piece comes).
+    await until('the pool given back', async () => own.pool.inUse === 0);
+    expect(own.pool.made).toBeLessThanOrEqual(16);
+    // Read again: the buffers given back serve the new stream.
+    const again = own.open(await tree.open(path.join(dir, 'g')));
+    for (let at = 0; at < long.length; at += 131072) await checkWith(own, again, long, at, 131072);
+    own.release(again);
+    await until('the pool given back', async () => own.pool.inUse === 0);
+    expect(own.pool.made).toBeLessThanOrEqual(16);
     // The mount keeps no set of the blocks a file read (it grew with the file): only an item reader asks for that count.
     expect(files.get(d)!.file.countBlocks).toBe(false);
     expect(files.get(d)!.file.blockBytes).toBe(0);
     files.release(d);
-    expect((await files.get(b)!.read(truth.length, 10)).length).toBe(0);
+    expect((await files.get(b)!.read(truth.length, 10, copy)).length).toBe(0);
     expect(files.stats.held).toBeGreaterThan(0);
     files.release(a);
     files.release(b);
     expect(files.count).toBe(0);
-    // Nothing fetched ahead is held once the files are closed.
+    // Nothing fetched ahead is held once the files are closed, and no buffer of the pool is lent.
     expect(files.stats.held).toBe(0);
+    await until('the pool given back', async () => files.pool.inUse === 0);
     // The layout: names by time, and by id where two share a second.
     const layout = Layout.of([tree]);
     expect(layout.resolve(`/snapshots/${layoutTimeName(tree.time)}${dir}/f`)).toMatchObject({ kind: 'tree', path: `${dir}/f` });

@@ -28,6 +28,8 @@ Environment (an option given on the command line wins over its variable):
                         an s3:// repository's endpoint, region and credentials
                         (else the profile in ~/.aws/credentials)
   STRATA_DEBUG          print a stack trace with errors
+  STRATA_MOUNT_MEMORY_LOG
+                        a file strata mount logs its memory to (measuring)
   NO_COLOR              no colours`;
 
 /** The exit codes a command can end with (help lists only these). */

@@ -44,6 +44,9 @@ export interface Truth {
   entries: SealedEntries;
 }
 
+/** Segments of one sealed TOC kept opened: 64 of 128 entries are about 1.5 MiB of heap. */
+const KEPT_SEGMENTS = 64;
+
 /**
  * A sealed TOC's entries. A long TOC is sealed in segments (see
  * SEGMENT_ENTRIES): a read opens only the ones its range falls in, found by
@@ -52,7 +55,8 @@ export interface Truth {
  * beginning where the TOC says, and continuing where its neighbour ends.
  */
 export class SealedEntries {
-  private readonly opened = new Map<number, Promise<SealedEntry[]>>();
+  /** The segments opened last: a long read goes through them in order, and must not keep every one (a 4 GiB file has a thousand). */
+  private readonly opened = new BoundedMap<number, Promise<SealedEntry[]>>(KEPT_SEGMENTS);
   private readonly segments: readonly string[];
 
   constructor(
@@ -61,6 +65,11 @@ export class SealedEntries {
     private readonly hex: string,
   ) {
     this.segments = head.segments ?? [];
+  }
+
+  /** Segments kept opened now (at most KEPT_SEGMENTS). */
+  get kept(): number {
+    return this.opened.size;
   }
 
   /** How many pieces: its segments, or 1 for a TOC sealed whole. */

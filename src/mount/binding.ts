@@ -60,6 +60,8 @@ export interface FuseOperations {
   open?(p: string, flags: number, cb: Callback<FuseOpenResult>): void;
   opendir?(p: string, flags: number, cb: Callback<FuseOpenResult>): void;
   read?(p: string, fd: number, buffer: Buffer, length: number, position: number, cb: (bytes: number) => void): void;
+  /** A read answered with a buffer of ours (at most `length` bytes), which the binding copies before the event loop's next turn. */
+  readBuffer?(p: string, fd: number, length: number, position: number, cb: (code: number, data?: Buffer) => void): void;
   release?(p: string, fd: number, cb: (code: number) => void): void;
   releasedir?(p: string, fd: number, cb: (code: number) => void): void;
   readlink?(p: string, cb: Callback<string>): void;

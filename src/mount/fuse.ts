@@ -276,17 +276,16 @@ export function operations(fuse: FuseModule, layout: Layout, files: OpenFiles, r
         return cb(0, { fd: files.open(file), keepCache: true });
       })().catch((e) => cb(fail('open', p, e)));
     },
-    read(p, fd, buffer, length, position, cb) {
+    // readBuffer, not read: the reply is our own buffer (often a view of a chunk fetched ahead), copied once by the binding on this
+    // thread. With read, every read made a new buffer for the reply here, and one more in the libfuse thread's own malloc arena.
+    readBuffer(p, fd, length, position, cb) {
       const f = files.get(fd);
       if (!f) return cb(errno(fuse, 'EBADF'));
-      f.read(position, length).then(
-        (b) => cb(b.copy(buffer, 0, 0, Math.min(b.length, length))),
-        (e) => {
-          // Whatever the cause (a damaged block, a forgotten snapshot whose blocks were pruned), a read fails as I/O.
-          report(`read ${p}: ${(e as Error).message}`);
-          cb(errno(fuse, 'EIO'));
-        },
-      );
+      f.read(position, length, (b) => cb(0, b.length > length ? b.subarray(0, length) : b)).catch((e) => {
+        // Whatever the cause (a damaged block, a forgotten snapshot whose blocks were pruned), a read fails as I/O.
+        report(`read ${p}: ${(e as Error).message}`);
+        cb(errno(fuse, 'EIO'));
+      });
     },
     release(_p, fd, cb) {
       files.release(fd);

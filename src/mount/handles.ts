@@ -7,6 +7,8 @@
  * them the longer the run goes on: the reader finds its bytes already there.
  */
 import type { VersionFile } from '../engine/snapshot-tree.js';
+import { BufferPool } from './buffer-pool.js';
+
 
 /** Bytes fetched ahead at a time: one chunk, aligned. */
 export const CHUNK = 1024 * 1024;
@@ -24,6 +26,8 @@ const RECENT = 32;
 const BEHIND = 8;
 /** Chunks held ahead by all open files together; past it each reader gets one chunk ahead, not more. */
 const BUDGET = 96;
+/** Chunk buffers kept for the next chunks once given back: what one reader in order uses (ahead, behind, being filled, joined replies). */
+const POOL_KEPT = MAX_AHEAD + BEHIND + 8;
 
 export interface ReadStats {
   reads: number;
@@ -50,16 +54,27 @@ function pending(): Pending {
   return { promise, resolve, reject };
 }
 
+/** Chunks a reader waits for, held (never given back to the pool, never refilled) until it lets them go. */
+interface Hold {
+  ready: Promise<Buffer[]>;
+  release(): void;
+}
+
 /**
  * One stream of a file from a chunk on, cut into chunks as it comes: the
  * blocks are fetched as a long read fetches them (several at once, one
  * question to the catalog per page), and the stream waits while it is more
- * than `depth` chunks ahead of the reader.
+ * than `depth` chunks ahead of the reader. Each chunk is a buffer of the
+ * pool's, given back once it is dropped and no reader holds it.
  */
 class Pump {
-  readonly chunks = new Map<number, Pending>();
+  private readonly chunks = new Map<number, Pending>();
   /** Chunks filled and not yet dropped. */
   private readonly filled = new Set<number>();
+  /** The pool's buffer behind each chunk filled and not yet given back. */
+  private readonly buffers = new Map<number, Buffer>();
+  /** How many readers hold each chunk. */
+  private readonly holds = new Map<number, number>();
   /** The chunk being filled: those before it were filled (and may be dropped by now). */
   private next: number;
   private stopped = false;
@@ -74,6 +89,7 @@ class Pump {
     from: number,
     private readonly depth: () => number,
     private readonly stats: ReadStats,
+    private readonly pool: BufferPool,
   ) {
     this.from = from;
     this.front = from;
@@ -81,15 +97,30 @@ class Pump {
     void this.run(stats);
   }
 
-  /** Chunk `c` of the stream (c >= from); one the stream already passed and dropped is refused. */
-  chunk(c: number): Promise<Buffer> {
-    let p = this.chunks.get(c);
-    if (!p) {
-      if (c < this.next) return Promise.reject(new Error('passed'));
-      this.chunks.set(c, (p = pending()));
+  /**
+   * Chunks first..last of the stream (first >= from), held until release():
+   * one the stream already passed and dropped is refused (ready rejects).
+   */
+  hold(first: number, last: number): Hold {
+    const held: number[] = [];
+    const waits: Promise<Buffer>[] = [];
+    for (let c = first; c <= last; c++) {
+      let p = this.chunks.get(c);
+      if (!p) {
+        if (c < this.next) {
+          waits.push(Promise.reject(new Error('passed')));
+          continue;
+        }
+        this.chunks.set(c, (p = pending()));
+      }
+      if (this.stopped) p.reject(new Error('stopped'));
+      this.holds.set(c, (this.holds.get(c) ?? 0) + 1);
+      held.push(c);
+      waits.push(p.promise);
     }
-    if (this.stopped) p.reject(new Error('stopped'));
-    return p.promise;
+    const ready = Promise.all(waits);
+    ready.catch(() => {});
+    return { ready, release: () => held.forEach((c) => this.unhold(c)) };
   }
 
   /** A reader reached chunk `c`: the stream may go on. */
@@ -109,9 +140,24 @@ class Pump {
     this.wake?.();
   }
 
+  private unhold(c: number): void {
+    const n = (this.holds.get(c) ?? 0) - 1;
+    if (n > 0) return void this.holds.set(c, n);
+    this.holds.delete(c);
+    if (!this.chunks.has(c)) this.giveBack(c);
+  }
+
   private drop(c: number): void {
     this.chunks.delete(c);
     if (this.filled.delete(c)) this.stats.held--;
+    if (!this.holds.has(c)) this.giveBack(c);
+  }
+
+  private giveBack(c: number): void {
+    const b = this.buffers.get(c);
+    if (!b) return;
+    this.buffers.delete(c);
+    this.pool.give(b);
   }
 
   private async run(stats: ReadStats): Promise<void> {
@@ -120,11 +166,14 @@ class Pump {
     const length = (c: number) => Math.min(size, (c + 1) * CHUNK) - c * CHUNK;
     let c = this.from;
     this.next = c;
-    let buf = Buffer.allocUnsafe(length(c));
+    /** The pool's buffer being filled, until it is chunk c's. */
+    let own: Buffer | undefined = this.pool.take();
+    let buf = own.subarray(0, length(c));
     let at = 0;
     const stream = this.file.stream(c * CHUNK, size - 1, { cache: false, shared: true });
     try {
       for await (const piece of stream) {
+        if (this.stopped) return;
         for (let off = 0; off < piece.length; ) {
           const n = piece.copy(buf, at, off);
           at += n;
@@ -135,13 +184,16 @@ class Pump {
           const p = this.chunks.get(c) ?? pending();
           this.chunks.set(c, p);
           this.filled.add(c);
+          this.buffers.set(c, own!);
+          own = undefined;
           stats.held++;
           p.resolve(buf);
           this.next = ++c;
           if (c > lastChunk) return;
           while (!this.stopped && c > this.front + this.depth()) await new Promise<void>((r) => (this.wake = r));
           if (this.stopped) return;
-          buf = Buffer.allocUnsafe(length(c));
+          own = this.pool.take();
+          buf = own.subarray(0, length(c));
           at = 0;
         }
       }
@@ -150,7 +202,12 @@ class Pump {
       this.stopped = true;
     } finally {
       this.wake = undefined;
-      if (this.stopped) await stream.return(undefined);
+      if (own) this.pool.give(own);
+      if (this.stopped) {
+        // A stream that failed keeps no chunk either (stop() dropped them already).
+        for (const k of [...this.chunks.keys()]) this.drop(k);
+        await stream.return(undefined);
+      }
     }
   }
 }
@@ -167,17 +224,25 @@ export class OpenFile {
   constructor(
     readonly file: VersionFile,
     private readonly stats: ReadStats,
+    private readonly pool: BufferPool,
   ) {}
 
   get size(): number {
     return this.file.size;
   }
 
-  /** Up to `length` bytes from `position` (fewer at the end of the file, none past it). */
-  async read(position: number, length: number): Promise<Buffer> {
+  /**
+   * Up to `length` bytes from `position` (fewer at the end of the file, none
+   * past it), handed to `use`, whose result this resolves to. The bytes may
+   * be a view of a chunk fetched ahead or of a pooled buffer: they stay as
+   * they are until the event loop's next turn (a binding that copies them a
+   * process.nextTick later still gets them), not longer; `use` copies what
+   * it keeps.
+   */
+  async read<T>(position: number, length: number, use: (data: Buffer) => T): Promise<T> {
     this.stats.reads++;
     const size = this.file.size;
-    if (position >= size || length <= 0) return Buffer.alloc(0);
+    if (position >= size || length <= 0) return use(Buffer.alloc(0));
     const end = Math.min(size, position + length);
     const follows = this.recent.some(([s, e]) => e === position || s === end);
     const near = this.lastEnd >= 0 && Math.abs(position - this.lastEnd) <= NEAR;
@@ -190,32 +255,43 @@ export class OpenFile {
     if (this.run < 1) {
       this.pump?.stop();
       this.pump = undefined;
-      return this.file.readAt(position, end - position);
+      return use(await this.file.readAt(position, end - position));
     }
     // In order: from a stream that runs ahead of the reader, further the longer the run.
-    this.pump ??= new Pump(this.file, first, () => (this.stats.held > BUDGET ? 1 : Math.min(MAX_AHEAD, 2 ** Math.min(this.run, 5))), this.stats);
+    this.pump ??= new Pump(this.file, first, () => (this.stats.held > BUDGET ? 1 : Math.min(MAX_AHEAD, 2 ** Math.min(this.run, 5))), this.stats, this.pool);
     const pump = this.pump;
     // A late read from before the stream's start is read as it is.
-    if (first < pump.from) return this.file.readAt(position, end - position);
+    if (first < pump.from) return use(await this.file.readAt(position, end - position));
     pump.reached(last);
-    let chunks: Buffer[];
+    const hold = pump.hold(first, last);
+    let joined: Buffer | undefined;
     try {
-      chunks = await Promise.all(Array.from({ length: last - first + 1 }, (_, i) => pump.chunk(first + i)));
-    } catch {
-      // The stream stopped (the reader went elsewhere, or a fetch failed): a read of its own says why, if anything is wrong.
-      return this.file.readAt(position, end - position);
+      let chunks: Buffer[];
+      try {
+        chunks = await hold.ready;
+      } catch {
+        // The stream stopped (the reader went elsewhere, or a fetch failed): a read of its own says why, if anything is wrong.
+        return use(await this.file.readAt(position, end - position));
+      }
+      this.stats.prefetched++;
+      if (first === last) return use(chunks[0]!.subarray(position - first * CHUNK, end - first * CHUNK));
+      // Across chunks (at most two: a read is at most a chunk long, else a buffer of its own).
+      const out = end - position <= this.pool.size ? (joined = this.pool.take()).subarray(0, end - position) : Buffer.allocUnsafe(end - position);
+      let at = 0;
+      for (let i = 0; i < chunks.length; i++) {
+        const base = (first + i) * CHUNK;
+        const from = Math.max(position, base) - base;
+        const to = Math.min(end, base + CHUNK) - base;
+        at += chunks[i]!.copy(out, at, from, to);
+      }
+      return use(out);
+    } finally {
+      // Once the bytes handed to `use` are gone (see above).
+      setImmediate(() => {
+        hold.release();
+        if (joined) this.pool.give(joined);
+      });
     }
-    this.stats.prefetched++;
-    if (first === last) return chunks[0]!.subarray(position - first * CHUNK, end - first * CHUNK);
-    const out = Buffer.allocUnsafe(end - position);
-    let at = 0;
-    for (let i = 0; i < chunks.length; i++) {
-      const base = (first + i) * CHUNK;
-      const from = Math.max(position, base) - base;
-      const to = Math.min(end, base + CHUNK) - base;
-      at += chunks[i]!.copy(out, at, from, to);
-    }
-    return out;
   }
 
   /** Stops fetching ahead: the file was closed. */
@@ -230,10 +306,12 @@ export class OpenFiles {
   private next = 1;
   private readonly files = new Map<number, OpenFile>();
   readonly stats: ReadStats = { reads: 0, prefetched: 0, chunks: 0, held: 0 };
+  /** The buffers of chunks fetched ahead and of replies joined from two, for all open files. */
+  readonly pool = new BufferPool(CHUNK, POOL_KEPT);
 
   open(file: VersionFile): number {
     const fd = this.next++;
-    this.files.set(fd, new OpenFile(file, this.stats));
+    this.files.set(fd, new OpenFile(file, this.stats, this.pool));
     return fd;
   }
 

@@ -695,8 +695,7 @@ export class Overlay {
       if (gaps.length === 1 && gaps[0]![0] === at && gaps[0]![1] === end) {
         // All of it the snapshot's: read as the read-only mount reads, fetched ahead of a reader that goes in order.
         n.stream ??= this.streams.open(v);
-        const b = await this.streams.get(n.stream)!.read(at, end - at);
-        b.copy(out, 0);
+        await this.streams.get(n.stream)!.read(at, end - at, (b) => b.copy(out, 0));
       } else await Promise.all(gaps.map(async ([s, e]) => (await v.readAt(s, e - s)).copy(out, s - at)));
     }
     if (n.data !== undefined && n.extents.length > 0) {
