@@ -75,7 +75,8 @@ export function register(program: Command): void {
         const m = await mount(mountpoint, layout, {
           onError: (message) => process.stderr.write(`strata mount: ${message}\n`),
           // The whole repository: snapshots made and forgotten while mounted come and go.
-          ...(when ? {} : { snapshots: (shown: readonly SnapshotTree[]) => SnapshotTree.all(repo, { host: opts.host, reuse: shown }) }),
+          // In a bucket, that is other clients' too: the catalog cache is brought up to date at each look.
+          ...(when ? {} : { snapshots: (shown: readonly SnapshotTree[]) => SnapshotTree.all(repo, { host: opts.host, reuse: shown, follow: true }) }),
         });
         const off = onSignals(m);
         if (g.json) {
