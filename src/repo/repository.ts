@@ -424,6 +424,20 @@ export class Repository {
     if (this.service.remote) (this.service as RemoteService).fillCache = fill;
   }
 
+  /**
+   * Whether a pack read a few times is fetched whole and kept for its other
+   * reads (a bucket's store: storage/coalesce.ts): for a restore, which reads
+   * most blocks of every pack it touches. Other stores read as they always do.
+   */
+  get wholePacks(): boolean {
+    return (this.storage as { wholePacks?: boolean }).wholePacks === true;
+  }
+
+  set wholePacks(on: boolean) {
+    const store = this.storage as { wholePacks?: boolean };
+    if ('wholePacks' in store) store.wholePacks = on;
+  }
+
   /** A blob's sealed bytes. */
   readSealed(id: Buffer): Promise<Buffer> {
     return this.service.readSealed(id);
