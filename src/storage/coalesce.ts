@@ -7,7 +7,8 @@
  * gap between them is at most `gap` bytes and the whole at most `span`; each
  * caller gets exactly its own bytes. A joined read that fails is made again
  * one by one, so each caller gets its own answer (a short_read is its own).
- * Everything else passes through.
+ * While a restore runs (`wholePacks`), a pack read a few times is fetched
+ * whole and kept for its other reads. Everything else passes through.
  */
 import { StorageError, WrappedStorage, type Handle, type Kind, type Storage } from './storage.js';
 
