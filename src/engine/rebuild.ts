@@ -343,6 +343,20 @@ export async function refreshCatalog(repo: Repository, onProgress: (m: string) =
 }
 
 /**
+ * For a process that goes on with one repository object (a mount of a
+ * bucket's repository, following other clients' backups): its catalog cache
+ * brought up to date as refreshCatalog does, and taken on by `repo` itself.
+ * True when the catalog changed. Other repositories are left as they are.
+ */
+export async function followCatalog(repo: Repository): Promise<boolean> {
+  if (!repo.cachedCatalog) return false;
+  const { repo: next } = await refreshCatalog(repo);
+  if (next === repo) return false;
+  repo.adopt(next);
+  return true;
+}
+
+/**
  * Indexes packs the catalog lacks, and restores the snapshots whose records
  * they hold (a new record of a snapshot it has, a tag's, replaces the one in
  * force if its revision is higher), as a rebuild would, without reading the

@@ -545,6 +545,9 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
   // Blocks come from the cache when there, but a restore does not add to it (see Repository.fillCache).
   const cacheFill = repo.fillCache;
   repo.fillCache = false;
+  // From a bucket, a pack read a few times comes whole, once: a restore reads most of every pack it touches.
+  const wholePacks = repo.wholePacks;
+  repo.wholePacks = true;
   try {
     for (const entry of rootEntries) {
       // Parents of a selected path are created (once, however many roots share them); a real directory's metadata is restored too.
@@ -567,6 +570,7 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
     leave(dirHandle);
     dirHandle = undefined;
     repo.fillCache = cacheFill;
+    repo.wholePacks = wholePacks;
   }
   if (failure !== undefined) throw failure;
 

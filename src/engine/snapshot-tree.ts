@@ -32,6 +32,7 @@ import { checkTocRows, IN_ENTRY, verifiedPieces, verifier, type BoundVersion, ty
 import type { DatasetType } from './datasets.js';
 import { manifestEntries, type DatasetEntry } from './manifest.js';
 import { ItemIndex } from './item-index.js';
+import { followCatalog } from './rebuild.js';
 
 export type { EntryType, DecodedCacheStats, Range, RangeSpec, When, XattrList };
 export { isSpecial, TYPE_NAMES } from './tree.js';
@@ -209,14 +210,18 @@ export class SnapshotTree {
    * first. Trees in `reuse` whose snapshots are still there, with the same
    * sealed metadata (tags change it), are given back as they are: a caller
    * that asks again and again (a mount following the repository) opens only
-   * what is new.
+   * what is new. With `follow`, a repository in a bucket first brings its
+   * catalog cache up to date with what other clients stored there.
    */
-  static async all(repo: Repository, opts: { host?: string; reuse?: readonly SnapshotTree[] } = {}): Promise<SnapshotTree[]> {
+  static async all(repo: Repository, opts: { host?: string; reuse?: readonly SnapshotTree[]; follow?: boolean } = {}): Promise<SnapshotTree[]> {
+    // A repository in a bucket, followed: its catalog here is a cache, brought up to date from the bucket first.
+    if (opts.follow) await followCatalog(repo);
     const known = new Map((opts.reuse ?? []).filter((t) => t.repo === repo).map((t) => [t.id, t]));
     const out: SnapshotTree[] = [];
     for (const row of await repo.service.snapshots()) {
       const old = known.get(row.id);
-      const tree = old && old.snapshot.row.meta.equals(row.meta) ? old : new SnapshotTree(repo, new Snapshot(repo, row));
+      // A cache rebuilt from the bucket numbers its snapshots anew: a tree of the old number is made again.
+      const tree = old && old.snapshot.row.seq === row.seq && old.snapshot.row.meta.equals(row.meta) ? old : new SnapshotTree(repo, new Snapshot(repo, row));
       if (!opts.host || tree.host === opts.host) out.push(tree);
     }
     return out;

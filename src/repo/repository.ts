@@ -71,9 +71,9 @@ export class Repository {
     readonly storage: Storage,
     readonly config: RepoConfig,
     readonly keyring: Keyring,
-    /** Who keeps the catalog: this process, or the server. */
-    readonly service: CatalogService,
-    private readonly localCatalog?: Catalog,
+    /** Who keeps the catalog: this process, or the server (a cache's new copy, once adopted). */
+    public service: CatalogService,
+    private localCatalog?: Catalog,
     /**
      * For a repository in a bucket: the catalog is a local cache, in this
      * file, rebuilt from the bucket when it lacks what the bucket holds.
@@ -188,6 +188,18 @@ export class Repository {
    */
   catalogDrift(): Promise<{ added: string[]; removed: string[] }> {
     return packDrift(this.catalog, this.storage);
+  }
+
+  /**
+   * Goes on with the catalog of `next`: this repository opened again on its
+   * cache brought up to date (engine/rebuild.ts, refreshCatalog, which closed
+   * the one this object had), so that what holds this object (a mount's
+   * trees) reads the new one.
+   */
+  adopt(next: Repository): void {
+    if (next.storage !== this.storage || !this.cachedCatalog || next.cachedCatalog !== this.cachedCatalog) throw new Error(`${next.root} is not this repository's cache brought up to date`);
+    this.service = next.service;
+    this.localCatalog = next.localCatalog;
   }
 
   /** Whether another process of this machine holds a lease in the catalog (a backup, forget or prune under way here). */
@@ -410,6 +422,20 @@ export class Repository {
 
   set fillCache(fill: boolean) {
     if (this.service.remote) (this.service as RemoteService).fillCache = fill;
+  }
+
+  /**
+   * Whether a pack read a few times is fetched whole and kept for its other
+   * reads (a bucket's store: storage/coalesce.ts): for a restore, which reads
+   * most blocks of every pack it touches. Other stores read as they always do.
+   */
+  get wholePacks(): boolean {
+    return (this.storage as { wholePacks?: boolean }).wholePacks === true;
+  }
+
+  set wholePacks(on: boolean) {
+    const store = this.storage as { wholePacks?: boolean };
+    if ('wholePacks' in store) store.wholePacks = on;
   }
 
   /** A blob's sealed bytes. */

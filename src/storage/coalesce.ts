@@ -7,9 +7,16 @@
  * gap between them is at most `gap` bytes and the whole at most `span`; each
  * caller gets exactly its own bytes. A joined read that fails is made again
  * one by one, so each caller gets its own answer (a short_read is its own).
- * Everything else passes through.
+ * While a restore runs (`wholePacks`), a pack read a few times is fetched
+ * whole and kept for its other reads. Everything else passes through.
  */
-import { WrappedStorage, type Handle, type Kind, type Storage } from './storage.js';
+import { StorageError, WrappedStorage, type Handle, type Kind, type Storage } from './storage.js';
+
+/** Reads of a pack before it is fetched whole (with `wholePacks`): a file or two of a pack cost only their ranges. */
+const WHOLE_AFTER = 3;
+/** The largest pack fetched whole, and how many are kept (least recently read dropped first): 128 MiB at most. */
+const WHOLE_MAX = 16 * 1024 * 1024;
+const WHOLE_KEPT = 8;
 
 interface Waiting {
   offset: number;
@@ -29,6 +36,26 @@ export class CoalescingStorage extends WrappedStorage implements Storage {
   /** Reads asked for, and the requests they took (for tests and statistics). */
   reads = 0;
   requests = 0;
+  /**
+   * Set by a restore (Repository.wholePacks): it reads most blocks of every
+   * pack it touches, spread over many files and many turns, so a pack read
+   * a few times is fetched whole, once, and kept for its other reads. Packs
+   * are never replaced, so a kept one stays true.
+   */
+  get wholePacks(): boolean {
+    return this.keepWhole;
+  }
+
+  set wholePacks(on: boolean) {
+    this.keepWhole = on;
+    if (on) return;
+    this.kept.clear();
+    this.touched.clear();
+  }
+
+  private keepWhole = false;
+  private readonly kept = new Map<string, Promise<Buffer | undefined>>();
+  private readonly touched = new Map<string, number>();
   private readonly pending = new Map<string, { h: Handle; waiting: Waiting[] }>();
   private scheduled = false;
   private readonly gap: number;
@@ -50,6 +77,47 @@ export class CoalescingStorage extends WrappedStorage implements Storage {
       this.requests++;
       return this.inner.read(h, offset, length);
     }
+    const whole = this.keepWhole && h.kind === 'pack' ? this.whole(h) : undefined;
+    if (whole) {
+      return whole.then((bytes) => {
+        // Not kept (too large, or the fetch failed): read as any range, which gives the read its own answer.
+        if (!bytes) return this.merged(h, offset, length);
+        if (offset + length > bytes.length) throw new StorageError('short_read', `${h.kind} ${h.name}: wanted ${length} bytes at ${offset}, it has ${bytes.length}`);
+        return bytes.subarray(offset, offset + length);
+      });
+    }
+    return this.merged(h, offset, length);
+  }
+
+  /** A pack kept whole (undefined in the promise: not kept), once it has been read WHOLE_AFTER times; undefined before. */
+  private whole(h: Handle): Promise<Buffer | undefined> | undefined {
+    const kept = this.kept.get(h.name);
+    if (kept) {
+      this.kept.delete(h.name);
+      this.kept.set(h.name, kept);
+      return kept;
+    }
+    const n = (this.touched.get(h.name) ?? 0) + 1;
+    this.touched.set(h.name, n);
+    if (n < WHOLE_AFTER) return undefined;
+    this.touched.delete(h.name);
+    const fetched = (async () => {
+      this.requests++;
+      const { size } = await this.inner.stat(h);
+      if (size > WHOLE_MAX) return undefined;
+      this.requests++;
+      return await this.inner.get(h);
+    })().catch(() => {
+      this.kept.delete(h.name);
+      return undefined;
+    });
+    this.kept.set(h.name, fetched);
+    if (this.kept.size > WHOLE_KEPT) this.kept.delete(this.kept.keys().next().value!);
+    return fetched;
+  }
+
+  /** A range, asked for with the others of this turn. */
+  private merged(h: Handle, offset: number, length: number): Promise<Buffer> {
     return new Promise<Buffer>((resolve, reject) => {
       const key = `${h.kind}/${h.name}`;
       let entry = this.pending.get(key);

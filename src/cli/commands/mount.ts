@@ -77,7 +77,8 @@ export function register(program: Command): void {
         const m = await mount(mountpoint, layout, {
           onError: (message) => process.stderr.write(`strata mount: ${message}\n`),
           // The whole repository: snapshots made and forgotten while mounted come and go.
-          ...(when ? {} : { snapshots: (shown: readonly SnapshotTree[]) => SnapshotTree.all(repo, { host: opts.host, reuse: shown }) }),
+          // In a bucket, that is other clients' too: the catalog cache is brought up to date at each look.
+          ...(when ? {} : { snapshots: (shown: readonly SnapshotTree[]) => SnapshotTree.all(repo, { host: opts.host, reuse: shown, follow: true }) }),
         });
         const off = onSignals(m);
         // For measuring: the process's memory, a JSON line every 200 ms (a file outside the mount: the mounting process never touches the mount).
