@@ -9,6 +9,7 @@ export default defineConfig({
   test: {
     include: s3 ? ['test/s3*.test.ts'] : ui ? ['test/ui-browser*.test.ts'] : ['test/**/*.test.ts'],
     exclude: s3 || ui ? [] : ['test/s3*.test.ts', 'test/ui-browser*.test.ts', '**/node_modules/**'],
+    setupFiles: ['test/setup.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
