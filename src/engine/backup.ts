@@ -201,9 +201,7 @@ class BackupRun {
       await commitRecord(repo, { seq, record: { id: this.id, time: this.r.time, root: root!.tree!, ...meta, stats, ...extra }, sink, packer: this.packer });
       this.r.bytesAdded = this.packer.bytesWritten;
     } catch (e) {
-      // Keep what was stored: the next backup reuses every indexed block.
-      await sink.drain().catch(() => {});
-      await this.packer.flush().catch(() => {});
+      await sink.keepStored();
       throw e;
     }
     this.r.durationMs = Math.round(performance.now() - this.started);

@@ -136,6 +136,16 @@ export class BlockSink {
     );
   }
 
+  /**
+   * After a failed snapshot: the blocks already sealed are packed and
+   * indexed all the same (errors of its own swallowed, the first one is the
+   * caller's), so the next backup or copy reuses them.
+   */
+  async keepStored(): Promise<void> {
+    await this.drain().catch(() => {});
+    await this.packer.flush().catch(() => {});
+  }
+
   /** Waits until a block may go to the workers: a slot in flight is free, and no new dictionary is being stored. */
   private async room(): Promise<void> {
     while (this.inFlight.size >= MAX_IN_FLIGHT) await Promise.race(this.inFlight);

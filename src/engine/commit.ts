@@ -258,9 +258,7 @@ class CommitRun {
       const stats = { files: this.r.filesNew + this.r.filesChanged + this.r.filesUnchanged, dirs: this.r.dirs, bytes: this.r.bytesTotal, bytesAdded: this.packer.bytesWritten };
       await commitRecord(repo, { seq: this.seq, record: { id: this.id, time: this.r.time, root: top.tree!, ...meta, stats }, sink, packer: this.packer });
     } catch (e) {
-      // What was stored is kept: a later commit or backup reuses every indexed block.
-      await sink.drain().catch(() => {});
-      await this.packer.flush().catch(() => {});
+      await sink.keepStored();
       throw e;
     }
     const r = this.r;

@@ -282,9 +282,7 @@ class CopyRun {
       const extra = { ...(src.unreadable ? { unreadable: src.unreadable } : {}), ...(datasets && datasets.length > 0 ? { datasets } : {}) };
       await commitRecord(dest, { seq: this.seq, record: { id: this.id, time: this.r.time, root: top.tree!, ...meta, stats, ...extra }, sink, packer: this.packer });
     } catch (e) {
-      // What was stored is kept: the next copy reuses every indexed block.
-      await sink.drain().catch(() => {});
-      await this.packer.flush().catch(() => {});
+      await sink.keepStored();
       throw e;
     }
     const r = this.r;
