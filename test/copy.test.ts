@@ -15,7 +15,7 @@ import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { backup } from '../src/engine/backup.js';
 import { copySnapshots, type CopyProgress } from '../src/engine/copy.js';
-import { cliEnv, initCliRepo, makeRepo, Rng, ROOT, strata, strataAsync, tempDir } from './helpers.js';
+import { cliEnv, initCliRepo, makeRepo, Rng, ROOT, strata, strataAsync, takesUserXattrs, tempDir } from './helpers.js';
 import { client, serve, token } from './server-helpers.js';
 
 const xattr = createRequire(import.meta.url)('@napi-rs/xattr') as {
@@ -118,20 +118,6 @@ function describeTree(root: string): string[] {
   };
   visit(Buffer.from(root), '');
   return out;
-}
-
-/** Whether `dir`'s file system takes user.* attributes. */
-function takesUserXattrs(dir: string): boolean {
-  const probe = path.join(dir, '.probe');
-  fs.writeFileSync(probe, '');
-  try {
-    xattr.setAttributeSync(probe, 'user.probe', Buffer.from('1'));
-    return true;
-  } catch {
-    return false;
-  } finally {
-    fs.rmSync(probe);
-  }
 }
 
 /** A source tree of every kind of entry, and what a later backup of it changes. */

@@ -2,6 +2,7 @@
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import Database from 'better-sqlite3';
 import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,6 +22,20 @@ afterAll(() => {
   for (const r of repos.splice(0)) r.close();
   for (const d of made) fs.rmSync(d, { recursive: true, force: true });
 });
+
+/** Whether `dir`'s file system takes user.* attributes (tmpfs before Linux 6.6 does not). */
+export function takesUserXattrs(dir: string): boolean {
+  const probe = path.join(dir, '.probe');
+  fs.writeFileSync(probe, '');
+  try {
+    (createRequire(import.meta.url)('@napi-rs/xattr') as { setAttributeSync(p: string, name: string, value: Uint8Array): void }).setAttributeSync(probe, 'user.probe', Buffer.from('1'));
+    return true;
+  } catch {
+    return false;
+  } finally {
+    fs.rmSync(probe);
+  }
+}
 
 export function tempDir(prefix = 'strata-test-'): string {
   const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));

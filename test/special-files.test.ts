@@ -11,7 +11,7 @@ import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { readXattrs, writeXattrs } from '../src/util/xattrs.js';
-import { cliForEveryone, initCliRepo, Rng, strata, tempDir } from './helpers.js';
+import { cliForEveryone, initCliRepo, Rng, strata, takesUserXattrs, tempDir } from './helpers.js';
 
 const xattr = createRequire(import.meta.url)('@napi-rs/xattr') as {
   listAttributesSync(p: string): string[];
@@ -26,20 +26,6 @@ function ok(args: string[], env: NodeJS.ProcessEnv) {
   const r = strata(args, env);
   expect(r.status, `${args.join(' ')}: ${r.stderr}`).toBe(0);
   return r;
-}
-
-/** Whether `dir`'s file system takes user.* attributes (tmpfs before Linux 6.6 does not). */
-function takesUserXattrs(dir: string): boolean {
-  const probe = path.join(dir, '.probe');
-  fs.writeFileSync(probe, '');
-  try {
-    xattr.setAttributeSync(probe, 'user.probe', Buffer.from('1'));
-    return true;
-  } catch {
-    return false;
-  } finally {
-    fs.rmSync(probe);
-  }
 }
 
 function hasSetfacl(): boolean {
