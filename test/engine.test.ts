@@ -188,6 +188,25 @@ describe('snapshot lookup', () => {
   });
 });
 
+describe('pending snapshots', () => {
+  it('a snapshot number is never given twice: one a prune dropped as abandoned cannot be committed, nor land in the next snapshot', async () => {
+    const repo = await makeRepo();
+    const meta = (id: string) => repo.keyring.sealJson({ host: 'h', tags: [], paths: ['/x'] }, metaAad(id));
+    const [a, b] = ['aa' + '0'.repeat(62), 'bb' + '0'.repeat(62)];
+    // The newest row: a reused number would be its.
+    const dropped = repo.catalog.beginSnapshot(a, Date.now(), Buffer.alloc(32), meta(a), null);
+    expect((await prune(repo)).abandonedSnapshots).toBe(1);
+    const next = repo.catalog.beginSnapshot(b, Date.now(), Buffer.alloc(32), meta(b), null);
+    expect(next).not.toBe(dropped);
+    expect(() => repo.catalog.commitSnapshot(dropped, Buffer.alloc(32), Buffer.alloc(32), meta(a))).toThrow(/no longer being written/);
+    repo.catalog.commitSnapshot(next, Buffer.alloc(32), Buffer.alloc(32), meta(b));
+    expect(() => repo.catalog.commitSnapshot(next, Buffer.alloc(32), Buffer.alloc(32), meta(b))).toThrow(/no longer being written/);
+    expect(repo.catalog.snapshots().map((s) => s.id)).toEqual([b]);
+    expect((await findSnapshot(repo, { kind: 'id', prefix: 'bb' })).meta.host).toBe('h');
+    repo.close();
+  });
+});
+
 describe('interruption', () => {
   it('an aborted backup commits nothing, and the next one reuses what was stored', async () => {
     const repo = await makeRepo({ packSize: 1024 * 1024 });

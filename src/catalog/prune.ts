@@ -37,6 +37,12 @@ export interface PrunePlan {
   packs: { name: string; blobs: PackEntry[] }[];
 }
 
+/** Snapshots whose backup died before committing: nothing reads them. */
+function abandonedSnapshots(catalog: Catalog): { seq: number }[] {
+  const live = new Set(liveLeases(catalog).map((l) => l.id));
+  return catalog.pendingSnapshots().filter((p) => p.lease === null || !live.has(p.lease));
+}
+
 /**
  * The catalog's half of a prune, phase one: drops snapshots whose backup
  * died, marks what is unused now (and unmarks what became used again), and
@@ -47,19 +53,22 @@ export interface PrunePlan {
 export function pruneMark(catalog: Catalog, dryRun: boolean, wholePacks = false): PrunePlan {
   const db = catalog.db;
   const started = Date.now();
-  // Snapshots whose backup died before committing: nothing reads them.
-  const live = liveLeases(catalog);
-  const liveIds = new Set(live.map((l) => l.id));
-  const abandoned = catalog.pendingSnapshots().filter((p) => p.lease === null || !liveIds.has(p.lease));
-  const plan: PrunePlan = { started, abandonedSnapshots: abandoned.length, unusedBlocks: 0, deletedBlocks: 0, packsNeedingKey: 0, packs: [] };
+  const plan: PrunePlan = { started, abandonedSnapshots: 0, unusedBlocks: 0, deletedBlocks: 0, packsNeedingKey: 0, packs: [] };
   if (dryRun) {
+    plan.abandonedSnapshots = abandonedSnapshots(catalog).length;
     plan.unusedBlocks = db.prepare(`SELECT COUNT(*) FROM blocks WHERE NOT ${LIVE}`).pluck().get() as number;
     return plan;
   }
   if (db.prepare('SELECT 1 FROM snapshots WHERE blobs_known = 0 AND committed = 1 LIMIT 1').get()) {
     throw new StrataError('local_only', 'snapshots made by an older strata need their trees listed with the key: run prune once on the repository directory');
   }
-  catalog.transaction(() => abandoned.forEach((p) => catalog.deleteSnapshot(p.seq)));
+  // Leases and pending snapshots read in the one transaction that drops them: a backup that
+  // took its lease and began between two separate reads would look abandoned.
+  plan.abandonedSnapshots = catalog.transaction(() => {
+    const abandoned = abandonedSnapshots(catalog);
+    for (const p of abandoned) catalog.deleteSnapshot(p.seq);
+    return abandoned.length;
+  });
 
   catalog.transaction(() => {
     // Stamped inside the transaction: it orders the mark against backups' lease starts.

@@ -6,6 +6,7 @@
  * parents a version is looked up in is kept here, built once per snapshot and
  * dropped when any process changes the links.
  */
+import { StrataError } from '../errors.js';
 import { BlockIndex } from './blocks.js';
 
 export interface SnapshotRow {
@@ -26,10 +27,12 @@ interface Chain {
 }
 
 const SNAPSHOT_SQL = {
-  insertSnapshot: 'INSERT INTO snapshots(id, time, lineage, meta, parent, committed, pid, lease) VALUES (?, ?, ?, ?, ?, 0, ?, ?)',
+  insertSnapshot: 'INSERT INTO snapshots(seq, id, time, lineage, meta, parent, committed, pid, lease) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)',
+  lastSeq: "SELECT max(coalesce((SELECT CAST(value AS INTEGER) FROM info WHERE key = 'last_snapshot_seq'), 0), coalesce((SELECT max(seq) FROM snapshots), 0))",
+  setLastSeq: "INSERT OR REPLACE INTO info(key, value) VALUES ('last_snapshot_seq', ?)",
   inherit: 'UPDATE snapshots SET inherits = 1 WHERE seq = ?',
   inheritance: 'SELECT parent, inherits FROM snapshots WHERE seq = ?',
-  commitSnapshot: 'UPDATE snapshots SET committed = 1, root = ?, record = ?, meta = ? WHERE seq = ?',
+  commitSnapshot: 'UPDATE snapshots SET committed = 1, root = ?, record = ?, meta = ? WHERE seq = ? AND committed = 0',
   insertSnapshotBlob: 'INSERT OR IGNORE INTO snapshot_blobs(snapshot, block) VALUES (?, ?)',
   // Ties in time go by id, not by seq: each catalog over a bucket numbers its snapshots in the order it learnt them, and all must list them alike.
   snapshots: 'SELECT seq, id, time, lineage, meta, root, parent FROM snapshots WHERE committed = 1 ORDER BY time, id',
@@ -52,7 +55,10 @@ export class SnapshotTable extends BlockIndex {
   /** With `inherits`, the snapshot will hold rows only for what changed since `parent` (see SCHEMA_5). */
   beginSnapshot(id: string, time: number, lineage: Buffer, meta: Buffer, parent: number | null, lease: string | null = null, inherits = false): number {
     return this.transaction(() => {
-      const seq = Number(this.snapshotSt.insertSnapshot.run(id, time, lineage, meta, parent, process.pid, lease).lastInsertRowid);
+      // A number is never given twice: a backup whose pending row a prune dropped must not write into the next one's.
+      const seq = (this.snapshotSt.lastSeq.pluck().get() as number) + 1;
+      this.snapshotSt.insertSnapshot.run(seq, id, time, lineage, meta, parent, process.pid, lease);
+      this.snapshotSt.setLastSeq.run(String(seq));
       if (inherits && parent !== null) this.snapshotSt.inherit.run(seq);
       this.forgetChains();
       return seq;
@@ -62,8 +68,10 @@ export class SnapshotTable extends BlockIndex {
   /** Makes a snapshot visible, with the blobs (trees, record) it uses. */
   commitSnapshot(seq: number, root: Buffer, record: Buffer, meta: Buffer, blobs: readonly Buffer[] = []): void {
     this.transaction(() => {
+      if (this.snapshotSt.commitSnapshot.run(root, record, meta, seq).changes !== 1) {
+        throw new StrataError('not_pending', `snapshot ${seq} is no longer being written (a prune took it for abandoned, or it was committed already): start the backup again`);
+      }
       for (const id of blobs) this.snapshotSt.insertSnapshotBlob.run(seq, id);
-      this.snapshotSt.commitSnapshot.run(root, record, meta, seq);
     });
   }
 
