@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { Chunker, chunkerParams, gearTable, type ChunkerParams } from '../src/chunker/fastcdc.js';
+import { Chunker, chunkerParams, cutHolds, gearTable, type ChunkerParams } from '../src/chunker/fastcdc.js';
 import { Keyring } from '../src/crypto/keyring.js';
 import { Rng, ROOT } from './helpers.js';
 
@@ -59,6 +59,40 @@ describe('FastCDC chunker', () => {
     expect(ids(other)).not.toEqual(ids(chunk(data, 1 << 20)));
   });
 
+  it('cuts runs of zeros out: a record between them is a block of its own with at most `zeros` zeros after it', () => {
+    const rng = new Rng(5);
+    const record = rng.bytes(3000);
+    const image = Buffer.concat([Buffer.alloc(300_000), record, Buffer.alloc(200_000), record, Buffer.alloc(50_000), rng.bytes(100_000)]);
+    const c = chunk(image, 1 << 20);
+    const sizes = c.map((b) => b.length);
+    expect(Buffer.concat(c).equals(image)).toBe(true);
+    const holding = c.filter((b) => b.includes(record));
+    expect(holding.map((b) => b.length)).toEqual([3000 + params.zeros!, 3000 + params.zeros!]);
+    // The same block both times: its bytes do not depend on how long the zeros before it ran.
+    expect(new Set(ids(holding)).size).toBe(1);
+    // Every other block before the random tail holds zeros only.
+    const tail = sizes.findIndex((_, i) => c[i] === holding[1]);
+    for (const b of c.slice(0, tail)) if (b !== holding[0]) expect(b.every((x) => x === 0)).toBe(true);
+    // A repository made before (zeros 0): the records share max-size blocks with the zeros.
+    const old = new Chunker({ ...params, zeros: 0 }, gear);
+    const oldHolding = [...old.push(image), old.finish()!].filter((b) => b.includes(record));
+    expect(Math.min(...oldHolding.map((b) => b.length))).toBeGreaterThan(10 * (3000 + params.zeros!));
+  });
+
+  it('says when a chunk confirmed by its hash is cut at the same place: only a chunk of zeros depends on the byte after it', () => {
+    const z = params.zeros!;
+    expect(cutHolds(params, Buffer.alloc(z + 10), 7)).toBe(true);
+    expect(cutHolds(params, Buffer.alloc(z + 10), undefined)).toBe(true);
+    expect(cutHolds(params, Buffer.alloc(z + 10), 0)).toBe(false);
+    expect(cutHolds(params, Buffer.alloc(params.max), 0)).toBe(true);
+    expect(cutHolds(params, Buffer.concat([Buffer.from([1]), Buffer.alloc(z)]), 0)).toBe(true);
+    expect(cutHolds({ ...params, zeros: 0 }, Buffer.alloc(z + 10), 0)).toBe(true);
+    // What the chunker does with the same bytes.
+    const c = new Chunker(params, gear);
+    expect(c.firstCut(Buffer.concat([Buffer.alloc(z + 10), Buffer.from([7]), Buffer.alloc(params.max)]))).toBe(z + 10);
+    expect(c.firstCut(Buffer.alloc(params.max + 10))).toBe(params.max);
+  });
+
   it('rejects block sizes that are not powers of two', () => {
     expect(() => chunkerParams(3000)).toThrow(/power of two/);
   });
@@ -66,27 +100,40 @@ describe('FastCDC chunker', () => {
 
 /** The gear scan written out plainly: the oracle for the WebAssembly one. */
 function referenceCut(buf: Uint8Array, p: ChunkerParams, g: Uint32Array): number {
-  if (buf.length <= p.min) return buf.length;
+  const limit = Math.min(p.max, buf.length);
+  const zeros = p.zeros ?? 0;
+  let lead = 0;
+  while (zeros > 0 && lead < limit && buf[lead] === 0) lead++;
+  if (zeros > 0 && lead >= zeros) return lead;
   const bits = Math.log2(p.avg);
   const mask = (n: number) => Number((2n ** BigInt(n) - 1n) << BigInt(32 - n));
   let h = 0;
-  for (let i = p.min; i < Math.min(p.max, buf.length); i++) {
+  let run = 0;
+  for (let i = 0; i < limit; i++) {
+    run = buf[i] === 0 ? run + 1 : 0;
+    if (zeros > 0 && run === zeros && i + 1 > run) return i + 1;
+    if (i < p.min) continue;
     h = (h * 2 + g[buf[i]!]!) % 2 ** 32;
     if ((h & mask(i < p.avg ? bits + 2 : bits - 2)) === 0) return i + 1;
   }
-  return Math.min(p.max, buf.length);
+  return limit;
 }
 
 describe('the WebAssembly gear scan', () => {
   it('cuts exactly where the plain scan does, in its window and outside it', () => {
     const rng = new Rng(7);
-    for (let round = 0; round < 12; round++) {
-      const p = chunkerParams(2 ** (10 + rng.int(7)));
+    for (let round = 0; round < 24; round++) {
+      // Every other round as a repository made before runs of zeros were cut out.
+      const p = { ...chunkerParams(2 ** (10 + rng.int(7))), ...(round % 2 ? { zeros: 0 } : {}) };
       const g = gearTable(Buffer.alloc(32, round));
       const c = new Chunker(p, g, p.max * 2);
-      // Random bytes, with runs of zeros and of a short repeated pattern.
+      // Random bytes, with runs of zeros (long, and around `zeros` long) and of a short repeated pattern.
       const data = rng.bytes(p.max * 2);
       data.fill(0, rng.int(data.length), rng.int(data.length));
+      for (let k = 0; k < 12; k++) {
+        const at = rng.int(data.length);
+        data.fill(0, at, Math.min(data.length, at + (k % 2 ? p.avg / 8 - 2 + rng.int(5) : 20 + rng.int(p.avg / 4))));
+      }
       for (let i = rng.int(data.length), end = i + p.max; i < Math.min(end, data.length); i++) data[i] = i % 7;
       c.window.set(data);
       for (let at = 0; at < data.length; ) {

@@ -11,7 +11,7 @@
  * of one hash per unchanged block instead of a gear scan of every byte.
  */
 import { readSync } from 'node:fs';
-import type { Chunker } from '../chunker/fastcdc.js';
+import { cutHolds, type Chunker } from '../chunker/fastcdc.js';
 import { ID_BYTES, type BlockList } from '../catalog/blocklist.js';
 import { BlockIndex } from '../catalog/toc.js';
 
@@ -277,11 +277,11 @@ export async function* alignedBlocks(
         const length = previous.end(expect) - previous.start(expect) + 1;
         // The old last block was cut by the end of the file, not by its bytes: it holds only if the file ends there again.
         const last = expect === previous.length - 1;
-        const got = window.ensure(pos, last ? length + 1 : length);
-        if (got === length) {
+        const got = window.ensure(pos, length + 1);
+        if (got === length || (got === length + 1 && !last)) {
           const data = window.view(pos, length);
           const id = hash(data);
-          if (previous.idEquals(expect, id)) {
+          if (previous.idEquals(expect, id) && cutHolds(chunker.params, data, got > length ? window.view(pos + length, 1)[0] : undefined)) {
             yield { data, length, id, confirmed: true };
             pos += length;
             expect++;

@@ -325,7 +325,7 @@ export class FileSaver extends BackupPart {
   private async alignedWith(fd: number, st: fsSync.BigIntStats, previous: BlockList): Promise<BlockList> {
     const ids = this.repo.keyring;
     // Unchanged runs of a large file are read and hashed on the workers, several at once.
-    const confirmer = Number(st.size) > HASH_HERE ? { confirm: (start: number, lengths: number[], want: Uint8Array, last: boolean) => this.pool.confirm(fd, start, lengths, want, last), stored: (want: Buffer[]) => this.sink.hasMany(want) } : undefined;
+    const confirmer = Number(st.size) > HASH_HERE ? { confirm: (start: number, lengths: number[], want: Uint8Array, last: boolean) => this.pool.confirm(fd, start, lengths, want, last, this.repo.chunker), stored: (want: Buffer[]) => this.sink.hasMany(want) } : undefined;
     const blocks = new BlockList();
     for await (const b of alignedBlocks(fd, this.chunker, previous, (d) => ids.blockId(d), this.counted, confirmer)) {
       this.checkAbort();

@@ -343,13 +343,16 @@ class CommitRun {
     const kept = Math.min(node.baseKept, size, base?.size ?? 0);
     // Which base blocks hold their bytes at their place still: whole, with an id, before `kept`, no
     // written byte in them, and not the base's last block cut short by its end when the file grew.
+    // Where runs of zeros are cut out, the byte after a block must be unchanged too (cutHolds).
+    const after = this.chunker.params.zeros ? 1 : 0;
     const clean = new Uint8Array(n);
     for (let i = 0, d = 0; i < n; i++) {
       const s = base!.start(i);
       const e = base!.end(i);
       while (d < node.dirty.length && node.dirty[d]![1] <= s) d++;
-      const written = d < node.dirty.length && node.dirty[d]![0] <= e;
-      clean[i] = base!.hasId(i) && e < kept && !written && !(e === base!.size - 1 && size !== base!.size) ? 1 : 0;
+      const written = d < node.dirty.length && node.dirty[d]![0] <= e + after;
+      const follows = e + after < kept || e + 1 >= size;
+      clean[i] = base!.hasId(i) && e < kept && follows && !written && !(e === base!.size - 1 && size !== base!.size) ? 1 : 0;
     }
     const max = this.chunker.params.max;
     let window: Buffer = Buffer.alloc(0);

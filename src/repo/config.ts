@@ -20,7 +20,8 @@ export interface RepoConfig {
   version: number;
   id: string;
   created: string;
-  chunker: { algorithm: 'fastcdc-gear32'; min: number; avg: number; max: number };
+  /** `-zeros` (repositories made since): runs of `zeros` zero bytes are cut out (chunker/fastcdc.ts). */
+  chunker: { algorithm: 'fastcdc-gear32' | 'fastcdc-gear32-zeros'; min: number; avg: number; max: number; zeros?: number };
   compression: { algorithm: 'zstd'; level: number };
   cipher: 'aes-256-gcm';
   packSize: number;

@@ -80,7 +80,10 @@ export class Repository {
      */
     readonly cachedCatalog?: string,
   ) {
-    this.chunker = { min: config.chunker.min, avg: config.chunker.avg, max: config.chunker.max };
+    const { min, avg, max, zeros } = config.chunker;
+    // The scan relies on runs of at least 64 (see gear.wat); a config saying otherwise cuts no zeros out.
+    const cutsZeros = config.chunker.algorithm === 'fastcdc-gear32-zeros' && Number.isInteger(zeros) && zeros! >= 64 && zeros! <= max;
+    this.chunker = { min, avg, max, zeros: cutsZeros ? zeros : 0 };
     // No local files and no server to batch for us: every read is a request.
     this.readAhead = !storage.threadReader && service instanceof LocalService ? READ_AHEAD_BY_REQUEST : READ_AHEAD;
   }
@@ -467,7 +470,7 @@ async function writeNewRepository(storage: Storage, password: string, opts: Init
     version: FORMAT_VERSION,
     id: randomBytes(16).toString('hex'),
     created: new Date().toISOString(),
-    chunker: { algorithm: 'fastcdc-gear32', ...params },
+    chunker: { algorithm: 'fastcdc-gear32-zeros', ...params },
     compression: { algorithm: 'zstd', level: opts.compressionLevel ?? 3 },
     cipher: 'aes-256-gcm',
     packSize: opts.packSize ?? DEFAULT_PACK_SIZE,

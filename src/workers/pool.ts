@@ -9,6 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import type { ChunkerParams } from '../chunker/fastcdc.js';
 import type { Dictionary } from '../repo/blockcodec.js';
 import type { BlobKind } from '../catalog/catalog.js';
 import type { DictionaryBuilder } from '../repo/dictionary.js';
@@ -180,8 +181,8 @@ export class SealPool {
    * `lengths`) and hash them: how many of them, from the first, have the ids
    * expected. If `last`, the final one counts only if the file ends with it.
    */
-  confirm(fd: number, start: number, lengths: number[], ids: Uint8Array, last: boolean): Promise<ConfirmResponse> {
-    return this.ask((seq) => ({ confirm: seq, fd, start, lengths, ids, last }), false);
+  confirm(fd: number, start: number, lengths: number[], ids: Uint8Array, last: boolean, chunker: ChunkerParams): Promise<ConfirmResponse> {
+    return this.ask((seq) => ({ confirm: seq, fd, start, lengths, ids, last, chunker }), false);
   }
 
   /**

@@ -8,6 +8,7 @@
  */
 import { lstatSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
+import { cutHolds, type ChunkerParams } from '../chunker/fastcdc.js';
 import { blockId } from '../crypto/keyring.js';
 import { encodeBlock, type Dictionary } from '../repo/blockcodec.js';
 import { GcPacer } from '../util/gc.js';
@@ -51,6 +52,8 @@ export interface ConfirmRequest {
   /** ID_BYTES per block. */
   ids: Uint8Array;
   last: boolean;
+  /** The chunker's: a block of zeros holds only if a byte other than zero follows it (cutHolds). */
+  chunker: ChunkerParams;
 }
 
 export interface ConfirmResponse {
@@ -133,7 +136,8 @@ if (parentPort) {
   const confirm = (req: ConfirmRequest): ConfirmResponse => {
     let bytesRead = 0;
     try {
-      const total = req.lengths.reduce((a, b) => a + b, 0) + (req.last ? 1 : 0);
+      // One byte past the run: whether the file ends there, or what follows the run's last block.
+      const total = req.lengths.reduce((a, b) => a + b, 0) + 1;
       if (scratch.buf.length < total) scratch.buf = Buffer.allocUnsafe(total);
       bytesRead = readInto(req.fd, scratch.buf, total, req.start);
       let count = 0;
@@ -141,7 +145,9 @@ if (parentPort) {
         const length = req.lengths[count]!;
         const isLast = req.last && count === req.lengths.length - 1;
         if (at + length > bytesRead || (isLast && bytesRead !== at + length)) break;
-        if (!blockId(idKey, scratch.buf.subarray(at, at + length)).equals(req.ids.subarray(count * ID_BYTES, (count + 1) * ID_BYTES))) break;
+        const block = scratch.buf.subarray(at, at + length);
+        if (!blockId(idKey, block).equals(req.ids.subarray(count * ID_BYTES, (count + 1) * ID_BYTES))) break;
+        if (!cutHolds(req.chunker, block, at + length < bytesRead ? scratch.buf[at + length] : undefined)) break;
         at += length;
       }
       return { confirm: req.confirm, count, bytesRead };
