@@ -132,7 +132,7 @@ describe('the WebAssembly gear scan', () => {
       data.fill(0, rng.int(data.length), rng.int(data.length));
       for (let k = 0; k < 12; k++) {
         const at = rng.int(data.length);
-        data.fill(0, at, Math.min(data.length, at + (k % 2 ? p.avg / 8 - 2 + rng.int(5) : 20 + rng.int(p.avg / 4))));
+        data.fill(0, at, Math.min(data.length, at + (k % 2 ? p.avg / 16 - 2 + rng.int(5) : 20 + rng.int(p.avg / 4))));
       }
       for (let i = rng.int(data.length), end = i + p.max; i < Math.min(end, data.length); i++) data[i] = i % 7;
       c.window.set(data);

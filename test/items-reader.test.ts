@@ -85,6 +85,53 @@ describe('RangeReader', () => {
   });
 });
 
+describe('blocks of zeros', () => {
+  it('are known by their ids: the id of any length of zeros is the HMAC of those zeros, and no other', async () => {
+    const repo = await makeRepo();
+    try {
+      const { keyring } = repo;
+      for (const n of [1, 63, 64, 4095, 4096, 4097, 8192, 2048 + 7, 131_072, 131_073, 300_000, 7, 4096]) {
+        expect(keyring.zeroBlockId(n).equals(keyring.blockId(Buffer.alloc(n)))).toBe(true);
+        expect(keyring.isZeroBlock(keyring.blockId(Buffer.alloc(n)), n)).toBe(true);
+        expect(keyring.isZeroBlock(keyring.blockId(Buffer.alloc(n)), n + 1)).toBe(false);
+      }
+      const one = Buffer.alloc(4096);
+      one[4095] = 1;
+      expect(keyring.isZeroBlock(keyring.blockId(one), 4096)).toBe(false);
+      expect(keyring.isZeroBlock(keyring.blockId(Buffer.alloc(0)), 0)).toBe(false);
+    } finally {
+      repo.close();
+    }
+  });
+
+  it('are not fetched: a read of a disk image\'s free space costs nothing, one of a record between runs of zeros only its block', async () => {
+    const dir = tempDir();
+    const rng = new Rng(12);
+    const record = rng.bytes(3000);
+    const want = Buffer.concat([rng.bytes(50_000), Buffer.alloc(2_000_000), record, Buffer.alloc(1_000_000), rng.bytes(50_000)]);
+    fs.writeFileSync(path.join(dir, 'disk.img'), want);
+    const repo = await makeRepo();
+    try {
+      await backup(repo, { paths: [dir] });
+      const tree = await SnapshotTree.open(repo);
+      const r = new RangeReader(await tree.open(path.join(dir, 'disk.img')));
+      r.align(4096);
+      expect((await r.read(1_000_000, 4096)).equals(Buffer.alloc(4096))).toBe(true);
+      expect((await r.read(100_000, 1_500_000)).equals(want.subarray(100_000, 1_600_000))).toBe(true);
+      expect(r.fetched).toBe(0);
+      // The record's block holds at most `zeros` zeros after it (and the record stays whole in one block).
+      const at = 2_050_000;
+      expect((await r.read(at, 3000)).equals(record)).toBe(true);
+      expect(r.fetched).toBeGreaterThanOrEqual(3000);
+      expect(r.fetched).toBeLessThanOrEqual(3000 + repo.chunker.zeros!);
+      // The whole file, byte for byte: zeros and all.
+      expect((await r.read(0, want.length)).equals(want)).toBe(true);
+    } finally {
+      repo.close();
+    }
+  });
+});
+
 describe('datasets told by content', () => {
   const head = (file: string) => {
     const b = fs.readFileSync(file);

@@ -470,9 +470,15 @@ export class VersionFile {
       return b;
     };
     const copies: Promise<void>[] = [];
+    const { keyring } = this.repo;
     for await (const p of this.piecesOf(offset, end)) {
       const from = Math.max(offset, p.at);
       const to = Math.min(end, p.at + p.length - 1);
+      // A block of zeros (a disk image's free space) is known by its id alone: nothing is fetched.
+      if (keyring.isZeroBlock(p.block, p.blockSize)) {
+        out.fill(0, from - offset, to - offset + 1);
+        continue;
+      }
       // Blocks of one read are fetched together: a server gets them at once.
       copies.push(
         block(p.block).then((b) => {
