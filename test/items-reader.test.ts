@@ -196,6 +196,29 @@ describe('datasets told by content', () => {
   });
 });
 
+describe('a dataset the manifest names', () => {
+  it('is known by it: opening it reads nothing of the file, and its items read as from its bytes', async () => {
+    const dir = tempDir();
+    fs.writeFileSync(path.join(dir, 'x.txt'), 'hello\n'.repeat(1000));
+    fs.writeFileSync(path.join(dir, 'noise.bin'), new Rng(4).bytes(400_000));
+    execFileSync('zip', ['-q', path.join(dir, 'a.zip'), 'x.txt', 'noise.bin'], { cwd: dir });
+    const repo = await makeRepo();
+    try {
+      await backup(repo, { paths: [dir] });
+      const tree = await SnapshotTree.open(repo);
+      const ds = await Dataset.of(tree, path.join(dir, 'a.zip'));
+      expect([ds.type, ds.fetched]).toEqual(['zip', 0]);
+      expect((await ds.items()).map((e) => e.name)).toEqual(['x.txt', 'noise.bin']);
+      // A file the manifest does not name is told by its first bytes.
+      const plain = await Dataset.of(tree, path.join(dir, 'x.txt'));
+      expect(plain.type).toBeUndefined();
+      expect(plain.fetched).toBeGreaterThan(0);
+    } finally {
+      repo.close();
+    }
+  });
+});
+
 describe('a file system image read in this process', () => {
   it('leaves no process-wide handler of ext2fs behind, and reads a bare ext4 image (no partition table)', async () => {
     const dir = tempDir();

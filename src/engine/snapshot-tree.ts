@@ -290,6 +290,11 @@ export class SnapshotTree {
     return out;
   }
 
+  /** What the manifest says `file` is (told from its content at backup), when it names this path at this size. */
+  datasetOf(file: VersionFile): DatasetEntry | undefined {
+    return manifestEntries(this.snapshot.meta.datasets).find((d) => d.path === file.path && d.size === file.size);
+  }
+
   /**
    * The sealed item index the backup made of a mailbox or tar archive (the
    * manifest names it), checked to be of this version of the file; undefined

@@ -37,8 +37,8 @@ export class Dataset {
 
   /**
    * A file of a tree (a path, or a file already open) as a dataset: its
-   * type told by its first bytes, or, when the backup sealed an item index
-   * of it, by the manifest (nothing of the file is read yet).
+   * type told by the manifest (nothing of the file is read yet), or, for a
+   * file it does not name, by its first bytes.
    */
   static async of(tree: SnapshotTree, file: string | VersionFile): Promise<Dataset> {
     const reader = new RangeReader(typeof file === 'string' ? await tree.open(file) : file);
@@ -49,6 +49,13 @@ export class Dataset {
     if (ix) {
       const ds = new Dataset(tree, reader, { type: ix.type, what: ix.what }, `a ${ix.what}`);
       ds.ix = ix;
+      return ds;
+    }
+    // The manifest says what it is: nothing of the file is read before its format's own reads (a zip's end).
+    const known = tree.datasetOf(reader.file);
+    if (known) {
+      const ds = new Dataset(tree, reader, { type: known.type, what: known.what }, `a ${known.what}`);
+      ds.ix = null;
       return ds;
     }
     const head = await reader.read(0, Math.min(HEAD_BYTES, reader.size));
