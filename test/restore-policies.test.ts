@@ -172,8 +172,8 @@ describe('restore progress', () => {
       const seen: { files: number; bytes: number }[] = [];
       await restore(repo, snap, { target: path.join(tempDir(), 't'), paths, onTotal: (b) => totals.push(b), onProgress: (p) => seen.push(p) });
       expect(totals).toEqual([paths.length === 0 ? data.length + 5 : data.length]);
-      // Before the large file is done, its bytes so far are reported.
-      expect(seen.some((p) => p.files === 0 && p.bytes > 0 && p.bytes < data.length)).toBe(true);
+      // Before the large file is done, its bytes so far are reported (the small file, made by a worker, may be done first).
+      expect(seen.some((p) => p.files <= 1 && ![0, 5, data.length, data.length + 5].includes(p.bytes))).toBe(true);
     }
     // Files the policy keeps count towards the total as they are passed.
     const target = path.join(tempDir(), 't');
