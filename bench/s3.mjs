@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run bench:s3 -- [--size 256M] [--endpoint http://127.0.0.1:7480] [--json] [--dir .bench-s3] [--runs 3]
+// npm run bench:s3 -- [--size 256M] [--endpoint http://127.0.0.1:7480] [--json] [--dir .bench-s3] [--runs 3] [--old DIR]
 //
 // strata and restic (its s3 backend) on one S3 gateway (a Ceph RGW from
 // scripts/ceph-rgw-up.sh, credentials STRATAKEY / STRATASECRET unless
@@ -10,6 +10,8 @@
 // parallel ranged GETs of strata's own packs, the ceiling of a restore. Then
 // (--runs N) each tool's restore and the raw GETs again, N times in turn, so
 // that a noisy machine weighs on each alike: medians and their ratios.
+// --old DIR: another build of strata (a directory with its bin/ and dist/)
+// restores the same bucket in that turn too, for a before and after.
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
@@ -24,6 +26,7 @@ const opts = {
   json: flag('json'),
   dir: path.resolve(arg('dir', path.join(ROOT, '.bench-s3'))),
   runs: Number(arg('runs', '3')),
+  old: arg('old', undefined),
 };
 delete process.env.NODE_EXTRA_CA_CERTS;
 const creds = { AWS_ACCESS_KEY_ID: process.env.AWS_ACCESS_KEY_ID ?? 'STRATAKEY', AWS_SECRET_ACCESS_KEY: process.env.AWS_SECRET_ACCESS_KEY ?? 'STRATASECRET', AWS_REGION: 'us-east-1' };
@@ -147,9 +150,14 @@ async function main() {
 
 /** Each tool's restore and the raw GETs, `runs` times in turn: medians, and the restores' throughput as a share of the raw GETs'. */
 async function restoresInTurn(all) {
-  const times = { strata: [], restic: [], raw: [] };
+  const times = { strata: [], restic: [], raw: [], ...(opts.old ? { old: [] } : {}) };
+  const restorers = { ...all };
+  if (opts.old) {
+    const old = path.join(path.resolve(opts.old), 'bin', 'strata.js');
+    restorers.old = { ...all.strata, restore: (target) => all.strata.restore(target).replace(`node ${STRATA} `, `node ${old} `) };
+  }
   for (let i = 0; i < opts.runs; i++) {
-    for (const [name, t] of Object.entries(all)) {
+    for (const [name, t] of Object.entries(restorers)) {
       const target = path.join(opts.dir, `restore-turn-${name}`);
       fs.rmSync(target, { recursive: true, force: true });
       fs.mkdirSync(target);
@@ -158,7 +166,7 @@ async function restoresInTurn(all) {
       fs.rmSync(target, { recursive: true, force: true });
     }
     times.raw.push((await rawGets(all.strata.bucket)).MiBps);
-    log(`restores in turn ${i + 1}/${opts.runs}: strata ${times.strata.at(-1).toFixed(2)} s, restic ${times.restic.at(-1).toFixed(2)} s, raw GETs ${times.raw.at(-1)} MiB/s`);
+    log(`restores in turn ${i + 1}/${opts.runs}: strata ${times.strata.at(-1).toFixed(2)} s,${opts.old ? ` old build ${times.old.at(-1).toFixed(2)} s,` : ''} restic ${times.restic.at(-1).toFixed(2)} s, raw GETs ${times.raw.at(-1)} MiB/s`);
   }
   const median = (l) => [...l].sort((a, b) => a - b)[Math.floor(l.length / 2)];
   const MiBps = (s) => +(opts.size / MiB / s).toFixed(1);
@@ -166,6 +174,11 @@ async function restoresInTurn(all) {
   out.strataOfRaw = +(out.strata.MiBps / out.raw.median).toFixed(2);
   out.resticOfRaw = +(out.restic.MiBps / out.raw.median).toFixed(2);
   out.strataOfRestic = +(out.strata.MiBps / out.restic.MiBps).toFixed(2);
+  if (opts.old) {
+    out.old = { build: opts.old, seconds: times.old, MiBps: MiBps(median(times.old)) };
+    out.oldOfRaw = +(out.old.MiBps / out.raw.median).toFixed(2);
+    out.oldOfRestic = +(out.old.MiBps / out.restic.MiBps).toFixed(2);
+  }
   return out;
 }
 
