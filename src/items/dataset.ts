@@ -222,6 +222,8 @@ export class Dataset {
       return { name: m.messageId ? `<${m.messageId}>` : `message ${m.number}`, bytes: messageBytes(this.reader, m) };
     }
     if (type === 'zip') {
+      // The end record, the directory and the entry, each read as it is: rounded out, a read takes in the blocks of its neighbours.
+      this.reader.exact = true;
       const e = await findZipEntry(this.reader, item);
       if (e.name.endsWith('/')) throw new StrataError('is_directory', `${e.name} is a directory in ${this.path}`);
       return { name: e.name, size: e.size, bytes: zipEntryBytes(this.reader, e) };
