@@ -37,10 +37,15 @@ export interface PrunePlan {
   packs: { name: string; blobs: PackEntry[] }[];
 }
 
-/** Snapshots whose backup died before committing: nothing reads them. */
+/**
+ * Snapshots whose backup died before committing: nothing reads them. One
+ * without a lease is being written by a process that keeps this catalog for
+ * itself (a journal's replay, rebuild-catalog): it is abandoned unless that
+ * process is this one.
+ */
 function abandonedSnapshots(catalog: Catalog): { seq: number }[] {
   const live = new Set(liveLeases(catalog).map((l) => l.id));
-  return catalog.pendingSnapshots().filter((p) => p.lease === null || !live.has(p.lease));
+  return catalog.pendingSnapshots().filter((p) => (p.lease === null ? p.pid !== process.pid : !live.has(p.lease)));
 }
 
 /**
