@@ -9,8 +9,9 @@
 ;; that starts at p, given len bytes from p (at least max, or the rest of the
 ;; file). With zeros > 0, runs of zeros are cut out (see fastcdc.ts): a chunk
 ;; that starts with `zeros` zero bytes ends before the first non-zero one, and
-;; any other ends right after the first `zeros` zero bytes in a row. Assembled into gear-wasm.ts by `npm run wasm`; a test checks that
-;; the two agree.
+;; any other ends right after the first `zeros` zero bytes in a row.
+;; Assembled into gear-wasm.ts by `npm run wasm`; a test checks that the two
+;; agree.
 (module
   (import "env" "memory" (memory 1))
   (func (export "cut")
