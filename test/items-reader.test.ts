@@ -90,7 +90,7 @@ describe('blocks of zeros', () => {
     const repo = await makeRepo();
     try {
       const { keyring } = repo;
-      for (const n of [1, 63, 64, 4095, 4096, 4097, 8192, 2048 + 7, 131_072, 131_073, 300_000, 7, 4096]) {
+      for (const n of [1, 63, 64, 4095, 4096, 4097, 8192, 2048 + 7, 131_072, 131_073, 262_144, 262_145, 300_000, 7, 4096, 5_000_000]) {
         expect(keyring.zeroBlockId(n).equals(keyring.blockId(Buffer.alloc(n)))).toBe(true);
         expect(keyring.isZeroBlock(keyring.blockId(Buffer.alloc(n)), n)).toBe(true);
         expect(keyring.isZeroBlock(keyring.blockId(Buffer.alloc(n)), n + 1)).toBe(false);
@@ -99,6 +99,8 @@ describe('blocks of zeros', () => {
       one[4095] = 1;
       expect(keyring.isZeroBlock(keyring.blockId(one), 4096)).toBe(false);
       expect(keyring.isZeroBlock(keyring.blockId(Buffer.alloc(0)), 0)).toBe(false);
+      // A length no block can have (a hostile TOC's) is not hashed out.
+      expect(keyring.isZeroBlock(keyring.blockId(Buffer.alloc(1)), 2 ** 40)).toBe(false);
     } finally {
       repo.close();
     }

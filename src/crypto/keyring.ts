@@ -55,17 +55,24 @@ export class Keyring {
    * by other bytes).
    */
   isZeroBlock(id: Uint8Array, length: number): boolean {
-    return length > 0 && this.zeroBlockId(length).equals(id);
+    // No block is longer than the largest chunker's max (4 x 16 MiB): a longer claim is no block of zeros to compute.
+    return length > 0 && length <= MAX_ZERO_BLOCK && this.zeroBlockId(length).equals(id);
   }
 
-  /** blockId of `length` zeros, from the HMAC's inner hash kept at every 4 KiB of zeros: a few microseconds each. */
+  /**
+   * blockId of `length` zeros, from the HMAC's inner hash kept at every 4 KiB
+   * of zeros up to 256 KiB (a few microseconds each), beyond that hashed on
+   * from the last one kept.
+   */
   zeroBlockId(length: number): Buffer {
     let id = this.zeroIds.get(length);
     if (id) return id;
     const steps = Math.floor(length / ZERO_STEP);
     if (this.zeroStates.length === 0) this.zeroStates.push(createHash('sha256').update(padKey(this.idKey, 0x36)));
-    while (this.zeroStates.length <= steps) this.zeroStates.push(this.zeroStates[this.zeroStates.length - 1]!.copy().update(ZERO_RUN));
-    const inner = this.zeroStates[steps]!.copy().update(ZERO_RUN.subarray(0, length % ZERO_STEP)).digest();
+    while (this.zeroStates.length <= Math.min(steps, ZERO_STATES)) this.zeroStates.push(this.zeroStates[this.zeroStates.length - 1]!.copy().update(ZERO_RUN));
+    const state = this.zeroStates[Math.min(steps, ZERO_STATES)]!.copy();
+    for (let k = ZERO_STATES; k < steps; k++) state.update(ZERO_RUN);
+    const inner = state.update(ZERO_RUN.subarray(0, length % ZERO_STEP)).digest();
     id = createHash('sha256').update(padKey(this.idKey, 0x5c)).update(inner).digest();
     if (this.zeroIds.size >= 4096) this.zeroIds.clear();
     this.zeroIds.set(length, id);
@@ -112,6 +119,9 @@ export class Keyring {
 
 const ZERO_STEP = 4096;
 const ZERO_RUN = Buffer.alloc(ZERO_STEP);
+/** Inner hashes kept: up to 256 KiB of zeros. */
+const ZERO_STATES = 64;
+const MAX_ZERO_BLOCK = 64 * 1024 * 1024;
 
 /** An HMAC-SHA-256 key (at most a SHA-256 block) padded to 64 bytes and xored with `pad` (RFC 2104). */
 function padKey(key: Uint8Array, pad: number): Buffer {
