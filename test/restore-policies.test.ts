@@ -207,3 +207,29 @@ describe('restored times', () => {
     for (const [name, us] of want) expect(fs.statSync(path.join(target, src, name), { bigint: true }).mtimeNs / 1000n, name).toBe(us);
   });
 });
+
+describe('restore of a sparse file', () => {
+  it('reads no block of zeros: the holes of a disk image cost nothing to fetch', async () => {
+    const repo = await makeRepo();
+    try {
+      const src = tempDir();
+      const img = path.join(src, 'disk.img');
+      const rng = new Rng(6);
+      const want = Buffer.concat([rng.bytes(100_000), Buffer.alloc(6 * 1024 * 1024), rng.bytes(50_000), Buffer.alloc(3 * 1024 * 1024), rng.bytes(10)]);
+      fs.writeFileSync(img, want);
+      await backup(repo, { paths: [src] });
+      const snap = await findSnapshot(repo, { kind: 'latest' });
+      repo.blocksRead = 0;
+      const target = tempDir();
+      const r = await restore(repo, snap, { target });
+      const out = path.join(target, img);
+      expect(fs.readFileSync(out).equals(want)).toBe(true);
+      expect(r.bytes).toBe(want.length);
+      // The data's blocks (150 KB in 8-128 KiB blocks, each with at most 2 KiB of zeros), none of the 70-odd blocks of zeros.
+      expect(repo.blocksRead).toBeLessThanOrEqual(24);
+      expect(fs.statSync(out).blocks * 512).toBeLessThan(2 * 1024 * 1024);
+    } finally {
+      repo.close();
+    }
+  });
+});

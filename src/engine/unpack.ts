@@ -13,6 +13,7 @@ import { ID_BYTES, MADE, PIECE_FIELDS, type UnpackAnswer, type UnpackBatch } fro
 import type { UnpackPool } from '../workers/unpack-pool.js';
 import type { Piece } from '../catalog/resolve.js';
 import { verifiedPieces, type BoundVersion } from './verify.js';
+import { HOLE_MIN } from '../util/holes.js';
 
 /**
  * Pieces per message to a worker at most, and the bytes that end a batch
@@ -22,6 +23,9 @@ import { verifiedPieces, type BoundVersion } from './verify.js';
 const BATCH_PIECES = 64;
 const BATCH_BYTES = 2 * 1024 * 1024;
 const MIN_BATCH_BYTES = 128 * 1024;
+/** Sealed bytes under which a block may be one of zeros (128 KiB of zeros seal to about 60). */
+const TINY_SEALED = 512;
+
 /** Batches handed out and not yet answered, per worker: enough to keep each busy, few enough to bound memory. */
 const IN_FLIGHT_PER_WORKER = 2;
 
@@ -129,6 +133,13 @@ export async function unpackVersion(repo: Repository, version: BoundVersion, fd:
         for (const [i, p] of pending.entries()) {
           const loc = locations[i];
           if (!loc) throw integrity(`block ${p.block.toString('hex').slice(0, 16)} is not in the repository`, { block: p.block.toString('hex') });
+          // A hole: a block of zeros before the file's end (its id says so, and it seals to a few dozen
+          // bytes, which spares the check for others) is neither read nor written, as a worker would not write it.
+          if (loc.length < TINY_SEALED && p.length >= HOLE_MIN && p.at + p.length < version.size && repo.keyring.isZeroBlock(p.block, p.blockSize)) {
+            written += p.length;
+            onBytes?.(p.length);
+            continue;
+          }
           batch.add(p, loc.pack, loc.offset, loc.length, fd, version.size);
           if (!batch.full) continue;
           send(batch);
