@@ -479,8 +479,10 @@ export class VersionFile {
     for await (const p of this.piecesOf(offset, end)) {
       const from = Math.max(offset, p.at);
       const to = Math.min(end, p.at + p.length - 1);
-      // A block of zeros (a disk image's free space) is known by its id alone: nothing is fetched.
-      if (keyring.isZeroBlock(p.block, p.blockSize)) {
+      // An item reader's block of zeros (a disk image's free space) is known by its id alone: nothing is
+      // fetched. (Checked only there: its id costs about 10 µs per block size, as much as the fetch of a
+      // block of zeros, which seals to a few dozen bytes, saves a mount's reads.)
+      if (this.countBlocks && keyring.isZeroBlock(p.block, p.blockSize)) {
         out.fill(0, from - offset, to - offset + 1);
         continue;
       }
