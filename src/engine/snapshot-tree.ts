@@ -292,7 +292,12 @@ export class SnapshotTree {
 
   /** What the manifest says `file` is (told from its content at backup), when it names this path at this size. */
   datasetOf(file: VersionFile): DatasetEntry | undefined {
-    return manifestEntries(this.snapshot.meta.datasets).find((d) => d.path === file.path && d.size === file.size);
+    const e = this.manifestEntry(file.path);
+    return e?.size === file.size ? e : undefined;
+  }
+
+  private manifestEntry(path: string): DatasetEntry | undefined {
+    return manifestEntries(this.snapshot.meta.datasets).find((d) => d.path === path);
   }
 
   /**
@@ -301,7 +306,7 @@ export class SnapshotTree {
    * when it has none (an older snapshot, a file that changed as it was read).
    */
   async itemIndex(file: VersionFile): Promise<ItemIndex | undefined> {
-    const e = manifestEntries(this.snapshot.meta.datasets).find((d) => d.path === file.path);
+    const e = this.manifestEntry(file.path);
     if (!e?.index || (e.type !== 'mbox' && e.type !== 'tar')) return undefined;
     return ItemIndex.open((id) => this.repo.readBlob(id, 'tree'), e.index, { path: file.path, size: file.size, type: e.type, what: e.what });
   }

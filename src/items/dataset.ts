@@ -46,16 +46,11 @@ export class Dataset {
       if (indexGone(e)) return undefined;
       throw e;
     });
-    if (ix) {
-      const ds = new Dataset(tree, reader, { type: ix.type, what: ix.what }, `a ${ix.what}`);
-      ds.ix = ix;
-      return ds;
-    }
-    // The manifest says what it is: nothing of the file is read before its format's own reads (a zip's end).
-    const known = tree.datasetOf(reader.file);
+    // The index, or else the manifest, says what it is: nothing of the file is read before its format's own reads (a zip's end).
+    const known = ix ?? tree.datasetOf(reader.file);
     if (known) {
       const ds = new Dataset(tree, reader, { type: known.type, what: known.what }, `a ${known.what}`);
-      ds.ix = null;
+      ds.ix = ix ?? null;
       return ds;
     }
     const head = await reader.read(0, Math.min(HEAD_BYTES, reader.size));
