@@ -924,6 +924,71 @@ suite('two strata serve over one bucket: checkpoints of the catalog journal, and
     const [dir] = fs.readdirSync(path.join(serverCache, 'servers'));
     expect(fs.readdirSync(path.join(serverCache, 'servers', dir!)).filter((f) => f.startsWith('catalog-'))).toEqual([]);
   }, 300_000);
+
+  it("a backup through B while A compacts the records B has not applied: B keeps its catalog until the backup commits, then loads the checkpoint and misses nothing (its own commit included)", async () => {
+    const [A, B] = await Promise.all([serve(url, 0, serverEnv, ['--checkpoint-every', '2']), serve(url, 0, serverEnv, ['--checkpoint-every', '0'])]);
+    const bigSrc = tempDir('strata-s3-compact-big-');
+    const big = rng.bytes(48 * 1024 * 1024);
+    fs.writeFileSync(path.join(bigSrc, 'big.bin'), big);
+    const newest = async () => Math.max(0, ...(await journalNames()).map((n) => logSeq(n) ?? 0));
+    const before = await newest();
+    // The backup through B, stopped once its snapshot is pending in B's catalog (the only catalog with one).
+    const [dir] = fs.readdirSync(path.join(serverCache, 'servers'));
+    const pendingInB = () =>
+      fs
+        .readdirSync(path.join(serverCache, 'servers', dir!))
+        .filter((f) => /^catalog-.*\.db(\.\d+)?$/.test(f))
+        .some((f) => {
+          const db = new Catalog(path.join(serverCache, 'servers', dir!, f), { readonly: true });
+          try {
+            return db.pendingSnapshots().length > 0;
+          } finally {
+            db.close();
+          }
+        });
+    const child = strataAsync(['backup', bigSrc, '--json'], via(B));
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    let caught = false;
+    for (let i = 0; i < 1500 && !caught && child.exitCode === null; i++) {
+      if (pendingInB()) caught = child.kill('SIGSTOP');
+      else await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(caught, `the backup through B ended before it was seen pending: ${err}`).toBe(true);
+    // Meanwhile A writes checkpoints and compacts past the records B applied last.
+    const compacted = async () => (await newest()) >= before + 4 && !(await journalNames()).includes(logName(before + 1));
+    for (let i = 0; i < 12 && !(await compacted()); i++) {
+      backup(via(A));
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    expect(await compacted()).toBe(true);
+    // A listing through B follows the journal and finds the gap: B keeps its catalog meanwhile (behind, but whole).
+    ids(via(B));
+    await new Promise((r) => setTimeout(r, 300));
+    expect(B.log()).toMatch(/loaded again from the checkpoint of record \d+ once the backups under way through it are done/);
+    child.kill('SIGCONT');
+    expect(await exited, err).toBe(0);
+    const snapshot = (JSON.parse(out) as { snapshot: string }).snapshot;
+    // Every server sees every snapshot, B's own backup included, and reads it byte-exact.
+    // B first: before A has seen the commit (and made it part of a newer checkpoint), B reloads and must replay it.
+    const throughB = ids(via(B));
+    const all = ids(direct.env);
+    expect(all).toContain(snapshot);
+    expect(throughB).toEqual(all);
+    for (const s of [A, B]) {
+      expect(ids(via(s))).toEqual(all);
+      expect(strata(['cat', path.join(bigSrc, 'big.bin'), '--at', snapshot, '--range', '30000000+100000'], via(s)).raw.equals(big.subarray(30_000_000, 30_100_000))).toBe(true);
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    expect(B.log()).toMatch(/its catalog was loaded again from the checkpoint of record \d+\n/);
+    for (const s of [A, B]) {
+      s.proc.kill('SIGTERM');
+      expect(await s.exited).toBe(0);
+    }
+  }, 300_000);
 });
 
 suite('two strata serve over one bucket: check --repair through one, seen by the other', () => {

@@ -445,7 +445,8 @@ export class CatalogJournal implements Journal {
     this.applied = cp.upTo;
     this.next = undefined;
     this.writing.clear();
-    for (const seq of this.own) if (seq <= cp.upTo) this.own.delete(seq);
+    // Records this process wrote after the checkpoint went into the catalog it replaces: the new one takes them from the journal.
+    this.own.clear();
     this.waiting.clear();
     for (const w of cp.waiting) {
       try {

@@ -18,7 +18,7 @@ import { GONE, retryStale, type Catalog, type SnapshotRow, type TocRow, type Ver
 import type { PackInfo, VersionProblem } from './check.js';
 import type { PrunePlan } from './prune.js';
 import type { Forgotten } from './forget.js';
-import { Lease } from './lease.js';
+import { Lease, liveLeases } from './lease.js';
 import { checkNotBehind, type SharedLease, type SharedLeases } from './shared-lease.js';
 import type { PackEntry } from './packs.js';
 
@@ -300,6 +300,16 @@ export class LocalService implements CatalogService {
   /** A snapshot being written, by number or id. */
   pendingSnapshot(which: { seq: number } | { id: string }): { seq: number; id: string } | undefined {
     return this.catalog.pendingSnapshots().find((p) => ('seq' in which ? p.seq === which.seq : p.id === which.id));
+  }
+
+  /**
+   * Whether a backup begun through this catalog is still under way (its lease
+   * alive). Its pending snapshot lives only here: a catalog loaded again
+   * from a checkpoint would not have it.
+   */
+  backupsUnderWay(): boolean {
+    const live = new Set(liveLeases(this.catalog).map((l) => l.id));
+    return this.catalog.pendingSnapshots().some((p) => p.lease !== null && live.has(p.lease));
   }
 
   /** Whether the snapshot stored a version of its own at this path already. */

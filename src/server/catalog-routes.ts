@@ -152,6 +152,11 @@ export class CatalogKeeper {
       return await this.service!.followJournal();
     } catch (e) {
       if (!(e instanceof JournalCompacted)) throw e;
+      if (this.service!.backupsUnderWay()) {
+        // Their pending snapshots would be lost with this catalog: it stays (behind) until they commit.
+        const said = `records this server had not applied were compacted away; its catalog is loaded again from the checkpoint of record ${e.checkpoint.upTo} once the backups under way through it are done`;
+        return { records: 0, packs: 0, snapshots: 0, changes: 0, problems: [said] };
+      }
       const file = `${this.bucket!.file}.${this.files.length + 1}`;
       this.files.push(file);
       await this.reload(e.checkpoint, file);
