@@ -5,7 +5,7 @@
  * bucket. Run with `npm run test:s3`; skipped, saying why, when no gateway
  * answers.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
@@ -1289,3 +1289,144 @@ function runAsync(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: numbe
     child.on('exit', (code) => resolve({ code: code ?? -1, stderr }));
   });
 }
+
+/**
+ * A proxy in front of the gateway that names each request: "LIST packs",
+ * "GET config", "GET packs range". In a process of its own: the CLI runs
+ * synchronously, and would wait forever on a proxy in this one.
+ */
+async function countingProxy(prefix: string): Promise<{ url: string; close(): void; take(): string[] }> {
+  const log = path.join(tempDir('strata-s3-proxy-'), 'requests');
+  fs.writeFileSync(log, '');
+  const code = `
+    const http = require('node:http'), fs = require('node:fs');
+    const [endpoint, prefix, log] = process.argv.slice(1);
+    const target = new URL(endpoint);
+    const server = http.createServer((req, res) => {
+      const u = new URL(req.url || '/', 'http://x');
+      const list = u.searchParams.get('list-type') !== null;
+      const under = (list ? (u.searchParams.get('prefix') || '') : decodeURIComponent(u.pathname).split('/').slice(2).join('/')).slice(prefix.length);
+      fs.appendFileSync(log, (list ? 'LIST' : req.method) + ' ' + under.split('/')[0] + (req.headers.range ? ' range' : '') + '\\n');
+      const up = http.request({ hostname: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
+        res.writeHead(r.statusCode || 502, r.headers);
+        r.pipe(res);
+      });
+      up.on('error', () => res.destroy());
+      req.pipe(up);
+    });
+    server.listen(0, '127.0.0.1', () => console.log(server.address().port));`;
+  const child = spawn(process.execPath, ['-e', code, OPTIONS.endpoint!, prefix, log], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise<string>((resolve, reject) => {
+    child.stdout.once('data', (c: Buffer) => resolve(c.toString().trim()));
+    child.once('exit', (c) => reject(new Error(`the counting proxy exited with ${c}`)));
+  });
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: () => child.kill(),
+    take: () => {
+      const out = fs.readFileSync(log, 'utf8').split('\n').filter((l) => l !== '');
+      fs.writeFileSync(log, '');
+      return out;
+    },
+  };
+}
+
+suite("a bucket's client keeps the trees, TOCs and records it writes and reads: a small read is one GET of data", () => {
+  const rng = new Rng(2077);
+  const src = tempDir('strata-s3-meta-src-');
+  const file = path.join(src, 'a', 'b', 'c', 'big.bin');
+  const v1 = rng.bytes(2 * 1024 * 1024);
+  const v2 = Buffer.from(v1);
+  rng.bytes(5000).copy(v2, 1_500_000);
+  const url = `s3://${bucketName('meta')}/r`;
+  /** The cached sealed blocks under a client's cache directory. */
+  const cacheFiles = (dir: string): string[] =>
+    (fs.readdirSync(dir, { recursive: true }) as string[]).filter((f) => /^[0-9a-f]{64}$/.test(path.basename(f))).map((f) => path.join(dir, f));
+
+  it('after its backups, a client reads 4 KiB of any snapshot with the freshness listing and one ranged GET; damaged cached copies are fetched again; another client caches on its first read', async () => {
+    const proxy = await countingProxy('r/');
+    try {
+      const a = cliClient(url, undefined, { AWS_ENDPOINT_URL_S3: proxy.url });
+      fs.mkdirSync(path.dirname(file), { recursive: true });
+      fs.writeFileSync(file, v1);
+      for (let i = 0; i < 20; i++) fs.writeFileSync(path.join(src, 'a', `s${i}.txt`), `small ${i}\n`);
+      expect(strata(['init', '--scrypt-n', '1024'], a.env).status).toBe(0);
+      expect(strata(['backup', src], a.env).status).toBe(0);
+      fs.writeFileSync(file, v2);
+      expect(strata(['backup', src], a.env).status).toBe(0);
+      const [s1, s2] = snapshotIds(a.env);
+      // With the key in a file, as the benchmark reads (a password costs a listing and a GET of the keys).
+      const keyFile = path.join(tempDir('strata-s3-meta-key-'), 'key');
+      expect(strata(['key', 'export', keyFile], a.env).status).toBe(0);
+      const read = (env: NodeJS.ProcessEnv, at: string) => {
+        proxy.take();
+        const r = strata(['cat', file, '--at', at, '--range', '1500000+4096'], { ...env, STRATA_KEY_FILE: keyFile });
+        expect(r.status, r.stderr).toBe(0);
+        expect(r.raw.equals((at === s1 ? v1 : v2).subarray(1_500_000, 1_504_096))).toBe(true);
+        return proxy.take();
+      };
+      const oneGet = ['LIST packs', 'GET packs range'];
+      expect(read(a.env, s1!)).toEqual(oneGet);
+      expect(read(a.env, s2!)).toEqual(oneGet);
+
+      // Damaged copies in the cache fail to open: each is dropped and fetched again, and kept again.
+      const cached = cacheFiles(a.cacheDir);
+      expect(cached.length).toBeGreaterThanOrEqual(6);
+      for (const f of cached) {
+        const b = fs.readFileSync(f);
+        b[b.length >> 1]! ^= 1;
+        fs.writeFileSync(f, b);
+      }
+      expect(read(a.env, s1!).filter((r) => r === 'GET packs range').length).toBeGreaterThan(1);
+      expect(read(a.env, s1!)).toEqual(oneGet);
+
+      // Another client: its first read fetches the trees and TOC it needs, its next one the data alone.
+      const b = cliClient(url, undefined, { AWS_ENDPOINT_URL_S3: proxy.url });
+      expect(snapshotIds(b.env)).toEqual([s1, s2]);
+      expect(read(b.env, s1!).length).toBeGreaterThan(2);
+      expect(read(b.env, s1!)).toEqual(oneGet);
+
+      // --no-cache: nothing kept (the next read fetches the trees and TOC), the bytes as right.
+      const c = cliClient(url, undefined, { AWS_ENDPOINT_URL_S3: proxy.url });
+      expect(snapshotIds(c.env)).toEqual([s1, s2]);
+      const kept = cacheFiles(c.cacheDir).length;
+      const r = strata(['cat', file, '--at', s2!, '--range', '1500000+4096', '--no-cache'], c.env);
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.raw.equals(v2.subarray(1_500_000, 1_504_096))).toBe(true);
+      expect(cacheFiles(c.cacheDir)).toHaveLength(kept);
+      expect(read(c.env, s2!).length).toBeGreaterThan(2);
+    } finally {
+      proxy.close();
+    }
+  }, 120_000);
+
+  it('the config is kept by each client; a repository made again at the same place (another id) is found, with the key or a password', async () => {
+    const again = `s3://${bucketName('remade')}/r`;
+    const d = cliClient(again);
+    const one = tempDir('strata-s3-remade-');
+    fs.writeFileSync(path.join(one, 'f'), 'first repository\n');
+    expect(strata(['init', '--scrypt-n', '1024'], d.env).status).toBe(0);
+    expect(strata(['backup', one], d.env).status).toBe(0);
+    expect(snapshotIds(d.env)).toHaveLength(1);
+    expect(fs.readdirSync(path.join(d.cacheDir, 'servers')).filter((f) => f.endsWith('.config'))).toHaveLength(1);
+    // Everything under the prefix deleted, and a new repository made there.
+    const st = new S3Storage(locate(again) as { bucket: string; prefix: string }, OPTIONS);
+    for (const kind of ['pack', 'key', 'config'] as const) for await (const name of st.list(kind)) await st.delete({ kind, name });
+    await st.close();
+    const fresh = cliClient(again);
+    expect(strata(['init', '--scrypt-n', '1024'], { ...fresh.env, STRATA_PASSWORD: 'other' }).status).toBe(0);
+    fs.writeFileSync(path.join(one, 'f'), 'second repository\n');
+    expect(strata(['backup', one], { ...fresh.env, STRATA_PASSWORD: 'other' }).status).toBe(0);
+    // d's kept config is the old repository's: its password opens no key of the new one (exit 12, said so) ...
+    const old = strata(['snapshots'], d.env);
+    expect(old.status).toBe(12);
+    expect(old.stderr).toMatch(/wrong password/);
+    // ... and the new one's password opens it, through its config fetched again.
+    const now = strata(['cat', path.join(one, 'f')], { ...d.env, STRATA_PASSWORD: 'other' });
+    expect(now.status, now.stderr).toBe(0);
+    expect(now.stdout).toBe('second repository\n');
+    const keyFile = path.join(one, 'key');
+    expect(strata(['key', 'export', keyFile], { ...fresh.env, STRATA_PASSWORD: 'other' }).status).toBe(0);
+    expect(snapshotIds({ ...d.env, STRATA_PASSWORD: undefined, STRATA_KEY_FILE: keyFile })).toHaveLength(1);
+  }, 120_000);
+});

@@ -15,6 +15,8 @@ export interface BlockLocation {
   offset: number;
   length: number;
   size: number;
+  /** 0 data, 1 tree, 2 TOC, 3 snapshot record (PackEntry's kinds in order). */
+  kind: number;
 }
 
 const BLOCK_SQL = {
@@ -24,7 +26,7 @@ const BLOCK_SQL = {
   insertBlock: 'INSERT OR IGNORE INTO blocks(id, pack, offset, length, size, kind) VALUES (?, ?, ?, ?, ?, ?)',
   relocateBlock: 'INSERT INTO blocks(id, pack, offset, length, size, kind) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET pack = excluded.pack, offset = excluded.offset, length = excluded.length, condemned = NULL',
   insertSpare: 'INSERT OR IGNORE INTO spares(id, pack, offset, length, size, kind) SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM blocks WHERE id = ? AND pack <> ?)',
-  blockLocation: 'SELECT p.name AS pack, b.offset, b.length, b.size FROM blocks b JOIN packs p ON p.id = b.pack WHERE b.id = ?',
+  blockLocation: 'SELECT p.name AS pack, b.offset, b.length, b.size, b.kind FROM blocks b JOIN packs p ON p.id = b.pack WHERE b.id = ?',
   blockWhere: 'SELECT p.name AS pack, p.size AS packSize, b.offset, b.length, b.condemned FROM blocks b JOIN packs p ON p.id = b.pack WHERE b.id = ?',
   spares: 'SELECT p.name AS pack, s.offset, s.length, s.size FROM spares s JOIN packs p ON p.id = s.pack WHERE s.id = ? ORDER BY s.pack DESC',
 };

@@ -302,8 +302,8 @@ export class RemoteService implements CatalogService {
   }
 
   /** Drops a cached block that failed to open (the next read fetches it again). */
-  evict(id: Buffer): void {
-    this.cache?.delete(id);
+  evict(id: Buffer): boolean {
+    return this.cache?.delete(id) ?? false;
   }
 
   private remember(id: Uint8Array): void {

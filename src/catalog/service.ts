@@ -12,6 +12,7 @@ import { BlockList } from './blocklist.js';
 import { blocksOf, blocksOfMany, resolveRange, type Piece } from './resolve.js';
 import { diffBlocks, wholeRef, type TocEntries } from './toc.js';
 import { tocRows, type TargetVersion } from './toc-rows.js';
+import type { BlockCache } from '../storage/cache.js';
 import type { Storage } from '../storage/storage.js';
 import { resolveRange as resolveByteRange, type RangeSpec } from '../util/range.js';
 import { GONE, retryStale, type Catalog, type SnapshotRow, type TocRow, type VersionRow } from './catalog.js';
@@ -166,6 +167,8 @@ export interface CatalogReader {
   toc(version: number): Promise<TocRow[]>;
   /** A blob's sealed bytes, wherever its pack is. */
   readSealed(id: Buffer): Promise<Buffer>;
+  /** Drops a block's copy in a local cache: it failed to open (the next read fetches it again). Whether there was one. */
+  evict(id: Buffer): boolean;
   /** A dictionary's sealed bytes (repo/dictionary.ts); `fresh` passes over any cache. */
   sealedDictionary(name: string, fresh?: boolean): Promise<Buffer>;
   /** A read plan for a path (keyed id) and a range; undefined when the client must look itself. */
@@ -255,6 +258,9 @@ export interface Checker {
 /** Every role: what the repository holds (locally, or a client of a server's). */
 export interface CatalogService extends CatalogReader, BackupWriter, Maintenance, Checker {}
 
+/** A data block's kind in the catalog (BlockLocation.kind). */
+const DATA_KIND = 0;
+
 /** The catalog in this process, over a local block store. */
 export class LocalService implements CatalogService {
   readonly remote = false;
@@ -274,6 +280,13 @@ export class LocalService implements CatalogService {
     readonly shared?: SharedLeases,
     /** For the same: what this catalog gains is written to the bucket's journal too, for servers to follow (journal.ts). */
     readonly journal?: Journal,
+    /**
+     * For a bucket's client: its local cache of sealed trees, TOCs and
+     * snapshot records (never data), filled as it writes and reads them, so
+     * that a read of a few bytes costs one request for the data alone, as
+     * restic keeps its tree packs. Readers authenticate what they get.
+     */
+    readonly metaCache?: BlockCache,
   ) {}
 
   // --- What a server asks before it answers: what exists, and whether a request was already carried out (a retry).
@@ -443,8 +456,12 @@ export class LocalService implements CatalogService {
       const loc = this.catalog.blockLocation(id);
       // `missing`: not there at all, as against there and damaged (an item reader then scans instead of using a pruned index).
       if (!loc) throw integrity(`block ${key.slice(0, 16)} is not in the repository`, { block: key, missing: true });
+      const cached = loc.kind !== DATA_KIND ? this.metaCache?.get(id) : undefined;
+      if (cached) return cached;
       try {
-        return await this.storage.read({ kind: 'pack', name: loc.pack }, loc.offset, loc.length);
+        const sealed = await this.storage.read({ kind: 'pack', name: loc.pack }, loc.offset, loc.length);
+        if (loc.kind !== DATA_KIND) this.metaCache?.put(id, sealed);
+        return sealed;
       } catch (e) {
         if (!(e instanceof StrataError)) throw e;
         last = e;
@@ -467,8 +484,14 @@ export class LocalService implements CatalogService {
     return ids.filter((id) => !this.catalog.hasBlock(id));
   }
 
+  /** Drops a cached block that failed to open (the next read fetches it again). */
+  evict(id: Buffer): boolean {
+    return this.metaCache?.delete(id) ?? false;
+  }
+
   async putPack(name: string, bytes: Buffer, entries: readonly PackEntry[], relocate = false): Promise<void> {
     await this.storage.put({ kind: 'pack', name }, bytes);
+    if (this.metaCache) for (const e of entries) if (e.kind !== 'data') this.metaCache.put(e.id, bytes.subarray(e.offset, e.offset + e.length));
     await this.journal?.recordPack(name, bytes.length, entries, relocate);
     this.indexPack(name, bytes.length, entries, relocate);
   }
@@ -761,6 +784,7 @@ export class LocalService implements CatalogService {
 
   async close(): Promise<void> {
     await this.retire();
+    this.metaCache?.close();
     await this.storage.close();
   }
 

@@ -128,7 +128,7 @@ export async function buildProgram(argv: readonly string[] = []): Promise<Comman
     .option('--ca-cert <file>', "trust this certificate (PEM) for a server's TLS (or STRATA_CA_CERT)")
     .option('--s3-endpoint <url>', 'the endpoint of an s3:// repository (else AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, the profile, AWS)')
     .option('--cache-dir <dir>', 'block cache for a server, catalogs of S3 repositories (or STRATA_CACHE_DIR; default ~/.cache/strata)')
-    .option('--no-cache', 'do not cache blocks from a server')
+    .option('--no-cache', "do not cache blocks from a server, nor an S3 repository's trees and TOCs")
     .option('--password-file <file>', 'read the password from FILE (or STRATA_PASSWORD_FILE)')
     .option('--key-file <file>', 'use an exported key instead of a password (or STRATA_KEY_FILE)')
     .option('--json', 'print one JSON document on stdout')

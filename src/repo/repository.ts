@@ -10,6 +10,7 @@ import { chunkerParams, DEFAULT_AVG, gearTable, type ChunkerParams } from '../ch
 import { Keyring } from '../crypto/keyring.js';
 import { calibrateScrypt, wrapKey, type ScryptParams } from '../crypto/password.js';
 import { ExitCode, noRepository, StrataError, usageError } from '../errors.js';
+import { defaultCacheDir, type BlockCache } from '../storage/cache.js';
 import type { HttpStorage } from '../storage/http.js';
 import { LocalStorage } from '../storage/local.js';
 import { locate, type Location } from '../storage/location.js';
@@ -159,7 +160,8 @@ export class Repository {
         removeCatalog(file);
         catalog = new Catalog(file);
       });
-      return new Repository(storage.location, storage, config, keyring, new LocalService(catalog!, storage, false, new SharedLeases(s3.leases), new CatalogJournal(s3.journal)), catalog, file);
+      const service = new LocalService(catalog!, storage, false, new SharedLeases(s3.leases), new CatalogJournal(s3.journal), await metaCache(config.id, options));
+      return new Repository(storage.location, storage, config, keyring, service, catalog, file);
     } catch (e) {
       await storage.close();
       throw e;
@@ -170,12 +172,11 @@ export class Repository {
   private static async openS3(where: S3Where, creds: Credentials, options: RemoteOptions, fresh = false): Promise<{ repo: Repository; previous?: string }> {
     const { storage, s3 } = await connectS3(where, options);
     try {
-      const config = parseConfig(await configText(storage), storage.location);
-      const keyring = await unlock(storage, config, creds);
+      const { config, keyring } = await unlockKept(storage, `${s3.endpoint}\n${s3.location}`, creds, options);
       const file = await s3CatalogFile(s3, config.id, options);
       const previous = fresh ? setAside(file) : undefined;
       const catalog = new Catalog(file);
-      const service = new LocalService(catalog, storage, false, new SharedLeases(s3.leases), new CatalogJournal(s3.journal));
+      const service = new LocalService(catalog, storage, false, new SharedLeases(s3.leases), new CatalogJournal(s3.journal), await metaCache(config.id, options));
       return { repo: new Repository(storage.location, storage, config, keyring, service, catalog, file), previous };
     } catch (e) {
       await storage.close();
@@ -221,8 +222,8 @@ export class Repository {
     const next = `${file}.rebuild-${process.pid}-${randomBytes(4).toString('hex')}`;
     if (from === 'copy') this.catalog.copyTo(next);
     const catalog = new Catalog(next);
-    const { shared, journal } = this.service as LocalService;
-    const repo = new Repository(this.root, this.storage, this.config, this.keyring, new LocalService(catalog, this.storage, false, shared, journal), catalog, next);
+    const { shared, journal, metaCache } = this.service as LocalService;
+    const repo = new Repository(this.root, this.storage, this.config, this.keyring, new LocalService(catalog, this.storage, false, shared, journal, metaCache), catalog, next);
     return {
       repo,
       install: () => {
@@ -231,7 +232,7 @@ export class Repository {
         removeCatalog(file);
         fs.renameSync(next, file);
         const installed = new Catalog(file);
-        return new Repository(this.root, this.storage, this.config, this.keyring, new LocalService(installed, this.storage, false, shared, journal), installed, file);
+        return new Repository(this.root, this.storage, this.config, this.keyring, new LocalService(installed, this.storage, false, shared, journal, metaCache), installed, file);
       },
       discard: () => {
         catalog.close();
@@ -246,17 +247,7 @@ export class Repository {
     if (where.kind === 'server') {
       const { storage, remote } = await connect(where.url, options);
       try {
-        const cached = cachedConfig(storage, remote);
-        let config = parseConfig(cached?.text ?? (await readRemoteConfig(storage, remote)), storage.location);
-        let keyring: Keyring;
-        try {
-          keyring = await unlock(storage, config, creds);
-        } catch (e) {
-          // A config kept from an earlier run may belong to a repository since replaced at this URL.
-          if (!cached || !(e instanceof StrataError) || e.exitCode !== ExitCode.wrongKey) throw e;
-          config = parseConfig(await readRemoteConfig(storage, remote), storage.location);
-          keyring = await unlock(storage, config, creds);
-        }
+        const { config, keyring } = await unlockKept(storage, storage.location, creds, remote);
         return new Repository(storage.location, storage, config, keyring, await remoteService(storage, config, remote, keyring));
       } catch (e) {
         await storage.close();
@@ -317,9 +308,8 @@ export class Repository {
       try {
         plain = await this.decode(id, sealed);
       } catch (e) {
-        // A damaged copy in the local block cache: drop it and fetch the block again.
-        if (!this.service.remote || !(e instanceof StrataError) || e.code !== 'integrity') throw e;
-        (this.service as RemoteService).evict(id);
+        // A damaged copy in a local block cache: drop it and fetch the block again.
+        if (!(e instanceof StrataError) || e.code !== 'integrity' || !this.service.evict(id)) throw e;
         sealed = await this.readSealed(id);
         plain = await this.decode(id, sealed);
       }
@@ -500,7 +490,8 @@ export class KeylessRepository {
     if (where.kind === 'server') {
       const { storage, remote } = await connect(where.url, options);
       try {
-        const config = parseConfig(cachedConfig(storage, remote)?.text ?? (await readRemoteConfig(storage, remote)), storage.location);
+        const { kept, fetch } = keptConfig(storage, storage.location, remote);
+        const config = parseConfig(kept ?? (await fetch()), storage.location);
         return new KeylessRepository(storage.location, await remoteService(storage, config, remote));
       } catch (e) {
         await storage.close();
@@ -546,21 +537,53 @@ async function remoteService(storage: HttpStorage, config: RepoConfig, remote: R
 }
 
 /**
- * A server's config, kept beside the block cache: it never changes (objects
- * are write-once), and not asking for it saves a round trip on every command.
+ * The config of a server's or a bucket's repository, kept in the cache
+ * directory: it never changes (objects are write-once), and not asking for it
+ * saves a round trip on every command. `where` names the store.
  */
-function configFile(storage: HttpStorage, remote: RemoteOptions): string | undefined {
-  if (remote.cacheDir == null) return undefined;
-  const name = createHash('sha256').update(storage.location).digest('hex').slice(0, 32);
-  return path.join(remote.cacheDir, 'servers', `${name}.config`);
+function configFile(where: string, options: RemoteOptions): string | undefined {
+  if (options.cacheDir === null) return undefined;
+  const name = createHash('sha256').update(where).digest('hex').slice(0, 32);
+  return path.join(options.cacheDir ?? defaultCacheDir(), 'servers', `${name}.config`);
 }
 
-function cachedConfig(storage: HttpStorage, remote: RemoteOptions): { text: string } | undefined {
-  const file = configFile(storage, remote);
+/** The config as kept here (undefined: not yet), and a fetch of it from the store that keeps it. */
+function keptConfig(storage: Storage, where: string, options: RemoteOptions): { kept?: string; fetch: () => Promise<string> } {
+  const file = configFile(where, options);
+  let kept: string | undefined;
   try {
-    return file ? { text: fs.readFileSync(file, 'utf8') } : undefined;
+    kept = file ? fs.readFileSync(file, 'utf8') : undefined;
   } catch {
-    return undefined;
+    // Not kept yet.
+  }
+  const fetch = async () => {
+    const text = await configText(storage);
+    if (file) {
+      try {
+        fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+        const tmp = `${file}.${process.pid}.tmp`;
+        fs.writeFileSync(tmp, text, { mode: 0o600 });
+        fs.renameSync(tmp, file);
+      } catch {
+        // A cache is optional.
+      }
+    }
+    return text;
+  };
+  return { kept, fetch };
+}
+
+/** The repository's config (as kept, else fetched and kept) and the key it opens with. */
+async function unlockKept(storage: Storage, where: string, creds: Credentials, options: RemoteOptions): Promise<{ config: RepoConfig; keyring: Keyring }> {
+  const { kept, fetch } = keptConfig(storage, where, options);
+  let config = parseConfig(kept ?? (await fetch()), storage.location);
+  try {
+    return { config, keyring: await unlock(storage, config, creds) };
+  } catch (e) {
+    // A config kept from an earlier run may belong to a repository since made again at this place.
+    if (kept === undefined || !(e instanceof StrataError) || e.exitCode !== ExitCode.wrongKey) throw e;
+    config = parseConfig(await fetch(), storage.location);
+    return { config, keyring: await unlock(storage, config, creds) };
   }
 }
 
@@ -572,22 +595,6 @@ async function configText(storage: Storage): Promise<string> {
     if (e instanceof StrataError && e.code === 'not_found') throw noRepository(`no repository at ${storage.location} (create one with "strata init")`);
     throw e;
   }
-}
-
-async function readRemoteConfig(storage: HttpStorage, remote: RemoteOptions): Promise<string> {
-  const text = await configText(storage);
-  const file = configFile(storage, remote);
-  if (file) {
-    try {
-      fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-      const tmp = `${file}.${process.pid}.tmp`;
-      fs.writeFileSync(tmp, text, { mode: 0o600 });
-      fs.renameSync(tmp, file);
-    } catch {
-      // A cache is optional.
-    }
-  }
-  return text;
 }
 
 type S3Where = Extract<Location, { kind: 's3' }>;
@@ -615,6 +622,13 @@ async function s3CatalogFile(s3: S3Storage, id: string, options: RemoteOptions):
   const dir = path.join(base, 'catalogs', name);
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   return path.join(dir, 'catalog.db');
+}
+
+/** A bucket's client's cache of sealed trees, TOCs and snapshot records (LocalService), beside a server's block cache; none with --no-cache. */
+async function metaCache(id: string, options: RemoteOptions): Promise<BlockCache | undefined> {
+  if (options.cacheDir === null) return undefined;
+  const { BlockCache, DEFAULT_CACHE_BYTES, defaultCacheDir } = await import('../storage/cache.js');
+  return BlockCache.open(options.cacheDir ?? defaultCacheDir(), id, options.cacheBytes ?? DEFAULT_CACHE_BYTES);
 }
 
 /** Renames a catalog (and its -wal, -shm) aside as FILE.<time>.old; returns the new name, if there was one. */

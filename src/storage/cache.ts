@@ -168,16 +168,18 @@ export class BlockCache {
     this.usageFd = undefined;
   }
 
-  /** Drops one entry (e.g. it failed authentication). */
-  delete(id: Uint8Array): void {
+  /** Drops one entry (e.g. it failed authentication); whether there was one. */
+  delete(id: Uint8Array): boolean {
     const file = this.file(id);
     try {
       const { size } = fs.statSync(file);
       fs.unlinkSync(file);
       // Only the process whose unlink succeeded counts the bytes as gone.
       this.record(`-${size}`);
+      return true;
     } catch {
       // Already gone, or the cache is unusable.
+      return false;
     }
   }
 
