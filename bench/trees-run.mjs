@@ -154,7 +154,11 @@ async function main() {
   const expectOld = path.join(opts.dir, 'expect-1');
   writeRelease(expectOld, opts.seed, 1, shape);
   const reads = Object.fromEntries(present.map((n) => [n, {}]));
-  const target = path.join(opts.dir, 'restore');
+  // Each restore goes to a directory of its own, and none is deleted until all are done: on ext4, the
+  // first thousands of files made after a large tree was deleted cost several seconds of system time
+  // (the inode allocator passes over recently deleted inodes), which would fall on whichever tool
+  // restored next.
+  const targets = path.join(opts.dir, 'restores');
   for (const [i, which] of ['old', 'latest'].entries()) {
     const order = i % 2 ? [...present].reverse() : present;
     for (const name of order) {
@@ -162,7 +166,7 @@ async function main() {
       const ids = t.snapshots(t.repo);
       if (ids.length !== opts.releases) throw new Error(`${name}: ${ids.length} snapshots, not ${opts.releases}`);
       const id = which === 'old' ? ids[0] : ids.at(-1);
-      fs.rmSync(target, { recursive: true, force: true });
+      const target = path.join(targets, `${name}-${which}`);
       fs.mkdirSync(target, { recursive: true });
       settle();
       log(`restore ${which}: ${name}`);
@@ -177,7 +181,7 @@ async function main() {
       }
     }
   }
-  fs.rmSync(target, { recursive: true, force: true });
+  fs.rmSync(targets, { recursive: true, force: true });
   for (const name of present) {
     const t = all[name];
     const old = t.snapshots(t.repo)[0];
