@@ -77,7 +77,9 @@ describe('backup --stdin', () => {
     const s2 = JSON.parse(r2.stdout);
     expect(s2).toMatchObject({ filesChanged: 1, bytesTotal: second.length });
     expect(s2.refEntries).toBeGreaterThanOrEqual(2);
-    expect(s2.dataEntries).toBeLessThanOrEqual(3);
+    // Of some 32 blocks: the one the row went into, and the next few while the cuts (keyed, so never
+    // the same twice) find their places again after a cut that moved past the minimum block size.
+    expect(s2.dataEntries).toBeLessThanOrEqual(6);
     expect(ok(['cat', '/db.sql'], env).stdout).toBe(second);
     expect(ok(['cat', '/db.sql', '--at', r1.stdout ? JSON.parse(r1.stdout).snapshot : ''], env).stdout).toBe(first);
     const listing = ok(['ls', '/', '-l'], env).stdout;
