@@ -234,6 +234,11 @@ export class CatalogDb {
     });
   }
 
+  /** Whether statements share short read transactions (CatalogOptions.readWindows). */
+  get windowedReads(): boolean {
+    return this.readWindows;
+  }
+
   /** A read window is open (see windowed). */
   private window = false;
 

@@ -169,13 +169,14 @@ export class Repository {
   }
 
   /** A repository in a bucket, on its local catalog (made empty if there is none: see cachedCatalog). */
-  private static async openS3(where: S3Where, creds: Credentials, options: RemoteOptions, fresh = false): Promise<{ repo: Repository; previous?: string }> {
+  private static async openS3(where: S3Where, creds: Credentials, options: RemoteOptions, fresh = false, readWindows = false): Promise<{ repo: Repository; previous?: string }> {
     const { storage, s3 } = await connectS3(where, options);
     try {
       const { config, keyring } = await unlockKept(storage, `${s3.endpoint}\n${s3.location}`, creds, options);
       const file = await s3CatalogFile(s3, config.id, options);
       const previous = fresh ? setAside(file) : undefined;
-      const catalog = new Catalog(file);
+      // A command that only reads lets its statements share short read transactions, as on a directory.
+      const catalog = new Catalog(file, { readWindows });
       const service = new LocalService(catalog, storage, false, new SharedLeases(s3.leases), new CatalogJournal(s3.journal), await metaCache(config.id, options));
       return { repo: new Repository(storage.location, storage, config, keyring, service, catalog, file), previous };
     } catch (e) {
@@ -231,7 +232,7 @@ export class Repository {
         this.localCatalog?.close();
         removeCatalog(file);
         fs.renameSync(next, file);
-        const installed = new Catalog(file);
+        const installed = new Catalog(file, { readWindows: this.catalog.windowedReads });
         return new Repository(this.root, this.storage, this.config, this.keyring, new LocalService(installed, this.storage, false, shared, journal, metaCache), installed, file);
       },
       discard: () => {
@@ -243,7 +244,7 @@ export class Repository {
 
   static async open(root: string, creds: Credentials, opts: { readonly?: boolean } = {}, options: RemoteOptions = {}): Promise<Repository> {
     const where = locate(root);
-    if (where.kind === 's3') return (await Repository.openS3(where, creds, options)).repo;
+    if (where.kind === 's3') return (await Repository.openS3(where, creds, options, false, opts.readonly)).repo;
     if (where.kind === 'server') {
       const { storage, remote } = await connect(where.url, options);
       try {
