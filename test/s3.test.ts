@@ -1363,9 +1363,10 @@ suite("a bucket's client keeps the trees, TOCs and records it writes and reads: 
         const r = strata(['cat', file, '--at', at, '--range', '1500000+4096'], { ...env, STRATA_KEY_FILE: keyFile });
         expect(r.status, r.stderr).toBe(0);
         expect(r.raw.equals((at === s1 ? v1 : v2).subarray(1_500_000, 1_504_096))).toBe(true);
-        return proxy.take();
+        // The listing and the block's GET go out together: in either order.
+        return proxy.take().sort();
       };
-      const oneGet = ['LIST packs', 'GET packs range'];
+      const oneGet = ['GET packs range', 'LIST packs'];
       expect(read(a.env, s1!)).toEqual(oneGet);
       expect(read(a.env, s2!)).toEqual(oneGet);
 
@@ -1398,6 +1399,32 @@ suite("a bucket's client keeps the trees, TOCs and records it writes and reads: 
     } finally {
       proxy.close();
     }
+  }, 120_000);
+
+  it("a range of a named snapshot is read while the packs are listed: right after another client's backup, and refused once another client forgot and pruned it", () => {
+    const where = `s3://${bucketName('warm')}/r`;
+    const a = cliClient(where);
+    const b = cliClient(where);
+    const src = tempDir('strata-s3-warm-');
+    const f = path.join(src, 'f.bin');
+    const one = new Rng(31).bytes(600_000);
+    fs.writeFileSync(f, one);
+    expect(strata(['init', '--scrypt-n', '1024'], a.env).status).toBe(0);
+    expect(strata(['backup', src], a.env).status).toBe(0);
+    const [s1] = snapshotIds(a.env);
+    const cat = (env: NodeJS.ProcessEnv) => strata(['cat', f, '--at', s1!, '--range', '300000+5000'], env);
+    expect(cat(a.env).raw.equals(one.subarray(300_000, 305_000))).toBe(true);
+    // Another client's backup: a's cache lacks its packs; the read is right, and a then lists both.
+    fs.writeFileSync(f, new Rng(32).bytes(600_000));
+    expect(strata(['backup', src], b.env).status).toBe(0);
+    expect(cat(a.env).raw.equals(one.subarray(300_000, 305_000))).toBe(true);
+    expect(snapshotIds(a.env)).toHaveLength(2);
+    // Forgotten and pruned by the other: its blocks are gone from the bucket, and a says the snapshot is.
+    expect(strata(['forget', s1!, '--prune'], b.env).status).toBe(0);
+    const gone = cat(a.env);
+    expect(gone.status).not.toBe(0);
+    expect(gone.stdout).toBe('');
+    expect(gone.stderr).toMatch(/no snapshot|not found/i);
   }, 120_000);
 
   it('the config is kept by each client; a repository made again at the same place (another id) is found, with the key or a password', async () => {

@@ -118,19 +118,28 @@ export function remoteOptions(g: GlobalOptions, env: RepoEnv = MAIN_ENV): Remote
   return { ...(token ? { token } : {}), ...(caFile ? { caFile } : {}), ...(cacheDir !== undefined ? { cacheDir } : {}), ...(g.s3Endpoint ? { s3: { endpoint: g.s3Endpoint } } : {}) };
 }
 
-export async function openRepo(cmd: Command, opts: { readonly?: boolean } = {}): Promise<Repository> {
+export async function openRepo(cmd: Command, opts: { readonly?: boolean; warm?: (repo: Repository) => Promise<unknown> } = {}): Promise<Repository> {
   return openRepository(globals(cmd), opts);
 }
 
-/** Opens the repository `g` and `env` name; one in a bucket has its catalog cache brought up to date first. */
-export async function openRepository(g: GlobalOptions, opts: { readonly?: boolean } = {}, env: RepoEnv = MAIN_ENV): Promise<Repository> {
+/**
+ * Opens the repository `g` and `env` name; one in a bucket has its catalog
+ * cache brought up to date first. `warm`, for a bucket, runs on the cache
+ * as it is while the bucket's packs are listed (two requests at once, not
+ * one after the other): a read whose snapshot is named fetches its blocks
+ * meanwhile, and the command then finds them decoded. What it does is only
+ * a head start: the command itself runs on the cache once it is up to date.
+ */
+export async function openRepository(g: GlobalOptions, opts: { readonly?: boolean; warm?: (repo: Repository) => Promise<unknown> } = {}, env: RepoEnv = MAIN_ENV): Promise<Repository> {
   const where = repoPath(g, env);
   const repo = await Repository.open(where, credentials(g, env), opts, remoteOptions(g, env));
   if (!repo.cachedCatalog) return repo;
   // A repository in a bucket: its catalog here is a cache, brought up to date first.
   try {
     const { refreshCatalog } = await import('../engine/rebuild.js');
-    return (await refreshCatalog(repo)).repo;
+    const drift = repo.catalogDrift();
+    if (opts.warm) await Promise.all([drift.catch(() => {}), opts.warm(repo).catch(() => {})]);
+    return (await refreshCatalog(repo, undefined, drift)).repo;
   } catch (e) {
     repo.close();
     throw e;

@@ -313,9 +313,14 @@ export async function journalCatalog(repo: Repository, onProgress: (m: string) =
  * holds a lease on it. Returns the repository to go on with: a new one when
  * the cache changed. Other repositories are returned as they are.
  */
-export async function refreshCatalog(repo: Repository, onProgress: (m: string) => void = () => {}): Promise<{ repo: Repository; rebuilt?: RebuildResult; added?: RebuildResult }> {
+export async function refreshCatalog(
+  repo: Repository,
+  onProgress: (m: string) => void = () => {},
+  /** The listing's answer, when the caller asked for it already (catalogDrift). */
+  asked?: Promise<{ added: string[]; removed: string[] }>,
+): Promise<{ repo: Repository; rebuilt?: RebuildResult; added?: RebuildResult }> {
   if (!repo.cachedCatalog) return { repo };
-  const drift = await repo.catalogDrift();
+  const drift = await (asked ?? repo.catalogDrift());
   if (drift.added.length === 0 && drift.removed.length === 0) return { repo };
   // Another process here is working on this cache (its packs may be the new ones): it is not swapped
   // under it. This command goes on with the cache as it is; the leases keep a maintenance from acting on it.

@@ -4,10 +4,13 @@ import { absolutePath, openFileAt } from '../../engine/snapshot-tree.js';
 import { usageError } from '../../errors.js';
 import { parseRange } from '../../util/range.js';
 import { parseWhen } from '../../util/when.js';
+import type { Repository } from '../../repo/repository.js';
 import { globals, openRepo } from '../context.js';
 import { printJson } from '../output.js';
 
 const JSON_DATA_LIMIT = 64 * 1024 * 1024;
+/** A range read ahead of a bucket's freshness check is at most this long (its blocks stay in the decoded cache). */
+const WARM_LIMIT = 256 * 1024;
 
 export function register(program: Command): void {
   program
@@ -22,9 +25,18 @@ export function register(program: Command): void {
       const g = globals(cmd);
       const when = parseWhen(opts.at);
       const spec = opts.range !== undefined ? parseRange(opts.range) : undefined;
-      const repo = await openRepo(cmd, { readonly: true });
+      const abs = absolutePath(p);
+      // A small range of a named snapshot: its blocks are fetched while a bucket's packs are listed.
+      const warm =
+        when.kind === 'id' && spec !== undefined
+          ? async (r: Repository) => {
+              const { file, ...range } = await openFileAt(r, abs, { at: when, host: opts.host }, spec);
+              if (range.end - range.start + 1 > WARM_LIMIT) return;
+              for await (const _ of file.stream(range.start, range.end, { shared: true }));
+            }
+          : undefined;
+      const repo = await openRepo(cmd, { readonly: true, ...(warm ? { warm } : {}) });
       try {
-        const abs = absolutePath(p);
         const { tree, file, ...range } = await openFileAt(repo, abs, { at: when, host: opts.host }, spec);
         const size = file.size;
         const length = Math.max(0, range.end - range.start + 1);
