@@ -10,7 +10,7 @@ import { chunkerParams, DEFAULT_AVG, gearTable, type ChunkerParams } from '../ch
 import { Keyring } from '../crypto/keyring.js';
 import { calibrateScrypt, wrapKey, type ScryptParams } from '../crypto/password.js';
 import { ExitCode, noRepository, StrataError, usageError } from '../errors.js';
-import { defaultCacheDir, type BlockCache } from '../storage/cache.js';
+import { BlockCache, DEFAULT_CACHE_BYTES, defaultCacheDir } from '../storage/cache.js';
 import type { HttpStorage } from '../storage/http.js';
 import { LocalStorage } from '../storage/local.js';
 import { locate, type Location } from '../storage/location.js';
@@ -160,7 +160,7 @@ export class Repository {
         removeCatalog(file);
         catalog = new Catalog(file);
       });
-      const service = new LocalService(catalog!, storage, false, new SharedLeases(s3.leases), new CatalogJournal(s3.journal), await metaCache(config.id, options));
+      const service = new LocalService(catalog!, storage, false, new SharedLeases(s3.leases), new CatalogJournal(s3.journal), blockCache(config.id, options));
       return new Repository(storage.location, storage, config, keyring, service, catalog, file);
     } catch (e) {
       await storage.close();
@@ -177,7 +177,7 @@ export class Repository {
       const previous = fresh ? setAside(file) : undefined;
       // A command that only reads lets its statements share short read transactions, as on a directory.
       const catalog = new Catalog(file, { readWindows });
-      const service = new LocalService(catalog, storage, false, new SharedLeases(s3.leases), new CatalogJournal(s3.journal), await metaCache(config.id, options));
+      const service = new LocalService(catalog, storage, false, new SharedLeases(s3.leases), new CatalogJournal(s3.journal), blockCache(config.id, options));
       return { repo: new Repository(storage.location, storage, config, keyring, service, catalog, file), previous };
     } catch (e) {
       await storage.close();
@@ -511,13 +511,13 @@ export class KeylessRepository {
 
 /** The code for a repository on a server, loaded only for one (it pulls in HTTP and TLS). */
 async function remoteModules() {
-  const [http, service, cache] = await Promise.all([import('../storage/http.js'), import('../catalog/remote.js'), import('../storage/cache.js')]);
-  return { HttpStorage: http.HttpStorage, RemoteService: service.RemoteService, ...cache };
+  const [http, service] = await Promise.all([import('../storage/http.js'), import('../catalog/remote.js')]);
+  return { HttpStorage: http.HttpStorage, RemoteService: service.RemoteService };
 }
 
 /** Storage on a server, and the options with the cache directory resolved (null: no cache). */
 async function connect(url: string, options: RemoteOptions): Promise<{ storage: HttpStorage; remote: RemoteOptions }> {
-  const { HttpStorage, defaultCacheDir } = await remoteModules();
+  const { HttpStorage } = await remoteModules();
   const remote = { ...options, cacheDir: options.cacheDir === undefined ? defaultCacheDir() : options.cacheDir };
   if (!remote.token) throw usageError('a server needs a token: use --token or set STRATA_TOKEN');
   let ca: Buffer | undefined;
@@ -532,8 +532,8 @@ async function connect(url: string, options: RemoteOptions): Promise<{ storage: 
 }
 
 async function remoteService(storage: HttpStorage, config: RepoConfig, remote: RemoteOptions, keyring?: Keyring): Promise<RemoteService> {
-  const { RemoteService, BlockCache, DEFAULT_CACHE_BYTES } = await remoteModules();
-  const cache = remote.cacheDir == null ? undefined : BlockCache.open(remote.cacheDir, config.id, remote.cacheBytes ?? DEFAULT_CACHE_BYTES);
+  const { RemoteService } = await remoteModules();
+  const cache = blockCache(config.id, remote);
   return new RemoteService(storage, cache, keyring && new ClaimChecker(storage, keyring));
 }
 
@@ -618,17 +618,21 @@ async function connectS3(where: S3Where, options: RemoteOptions): Promise<{ stor
  * id (a repository made again at the same place gets a new catalog).
  */
 async function s3CatalogFile(s3: S3Storage, id: string, options: RemoteOptions): Promise<string> {
-  const base = options.cacheDir ?? (await import('../storage/cache.js')).defaultCacheDir();
+  const base = options.cacheDir ?? defaultCacheDir();
   const name = createHash('sha256').update(`${s3.endpoint}\n${s3.location}\n${id}`).digest('hex').slice(0, 32);
   const dir = path.join(base, 'catalogs', name);
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   return path.join(dir, 'catalog.db');
 }
 
-/** A bucket's client's cache of sealed trees, TOCs and snapshot records (LocalService), beside a server's block cache; none with --no-cache. */
-async function metaCache(id: string, options: RemoteOptions): Promise<BlockCache | undefined> {
+/**
+ * The repository's block cache under the cache directory (the default one
+ * when none is given): a server's client keeps sealed blocks there, a
+ * bucket's client its sealed trees, TOCs and records (LocalService). None
+ * with --no-cache.
+ */
+function blockCache(id: string, options: RemoteOptions): BlockCache | undefined {
   if (options.cacheDir === null) return undefined;
-  const { BlockCache, DEFAULT_CACHE_BYTES, defaultCacheDir } = await import('../storage/cache.js');
   return BlockCache.open(options.cacheDir ?? defaultCacheDir(), id, options.cacheBytes ?? DEFAULT_CACHE_BYTES);
 }
 
