@@ -27,6 +27,8 @@ const BLOCK_SQL = {
   relocateBlock: 'INSERT INTO blocks(id, pack, offset, length, size, kind) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET pack = excluded.pack, offset = excluded.offset, length = excluded.length, condemned = NULL',
   insertSpare: 'INSERT OR IGNORE INTO spares(id, pack, offset, length, size, kind) SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM blocks WHERE id = ? AND pack <> ?)',
   blockLocation: 'SELECT p.name AS pack, b.offset, b.length, b.size, b.kind FROM blocks b JOIN packs p ON p.id = b.pack WHERE b.id = ?',
+  blockPlace: 'SELECT pack, offset, length, size, kind FROM blocks WHERE id = ?',
+  packName: 'SELECT name FROM packs WHERE id = ?',
   blockWhere: 'SELECT p.name AS pack, p.size AS packSize, b.offset, b.length, b.condemned FROM blocks b JOIN packs p ON p.id = b.pack WHERE b.id = ?',
   spares: 'SELECT p.name AS pack, s.offset, s.length, s.size FROM spares s JOIN packs p ON p.id = s.pack WHERE s.id = ? ORDER BY s.pack DESC',
 };
@@ -57,9 +59,29 @@ export class BlockIndex extends CatalogDb {
     return states.map((row, i) => (row === undefined ? false : row.condemned === null ? true : this.hasBlock(ids[i]!)));
   }
 
-  /** blockLocation for many blocks, in one read transaction. */
+  /**
+   * blockLocation for many blocks, in one read transaction. A batch's blocks
+   * share a few packs: each pack's name is read once (a restore of a tree
+   * asks this for every block of every file).
+   */
   blockLocations(ids: readonly Uint8Array[]): (BlockLocation | undefined)[] {
-    return this.reading(() => ids.map((id) => this.blockSt.blockLocation.get(id) as BlockLocation | undefined));
+    const place = this.blockSt.blockPlace.raw();
+    const packName = this.blockSt.packName.pluck();
+    return this.reading(() => {
+      const names = new Map<number, string>();
+      return ids.map((id) => {
+        const row = place.get(id) as [pack: number, offset: number, length: number, size: number, kind: number] | undefined;
+        if (!row) return undefined;
+        let pack = names.get(row[0]);
+        if (pack === undefined) {
+          pack = packName.get(row[0]) as string | undefined;
+          // As the join would: a block of no known pack is nowhere.
+          if (pack === undefined) return undefined;
+          names.set(row[0], pack);
+        }
+        return { pack, offset: row[1], length: row[2], size: row[3], kind: row[4] };
+      });
+    });
   }
 
   /** The names of every pack the catalog knows (for a cache held against a store's listing). */

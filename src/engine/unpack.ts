@@ -183,10 +183,10 @@ async function writeHere(repo: Repository, fd: number, pieces: readonly Piece[])
 }
 
 /** Small files gathered for one message: a message per small file costs this thread more than the file's block. */
-const SMALL_BATCH_PIECES = 16;
-const SMALL_BATCH_BYTES = 512 * 1024;
+const SMALL_BATCH_PIECES = 64;
+const SMALL_BATCH_BYTES = 2 * 1024 * 1024;
 /** How long a small file may wait for others: a tree of small files makes several in this time, and a lone file is hardly held up. */
-const SMALL_BATCH_WAIT_MS = 2;
+const SMALL_BATCH_WAIT_MS = 8;
 
 /** A file for a worker to create, write and close (see UnpackBatch.files). */
 export interface NewFile {
