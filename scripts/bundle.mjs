@@ -97,6 +97,6 @@ const webApp = {
 await Promise.all([
   esbuild.build(webApp).then(() => fs.copyFileSync(path.join(root, 'src/ui/web/app.css'), path.join(root, 'dist/web/app.css'))),
   esbuild.build({ ...common, entryPoints: ['src/cli/main.ts'], outfile: 'dist/strata.cjs' }),
-  esbuild.build({ ...common, entryPoints: ['src/workers/sealer.ts', 'src/workers/unpacker.ts'], outdir: 'dist/workers', outExtension: { '.js': '.cjs' } }),
+  esbuild.build({ ...common, entryPoints: ['src/workers/sealer.ts', 'src/workers/unpacker.ts', 'src/workers/scanner.ts'], outdir: 'dist/workers', outExtension: { '.js': '.cjs' } }),
 ]);
 writeCodeCache();

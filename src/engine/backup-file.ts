@@ -24,6 +24,29 @@ import type { TargetVersion } from '../catalog/toc-rows.js';
 import { verifier } from './verify.js';
 import { BackupPart, describe, type BackupContext } from './backup-context.js';
 import type { BlockSink } from './block-sink.js';
+import { DatasetCollector } from './manifest.js';
+import { HEAD_BYTES } from './datasets.js';
+
+/**
+ * A small file the scan read whole, cut and hashed (workers/scanner.ts),
+ * unchanged while it was read: its bytes, and each block's length and id.
+ */
+export interface PreRead {
+  bytes: Buffer;
+  lengths: Uint32Array;
+  /** ID_BYTES per block. */
+  ids: Uint8Array;
+}
+
+/** Whether the scan's read of a file found exactly the blocks of `list`, a version of `size` bytes. */
+export function preReadIs(pre: PreRead, list: BlockList, size: number): boolean {
+  if (pre.bytes.length !== size || list.size !== size || list.length !== pre.lengths.length) return false;
+  for (let j = 0; j < list.length; j++) {
+    const id = list.id(j);
+    if (!id || list.end(j) - list.start(j) + 1 !== pre.lengths[j] || !id.equals(pre.ids.subarray(j * ID_BYTES, (j + 1) * ID_BYTES))) return false;
+  }
+  return true;
+}
 
 /** A file's path id and its parent version, looked up with its directory's other files. */
 export interface KnownVersion {
@@ -113,7 +136,8 @@ export class FileSaver extends BackupPart {
     return pathIds.map((pathId, i) => ({ pathId, row: rows[i] }));
   }
 
-  async save(abs: string, name: string, st: EntryStat, prev: TreeEntry | undefined, known?: KnownVersion): Promise<TreeEntry | undefined> {
+  /** `pre`: the file as the scan read it, if it did. */
+  async save(abs: string, name: string, st: EntryStat, prev: TreeEntry | undefined, known?: KnownVersion, pre?: PreRead): Promise<TreeEntry | undefined> {
     const { repo } = this;
     const entry = entryOfStat(name, 'file', st);
     if (this.unchangedSince(prev, st)) {
@@ -129,7 +153,12 @@ export class FileSaver extends BackupPart {
     const target: TargetVersion | undefined = prevRow && this.parent ? { id: prevRow.id, snapshotId: this.parent.id, depth: prevRow.depth } : undefined;
     const previous = prevRow && prevRow.size > 0 ? (prevBlocks ?? (await repo.service.blockList(prevRow.id, prevRow.size))) : new BlockList(1);
     if (abs === this.opts.stdinPath) this.ctx.datasets?.replaced(abs);
-    const blocks = abs === this.opts.stdinPath ? await this.readStdin(abs) : await this.readFile(abs, prevRow ? previous : undefined);
+    const blocks =
+      abs === this.opts.stdinPath
+        ? await this.readStdin(abs)
+        : pre && !DatasetCollector.detects(pre.bytes.subarray(0, HEAD_BYTES))
+          ? await this.storePre(abs, pre)
+          : await this.readFile(abs, prevRow ? previous : undefined);
     if (!blocks) return undefined;
     entry.size = blocks.size;
     let entries = diffBlocks(previous, blocks);
@@ -197,7 +226,7 @@ export class FileSaver extends BackupPart {
    * whether it holds exactly those bytes (workers/same-file.ts). One that does
    * not (or could not be checked) is read as any changed file is.
    */
-  askSame(files: readonly { abs: string; st: EntryStat; known?: KnownVersion }[]): void {
+  askSame(files: readonly { abs: string; st: EntryStat; known?: KnownVersion; pre?: PreRead }[]): void {
     const asked: { abs: string; st: EntryStat; known: KnownVersion & { blocks: BlockList } }[] = [];
     let bytes = 0;
     let blocks = 0;
@@ -234,7 +263,7 @@ export class FileSaver extends BackupPart {
       bytes = 0;
       blocks = 0;
     };
-    for (const { abs, st, known } of files) {
+    for (const { abs, st, known, pre } of files) {
       if (abs === this.opts.stdinPath) continue;
       const list = known?.blocks;
       const size = known?.row?.size ?? known?.entrySize;
@@ -242,6 +271,11 @@ export class FileSaver extends BackupPart {
       let complete = true;
       for (let i = 0; i < list.length && complete; i++) complete = list.hasId(i);
       if (!complete) continue;
+      // Read by the scan already: its blocks say.
+      if (pre) {
+        known!.same = Promise.resolve(preReadIs(pre, list, size));
+        continue;
+      }
       asked.push({ abs, st, known: known as KnownVersion & { blocks: BlockList } });
       bytes += size;
       blocks += list.length;
@@ -310,6 +344,26 @@ export class FileSaver extends BackupPart {
     } finally {
       fsSync.closeSync(fd);
     }
+  }
+
+  /**
+   * A file the scan read (no dataset: those are read here, to be indexed):
+   * its blocks stored as they were cut there.
+   */
+  private async storePre(abs: string, pre: PreRead): Promise<BlockList> {
+    const blocks = new BlockList();
+    let at = 0;
+    for (let j = 0; j < pre.lengths.length; j++) {
+      this.checkAbort();
+      const length = pre.lengths[j]!;
+      const id = Buffer.from(pre.ids.buffer, pre.ids.byteOffset + j * ID_BYTES, ID_BYTES);
+      blocks.push(await this.sink.storeChunk(pre.bytes.subarray(at, at + length), id), length);
+      at += length;
+    }
+    this.counted(at, false);
+    this.report();
+    this.ctx.datasets?.storedPlain(abs);
+    return blocks;
   }
 
   /** Bytes read: counted, and paced for the collector when read on this thread. */

@@ -4,11 +4,13 @@
  * directory out (--exclude-if-present, --exclude-caches).
  */
 import * as fsSync from 'node:fs';
-import { constants } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { usageError } from '../errors.js';
 import { osPath } from '../util/names.js';
+import type { Marker } from '../util/marker.js';
+
+export { hasMarker, type Marker } from '../util/marker.js';
 
 export interface PlanNode {
   children: Map<string, PlanNode>;
@@ -51,13 +53,6 @@ export function buildPlan(sources: readonly string[]): PlanNode {
   return root;
 }
 
-/** A file whose presence leaves its directory out (--exclude-if-present, --exclude-caches). */
-export interface Marker {
-  name: string;
-  /** What the file must start with, if anything. */
-  header?: Buffer;
-}
-
 /** The marker of a cache directory (https://bford.info/cachedir/). */
 export const CACHEDIR_TAG = 'CACHEDIR.TAG:Signature: 8a477f597d28d172789f06886806bc55';
 
@@ -66,22 +61,6 @@ export function parseMarker(spec: string): Marker {
   const name = colon < 0 ? spec : spec.slice(0, colon);
   if (name === '' || name.includes('/')) throw usageError(`--exclude-if-present needs a file name (NAME or NAME:TEXT), not "${spec}"`);
   return colon < 0 ? { name } : { name, header: Buffer.from(spec.slice(colon + 1)) };
-}
-
-/** Whether the marker file is there (a regular file) and starts as it must. */
-export function hasMarker(file: string, m: Marker): boolean {
-  let fd: number | undefined;
-  try {
-    fd = fsSync.openSync(osPath(file), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-    if (!fsSync.fstatSync(fd).isFile()) return false;
-    if (!m.header) return true;
-    const head = Buffer.alloc(m.header.length);
-    return fsSync.readSync(fd, head, 0, head.length, 0) === head.length && head.equals(m.header);
-  } catch {
-    return false;
-  } finally {
-    if (fd !== undefined) fsSync.closeSync(fd);
-  }
 }
 
 export function deviceOf(dir: string): bigint | undefined {

@@ -10,32 +10,23 @@ import * as fs from 'node:fs/promises';
 import { StrataError } from '../errors.js';
 import type { VersionRow } from '../catalog/catalog.js';
 import type { ExcludeMatcher } from '../util/glob.js';
-import { decodeName, displayName, osPath, readNames } from '../util/names.js';
+import { compareNames, decodeName, displayName, osPath, readNames } from '../util/names.js';
 import { lstatAll, PackedStat, STAT_FIELDS, statError, type EntryStat } from '../util/stat.js';
-import type { SealPool } from '../workers/pool.js';
 import { encodeTree, entryOfStat, findEntry, goneFiles, leafId, type Tree, type TreeEntry } from './tree.js';
 import type { VersionWriter } from './versions.js';
 import { BackupPart, describe, type BackupContext } from './backup-context.js';
 import type { BlockSink } from './block-sink.js';
-import type { FileSaver, KnownVersion } from './backup-file.js';
+import type { FileSaver, KnownVersion, PreRead } from './backup-file.js';
 import { hasMarker, deviceOf, type Marker, type PlanNode } from './backup-sources.js';
-import { readXattrs } from '../util/xattrs.js';
+import { readXattrs, type ReadXattrs } from '../util/xattrs.js';
+import { FILE_FIELDS, ID_BYTES, SCAN_PART, type ScannedDir, type ScanPart, type TreeScan } from './backup-scan.js';
 
 /** Parent versions up to this size have their blocks looked up a directory batch at a time. */
 const BATCHED_LIST_BYTES = 1024 * 1024;
-/** Entries of a directory stat'ed, and their parent versions looked up, together. */
-const CHILD_BATCH = 1024;
-/** Fewer entries than this are stat'ed here: a message to a worker would cost more. */
-const STAT_ELSEWHERE = 128;
-/** Batches stat'ed ahead (each split between two workers). */
-const STAT_AHEAD = 3;
-/**
- * Subdirectories of a directory whose listings are read ahead of the one
- * being walked: each readdir then runs while this thread works on what came
- * before it, not while it waits (a source tree of 420 directories: 0.18 s of
- * waiting in an incremental of 1.2 s, 0.03 s with listings read ahead).
- */
-const LIST_AHEAD = 8;
+/** Entries of a directory compared with the parent's, and their parent versions looked up, together: a part of the scan's. */
+const CHILD_BATCH = SCAN_PART;
+/** Batches stat'ed ahead of the one being compared. */
+const STAT_AHEAD = 2;
 
 /** The tree of a directory of files made from their stats: its id, hashed entry by entry as encodeTree writes them. */
 class LeafTree {
@@ -76,36 +67,43 @@ interface Stated {
   abs: string;
   st: EntryStat | undefined;
   error: unknown;
+  /** Its extended attributes as the scan read them (null: none); undefined when not scanned. */
+  xattrs?: ReadXattrs | null;
+  /** Its contents, if the scan read them. */
+  pre?: PreRead;
 }
+
+/** No extended attributes, nothing wrong. */
+const NO_XATTRS: ReadXattrs = { attrs: [], problems: [] };
 
 export class TreeWalker extends BackupPart {
   private sinceTurn = 0;
-  /** Listings read ahead (see LIST_AHEAD), by path: each taken once, by the walk of its directory. */
-  private readonly listings = new Map<string, Promise<string[]>>();
 
   constructor(
     ctx: BackupContext,
     private readonly sink: BlockSink,
     private readonly files: FileSaver,
-    private readonly pool: SealPool,
     private readonly versions: VersionWriter,
     private readonly excludes: ExcludeMatcher,
     private readonly markers: readonly Marker[],
+    /** The source trees scanned ahead: their listings, stats and attributes. */
+    private readonly scan?: TreeScan,
   ) {
     super(ctx);
   }
 
-  async saveNode(abs: string, name: string, st: EntryStat, prev: TreeEntry | undefined, plan: PlanNode | undefined, known?: KnownVersion, parentDev?: bigint): Promise<TreeEntry | undefined> {
-    const entry = await this.entryOf(abs, name, st, prev, plan, known, parentDev);
+  /** `xattrs`: the entry's attributes as the scan read them (undefined: not scanned, read here if needed). */
+  async saveNode(abs: string, name: string, st: EntryStat, prev: TreeEntry | undefined, plan: PlanNode | undefined, known?: KnownVersion, parentDev?: bigint, xattrs?: ReadXattrs | null, pre?: PreRead): Promise<TreeEntry | undefined> {
+    const entry = await this.entryOf(abs, name, st, prev, plan, known, parentDev, pre);
     // The root's entry is the snapshot's own (its tree is all a record keeps of it); standard input is no path on disk.
-    if (entry && !this.opts.noXattrs && abs !== '/' && abs !== this.opts.stdinPath) this.addXattrs(abs, entry, prev);
+    if (entry && !this.opts.noXattrs && abs !== '/' && abs !== this.opts.stdinPath) this.addXattrs(abs, entry, prev, xattrs);
     return entry;
   }
 
-  private async entryOf(abs: string, name: string, st: EntryStat, prev: TreeEntry | undefined, plan: PlanNode | undefined, known?: KnownVersion, parentDev?: bigint): Promise<TreeEntry | undefined> {
+  private async entryOf(abs: string, name: string, st: EntryStat, prev: TreeEntry | undefined, plan: PlanNode | undefined, known?: KnownVersion, parentDev?: bigint, pre?: PreRead): Promise<TreeEntry | undefined> {
     this.checkAbort();
     if (st.isDirectory()) return this.saveDir(abs, name, st, prev, plan, parentDev);
-    if (st.isFile()) return this.files.save(abs, name, st, prev, known);
+    if (st.isFile()) return this.files.save(abs, name, st, prev, known, pre);
     if (st.isSymbolicLink()) {
       try {
         return { ...entryOfStat(name, 'symlink', st), target: decodeName(await fs.readlink(osPath(abs), { encoding: 'buffer' })) };
@@ -141,13 +139,13 @@ export class TreeWalker extends BackupPart {
    * and the entry's ctime and inode are its own (setting or removing one
    * changes the ctime), else read from disk.
    */
-  private addXattrs(abs: string, entry: TreeEntry, prev: TreeEntry | undefined): void {
+  private addXattrs(abs: string, entry: TreeEntry, prev: TreeEntry | undefined, scanned: ReadXattrs | null | undefined): void {
     if (this.parentXattrs && !this.opts.force && prev && prev.type === entry.type && prev.ctimeNs === entry.ctimeNs && prev.ino === entry.ino) {
       if (prev.xattrs) entry.xattrs = prev.xattrs;
       else delete entry.xattrs;
       return;
     }
-    const { attrs, problems, unnamed } = readXattrs(abs, entry.type === 'dir');
+    const { attrs, problems, unnamed } = scanned === undefined ? readXattrs(abs, entry.type === 'dir') : (scanned ?? NO_XATTRS);
     if (unnamed) {
       this.unnamed.push(abs);
       return;
@@ -180,29 +178,45 @@ export class TreeWalker extends BackupPart {
     const dev = this.opts.oneFileSystem && !partial ? deviceOf(abs) : undefined;
     const mountPoint = dev !== undefined && parentDev !== undefined && dev !== parentDev;
     let names: string[];
+    /** The scan of this directory: its names sorted and filtered, their stats and attributes. */
+    let scanned: ScannedDir | undefined;
     if (partial || mountPoint) names = partial ? [...plan.children.keys()] : [];
     else {
+      scanned = await this.scan?.take(abs);
+      if (scanned?.excluded) {
+        this.r.dirsExcluded++;
+        return undefined;
+      }
       try {
-        const ahead = this.listings.get(abs);
-        this.listings.delete(abs);
-        names = await (ahead ?? readNames(abs));
+        if (scanned?.error) throw statError(scanned.error);
+        names = scanned ? scanned.names : await readNames(abs);
       } catch (e) {
         this.warn(`cannot read directory ${abs}: ${describe(e)}`, true);
         names = [];
+        scanned = undefined;
       }
-      if (this.markers.length > 0 && this.markers.some((m) => names.includes(m.name) && hasMarker(`${abs}/${m.name}`, m))) {
+      if (!scanned && this.markers.length > 0 && this.markers.some((m) => names.includes(m.name) && hasMarker(`${abs}/${m.name}`, m))) {
         this.r.dirsExcluded++;
         return undefined;
       }
     }
-    names.sort(compareNames);
-    const children = (from: number): Stated[] => {
+    if (!scanned) names.sort(compareNames);
+    const children = async (from: number): Promise<Stated[]> => {
       const out: Stated[] = [];
-      for (const child of names.slice(from, from + CHILD_BATCH)) {
+      // The scan's part of these entries (CHILD_BATCH is its size); none if the scan ended first: they are stat'ed here.
+      const part = scanned ? await scanned.part(from / CHILD_BATCH) : undefined;
+      const end = Math.min(names.length, from + CHILD_BATCH);
+      const pre = part?.contents ? preReads(part) : undefined;
+      for (let i = from; i < end; i++) {
+        const child = names[i]!;
         const childAbs = abs === '/' ? `/${child}` : `${abs}/${child}`;
         // Standard input is a file whose stats are its reader's, made now.
         if (childAbs === this.opts.stdinPath) out.push({ name: child, abs: childAbs, st: stdinStat(), error: undefined });
-        else if (partial || !this.excludes.excludes(childAbs, child)) out.push({ name: child, abs: childAbs, st: undefined, error: undefined });
+        else if (part) {
+          const f = part.failures[i - from];
+          const st = f ? undefined : new PackedStat(part.values, (i - from) * STAT_FIELDS);
+          out.push({ name: child, abs: childAbs, st, error: f ? statError(f) : undefined, xattrs: part.xattrs[i - from] ?? null, pre: pre?.get(i - from) });
+        } else if (scanned || partial || !this.excludes.excludes(childAbs, child)) out.push({ name: child, abs: childAbs, st: undefined, error: undefined });
       }
       return out;
     };
@@ -211,7 +225,7 @@ export class TreeWalker extends BackupPart {
       const ahead: Promise<Stated[]>[] = [];
       let from = 0;
       const fill = () => {
-        for (; ahead.length < STAT_AHEAD && from < names.length; from += CHILD_BATCH) ahead.push(this.statChildren(children(from)));
+        for (; ahead.length < STAT_AHEAD && from < names.length; from += CHILD_BATCH) ahead.push(children(from).then((c) => this.statChildren(c)));
       };
       fill();
       while (ahead.length > 0) {
@@ -261,9 +275,9 @@ export class TreeWalker extends BackupPart {
     // What this directory holds now, by name, to find what the parent had that it no longer does.
     const kept = prevTree ? new Map<string, TreeEntry['type']>() : undefined;
     for await (const stated of batches) {
-      const batch: { name: string; abs: string; st: EntryStat; prev: TreeEntry | undefined; known?: KnownVersion }[] = [];
+      const batch: { name: string; abs: string; st: EntryStat; prev: TreeEntry | undefined; known?: KnownVersion; xattrs?: ReadXattrs | null; pre?: PreRead }[] = [];
       for (const c of stated) {
-        if (c.st) batch.push({ name: c.name, abs: c.abs, st: c.st, prev: prevTree && findEntry(prevTree, c.name) });
+        if (c.st) batch.push({ name: c.name, abs: c.abs, st: c.st, prev: prevTree && findEntry(prevTree, c.name), xattrs: c.xattrs, pre: c.pre });
         else this.warn(`cannot read ${c.abs}: ${describe(c.error)}`, true);
       }
       // A file the parent has as it is now is inherited: no catalog lookup, no row.
@@ -285,11 +299,8 @@ export class TreeWalker extends BackupPart {
         this.sinceTurn = 0;
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
-      const ahead = this.listAhead(batch, partial ? plan : undefined, dev);
-      for (let i = 0; i < batch.length; i++) {
-        const c = batch[i]!;
-        ahead(i);
-        const entry = await this.saveNode(c.abs, c.name, c.st, c.prev, partial ? plan.children.get(c.name) : undefined, c.known, dev);
+      for (const c of batch) {
+        const entry = await this.saveNode(c.abs, c.name, c.st, c.prev, partial ? plan.children.get(c.name) : undefined, c.known, dev, c.xattrs, c.pre);
         if (!entry) continue;
         kept?.set(entry.name, entry.type);
         if (prevTree && entries.length === 0 && same < prevTree.entries.length && sameEntry(entry, prevTree.entries[same]!)) {
@@ -311,31 +322,6 @@ export class TreeWalker extends BackupPart {
     const id = await this.sink.storeBlob('tree', encodeTree(tree));
     const leaf = leafId(entries, this.repo.keyring.blockIdOfPieces());
     return { ...entryOfStat(name, 'dir', st), tree: id.toString('hex'), ...(leaf ? { leaf } : {}) };
-  }
-
-  /**
-   * For a batch of a directory's entries: a function that, called as the walk
-   * comes to entry `at`, starts reading the listings of the subdirectories
-   * up to LIST_AHEAD after it. Not of a directory a partial plan names (its
-   * names come from the plan) nor of a mount point the walk does not cross.
-   */
-  private listAhead(batch: readonly { abs: string; name: string; st: EntryStat }[], plan: PlanNode | undefined, dev: bigint | undefined): (at: number) => void {
-    const dirs: number[] = [];
-    batch.forEach((c, i) => {
-      const child = plan?.children.get(c.name);
-      if (c.st.isDirectory() && !(child && !child.source) && (dev === undefined || c.st.dev === dev)) dirs.push(i);
-    });
-    let passed = 0;
-    let started = 0;
-    return (at) => {
-      while (passed < dirs.length && dirs[passed]! < at) passed++;
-      for (; started < dirs.length && started < passed + LIST_AHEAD; started++) {
-        const abs = batch[dirs[started]!]!.abs;
-        const names = readNames(abs);
-        names.catch(() => {});
-        this.listings.set(abs, names);
-      }
-    };
   }
 
   /** A file over --exclude-larger-than: left out (and counted). */
@@ -360,32 +346,11 @@ export class TreeWalker extends BackupPart {
     return { ...entryOfStat(name, 'dir', st), tree: prevId, ...(prev.leaf ? { leaf: prev.leaf } : {}) };
   }
 
-  /**
-   * lstat of a directory's entries: on the workers when they have nothing
-   * else to do (an unchanged tree), else here. Never rejects.
-   */
+  /** lstat of a directory's entries the scan did not stat. Never rejects. */
   private async statChildren(all: Stated[]): Promise<Stated[]> {
-    const children = all.some((c) => c.st) ? all.filter((c) => !c.st) : all;
+    const children = all.filter((c) => !c.st && !c.error);
     if (children.length === 0) return all;
-    const pool = this.pool;
-    if (children.length >= STAT_ELSEWHERE && pool.idle) {
-      const half = Math.ceil(children.length / 2);
-      try {
-        const parts = await Promise.all([children.slice(0, half), children.slice(half)].map((part) => pool.stat(part.map((c) => c.abs))));
-        parts.forEach(({ values, failures }, k) => {
-          for (let i = 0; i < failures.length; i++) {
-            const c = children[k * half + i]!;
-            const f = failures[i];
-            if (f) c.error = statError(f);
-            else c.st = new PackedStat(values, i * STAT_FIELDS);
-          }
-        });
-        return all;
-      } catch {
-        // A worker failed: the backup fails with it soon; stat here meanwhile.
-      }
-    }
-    // Packed here too: a directory's stats are held until it is compared, and a BigIntStats weighs ten times more.
+    // Packed: a directory's stats are held until it is compared, and a BigIntStats weighs ten times more.
     const { values, failures } = lstatAll(
       children.map((c) => c.abs),
       (p) => fsSync.lstatSync(osPath(p), { bigint: true }),
@@ -421,11 +386,21 @@ export class TreeWalker extends BackupPart {
 }
 
 
-function compareNames(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
-
 const ENTRY_FIELDS = ['name', 'type', 'mode', 'uid', 'gid', 'mtimeNs', 'ctimeNs', 'ino', 'size', 'links', 'dev', 'tree', 'target', 'rdev', 'leaf', 'block', 'toc', 'parentContent'] as const;
+
+/** The files of a part the scan read, by their index in it. */
+function preReads(part: ScanPart): Map<number, PreRead> {
+  const c = part.contents!;
+  const out = new Map<number, PreRead>();
+  for (let f = 0; f < c.files.length; f += FILE_FIELDS) {
+    const [i, at, first, count] = [c.files[f]!, c.files[f + 1]!, c.files[f + 2]!, c.files[f + 3]!];
+    const lengths = c.lengths.subarray(first, first + count);
+    let size = 0;
+    for (const l of lengths) size += l;
+    out.set(i, { bytes: Buffer.from(c.bytes.buffer, c.bytes.byteOffset + at, size), lengths, ids: c.ids.subarray(first * ID_BYTES, (first + count) * ID_BYTES) });
+  }
+  return out;
+}
 
 /** Whether two tree entries say the same thing (the parent's tree can then be reused). */
 function sameEntry(a: TreeEntry, b: TreeEntry): boolean {

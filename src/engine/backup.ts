@@ -19,7 +19,7 @@ import type { Packer } from '../repo/packer.js';
 import type { Repository } from '../repo/repository.js';
 import { ExcludeMatcher } from '../util/glob.js';
 import { osPath, readNames } from '../util/names.js';
-import { SealPool } from '../workers/pool.js';
+import { SealPool, SEALERS } from '../workers/pool.js';
 import { commitRecord, findSnapshot, metaAad, Snapshot, type SnapshotMeta } from './snapshot.js';
 import { windowBytes } from './aligned.js';
 import { NO_VERSIONS, VersionBatch } from './versions.js';
@@ -28,6 +28,7 @@ import { describe, emptyResult, type BackupContext, type BackupOptions, type Bac
 import { BlockSink, MAX_IN_FLIGHT } from './block-sink.js';
 import { FileSaver } from './backup-file.js';
 import { TreeWalker } from './backup-walk.js';
+import { TreeScan } from './backup-scan.js';
 import { buildPlan, normalizeSources, parseMarker, symlinkOnTheWay, type Marker } from './backup-sources.js';
 import { DatasetCollector, manifestEntries } from './manifest.js';
 
@@ -44,6 +45,11 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
 }
 
 /** One backup: takes the lease, begins the snapshot, walks the sources, then seals and commits the record. */
+/** Files up to this size are read, cut and hashed by the scan, off the main thread. */
+const SCAN_READS = 128 * 1024;
+/** Bytes of them read ahead of the walk at most. */
+const SCAN_READ_AHEAD = 32 * 1024 * 1024;
+
 class BackupRun {
   private readonly started = performance.now();
   private readonly host: string;
@@ -51,6 +57,7 @@ class BackupRun {
   private readonly excludes: ExcludeMatcher;
   private readonly markers: Marker[];
   private pool?: SealPool;
+  private scan?: TreeScan;
   private sink?: BlockSink;
   private readonly packer: Packer;
   private parent?: Snapshot;
@@ -121,8 +128,20 @@ class BackupRun {
     }
     if (present.length === 0) throw new StrataError('no_sources', 'none of the source paths can be read; nothing backed up');
 
-    // The workers start first: they boot while the lease is taken, the snapshot begun and the trees walked.
-    this.pool = new SealPool(repo.keyring, this.level, repo.chunker.max, MAX_IN_FLIGHT);
+    // The workers start first: they boot while the lease is taken and the snapshot begun. The scan
+    // first of all: the walk begins with what it finds, the sealers are needed only later.
+    this.scan = new TreeScan(present.filter((p) => p !== opts.stdinPath), {
+      excludes: opts.excludes ?? [],
+      iexcludes: opts.iexcludes ?? [],
+      markers: this.markers,
+      oneFileSystem: opts.oneFileSystem === true,
+      xattrs: !opts.noXattrs,
+      read: { idKey: repo.keyring.idKey, gear: repo.gear, chunker: repo.chunker, maxFile: SCAN_READS, aheadBytes: SCAN_READ_AHEAD },
+    });
+    // A core goes to the scan while it runs (a tree of small files on 2 cores: 3 threads take 8% less
+    // time than 4), then to the sealer in reserve if they fall behind (large files: compression is the work).
+    this.pool = new SealPool(repo.keyring, this.level, repo.chunker.max, MAX_IN_FLIGHT, SEALERS, Math.max(1, SEALERS - 1));
+    if (SEALERS > 1) void this.scan.ended.then(() => this.pool?.spareCore());
     try {
       this.sink = new BlockSink(repo, this.level, this.packer, this.pool, this.r, opts.signal, (m, incomplete) => this.warn(m, incomplete), opts.dryRun);
       const lineage = repo.keyring.lineageId(this.host, this.sources);
@@ -130,13 +149,15 @@ class BackupRun {
       const chosen = opts.parent ? (await findSnapshot(repo, parseWhen(opts.parent))).row.seq : 'auto';
       const { lease, parent } = await repo.service.startBackup(lineage, this.time, chosen);
       if (parent) this.parent = new Snapshot(repo, parent);
+      // Files changed since the parent began are read by the scan (a second early: clocks tick coarsely); with no parent, or --force, all.
+      this.scan.readFrom(parent && !opts.force ? (BigInt(parent.time) - 1000n) * 1_000_000n : undefined);
       try {
         return await this.runLeased(present, lineage, lease);
       } finally {
         await repo.service.endLease(lease);
       }
     } finally {
-      await this.pool.close();
+      await Promise.all([this.pool.close(), this.scan.close()]);
     }
   }
 
@@ -173,7 +194,7 @@ class BackupRun {
     };
     const chunker = new Chunker(repo.chunker, repo.gear, windowBytes(READ_SIZE, repo.chunker.max));
     const files = new FileSaver(ctx, sink, pool, versions, chunker);
-    const walker = new TreeWalker(ctx, sink, files, pool, versions, this.excludes, this.markers);
+    const walker = new TreeWalker(ctx, sink, files, versions, this.excludes, this.markers, this.scan);
     try {
       await sink.chooseDictionary();
       const plan = buildPlan(present);

@@ -64,6 +64,16 @@ export class DatasetCollector {
   indexesMade = 0;
   indexScanned = 0;
 
+  /** Whether a file that begins with `head` (its first bytes, all of it if shorter) would be taken for a dataset. */
+  static detects(head: Uint8Array): boolean {
+    return head.length >= SMALLEST && detectDataset(head.subarray(0, HEAD_BYTES)) !== undefined;
+  }
+
+  /** A file stored that is no dataset (detects() said so of its first bytes): stored() without the reading. */
+  storedPlain(abs: string): void {
+    if (this.inherited.has(abs)) this.restored.add(abs);
+  }
+
   /**
    * A file just stored as `blocks`, still open as `fd` (whose stats were
    * `before` it was read): detected from its first bytes and, a mailbox or

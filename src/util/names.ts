@@ -6,7 +6,7 @@
  * `nameBytes(decodeName(b))` equals `b`, and names that are valid UTF-8 (all
  * but a few) are the plain strings they always were.
  */
-import { promises as fs } from 'node:fs';
+import { promises as fs, readdirSync } from 'node:fs';
 
 /** A lone low surrogate standing for one raw byte (the `u` flag keeps surrogate pairs whole). */
 const ESCAPED = /[\uDC80-\uDCFF]/u;
@@ -83,6 +83,21 @@ export async function readNames(dir: string): Promise<string[]> {
     if (!names.some((n) => n.includes('\uFFFD'))) return names;
   }
   return (await fs.readdir(p, { encoding: 'buffer' })).map(decodeName);
+}
+
+/** readNames, synchronously (a thread that does nothing else meanwhile). */
+export function readNamesSync(dir: string): string[] {
+  const p = osPath(dir);
+  if (typeof p === 'string') {
+    const names = readdirSync(p);
+    if (!names.some((n) => n.includes('\uFFFD'))) return names;
+  }
+  return readdirSync(p, { encoding: 'buffer' }).map(decodeName);
+}
+
+/** The order a walk takes a directory's names in (UTF-16 code units, as the trees store them). */
+export function compareNames(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 /** A name or path for a person to read: escaped bytes as \xNN, control characters and backslashes escaped too. */

@@ -13,7 +13,7 @@ import type { ChunkerParams } from '../chunker/fastcdc.js';
 import type { Dictionary } from '../repo/blockcodec.js';
 import type { BlobKind } from '../catalog/catalog.js';
 import type { DictionaryBuilder } from '../repo/dictionary.js';
-import { ID_BYTES, slotLayout, type ConfirmRequest, type DictionaryMessage, type ConfirmResponse, type SameRequest, type SameResponse, type SealRequest, type SealResponse, type SlotLayout, type StatRequest, type StatResponse } from './sealer.js';
+import { ID_BYTES, slotLayout, type ConfirmRequest, type DictionaryMessage, type ConfirmResponse, type SameRequest, type SameResponse, type SealRequest, type SealResponse, type SlotLayout } from './sealer.js';
 
 /**
  * A worker's bundled script (npm run build writes dist/workers/NAME.cjs).
@@ -29,11 +29,12 @@ export function workerScript(name: string): string {
   return found;
 }
 
+/** Sealing workers by default: one per core, up to 8. */
+export const SEALERS = Math.max(1, Math.min(os.availableParallelism(), 8));
+
 interface Slot {
   worker: Worker;
   busy: number;
-  /** Of `busy`, the stat requests. */
-  stats: number;
   /** Requests not yet posted: sent together, at BATCH_BYTES or when this turn of the event loop ends. */
   batch: SealRequest[];
   batchBytes: number;
@@ -74,35 +75,55 @@ export class SealPool {
   private seq = 0;
   private failure?: Error;
 
-  constructor(keys: { encKey: Uint8Array; idKey: Uint8Array }, level: number, maxBlock: number, slots = 32, size = Math.max(1, Math.min(os.availableParallelism(), 8))) {
-    const script = workerScript('sealer');
+  constructor(
+    private readonly keys: { encKey: Uint8Array; idKey: Uint8Array },
+    private readonly level: number,
+    maxBlock: number,
+    slots = 32,
+    size = SEALERS,
+    /** Workers given work from the start; the others wait in reserve (see spareCore). */
+    private active = size,
+  ) {
     this.layout = slotLayout(maxBlock);
     this.shared = new SharedArrayBuffer(this.layout.slotSize * slots);
     for (let i = 0; i < slots; i++) this.free.push(i);
-    for (let i = 0; i < size; i++) {
-      // Workers allocate little on the JS heap (blocks live in the shared buffer): a small young generation keeps each isolate lean.
-      const worker = new Worker(script, { workerData: { encKey: keys.encKey, idKey: keys.idKey, level, shared: this.shared, layout: this.layout }, resourceLimits: { maxYoungGenerationSizeMb: 4 } });
-      const w: Slot = { worker, busy: 0, stats: 0, batch: [], batchBytes: 0, posted: 0 };
-      worker.on('message', (res: SealResponse[] | ConfirmResponse | SameResponse | StatResponse | 'ready') => {
-        if (res === 'ready') this.ready++;
-        else if (Array.isArray(res)) {
-          w.posted--;
-          res.forEach((r) => this.settle(w, r));
-          if (w.posted < POSTED_AHEAD) this.post(w);
-        }
-        else if ('confirm' in res) this.answered(w, res.confirm, res);
-        else if ('same' in res) this.answered(w, res.same, res);
-        else this.answered(w, res.stat, res);
-      });
-      worker.on('error', (e) => {
-        this.failure = e;
-        for (const p of this.waiting.values()) p.reject(e);
-        this.waiting.clear();
-        for (const p of this.asked.values()) p.reject(e);
-        this.asked.clear();
-      });
-      this.workers.push(w);
-    }
+    for (let i = 0; i < size; i++) this.add();
+  }
+
+  /** The least busy of the workers in use. */
+  private leastBusy(): Slot {
+    let w = this.workers[0]!;
+    for (let i = 1; i < this.active; i++) if (this.workers[i]!.busy < w.busy) w = this.workers[i]!;
+    return w;
+  }
+
+  /** One more worker from the reserve, once the workers fall behind: a core another thread used is free now. */
+  spareCore(): void {
+    this.spare = true;
+  }
+  private spare = false;
+
+  private add(): void {
+    const { keys, level } = this;
+    // Workers allocate little on the JS heap (blocks live in the shared buffer): a small young generation keeps each isolate lean.
+    const worker = new Worker(workerScript('sealer'), { workerData: { encKey: keys.encKey, idKey: keys.idKey, level, shared: this.shared, layout: this.layout }, resourceLimits: { maxYoungGenerationSizeMb: 4 } });
+    const w: Slot = { worker, busy: 0, batch: [], batchBytes: 0, posted: 0 };
+    worker.on('message', (res: SealResponse[] | ConfirmResponse | SameResponse) => {
+      if (Array.isArray(res)) {
+        w.posted--;
+        res.forEach((r) => this.settle(w, r));
+        if (w.posted < POSTED_AHEAD) this.post(w);
+      } else if ('confirm' in res) this.answered(w, res.confirm, res);
+      else this.answered(w, res.same, res);
+    });
+    worker.on('error', (e) => {
+      this.failure = e;
+      for (const p of this.waiting.values()) p.reject(e);
+      this.waiting.clear();
+      for (const p of this.asked.values()) p.reject(e);
+      this.asked.clear();
+    });
+    this.workers.push(w);
   }
 
   private settle(w: Slot, res: SealResponse): void {
@@ -134,13 +155,18 @@ export class SealPool {
    */
   async seal(id: Uint8Array | null, data: Uint8Array, kind: BlobKind, consume: (id: Buffer, sealed: Uint8Array) => Promise<void>): Promise<void> {
     if (data.length > this.layout.maxBlock) throw new Error(`block of ${data.length} bytes exceeds the maximum ${this.layout.maxBlock}`);
+    if (this.free.length === 0 && this.spare && this.active < this.workers.length) {
+      // Every slot is taken: the workers are behind, and a core is free for one more.
+      this.spare = false;
+      this.active++;
+    }
     while (this.free.length === 0) await new Promise<void>((r) => this.slotWaiters.push(r));
     if (this.failure) throw this.failure;
     const slot = this.free.pop()!;
     const base = slot * this.layout.slotSize;
     if (id) new Uint8Array(this.shared, base, ID_BYTES).set(id);
     new Uint8Array(this.shared, base + ID_BYTES, data.length).set(data);
-    const w = this.workers.reduce((a, b) => (b.busy < a.busy ? b : a));
+    const w = this.leastBusy();
     const seq = this.seq++;
     w.busy++;
     return new Promise((resolve, reject) => {
@@ -152,26 +178,24 @@ export class SealPool {
     });
   }
 
-  /** Requests one worker answers on its own (confirm, stat), by seq. */
-  private readonly asked = new Map<number, { resolve: (r: never) => void; reject: (e: unknown) => void; stat: boolean }>();
+  /** Requests one worker answers on its own (confirm, same), by seq. */
+  private readonly asked = new Map<number, { resolve: (r: never) => void; reject: (e: unknown) => void }>();
 
-  private answered(w: Slot, seq: number, res: ConfirmResponse | SameResponse | StatResponse): void {
+  private answered(w: Slot, seq: number, res: ConfirmResponse | SameResponse): void {
     const p = this.asked.get(seq);
     this.asked.delete(seq);
     w.busy--;
-    if (p?.stat) w.stats--;
     p?.resolve(res as never);
   }
 
   /** Sends the request made for its seq to the least busy worker; resolves with that worker's answer. */
-  private ask<T extends ConfirmResponse | SameResponse | StatResponse>(request: (seq: number) => ConfirmRequest | SameRequest | StatRequest, stat: boolean): Promise<T> {
+  private ask<T extends ConfirmResponse | SameResponse>(request: (seq: number) => ConfirmRequest | SameRequest): Promise<T> {
     if (this.failure) return Promise.reject(this.failure);
-    const w = this.workers.reduce((a, b) => (b.busy < a.busy ? b : a));
+    const w = this.leastBusy();
     const seq = this.seq++;
     w.busy++;
-    if (stat) w.stats++;
     return new Promise<T>((resolve, reject) => {
-      this.asked.set(seq, { resolve, reject, stat });
+      this.asked.set(seq, { resolve, reject });
       w.worker.postMessage(request(seq));
     });
   }
@@ -182,7 +206,7 @@ export class SealPool {
    * expected. If `last`, the final one counts only if the file ends with it.
    */
   confirm(fd: number, start: number, lengths: number[], ids: Uint8Array, last: boolean, chunker: ChunkerParams): Promise<ConfirmResponse> {
-    return this.ask((seq) => ({ confirm: seq, fd, start, lengths, ids, last, chunker }), false);
+    return this.ask((seq) => ({ confirm: seq, fd, start, lengths, ids, last, chunker }));
   }
 
   /**
@@ -190,20 +214,7 @@ export class SealPool {
    * versions' blocks: which of them hold exactly those bytes (see SameRequest).
    */
   same(files: Omit<SameRequest, 'same'>): Promise<SameResponse> {
-    return this.ask((seq) => ({ same: seq, ...files }), false);
-  }
-
-  /** Workers that have started (loaded their modules): until then a request would wait. */
-  private ready = 0;
-
-  /** True when every worker has started and has no block to seal or confirm (stat'ing there then costs the backup nothing). */
-  get idle(): boolean {
-    return this.ready === this.workers.length && this.workers.every((w) => w.busy === w.stats);
-  }
-
-  /** lstat of each path, on a worker. */
-  stat(paths: string[]): Promise<StatResponse> {
-    return this.ask((seq) => ({ stat: seq, paths }), true);
+    return this.ask((seq) => ({ same: seq, ...files }));
   }
 
   private sampler?: { builder: DictionaryBuilder; done: (bytes: Buffer) => void };

@@ -6,15 +6,12 @@
  * transferred buffers: nothing is allocated per block across threads, so no
  * thread accumulates dead block memory between collections.
  */
-import { lstatSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { cutHolds, type ChunkerParams } from '../chunker/fastcdc.js';
 import { blockId } from '../crypto/keyring.js';
 import { encodeBlock, type Dictionary } from '../repo/blockcodec.js';
 import { GcPacer } from '../util/gc.js';
 import { readInto } from '../util/read.js';
-import { osPath } from '../util/names.js';
-import { lstatAll, type StatFailure } from '../util/stat.js';
 import { ID_BYTES, sameFile, type ReadBuffer } from './same-file.js';
 
 export interface SlotLayout {
@@ -88,19 +85,6 @@ export interface SameResponse {
   bytesRead: number;
 }
 
-/** lstat of a directory's entries (see util/stat.ts). */
-export interface StatRequest {
-  stat: number;
-  paths: string[];
-}
-
-export interface StatResponse {
-  stat: number;
-  /** STAT_FIELDS per path. */
-  values: BigInt64Array;
-  failures: (StatFailure | null)[];
-}
-
 export interface SealResponse {
   seq: number;
   slot: number;
@@ -121,18 +105,13 @@ if (parentPort) {
   /** One read buffer for the confirms and sames, grown to the largest asked. */
   const scratch: ReadBuffer = { buf: Buffer.allocUnsafe(0) };
   // Requests come in batches (fewer messages, fewer wake-ups); so do answers.
-  port.on('message', (batch: SealRequest[] | ConfirmRequest | SameRequest | StatRequest | DictionaryMessage) => {
+  port.on('message', (batch: SealRequest[] | ConfirmRequest | SameRequest | DictionaryMessage) => {
     if (Array.isArray(batch)) port.postMessage(batch.map(handle));
     else if ('confirm' in batch) port.postMessage(confirm(batch));
     else if ('same' in batch) port.postMessage(same(batch));
     // A Buffer arrives as a plain Uint8Array.
-    else if ('dictionary' in batch) dict = { ref: Buffer.from(batch.dictionary.ref), bytes: batch.dictionary.bytes };
-    else {
-      const { values, failures } = lstatAll(batch.paths, (p) => lstatSync(osPath(p), { bigint: true }));
-      port.postMessage({ stat: batch.stat, values, failures } satisfies StatResponse, [values.buffer as ArrayBuffer]);
-    }
+    else dict = { ref: Buffer.from(batch.dictionary.ref), bytes: batch.dictionary.bytes };
   });
-  port.postMessage('ready');
   const confirm = (req: ConfirmRequest): ConfirmResponse => {
     let bytesRead = 0;
     try {
