@@ -22,8 +22,14 @@ afterEach(async () => {
 });
 const scanOf = (roots: string[], opts: Partial<ScanOptions> = {}) => {
   const s = new TreeScan(roots, { ...OPTS, ...opts });
+  s.start();
   scans.push(s);
   return s;
+};
+/** The scan of `dir` once the scan has come to it (a walk takes what is there, never waits). */
+const take = async (scan: TreeScan, dir: string) => {
+  await scan.reached(dir);
+  return scan.take(dir);
 };
 
 /** A tree with names that sort differently by path than by component, and one directory of several parts. */
@@ -44,7 +50,7 @@ function oddTree(): string {
 
 /** Walks `dir` as a backup does, taking each directory from the scan; the directories taken, in order. */
 async function walk(scan: TreeScan, dir: string, seen: string[] = []): Promise<string[]> {
-  const d = await scan.take(dir);
+  const d = await take(scan, dir);
   expect(d, `scan of ${dir}`).toBeDefined();
   seen.push(dir);
   if (d!.excluded) return seen;
@@ -89,24 +95,24 @@ describe('the scan ahead of a backup', () => {
     fs.writeFileSync(path.join(root, 'cache', 'CACHEDIR.TAG'), 'Signature: 8a477f597d28d172789f06886806bc55');
     fs.writeFileSync(path.join(root, 'keep', 'f'), 'x');
     const scan = scanOf([root], { excludes: ['skip*'], markers: [{ name: 'CACHEDIR.TAG', header: Buffer.from('Signature: 8a477f597d28d172789f06886806bc55') }] });
-    const top = (await scan.take(root))!;
+    const top = (await take(scan, root))!;
     expect(top.names).toEqual(['cache', 'keep']);
-    expect((await scan.take(`${root}/cache`))!.excluded).toBe(true);
-    expect((await scan.take(`${root}/keep`))!.names).toEqual(['f']);
+    expect((await take(scan, `${root}/cache`))!.excluded).toBe(true);
+    expect((await take(scan, `${root}/keep`))!.names).toEqual(['f']);
     // Nothing was scanned below: the walk would find nothing more.
-    expect(await scan.take(`${root}/keep/skipped-too`)).toBeUndefined();
+    expect(await take(scan, `${root}/keep/skipped-too`)).toBeUndefined();
   });
 
   it('leaves to the walk what it did not deliver, and goes on after a directory the walk passed by', async () => {
     const root = oddTree();
     const scan = scanOf([root]);
-    expect(await scan.take(root)).toBeDefined();
+    expect(await take(scan, root)).toBeDefined();
     // The walk does not enter "A" nor "a": the scan's records of them are dropped, parts and all.
-    const later = await scan.take(`${root}/a b`);
+    const later = await take(scan, `${root}/a b`);
     expect(later?.names).toEqual([]);
     // Asked for what it never listed (it comes before what it has now): the walk reads it itself.
-    expect(await scan.take(`${root}/a b/none`)).toBeUndefined();
-    const big = (await scan.take(`${root}/big`))!;
+    expect(await take(scan, `${root}/a b/none`)).toBeUndefined();
+    const big = (await take(scan, `${root}/big`))!;
     expect(big.names).toHaveLength(SCAN_PART * 2 + 8);
     for (let k = 0; k < 3; k++) expect((await big.part(k))!.failures.every((f) => f === null)).toBe(true);
   });
@@ -116,9 +122,9 @@ describe('the scan ahead of a backup', () => {
     const scan = scanOf([root], { ahead: 16 });
     expect((await walk(scan, root)).length).toBe(14);
     const stopped = scanOf([root], { ahead: 16 });
-    expect(await stopped.take(root)).toBeDefined();
+    expect(await take(stopped, root)).toBeDefined();
     await stopped.close();
-    expect(await stopped.take(`${root}/big`)).toBeUndefined();
+    expect(await take(stopped, `${root}/big`)).toBeUndefined();
   });
 
   it('reads small files whole, cut and named as the backup would; only once told which, and only those changed since', async () => {
@@ -135,7 +141,7 @@ describe('the scan ahead of a backup', () => {
     const gear = gearTable(Buffer.alloc(32, 9));
     const read = { idKey, gear, chunker: params, maxFile: 128 * 1024, aheadBytes: 1 << 20 };
     const contentsOf = async (scan: TreeScan): Promise<Map<string, { bytes: Buffer; lengths: number[]; ids: Buffer[] }>> => {
-      const d = (await scan.take(root))!;
+      const d = (await take(scan, root))!;
       const part = (await d.part(0)) as ScanPart;
       // The files come after the stats: with the part if they came before the walk took it.
       const out = new Map<string, { bytes: Buffer; lengths: number[]; ids: Buffer[] }>();

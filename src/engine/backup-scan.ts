@@ -8,7 +8,7 @@ import { Worker } from 'node:worker_threads';
 import type { Marker } from '../util/marker.js';
 import { compareNames } from '../util/names.js';
 import { workerScript } from '../workers/pool.js';
-import { CONTROL_WORDS, PARTS_RING, READ_ALL, READ_SINCE, SCAN_DONE, SCAN_PART, STOP, TAKEN, TAKEN_BYTES, WAITING, type ScanFiles, type ScanHead, type ScanItem, type ScanPart, type ScanRead, type ScanSpec } from '../workers/scanner.js';
+import { CONTROL_WORDS, ENTERED, PARTS_RING, READ_ALL, READ_SINCE, SCAN_DONE, SCAN_PART, STOP, TAKEN, TAKEN_BYTES, WAITING, type ScanFiles, type ScanHead, type ScanItem, type ScanPart, type ScanRead, type ScanSpec } from '../workers/scanner.js';
 
 export { FILE_FIELDS, ID_BYTES } from '../workers/scanner.js';
 export { SCAN_PART, type ScanPart, type ScanRead };
@@ -26,6 +26,8 @@ export interface ScanOptions {
   ahead?: number;
   /** Small files the scan reads too (see ScanRead), once told which (readFrom). */
   read?: Omit<ScanRead, 'when' | 'taken'>;
+  /** Called when the scan's thread starts. */
+  onStart?: () => void;
 }
 
 /** A directory the walk took from the scan. */
@@ -79,14 +81,17 @@ class Listed implements ScannedDir {
 }
 
 export class TreeScan {
-  private readonly worker: Worker;
+  private worker?: Worker;
+  private readonly spec: ScanSpec;
+  private readonly onStart?: () => void;
+  /** Wakes a wait for the scan to come (see reached). */
+  private wake?: () => void;
   private readonly control = new Int32Array(new SharedArrayBuffer(CONTROL_WORDS * 4));
   private heads: Listed[] = [];
   private head = 0;
   /** Directories listed whose parts are still to come. */
   private readonly open = new Map<string, Listed>();
   over = false;
-  private wake?: () => void;
   private ending?: () => void;
   /** Settles once the scan is over (done, failed or stopped): its thread is then free. */
   readonly ended = new Promise<void>((resolve) => (this.ending = resolve));
@@ -95,14 +100,30 @@ export class TreeScan {
   /** Directories listed whose parts are not all taken: files read for them may still come. */
   private readonly live = new Map<string, Listed>();
 
-  /** Scans `roots` (absolute directories) in the walk's order. */
+  /** A scan of `roots` (absolute directories) in the walk's order, once started. */
   constructor(roots: readonly string[], opts: ScanOptions) {
     const read = opts.read ? { ...opts.read, when: this.when.buffer as SharedArrayBuffer, taken: this.takenParts.buffer as SharedArrayBuffer } : undefined;
-    const { read: _, ...rest } = opts;
-    const spec: ScanSpec = { roots: [...roots].sort(walkOrder), ...rest, ...(read ? { read } : {}), control: this.control.buffer as SharedArrayBuffer, ahead: opts.ahead ?? AHEAD };
-    this.worker = new Worker(workerScript('scanner'), { workerData: spec, resourceLimits: { maxYoungGenerationSizeMb: 8 } });
+    const { read: _, onStart, ...rest } = opts;
+    this.onStart = onStart;
+    this.spec = { roots: [...roots].sort(walkOrder), ...rest, ...(read ? { read } : {}), control: this.control.buffer as SharedArrayBuffer, ahead: opts.ahead ?? AHEAD };
+  }
+
+  /** Whether its thread was started. */
+  get started(): boolean {
+    return this.worker !== undefined;
+  }
+
+  /**
+   * Starts the thread. It catches up with the walk by listing what the walk
+   * has entered already (nothing more: see ENTERED), then runs ahead.
+   */
+  start(): void {
+    if (this.worker || this.over) return;
+    this.worker = new Worker(workerScript('scanner'), { workerData: this.spec, resourceLimits: { maxYoungGenerationSizeMb: 8 } });
+    this.onStart?.();
     this.worker.on('message', (m: ScanItem[] | typeof SCAN_DONE) => {
       if (m === SCAN_DONE) return this.end();
+      this.wake?.();
       for (const item of m) {
         if ('contents' in item && !('values' in item)) this.filesRead(item);
         else if ('k' in item) this.arrived(item);
@@ -115,16 +136,21 @@ export class TreeScan {
           }
         }
       }
-      this.wake?.();
     });
     // A failed scan leaves the walk to read for itself.
     this.worker.on('error', () => this.end());
     this.worker.on('exit', () => this.end());
   }
 
-  /** The scan of directory `dir`, or undefined when the walk must read it itself. */
-  async take(dir: string): Promise<ScannedDir | undefined> {
-    for (;;) {
+  /**
+   * The scan of directory `dir`, which the walk enters now; undefined when the
+   * walk must read it itself: the scan has not reached it (the walk does not
+   * wait: where it is faster, it reads for itself, and the scan skips what it
+   * passed), or went past it.
+   */
+  take(dir: string): ScannedDir | undefined {
+    Atomics.add(this.control, ENTERED, 1);
+    {
       while (this.head < this.heads.length) {
         const d = this.heads[this.head]!;
         const order = walkOrder(d.dir, dir);
@@ -140,10 +166,9 @@ export class TreeScan {
         // Before `dir`: a directory the walk did not enter.
         this.drop(d);
       }
-      if (this.over) return undefined;
-      this.waitingFor();
-      await new Promise<void>((resolve) => (this.wake = resolve));
-      this.wake = undefined;
+      // Posted at once from now on: the next directory may find it.
+      if (!this.over) this.waitingFor();
+      return undefined;
     }
   }
 
@@ -156,12 +181,22 @@ export class TreeScan {
     Atomics.store(this.when, 0, since === undefined ? READ_ALL : READ_SINCE);
   }
 
+  /** Settles once the scan has listed `dir` (take then finds it), gone past it, or ended. */
+  async reached(dir: string): Promise<void> {
+    for (;;) {
+      if (this.over || (this.head < this.heads.length && walkOrder(this.heads[this.heads.length - 1]!.dir, dir) >= 0)) return;
+      this.waitingFor();
+      await new Promise<void>((resolve) => (this.wake = resolve));
+      this.wake = undefined;
+    }
+  }
+
   /** Stops the scan and its thread. */
   async close(): Promise<void> {
     this.end();
     Atomics.store(this.control, STOP, 1);
     Atomics.notify(this.control, TAKEN);
-    await this.worker.terminate();
+    await this.worker?.terminate();
   }
 
   /**

@@ -25,6 +25,11 @@ import { FILE_FIELDS, ID_BYTES, SCAN_PART, type ScannedDir, type ScanPart, type 
 const BATCHED_LIST_BYTES = 1024 * 1024;
 /** Entries of a directory compared with the parent's, and their parent versions looked up, together: a part of the scan's. */
 const CHILD_BATCH = SCAN_PART;
+/**
+ * Entries walked before the scan starts: a small tree is done before its
+ * thread would have started (a backup of a few files: 0.1 s of CPU more).
+ */
+const SCAN_AFTER = 1000;
 /** Batches stat'ed ahead of the one being compared. */
 const STAT_AHEAD = 2;
 
@@ -78,6 +83,8 @@ const NO_XATTRS: ReadXattrs = { attrs: [], problems: [] };
 
 export class TreeWalker extends BackupPart {
   private sinceTurn = 0;
+  /** Entries walked so far. */
+  private walked = 0;
 
   constructor(
     ctx: BackupContext,
@@ -182,7 +189,9 @@ export class TreeWalker extends BackupPart {
     let scanned: ScannedDir | undefined;
     if (partial || mountPoint) names = partial ? [...plan.children.keys()] : [];
     else {
-      scanned = await this.scan?.take(abs);
+      // The scan starts once the tree is large enough to pay for its thread.
+      if (this.scan && !this.scan.started && this.walked >= SCAN_AFTER) this.scan.start();
+      scanned = this.scan?.take(abs);
       if (scanned?.excluded) {
         this.r.dirsExcluded++;
         return undefined;
@@ -295,6 +304,7 @@ export class TreeWalker extends BackupPart {
       if (this.parent && !this.opts.force) this.files.askSame(changed);
       // Unchanged files need no I/O but an lstat: let the event loop turn now and then (Ctrl-C, progress).
       this.sinceTurn += batch.length;
+      this.walked += batch.length;
       if (this.sinceTurn >= 1000) {
         this.sinceTurn = 0;
         await new Promise<void>((resolve) => setImmediate(resolve));

@@ -19,7 +19,7 @@ import type { Packer } from '../repo/packer.js';
 import type { Repository } from '../repo/repository.js';
 import { ExcludeMatcher } from '../util/glob.js';
 import { osPath, readNames } from '../util/names.js';
-import { SealPool, SEALERS } from '../workers/pool.js';
+import { SealPool } from '../workers/pool.js';
 import { commitRecord, findSnapshot, metaAad, Snapshot, type SnapshotMeta } from './snapshot.js';
 import { windowBytes } from './aligned.js';
 import { NO_VERSIONS, VersionBatch } from './versions.js';
@@ -137,11 +137,14 @@ class BackupRun {
       oneFileSystem: opts.oneFileSystem === true,
       xattrs: !opts.noXattrs,
       read: { idKey: repo.keyring.idKey, gear: repo.gear, chunker: repo.chunker, maxFile: SCAN_READS, aheadBytes: SCAN_READ_AHEAD },
+      // A core goes to the scan while it runs (a tree of small files on 2 cores: 3 threads take 8% less
+      // time than 4), then to the sealer in reserve if the others fall behind (large files: compression is the work).
+      onStart: () => {
+        this.pool?.reserve();
+        void this.scan?.ended.then(() => this.pool?.spareCore());
+      },
     });
-    // A core goes to the scan while it runs (a tree of small files on 2 cores: 3 threads take 8% less
-    // time than 4), then to the sealer in reserve if they fall behind (large files: compression is the work).
-    this.pool = new SealPool(repo.keyring, this.level, repo.chunker.max, MAX_IN_FLIGHT, SEALERS, Math.max(1, SEALERS - 1));
-    if (SEALERS > 1) void this.scan.ended.then(() => this.pool?.spareCore());
+    this.pool = new SealPool(repo.keyring, this.level, repo.chunker.max, MAX_IN_FLIGHT);
     try {
       this.sink = new BlockSink(repo, this.level, this.packer, this.pool, this.r, opts.signal, (m, incomplete) => this.warn(m, incomplete), opts.dryRun);
       const lineage = repo.keyring.lineageId(this.host, this.sources);

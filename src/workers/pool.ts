@@ -81,8 +81,6 @@ export class SealPool {
     maxBlock: number,
     slots = 32,
     size = SEALERS,
-    /** Workers given work from the start; the others wait in reserve (see spareCore). */
-    private active = size,
   ) {
     this.layout = slotLayout(maxBlock);
     this.shared = new SharedArrayBuffer(this.layout.slotSize * slots);
@@ -97,11 +95,19 @@ export class SealPool {
     return w;
   }
 
-  /** One more worker from the reserve, once the workers fall behind: a core another thread used is free now. */
+  /** Workers given work; the others wait in reserve (see reserve). */
+  private active = 0;
+  private spare = false;
+
+  /** One worker goes in reserve (if more than one works): another thread takes its core. */
+  reserve(): void {
+    if (this.active > 1) this.active--;
+  }
+
+  /** The worker in reserve comes back once the others fall behind: the core is free again. */
   spareCore(): void {
     this.spare = true;
   }
-  private spare = false;
 
   private add(): void {
     const { keys, level } = this;
@@ -124,6 +130,7 @@ export class SealPool {
       this.asked.clear();
     });
     this.workers.push(w);
+    this.active++;
   }
 
   private settle(w: Slot, res: SealResponse): void {

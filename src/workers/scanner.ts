@@ -133,7 +133,13 @@ export const TAKEN = 0;
 export const STOP = 1;
 export const WAITING = 2;
 export const TAKEN_BYTES = 3;
-export const CONTROL_WORDS = 4;
+/**
+ * Directories the walk has entered. Both go through the same directories in
+ * the same order, so the scan's n-th is the walk's n-th: one the walk has
+ * entered already is only listed (to find what is below it), not posted.
+ */
+export const ENTERED = 4;
+export const CONTROL_WORDS = 5;
 
 /** Contents read for one part at most (a message's worth). */
 const PART_BYTES = 4 * 1024 * 1024;
@@ -192,8 +198,12 @@ if (parentPort) {
   };
   const head = (d: ScanHead) => emit(d, 1);
 
+  /** Directories scanned (see ENTERED). */
+  let dirs = 0;
+
   const scan = (dir: string, dev: bigint | undefined): boolean => {
     if (!room()) return false;
+    if (dirs++ < Atomics.load(control, ENTERED)) return passed(dir, dev);
     let all: string[];
     try {
       all = readNamesSync(dir);
@@ -244,6 +254,29 @@ if (parentPort) {
       emit({ dir, k: p.k, seq: p.seq, contents }, contents.bytes.length / CONTENT_WEIGHT);
     }
     for (const sub of subdirs) if (!scan(sub, dev)) return false;
+    return true;
+  };
+
+  /** A directory the walk entered already: what is below it is scanned, nothing of it is posted. */
+  const passed = (dir: string, dev: bigint | undefined): boolean => {
+    let all: string[];
+    try {
+      all = readNamesSync(dir);
+    } catch {
+      return true;
+    }
+    if (markers.length > 0 && markers.some((m) => all.includes(m.name) && hasMarker(`${dir}/${m.name}`, m))) return true;
+    for (const name of all.sort(compareNames)) {
+      const p = dir === '/' ? `/${name}` : `${dir}/${name}`;
+      if (excludes.excludes(p, name)) continue;
+      let st;
+      try {
+        st = lstatSync(osPath(p), { bigint: true });
+      } catch {
+        continue;
+      }
+      if (st.isDirectory() && !(dev !== undefined && st.dev !== dev) && !scan(p, dev)) return false;
+    }
     return true;
   };
 
