@@ -150,26 +150,24 @@ export class TreeScan {
    */
   take(dir: string): ScannedDir | undefined {
     Atomics.add(this.control, ENTERED, 1);
-    {
-      while (this.head < this.heads.length) {
-        const d = this.heads[this.head]!;
-        const order = walkOrder(d.dir, dir);
-        // The scan went past `dir` (it did not enter it): the walk reads it.
-        if (order > 0) return undefined;
-        this.heads[this.head++] = undefined as unknown as Listed;
-        if (this.head >= 1024 && this.head * 2 >= this.heads.length) {
-          this.heads = this.heads.slice(this.head);
-          this.head = 0;
-        }
-        this.taken();
-        if (order === 0) return d;
-        // Before `dir`: a directory the walk did not enter.
-        this.drop(d);
+    while (this.head < this.heads.length) {
+      const d = this.heads[this.head]!;
+      const order = walkOrder(d.dir, dir);
+      // The scan went past `dir` (it did not enter it): the walk reads it.
+      if (order > 0) return undefined;
+      this.heads[this.head++] = undefined as unknown as Listed;
+      if (this.head >= 1024 && this.head * 2 >= this.heads.length) {
+        this.heads = this.heads.slice(this.head);
+        this.head = 0;
       }
-      // Posted at once from now on: the next directory may find it.
-      if (!this.over) this.waitingFor();
-      return undefined;
+      this.taken();
+      if (order === 0) return d;
+      // Before `dir`: a directory the walk did not enter.
+      this.drop(d);
     }
+    // Posted at once from now on: the next directory may find it.
+    if (!this.over) this.waitingFor();
+    return undefined;
   }
 
   /**
