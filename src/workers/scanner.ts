@@ -201,30 +201,40 @@ if (parentPort) {
   /** Directories scanned (see ENTERED). */
   let dirs = 0;
 
-  const scan = (dir: string, dev: bigint | undefined): boolean => {
-    if (!room()) return false;
-    if (dirs++ < Atomics.load(control, ENTERED)) return passed(dir, dev);
+  /** A directory's entries as the walk takes them (sorted, the excludes applied), why it has none, or that a marker leaves it out. */
+  const list = (dir: string): { names: string[]; paths: string[] } | { error: StatFailure } | 'excluded' => {
     let all: string[];
     try {
       all = readNamesSync(dir);
     } catch (e) {
       const { code, message } = e as NodeJS.ErrnoException;
-      head({ dir, error: { ...(code ? { code } : {}), message }, names: [] });
-      return true;
+      return { error: { ...(code ? { code } : {}), message } };
     }
-    if (markers.length > 0 && markers.some((m) => all.includes(m.name) && hasMarker(`${dir}/${m.name}`, m))) {
-      head({ dir, excluded: true, names: [] });
-      return true;
-    }
-    all.sort(compareNames);
+    if (markers.length > 0 && markers.some((m) => all.includes(m.name) && hasMarker(`${dir}/${m.name}`, m))) return 'excluded';
     const names: string[] = [];
     const paths: string[] = [];
-    for (const name of all) {
+    for (const name of all.sort(compareNames)) {
       const p = dir === '/' ? `/${name}` : `${dir}/${name}`;
       if (excludes.excludes(p, name)) continue;
       names.push(name);
       paths.push(p);
     }
+    return { names, paths };
+  };
+
+  const scan = (dir: string, dev: bigint | undefined): boolean => {
+    if (!room()) return false;
+    if (dirs++ < Atomics.load(control, ENTERED)) return passed(dir, dev);
+    const listed = list(dir);
+    if (listed === 'excluded') {
+      head({ dir, excluded: true, names: [] });
+      return true;
+    }
+    if ('error' in listed) {
+      head({ dir, error: listed.error, names: [] });
+      return true;
+    }
+    const { names, paths } = listed;
     head({ dir, names });
     const subdirs: string[] = [];
     const stated: { seq: number; k: number; paths: string[]; values: BigInt64Array; failures: (StatFailure | null)[] }[] = [];
@@ -259,16 +269,9 @@ if (parentPort) {
 
   /** A directory the walk entered already: what is below it is scanned, nothing of it is posted. */
   const passed = (dir: string, dev: bigint | undefined): boolean => {
-    let all: string[];
-    try {
-      all = readNamesSync(dir);
-    } catch {
-      return true;
-    }
-    if (markers.length > 0 && markers.some((m) => all.includes(m.name) && hasMarker(`${dir}/${m.name}`, m))) return true;
-    for (const name of all.sort(compareNames)) {
-      const p = dir === '/' ? `/${name}` : `${dir}/${name}`;
-      if (excludes.excludes(p, name)) continue;
+    const listed = list(dir);
+    if (listed === 'excluded' || 'error' in listed) return true;
+    for (const p of listed.paths) {
       let st;
       try {
         st = lstatSync(osPath(p), { bigint: true });
@@ -298,8 +301,8 @@ if (parentPort) {
       total += size;
     }
     if (wanted.length === 0) return undefined;
-    // One byte more than the largest file: a file that grew is caught.
-    const bytes = Buffer.allocUnsafe(total + 1);
+    // One byte more than the last file: a file that grew is caught. Never from the shared pool: it is moved to the walk.
+    const bytes = Buffer.allocUnsafeSlow(total + 1);
     const files: number[] = [];
     const lengths: number[] = [];
     const ids: Buffer[] = [];
@@ -320,8 +323,7 @@ if (parentPort) {
     }
     if (files.length === 0) return undefined;
     producedBytes += at;
-    // Copied out of the read buffer (it held the extra byte): what is moved to the walk is only the contents.
-    return { bytes: new Uint8Array(bytes.subarray(0, at)), files: Float64Array.from(files), lengths: Uint32Array.from(lengths), ids: new Uint8Array(Buffer.concat(ids)) };
+    return { bytes: new Uint8Array(bytes.buffer, bytes.byteOffset, at), files: Float64Array.from(files), lengths: Uint32Array.from(lengths), ids: new Uint8Array(Buffer.concat(ids)) };
   };
 
   /**
