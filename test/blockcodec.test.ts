@@ -19,6 +19,15 @@ describe('block encoding', () => {
     expect(open(encKey, seal(encKey, parts, aad), aad, 'test').equals(Buffer.concat(parts))).toBe(true);
   });
 
+  it('gives every sealed message a nonce of its own, across many seals', () => {
+    // Nonces are drawn a page at a time: a reuse (same nonce twice, or one changed under a sealed message) would show here.
+    const aad = Buffer.from('aad');
+    const plain = Buffer.from('the same message every time');
+    const sealed = Array.from({ length: 2000 }, () => seal(encKey, plain, aad));
+    expect(new Set(sealed.map((s) => s.subarray(0, 12).toString('hex'))).size).toBe(sealed.length);
+    for (const s of sealed) expect(open(encKey, s, aad, 'test').equals(plain)).toBe(true);
+  });
+
   it('is a flag byte and the zstd frame or raw bytes, sealed with the id as associated data', () => {
     const text = Buffer.from('a line of text that repeats\n'.repeat(2000));
     const noise = randomBytes(20_000);

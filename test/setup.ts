@@ -7,4 +7,8 @@
  */
 import { afterEach } from 'vitest';
 
+// Node parses every certificate this names at each start (40-50 ms here); the
+// tests spawn thousands of strata processes and reach nothing but loopback.
+delete process.env.NODE_EXTRA_CA_CERTS;
+
 afterEach(() => new Promise<void>((resolve) => setImmediate(resolve)));

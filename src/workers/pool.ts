@@ -3,6 +3,12 @@
  * shared buffer (so at most `slots` blocks are in flight and memory is fixed),
  * goes to the least busy worker, and comes back as a promise of the sealed
  * block.
+ *
+ * The workers start with the first work that needs them: a backup's first
+ * INLINE_BYTES of new blocks are sealed on the calling thread, so a backup
+ * that adds a few small files (or none) starts no thread at all. Starting
+ * the workers costs more than sealing that much here (~0.1 s of wall time
+ * and more of CPU for each isolate).
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -10,7 +16,8 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { ChunkerParams } from '../chunker/fastcdc.js';
-import type { Dictionary } from '../repo/blockcodec.js';
+import { blockId } from '../crypto/keyring.js';
+import { encodeBlock, type Dictionary } from '../repo/blockcodec.js';
 import type { BlobKind } from '../catalog/catalog.js';
 import type { DictionaryBuilder } from '../repo/dictionary.js';
 import { ID_BYTES, slotLayout, type ConfirmRequest, type DictionaryMessage, type ConfirmResponse, type SameRequest, type SameResponse, type SealRequest, type SealResponse, type SlotLayout } from './sealer.js';
@@ -56,6 +63,9 @@ const BATCH_BYTES = 128 * 1024;
  */
 const POSTED_AHEAD = 1;
 
+/** New blocks sealed on the calling thread before the workers start (see the top). */
+export const INLINE_BYTES = 512 * 1024;
+
 interface Waiting {
   plainLength: number;
   /** A file's data: offered to the dictionary sampler (trees and TOCs are not). */
@@ -74,18 +84,33 @@ export class SealPool {
   private readonly layout: SlotLayout;
   private seq = 0;
   private failure?: Error;
+  /** Plain bytes sealed on this thread so far (at most INLINE_BYTES, then the workers start). */
+  private inlineBytes = 0;
+  /** The dictionary new blocks are compressed with: for blocks sealed here, and for workers started after it came. */
+  private dictionary?: Dictionary;
 
   constructor(
     private readonly keys: { encKey: Uint8Array; idKey: Uint8Array },
     private readonly level: number,
     maxBlock: number,
     slots = 32,
-    size = SEALERS,
+    /** Workers, once started. */
+    private readonly size = SEALERS,
   ) {
     this.layout = slotLayout(maxBlock);
     this.shared = new SharedArrayBuffer(this.layout.slotSize * slots);
     for (let i = 0; i < slots; i++) this.free.push(i);
-    for (let i = 0; i < size; i++) this.add();
+  }
+
+  /** Whether the workers were started (by work that needed them). */
+  get started(): boolean {
+    return this.workers.length > 0;
+  }
+
+  private start(): void {
+    if (this.started) return;
+    for (let i = 0; i < this.size; i++) this.add();
+    this.active = this.reserved && this.size > 1 ? this.size - 1 : this.size;
   }
 
   /** The least busy of the workers in use. */
@@ -98,9 +123,12 @@ export class SealPool {
   /** Workers given work; the others wait in reserve (see reserve). */
   private active = 0;
   private spare = false;
+  private reserved = false;
 
   /** One worker goes in reserve (if more than one works): another thread takes its core. */
   reserve(): void {
+    if (this.reserved) return;
+    this.reserved = true;
     if (this.active > 1) this.active--;
   }
 
@@ -113,6 +141,7 @@ export class SealPool {
     const { keys, level } = this;
     // Workers allocate little on the JS heap (blocks live in the shared buffer): a small young generation keeps each isolate lean.
     const worker = new Worker(workerScript('sealer'), { workerData: { encKey: keys.encKey, idKey: keys.idKey, level, shared: this.shared, layout: this.layout }, resourceLimits: { maxYoungGenerationSizeMb: 4 } });
+    if (this.dictionary) worker.postMessage({ dictionary: this.dictionary } satisfies DictionaryMessage);
     const w: Slot = { worker, busy: 0, batch: [], batchBytes: 0, posted: 0 };
     worker.on('message', (res: SealResponse[] | ConfirmResponse | SameResponse) => {
       if (Array.isArray(res)) {
@@ -130,7 +159,6 @@ export class SealPool {
       this.asked.clear();
     });
     this.workers.push(w);
-    this.active++;
   }
 
   private settle(w: Slot, res: SealResponse): void {
@@ -162,6 +190,8 @@ export class SealPool {
    */
   async seal(id: Uint8Array | null, data: Uint8Array, kind: BlobKind, consume: (id: Buffer, sealed: Uint8Array) => Promise<void>): Promise<void> {
     if (data.length > this.layout.maxBlock) throw new Error(`block of ${data.length} bytes exceeds the maximum ${this.layout.maxBlock}`);
+    if (!this.started && this.inlineBytes + data.length <= INLINE_BYTES) return this.sealHere(id, data, kind, consume);
+    this.start();
     if (this.free.length === 0 && this.spare && this.active < this.workers.length) {
       // Every slot is taken: the workers are behind, and a core is free for one more.
       this.spare = false;
@@ -185,6 +215,16 @@ export class SealPool {
     });
   }
 
+  /** What a worker does with a block (sealer.ts), done on this thread. */
+  private async sealHere(id: Uint8Array | null, data: Uint8Array, kind: BlobKind, consume: (id: Buffer, sealed: Uint8Array) => Promise<void>): Promise<void> {
+    if (this.failure) throw this.failure;
+    this.inlineBytes += data.length;
+    const blockIdOf = Buffer.from(id ?? blockId(this.keys.idKey, data));
+    const sealed = encodeBlock(this.keys.encKey, blockIdOf, data, this.level, this.dictionary);
+    if (kind === 'data') this.sample(data, sealed.length);
+    await consume(blockIdOf, sealed);
+  }
+
   /** Requests one worker answers on its own (confirm, same), by seq. */
   private readonly asked = new Map<number, { resolve: (r: never) => void; reject: (e: unknown) => void }>();
 
@@ -198,6 +238,7 @@ export class SealPool {
   /** Sends the request made for its seq to the least busy worker; resolves with that worker's answer. */
   private ask<T extends ConfirmResponse | SameResponse>(request: (seq: number) => ConfirmRequest | SameRequest): Promise<T> {
     if (this.failure) return Promise.reject(this.failure);
+    this.start();
     const w = this.leastBusy();
     const seq = this.seq++;
     w.busy++;
@@ -242,6 +283,7 @@ export class SealPool {
   /** Blocks sent from now on are compressed with `dict` (stored already). */
   useDictionary(dict: Dictionary): void {
     this.sampler = undefined;
+    this.dictionary = dict;
     for (const w of this.workers) w.worker.postMessage({ dictionary: dict } satisfies DictionaryMessage);
   }
 
