@@ -66,6 +66,21 @@ describe('restore on worker threads', () => {
     repo.close();
   });
 
+  it('a restore of a few small files starts no worker; a larger one starts them; both byte-exact', async () => {
+    const { repo, file, data, ids } = await setup();
+    const small = tempDir();
+    const files = new Map(Array.from({ length: 5 }, (_, i) => [path.join(small, `f${i}`), new Rng(40 + i).bytes(1000 + 9000 * i)] as const));
+    for (const [f, bytes] of files) fs.writeFileSync(f, bytes);
+    const few = (await backup(repo, { paths: [small] })).snapshot;
+    const target = await restoreSnapshot(repo, few);
+    for (const [f, bytes] of files) expect(fs.readFileSync(path.join(target, f)).equals(bytes)).toBe(true);
+    const pool = await repo.unpackers();
+    expect(pool.started).toBe(false);
+    expect(fs.readFileSync(path.join(await restoreSnapshot(repo, ids[1]!), file)).equals(data)).toBe(true);
+    expect(pool.started).toBe(true);
+    repo.close();
+  });
+
   it('a piece a worker cannot read is read again here: the restore is still byte-exact', async () => {
     const { repo, file, data, ids } = await setup();
     // Workers read a copy of the repository that lacks half of its packs, so batches fail part way

@@ -79,13 +79,32 @@ const RUN_BYTES = 4 * 1024 * 1024;
 /** Output gathered for one write at most. */
 const WRITE_BYTES = 1024 * 1024;
 
-if (parentPort) {
-  const { encKey, idKey, maxSize, dictionaries, store } = workerData as { encKey: Uint8Array; idKey: Uint8Array; maxSize: number; dictionaries: Dictionary[]; store: ThreadReaderSpec };
+/** What an unpacker needs: the keys, the largest block, every dictionary of the repository, and how to read its packs. */
+export interface UnpackerData {
+  encKey: Uint8Array;
+  idKey: Uint8Array;
+  maxSize: number;
+  dictionaries: Dictionary[];
+  store: ThreadReaderSpec;
+}
+
+/** Does batches: on a worker thread (below), or on the main thread for the first few of a restore (unpack-pool.ts). */
+export interface Unpacker {
+  handle(b: UnpackBatch): UnpackAnswer;
+  close(): void;
+}
+
+// Only as the unpack pool's worker: this module is also imported by the pool itself (which may run in a thread of another kind).
+if (parentPort && (workerData as { unpacker?: boolean } | null)?.unpacker === true) {
+  const port = parentPort;
+  const unpacker = makeUnpacker(workerData as UnpackerData, new GcPacer(4 * 1024 * 1024));
+  port.on('message', (b: UnpackBatch) => port.postMessage(unpacker.handle(b)));
+}
+
+export function makeUnpacker({ encKey, idKey, maxSize, dictionaries, store }: UnpackerData, pacer?: GcPacer): Unpacker {
   const reader = openThreadReader(store);
   // A dictionary's ref arrives as a Uint8Array: Buffers do not survive the trip between threads.
   for (const d of dictionaries) addDictionary({ ref: Buffer.from(d.ref), bytes: d.bytes });
-  const port = parentPort;
-  const pacer = new GcPacer(4 * 1024 * 1024);
   const writeFully = (fd: number, data: Uint8Array, position: number): void => {
     let done = 0;
     while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done, position + done);
@@ -108,7 +127,7 @@ if (parentPort) {
     const from = f(1) - runStart;
     const plain = decodeBlock(encKey, idKey, b.ids.subarray(i * ID_BYTES, (i + 1) * ID_BYTES), sealed.subarray(from, from + f(2)), maxSize);
     if (plain.length !== f(3)) throw new Error(`block is ${plain.length} bytes, its TOC entry says ${f(3)}`);
-    pacer.add(plain.length);
+    pacer?.add(plain.length);
     return plain.subarray(f(4), f(4) + f(5));
   };
 
@@ -118,13 +137,10 @@ if (parentPort) {
   let outAt = 0;
   let outFd = -1;
 
-  port.on('message', (b: UnpackBatch) => {
+  const handle = (b: UnpackBatch): UnpackAnswer => {
     const n = b.pieces.length / PIECE_FIELDS;
     const f = (i: number, k: number) => b.pieces[i * PIECE_FIELDS + k]!;
-    if (b.files) {
-      port.postMessage(makeFiles(b, b.files));
-      return;
-    }
+    if (b.files) return makeFiles(b, b.files);
     // Pieces before `done` are written (their bytes in doneBytes); those from `done` on are gathered in `out`.
     let done = 0;
     let doneBytes = 0;
@@ -164,12 +180,12 @@ if (parentPort) {
         }
       }
       if (outLength > 0) flush(n);
-      port.postMessage({ seq: b.seq, bytes: doneBytes } satisfies UnpackAnswer);
+      return { seq: b.seq, bytes: doneBytes };
     } catch (e) {
       outLength = 0;
-      port.postMessage({ seq: b.seq, bytes: doneBytes, failed: done, error: (e as Error).message } satisfies UnpackAnswer);
+      return { seq: b.seq, bytes: doneBytes, failed: done, error: (e as Error).message };
     }
-  });
+  };
 
   /**
    * Creates the batch's files in their directories (through the descriptors
@@ -236,4 +252,6 @@ if (parentPort) {
     }
     return { seq: b.seq, bytes, made };
   };
+
+  return { handle, close: () => reader.close() };
 }
