@@ -348,6 +348,37 @@ describe('reading a file seen before', () => {
     });
   });
 
+  it('reads a version’s blocks through a chain of incrementals with few catalog queries, whatever order its refs point in', async () => {
+    // A disk-like file of repeated blocks (zeros, one record, noise): refs point at their first copies, back and forth.
+    const repo = await makeRepo({ chunkAvg: 1024 });
+    const rng = new Rng(33);
+    const record = rng.bytes(2048);
+    const parts: Buffer[] = [];
+    for (let i = 0; i < 700; i++) parts.push(i % 3 === 0 ? Buffer.alloc(2048 + rng.int(2048)) : i % 3 === 1 ? record : rng.bytes(2048 + rng.int(2048)));
+    const data = Buffer.concat(parts);
+    const dir = tempDir();
+    const file = path.join(dir, 'disk.img');
+    for (let v = 0; v < 10; v++) {
+      // Scattered overwrites in place, as a VM's disk changes between backups.
+      if (v > 0) for (let k = 0; k < 8; k++) rng.bytes(512).copy(data, rng.int(data.length - 512));
+      fs.writeFileSync(file, data);
+      await backup(repo, { paths: [dir], time: Date.UTC(2026, 0, 1, 0, v) });
+    }
+    const top = repo.catalog.db.prepare('SELECT id, size FROM versions WHERE size = ? ORDER BY id DESC LIMIT 1').get(data.length) as { id: number; size: number };
+    const rows = (repo.catalog.db.prepare('SELECT COUNT(*) AS n FROM toc WHERE version = (SELECT MIN(id) FROM versions WHERE size = ?)').get(data.length) as { n: number }).n;
+    expect(rows).toBeGreaterThan(1000);
+    const queries = vi.spyOn(repo.catalog, 'tocSpans');
+    const at = vi.spyOn(repo.catalog, 'tocSpanAt');
+    const list = blocksOf(repo.catalog, top.id, top.size);
+    const made = queries.mock.calls.length + at.mock.calls.length;
+    vi.restoreAllMocks();
+    const walked = [...resolveRange(repo.catalog, top.id, 0, top.size - 1)].map((p) => `${p.from === 0 && p.length === p.blockSize ? p.block.toString('hex') : '-'}:${p.length}`);
+    expect(Array.from({ length: list.length }, (_, i) => `${list.id(i)?.toString('hex') ?? '-'}:${list.end(i) - list.start(i) + 1}`)).toEqual(walked);
+    // A query per ref and hop (hundreds here) made each incremental slower than the one before it.
+    expect(made, `${made} queries for ${rows} rows`).toBeLessThan(rows / 6);
+    repo.close();
+  });
+
   it('confirms the unchanged runs of a large file on the workers, with the same result', async () => {
     const repo = await makeRepo({ chunkAvg: 4096 });
     const rng = new Rng(22);
