@@ -63,7 +63,7 @@ const BATCH_BYTES = 128 * 1024;
  */
 const POSTED_AHEAD = 1;
 
-/** New blocks sealed on the calling thread before the workers start (see the top). */
+/** New blocks sealed on the calling thread before the workers start (see the top); a restore's unpack pool does as much before its own. */
 export const INLINE_BYTES = 512 * 1024;
 
 interface Waiting {
@@ -219,7 +219,7 @@ export class SealPool {
   private async sealHere(id: Uint8Array | null, data: Uint8Array, kind: BlobKind, consume: (id: Buffer, sealed: Uint8Array) => Promise<void>): Promise<void> {
     if (this.failure) throw this.failure;
     this.inlineBytes += data.length;
-    const blockIdOf = Buffer.from(id ?? blockId(this.keys.idKey, data));
+    const blockIdOf = id ? Buffer.from(id) : blockId(this.keys.idKey, data);
     const sealed = encodeBlock(this.keys.encKey, blockIdOf, data, this.level, this.dictionary);
     if (kind === 'data') this.sample(data, sealed.length);
     await consume(blockIdOf, sealed);

@@ -12,11 +12,8 @@ import * as os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { Dictionary } from '../repo/blockcodec.js';
 import type { ThreadReaderSpec } from '../storage/storage.js';
-import { workerScript } from './pool.js';
+import { INLINE_BYTES, workerScript } from './pool.js';
 import { makeUnpacker, PIECE_FIELDS, type UnpackAnswer, type UnpackBatch, type Unpacker, type UnpackerData } from './unpacker.js';
-
-/** Bytes of pieces done on the main thread before the workers start (see the top). */
-export const INLINE_BYTES = 512 * 1024;
 
 interface UnpackWorker {
   worker: Worker;
