@@ -2,14 +2,19 @@
  * The sealing pool starts its worker threads only once a backup has more new
  * blocks than are worth them: the first INLINE_BYTES are sealed on the
  * calling thread. Both ways must give the same blocks: the right id, sealed
- * with the pool's level and dictionary, decoding to the bytes given.
+ * with the pool's level and dictionary, decoding to the bytes given. A
+ * backup keeps many small blocks on their way at once (a tree of small files
+ * otherwise leaves its walk waiting), and no more bytes than the pool's budget.
  */
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { blockId, Keyring } from '../src/crypto/keyring.js';
+import { emptyResult } from '../src/engine/backup-context.js';
+import { BlockSink } from '../src/engine/block-sink.js';
 import { addDictionary, decodeBlock, MissingDictionary } from '../src/repo/blockcodec.js';
 import { sealDictionary } from '../src/repo/dictionary.js';
 import { INLINE_BYTES, SealPool } from '../src/workers/pool.js';
+import { makeRepo } from './helpers.js';
 
 const MAX = 1 << 20;
 
@@ -63,5 +68,72 @@ describe('sealing pool', () => {
     pool.spareCore();
     expect(pool.started).toBe(false);
     await pool.close();
+  });
+
+  it('keeps many small blocks in flight, and no more bytes than its budget', async () => {
+    const repo = await makeRepo();
+    const pool = new SealPool(repo.keyring, 3, repo.chunker.max);
+    const packer = repo.newPacker();
+    // The real packer, its adds held at a gate: what is in flight is what waits there.
+    let held = 0;
+    let heldBytes = 0;
+    let most = 0;
+    let mostBytes = 0;
+    let open!: () => void;
+    let gate!: Promise<void>;
+    const close = () => (gate = new Promise<void>((resolve) => (open = resolve)));
+    close();
+    const add = packer.add.bind(packer);
+    packer.add = async (id, kind, sealed, size) => {
+      held++;
+      heldBytes += size;
+      most = Math.max(most, held);
+      mostBytes = Math.max(mostBytes, heldBytes);
+      await gate;
+      held--;
+      heldBytes -= size;
+      return add(id, kind, sealed, size);
+    };
+    const sink = new BlockSink(repo, 3, packer, pool, emptyResult('test', null, Date.now()), undefined, () => {});
+    const settled = async () => {
+      for (let last = -1; last !== most; ) {
+        last = most;
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+    };
+    try {
+      // 8 KiB blocks: the budget (a few large blocks' worth) holds far more of them than 32.
+      const small = Array.from({ length: 400 }, () => randomBytes(8 * 1024));
+      let stored = 0;
+      const feeding = (async () => {
+        for (const b of small) await sink.storeChunk(b).then(() => stored++);
+      })();
+      await settled();
+      expect(most).toBe(Math.min(pool.slots, Math.floor(pool.budget / (8 * 1024))));
+      expect(most).toBeGreaterThan(100);
+      expect(stored).toBeLessThan(small.length);
+      open();
+      await feeding;
+      await sink.drain();
+      // Large blocks: the bytes bind, not the count.
+      const large = Array.from({ length: 40 }, () => randomBytes(repo.chunker.max));
+      most = 0;
+      mostBytes = 0;
+      close();
+      const feedingLarge = (async () => {
+        for (const b of large) await sink.storeChunk(b);
+      })();
+      await settled();
+      expect(mostBytes).toBe(pool.budget);
+      expect(most).toBe(pool.budget / repo.chunker.max);
+      open();
+      await feedingLarge;
+      await sink.drain();
+      await packer.flush();
+      for (const b of [...small, ...large]) expect(repo.service.hasBlock(blockId(repo.keyring.idKey, b))).toBe(true);
+    } finally {
+      open();
+      await pool.close();
+    }
   });
 });

@@ -25,7 +25,7 @@ import { windowBytes } from './aligned.js';
 import { NO_VERSIONS, VersionBatch } from './versions.js';
 import { parseWhen } from '../util/when.js';
 import { describe, emptyResult, type BackupContext, type BackupOptions, type BackupProgress, type BackupResult } from './backup-context.js';
-import { BlockSink, MAX_IN_FLIGHT } from './block-sink.js';
+import { BlockSink } from './block-sink.js';
 import { FileSaver } from './backup-file.js';
 import { TreeWalker } from './backup-walk.js';
 import { TreeScan } from './backup-scan.js';
@@ -144,7 +144,7 @@ class BackupRun {
         void this.scan?.ended.then(() => this.pool?.spareCore());
       },
     });
-    this.pool = new SealPool(repo.keyring, this.level, repo.chunker.max, MAX_IN_FLIGHT);
+    this.pool = new SealPool(repo.keyring, this.level, repo.chunker.max);
     try {
       this.sink = new BlockSink(repo, this.level, this.packer, this.pool, this.r, opts.signal, (m, incomplete) => this.warn(m, incomplete), opts.dryRun);
       const lineage = repo.keyring.lineageId(this.host, this.sources);

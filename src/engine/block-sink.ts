@@ -1,7 +1,8 @@
 /**
  * Where a backup's blocks go: each new block is sealed on a worker and
- * packed, at most MAX_IN_FLIGHT at a time; one already stored (or on its way)
- * is only counted. Trees and the snapshot record are sealed here. A block
+ * packed, as many at a time as the pool has slots and bytes for (see
+ * SealPool.slots and budget); one already stored (or on its way) is only
+ * counted. Trees and the snapshot record are sealed here. A block
  * that fails fails the backup: `failed` settles, and `drain` rethrows it.
  */
 import { interrupted } from '../errors.js';
@@ -13,10 +14,12 @@ import type { Repository } from '../repo/repository.js';
 import type { SealPool } from '../workers/pool.js';
 import { describe, type BackupResult } from './backup-context.js';
 
-export const MAX_IN_FLIGHT = 32;
-
 export class BlockSink {
   private readonly inFlight = new Set<Promise<void>>();
+  /** Plain bytes of the blocks in flight. */
+  private inFlightBytes = 0;
+  /** Callers waiting for room: woken, each looks again, as a block lands. */
+  private roomWaiters: (() => void)[] = [];
   private failure: unknown;
   private signalFailure!: () => void;
   /** Settles when a block fails (so nothing waits for ids that will never come). */
@@ -99,9 +102,9 @@ export class BlockSink {
       this.newBytes += chunk.length;
       return id;
     }
-    await this.room();
     const size = chunk.length;
-    this.track(this.pool.seal(id, chunk, 'data', (_id, sealed) => this.packer.add(id, 'data', sealed, size)));
+    await this.room(size);
+    this.track(this.pool.seal(id, chunk, 'data', (_id, sealed) => this.packer.add(id, 'data', sealed, size)), size);
     return id;
   }
 
@@ -109,8 +112,8 @@ export class BlockSink {
   async storeSealedElsewhere(id: Buffer, kind: BlobKind, plain: Buffer): Promise<void> {
     if (this.dryRun || this.packer.has(id)) return;
     this.packer.markPending(id);
-    await this.room();
-    this.track(this.pool.seal(id, plain, kind, (_id, sealed) => this.packer.add(id, kind, sealed, plain.length)));
+    await this.room(plain.length);
+    this.track(this.pool.seal(id, plain, kind, (_id, sealed) => this.packer.add(id, kind, sealed, plain.length)), plain.length);
   }
 
   /**
@@ -120,8 +123,8 @@ export class BlockSink {
    */
   async storeNewChunk(chunk: Buffer, onId: (id: Buffer) => void): Promise<void> {
     if (this.dryRun) return onId(await this.storeChunk(chunk));
-    await this.room();
     const size = chunk.length;
+    await this.room(size);
     this.track(
       this.pool.seal(null, chunk, 'data', async (blockId, sealed) => {
         onId(blockId);
@@ -133,6 +136,7 @@ export class BlockSink {
         this.packer.markPending(blockId);
         await this.packer.add(blockId, 'data', sealed, size);
       }),
+      size,
     );
   }
 
@@ -146,25 +150,41 @@ export class BlockSink {
     await this.packer.flush().catch(() => {});
   }
 
-  /** Waits until a block may go to the workers: a slot in flight is free, and no new dictionary is being stored. */
-  private async room(): Promise<void> {
-    while (this.inFlight.size >= MAX_IN_FLIGHT) await Promise.race(this.inFlight);
+  /**
+   * Waits until a block of `bytes` may go to the workers: the pool has a slot
+   * for it and the bytes in flight stay within its budget (one block always
+   * goes), and no new dictionary is being stored.
+   */
+  private async room(bytes: number): Promise<void> {
+    while (this.inFlight.size >= this.pool.slots || (this.inFlight.size > 0 && this.inFlightBytes + bytes > this.pool.budget)) {
+      this.pool.behind();
+      await new Promise<void>((resolve) => this.roomWaiters.push(resolve));
+    }
     if (this.dictionaryStored) await this.dictionaryStored;
     this.checkAbort();
   }
 
-  track(work: Promise<void>): void {
+  /** Holds `work` (a block of `bytes` on its way, or other work the sink must wait for) until it settles. */
+  track(work: Promise<void>, bytes = 0): void {
+    this.inFlightBytes += bytes;
     const task: Promise<void> = work
       .catch((e: unknown) => {
         this.failure ??= e;
         this.signalFailure();
       })
-      .finally(() => this.inFlight.delete(task));
+      .finally(() => {
+        this.inFlight.delete(task);
+        this.inFlightBytes -= bytes;
+        const waiters = this.roomWaiters;
+        this.roomWaiters = [];
+        for (const wake of waiters) wake();
+      });
     this.inFlight.add(task);
   }
 
   async drain(): Promise<void> {
-    while (this.inFlight.size > 0) await Promise.race(this.inFlight);
+    // Tasks never reject (track catches): all of them, then any added meanwhile.
+    while (this.inFlight.size > 0) await Promise.all(this.inFlight);
     if (this.failure) throw this.failure;
   }
 }

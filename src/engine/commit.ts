@@ -19,7 +19,7 @@ import type { TargetVersion } from '../catalog/toc-rows.js';
 import type { Repository } from '../repo/repository.js';
 import { SealPool } from '../workers/pool.js';
 import { emptyResult, type BackupResult } from './backup-context.js';
-import { BlockSink, MAX_IN_FLIGHT } from './block-sink.js';
+import { BlockSink } from './block-sink.js';
 import { commitRecord, metaAad, Snapshot, snapshotRowByPrefix, type SnapshotMeta } from './snapshot.js';
 import { encodeTree, findEntry, goneFiles, MAX_TREE_DEPTH, type SpecialType, type Tree, type TreeEntry } from './tree.js';
 import type { XattrList } from '../util/xattrs.js';
@@ -120,7 +120,7 @@ export async function commitChanges(repo: Repository, parentId: string, root: Ch
     throw e;
   }
   const level = repo.compressionLevel;
-  const pool = new SealPool(repo.keyring, level, repo.chunker.max, MAX_IN_FLIGHT);
+  const pool = new SealPool(repo.keyring, level, repo.chunker.max);
   try {
     const time = opts.time ?? Date.now();
     // The lease names the parent: a forget running meanwhile keeps it.

@@ -27,7 +27,7 @@ import type { Packer } from '../repo/packer.js';
 import type { Repository } from '../repo/repository.js';
 import { SealPool } from '../workers/pool.js';
 import { emptyResult, type BackupResult } from './backup-context.js';
-import { BlockSink, MAX_IN_FLIGHT } from './block-sink.js';
+import { BlockSink } from './block-sink.js';
 import { pinSnapshot, sealedVersionOf, storeChangedVersion, type Pin } from './commit.js';
 import { matchesFilter, type SnapshotFilter } from './filter.js';
 import { itemIndexBlobs, resealItemIndex } from './item-index.js';
@@ -172,7 +172,7 @@ function parentsFirst(list: readonly Snapshot[]): Snapshot[] {
 
 async function copyOne(source: Repository, dest: Repository, s: Snapshot, base: Snapshot | undefined, onto: Snapshot | undefined, opts: CopyOptions, progress: CopyProgress): Promise<CopiedSnapshot> {
   const pins = await pinSources(source, base ? [s, base] : [s]);
-  const pool = new SealPool(dest.keyring, dest.compressionLevel, dest.chunker.max, MAX_IN_FLIGHT);
+  const pool = new SealPool(dest.keyring, dest.compressionLevel, dest.chunker.max);
   try {
     const lineage = dest.keyring.lineageId(s.meta.host, s.meta.paths);
     // The parent is named as the lease is taken: a forget then keeps it. Without a copied ancestor,
