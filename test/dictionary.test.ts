@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { blockId, Keyring, open } from '../src/crypto/keyring.js';
 import { addDictionary, decodeBlock, encodeBlock, MissingDictionary } from '../src/repo/blockcodec.js';
-import { DictionaryBuilder, openDictionary, sealDictionary } from '../src/repo/dictionary.js';
+import { DictionaryBuilder, loadDictionary, openDictionary, sealDictionary } from '../src/repo/dictionary.js';
 import { BLOB_KINDS } from '../src/catalog/catalog.js';
 import { decodePackIndex, encodePack } from '../src/repo/pack.js';
 import { PACK_MAGIC } from '../src/catalog/packs.js';
@@ -79,6 +79,37 @@ describe('blocks compressed with a dictionary', () => {
     const other = sealDictionary(keyring, logText(rng, 1000));
     const forged = keyring.seal(other.dict.bytes, Buffer.from(`strata dictionary ${name}`));
     expect(() => openDictionary(keyring, name, forged)).toThrow(/does not match its name/);
+  });
+
+  it('reads that need a dictionary at once share one fetch of it (a restore of many files starts so)', async () => {
+    const keyring = Keyring.generate();
+    const { name, sealed } = sealDictionary(keyring, logText(rng, 4000, 'shared'));
+    let fetches = 0;
+    const fetch = async () => {
+      fetches++;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      return Buffer.from(sealed);
+    };
+    const loads = await Promise.all(Array.from({ length: 50 }, () => loadDictionary(fetch, keyring, name)));
+    expect(fetches).toBe(1);
+    expect(loads.every((d) => d === loads[0] && d.ref.toString('hex') === name)).toBe(true);
+    // Known from then on: no fetch at all.
+    await loadDictionary(fetch, keyring, name);
+    expect(fetches).toBe(1);
+    // A fetch that fails fails every read waiting for it, and the next read tries again.
+    const other = sealDictionary(keyring, logText(rng, 4000, 'other'));
+    let tries = 0;
+    const failing = async () => {
+      tries++;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      if (tries === 1) throw new Error('gateway down');
+      return Buffer.from(other.sealed);
+    };
+    const results = await Promise.allSettled(Array.from({ length: 5 }, () => loadDictionary(failing, keyring, other.name)));
+    expect(results.every((r) => r.status === 'rejected')).toBe(true);
+    expect(tries).toBe(1);
+    expect((await loadDictionary(failing, keyring, other.name)).ref.toString('hex')).toBe(other.name);
+    expect(tries).toBe(2);
   });
 
   it('the builder takes fragments of text, not of noise, zeros or noise next to zeros', () => {

@@ -62,10 +62,22 @@ export function openDictionary(keyring: Keyring, name: string, sealed: Uint8Arra
 /** Where a reader gets a dictionary's sealed bytes: the store, or a cache in front of it (passed over when `fresh`). */
 export type DictionarySource = (name: string, fresh?: boolean) => Promise<Buffer>;
 
+/** Dictionaries being fetched, by name: reads that need one at the same time (a restore's first files) share one fetch. */
+const loading = new Map<string, Promise<Dictionary>>();
+
 /** Fetches, opens and registers one dictionary (once per thread). */
-export async function loadDictionary(fetch: DictionarySource, keyring: Keyring, name: string): Promise<Dictionary> {
+export function loadDictionary(fetch: DictionarySource, keyring: Keyring, name: string): Promise<Dictionary> {
   const had = knownDictionary(name);
-  if (had) return had;
+  if (had) return Promise.resolve(had);
+  let load = loading.get(name);
+  if (!load) {
+    load = fetchAndOpen(fetch, keyring, name).finally(() => loading.delete(name));
+    loading.set(name, load);
+  }
+  return load;
+}
+
+async function fetchAndOpen(fetch: DictionarySource, keyring: Keyring, name: string): Promise<Dictionary> {
   let dict: Dictionary;
   try {
     dict = openDictionary(keyring, name, await fetch(name));
