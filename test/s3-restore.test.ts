@@ -2,7 +2,8 @@
  * A restore from a bucket (real Ceph RGW): a pack read a few times is
  * fetched whole, once, and kept for the rest of the restore, so the
  * restore costs a few requests per pack rather than one per run of blocks;
- * byte-exact; a read outside a restore still asks only for its ranges.
+ * its blocks are decoded and written on the worker threads; byte-exact; a
+ * read outside a restore still asks only for its ranges.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -53,6 +54,10 @@ suite('a restore from a bucket', () => {
       const r = await restore(repo, tree!, { target });
       const requests = storage.requests - before;
       expect(r.files).toBe(61);
+      // Decoded and written on the workers, handed the sealed bytes this thread fetched.
+      const pool = await repo.unpackers();
+      expect(pool.reads).toBe(false);
+      expect(pool.started).toBe(true);
       expect(fs.readFileSync(path.join(target, src, 'big.bin')).equals(big)).toBe(true);
       smalls.forEach((b, i) => expect(fs.readFileSync(path.join(target, src, 'small', `f${i}`)).equals(b)).toBe(true));
       // At most a few ranges of a pack before it comes whole (a HEAD and a GET), and the trees and TOCs read first.

@@ -98,6 +98,44 @@ describe('restore on worker threads', () => {
     repo.close();
   });
 
+  it('from a store the workers cannot read (a bucket), this thread fetches the sealed bytes and hands them over: byte-exact, and a damaged block fails with its own error', async () => {
+    const { repo, file, data, first, ids } = await setup();
+    const small = tempDir();
+    const smalls = new Map(Array.from({ length: 40 }, (_, i) => [path.join(small, `s${i}`), new Rng(70 + i).bytes(500 + 3000 * i)] as const));
+    for (const [f, bytes] of smalls) fs.writeFileSync(f, bytes);
+    const few = (await backup(repo, { paths: [small] })).snapshot;
+    // As for a bucket: no reader of the store for the workers.
+    Object.defineProperty(repo, 'threadReader', { get: () => undefined });
+    expect(repo.unpacksOnThreads).toBe(true);
+    // Each batch's sealed bytes, as handed over (they move to the worker, leaving the batch's view empty).
+    const handed: { sealed: number | undefined; pieces: number }[] = [];
+    const through = UnpackPool.prototype.run;
+    const run = vi.spyOn(UnpackPool.prototype, 'run').mockImplementation(function (this: UnpackPool, batch) {
+      let pieces = 0;
+      for (let i = 2; i < batch.pieces.length; i += PIECE_FIELDS) pieces += batch.pieces[i]!;
+      handed.push({ sealed: batch.sealed?.length, pieces });
+      return through.call(this, batch);
+    });
+    expect(fs.readFileSync(path.join(await restoreSnapshot(repo, ids[0]!), file)).equals(first)).toBe(true);
+    expect(fs.readFileSync(path.join(await restoreSnapshot(repo, ids[1]!), file)).equals(data)).toBe(true);
+    const target = await restoreSnapshot(repo, few);
+    for (const [f, bytes] of smalls) expect(fs.readFileSync(path.join(target, f)).equals(bytes), f).toBe(true);
+    expect((await repo.unpackers()).reads).toBe(false);
+    expect(handed.length).toBeGreaterThan(15);
+    for (const h of handed) expect(h.sealed).toBe(h.pieces);
+    const answers = await Promise.all(run.mock.results.map((r) => r.value as Promise<{ failed?: number }>));
+    expect(answers.every((a) => a.failed === undefined)).toBe(true);
+    vi.restoreAllMocks();
+
+    const snap = await findSnapshot(repo, { kind: 'id', prefix: ids[0]! });
+    const version = await repo.service.version(snap.row.seq, repo.keyring.pathId(file));
+    damage(repo, repo.catalog.tocAt(version!.id, 1_500_000)!.block!);
+    const again = tempDir('strata-restore-');
+    await expect(restore(repo, snap, { target: again })).rejects.toMatchObject({ code: 'integrity', message: expect.stringMatching(/authentication failed/) });
+    expect(fs.existsSync(path.join(again, file))).toBe(false);
+    repo.close();
+  });
+
   it('a disk image whose blocks repeat (zeros, a pattern) restores byte-exact', async () => {
     const repo = await makeRepo({ chunkAvg: 4096, packSize: 64 * 1024 });
     const src = tempDir();

@@ -151,7 +151,7 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
   /** Of `writing`, the large files. */
   let largeWriting = 0;
   // Small files go to the workers many to a message (a repository this process reads itself).
-  const small = !dryRun && repo.threadReader ? new SmallFileWriter(repo) : undefined;
+  const small = !dryRun && repo.unpacksOnThreads ? new SmallFileWriter(repo) : undefined;
   let failure: unknown;
   let skippedBytes = 0;
 
@@ -485,7 +485,7 @@ export async function restore(repo: Repository, from: SnapshotTree | Snapshot, o
   const fill = async (fd: number, open: () => Promise<VersionFile>, entry: Entry, dest: string): Promise<void> => {
     try {
       const file = await open();
-      if (file.size > SMALL_FILE && repo.threadReader) {
+      if (file.size > SMALL_FILE && repo.unpacksOnThreads) {
         await unpackVersion(repo, file.version, fd, opts.signal, written);
       } else if (file.size > 0 && small) {
         written(await small.write(file.version, fd));

@@ -2,9 +2,11 @@
  * Writing a whole version into an open file with worker threads doing the
  * work: this thread resolves the version to block pieces and finds each
  * block's pack and place; workers read runs of blocks, authenticate, decode
- * and write them at their offsets (see workers/unpacker.ts). Only for a
- * repository this process reads itself; over a server, blocks come through
- * readRange.
+ * and write them at their offsets (see workers/unpacker.ts). From a bucket
+ * this thread fetches each batch's sealed bytes (its reads of many files
+ * merge into few requests, storage/coalesce.ts) and hands them over with it.
+ * Only for a repository this process reads itself; over a server, blocks
+ * come through readRange.
  */
 import { writeSync } from 'node:fs';
 import { integrity, interrupted } from '../errors.js';
@@ -74,6 +76,14 @@ class Batch {
     return -this.names.length;
   }
 
+  /** Where each piece's sealed bytes are: pack, offset, length. */
+  *places(): Generator<{ pack: string; offset: number; length: number }> {
+    for (let i = 0; i < this.pieces.length; i++) {
+      const at = i * PIECE_FIELDS;
+      yield { pack: this.packs[this.numbers[at]!]!, offset: this.numbers[at + 1]!, length: this.numbers[at + 2]! };
+    }
+  }
+
   get full(): boolean {
     return this.pieces.length >= BATCH_PIECES || this.bytes >= this.limit;
   }
@@ -110,8 +120,7 @@ export async function unpackVersion(repo: Repository, version: BoundVersion, fd:
   let failure: unknown;
 
   const send = (batch: Batch) => {
-    const done = pool
-      .run(batch.message())
+    const done = runBatch(repo, pool, batch)
       .catch((e: unknown): UnpackAnswer => ({ seq: -1, bytes: 0, failed: 0, error: String(e) }))
       .then(async (a) => {
         repo.blocksRead += a.failed ?? batch.pieces.length;
@@ -165,6 +174,31 @@ export async function unpackVersion(repo: Repository, version: BoundVersion, fd:
   if (failure !== undefined) throw failure;
   if (written !== version.size) throw integrity(`version ${version.id}: wrote ${written} bytes of ${version.size}`, { version: version.id });
   return written;
+}
+
+/** Has a worker do `batch`, its sealed bytes fetched here first when the workers read no store. */
+async function runBatch(repo: Repository, pool: UnpackPool, batch: Batch): Promise<UnpackAnswer> {
+  return pool.run(pool.reads ? batch.message() : { ...batch.message(), sealed: await fetchSealed(repo, batch) });
+}
+
+/**
+ * A batch's sealed bytes, fetched here for workers that read no store: all
+ * asked for in one turn, so reads of neighbouring blocks are joined; copied
+ * into one buffer of their own, which moves to the worker.
+ */
+async function fetchSealed(repo: Repository, batch: Batch): Promise<Uint8Array> {
+  const places = Array.from(batch.places());
+  const parts = await Promise.all(places.map((p) => repo.storage.read({ kind: 'pack', name: p.pack }, p.offset, p.length)));
+  let total = 0;
+  parts.forEach((p, i) => {
+    // Each piece's bytes must lie where the worker looks for them: a short read is left to the reads here (writeHere).
+    if (p.length !== places[i]!.length) throw new Error(`short read of pack ${places[i]!.pack}`);
+    total += p.length;
+  });
+  const sealed = Buffer.allocUnsafeSlow(total);
+  let at = 0;
+  for (const p of parts) at += p.copy(sealed, at);
+  return new Uint8Array(sealed.buffer, 0, total);
 }
 
 /** Pieces read and written by this thread (a worker failed on the first of them). */
@@ -301,7 +335,7 @@ export class SmallFileWriter {
       });
     }
     if (sent.length === 0) return;
-    void this.pool!.run(batch.message())
+    void runBatch(repo, this.pool!, batch)
       .catch((e: unknown): UnpackAnswer => ({ seq: -1, bytes: 0, failed: 0, error: String(e) }))
       .then(async (a) => {
         repo.blocksRead += a.failed ?? batch.pieces.length;

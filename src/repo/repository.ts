@@ -388,6 +388,16 @@ export class Repository {
     return this.storage.threadReader();
   }
 
+  /**
+   * Whether a restore's workers decode and write blocks (unpackers): this
+   * process reads the store itself, and the workers read its packs too
+   * (threadReader) or are handed the sealed bytes this thread fetched (a
+   * bucket); not over a server.
+   */
+  get unpacksOnThreads(): boolean {
+    return this.service instanceof LocalService && this.localCatalog !== undefined;
+  }
+
   private unpackPool?: Promise<UnpackPool>;
 
   /**
@@ -396,8 +406,8 @@ export class Repository {
    * before it exists: they share one promise, so one pool is made and closed.
    */
   unpackers(): Promise<UnpackPool> {
+    if (!this.unpacksOnThreads) return Promise.reject(new Error('worker threads restore only from a repository this process reads itself'));
     const store = this.threadReader;
-    if (!store) return Promise.reject(new Error('worker threads restore only from a repository this process reads itself'));
     return (this.unpackPool ??= (async () => {
       const { UnpackPool } = await import('../workers/unpack-pool.js');
       // Workers cannot fetch: they get every dictionary up front (a repository has one or two).

@@ -30,8 +30,14 @@ export class UnpackPool {
   private here?: Unpacker;
   private hereBytes = 0;
 
-  constructor(keys: { encKey: Uint8Array; idKey: Uint8Array }, maxSize: number, dictionaries: readonly Dictionary[], store: ThreadReaderSpec, readonly size = Math.max(1, Math.min(os.availableParallelism(), 8))) {
-    this.data = { encKey: keys.encKey, idKey: keys.idKey, maxSize, dictionaries: [...dictionaries], store };
+  /** `store`: how the workers read packs; none when every batch carries its sealed bytes. */
+  constructor(keys: { encKey: Uint8Array; idKey: Uint8Array }, maxSize: number, dictionaries: readonly Dictionary[], store: ThreadReaderSpec | undefined, readonly size = Math.max(1, Math.min(os.availableParallelism(), 8))) {
+    this.data = { encKey: keys.encKey, idKey: keys.idKey, maxSize, dictionaries: [...dictionaries], ...(store ? { store } : {}) };
+  }
+
+  /** Whether the workers read the packs themselves (otherwise each batch carries its sealed bytes). */
+  get reads(): boolean {
+    return this.data.store !== undefined;
   }
 
   /** Whether the workers were started (by a restore past INLINE_BYTES). */
@@ -90,7 +96,8 @@ export class UnpackPool {
     if (w.busy++ === 0) w.worker.ref();
     return new Promise<UnpackAnswer>((resolve, reject) => {
       this.waiting.set(seq, { w, resolve, reject });
-      w.worker.postMessage({ ...batch, seq } satisfies UnpackBatch);
+      // Sealed bytes handed over are moved, not copied (the caller made them for this batch alone).
+      w.worker.postMessage({ ...batch, seq } satisfies UnpackBatch, batch.sealed ? [batch.sealed.buffer as ArrayBuffer] : []);
     });
   }
 

@@ -4,7 +4,10 @@
  * store (adjacent blocks of a pack in one read), authenticates, decompresses and checks each block, and writes
  * its piece at its place in the output with pwrite. The main thread only
  * resolves which pieces go where: a restore's reads, decoding and writes run
- * on every core, and no block crosses between threads.
+ * on every core, and no block crosses between threads. From a store a worker
+ * cannot read itself (a bucket: its requests are best merged across files on
+ * one thread), the main thread fetches the sealed bytes and hands them over
+ * with the batch; decoding and writing stay here.
  */
 import * as fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
@@ -37,6 +40,11 @@ export interface UnpackBatch {
   pieces: Float64Array;
   /** Block ids, ID_BYTES per piece. */
   ids: Uint8Array;
+  /**
+   * The pieces' sealed bytes, one after another in the batch's order, when
+   * the main thread fetched them (the pool reads no store of its own).
+   */
+  sealed?: Uint8Array;
   /**
    * Files this worker creates, then fills, gives their metadata and closes
    * (a piece's descriptor -k-1 names file k). Per file: the descriptor of
@@ -79,13 +87,13 @@ const RUN_BYTES = 4 * 1024 * 1024;
 /** Output gathered for one write at most. */
 const WRITE_BYTES = 1024 * 1024;
 
-/** What an unpacker needs: the keys, the largest block, every dictionary of the repository, and how to read its packs. */
+/** What an unpacker needs: the keys, the largest block, every dictionary of the repository, and how to read its packs (none: batches carry their sealed bytes). */
 export interface UnpackerData {
   encKey: Uint8Array;
   idKey: Uint8Array;
   maxSize: number;
   dictionaries: Dictionary[];
-  store: ThreadReaderSpec;
+  store?: ThreadReaderSpec;
 }
 
 /** Does batches: on a worker thread (below), or on the main thread for the first few of a restore (unpack-pool.ts). */
@@ -102,7 +110,7 @@ if (parentPort && (workerData as { unpacker?: boolean } | null)?.unpacker === tr
 }
 
 export function makeUnpacker({ encKey, idKey, maxSize, dictionaries, store }: UnpackerData, pacer?: GcPacer): Unpacker {
-  const reader = openThreadReader(store);
+  const reader = store ? openThreadReader(store) : undefined;
   // A dictionary's ref arrives as a Uint8Array: Buffers do not survive the trip between threads.
   for (const d of dictionaries) addDictionary({ ref: Buffer.from(d.ref), bytes: d.bytes });
   const writeFully = (fd: number, data: Uint8Array, position: number): void => {
@@ -120,7 +128,21 @@ export function makeUnpacker({ encKey, idKey, maxSize, dictionaries, store }: Un
     while (j < n && f(j, 0) === f(i, 0) && f(j, 1) === end && end + f(j, 2) - start <= RUN_BYTES) end += f(j++, 2);
     return { pack: b.packs[f(i, 0)]!, end: j, start, bytes: end - start };
   };
-  const readRun = (run: Run): Uint8Array => reader.read({ kind: 'pack', name: run.pack }, run.start, run.bytes);
+  /** Where each piece's sealed bytes start in the batch's `sealed` (the pieces of a run lie together there as in the pack). */
+  let handedAt: Float64Array | undefined;
+  const handedOffsets = (b: UnpackBatch): Float64Array | undefined => {
+    if (!b.sealed) return undefined;
+    const n = b.pieces.length / PIECE_FIELDS;
+    const at = new Float64Array(n);
+    for (let i = 1; i < n; i++) at[i] = at[i - 1]! + b.pieces[(i - 1) * PIECE_FIELDS + 2]!;
+    return at;
+  };
+  /** The sealed bytes of the run starting at piece `first`. */
+  const readRun = (b: UnpackBatch, run: Run, first: number): Uint8Array => {
+    if (b.sealed) return b.sealed.subarray(handedAt![first]!, handedAt![first]! + run.bytes);
+    if (!reader) throw new Error('a batch without its sealed bytes, and no store to read them from');
+    return reader.read({ kind: 'pack', name: run.pack }, run.start, run.bytes);
+  };
   /** Piece `i`'s bytes: its block authenticated, decoded and checked against its TOC entry's size. */
   const plainPiece = (b: UnpackBatch, i: number, sealed: Uint8Array, runStart: number): Uint8Array => {
     const f = (k: number) => b.pieces[i * PIECE_FIELDS + k]!;
@@ -140,6 +162,7 @@ export function makeUnpacker({ encKey, idKey, maxSize, dictionaries, store }: Un
   const handle = (b: UnpackBatch): UnpackAnswer => {
     const n = b.pieces.length / PIECE_FIELDS;
     const f = (i: number, k: number) => b.pieces[i * PIECE_FIELDS + k]!;
+    handedAt = handedOffsets(b);
     if (b.files) return makeFiles(b, b.files);
     // Pieces before `done` are written (their bytes in doneBytes); those from `done` on are gathered in `out`.
     let done = 0;
@@ -156,7 +179,7 @@ export function makeUnpacker({ encKey, idKey, maxSize, dictionaries, store }: Un
       outLength = 0;
       for (let i = 0; i < n; ) {
         const run = runFrom(b, i);
-        const sealed = readRun(run);
+        const sealed = readRun(b, run, i);
         for (; i < run.end; i++) {
           const piece = plainPiece(b, i, sealed, run.start);
           const at = f(i, 6);
@@ -214,12 +237,13 @@ export function makeUnpacker({ encKey, idKey, maxSize, dictionaries, store }: Un
     let bytes = 0;
     for (let i = 0; i < n; ) {
       const run = runFrom(b, i);
+      const first = i;
       let sealed: Uint8Array | undefined;
       for (; i < run.end; i++) {
         const k = fileOf(i);
         if (made[k] !== MADE.done) continue;
         try {
-          sealed ??= readRun(run);
+          sealed ??= readRun(b, run, first);
           const piece = plainPiece(b, i, sealed, run.start);
           const at = f(i, 6);
           if (!(at + piece.length < f(i, 8) && isHole(piece))) writeFully(fds[k]!, piece, at);
@@ -253,5 +277,5 @@ export function makeUnpacker({ encKey, idKey, maxSize, dictionaries, store }: Un
     return { seq: b.seq, bytes, made };
   };
 
-  return { handle, close: () => reader.close() };
+  return { handle, close: () => reader?.close() };
 }
