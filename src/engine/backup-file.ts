@@ -50,7 +50,8 @@ export function preReadIs(pre: PreRead, list: BlockList, size: number): boolean 
 
 /** A file's path id and its parent version, looked up with its directory's other files. */
 export interface KnownVersion {
-  pathId: Buffer;
+  /** Its path's keyed id; none when named by the parent's entry (see entrySize), until the file turns out changed. */
+  pathId?: Buffer;
   row: VersionRow | undefined;
   /** The row's blocks, when looked up with others (a small file's). */
   blocks?: BlockList;
@@ -127,7 +128,7 @@ export class FileSaver extends BackupPart {
   fromEntry(abs: string, prev: TreeEntry & { block: string }): KnownVersion {
     const blocks = new BlockList();
     blocks.push(Buffer.from(prev.block, 'hex'), prev.size);
-    return { pathId: this.repo.keyring.pathId(abs), row: undefined, blocks, entrySize: prev.size };
+    return { row: undefined, blocks, entrySize: prev.size };
   }
 
   async parentVersions(paths: readonly string[]): Promise<KnownVersion[]> {
@@ -149,7 +150,10 @@ export class FileSaver extends BackupPart {
     }
     if (known?.same && (await known.same)) return this.sameAsParent(entry, known.blocks!, true, prev);
     // Not the parent's bytes after all: its version is looked up as any changed file's.
-    const { pathId, row: prevRow, blocks: prevBlocks } = known && known.entrySize === undefined ? known : (await this.parentVersions([abs]))[0]!;
+    const looked = known?.pathId ? known : (await this.parentVersions([abs]))[0]!;
+    // Every version parentVersions looks up has its path id.
+    const { row: prevRow, blocks: prevBlocks } = looked;
+    const pathId = looked.pathId!;
     const target: TargetVersion | undefined = prevRow && this.parent ? { id: prevRow.id, snapshotId: this.parent.id, depth: prevRow.depth } : undefined;
     const previous = prevRow && prevRow.size > 0 ? (prevBlocks ?? (await repo.service.blockList(prevRow.id, prevRow.size))) : new BlockList(1);
     if (abs === this.opts.stdinPath) this.ctx.datasets?.replaced(abs);
