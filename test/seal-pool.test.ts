@@ -7,7 +7,7 @@
  * otherwise leaves its walk waiting), and no more bytes than the pool's budget.
  */
 import { randomBytes } from 'node:crypto';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { blockId, Keyring } from '../src/crypto/keyring.js';
 import { emptyResult } from '../src/engine/backup-context.js';
 import { BlockSink } from '../src/engine/block-sink.js';
@@ -133,6 +133,35 @@ describe('sealing pool', () => {
       for (const b of [...small, ...large]) expect(repo.service.hasBlock(blockId(repo.keyring.idKey, b))).toBe(true);
     } finally {
       open();
+      await pool.close();
+    }
+  });
+
+  it("a walk's trees are sealed on the workers when they fit a slot, here when larger; all read back", async () => {
+    const repo = await makeRepo();
+    const pool = new SealPool(repo.keyring, 3, repo.chunker.max);
+    const packer = repo.newPacker();
+    const sink = new BlockSink(repo, 3, packer, pool, emptyResult('test', null, Date.now()), undefined, () => {});
+    const sealed: number[] = [];
+    const through = SealPool.prototype.seal;
+    const seal = vi.spyOn(SealPool.prototype, 'seal').mockImplementation(function (this: SealPool, id, data, kind, consume) {
+      sealed.push(data.length);
+      return through.call(this, id, data, kind, consume);
+    });
+    try {
+      const listing = (n: number) => Buffer.from(JSON.stringify({ entries: Array.from({ length: n }, (_, i) => ({ name: `message-${i}-${'x'.repeat(40)}`, type: 'file', size: i })) }));
+      const small = listing(20);
+      const large = listing(3000);
+      expect(large.length).toBeGreaterThan(pool.maxBlock);
+      const ids = [await sink.storeTree(small), await sink.storeTree(large)];
+      expect(sealed).toEqual([small.length]);
+      await sink.drain();
+      await packer.flush();
+      expect((await repo.readBlob(ids[0]!, 'tree')).equals(small)).toBe(true);
+      expect((await repo.readBlob(ids[1]!, 'tree')).equals(large)).toBe(true);
+      expect([...sink.blobs]).toEqual(ids.map((id) => id.toString('hex')));
+    } finally {
+      seal.mockRestore();
       await pool.close();
     }
   });

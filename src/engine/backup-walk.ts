@@ -329,7 +329,7 @@ export class TreeWalker extends BackupPart {
     }
     if (entries.length === 0) for (let k = 0; k < same; k++) entries.push(prevTree!.entries[k]!);
     const tree: Tree = { entries };
-    const id = await this.sink.storeBlob('tree', encodeTree(tree));
+    const id = await this.sink.storeTree(encodeTree(tree));
     const leaf = leafId(entries, this.repo.keyring.blockIdOfPieces());
     return { ...entryOfStat(name, 'dir', st), tree: id.toString('hex'), ...(leaf ? { leaf } : {}) };
   }

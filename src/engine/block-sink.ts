@@ -90,6 +90,18 @@ export class BlockSink {
     return id;
   }
 
+  /**
+   * A directory's tree of the walk: sealed on a worker like a block when it
+   * fits a slot (the walk's trees all come before drain), here otherwise.
+   */
+  async storeTree(plain: Buffer): Promise<Buffer> {
+    if (plain.length > this.pool.maxBlock) return this.storeBlob('tree', plain);
+    const id = this.repo.keyring.blockId(plain);
+    this.blobs.add(id.toString('hex'));
+    if (!this.dryRun) await this.storeSealedElsewhere(id, 'tree', plain);
+    return id;
+  }
+
   /** Ids a block and, if the repository lacks it, has it sealed and packed. */
   async storeChunk(chunk: Buffer, id: Buffer = this.repo.keyring.blockId(chunk)): Promise<Buffer> {
     if (this.packer.has(id)) {

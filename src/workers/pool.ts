@@ -126,6 +126,11 @@ export class SealPool {
   /** Plain bytes a caller should have in flight at most: a queue of large blocks deep enough for the workers, no deeper. */
   readonly budget: number;
 
+  /** The largest block a slot holds. */
+  get maxBlock(): number {
+    return this.layout.maxBlock;
+  }
+
   /** Whether the workers were started (by work that needed them). */
   get started(): boolean {
     return this.workers.length > 0;
