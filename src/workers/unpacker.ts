@@ -128,18 +128,13 @@ export function makeUnpacker({ encKey, idKey, maxSize, dictionaries, store }: Un
     while (j < n && f(j, 0) === f(i, 0) && f(j, 1) === end && end + f(j, 2) - start <= RUN_BYTES) end += f(j++, 2);
     return { pack: b.packs[f(i, 0)]!, end: j, start, bytes: end - start };
   };
-  /** Where each piece's sealed bytes start in the batch's `sealed` (the pieces of a run lie together there as in the pack). */
-  let handedAt: Float64Array | undefined;
-  const handedOffsets = (b: UnpackBatch): Float64Array | undefined => {
-    if (!b.sealed) return undefined;
-    const n = b.pieces.length / PIECE_FIELDS;
-    const at = new Float64Array(n);
-    for (let i = 1; i < n; i++) at[i] = at[i - 1]! + b.pieces[(i - 1) * PIECE_FIELDS + 2]!;
-    return at;
-  };
-  /** The sealed bytes of the run starting at piece `first`. */
-  const readRun = (b: UnpackBatch, run: Run, first: number): Uint8Array => {
-    if (b.sealed) return b.sealed.subarray(handedAt![first]!, handedAt![first]! + run.bytes);
+  /**
+   * The sealed bytes of a run: read from its pack, or the batch's own, where
+   * the runs lie one after another as in their packs (`handed`: the bytes of
+   * the runs before this one).
+   */
+  const readRun = (b: UnpackBatch, run: Run, handed: number): Uint8Array => {
+    if (b.sealed) return b.sealed.subarray(handed, handed + run.bytes);
     if (!reader) throw new Error('a batch without its sealed bytes, and no store to read them from');
     return reader.read({ kind: 'pack', name: run.pack }, run.start, run.bytes);
   };
@@ -162,7 +157,6 @@ export function makeUnpacker({ encKey, idKey, maxSize, dictionaries, store }: Un
   const handle = (b: UnpackBatch): UnpackAnswer => {
     const n = b.pieces.length / PIECE_FIELDS;
     const f = (i: number, k: number) => b.pieces[i * PIECE_FIELDS + k]!;
-    handedAt = handedOffsets(b);
     if (b.files) return makeFiles(b, b.files);
     // Pieces before `done` are written (their bytes in doneBytes); those from `done` on are gathered in `out`.
     let done = 0;
@@ -177,9 +171,10 @@ export function makeUnpacker({ encKey, idKey, maxSize, dictionaries, store }: Un
     };
     try {
       outLength = 0;
-      for (let i = 0; i < n; ) {
+      for (let i = 0, handed = 0; i < n; ) {
         const run = runFrom(b, i);
-        const sealed = readRun(b, run, i);
+        const sealed = readRun(b, run, handed);
+        handed += run.bytes;
         for (; i < run.end; i++) {
           const piece = plainPiece(b, i, sealed, run.start);
           const at = f(i, 6);
@@ -235,15 +230,16 @@ export function makeUnpacker({ encKey, idKey, maxSize, dictionaries, store }: Un
     const f = (i: number, k: number) => b.pieces[i * PIECE_FIELDS + k]!;
     const fileOf = (i: number) => -f(i, 7) - 1;
     let bytes = 0;
-    for (let i = 0; i < n; ) {
+    for (let i = 0, handed = 0; i < n; ) {
       const run = runFrom(b, i);
-      const first = i;
+      const runAt = handed;
+      handed += run.bytes;
       let sealed: Uint8Array | undefined;
       for (; i < run.end; i++) {
         const k = fileOf(i);
         if (made[k] !== MADE.done) continue;
         try {
-          sealed ??= readRun(b, run, first);
+          sealed ??= readRun(b, run, runAt);
           const piece = plainPiece(b, i, sealed, run.start);
           const at = f(i, 6);
           if (!(at + piece.length < f(i, 8) && isHole(piece))) writeFully(fds[k]!, piece, at);
