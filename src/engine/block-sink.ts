@@ -2,7 +2,8 @@
  * Where a backup's blocks go: each new block is sealed on a worker and
  * packed, as many at a time as the pool has slots and bytes for (see
  * SealPool.slots and budget); one already stored (or on its way) is only
- * counted. Trees and the snapshot record are sealed here. A block
+ * counted. The walk's trees go to the workers too when they fit a slot;
+ * larger trees and the snapshot record are sealed here. A block
  * that fails fails the backup: `failed` settles, and `drain` rethrows it.
  */
 import { interrupted } from '../errors.js';
