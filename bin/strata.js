@@ -6,15 +6,9 @@
 // bundle, or one this Node rejects, or none, only means a normal compile.
 // This directory's package.json makes this file CommonJS, for the same reason.
 'use strict';
-// V8 optimizes a function once it has run a budget of bytecode. At the
-// default budget a command of a second or two spends more CPU compiling
-// lukewarm functions (in this thread and every worker) than they then save:
-// a first backup of 8,000 small files compiled 257 functions, 1.3 s of
-// compile jobs on two cores. At 15 times the budget only the hot ones are
-// (20 of them), and a long run still gets them all. Set before anything is
-// compiled: the code cache below is valid only under the flags it was made
-// with, and the build makes it through this file.
-require('node:v8').setFlagsFromString('--interrupt-budget=1000000');
+// Before anything is compiled: the code cache below is valid only under
+// the flags it was made with, and the build makes it through this file.
+require('node:v8').setFlagsFromString(require('./v8-flags.js').V8_FLAGS);
 const { createHash } = require('node:crypto');
 const fs = require('node:fs');
 const path = require('node:path');

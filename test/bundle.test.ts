@@ -1,6 +1,7 @@
 /**
- * How the CLI starts: bin/strata.js runs the CommonJS bundle of the build,
- * compiled with the code cache the build wrote for exactly that bundle.
+ * How the CLI starts: bin/strata.js sets its V8 flags (bin/v8-flags.js) and
+ * runs the CommonJS bundle of the build, compiled with the code cache the
+ * build wrote for exactly that bundle under those flags.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -20,7 +21,7 @@ function copyOfCli(): { bin: string; bundle: string; cache: string } {
   const dir = tempDir();
   fs.mkdirSync(path.join(dir, 'bin'));
   fs.mkdirSync(path.join(dir, 'dist'));
-  for (const f of ['strata.js', 'package.json']) fs.copyFileSync(path.join(ROOT, 'bin', f), path.join(dir, 'bin', f));
+  for (const f of ['strata.js', 'v8-flags.js', 'package.json']) fs.copyFileSync(path.join(ROOT, 'bin', f), path.join(dir, 'bin', f));
   fs.copyFileSync(BUNDLE, path.join(dir, 'dist', 'strata.cjs'));
   fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(dir, 'node_modules'));
   return { bin: path.join(dir, 'bin', 'strata.js'), bundle: path.join(dir, 'dist', 'strata.cjs'), cache: path.join(dir, 'dist', 'strata.cjs.cache') };
@@ -31,8 +32,16 @@ describe('the bundled CLI', () => {
     const text = fs.readFileSync(BUNDLE, 'utf8');
     const cache = fs.readFileSync(`${BUNDLE}.cache`);
     expect(cache.subarray(0, 32).equals(createHash('sha256').update(text).digest())).toBe(true);
+    // Under the CLI's V8 flags, as bin/strata.js compiles it (V8 rejects a cache made under other flags).
+    const probe = `require('node:v8').setFlagsFromString(require(${JSON.stringify(path.join(ROOT, 'bin', 'v8-flags.js'))}).V8_FLAGS);
+      const fs = require('node:fs'), vm = require('node:vm');
+      const text = fs.readFileSync(${JSON.stringify(BUNDLE)}, 'utf8');
+      const script = new vm.Script(${JSON.stringify(wrapped('@'))}.replace('@', () => text), { filename: ${JSON.stringify(BUNDLE)}, cachedData: fs.readFileSync(${JSON.stringify(`${BUNDLE}.cache`)}).subarray(32) });
+      process.stdout.write(String(script.cachedDataRejected));`;
+    expect(execFileSync(process.execPath, ['-e', probe], { encoding: 'utf8' })).toBe('false');
+    // Without them the same cache is rejected: the flags are what it was made under.
     const script = new vm.Script(wrapped(text), { filename: BUNDLE, cachedData: cache.subarray(32) });
-    expect(script.cachedDataRejected).toBe(false);
+    expect(script.cachedDataRejected).toBe(true);
   });
 
   it('a cache made for another bundle, a damaged one, or none: the CLI still runs, from its own source', () => {
