@@ -16,8 +16,8 @@ if [ -f "$D/run/client.rgw.pid" ] && kill -0 "$(cat "$D/run/client.rgw.pid")" 2>
   echo "already running: http://127.0.0.1:7480"; exit 0
 fi
 # Daemons a failed start left behind hold the ports: stopped before their pid files are wiped.
-for p in "$D"/run/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null && sleep 1; done
-rm -rf "$D"; mkdir -p "$D"/{mon,osd0,run,log}
+"$(dirname "$0")/ceph-rgw-down.sh" "$D" >/dev/null
+mkdir -p "$D"/{mon,osd0,run,log}
 FSID=$(cat /proc/sys/kernel/random/uuid)
 C="$D/ceph.conf"
 cat > "$C" <<CONF
