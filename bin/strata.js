@@ -8,8 +8,9 @@
 'use strict';
 // Before anything is compiled: the code cache below is valid only under
 // the flags it was made with, and the build makes it through this file.
+const v8 = require('node:v8');
 const v8Flags = require('./v8-flags.js');
-require('node:v8').setFlagsFromString(v8Flags.V8_FLAGS);
+v8.setFlagsFromString(v8Flags.V8_FLAGS);
 const { createHash } = require('node:crypto');
 const fs = require('node:fs');
 const path = require('node:path');
@@ -41,4 +42,4 @@ const done = loaded.exports.main(process.argv);
 // The build runs one short command with this set, to cache what it compiled
 // (under the first flags: V8 names the flags in the cache).
 if (process.env.STRATA_WRITE_CODE_CACHE === '1') done.then(() => fs.writeFileSync(cacheFile, Buffer.concat([digest, script.createCachedData()])));
-else setTimeout(() => require('node:v8').setFlagsFromString(v8Flags.LATER_FLAGS), v8Flags.LATER_MS).unref();
+else setTimeout(() => v8.setFlagsFromString(v8Flags.LATER_FLAGS), v8Flags.LATER_MS).unref();
