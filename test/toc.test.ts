@@ -246,4 +246,26 @@ describe('BlockList', () => {
     ]);
     expect(list.sameId(2, from, 2)).toBe(true);
   });
+
+  it('grows from its small start without losing or inventing an id', () => {
+    const id = (n: number) => Buffer.alloc(32, n % 256);
+    const list = new BlockList();
+    for (let i = 0; i < 1000; i++) {
+      if (i % 7 === 3) list.push(null, i + 1);
+      else if (i % 5 === 0) list.pushHex(id(i).toString('hex'), i + 1);
+      else list.push(id(i), i + 1);
+    }
+    expect(list.length).toBe(1000);
+    expect(list.size).toBe((1000 * 1001) / 2);
+    for (let i = 0; i < 1000; i++) {
+      expect(list.id(i)?.equals(id(i)) ?? null).toBe(i % 7 === 3 ? null : true);
+      expect(list.end(i) - list.start(i) + 1).toBe(i + 1);
+    }
+    // A TOC of many entries grows from its small start too.
+    const whole = new BlockList();
+    for (let i = 0; i < 1000; i++) whole.push(id(i), i + 1);
+    const toc = [...diffBlocks([], whole)];
+    expect(toc).toHaveLength(1000);
+    expect(toc.every((e, i) => e.kind === 'data' && e.start === whole.start(i) && e.end === whole.end(i) && e.block.equals(id(i)))).toBe(true);
+  });
 });

@@ -17,8 +17,13 @@ export class BlockList {
   /** Total bytes: where the next block would start. */
   size = 0;
 
-  constructor(capacity = 64) {
-    this.ids = Buffer.alloc(capacity * ID_BYTES);
+  /**
+   * Small by default: most files are a block or two, and an array of more
+   * than 64 bytes is allocated outside V8's heap, at many times the cost
+   * (a tree of small files makes several lists per file).
+   */
+  constructor(capacity = 2) {
+    this.ids = zeroed(capacity * ID_BYTES);
     this.starts = new Float64Array(capacity);
     this.known = new Uint8Array(capacity);
   }
@@ -117,8 +122,8 @@ export class BlockList {
   }
 
   private grow(): void {
-    const capacity = Math.max(64, this.starts.length * 2);
-    const ids = Buffer.alloc(capacity * ID_BYTES);
+    const capacity = Math.max(4, this.starts.length * 2);
+    const ids = zeroed(capacity * ID_BYTES);
     this.ids.copy(ids);
     this.ids = ids;
     const starts = new Float64Array(capacity);
@@ -128,6 +133,11 @@ export class BlockList {
     known.set(this.known);
     this.known = known;
   }
+}
+
+/** A zero-filled buffer: a small one from Node's shared pool, not an allocation of its own. */
+function zeroed(bytes: number): Buffer {
+  return Buffer.allocUnsafe(bytes).fill(0);
 }
 
 /**

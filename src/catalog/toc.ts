@@ -63,9 +63,10 @@ export function wholeRef(size: number): TocEntries {
  * its target start. Iterating yields ordinary TocEntry objects one by one.
  */
 export class TocList implements TocEntries {
-  private kinds = new Uint8Array(16);
-  private ranges = new Float64Array(32);
-  private extra = new Float64Array(16);
+  // Room for 4 entries to start with: arrays of up to 64 bytes live in V8's heap, cheap to make.
+  private kinds = new Uint8Array(4);
+  private ranges = new Float64Array(8);
+  private extra = new Float64Array(4);
   private count = 0;
   dataEntries = 0;
   refEntries = 0;

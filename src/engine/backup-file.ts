@@ -126,7 +126,7 @@ export class FileSaver extends BackupPart {
    */
   /** The parent version of a file whose parent entry names its one block (see KnownVersion.entrySize): no catalog lookup. */
   fromEntry(abs: string, prev: TreeEntry & { block: string }): KnownVersion {
-    const blocks = new BlockList();
+    const blocks = new BlockList(1);
     blocks.push(Buffer.from(prev.block, 'hex'), prev.size);
     return { row: undefined, blocks, entrySize: prev.size };
   }
@@ -355,7 +355,7 @@ export class FileSaver extends BackupPart {
    * its blocks stored as they were cut there.
    */
   private async storePre(abs: string, pre: PreRead): Promise<BlockList> {
-    const blocks = new BlockList();
+    const blocks = new BlockList(pre.lengths.length);
     let at = 0;
     for (let j = 0; j < pre.lengths.length; j++) {
       this.checkAbort();
