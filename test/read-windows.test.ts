@@ -74,4 +74,35 @@ describe('read windows', () => {
       again.close();
     }
   });
+
+  it("a writer's block lookups share a window; any write, even a bare statement, ends it first, so another process's commit never fails it", async () => {
+    const repo = await makeRepo();
+    const file = path.join(repo.root, 'catalog.db');
+    repo.close();
+    const writer = new Catalog(file);
+    const other = new Catalog(file);
+    const id = (n: number) => Buffer.alloc(32, n);
+    try {
+      expect(writer.hasBlock(id(1))).toBe(false);
+      expect(writer.db.inTransaction).toBe(true);
+      // Another process indexes a pack while the window holds its snapshot...
+      other.addPack('p1', 100, [{ id: id(1), kind: 'data', offset: 8, length: 50, size: 40 }]);
+      // ... and a statement that writes, run on its own, still goes through: it ends the window first
+      // (run in the old snapshot, SQLite would refuse it as busy).
+      writer.db.prepare("INSERT OR REPLACE INTO info(key, value) VALUES ('probe', '1')").run();
+      expect(writer.db.inTransaction).toBe(false);
+      // The next lookup opens a window that sees the other's pack; it ends when the loop turns.
+      expect(writer.hasBlock(id(1))).toBe(true);
+      expect(writer.db.inTransaction).toBe(true);
+      await turn();
+      expect(writer.db.inTransaction).toBe(false);
+      // Its own writes are seen at once: a transaction ends the window too.
+      expect(writer.hasBlock(id(2))).toBe(false);
+      writer.addPack('p2', 100, [{ id: id(2), kind: 'data', offset: 8, length: 50, size: 40 }]);
+      expect(writer.hasBlock(id(2))).toBe(true);
+    } finally {
+      other.close();
+      writer.close();
+    }
+  });
 });

@@ -43,7 +43,7 @@ export class BlockIndex extends CatalogDb {
    * running backup has just decided to reuse.
    */
   hasBlock(id: Uint8Array): boolean {
-    const row = this.blockSt.blockState.get(id) as { condemned: number | null } | undefined;
+    const row = this.windowRead(() => this.blockSt.blockState.get(id)) as { condemned: number | null } | undefined;
     if (!row) return false;
     if (row.condemned === null) return true;
     return this.guard(() => this.blockSt.rescueBlock.run(id).changes > 0);

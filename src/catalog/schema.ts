@@ -178,6 +178,7 @@ export class CatalogDb {
     this.readWindows = opts.readonly === true || opts.readWindows === true;
     const nativeBinding = sqliteAddon();
     this.db = new Database(file, { readonly: opts.readonly ?? false, fileMustExist: opts.readonly ?? false, ...(nativeBinding ? { nativeBinding } : {}) });
+    this.writesEndWindows();
     const busyTimeoutMs = opts.busyTimeoutMs ?? 30_000;
     this.db.pragma(`busy_timeout = ${busyTimeoutMs}`);
     if (!opts.readonly) {
@@ -264,6 +265,41 @@ export class CatalogDb {
         return call.apply(st, args);
       };
     }
+  }
+
+  /**
+   * A writer's point lookups made many times a turn (a backup asks for every
+   * new block whether the repository has it) share one read window as a
+   * reader's statements do: some 9 µs each on their own, 1 µs in a window.
+   * Anything that writes ends the window first (see writesEndWindows).
+   */
+  protected windowRead<T>(fn: () => T): T {
+    if (!this.db.inTransaction) {
+      this.dbSt.begin.run();
+      this.window = true;
+      setImmediate(() => this.closeWindow());
+    }
+    return fn();
+  }
+
+  /**
+   * Every statement that writes ends a read window before it runs: it must
+   * not run in the window's snapshot (another process may have written
+   * since, and the write would fail), nor be committed only with the window.
+   * Transactions end it too (see transaction).
+   */
+  private writesEndWindows(): void {
+    const prepare = this.db.prepare.bind(this.db);
+    this.db.prepare = ((sql: string) => {
+      const st = prepare(sql);
+      if (st.reader || /^\s*(BEGIN|COMMIT)\s*$/i.test(sql)) return st;
+      const run = st.run.bind(st);
+      (st as { run: typeof run }).run = (...args: unknown[]) => {
+        this.closeWindow();
+        return run(...args);
+      };
+      return st;
+    }) as typeof this.db.prepare;
   }
 
   private closeWindow(): void {
