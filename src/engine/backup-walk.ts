@@ -29,7 +29,7 @@ const CHILD_BATCH = SCAN_PART;
  * Entries walked before the scan starts: a small tree is done before its
  * thread would have started (a backup of a few files: 0.1 s of CPU more).
  */
-const SCAN_AFTER = 1000;
+export const SCAN_AFTER = 1000;
 /** Batches stat'ed ahead of the one being compared. */
 const STAT_AHEAD = 2;
 

@@ -27,7 +27,7 @@ import { parseWhen } from '../util/when.js';
 import { describe, emptyResult, type BackupContext, type BackupOptions, type BackupProgress, type BackupResult } from './backup-context.js';
 import { BlockSink } from './block-sink.js';
 import { FileSaver } from './backup-file.js';
-import { TreeWalker } from './backup-walk.js';
+import { SCAN_AFTER, TreeWalker } from './backup-walk.js';
 import { TreeScan } from './backup-scan.js';
 import { buildPlan, normalizeSources, parseMarker, symlinkOnTheWay, type Marker } from './backup-sources.js';
 import { DatasetCollector, manifestEntries } from './manifest.js';
@@ -154,6 +154,10 @@ class BackupRun {
       if (parent) this.parent = new Snapshot(repo, parent);
       // Files changed since the parent began are read by the scan (a second early: clocks tick coarsely); with no parent, or --force, all.
       this.scan.readFrom(parent && !opts.force ? (BigInt(parent.time) - 1000n) * 1_000_000n : undefined);
+      // A parent as large as a tree the scan pays for: the scan starts now, not once the walk has
+      // gone SCAN_AFTER entries in (it skips what the walk entered, and the walk reads that itself).
+      const parentStats = this.parent?.meta.stats;
+      if (parentStats && parentStats.files + parentStats.dirs >= SCAN_AFTER) this.scan.start();
       try {
         return await this.runLeased(present, lineage, lease);
       } finally {
