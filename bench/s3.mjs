@@ -156,8 +156,11 @@ async function restoresInTurn(all) {
     const old = path.join(path.resolve(opts.old), 'bin', 'strata.js');
     restorers.old = { ...all.strata, restore: (target) => all.strata.restore(target).replace(`node ${STRATA} `, `node ${old} `) };
   }
+  const entries = Object.entries(restorers);
   for (let i = 0; i < opts.runs; i++) {
-    for (const [name, t] of Object.entries(restorers)) {
+    // The order turns from one round to the next: whoever goes first meets a cooler gateway.
+    const k = i % entries.length;
+    for (const [name, t] of [...entries.slice(k), ...entries.slice(0, k)]) {
       const target = path.join(opts.dir, `restore-turn-${name}`);
       fs.rmSync(target, { recursive: true, force: true });
       fs.mkdirSync(target);
@@ -178,6 +181,8 @@ async function restoresInTurn(all) {
     out.old = { build: opts.old, seconds: times.old, MiBps: MiBps(median(times.old)) };
     out.oldOfRaw = +(out.old.MiBps / out.raw.median).toFixed(2);
     out.oldOfRestic = +(out.old.MiBps / out.restic.MiBps).toFixed(2);
+    // Per round, this build's time against the old one's: the median of those ratios says more than a ratio of medians on a noisy machine.
+    out.strataOfOldPaired = +median(times.strata.map((t, j) => t / times.old[j])).toFixed(3);
   }
   return out;
 }
@@ -222,6 +227,7 @@ function print(r) {
     const t = r.restores;
     console.log(`\nrestores in turn with the raw GETs (${t.runs} runs, medians): strata ${t.strata.MiBps} MiB/s, restic ${t.restic.MiBps} MiB/s, raw GETs ${t.raw.median} MiB/s`);
     console.log(`strata ${t.strataOfRaw} of the raw GETs, restic ${t.resticOfRaw}; strata ${t.strataOfRestic} of restic`);
+    if (t.old) console.log(`old build (${t.old.build}) ${t.old.MiBps} MiB/s, ${t.oldOfRaw} of the raw GETs; this build's time against the old one's, per round: median ${t.strataOfOldPaired}`);
   }
   console.log('\nrequests by kind (counted pass):');
   for (const tool of ['strata', 'restic']) for (const s of steps) console.log(`  ${tool} ${s}: ${JSON.stringify(r.counted[tool][s].requests)}`);

@@ -2,12 +2,13 @@
  * A restore from a bucket (real Ceph RGW): a pack read a few times is
  * fetched whole, once, and kept for the rest of the restore, so the
  * restore costs a few requests per pack rather than one per run of blocks;
- * its blocks are decoded and written on the worker threads; byte-exact; a
- * read outside a restore still asks only for its ranges.
+ * its blocks are decoded and written on the worker threads, handed over as
+ * views of the shared memory the packs were read into; byte-exact; a read
+ * outside a restore still asks only for its ranges.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { refreshCatalog } from '../src/engine/rebuild.js';
 import { restore } from '../src/engine/restore.js';
 import { SnapshotTree } from '../src/engine/snapshot-tree.js';
@@ -15,6 +16,8 @@ import { Repository } from '../src/repo/repository.js';
 import type { CoalescingStorage } from '../src/storage/coalesce.js';
 import { S3Storage } from '../src/storage/s3.js';
 import { locate } from '../src/storage/location.js';
+import { UnpackPool } from '../src/workers/unpack-pool.js';
+import type { UnpackBatch } from '../src/workers/unpacker.js';
 import { cliEnv, readWhole, Rng, strata, tempDir } from './helpers.js';
 import { bucketName, gatewayProblem, OPTIONS, s3Env } from './s3-helpers.js';
 
@@ -51,8 +54,19 @@ suite('a restore from a bucket', () => {
       const [tree] = await SnapshotTree.all(repo);
       const target = tempDir('strata-s3-whole-target-');
       const before = storage.requests;
+      const run = vi.spyOn(UnpackPool.prototype, 'run');
       const r = await restore(repo, tree!, { target });
       const requests = storage.requests - before;
+      // The sealed bytes go to the workers as views of the shared memory the packs were read into, not
+      // copied; only a batch with a small range read on its own (less than 64 KiB, before its pack came whole) is.
+      const batches = run.mock.calls.map(([b]) => b as Omit<UnpackBatch, 'seq'>);
+      run.mockRestore();
+      const viewed = batches.flatMap((b) => b.parts ?? []);
+      expect(viewed.every((p) => p.buffer instanceof SharedArrayBuffer)).toBe(true);
+      const viewedBytes = viewed.reduce((n, p) => n + p.length, 0);
+      const copiedBytes = batches.reduce((n, b) => n + (b.sealed?.length ?? 0), 0);
+      expect(viewedBytes).toBeGreaterThan(19 * 1024 * 1024);
+      expect(copiedBytes).toBeLessThan(viewedBytes / 20);
       expect(r.files).toBe(61);
       // Decoded and written on the workers, handed the sealed bytes this thread fetched.
       const pool = await repo.unpackers();

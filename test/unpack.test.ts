@@ -136,6 +136,38 @@ describe('restore on worker threads', () => {
     repo.close();
   });
 
+  it('sealed bytes read into shared memory go to the workers as views, whether a run of blocks lies in one buffer or across several: byte-exact', async () => {
+    const { repo, file, data, first, ids } = await setup();
+    Object.defineProperty(repo, 'threadReader', { get: () => undefined });
+    const storage = repo.storage;
+    const read = storage.read.bind(storage);
+    const shared = (b: Buffer) => {
+      const s = Buffer.from(new SharedArrayBuffer(b.length));
+      b.copy(s);
+      return s;
+    };
+    // As from a bucket: first each read in shared memory of its own (a run of blocks then spans several buffers) ...
+    const spy = vi.spyOn(storage, 'read').mockImplementation(async (h, offset, length) => shared(await read(h, offset, length)));
+    const run = vi.spyOn(UnpackPool.prototype, 'run');
+    expect(fs.readFileSync(path.join(await restoreSnapshot(repo, ids[1]!), file)).equals(data)).toBe(true);
+    // ... then each pack read whole once into shared memory, and every read a view of it (a run then lies in one).
+    const packs = new Map<string, Promise<Buffer>>();
+    spy.mockImplementation(async (h, offset, length) => {
+      let whole = packs.get(h.name);
+      if (!whole) packs.set(h.name, (whole = storage.get(h).then(shared)));
+      return (await whole).subarray(offset, offset + length);
+    });
+    expect(fs.readFileSync(path.join(await restoreSnapshot(repo, ids[0]!), file)).equals(first)).toBe(true);
+    const batches = run.mock.calls.map(([b]) => b);
+    // Every batch done where it was sent: none left to this thread to read again.
+    const answers = await Promise.all(run.mock.results.map((r) => r.value as Promise<{ failed?: number }>));
+    vi.restoreAllMocks();
+    expect(batches.length).toBeGreaterThan(10);
+    expect(batches.every((b) => b.sealed === undefined && b.parts !== undefined)).toBe(true);
+    expect(answers.every((a) => a.failed === undefined)).toBe(true);
+    repo.close();
+  });
+
   it('a disk image whose blocks repeat (zeros, a pattern) restores byte-exact', async () => {
     const repo = await makeRepo({ chunkAvg: 4096, packSize: 64 * 1024 });
     const src = tempDir();

@@ -178,15 +178,17 @@ export async function unpackVersion(repo: Repository, version: BoundVersion, fd:
 
 /** Has a worker do `batch`, its sealed bytes fetched here first when the workers read no store. */
 async function runBatch(repo: Repository, pool: UnpackPool, batch: Batch): Promise<UnpackAnswer> {
-  return pool.run(pool.reads ? batch.message() : { ...batch.message(), sealed: await fetchSealed(repo, batch) });
+  return pool.run(pool.reads ? batch.message() : { ...batch.message(), ...(await fetchSealed(repo, batch)) });
 }
 
 /**
  * A batch's sealed bytes, fetched here for workers that read no store: all
- * asked for in one turn, so reads of neighbouring blocks are joined; copied
- * into one buffer of their own, which moves to the worker.
+ * asked for in one turn, so reads of neighbouring blocks are joined. Read
+ * into shared memory (a bucket's packs, storage/s3.ts), they go to the
+ * worker as views of it; otherwise they are copied into one buffer of their
+ * own, which moves to the worker.
  */
-async function fetchSealed(repo: Repository, batch: Batch): Promise<Uint8Array> {
+async function fetchSealed(repo: Repository, batch: Batch): Promise<{ sealed: Uint8Array } | { parts: Uint8Array[] }> {
   const places = Array.from(batch.places());
   const parts = await Promise.all(places.map((p) => repo.storage.read({ kind: 'pack', name: p.pack }, p.offset, p.length)));
   let total = 0;
@@ -195,10 +197,11 @@ async function fetchSealed(repo: Repository, batch: Batch): Promise<Uint8Array> 
     if (p.length !== places[i]!.length) throw new Error(`short read of pack ${places[i]!.pack}`);
     total += p.length;
   });
+  if (parts.every((p) => p.buffer instanceof SharedArrayBuffer)) return { parts };
   const sealed = Buffer.allocUnsafeSlow(total);
   let at = 0;
   for (const p of parts) at += p.copy(sealed, at);
-  return new Uint8Array(sealed.buffer, 0, total);
+  return { sealed: new Uint8Array(sealed.buffer, 0, total) };
 }
 
 /** Pieces read and written by this thread (a worker failed on the first of them). */

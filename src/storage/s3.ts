@@ -106,6 +106,9 @@ const RETRY_STATUS = new Set([500, 502, 503, 504]);
  */
 export const S3_RETRY: RetryPolicy = { attempts: 6, delayMs: 250 };
 
+/** Bytes from which an object's data is read into shared memory (see S3Storage.body). */
+const SHARED_BODY = 64 * 1024;
+
 export class S3Storage implements Storage {
   readonly location: string;
   readonly counters: S3Counters = { requests: {}, bytesSent: 0, bytesReceived: 0 };
@@ -214,28 +217,38 @@ export class S3Storage implements Storage {
     return key === undefined ? `bucket ${this.where.bucket}` : `s3://${this.where.bucket}/${key}`;
   }
 
-  /** The whole body of an answer, checked against its Content-Length. */
-  private async body(a: Answer): Promise<Buffer> {
+  /**
+   * The whole body of an answer, checked against its Content-Length. With
+   * `shared`, a body of SHARED_BODY bytes or more is read into shared memory:
+   * a restore hands a pack's sealed blocks to its workers as views of it,
+   * with no copy (engine/unpack.ts).
+   */
+  private async body(a: Answer, shared = false): Promise<Buffer> {
+    const declared = a.headers['content-length'];
+    const size = declared === undefined ? undefined : Number(declared);
+    const into = shared && size !== undefined && Number.isSafeInteger(size) && size >= SHARED_BODY ? Buffer.from(new SharedArrayBuffer(size)) : undefined;
     const chunks: Buffer[] = [];
     let got = 0;
     try {
       for await (const c of a.res) {
-        chunks.push(c as Buffer);
-        got += (c as Buffer).length;
+        const chunk = c as Buffer;
+        if (!into) chunks.push(chunk);
+        else if (got + chunk.length <= into.length) chunk.copy(into, got);
+        got += chunk.length;
       }
       this.counters.bytesReceived += got;
     } catch (e) {
       throw new StorageError('io', `the answer from ${this.endpoint} was cut off: ${(e as Error).message}`);
     }
-    const declared = a.headers['content-length'];
-    if (declared !== undefined && Number(declared) !== got) throw new StorageError('io', `the answer from ${this.endpoint} was cut off after ${got} bytes`);
-    return Buffer.concat(chunks, got);
+    if (size !== undefined && size !== got) throw new StorageError('io', `the answer from ${this.endpoint} was cut off after ${got} bytes`);
+    return into ?? Buffer.concat(chunks, got);
   }
 
   /** A request whose whole answer is read. */
-  private async exchange(method: string, key: string | undefined, opts: Parameters<S3Storage['request']>[2] = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }> {
-    const a = await this.request(method, key, opts);
-    return { status: a.status, headers: a.headers, body: method === 'HEAD' ? (a.res.resume(), Buffer.alloc(0)) : await this.body(a) };
+  private async exchange(method: string, key: string | undefined, opts: Parameters<S3Storage['request']>[2] & { shared?: boolean } = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }> {
+    const { shared, ...rest } = opts;
+    const a = await this.request(method, key, rest);
+    return { status: a.status, headers: a.headers, body: method === 'HEAD' ? (a.res.resume(), Buffer.alloc(0)) : await this.body(a, shared && a.status >= 200 && a.status < 300) };
   }
 
   /**
@@ -428,7 +441,7 @@ export class S3Storage implements Storage {
 
   async get(h: Handle): Promise<Buffer> {
     const key = this.key(h);
-    const a = await this.exchange('GET', key, { what: 'GET' });
+    const a = await this.exchange('GET', key, { what: 'GET', shared: true });
     if (a.status === 200) return a.body;
     throw this.failure(a, 'GET', key);
   }
@@ -444,7 +457,7 @@ export class S3Storage implements Storage {
       if (offset > size) throw new StorageError('short_read', `${h.kind} ${h.name}: wanted 0 bytes at ${offset}, it has ${size}`);
       return Buffer.alloc(0);
     }
-    const a = await this.exchange('GET', key, { headers: { Range: `bytes=${offset}-${offset + length - 1}` }, what: 'GET range' });
+    const a = await this.exchange('GET', key, { headers: { Range: `bytes=${offset}-${offset + length - 1}` }, what: 'GET range', shared: true });
     if (a.status === 206) {
       if (a.body.length === length && String(a.headers['content-range']).startsWith(`bytes ${offset}-`)) return a.body;
       const size = /\/(\d+)$/.exec(String(a.headers['content-range']))?.[1] ?? '?';

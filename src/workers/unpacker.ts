@@ -46,6 +46,12 @@ export interface UnpackBatch {
    */
   sealed?: Uint8Array;
   /**
+   * Or each piece's sealed bytes as a view of its own, on memory the main
+   * thread shares (packs fetched from a bucket into shared memory): nothing
+   * is copied to hand them over.
+   */
+  parts?: Uint8Array[];
+  /**
    * Files this worker creates, then fills, gives their metadata and closes
    * (a piece's descriptor -k-1 names file k). Per file: the descriptor of
    * its directory (opened by the main thread, which checked it), the mode to
@@ -109,6 +115,25 @@ if (parentPort && (workerData as { unpacker?: boolean } | null)?.unpacker === tr
   port.on('message', (b: UnpackBatch) => port.postMessage(unpacker.handle(b)));
 }
 
+/**
+ * Pieces first..end-1's sealed bytes (`bytes` in all, side by side in their
+ * pack) as one run: a view when the first and last lie that far apart in
+ * one buffer (one fetch of the pack's bytes, so what is between is theirs
+ * too), else a copy.
+ */
+function joined(parts: readonly Uint8Array[], first: number, end: number, bytes: number): Uint8Array {
+  const a = parts[first]!;
+  const z = parts[end - 1]!;
+  if (a.buffer === z.buffer && z.byteOffset + z.byteLength - a.byteOffset === bytes) return new Uint8Array(a.buffer, a.byteOffset, bytes);
+  const out = new Uint8Array(bytes);
+  let at = 0;
+  for (let k = first; k < end; k++) {
+    out.set(parts[k]!, at);
+    at += parts[k]!.length;
+  }
+  return out;
+}
+
 export function makeUnpacker({ encKey, idKey, maxSize, dictionaries, store }: UnpackerData, pacer?: GcPacer): Unpacker {
   const reader = store ? openThreadReader(store) : undefined;
   // A dictionary's ref arrives as a Uint8Array: Buffers do not survive the trip between threads.
@@ -129,11 +154,13 @@ export function makeUnpacker({ encKey, idKey, maxSize, dictionaries, store }: Un
     return { pack: b.packs[f(i, 0)]!, end: j, start, bytes: end - start };
   };
   /**
-   * The sealed bytes of a run: read from its pack, or the batch's own, where
-   * the runs lie one after another as in their packs (`handed`: the bytes of
-   * the runs before this one).
+   * The sealed bytes of the run of pieces from `first`: read from its pack,
+   * or the batch's own, where the runs lie one after another as in their
+   * packs (`handed`: the bytes of the runs before this one), or its pieces'
+   * own views.
    */
-  const readRun = (b: UnpackBatch, run: Run, handed: number): Uint8Array => {
+  const readRun = (b: UnpackBatch, run: Run, handed: number, first: number): Uint8Array => {
+    if (b.parts) return joined(b.parts, first, run.end, run.bytes);
     if (b.sealed) return b.sealed.subarray(handed, handed + run.bytes);
     if (!reader) throw new Error('a batch without its sealed bytes, and no store to read them from');
     return reader.read({ kind: 'pack', name: run.pack }, run.start, run.bytes);
@@ -173,7 +200,7 @@ export function makeUnpacker({ encKey, idKey, maxSize, dictionaries, store }: Un
       outLength = 0;
       for (let i = 0, handed = 0; i < n; ) {
         const run = runFrom(b, i);
-        const sealed = readRun(b, run, handed);
+        const sealed = readRun(b, run, handed, i);
         handed += run.bytes;
         for (; i < run.end; i++) {
           const piece = plainPiece(b, i, sealed, run.start);
@@ -233,13 +260,14 @@ export function makeUnpacker({ encKey, idKey, maxSize, dictionaries, store }: Un
     for (let i = 0, handed = 0; i < n; ) {
       const run = runFrom(b, i);
       const runAt = handed;
+      const runFirst = i;
       handed += run.bytes;
       let sealed: Uint8Array | undefined;
       for (; i < run.end; i++) {
         const k = fileOf(i);
         if (made[k] !== MADE.done) continue;
         try {
-          sealed ??= readRun(b, run, runAt);
+          sealed ??= readRun(b, run, runAt, runFirst);
           const piece = plainPiece(b, i, sealed, run.start);
           const at = f(i, 6);
           if (!(at + piece.length < f(i, 8) && isHole(piece))) writeFully(fds[k]!, piece, at);
