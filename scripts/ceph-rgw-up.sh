@@ -8,6 +8,8 @@
 # (A copy of the services script the project's machines have, kept here so CI needs nothing else.)
 set -eu
 D=${1:-/tmp/strata-ceph}
+# A step that fails says which (several run quietly), rather than ending the script without a word.
+trap 'echo "ceph-rgw-up: failed (exit $?) at line $LINENO: $BASH_COMMAND; logs in $D/log" >&2' ERR
 if ! command -v radosgw >/dev/null || ! command -v ceph-mon >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     ceph-mon ceph-osd ceph-mgr radosgw ceph-common >/dev/null
