@@ -56,7 +56,14 @@ OSDU=$(cat /proc/sys/kernel/random/uuid)
 ceph -c "$C" osd create "$OSDU" >/dev/null
 ceph-osd -c "$C" -i 0 --mkfs --osd-uuid "$OSDU" 2>/dev/null
 ceph -c "$C" osd crush add osd.0 1.0 root=default >/dev/null 2>&1 || true
-ceph-osd -c "$C" -i 0 2>/dev/null
+# Now and then the OSD asks the monitor before it has the monitor's map, and stops ("wrong fsid" in
+# its log, exit 250): it is started again.
+osd_up=""
+for i in 1 2 3 4 5; do
+  if ceph-osd -c "$C" -i 0 2>/dev/null; then osd_up=1; break; fi
+  sleep 1
+done
+[ -n "$osd_up" ] || { echo "ceph-osd did not start; see $D/log" >&2; exit 1; }
 ceph-mgr -c "$C" -i x
 radosgw -c "$C" -n client.rgw
 for i in $(seq 60); do curl -s -o /dev/null http://127.0.0.1:7480 && break; sleep 1; done
