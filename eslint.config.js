@@ -15,8 +15,8 @@ export default tseslint.config(
     },
   },
   {
-    // bin/ is CommonJS (its package.json says so): it loads the CLI's bundle.
-    files: ['bin/**/*.js'],
+    // bin/ is CommonJS (its package.json says so): it loads the CLI's bundle. So are .cjs files (a bench's preload).
+    files: ['bin/**/*.js', '**/*.cjs'],
     languageOptions: { sourceType: 'commonjs', globals: { require: 'readonly', __dirname: 'readonly' } },
     rules: { '@typescript-eslint/no-require-imports': 'off' },
   },
