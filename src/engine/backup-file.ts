@@ -145,8 +145,14 @@ export class FileSaver extends BackupPart {
       // Inherited from the parent snapshot: no row in the catalog, nothing sealed.
       this.inherited(1, entry.size > 0 ? 1 : 0, entry.size);
       // Its block, content mark and TOC id go along: readers check an inherited version by them or by stats.
-      if (prev?.block) return { ...entry, block: prev.block };
-      return { ...entry, ...(prev?.parentContent ? { parentContent: prev.parentContent } : {}), ...(prev?.toc ? { toc: prev.toc } : {}) };
+      // The entry is this file's own, made above: completed in place (a copy per file costs a tree of small files).
+      if (prev?.block) {
+        entry.block = prev.block;
+        return entry;
+      }
+      if (prev?.parentContent) entry.parentContent = prev.parentContent;
+      if (prev?.toc) entry.toc = prev.toc;
+      return entry;
     }
     if (known?.same && (await known.same)) return this.sameAsParent(entry, known.blocks!, true, prev);
     // Not the parent's bytes after all: its version is looked up as any changed file's.
@@ -196,8 +202,9 @@ export class FileSaver extends BackupPart {
       blocks,
       inEntry: one !== null,
     });
-    if (one) return { ...entry, block: one.toString('hex') };
-    return toc && this.repo.blocksInEntries ? { ...entry, toc: toc.toString('hex') } : entry;
+    if (one) entry.block = one.toString('hex');
+    else if (toc && this.repo.blocksInEntries) entry.toc = toc.toString('hex');
+    return entry;
   }
 
   /**
@@ -218,9 +225,14 @@ export class FileSaver extends BackupPart {
     this.progress.files++;
     this.report();
     const one = this.repo.blocksInEntries && blocks.length === 1 ? blocks.id(0) : null;
-    if (one) return { ...entry, block: one.toString('hex') };
+    if (one) {
+      entry.block = one.toString('hex');
+      return entry;
+    }
     // The mark proves the version this file's whatever becomes of its sealed TOC; the TOC id, when the parent's entry names it, spares readers the mark's walk.
-    return { ...entry, parentContent: contentMark(this.repo.keyring, blocks), ...(prev?.toc && this.repo.blocksInEntries ? { toc: prev.toc } : {}) };
+    entry.parentContent = contentMark(this.repo.keyring, blocks);
+    if (prev?.toc && this.repo.blocksInEntries) entry.toc = prev.toc;
+    return entry;
   }
 
   /**
