@@ -248,30 +248,22 @@ export class CatalogDb {
    * next turns share one read transaction. On its own, each takes and drops
    * the file's shared lock and looks for a hot journal: some 12 µs and six
    * system calls a statement, half a second of a restore of 9,000 files. A
-   * window lasts one turn at most, and ends before anything is written.
-   * (Not iterate(): an iteration may outlive the turn.)
+   * window lasts one turn at most, and ends before anything is written
+   * (see writesEndWindows). (Not iterate(): an iteration may outlive the turn.)
    */
   private windowed(st: Database.Statement): void {
     const target = st as unknown as Record<string, (...args: unknown[]) => unknown>;
-    for (const method of ['get', 'all', 'run'] as const) {
+    for (const method of ['get', 'all'] as const) {
       const call = target[method]!;
-      target[method] = (...args: unknown[]) => {
-        if (method === 'run') this.closeWindow();
-        else if (!this.db.inTransaction) {
-          this.dbSt.begin.run();
-          this.window = true;
-          setImmediate(() => this.closeWindow());
-        }
-        return call.apply(st, args);
-      };
+      target[method] = (...args: unknown[]) => this.windowRead(() => call.apply(st, args));
     }
   }
 
   /**
-   * A writer's point lookups made many times a turn (a backup asks for every
-   * new block whether the repository has it) share one read window as a
-   * reader's statements do: some 9 µs each on their own, 1 µs in a window.
-   * Anything that writes ends the window first (see writesEndWindows).
+   * Runs `fn` in the read window, opening one if no transaction is open. A
+   * writer's point lookups made many times a turn (a backup asks for every
+   * new block whether the repository has it) go through here too: some 9 µs
+   * each on their own, 1 µs in a window.
    */
   protected windowRead<T>(fn: () => T): T {
     if (!this.db.inTransaction) {
