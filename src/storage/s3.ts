@@ -12,7 +12,12 @@
  *   source as it comes: never a second copy of a whole pack. Completion is
  *   create-only too where the store honours it, and checked first where not.
  * - Connections are kept alive and bounded (`connections`); requests beyond
- *   wait their turn.
+ *   wait their turn. On a plain-http endpoint, a request whose answer is
+ *   small (a listing, a small object, a short range) goes over a connection
+ *   of its own: Ceph's RGW, as configured by default, holds a small answer's
+ *   body on a reused connection until the client acknowledges its headers,
+ *   which Linux delays by 40 ms (Nagle's algorithm meeting delayed ACKs). A
+ *   new connection costs a fraction of a millisecond on a local network.
  * - Failures that pass (5xx, 503 SlowDown, timeouts, dropped connections) are
  *   StorageError "io": RetryingStorage (retry.ts), which this driver is used
  *   through, tries them again with backoff and jitter.
@@ -106,6 +111,9 @@ const RETRY_STATUS = new Set([500, 502, 503, 504]);
  */
 export const S3_RETRY: RetryPolicy = { attempts: 6, delayMs: 250 };
 
+/** Answers expected to be shorter than this count as small (see the top): below a loopback segment's size, where the wait was seen. */
+const SMALL_ANSWER = 64 * 1024;
+
 /** Bytes from which an object's data is read into shared memory (see S3Storage.body). */
 const SHARED_BODY = 64 * 1024;
 
@@ -114,6 +122,8 @@ export class S3Storage implements Storage {
   readonly counters: S3Counters = { requests: {}, bytesSent: 0, bytesReceived: 0 };
   private readonly settings: S3Settings;
   private readonly agent: http.Agent;
+  /** For small answers on a plain-http endpoint: a connection per request (see the top). */
+  private readonly brief?: http.Agent;
   private readonly transport: typeof http | typeof https;
   private readonly timeoutMs: number;
   private readonly multipartThreshold: number;
@@ -132,6 +142,7 @@ export class S3Storage implements Storage {
     const https_ = this.settings.endpoint.protocol === 'https:';
     this.transport = https_ ? https : http;
     this.agent = https_ ? new https.Agent({ keepAlive: true, maxSockets: connections }) : new http.Agent({ keepAlive: true, maxSockets: connections });
+    if (!https_) this.brief = new http.Agent({ keepAlive: false, maxSockets: connections });
     this.timeoutMs = opts.timeoutMs ?? 60_000;
     this.partSize = Math.max(opts.partSize ?? 16 * 1024 * 1024, 5 * 1024 * 1024);
     this.multipartThreshold = Math.max(opts.multipartThreshold ?? 64 * 1024 * 1024, this.partSize);
@@ -166,11 +177,14 @@ export class S3Storage implements Storage {
   /**
    * One signed request; the answer's body is left to read. `key` undefined
    * means the bucket itself. Connection failures and timeouts are "io".
+   * `large`: a GET whose answer is SMALL_ANSWER bytes or more, which keeps
+   * to the shared connections (the answers to other GETs and POSTs are
+   * small; those to PUT, HEAD and DELETE have no body to hold back).
    */
   private async request(
     method: string,
     key: string | undefined,
-    opts: { query?: Record<string, string>; headers?: Record<string, string>; body?: Body; what?: string } = {},
+    opts: { query?: Record<string, string>; headers?: Record<string, string>; body?: Body; what?: string; large?: boolean } = {},
   ): Promise<Answer> {
     const body = opts.body ?? [];
     const length = body.reduce((n, p) => n + p.byteLength, 0);
@@ -186,7 +200,8 @@ export class S3Storage implements Storage {
     this.counters.requests[label] = (this.counters.requests[label] ?? 0) + 1;
     return new Promise<Answer>((resolve, reject) => {
       const { hostname, port, protocol } = this.settings.endpoint;
-      const r = this.transport.request({ protocol, hostname, port, method, path: target, headers: req.headers, agent: this.agent, timeout: this.timeoutMs }, (res) =>
+      const agent = this.brief && !opts.large && (method === 'GET' || method === 'POST') ? this.brief : this.agent;
+      const r = this.transport.request({ protocol, hostname, port, method, path: target, headers: req.headers, agent, timeout: this.timeoutMs }, (res) =>
         resolve({ status: res.statusCode ?? 0, headers: res.headers, res }),
       );
       r.on('timeout', () => r.destroy(Object.assign(new Error(`no answer for ${Math.round(this.timeoutMs / 1000)} s`), { code: 'ETIMEDOUT' })));
@@ -248,7 +263,8 @@ export class S3Storage implements Storage {
   private async exchange(method: string, key: string | undefined, opts: Parameters<S3Storage['request']>[2] & { shared?: boolean } = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }> {
     const { shared, ...rest } = opts;
     const a = await this.request(method, key, rest);
-    return { status: a.status, headers: a.headers, body: method === 'HEAD' ? (a.res.resume(), Buffer.alloc(0)) : await this.body(a, shared && a.status >= 200 && a.status < 300) };
+    // A HEAD's answer is waited out too: its connection is free for the next request only then.
+    return { status: a.status, headers: a.headers, body: method === 'HEAD' ? await ended(a.res) : await this.body(a, shared && a.status >= 200 && a.status < 300) };
   }
 
   /**
@@ -441,7 +457,8 @@ export class S3Storage implements Storage {
 
   async get(h: Handle): Promise<Buffer> {
     const key = this.key(h);
-    const a = await this.exchange('GET', key, { what: 'GET', shared: true });
+    // Packs are large; the other objects (config, keys, snapshots, records) small.
+    const a = await this.exchange('GET', key, { what: 'GET', shared: true, large: h.kind === 'pack' });
     if (a.status === 200) return a.body;
     throw this.failure(a, 'GET', key);
   }
@@ -457,7 +474,7 @@ export class S3Storage implements Storage {
       if (offset > size) throw new StorageError('short_read', `${h.kind} ${h.name}: wanted 0 bytes at ${offset}, it has ${size}`);
       return Buffer.alloc(0);
     }
-    const a = await this.exchange('GET', key, { headers: { Range: `bytes=${offset}-${offset + length - 1}` }, what: 'GET range', shared: true });
+    const a = await this.exchange('GET', key, { headers: { Range: `bytes=${offset}-${offset + length - 1}` }, what: 'GET range', shared: true, large: length >= SMALL_ANSWER });
     if (a.status === 206) {
       if (a.body.length === length && String(a.headers['content-range']).startsWith(`bytes ${offset}-`)) return a.body;
       const size = /\/(\d+)$/.exec(String(a.headers['content-range']))?.[1] ?? '?';
@@ -479,7 +496,7 @@ export class S3Storage implements Storage {
       return;
     }
     if (start < 0) throw new StorageError('short_read', `${h.kind} ${h.name}: wanted bytes ${start}-${end}`);
-    const a = await this.request('GET', key, { headers: { Range: `bytes=${start}-${end}` }, what: 'GET range' });
+    const a = await this.request('GET', key, { headers: { Range: `bytes=${start}-${end}` }, what: 'GET range', large: end - start + 1 >= SMALL_ANSWER });
     try {
       if (a.status !== 206 && a.status !== 200) {
         const body = await this.body(a).catch(() => Buffer.alloc(0));
@@ -670,7 +687,18 @@ export class S3Storage implements Storage {
 
   async close(): Promise<void> {
     this.agent.destroy();
+    this.brief?.destroy();
   }
+}
+
+/** Waits out an answer with no body (a HEAD's); its empty body. */
+function ended(res: http.IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve) => {
+    const done = () => resolve(Buffer.alloc(0));
+    // 'close' too: a connection lost after the status line ends it without 'end'.
+    res.once('end', done).once('close', done).once('error', done);
+    res.resume();
+  });
 }
 
 /** An ETag as a bare value (S3 quotes them; RGW wants If-Match without). */
