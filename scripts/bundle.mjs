@@ -17,18 +17,31 @@ import { fileURLToPath } from 'node:url';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 /**
- * commander loads node:child_process (and with it net, dgram and streams) to
- * run subcommands as separate programs, which strata never does: it gets that
- * module on first use instead of at every start.
+ * Built-ins most commands never use, loaded on first use instead of at every
+ * start (together some 10 ms of a 4 KiB `cat`): child_process (commander
+ * runs subcommands as programs, which strata never does; the xattr and
+ * special-file fallbacks spawn tools), http and https (remote and S3
+ * repositories, the server, the UI). Each stands in the bundle as an object
+ * with a getter per export (named when the build runs, by the Node that will
+ * run it), so that a namespace import, which copies those getters, loads the
+ * module only when one of them is read.
  */
-const deferChildProcess = {
-  name: 'defer-child-process',
+const DEFERRED = ['child_process', 'http', 'https'];
+const deferBuiltins = {
+  name: 'defer-builtins',
   setup(build) {
-    build.onResolve({ filter: /^node:child_process$/ }, (args) => (/[\\/]commander[\\/]/.test(args.importer) ? { path: 'child_process', namespace: 'deferred' } : undefined));
-    build.onLoad({ filter: /.*/, namespace: 'deferred' }, () => ({
-      contents: "let loaded; module.exports = new Proxy({}, { get: (_, key) => (loaded ??= require('node:child_process'))[key] });",
-      loader: 'js',
-    }));
+    // The stand-in's own require is the real module.
+    build.onResolve({ filter: new RegExp(`^node:(${DEFERRED.join('|')})$`) }, (args) =>
+      args.namespace === 'deferred' ? { path: args.path, external: true } : { path: args.path.slice('node:'.length), namespace: 'deferred' },
+    );
+    build.onLoad({ filter: /.*/, namespace: 'deferred' }, async (args) => {
+      const names = Object.keys(await import(`node:${args.path}`)).filter((n) => n !== 'default');
+      return {
+        contents: `let loaded; const load = () => (loaded ??= require('node:${args.path}'));
+for (const name of ${JSON.stringify(names)}) Object.defineProperty(module.exports, name, { enumerable: true, get: () => load()[name] });`,
+        loader: 'js',
+      };
+    });
   },
 };
 
@@ -43,7 +56,7 @@ const common = {
   // import.meta has no CommonJS meaning: give it the bundle's own URL.
   define: { 'import.meta.url': '__bundleUrl' },
   banner: { js: "const __bundleUrl = require('node:url').pathToFileURL(__filename).href;" },
-  plugins: [deferChildProcess],
+  plugins: [deferBuiltins],
   // Less to parse at every start; names are kept for stack traces.
   minifyWhitespace: true,
   minifySyntax: true,

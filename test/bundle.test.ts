@@ -11,7 +11,7 @@ import * as vm from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import { sqliteAddon } from '../src/catalog/catalog.js';
 import { VERSION } from '../src/version.js';
-import { ROOT, tempDir } from './helpers.js';
+import { BIN, cliEnv, ROOT, strata, tempDir } from './helpers.js';
 
 const BUNDLE = path.join(ROOT, 'dist', 'strata.cjs');
 const wrapped = (text: string) => `(function (exports, require, module, __filename, __dirname) {${text}\n})`;
@@ -76,6 +76,28 @@ describe('the bundled CLI', () => {
     const loaded = execFileSync(process.execPath, ['-e', `require(${JSON.stringify(BUNDLE)}); console.log(JSON.stringify(process.moduleLoadList))`], { encoding: 'utf8' });
     const list = JSON.parse(loaded) as string[];
     expect(list).not.toContain('NativeModule child_process');
+  });
+
+  it('a command on a local repository never loads http, https or child_process; they load when used', () => {
+    const dir = tempDir();
+    const repo = path.join(dir, 'repo');
+    const file = path.join(dir, 'file');
+    fs.writeFileSync(file, 'a file read back whole\n');
+    const env = cliEnv(repo);
+    expect(strata(['init', '--scrypt-n', '1024', '-q'], env).status).toBe(0);
+    expect(strata(['backup', '-q', file], env).status).toBe(0);
+    const out = path.join(dir, 'modules.json');
+    const preload = path.join(dir, 'modules.cjs');
+    fs.writeFileSync(preload, `process.on('exit', () => require('node:fs').writeFileSync(${JSON.stringify(out)}, JSON.stringify(process.moduleLoadList)));`);
+    const r = spawnSync(process.execPath, ['-r', preload, BIN, 'cat', file], { env, encoding: 'utf8' });
+    expect(r.stdout).toBe('a file read back whole\n');
+    const loaded = JSON.parse(fs.readFileSync(out, 'utf8')) as string[];
+    for (const m of ['http', 'https', 'child_process']) expect(loaded).not.toContain(`NativeModule ${m}`);
+    // The stand-ins answer with the real modules: a server's URL goes through http or https.
+    for (const scheme of ['http', 'https']) {
+      const refused = strata(['--repo', `${scheme}://127.0.0.1:9`, '--token', 't', 'snapshots'], env);
+      expect(refused.stderr).toContain(`GET ${scheme}://127.0.0.1:9/v1/objects/config/config: connection refused`);
+    }
   });
 
   it("SQLite's addon is named outright, not searched for at every start", () => {
