@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseIni, s3Settings, signRequest, uriEncode, type S3Settings } from '../src/storage/aws.js';
+import { nearbyAddress, nearbyHost } from '../src/storage/http-common.js';
 import { backoff } from '../src/storage/retry.js';
 import { locate } from '../src/storage/location.js';
 import { parseS3Url } from '../src/storage/s3.js';
@@ -131,5 +132,16 @@ describe('backoff', () => {
     const waits = new Set(Array.from({ length: 20 }, () => backoff(policy, 2)));
     expect(waits.size).toBeGreaterThan(10);
     for (const w of waits) expect(w >= 100 && w <= 300).toBe(true);
+  });
+});
+
+describe('nearby endpoints (a new connection per small answer over plain http, s3.ts)', () => {
+  it('this machine and private networks are nearby; other addresses, and names that do not resolve, are not', async () => {
+    for (const a of ['127.0.0.1', '10.1.2.3', '172.16.0.1', '172.31.255.255', '192.168.1.1', '169.254.1.1', '::1', 'fd00::1', 'fe80::1', '::ffff:10.0.0.1']) expect(nearbyAddress(a), a).toBe(true);
+    for (const a of ['8.8.8.8', '172.32.0.1', '100.64.0.1', '2001:db8::1', '::ffff:8.8.8.8', 'ceph.internal']) expect(nearbyAddress(a), a).toBe(false);
+    expect(await nearbyHost('127.0.0.1')).toBe(true);
+    expect(await nearbyHost('[::1]')).toBe(true);
+    expect(await nearbyHost('localhost')).toBe(true);
+    expect(await nearbyHost('s3.example.invalid')).toBe(false);
   });
 });

@@ -12,12 +12,13 @@
  *   source as it comes: never a second copy of a whole pack. Completion is
  *   create-only too where the store honours it, and checked first where not.
  * - Connections are kept alive and bounded (`connections`); requests beyond
- *   wait their turn. On a plain-http endpoint, a request whose answer is
- *   small (a listing, a small object, a short range) goes over a connection
- *   of its own: Ceph's RGW, as configured by default, holds a small answer's
- *   body on a reused connection until the client acknowledges its headers,
- *   which Linux delays by 40 ms (Nagle's algorithm meeting delayed ACKs). A
- *   new connection costs a fraction of a millisecond on a local network.
+ *   wait their turn. On a plain-http endpoint on this machine or a private
+ *   network, a request whose answer is small (a listing, a small object, a
+ *   short range) goes over a connection of its own: Ceph's RGW, as
+ *   configured by default, holds a small answer's body on a reused
+ *   connection until the client acknowledges its headers, which Linux delays
+ *   by 40 ms (Nagle's algorithm meeting delayed ACKs); a new connection costs
+ *   a fraction of a millisecond there (and a round trip farther away).
  * - Failures that pass (5xx, 503 SlowDown, timeouts, dropped connections) are
  *   StorageError "io": RetryingStorage (retry.ts), which this driver is used
  *   through, tries them again with backoff and jitter.
@@ -27,7 +28,7 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import { StrataError } from '../errors.js';
 import { EMPTY_SHA256, s3Settings, signRequest, uriEncode, type S3Settings, type S3SettingsOptions } from './aws.js';
-import { drained, headStat } from './http-common.js';
+import { drained, headStat, nearbyHost } from './http-common.js';
 import { retrying, type RetryPolicy } from './retry.js';
 import { StorageError, type ConditionalObjects, type Handle, type Kind, type Storage } from './storage.js';
 
@@ -124,6 +125,8 @@ export class S3Storage implements Storage {
   private readonly agent: http.Agent;
   /** For small answers on a plain-http endpoint: a connection per request (see the top). */
   private readonly brief?: http.Agent;
+  /** Whether the endpoint is nearby (see the top), found out with the first request that could use `brief`. */
+  private near?: Promise<boolean>;
   private readonly transport: typeof http | typeof https;
   private readonly timeoutMs: number;
   private readonly multipartThreshold: number;
@@ -198,9 +201,10 @@ export class S3Storage implements Storage {
     const target = signRequest(this.settings, method, req, length > 0 ? sha256(body) : EMPTY_SHA256);
     const label = opts.what ?? method;
     this.counters.requests[label] = (this.counters.requests[label] ?? 0) + 1;
+    const { hostname, port, protocol } = this.settings.endpoint;
+    const brief = this.brief && !opts.large && (method === 'GET' || method === 'POST') && (await (this.near ??= nearbyHost(hostname)));
     return new Promise<Answer>((resolve, reject) => {
-      const { hostname, port, protocol } = this.settings.endpoint;
-      const agent = this.brief && !opts.large && (method === 'GET' || method === 'POST') ? this.brief : this.agent;
+      const agent = brief ? this.brief : this.agent;
       const r = this.transport.request({ protocol, hostname, port, method, path: target, headers: req.headers, agent, timeout: this.timeoutMs }, (res) =>
         resolve({ status: res.statusCode ?? 0, headers: res.headers, res }),
       );
