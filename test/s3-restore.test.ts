@@ -58,7 +58,8 @@ suite('a restore from a bucket', () => {
       const r = await restore(repo, tree!, { target });
       const requests = storage.requests - before;
       // The sealed bytes go to the workers as views of the shared memory the packs were read into, not
-      // copied; only a batch with a small range read on its own (less than 64 KiB, before its pack came whole) is.
+      // copied; only a batch of short range reads alone (less than 64 KiB each, before their packs came whole)
+      // is, and in a batch with others a short read's bytes are copied beside them (unpack.ts, fetchSealed).
       const batches = run.mock.calls.map(([b]) => b as Omit<UnpackBatch, 'seq'>);
       run.mockRestore();
       const viewed = batches.flatMap((b) => b.parts ?? []);

@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { backup } from '../src/engine/backup.js';
 import { restore } from '../src/engine/restore.js';
 import { SnapshotTree } from '../src/engine/snapshot-tree.js';
-import { SmallFileWriter } from '../src/engine/unpack.js';
+import { fetchSealed, SmallFileWriter } from '../src/engine/unpack.js';
 import { findSnapshot } from '../src/engine/snapshot.js';
 import { Repository } from '../src/repo/repository.js';
 import { UnpackPool } from '../src/workers/unpack-pool.js';
@@ -166,6 +166,56 @@ describe('restore on worker threads', () => {
     expect(batches.every((b) => b.sealed === undefined && b.parts !== undefined)).toBe(true);
     expect(answers.every((a) => a.failed === undefined)).toBe(true);
     repo.close();
+  });
+
+  it("a batch's sealed bytes: views of shared memory as read, short reads of memory of their own copied beside them; none shared, one buffer", async () => {
+    const rng = new Rng(90);
+    const packs = new Map([['a', rng.bytes(200_000)], ['b', rng.bytes(5_000)]]);
+    const inShared = (b: Buffer) => {
+      const s = Buffer.from(new SharedArrayBuffer(b.length));
+      b.copy(s);
+      return s;
+    };
+    const places = [
+      { pack: 'a', offset: 1000, length: 150_000 },
+      { pack: 'b', offset: 10, length: 4_000 },
+      { pack: 'a', offset: 160_000, length: 30_000 },
+    ];
+    const given: Buffer[] = [];
+    const fetch = (shared: (length: number) => boolean) =>
+      fetchSealed(
+        {
+          storage: {
+            read: async (h: { name: string }, offset: number, length: number) => {
+              const b = packs.get(h.name)!.subarray(offset, offset + length);
+              const r = shared(length) ? inShared(b) : Buffer.from(b);
+              given.push(r);
+              return r;
+            },
+          } as unknown as Repository['storage'],
+        },
+        {
+          *places() {
+            yield* places;
+          },
+        },
+      );
+    const want = places.map((p) => packs.get(p.pack)!.subarray(p.offset, p.offset + p.length));
+    // As from a bucket: 64 KiB or more read into shared memory, less into memory of its own.
+    const mixed = await fetch((n) => n >= 64 * 1024);
+    expect('parts' in mixed).toBe(true);
+    const parts = (mixed as { parts: Uint8Array[] }).parts;
+    parts.forEach((p, i) => expect(Buffer.from(p).equals(want[i]!)).toBe(true));
+    expect(parts.every((p) => p.buffer instanceof SharedArrayBuffer)).toBe(true);
+    // The long read is handed over as it was read; only the two short ones were copied, into one buffer of their size.
+    expect(parts[0]!.buffer).toBe(given[0]!.buffer);
+    expect(parts[1]!.buffer).toBe(parts[2]!.buffer);
+    expect(parts[1]!.buffer.byteLength).toBe(4_000 + 30_000);
+    given.length = 0;
+    const all = await fetch(() => true);
+    expect((all as { parts: Uint8Array[] }).parts.map((p) => p.buffer)).toEqual(given.map((g) => g.buffer));
+    const none = await fetch(() => false);
+    expect(Buffer.from((none as { sealed: Uint8Array }).sealed).equals(Buffer.concat(want))).toBe(true);
   });
 
   it('a disk image whose blocks repeat (zeros, a pattern) restores byte-exact', async () => {

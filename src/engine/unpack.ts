@@ -185,10 +185,12 @@ async function runBatch(repo: Repository, pool: UnpackPool, batch: Batch): Promi
  * A batch's sealed bytes, fetched here for workers that read no store: all
  * asked for in one turn, so reads of neighbouring blocks are joined. Read
  * into shared memory (a bucket's packs, storage/s3.ts), they go to the
- * worker as views of it; otherwise they are copied into one buffer of their
- * own, which moves to the worker.
+ * worker as views of it, and the few read into memory of their own (short
+ * ranges) are copied into one shared buffer beside them; read into none
+ * (a directory, a server), they are copied into one buffer of their own,
+ * which moves to the worker.
  */
-async function fetchSealed(repo: Repository, batch: Batch): Promise<{ sealed: Uint8Array } | { parts: Uint8Array[] }> {
+export async function fetchSealed(repo: Pick<Repository, 'storage'>, batch: Pick<Batch, 'places'>): Promise<{ sealed: Uint8Array } | { parts: Uint8Array[] }> {
   const places = Array.from(batch.places());
   const parts = await Promise.all(places.map((p) => repo.storage.read({ kind: 'pack', name: p.pack }, p.offset, p.length)));
   let total = 0;
@@ -197,7 +199,22 @@ async function fetchSealed(repo: Repository, batch: Batch): Promise<{ sealed: Ui
     if (p.length !== places[i]!.length) throw new Error(`short read of pack ${places[i]!.pack}`);
     total += p.length;
   });
-  if (parts.every((p) => p.buffer instanceof SharedArrayBuffer)) return { parts };
+  const shared = (p: Uint8Array) => p.buffer instanceof SharedArrayBuffer;
+  if (parts.every(shared)) return { parts };
+  if (parts.some(shared)) {
+    const own = parts.filter((p) => !shared(p));
+    const copies = new Uint8Array(new SharedArrayBuffer(own.reduce((n, p) => n + p.length, 0)));
+    let at = 0;
+    return {
+      parts: parts.map((p) => {
+        if (shared(p)) return p;
+        const view = copies.subarray(at, at + p.length);
+        view.set(p);
+        at += p.length;
+        return view;
+      }),
+    };
+  }
   const sealed = Buffer.allocUnsafeSlow(total);
   let at = 0;
   for (const p of parts) at += p.copy(sealed, at);
