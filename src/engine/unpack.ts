@@ -200,10 +200,8 @@ export async function fetchSealed(repo: Pick<Repository, 'storage'>, batch: Pick
     total += p.length;
   });
   const shared = (p: Uint8Array) => p.buffer instanceof SharedArrayBuffer;
-  if (parts.every(shared)) return { parts };
   if (parts.some(shared)) {
-    const own = parts.filter((p) => !shared(p));
-    const copies = new Uint8Array(new SharedArrayBuffer(own.reduce((n, p) => n + p.length, 0)));
+    const copies = new Uint8Array(new SharedArrayBuffer(parts.reduce((n, p) => (shared(p) ? n : n + p.length), 0)));
     let at = 0;
     return {
       parts: parts.map((p) => {
