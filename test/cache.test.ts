@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 import { afterEach, describe, expect, it } from 'vitest';
+import { cachedDictionary } from '../src/catalog/service.js';
 import { BlockCache, DEFAULT_CACHE_BYTES, defaultCacheDir } from '../src/storage/cache.js';
 
 const REPO = '0123abcd';
@@ -339,5 +340,23 @@ process.stdout.write(JSON.stringify({ bad, hits: cache.hits }));
     // Races may let the record drift a little, never far.
     expect(total).toBeLessThanOrEqual(2_000_000 * 1.25);
     expect(total).toBeGreaterThan(0);
+  });
+});
+
+describe("a client's dictionaries in its cache (cachedDictionary)", () => {
+  it('fetched once, then found there; a copy that failed to open is replaced by the one fetched again', async () => {
+    const cache = BlockCache.open(tempDir(), REPO);
+    let fetched = 0;
+    const fetch = async () => Buffer.from(`sealed dictionary, fetch ${++fetched}`);
+    expect((await cachedDictionary(cache, 'ab12', false, fetch)).toString()).toBe('sealed dictionary, fetch 1');
+    expect((await cachedDictionary(cache, 'ab12', false, fetch)).toString()).toBe('sealed dictionary, fetch 1');
+    expect(fetched).toBe(1);
+    // The reader found it damaged and asks afresh: fetched, and kept in place of the damaged one.
+    expect((await cachedDictionary(cache, 'ab12', true, fetch)).toString()).toBe('sealed dictionary, fetch 2');
+    expect((await cachedDictionary(cache, 'ab12', false, fetch)).toString()).toBe('sealed dictionary, fetch 2');
+    expect(fetched).toBe(2);
+    // Without a cache (--no-cache), every call fetches.
+    await cachedDictionary(undefined, 'ab12', false, fetch);
+    expect(fetched).toBe(3);
   });
 });

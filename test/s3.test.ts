@@ -1471,6 +1471,59 @@ suite("a bucket's client keeps the trees, TOCs and records it writes and reads: 
     }
   }, 120_000);
 
+  it("a block compressed with the repository's dictionary: a client fetches the dictionary once and keeps it (a damaged copy is fetched again)", async () => {
+    const proxy = await countingProxy('d/');
+    try {
+      const where = `s3://${bucketName('dict')}/d`;
+      const a = cliClient(where, undefined, { AWS_ENDPOINT_URL_S3: proxy.url });
+      const dir = tempDir('strata-s3-dict-');
+      const log = path.join(dir, 'app.log');
+      // Text enough for a dictionary (made from fragments of the first text blocks); the read is near the end, in a block sealed after it.
+      const words = Array.from({ length: 300 }, (_, i) => Array.from({ length: 3 + (i % 7) }, () => String.fromCharCode(97 + rng.int(26))).join(''));
+      const lines: string[] = [];
+      for (let i = 0, n = 0; n < 6_000_000; i++) {
+        const line = `2026-01-01T00:${String(i % 60).padStart(2, '0')}:00Z host${rng.int(16)} app: ${Array.from({ length: 4 + rng.int(8) }, () => words[rng.int(words.length)]).join(' ')} id=${rng.int(1_000_000)}\n`;
+        lines.push(line);
+        n += line.length;
+      }
+      const text = Buffer.from(lines.join(''));
+      fs.writeFileSync(log, text);
+      expect(strata(['init', '--scrypt-n', '1024'], a.env).status).toBe(0);
+      expect(strata(['backup', dir], a.env).status).toBe(0);
+      const [s1] = snapshotIds(a.env);
+      const keyFile = path.join(tempDir('strata-s3-dict-key-'), 'key');
+      expect(strata(['key', 'export', keyFile], a.env).status).toBe(0);
+      const read = (env: NodeJS.ProcessEnv) => {
+        proxy.take();
+        const r = strata(['cat', log, '--at', s1!, '--range', '5900000+4096'], { ...env, STRATA_KEY_FILE: keyFile });
+        expect(r.status, r.stderr).toBe(0);
+        expect(r.raw.equals(text.subarray(5_900_000, 5_904_096))).toBe(true);
+        return proxy.take().sort();
+      };
+      const oneGet = ['GET packs range', 'LIST packs'];
+      // The writer's first read fetches the dictionary the block names (the writer made it, and sent it) ...
+      expect(read(a.env)).toContain('GET dicts');
+      // ... and keeps it, with the trees and the TOC it wrote.
+      expect(read(a.env)).toEqual(oneGet);
+      // A damaged cached copy fails to open: it is fetched again from the bucket, then kept again.
+      const cached = (fs.readdirSync(a.cacheDir, { recursive: true }) as string[]).filter((f) => /^[0-9a-f]{64}$/.test(path.basename(f)));
+      for (const f of cached) {
+        const bytes = fs.readFileSync(path.join(a.cacheDir, f));
+        bytes[bytes.length >> 1]! ^= 1;
+        fs.writeFileSync(path.join(a.cacheDir, f), bytes);
+      }
+      expect(read(a.env)).toContain('GET dicts');
+      expect(read(a.env)).toEqual(oneGet);
+      // Another client fills its catalog from the bucket, the dictionary with it: its reads never ask for it.
+      const b = cliClient(where, undefined, { AWS_ENDPOINT_URL_S3: proxy.url });
+      expect(snapshotIds(b.env)).toEqual([s1]);
+      expect(read(b.env).filter((r) => r.includes('dicts'))).toEqual([]);
+      expect(read(b.env)).toEqual(oneGet);
+    } finally {
+      proxy.close();
+    }
+  }, 120_000);
+
   it("a range of a named snapshot is read while the packs are listed: right after another client's backup, and refused once another client forgot and pruned it", () => {
     const where = `s3://${bucketName('warm')}/r`;
     const a = cliClient(where);

@@ -20,7 +20,7 @@ import type { RangeSpec } from '../util/range.js';
 import type { Claim } from './messages.js';
 import type { Forgotten } from './forget.js';
 import { CATALOG_PROTOCOL, requestOf, type AnswerOf, type ProtocolMethod, type ProtocolName, type RequestSent } from './protocol.js';
-import { fetchDictionary, type BackupStart, type CatalogService, type ReadPlan, type ResealedToc, type SnapshotChoice, type StoredVersionRow, type VersionRecord, type VersionUpload } from './service.js';
+import { cachedDictionary, fetchDictionary, type BackupStart, type CatalogService, type ReadPlan, type ResealedToc, type SnapshotChoice, type StoredVersionRow, type VersionRecord, type VersionUpload } from './service.js';
 import { BLOCKS_PER_READ, MAX_LOCK_WAIT_MS } from './wire.js';
 
 export type { Claim } from './messages.js';
@@ -235,12 +235,7 @@ export class RemoteService implements CatalogService {
    * makes no extra round trip.
    */
   async sealedDictionary(name: string, fresh = false): Promise<Buffer> {
-    const id = createHash('sha256').update(`strata dictionary ${name}`).digest();
-    const hit = fresh ? undefined : this.cache?.get(id);
-    if (hit) return hit;
-    const sealed = await fetchDictionary(this.http, name);
-    this.cache?.put(id, sealed);
-    return sealed;
+    return cachedDictionary(this.cache, name, fresh, () => fetchDictionary(this.http, name));
   }
 
   /** A fact kept in the block cache under an id made from its key (see CatalogService.fact). */

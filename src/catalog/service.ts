@@ -6,6 +6,7 @@
  * chunks, ids and seals; the keeper finds what changed against the previous
  * version and builds the TOC (diffBlocks, tocRows), the same code either way.
  */
+import { createHash } from 'node:crypto';
 import { copyCatalog } from './checkpoint.js';
 import { integrity, StrataError } from '../errors.js';
 import { BlockList } from './blocklist.js';
@@ -441,8 +442,9 @@ export class LocalService implements CatalogService {
     return { snapshot, newer, version, start: range.start, end: range.end, pieces, next, toc };
   }
 
-  async sealedDictionary(name: string, _fresh?: boolean): Promise<Buffer> {
-    return fetchDictionary(this.storage, name);
+  /** A dictionary: a bucket's client keeps it with its trees (objects are write-once), so a cold read needs no request for it. */
+  async sealedDictionary(name: string, fresh = false): Promise<Buffer> {
+    return cachedDictionary(this.metaCache, name, fresh, () => fetchDictionary(this.storage, name));
   }
 
   /**
@@ -884,6 +886,23 @@ export async function fetchDictionary(storage: Storage, name: string): Promise<B
     if ((e as { code?: string }).code === 'not_found') throw integrity(`dictionary ${name} is missing from the repository`);
     throw e;
   }
+}
+
+/**
+ * A dictionary's sealed bytes through a client's block cache, under an id
+ * made from its name (dictionaries are never replaced): fetched once, then
+ * found there. `fresh` drops a cached copy (one that failed to open) and
+ * keeps the one fetched instead.
+ */
+export async function cachedDictionary(cache: BlockCache | undefined, name: string, fresh: boolean, fetch: () => Promise<Buffer>): Promise<Buffer> {
+  const id = createHash('sha256').update(`strata dictionary ${name}`).digest();
+  // A cache keeps the copy it has: the one that failed goes, or every read would fetch the dictionary again.
+  if (fresh) cache?.delete(id);
+  const hit = fresh ? undefined : cache?.get(id);
+  if (hit) return hit;
+  const sealed = await fetch();
+  cache?.put(id, sealed);
+  return sealed;
 }
 
 /** Larger than any dictionary a writer makes (repo/dictionary.ts), and than a server takes. */
