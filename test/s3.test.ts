@@ -15,7 +15,7 @@ import { Catalog } from '../src/catalog/catalog.js';
 import { CatalogJournal, logName, logSeq } from '../src/catalog/journal.js';
 import { PACK_MAGIC } from '../src/catalog/packs.js';
 import { LocalService } from '../src/catalog/service.js';
-import { SharedLeases } from '../src/catalog/shared-lease.js';
+import { listPacks, packDrift, SharedLeases } from '../src/catalog/shared-lease.js';
 import { refreshCatalog } from '../src/engine/rebuild.js';
 import { Repository } from '../src/repo/repository.js';
 import { CoalescingStorage } from '../src/storage/coalesce.js';
@@ -413,7 +413,8 @@ suite('strata on S3, end to end', () => {
 
   it('a cache that knows every pack in the bucket is used as it is; new packs are added to it; packs gone make it rebuilt', async () => {
     const creds = { password: async () => 'pw' };
-    const open = async () => refreshCatalog(await Repository.open(url, creds, {}, { cacheDir: a.cacheDir, s3: OPTIONS }));
+    // As the CLI opens a bucket's repository: its packs listed at once, the catalog opened meanwhile.
+    const open = async () => refreshCatalog(await Repository.open(url, creds, { drift: true }, { cacheDir: a.cacheDir, s3: OPTIONS }));
     const first = await open();
     expect(first.rebuilt ?? first.added).toBeUndefined();
     expect(first.repo.cachedCatalog).toMatch(new RegExp(`^${a.cacheDir}/catalogs/[0-9a-f]{32}/catalog\\.db$`));
@@ -436,7 +437,16 @@ suite('strata on S3, end to end', () => {
     expect(listed.find((x) => x.id === last)?.tags).toEqual(['from-b']);
     const same = await open();
     expect(same.rebuilt ?? same.added).toBeUndefined();
+    // A listing made before the catalog is read misses a pack this machine adds meanwhile (a backup
+    // here, into the same cache): that pack is in the bucket, so not taken for one another client removed.
+    const early = await listPacks(same.repo.storage);
     same.repo.close();
+    expect(strata(['backup', path.join(src, 'd')], a.env).status).toBe(0);
+    const later = await Repository.open(url, creds, {}, { cacheDir: a.cacheDir, s3: OPTIONS });
+    const drift = await packDrift(later.catalog, later.storage, Promise.resolve(early));
+    expect(drift).toEqual({ added: [], removed: [] });
+    expect(later.catalog.packNames().length).toBeGreaterThan(early.length);
+    later.close();
     // Another client's prune removes packs: the cache is rebuilt from every pack.
     expect(strata(['forget', last, '--prune'], b.env).status).toBe(0);
     const pruned = await open();

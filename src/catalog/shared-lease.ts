@@ -188,14 +188,27 @@ export class SharedLeases {
 
 /**
  * The packs in the store that the catalog does not know, and those it knows
- * that the store no longer holds (one listing): how a catalog kept as a
- * cache tells it is behind its store.
+ * that the store no longer holds (one listing, or `listed` if it was made
+ * already): how a catalog kept as a cache tells it is behind its store.
  */
-export async function packDrift(catalog: Catalog, storage: Storage): Promise<{ added: string[]; removed: string[] }> {
-  const known = new Set(catalog.packNames());
+export async function packDrift(catalog: Catalog, storage: Storage, listed?: Promise<string[]>): Promise<{ added: string[]; removed: string[] }> {
+  // The catalog first, then the store: a pack another process here adds meanwhile is then new, never gone.
+  let known = listed ? undefined : new Set(catalog.packNames());
+  const names = await (listed ?? listPacks(storage));
+  known ??= new Set(catalog.packNames());
   const added: string[] = [];
-  for await (const name of storage.list('pack')) if (!known.delete(name)) added.push(name);
-  return { added, removed: [...known] };
+  for (const name of names) if (!known.delete(name)) added.push(name);
+  if (!listed) return { added, removed: [...known] };
+  // Listed before the catalog was read, the store may lack a pack added since: gone only if it is not there now.
+  const there = await Promise.all([...known].map((name) => storage.exists({ kind: 'pack', name })));
+  return { added, removed: [...known].filter((_, i) => !there[i]) };
+}
+
+/** The names of the packs a store holds (one listing). */
+export async function listPacks(storage: Storage): Promise<string[]> {
+  const names: string[] = [];
+  for await (const name of storage.list('pack')) names.push(name);
+  return names;
 }
 
 /**

@@ -132,7 +132,7 @@ export async function openRepo(cmd: Command, opts: { readonly?: boolean; warm?: 
  */
 export async function openRepository(g: GlobalOptions, opts: { readonly?: boolean; warm?: (repo: Repository) => Promise<unknown> } = {}, env: RepoEnv = MAIN_ENV): Promise<Repository> {
   const where = repoPath(g, env);
-  const repo = await Repository.open(where, credentials(g, env), opts, remoteOptions(g, env));
+  const repo = await Repository.open(where, credentials(g, env), { readonly: opts.readonly, drift: true }, remoteOptions(g, env));
   if (!repo.cachedCatalog) return repo;
   // A repository in a bucket: its catalog here is a cache, brought up to date first.
   try {

@@ -27,7 +27,7 @@ import { DEFAULT_PACK_SIZE, Packer } from './packer.js';
 import type { RemoteService } from '../catalog/remote.js';
 import { LocalService, type CatalogReader, type CatalogService } from '../catalog/service.js';
 import { liveLeases } from '../catalog/lease.js';
-import { packDrift, SharedLeases } from '../catalog/shared-lease.js';
+import { listPacks, packDrift, SharedLeases } from '../catalog/shared-lease.js';
 import { CatalogJournal } from '../catalog/journal.js';
 
 export interface InitOptions {
@@ -169,8 +169,11 @@ export class Repository {
   }
 
   /** A repository in a bucket, on its local catalog (made empty if there is none: see cachedCatalog). */
-  private static async openS3(where: S3Where, creds: Credentials, options: RemoteOptions, fresh = false, readWindows = false): Promise<{ repo: Repository; previous?: string }> {
+  private static async openS3(where: S3Where, creds: Credentials, options: RemoteOptions, fresh = false, readWindows = false, drift = false): Promise<{ repo: Repository; previous?: string }> {
     const { storage, s3 } = await connectS3(where, options);
+    // The listing that tells whether the cache is behind the bucket goes out first: the key and the catalog are opened meanwhile.
+    const listed = drift ? listPacks(storage) : undefined;
+    listed?.catch(() => {});
     try {
       const { config, keyring } = await unlockKept(storage, `${s3.endpoint}\n${s3.location}`, creds, options);
       const file = await s3CatalogFile(s3, config.id, options);
@@ -178,7 +181,9 @@ export class Repository {
       // A command that only reads lets its statements share short read transactions, as on a directory.
       const catalog = new Catalog(file, { readWindows });
       const service = new LocalService(catalog, storage, false, new SharedLeases(s3.leases), new CatalogJournal(s3.journal), blockCache(config.id, options));
-      return { repo: new Repository(storage.location, storage, config, keyring, service, catalog, file), previous };
+      const repo = new Repository(storage.location, storage, config, keyring, service, catalog, file);
+      repo.packsListed = listed;
+      return { repo, previous };
     } catch (e) {
       await storage.close();
       throw e;
@@ -192,8 +197,13 @@ export class Repository {
    * and removed). One listing of the bucket's packs.
    */
   catalogDrift(): Promise<{ added: string[]; removed: string[] }> {
-    return packDrift(this.catalog, this.storage);
+    const listed = this.packsListed;
+    this.packsListed = undefined;
+    return packDrift(this.catalog, this.storage, listed);
   }
+
+  /** The listing of the bucket's packs opened with `drift` began (see open): taken by the next catalogDrift. */
+  private packsListed?: Promise<string[]>;
 
   /**
    * Goes on with the catalog of `next`: this repository opened again on its
@@ -242,9 +252,13 @@ export class Repository {
     };
   }
 
-  static async open(root: string, creds: Credentials, opts: { readonly?: boolean } = {}, options: RemoteOptions = {}): Promise<Repository> {
+  /**
+   * Opens the repository at `root`. `drift`: for one in a bucket, its packs
+   * are listed at once, for the catalogDrift that follows.
+   */
+  static async open(root: string, creds: Credentials, opts: { readonly?: boolean; drift?: boolean } = {}, options: RemoteOptions = {}): Promise<Repository> {
     const where = locate(root);
-    if (where.kind === 's3') return (await Repository.openS3(where, creds, options, false, opts.readonly)).repo;
+    if (where.kind === 's3') return (await Repository.openS3(where, creds, options, false, opts.readonly, opts.drift)).repo;
     if (where.kind === 'server') {
       const { storage, remote } = await connect(where.url, options);
       try {
