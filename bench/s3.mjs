@@ -124,7 +124,7 @@ async function main() {
         spawnSync('sync');
         proxy.take();
         const { seconds: s } = await run(cmd, t.env);
-        out[label] = { seconds: +s.toFixed(2), ...(bytes ? { MiBps: +(bytes / MiB / s).toFixed(1) } : {}), ...(mode === 'counted' ? proxy.take() : {}) };
+        out[label] = { seconds: +s.toFixed(3), ...(bytes ? { MiBps: +(bytes / MiB / s).toFixed(1) } : {}), ...(mode === 'counted' ? proxy.take() : {}) };
       };
       await step('init', t.init());
       await step('full backup', t.backup(corpus), opts.size);
