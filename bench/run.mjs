@@ -1,9 +1,12 @@
 #!/usr/bin/env node
-// npm run bench -- [--size 1G] [--runs 3] [--chain 100] [--tools strata,strata-remote,restic,borg,casync] [--json] [--dir .bench] [--keep]
-// node bench/run.mjs --from report.json   (the table of a saved --json report)
+// npm run bench -- [--corpora large,trees] [--size 1G] [--runs 3] [--chain 100] [--tools strata,strata-remote,restic,borg,casync] [--json] [--dir .bench] [--keep]
+// node bench/run.mjs --from report.json   (the tables of a saved --json report)
 //
-// Runs strata and each installed peer on the same deterministic corpus, in
-// one run, alternating tools, and prints medians and strata/peer ratios.
+// Runs strata and each installed peer on the same deterministic corpora, in
+// one run, alternating tools, and prints medians and strata/peer ratios:
+// `large`, a few large files (a disk image, logs, a mailbox, media), and
+// `trees`, many small files (bench/trees-run.mjs: a source tree's releases
+// and a Maildir, with its own defaults; strata-remote does not run there).
 // Peers come from Debian: apt-get install restic borgbackup casync.
 // strata-remote is strata through a `strata serve` on loopback (bench/remote.mjs);
 // it adds a table of what goes over the wire: bytes and round trips.
@@ -24,7 +27,13 @@ const opts = {
   tools: arg('tools', 'strata,strata-remote,restic,borg,casync').split(','),
   json: flag('json'),
   dir: path.resolve(arg('dir', path.join(ROOT, '.bench'))),
+  corpora: arg('corpora', 'large,trees').split(','),
 };
+const CORPORA = ['large', 'trees'];
+if (opts.corpora.length === 0 || opts.corpora.some((c) => !CORPORA.includes(c))) {
+  console.error(`bench: --corpora takes a list of ${CORPORA.join(', ')}`);
+  process.exit(2);
+}
 
 // Node parses every certificate named by NODE_EXTRA_CA_CERTS each time it
 // starts (85 ms a process on a machine where it is set for a proxy); strata
@@ -207,6 +216,39 @@ function coldRead(t, file, off, id, keepConfig) {
 
 async function main() {
   fs.mkdirSync(opts.dir, { recursive: true });
+  const report = opts.corpora.includes('large') ? await largeCorpus() : {};
+  if (opts.corpora.includes('trees')) report.trees = treesCorpus();
+  process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : tables(report) + '\n');
+  if (!flag('keep')) fs.rmSync(opts.dir, { recursive: true, force: true });
+}
+
+/** The trees corpus, by bench/trees-run.mjs in a process of its own (its --json report); the same tools but strata-remote. */
+function treesCorpus() {
+  const tools = opts.tools.filter((t) => t !== 'strata-remote');
+  log(`trees: ${tools.join(', ')}`);
+  const args = [path.join(ROOT, 'bench', 'trees-run.mjs'), '--json', '--tools', tools.join(','), '--dir', path.join(opts.dir, 'trees')];
+  const r = spawnSync(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 64 * 1024 * 1024 });
+  if (r.status !== 0) throw new Error(`the trees corpus failed (exit ${r.status})`);
+  return JSON.parse(r.stdout.toString());
+}
+
+/** The tables of a report: the large corpus's (markdown below), then the trees' as bench/trees-run.mjs prints them. */
+function tables(report) {
+  const parts = [];
+  if (report.summary) parts.push(markdown(report));
+  if (report.trees) {
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'strata-bench-')), 'trees.json');
+    fs.writeFileSync(file, JSON.stringify(report.trees));
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'bench', 'trees-run.mjs'), '--from', file]);
+    fs.rmSync(path.dirname(file), { recursive: true, force: true });
+    if (r.status !== 0) throw new Error(`cannot print the trees report: ${r.stderr}`);
+    parts.push(r.stdout.toString().trimEnd());
+  }
+  return parts.join('\n\n');
+}
+
+/** The large corpus: every step with every tool, `--runs` times; the chain of incrementals. */
+async function largeCorpus() {
   const corpus = path.join(opts.dir, 'corpus');
   const pristine = path.join(opts.dir, 'pristine');
   log(`corpus: ${(opts.size / 1024 ** 3).toFixed(2)} GiB in ${corpus}`);
@@ -314,10 +356,9 @@ async function main() {
     present.map((name) => [name, Object.fromEntries(Object.keys(results[name][0]).map((k) => [k, summarize(results[name].map((m) => m[k]))]))]),
   );
   const machine = { cpus: os.cpus().length, cpu: os.cpus()[0]?.model, memGiB: Math.round(os.totalmem() / 1024 ** 3), node: process.version, platform: `${os.type()} ${os.release()}`, nodeStartMs: median([0, 1, 2, 3, 4].map(() => timed('node -e 0').wall * 1000)) };
-  const report = { date: new Date().toISOString(), machine, options: { ...opts, dir: undefined }, summary, chain, runs: results };
-  if (opts.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
-  else process.stdout.write(markdown(report) + '\n');
-  if (!flag('keep')) fs.rmSync(opts.dir, { recursive: true, force: true });
+  // Room for the trees corpus, on a tmpfs.
+  if (!flag('keep')) for (const d of [corpus, pristine, work, path.join(opts.dir, 'chain')]) fs.rmSync(d, { recursive: true, force: true });
+  return { date: new Date().toISOString(), machine, options: { ...opts, dir: undefined }, summary, chain, runs: results };
 }
 
 function markdown({ machine, options, summary, chain }) {
@@ -385,7 +426,7 @@ function wire(r, fmt) {
 
 // --from FILE: print the table of a saved --json report.
 const from = arg('from');
-const start = from ? async () => process.stdout.write(markdown(JSON.parse(fs.readFileSync(from, 'utf8'))) + '\n') : main;
+const start = from ? async () => process.stdout.write(tables(JSON.parse(fs.readFileSync(from, 'utf8'))) + '\n') : main;
 start().catch((e) => {
   process.stderr.write(`bench: ${e.message}\n`);
   process.exitCode = 1;
