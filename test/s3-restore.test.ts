@@ -51,9 +51,12 @@ suite('a restore from a bucket', () => {
     const repo = (await refreshCatalog(await Repository.open(url, { password: async () => 'pw' }, {}, { cacheDir, s3: OPTIONS }))).repo;
     try {
       const storage = repo.storage as CoalescingStorage;
+      const s3 = (storage as unknown as { inner: { inner: S3Storage } }).inner.inner;
+      const heads = () => s3.counters.requests['HEAD'] ?? 0;
       const [tree] = await SnapshotTree.all(repo);
       const target = tempDir('strata-s3-whole-target-');
       const before = storage.requests;
+      const headsBefore = heads();
       const run = vi.spyOn(UnpackPool.prototype, 'run');
       const r = await restore(repo, tree!, { target });
       const requests = storage.requests - before;
@@ -75,14 +78,15 @@ suite('a restore from a bucket', () => {
       expect(pool.started).toBe(true);
       expect(fs.readFileSync(path.join(target, src, 'big.bin')).equals(big)).toBe(true);
       smalls.forEach((b, i) => expect(fs.readFileSync(path.join(target, src, 'small', `f${i}`)).equals(b)).toBe(true));
-      // At most a few ranges of a pack before it comes whole (a HEAD and a GET), and the trees and TOCs read first.
+      // A pack comes whole in one ranged GET of its size as the catalog has it: no HEAD first.
+      expect(heads() - headsBefore).toBe(0);
+      // At most a few ranges of a pack before it comes whole, and the trees and TOCs read first.
       // Each run of blocks of a pack is a request without it: 60 files of a few blocks each, and 20 MiB in bursts of 8 MiB.
       expect(packs).toBeGreaterThan(1);
       expect(requests).toBeLessThanOrEqual(packs * 4 + 12);
       // Off once the restore is done: a read of 4 KiB is one ranged GET, kept nowhere.
       expect(storage.wholePacks).toBe(false);
       const [id] = (JSON.parse(strata(['snapshots', '--json'], env).stdout) as { id: string }[]).map((s) => s.id);
-      const s3 = (storage as unknown as { inner: { inner: S3Storage } }).inner.inner;
       const gets = () => s3.counters.requests['GET'] ?? 0;
       const wholeBefore = gets();
       for (let k = 0; k < 4; k++) expect((await readWhole(repo, id!, path.join(src, 'small', `f${k}`))).equals(smalls[k]!)).toBe(true);

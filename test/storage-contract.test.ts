@@ -129,6 +129,68 @@ describe('CoalescingStorage', () => {
   });
 });
 
+describe('CoalescingStorage with whole packs (a restore)', () => {
+  /** A directory store that counts what it is asked. */
+  const counted = (dir: string) => {
+    const inner = new LocalStorage(dir);
+    const calls = { stat: 0, get: 0, read: [] as [number, number][] };
+    const store = Object.assign(Object.create(inner) as LocalStorage, {
+      stat: (h: Handle) => (calls.stat++, inner.stat(h)),
+      get: (h: Handle) => (calls.get++, inner.get(h)),
+      read: (h: Handle, offset: number, length: number) => (calls.read.push([offset, length]), inner.read(h, offset, length)),
+    });
+    return { store, calls };
+  };
+  const bytes = Buffer.from(Array.from({ length: 200_000 }, (_, i) => (i * 13) % 251));
+  const name = hex('whole');
+  /** Three reads in three turns (the third fetches the pack whole), then one more. */
+  const reads = async (st: CoalescingStorage, h: Handle) => {
+    const asks: [number, number][] = [
+      [0, 1000],
+      [100_000, 1000],
+      [50_000, 2000],
+      [150_000, 50_000],
+    ];
+    for (const [o, l] of asks) expect((await st.read(h, o, l)).equals(bytes.subarray(o, o + l)), `${o}+${l}`).toBe(true);
+  };
+
+  it('a pack whose size the catalog gave is fetched whole without asking the store its size', async () => {
+    const { store, calls } = counted(path.join(tempDir(), 'w'));
+    await store.put({ kind: 'pack', name }, bytes);
+    const st = new CoalescingStorage(store);
+    st.wholePacks = true;
+    await reads(st, { kind: 'pack', name, size: bytes.length });
+    expect(calls.stat).toBe(0);
+    expect(calls.read).toEqual([
+      [0, 1000],
+      [100_000, 1000],
+      [0, bytes.length],
+    ]);
+    // Without the size: asked first, then fetched whole.
+    const { store: bare, calls: bareCalls } = counted(path.join(tempDir(), 'w2'));
+    await bare.put({ kind: 'pack', name }, bytes);
+    const st2 = new CoalescingStorage(bare);
+    st2.wholePacks = true;
+    await reads(st2, { kind: 'pack', name });
+    expect(bareCalls.stat).toBe(1);
+    expect(bareCalls.get).toBe(1);
+  });
+
+  it('a wrong size costs requests, never a wrong byte: too small keeps part of the pack, too large keeps none', async () => {
+    for (const size of [120_000, 300_000]) {
+      const { store, calls } = counted(path.join(tempDir(), `w${size}`));
+      await store.put({ kind: 'pack', name }, bytes);
+      const st = new CoalescingStorage(store);
+      st.wholePacks = true;
+      await reads(st, { kind: 'pack', name, size });
+      expect(calls.stat).toBe(0);
+      // The last read lies past 120,000 bytes, and no range of 300,000 exists: it is read as a range of its own.
+      expect(calls.read.at(-1)).toEqual([150_000, 50_000]);
+      await expect(st.read({ kind: 'pack', name, size }, 199_000, 2000)).rejects.toMatchObject({ code: 'short_read' });
+    }
+  });
+});
+
 describe('RetryingStorage', () => {
   it('tries transient failures again, up to its attempts, and never an answer', async () => {
     const flaky = new Flaky(new LocalStorage(path.join(tempDir(), 'flaky')));

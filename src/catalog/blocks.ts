@@ -17,6 +17,8 @@ export interface BlockLocation {
   size: number;
   /** 0 data, 1 tree, 2 TOC, 3 snapshot record (PackEntry's kinds in order). */
   kind: number;
+  /** The pack's size as the catalog has it (given by blockLocations): a hint for reads, which the store's answer overrules. */
+  packSize?: number;
 }
 
 const BLOCK_SQL = {
@@ -28,7 +30,7 @@ const BLOCK_SQL = {
   insertSpare: 'INSERT OR IGNORE INTO spares(id, pack, offset, length, size, kind) SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM blocks WHERE id = ? AND pack <> ?)',
   blockLocation: 'SELECT p.name AS pack, b.offset, b.length, b.size, b.kind FROM blocks b JOIN packs p ON p.id = b.pack WHERE b.id = ?',
   blockPlace: 'SELECT pack, offset, length, size, kind FROM blocks WHERE id = ?',
-  packName: 'SELECT name FROM packs WHERE id = ?',
+  packOf: 'SELECT name, size FROM packs WHERE id = ?',
   blockWhere: 'SELECT p.name AS pack, p.size AS packSize, b.offset, b.length, b.condemned FROM blocks b JOIN packs p ON p.id = b.pack WHERE b.id = ?',
   spares: 'SELECT p.name AS pack, s.offset, s.length, s.size FROM spares s JOIN packs p ON p.id = s.pack WHERE s.id = ? ORDER BY s.pack DESC',
 };
@@ -66,20 +68,20 @@ export class BlockIndex extends CatalogDb {
    */
   blockLocations(ids: readonly Uint8Array[]): (BlockLocation | undefined)[] {
     const place = this.blockSt.blockPlace.raw();
-    const packName = this.blockSt.packName.pluck();
+    const packOf = this.blockSt.packOf.raw();
     return this.reading(() => {
-      const names = new Map<number, string>();
+      const packs = new Map<number, [name: string, size: number]>();
       return ids.map((id) => {
         const row = place.get(id) as [pack: number, offset: number, length: number, size: number, kind: number] | undefined;
         if (!row) return undefined;
-        let pack = names.get(row[0]);
+        let pack = packs.get(row[0]);
         if (pack === undefined) {
-          pack = packName.get(row[0]) as string | undefined;
+          pack = packOf.get(row[0]) as [string, number] | undefined;
           // As the join would: a block of no known pack is nowhere.
           if (pack === undefined) return undefined;
-          names.set(row[0], pack);
+          packs.set(row[0], pack);
         }
-        return { pack, offset: row[1], length: row[2], size: row[3], kind: row[4] };
+        return { pack: pack[0], offset: row[1], length: row[2], size: row[3], kind: row[4], packSize: pack[1] };
       });
     });
   }

@@ -14,6 +14,7 @@ import type { Repository } from '../repo/repository.js';
 import { ID_BYTES, MADE, PIECE_FIELDS, type UnpackAnswer, type UnpackBatch } from '../workers/unpacker.js';
 import type { UnpackPool } from '../workers/unpack-pool.js';
 import type { Piece } from '../catalog/resolve.js';
+import type { BlockLocation } from '../catalog/catalog.js';
 import { verifiedPieces, type BoundVersion } from './verify.js';
 import { HOLE_MIN } from '../util/holes.js';
 
@@ -33,6 +34,8 @@ const IN_FLIGHT_PER_WORKER = 2;
 
 class Batch {
   readonly packs: string[] = [];
+  /** Each pack's size as the catalog has it (a hint for the reads; see Handle.size). */
+  private readonly packSizes: (number | undefined)[] = [];
   private readonly packIndex = new Map<string, number>();
   readonly pieces: Piece[] = [];
   /** The output of each piece. */
@@ -46,10 +49,11 @@ class Batch {
 
   constructor(private readonly limit: number) {}
 
-  add(p: Piece, pack: string, offset: number, length: number, fd: number, fileSize: number): void {
+  add(p: Piece, { pack, offset, length, packSize }: BlockLocation, fd: number, fileSize: number): void {
     let f = this.packIndex.get(pack);
     if (f === undefined) {
       f = this.packs.push(pack) - 1;
+      this.packSizes.push(packSize);
       this.packIndex.set(pack, f);
     }
     const i = this.pieces.length;
@@ -77,10 +81,11 @@ class Batch {
   }
 
   /** Where each piece's sealed bytes are: pack, offset, length. */
-  *places(): Generator<{ pack: string; offset: number; length: number }> {
+  *places(): Generator<{ pack: string; packSize?: number; offset: number; length: number }> {
     for (let i = 0; i < this.pieces.length; i++) {
       const at = i * PIECE_FIELDS;
-      yield { pack: this.packs[this.numbers[at]!]!, offset: this.numbers[at + 1]!, length: this.numbers[at + 2]! };
+      const f = this.numbers[at]!;
+      yield { pack: this.packs[f]!, packSize: this.packSizes[f], offset: this.numbers[at + 1]!, length: this.numbers[at + 2]! };
     }
   }
 
@@ -149,7 +154,7 @@ export async function unpackVersion(repo: Repository, version: BoundVersion, fd:
             onBytes?.(p.length);
             continue;
           }
-          batch.add(p, loc.pack, loc.offset, loc.length, fd, version.size);
+          batch.add(p, loc, fd, version.size);
           if (!batch.full) continue;
           send(batch);
           batch = new Batch(batchBytes);
@@ -192,7 +197,7 @@ async function runBatch(repo: Repository, pool: UnpackPool, batch: Batch): Promi
  */
 export async function fetchSealed(repo: Pick<Repository, 'storage'>, batch: Pick<Batch, 'places'>): Promise<{ sealed: Uint8Array } | { parts: Uint8Array[] }> {
   const places = Array.from(batch.places());
-  const parts = await Promise.all(places.map((p) => repo.storage.read({ kind: 'pack', name: p.pack }, p.offset, p.length)));
+  const parts = await Promise.all(places.map((p) => repo.storage.read({ kind: 'pack', name: p.pack, ...(p.packSize !== undefined ? { size: p.packSize } : {}) }, p.offset, p.length)));
   let total = 0;
   parts.forEach((p, i) => {
     // Each piece's bytes must lie where the worker looks for them: a short read is left to the reads here (writeHere).
@@ -349,7 +354,7 @@ export class SmallFileWriter {
       sent.push({ f, fd, first: batch.pieces.length });
       f.pieces.forEach((p, i) => {
         const loc = locations[at + i]!;
-        batch.add(p, loc.pack, loc.offset, loc.length, fd, f.size);
+        batch.add(p, loc, fd, f.size);
       });
     }
     if (sent.length === 0) return;

@@ -10,7 +10,7 @@
  * While a restore runs (`wholePacks`), a pack read a few times is fetched
  * whole and kept for its other reads. Everything else passes through.
  */
-import { StorageError, WrappedStorage, type Handle, type Kind, type Storage } from './storage.js';
+import { WrappedStorage, type Handle, type Kind, type Storage } from './storage.js';
 
 /** Reads of a pack before it is fetched whole (with `wholePacks`): a file or two of a pack cost only their ranges. */
 const WHOLE_AFTER = 3;
@@ -80,9 +80,8 @@ export class CoalescingStorage extends WrappedStorage implements Storage {
     const whole = this.keepWhole && h.kind === 'pack' ? this.whole(h) : undefined;
     if (whole) {
       return whole.then((bytes) => {
-        // Not kept (too large, or the fetch failed): read as any range, which gives the read its own answer.
-        if (!bytes) return this.merged(h, offset, length);
-        if (offset + length > bytes.length) throw new StorageError('short_read', `${h.kind} ${h.name}: wanted ${length} bytes at ${offset}, it has ${bytes.length}`);
+        // Not kept (too large, or the fetch failed), or past what was (a size hint below the pack's): read as any range, which gives the read its own answer.
+        if (!bytes || offset + length > bytes.length) return this.merged(h, offset, length);
         return bytes.subarray(offset, offset + length);
       });
     }
@@ -102,6 +101,13 @@ export class CoalescingStorage extends WrappedStorage implements Storage {
     if (n < WHOLE_AFTER) return undefined;
     this.touched.delete(h.name);
     const fetched = (async () => {
+      // The pack's size as the catalog has it (Handle.size) spares asking the store. It is read as a
+      // range of that size: a pack larger than a wrong hint is not read whole into memory.
+      if (h.size !== undefined) {
+        if (h.size <= 0 || h.size > WHOLE_MAX) return undefined;
+        this.requests++;
+        return await this.inner.read(h, 0, h.size);
+      }
       this.requests++;
       const { size } = await this.inner.stat(h);
       if (size > WHOLE_MAX) return undefined;

@@ -19,6 +19,12 @@ export type Kind = 'config' | 'key' | 'pack' | 'dict';
 export interface Handle {
   kind: Kind;
   name: string;
+  /**
+   * The object's size as the caller believes it (a pack's, from the
+   * catalog): lets a store skip asking. A hint only: what the store answers
+   * overrules it, and a wrong one costs a request, never a wrong byte.
+   */
+  size?: number;
 }
 
 export interface Storage {
