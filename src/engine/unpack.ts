@@ -197,7 +197,7 @@ async function runBatch(repo: Repository, pool: UnpackPool, batch: Batch): Promi
  */
 export async function fetchSealed(repo: Pick<Repository, 'storage'>, batch: Pick<Batch, 'places'>): Promise<{ sealed: Uint8Array } | { parts: Uint8Array[] }> {
   const places = Array.from(batch.places());
-  const parts = await Promise.all(places.map((p) => repo.storage.read({ kind: 'pack', name: p.pack, ...(p.packSize !== undefined ? { size: p.packSize } : {}) }, p.offset, p.length)));
+  const parts = await Promise.all(places.map((p) => repo.storage.read({ kind: 'pack', name: p.pack, size: p.packSize }, p.offset, p.length)));
   let total = 0;
   parts.forEach((p, i) => {
     // Each piece's bytes must lie where the worker looks for them: a short read is left to the reads here (writeHere).
