@@ -898,8 +898,10 @@ export async function cachedDictionary(cache: BlockCache | undefined, name: stri
   const id = createHash('sha256').update(`strata dictionary ${name}`).digest();
   // A cache keeps the copy it has: the one that failed goes, or every read would fetch the dictionary again.
   if (fresh) cache?.delete(id);
-  const hit = fresh ? undefined : cache?.get(id);
-  if (hit) return hit;
+  else {
+    const hit = cache?.get(id);
+    if (hit) return hit;
+  }
   const sealed = await fetch();
   cache?.put(id, sealed);
   return sealed;
